@@ -1,0 +1,412 @@
+// Package blob is Dataport's object storage: exports are streamed into
+// MinIO (or any S3 endpoint) and read back or handed out as presigned URLs.
+//
+// It is the only package in the project that imports minio-go. Every minio
+// error is translated here, at one boundary, so callers test for the
+// sentinels below with errors.Is and never depend on S3 error codes.
+package blob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
+)
+
+// ErrNotFound is returned (wrapped) by Stat and Open when the key or the
+// bucket does not exist, and by List and Delete when the bucket does not.
+var ErrNotFound = errors.New("blob: object not found")
+
+// ErrInvalidArgument is returned (wrapped) for requests that can never
+// succeed as made: an invalid bucket or key name, or a presign TTL out of
+// range. Retrying them is pointless, so a consumer can Term instead of Nak.
+var ErrInvalidArgument = errors.New("blob: invalid argument")
+
+const (
+	// PartSize is the multipart part size Upload uses. It must be set
+	// explicitly: with an unknown length and no PartSize, minio-go sizes its
+	// part buffer for a 5 TiB object and allocates about 528 MiB per upload
+	// (minio-go #848, #1473). 16 MiB × 10,000 parts allows objects of about
+	// 156 GiB while each upload buffers at most one part.
+	PartSize = 16 << 20
+
+	// MaxPresignTTL is the longest lifetime SigV4 allows a presigned URL.
+	MaxPresignTTL = 7 * 24 * time.Hour
+
+	// pingTimeout bounds Ping so a readiness probe answers before the
+	// kubelet gives up on it, even while minio-go is retrying.
+	pingTimeout = 2 * time.Second
+
+	defaultContentType = "application/octet-stream"
+)
+
+// Config says where the object store is and how to authenticate.
+type Config struct {
+	// Endpoint is host:port, without a scheme; UseTLS selects https.
+	Endpoint  string
+	AccessKey string
+	SecretKey string
+	// Region may be empty: minio-go then looks up (and caches) each bucket's
+	// location with one extra request. Set it to skip that round trip.
+	Region string
+	UseTLS bool
+}
+
+// String masks the secret key so a Config can be printed at start-up.
+func (c Config) String() string {
+	scheme := "http"
+	if c.UseTLS {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://%s (access key %q, secret key %s, region %q)",
+		scheme, c.Endpoint, c.AccessKey, mask(c.SecretKey), c.Region)
+}
+
+// LogValue masks the secret key; without it slog's JSON handler would
+// marshal the struct field by field, secret included.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("endpoint", c.Endpoint),
+		slog.String("access_key", c.AccessKey),
+		slog.String("secret_key", mask(c.SecretKey)),
+		slog.String("region", c.Region),
+		slog.Bool("use_tls", c.UseTLS),
+	)
+}
+
+func mask(secret string) string {
+	if secret == "" {
+		return "(unset)"
+	}
+	return "***"
+}
+
+// Info describes a stored object.
+type Info struct {
+	Key  string
+	Size int64
+	// ContentType is empty in List results: S3 listings do not carry it.
+	ContentType string
+	// ETag is unquoted. For multipart uploads it is not an MD5 of the
+	// content, so it identifies a version but cannot verify bytes.
+	ETag string
+	// LastModified is zero in Upload results when the server did not report
+	// it; Stat returns the authoritative value.
+	LastModified time.Time
+}
+
+// Store reads and writes objects. It is safe for concurrent use; create one
+// per process and share it.
+type Store struct {
+	client *minio.Client
+	core   minio.Core
+	region string
+}
+
+// New validates cfg and returns a Store. It does not contact the server;
+// use Ping for that.
+func New(cfg Config) (*Store, error) {
+	switch {
+	case cfg.Endpoint == "":
+		return nil, errors.New("blob: endpoint is empty (want host:port)")
+	case strings.Contains(cfg.Endpoint, "://"):
+		return nil, fmt.Errorf("blob: endpoint %q must be host:port without a scheme (set UseTLS for https)", cfg.Endpoint)
+	case cfg.AccessKey == "" || cfg.SecretKey == "":
+		return nil, errors.New("blob: access key and secret key are required")
+	}
+	client, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure: cfg.UseTLS,
+		Region: cfg.Region,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("blob: client for %s: %w", cfg.Endpoint, err)
+	}
+	return &Store{client: client, core: minio.Core{Client: client}, region: cfg.Region}, nil
+}
+
+// EnsureBucket creates bucket if it does not exist. It is idempotent and
+// safe when several processes race to create the same bucket.
+func (s *Store) EnsureBucket(ctx context.Context, bucket string) error {
+	if err := checkBucket(bucket); err != nil {
+		return err
+	}
+	// Checking first lets a deployment whose credentials may not create
+	// buckets start against a bucket provisioned by someone else.
+	exists, err := s.client.BucketExists(ctx, bucket)
+	if err != nil {
+		return fmt.Errorf("check bucket %s: %w", bucket, translate(err))
+	}
+	if exists {
+		return nil
+	}
+	err = s.client.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: s.region})
+	if err == nil {
+		return nil
+	}
+	switch errorCode(err) {
+	case minio.BucketAlreadyOwnedByYou:
+		// Another process won the race.
+		return nil
+	case minio.BucketAlreadyExists:
+		// On AWS this can mean another account owns the name, so only
+		// accept it if we can actually reach the bucket.
+		if exists, xerr := s.client.BucketExists(ctx, bucket); xerr == nil && exists {
+			return nil
+		}
+	}
+	return fmt.Errorf("create bucket %s: %w", bucket, translate(err))
+}
+
+// Ping checks that the server answers and accepts the credentials. It is
+// meant for /readyz and gives up after a couple of seconds.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	// ListBuckets needs no bucket name and, on MinIO, succeeds even for
+	// policies restricted to one bucket (the listing is filtered).
+	if _, err := s.client.ListBuckets(ctx); err != nil {
+		return fmt.Errorf("ping %s: %w", s.client.EndpointURL().Host, translate(err))
+	}
+	return nil
+}
+
+// Upload streams r, of unknown length, into bucket/key as a multipart
+// upload and returns what was stored. Memory use is one PartSize buffer per
+// call, whatever the object size. An empty contentType stores
+// application/octet-stream.
+//
+// On any error, including a read error from r or cancellation of ctx, the
+// multipart upload is aborted and no object becomes visible; an object
+// previously stored under key is left as it was. The one exception is
+// inherent to S3: if ctx ends after the server completed the upload but
+// before its answer arrived, the object exists although Upload reports an
+// error. Keys derived from job ids make a retry overwrite it.
+func (s *Store) Upload(ctx context.Context, bucket, key string, r io.Reader, contentType string) (Info, error) {
+	if err := checkObject(bucket, key); err != nil {
+		return Info{}, err
+	}
+	if contentType == "" {
+		contentType = defaultContentType
+	}
+	// minio-go only looks at ctx between parts; checking it on every read
+	// stops a long read of a slow producer as soon as the job is cancelled.
+	cr := &ctxReader{ctx: ctx, r: r}
+	up, err := s.client.PutObject(ctx, bucket, key, cr, -1, minio.PutObjectOptions{
+		ContentType: contentType,
+		PartSize:    PartSize,
+	})
+	if err != nil {
+		// A read error of r is the caller's; report it rather than whatever
+		// minio-go wrapped around it.
+		if cr.err != nil && !errors.Is(err, cr.err) {
+			err = fmt.Errorf("%w (read: %w)", translate(err), cr.err)
+		} else {
+			err = translate(err)
+		}
+		return Info{}, fmt.Errorf("upload %s/%s: %w", bucket, key, err)
+	}
+	return Info{
+		Key:          key,
+		Size:         up.Size,
+		ContentType:  contentType,
+		ETag:         up.ETag,
+		LastModified: up.LastModified.UTC(),
+	}, nil
+}
+
+// ctxReader fails reads once ctx is done and remembers r's own error.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+	err error // first non-EOF error, from ctx or r
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		c.err = err
+		return 0, err
+	}
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// Open starts a streaming GET of bucket/key. The caller must Close the
+// reader; reading stops when ctx ends. A missing object or bucket is
+// reported here, as ErrNotFound, not on the first Read.
+func (s *Store) Open(ctx context.Context, bucket, key string) (io.ReadCloser, Info, error) {
+	if err := checkObject(bucket, key); err != nil {
+		return nil, Info{}, err
+	}
+	// Core.GetObject issues the GET at once (one round trip, errors up
+	// front), unlike Client.GetObject which defers it to the first Read.
+	body, oi, _, err := s.core.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("open %s/%s: %w", bucket, key, translate(err))
+	}
+	return body, infoOf(oi), nil
+}
+
+// Stat returns the object's metadata, or ErrNotFound.
+func (s *Store) Stat(ctx context.Context, bucket, key string) (Info, error) {
+	if err := checkObject(bucket, key); err != nil {
+		return Info{}, err
+	}
+	oi, err := s.client.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return Info{}, fmt.Errorf("stat %s/%s: %w", bucket, key, translate(err))
+	}
+	return infoOf(oi), nil
+}
+
+// Delete removes bucket/key. Deleting a missing key is not an error, so a
+// redelivered cleanup succeeds; a missing bucket is (ErrNotFound), because
+// it points at a misconfiguration rather than a repeated request.
+func (s *Store) Delete(ctx context.Context, bucket, key string) error {
+	if err := checkObject(bucket, key); err != nil {
+		return err
+	}
+	err := s.client.RemoveObject(ctx, bucket, key, minio.RemoveObjectOptions{})
+	if err != nil && errorCode(err) != minio.NoSuchKey {
+		return fmt.Errorf("delete %s/%s: %w", bucket, key, translate(err))
+	}
+	return nil
+}
+
+// PresignGet returns a URL that downloads bucket/key without credentials
+// until ttl has passed. ttl must be between one second and MaxPresignTTL
+// (SigV4 counts whole seconds and caps at 7 days); mint URLs on demand,
+// after the authorization check, with a short ttl. The URL points at the
+// configured endpoint, which users may not be able to reach. The object's
+// existence is not checked.
+func (s *Store) PresignGet(ctx context.Context, bucket, key string, ttl time.Duration) (*url.URL, error) {
+	if err := checkObject(bucket, key); err != nil {
+		return nil, err
+	}
+	if ttl < time.Second || ttl > MaxPresignTTL {
+		return nil, fmt.Errorf("presign %s/%s: %w: ttl %v not within [1s, %v]", bucket, key, ErrInvalidArgument, ttl, MaxPresignTTL)
+	}
+	u, err := s.client.PresignedGetObject(ctx, bucket, key, ttl, nil)
+	if err != nil {
+		return nil, fmt.Errorf("presign %s/%s: %w", bucket, key, translate(err))
+	}
+	return u, nil
+}
+
+// List returns every object under prefix, recursively, in key order.
+// It holds the whole listing in memory; it is meant for the handful of
+// parts of one job, not for sweeping a bucket.
+func (s *Store) List(ctx context.Context, bucket, prefix string) ([]Info, error) {
+	if err := checkBucket(bucket); err != nil {
+		return nil, err
+	}
+	// Cancelling stops minio-go's listing goroutine if we return early.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out []Info
+	for oi := range s.client.ListObjectsIter(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if oi.Err != nil {
+			return nil, fmt.Errorf("list %s/%s: %w", bucket, prefix, translate(oi.Err))
+		}
+		out = append(out, infoOf(oi))
+	}
+	return out, nil
+}
+
+// AbortIncompleteUploads aborts every unfinished multipart upload of
+// bucket/key and reports how many there were. MinIO ignores the S3
+// AbortIncompleteMultipartUpload lifecycle rule, so a sweeper calls this for
+// the keys of jobs that failed or whose uploader died. MinIO lists uploads
+// by exact key only, hence a key and not a prefix.
+func (s *Store) AbortIncompleteUploads(ctx context.Context, bucket, key string) (int, error) {
+	if err := checkObject(bucket, key); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Collect first: aborting while the listing is paged could skip uploads.
+	var ids []string
+	for u := range s.client.ListIncompleteUploads(ctx, bucket, key, true) {
+		if u.Err != nil {
+			return 0, fmt.Errorf("list uploads %s/%s: %w", bucket, key, translate(u.Err))
+		}
+		if u.Key == key {
+			ids = append(ids, u.UploadID)
+		}
+	}
+	n := 0
+	for _, id := range ids {
+		err := s.core.AbortMultipartUpload(ctx, bucket, key, id)
+		if err != nil && errorCode(err) != minio.NoSuchUpload {
+			return n, fmt.Errorf("abort upload %s/%s: %w", bucket, key, translate(err))
+		}
+		n++
+	}
+	return n, nil
+}
+
+func infoOf(oi minio.ObjectInfo) Info {
+	return Info{
+		Key:          oi.Key,
+		Size:         oi.Size,
+		ContentType:  oi.ContentType,
+		ETag:         oi.ETag,
+		LastModified: oi.LastModified.UTC(),
+	}
+}
+
+func checkBucket(bucket string) error {
+	if err := s3utils.CheckValidBucketName(bucket); err != nil {
+		return fmt.Errorf("%w: bucket %q: %v", ErrInvalidArgument, bucket, err)
+	}
+	return nil
+}
+
+func checkObject(bucket, key string) error {
+	if err := checkBucket(bucket); err != nil {
+		return err
+	}
+	if err := s3utils.CheckValidObjectName(key); err != nil {
+		return fmt.Errorf("%w: key %q: %v", ErrInvalidArgument, key, err)
+	}
+	return nil
+}
+
+// errorCode returns the S3 error code of err, or "" if err is not an S3
+// error response.
+func errorCode(err error) string {
+	var er minio.ErrorResponse
+	if errors.As(err, &er) {
+		return er.Code
+	}
+	return ""
+}
+
+// translate maps minio errors onto this package's sentinels. Errors it does
+// not recognise pass through so that context.Canceled and network errors
+// stay visible to errors.Is.
+func translate(err error) error {
+	var er minio.ErrorResponse
+	if !errors.As(err, &er) {
+		return err
+	}
+	switch {
+	case er.Code == minio.NoSuchKey || er.Code == minio.NoSuchBucket || er.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("%w (%s)", ErrNotFound, er.Code)
+	case er.Code == minio.InvalidBucketName || er.Code == minio.XMinioInvalidObjectName:
+		return fmt.Errorf("%w: %s", ErrInvalidArgument, er.Message)
+	}
+	return err
+}

@@ -1,0 +1,250 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/protobuf/proto"
+)
+
+// PermanentError marks a failure that no retry can fix (a malformed message,
+// a job that refers to nothing). The consume loop terminates such messages
+// instead of redelivering them.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err so the consume loop terminates the message.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err carries a PermanentError.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
+
+// Decode unmarshals a message body; a body that does not decode is
+// permanent, since redelivering the same bytes cannot help.
+func Decode(msg jetstream.Msg, m proto.Message) error {
+	if err := proto.Unmarshal(msg.Data(), m); err != nil {
+		return Permanent(fmt.Errorf("decode %T from %s: %w", m, msg.Subject(), err))
+	}
+	return nil
+}
+
+// Handler processes one message. Its verdict decides the ack:
+//   - nil: the side effect is durable; the message is acked.
+//   - a PermanentError: the message is terminated and never redelivered.
+//   - any other error: the message is nak'ed with a growing delay and
+//     retried until the consumer's MaxDeliver.
+//
+// Handlers must be idempotent: JetStream delivers at least once. ctx is
+// canceled when the service shuts down and the grace period runs out; a
+// handler that stops early must return an error so the message goes back.
+type Handler func(ctx context.Context, msg jetstream.Msg) error
+
+// ConsumeOptions tune Consume.
+type ConsumeOptions struct {
+	// Concurrency is how many messages are handled at once (default 1).
+	Concurrency int
+	// Heartbeat is how often a running handler's message gets an
+	// in-progress ack; keep it under AckWait/2 (default 10s).
+	Heartbeat time.Duration
+	// NakDelay returns the redelivery delay after the given failed delivery
+	// (1-based); default 1s doubling up to 1 minute.
+	NakDelay func(delivery uint64) time.Duration
+	// Grace is how long in-flight handlers may keep running after ctx is
+	// canceled before their own contexts are canceled (default 10s).
+	Grace time.Duration
+	// OnTerminated is called after a message was terminated, with the
+	// handler's error, so the owner can record why (e.g. fail the job).
+	OnTerminated func(ctx context.Context, msg jetstream.Msg, err error)
+	Logger       *slog.Logger
+	Tracer       trace.Tracer
+	Propagator   propagation.TextMapPropagator
+}
+
+func (o *ConsumeOptions) defaults() {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 1
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.NakDelay == nil {
+		o.NakDelay = DefaultNakDelay
+	}
+	if o.Grace <= 0 {
+		o.Grace = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Tracer == nil {
+		o.Tracer = noop.NewTracerProvider().Tracer("bus")
+	}
+	if o.Propagator == nil {
+		o.Propagator = propagation.TraceContext{}
+	}
+}
+
+// DefaultNakDelay is 1s doubling per delivery, capped at one minute.
+func DefaultNakDelay(delivery uint64) time.Duration {
+	d := time.Second
+	for i := uint64(1); i < delivery && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
+}
+
+// Consume pulls messages from c and runs h on each until ctx is canceled.
+// On cancellation it stops pulling, hands buffered messages straight back
+// (nak without delay), waits up to Grace for running handlers and then
+// cancels them; their messages are nak'ed so another replica picks them up.
+// It returns nil after a clean shutdown.
+func Consume(ctx context.Context, c jetstream.Consumer, h Handler, o ConsumeOptions) error {
+	o.defaults()
+	it, err := c.Messages(jetstream.PullMaxMessages(o.Concurrency))
+	if err != nil {
+		return fmt.Errorf("start consuming: %w", err)
+	}
+	// Handlers outlive ctx by the grace period so that quick work finishes
+	// instead of being redone elsewhere.
+	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+	stopWatch := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case <-ctx.Done():
+			it.Drain()
+		case <-stopWatch:
+		}
+	}()
+
+	slots := make(chan struct{}, o.Concurrency)
+	var wg sync.WaitGroup
+	var loopErr error
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				loopErr = fmt.Errorf("next message: %w", err)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			// Buffered before the drain: give it back at once.
+			_ = msg.Nak()
+			continue
+		}
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			handle(handlerCtx, msg, h, &o)
+		}()
+	}
+	close(stopWatch)
+	<-watchDone
+	it.Stop()
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(o.Grace):
+		cancelHandlers()
+		<-done
+	}
+	return loopErr
+}
+
+func handle(ctx context.Context, msg jetstream.Msg, h Handler, o *ConsumeOptions) {
+	ctx = ExtractTrace(ctx, o.Propagator, msg.Headers())
+	ctx, span := o.Tracer.Start(ctx, "consume "+msg.Subject(), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.destination.name", msg.Subject())))
+	defer span.End()
+
+	var delivery uint64 = 1
+	if md, err := msg.Metadata(); err == nil {
+		delivery = md.NumDelivered
+	}
+
+	beatCtx, stopBeat := context.WithCancel(ctx)
+	beatDone := make(chan struct{})
+	go func() {
+		defer close(beatDone)
+		t := time.NewTicker(o.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-beatCtx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	err := runHandler(ctx, msg, h)
+	stopBeat()
+	<-beatDone
+
+	log := o.Logger.With("subject", msg.Subject(), "delivery", delivery)
+	switch {
+	case err == nil:
+		if ackErr := msg.DoubleAck(ctx); ackErr != nil {
+			log.WarnContext(ctx, "ack failed; message will be redelivered", "error", ackErr)
+		}
+	case IsPermanent(err):
+		span.SetStatus(codes.Error, err.Error())
+		log.ErrorContext(ctx, "message terminated", "error", err)
+		_ = msg.TermWithReason(truncate(err.Error(), 200))
+		if o.OnTerminated != nil {
+			o.OnTerminated(context.WithoutCancel(ctx), msg, err)
+		}
+	case ctx.Err() != nil:
+		log.InfoContext(ctx, "handing message back on shutdown", "error", err)
+		_ = msg.Nak()
+	default:
+		span.SetStatus(codes.Error, err.Error())
+		delay := o.NakDelay(delivery)
+		log.WarnContext(ctx, "message failed; retrying", "error", err, "retry_in", delay.String())
+		_ = msg.NakWithDelay(delay)
+	}
+}
+
+// runHandler turns a handler panic into a permanent error: the same message
+// would panic again, and one bad message must not stop the service.
+func runHandler(ctx context.Context, msg jetstream.Msg, h Handler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = Permanent(fmt.Errorf("handler panic: %v", r))
+		}
+	}()
+	return h(ctx, msg)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,98 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/protobuf/proto"
+)
+
+// Header names.
+const (
+	HeaderMsgID       = jetstream.MsgIDHeader
+	HeaderTraceParent = "traceparent"
+)
+
+// headerCarrier adapts nats.Header to OpenTelemetry without changing the
+// case of keys: NATS headers are case-sensitive and W3C names are lower case.
+type headerCarrier nats.Header
+
+func (c headerCarrier) Get(key string) string {
+	if v := c[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c headerCarrier) Set(key, value string) { c[key] = []string{value} }
+
+func (c headerCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Publisher publishes protobuf messages to JetStream. It is safe for
+// concurrent use.
+type Publisher struct {
+	js         jetstream.JetStream
+	propagator propagation.TextMapPropagator
+}
+
+// NewPublisher returns a Publisher that injects trace context with p.
+func NewPublisher(js jetstream.JetStream, p propagation.TextMapPropagator) *Publisher {
+	if p == nil {
+		p = propagation.TraceContext{}
+	}
+	return &Publisher{js: js, propagator: p}
+}
+
+// Publish sends m to subject and waits for the stream's ack. msgID becomes
+// Nats-Msg-Id, so a second publish with the same id inside the stream's
+// duplicate window is stored only once; pass a stable id derived from the
+// job (never a random one) so retries stay idempotent.
+func (p *Publisher) Publish(ctx context.Context, subject, msgID string, m proto.Message) error {
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("marshal %T: %w", m, err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	p.propagator.Inject(ctx, headerCarrier(msg.Header))
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	if _, err := p.js.PublishMsg(ctx, msg, opts...); err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return nil
+}
+
+// PublishStatus publishes a job's status event on its subject with the
+// dedup id "<jobId>.<event>.<discriminator>". Use an empty discriminator for
+// events that happen once per job (completed, failed) so redelivered work
+// cannot emit them twice.
+func (p *Publisher) PublishStatus(ctx context.Context, ev Event, jobID, discriminator string, m proto.Message) error {
+	subject, err := StatusSubject(ev, jobID)
+	if err != nil {
+		return err
+	}
+	id := jobID + "." + string(ev)
+	if discriminator != "" {
+		id += "." + discriminator
+	}
+	return p.Publish(ctx, subject, id, m)
+}
+
+// ExtractTrace returns ctx carrying the trace context found in h.
+func ExtractTrace(ctx context.Context, p propagation.TextMapPropagator, h nats.Header) context.Context {
+	if h == nil {
+		return ctx
+	}
+	return p.Extract(ctx, headerCarrier(h))
+}
