@@ -368,7 +368,7 @@ func infoOf(oi minio.ObjectInfo) Info {
 }
 
 func checkBucket(bucket string) error {
-	if err := s3utils.CheckValidBucketName(bucket); err != nil {
+	if err := s3utils.CheckValidBucketNameStrict(bucket); err != nil {
 		return fmt.Errorf("%w: bucket %q: %v", ErrInvalidArgument, bucket, err)
 	}
 	return nil

@@ -1,0 +1,341 @@
+// Package archive finalises export jobs. It records every uploaded part of a
+// job and, once all of a job's parts are there, verifies each part's object
+// against the size and SHA-256 the exporter reported, builds the job's
+// deliverable files and publishes ExportCompleted, or ExportFailed when a
+// part does not verify.
+package archive
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/bus"
+)
+
+// Objects is the read side of the object store the archiver verifies parts
+// against. *blob.Store implements it. Both methods report a missing object
+// as blob.ErrNotFound; Open streams, so verifying a part never holds the
+// whole object in memory.
+type Objects interface {
+	Stat(ctx context.Context, bucket, key string) (blob.Info, error)
+	Open(ctx context.Context, bucket, key string) (io.ReadCloser, blob.Info, error)
+}
+
+// Publisher publishes a job's status events. *bus.Publisher implements it;
+// the discriminator completes the dedup id "<jobId>.<event>.<discriminator>".
+type Publisher interface {
+	PublishStatus(ctx context.Context, ev bus.Event, jobID, discriminator string, m proto.Message) error
+}
+
+// Config holds an Archiver's dependencies.
+type Config struct {
+	// Parts is the export_parts bucket: PartUploaded records under
+	// "<jobId>.<part>".
+	Parts jetstream.KeyValue
+	// Events is the EXPORT_EVENTS stream, read to skip jobs that already
+	// ended.
+	Events jetstream.Stream
+	// Objects and Bucket locate the parts' objects.
+	Objects Objects
+	Bucket  string
+	// Publisher sends ExportFinalizing, ExportCompleted and ExportFailed.
+	Publisher Publisher
+	// Packager builds the deliverable from verified parts; nil means
+	// PartsAsFiles.
+	Packager Packager
+	// Logger defaults to discarding; Now defaults to time.Now.
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Archiver handles PartUploaded events. It is safe for concurrent use, and
+// several replicas may handle parts of the same job at once: the part
+// records are idempotent and the once-per-job events carry dedup ids, so
+// two archivers racing on a job's last part complete it only once.
+type Archiver struct {
+	parts     jetstream.KeyValue
+	events    jetstream.Stream
+	objects   Objects
+	bucket    string
+	publisher Publisher
+	packager  Packager
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// New returns an Archiver, or an error naming a missing dependency.
+func New(c Config) (*Archiver, error) {
+	switch {
+	case c.Parts == nil:
+		return nil, errors.New("archive: parts bucket is required")
+	case c.Events == nil:
+		return nil, errors.New("archive: events stream is required")
+	case c.Objects == nil || c.Bucket == "":
+		return nil, errors.New("archive: object store and bucket are required")
+	case c.Publisher == nil:
+		return nil, errors.New("archive: publisher is required")
+	}
+	if c.Packager == nil {
+		c.Packager = PartsAsFiles{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return &Archiver{
+		parts:     c.Parts,
+		events:    c.Events,
+		objects:   c.Objects,
+		bucket:    c.Bucket,
+		publisher: c.Publisher,
+		packager:  c.Packager,
+		log:       c.Logger,
+		now:       c.Now,
+	}, nil
+}
+
+// Handle is the bus.Handler for the archiver consumer
+// (exports.status.part.*). It returns nil once the part is recorded and,
+// for a job's last part, once the job's outcome is published; a malformed
+// event is permanent; anything else is transient and retried.
+func (a *Archiver) Handle(ctx context.Context, msg jetstream.Msg) error {
+	var part exportv1.PartUploaded
+	if err := bus.Decode(msg, &part); err != nil {
+		return err
+	}
+	return a.HandlePart(ctx, &part)
+}
+
+// HandlePart records one uploaded part and finalises its job when every
+// part is recorded.
+func (a *Archiver) HandlePart(ctx context.Context, part *exportv1.PartUploaded) error {
+	if err := validate(part); err != nil {
+		return bus.Permanent(err)
+	}
+	jobID := part.GetJobId()
+	data, err := proto.Marshal(part)
+	if err != nil {
+		return bus.Permanent(fmt.Errorf("marshal part: %w", err))
+	}
+	// Put, not Create: a task redelivered to another exporter overwrites
+	// the object under the same key, and its latest report describes the
+	// bytes that are there now.
+	if _, err := a.parts.Put(ctx, partKey(jobID, part.GetPart()), data); err != nil {
+		return fmt.Errorf("record part %d of job %s: %w", part.GetPart(), jobID, err)
+	}
+	n, err := a.countParts(ctx, jobID, part.GetPartsTotal())
+	if err != nil {
+		return err
+	}
+	log := a.log.With("job_id", jobID, "part", part.GetPart(), "parts_total", part.GetPartsTotal())
+	if n < int(part.GetPartsTotal()) {
+		log.DebugContext(ctx, "part recorded; waiting for the others", "parts_recorded", n)
+		return nil
+	}
+	return a.finalize(ctx, log, jobID, part.GetPartsTotal())
+}
+
+func validate(p *exportv1.PartUploaded) error {
+	if err := bus.Token(p.GetJobId()); err != nil {
+		return fmt.Errorf("part event: job id: %w", err)
+	}
+	switch {
+	case p.GetPartsTotal() == 0:
+		return fmt.Errorf("part event of job %s: parts_total is 0", p.GetJobId())
+	case p.GetPart() >= p.GetPartsTotal():
+		return fmt.Errorf("part event of job %s: part %d out of range (parts_total %d)", p.GetJobId(), p.GetPart(), p.GetPartsTotal())
+	case p.GetFile().GetObjectKey() == "":
+		return fmt.Errorf("part event of job %s: part %d has no object key", p.GetJobId(), p.GetPart())
+	}
+	return nil
+}
+
+func partKey(jobID string, part uint32) string {
+	return jobID + "." + strconv.FormatUint(uint64(part), 10)
+}
+
+// countParts counts the distinct recorded parts numbered below total. The
+// listing may repeat keys and may contain stray numbers from a differently
+// planned event, so it is checked rather than taken at its length.
+func (a *Archiver) countParts(ctx context.Context, jobID string, total uint32) (int, error) {
+	lister, err := a.parts.ListKeysFiltered(ctx, jobID+".*")
+	if err != nil {
+		return 0, fmt.Errorf("list parts of job %s: %w", jobID, err)
+	}
+	defer func() { _ = lister.Stop() }()
+	seen := make(map[string]struct{})
+	for key := range lister.Keys() {
+		seen[key] = struct{}{}
+	}
+	n := 0
+	for i := range total {
+		if _, ok := seen[partKey(jobID, i)]; ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// finalize runs once every part of the job is recorded; it may run more
+// than once for a job (a redelivered last part, two replicas racing), and
+// every event it publishes is deduplicated by its once-per-job id.
+func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, jobID string, total uint32) error {
+	ended, err := a.ended(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	if ended != "" {
+		// Re-verifying would stream every part again for nothing.
+		log.InfoContext(ctx, "job already ended; nothing to finalise", "event", string(ended))
+		return nil
+	}
+	parts, err := a.loadParts(ctx, jobID, total)
+	if err != nil {
+		return err
+	}
+	last := parts[len(parts)-1]
+	if err := a.publisher.PublishStatus(ctx, bus.EventFinalizing, jobID, "", &exportv1.ExportFinalizing{
+		JobId:      jobID,
+		OccurredAt: timestamppb.New(a.now()),
+	}); err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "all parts recorded; verifying")
+
+	for _, p := range parts {
+		problem, err := a.verify(ctx, p.GetFile())
+		if err != nil {
+			return fmt.Errorf("verify part %d of job %s: %w", p.GetPart(), jobID, err)
+		}
+		if problem != "" {
+			reason := fmt.Sprintf("part %d (%s) failed verification: %s", p.GetPart(), p.GetFile().GetName(), problem)
+			return a.fail(ctx, log, last, reason)
+		}
+	}
+
+	files, err := a.packager.Package(ctx, parts)
+	if err != nil {
+		if perm, ok := errors.AsType[*bus.PermanentError](err); ok {
+			return a.fail(ctx, log, last, fmt.Sprintf("building the deliverable failed: %v", perm.Err))
+		}
+		return fmt.Errorf("package job %s: %w", jobID, err)
+	}
+	if err := a.publisher.PublishStatus(ctx, bus.EventCompleted, jobID, "", &exportv1.ExportCompleted{
+		JobId:      jobID,
+		OccurredAt: timestamppb.New(a.now()),
+		Files:      files,
+		OwnerId:    last.GetOwnerId(),
+		Kind:       last.GetKind(),
+	}); err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "job completed", "files", len(files))
+	return nil
+}
+
+// ended returns the terminal event already stored for the job, or "".
+func (a *Archiver) ended(ctx context.Context, jobID string) (bus.Event, error) {
+	for _, ev := range []bus.Event{bus.EventCompleted, bus.EventFailed} {
+		subject, err := bus.StatusSubject(ev, jobID)
+		if err != nil {
+			return "", bus.Permanent(err)
+		}
+		_, err = a.events.GetLastMsgForSubject(ctx, subject)
+		switch {
+		case err == nil:
+			return ev, nil
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		default:
+			return "", fmt.Errorf("look up %s event of job %s: %w", ev, jobID, err)
+		}
+	}
+	return "", nil
+}
+
+// loadParts reads parts 0..total-1, in part order.
+func (a *Archiver) loadParts(ctx context.Context, jobID string, total uint32) ([]*exportv1.PartUploaded, error) {
+	parts := make([]*exportv1.PartUploaded, 0, total)
+	for i := range total {
+		entry, err := a.parts.Get(ctx, partKey(jobID, i))
+		if err != nil {
+			// countParts saw it a moment ago; a missing key now is a
+			// transient inconsistency of the listing, worth a retry.
+			return nil, fmt.Errorf("load part %d of job %s: %w", i, jobID, err)
+		}
+		var p exportv1.PartUploaded
+		if err := proto.Unmarshal(entry.Value(), &p); err != nil {
+			return nil, bus.Permanent(fmt.Errorf("decode recorded part %d of job %s: %w", i, jobID, err))
+		}
+		parts = append(parts, &p)
+	}
+	return parts, nil
+}
+
+// verify checks the object of f against its recorded size and SHA-256. It
+// returns a description of what does not match, or an error when the check
+// itself could not be made (a transient storage failure).
+func (a *Archiver) verify(ctx context.Context, f *exportv1.File) (problem string, err error) {
+	key := f.GetObjectKey()
+	info, err := a.objects.Stat(ctx, a.bucket, key)
+	switch {
+	case errors.Is(err, blob.ErrNotFound):
+		return fmt.Sprintf("object %s is missing", key), nil
+	case errors.Is(err, blob.ErrInvalidArgument):
+		return fmt.Sprintf("object key %q is invalid", key), nil
+	case err != nil:
+		return "", err
+	}
+	if info.Size < 0 || uint64(info.Size) != f.GetSize() {
+		return fmt.Sprintf("object is %d bytes, %d recorded", info.Size, f.GetSize()), nil
+	}
+	body, _, err := a.objects.Open(ctx, a.bucket, key)
+	switch {
+	case errors.Is(err, blob.ErrNotFound):
+		return fmt.Sprintf("object %s is missing", key), nil
+	case err != nil:
+		return "", err
+	}
+	defer body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, body)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", key, err)
+	}
+	if uint64(n) != f.GetSize() {
+		return fmt.Sprintf("read %d bytes of object, %d recorded", n, f.GetSize()), nil
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != f.GetSha256() {
+		return fmt.Sprintf("sha256 is %s, %s recorded", sum, f.GetSha256()), nil
+	}
+	return "", nil
+}
+
+// fail publishes the job's failure. The message is then acked: the same
+// parts would fail the same way again.
+func (a *Archiver) fail(ctx context.Context, log *slog.Logger, part *exportv1.PartUploaded, reason string) error {
+	if err := a.publisher.PublishStatus(ctx, bus.EventFailed, part.GetJobId(), "", &exportv1.ExportFailed{
+		JobId:      part.GetJobId(),
+		OccurredAt: timestamppb.New(a.now()),
+		Reason:     reason,
+		OwnerId:    part.GetOwnerId(),
+	}); err != nil {
+		return err
+	}
+	log.WarnContext(ctx, "job failed", "reason", reason)
+	return nil
+}

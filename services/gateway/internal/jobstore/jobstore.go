@@ -1,0 +1,220 @@
+// Package jobstore is the gateway's projection of export jobs: one
+// exportv1.Job per job id in the KV bucket bus.BucketJobs.
+//
+// The HTTP handlers create jobs; status events from every service move
+// them forward through Apply. Every write after the first is a
+// read-modify-write guarded by the entry's revision, so any number of
+// gateway replicas and redelivered events may apply concurrently and the
+// outcome is the same as applying them one by one: states only move
+// forward, progress only grows and a terminal job keeps its outcome.
+package jobstore
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/bus"
+)
+
+// Errors.
+var (
+	// ErrNotFound is returned when no job has the id. Apply returns it
+	// (wrapped, not permanent) for an event that arrives before its job:
+	// the projection retries and catches up.
+	ErrNotFound = errors.New("jobstore: job not found")
+	// ErrExists is returned by Create when the id is taken.
+	ErrExists = errors.New("jobstore: job already exists")
+)
+
+// maxAttempts bounds the read-modify-write retries of one Apply. Conflicts
+// only happen between appliers of the same job at the same moment, so a
+// handful of retries is plenty; after that the caller's own retry (the
+// message redelivery) takes over.
+const maxAttempts = 32
+
+// idPattern is what job ids may look like: the KV key alphabet minus '.'
+// and '/', so that an id is also a single subject token.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,128}$`)
+
+// ValidID reports whether id can name a job.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// Store reads and writes jobs. It is safe for concurrent use.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// New returns a Store over the jobs bucket.
+func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+
+// Open looks up the jobs bucket (declared by bus.EnsureTopology) and
+// returns a Store over it.
+func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	kv, err := js.KeyValue(ctx, bus.BucketJobs)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", bus.BucketJobs, err)
+	}
+	return New(kv), nil
+}
+
+// Create stores a new job; it fails with ErrExists if the id is taken.
+func (s *Store) Create(ctx context.Context, job *exportv1.Job) error {
+	if !ValidID(job.GetId()) {
+		return fmt.Errorf("create job: invalid id %q", job.GetId())
+	}
+	data, err := proto.Marshal(job)
+	if err != nil {
+		return fmt.Errorf("marshal job %s: %w", job.GetId(), err)
+	}
+	if _, err := s.kv.Create(ctx, job.GetId(), data); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("create job %s: %w", job.GetId(), ErrExists)
+		}
+		return fmt.Errorf("create job %s: %w", job.GetId(), err)
+	}
+	return nil
+}
+
+// Get returns the job, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (*exportv1.Job, error) {
+	job, _, err := s.get(ctx, id)
+	return job, err
+}
+
+func (s *Store) get(ctx context.Context, id string) (*exportv1.Job, uint64, error) {
+	if !ValidID(id) {
+		return nil, 0, fmt.Errorf("job %q: %w", id, ErrNotFound)
+	}
+	e, err := s.kv.Get(ctx, id)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, 0, fmt.Errorf("job %s: %w", id, ErrNotFound)
+		}
+		return nil, 0, fmt.Errorf("get job %s: %w", id, err)
+	}
+	job := &exportv1.Job{}
+	if err := proto.Unmarshal(e.Value(), job); err != nil {
+		return nil, 0, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	return job, e.Revision(), nil
+}
+
+// List returns ownerID's jobs, newest first. It reads the whole bucket,
+// which is fine while jobs expire and an owner index is not needed yet.
+func (s *Store) List(ctx context.Context, ownerID string) ([]*exportv1.Job, error) {
+	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	var jobs []*exportv1.Job
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list jobs: %w", ctx.Err())
+		case e = <-w.Updates():
+		}
+		if e == nil {
+			// The watcher sends nil once the initial values are through.
+			break
+		}
+		job := &exportv1.Job{}
+		if err := proto.Unmarshal(e.Value(), job); err != nil {
+			return nil, fmt.Errorf("decode job %s: %w", e.Key(), err)
+		}
+		if job.GetOwnerId() == ownerID {
+			jobs = append(jobs, job)
+		}
+	}
+	slices.SortFunc(jobs, func(a, b *exportv1.Job) int {
+		if c := b.GetCreatedAt().AsTime().Compare(a.GetCreatedAt().AsTime()); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.GetId(), a.GetId())
+	})
+	return jobs, nil
+}
+
+// Event is a status event: every exportv1 status message has a job id and
+// an occurrence time.
+type Event interface {
+	proto.Message
+	GetJobId() string
+}
+
+// Apply folds one status event into its job and returns the job as stored
+// afterwards. It is idempotent: applying an event twice, or an event that
+// the job has already moved past, changes nothing.
+//
+// ExportRequested carries the whole job and creates it if it is missing,
+// which repairs a create the HTTP handler lost. Any other event for a job
+// that does not exist yet fails with ErrNotFound so the caller retries
+// later. Malformed events fail with a bus.Permanent error.
+func (s *Store) Apply(ctx context.Context, ev Event) (*exportv1.Job, error) {
+	id := ev.GetJobId()
+	if !ValidID(id) {
+		return nil, bus.Permanent(fmt.Errorf("%T: invalid job id %q", ev, id))
+	}
+	if req, ok := ev.(*exportv1.ExportRequested); ok {
+		if req.GetJob() == nil || req.GetJob().GetId() != id {
+			return nil, bus.Permanent(fmt.Errorf("ExportRequested for %s carries job %q", id, req.GetJob().GetId()))
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		job, rev, err := s.get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			req, ok := ev.(*exportv1.ExportRequested)
+			if !ok {
+				return nil, fmt.Errorf("apply %T: %w", ev, err)
+			}
+			err := s.Create(ctx, req.GetJob())
+			if errors.Is(err, ErrExists) {
+				continue // created meanwhile; apply to what is there
+			}
+			if err != nil {
+				return nil, err
+			}
+			return req.GetJob(), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		next := proto.CloneOf(job)
+		changed, err := reduce(next, ev)
+		if err != nil {
+			return nil, err
+		}
+		if !changed {
+			return job, nil
+		}
+		data, err := proto.Marshal(next)
+		if err != nil {
+			return nil, fmt.Errorf("marshal job %s: %w", id, err)
+		}
+		_, err = s.kv.Update(ctx, id, data, rev)
+		if err == nil {
+			return next, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt >= maxAttempts {
+			return nil, fmt.Errorf("apply %T to job %s: %w", ev, id, err)
+		}
+		// Someone else wrote the job between our read and write. Back off
+		// a little, with jitter, so two appliers do not collide again.
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("apply %T to job %s: %w", ev, id, ctx.Err())
+		case <-time.After(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond)))):
+		}
+	}
+}

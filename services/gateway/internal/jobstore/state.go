@@ -1,0 +1,177 @@
+package jobstore
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/bus"
+)
+
+// rank orders states: a job only moves to a state of higher rank, and every
+// terminal state has the same, highest rank, so a terminal job never
+// changes state again.
+func rank(s exportv1.JobState) int {
+	switch s {
+	case exportv1.JobState_JOB_STATE_PENDING:
+		return 1
+	case exportv1.JobState_JOB_STATE_QUEUED:
+		return 2
+	case exportv1.JobState_JOB_STATE_PROCESSING:
+		return 3
+	case exportv1.JobState_JOB_STATE_FINALIZING:
+		return 4
+	case exportv1.JobState_JOB_STATE_COMPLETED, exportv1.JobState_JOB_STATE_FAILED,
+		exportv1.JobState_JOB_STATE_REJECTED, exportv1.JobState_JOB_STATE_CANCELED:
+		return 5
+	}
+	return 0
+}
+
+// Terminal reports whether s is an outcome: completed, failed, rejected or
+// canceled.
+func Terminal(s exportv1.JobState) bool { return rank(s) == 5 }
+
+// advance moves job to state to if that is a step forward.
+func advance(job *exportv1.Job, to exportv1.JobState) bool {
+	if Terminal(job.GetState()) || rank(to) <= rank(job.GetState()) {
+		return false
+	}
+	job.State = to
+	return true
+}
+
+// maxRunningPercent is the most a job that is not completed may show: an
+// exporter that has written everything still leaves the archiver's work,
+// so 100 means "completed" and nothing else.
+const maxRunningPercent = 99
+
+// grow raises job's progress to p field by field; nothing ever shrinks, so
+// late or reordered progress reports cannot move a bar backwards.
+func grow(job *exportv1.Job, percent uint32, records, bytes uint64) bool {
+	if job.Progress == nil {
+		job.Progress = &exportv1.Progress{}
+	}
+	p := job.Progress
+	changed := false
+	if percent > p.Percent {
+		p.Percent, changed = percent, true
+	}
+	if records > p.Records {
+		p.Records, changed = records, true
+	}
+	if bytes > p.Bytes {
+		p.Bytes, changed = bytes, true
+	}
+	return changed
+}
+
+// partProgress turns one part's progress into a lower bound of the job's:
+// with several parts, a part's percent counts for its share only and its
+// counts are at least what the whole job has done.
+func partProgress(p *exportv1.Progress, partsTotal uint32) (percent uint32, records, bytes uint64) {
+	percent = min(p.GetPercent(), 100)
+	if partsTotal > 1 {
+		percent /= partsTotal
+	}
+	return min(percent, maxRunningPercent), p.GetRecords(), p.GetBytes()
+}
+
+// reduce folds ev into job in place and reports whether anything changed.
+func reduce(job *exportv1.Job, ev Event) (bool, error) {
+	changed := false
+	terminal := Terminal(job.GetState())
+	switch e := ev.(type) {
+	case *exportv1.ExportRequested:
+		// The job exists already and the request has nothing newer.
+	case *exportv1.ExportQueued:
+		changed = advance(job, exportv1.JobState_JOB_STATE_QUEUED)
+	case *exportv1.ExportProgress:
+		if terminal {
+			break
+		}
+		changed = advance(job, exportv1.JobState_JOB_STATE_PROCESSING)
+		pc, rec, by := partProgress(e.GetProgress(), e.GetPartsTotal())
+		changed = grow(job, pc, rec, by) || changed
+	case *exportv1.PartUploaded:
+		if terminal {
+			break
+		}
+		changed = advance(job, exportv1.JobState_JOB_STATE_PROCESSING)
+		// The files of a job come with ExportCompleted (the archiver may
+		// bundle parts); an uploaded part only tells how far we are.
+		if e.GetPartsTotal() <= 1 {
+			f := e.GetFile()
+			changed = grow(job, maxRunningPercent, f.GetRecords(), f.GetSize()) || changed
+		}
+	case *exportv1.ExportFinalizing:
+		changed = advance(job, exportv1.JobState_JOB_STATE_FINALIZING)
+	case *exportv1.ExportCompleted:
+		if terminal {
+			break
+		}
+		job.State = exportv1.JobState_JOB_STATE_COMPLETED
+		job.Files = e.GetFiles()
+		var records, size uint64
+		for _, f := range e.GetFiles() {
+			records += f.GetRecords()
+			size += f.GetSize()
+		}
+		grow(job, 100, records, size)
+		changed = true
+	case *exportv1.ExportFailed:
+		if terminal {
+			break
+		}
+		job.State = exportv1.JobState_JOB_STATE_FAILED
+		if e.GetRejected() {
+			job.State = exportv1.JobState_JOB_STATE_REJECTED
+		}
+		job.Error = e.GetReason()
+		changed = true
+	case *exportv1.ExportCanceled:
+		if terminal {
+			break
+		}
+		job.State = exportv1.JobState_JOB_STATE_CANCELED
+		job.Error = e.GetReason()
+		changed = true
+	case *exportv1.NotificationSent:
+		// Allowed on terminal jobs: notifications are sent because a job
+		// ended. A success is final; a failure is recorded only until then.
+		switch {
+		case e.GetError() == "" && (!job.GetNotified() || job.GetNotifyError() != ""):
+			job.Notified, job.NotifyError = true, ""
+			changed = true
+		case e.GetError() != "" && !job.GetNotified() && job.GetNotifyError() != e.GetError():
+			job.NotifyError = e.GetError()
+			changed = true
+		}
+	default:
+		return false, bus.Permanent(fmt.Errorf("jobstore: unknown event %T", ev))
+	}
+	if changed {
+		touch(job, occurredAt(ev))
+	}
+	return changed, nil
+}
+
+// touch moves updated_at to t when t is newer.
+func touch(job *exportv1.Job, t *timestamppb.Timestamp) {
+	if t == nil || !t.IsValid() {
+		return
+	}
+	if job.UpdatedAt == nil || t.AsTime().After(job.UpdatedAt.AsTime()) {
+		job.UpdatedAt = t
+	}
+}
+
+func occurredAt(ev Event) *timestamppb.Timestamp {
+	if o, ok := ev.(interface {
+		GetOccurredAt() *timestamppb.Timestamp
+	}); ok {
+		return o.GetOccurredAt()
+	}
+	return nil
+}

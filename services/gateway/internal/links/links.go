@@ -1,0 +1,91 @@
+// Package links mints and verifies the gateway's signed download links.
+//
+// A link is <public URL>/v1/exports/<jobId>/files/<name>?exp=<unix>&sig=<hex>
+// where sig is the lower-case hex HMAC-SHA256, keyed with the link secret,
+// of "<jobId>/<name>/<exp>". The link is a bearer credential: whoever holds
+// it may download that one file until exp, without other authentication.
+// That is why it is short-lived and bound to one job and one file name.
+package links
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Errors returned by Verify. A link whose signature does not match is
+// reported as ErrBadSignature even when it is also expired, so that an
+// expiry answer (410) only ever confirms a link the gateway really issued.
+var (
+	ErrBadSignature = errors.New("links: bad signature")
+	ErrExpired      = errors.New("links: link expired")
+)
+
+// Signer mints and verifies links. It is safe for concurrent use.
+type Signer struct {
+	base   string
+	secret []byte
+	ttl    time.Duration
+	now    func() time.Time
+}
+
+// New returns a Signer for links under baseURL (the gateway's public URL,
+// without a trailing slash) valid for ttl. now is the clock; nil means
+// time.Now.
+func New(baseURL string, secret []byte, ttl time.Duration, now func() time.Time) *Signer {
+	if now == nil {
+		now = time.Now
+	}
+	for len(baseURL) > 0 && baseURL[len(baseURL)-1] == '/' {
+		baseURL = baseURL[:len(baseURL)-1]
+	}
+	return &Signer{base: baseURL, secret: secret, ttl: ttl, now: now}
+}
+
+// Signature returns the hex HMAC-SHA256 of "<jobID>/<name>/<exp>" under
+// secret.
+func Signature(secret []byte, jobID, name string, exp int64) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(jobID + "/" + name + "/" + strconv.FormatInt(exp, 10)))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Path is the URL path (escaped) of a job's file.
+func Path(jobID, name string) string {
+	return "/v1/exports/" + url.PathEscape(jobID) + "/files/" + url.PathEscape(name)
+}
+
+// URL returns the signed link for a job's file and when it expires. Expiry
+// is whole seconds, as the link carries it.
+func (s *Signer) URL(jobID, name string) (string, time.Time) {
+	exp := s.now().Add(s.ttl).Unix()
+	q := url.Values{}
+	q.Set("exp", strconv.FormatInt(exp, 10))
+	q.Set("sig", Signature(s.secret, jobID, name, exp))
+	return s.base + Path(jobID, name) + "?" + q.Encode(), time.Unix(exp, 0).UTC()
+}
+
+// Verify checks the exp and sig query values of a link to jobID's file
+// name: the signature first, in constant time, then the expiry.
+func (s *Signer) Verify(jobID, name, exp, sig string) error {
+	n, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil {
+		return ErrBadSignature
+	}
+	got, err := hex.DecodeString(sig)
+	if err != nil {
+		return ErrBadSignature
+	}
+	want, _ := hex.DecodeString(Signature(s.secret, jobID, name, n))
+	if !hmac.Equal(got, want) {
+		return ErrBadSignature
+	}
+	if !s.now().Before(time.Unix(n, 0)) {
+		return ErrExpired
+	}
+	return nil
+}

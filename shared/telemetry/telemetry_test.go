@@ -1,0 +1,267 @@
+package telemetry_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
+
+	"dataport.dev/shared/telemetry"
+)
+
+// Tests that call Setup are not parallel: Setup sets the global propagator.
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines decodes every JSON log line written so far.
+func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(b.buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m), "log line is JSON: %s", line)
+		out = append(out, m)
+	}
+	return out
+}
+
+func setup(t *testing.T, o telemetry.Options) *telemetry.Telemetry {
+	t.Helper()
+	tel, err := telemetry.Setup(t.Context(), o)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	return tel
+}
+
+func TestLoggerAddsTraceIDs(t *testing.T) {
+	var out syncBuffer
+	tel := setup(t, telemetry.Options{Service: "archiver", Version: "1.2.3", Out: &out})
+
+	ctx, span := tel.TracerProvider.Tracer("test").Start(t.Context(), "work")
+	tel.Logger.InfoContext(ctx, "in span", "job_id", "j1")
+	span.End()
+	tel.Logger.InfoContext(t.Context(), "no span")
+	tel.Logger.Info("no context")
+
+	lines := out.lines(t)
+	require.Len(t, lines, 3)
+
+	sc := span.SpanContext()
+	require.True(t, sc.IsValid(), "the SDK gives spans valid ids even without an exporter")
+	assert.Equal(t, sc.TraceID().String(), lines[0]["trace_id"])
+	assert.Equal(t, sc.SpanID().String(), lines[0]["span_id"])
+	assert.Equal(t, "in span", lines[0]["msg"])
+	assert.Equal(t, "j1", lines[0]["job_id"])
+
+	for _, l := range lines {
+		assert.Equal(t, "archiver", l["service"])
+		assert.Equal(t, "1.2.3", l["version"])
+		assert.Equal(t, "INFO", l["level"])
+	}
+	for _, l := range lines[1:] {
+		assert.NotContains(t, l, "trace_id")
+		assert.NotContains(t, l, "span_id")
+	}
+}
+
+func TestLoggerWithKeepsTraceIDs(t *testing.T) {
+	var out syncBuffer
+	tel := setup(t, telemetry.Options{Service: "gateway", Out: &out})
+
+	ctx, span := tel.TracerProvider.Tracer("test").Start(t.Context(), "work")
+	defer span.End()
+	tel.Logger.With("job_id", "j2").InfoContext(ctx, "derived logger")
+
+	lines := out.lines(t)
+	require.Len(t, lines, 1)
+	assert.Equal(t, span.SpanContext().TraceID().String(), lines[0]["trace_id"])
+	assert.Equal(t, "j2", lines[0]["job_id"])
+	assert.NotContains(t, lines[0], "version", "no version attribute when Version is empty")
+}
+
+func TestLogLevelFiltering(t *testing.T) {
+	tests := []struct {
+		level string
+		want  []string // messages that get through
+	}{
+		{"debug", []string{"d", "i", "w", "e"}},
+		{"", []string{"i", "w", "e"}},
+		{"info", []string{"i", "w", "e"}},
+		{"warn", []string{"w", "e"}},
+		{"WARN", []string{"w", "e"}},
+		{"error", []string{"e"}},
+	}
+	for _, tt := range tests {
+		t.Run("level="+tt.level, func(t *testing.T) {
+			var out syncBuffer
+			tel := setup(t, telemetry.Options{Service: "s", LogLevel: tt.level, Out: &out})
+			ctx := t.Context()
+			tel.Logger.DebugContext(ctx, "d")
+			tel.Logger.InfoContext(ctx, "i")
+			tel.Logger.WarnContext(ctx, "w")
+			tel.Logger.ErrorContext(ctx, "e")
+
+			var got []string
+			for _, l := range out.lines(t) {
+				got = append(got, l["msg"].(string))
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestSetupRejectsBadOptions(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    telemetry.Options
+		wantMsg string
+	}{
+		{"no service", telemetry.Options{Out: io.Discard}, "service name is required"},
+		{"bad level", telemetry.Options{Service: "s", LogLevel: "trace", Out: io.Discard}, `log level "trace"`},
+		{"endpoint without scheme", telemetry.Options{Service: "s", Out: io.Discard, OTLPEndpoint: "collector:4318"}, "OTLP endpoint"},
+		{"endpoint with grpc scheme", telemetry.Options{Service: "s", Out: io.Discard, OTLPEndpoint: "grpc://collector:4317"}, "OTLP endpoint"},
+		{"endpoint unparsable", telemetry.Options{Service: "s", Out: io.Discard, OTLPEndpoint: "http://[::1"}, "OTLP endpoint"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tel, err := telemetry.Setup(t.Context(), tt.opts)
+			require.Error(t, err)
+			assert.Nil(t, tel)
+			assert.Contains(t, err.Error(), tt.wantMsg)
+		})
+	}
+}
+
+func TestSetupWithoutEndpoint(t *testing.T) {
+	tel, err := telemetry.Setup(t.Context(), telemetry.Options{Service: "notifier", Out: io.Discard})
+	require.NoError(t, err)
+	require.NotNil(t, tel.Logger)
+	require.NotNil(t, tel.TracerProvider)
+	require.NotNil(t, tel.MeterProvider)
+
+	counter, err := tel.MeterProvider.Meter("test").Int64Counter("jobs")
+	require.NoError(t, err)
+	counter.Add(t.Context(), 1)
+	_, span := tel.TracerProvider.Tracer("test").Start(t.Context(), "work")
+	span.End()
+
+	assert.NoError(t, tel.Shutdown(t.Context()))
+	assert.NoError(t, tel.Shutdown(t.Context()), "a second Shutdown is harmless")
+}
+
+func TestPropagatorIsTraceContext(t *testing.T) {
+	tel := setup(t, telemetry.Options{Service: "s", Out: io.Discard})
+	prop := tel.Propagator()
+	assert.Equal(t, []string{"traceparent", "tracestate"}, prop.Fields())
+
+	ctx, span := tel.TracerProvider.Tracer("test").Start(t.Context(), "publish")
+	defer span.End()
+	carrier := propagation.MapCarrier{}
+	prop.Inject(ctx, carrier)
+	require.Contains(t, carrier, "traceparent")
+	assert.Contains(t, carrier["traceparent"], span.SpanContext().TraceID().String())
+
+	// The consumer side: the extracted context makes log lines carry the
+	// producer's trace id.
+	var out syncBuffer
+	consumer := setup(t, telemetry.Options{Service: "consumer", Out: &out})
+	cctx := consumer.Propagator().Extract(context.Background(), carrier)
+	consumer.Logger.InfoContext(cctx, "consumed")
+	lines := out.lines(t)
+	require.Len(t, lines, 1)
+	assert.Equal(t, span.SpanContext().TraceID().String(), lines[0]["trace_id"])
+}
+
+// otlpServer is a fake OTLP/HTTP collector that counts export requests.
+type otlpServer struct {
+	*httptest.Server
+	traces  atomic.Int64
+	metrics atomic.Int64
+	other   atomic.Int64
+}
+
+func newOTLPServer(t *testing.T, basePath string) *otlpServer {
+	t.Helper()
+	s := &otlpServer{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == basePath+"/v1/traces":
+			s.traces.Add(1)
+		case r.Method == http.MethodPost && r.URL.Path == basePath+"/v1/metrics":
+			s.metrics.Add(1)
+		default:
+			s.other.Add(1)
+			http.NotFound(w, r)
+			return
+		}
+		// An empty 200 body is a valid (empty) protobuf export response.
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestExportsOverOTLPHTTP(t *testing.T) {
+	tests := []struct {
+		name     string
+		basePath string
+		endpoint func(srvURL string) string
+	}{
+		{"base URL", "", func(u string) string { return u }},
+		{"base URL with slash", "", func(u string) string { return u + "/" }},
+		{"base URL with path", "/otlp", func(u string) string { return u + "/otlp" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newOTLPServer(t, tt.basePath)
+			tel, err := telemetry.Setup(t.Context(), telemetry.Options{
+				Service:      "room-exporter",
+				Out:          io.Discard,
+				OTLPEndpoint: tt.endpoint(srv.URL),
+			})
+			require.NoError(t, err)
+
+			ctx, span := tel.TracerProvider.Tracer("test").Start(t.Context(), "export")
+			counter, err := tel.MeterProvider.Meter("test").Int64Counter("exports")
+			require.NoError(t, err)
+			counter.Add(ctx, 1)
+			span.End()
+
+			shutdownCtx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			require.NoError(t, tel.Shutdown(shutdownCtx))
+
+			assert.Positive(t, srv.traces.Load(), "spans are exported to /v1/traces by Shutdown")
+			assert.Positive(t, srv.metrics.Load(), "metrics are exported to /v1/metrics by Shutdown")
+			assert.Zero(t, srv.other.Load(), "no requests to other paths")
+		})
+	}
+}

@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"dataport.dev/shared/blobtest"
+	"dataport.dev/shared/bustest"
+)
+
+// repoRoot is where go.work lives; the binaries and tools are found from it.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	require.NoError(t, err)
+	_, err = os.Stat(filepath.Join(root, "go.work"))
+	require.NoError(t, err, "tests/e2e must sit two levels below the repository root")
+	return root
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// buildBinaries compiles the four services and the seeder once per test
+// run, each inside its own module as a Docker build would.
+func buildBinaries(t testing.TB) string {
+	t.Helper()
+	root := repoRoot(t)
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "dataport-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		targets := []struct{ name, dir, pkg string }{
+			{"gateway", "services/gateway", "."},
+			{"room-exporter", "services/room-exporter", "."},
+			{"archiver", "services/archiver", "."},
+			{"notifier", "services/notifier", "."},
+			{"seed", "shared", "./cmd/dataport-seed"},
+		}
+		for _, tg := range targets {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, tg.name), tg.pkg)
+			cmd.Dir = filepath.Join(root, tg.dir)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("build %s: %v\n%s", tg.name, err, out)
+				return
+			}
+		}
+	})
+	require.NoError(t, buildErr)
+	return buildDir
+}
+
+func tool(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(repoRoot(t), "bin", name)
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	t.Fatalf("%s not found in bin/ or PATH: run `make tools`", name)
+	return ""
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// process is a child process whose output goes to a log file that is shown
+// when the test fails.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+func startProcess(t testing.TB, name, bin string, env []string, args ...string) *process {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	f, err := os.Create(logPath)
+	require.NoError(t, err)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	require.NoError(t, cmd.Start(), "start %s", name)
+	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("---- %s log (tail) ----\n%s", name, b)
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM, as Kubernetes does, and kills after a grace period.
+func (p *process) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func waitHTTP(t testing.TB, url string) {
+	t.Helper()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		resp, err := http.Get(url)
+		if !assert.NoError(c, err) {
+			return
+		}
+		resp.Body.Close()
+		assert.Equal(c, http.StatusOK, resp.StatusCode)
+	}, 60*time.Second, 100*time.Millisecond, "waiting for %s", url)
+}
+
+// stack is a running Dataport with its infrastructure.
+type stack struct {
+	gatewayURL  string
+	mailpitURL  string
+	devDir      string
+	credentials []credential
+	seed        seedCounts
+}
+
+type credential struct {
+	Username  string   `json:"username"`
+	Email     string   `json:"email"`
+	UserID    string   `json:"userId"`
+	AuthToken string   `json:"authToken"`
+	APIKey    string   `json:"apiKey"`
+	Roles     []string `json:"roles"`
+}
+
+type seedCounts struct {
+	Rooms   map[string]struct{ Messages int } `json:"rooms"`
+	Records map[string]int                    `json:"records"`
+}
+
+func (s *stack) user(t testing.TB, username string) credential {
+	t.Helper()
+	for _, c := range s.credentials {
+		if c.Username == username {
+			return c
+		}
+	}
+	t.Fatalf("no demo user %q", username)
+	return credential{}
+}
+
+// startStack runs NATS, MinIO, Mailpit, the four services and the seeder.
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	bins := buildBinaries(t)
+	nats := bustest.StartBare(t)
+	minio := blobtest.Start(t)
+
+	smtpAddr, mailpitAddr := freeAddr(t), freeAddr(t)
+	startProcess(t, "mailpit", tool(t, "mailpit"), nil,
+		"--smtp", smtpAddr, "--listen", mailpitAddr, "--database", filepath.Join(t.TempDir(), "mailpit.db"))
+	waitHTTP(t, "http://"+mailpitAddr+"/livez")
+
+	gatewayAddr := freeAddr(t)
+	_, smtpPort, _ := net.SplitHostPort(smtpAddr)
+	common := []string{
+		"DATAPORT_NATS_URL=" + nats.URL,
+		"DATAPORT_S3_ENDPOINT=" + minio.Config.Endpoint,
+		"DATAPORT_S3_ACCESS_KEY=" + minio.Config.AccessKey,
+		"DATAPORT_S3_SECRET_KEY=" + minio.Config.SecretKey,
+		"DATAPORT_PUBLIC_URL=http://" + gatewayAddr,
+		"DATAPORT_LINK_SECRET=e2e-link-secret",
+		"DATAPORT_SMTP_HOST=127.0.0.1",
+		"DATAPORT_SMTP_PORT=" + smtpPort,
+		"DATAPORT_TASK_ACK_WAIT=5s",
+		"DATAPORT_LOG_LEVEL=debug",
+	}
+	env := func(extra ...string) []string { return append(append([]string{}, common...), extra...) }
+
+	health := map[string]string{}
+	for _, svc := range []string{"room-exporter", "archiver", "notifier"} {
+		addr := freeAddr(t)
+		health[svc] = addr
+		startProcess(t, svc, filepath.Join(bins, svc), env("DATAPORT_HEALTH_ADDR="+addr))
+	}
+	startProcess(t, "gateway", filepath.Join(bins, "gateway"), env("DATAPORT_HTTP_ADDR="+gatewayAddr))
+	waitHTTP(t, "http://"+gatewayAddr+"/readyz")
+	for _, addr := range health {
+		waitHTTP(t, "http://"+addr+"/readyz")
+	}
+
+	devDir := t.TempDir()
+	seed := exec.Command(filepath.Join(bins, "seed"))
+	seed.Env = append(os.Environ(), env("DATAPORT_DEV_DIR="+devDir)...)
+	out, err := seed.CombinedOutput()
+	require.NoError(t, err, "seeder: %s", out)
+
+	s := &stack{gatewayURL: "http://" + gatewayAddr, mailpitURL: "http://" + mailpitAddr, devDir: devDir}
+	readJSON(t, filepath.Join(devDir, "credentials.json"), &s.credentials)
+	readJSON(t, filepath.Join(devDir, "seed.json"), &s.seed)
+	return s
+}
+
+func readJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, v), "%s", path)
+}
+
+// call sends a JSON request as user c and decodes the JSON answer.
+func call(t testing.TB, method, url string, c *credential, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(t, err)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, url, rd)
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	if c != nil {
+		req.Header.Set("X-User-Id", c.UserID)
+		req.Header.Set("X-Auth-Token", c.AuthToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	if out != nil {
+		require.NoError(t, json.Unmarshal(b, out), "decode %s %s (status %d): %s", method, url, resp.StatusCode, b)
+	}
+	return resp.StatusCode
+}
