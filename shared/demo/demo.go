@@ -385,7 +385,7 @@ func (h *history) plan(n int) map[int]event {
 		return ev
 	}
 	ev[0] = event{typ: sysUserJoined, actor: 0, member: 0}
-	window := max(n/25, 2*len(h.members))
+	window := max(n/100, 4*len(h.members))
 	for i := 1; i < len(h.members); i++ {
 		for {
 			slot := 1 + g.r.IntN(window)

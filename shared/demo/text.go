@@ -120,6 +120,9 @@ func (g *generator) text(kind textKind, members []*sourcev1.User, author int) st
 	default:
 		s := g.sentence()
 		if g.chance(0.35) {
+			if !strings.ContainsAny(s[len(s)-1:], ".!?") {
+				s += "."
+			}
 			s += " " + g.sentence()
 		}
 		return s

@@ -1,0 +1,111 @@
+// Command dataport-seed fills NATS and MinIO with Dataport's deterministic
+// demo data set (users, rooms, memberships, chat histories, assets and
+// records) and writes the demo credentials and expected counts to
+// $DATAPORT_DEV_DIR. Running it again changes nothing.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"dataport.dev/shared/config"
+	"dataport.dev/shared/demo"
+	"dataport.dev/shared/infra"
+	"dataport.dev/shared/telemetry"
+)
+
+const service = "dataport-seed"
+
+func main() {
+	if err := run(context.Background(), os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	l := config.New(getenv)
+	common := config.LoadCommon(l)
+	topology := infra.LoadTopology(l, common)
+	devDir := l.String("DATAPORT_DEV_DIR", ".dataport/dev", "directory for credentials.json and seed.json")
+	timeout := l.Duration("DATAPORT_SEED_TIMEOUT", 5*time.Minute, "give up when NATS or MinIO are not reachable and seeded within this time")
+	if err := l.Err(); err != nil {
+		return fmt.Errorf("%s: invalid configuration: %w", service, err)
+	}
+	l.Print(stdout)
+
+	tel, err := telemetry.Setup(ctx, telemetry.Options{
+		Service:      service,
+		LogLevel:     common.LogLevel,
+		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+	log := tel.Logger
+
+	// infra.Connect retries until its context ends: the seeder may start
+	// before NATS and MinIO, but must not wait for them forever.
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	inf, err := infra.Connect(ctx, service, common, topology, log)
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	defer inf.Close()
+
+	d := demo.Generate()
+	if err := demo.Seed(ctx, inf.JS, inf.Blob, common.AssetBucket, d, log); err != nil {
+		return fmt.Errorf("%s: seed: %w", service, err)
+	}
+	if err := demo.WriteFiles(devDir, d); err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	return summary(stdout, devDir, d)
+}
+
+// summary tells a developer what is now available and where to find the
+// secrets.
+func summary(w io.Writer, devDir string, d *demo.Dataset) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nseeded %s\n\nUSER\tUSER ID\tROLES\n", d)
+	for _, u := range d.Users {
+		fmt.Fprintf(tw, "%s\t%s\t%v\n", u.User.GetUsername(), u.User.GetId(), u.User.GetRoles())
+	}
+	counts := d.Counts()
+	fmt.Fprintf(tw, "\nROOM\tROOM ID\tMESSAGES\n")
+	for _, r := range d.Rooms {
+		name := r.GetName()
+		if name == "" {
+			name = strings.Join(r.GetUsernames(), " + ") + " (direct)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", name, r.GetId(), counts.Rooms[r.GetId()].Messages)
+	}
+	fmt.Fprintf(tw, "\nRESOURCE\tRECORDS\n")
+	for _, res := range []string{demo.ResourceTransactions, demo.ResourceEvents} {
+		fmt.Fprintf(tw, "%s\t%d\n", res, counts.Records[res])
+	}
+	fmt.Fprintf(tw, "\ncredentials: %s\ncounts:      %s\n",
+		filepath.Join(devDir, demo.CredentialsFile), filepath.Join(devDir, demo.SeedFile))
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write summary: %w", err)
+	}
+	return nil
+}

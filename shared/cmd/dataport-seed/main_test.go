@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"dataport.dev/shared/blobtest"
+	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/demo"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestRunSeedsAndWritesFiles(t *testing.T) {
+	nats := bustest.StartBare(t) // run declares the topology itself
+	minio := blobtest.Start(t)
+	dir := filepath.Join(t.TempDir(), "dev")
+	vars := map[string]string{
+		"DATAPORT_NATS_URL":      nats.URL,
+		"DATAPORT_S3_ENDPOINT":   minio.Config.Endpoint,
+		"DATAPORT_S3_ACCESS_KEY": minio.Config.AccessKey,
+		"DATAPORT_S3_SECRET_KEY": minio.Config.SecretKey,
+		"DATAPORT_DEV_DIR":       dir,
+		"DATAPORT_LOG_LEVEL":     "warn",
+	}
+
+	var out bytes.Buffer
+	require.NoError(t, run(t.Context(), env(vars), &out))
+	t.Log(out.String())
+
+	assert.Contains(t, out.String(), "DATAPORT_DEV_DIR="+dir, "prints its effective config")
+	assert.NotContains(t, out.String(), minio.Config.SecretKey, "secret masked")
+	d := demo.Generate()
+	admin, _ := d.User("admin")
+	assert.Contains(t, out.String(), admin.User.GetId(), "summary names the users")
+	assert.NotContains(t, out.String(), admin.AuthToken, "summary keeps tokens out of the terminal")
+
+	raw, err := os.ReadFile(filepath.Join(dir, demo.SeedFile))
+	require.NoError(t, err)
+	var counts demo.Counts
+	require.NoError(t, json.Unmarshal(raw, &counts))
+	assert.Equal(t, d.Counts(), counts)
+	raw, err = os.ReadFile(filepath.Join(dir, demo.CredentialsFile))
+	require.NoError(t, err)
+	assert.Contains(t, string(raw), admin.AuthToken)
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	var out bytes.Buffer
+	err := run(t.Context(), env(map[string]string{"DATAPORT_SEED_TIMEOUT": "soon", "DATAPORT_NATS_URL": "::"}), &out)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "DATAPORT_SEED_TIMEOUT")
+	assert.Contains(t, err.Error(), "DATAPORT_NATS_URL")
+}
