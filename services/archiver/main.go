@@ -106,11 +106,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	})
 	g.Go(func() error {
 		return bus.Consume(consumeCtx, consumer, archiver.Handle, bus.ConsumeOptions{
-			Heartbeat:  topology.EventAckWait / 3,
-			Grace:      common.ShutdownTimeout / 2,
-			Logger:     log,
-			Tracer:     tel.TracerProvider.Tracer("dataport.dev/services/archiver"),
-			Propagator: tel.Propagator(),
+			// Verifying streams whole objects; a few at once keeps one big
+			// job from holding up every other.
+			Concurrency: 4,
+			Heartbeat:   topology.EventAckWait / 3,
+			Grace:       common.ShutdownTimeout / 2,
+			Logger:      log,
+			Tracer:      tel.TracerProvider.Tracer("dataport.dev/services/archiver"),
+			Propagator:  tel.Propagator(),
 		})
 	})
 	log.InfoContext(ctx, "archiver started", "consumer", bus.ConsumerArchiver)

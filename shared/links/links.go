@@ -1,4 +1,6 @@
-// Package links mints and verifies the gateway's signed download links.
+// Package links mints and verifies Dataport's signed download links. The
+// gateway serves them; the notifier puts them in emails, so both must agree
+// byte for byte.
 //
 // A link is <public URL>/v1/exports/<jobId>/files/<name>?exp=<unix>&sig=<hex>
 // where sig is the lower-case hex HMAC-SHA256, keyed with the link secret,
@@ -62,11 +64,18 @@ func Path(jobID, name string) string {
 // URL returns the signed link for a job's file and when it expires. Expiry
 // is whole seconds, as the link carries it.
 func (s *Signer) URL(jobID, name string) (string, time.Time) {
-	exp := s.now().Add(s.ttl).Unix()
+	exp := time.Unix(s.now().Add(s.ttl).Unix(), 0).UTC()
+	return s.URLUntil(jobID, name, exp), exp
+}
+
+// URLUntil returns the signed link for a job's file valid until exp
+// (truncated to whole seconds), so several links can share one expiry.
+func (s *Signer) URLUntil(jobID, name string, exp time.Time) string {
+	e := exp.Unix()
 	q := url.Values{}
-	q.Set("exp", strconv.FormatInt(exp, 10))
-	q.Set("sig", Signature(s.secret, jobID, name, exp))
-	return s.base + Path(jobID, name) + "?" + q.Encode(), time.Unix(exp, 0).UTC()
+	q.Set("exp", strconv.FormatInt(e, 10))
+	q.Set("sig", Signature(s.secret, jobID, name, e))
+	return s.base + Path(jobID, name) + "?" + q.Encode()
 }
 
 // Verify checks the exp and sig query values of a link to jobID's file

@@ -1,0 +1,283 @@
+package archive_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/archiver/internal/archive"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/blobtest"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+)
+
+const (
+	bucket  = "dataport-exports"
+	owner   = "user-alice"
+	waitFor = 20 * time.Second
+	tick    = 50 * time.Millisecond
+)
+
+// env is a running archiver consuming from a real JetStream server and
+// verifying against a real MinIO.
+type env struct {
+	js       jetstream.JetStream
+	store    *blob.Store
+	pub      *bus.Publisher
+	events   jetstream.Stream
+	consumer jetstream.Consumer
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	srv := bustest.Start(t)
+	mio := blobtest.Start(t)
+	ctx := t.Context()
+	require.NoError(t, mio.Store.EnsureBucket(ctx, bucket))
+
+	parts, err := srv.JS.KeyValue(ctx, bus.BucketParts)
+	require.NoError(t, err)
+	events, err := srv.JS.Stream(ctx, bus.StreamExportEvents)
+	require.NoError(t, err)
+	pub := bus.NewPublisher(srv.JS, nil)
+	a, err := archive.New(archive.Config{
+		Parts:     parts,
+		Events:    events,
+		Objects:   mio.Store,
+		Bucket:    bucket,
+		Publisher: pub,
+	})
+	require.NoError(t, err)
+	consumer, err := bus.EnsureConsumer(ctx, srv.JS, bustest.Topology(), bus.ConsumerArchiver)
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Consume(ctx, consumer, a.Handle, bus.ConsumeOptions{
+			Concurrency: 4,
+			NakDelay:    func(uint64) time.Duration { return 100 * time.Millisecond },
+		})
+	}()
+	// Registered after the servers' cleanups, so it runs before them.
+	t.Cleanup(func() { assert.NoError(t, <-done) })
+	return &env{js: srv.JS, store: mio.Store, pub: pub, events: events, consumer: consumer}
+}
+
+// partSpec is one part of a job as a test sets it up.
+type partSpec struct {
+	name string
+	// recorded is the content the exporter reports (size and SHA-256).
+	recorded string
+	// stored is what is actually in the bucket; nil means the same as
+	// recorded, and missing means no object at all.
+	stored  *string
+	missing bool
+}
+
+// upload stores a part's object as the spec says and returns the File
+// record the exporter would report for it.
+func (e *env) upload(t *testing.T, jobID string, part int, s partSpec) *exportv1.File {
+	t.Helper()
+	key := fmt.Sprintf("jobs/%s/parts/%d/%s", jobID, part, s.name)
+	sum := sha256.Sum256([]byte(s.recorded))
+	f := &exportv1.File{
+		Name:        s.name,
+		ObjectKey:   key,
+		Size:        uint64(len(s.recorded)),
+		Records:     3,
+		Sha256:      hex.EncodeToString(sum[:]),
+		ContentType: "application/json",
+	}
+	if s.missing {
+		return f
+	}
+	content := s.recorded
+	if s.stored != nil {
+		content = *s.stored
+	}
+	_, err := e.store.Upload(t.Context(), bucket, key, bytes.NewReader([]byte(content)), f.ContentType)
+	require.NoError(t, err)
+	return f
+}
+
+// publishPart sends PartUploaded as room-exporter does. seq makes the
+// dedup id unique, so a repeated part is really delivered again.
+func (e *env) publishPart(t *testing.T, jobID string, part, total int, f *exportv1.File, seq int) {
+	t.Helper()
+	m := &exportv1.PartUploaded{
+		JobId:      jobID,
+		OccurredAt: timestamppb.Now(),
+		Part:       uint32(part),
+		PartsTotal: uint32(total),
+		File:       f,
+		Kind:       exportv1.JobKind_JOB_KIND_USER_DATA,
+		OwnerId:    owner,
+	}
+	require.NoError(t, e.pub.PublishStatus(t.Context(), bus.EventPart, jobID, fmt.Sprintf("%d.%d", part, seq), m))
+}
+
+// count is how many events of kind ev the job has in EXPORT_EVENTS.
+func (e *env) count(t *testing.T, ev bus.Event, jobID string) uint64 {
+	t.Helper()
+	subject, err := bus.StatusSubject(ev, jobID)
+	require.NoError(t, err)
+	info, err := e.events.Info(t.Context(), jetstream.WithSubjectFilter(subject))
+	require.NoError(t, err)
+	return info.State.Subjects[subject]
+}
+
+// last decodes the job's latest event of kind ev into m.
+func (e *env) last(t *testing.T, ev bus.Event, jobID string, m proto.Message) {
+	t.Helper()
+	subject, err := bus.StatusSubject(ev, jobID)
+	require.NoError(t, err)
+	raw, err := e.events.GetLastMsgForSubject(t.Context(), subject)
+	require.NoError(t, err)
+	require.NoError(t, proto.Unmarshal(raw.Data, m))
+}
+
+// waitOutcome waits until the job has a terminal event and the archiver
+// has settled every delivered message, so counts are final.
+func (e *env) waitOutcome(t *testing.T, jobID string) {
+	t.Helper()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Positive(c, e.count(t, bus.EventCompleted, jobID)+e.count(t, bus.EventFailed, jobID), "no terminal event yet")
+		info, err := e.consumer.Info(t.Context())
+		if assert.NoError(c, err) {
+			assert.Zero(c, info.NumPending, "messages not yet delivered")
+			assert.Zero(c, info.NumAckPending, "messages not yet acked")
+		}
+	}, waitFor, tick)
+}
+
+func TestArchiver(t *testing.T) {
+	e := start(t)
+	tampered := `{"room":"general","messages":["HELLO"]}`
+
+	tests := []struct {
+		name  string
+		parts []partSpec
+		// order lists part numbers in publish order; repeats are
+		// redeliveries.
+		order []int
+		// wantReason is empty for a completed job, else substrings of the
+		// failure reason.
+		wantReason []string
+	}{
+		{
+			name:  "one-part room export completes with its file",
+			parts: []partSpec{{name: "general.json", recorded: `{"room":"general","messages":[]}`}},
+			order: []int{0},
+		},
+		{
+			name: "three parts out of order, one twice, complete once in part order",
+			parts: []partSpec{
+				{name: "general.json", recorded: `{"room":"general"}`},
+				{name: "random.json", recorded: `{"room":"random"}`},
+				{name: "assets.json", recorded: `{"assets":[]}`},
+			},
+			order: []int{2, 0, 2, 1, 0},
+		},
+		{
+			name:       "object with other bytes than recorded fails naming the part",
+			parts:      []partSpec{{name: "general.json", recorded: `{"room":"general","messages":["hello"]}`, stored: &tampered}},
+			order:      []int{0},
+			wantReason: []string{"part 0 (general.json) failed verification", "sha256"},
+		},
+		{
+			name: "object of another size fails",
+			parts: []partSpec{
+				{name: "general.json", recorded: `{"room":"general"}`},
+				{name: "random.json", recorded: `{"room":"random"}`, stored: &tampered},
+			},
+			order:      []int{0, 1},
+			wantReason: []string{"part 1 (random.json) failed verification", "bytes"},
+		},
+		{
+			name: "missing object fails",
+			parts: []partSpec{
+				{name: "general.json", recorded: `{"room":"general"}`},
+				{name: "random.json", recorded: `{"room":"random"}`, missing: true},
+			},
+			order:      []int{1, 0},
+			wantReason: []string{"part 1 (random.json) failed verification", "missing"},
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			jobID := fmt.Sprintf("job%d-%d", i, time.Now().UnixNano())
+			files := make([]*exportv1.File, len(tt.parts))
+			for n, s := range tt.parts {
+				files[n] = e.upload(t, jobID, n, s)
+			}
+			for seq, n := range tt.order {
+				e.publishPart(t, jobID, n, len(tt.parts), files[n], seq)
+			}
+			e.waitOutcome(t, jobID)
+
+			assert.EqualValues(t, 1, e.count(t, bus.EventFinalizing, jobID), "finalizing events")
+			if len(tt.wantReason) == 0 {
+				require.EqualValues(t, 1, e.count(t, bus.EventCompleted, jobID), "completed events")
+				assert.Zero(t, e.count(t, bus.EventFailed, jobID), "failed events")
+				var done exportv1.ExportCompleted
+				e.last(t, bus.EventCompleted, jobID, &done)
+				assert.Equal(t, jobID, done.GetJobId())
+				assert.Equal(t, owner, done.GetOwnerId())
+				assert.Equal(t, exportv1.JobKind_JOB_KIND_USER_DATA, done.GetKind())
+				assert.Empty(t, cmpFiles(files, done.GetFiles()), "files differ (-want +got)")
+				return
+			}
+			require.EqualValues(t, 1, e.count(t, bus.EventFailed, jobID), "failed events")
+			assert.Zero(t, e.count(t, bus.EventCompleted, jobID), "completed events")
+			var failed exportv1.ExportFailed
+			e.last(t, bus.EventFailed, jobID, &failed)
+			assert.Equal(t, owner, failed.GetOwnerId())
+			assert.False(t, failed.GetRejected())
+			for _, want := range tt.wantReason {
+				assert.Contains(t, failed.GetReason(), want)
+			}
+		})
+	}
+}
+
+// TestArchiverIgnoresEndedJob checks that a part delivered again long after
+// its job ended (past the dedup window) cannot complete the job twice.
+func TestArchiverIgnoresEndedJob(t *testing.T) {
+	e := start(t)
+	jobID := fmt.Sprintf("ended-%d", time.Now().UnixNano())
+	f := e.upload(t, jobID, 0, partSpec{name: "general.json", recorded: `{"room":"general"}`})
+	e.publishPart(t, jobID, 0, 1, f, 0)
+	e.waitOutcome(t, jobID)
+	require.EqualValues(t, 1, e.count(t, bus.EventCompleted, jobID))
+
+	// Without the object, verifying again would publish ExportFailed,
+	// which no dedup id of the completion would stop.
+	require.NoError(t, e.store.Delete(t.Context(), bucket, f.GetObjectKey()))
+	e.publishPart(t, jobID, 0, 1, f, 1)
+	e.waitOutcome(t, jobID)
+	assert.EqualValues(t, 1, e.count(t, bus.EventCompleted, jobID), "completed events")
+	assert.Zero(t, e.count(t, bus.EventFailed, jobID), "failed events")
+}
+
+func cmpFiles(want, got []*exportv1.File) string {
+	if len(want) != len(got) {
+		return fmt.Sprintf("want %d files, got %d", len(want), len(got))
+	}
+	for i := range want {
+		if !proto.Equal(want[i], got[i]) {
+			return fmt.Sprintf("file %d: want %v, got %v", i, want[i], got[i])
+		}
+	}
+	return ""
+}

@@ -1,0 +1,176 @@
+// Package auth authenticates API callers and decides what they may export.
+//
+// Callers present Rocket.Chat's personal access token headers (X-User-Id
+// and X-Auth-Token). Users live in the KV bucket bus.BucketUsers with only
+// the SHA-256 of their token, so the gateway never holds a usable
+// credential. Permissions follow Rocket.Chat's default role table; room
+// access follows its rule: anyone may read a public channel, only members a
+// private group or a direct conversation.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/bus"
+)
+
+// Errors.
+var (
+	// ErrUnauthenticated means the credentials are missing or wrong; which
+	// of the two is deliberately not told apart.
+	ErrUnauthenticated = errors.New("auth: not authenticated")
+	// ErrRoomNotFound means no room has the id.
+	ErrRoomNotFound = errors.New("auth: room not found")
+)
+
+// Permission names an action, with Rocket.Chat's permission ids.
+type Permission string
+
+// Permissions the gateway checks.
+const (
+	// PermMailMessages allows exporting a room (rooms.export).
+	PermMailMessages Permission = "mail-messages"
+)
+
+// rolesFor is Rocket.Chat's default assignment of roles to permissions.
+func rolesFor(p Permission) []string {
+	switch p {
+	case PermMailMessages:
+		return []string{"admin"}
+	}
+	return nil
+}
+
+// idPattern is what user and room ids may look like: the characters that
+// are valid both in a KV key and a subject token. Anything else cannot name
+// a stored user or room, and is rejected before it reaches the bus.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,128}$`)
+
+// ValidID reports whether id can name a user or a room.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// Service answers authentication and authorization questions from the
+// users, rooms and memberships buckets. It is safe for concurrent use.
+type Service struct {
+	users, rooms, memberships jetstream.KeyValue
+}
+
+// New returns a Service over the three buckets.
+func New(users, rooms, memberships jetstream.KeyValue) *Service {
+	return &Service{users: users, rooms: rooms, memberships: memberships}
+}
+
+// Open looks up the buckets (declared by bus.EnsureTopology).
+func Open(ctx context.Context, js jetstream.JetStream) (*Service, error) {
+	var kvs [3]jetstream.KeyValue
+	for i, name := range []string{bus.BucketUsers, bus.BucketRooms, bus.BucketMemberships} {
+		kv, err := js.KeyValue(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("open bucket %s: %w", name, err)
+		}
+		kvs[i] = kv
+	}
+	return New(kvs[0], kvs[1], kvs[2]), nil
+}
+
+// TokenHash is the lower-case hex SHA-256 of a token, as stored in
+// User.auth_token_sha256.
+func TokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// Authenticate returns the user whose id and token these are, or
+// ErrUnauthenticated. Other errors mean the users bucket could not be read.
+func (s *Service) Authenticate(ctx context.Context, userID, token string) (*sourcev1.User, error) {
+	if token == "" || !ValidID(userID) {
+		return nil, ErrUnauthenticated
+	}
+	u := &sourcev1.User{}
+	found, err := get(ctx, s.users, userID, u)
+	if err != nil {
+		return nil, fmt.Errorf("authenticate %s: %w", userID, err)
+	}
+	// The hash is compared even for unknown users, so that timing does not
+	// tell which user ids exist.
+	stored := strings.ToLower(u.GetAuthTokenSha256())
+	if !found {
+		stored = strings.Repeat("0", sha256.Size*2)
+	}
+	ok := subtle.ConstantTimeCompare([]byte(TokenHash(token)), []byte(stored)) == 1
+	if !found || !ok || u.GetAuthTokenSha256() == "" {
+		return nil, ErrUnauthenticated
+	}
+	return u, nil
+}
+
+// HasPermission reports whether one of u's roles grants p.
+func HasPermission(u *sourcev1.User, p Permission) bool {
+	for _, r := range rolesFor(p) {
+		if slices.Contains(u.GetRoles(), r) {
+			return true
+		}
+	}
+	return false
+}
+
+// Room returns the room, or ErrRoomNotFound.
+func (s *Service) Room(ctx context.Context, roomID string) (*sourcev1.Room, error) {
+	if !ValidID(roomID) {
+		return nil, ErrRoomNotFound
+	}
+	r := &sourcev1.Room{}
+	found, err := get(ctx, s.rooms, roomID, r)
+	if err != nil {
+		return nil, fmt.Errorf("room %s: %w", roomID, err)
+	}
+	if !found {
+		return nil, ErrRoomNotFound
+	}
+	return r, nil
+}
+
+// CanAccessRoom reports whether u may read room: anyone may read a public
+// channel, only members may read private groups and direct conversations
+// (and rooms of an unknown type, to fail closed).
+func (s *Service) CanAccessRoom(ctx context.Context, u *sourcev1.User, room *sourcev1.Room) (bool, error) {
+	if room.GetType() == sourcev1.RoomType_ROOM_TYPE_CHANNEL {
+		return true, nil
+	}
+	if !ValidID(u.GetId()) || !ValidID(room.GetId()) {
+		return false, nil
+	}
+	m := &sourcev1.Membership{}
+	found, err := get(ctx, s.memberships, u.GetId()+"."+room.GetId(), m)
+	if err != nil {
+		return false, fmt.Errorf("membership of %s in %s: %w", u.GetId(), room.GetId(), err)
+	}
+	return found, nil
+}
+
+// get reads and decodes key; found is false for a missing key.
+func get(ctx context.Context, kv jetstream.KeyValue, key string, m proto.Message) (found bool, err error) {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := proto.Unmarshal(e.Value(), m); err != nil {
+		return false, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return true, nil
+}

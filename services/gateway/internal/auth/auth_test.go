@@ -1,0 +1,112 @@
+package auth_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+)
+
+func put(t *testing.T, srv *bustest.Server, bucket, key string, m proto.Message) {
+	t.Helper()
+	kv, err := srv.JS.KeyValue(t.Context(), bucket)
+	require.NoError(t, err)
+	data, err := proto.Marshal(m)
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), key, data)
+	require.NoError(t, err)
+}
+
+func setup(t *testing.T) *auth.Service {
+	t.Helper()
+	srv := bustest.Start(t)
+	put(t, srv, bus.BucketUsers, "admin1", &sourcev1.User{Id: "admin1", Username: "root", Roles: []string{"user", "admin"}, AuthTokenSha256: auth.TokenHash("admin-token")})
+	put(t, srv, bus.BucketUsers, "user1", &sourcev1.User{Id: "user1", Username: "alice", Roles: []string{"user"}, AuthTokenSha256: auth.TokenHash("alice-token")})
+	put(t, srv, bus.BucketUsers, "notoken", &sourcev1.User{Id: "notoken", Username: "ghost"})
+	put(t, srv, bus.BucketRooms, "GENERAL", &sourcev1.Room{Id: "GENERAL", Name: "general", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+	put(t, srv, bus.BucketRooms, "secret", &sourcev1.Room{Id: "secret", Name: "secret", Type: sourcev1.RoomType_ROOM_TYPE_PRIVATE})
+	put(t, srv, bus.BucketRooms, "dm", &sourcev1.Room{Id: "dm", Type: sourcev1.RoomType_ROOM_TYPE_DIRECT, Usernames: []string{"alice", "root"}})
+	put(t, srv, bus.BucketMemberships, "user1.secret", &sourcev1.Membership{UserId: "user1", RoomId: "secret"})
+	put(t, srv, bus.BucketMemberships, "user1.dm", &sourcev1.Membership{UserId: "user1", RoomId: "dm"})
+	s, err := auth.Open(t.Context(), srv.JS)
+	require.NoError(t, err)
+	return s
+}
+
+func TestAuthenticate(t *testing.T) {
+	s := setup(t)
+	cases := []struct {
+		name, userID, token string
+		wantUser            string
+	}{
+		{"admin", "admin1", "admin-token", "root"},
+		{"user", "user1", "alice-token", "alice"},
+		{"wrong token", "user1", "admin-token", ""},
+		{"token of another user", "admin1", "alice-token", ""},
+		{"no token", "user1", "", ""},
+		{"no user id", "", "alice-token", ""},
+		{"unknown user", "nobody", "alice-token", ""},
+		{"user without a token", "notoken", "anything", ""},
+		{"user id that is no key", "user1.secret", "alice-token", ""},
+		{"user id with wildcards", "*", "alice-token", ""},
+		{"hash instead of token", "user1", auth.TokenHash("alice-token"), ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := s.Authenticate(t.Context(), tc.userID, tc.token)
+			if tc.wantUser == "" {
+				assert.ErrorIs(t, err, auth.ErrUnauthenticated)
+				assert.Nil(t, u)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantUser, u.GetUsername())
+		})
+	}
+}
+
+func TestPermissions(t *testing.T) {
+	assert.True(t, auth.HasPermission(&sourcev1.User{Roles: []string{"user", "admin"}}, auth.PermMailMessages))
+	assert.False(t, auth.HasPermission(&sourcev1.User{Roles: []string{"user", "moderator"}}, auth.PermMailMessages))
+	assert.False(t, auth.HasPermission(&sourcev1.User{}, auth.PermMailMessages))
+	assert.False(t, auth.HasPermission(&sourcev1.User{Roles: []string{"admin"}}, auth.Permission("no-such-permission")))
+}
+
+func TestRoomAccess(t *testing.T) {
+	s := setup(t)
+	admin, err := s.Authenticate(t.Context(), "admin1", "admin-token")
+	require.NoError(t, err)
+	alice, err := s.Authenticate(t.Context(), "user1", "alice-token")
+	require.NoError(t, err)
+	cases := []struct {
+		name string
+		user *sourcev1.User
+		room string
+		want bool
+	}{
+		{"public channel, non-member", admin, "GENERAL", true},
+		{"private group, member", alice, "secret", true},
+		{"private group, admin but not a member", admin, "secret", false},
+		{"direct room, member", alice, "dm", true},
+		{"direct room, not a member", admin, "dm", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			room, err := s.Room(t.Context(), tc.room)
+			require.NoError(t, err)
+			ok, err := s.CanAccessRoom(t.Context(), tc.user, room)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, ok)
+		})
+	}
+	for _, id := range []string{"nope", "", "a.b", "GENERAL>", "x y"} {
+		_, err := s.Room(t.Context(), id)
+		assert.ErrorIs(t, err, auth.ErrRoomNotFound, "room %q", id)
+	}
+}

@@ -1,0 +1,302 @@
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/shared/links"
+	"dataport.dev/shared/blob"
+)
+
+// exportView is a job in the native API (docs/ARCHITECTURE.md).
+type exportView struct {
+	ID        string       `json:"id"`
+	Kind      string       `json:"kind"`
+	Format    string       `json:"format"`
+	State     string       `json:"state"`
+	Progress  progressView `json:"progress"`
+	Files     []fileView   `json:"files"`
+	Error     string       `json:"error"`
+	CreatedAt string       `json:"createdAt"`
+	UpdatedAt string       `json:"updatedAt"`
+}
+
+type progressView struct {
+	Percent uint32 `json:"percent"`
+	Records uint64 `json:"records"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+type fileView struct {
+	Name      string `json:"name"`
+	Size      uint64 `json:"size"`
+	Records   uint64 `json:"records"`
+	SHA256    string `json:"sha256"`
+	URL       string `json:"url"`
+	ExpiresAt string `json:"expiresAt"`
+}
+
+type listView struct {
+	Items []exportView `json:"items"`
+	Total int          `json:"total"`
+}
+
+const msgNotFound = "export not found"
+
+// nativeUser authenticates a native API call, answering 401 or 500 itself
+// when it returns nil.
+func (a *api) nativeUser(w http.ResponseWriter, r *http.Request) *sourcev1.User {
+	u, err := a.Auth.Authenticate(r.Context(), r.Header.Get("X-User-Id"), r.Header.Get("X-Auth-Token"))
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		writeJSON(w, http.StatusUnauthorized, nativeError{Error: "missing or invalid credentials: send X-User-Id and X-Auth-Token"})
+		return nil
+	case err != nil:
+		a.log.ErrorContext(r.Context(), "authenticate", "error", err)
+		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		return nil
+	}
+	return u
+}
+
+// getExport implements GET /v1/exports/{id}. Another user's job answers
+// exactly like a missing one, so ids cannot be probed.
+func (a *api) getExport(w http.ResponseWriter, r *http.Request) {
+	u := a.nativeUser(w, r)
+	if u == nil {
+		return
+	}
+	job, err := a.Jobs.Get(r.Context(), chi.URLParam(r, "id"))
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, nativeError{Error: msgNotFound})
+		return
+	case err != nil:
+		a.log.ErrorContext(r.Context(), "get job", "error", err)
+		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		return
+	}
+	if job.GetOwnerId() != u.GetId() {
+		writeJSON(w, http.StatusNotFound, nativeError{Error: msgNotFound})
+		return
+	}
+	writeJSON(w, http.StatusOK, a.view(job))
+}
+
+// listExports implements GET /v1/exports: the caller's jobs, newest first.
+func (a *api) listExports(w http.ResponseWriter, r *http.Request) {
+	u := a.nativeUser(w, r)
+	if u == nil {
+		return
+	}
+	jobs, err := a.Jobs.List(r.Context(), u.GetId())
+	if err != nil {
+		a.log.ErrorContext(r.Context(), "list jobs", "user_id", u.GetId(), "error", err)
+		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		return
+	}
+	out := listView{Items: make([]exportView, 0, len(jobs)), Total: len(jobs)}
+	for _, j := range jobs {
+		out.Items = append(out.Items, a.view(j))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// view renders a job; files get freshly signed links, and only once the
+// job is completed, since before that they cannot be downloaded.
+func (a *api) view(job *exportv1.Job) exportView {
+	v := exportView{
+		ID:     job.GetId(),
+		Kind:   kindWord(job.GetKind()),
+		Format: formatWord(job.GetFormat()),
+		State:  stateWord(job.GetState()),
+		Progress: progressView{
+			Percent: job.GetProgress().GetPercent(),
+			Records: job.GetProgress().GetRecords(),
+			Bytes:   job.GetProgress().GetBytes(),
+		},
+		Files:     []fileView{},
+		Error:     job.GetError(),
+		CreatedAt: rfc3339(job.GetCreatedAt().AsTime()),
+		UpdatedAt: rfc3339(job.GetUpdatedAt().AsTime()),
+	}
+	if job.GetState() != exportv1.JobState_JOB_STATE_COMPLETED {
+		return v
+	}
+	for _, f := range job.GetFiles() {
+		link, exp := a.Links.URL(job.GetId(), f.GetName())
+		v.Files = append(v.Files, fileView{
+			Name:      f.GetName(),
+			Size:      f.GetSize(),
+			Records:   f.GetRecords(),
+			SHA256:    f.GetSha256(),
+			URL:       link,
+			ExpiresAt: rfc3339(exp),
+		})
+	}
+	return v
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func kindWord(k exportv1.JobKind) string {
+	switch k {
+	case exportv1.JobKind_JOB_KIND_ROOM:
+		return "room"
+	case exportv1.JobKind_JOB_KIND_USER_DATA:
+		return "user-data"
+	case exportv1.JobKind_JOB_KIND_RECORDS:
+		return "records"
+	}
+	return "unspecified"
+}
+
+func formatWord(f exportv1.Format) string {
+	switch f {
+	case exportv1.Format_FORMAT_JSON:
+		return "json"
+	case exportv1.Format_FORMAT_HTML:
+		return "html"
+	case exportv1.Format_FORMAT_CSV:
+		return "csv"
+	case exportv1.Format_FORMAT_JSON_API:
+		return "json-api"
+	case exportv1.Format_FORMAT_XML:
+		return "xml"
+	case exportv1.Format_FORMAT_PDF:
+		return "pdf"
+	case exportv1.Format_FORMAT_JSONL:
+		return "jsonl"
+	}
+	return "unspecified"
+}
+
+func stateWord(s exportv1.JobState) string {
+	switch s {
+	case exportv1.JobState_JOB_STATE_PENDING:
+		return "pending"
+	case exportv1.JobState_JOB_STATE_QUEUED:
+		return "queued"
+	case exportv1.JobState_JOB_STATE_PROCESSING:
+		return "processing"
+	case exportv1.JobState_JOB_STATE_FINALIZING:
+		return "finalizing"
+	case exportv1.JobState_JOB_STATE_COMPLETED:
+		return "completed"
+	case exportv1.JobState_JOB_STATE_FAILED:
+		return "failed"
+	case exportv1.JobState_JOB_STATE_REJECTED:
+		return "rejected"
+	case exportv1.JobState_JOB_STATE_CANCELED:
+		return "canceled"
+	}
+	return "unspecified"
+}
+
+// download implements GET /v1/exports/{id}/files/{name}?exp=&sig=. The
+// signed link is the only credential: it is checked before anything is
+// looked up, so an unsigned request learns nothing.
+func (a *api) download(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id, err := pathParam(r, "id")
+	name, nerr := pathParam(r, "name")
+	if err != nil || nerr != nil {
+		writeJSON(w, http.StatusForbidden, nativeError{Error: "invalid download link"})
+		return
+	}
+	q := r.URL.Query()
+	switch err := a.Links.Verify(id, name, q.Get("exp"), q.Get("sig")); {
+	case errors.Is(err, links.ErrExpired):
+		writeJSON(w, http.StatusGone, nativeError{Error: "download link expired; fetch the export again for a fresh link"})
+		return
+	case err != nil:
+		writeJSON(w, http.StatusForbidden, nativeError{Error: "invalid download link"})
+		return
+	}
+	job, err := a.Jobs.Get(ctx, id)
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, nativeError{Error: msgNotFound})
+		return
+	case err != nil:
+		a.log.ErrorContext(ctx, "get job", "job_id", id, "error", err)
+		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		return
+	}
+	var file *exportv1.File
+	if job.GetState() == exportv1.JobState_JOB_STATE_COMPLETED {
+		for _, f := range job.GetFiles() {
+			if f.GetName() == name {
+				file = f
+				break
+			}
+		}
+	}
+	if file == nil {
+		writeJSON(w, http.StatusNotFound, nativeError{Error: "file not found"})
+		return
+	}
+	body, info, err := a.Blob.Open(ctx, a.ExportBucket, file.GetObjectKey())
+	switch {
+	case errors.Is(err, blob.ErrNotFound), errors.Is(err, blob.ErrInvalidArgument):
+		a.log.WarnContext(ctx, "file of a completed job is missing", "job_id", id, "object_key", file.GetObjectKey(), "error", err)
+		writeJSON(w, http.StatusNotFound, nativeError{Error: "file not found"})
+		return
+	case err != nil:
+		a.log.ErrorContext(ctx, "open file", "job_id", id, "object_key", file.GetObjectKey(), "error", err)
+		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		return
+	}
+	defer body.Close()
+
+	h := w.Header()
+	ctype := file.GetContentType()
+	if ctype == "" {
+		ctype = info.ContentType
+	}
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	h.Set("Content-Type", ctype)
+	h.Set("Content-Length", strconv.FormatInt(info.Size, 10))
+	disposition := mime.FormatMediaType("attachment", map[string]string{"filename": name})
+	if disposition == "" {
+		disposition = "attachment"
+	}
+	h.Set("Content-Disposition", disposition)
+	if sum := file.GetSha256(); sum != "" {
+		h.Set("ETag", `"`+sum+`"`)
+		h.Set("X-Checksum-Sha256", sum)
+	} else if info.ETag != "" {
+		h.Set("ETag", `"`+info.ETag+`"`)
+	}
+	// The link itself is a credential; keep shared caches out of it.
+	h.Set("Cache-Control", "private, no-store")
+	w.WriteHeader(http.StatusOK)
+	if n, err := io.Copy(w, body); err != nil {
+		// The client sees a short body against Content-Length.
+		a.log.WarnContext(ctx, "download interrupted", "job_id", id, "file", name, "bytes", n, "error", err)
+	}
+}
+
+// pathParam returns a route parameter unescaped. chi matches on the raw
+// (escaped) path when the request has one, so its parameters are escaped
+// exactly then.
+func pathParam(r *http.Request, key string) (string, error) {
+	v := chi.URLParam(r, key)
+	if r.URL.RawPath == "" {
+		return v, nil
+	}
+	return url.PathUnescape(v)
+}

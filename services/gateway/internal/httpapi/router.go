@@ -1,0 +1,154 @@
+// Package httpapi is the gateway's HTTP API on one chi router: the
+// Rocket.Chat dialect (POST /api/v1/rooms.export), the native job API
+// (GET /v1/exports, GET /v1/exports/{id}) and downloads through signed
+// links (GET /v1/exports/{id}/files/{name}).
+//
+// Every answer is JSON in the shape of the dialect the route belongs to.
+// Bad input is always a 4xx; a 5xx only means that NATS or MinIO failed.
+package httpapi
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/shared/links"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/bus"
+)
+
+// Config holds the API's dependencies. Jobs, Auth, Publisher, Blob,
+// ExportBucket and Links are required.
+type Config struct {
+	Jobs      *jobstore.Store
+	Auth      *auth.Service
+	Publisher *bus.Publisher
+	// Blob and ExportBucket are where downloads are read from.
+	Blob         *blob.Store
+	ExportBucket string
+	// Links mints and verifies download links.
+	Links *links.Signer
+
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Router is the API's http.Handler.
+type Router struct {
+	mux *chi.Mux
+}
+
+// ServeHTTP implements http.Handler.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.mux.ServeHTTP(w, r) }
+
+// HandleFunc adds a route outside the API, such as the health probes of
+// infra.HealthRoutes; it gets the same tracing and panic recovery.
+func (rt *Router) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	rt.mux.HandleFunc(pattern, h)
+}
+
+type api struct {
+	Config
+	log    *slog.Logger
+	tracer trace.Tracer
+}
+
+// New builds the router.
+func New(cfg Config) *Router {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
+	if cfg.Propagator == nil {
+		cfg.Propagator = propagation.TraceContext{}
+	}
+	a := &api{
+		Config: cfg,
+		log:    cfg.Logger,
+		tracer: cfg.TracerProvider.Tracer("dataport.dev/services/gateway/internal/httpapi"),
+	}
+	mux := chi.NewRouter()
+	mux.Use(a.traced, a.recovered)
+	mux.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusNotFound, nativeError{Error: "not found"})
+	})
+	mux.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, nativeError{Error: "method not allowed"})
+	})
+	mux.Post("/api/v1/rooms.export", a.roomsExport)
+	mux.Get("/v1/exports", a.listExports)
+	mux.Get("/v1/exports/{id}", a.getExport)
+	mux.Get("/v1/exports/{id}/files/{name}", a.download)
+	return &Router{mux: mux}
+}
+
+// traced runs each request in a server span, continuing the caller's trace
+// when it sends traceparent, and names the span after the matched route.
+func (a *api) traced(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := a.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := a.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(
+				attribute.String("http.request.method", r.Method),
+				attribute.String("url.path", r.URL.Path),
+			))
+		defer span.End()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		start := time.Now()
+		next.ServeHTTP(ww, r.WithContext(ctx))
+
+		status := ww.Status()
+		if status == 0 {
+			status = http.StatusOK
+		}
+		route := ""
+		if rc := chi.RouteContext(ctx); rc != nil {
+			route = rc.RoutePattern()
+		}
+		if route != "" {
+			span.SetName(r.Method + " " + route)
+			span.SetAttributes(attribute.String("http.route", route))
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+		a.log.DebugContext(ctx, "http request", "method", r.Method, "route", route,
+			"status", status, "duration_ms", time.Since(start).Milliseconds())
+	})
+}
+
+// recovered turns a handler panic into a 500 so one bad request cannot
+// take the process down. Handlers are written not to panic; this is the
+// last line, and it logs loudly.
+func (a *api) recovered(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				a.log.ErrorContext(r.Context(), "handler panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

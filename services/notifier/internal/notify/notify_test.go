@@ -1,0 +1,502 @@
+package notify_test
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"html"
+	"mime"
+	"net/mail"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/notifier/internal/notify"
+	"dataport.dev/shared/links"
+	"dataport.dev/services/notifier/internal/smtptest"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+)
+
+const (
+	publicURL  = "http://127.0.0.1:8080"
+	linkSecret = "test-link-secret"
+	linkTTL    = 24 * time.Hour
+	sender     = "exports@dataport.test"
+	waitFor    = 20 * time.Second
+	tick       = 50 * time.Millisecond
+)
+
+// env is a notifier consuming from a real JetStream server and sending to
+// a real (in-process) SMTP server.
+type env struct {
+	smtp     *smtptest.Server
+	users    jetstream.KeyValue
+	sent     jetstream.KeyValue
+	events   jetstream.Stream
+	pub      *bus.Publisher
+	consumer jetstream.Consumer
+}
+
+func start(t *testing.T, topo bus.Topology) *env {
+	t.Helper()
+	srv := bustest.Start(t)
+	mailSrv := smtptest.Start(t)
+	ctx := t.Context()
+
+	users, err := srv.JS.KeyValue(ctx, bus.BucketUsers)
+	require.NoError(t, err)
+	sent, err := srv.JS.KeyValue(ctx, bus.BucketNotifications)
+	require.NoError(t, err)
+	events, err := srv.JS.Stream(ctx, bus.StreamExportEvents)
+	require.NoError(t, err)
+	mailer, err := notify.NewSMTPMailer(notify.SMTPConfig{Host: mailSrv.Host, Port: mailSrv.Port, TLS: notify.TLSNone, Timeout: 5 * time.Second})
+	require.NoError(t, err)
+	signer := links.New(publicURL, []byte(linkSecret), linkTTL, nil)
+	pub := bus.NewPublisher(srv.JS, nil)
+	n, err := notify.New(notify.Config{
+		Users:     users,
+		Sent:      sent,
+		Mailer:    mailer,
+		Links:     signer,
+		LinkTTL:   linkTTL,
+		From:      mail.Address{Name: "Dataport", Address: sender},
+		Publisher: pub,
+		Topology:  topo,
+	})
+	require.NoError(t, err)
+	consumer, err := bus.EnsureConsumer(ctx, srv.JS, topo, bus.ConsumerNotifier)
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Consume(ctx, consumer, n.Handle, bus.ConsumeOptions{
+			Concurrency: 4,
+			NakDelay:    func(uint64) time.Duration { return 50 * time.Millisecond },
+		})
+	}()
+	// Registered after the servers' cleanups, so it runs before them.
+	t.Cleanup(func() { assert.NoError(t, <-done) })
+	return &env{smtp: mailSrv, users: users, sent: sent, events: events, pub: pub, consumer: consumer}
+}
+
+func (e *env) putUser(t *testing.T, u *sourcev1.User) {
+	t.Helper()
+	data, err := proto.Marshal(u)
+	require.NoError(t, err)
+	_, err = e.users.Put(t.Context(), u.GetId(), data)
+	require.NoError(t, err)
+}
+
+func (e *env) publish(t *testing.T, ev bus.Event, jobID, discriminator string, m proto.Message) {
+	t.Helper()
+	require.NoError(t, e.pub.PublishStatus(t.Context(), ev, jobID, discriminator, m))
+}
+
+// notified returns the job's NotificationSent events.
+func (e *env) notified(t *testing.T, jobID string) (count uint64, last *exportv1.NotificationSent) {
+	t.Helper()
+	subject, err := bus.StatusSubject(bus.EventNotified, jobID)
+	require.NoError(t, err)
+	info, err := e.events.Info(t.Context(), jetstream.WithSubjectFilter(subject))
+	require.NoError(t, err)
+	count = info.State.Subjects[subject]
+	if count == 0 {
+		return 0, nil
+	}
+	raw, err := e.events.GetLastMsgForSubject(t.Context(), subject)
+	require.NoError(t, err)
+	last = &exportv1.NotificationSent{}
+	require.NoError(t, proto.Unmarshal(raw.Data, last))
+	return count, last
+}
+
+// waitNotified waits until the job's NotificationSent is published and
+// every delivered message is settled, so counts are final.
+func (e *env) waitNotified(t *testing.T, jobID string) *exportv1.NotificationSent {
+	t.Helper()
+	var last *exportv1.NotificationSent
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		var n uint64
+		n, last = e.notified(t, jobID)
+		assert.Positive(c, n, "no NotificationSent yet")
+		info, err := e.consumer.Info(t.Context())
+		if assert.NoError(c, err) {
+			assert.Zero(c, info.NumPending, "messages not yet delivered")
+			assert.Zero(c, info.NumAckPending, "messages not yet settled")
+		}
+	}, waitFor, tick)
+	return last
+}
+
+// sendRecord is the notifier's record of a job's email in the
+// notifications bucket, as an operator reads it.
+type sendRecord struct {
+	State      string   `json:"state"`
+	Recipients []string `json:"recipients"`
+	Error      string   `json:"error"`
+}
+
+func (e *env) record(t *testing.T, jobID string) sendRecord {
+	t.Helper()
+	entry, err := e.sent.Get(t.Context(), jobID+".email")
+	require.NoError(t, err)
+	var rec sendRecord
+	require.NoError(t, json.Unmarshal(entry.Value(), &rec))
+	return rec
+}
+
+var (
+	alice = &sourcev1.User{Id: "user-alice", Username: "alice", Name: "Alice Example", Email: "alice@example.com"}
+	// linkRE finds download links in a body.
+	linkRE = regexp.MustCompile(`http://127\.0\.0\.1:8080/v1/exports/[^/\s"<>]+/files/[^?\s"<>]+\?exp=\d+&sig=[0-9a-f]+`)
+)
+
+func newJobID() string {
+	return fmt.Sprintf("job-%d", time.Now().UnixNano())
+}
+
+func completed(jobID string, files ...*exportv1.File) *exportv1.ExportCompleted {
+	return &exportv1.ExportCompleted{
+		JobId:      jobID,
+		OccurredAt: timestamppb.Now(),
+		Files:      files,
+		OwnerId:    alice.GetId(),
+		Kind:       exportv1.JobKind_JOB_KIND_ROOM,
+	}
+}
+
+// checkLink verifies a download link as the gateway would: the path names
+// the job and file, the signature is the HMAC of "<jobId>/<name>/<exp>"
+// and the expiry is LinkTTL after sending.
+func checkLink(t *testing.T, link, jobID, name string, sentAfter, sentBefore time.Time) {
+	t.Helper()
+	u, err := url.Parse(link)
+	require.NoError(t, err)
+	assert.Equal(t, "/v1/exports/"+jobID+"/files/"+name, u.Path)
+	exp, err := strconv.ParseInt(u.Query().Get("exp"), 10, 64)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, exp, sentAfter.Add(linkTTL).Unix()-1)
+	assert.LessOrEqual(t, exp, sentBefore.Add(linkTTL).Unix())
+	mac := hmac.New(sha256.New, []byte(linkSecret))
+	fmt.Fprintf(mac, "%s/%s/%d", jobID, name, exp)
+	assert.Equal(t, hex.EncodeToString(mac.Sum(nil)), u.Query().Get("sig"), "signature of %s", link)
+}
+
+func decodeHeader(t *testing.T, v string) string {
+	t.Helper()
+	s, err := new(mime.WordDecoder).DecodeHeader(v)
+	require.NoError(t, err)
+	return s
+}
+
+func TestCompletedEmail(t *testing.T) {
+	e := start(t, bustest.Topology())
+	e.putUser(t, alice)
+	jobID := newJobID()
+	files := []*exportv1.File{
+		{Name: "general.json", ObjectKey: "jobs/" + jobID + "/parts/0/general.json", Size: 1536},
+		{Name: "random room.json", ObjectKey: "jobs/" + jobID + "/parts/1/random room.json", Size: 3 << 20},
+	}
+	before := time.Now()
+	e.publish(t, bus.EventCompleted, jobID, "", completed(jobID, files...))
+	rec := e.waitNotified(t, jobID)
+	after := time.Now()
+
+	assert.Equal(t, []string{alice.GetEmail()}, rec.GetRecipients())
+	assert.Empty(t, rec.GetError())
+	assert.Equal(t, sendRecord{State: "sent", Recipients: []string{alice.GetEmail()}}, e.record(t, jobID))
+
+	msgs := e.smtp.Messages()
+	require.Len(t, msgs, 1)
+	assert.Equal(t, sender, msgs[0].From)
+	assert.Equal(t, []string{alice.GetEmail()}, msgs[0].To)
+	p, err := msgs[0].Parse()
+	require.NoError(t, err)
+	assert.Equal(t, "Your Dataport export is ready: general.json and 1 more", decodeHeader(t, p.Header.Get("Subject")))
+	to, err := p.Header.AddressList("To")
+	require.NoError(t, err)
+	assert.Equal(t, []*mail.Address{{Name: "Alice Example", Address: alice.GetEmail()}}, to)
+	from, err := p.Header.AddressList("From")
+	require.NoError(t, err)
+	assert.Equal(t, []*mail.Address{{Name: "Dataport", Address: sender}}, from)
+
+	for body, text := range map[string]string{"text": p.Text, "html": html.UnescapeString(p.HTML)} {
+		t.Run(body, func(t *testing.T) {
+			assert.Contains(t, text, "Alice Example")
+			assert.Contains(t, text, "room history export")
+			assert.Contains(t, text, "general.json")
+			assert.Contains(t, text, "(1.5 KiB)")
+			assert.Contains(t, text, "random room.json")
+			assert.Contains(t, text, "(3.0 MiB)")
+			assert.Contains(t, text, "expire")
+			links := linkRE.FindAllString(text, -1)
+			require.Len(t, links, 2, "links in %s body:\n%s", body, text)
+			checkLink(t, links[0], jobID, "general.json", before, after)
+			checkLink(t, links[1], jobID, "random room.json", before, after)
+		})
+	}
+	assert.Contains(t, p.HTML, `<a href="`+strings.ReplaceAll(linkRE.FindString(p.Text), "&", "&amp;")+`">general.json</a>`)
+}
+
+func TestFailedEmail(t *testing.T) {
+	tests := []struct {
+		name       string
+		rejected   bool
+		wantAdvice string
+	}{
+		{"internal failure", false, "request the export again"},
+		{"rejected request", true, "Change it"},
+	}
+	e := start(t, bustest.Topology())
+	e.putUser(t, alice)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			jobID := newJobID()
+			reason := "part 1 (random.json) failed verification: object is missing"
+			e.publish(t, bus.EventFailed, jobID, "", &exportv1.ExportFailed{
+				JobId: jobID, OccurredAt: timestamppb.Now(), Reason: reason, Rejected: tt.rejected, OwnerId: alice.GetId(),
+			})
+			rec := e.waitNotified(t, jobID)
+			assert.Empty(t, rec.GetError())
+
+			var msg *smtptest.Message
+			for _, m := range e.smtp.Messages() {
+				if strings.Contains(string(m.Data), jobID) {
+					msg = &m
+				}
+			}
+			require.NotNil(t, msg, "no email for %s", jobID)
+			p, err := msg.Parse()
+			require.NoError(t, err)
+			assert.Equal(t, "Your Dataport export failed", decodeHeader(t, p.Header.Get("Subject")))
+			for _, text := range []string{p.Text, html.UnescapeString(p.HTML)} {
+				assert.Contains(t, text, reason)
+				assert.Contains(t, text, tt.wantAdvice)
+				assert.Contains(t, text, jobID)
+			}
+		})
+	}
+}
+
+func TestSameEventTwiceSendsOnce(t *testing.T) {
+	e := start(t, bustest.Topology())
+	e.putUser(t, alice)
+	jobID := newJobID()
+	ev := completed(jobID, &exportv1.File{Name: "general.json", Size: 10})
+	// Different dedup ids: the stream stores both and the notifier sees
+	// the event twice, as after a redelivery past the duplicate window.
+	e.publish(t, bus.EventCompleted, jobID, "", ev)
+	e.publish(t, bus.EventCompleted, jobID, "again", ev)
+	e.waitNotified(t, jobID)
+
+	assert.Len(t, e.smtp.Messages(), 1, "emails sent")
+	n, _ := e.notified(t, jobID)
+	assert.EqualValues(t, 1, n, "NotificationSent events")
+}
+
+func TestTemporaryFailureIsRetried(t *testing.T) {
+	e := start(t, bustest.Topology())
+	e.putUser(t, alice)
+	e.smtp.FailData(2, 451)
+	jobID := newJobID()
+	e.publish(t, bus.EventCompleted, jobID, "", completed(jobID, &exportv1.File{Name: "general.json", Size: 10}))
+	rec := e.waitNotified(t, jobID)
+
+	assert.Empty(t, rec.GetError())
+	assert.Equal(t, 3, e.smtp.Attempts(), "SMTP attempts")
+	require.Len(t, e.smtp.Messages(), 1, "emails accepted")
+	assert.Contains(t, string(e.smtp.Messages()[0].Data), "general.json")
+}
+
+func TestGivesUp(t *testing.T) {
+	tests := []struct {
+		name         string
+		fail         func(*smtptest.Server)
+		wantAttempts int
+		wantError    string
+	}{
+		{
+			name:         "server keeps answering 451 until MaxDeliver-1",
+			fail:         func(s *smtptest.Server) { s.FailData(-1, 451) },
+			wantAttempts: 2,
+			wantError:    "not delivered after 2 attempts",
+		},
+		{
+			name:         "recipient refused with 550",
+			fail:         func(s *smtptest.Server) { s.FailRcpt(-1, 550) },
+			wantAttempts: 1,
+			wantError:    "refused",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			topo := bustest.Topology()
+			topo.EventMaxDeliver = 3
+			e := start(t, topo)
+			e.putUser(t, alice)
+			tt.fail(e.smtp)
+			jobID := newJobID()
+			e.publish(t, bus.EventCompleted, jobID, "", completed(jobID, &exportv1.File{Name: "general.json", Size: 10}))
+			rec := e.waitNotified(t, jobID)
+
+			assert.Contains(t, rec.GetError(), tt.wantError)
+			assert.Contains(t, rec.GetError(), alice.GetEmail())
+			assert.Equal(t, sendRecord{State: "failed", Recipients: []string{alice.GetEmail()}, Error: rec.GetError()}, e.record(t, jobID))
+			assert.Empty(t, e.smtp.Messages(), "emails accepted")
+			assert.Equal(t, tt.wantAttempts, e.smtp.Attempts(), "SMTP attempts")
+		})
+	}
+}
+
+func TestOwnerWithoutAddress(t *testing.T) {
+	tests := []struct {
+		name      string
+		user      *sourcev1.User
+		wantError string
+	}{
+		{"unknown owner", nil, `owner "user-alice" not found`},
+		{"owner without email", &sourcev1.User{Id: alice.GetId(), Name: "Alice"}, "has no email address"},
+		{"email with a line break", &sourcev1.User{Id: alice.GetId(), Email: "alice@example.com\r\nBcc: mallory@example.com"}, "line break"},
+		{"malformed email", &sourcev1.User{Id: alice.GetId(), Email: "alice at example.com"}, "email address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := start(t, bustest.Topology())
+			if tt.user != nil {
+				e.putUser(t, tt.user)
+			}
+			jobID := newJobID()
+			e.publish(t, bus.EventCompleted, jobID, "", completed(jobID, &exportv1.File{Name: "general.json", Size: 10}))
+			rec := e.waitNotified(t, jobID)
+
+			assert.Contains(t, rec.GetError(), tt.wantError)
+			assert.Empty(t, rec.GetRecipients())
+			assert.Equal(t, sendRecord{State: "failed", Error: rec.GetError()}, e.record(t, jobID))
+			assert.Zero(t, e.smtp.Attempts(), "SMTP attempts")
+		})
+	}
+}
+
+func TestHeaderInjection(t *testing.T) {
+	e := start(t, bustest.Topology())
+	e.putUser(t, &sourcev1.User{Id: alice.GetId(), Name: "Alice\r\nBcc: mallory@example.com", Email: alice.GetEmail()})
+	jobID := newJobID()
+	e.publish(t, bus.EventCompleted, jobID, "", completed(jobID, &exportv1.File{Name: "evil.json\r\nBcc: mallory@example.com\r\n\r\nforged body", Size: 10}))
+	rec := e.waitNotified(t, jobID)
+	require.Empty(t, rec.GetError())
+
+	msgs := e.smtp.Messages()
+	require.Len(t, msgs, 1)
+	assert.Equal(t, []string{alice.GetEmail()}, msgs[0].To, "envelope recipients")
+	p, err := msgs[0].Parse()
+	require.NoError(t, err)
+	assert.NotContains(t, p.Header, "Bcc")
+	subject := decodeHeader(t, p.Header.Get("Subject"))
+	assert.True(t, strings.HasPrefix(subject, "Your Dataport export is ready: evil.json"), subject)
+	assert.NotContains(t, subject, "\n")
+	assert.NotContains(t, subject, "\r")
+	to, err := p.Header.AddressList("To")
+	require.NoError(t, err)
+	require.Len(t, to, 1)
+	assert.Equal(t, alice.GetEmail(), to[0].Address)
+	assert.NotContains(t, to[0].Name, "\n")
+
+	// The header block as received: no line of it may start a Bcc header.
+	head, _, _ := strings.Cut(string(msgs[0].Data), "\r\n\r\n")
+	for line := range strings.SplitSeq(head, "\r\n") {
+		assert.False(t, strings.HasPrefix(strings.ToLower(line), "bcc:"), "injected header line %q", line)
+	}
+}
+
+func TestMailerRefusesLineBreaksInHeaders(t *testing.T) {
+	srv := smtptest.Start(t)
+	m, err := notify.NewSMTPMailer(notify.SMTPConfig{Host: srv.Host, Port: srv.Port, TLS: notify.TLSNone})
+	require.NoError(t, err)
+	base := notify.Email{
+		From:    mail.Address{Address: sender},
+		To:      []mail.Address{{Address: alice.GetEmail()}},
+		Subject: "hello",
+		Text:    "hi",
+		HTML:    "<p>hi</p>",
+	}
+	tests := []struct {
+		name   string
+		modify func(*notify.Email)
+	}{
+		{"subject", func(e *notify.Email) { e.Subject = "hello\r\nBcc: mallory@example.com" }},
+		{"recipient name", func(e *notify.Email) { e.To[0].Name = "Alice\nBcc: mallory@example.com" }},
+		{"sender name", func(e *notify.Email) { e.From.Name = "Dataport\rX: y" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := base
+			e.To = append([]mail.Address(nil), base.To...)
+			tt.modify(&e)
+			err := m.Send(t.Context(), e)
+			assert.ErrorIs(t, err, notify.ErrHeaderInjection)
+		})
+	}
+	assert.Zero(t, srv.Attempts(), "nothing reached the server")
+	require.NoError(t, m.Send(t.Context(), base))
+	assert.Len(t, srv.Messages(), 1)
+}
+
+// TestClaimLeftByCrashedAttempt covers a notifier that claimed a send and
+// died: a fresh claim of another delivery holds the email back, a claim
+// older than the claim timeout is taken over and the email is sent once.
+func TestClaimLeftByCrashedAttempt(t *testing.T) {
+	e := start(t, bustest.Topology())
+	e.putUser(t, alice)
+	tests := []struct {
+		name     string
+		claimAge time.Duration
+		wantSent bool
+	}{
+		{"stale claim is taken over", time.Hour, true},
+		{"fresh claim of another delivery is waited for", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			jobID := newJobID()
+			claim := fmt.Sprintf(`{"state":"sending","at":%q,"stream_seq":999999}`, time.Now().Add(-tt.claimAge).Format(time.RFC3339Nano))
+			_, err := e.sent.Create(t.Context(), jobID+".email", []byte(claim))
+			require.NoError(t, err)
+			before := len(e.smtp.Messages())
+			e.publish(t, bus.EventCompleted, jobID, "", completed(jobID, &exportv1.File{Name: "general.json", Size: 10}))
+
+			if tt.wantSent {
+				e.waitNotified(t, jobID)
+				assert.Len(t, e.smtp.Messages(), before+1, "emails sent")
+				assert.Equal(t, "sent", e.record(t, jobID).State)
+				return
+			}
+			// The event keeps being retried while the claim is fresh.
+			require.EventuallyWithT(t, func(c *assert.CollectT) {
+				info, err := e.consumer.Info(t.Context())
+				if assert.NoError(c, err) {
+					assert.Positive(c, info.NumRedelivered, "no retry yet")
+				}
+			}, waitFor, tick)
+			assert.Len(t, e.smtp.Messages(), before, "emails sent")
+			n, _ := e.notified(t, jobID)
+			assert.Zero(t, n, "NotificationSent events")
+			assert.Equal(t, "sending", e.record(t, jobID).State)
+		})
+	}
+}

@@ -1,0 +1,231 @@
+// Package smtptest runs a real SMTP server (github.com/emersion/go-smtp)
+// on a loopback port for tests, keeps every message it accepts and can be
+// told to refuse messages with a given reply code, as a busy or strict mail
+// server would.
+package smtptest
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"net"
+	"net/mail"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Message is one message the server accepted.
+type Message struct {
+	// From and To are the envelope (MAIL FROM, RCPT TO).
+	From string
+	To   []string
+	// Data is the message as received, headers and body.
+	Data []byte
+}
+
+// Server is a running SMTP server owned by one test.
+type Server struct {
+	Host string
+	Port int
+
+	mu       sync.Mutex
+	messages []Message
+	attempts int
+	dataFail failure
+	rcptFail failure
+}
+
+// failure refuses the next n commands of one kind with code; n < 0 means
+// every one.
+type failure struct {
+	n    int
+	code int
+}
+
+func (f *failure) take() *smtp.SMTPError {
+	if f.n == 0 {
+		return nil
+	}
+	if f.n > 0 {
+		f.n--
+	}
+	return &smtp.SMTPError{Code: f.code, EnhancedCode: smtp.EnhancedCodeNotSet, Message: fmt.Sprintf("smtptest: refused with %d", f.code)}
+}
+
+// Start runs a server until the test ends.
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("smtptest: listen: %v", err)
+	}
+	s := &Server{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		return &session{srv: s}, nil
+	}))
+	srv.Domain = "localhost"
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	tb.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	return s
+}
+
+// FailData makes the next n messages fail at the end of DATA with code
+// (e.g. 451 for a temporary, 554 for a permanent failure); n < 0 fails all.
+func (s *Server) FailData(n, code int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dataFail = failure{n: n, code: code}
+}
+
+// FailRcpt makes the next n RCPT TO commands fail with code; n < 0 fails
+// all.
+func (s *Server) FailRcpt(n, code int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rcptFail = failure{n: n, code: code}
+}
+
+// Messages returns the accepted messages, in order.
+func (s *Server) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.messages...)
+}
+
+// Attempts counts MAIL FROM commands: every try at sending a message,
+// accepted or not.
+func (s *Server) Attempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attempts
+}
+
+type session struct {
+	srv *Server
+	msg Message
+}
+
+func (ss *session) Reset()        { ss.msg = Message{} }
+func (ss *session) Logout() error { return nil }
+
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	ss.srv.mu.Lock()
+	defer ss.srv.mu.Unlock()
+	ss.srv.attempts++
+	ss.msg = Message{From: from}
+	return nil
+}
+
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.srv.mu.Lock()
+	defer ss.srv.mu.Unlock()
+	if err := ss.srv.rcptFail.take(); err != nil {
+		return err
+	}
+	ss.msg.To = append(ss.msg.To, to)
+	return nil
+}
+
+func (ss *session) Data(r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	ss.srv.mu.Lock()
+	defer ss.srv.mu.Unlock()
+	if err := ss.srv.dataFail.take(); err != nil {
+		return err
+	}
+	ss.msg.Data = data
+	ss.srv.messages = append(ss.srv.messages, ss.msg)
+	return nil
+}
+
+// Parsed is a message as a mail client shows it.
+type Parsed struct {
+	Header mail.Header
+	// Text and HTML are the decoded bodies of the text/plain and
+	// text/html parts (or of the single body).
+	Text string
+	HTML string
+}
+
+// Parse decodes m's headers and its text and HTML bodies, one level of
+// multipart deep, as multipart/alternative messages are built.
+func (m Message) Parse() (*Parsed, error) {
+	msg, err := mail.ReadMessage(bytes.NewReader(m.Data))
+	if err != nil {
+		return nil, fmt.Errorf("smtptest: read message: %w", err)
+	}
+	p := &Parsed{Header: msg.Header}
+	mediaType, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil {
+		return nil, fmt.Errorf("smtptest: content type: %w", err)
+	}
+	if !strings.HasPrefix(mediaType, "multipart/") {
+		body, err := decode(msg.Body, msg.Header.Get("Content-Transfer-Encoding"))
+		if err != nil {
+			return nil, err
+		}
+		p.set(mediaType, body)
+		return p, nil
+	}
+	mr := multipart.NewReader(msg.Body, params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return p, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("smtptest: next part: %w", err)
+		}
+		// multipart.Reader already undoes quoted-printable (and drops the
+		// header); base64 is left to us.
+		body, err := decode(part, part.Header.Get("Content-Transfer-Encoding"))
+		if err != nil {
+			return nil, err
+		}
+		pt, _, err := mime.ParseMediaType(part.Header.Get("Content-Type"))
+		if err != nil {
+			return nil, fmt.Errorf("smtptest: part content type: %w", err)
+		}
+		p.set(pt, body)
+	}
+}
+
+func (p *Parsed) set(mediaType, body string) {
+	switch mediaType {
+	case "text/plain":
+		p.Text = body
+	case "text/html":
+		p.HTML = body
+	}
+}
+
+func decode(r io.Reader, encoding string) (string, error) {
+	switch strings.ToLower(encoding) {
+	case "base64":
+		r = base64.NewDecoder(base64.StdEncoding, r)
+	case "quoted-printable":
+		r = quotedprintable.NewReader(r)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", fmt.Errorf("smtptest: decode %s body: %w", encoding, err)
+	}
+	return strings.ReplaceAll(string(b), "\r\n", "\n"), nil
+}
