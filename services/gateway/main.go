@@ -19,10 +19,10 @@ import (
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/jobstore"
-	"dataport.dev/shared/links"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
+	"dataport.dev/shared/links"
 	"dataport.dev/shared/telemetry"
 )
 

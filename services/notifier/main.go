@@ -18,10 +18,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"dataport.dev/services/notifier/internal/notify"
-	"dataport.dev/shared/links"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
+	"dataport.dev/shared/links"
 	"dataport.dev/shared/telemetry"
 )
 

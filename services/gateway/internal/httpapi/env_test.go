@@ -19,11 +19,11 @@ import (
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/jobstore"
-	"dataport.dev/shared/links"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/links"
 )
 
 const (

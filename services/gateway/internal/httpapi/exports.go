@@ -15,8 +15,8 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
-	"dataport.dev/shared/links"
 	"dataport.dev/shared/blob"
+	"dataport.dev/shared/links"
 )
 
 // exportView is a job in the native API (docs/ARCHITECTURE.md).

@@ -20,8 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/shared/links"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/links"
 )
 
 const roomsExport = "/api/v1/rooms.export"

@@ -24,9 +24,9 @@ import (
 
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
-	"dataport.dev/shared/links"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/links"
 )
 
 // Config holds the API's dependencies. Jobs, Auth, Publisher, Blob,

@@ -21,8 +21,8 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
-	"dataport.dev/shared/links"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/links"
 )
 
 // Channel is the notification channel this package serves: the last token

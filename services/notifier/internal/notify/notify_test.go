@@ -25,10 +25,10 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/notifier/internal/notify"
-	"dataport.dev/shared/links"
 	"dataport.dev/services/notifier/internal/smtptest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/links"
 )
 
 const (
