@@ -1,0 +1,5 @@
+//go:build !race
+
+package roomexport_test
+
+const raceEnabled = false

@@ -1,0 +1,233 @@
+package roomexport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"dataport.dev/shared/bus"
+)
+
+// replayBatch is how many messages an ordered consumer keeps buffered,
+// which bounds the replay's memory (chat messages are small). No byte limit
+// on purpose: with one, nats.go v1.55 lets the server's pull-status
+// messages overflow the iterator's channel ("slow consumer, messages
+// dropped"), and the ordered consumer then restarts to refetch the gap.
+const replayBatch = 256
+
+// history is what the exporter learns about a room's subject before it
+// streams it.
+type history struct {
+	subject string
+	// count is the number of messages stored on the subject when the task
+	// started; percentages are computed against it.
+	count uint64
+	// lastSeq is the stream sequence of the subject's last message when the
+	// task started. Replays stop there, so they end even while people keep
+	// chatting, and two replays of one task see the same messages.
+	lastSeq uint64
+	// latest maps ids published more than once (edits, thread updates) to
+	// the sequence of their last version; see indexRepublished.
+	latest map[string]uint64
+}
+
+// lookupHistory reads the subject's size and last sequence. A subject with
+// no messages has lastSeq 0.
+func (e *Exporter) lookupHistory(ctx context.Context, subject string) (*history, error) {
+	info, err := e.chat.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return nil, fmt.Errorf("stream info %s: %w", subject, err)
+	}
+	h := &history{subject: subject, count: info.State.Subjects[subject]}
+	if h.count == 0 {
+		return h, nil
+	}
+	last, err := e.chat.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// Purged between the two calls: nothing to export.
+		h.count = 0
+		return h, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("last message of %s: %w", subject, err)
+	}
+	h.lastSeq = last.Sequence
+	return h, nil
+}
+
+// replay delivers the subject's messages in stream order, from the first up
+// to h.lastSeq, through an ordered consumer (no acks, no server-side state
+// beyond an ephemeral consumer removed afterwards). f may stop the replay
+// early by returning false.
+func (e *Exporter) replay(ctx context.Context, h *history, f func(seq uint64, data []byte) (bool, error)) error {
+	if h.lastSeq == 0 {
+		return nil
+	}
+	cons, err := e.chat.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{h.subject},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// A crashed exporter's consumer goes away by itself soon.
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("ordered consumer on %s: %w", h.subject, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(replayBatch))
+	if err != nil {
+		return fmt.Errorf("replay %s: %w", h.subject, err)
+	}
+	// Stopping the iterator on cancellation, rather than passing ctx to
+	// every Next, saves an allocation per message.
+	stopOnCancel := context.AfterFunc(ctx, it.Stop)
+	defer func() {
+		stopOnCancel()
+		it.Stop()
+		e.deleteConsumer(ctx, cons)
+	}()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return fmt.Errorf("replay %s: %w", h.subject, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("replay %s: metadata: %w", h.subject, err)
+		}
+		seq := md.Sequence.Stream
+		if seq > h.lastSeq {
+			// The last message seen at start was removed meanwhile and a
+			// newer one arrived: the history as of the start is complete.
+			return nil
+		}
+		more, err := f(seq, msg.Data())
+		if err != nil || !more {
+			return err
+		}
+		// NumPending guards against a lastSeq that was deleted meanwhile
+		// with nothing newer behind it: the replay would wait forever.
+		if seq == h.lastSeq || md.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// deleteConsumer removes a finished replay's ephemeral consumer at once
+// rather than leaving it to the inactivity threshold.
+func (e *Exporter) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := e.js.DeleteConsumer(ctx, bus.StreamChatMessages, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		e.log.DebugContext(ctx, "delete replay consumer", "consumer", info.Name, "error", err)
+	}
+}
+
+// indexRepublished finds the ids that occur more than once on the subject.
+// ChatMessage's contract is that a later publication of an id (an edit, a
+// thread root's new reply count) replaces the earlier one, and the export
+// shows each message once, at its first position, in its last version.
+//
+// A first pass over the subject collects those ids without holding every id:
+// a Bloom filter of about ten bits per message (capped at 8 MiB) remembers
+// the ids seen, and only ids the filter claims to have seen already go into
+// an exact map with the sequence of their latest version. False positives
+// only add an entry whose latest sequence is its only one, which the
+// export treats like any other message.
+func (e *Exporter) indexRepublished(ctx context.Context, h *history, onScan func() error) error {
+	h.latest = make(map[string]uint64)
+	if h.lastSeq == 0 {
+		return nil
+	}
+	seen := newBloom(h.count)
+	return e.replay(ctx, h, func(seq uint64, data []byte) (bool, error) {
+		if err := onScan(); err != nil {
+			return false, err
+		}
+		id, ok := messageID(data)
+		if !ok {
+			return true, nil // undecodable; the export pass reports it
+		}
+		if _, dup := h.latest[string(id)]; dup || seen.testAndAdd(id) {
+			h.latest[string(id)] = seq
+		}
+		return true, nil
+	})
+}
+
+// chatMessageIDField is ChatMessage.id's field number.
+const chatMessageIDField protowire.Number = 1
+
+// messageID returns the id field of an encoded ChatMessage without decoding
+// the rest, and false when data is not valid protobuf.
+func messageID(data []byte) ([]byte, bool) {
+	var id []byte
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return nil, false
+		}
+		data = data[n:]
+		if num == chatMessageIDField && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(data)
+			if n < 0 {
+				return nil, false
+			}
+			id, data = v, data[n:] // the last occurrence wins, as in proto3
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, data)
+		if n < 0 {
+			return nil, false
+		}
+		data = data[n:]
+	}
+	return id, true
+}
+
+// bloom is a fixed-size Bloom filter over byte strings.
+type bloom struct {
+	bits []uint64
+	m    uint64
+	seed maphash.Seed
+}
+
+const (
+	bloomBitsPerItem = 10 // about 1% false positives with bloomHashes
+	bloomHashes      = 7
+	bloomMinBits     = 1 << 16
+	bloomMaxBits     = 1 << 26 // 8 MiB
+)
+
+func newBloom(items uint64) *bloom {
+	m := min(max(items*bloomBitsPerItem, bloomMinBits), bloomMaxBits)
+	m = (m + 63) &^ 63
+	return &bloom{bits: make([]uint64, m/64), m: m, seed: maphash.MakeSeed()}
+}
+
+// testAndAdd adds b and reports whether it may have been added before.
+func (f *bloom) testAndAdd(b []byte) bool {
+	h := maphash.Bytes(f.seed, b)
+	// Double hashing (Kirsch–Mitzenmacher): k indexes from one 64-bit hash.
+	h1, h2 := h, h>>32|h<<32|1
+	present := true
+	for i := range uint64(bloomHashes) {
+		bit := (h1 + i*h2) % f.m
+		w, mask := bit/64, uint64(1)<<(bit%64)
+		if f.bits[w]&mask == 0 {
+			present = false
+			f.bits[w] |= mask
+		}
+	}
+	return present
+}

@@ -1,0 +1,580 @@
+// Package roomexport turns export tasks into files: it replays a room's
+// chat history from JetStream, renders the messages in the requested format
+// and streams the document straight into a multipart upload, reporting
+// progress and the finished part as status events.
+//
+// Memory per task is flat: messages are encoded one at a time into a pipe
+// whose reader is the upload, so the largest buffers are the upload's part
+// buffer (blob.PartSize) and the replay's batch of messages.
+package roomexport
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/bus"
+)
+
+const instrumentation = "dataport.dev/services/room-exporter/internal/roomexport"
+
+// Defaults of Options.
+const (
+	DefaultProgressInterval = time.Second
+	DefaultProgressRecords  = 1000
+	DefaultCancelInterval   = time.Second
+)
+
+// Options configure an Exporter. JS, Store, Publisher and Bucket are
+// required.
+type Options struct {
+	JS        jetstream.JetStream
+	Store     *blob.Store
+	Publisher *bus.Publisher
+	// Bucket receives the parts (the exports bucket).
+	Bucket string
+	// MaxDeliver is the task consumer's MaxDeliver. A transient failure on
+	// the last delivery is reported as permanent, so the job fails with a
+	// reason instead of its task silently running out of deliveries.
+	// Zero disables that.
+	MaxDeliver int
+	// ProgressInterval and ProgressRecords: an ExportProgress event goes out
+	// when either this much time or this many messages passed since the
+	// last one.
+	ProgressInterval time.Duration
+	ProgressRecords  int
+	// CancelInterval is how often a running export checks whether its job
+	// was canceled.
+	CancelInterval time.Duration
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Exporter handles export tasks. It is safe for concurrent use: every task
+// keeps its state on its own stack.
+type Exporter struct {
+	js      jetstream.JetStream
+	chat    jetstream.Stream
+	rooms   jetstream.KeyValue
+	jobs    jetstream.KeyValue
+	store   *blob.Store
+	pub     *bus.Publisher
+	bucket  string
+	formats map[exportv1.Format]Format
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
+	tracer  trace.Tracer
+
+	exported metric.Int64Counter
+	duration metric.Float64Histogram
+}
+
+// New returns an Exporter. It looks up the chat stream and the rooms and
+// jobs buckets, which must exist (bus.EnsureTopology).
+func New(ctx context.Context, o Options) (*Exporter, error) {
+	if o.JS == nil || o.Store == nil || o.Publisher == nil || o.Bucket == "" {
+		return nil, errors.New("roomexport: JS, Store, Publisher and Bucket are required")
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = DefaultProgressInterval
+	}
+	if o.ProgressRecords <= 0 {
+		o.ProgressRecords = DefaultProgressRecords
+	}
+	if o.CancelInterval <= 0 {
+		o.CancelInterval = DefaultCancelInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.TracerProvider == nil {
+		o.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	if o.MeterProvider == nil {
+		o.MeterProvider = metricnoop.NewMeterProvider()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	chat, err := o.JS.Stream(ctx, bus.StreamChatMessages)
+	if err != nil {
+		return nil, fmt.Errorf("roomexport: stream %s: %w", bus.StreamChatMessages, err)
+	}
+	rooms, err := o.JS.KeyValue(ctx, bus.BucketRooms)
+	if err != nil {
+		return nil, fmt.Errorf("roomexport: bucket %s: %w", bus.BucketRooms, err)
+	}
+	jobs, err := o.JS.KeyValue(ctx, bus.BucketJobs)
+	if err != nil {
+		return nil, fmt.Errorf("roomexport: bucket %s: %w", bus.BucketJobs, err)
+	}
+	meter := o.MeterProvider.Meter(instrumentation)
+	exported, err := meter.Int64Counter("dataport.roomexport.messages",
+		metric.WithUnit("{message}"), metric.WithDescription("Chat messages written into export files."))
+	if err != nil {
+		return nil, fmt.Errorf("roomexport: counter: %w", err)
+	}
+	duration, err := meter.Float64Histogram("dataport.roomexport.task.duration",
+		metric.WithUnit("s"), metric.WithDescription("Time spent on one export task, by outcome."))
+	if err != nil {
+		return nil, fmt.Errorf("roomexport: histogram: %w", err)
+	}
+	return &Exporter{
+		js: o.JS, chat: chat, rooms: rooms, jobs: jobs,
+		store: o.Store, pub: o.Publisher, bucket: o.Bucket,
+		formats: formats(), opts: o, log: o.Logger, now: o.Now,
+		tracer:   o.TracerProvider.Tracer(instrumentation),
+		exported: exported, duration: duration,
+	}, nil
+}
+
+// rejectedError marks a task that can never succeed as asked (unknown room,
+// unsupported format): its job ends as rejected with the message as reason.
+type rejectedError struct{ msg string }
+
+func (e *rejectedError) Error() string { return e.msg }
+
+func reject(format string, args ...any) error {
+	return bus.Permanent(&rejectedError{msg: fmt.Sprintf(format, args...)})
+}
+
+// Handle is the bus.Handler for export tasks. It returns nil once the part
+// is uploaded and announced (or the job turned out to be canceled), a
+// bus.Permanent error for tasks no retry can fix, and any other error for
+// transient failures (NATS, MinIO), which the consume loop retries.
+func (e *Exporter) Handle(ctx context.Context, msg jetstream.Msg) error {
+	var task exportv1.ExportTask
+	if err := bus.Decode(msg, &task); err != nil {
+		return err
+	}
+	err := e.Export(ctx, &task)
+	if err == nil || bus.IsPermanent(err) || ctx.Err() != nil || e.opts.MaxDeliver <= 0 {
+		return err
+	}
+	if md, mdErr := msg.Metadata(); mdErr == nil && md.NumDelivered >= uint64(e.opts.MaxDeliver) {
+		return bus.Permanent(fmt.Errorf("giving up after %d attempts: %w", md.NumDelivered, err))
+	}
+	return err
+}
+
+// Terminated is the consume loop's OnTerminated hook: it fails the task's
+// job with ExportFailed, so a task that cannot be done ends its job with a
+// reason instead of vanishing. Rejections (unknown room, unsupported
+// format) are marked as such.
+func (e *Exporter) Terminated(ctx context.Context, msg jetstream.Msg, cause error) {
+	var task exportv1.ExportTask
+	if err := proto.Unmarshal(msg.Data(), &task); err != nil || bus.Token(task.GetJobId()) != nil {
+		// Nothing tells which job this was; the consume loop logged it.
+		return
+	}
+	reason := cause.Error()
+	var pe *bus.PermanentError
+	if errors.As(cause, &pe) {
+		reason = pe.Err.Error()
+	}
+	var rej *rejectedError
+	rejected := errors.As(cause, &rej)
+	ev := &exportv1.ExportFailed{
+		JobId:      task.GetJobId(),
+		OccurredAt: timestamppb.New(e.now()),
+		Reason:     reason,
+		Rejected:   rejected,
+		OwnerId:    task.GetOwnerId(),
+	}
+	if err := e.pub.PublishStatus(ctx, bus.EventFailed, task.GetJobId(), "", ev); err != nil {
+		e.log.ErrorContext(ctx, "could not fail job of terminated task", "job_id", task.GetJobId(), "error", err)
+	}
+}
+
+// errCanceled ends a stream whose job was canceled; it never leaves Export.
+var errCanceled = errors.New("job canceled")
+
+// Export produces the task's part: it uploads the document to
+// jobs/<jobId>/parts/<part>/<file> and publishes PartUploaded. Running it
+// again for the same task overwrites the same object with the same bytes
+// and republishes events under the same dedup ids.
+func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err error) {
+	start := e.now()
+	ctx, span := e.tracer.Start(ctx, "roomexport.Export", trace.WithAttributes(
+		attribute.String("dataport.job_id", task.GetJobId()),
+		attribute.String("dataport.room_id", task.GetRoom().GetRoomId()),
+		attribute.Int("dataport.part", int(task.GetPart())),
+	))
+	outcome := "ok"
+	defer func() {
+		switch {
+		case errors.Is(err, errCanceled):
+			outcome, err = "canceled", nil
+		case bus.IsPermanent(err):
+			outcome = "terminated"
+		case err != nil:
+			outcome = "retry"
+		}
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.SetAttributes(attribute.String("dataport.outcome", outcome))
+		span.End()
+		e.duration.Record(context.WithoutCancel(ctx), e.now().Sub(start).Seconds(),
+			metric.WithAttributes(attribute.String("outcome", outcome)))
+	}()
+
+	format, subject, err := e.validate(task)
+	if err != nil {
+		return err
+	}
+	log := e.log.With("job_id", task.GetJobId(), "part", task.GetPart(), "room_id", task.GetRoom().GetRoomId())
+	if err := e.checkCanceled(ctx, task.GetJobId()); err != nil {
+		if errors.Is(err, errCanceled) {
+			log.InfoContext(ctx, "job canceled before its part started")
+		}
+		return err
+	}
+	e.publishProgress(ctx, log, task, 0, 0, 0)
+
+	room, err := e.loadRoom(ctx, task.GetRoom().GetRoomId())
+	if err != nil {
+		return err
+	}
+	h, err := e.lookupHistory(ctx, subject)
+	if err != nil {
+		return err
+	}
+	// The index pass reads the whole subject too, so it checks for
+	// cancellation like the export pass does.
+	lastCheck := e.now()
+	err = e.indexRepublished(ctx, h, func() error {
+		if now := e.now(); now.Sub(lastCheck) >= e.opts.CancelInterval {
+			lastCheck = now
+			return e.checkCanceled(ctx, task.GetJobId())
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, errCanceled) {
+			log.InfoContext(ctx, "job canceled while indexing the room")
+		}
+		return err
+	}
+
+	name := fileName(room.GetName(), room.GetId(), format.Ext)
+	key := objectKey(task.GetJobId(), task.GetPart(), name)
+	res, err := e.upload(ctx, log, task, format, room, h, key)
+	if err != nil {
+		if errors.Is(err, errCanceled) {
+			log.InfoContext(ctx, "job canceled; upload aborted", "object_key", key)
+		}
+		return err
+	}
+	e.publishProgress(ctx, log, task, 100, res.records, res.size)
+
+	ev := &exportv1.PartUploaded{
+		JobId:      task.GetJobId(),
+		OccurredAt: timestamppb.New(e.now()),
+		Part:       task.GetPart(),
+		PartsTotal: partsTotal(task),
+		File: &exportv1.File{
+			Name:        name,
+			ObjectKey:   key,
+			Size:        res.size,
+			Records:     res.records,
+			Sha256:      res.sha256,
+			ContentType: format.ContentType,
+		},
+		Kind:    task.GetKind(),
+		OwnerId: task.GetOwnerId(),
+	}
+	disc := strconv.FormatUint(uint64(task.GetPart()), 10)
+	if err := e.pub.PublishStatus(ctx, bus.EventPart, task.GetJobId(), disc, ev); err != nil {
+		return fmt.Errorf("announce part %d: %w", task.GetPart(), err)
+	}
+	log.InfoContext(ctx, "part uploaded", "object_key", key, "records", res.records, "bytes", res.size,
+		"skipped", res.skipped, "duration", e.now().Sub(start).String())
+	return nil
+}
+
+// enumWord turns FORMAT_HTML into "html" for reasons people read.
+func enumWord(name, prefix string) string {
+	return strings.ToLower(strings.TrimPrefix(name, prefix))
+}
+
+// partsTotal treats a task without a plan size as a one-part job.
+func partsTotal(task *exportv1.ExportTask) uint32 {
+	return max(task.GetPartsTotal(), 1)
+}
+
+// validate rejects tasks that no retry can fix.
+func (e *Exporter) validate(task *exportv1.ExportTask) (Format, string, error) {
+	if err := bus.Token(task.GetJobId()); err != nil {
+		return Format{}, "", bus.Permanent(fmt.Errorf("task has no usable job id: %w", err))
+	}
+	if task.GetKind() != exportv1.JobKind_JOB_KIND_ROOM {
+		return Format{}, "", reject("export kind %s not supported yet", enumWord(task.GetKind().String(), "JOB_KIND_"))
+	}
+	format, ok := e.formats[task.GetFormat()]
+	if !ok {
+		return Format{}, "", reject("format %s not supported yet", enumWord(task.GetFormat().String(), "FORMAT_"))
+	}
+	if task.GetPartsTotal() > 0 && task.GetPart() >= task.GetPartsTotal() {
+		return Format{}, "", bus.Permanent(fmt.Errorf("part %d of a job with %d parts", task.GetPart(), task.GetPartsTotal()))
+	}
+	scope := task.GetRoom()
+	if scope.GetFrom() != nil && scope.GetTo() != nil && scope.GetTo().AsTime().Before(scope.GetFrom().AsTime()) {
+		return Format{}, "", reject("date range ends before it starts")
+	}
+	subject, err := bus.ChatSubject(scope.GetRoomId())
+	if err != nil {
+		return Format{}, "", reject("invalid room id %q", scope.GetRoomId())
+	}
+	return format, subject, nil
+}
+
+func (e *Exporter) loadRoom(ctx context.Context, roomID string) (*sourcev1.Room, error) {
+	entry, err := e.rooms.Get(ctx, roomID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, reject("room %s not found", roomID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load room %s: %w", roomID, err)
+	}
+	var room sourcev1.Room
+	if err := proto.Unmarshal(entry.Value(), &room); err != nil {
+		return nil, bus.Permanent(fmt.Errorf("decode room %s: %w", roomID, err))
+	}
+	if room.GetId() == "" {
+		room.Id = roomID
+	}
+	return &room, nil
+}
+
+// checkCanceled returns errCanceled when the job's record says canceled.
+// A job without a record is not canceled: tasks may run before, or
+// without, the gateway's projection.
+func (e *Exporter) checkCanceled(ctx context.Context, jobID string) error {
+	entry, err := e.jobs.Get(ctx, jobID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read job %s: %w", jobID, err)
+	}
+	var job exportv1.Job
+	if err := proto.Unmarshal(entry.Value(), &job); err != nil {
+		// The gateway's record is its business; a bad one must not stop
+		// the export.
+		e.log.WarnContext(ctx, "undecodable job record", "job_id", jobID, "error", err)
+		return nil
+	}
+	if job.GetState() == exportv1.JobState_JOB_STATE_CANCELED {
+		return errCanceled
+	}
+	return nil
+}
+
+// publishProgress reports progress. It is informative only: a failure is
+// logged and the export goes on, since the part event that matters is
+// published (and checked) at the end.
+func (e *Exporter) publishProgress(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, percent uint32, records, size uint64) {
+	ev := &exportv1.ExportProgress{
+		JobId:      task.GetJobId(),
+		OccurredAt: timestamppb.New(e.now()),
+		Part:       task.GetPart(),
+		PartsTotal: partsTotal(task),
+		Progress:   &exportv1.Progress{Percent: percent, Records: records, Bytes: size},
+	}
+	disc := strconv.FormatUint(uint64(task.GetPart()), 10) + "." + strconv.FormatUint(records, 10)
+	if err := e.pub.PublishStatus(ctx, bus.EventProgress, task.GetJobId(), disc, ev); err != nil && ctx.Err() == nil {
+		log.WarnContext(ctx, "progress not published", "error", err)
+	}
+}
+
+// uploadResult describes a finished object.
+type uploadResult struct {
+	size    uint64
+	records uint64
+	skipped uint64
+	sha256  string
+}
+
+// countingWriter counts bytes; the count is read by the progress reporter
+// on the same goroutine and by Export after the upload, hence atomic only
+// for the race detector's peace of mind across the errgroup.
+type countingWriter struct{ n atomic.Uint64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n.Add(uint64(len(p)))
+	return len(p), nil
+}
+
+// upload streams the document into the store: renderer → buffer →
+// (SHA-256, byte counter, pipe) → multipart upload. On any error, or when
+// the job is canceled, the pipe is closed with that error, which aborts
+// the multipart upload so that no partial object appears.
+func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, format Format,
+	room *sourcev1.Room, h *history, key string,
+) (uploadResult, error) {
+	pr, pw := io.Pipe()
+	sum := sha256.New()
+	var counter countingWriter
+	g, gctx := errgroup.WithContext(ctx)
+
+	var info blob.Info
+	g.Go(func() error {
+		var err error
+		info, err = e.store.Upload(gctx, e.bucket, key, pr, format.ContentType)
+		// Unblocks the writer if the upload gave up first.
+		pr.CloseWithError(err)
+		return err
+	})
+
+	var res uploadResult
+	var canceled bool
+	g.Go(func() error {
+		// The buffer batches small JSON writes into large pipe writes, so
+		// the upload goroutine is woken per 64 KiB, not per message.
+		bw := bufio.NewWriterSize(io.MultiWriter(pw, sum, &counter), 64<<10)
+		err := e.render(gctx, log, task, format.New(bw), room, h, &counter, &res)
+		if err == nil {
+			err = bw.Flush()
+		}
+		canceled = errors.Is(err, errCanceled)
+		// CloseWithError(nil) is Close: the upload sees EOF and completes.
+		pw.CloseWithError(err)
+		return err
+	})
+
+	err := g.Wait()
+	if canceled {
+		return uploadResult{}, errCanceled
+	}
+	if err != nil {
+		return uploadResult{}, fmt.Errorf("export part %d: %w", task.GetPart(), err)
+	}
+	res.size = counter.n.Load()
+	if uint64(info.Size) != res.size {
+		return uploadResult{}, fmt.Errorf("export part %d: stored %d bytes, wrote %d", task.GetPart(), info.Size, res.size)
+	}
+	res.sha256 = hex.EncodeToString(sum.Sum(nil))
+	return res, nil
+}
+
+// render replays the room and feeds the messages in range to r.
+func (e *Exporter) render(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, r Renderer,
+	room *sourcev1.Room, h *history, counter *countingWriter, res *uploadResult,
+) error {
+	if err := r.Begin(room); err != nil {
+		return err
+	}
+	var from, to time.Time
+	hasFrom, hasTo := task.GetRoom().GetFrom() != nil, task.GetRoom().GetTo() != nil
+	if hasFrom {
+		from = task.GetRoom().GetFrom().AsTime()
+	}
+	if hasTo {
+		to = task.GetRoom().GetTo().AsTime()
+	}
+
+	var (
+		m            sourcev1.ChatMessage
+		scanned      uint64
+		lastProgress = e.now()
+		lastCheck    = lastProgress
+		lastRecords  uint64
+		emitted      = make(map[string]struct{}, len(h.latest))
+	)
+	err := e.replay(ctx, h, func(seq uint64, data []byte) (bool, error) {
+		// Checks come before the message, so they report work done: the
+		// last progress event is then always the final one, whose dedup
+		// id (<part>.<records>) no periodic event has taken.
+		now := e.now()
+		if now.Sub(lastCheck) >= e.opts.CancelInterval {
+			lastCheck = now
+			if err := e.checkCanceled(ctx, task.GetJobId()); err != nil {
+				return false, err
+			}
+		}
+		if res.records != lastRecords &&
+			(now.Sub(lastProgress) >= e.opts.ProgressInterval || res.records-lastRecords >= uint64(e.opts.ProgressRecords)) {
+			e.exported.Add(ctx, int64(res.records-lastRecords))
+			lastProgress, lastRecords = now, res.records
+			e.publishProgress(ctx, log, task, percent(scanned, h.count), res.records, counter.n.Load())
+		}
+
+		scanned++
+		id, ok := messageID(data)
+		if ok {
+			if latest, dup := h.latest[string(id)]; dup {
+				if _, done := emitted[string(id)]; done {
+					return true, nil // an older version's place was taken
+				}
+				emitted[string(id)] = struct{}{}
+				if latest != seq {
+					raw, err := e.chat.GetMsg(ctx, latest)
+					if err != nil {
+						return false, fmt.Errorf("latest version of message %s: %w", id, err)
+					}
+					data = raw.Data
+				}
+			}
+		}
+		if err := proto.Unmarshal(data, &m); err != nil {
+			// One corrupt message must not make the room unexportable.
+			res.skipped++
+			log.WarnContext(ctx, "skipping undecodable chat message", "seq", seq, "error", err)
+			return true, nil
+		}
+		ts := m.GetTs().AsTime()
+		if hasTo && ts.After(to) {
+			// A room's messages are in ts order: nothing later can match.
+			return false, nil
+		}
+		if !hasFrom || !ts.Before(from) {
+			if err := r.Message(&m); err != nil {
+				return false, err
+			}
+			res.records++
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	e.exported.Add(ctx, int64(res.records-lastRecords))
+	return r.End()
+}
+
+// percent of the subject scanned so far; 100 is kept for the finished part.
+func percent(scanned, total uint64) uint32 {
+	if total == 0 {
+		return 0
+	}
+	return uint32(min(scanned*100/total, 99))
+}

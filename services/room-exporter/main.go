@@ -1,0 +1,135 @@
+// Command room-exporter takes export tasks off the EXPORT_TASKS work queue,
+// streams the rooms' histories into files in MinIO and reports progress and
+// finished parts as status events. Replicas share one durable consumer, so
+// adding instances adds throughput.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"dataport.dev/services/room-exporter/internal/roomexport"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/config"
+	"dataport.dev/shared/infra"
+	"dataport.dev/shared/telemetry"
+)
+
+const service = "room-exporter"
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(context.Background(), os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	l := config.New(getenv)
+	common := config.LoadCommon(l)
+	topo := infra.LoadTopology(l, common)
+	healthAddr := l.HostPort("DATAPORT_HEALTH_ADDR", "127.0.0.1:8081", "listen address of /healthz and /readyz")
+	concurrency := l.Int("DATAPORT_EXPORTER_CONCURRENCY", 4, 1, 64, "export tasks one process runs at once (1..64)")
+	if err := l.Err(); err != nil {
+		return fmt.Errorf("%s: invalid configuration:\n%w", service, err)
+	}
+	l.Print(stdout)
+
+	tel, err := telemetry.Setup(ctx, telemetry.Options{
+		Service:      service,
+		Version:      version,
+		LogLevel:     common.LogLevel,
+		Out:          stdout,
+		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	log := tel.Logger
+	// Deferred first, so it runs last: spans of the shutdown itself are
+	// flushed too.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
+
+	inf, err := infra.Connect(ctx, service, common, topo, log)
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	defer inf.Close()
+
+	cons, err := bus.EnsureConsumer(ctx, inf.JS, topo, bus.ConsumerRoomExporter)
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	exp, err := roomexport.New(ctx, roomexport.Options{
+		JS:             inf.JS,
+		Store:          inf.Blob,
+		Publisher:      bus.NewPublisher(inf.JS, tel.Propagator()),
+		Bucket:         common.ExportBucket,
+		MaxDeliver:     topo.TaskMaxDeliver,
+		Logger:         log,
+		TracerProvider: tel.TracerProvider,
+		MeterProvider:  tel.MeterProvider,
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+
+	mux := http.NewServeMux()
+	infra.HealthRoutes(mux, inf.Ready)
+
+	g, gctx := errgroup.WithContext(ctx)
+	// The consumers stop only after the HTTP server: first the probes see
+	// the process go, then in-flight tasks get the rest of the budget.
+	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopConsuming()
+	g.Go(func() error {
+		defer stopConsuming()
+		return infra.Serve(gctx, healthAddr, mux, common.ShutdownTimeout, log)
+	})
+	g.Go(func() error {
+		err := bus.Consume(consumeCtx, cons, exp.Handle, bus.ConsumeOptions{
+			Concurrency: concurrency,
+			// In-progress acks well inside AckWait/2, as JetStream advises.
+			Heartbeat: topo.TaskAckWait / 3,
+			// Leave part of the budget for draining NATS and telemetry.
+			Grace:        common.ShutdownTimeout * 2 / 3,
+			OnTerminated: exp.Terminated,
+			Logger:       log,
+			Tracer:       tel.TracerProvider.Tracer(service),
+			Propagator:   tel.Propagator(),
+		})
+		if err != nil {
+			return fmt.Errorf("consume tasks: %w", err)
+		}
+		if gctx.Err() == nil {
+			// Consume only returns early on failure; make the group stop.
+			return errors.New("consume tasks: stopped unexpectedly")
+		}
+		return nil
+	})
+	log.InfoContext(ctx, "room-exporter started", "concurrency", concurrency, "health_addr", healthAddr)
+	err = g.Wait()
+	log.InfoContext(ctx, "room-exporter stopped", "error", err)
+	return err
+}
