@@ -42,12 +42,15 @@ stop_all() {
   for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; wait "${pids[$i]}" 2>/dev/null || true; done
   rm -f "$pidfile"
   echo "stopped; data is kept in .dataport/"
+  exit 0
 }
 trap stop_all INT TERM EXIT
 
+# Children get their own session, so a Ctrl-C reaches only this script,
+# which then stops them in order: services before NATS.
 start() { # name, command...
   local name=$1; shift
-  "$@" >"$logs/$name.log" 2>&1 &
+  setsid "$@" >"$logs/$name.log" 2>&1 &
   pids+=($!)
 }
 wait_http() { # name url
@@ -108,4 +111,5 @@ Then poll it (replace EXPORT_ID with the "exportId" it answers):
 Press Ctrl-C to stop.
 TXT
 wait -n "${pids[@]}" || true
-echo "a process exited; see $logs/" >&2
+echo "a process exited unexpectedly; see $logs/" >&2
+exit 1
