@@ -40,6 +40,9 @@ const (
 	BucketMemberships   = "memberships"
 	BucketParts         = "export_parts"
 	BucketNotifications = "notifications"
+	BucketSchedules     = "export_schedules"
+	BucketIdempotency   = "idempotency_keys"
+	BucketCounters      = "counters"
 )
 
 // Durable consumers. Every replica of a service binds the same durable, so
@@ -66,6 +69,7 @@ const (
 	EventFailed     Event = "failed"
 	EventCanceled   Event = "canceled"
 	EventNotified   Event = "notified"
+	EventExpired    Event = "expired"
 )
 
 // TaskKind is the last token of exports.tasks.<kind>.
@@ -76,6 +80,7 @@ const (
 	TaskRoom     TaskKind = "room"
 	TaskUserData TaskKind = "user"
 	TaskRecords  TaskKind = "records"
+	TaskMail     TaskKind = "mail"
 )
 
 const (
@@ -169,6 +174,13 @@ type Topology struct {
 	EventMaxDeliver int
 	// MaxAckPending bounds in-flight messages per consumer over all replicas.
 	MaxAckPending int
+	// IdempotencyTTL is how long an Idempotency-Key is remembered.
+	IdempotencyTTL time.Duration
+}
+
+func withTTL(c jetstream.KeyValueConfig, ttl time.Duration) jetstream.KeyValueConfig {
+	c.TTL = ttl
+	return c
 }
 
 // DefaultTopology is the single-node development topology.
@@ -182,6 +194,7 @@ func DefaultTopology() Topology {
 		EventAckWait:    30 * time.Second,
 		EventMaxDeliver: 10,
 		MaxAckPending:   256,
+		IdempotencyTTL:  24 * time.Hour,
 	}
 }
 
@@ -240,6 +253,9 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		kv(BucketMemberships, "Room memberships under <userId>.<roomId>."),
 		kv(BucketParts, "Uploaded parts per job under <jobId>.<part>, kept by the archiver."),
 		kv(BucketNotifications, "Notifications sent, under <jobId>.<channel>, kept by the notifier."),
+		kv(BucketSchedules, "Recurring export schedules and their claimed occurrences, kept by the gateway."),
+		withTTL(kv(BucketIdempotency, "Idempotency-Key of create requests -> job id and request hash."), t.IdempotencyTTL),
+		kv(BucketCounters, "Revision-checked counters, e.g. sequential raw-export ids."),
 	}
 }
 
@@ -275,7 +291,7 @@ func (t Topology) Consumer(name string) (ConsumerSpec, error) {
 	case ConsumerArchiver:
 		return ConsumerSpec{Stream: StreamExportEvents, Config: event(StatusFilter(EventPart))}, nil
 	case ConsumerNotifier:
-		return ConsumerSpec{Stream: StreamExportEvents, Config: event(StatusFilter(EventCompleted), StatusFilter(EventFailed))}, nil
+		return ConsumerSpec{Stream: StreamExportEvents, Config: event(StatusFilter(EventCompleted), StatusFilter(EventFailed), StatusFilter(EventCanceled))}, nil
 	case ConsumerGatewayProjection:
 		return ConsumerSpec{Stream: StreamExportEvents, Config: event(subjectStatusAll)}, nil
 	}

@@ -33,9 +33,17 @@ type ExportTask struct {
 	Format     Format                 `protobuf:"varint,4,opt,name=format,proto3,enum=dataport.export.v1.Format" json:"format,omitempty"`
 	OwnerId    string                 `protobuf:"bytes,5,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
 	// Zero-based part number inside the job; object keys derive from it.
-	Part          uint32     `protobuf:"varint,6,opt,name=part,proto3" json:"part,omitempty"`
-	PartsTotal    uint32     `protobuf:"varint,7,opt,name=parts_total,json=partsTotal,proto3" json:"parts_total,omitempty"`
-	Room          *RoomScope `protobuf:"bytes,8,opt,name=room,proto3" json:"room,omitempty"`
+	Part       uint32     `protobuf:"varint,6,opt,name=part,proto3" json:"part,omitempty"`
+	PartsTotal uint32     `protobuf:"varint,7,opt,name=parts_total,json=partsTotal,proto3" json:"parts_total,omitempty"`
+	Room       *RoomScope `protobuf:"bytes,8,opt,name=room,proto3" json:"room,omitempty"`
+	PartKind   PartKind   `protobuf:"varint,9,opt,name=part_kind,json=partKind,proto3,enum=dataport.export.v1.PartKind" json:"part_kind,omitempty"`
+	// The user whose data a user-data part exports.
+	UserId     string        `protobuf:"bytes,10,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	FullExport bool          `protobuf:"varint,11,opt,name=full_export,json=fullExport,proto3" json:"full_export,omitempty"`
+	Records    *RecordsScope `protobuf:"bytes,12,opt,name=records,proto3" json:"records,omitempty"`
+	Mail       *MailScope    `protobuf:"bytes,13,opt,name=mail,proto3" json:"mail,omitempty"`
+	// File name the part should produce (without chunk suffixes).
+	TargetFile    string `protobuf:"bytes,14,opt,name=target_file,json=targetFile,proto3" json:"target_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +132,48 @@ func (x *ExportTask) GetRoom() *RoomScope {
 		return x.Room
 	}
 	return nil
+}
+
+func (x *ExportTask) GetPartKind() PartKind {
+	if x != nil {
+		return x.PartKind
+	}
+	return PartKind_PART_KIND_UNSPECIFIED
+}
+
+func (x *ExportTask) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ExportTask) GetFullExport() bool {
+	if x != nil {
+		return x.FullExport
+	}
+	return false
+}
+
+func (x *ExportTask) GetRecords() *RecordsScope {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ExportTask) GetMail() *MailScope {
+	if x != nil {
+		return x.Mail
+	}
+	return nil
+}
+
+func (x *ExportTask) GetTargetFile() string {
+	if x != nil {
+		return x.TargetFile
+	}
+	return ""
 }
 
 // ExportRequested records that a job was accepted.
@@ -327,14 +377,18 @@ func (x *ExportProgress) GetProgress() *Progress {
 // Subject: exports.status.part.<jobId>.
 // Producer: room-exporter. Consumers: archiver, gateway projection.
 type PartUploaded struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
-	Part          uint32                 `protobuf:"varint,3,opt,name=part,proto3" json:"part,omitempty"`
-	PartsTotal    uint32                 `protobuf:"varint,4,opt,name=parts_total,json=partsTotal,proto3" json:"parts_total,omitempty"`
-	File          *File                  `protobuf:"bytes,5,opt,name=file,proto3" json:"file,omitempty"`
-	Kind          JobKind                `protobuf:"varint,6,opt,name=kind,proto3,enum=dataport.export.v1.JobKind" json:"kind,omitempty"`
-	OwnerId       string                 `protobuf:"bytes,7,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	Part       uint32                 `protobuf:"varint,3,opt,name=part,proto3" json:"part,omitempty"`
+	PartsTotal uint32                 `protobuf:"varint,4,opt,name=parts_total,json=partsTotal,proto3" json:"parts_total,omitempty"`
+	// The part's object when it is a single file.
+	File    *File   `protobuf:"bytes,5,opt,name=file,proto3" json:"file,omitempty"`
+	Kind    JobKind `protobuf:"varint,6,opt,name=kind,proto3,enum=dataport.export.v1.JobKind" json:"kind,omitempty"`
+	OwnerId string  `protobuf:"bytes,7,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	// The part's objects when it produced several (chunked records, assets);
+	// then file is unset.
+	Files         []*File `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -416,6 +470,13 @@ func (x *PartUploaded) GetOwnerId() string {
 		return x.OwnerId
 	}
 	return ""
+}
+
+func (x *PartUploaded) GetFiles() []*File {
+	if x != nil {
+		return x.Files
+	}
+	return nil
 }
 
 // ExportFinalizing says the archiver has every part and is building the
@@ -768,11 +829,66 @@ func (x *NotificationSent) GetError() string {
 	return ""
 }
 
+// ExportExpired says the retention sweeper deleted a job's files.
+// Subject: exports.status.expired.<jobId>.
+// Producer: archiver (sweeper). Consumers: gateway projection.
+type ExportExpired struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportExpired) Reset() {
+	*x = ExportExpired{}
+	mi := &file_dataport_export_v1_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportExpired) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportExpired) ProtoMessage() {}
+
+func (x *ExportExpired) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportExpired.ProtoReflect.Descriptor instead.
+func (*ExportExpired) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ExportExpired) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ExportExpired) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
 var File_dataport_export_v1_events_proto protoreflect.FileDescriptor
 
 const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1fdataport/export/v1/events.proto\x12\x12dataport.export.v1\x1a\x1cdataport/export/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x02\n" +
+	"\x1fdataport/export/v1/events.proto\x12\x12dataport.export.v1\x1a\x1cdataport/export/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x04\n" +
 	"\n" +
 	"ExportTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
@@ -784,7 +900,16 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04part\x18\x06 \x01(\rR\x04part\x12\x1f\n" +
 	"\vparts_total\x18\a \x01(\rR\n" +
 	"partsTotal\x121\n" +
-	"\x04room\x18\b \x01(\v2\x1d.dataport.export.v1.RoomScopeR\x04room\"\x90\x01\n" +
+	"\x04room\x18\b \x01(\v2\x1d.dataport.export.v1.RoomScopeR\x04room\x129\n" +
+	"\tpart_kind\x18\t \x01(\x0e2\x1c.dataport.export.v1.PartKindR\bpartKind\x12\x17\n" +
+	"\auser_id\x18\n" +
+	" \x01(\tR\x06userId\x12\x1f\n" +
+	"\vfull_export\x18\v \x01(\bR\n" +
+	"fullExport\x12:\n" +
+	"\arecords\x18\f \x01(\v2 .dataport.export.v1.RecordsScopeR\arecords\x121\n" +
+	"\x04mail\x18\r \x01(\v2\x1d.dataport.export.v1.MailScopeR\x04mail\x12\x1f\n" +
+	"\vtarget_file\x18\x0e \x01(\tR\n" +
+	"targetFile\"\x90\x01\n" +
 	"\x0fExportRequested\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -801,7 +926,7 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04part\x18\x03 \x01(\rR\x04part\x12\x1f\n" +
 	"\vparts_total\x18\x04 \x01(\rR\n" +
 	"partsTotal\x128\n" +
-	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\x91\x02\n" +
+	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\xc1\x02\n" +
 	"\fPartUploaded\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -811,7 +936,8 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"partsTotal\x12,\n" +
 	"\x04file\x18\x05 \x01(\v2\x18.dataport.export.v1.FileR\x04file\x12/\n" +
 	"\x04kind\x18\x06 \x01(\x0e2\x1b.dataport.export.v1.JobKindR\x04kind\x12\x19\n" +
-	"\bowner_id\x18\a \x01(\tR\aownerId\"f\n" +
+	"\bowner_id\x18\a \x01(\tR\aownerId\x12.\n" +
+	"\x05files\x18\b \x03(\v2\x18.dataport.export.v1.FileR\x05files\"f\n" +
 	"\x10ExportFinalizing\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -842,7 +968,11 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x03 \x03(\tR\n" +
 	"recipients\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05errorB4Z2dataport.dev/proto/gen/dataport/export/v1;exportv1b\x06proto3"
+	"\x05error\x18\x04 \x01(\tR\x05error\"c\n" +
+	"\rExportExpired\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
+	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAtB4Z2dataport.dev/proto/gen/dataport/export/v1;exportv1b\x06proto3"
 
 var (
 	file_dataport_export_v1_events_proto_rawDescOnce sync.Once
@@ -856,7 +986,7 @@ func file_dataport_export_v1_events_proto_rawDescGZIP() []byte {
 	return file_dataport_export_v1_events_proto_rawDescData
 }
 
-var file_dataport_export_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_dataport_export_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_dataport_export_v1_events_proto_goTypes = []any{
 	(*ExportTask)(nil),            // 0: dataport.export.v1.ExportTask
 	(*ExportRequested)(nil),       // 1: dataport.export.v1.ExportRequested
@@ -868,39 +998,48 @@ var file_dataport_export_v1_events_proto_goTypes = []any{
 	(*ExportFailed)(nil),          // 7: dataport.export.v1.ExportFailed
 	(*ExportCanceled)(nil),        // 8: dataport.export.v1.ExportCanceled
 	(*NotificationSent)(nil),      // 9: dataport.export.v1.NotificationSent
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(JobKind)(0),                  // 11: dataport.export.v1.JobKind
-	(Format)(0),                   // 12: dataport.export.v1.Format
-	(*RoomScope)(nil),             // 13: dataport.export.v1.RoomScope
-	(*Job)(nil),                   // 14: dataport.export.v1.Job
-	(*Progress)(nil),              // 15: dataport.export.v1.Progress
-	(*File)(nil),                  // 16: dataport.export.v1.File
+	(*ExportExpired)(nil),         // 10: dataport.export.v1.ExportExpired
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(JobKind)(0),                  // 12: dataport.export.v1.JobKind
+	(Format)(0),                   // 13: dataport.export.v1.Format
+	(*RoomScope)(nil),             // 14: dataport.export.v1.RoomScope
+	(PartKind)(0),                 // 15: dataport.export.v1.PartKind
+	(*RecordsScope)(nil),          // 16: dataport.export.v1.RecordsScope
+	(*MailScope)(nil),             // 17: dataport.export.v1.MailScope
+	(*Job)(nil),                   // 18: dataport.export.v1.Job
+	(*Progress)(nil),              // 19: dataport.export.v1.Progress
+	(*File)(nil),                  // 20: dataport.export.v1.File
 }
 var file_dataport_export_v1_events_proto_depIdxs = []int32{
-	10, // 0: dataport.export.v1.ExportTask.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 1: dataport.export.v1.ExportTask.kind:type_name -> dataport.export.v1.JobKind
-	12, // 2: dataport.export.v1.ExportTask.format:type_name -> dataport.export.v1.Format
-	13, // 3: dataport.export.v1.ExportTask.room:type_name -> dataport.export.v1.RoomScope
-	10, // 4: dataport.export.v1.ExportRequested.occurred_at:type_name -> google.protobuf.Timestamp
-	14, // 5: dataport.export.v1.ExportRequested.job:type_name -> dataport.export.v1.Job
-	10, // 6: dataport.export.v1.ExportQueued.occurred_at:type_name -> google.protobuf.Timestamp
-	10, // 7: dataport.export.v1.ExportProgress.occurred_at:type_name -> google.protobuf.Timestamp
-	15, // 8: dataport.export.v1.ExportProgress.progress:type_name -> dataport.export.v1.Progress
-	10, // 9: dataport.export.v1.PartUploaded.occurred_at:type_name -> google.protobuf.Timestamp
-	16, // 10: dataport.export.v1.PartUploaded.file:type_name -> dataport.export.v1.File
-	11, // 11: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
-	10, // 12: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
-	10, // 13: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
-	16, // 14: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
-	11, // 15: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
-	10, // 16: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
-	10, // 17: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
-	10, // 18: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	11, // 0: dataport.export.v1.ExportTask.occurred_at:type_name -> google.protobuf.Timestamp
+	12, // 1: dataport.export.v1.ExportTask.kind:type_name -> dataport.export.v1.JobKind
+	13, // 2: dataport.export.v1.ExportTask.format:type_name -> dataport.export.v1.Format
+	14, // 3: dataport.export.v1.ExportTask.room:type_name -> dataport.export.v1.RoomScope
+	15, // 4: dataport.export.v1.ExportTask.part_kind:type_name -> dataport.export.v1.PartKind
+	16, // 5: dataport.export.v1.ExportTask.records:type_name -> dataport.export.v1.RecordsScope
+	17, // 6: dataport.export.v1.ExportTask.mail:type_name -> dataport.export.v1.MailScope
+	11, // 7: dataport.export.v1.ExportRequested.occurred_at:type_name -> google.protobuf.Timestamp
+	18, // 8: dataport.export.v1.ExportRequested.job:type_name -> dataport.export.v1.Job
+	11, // 9: dataport.export.v1.ExportQueued.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 10: dataport.export.v1.ExportProgress.occurred_at:type_name -> google.protobuf.Timestamp
+	19, // 11: dataport.export.v1.ExportProgress.progress:type_name -> dataport.export.v1.Progress
+	11, // 12: dataport.export.v1.PartUploaded.occurred_at:type_name -> google.protobuf.Timestamp
+	20, // 13: dataport.export.v1.PartUploaded.file:type_name -> dataport.export.v1.File
+	12, // 14: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
+	20, // 15: dataport.export.v1.PartUploaded.files:type_name -> dataport.export.v1.File
+	11, // 16: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 17: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
+	20, // 18: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
+	12, // 19: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
+	11, // 20: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 21: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 22: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 23: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_events_proto_init() }
@@ -915,7 +1054,7 @@ func file_dataport_export_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dataport_export_v1_events_proto_rawDesc), len(file_dataport_export_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -34,6 +34,9 @@ const (
 	JobKind_JOB_KIND_USER_DATA JobKind = 2
 	// A record stream such as transactions or events (data-exports, raw export).
 	JobKind_JOB_KIND_RECORDS JobKind = 3
+	// Selected messages of a room mailed to people (Rocket.Chat rooms.export,
+	// type email).
+	JobKind_JOB_KIND_ROOM_MAIL JobKind = 4
 )
 
 // Enum value maps for JobKind.
@@ -43,12 +46,14 @@ var (
 		1: "JOB_KIND_ROOM",
 		2: "JOB_KIND_USER_DATA",
 		3: "JOB_KIND_RECORDS",
+		4: "JOB_KIND_ROOM_MAIL",
 	}
 	JobKind_value = map[string]int32{
 		"JOB_KIND_UNSPECIFIED": 0,
 		"JOB_KIND_ROOM":        1,
 		"JOB_KIND_USER_DATA":   2,
 		"JOB_KIND_RECORDS":     3,
+		"JOB_KIND_ROOM_MAIL":   4,
 	}
 )
 
@@ -77,6 +82,127 @@ func (x JobKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use JobKind.Descriptor instead.
 func (JobKind) EnumDescriptor() ([]byte, []int) {
 	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{0}
+}
+
+// PartKind says what one task of a job produces.
+type PartKind int32
+
+const (
+	PartKind_PART_KIND_UNSPECIFIED PartKind = 0
+	// One room's messages (room export, or one room of a user-data download).
+	PartKind_PART_KIND_ROOM PartKind = 1
+	// The requesting user's own profile (user.html / user.json).
+	PartKind_PART_KIND_USER_PROFILE PartKind = 2
+	// The list of the user's rooms (channels.json).
+	PartKind_PART_KIND_CHANNELS PartKind = 3
+	// The files the user uploaded (assets/).
+	PartKind_PART_KIND_ASSETS PartKind = 4
+	// Records of one resource.
+	PartKind_PART_KIND_RECORDS PartKind = 5
+	// Selected messages rendered as a mail body.
+	PartKind_PART_KIND_ROOM_MAIL PartKind = 6
+)
+
+// Enum value maps for PartKind.
+var (
+	PartKind_name = map[int32]string{
+		0: "PART_KIND_UNSPECIFIED",
+		1: "PART_KIND_ROOM",
+		2: "PART_KIND_USER_PROFILE",
+		3: "PART_KIND_CHANNELS",
+		4: "PART_KIND_ASSETS",
+		5: "PART_KIND_RECORDS",
+		6: "PART_KIND_ROOM_MAIL",
+	}
+	PartKind_value = map[string]int32{
+		"PART_KIND_UNSPECIFIED":  0,
+		"PART_KIND_ROOM":         1,
+		"PART_KIND_USER_PROFILE": 2,
+		"PART_KIND_CHANNELS":     3,
+		"PART_KIND_ASSETS":       4,
+		"PART_KIND_RECORDS":      5,
+		"PART_KIND_ROOM_MAIL":    6,
+	}
+)
+
+func (x PartKind) Enum() *PartKind {
+	p := new(PartKind)
+	*p = x
+	return p
+}
+
+func (x PartKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PartKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_dataport_export_v1_job_proto_enumTypes[1].Descriptor()
+}
+
+func (PartKind) Type() protoreflect.EnumType {
+	return &file_dataport_export_v1_job_proto_enumTypes[1]
+}
+
+func (x PartKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PartKind.Descriptor instead.
+func (PartKind) EnumDescriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+// PartState is where one part of a job stands.
+type PartState int32
+
+const (
+	PartState_PART_STATE_UNSPECIFIED PartState = 0
+	PartState_PART_STATE_PENDING     PartState = 1
+	PartState_PART_STATE_EXPORTING   PartState = 2
+	PartState_PART_STATE_COMPLETED   PartState = 3
+)
+
+// Enum value maps for PartState.
+var (
+	PartState_name = map[int32]string{
+		0: "PART_STATE_UNSPECIFIED",
+		1: "PART_STATE_PENDING",
+		2: "PART_STATE_EXPORTING",
+		3: "PART_STATE_COMPLETED",
+	}
+	PartState_value = map[string]int32{
+		"PART_STATE_UNSPECIFIED": 0,
+		"PART_STATE_PENDING":     1,
+		"PART_STATE_EXPORTING":   2,
+		"PART_STATE_COMPLETED":   3,
+	}
+)
+
+func (x PartState) Enum() *PartState {
+	p := new(PartState)
+	*p = x
+	return p
+}
+
+func (x PartState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PartState) Descriptor() protoreflect.EnumDescriptor {
+	return file_dataport_export_v1_job_proto_enumTypes[2].Descriptor()
+}
+
+func (PartState) Type() protoreflect.EnumType {
+	return &file_dataport_export_v1_job_proto_enumTypes[2]
+}
+
+func (x PartState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PartState.Descriptor instead.
+func (PartState) EnumDescriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{2}
 }
 
 // Format is the encoding of an export's files.
@@ -128,11 +254,11 @@ func (x Format) String() string {
 }
 
 func (Format) Descriptor() protoreflect.EnumDescriptor {
-	return file_dataport_export_v1_job_proto_enumTypes[1].Descriptor()
+	return file_dataport_export_v1_job_proto_enumTypes[3].Descriptor()
 }
 
 func (Format) Type() protoreflect.EnumType {
-	return &file_dataport_export_v1_job_proto_enumTypes[1]
+	return &file_dataport_export_v1_job_proto_enumTypes[3]
 }
 
 func (x Format) Number() protoreflect.EnumNumber {
@@ -141,7 +267,7 @@ func (x Format) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Format.Descriptor instead.
 func (Format) EnumDescriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 // JobState is the life cycle of a job. States only move forward in this
@@ -199,11 +325,11 @@ func (x JobState) String() string {
 }
 
 func (JobState) Descriptor() protoreflect.EnumDescriptor {
-	return file_dataport_export_v1_job_proto_enumTypes[2].Descriptor()
+	return file_dataport_export_v1_job_proto_enumTypes[4].Descriptor()
 }
 
 func (JobState) Type() protoreflect.EnumType {
-	return &file_dataport_export_v1_job_proto_enumTypes[2]
+	return &file_dataport_export_v1_job_proto_enumTypes[4]
 }
 
 func (x JobState) Number() protoreflect.EnumNumber {
@@ -212,7 +338,7 @@ func (x JobState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use JobState.Descriptor instead.
 func (JobState) EnumDescriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 // RoomScope selects one room's messages in an inclusive time range.
@@ -277,6 +403,449 @@ func (x *RoomScope) GetTo() *timestamppb.Timestamp {
 	return nil
 }
 
+// DateRange bounds records on one of their time fields. start and end are
+// as the client sent them (absolute or relative, e.g. "-7 days"); from and
+// to are what they resolved to when the run was planned.
+type DateRange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Start string                 `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	End   string                 `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	// Field the range applies to; default "createdTime".
+	Field         string                 `protobuf:"bytes,3,opt,name=field,proto3" json:"field,omitempty"`
+	From          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=from,proto3" json:"from,omitempty"`
+	To            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DateRange) Reset() {
+	*x = DateRange{}
+	mi := &file_dataport_export_v1_job_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DateRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DateRange) ProtoMessage() {}
+
+func (x *DateRange) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_job_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DateRange.ProtoReflect.Descriptor instead.
+func (*DateRange) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DateRange) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *DateRange) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
+func (x *DateRange) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *DateRange) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *DateRange) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+// RecordsScope selects and shapes records of one resource.
+type RecordsScope struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "transactions", "events", "messages", "rooms", "users".
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// Columns in order; empty means the resource's default columns.
+	Fields []string `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"`
+	// Rebilly filter syntax, e.g. "status:approved,declined;currency:USD".
+	Filter string `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Comma-separated fields, "-" prefix for descending.
+	Sort string `protobuf:"bytes,4,opt,name=sort,proto3" json:"sort,omitempty"`
+	// Partial text search over text fields.
+	Q         string     `protobuf:"bytes,5,opt,name=q,proto3" json:"q,omitempty"`
+	DateRange *DateRange `protobuf:"bytes,6,opt,name=date_range,json=dateRange,proto3" json:"date_range,omitempty"`
+	// Split output into numbered chunk files with at most this many rows or
+	// bytes each (0 = no limit); each chunk is gzip-compressed when
+	// gzip_chunks is set (raw exports: <id>.<event>.<hash>.<n>.csv.gz).
+	MaxRowsPerChunk  uint64 `protobuf:"varint,7,opt,name=max_rows_per_chunk,json=maxRowsPerChunk,proto3" json:"max_rows_per_chunk,omitempty"`
+	MaxBytesPerChunk uint64 `protobuf:"varint,8,opt,name=max_bytes_per_chunk,json=maxBytesPerChunk,proto3" json:"max_bytes_per_chunk,omitempty"`
+	GzipChunks       bool   `protobuf:"varint,9,opt,name=gzip_chunks,json=gzipChunks,proto3" json:"gzip_chunks,omitempty"`
+	// Refuse (reject the job) when more rows than this match (0 = no limit).
+	MaxRows       uint64 `protobuf:"varint,10,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordsScope) Reset() {
+	*x = RecordsScope{}
+	mi := &file_dataport_export_v1_job_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordsScope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordsScope) ProtoMessage() {}
+
+func (x *RecordsScope) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_job_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordsScope.ProtoReflect.Descriptor instead.
+func (*RecordsScope) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RecordsScope) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *RecordsScope) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *RecordsScope) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *RecordsScope) GetSort() string {
+	if x != nil {
+		return x.Sort
+	}
+	return ""
+}
+
+func (x *RecordsScope) GetQ() string {
+	if x != nil {
+		return x.Q
+	}
+	return ""
+}
+
+func (x *RecordsScope) GetDateRange() *DateRange {
+	if x != nil {
+		return x.DateRange
+	}
+	return nil
+}
+
+func (x *RecordsScope) GetMaxRowsPerChunk() uint64 {
+	if x != nil {
+		return x.MaxRowsPerChunk
+	}
+	return 0
+}
+
+func (x *RecordsScope) GetMaxBytesPerChunk() uint64 {
+	if x != nil {
+		return x.MaxBytesPerChunk
+	}
+	return 0
+}
+
+func (x *RecordsScope) GetGzipChunks() bool {
+	if x != nil {
+		return x.GzipChunks
+	}
+	return false
+}
+
+func (x *RecordsScope) GetMaxRows() uint64 {
+	if x != nil {
+		return x.MaxRows
+	}
+	return 0
+}
+
+// MailScope is the Rocket.Chat rooms.export email variant.
+type MailScope struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ToEmails      []string               `protobuf:"bytes,1,rep,name=to_emails,json=toEmails,proto3" json:"to_emails,omitempty"`
+	Subject       string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	MessageIds    []string               `protobuf:"bytes,3,rep,name=message_ids,json=messageIds,proto3" json:"message_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MailScope) Reset() {
+	*x = MailScope{}
+	mi := &file_dataport_export_v1_job_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MailScope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MailScope) ProtoMessage() {}
+
+func (x *MailScope) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_job_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MailScope.ProtoReflect.Descriptor instead.
+func (*MailScope) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MailScope) GetToEmails() []string {
+	if x != nil {
+		return x.ToEmails
+	}
+	return nil
+}
+
+func (x *MailScope) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *MailScope) GetMessageIds() []string {
+	if x != nil {
+		return x.MessageIds
+	}
+	return nil
+}
+
+// Recurrence makes a job a schedule: every occurrence of the RFC 5545 rule
+// starts a run, a child job whose parent_id is this job's id.
+type Recurrence struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Instruction string                 `protobuf:"bytes,1,opt,name=instruction,proto3" json:"instruction,omitempty"`
+	Start       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	// The next occurrence not yet started.
+	Next *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=next,proto3" json:"next,omitempty"`
+	// Runs started so far.
+	Runs          uint32 `protobuf:"varint,4,opt,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Recurrence) Reset() {
+	*x = Recurrence{}
+	mi := &file_dataport_export_v1_job_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Recurrence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Recurrence) ProtoMessage() {}
+
+func (x *Recurrence) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_job_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Recurrence.ProtoReflect.Descriptor instead.
+func (*Recurrence) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Recurrence) GetInstruction() string {
+	if x != nil {
+		return x.Instruction
+	}
+	return ""
+}
+
+func (x *Recurrence) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *Recurrence) GetNext() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
+func (x *Recurrence) GetRuns() uint32 {
+	if x != nil {
+		return x.Runs
+	}
+	return 0
+}
+
+// PartStatus is the projection's view of one planned part.
+type PartStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Part  uint32                 `protobuf:"varint,1,opt,name=part,proto3" json:"part,omitempty"`
+	Kind  PartKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=dataport.export.v1.PartKind" json:"kind,omitempty"`
+	// For room parts.
+	RoomId   string `protobuf:"bytes,3,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	RoomName string `protobuf:"bytes,4,opt,name=room_name,json=roomName,proto3" json:"room_name,omitempty"`
+	// Rocket.Chat room type letter: c, p, d.
+	RoomType string `protobuf:"bytes,5,opt,name=room_type,json=roomType,proto3" json:"room_type,omitempty"`
+	// File name the part produces, e.g. "general.html".
+	TargetFile    string    `protobuf:"bytes,6,opt,name=target_file,json=targetFile,proto3" json:"target_file,omitempty"`
+	State         PartState `protobuf:"varint,7,opt,name=state,proto3,enum=dataport.export.v1.PartState" json:"state,omitempty"`
+	Exported      uint64    `protobuf:"varint,8,opt,name=exported,proto3" json:"exported,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartStatus) Reset() {
+	*x = PartStatus{}
+	mi := &file_dataport_export_v1_job_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartStatus) ProtoMessage() {}
+
+func (x *PartStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_job_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartStatus.ProtoReflect.Descriptor instead.
+func (*PartStatus) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PartStatus) GetPart() uint32 {
+	if x != nil {
+		return x.Part
+	}
+	return 0
+}
+
+func (x *PartStatus) GetKind() PartKind {
+	if x != nil {
+		return x.Kind
+	}
+	return PartKind_PART_KIND_UNSPECIFIED
+}
+
+func (x *PartStatus) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *PartStatus) GetRoomName() string {
+	if x != nil {
+		return x.RoomName
+	}
+	return ""
+}
+
+func (x *PartStatus) GetRoomType() string {
+	if x != nil {
+		return x.RoomType
+	}
+	return ""
+}
+
+func (x *PartStatus) GetTargetFile() string {
+	if x != nil {
+		return x.TargetFile
+	}
+	return ""
+}
+
+func (x *PartStatus) GetState() PartState {
+	if x != nil {
+		return x.State
+	}
+	return PartState_PART_STATE_UNSPECIFIED
+}
+
+func (x *PartStatus) GetExported() uint64 {
+	if x != nil {
+		return x.Exported
+	}
+	return 0
+}
+
 // Progress is how far a job has come.
 type Progress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -290,7 +859,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[1]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -302,7 +871,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[1]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -315,7 +884,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Progress) GetPercent() uint32 {
@@ -349,15 +918,19 @@ type File struct {
 	Size      uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	Records   uint64 `protobuf:"varint,4,opt,name=records,proto3" json:"records,omitempty"`
 	// Lower-case hex SHA-256 of the object's bytes.
-	Sha256        string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	ContentType   string `protobuf:"bytes,6,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	Sha256      string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	ContentType string `protobuf:"bytes,6,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// Bucket holding object_key; empty means the exports bucket. Assets of a
+	// user-data download point into the assets bucket and are copied into
+	// the archive from there.
+	Bucket        string `protobuf:"bytes,7,opt,name=bucket,proto3" json:"bucket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[2]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -369,7 +942,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[2]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -382,7 +955,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *File) GetName() string {
@@ -427,6 +1000,13 @@ func (x *File) GetContentType() string {
 	return ""
 }
 
+func (x *File) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
 // Job is the projection of one export job, kept by the gateway in the
 // export_jobs KV bucket under the job id. Every dialect reads it; only the
 // gateway writes it, from its own requests and from status events, with
@@ -453,15 +1033,41 @@ type Job struct {
 	// Addresses told when the job ends.
 	NotifyEmails []string `protobuf:"bytes,15,rep,name=notify_emails,json=notifyEmails,proto3" json:"notify_emails,omitempty"`
 	// Whether the completion email was sent, and why not if it failed.
-	Notified      bool   `protobuf:"varint,16,opt,name=notified,proto3" json:"notified,omitempty"`
-	NotifyError   string `protobuf:"bytes,17,opt,name=notify_error,json=notifyError,proto3" json:"notify_error,omitempty"`
+	Notified    bool   `protobuf:"varint,16,opt,name=notified,proto3" json:"notified,omitempty"`
+	NotifyError string `protobuf:"bytes,17,opt,name=notify_error,json=notifyError,proto3" json:"notify_error,omitempty"`
+	// One entry per planned part, in part order.
+	Parts      []*PartStatus `protobuf:"bytes,18,rep,name=parts,proto3" json:"parts,omitempty"`
+	Records    *RecordsScope `protobuf:"bytes,19,opt,name=records,proto3" json:"records,omitempty"`
+	Mail       *MailScope    `protobuf:"bytes,20,opt,name=mail,proto3" json:"mail,omitempty"`
+	Recurrence *Recurrence   `protobuf:"bytes,21,opt,name=recurrence,proto3" json:"recurrence,omitempty"`
+	// For a run of a recurring job: the schedule's job id.
+	ParentId string `protobuf:"bytes,22,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	// Tenant (Rebilly organization); empty for the default tenant.
+	OrganizationId string `protobuf:"bytes,23,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	// Client-chosen name (Rebilly "name").
+	Name string `protobuf:"bytes,24,opt,name=name,proto3" json:"name,omitempty"`
+	// Rocket.Chat users.requestDataDownload fullExport.
+	FullExport bool `protobuf:"varint,25,opt,name=full_export,json=fullExport,proto3" json:"full_export,omitempty"`
+	// Idempotency-Key of the create request and a hash of its body.
+	IdempotencyKey string `protobuf:"bytes,26,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	RequestHash    string `protobuf:"bytes,27,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
+	// URLs told about the job's end by signed webhook.
+	WebhookUrls []string `protobuf:"bytes,28,rep,name=webhook_urls,json=webhookUrls,proto3" json:"webhook_urls,omitempty"`
+	// Sequential number for dialects with integer ids (myTracker
+	// idRawExport); 0 when unused.
+	Number uint64 `protobuf:"varint,29,opt,name=number,proto3" json:"number,omitempty"`
+	// When the job's files stop being downloadable; set on completion from
+	// the retention setting, and files are deleted after it.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Whether the sweeper deleted the files.
+	FilesExpired  bool `protobuf:"varint,31,opt,name=files_expired,json=filesExpired,proto3" json:"files_expired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[3]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +1079,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[3]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +1092,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Job) GetId() string {
@@ -608,6 +1214,104 @@ func (x *Job) GetNotifyError() string {
 	return ""
 }
 
+func (x *Job) GetParts() []*PartStatus {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *Job) GetRecords() *RecordsScope {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *Job) GetMail() *MailScope {
+	if x != nil {
+		return x.Mail
+	}
+	return nil
+}
+
+func (x *Job) GetRecurrence() *Recurrence {
+	if x != nil {
+		return x.Recurrence
+	}
+	return nil
+}
+
+func (x *Job) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
+func (x *Job) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *Job) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Job) GetFullExport() bool {
+	if x != nil {
+		return x.FullExport
+	}
+	return false
+}
+
+func (x *Job) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *Job) GetRequestHash() string {
+	if x != nil {
+		return x.RequestHash
+	}
+	return ""
+}
+
+func (x *Job) GetWebhookUrls() []string {
+	if x != nil {
+		return x.WebhookUrls
+	}
+	return nil
+}
+
+func (x *Job) GetNumber() uint64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *Job) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Job) GetFilesExpired() bool {
+	if x != nil {
+		return x.FilesExpired
+	}
+	return false
+}
+
 var File_dataport_export_v1_job_proto protoreflect.FileDescriptor
 
 const file_dataport_export_v1_job_proto_rawDesc = "" +
@@ -616,11 +1320,53 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\tRoomScope\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12.\n" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
-	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\"T\n" +
+	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\"\xa5\x01\n" +
+	"\tDateRange\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\tR\x03end\x12\x14\n" +
+	"\x05field\x18\x03 \x01(\tR\x05field\x12.\n" +
+	"\x04from\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\"\xd2\x02\n" +
+	"\fRecordsScope\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\tR\bresource\x12\x16\n" +
+	"\x06fields\x18\x02 \x03(\tR\x06fields\x12\x16\n" +
+	"\x06filter\x18\x03 \x01(\tR\x06filter\x12\x12\n" +
+	"\x04sort\x18\x04 \x01(\tR\x04sort\x12\f\n" +
+	"\x01q\x18\x05 \x01(\tR\x01q\x12<\n" +
+	"\n" +
+	"date_range\x18\x06 \x01(\v2\x1d.dataport.export.v1.DateRangeR\tdateRange\x12+\n" +
+	"\x12max_rows_per_chunk\x18\a \x01(\x04R\x0fmaxRowsPerChunk\x12-\n" +
+	"\x13max_bytes_per_chunk\x18\b \x01(\x04R\x10maxBytesPerChunk\x12\x1f\n" +
+	"\vgzip_chunks\x18\t \x01(\bR\n" +
+	"gzipChunks\x12\x19\n" +
+	"\bmax_rows\x18\n" +
+	" \x01(\x04R\amaxRows\"c\n" +
+	"\tMailScope\x12\x1b\n" +
+	"\tto_emails\x18\x01 \x03(\tR\btoEmails\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1f\n" +
+	"\vmessage_ids\x18\x03 \x03(\tR\n" +
+	"messageIds\"\xa4\x01\n" +
+	"\n" +
+	"Recurrence\x12 \n" +
+	"\vinstruction\x18\x01 \x01(\tR\vinstruction\x120\n" +
+	"\x05start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12.\n" +
+	"\x04next\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04next\x12\x12\n" +
+	"\x04runs\x18\x04 \x01(\rR\x04runs\"\x97\x02\n" +
+	"\n" +
+	"PartStatus\x12\x12\n" +
+	"\x04part\x18\x01 \x01(\rR\x04part\x120\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1c.dataport.export.v1.PartKindR\x04kind\x12\x17\n" +
+	"\aroom_id\x18\x03 \x01(\tR\x06roomId\x12\x1b\n" +
+	"\troom_name\x18\x04 \x01(\tR\broomName\x12\x1b\n" +
+	"\troom_type\x18\x05 \x01(\tR\broomType\x12\x1f\n" +
+	"\vtarget_file\x18\x06 \x01(\tR\n" +
+	"targetFile\x123\n" +
+	"\x05state\x18\a \x01(\x0e2\x1d.dataport.export.v1.PartStateR\x05state\x12\x1a\n" +
+	"\bexported\x18\b \x01(\x04R\bexported\"T\n" +
 	"\bProgress\x12\x18\n" +
 	"\apercent\x18\x01 \x01(\rR\apercent\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xa2\x01\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xba\x01\n" +
 	"\x04File\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -628,7 +1374,8 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x18\n" +
 	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12!\n" +
-	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\"\xac\x05\n" +
+	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
+	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xf3\t\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\x12/\n" +
@@ -650,12 +1397,44 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"partsTotal\x12#\n" +
 	"\rnotify_emails\x18\x0f \x03(\tR\fnotifyEmails\x12\x1a\n" +
 	"\bnotified\x18\x10 \x01(\bR\bnotified\x12!\n" +
-	"\fnotify_error\x18\x11 \x01(\tR\vnotifyError*d\n" +
+	"\fnotify_error\x18\x11 \x01(\tR\vnotifyError\x124\n" +
+	"\x05parts\x18\x12 \x03(\v2\x1e.dataport.export.v1.PartStatusR\x05parts\x12:\n" +
+	"\arecords\x18\x13 \x01(\v2 .dataport.export.v1.RecordsScopeR\arecords\x121\n" +
+	"\x04mail\x18\x14 \x01(\v2\x1d.dataport.export.v1.MailScopeR\x04mail\x12>\n" +
+	"\n" +
+	"recurrence\x18\x15 \x01(\v2\x1e.dataport.export.v1.RecurrenceR\n" +
+	"recurrence\x12\x1b\n" +
+	"\tparent_id\x18\x16 \x01(\tR\bparentId\x12'\n" +
+	"\x0forganization_id\x18\x17 \x01(\tR\x0eorganizationId\x12\x12\n" +
+	"\x04name\x18\x18 \x01(\tR\x04name\x12\x1f\n" +
+	"\vfull_export\x18\x19 \x01(\bR\n" +
+	"fullExport\x12'\n" +
+	"\x0fidempotency_key\x18\x1a \x01(\tR\x0eidempotencyKey\x12!\n" +
+	"\frequest_hash\x18\x1b \x01(\tR\vrequestHash\x12!\n" +
+	"\fwebhook_urls\x18\x1c \x03(\tR\vwebhookUrls\x12\x16\n" +
+	"\x06number\x18\x1d \x01(\x04R\x06number\x129\n" +
+	"\n" +
+	"expires_at\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12#\n" +
+	"\rfiles_expired\x18\x1f \x01(\bR\ffilesExpired*|\n" +
 	"\aJobKind\x12\x18\n" +
 	"\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rJOB_KIND_ROOM\x10\x01\x12\x16\n" +
 	"\x12JOB_KIND_USER_DATA\x10\x02\x12\x14\n" +
-	"\x10JOB_KIND_RECORDS\x10\x03*\x99\x01\n" +
+	"\x10JOB_KIND_RECORDS\x10\x03\x12\x16\n" +
+	"\x12JOB_KIND_ROOM_MAIL\x10\x04*\xb3\x01\n" +
+	"\bPartKind\x12\x19\n" +
+	"\x15PART_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0ePART_KIND_ROOM\x10\x01\x12\x1a\n" +
+	"\x16PART_KIND_USER_PROFILE\x10\x02\x12\x16\n" +
+	"\x12PART_KIND_CHANNELS\x10\x03\x12\x14\n" +
+	"\x10PART_KIND_ASSETS\x10\x04\x12\x15\n" +
+	"\x11PART_KIND_RECORDS\x10\x05\x12\x17\n" +
+	"\x13PART_KIND_ROOM_MAIL\x10\x06*s\n" +
+	"\tPartState\x12\x1a\n" +
+	"\x16PART_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12PART_STATE_PENDING\x10\x01\x12\x18\n" +
+	"\x14PART_STATE_EXPORTING\x10\x02\x12\x18\n" +
+	"\x14PART_STATE_COMPLETED\x10\x03*\x99\x01\n" +
 	"\x06Format\x12\x16\n" +
 	"\x12FORMAT_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vFORMAT_JSON\x10\x01\x12\x0f\n" +
@@ -691,34 +1470,53 @@ func file_dataport_export_v1_job_proto_rawDescGZIP() []byte {
 	return file_dataport_export_v1_job_proto_rawDescData
 }
 
-var file_dataport_export_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dataport_export_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_dataport_export_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_dataport_export_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_dataport_export_v1_job_proto_goTypes = []any{
 	(JobKind)(0),                  // 0: dataport.export.v1.JobKind
-	(Format)(0),                   // 1: dataport.export.v1.Format
-	(JobState)(0),                 // 2: dataport.export.v1.JobState
-	(*RoomScope)(nil),             // 3: dataport.export.v1.RoomScope
-	(*Progress)(nil),              // 4: dataport.export.v1.Progress
-	(*File)(nil),                  // 5: dataport.export.v1.File
-	(*Job)(nil),                   // 6: dataport.export.v1.Job
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(PartKind)(0),                 // 1: dataport.export.v1.PartKind
+	(PartState)(0),                // 2: dataport.export.v1.PartState
+	(Format)(0),                   // 3: dataport.export.v1.Format
+	(JobState)(0),                 // 4: dataport.export.v1.JobState
+	(*RoomScope)(nil),             // 5: dataport.export.v1.RoomScope
+	(*DateRange)(nil),             // 6: dataport.export.v1.DateRange
+	(*RecordsScope)(nil),          // 7: dataport.export.v1.RecordsScope
+	(*MailScope)(nil),             // 8: dataport.export.v1.MailScope
+	(*Recurrence)(nil),            // 9: dataport.export.v1.Recurrence
+	(*PartStatus)(nil),            // 10: dataport.export.v1.PartStatus
+	(*Progress)(nil),              // 11: dataport.export.v1.Progress
+	(*File)(nil),                  // 12: dataport.export.v1.File
+	(*Job)(nil),                   // 13: dataport.export.v1.Job
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_dataport_export_v1_job_proto_depIdxs = []int32{
-	7,  // 0: dataport.export.v1.RoomScope.from:type_name -> google.protobuf.Timestamp
-	7,  // 1: dataport.export.v1.RoomScope.to:type_name -> google.protobuf.Timestamp
-	0,  // 2: dataport.export.v1.Job.kind:type_name -> dataport.export.v1.JobKind
-	1,  // 3: dataport.export.v1.Job.format:type_name -> dataport.export.v1.Format
-	2,  // 4: dataport.export.v1.Job.state:type_name -> dataport.export.v1.JobState
-	4,  // 5: dataport.export.v1.Job.progress:type_name -> dataport.export.v1.Progress
-	5,  // 6: dataport.export.v1.Job.files:type_name -> dataport.export.v1.File
-	7,  // 7: dataport.export.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 8: dataport.export.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	3,  // 9: dataport.export.v1.Job.room:type_name -> dataport.export.v1.RoomScope
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 0: dataport.export.v1.RoomScope.from:type_name -> google.protobuf.Timestamp
+	14, // 1: dataport.export.v1.RoomScope.to:type_name -> google.protobuf.Timestamp
+	14, // 2: dataport.export.v1.DateRange.from:type_name -> google.protobuf.Timestamp
+	14, // 3: dataport.export.v1.DateRange.to:type_name -> google.protobuf.Timestamp
+	6,  // 4: dataport.export.v1.RecordsScope.date_range:type_name -> dataport.export.v1.DateRange
+	14, // 5: dataport.export.v1.Recurrence.start:type_name -> google.protobuf.Timestamp
+	14, // 6: dataport.export.v1.Recurrence.next:type_name -> google.protobuf.Timestamp
+	1,  // 7: dataport.export.v1.PartStatus.kind:type_name -> dataport.export.v1.PartKind
+	2,  // 8: dataport.export.v1.PartStatus.state:type_name -> dataport.export.v1.PartState
+	0,  // 9: dataport.export.v1.Job.kind:type_name -> dataport.export.v1.JobKind
+	3,  // 10: dataport.export.v1.Job.format:type_name -> dataport.export.v1.Format
+	4,  // 11: dataport.export.v1.Job.state:type_name -> dataport.export.v1.JobState
+	11, // 12: dataport.export.v1.Job.progress:type_name -> dataport.export.v1.Progress
+	12, // 13: dataport.export.v1.Job.files:type_name -> dataport.export.v1.File
+	14, // 14: dataport.export.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	14, // 15: dataport.export.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 16: dataport.export.v1.Job.room:type_name -> dataport.export.v1.RoomScope
+	10, // 17: dataport.export.v1.Job.parts:type_name -> dataport.export.v1.PartStatus
+	7,  // 18: dataport.export.v1.Job.records:type_name -> dataport.export.v1.RecordsScope
+	8,  // 19: dataport.export.v1.Job.mail:type_name -> dataport.export.v1.MailScope
+	9,  // 20: dataport.export.v1.Job.recurrence:type_name -> dataport.export.v1.Recurrence
+	14, // 21: dataport.export.v1.Job.expires_at:type_name -> google.protobuf.Timestamp
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_job_proto_init() }
@@ -731,8 +1529,8 @@ func file_dataport_export_v1_job_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dataport_export_v1_job_proto_rawDesc), len(file_dataport_export_v1_job_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   4,
+			NumEnums:      5,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

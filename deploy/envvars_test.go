@@ -1,0 +1,173 @@
+package deploy_test
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// repoRoot is the repository root, relative to this module.
+const repoRoot = ".."
+
+// service describes one of the four Dataport services as the deployment
+// sees it.
+type service struct {
+	name string
+	// addrVar is the variable holding the address of the service's
+	// /healthz and /readyz (the gateway serves them on its API port).
+	addrVar string
+	// dir is the service's module, relative to the repository root.
+	dir string
+}
+
+var services = []service{
+	{name: "gateway", addrVar: "DATAPORT_HTTP_ADDR", dir: "services/gateway"},
+	{name: "room-exporter", addrVar: "DATAPORT_HEALTH_ADDR", dir: "services/room-exporter"},
+	{name: "archiver", addrVar: "DATAPORT_HEALTH_ADDR", dir: "services/archiver"},
+	{name: "notifier", addrVar: "DATAPORT_HEALTH_ADDR", dir: "services/notifier"},
+}
+
+// commonDirs hold the variables every service reads: config.LoadCommon and
+// infra.LoadTopology, which every run calls.
+var commonDirs = []string{"shared/config", "shared/infra"}
+
+var envVarName = regexp.MustCompile(`^DATAPORT_[A-Z0-9_]+$`)
+
+// sharedModule and its import path prefix: imports under it are followed,
+// because a shared package may read variables for the service.
+const sharedImport = "dataport.dev/shared/"
+
+// codeVars returns the DATAPORT_ variables a program reads: every string
+// literal naming one in the non-test Go files under dirs (relative to the
+// repository root), in the shared packages those files import (followed
+// transitively), and in the common packages. Comments do not count, so the
+// examples in package docs are not taken for variables.
+func codeVars(t *testing.T, dirs ...string) []string {
+	t.Helper()
+	vars := map[string]bool{}
+	seen := map[string]bool{}
+	var visit func(dir string, recursive bool)
+	visit = func(dir string, recursive bool) {
+		if seen[dir] {
+			return
+		}
+		seen[dir] = true
+		abs := filepath.Join(repoRoot, dir)
+		entries, err := os.ReadDir(abs)
+		require.NoError(t, err, "source folder %s", dir)
+		for _, e := range entries {
+			name := e.Name()
+			if e.IsDir() {
+				if recursive && name != "testdata" && !strings.HasPrefix(name, ".") {
+					visit(filepath.Join(dir, name), true)
+				}
+				continue
+			}
+			if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+				continue
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(abs, name), nil, parser.SkipObjectResolution)
+			require.NoError(t, err)
+			for _, imp := range f.Imports {
+				path, err := strconv.Unquote(imp.Path.Value)
+				require.NoError(t, err)
+				if rest, ok := strings.CutPrefix(path, sharedImport); ok {
+					visit(filepath.Join("shared", rest), false)
+				}
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				lit, ok := n.(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					return true
+				}
+				if s, err := strconv.Unquote(lit.Value); err == nil && envVarName.MatchString(s) {
+					vars[s] = true
+				}
+				return true
+			})
+		}
+	}
+	for _, d := range commonDirs {
+		visit(d, false)
+	}
+	for _, d := range dirs {
+		visit(d, true)
+	}
+	out := make([]string, 0, len(vars))
+	for v := range vars {
+		out = append(out, v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// hasMain reports whether a service's main.go exists yet. Until it does,
+// the service's list of variables is incomplete, so variables the
+// deployment sets but the code does not read are only logged.
+func hasMain(dir string) bool {
+	_, err := os.Stat(filepath.Join(repoRoot, dir, "main.go"))
+	return err == nil
+}
+
+// checkVars checks that every variable the code reads is set, and that
+// every DATAPORT_ variable set is read by the code (a misspelt name is
+// silently ignored by the service, which then runs on its default).
+func checkVars(t *testing.T, where string, want []string, set map[string]bool, complete bool) {
+	t.Helper()
+	for _, v := range want {
+		if !set[v] {
+			t.Errorf("%s: %s is read by the code but not set", where, v)
+		}
+	}
+	for v := range set {
+		if !envVarName.MatchString(v) || slices.Contains(want, v) {
+			continue
+		}
+		if complete {
+			t.Errorf("%s: %s is set but no code reads it (misspelt or obsolete?)", where, v)
+		} else {
+			t.Logf("%s: %s is set but not read by the code yet (its main.go is not there)", where, v)
+		}
+	}
+}
+
+func TestCodeVars(t *testing.T) {
+	common := codeVars(t)
+	// The scan must find the common variables; an empty list would make
+	// every completeness check pass vacuously.
+	for _, v := range []string{"DATAPORT_NATS_URL", "DATAPORT_S3_ENDPOINT", "DATAPORT_STREAM_REPLICAS", "DATAPORT_TASK_ACK_WAIT", "DATAPORT_SHUTDOWN_TIMEOUT"} {
+		require.Contains(t, common, v)
+	}
+	// A documentation example in a comment is not a variable.
+	require.NotContains(t, common, "DATAPORT_HTTP_PORT")
+	for _, s := range services {
+		t.Logf("%s reads %v", s.name, codeVars(t, s.dir))
+	}
+}
+
+// hostPort splits an address variable's value ("0.0.0.0:8080",
+// "minio:9000" or "nats://nats:4222") into host and port.
+func hostPort(t *testing.T, v string) (string, int) {
+	t.Helper()
+	if strings.Contains(v, "://") {
+		u, err := url.Parse(v)
+		require.NoError(t, err, v)
+		v = u.Host
+	}
+	host, port, err := net.SplitHostPort(v)
+	require.NoError(t, err, v)
+	n, err := strconv.Atoi(port)
+	require.NoError(t, err, v)
+	return host, n
+}
