@@ -19,6 +19,7 @@ import (
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
@@ -93,10 +94,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("gateway: %w", err)
 	}
 
+	pub := bus.NewPublisher(inf.JS, tel.Propagator())
 	router := httpapi.New(httpapi.Config{
 		Jobs:           jobs,
 		Auth:           authz,
-		Publisher:      bus.NewPublisher(inf.JS, tel.Propagator()),
+		Publisher:      pub,
+		Submitter:      submit.New(jobs, pub, nil),
 		Blob:           inf.Blob,
 		ExportBucket:   common.ExportBucket,
 		Links:          links.New(publicURL, []byte(linkSecret), linkTTL, nil),

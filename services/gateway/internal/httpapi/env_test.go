@@ -19,6 +19,7 @@ import (
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
@@ -95,6 +96,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		Jobs:           jobs,
 		Auth:           authz,
 		Publisher:      e.pub,
+		Submitter:      submit.New(jobs, e.pub, nil),
 		Blob:           store,
 		ExportBucket:   exportBucket,
 		Links:          links.New(base, linkSecret, time.Hour, nil),

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,17 +15,13 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/bus"
 )
 
 // maxBodyBytes bounds request bodies; a rooms.export body is a few dozen
 // bytes.
 const maxBodyBytes = 64 << 10
-
-// submitTimeout bounds creating a job and publishing its messages. The
-// work runs detached from the request so a client that hangs up halfway
-// does not leave a job that was written but never queued.
-const submitTimeout = 15 * time.Second
 
 // roomsExportBody is the rooms.export payload.
 type roomsExportBody struct {
@@ -115,7 +110,7 @@ func (a *api) roomsExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	id, err := newJobID()
+	id, err := submit.NewJobID()
 	if err != nil {
 		a.log.ErrorContext(ctx, "new job id", "error", err)
 		writeRCInternal(w)
@@ -123,17 +118,16 @@ func (a *api) roomsExport(w http.ResponseWriter, r *http.Request) {
 	}
 	now := timestamppb.New(a.Now())
 	job := &exportv1.Job{
-		Id:         id,
-		OwnerId:    user.GetId(),
-		Kind:       exportv1.JobKind_JOB_KIND_ROOM,
-		Format:     format,
-		State:      exportv1.JobState_JOB_STATE_PENDING,
-		Progress:   &exportv1.Progress{},
-		CreatedAt:  now,
-		UpdatedAt:  now,
-		Room:       &exportv1.RoomScope{RoomId: room.GetId(), From: from, To: to},
-		Dialect:    "rocketchat",
-		PartsTotal: 1,
+		Id:        id,
+		OwnerId:   user.GetId(),
+		Kind:      exportv1.JobKind_JOB_KIND_ROOM,
+		Format:    format,
+		State:     exportv1.JobState_JOB_STATE_PENDING,
+		Progress:  &exportv1.Progress{},
+		CreatedAt: now,
+		UpdatedAt: now,
+		Room:      &exportv1.RoomScope{RoomId: room.GetId(), From: from, To: to},
+		Dialect:   "rocketchat",
 	}
 	span := trace.SpanFromContext(ctx)
 	if sc := span.SpanContext(); sc.HasTraceID() {
@@ -141,61 +135,16 @@ func (a *api) roomsExport(w http.ResponseWriter, r *http.Request) {
 	}
 	span.SetAttributes(attribute.String("dataport.job_id", id))
 
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submit.Timeout)
 	defer cancel()
-	if err := a.submit(sctx, job); err != nil {
+	task := &exportv1.ExportTask{PartKind: exportv1.PartKind_PART_KIND_ROOM, Room: job.GetRoom()}
+	if err := a.Submitter.Submit(sctx, job, bus.TaskRoom, []*exportv1.ExportTask{task}); err != nil {
 		a.log.ErrorContext(ctx, "submit export", "job_id", id, "error", err)
 		writeRCInternal(w)
 		return
 	}
 	a.log.InfoContext(ctx, "room export requested", "job_id", id, "room_id", room.GetId(), "user_id", user.GetId(), "format", body.Format)
 	writeJSON(w, http.StatusOK, roomsExportOK{Success: true, ExportID: id})
-}
-
-// submit writes the job and publishes ExportRequested, the task and
-// ExportQueued, in that order. If the task cannot be published the job is
-// failed at once, so that nobody waits for work that was never queued; a
-// lost ExportQueued only delays the state word, since the exporter's own
-// events move the job on.
-func (a *api) submit(ctx context.Context, job *exportv1.Job) error {
-	id := job.GetId()
-	if err := a.Jobs.Create(ctx, job); err != nil {
-		return err
-	}
-	now := timestamppb.New(a.Now())
-	err := a.Publisher.PublishStatus(ctx, bus.EventRequested, id, "", &exportv1.ExportRequested{JobId: id, OccurredAt: now, Job: job})
-	if err == nil {
-		err = a.publishTask(ctx, job)
-	}
-	if err != nil {
-		failed := &exportv1.ExportFailed{JobId: id, OccurredAt: now, OwnerId: job.GetOwnerId(), Reason: "the export could not be queued; please try again"}
-		if _, ferr := a.Jobs.Apply(ctx, failed); ferr != nil {
-			err = errors.Join(err, fmt.Errorf("mark job failed: %w", ferr))
-		}
-		return err
-	}
-	if err := a.Publisher.PublishStatus(ctx, bus.EventQueued, id, "", &exportv1.ExportQueued{JobId: id, OccurredAt: now}); err != nil {
-		a.log.WarnContext(ctx, "publish ExportQueued", "job_id", id, "error", err)
-	}
-	return nil
-}
-
-func (a *api) publishTask(ctx context.Context, job *exportv1.Job) error {
-	subject, err := bus.TaskSubject(bus.TaskRoom)
-	if err != nil {
-		return err
-	}
-	task := &exportv1.ExportTask{
-		JobId:      job.GetId(),
-		OccurredAt: timestamppb.New(a.Now()),
-		Kind:       job.GetKind(),
-		Format:     job.GetFormat(),
-		OwnerId:    job.GetOwnerId(),
-		Part:       0,
-		PartsTotal: job.GetPartsTotal(),
-		Room:       job.GetRoom(),
-	}
-	return a.Publisher.Publish(ctx, subject, job.GetId()+".task.0", task)
 }
 
 // parseDateRange reads dateFrom and dateTo. A plain date (YYYY-MM-DD) is a
@@ -232,28 +181,4 @@ func parseBound(s string, end bool) (*timestamppb.Timestamp, error) {
 		return nil, fmt.Errorf("date %q: %w", s, err)
 	}
 	return ts, nil
-}
-
-// idAlphabet is base62. Ids look like Rocket.Chat's: 17 random characters.
-const idAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-const idLength = 17
-
-// newJobID returns a random id from crypto/rand; bytes of 248 and above
-// are skipped so every character is equally likely.
-func newJobID() (string, error) {
-	out := make([]byte, 0, idLength)
-	var buf [32]byte
-	for len(out) < idLength {
-		if _, err := rand.Read(buf[:]); err != nil {
-			return "", fmt.Errorf("random id: %w", err)
-		}
-		for _, b := range buf {
-			if b >= 248 || len(out) == idLength {
-				continue
-			}
-			out = append(out, idAlphabet[b%62])
-		}
-	}
-	return string(out), nil
 }

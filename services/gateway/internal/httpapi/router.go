@@ -24,13 +24,14 @@ import (
 
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/links"
 )
 
-// Config holds the API's dependencies. Jobs, Auth, Publisher, Blob,
-// ExportBucket and Links are required.
+// Config holds the API's dependencies. Jobs, Auth, Publisher, Submitter,
+// Blob, ExportBucket and Links are required.
 type Config struct {
 	Jobs      *jobstore.Store
 	Auth      *auth.Service
@@ -40,12 +41,23 @@ type Config struct {
 	ExportBucket string
 	// Links mints and verifies download links.
 	Links *links.Signer
+	// Submitter creates jobs for every dialect.
+	Submitter *submit.Submitter
+	// Dialects add their routes to the router; each owns its paths and
+	// answers in its own shapes.
+	Dialects []Dialect
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+}
+
+// Dialect is one public API served over the job model.
+type Dialect interface {
+	// Routes registers the dialect's handlers.
+	Routes(r chi.Router)
 }
 
 // Router is the API's http.Handler.
@@ -99,6 +111,9 @@ func New(cfg Config) *Router {
 	mux.Get("/v1/exports", a.listExports)
 	mux.Get("/v1/exports/{id}", a.getExport)
 	mux.Get("/v1/exports/{id}/files/{name}", a.download)
+	for _, d := range cfg.Dialects {
+		d.Routes(mux)
+	}
 	return &Router{mux: mux}
 }
 

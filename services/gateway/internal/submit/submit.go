@@ -1,0 +1,129 @@
+// Package submit turns a validated request into a running job: it writes
+// the job record and publishes the job's tasks and first status events.
+// Every dialect creates jobs through it, so all of them get the same
+// ordering and failure handling.
+package submit
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/shared/bus"
+)
+
+// Timeout bounds creating a job and publishing its messages. Callers run
+// Submit detached from the HTTP request (context.WithoutCancel) so a client
+// that hangs up halfway does not leave a job written but never queued.
+const Timeout = 15 * time.Second
+
+// Submitter creates jobs. It is safe for concurrent use.
+type Submitter struct {
+	jobs *jobstore.Store
+	pub  *bus.Publisher
+	now  func() time.Time
+}
+
+// New returns a Submitter; now nil means time.Now.
+func New(jobs *jobstore.Store, pub *bus.Publisher, now func() time.Time) *Submitter {
+	if now == nil {
+		now = time.Now
+	}
+	return &Submitter{jobs: jobs, pub: pub, now: now}
+}
+
+// Submit writes job (state pending) and publishes ExportRequested, every
+// task and ExportQueued, in that order. Tasks get their job id, owner,
+// kind, format, part numbers and parts_total filled in from job and their
+// position. If a task cannot be published the job is failed at once, so
+// nobody waits for work that was never queued; a lost ExportQueued only
+// delays the state word, since the exporter's own events move the job on.
+func (s *Submitter) Submit(ctx context.Context, job *exportv1.Job, kind bus.TaskKind, tasks []*exportv1.ExportTask) error {
+	if len(tasks) == 0 {
+		return errors.New("submit: a job needs at least one task")
+	}
+	id := job.GetId()
+	job.PartsTotal = uint32(len(tasks))
+	if err := s.jobs.Create(ctx, job); err != nil {
+		return err
+	}
+	now := timestamppb.New(s.now())
+	err := s.pub.PublishStatus(ctx, bus.EventRequested, id, "", &exportv1.ExportRequested{JobId: id, OccurredAt: now, Job: job})
+	if err == nil {
+		err = s.publishTasks(ctx, job, kind, tasks)
+	}
+	if err != nil {
+		failed := &exportv1.ExportFailed{JobId: id, OccurredAt: now, OwnerId: job.GetOwnerId(), Reason: "the export could not be queued; please try again"}
+		if _, ferr := s.jobs.Apply(ctx, failed); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("mark job failed: %w", ferr))
+		}
+		return err
+	}
+	// The queued event is best effort: the exporter's own events move the
+	// job on even if it is lost.
+	_ = s.pub.PublishStatus(ctx, bus.EventQueued, id, "", &exportv1.ExportQueued{JobId: id, OccurredAt: now})
+	return nil
+}
+
+func (s *Submitter) publishTasks(ctx context.Context, job *exportv1.Job, kind bus.TaskKind, tasks []*exportv1.ExportTask) error {
+	subject, err := bus.TaskSubject(kind)
+	if err != nil {
+		return err
+	}
+	for i, task := range tasks {
+		task.JobId = job.GetId()
+		task.OccurredAt = timestamppb.New(s.now())
+		task.Kind = job.GetKind()
+		task.Format = job.GetFormat()
+		task.OwnerId = job.GetOwnerId()
+		task.Part = uint32(i)
+		task.PartsTotal = uint32(len(tasks))
+		if err := s.pub.Publish(ctx, subject, job.GetId()+".task."+strconv.Itoa(i), task); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Cancel ends a job that has not finished: it publishes ExportCanceled and
+// applies it to the projection at once, so the next poll already shows the
+// job canceled. Exporters notice the state and stop, deleting partial
+// objects. It returns the job as it stands afterwards.
+func (s *Submitter) Cancel(ctx context.Context, jobID, reason string) (*exportv1.Job, error) {
+	ev := &exportv1.ExportCanceled{JobId: jobID, OccurredAt: timestamppb.New(s.now()), Reason: reason}
+	if err := s.pub.PublishStatus(ctx, bus.EventCanceled, jobID, "", ev); err != nil {
+		return nil, err
+	}
+	return s.jobs.Apply(ctx, ev)
+}
+
+// idAlphabet is base62. Ids look like Rocket.Chat's: 17 random characters.
+const idAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+const idLength = 17
+
+// NewJobID returns a random id from crypto/rand; bytes of 248 and above
+// are skipped so every character is equally likely.
+func NewJobID() (string, error) {
+	out := make([]byte, 0, idLength)
+	var buf [32]byte
+	for len(out) < idLength {
+		if _, err := rand.Read(buf[:]); err != nil {
+			return "", fmt.Errorf("random id: %w", err)
+		}
+		for _, b := range buf {
+			if b >= 248 || len(out) == idLength {
+				continue
+			}
+			out = append(out, idAlphabet[b%62])
+		}
+	}
+	return string(out), nil
+}
