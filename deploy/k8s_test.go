@@ -346,7 +346,7 @@ func (m *manifests) target(t *testing.T, host string, port int) (endpoint, int32
 // checkNetwork checks the NetworkPolicies: everything is denied unless
 // allowed; only the gateway is reachable from outside the namespace; each
 // service reaches exactly DNS, NATS, object storage and (the notifier)
-// SMTP, at the addresses its configuration names.
+// SMTP and webhook receivers, at the addresses its configuration names.
 func checkNetwork(t *testing.T, m *manifests) {
 	t.Helper()
 	dd := m.netpols["default-deny"]
@@ -397,6 +397,11 @@ func checkNetwork(t *testing.T, m *manifests) {
 		need := []string{"DATAPORT_NATS_URL", "DATAPORT_S3_ENDPOINT"}
 		if s.name == "notifier" {
 			need = append(need, "DATAPORT_SMTP_HOST")
+			// Webhook receivers are anywhere on the internet.
+			for _, port := range []int32{443, 80} {
+				allowed = append(allowed, port)
+				assert.True(t, m.egressAllowed(lbls, outside, port, corev1.ProtocolTCP), "notifier must reach webhook receivers on %d", port)
+			}
 		}
 		for _, v := range need {
 			addr := env[v]

@@ -1,6 +1,8 @@
 // Command archiver finalises export jobs: it records the parts exporters
-// upload, verifies them when a job has all of its parts and publishes the
-// job's deliverable files (ExportCompleted) or its failure (ExportFailed).
+// upload, verifies and packages them when a job has all of its parts and
+// publishes the job's deliverable files (ExportCompleted) or its failure
+// (ExportFailed). Its retention sweeper deletes expired files and stale
+// multipart uploads.
 package main
 
 import (
@@ -12,10 +14,12 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"dataport.dev/services/archiver/internal/archive"
+	"dataport.dev/services/archiver/internal/retention"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
@@ -37,6 +41,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	common := config.LoadCommon(l)
 	topology := infra.LoadTopology(l, common)
 	healthAddr := l.HostPort("DATAPORT_HEALTH_ADDR", "127.0.0.1:8082", "listen address of /healthz and /readyz")
+	retain := l.Duration("DATAPORT_RETENTION", 168*time.Hour, "how long a job's files are kept after it ended; the gateway uses the same value for expires_at")
+	sweepEvery := l.Duration("DATAPORT_SWEEP_INTERVAL", 10*time.Minute, "time between retention sweeps")
+	staleAge := l.Duration("DATAPORT_STALE_UPLOAD_AGE", 24*time.Hour, "age after which an unfinished multipart upload under jobs/ is aborted")
 	if err := l.Err(); err != nil {
 		return fmt.Errorf("archiver: invalid configuration:\n%w", err)
 	}
@@ -79,16 +86,36 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("archiver: stream %s: %w", bus.StreamExportEvents, err)
 	}
+	jobs, err := inf.JS.KeyValue(ctx, bus.BucketJobs)
+	if err != nil {
+		return fmt.Errorf("archiver: bucket %s: %w", bus.BucketJobs, err)
+	}
+	publisher := bus.NewPublisher(inf.JS, tel.Propagator())
 	archiver, err := archive.New(archive.Config{
 		Parts:     parts,
 		Events:    events,
+		Jobs:      jobs,
 		Objects:   inf.Blob,
 		Bucket:    common.ExportBucket,
-		Publisher: bus.NewPublisher(inf.JS, tel.Propagator()),
+		Publisher: publisher,
 		Logger:    log,
 	})
 	if err != nil {
 		return fmt.Errorf("archiver: %w", err)
+	}
+	sweeper, err := retention.New(retention.Config{
+		Jobs:           jobs,
+		Events:         events,
+		Objects:        inf.Blob,
+		Bucket:         common.ExportBucket,
+		Publisher:      publisher,
+		Retention:      retain,
+		StaleUploadAge: staleAge,
+		Interval:       sweepEvery,
+		Logger:         log,
+	})
+	if err != nil {
+		return fmt.Errorf("archiver: invalid configuration:\n%w", err)
 	}
 
 	mux := http.NewServeMux()
@@ -116,6 +143,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			Propagator:  tel.Propagator(),
 		})
 	})
+	g.Go(func() error { return sweeper.Run(gctx) })
 	log.InfoContext(ctx, "archiver started", "consumer", bus.ConsumerArchiver)
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("archiver: %w", err)

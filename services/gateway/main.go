@@ -9,17 +9,29 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+	// DATAPORT_TIMEZONE must resolve in a distroless image without tzdata.
+	_ "time/tzdata"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/dialect"
 	"dataport.dev/services/gateway/internal/httpapi"
+	"dataport.dev/services/gateway/internal/idempotency"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/mytracker"
+	"dataport.dev/services/gateway/internal/quota"
+	"dataport.dev/services/gateway/internal/rebilly"
+	"dataport.dev/services/gateway/internal/rocketchat"
+	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/services/gateway/internal/watchdog"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
@@ -32,6 +44,9 @@ const (
 	defaultHTTPAddr   = "127.0.0.1:8080"
 	defaultLinkSecret = "dev-only-link-secret-change-me"
 	defaultLinkTTL    = 24 * time.Hour
+	// defaultRetention is how long files are kept; the archiver's
+	// sweeper has the same default.
+	defaultRetention = 168 * time.Hour
 	// projectionConcurrency is how many status events one replica applies
 	// at once; revision checks keep concurrent applies to one job correct.
 	projectionConcurrency = 4
@@ -55,7 +70,19 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	publicURL := l.URL("DATAPORT_PUBLIC_URL", "http://"+httpAddr, "base URL of the gateway as users reach it; download links start with it")
 	linkSecret := l.Secret("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key of signed download links")
 	linkTTL := l.Duration("DATAPORT_LINK_TTL", defaultLinkTTL, "how long signed download links stay valid")
-	if err := l.Err(); err != nil {
+	retention := l.Duration("DATAPORT_RETENTION", defaultRetention, "how long a job's files are kept after completion (expires_at); the archiver's sweeper deletes them then")
+	dataDownloadInterval := l.Duration("DATAPORT_DATA_DOWNLOAD_INTERVAL", rocketchat.DefaultDataDownloadInterval, "Rocket.Chat users.requestDataDownload: how long after a request a new one returns the previous operation")
+	maxConcurrent := l.Int("DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER", 5, 0, 10000, "unfinished exports one user may have before creates get 429 (0: no limit)")
+	ratePerMinute := l.Int("DATAPORT_CREATE_RATE_PER_MINUTE", 30, 0, 100000, "export creates one caller may send per minute, per gateway replica (0: no limit)")
+	stuckAfter := l.Duration("DATAPORT_STUCK_JOB_AFTER", 15*time.Minute, "a job with no update for this long is failed by the watchdog")
+	timezone := l.String("DATAPORT_TIMEZONE", "UTC", "IANA time zone in which relative and date-only export ranges (today, -7 days, dateFrom) are resolved")
+	jwtHS256 := l.Secret("DATAPORT_JWT_HS256_SECRET", "", "HS256 key of accepted Bearer JWTs (Rebilly and myTracker dialects); empty: none")
+	jwtRS256 := l.String("DATAPORT_JWT_RS256_PUBLIC_KEY", "", "PEM public key of accepted RS256 Bearer JWTs; empty: none")
+	rawRowsPerChunk := l.Int("DATAPORT_RAW_MAX_ROWS_PER_CHUNK", 100000, 1, 1<<31-1, "rows per chunk file of a myTracker raw export")
+	rawBytesPerChunk := l.Int("DATAPORT_RAW_MAX_BYTES_PER_CHUNK", 64<<20, 1024, 1<<40, "uncompressed bytes per chunk file of a myTracker raw export")
+	rawMaxRows := l.Int("DATAPORT_RAW_MAX_ROWS", 1000000, 1, 1<<40, "rows above which a raw export is rejected (Too many lines in one export)")
+	loc, tzErr := time.LoadLocation(timezone)
+	if err := errors.Join(l.Err(), tzErr); err != nil {
 		return fmt.Errorf("gateway: bad configuration:\n%w", err)
 	}
 	l.Print(stdout)
@@ -81,7 +108,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer inf.Close()
 
-	jobs, err := jobstore.Open(ctx, inf.JS)
+	jobs, err := jobstore.Open(ctx, inf.JS, jobstore.WithRetention(retention))
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -95,17 +122,61 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 
 	pub := bus.NewPublisher(inf.JS, tel.Propagator())
+	submitter := submit.New(jobs, pub, nil)
+	signer := links.New(publicURL, []byte(linkSecret), linkTTL, nil)
+	kvs := map[string]jetstream.KeyValue{}
+	for _, name := range []string{bus.BucketUsers, bus.BucketJobs, bus.BucketSchedules, bus.BucketCounters} {
+		if kvs[name], err = inf.JS.KeyValue(ctx, name); err != nil {
+			return fmt.Errorf("gateway: open bucket %s: %w", name, err)
+		}
+	}
+	tokens, err := rebilly.NewAuthenticator(kvs[bus.BucketUsers], rebilly.AuthConfig{HS256Secret: jwtHS256, RS256PublicKeyPEM: jwtRS256})
+	if err != nil {
+		return fmt.Errorf("gateway: bad configuration: DATAPORT_JWT_RS256_PUBLIC_KEY: %w", err)
+	}
+	schedules := schedule.NewStore(kvs[bus.BucketSchedules])
+	rebillyAPI := rebilly.New(rebilly.Config{
+		Auth: tokens, Jobs: jobs, JobsKV: kvs[bus.BucketJobs], Schedules: schedules, Submitter: submitter,
+		Links: signer, Blob: inf.Blob, PublicURL: publicURL, Location: loc, Logger: log,
+	})
+	myTrackerAPI := mytracker.New(mytracker.Config{
+		Auth: tokens, Jobs: jobs, Counters: kvs[bus.BucketCounters], Submitter: submitter, Links: signer, Location: loc, Logger: log,
+		Limits: mytracker.Limits{MaxRowsPerChunk: uint64(rawRowsPerChunk), MaxBytesPerChunk: uint64(rawBytesPerChunk), MaxRows: uint64(rawMaxRows)},
+	})
+	scheduler := schedule.New(schedules, rebillyAPI.RunSchedule, schedule.Options{Logger: log})
+	rocketChatAPI := rocketchat.New(rocketchat.Config{
+		Jobs: jobs, Auth: authz, Submitter: submitter, Links: signer,
+		DataDownloadInterval: dataDownloadInterval, Logger: log,
+	})
+	identify := dialect.HeaderIdentity(authz, tokens, func(err error) bool {
+		return errors.Is(err, auth.ErrUnauthenticated) || errors.Is(err, rebilly.ErrUnauthenticated)
+	})
+	idem, err := idempotency.Open(ctx, inf.JS, idempotency.Options{Identify: identify, Logger: log})
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	limiter := quota.New(quota.Options{
+		MaxConcurrent: maxConcurrent,
+		RatePerMinute: ratePerMinute,
+		Identify:      identify,
+		Active:        quota.ActiveJobs(jobs),
+		Logger:        log,
+	})
+	dog := watchdog.New(inf.NC, inf.JS, jobs, pub, watchdog.Options{StuckAfter: stuckAfter, Logger: log})
 	router := httpapi.New(httpapi.Config{
 		Jobs:           jobs,
 		Auth:           authz,
 		Publisher:      pub,
-		Submitter:      submit.New(jobs, pub, nil),
+		Submitter:      submitter,
+		Dialects:       []httpapi.Dialect{rocketChatAPI, rebillyAPI, myTrackerAPI},
 		Blob:           inf.Blob,
 		ExportBucket:   common.ExportBucket,
-		Links:          links.New(publicURL, []byte(linkSecret), linkTTL, nil),
+		Links:          signer,
 		Logger:         log,
 		TracerProvider: tel.TracerProvider,
 		Propagator:     tel.Propagator(),
+		// Idempotency first, so a replayed create does not spend quota.
+		Middleware: []func(http.Handler) http.Handler{idem.Handler, limiter.Handler},
 	})
 	infra.HealthRoutes(router, inf.Ready)
 
@@ -133,6 +204,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 		return nil
 	})
+	g.Go(func() error { return dog.Run(consumeCtx) })
+	g.Go(func() error { return scheduler.Run(consumeCtx) })
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

@@ -1,6 +1,7 @@
-// Command notifier emails a job's owner when an export completed or
-// failed, once per job, and reports each outcome as a NotificationSent
-// event.
+// Command notifier tells people that an export ended: it emails the job's
+// owner and extra addresses, mails room-mail jobs to their recipients and
+// posts signed webhook events, once per job and channel, and reports each
+// outcome as a NotificationSent event.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,6 +39,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer stop()
 
 	const defaultLinkSecret = "dev-only-link-secret-change-me"
+	const defaultWebhookSecret = "dev-only-webhook-secret-change-me"
 	l := config.New(getenv)
 	common := config.LoadCommon(l)
 	topology := infra.LoadTopology(l, common)
@@ -47,7 +50,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Username: l.String("DATAPORT_SMTP_USERNAME", "", "SMTP AUTH user name; empty disables AUTH"),
 		Password: l.Secret("DATAPORT_SMTP_PASSWORD", "", "SMTP AUTH password"),
 		TLS:      l.Enum("DATAPORT_SMTP_TLS", notify.TLSNone, notify.TLSModes(), "SMTP transport security: none, starttls (required) or tls (implicit, usually port 465)"),
+		CAFile:   l.String("DATAPORT_SMTP_CA_FILE", "", "PEM file of the CAs trusted for the SMTP server's certificate; empty uses the system's"),
+		// Development and tests only: a self-signed Mailpit or test server.
+		InsecureSkipVerify: l.Bool("DATAPORT_SMTP_TLS_INSECURE_SKIP_VERIFY", false, "accept any SMTP server certificate (development and tests only)"),
 	}
+	webhookSecret := l.Secret("DATAPORT_WEBHOOK_SECRET", defaultWebhookSecret, "HMAC key of webhook signatures (X-Dataport-Signature)")
+	webhookURLs := l.String("DATAPORT_WEBHOOK_URLS", "", "comma-separated webhook URLs told about every job, besides each job's own")
+	webhookAllow := l.String("DATAPORT_WEBHOOK_ALLOWLIST", "", "comma-separated hosts and CIDRs webhooks may reach although private, loopback or link-local")
 	mailFrom := l.String("DATAPORT_MAIL_FROM", "Dataport <exports@dataport.local>", "sender of notification emails, RFC 5322 address")
 	publicURL := l.URL("DATAPORT_PUBLIC_URL", "http://127.0.0.1:8080", "public base URL of the gateway, used in download links")
 	linkSecret := l.Secret("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key of download links; must equal the gateway's")
@@ -65,6 +74,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("notifier: invalid configuration:\n%w", err)
 	}
 	signer := links.New(publicURL, []byte(linkSecret), linkTTL, nil)
+	webhooks, err := notify.NewWebhooks(notify.WebhookConfig{
+		Secret: []byte(webhookSecret),
+		URLs:   strings.Split(webhookURLs, ","),
+		Allow:  strings.Split(webhookAllow, ","),
+	})
+	if err != nil {
+		return fmt.Errorf("notifier: invalid configuration:\n%w", err)
+	}
 
 	version := "dev"
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
@@ -87,6 +104,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if linkSecret == defaultLinkSecret {
 		log.WarnContext(ctx, "DATAPORT_LINK_SECRET is the development default; anyone can forge download links")
 	}
+	if webhookSecret == defaultWebhookSecret {
+		log.WarnContext(ctx, "DATAPORT_WEBHOOK_SECRET is the development default; anyone can forge webhook signatures")
+	}
+	if smtpCfg.InsecureSkipVerify {
+		log.WarnContext(ctx, "DATAPORT_SMTP_TLS_INSECURE_SKIP_VERIFY is set; the SMTP server's certificate is not checked")
+	}
 
 	inf, err := infra.Connect(ctx, "notifier", common, topology, log)
 	if err != nil {
@@ -106,10 +129,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("notifier: bucket %s: %w", bus.BucketNotifications, err)
 	}
+	jobs, err := inf.JS.KeyValue(ctx, bus.BucketJobs)
+	if err != nil {
+		return fmt.Errorf("notifier: bucket %s: %w", bus.BucketJobs, err)
+	}
 	notifier, err := notify.New(notify.Config{
 		Users:     users,
 		Sent:      sent,
+		Jobs:      jobs,
+		Objects:   inf.Blob,
+		Bucket:    common.ExportBucket,
 		Mailer:    mailer,
+		Webhooks:  webhooks,
 		Links:     signer,
 		LinkTTL:   linkTTL,
 		From:      *from,

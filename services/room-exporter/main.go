@@ -15,8 +15,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"dataport.dev/services/room-exporter/internal/recordexport"
 	"dataport.dev/services/room-exporter/internal/roomexport"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
@@ -86,6 +88,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Store:          inf.Blob,
 		Publisher:      bus.NewPublisher(inf.JS, tel.Propagator()),
 		Bucket:         common.ExportBucket,
+		AssetBucket:    common.AssetBucket,
 		MaxDeliver:     topo.TaskMaxDeliver,
 		Logger:         log,
 		TracerProvider: tel.TracerProvider,
@@ -93,6 +96,38 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", service, err)
+	}
+
+	records, err := recordexport.New(ctx, recordexport.Options{
+		JS:             inf.JS,
+		Store:          inf.Blob,
+		Publisher:      bus.NewPublisher(inf.JS, tel.Propagator()),
+		Bucket:         common.ExportBucket,
+		MaxDeliver:     topo.TaskMaxDeliver,
+		Logger:         log,
+		TracerProvider: tel.TracerProvider,
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	recordTasks, err := bus.TaskSubject(bus.TaskRecords)
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	// One consumer takes every task; record tasks go to the record
+	// exporter, everything else to the room exporter.
+	handle := func(ctx context.Context, msg jetstream.Msg) error {
+		if msg.Subject() == recordTasks {
+			return records.Handle(ctx, msg)
+		}
+		return exp.Handle(ctx, msg)
+	}
+	terminated := func(ctx context.Context, msg jetstream.Msg, cause error) {
+		if msg.Subject() == recordTasks {
+			records.Terminated(ctx, msg, cause)
+			return
+		}
+		exp.Terminated(ctx, msg, cause)
 	}
 
 	mux := http.NewServeMux()
@@ -108,13 +143,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return infra.Serve(gctx, healthAddr, mux, common.ShutdownTimeout, log)
 	})
 	g.Go(func() error {
-		err := bus.Consume(consumeCtx, cons, exp.Handle, bus.ConsumeOptions{
+		err := bus.Consume(consumeCtx, cons, handle, bus.ConsumeOptions{
 			Concurrency: concurrency,
 			// In-progress acks well inside AckWait/2, as JetStream advises.
 			Heartbeat: topo.TaskAckWait / 3,
 			// Leave part of the budget for draining NATS and telemetry.
 			Grace:        common.ShutdownTimeout * 2 / 3,
-			OnTerminated: exp.Terminated,
+			OnTerminated: terminated,
 			Logger:       log,
 			Tracer:       tel.TracerProvider.Tracer(service),
 			Propagator:   tel.Propagator(),

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -355,6 +356,53 @@ func (s *Store) AbortIncompleteUploads(ctx context.Context, bucket, key string) 
 		n++
 	}
 	return n, nil
+}
+
+// Upload describes an unfinished multipart upload.
+type Upload struct {
+	Key      string
+	UploadID string
+	// Initiated is when the upload was started, by the server's clock.
+	Initiated time.Time
+}
+
+// ListIncompleteUploads returns the unfinished multipart uploads whose key
+// starts with prefix, in key order. MinIO answers ListMultipartUploads for
+// an exact key or for the whole bucket, never for a shorter prefix (a
+// deliberate simplification of its multipart API), so the bucket is listed
+// and filtered here. The listing is held in memory: unfinished uploads are
+// few, since every Upload aborts its own on failure.
+func (s *Store) ListIncompleteUploads(ctx context.Context, bucket, prefix string) ([]Upload, error) {
+	if err := checkBucket(bucket); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out []Upload
+	for u := range s.client.ListIncompleteUploads(ctx, bucket, "", true) {
+		if u.Err != nil {
+			return nil, fmt.Errorf("list uploads %s/%s: %w", bucket, prefix, translate(u.Err))
+		}
+		if strings.HasPrefix(u.Key, prefix) {
+			out = append(out, Upload{Key: u.Key, UploadID: u.UploadID, Initiated: u.Initiated.UTC()})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Upload) int { return strings.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// AbortUpload aborts one unfinished multipart upload. Aborting an upload
+// that no longer exists (completed or aborted meanwhile) is not an error,
+// so two sweepers may race.
+func (s *Store) AbortUpload(ctx context.Context, bucket, key, uploadID string) error {
+	if err := checkObject(bucket, key); err != nil {
+		return err
+	}
+	err := s.core.AbortMultipartUpload(ctx, bucket, key, uploadID)
+	if err != nil && errorCode(err) != minio.NoSuchUpload {
+		return fmt.Errorf("abort upload %s/%s: %w", bucket, key, translate(err))
+	}
+	return nil
 }
 
 func infoOf(oi minio.ObjectInfo) Info {

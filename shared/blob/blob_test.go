@@ -251,6 +251,42 @@ func TestStore(t *testing.T) {
 		assert.Equal(t, 1, n)
 	})
 
+	t.Run("ListIncompleteUploadsUnderPrefix", func(t *testing.T) {
+		t.Parallel()
+		b := bucket(t)
+		before := time.Now().Add(-time.Minute)
+		for _, k := range []string{"jobs/7/files/a.zip", "jobs/7/parts/0/x.json", "jobs/70/parts/0/y.json", "other/z"} {
+			_, err := s.StartUploadForTest(t.Context(), b, k)
+			require.NoError(t, err)
+		}
+		// A finished upload is not listed.
+		_, err := s.Upload(t.Context(), b, "jobs/7/parts/1/done.json", strings.NewReader("{}"), "")
+		require.NoError(t, err)
+
+		ups, err := s.ListIncompleteUploads(t.Context(), b, "jobs/7/")
+		require.NoError(t, err)
+		var keys []string
+		for _, u := range ups {
+			keys = append(keys, u.Key)
+			assert.NotEmpty(t, u.UploadID)
+			assert.True(t, u.Initiated.After(before), "initiated %v", u.Initiated)
+		}
+		assert.Equal(t, []string{"jobs/7/files/a.zip", "jobs/7/parts/0/x.json"}, keys)
+
+		for _, u := range ups {
+			require.NoError(t, s.AbortUpload(t.Context(), b, u.Key, u.UploadID))
+			// Twice is fine: a racing sweeper got there first.
+			require.NoError(t, s.AbortUpload(t.Context(), b, u.Key, u.UploadID))
+		}
+		ups, err = s.ListIncompleteUploads(t.Context(), b, "jobs/")
+		require.NoError(t, err)
+		require.Len(t, ups, 1)
+		assert.Equal(t, "jobs/70/parts/0/y.json", ups[0].Key)
+		all, err := s.ListIncompleteUploads(t.Context(), b, "")
+		require.NoError(t, err)
+		assert.Len(t, all, 2)
+	})
+
 	t.Run("CancelMidUploadLeavesNoObject", func(t *testing.T) {
 		t.Parallel()
 		b := bucket(t)

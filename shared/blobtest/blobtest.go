@@ -50,6 +50,70 @@ type Server struct {
 	Store *blob.Store
 	// Dir is the server's data directory, removed after the test.
 	Dir string
+
+	proc *proc
+}
+
+// proc is the running MinIO process; Stop and Restart swap it.
+type proc struct {
+	mu              sync.Mutex
+	bin, addr, cons string
+	dir             string
+	out             *syncBuffer
+	stop            func()
+}
+
+// Stop kills the server as a crash or an outage would (SIGKILL: no
+// graceful shutdown). The data directory stays; Restart brings the server
+// back on the same address. Stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.proc.mu.Lock()
+	defer s.proc.mu.Unlock()
+	if s.proc.stop != nil {
+		s.proc.stop()
+		s.proc.stop = nil
+	}
+}
+
+// Restart starts a stopped server again on the same address and data
+// directory and waits until it serves requests.
+func (s *Server) Restart(tb testing.TB) {
+	tb.Helper()
+	s.proc.mu.Lock()
+	defer s.proc.mu.Unlock()
+	if s.proc.stop != nil {
+		s.proc.stop()
+	}
+	stop, exited, err := launch(s.proc.bin, s.proc.addr, s.proc.cons, s.proc.dir, s.proc.out)
+	if err != nil {
+		tb.Fatalf("blobtest: restart: %v", err)
+	}
+	s.proc.stop = stop
+	if err := waitReady(tb.Context(), s.proc.addr, s.Store, exited); err != nil {
+		tb.Fatalf("blobtest: restart: %v; output:\n%s", err, s.proc.out.String())
+	}
+}
+
+// launch starts MinIO; stop kills it and waits for it to exit.
+func launch(bin, addr, console, dir string, out *syncBuffer) (stop func(), exited chan struct{}, err error) {
+	cmd := exec.Command(bin, "server", "--address", addr, "--console-address", console, dir)
+	cmd.Env = append(minioFreeEnv(),
+		"MINIO_ROOT_USER="+accessKey,
+		"MINIO_ROOT_PASSWORD="+secretKey,
+		"MINIO_BROWSER=off", // no console: faster start, one port fewer in use
+		"MINIO_UPDATE=off",  // never phone home from a test
+	)
+	cmd.Stdout = out
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	exited = make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	return func() { _ = cmd.Process.Kill(); <-exited }, exited, nil
 }
 
 // Start launches MinIO on free loopback ports with a fresh data directory
@@ -134,13 +198,15 @@ func start(tb testing.TB, bin, dir string) (srv *Server, retry bool, err error) 
 		return nil, false, fmt.Errorf("%w; output:\n%s", err, out.String())
 	}
 
+	p := &proc{bin: bin, addr: addr, cons: console, dir: dir, out: out, stop: stop}
+	srv = &Server{Config: cfg, Store: store, Dir: dir, proc: p}
 	tb.Cleanup(func() {
-		stop()
+		srv.Stop()
 		if tb.Failed() {
 			tb.Logf("minio output (%s):\n%s", addr, out.String())
 		}
 	})
-	return &Server{Config: cfg, Store: store, Dir: dir}, false, nil
+	return srv, false, nil
 }
 
 var errExited = errors.New("minio exited before becoming ready")

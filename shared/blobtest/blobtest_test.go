@@ -2,10 +2,12 @@ package blobtest
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -124,4 +126,24 @@ func evalPath(t *testing.T, p string) string {
 	r, err := filepath.EvalSymlinks(p)
 	require.NoError(t, err)
 	return r
+}
+
+func TestStopAndRestartKeepData(t *testing.T) {
+	srv := Start(t)
+	ctx := t.Context()
+	require.NoError(t, srv.Store.EnsureBucket(ctx, "keep"))
+	_, err := srv.Store.Upload(ctx, "keep", "a.txt", strings.NewReader("still here"), "text/plain")
+	require.NoError(t, err)
+
+	srv.Stop()
+	assert.Error(t, srv.Store.Ping(ctx), "a stopped server does not answer")
+	srv.Stop() // stopping twice is harmless
+
+	srv.Restart(t)
+	rc, _, err := srv.Store.Open(ctx, "keep", "a.txt")
+	require.NoError(t, err)
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	assert.Equal(t, "still here", string(b), "same address, same data")
 }

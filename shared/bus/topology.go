@@ -139,6 +139,14 @@ func ParseStatusSubject(subject string) (Event, string, error) {
 	return Event(parts[2]), parts[3], nil
 }
 
+// MaxDeliveriesAdvisory is the core-NATS subject on which JetStream
+// announces that a durable consumer gave up on a message (MaxDeliver hit).
+// In a work-queue stream the message stays behind, so whoever watches this
+// must fail the job and delete the message.
+func MaxDeliveriesAdvisory(stream, consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
+}
+
 // ChatSubject is the subject of one room's history.
 func ChatSubject(roomID string) (string, error) {
 	if err := Token(roomID); err != nil {

@@ -91,29 +91,28 @@ func freeAddr(t testing.TB) string {
 }
 
 // process is a child process whose output goes to a log file that is shown
-// when the test fails.
+// when the test fails. It can be killed and started again with the same
+// command; every run appends to the same log.
 type process struct {
 	name string
-	cmd  *exec.Cmd
+	bin  string
+	env  []string
+	args []string
 	log  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
 	done chan struct{}
 }
 
 func startProcess(t testing.TB, name, bin string, env []string, args ...string) *process {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	require.NoError(t, err)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(t, cmd.Start(), "start %s", name)
-	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	p := &process{name: name, bin: bin, env: env, args: args, log: filepath.Join(t.TempDir(), name+".log")}
+	p.start(t)
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
+			b, _ := os.ReadFile(p.log)
 			if len(b) > 8000 {
 				b = b[len(b)-8000:]
 			}
@@ -123,19 +122,62 @@ func startProcess(t testing.TB, name, bin string, env []string, args ...string) 
 	return p
 }
 
+func (p *process) start(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	require.NoError(t, err)
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	require.NoError(t, cmd.Start(), "start %s", p.name)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); f.Close(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+}
+
+// kill sends SIGKILL, as a crash or an OOM kill would, and waits for the
+// process to be gone.
+func (p *process) kill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// restart starts the process again after kill or stop.
+func (p *process) restart(t testing.TB) {
+	t.Helper()
+	p.stop()
+	p.start(t)
+}
+
+// logText is everything the process wrote so far, over all its runs.
+func (p *process) logText(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(p.log)
+	require.NoError(t, err)
+	return string(b)
+}
+
 // stop sends SIGTERM, as Kubernetes does, and kills after a grace period.
 func (p *process) stop() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
 	select {
-	case <-p.done:
+	case <-done:
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.done:
+	case <-done:
 	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		_ = cmd.Process.Kill()
+		<-done
 	}
 }
 
@@ -158,6 +200,26 @@ type stack struct {
 	devDir      string
 	credentials []credential
 	seed        seedCounts
+
+	// nats is nil when the stack runs on a cluster (stackOptions.natsURL).
+	nats      *bustest.Server
+	natsURL   string
+	minio     *blobtest.Server
+	gateway   *process
+	exporters []*process
+	archiver  *process
+	notifier  *process
+}
+
+// stackOptions change how startStackWith runs Dataport.
+type stackOptions struct {
+	// exporters is how many room-exporter processes run; 0 means 1.
+	exporters int
+	// env is added to every service's environment (later values win).
+	env []string
+	// natsURL points the services at an existing NATS (e.g. a cluster);
+	// empty starts a single embedded server.
+	natsURL string
 }
 
 type credential struct {
@@ -188,8 +250,19 @@ func (s *stack) user(t testing.TB, username string) credential {
 // startStack runs NATS, MinIO, Mailpit, the four services and the seeder.
 func startStack(t *testing.T) *stack {
 	t.Helper()
+	return startStackWith(t, stackOptions{})
+}
+
+// startStackWith is startStack with knobs for the fault tests.
+func startStackWith(t *testing.T, o stackOptions) *stack {
+	t.Helper()
 	bins := buildBinaries(t)
-	nats := bustest.StartBare(t)
+	var nats *bustest.Server
+	natsURL := o.natsURL
+	if natsURL == "" {
+		nats = bustest.StartBare(t)
+		natsURL = nats.URL
+	}
 	minio := blobtest.Start(t)
 
 	smtpAddr, mailpitAddr := freeAddr(t), freeAddr(t)
@@ -200,7 +273,7 @@ func startStack(t *testing.T) *stack {
 	gatewayAddr := freeAddr(t)
 	_, smtpPort, _ := net.SplitHostPort(smtpAddr)
 	common := []string{
-		"DATAPORT_NATS_URL=" + nats.URL,
+		"DATAPORT_NATS_URL=" + natsURL,
 		"DATAPORT_S3_ENDPOINT=" + minio.Config.Endpoint,
 		"DATAPORT_S3_ACCESS_KEY=" + minio.Config.AccessKey,
 		"DATAPORT_S3_SECRET_KEY=" + minio.Config.SecretKey,
@@ -210,16 +283,31 @@ func startStack(t *testing.T) *stack {
 		"DATAPORT_SMTP_PORT=" + smtpPort,
 		"DATAPORT_TASK_ACK_WAIT=5s",
 		"DATAPORT_LOG_LEVEL=debug",
+		// Quotas are exercised by their own test; the others create many
+		// jobs quickly as one user.
+		"DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER=0",
+		"DATAPORT_CREATE_RATE_PER_MINUTE=0",
 	}
+	common = append(common, o.env...)
 	env := func(extra ...string) []string { return append(append([]string{}, common...), extra...) }
 
-	health := map[string]string{}
-	for _, svc := range []string{"room-exporter", "archiver", "notifier"} {
+	s := &stack{nats: nats, natsURL: natsURL, minio: minio}
+	var health []string
+	service := func(name, bin string) *process {
 		addr := freeAddr(t)
-		health[svc] = addr
-		startProcess(t, svc, filepath.Join(bins, svc), env("DATAPORT_HEALTH_ADDR="+addr))
+		health = append(health, addr)
+		return startProcess(t, name, filepath.Join(bins, bin), env("DATAPORT_HEALTH_ADDR="+addr))
 	}
-	startProcess(t, "gateway", filepath.Join(bins, "gateway"), env("DATAPORT_HTTP_ADDR="+gatewayAddr))
+	for i := range max(o.exporters, 1) {
+		name := "room-exporter"
+		if i > 0 {
+			name = fmt.Sprintf("room-exporter-%d", i+1)
+		}
+		s.exporters = append(s.exporters, service(name, "room-exporter"))
+	}
+	s.archiver = service("archiver", "archiver")
+	s.notifier = service("notifier", "notifier")
+	s.gateway = startProcess(t, "gateway", filepath.Join(bins, "gateway"), env("DATAPORT_HTTP_ADDR="+gatewayAddr))
 	waitHTTP(t, "http://"+gatewayAddr+"/readyz")
 	for _, addr := range health {
 		waitHTTP(t, "http://"+addr+"/readyz")
@@ -231,7 +319,7 @@ func startStack(t *testing.T) *stack {
 	out, err := seed.CombinedOutput()
 	require.NoError(t, err, "seeder: %s", out)
 
-	s := &stack{gatewayURL: "http://" + gatewayAddr, mailpitURL: "http://" + mailpitAddr, devDir: devDir}
+	s.gatewayURL, s.mailpitURL, s.devDir = "http://"+gatewayAddr, "http://"+mailpitAddr, devDir
 	readJSON(t, filepath.Join(devDir, "credentials.json"), &s.credentials)
 	readJSON(t, filepath.Join(devDir, "seed.json"), &s.seed)
 	return s

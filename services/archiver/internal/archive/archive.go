@@ -1,14 +1,13 @@
 // Package archive finalises export jobs. It records every uploaded part of a
-// job and, once all of a job's parts are there, verifies each part's object
-// against the size and SHA-256 the exporter reported, builds the job's
-// deliverable files and publishes ExportCompleted, or ExportFailed when a
-// part does not verify.
+// job and, once all of a job's parts are there, builds the job's
+// deliverable files (a zip archive with a manifest for user-data
+// downloads, the parts themselves otherwise), verifying each part's object
+// against the size and SHA-256 the exporter reported on the way, and
+// publishes ExportCompleted, or ExportFailed when a part does not verify.
 package archive
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,13 +24,16 @@ import (
 	"dataport.dev/shared/bus"
 )
 
-// Objects is the read side of the object store the archiver verifies parts
-// against. *blob.Store implements it. Both methods report a missing object
-// as blob.ErrNotFound; Open streams, so verifying a part never holds the
-// whole object in memory.
+// Objects is the object store the archiver verifies parts against and
+// writes archives to. *blob.Store implements it. Stat and Open report a
+// missing object as blob.ErrNotFound; Open and Upload stream, so neither
+// verifying a part nor building an archive holds a whole object in memory.
+// Upload makes the object visible only once r is read to its end, and
+// leaves no object when reading r fails.
 type Objects interface {
 	Stat(ctx context.Context, bucket, key string) (blob.Info, error)
 	Open(ctx context.Context, bucket, key string) (io.ReadCloser, blob.Info, error)
+	Upload(ctx context.Context, bucket, key string, r io.Reader, contentType string) (blob.Info, error)
 }
 
 // Publisher publishes a job's status events. *bus.Publisher implements it;
@@ -48,13 +50,17 @@ type Config struct {
 	// Events is the EXPORT_EVENTS stream, read to skip jobs that already
 	// ended.
 	Events jetstream.Stream
+	// Jobs is the export_jobs bucket, read (never written) for the job's
+	// creation time, which archives use as their entries' timestamp. Nil,
+	// or a missing record, stamps entries with 1980-01-01.
+	Jobs jetstream.KeyValue
 	// Objects and Bucket locate the parts' objects.
 	Objects Objects
 	Bucket  string
 	// Publisher sends ExportFinalizing, ExportCompleted and ExportFailed.
 	Publisher Publisher
-	// Packager builds the deliverable from verified parts; nil means
-	// PartsAsFiles.
+	// Packager verifies the parts and builds the deliverable; nil means
+	// NewDefaultPackager(Objects, Bucket).
 	Packager Packager
 	// Logger defaults to discarding; Now defaults to time.Now.
 	Logger *slog.Logger
@@ -68,6 +74,7 @@ type Config struct {
 type Archiver struct {
 	parts     jetstream.KeyValue
 	events    jetstream.Stream
+	jobs      jetstream.KeyValue
 	objects   Objects
 	bucket    string
 	publisher Publisher
@@ -89,7 +96,7 @@ func New(c Config) (*Archiver, error) {
 		return nil, errors.New("archive: publisher is required")
 	}
 	if c.Packager == nil {
-		c.Packager = PartsAsFiles{}
+		c.Packager = NewDefaultPackager(c.Objects, c.Bucket)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -100,6 +107,7 @@ func New(c Config) (*Archiver, error) {
 	return &Archiver{
 		parts:     c.Parts,
 		events:    c.Events,
+		jobs:      c.Jobs,
 		objects:   c.Objects,
 		bucket:    c.Bucket,
 		publisher: c.Publisher,
@@ -159,8 +167,13 @@ func validate(p *exportv1.PartUploaded) error {
 		return fmt.Errorf("part event of job %s: parts_total is 0", p.GetJobId())
 	case p.GetPart() >= p.GetPartsTotal():
 		return fmt.Errorf("part event of job %s: part %d out of range (parts_total %d)", p.GetJobId(), p.GetPart(), p.GetPartsTotal())
-	case p.GetFile().GetObjectKey() == "":
-		return fmt.Errorf("part event of job %s: part %d has no object key", p.GetJobId(), p.GetPart())
+	}
+	// A part may have no file at all: an assets part of a user who
+	// uploaded nothing.
+	for _, f := range partFiles(p) {
+		if f.GetObjectKey() == "" {
+			return fmt.Errorf("part event of job %s: part %d has a file without object key", p.GetJobId(), p.GetPart())
+		}
 	}
 	return nil
 }
@@ -215,23 +228,18 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, jobID string,
 	}); err != nil {
 		return err
 	}
-	log.InfoContext(ctx, "all parts recorded; verifying")
+	log.InfoContext(ctx, "all parts recorded; verifying and packaging")
 
-	for _, p := range parts {
-		problem, err := a.verify(ctx, p.GetFile())
-		if err != nil {
-			return fmt.Errorf("verify part %d of job %s: %w", p.GetPart(), jobID, err)
-		}
-		if problem != "" {
-			reason := fmt.Sprintf("part %d (%s) failed verification: %s", p.GetPart(), p.GetFile().GetName(), problem)
-			return a.fail(ctx, log, last, reason)
-		}
+	job, err := a.job(ctx, jobID, last)
+	if err != nil {
+		return err
 	}
-
-	files, err := a.packager.Package(ctx, parts)
+	files, err := a.packager.Package(ctx, job, parts)
 	if err != nil {
 		if perm, ok := errors.AsType[*bus.PermanentError](err); ok {
-			return a.fail(ctx, log, last, fmt.Sprintf("building the deliverable failed: %v", perm.Err))
+			// Packagers word their permanent errors as reasons that name
+			// the offending file.
+			return a.fail(ctx, log, last, perm.Err.Error())
 		}
 		return fmt.Errorf("package job %s: %w", jobID, err)
 	}
@@ -240,7 +248,7 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, jobID string,
 		OccurredAt: timestamppb.New(a.now()),
 		Files:      files,
 		OwnerId:    last.GetOwnerId(),
-		Kind:       last.GetKind(),
+		Kind:       job.Kind,
 	}); err != nil {
 		return err
 	}
@@ -250,7 +258,8 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, jobID string,
 
 // ended returns the terminal event already stored for the job, or "".
 func (a *Archiver) ended(ctx context.Context, jobID string) (bus.Event, error) {
-	for _, ev := range []bus.Event{bus.EventCompleted, bus.EventFailed} {
+	// A canceled job gets no archive: its owner no longer wants it.
+	for _, ev := range []bus.Event{bus.EventCompleted, bus.EventFailed, bus.EventCanceled} {
 		subject, err := bus.StatusSubject(ev, jobID)
 		if err != nil {
 			return "", bus.Permanent(err)
@@ -286,43 +295,34 @@ func (a *Archiver) loadParts(ctx context.Context, jobID string, total uint32) ([
 	return parts, nil
 }
 
-// verify checks the object of f against its recorded size and SHA-256. It
-// returns a description of what does not match, or an error when the check
-// itself could not be made (a transient storage failure).
-func (a *Archiver) verify(ctx context.Context, f *exportv1.File) (problem string, err error) {
-	key := f.GetObjectKey()
-	info, err := a.objects.Stat(ctx, a.bucket, key)
+// job describes the job for its packager: kind and owner from its parts,
+// the creation time from its record when there is one.
+func (a *Archiver) job(ctx context.Context, jobID string, last *exportv1.PartUploaded) (Job, error) {
+	j := Job{ID: jobID, Kind: last.GetKind(), OwnerID: last.GetOwnerId()}
+	if a.jobs == nil {
+		return j, nil
+	}
+	entry, err := a.jobs.Get(ctx, jobID)
 	switch {
-	case errors.Is(err, blob.ErrNotFound):
-		return fmt.Sprintf("object %s is missing", key), nil
-	case errors.Is(err, blob.ErrInvalidArgument):
-		return fmt.Sprintf("object key %q is invalid", key), nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return j, nil
 	case err != nil:
-		return "", err
+		return Job{}, fmt.Errorf("read job %s: %w", jobID, err)
 	}
-	if info.Size < 0 || uint64(info.Size) != f.GetSize() {
-		return fmt.Sprintf("object is %d bytes, %d recorded", info.Size, f.GetSize()), nil
+	var rec exportv1.Job
+	if err := proto.Unmarshal(entry.Value(), &rec); err != nil {
+		// The timestamp is cosmetic; a record this service cannot read
+		// must not fail the job.
+		a.log.WarnContext(ctx, "unreadable job record; archive entries get the default timestamp", "job_id", jobID, "error", err)
+		return j, nil
 	}
-	body, _, err := a.objects.Open(ctx, a.bucket, key)
-	switch {
-	case errors.Is(err, blob.ErrNotFound):
-		return fmt.Sprintf("object %s is missing", key), nil
-	case err != nil:
-		return "", err
+	if rec.GetCreatedAt() != nil {
+		j.Created = rec.GetCreatedAt().AsTime()
 	}
-	defer body.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, body)
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", key, err)
+	if j.Kind == exportv1.JobKind_JOB_KIND_UNSPECIFIED {
+		j.Kind = rec.GetKind()
 	}
-	if uint64(n) != f.GetSize() {
-		return fmt.Sprintf("read %d bytes of object, %d recorded", n, f.GetSize()), nil
-	}
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != f.GetSha256() {
-		return fmt.Sprintf("sha256 is %s, %s recorded", sum, f.GetSha256()), nil
-	}
-	return "", nil
+	return j, nil
 }
 
 // fail publishes the job's failure. The message is then acked: the same

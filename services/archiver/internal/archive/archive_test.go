@@ -23,10 +23,11 @@ import (
 )
 
 const (
-	bucket  = "dataport-exports"
-	owner   = "user-alice"
-	waitFor = 20 * time.Second
-	tick    = 50 * time.Millisecond
+	bucket      = "dataport-exports"
+	assetBucket = "dataport-assets"
+	owner       = "user-alice"
+	waitFor     = 20 * time.Second
+	tick        = 50 * time.Millisecond
 )
 
 // env is a running archiver consuming from a real JetStream server and
@@ -36,6 +37,7 @@ type env struct {
 	store    *blob.Store
 	pub      *bus.Publisher
 	events   jetstream.Stream
+	jobs     jetstream.KeyValue
 	consumer jetstream.Consumer
 }
 
@@ -48,12 +50,16 @@ func start(t *testing.T) *env {
 
 	parts, err := srv.JS.KeyValue(ctx, bus.BucketParts)
 	require.NoError(t, err)
+	require.NoError(t, mio.Store.EnsureBucket(ctx, assetBucket))
 	events, err := srv.JS.Stream(ctx, bus.StreamExportEvents)
+	require.NoError(t, err)
+	jobs, err := srv.JS.KeyValue(ctx, bus.BucketJobs)
 	require.NoError(t, err)
 	pub := bus.NewPublisher(srv.JS, nil)
 	a, err := archive.New(archive.Config{
 		Parts:     parts,
 		Events:    events,
+		Jobs:      jobs,
 		Objects:   mio.Store,
 		Bucket:    bucket,
 		Publisher: pub,
@@ -71,7 +77,7 @@ func start(t *testing.T) *env {
 	}()
 	// Registered after the servers' cleanups, so it runs before them.
 	t.Cleanup(func() { assert.NoError(t, <-done) })
-	return &env{js: srv.JS, store: mio.Store, pub: pub, events: events, consumer: consumer}
+	return &env{js: srv.JS, store: mio.Store, pub: pub, events: events, jobs: jobs, consumer: consumer}
 }
 
 // partSpec is one part of a job as a test sets it up.
@@ -112,17 +118,22 @@ func (e *env) upload(t *testing.T, jobID string, part int, s partSpec) *exportv1
 }
 
 // publishPart sends PartUploaded as room-exporter does. seq makes the
-// dedup id unique, so a repeated part is really delivered again.
-func (e *env) publishPart(t *testing.T, jobID string, part, total int, f *exportv1.File, seq int) {
+// dedup id unique, so a repeated part is really delivered again. One file
+// goes in PartUploaded.file, several in .files.
+func (e *env) publishPart(t *testing.T, jobID string, kind exportv1.JobKind, part, total int, seq int, files ...*exportv1.File) {
 	t.Helper()
 	m := &exportv1.PartUploaded{
 		JobId:      jobID,
 		OccurredAt: timestamppb.Now(),
 		Part:       uint32(part),
 		PartsTotal: uint32(total),
-		File:       f,
-		Kind:       exportv1.JobKind_JOB_KIND_USER_DATA,
+		Kind:       kind,
 		OwnerId:    owner,
+	}
+	if len(files) == 1 {
+		m.File = files[0]
+	} else {
+		m.Files = files
 	}
 	require.NoError(t, e.pub.PublishStatus(t.Context(), bus.EventPart, jobID, fmt.Sprintf("%d.%d", part, seq), m))
 }
@@ -222,7 +233,7 @@ func TestArchiver(t *testing.T) {
 				files[n] = e.upload(t, jobID, n, s)
 			}
 			for seq, n := range tt.order {
-				e.publishPart(t, jobID, n, len(tt.parts), files[n], seq)
+				e.publishPart(t, jobID, exportv1.JobKind_JOB_KIND_ROOM, n, len(tt.parts), seq, files[n])
 			}
 			e.waitOutcome(t, jobID)
 
@@ -234,7 +245,7 @@ func TestArchiver(t *testing.T) {
 				e.last(t, bus.EventCompleted, jobID, &done)
 				assert.Equal(t, jobID, done.GetJobId())
 				assert.Equal(t, owner, done.GetOwnerId())
-				assert.Equal(t, exportv1.JobKind_JOB_KIND_USER_DATA, done.GetKind())
+				assert.Equal(t, exportv1.JobKind_JOB_KIND_ROOM, done.GetKind())
 				assert.Empty(t, cmpFiles(files, done.GetFiles()), "files differ (-want +got)")
 				return
 			}
@@ -257,14 +268,14 @@ func TestArchiverIgnoresEndedJob(t *testing.T) {
 	e := start(t)
 	jobID := fmt.Sprintf("ended-%d", time.Now().UnixNano())
 	f := e.upload(t, jobID, 0, partSpec{name: "general.json", recorded: `{"room":"general"}`})
-	e.publishPart(t, jobID, 0, 1, f, 0)
+	e.publishPart(t, jobID, exportv1.JobKind_JOB_KIND_ROOM, 0, 1, 0, f)
 	e.waitOutcome(t, jobID)
 	require.EqualValues(t, 1, e.count(t, bus.EventCompleted, jobID))
 
 	// Without the object, verifying again would publish ExportFailed,
 	// which no dedup id of the completion would stop.
 	require.NoError(t, e.store.Delete(t.Context(), bucket, f.GetObjectKey()))
-	e.publishPart(t, jobID, 0, 1, f, 1)
+	e.publishPart(t, jobID, exportv1.JobKind_JOB_KIND_ROOM, 0, 1, 1, f)
 	e.waitOutcome(t, jobID)
 	assert.EqualValues(t, 1, e.count(t, bus.EventCompleted, jobID), "completed events")
 	assert.Zero(t, e.count(t, bus.EventFailed, jobID), "failed events")

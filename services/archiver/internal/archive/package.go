@@ -2,36 +2,173 @@ package archive
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/bus"
 )
 
-// Packager turns a job's verified parts into the files its owner
-// downloads. It is the seam where multi-part user-data downloads will be
-// bundled into a zip with a manifest.json of sizes and SHA-256 sums.
-//
-// Package receives every part of one job, in part order, after each part's
-// object has been verified. It may be called more than once for the same
-// job (a redelivered last part, two replicas racing), so whatever it writes
-// must go under keys derived from the job id and overwrite a previous
-// attempt. A bus.Permanent error fails the job with its message; any other
-// error is retried.
-type Packager interface {
-	Package(ctx context.Context, parts []*exportv1.PartUploaded) ([]*exportv1.File, error)
+// Job is what a Packager knows of the job whose parts it packages.
+type Job struct {
+	ID      string
+	Kind    exportv1.JobKind
+	OwnerID string
+	// Created is when the job was created, zero when the job record was
+	// not found. Archives use it as every entry's timestamp, so packaging
+	// the same parts twice gives the same bytes.
+	Created time.Time
 }
 
-// PartsAsFiles delivers the parts as they are, one file per part: a
-// one-part room export is its part's object, and a chunked export is its
-// chunks.
-type PartsAsFiles struct{}
+// Packager turns a job's parts into the files its owner downloads, and
+// checks every part's object against the size and SHA-256 the exporter
+// recorded on the way.
+//
+// Package receives every part of one job, in part order. It may be called
+// more than once for the same job (a redelivered last part, two replicas
+// racing), so whatever it writes must go under keys derived from the job id
+// and overwrite a previous attempt with the same bytes. A bus.Permanent
+// error fails the job with its message (which names the offending file);
+// any other error is retried.
+type Packager interface {
+	Package(ctx context.Context, job Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error)
+}
 
-// Package returns a copy of each part's File record, in part order.
-func (PartsAsFiles) Package(_ context.Context, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
-	files := make([]*exportv1.File, 0, len(parts))
-	for _, p := range parts {
-		files = append(files, proto.CloneOf(p.GetFile()))
+// ByKind packages each job with the packager registered for its kind, or
+// with Default.
+type ByKind struct {
+	Kinds   map[exportv1.JobKind]Packager
+	Default Packager
+}
+
+// Package hands the job to the packager of its kind.
+func (b ByKind) Package(ctx context.Context, job Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
+	if p, ok := b.Kinds[job.Kind]; ok {
+		return p.Package(ctx, job, parts)
+	}
+	return b.Default.Package(ctx, job, parts)
+}
+
+// NewDefaultPackager returns the packaging Dataport uses: a user-data
+// download becomes one zip archive with a manifest; room, records and
+// room-mail jobs deliver their parts' files as they are.
+func NewDefaultPackager(objects Objects, bucket string) Packager {
+	return ByKind{
+		Kinds: map[exportv1.JobKind]Packager{
+			exportv1.JobKind_JOB_KIND_USER_DATA: &Zip{Objects: objects, Bucket: bucket},
+		},
+		Default: &PartsAsFiles{Objects: objects, Bucket: bucket},
+	}
+}
+
+// PartsAsFiles delivers the parts as they are: a one-part room export is
+// its part's object, a chunked records part is its chunks in order, and a
+// room-mail part is mail.html and mail.txt for the notifier to send.
+type PartsAsFiles struct {
+	Objects Objects
+	// Bucket is the exports bucket, for files whose own bucket is empty.
+	Bucket string
+}
+
+// Package verifies every file of every part by streaming it through
+// SHA-256 and returns a copy of each File record, in part order and then
+// file order.
+func (p *PartsAsFiles) Package(ctx context.Context, _ Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
+	var files []*exportv1.File
+	for _, part := range parts {
+		for _, f := range partFiles(part) {
+			problem, err := verifyObject(ctx, p.Objects, bucketOf(f, p.Bucket), f)
+			if err != nil {
+				return nil, fmt.Errorf("verify part %d (%s): %w", part.GetPart(), f.GetName(), err)
+			}
+			if problem != "" {
+				return nil, verifyFailed(part, f, problem)
+			}
+			files = append(files, proto.CloneOf(f))
+		}
 	}
 	return files, nil
+}
+
+// partFiles returns the files of a part: its files when it produced
+// several, else its single file.
+func partFiles(p *exportv1.PartUploaded) []*exportv1.File {
+	if len(p.GetFiles()) > 0 {
+		return p.GetFiles()
+	}
+	if p.GetFile() != nil {
+		return []*exportv1.File{p.GetFile()}
+	}
+	return nil
+}
+
+// bucketOf is the bucket holding f: its own, or the exports bucket.
+func bucketOf(f *exportv1.File, exports string) string {
+	if b := f.GetBucket(); b != "" {
+		return b
+	}
+	return exports
+}
+
+// verifyFailed is the permanent error of a file that does not match its
+// record; its message is the job's failure reason.
+func verifyFailed(p *exportv1.PartUploaded, f *exportv1.File, problem string) error {
+	return bus.Permanent(fmt.Errorf("part %d (%s) failed verification: %s", p.GetPart(), f.GetName(), problem))
+}
+
+// verifyObject checks the object of f against its recorded size and
+// SHA-256. It returns a description of what does not match, or an error
+// when the check itself could not be made (a transient storage failure).
+func verifyObject(ctx context.Context, objects Objects, bucket string, f *exportv1.File) (problem string, err error) {
+	key := f.GetObjectKey()
+	info, err := objects.Stat(ctx, bucket, key)
+	if problem, err := openProblem(err, bucket, key); problem != "" || err != nil {
+		return problem, err
+	}
+	if info.Size < 0 || uint64(info.Size) != f.GetSize() {
+		return fmt.Sprintf("object is %d bytes, %d recorded", info.Size, f.GetSize()), nil
+	}
+	body, _, err := objects.Open(ctx, bucket, key)
+	if problem, err := openProblem(err, bucket, key); problem != "" || err != nil {
+		return problem, err
+	}
+	defer body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, body)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", key, err)
+	}
+	return compare(f, n, h.Sum(nil)), nil
+}
+
+// openProblem sorts an error of Stat or Open into a verification problem
+// (the object is not there, or cannot be) or a transient error.
+func openProblem(err error, bucket, key string) (string, error) {
+	switch {
+	case err == nil:
+		return "", nil
+	case errors.Is(err, blob.ErrNotFound):
+		return fmt.Sprintf("object %s/%s is missing", bucket, key), nil
+	case errors.Is(err, blob.ErrInvalidArgument):
+		return fmt.Sprintf("object %s/%s is not a valid location", bucket, key), nil
+	}
+	return "", err
+}
+
+// compare says how n bytes with digest sum differ from f's record, or "".
+func compare(f *exportv1.File, n int64, sum []byte) string {
+	if n < 0 || uint64(n) != f.GetSize() {
+		return fmt.Sprintf("read %d bytes of object, %d recorded", n, f.GetSize())
+	}
+	if got := hex.EncodeToString(sum); got != f.GetSha256() {
+		return fmt.Sprintf("sha256 is %s, %s recorded", got, f.GetSha256())
+	}
+	return ""
 }

@@ -174,3 +174,86 @@ func get(ctx context.Context, kv jetstream.KeyValue, key string, m proto.Message
 	}
 	return true, nil
 }
+
+// MemberRooms returns the rooms u is a member of (memberships under
+// "<userId>.*"), sorted by room id. A membership whose room no longer
+// exists is skipped.
+func (s *Service) MemberRooms(ctx context.Context, u *sourcev1.User) ([]*sourcev1.Room, error) {
+	if !ValidID(u.GetId()) {
+		return nil, nil
+	}
+	var roomIDs []string
+	err := scan(ctx, s.memberships, u.GetId()+".*", func(key string, _ []byte) error {
+		roomIDs = append(roomIDs, strings.TrimPrefix(key, u.GetId()+"."))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("memberships of %s: %w", u.GetId(), err)
+	}
+	slices.Sort(roomIDs)
+	rooms := make([]*sourcev1.Room, 0, len(roomIDs))
+	for _, id := range roomIDs {
+		r, err := s.Room(ctx, id)
+		if errors.Is(err, ErrRoomNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		rooms = append(rooms, r)
+	}
+	return rooms, nil
+}
+
+// UsersByUsername returns the users with the given usernames, by
+// username; names nobody has are absent from the map. It reads the whole
+// users bucket once, which suits the handful of recipients of a mail and
+// the size of a chat workspace's user list.
+func (s *Service) UsersByUsername(ctx context.Context, usernames []string) (map[string]*sourcev1.User, error) {
+	want := make(map[string]bool, len(usernames))
+	for _, n := range usernames {
+		want[n] = true
+	}
+	found := make(map[string]*sourcev1.User, len(usernames))
+	if len(want) == 0 {
+		return found, nil
+	}
+	err := scan(ctx, s.users, ">", func(key string, value []byte) error {
+		u := &sourcev1.User{}
+		if err := proto.Unmarshal(value, u); err != nil {
+			return fmt.Errorf("decode user %s: %w", key, err)
+		}
+		if want[u.GetUsername()] {
+			found[u.GetUsername()] = u
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up users: %w", err)
+	}
+	return found, nil
+}
+
+// scan calls fn with every live entry of kv matching the key filter.
+func scan(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(key string, value []byte) error) error {
+	w, err := kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e = <-w.Updates():
+		}
+		if e == nil {
+			// The watcher sends nil once the initial values are through.
+			return nil
+		}
+		if err := fn(e.Key(), e.Value()); err != nil {
+			return err
+		}
+	}
+}

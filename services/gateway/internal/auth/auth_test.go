@@ -110,3 +110,47 @@ func TestRoomAccess(t *testing.T) {
 		assert.ErrorIs(t, err, auth.ErrRoomNotFound, "room %q", id)
 	}
 }
+
+func TestMemberRooms(t *testing.T) {
+	srv := bustest.Start(t)
+	put(t, srv, bus.BucketRooms, "GENERAL", &sourcev1.Room{Id: "GENERAL", Name: "general", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+	put(t, srv, bus.BucketRooms, "secret", &sourcev1.Room{Id: "secret", Name: "secret", Type: sourcev1.RoomType_ROOM_TYPE_PRIVATE})
+	put(t, srv, bus.BucketMemberships, "user1.secret", &sourcev1.Membership{UserId: "user1", RoomId: "secret"})
+	put(t, srv, bus.BucketMemberships, "user1.GENERAL", &sourcev1.Membership{UserId: "user1", RoomId: "GENERAL"})
+	put(t, srv, bus.BucketMemberships, "user1.gone", &sourcev1.Membership{UserId: "user1", RoomId: "gone"})
+	// A user whose id starts like user1's must not leak into its list.
+	put(t, srv, bus.BucketMemberships, "user10.secret", &sourcev1.Membership{UserId: "user10", RoomId: "secret"})
+	s, err := auth.Open(t.Context(), srv.JS)
+	require.NoError(t, err)
+
+	rooms, err := s.MemberRooms(t.Context(), &sourcev1.User{Id: "user1"})
+	require.NoError(t, err)
+	var ids []string
+	for _, r := range rooms {
+		ids = append(ids, r.GetId())
+	}
+	assert.Equal(t, []string{"GENERAL", "secret"}, ids, "sorted, without the deleted room")
+
+	none, err := s.MemberRooms(t.Context(), &sourcev1.User{Id: "nobody"})
+	require.NoError(t, err)
+	assert.Empty(t, none)
+	bad, err := s.MemberRooms(t.Context(), &sourcev1.User{Id: "*"})
+	require.NoError(t, err)
+	assert.Empty(t, bad)
+}
+
+func TestUsersByUsername(t *testing.T) {
+	srv := bustest.Start(t)
+	put(t, srv, bus.BucketUsers, "admin1", &sourcev1.User{Id: "admin1", Username: "root", Email: "root@example.com"})
+	put(t, srv, bus.BucketUsers, "user1", &sourcev1.User{Id: "user1", Username: "alice", Email: "alice@example.com"})
+	s, err := auth.Open(t.Context(), srv.JS)
+	require.NoError(t, err)
+
+	got, err := s.UsersByUsername(t.Context(), []string{"alice", "nobody", "alice"})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, "user1", got["alice"].GetId())
+	empty, err := s.UsersByUsername(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Empty(t, empty)
+}

@@ -19,6 +19,7 @@ import (
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/rocketchat"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/blobtest"
@@ -92,14 +93,20 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	}
 	tp := sdktrace.NewTracerProvider()
 	tb.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	signer := links.New(base, linkSecret, time.Hour, nil)
+	submitter := submit.New(jobs, e.pub, nil)
+	// The native API is exercised on jobs that Rocket.Chat's rooms.export
+	// creates, as in production.
+	rc := rocketchat.New(rocketchat.Config{Jobs: jobs, Auth: authz, Submitter: submitter, Links: signer})
 	e.router = httpapi.New(httpapi.Config{
 		Jobs:           jobs,
 		Auth:           authz,
 		Publisher:      e.pub,
-		Submitter:      submit.New(jobs, e.pub, nil),
+		Submitter:      submitter,
+		Dialects:       []httpapi.Dialect{rc},
 		Blob:           store,
 		ExportBucket:   exportBucket,
-		Links:          links.New(base, linkSecret, time.Hour, nil),
+		Links:          signer,
 		Logger:         slog.New(slog.DiscardHandler),
 		TracerProvider: tp,
 	})

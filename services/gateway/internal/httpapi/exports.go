@@ -30,6 +30,32 @@ type exportView struct {
 	Error     string       `json:"error"`
 	CreatedAt string       `json:"createdAt"`
 	UpdatedAt string       `json:"updatedAt"`
+	// ExpiresAt is when a completed job's files are deleted; FilesExpired
+	// says they have been (the files stay listed, without links).
+	ExpiresAt    string `json:"expiresAt,omitempty"`
+	FilesExpired bool   `json:"filesExpired,omitempty"`
+	// Parts is the plan of a job with several parts and where each
+	// stands.
+	Parts []partView `json:"parts,omitempty"`
+	// Notifications is the outcome of each notification channel (the
+	// email, every webhook URL), once the job has ended.
+	Notifications []notificationView `json:"notifications,omitempty"`
+}
+
+type notificationView struct {
+	Channel    string   `json:"channel"`
+	Recipients []string `json:"recipients"`
+	Error      string   `json:"error,omitempty"`
+	At         string   `json:"at"`
+}
+
+type partView struct {
+	Part       uint32 `json:"part"`
+	Kind       string `json:"kind"`
+	RoomID     string `json:"roomId,omitempty"`
+	TargetFile string `json:"targetFile"`
+	State      string `json:"state"`
+	Exported   uint64 `json:"exported"`
 }
 
 type progressView struct {
@@ -39,12 +65,13 @@ type progressView struct {
 }
 
 type fileView struct {
-	Name      string `json:"name"`
-	Size      uint64 `json:"size"`
-	Records   uint64 `json:"records"`
-	SHA256    string `json:"sha256"`
-	URL       string `json:"url"`
-	ExpiresAt string `json:"expiresAt"`
+	Name    string `json:"name"`
+	Size    uint64 `json:"size"`
+	Records uint64 `json:"records"`
+	SHA256  string `json:"sha256"`
+	// URL and ExpiresAt (of the link) are absent once the files expired.
+	URL       string `json:"url,omitempty"`
+	ExpiresAt string `json:"expiresAt,omitempty"`
 }
 
 type listView struct {
@@ -131,21 +158,75 @@ func (a *api) view(job *exportv1.Job) exportView {
 		CreatedAt: rfc3339(job.GetCreatedAt().AsTime()),
 		UpdatedAt: rfc3339(job.GetUpdatedAt().AsTime()),
 	}
+	if t := job.GetExpiresAt(); t != nil {
+		v.ExpiresAt = rfc3339(t.AsTime())
+	}
+	v.FilesExpired = job.GetFilesExpired()
+	if len(job.GetParts()) > 1 {
+		for _, p := range job.GetParts() {
+			v.Parts = append(v.Parts, partView{
+				Part:       p.GetPart(),
+				Kind:       partKindWord(p.GetKind()),
+				RoomID:     p.GetRoomId(),
+				TargetFile: p.GetTargetFile(),
+				State:      partStateWord(p.GetState()),
+				Exported:   p.GetExported(),
+			})
+		}
+	}
+	for _, n := range job.GetNotifications() {
+		v.Notifications = append(v.Notifications, notificationView{
+			Channel: n.GetChannel(), Recipients: n.GetRecipients(), Error: n.GetError(), At: rfc3339(n.GetAt().AsTime()),
+		})
+	}
 	if job.GetState() != exportv1.JobState_JOB_STATE_COMPLETED {
 		return v
 	}
 	for _, f := range job.GetFiles() {
-		link, exp := a.Links.URL(job.GetId(), f.GetName())
-		v.Files = append(v.Files, fileView{
-			Name:      f.GetName(),
-			Size:      f.GetSize(),
-			Records:   f.GetRecords(),
-			SHA256:    f.GetSha256(),
-			URL:       link,
-			ExpiresAt: rfc3339(exp),
-		})
+		fv := fileView{
+			Name:    f.GetName(),
+			Size:    f.GetSize(),
+			Records: f.GetRecords(),
+			SHA256:  f.GetSha256(),
+		}
+		// Deleted files keep their entry but get no link.
+		if !job.GetFilesExpired() {
+			link, exp := a.Links.URL(job.GetId(), f.GetName())
+			fv.URL, fv.ExpiresAt = link, rfc3339(exp)
+		}
+		v.Files = append(v.Files, fv)
 	}
 	return v
+}
+
+func partKindWord(k exportv1.PartKind) string {
+	switch k {
+	case exportv1.PartKind_PART_KIND_ROOM:
+		return "room"
+	case exportv1.PartKind_PART_KIND_USER_PROFILE:
+		return "user-profile"
+	case exportv1.PartKind_PART_KIND_CHANNELS:
+		return "channels"
+	case exportv1.PartKind_PART_KIND_ASSETS:
+		return "assets"
+	case exportv1.PartKind_PART_KIND_RECORDS:
+		return "records"
+	case exportv1.PartKind_PART_KIND_ROOM_MAIL:
+		return "room-mail"
+	}
+	return "unspecified"
+}
+
+func partStateWord(s exportv1.PartState) string {
+	switch s {
+	case exportv1.PartState_PART_STATE_PENDING:
+		return "pending"
+	case exportv1.PartState_PART_STATE_EXPORTING:
+		return "exporting"
+	case exportv1.PartState_PART_STATE_COMPLETED:
+		return "completed"
+	}
+	return "unspecified"
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
@@ -158,6 +239,8 @@ func kindWord(k exportv1.JobKind) string {
 		return "user-data"
 	case exportv1.JobKind_JOB_KIND_RECORDS:
 		return "records"
+	case exportv1.JobKind_JOB_KIND_ROOM_MAIL:
+		return "room-mail"
 	}
 	return "unspecified"
 }

@@ -26,102 +26,6 @@ import (
 
 const roomsExport = "/api/v1/rooms.export"
 
-// Rocket.Chat's answers, field by field.
-var (
-	rcUnauthorized = map[string]any{"status": "error", "message": "You must be logged in to do this."}
-	rcInvalidParam = rcErr("error-invalid-params")
-	rcInvalidRoom  = rcErr("error-invalid-room")
-	rcInvalidFmt   = rcErr("error-invalid-format")
-	rcInvalidDates = rcErr("error-invalid-dates")
-	rcNotAllowed   = rcErr("error-not-allowed")
-)
-
-func rcErr(errorType string) map[string]any {
-	return map[string]any{"success": false, "error": "[" + errorType + "]", "errorType": errorType}
-}
-
-func TestRoomsExportErrors(t *testing.T) {
-	e := newEnv(t, envOptions{server: true})
-	// The example payload of seed 002.
-	const example = `{"rid": "iu7jtPAhvEeAS5tNq", "type": "file", "dateFrom": "2000-01-01", "dateTo": "2021-11-25", "format": "html"}`
-	cases := []struct {
-		name   string
-		creds  creds
-		body   string
-		status int
-		want   map[string]any
-	}{
-		// Authorization.
-		{"no credentials", anon, example, http.StatusUnauthorized, rcUnauthorized},
-		{"no token", creds{user: adminID}, example, http.StatusUnauthorized, rcUnauthorized},
-		{"no user id", creds{token: adminToken}, example, http.StatusUnauthorized, rcUnauthorized},
-		{"wrong token", creds{adminID, "Zu-Z6eKzIIz7MCCRGeHi29bYkXZCJ4SxFC0JAasqm92"}, example, http.StatusUnauthorized, rcUnauthorized},
-		{"another user's token", creds{adminID, userToken}, example, http.StatusUnauthorized, rcUnauthorized},
-		{"unknown user", creds{"d26x6zSkaPSe5gCyy", adminToken}, example, http.StatusUnauthorized, rcUnauthorized},
-		{"bad credentials before bad body", creds{adminID, "nope"}, `{`, http.StatusUnauthorized, rcUnauthorized},
-
-		// Invalid Params.
-		{"no body", asAdmin, "", http.StatusBadRequest, rcInvalidParam},
-		{"not JSON", asAdmin, `rid=GENERAL&type=file`, http.StatusBadRequest, rcInvalidParam},
-		{"truncated JSON", asAdmin, `{"rid": "GENERAL", "type": "file"`, http.StatusBadRequest, rcInvalidParam},
-		{"JSON array", asAdmin, `[]`, http.StatusBadRequest, rcInvalidParam},
-		{"JSON null", asAdmin, `null`, http.StatusBadRequest, rcInvalidParam},
-		{"missing rid", asAdmin, `{"type": "file", "format": "json"}`, http.StatusBadRequest, rcInvalidParam},
-		{"missing type", asAdmin, `{"rid": "GENERAL", "format": "json"}`, http.StatusBadRequest, rcInvalidParam},
-		{"unknown type", asAdmin, `{"rid": "GENERAL", "type": "fax", "format": "json"}`, http.StatusBadRequest, rcInvalidParam},
-		{"rid not a string", asAdmin, `{"rid": 42, "type": "file", "format": "json"}`, http.StatusBadRequest, rcInvalidParam},
-		{"trailing garbage", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "json"} x`, http.StatusBadRequest, rcInvalidParam},
-		{"type email not supported yet", asAdmin, `{"rid": "GENERAL", "type": "email", "toUsers": ["root"]}`, http.StatusBadRequest,
-			map[string]any{"success": false, "error": "type email is not supported yet [error-invalid-params]", "errorType": "error-invalid-params"}},
-
-		// Invalid Room ID.
-		{"unknown room", asAdmin, `{"rid": "NoSuchRoom", "type": "file", "format": "json"}`, http.StatusBadRequest, rcInvalidRoom},
-		{"room id that cannot exist", asAdmin, `{"rid": "chat.messages.*", "type": "file", "format": "json"}`, http.StatusBadRequest, rcInvalidRoom},
-
-		// Invalid Format.
-		{"missing format", asAdmin, `{"rid": "GENERAL", "type": "file"}`, http.StatusBadRequest, rcInvalidFmt},
-		{"unsupported format", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "pdf"}`, http.StatusBadRequest, rcInvalidFmt},
-		{"format in capitals", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "JSON"}`, http.StatusBadRequest, rcInvalidFmt},
-
-		// Invalid dates.
-		{"dateFrom not a date", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "json", "dateFrom": "yesterday"}`, http.StatusBadRequest, rcInvalidDates},
-		{"dateTo in another layout", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "json", "dateTo": "25/11/2021"}`, http.StatusBadRequest, rcInvalidDates},
-		{"impossible day", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "json", "dateTo": "2021-02-30"}`, http.StatusBadRequest, rcInvalidDates},
-		{"year zero", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "json", "dateFrom": "0000-01-01"}`, http.StatusBadRequest, rcInvalidDates},
-		{"from after to", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "json", "dateFrom": "2021-11-26", "dateTo": "2021-11-25"}`, http.StatusBadRequest, rcInvalidDates},
-		{"from after to in RFC 3339", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "json", "dateFrom": "2021-11-25T12:00:00Z", "dateTo": "2021-11-25T11:59:59+00:00"}`, http.StatusBadRequest, rcInvalidDates},
-
-		// Not Allowed.
-		{"no mail-messages permission", asUser, `{"rid": "GENERAL", "type": "file", "format": "json"}`, http.StatusBadRequest, rcNotAllowed},
-		{"no permission, private room the user is in", asUser, example, http.StatusBadRequest, rcNotAllowed},
-		{"no permission says nothing about rooms", asUser, `{"rid": "NoSuchRoom", "type": "file", "format": "json"}`, http.StatusBadRequest, rcNotAllowed},
-		{"admin not a member of a private room", asAdmin2, example, http.StatusBadRequest, rcNotAllowed},
-		{"admin not a member of a direct room", asAdmin, `{"rid": "DirectRoomId00001", "type": "file", "format": "json"}`, http.StatusBadRequest, rcNotAllowed},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			resp := e.do(t, http.MethodPost, roomsExport, tc.creds, tc.body)
-			assert.Equal(t, tc.status, resp.status)
-			assert.Equal(t, "application/json", resp.header.Get("Content-Type"))
-			assert.Equal(t, tc.want, resp.json(t))
-		})
-	}
-
-	// None of these requests may have left a trace.
-	ctx := t.Context()
-	kv, err := e.nats.JS.KeyValue(ctx, bus.BucketJobs)
-	require.NoError(t, err)
-	_, err = kv.Keys(ctx)
-	assert.ErrorIs(t, err, jetstream.ErrNoKeysFound, "no job may be created")
-	for _, name := range []string{bus.StreamExportTasks, bus.StreamExportEvents} {
-		s, err := e.nats.JS.Stream(ctx, name)
-		require.NoError(t, err)
-		info, err := s.Info(ctx)
-		require.NoError(t, err)
-		assert.Zero(t, info.State.Msgs, "messages on %s", name)
-	}
-}
-
 // TestRoomExportEndToEnd follows one export from the request through the
 // projection to the download, with the other services played by hand.
 func TestRoomExportEndToEnd(t *testing.T) {
@@ -324,18 +228,6 @@ func TestDownloadRefusesUnfinishedJobs(t *testing.T) {
 	assert.Equal(t, map[string]any{"error": "file not found"}, r.json(t))
 }
 
-func TestRoomsExportAcceptsRFC3339(t *testing.T) {
-	e := newEnv(t, envOptions{server: true})
-	resp := e.do(t, http.MethodPost, roomsExport, asAdmin,
-		`{"rid": "GENERAL", "type": "file", "format": "json", "dateFrom": "2021-11-25T10:00:00+02:00", "dateTo": "2021-11-25T18:30:00.250Z"}`)
-	require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
-	job, err := e.jobs.Get(t.Context(), resp.json(t)["exportId"].(string))
-	require.NoError(t, err)
-	assert.Equal(t, time.Date(2021, 11, 25, 8, 0, 0, 0, time.UTC), job.GetRoom().GetFrom().AsTime())
-	assert.Equal(t, time.Date(2021, 11, 25, 18, 30, 0, 250_000_000, time.UTC), job.GetRoom().GetTo().AsTime())
-	assert.Equal(t, exportv1.JobState_JOB_STATE_PENDING, job.GetState())
-}
-
 func TestUnknownRoutes(t *testing.T) {
 	e := newEnv(t, envOptions{server: true})
 	for _, path := range []string{"/", "/api/v1/rooms.nope", "/v1/exports/a/b", "/v2/exports"} {
@@ -369,4 +261,26 @@ func TestPanicsBecome500(t *testing.T) {
 func signed(base, id, name string) string {
 	exp := time.Now().Add(time.Hour).Unix()
 	return base + links.Path(id, name) + "?exp=" + strconv.FormatInt(exp, 10) + "&sig=" + links.Signature(linkSecret, id, name, exp)
+}
+
+// TestNativeViewOfExpiredFiles: once the sweeper deleted a job's files the
+// native API still lists them, without links, and says so.
+func TestNativeViewOfExpiredFiles(t *testing.T) {
+	e := newEnv(t, envOptions{server: true})
+	ctx := t.Context()
+	resp := e.do(t, http.MethodPost, "/api/v1/rooms.export", asAdmin, `{"rid": "GENERAL", "type": "file", "format": "json"}`)
+	require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+	id := resp.json(t)["exportId"].(string)
+	f := &exportv1.File{Name: "general.json", ObjectKey: "jobs/" + id + "/parts/0/general.json", Size: 10, Records: 2}
+	_, err := e.jobs.Apply(ctx, &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.Now(), Files: []*exportv1.File{f}})
+	require.NoError(t, err)
+
+	file := e.do(t, http.MethodGet, "/v1/exports/"+id, asAdmin, "").json(t)["files"].([]any)[0].(map[string]any)
+	assert.NotEmpty(t, file["url"])
+
+	_, err = e.jobs.Apply(ctx, &exportv1.ExportExpired{JobId: id, OccurredAt: timestamppb.Now()})
+	require.NoError(t, err)
+	view := e.do(t, http.MethodGet, "/v1/exports/"+id, asAdmin, "").json(t)
+	assert.Equal(t, true, view["filesExpired"])
+	assert.Equal(t, []any{map[string]any{"name": "general.json", "size": 10.0, "records": 2.0, "sha256": ""}}, view["files"])
 }

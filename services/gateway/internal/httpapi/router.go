@@ -1,7 +1,8 @@
-// Package httpapi is the gateway's HTTP API on one chi router: the
-// Rocket.Chat dialect (POST /api/v1/rooms.export), the native job API
-// (GET /v1/exports, GET /v1/exports/{id}) and downloads through signed
-// links (GET /v1/exports/{id}/files/{name}).
+// Package httpapi is the gateway's HTTP API on one chi router: the native
+// job API (GET /v1/exports, GET /v1/exports/{id}), downloads through signed
+// links (GET /v1/exports/{id}/files/{name}) and the routes of every dialect
+// (Rocket.Chat's in package rocketchat, and the others) registered through
+// Config.Dialects.
 //
 // Every answer is JSON in the shape of the dialect the route belongs to.
 // Bad input is always a 4xx; a 5xx only means that NATS or MinIO failed.
@@ -46,6 +47,10 @@ type Config struct {
 	// Dialects add their routes to the router; each owns its paths and
 	// answers in its own shapes.
 	Dialects []Dialect
+	// Middleware runs on every request after tracing and panic recovery,
+	// before routing: idempotency keys and quotas, which act on the
+	// job-creating requests of every dialect.
+	Middleware []func(http.Handler) http.Handler
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -101,15 +106,16 @@ func New(cfg Config) *Router {
 	}
 	mux := chi.NewRouter()
 	mux.Use(a.traced, a.recovered)
+	mux.Use(cfg.Middleware...)
 	mux.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusNotFound, nativeError{Error: "not found"})
 	})
 	mux.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, nativeError{Error: "method not allowed"})
 	})
-	mux.Post("/api/v1/rooms.export", a.roomsExport)
 	mux.Get("/v1/exports", a.listExports)
 	mux.Get("/v1/exports/{id}", a.getExport)
+	mux.Post("/v1/exports/{id}/cancel", a.cancelExport)
 	mux.Get("/v1/exports/{id}/files/{name}", a.download)
 	for _, d := range cfg.Dialects {
 		d.Routes(mux)

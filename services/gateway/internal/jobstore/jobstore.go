@@ -51,20 +51,39 @@ func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // Store reads and writes jobs. It is safe for concurrent use.
 type Store struct {
-	kv jetstream.KeyValue
+	kv        jetstream.KeyValue
+	retention time.Duration
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithRetention sets how long a completed job's files are kept: applying
+// ExportCompleted sets the job's expires_at to the event's occurred_at plus
+// d, so every replica computes the same instant. The archiver's sweeper
+// reads the same setting (DATAPORT_RETENTION) and deletes the files then.
+// Zero leaves expires_at unset.
+func WithRetention(d time.Duration) Option {
+	return func(s *Store) { s.retention = d }
 }
 
 // New returns a Store over the jobs bucket.
-func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+func New(kv jetstream.KeyValue, opts ...Option) *Store {
+	s := &Store{kv: kv}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
 
 // Open looks up the jobs bucket (declared by bus.EnsureTopology) and
 // returns a Store over it.
-func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
 	kv, err := js.KeyValue(ctx, bus.BucketJobs)
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bus.BucketJobs, err)
 	}
-	return New(kv), nil
+	return New(kv, opts...), nil
 }
 
 // Create stores a new job; it fails with ErrExists if the id is taken.
@@ -112,6 +131,13 @@ func (s *Store) get(ctx context.Context, id string) (*exportv1.Job, uint64, erro
 // List returns ownerID's jobs, newest first. It reads the whole bucket,
 // which is fine while jobs expire and an owner index is not needed yet.
 func (s *Store) List(ctx context.Context, ownerID string) ([]*exportv1.Job, error) {
+	return s.Select(ctx, func(j *exportv1.Job) bool { return j.GetOwnerId() == ownerID })
+}
+
+// Select returns every job keep accepts, newest first. It reads the whole
+// bucket once; keep sees each job exactly once and may gather its own
+// counts on the way (Rocket.Chat's pendingOperationsBeforeMyRequest).
+func (s *Store) Select(ctx context.Context, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error) {
 	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
@@ -133,7 +159,7 @@ func (s *Store) List(ctx context.Context, ownerID string) ([]*exportv1.Job, erro
 		if err := proto.Unmarshal(e.Value(), job); err != nil {
 			return nil, fmt.Errorf("decode job %s: %w", e.Key(), err)
 		}
-		if job.GetOwnerId() == ownerID {
+		if keep(job) {
 			jobs = append(jobs, job)
 		}
 	}
@@ -191,7 +217,7 @@ func (s *Store) Apply(ctx context.Context, ev Event) (*exportv1.Job, error) {
 			return nil, err
 		}
 		next := proto.CloneOf(job)
-		changed, err := reduce(next, ev)
+		changed, err := reduce(next, ev, s.retention)
 		if err != nil {
 			return nil, err
 		}

@@ -446,3 +446,34 @@ func cmpDiff(a, b proto.Message) string {
 	}
 	return fmt.Sprintf("%v\n!=\n%v", a, b)
 }
+
+func TestNotificationChannelsAreKeptApart(t *testing.T) {
+	store, _, _ := newStore(t)
+	ctx := t.Context()
+	const id = "job-channels"
+	require.NoError(t, store.Create(ctx, newJob(id, "alice")))
+	hook := func(sec int, errMsg string) jobstore.Event {
+		return &exportv1.NotificationSent{JobId: id, OccurredAt: at(sec), Recipients: []string{"https://hooks.example.com/x"}, Error: errMsg, Channel: "webhook.0123456789abcdef"}
+	}
+	for _, ev := range []jobstore.Event{
+		completed(id, 1),
+		notified(id, 2, "smtp: 550 mailbox unavailable"),
+		hook(3, "connection refused"),
+		hook(4, ""),
+		hook(5, "late failure after success"),
+	} {
+		_, err := store.Apply(ctx, ev)
+		require.NoError(t, err)
+	}
+	job, err := store.Get(ctx, id)
+	require.NoError(t, err)
+	assert.False(t, job.GetNotified(), "a webhook success must not mark the email sent")
+	assert.Equal(t, "smtp: 550 mailbox unavailable", job.GetNotifyError())
+	require.Len(t, job.GetNotifications(), 2)
+	byChannel := map[string]*exportv1.NotificationStatus{}
+	for _, n := range job.GetNotifications() {
+		byChannel[n.GetChannel()] = n
+	}
+	assert.Equal(t, "smtp: 550 mailbox unavailable", byChannel["email"].GetError())
+	assert.Empty(t, byChannel["webhook.0123456789abcdef"].GetError(), "a success is final for its channel")
+}

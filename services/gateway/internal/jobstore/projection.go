@@ -33,6 +33,8 @@ func newEvent(ev bus.Event) Event {
 		return &exportv1.ExportCanceled{}
 	case bus.EventNotified:
 		return &exportv1.NotificationSent{}
+	case bus.EventExpired:
+		return &exportv1.ExportExpired{}
 	}
 	return nil
 }

@@ -2,7 +2,9 @@ package jobstore
 
 import (
 	"fmt"
+	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -79,7 +81,8 @@ func partProgress(p *exportv1.Progress, partsTotal uint32) (percent uint32, reco
 }
 
 // reduce folds ev into job in place and reports whether anything changed.
-func reduce(job *exportv1.Job, ev Event) (bool, error) {
+// retention is how long a completed job's files are kept (0: no expiry).
+func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) {
 	changed := false
 	terminal := Terminal(job.GetState())
 	switch e := ev.(type) {
@@ -93,12 +96,28 @@ func reduce(job *exportv1.Job, ev Event) (bool, error) {
 		}
 		changed = advance(job, exportv1.JobState_JOB_STATE_PROCESSING)
 		pc, rec, by := partProgress(e.GetProgress(), e.GetPartsTotal())
+		if p := partStatus(job, e.GetPart()); p != nil {
+			changed = advancePart(p, exportv1.PartState_PART_STATE_EXPORTING) || changed
+			// A completed part's count is final; a running one only grows.
+			if p.GetState() != exportv1.PartState_PART_STATE_COMPLETED && e.GetProgress().GetRecords() > p.GetExported() {
+				p.Exported, changed = e.GetProgress().GetRecords(), true
+			}
+			pc, rec = partsProgress(job, p, e.GetProgress().GetPercent())
+		}
 		changed = grow(job, pc, rec, by) || changed
 	case *exportv1.PartUploaded:
 		if terminal {
 			break
 		}
 		changed = advance(job, exportv1.JobState_JOB_STATE_PROCESSING)
+		if p := partStatus(job, e.GetPart()); p != nil {
+			if advancePart(p, exportv1.PartState_PART_STATE_COMPLETED) {
+				p.Exported, changed = uploadedRecords(e), true
+			}
+			pc, rec := partsProgress(job, nil, 0)
+			changed = grow(job, pc, rec, 0) || changed
+			break
+		}
 		// The files of a job come with ExportCompleted (the archiver may
 		// bundle parts); an uploaded part only tells how far we are.
 		if e.GetPartsTotal() <= 1 {
@@ -113,6 +132,12 @@ func reduce(job *exportv1.Job, ev Event) (bool, error) {
 		}
 		job.State = exportv1.JobState_JOB_STATE_COMPLETED
 		job.Files = e.GetFiles()
+		for _, p := range job.GetParts() {
+			p.State = exportv1.PartState_PART_STATE_COMPLETED
+		}
+		if t := e.GetOccurredAt(); retention > 0 && t.IsValid() {
+			job.ExpiresAt = timestamppb.New(t.AsTime().Add(retention))
+		}
 		var records, size uint64
 		for _, f := range e.GetFiles() {
 			records += f.GetRecords()
@@ -137,9 +162,21 @@ func reduce(job *exportv1.Job, ev Event) (bool, error) {
 		job.State = exportv1.JobState_JOB_STATE_CANCELED
 		job.Error = e.GetReason()
 		changed = true
+	case *exportv1.ExportExpired:
+		// Allowed on any state: the sweeper deletes whatever files a job
+		// left, completed or not. The files stay listed for the record.
+		if !job.GetFilesExpired() {
+			job.FilesExpired, changed = true, true
+		}
 	case *exportv1.NotificationSent:
 		// Allowed on terminal jobs: notifications are sent because a job
-		// ended. A success is final; a failure is recorded only until then.
+		// ended. Every channel keeps its own last outcome; notified and
+		// notify_error speak for the email alone. A success is final; a
+		// failure is recorded only until then.
+		changed = applyNotification(job, e)
+		if ch := e.GetChannel(); ch != "" && ch != "email" {
+			break
+		}
 		switch {
 		case e.GetError() == "" && (!job.GetNotified() || job.GetNotifyError() != ""):
 			job.Notified, job.NotifyError = true, ""
@@ -174,4 +211,39 @@ func occurredAt(ev Event) *timestamppb.Timestamp {
 		return o.GetOccurredAt()
 	}
 	return nil
+}
+
+// uploadedRecords is how many records an uploaded part holds: its file's,
+// or the sum of its files' for a part that produced several.
+func uploadedRecords(e *exportv1.PartUploaded) uint64 {
+	if f := e.GetFile(); f != nil {
+		return f.GetRecords()
+	}
+	var n uint64
+	for _, f := range e.GetFiles() {
+		n += f.GetRecords()
+	}
+	return n
+}
+
+// applyNotification records e as its channel's outcome unless that channel
+// already succeeded or e is older than what is recorded.
+func applyNotification(job *exportv1.Job, e *exportv1.NotificationSent) bool {
+	channel := e.GetChannel()
+	if channel == "" {
+		channel = "email"
+	}
+	status := &exportv1.NotificationStatus{Channel: channel, Recipients: e.GetRecipients(), Error: e.GetError(), At: e.GetOccurredAt()}
+	for i, n := range job.GetNotifications() {
+		if n.GetChannel() != channel {
+			continue
+		}
+		if n.GetError() == "" || proto.Equal(n, status) {
+			return false
+		}
+		job.Notifications[i] = status
+		return true
+	}
+	job.Notifications = append(job.Notifications, status)
+	return true
 }

@@ -51,6 +51,9 @@ func (s *Submitter) Submit(ctx context.Context, job *exportv1.Job, kind bus.Task
 	}
 	id := job.GetId()
 	job.PartsTotal = uint32(len(tasks))
+	if len(job.Parts) == 0 {
+		job.Parts = jobstore.PlanParts(tasks)
+	}
 	if err := s.jobs.Create(ctx, job); err != nil {
 		return err
 	}

@@ -1,15 +1,21 @@
-// Package notify emails a job's owner when the export completed (with
-// signed download links) or failed (with what went wrong and what to do),
-// once per job even when the event is delivered more than once, and
-// reports the outcome as a NotificationSent event.
+// Package notify tells people that an export ended, exactly once per job
+// and channel even when the event is delivered more than once: it emails
+// the job's owner and the job's extra addresses (signed download links on
+// completion, what went wrong and what to do on failure), mails the
+// selected messages of a room-mail job to their recipients, and posts a
+// signed webhook event to every webhook URL of the job. Each outcome is
+// reported as a NotificationSent event.
 package notify
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
+	"io"
 	"log/slog"
 	"net/mail"
 	"strings"
@@ -20,20 +26,25 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/links"
 )
 
-// Channel is the notification channel this package serves: the last token
-// of the send record's key "<jobId>.email" and the discriminator of the
-// NotificationSent dedup id.
+// Channel is the email channel: the last token of the send record's key
+// "<jobId>.email" and the discriminator of the NotificationSent dedup id.
 const Channel = "email"
+
+// WebhookChannel prefixes the channel of one webhook URL:
+// "webhook.<first 16 hex digits of the URL's SHA-256>".
+const WebhookChannel = "webhook"
 
 // Subjects of the emails; the completed one is followed by the file name.
 const (
 	SubjectCompleted = "Your Dataport export is ready"
 	SubjectFailed    = "Your Dataport export failed"
+	// SubjectRoomMail is used when a room-mail job has no subject.
+	SubjectRoomMail = "Messages from Dataport"
 )
 
 //go:embed templates/*.tmpl
@@ -44,15 +55,29 @@ type Publisher interface {
 	PublishStatus(ctx context.Context, ev bus.Event, jobID, discriminator string, m proto.Message) error
 }
 
+// Objects reads the bodies of room-mail jobs. *blob.Store implements it.
+type Objects interface {
+	Open(ctx context.Context, bucket, key string) (io.ReadCloser, blob.Info, error)
+}
+
 // Config holds a Notifier's dependencies.
 type Config struct {
 	// Users is the users bucket (sourcev1.User by id).
 	Users jetstream.KeyValue
 	// Sent is the notifications bucket; the notifier keeps its send
-	// records there under "<jobId>.email".
+	// records there under "<jobId>.<channel>".
 	Sent jetstream.KeyValue
+	// Jobs is the export_jobs bucket, read (never written) for a job's
+	// extra addresses, room-mail scope and webhook URLs. Nil disables all
+	// three.
+	Jobs jetstream.KeyValue
+	// Objects and Bucket locate room-mail bodies (mail.html, mail.txt).
+	Objects Objects
+	Bucket  string
 	// Mailer delivers the email.
 	Mailer Mailer
+	// Webhooks posts webhook events; nil disables webhooks.
+	Webhooks *Webhooks
 	// Links signs the download links; they expire LinkTTL after sending.
 	Links   *links.Signer
 	LinkTTL time.Duration
@@ -73,21 +98,25 @@ type Config struct {
 	Now    func() time.Time
 }
 
-// Notifier handles ExportCompleted and ExportFailed events. It is safe for
-// concurrent use, also across replicas: a send record in the notifications
-// bucket, claimed before sending and revision-checked, lets one delivery
-// per job send while duplicates wait for its outcome.
+// Notifier handles ExportCompleted, ExportFailed and ExportCanceled
+// events. It is safe for concurrent use, also across replicas: a send
+// record per job and channel in the notifications bucket, claimed before
+// sending and revision-checked, lets one delivery per channel send while
+// duplicates wait for its outcome.
 type Notifier struct {
-	users, sent  jetstream.KeyValue
-	mailer       Mailer
-	links        *links.Signer
-	linkTTL      time.Duration
-	from         mail.Address
-	publisher    Publisher
-	maxDeliver   int
-	claimTimeout time.Duration
-	log          *slog.Logger
-	now          func() time.Time
+	users, sent, jobs jetstream.KeyValue
+	objects           Objects
+	bucket            string
+	mailer            Mailer
+	webhooks          *Webhooks
+	links             *links.Signer
+	linkTTL           time.Duration
+	from              mail.Address
+	publisher         Publisher
+	maxDeliver        int
+	claimTimeout      time.Duration
+	log               *slog.Logger
+	now               func() time.Time
 
 	completedText, failedText *texttemplate.Template
 	completedHTML, failedHTML *htmltemplate.Template
@@ -105,6 +134,8 @@ func New(c Config) (*Notifier, error) {
 		return nil, errors.New("notify: link signer and a positive link TTL are required")
 	case c.Publisher == nil:
 		return nil, errors.New("notify: publisher is required")
+	case c.Jobs != nil && (c.Objects == nil || c.Bucket == ""):
+		return nil, errors.New("notify: with a jobs bucket, an object store and bucket are required for room mail")
 	}
 	if _, err := mail.ParseAddress(c.From.String()); err != nil || c.From.Address == "" {
 		return nil, fmt.Errorf("notify: sender address %q is invalid", c.From.String())
@@ -125,7 +156,11 @@ func New(c Config) (*Notifier, error) {
 	n := &Notifier{
 		users:        c.Users,
 		sent:         c.Sent,
+		jobs:         c.Jobs,
+		objects:      c.Objects,
+		bucket:       c.Bucket,
 		mailer:       c.Mailer,
+		webhooks:     c.Webhooks,
 		links:        c.Links,
 		linkTTL:      c.LinkTTL,
 		from:         mail.Address{Name: oneLine(c.From.Name), Address: c.From.Address},
@@ -151,19 +186,25 @@ func New(c Config) (*Notifier, error) {
 }
 
 // outcome is the end of one job as the notifier sees it: exactly one of
-// completed and failed is set.
+// completed, failed and canceled is set. job is the job's record, nil when
+// there is none (or no jobs bucket).
 type outcome struct {
 	jobID     string
 	ownerID   string
+	event     bus.Event
+	at        time.Time
 	completed *exportv1.ExportCompleted
 	failed    *exportv1.ExportFailed
+	canceled  *exportv1.ExportCanceled
+	job       *exportv1.Job
 }
 
 // Handle is the bus.Handler of the notifier consumer
-// (exports.status.completed.*, exports.status.failed.*). It returns nil
-// once the email is sent and recorded, or once the notifier gave up and
-// recorded why; a transient failure is returned as a plain error so the
-// message is retried with a growing delay.
+// (exports.status.{completed,failed,canceled}.*). It returns nil once every
+// channel of the job is sent and recorded, or given up on and recorded; a
+// transient failure of any channel is returned as a plain error so the
+// message is retried with a growing delay, and the channels already done
+// are skipped by their records.
 func (n *Notifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 	ev, jobID, err := bus.ParseStatusSubject(msg.Subject())
 	if err != nil {
@@ -173,24 +214,57 @@ func (n *Notifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 	if md, err := msg.Metadata(); err == nil {
 		d = delivery{num: md.NumDelivered, streamSeq: md.Sequence.Stream}
 	}
-	o := outcome{jobID: jobID}
+	o := outcome{jobID: jobID, event: ev}
 	switch ev {
 	case bus.EventCompleted:
 		o.completed = &exportv1.ExportCompleted{}
 		if err := bus.Decode(msg, o.completed); err != nil {
 			return err
 		}
-		o.ownerID = o.completed.GetOwnerId()
+		o.ownerID, o.at = o.completed.GetOwnerId(), o.completed.GetOccurredAt().AsTime()
 	case bus.EventFailed:
 		o.failed = &exportv1.ExportFailed{}
 		if err := bus.Decode(msg, o.failed); err != nil {
 			return err
 		}
-		o.ownerID = o.failed.GetOwnerId()
+		o.ownerID, o.at = o.failed.GetOwnerId(), o.failed.GetOccurredAt().AsTime()
+	case bus.EventCanceled:
+		o.canceled = &exportv1.ExportCanceled{}
+		if err := bus.Decode(msg, o.canceled); err != nil {
+			return err
+		}
+		o.at = o.canceled.GetOccurredAt().AsTime()
 	default:
 		return bus.Permanent(fmt.Errorf("notify: unexpected event %q on %s", ev, msg.Subject()))
 	}
+	if o.job, err = n.loadJob(ctx, jobID); err != nil {
+		return err
+	}
+	if o.ownerID == "" {
+		o.ownerID = o.job.GetOwnerId()
+	}
 	return n.notify(ctx, o, d)
+}
+
+// loadJob reads the job's record; nil when there is none.
+func (n *Notifier) loadJob(ctx context.Context, jobID string) (*exportv1.Job, error) {
+	if n.jobs == nil {
+		return nil, nil
+	}
+	entry, err := n.jobs.Get(ctx, jobID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrInvalidKey):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read job %s: %w", jobID, err)
+	}
+	var job exportv1.Job
+	if err := proto.Unmarshal(entry.Value(), &job); err != nil {
+		// Without its record the job still gets its owner's email.
+		n.log.WarnContext(ctx, "unreadable job record", "job_id", jobID, "error", err)
+		return nil, nil
+	}
+	return &job, nil
 }
 
 // delivery is where a message stands: its delivery count and its
@@ -200,9 +274,78 @@ type delivery struct {
 	streamSeq uint64
 }
 
+// notify sends every channel of the job. A channel that fails transiently
+// does not hold the others back; the message is retried for it alone.
 func (n *Notifier) notify(ctx context.Context, o outcome, d delivery) error {
 	log := n.log.With("job_id", o.jobID, "owner_id", o.ownerID, "delivery", d.num)
-	key := o.jobID + "." + Channel
+	var transient []error
+	var permanent error
+	record := func(err error) {
+		switch {
+		case err == nil:
+		case bus.IsPermanent(err):
+			permanent = cmpOr(permanent, err)
+		default:
+			transient = append(transient, err)
+		}
+	}
+	// A canceled job gets no email: its owner canceled it.
+	if o.canceled == nil {
+		nt, err := n.emailFor(ctx, o)
+		if err != nil {
+			record(err)
+		} else {
+			record(n.sendOnce(ctx, log, o.jobID, d, nt))
+		}
+	}
+	if n.webhooks != nil {
+		for _, u := range n.webhooks.URLs(o.job.GetWebhookUrls()) {
+			record(n.sendOnce(ctx, log, o.jobID, d, n.webhookFor(o, u)))
+		}
+	}
+	if len(transient) > 0 {
+		return errors.Join(transient...)
+	}
+	return permanent
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// notification is one message to deliver at most once: one email, or one
+// webhook call.
+type notification struct {
+	// channel completes the record key "<jobId>.<channel>" and is the
+	// NotificationSent discriminator.
+	channel    string
+	recipients []string
+	// what names the delivery in failure reasons: "email to a@b.c".
+	what string
+	// problem, when set, is why the notification can never be sent; it is
+	// recorded as given up without trying.
+	problem string
+	send    func(ctx context.Context) error
+	// refused reports send errors no retry can fix.
+	refused func(error) bool
+}
+
+// sendOnce delivers nt unless its record says it was handled, claiming the
+// send first so that concurrent deliveries wait for its outcome, and
+// publishes the outcome.
+//
+// The remaining window: a crash (or a lost KV write) after the server or
+// receiver accepted the message and before the "sent" record is stored
+// sends it again when the event is redelivered and the claim has timed
+// out. Recording first would turn that into a lost message instead. A
+// stable Message-ID lets mail clients fold a duplicate email, and a stable
+// X-Dataport-Event-Id lets webhook receivers drop a duplicate call.
+func (n *Notifier) sendOnce(ctx context.Context, log *slog.Logger, jobID string, d delivery, nt notification) error {
+	log = log.With("channel", nt.channel)
+	key := jobID + "." + nt.channel
 	rec, rev, err := n.load(ctx, key)
 	if err != nil {
 		return err
@@ -213,33 +356,16 @@ func (n *Notifier) notify(ctx context.Context, o outcome, d delivery) error {
 			// Handled before. Publishing the outcome again covers an
 			// attempt that stopped between the record and the publish; the
 			// event's dedup id keeps a repeat from being stored twice.
-			log.InfoContext(ctx, "email already handled for this job", "state", rec.State)
-			return n.publish(ctx, o.jobID, rec)
+			log.InfoContext(ctx, "notification already handled for this job", "state", rec.State)
+			return n.publish(ctx, jobID, nt.channel, rec)
 		case rec.StreamSeq == d.streamSeq, n.now().Sub(rec.At) > n.claimTimeout:
 			// Our own earlier attempt, or one whose holder died: take over.
 		default:
-			return fmt.Errorf("email for job %s is being sent by another delivery since %s", o.jobID, rec.At.Format(time.RFC3339))
+			return fmt.Errorf("%s for job %s is being sent by another delivery since %s", nt.channel, jobID, rec.At.Format(time.RFC3339))
 		}
 	}
-
-	to, err := n.recipient(ctx, o.ownerID)
-	if err != nil {
-		if !bus.IsPermanent(err) {
-			return err
-		}
-		if gerr := n.giveUp(ctx, log, o.jobID, key, rev, nil, err.Error()); gerr != nil {
-			return gerr
-		}
-		return err
-	}
-	email, err := n.compose(o, to)
-	if err != nil {
-		// A template that cannot render this job will not render it on
-		// a retry either.
-		if gerr := n.giveUp(ctx, log, o.jobID, key, rev, []string{to.Address}, err.Error()); gerr != nil {
-			return gerr
-		}
-		return bus.Permanent(err)
+	if nt.problem != "" {
+		return n.giveUp(ctx, log, jobID, nt.channel, key, rev, nt.recipients, nt.problem)
 	}
 
 	// Claim the send, so that a second delivery of the job's event handled
@@ -249,171 +375,60 @@ func (n *Notifier) notify(ctx context.Context, o outcome, d delivery) error {
 	if err != nil {
 		return err
 	}
-	err = n.mailer.Send(ctx, email)
+	err = nt.send(ctx)
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
 		// Shutting down: the message goes back, and its redelivery may take
 		// the claim over at once (same stream sequence).
-		return fmt.Errorf("send email for job %s: %w", o.jobID, err)
-	case errors.Is(err, ErrRejected), errors.Is(err, ErrHeaderInjection):
-		return n.giveUp(ctx, log, o.jobID, key, rev, []string{to.Address}, fmt.Sprintf("email to %s refused: %v", to.Address, err))
+		return fmt.Errorf("%s for job %s: %w", nt.what, jobID, err)
+	case nt.refused(err):
+		return n.giveUp(ctx, log, jobID, nt.channel, key, rev, nt.recipients, fmt.Sprintf("%s refused: %v", nt.what, err))
 	case n.maxDeliver > 0 && d.num >= uint64(n.maxDeliver-1):
 		// One delivery is held back so that, should recording the give-up
 		// fail, it can still be recorded on the last one.
-		return n.giveUp(ctx, log, o.jobID, key, rev, []string{to.Address},
-			fmt.Sprintf("email to %s not delivered after %d attempts: %v", to.Address, d.num, err))
+		return n.giveUp(ctx, log, jobID, nt.channel, key, rev, nt.recipients,
+			fmt.Sprintf("%s not delivered after %d attempts: %v", nt.what, d.num, err))
 	default:
-		return fmt.Errorf("send email for job %s: %w", o.jobID, err)
+		log.WarnContext(ctx, "notification failed; will retry", "error", err)
+		return fmt.Errorf("%s for job %s: %w", nt.what, jobID, err)
 	}
 
-	// The remaining window: a crash (or a lost KV write) after the server
-	// accepted the email and before this record is stored sends the email
-	// again when the event is redelivered. Recording first would turn that
-	// into a lost email instead; the stable Message-ID lets mail clients
-	// fold the duplicate.
-	done := &sendRecord{State: stateSent, Recipients: []string{to.Address}, At: n.now()}
+	done := &sendRecord{State: stateSent, Recipients: nt.recipients, At: n.now()}
 	if _, err := n.store(ctx, key, rev, done); err != nil {
 		if !errors.Is(err, errConflict) {
 			return err
 		}
 		// Our claim timed out and another delivery took over: it will
 		// record and report its own send.
-		log.WarnContext(ctx, "email sent, but another delivery took the send over meanwhile")
+		log.WarnContext(ctx, "sent, but another delivery took the send over meanwhile")
 	}
-	log.InfoContext(ctx, "email sent", "recipients", done.Recipients)
-	return n.publish(ctx, o.jobID, done)
+	log.InfoContext(ctx, "notification sent", "recipients", done.Recipients)
+	return n.publish(ctx, jobID, nt.channel, done)
 }
 
-// giveUp records that the job's email will not be sent, and why, and
+// giveUp records that a notification will not be sent, and why, and
 // publishes that outcome; the job's notify_error then tells the owner.
-func (n *Notifier) giveUp(ctx context.Context, log *slog.Logger, jobID, key string, rev uint64, recipients []string, reason string) error {
-	log.ErrorContext(ctx, "giving up on email", "reason", reason)
+// The message is then settled: nothing is left to retry.
+func (n *Notifier) giveUp(ctx context.Context, log *slog.Logger, jobID, channel, key string, rev uint64, recipients []string, reason string) error {
+	log.ErrorContext(ctx, "giving up on notification", "reason", reason)
 	rec := &sendRecord{State: stateFailed, Recipients: recipients, Error: reason, At: n.now()}
 	if _, err := n.store(ctx, key, rev, rec); err != nil {
 		return err
 	}
-	return n.publish(ctx, jobID, rec)
+	return n.publish(ctx, jobID, channel, rec)
 }
 
-func (n *Notifier) publish(ctx context.Context, jobID string, rec *sendRecord) error {
-	return n.publisher.PublishStatus(ctx, bus.EventNotified, jobID, Channel, rec.event(jobID))
+func (n *Notifier) publish(ctx context.Context, jobID, channel string, rec *sendRecord) error {
+	ev := rec.event(jobID)
+	ev.Channel = channel
+	return n.publisher.PublishStatus(ctx, bus.EventNotified, jobID, channel, ev)
 }
 
-// recipient looks up the owner's address. Anything that stops it from
-// being found is permanent: the user record will not change because the
-// event is delivered again.
-func (n *Notifier) recipient(ctx context.Context, ownerID string) (mail.Address, error) {
-	entry, err := n.users.Get(ctx, ownerID)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrInvalidKey):
-		return mail.Address{}, bus.Permanent(fmt.Errorf("owner %q not found", ownerID))
-	case err != nil:
-		return mail.Address{}, fmt.Errorf("look up owner %q: %w", ownerID, err)
-	}
-	var u sourcev1.User
-	if err := proto.Unmarshal(entry.Value(), &u); err != nil {
-		return mail.Address{}, bus.Permanent(fmt.Errorf("decode owner %q: %w", ownerID, err))
-	}
-	email := strings.TrimSpace(u.GetEmail())
-	if email == "" {
-		return mail.Address{}, bus.Permanent(fmt.Errorf("owner %q has no email address", ownerID))
-	}
-	// net/mail folds some line breaks away while parsing; an address that
-	// had one is not what the user typed, so it is refused outright.
-	if strings.ContainsAny(email, "\r\n") {
-		return mail.Address{}, bus.Permanent(fmt.Errorf("owner %q: email address contains a line break", ownerID))
-	}
-	addr, err := mail.ParseAddress(email)
-	if err != nil {
-		return mail.Address{}, bus.Permanent(fmt.Errorf("owner %q: email address %q: %w", ownerID, email, err))
-	}
-	name := oneLine(u.GetName())
-	if name == "" {
-		name = oneLine(addr.Name)
-	}
-	return mail.Address{Name: name, Address: addr.Address}, nil
-}
-
-// fileView is one file line of the completed email.
-type fileView struct {
-	Name string
-	Size string
-	URL  string
-}
-
-// mailView is what the templates render.
-type mailView struct {
-	Name    string
-	JobID   string
-	Kind    string
-	Files   []fileView
-	Expires string
-	Reason  string
-	Advice  string
-}
-
-func (n *Notifier) compose(o outcome, to mail.Address) (Email, error) {
-	v := mailView{Name: to.Name, JobID: o.jobID}
-	if v.Name == "" {
-		v.Name = "there"
-	}
-	e := Email{
-		From: n.from,
-		To:   []mail.Address{to},
-		// Stable per job and channel, so a duplicate send (see notify)
-		// is recognisable as the same message.
-		MessageID: o.jobID + "." + Channel + "@" + domainOf(n.from.Address),
-	}
-	var text *texttemplate.Template
-	var html *htmltemplate.Template
-	if c := o.completed; c != nil {
-		exp := n.now().Add(n.linkTTL)
-		v.Kind = kindText(c.GetKind())
-		v.Expires = exp.UTC().Format("Monday, 2 January 2006 at 15:04 MST")
-		for _, f := range c.GetFiles() {
-			v.Files = append(v.Files, fileView{
-				Name: f.GetName(),
-				Size: humanSize(f.GetSize()),
-				URL:  n.links.URLUntil(o.jobID, f.GetName(), exp),
-			})
-		}
-		e.Subject = SubjectCompleted
-		switch len(v.Files) {
-		case 0:
-		case 1:
-			e.Subject += ": " + v.Files[0].Name
-		default:
-			e.Subject += fmt.Sprintf(": %s and %d more", v.Files[0].Name, len(v.Files)-1)
-		}
-		text, html = n.completedText, n.completedHTML
-	} else {
-		v.Reason = o.failed.GetReason()
-		if v.Reason == "" {
-			v.Reason = "an internal error stopped the export."
-		}
-		if o.failed.GetRejected() {
-			v.Advice = "this request cannot succeed as it was made. Change it (for example a shorter date range or fewer rooms) and request the export again."
-		} else {
-			v.Advice = "request the export again. If it fails again, contact support and mention the export id " + o.jobID + "."
-		}
-		e.Subject = SubjectFailed
-		text, html = n.failedText, n.failedHTML
-	}
-	// File names come from room names, which users choose.
-	e.Subject = oneLine(e.Subject)
-
-	var b strings.Builder
-	if err := text.Execute(&b, v); err != nil {
-		return Email{}, fmt.Errorf("render text email: %w", err)
-	}
-	e.Text = b.String()
-	b.Reset()
-	if err := html.Execute(&b, v); err != nil {
-		return Email{}, fmt.Errorf("render HTML email: %w", err)
-	}
-	e.HTML = b.String()
-	return e, nil
+// webhookChannel is the channel of one webhook URL.
+func webhookChannel(rawURL string) string {
+	sum := sha256.Sum256([]byte(rawURL))
+	return WebhookChannel + "." + hex.EncodeToString(sum[:])[:16]
 }
 
 // oneLine makes s safe as a header value: every control character,

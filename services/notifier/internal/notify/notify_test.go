@@ -47,11 +47,26 @@ type env struct {
 	users    jetstream.KeyValue
 	sent     jetstream.KeyValue
 	events   jetstream.Stream
+	jobs     jetstream.KeyValue
 	pub      *bus.Publisher
 	consumer jetstream.Consumer
+	// newNotifier builds another notifier instance on the same servers,
+	// as a second replica or a restarted process would be.
+	newNotifier func(t *testing.T) *notify.Notifier
 }
 
-func start(t *testing.T, topo bus.Topology) *env {
+// setup is what a test may adjust before start runs the notifier.
+type setup struct {
+	cfg *notify.Config
+	// jobs is the export_jobs bucket on the test's server.
+	jobs jetstream.KeyValue
+	// manual leaves consuming to the test (see env.consume).
+	manual bool
+}
+
+// start runs a notifier; mods adjust its configuration before it starts
+// (each test's extra dependencies: job records, MinIO, webhooks).
+func start(t *testing.T, topo bus.Topology, mods ...func(*setup)) *env {
 	t.Helper()
 	srv := bustest.Start(t)
 	mailSrv := smtptest.Start(t)
@@ -63,34 +78,58 @@ func start(t *testing.T, topo bus.Topology) *env {
 	require.NoError(t, err)
 	events, err := srv.JS.Stream(ctx, bus.StreamExportEvents)
 	require.NoError(t, err)
+	jobs, err := srv.JS.KeyValue(ctx, bus.BucketJobs)
+	require.NoError(t, err)
 	mailer, err := notify.NewSMTPMailer(notify.SMTPConfig{Host: mailSrv.Host, Port: mailSrv.Port, TLS: notify.TLSNone, Timeout: 5 * time.Second})
 	require.NoError(t, err)
 	signer := links.New(publicURL, []byte(linkSecret), linkTTL, nil)
 	pub := bus.NewPublisher(srv.JS, nil)
-	n, err := notify.New(notify.Config{
-		Users:     users,
-		Sent:      sent,
-		Mailer:    mailer,
-		Links:     signer,
-		LinkTTL:   linkTTL,
-		From:      mail.Address{Name: "Dataport", Address: sender},
-		Publisher: pub,
-		Topology:  topo,
-	})
-	require.NoError(t, err)
+	newNotifier := func(t *testing.T) *notify.Notifier {
+		cfg := notify.Config{
+			Users:     users,
+			Sent:      sent,
+			Mailer:    mailer,
+			Links:     signer,
+			LinkTTL:   linkTTL,
+			From:      mail.Address{Name: "Dataport", Address: sender},
+			Publisher: pub,
+			Topology:  topo,
+		}
+		su := setup{cfg: &cfg, jobs: jobs}
+		for _, m := range mods {
+			m(&su)
+		}
+		n, err := notify.New(cfg)
+		require.NoError(t, err)
+		return n
+	}
+	su := setup{cfg: &notify.Config{}, jobs: jobs}
+	for _, m := range mods {
+		m(&su)
+	}
 	consumer, err := bus.EnsureConsumer(ctx, srv.JS, topo, bus.ConsumerNotifier)
 	require.NoError(t, err)
+	e := &env{smtp: mailSrv, users: users, sent: sent, events: events, jobs: jobs, pub: pub, consumer: consumer, newNotifier: newNotifier}
+	if !su.manual {
+		e.consume(t, newNotifier(t))
+	}
+	return e
+}
 
+// consume runs n on the notifier consumer until the test ends, as one
+// notifier process would.
+func (e *env) consume(t *testing.T, n *notify.Notifier) {
+	t.Helper()
+	ctx := t.Context()
 	done := make(chan error, 1)
 	go func() {
-		done <- bus.Consume(ctx, consumer, n.Handle, bus.ConsumeOptions{
+		done <- bus.Consume(ctx, e.consumer, n.Handle, bus.ConsumeOptions{
 			Concurrency: 4,
 			NakDelay:    func(uint64) time.Duration { return 50 * time.Millisecond },
 		})
 	}()
 	// Registered after the servers' cleanups, so it runs before them.
 	t.Cleanup(func() { assert.NoError(t, <-done) })
-	return &env{smtp: mailSrv, users: users, sent: sent, events: events, pub: pub, consumer: consumer}
 }
 
 func (e *env) putUser(t *testing.T, u *sourcev1.User) {

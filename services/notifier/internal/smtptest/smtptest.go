@@ -6,19 +6,30 @@ package smtptest
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"mime"
 	"mime/multipart"
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -30,12 +41,17 @@ type Message struct {
 	To   []string
 	// Data is the message as received, headers and body.
 	Data []byte
+	// TLS says whether the message came over an encrypted connection.
+	TLS bool
 }
 
 // Server is a running SMTP server owned by one test.
 type Server struct {
 	Host string
 	Port int
+	// CAFile is the PEM file of the self-signed certificate of a server
+	// started with StartTLS; empty otherwise.
+	CAFile string
 
 	mu       sync.Mutex
 	messages []Message
@@ -61,17 +77,52 @@ func (f *failure) take() *smtp.SMTPError {
 	return &smtp.SMTPError{Code: f.code, EnhancedCode: smtp.EnhancedCodeNotSet, Message: fmt.Sprintf("smtptest: refused with %d", f.code)}
 }
 
-// Start runs a server until the test ends.
+// TLS modes of StartTLS.
+const (
+	// STARTTLS offers the STARTTLS extension on a plain connection.
+	STARTTLS = "starttls"
+	// Implicit speaks TLS from the first byte (SMTPS, port 465 style).
+	Implicit = "tls"
+)
+
+// Start runs a plain-text server until the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
+	return start(tb, "")
+}
+
+// StartTLS runs a server with a fresh self-signed certificate for
+// 127.0.0.1 and "localhost", in the given mode (STARTTLS or Implicit).
+// The certificate's PEM is in the returned server's CAFile.
+func StartTLS(tb testing.TB, mode string) *Server {
+	tb.Helper()
+	return start(tb, mode)
+}
+
+func start(tb testing.TB, mode string) *Server {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("smtptest: listen: %v", err)
 	}
 	s := &Server{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
-		return &session{srv: s}, nil
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return &session{srv: s, conn: c}, nil
 	}))
+	if mode != "" {
+		cfg, caFile, err := selfSigned(tb.TempDir())
+		if err != nil {
+			tb.Fatalf("smtptest: certificate: %v", err)
+		}
+		s.CAFile = caFile
+		switch mode {
+		case STARTTLS:
+			srv.TLSConfig = cfg
+		case Implicit:
+			ln = tls.NewListener(ln, cfg)
+		default:
+			tb.Fatalf("smtptest: unknown TLS mode %q", mode)
+		}
+	}
 	srv.Domain = "localhost"
 	srv.ErrorLog = log.New(io.Discard, "", 0)
 	done := make(chan error, 1)
@@ -115,8 +166,9 @@ func (s *Server) Attempts() int {
 }
 
 type session struct {
-	srv *Server
-	msg Message
+	srv  *Server
+	conn *smtp.Conn
+	msg  Message
 }
 
 func (ss *session) Reset()        { ss.msg = Message{} }
@@ -126,7 +178,8 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	ss.srv.mu.Lock()
 	defer ss.srv.mu.Unlock()
 	ss.srv.attempts++
-	ss.msg = Message{From: from}
+	_, secure := ss.conn.TLSConnectionState()
+	ss.msg = Message{From: from, TLS: secure}
 	return nil
 }
 
@@ -228,4 +281,43 @@ func decode(r io.Reader, encoding string) (string, error) {
 		return "", fmt.Errorf("smtptest: decode %s body: %w", encoding, err)
 	}
 	return strings.ReplaceAll(string(b), "\r\n", "\n"), nil
+}
+
+// selfSigned makes a certificate for 127.0.0.1 and localhost and writes it
+// as PEM to dir.
+func selfSigned(dir string) (*tls.Config, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "smtptest"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:              []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, "", err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	caFile := filepath.Join(dir, "smtptest-ca.pem")
+	if err := os.WriteFile(caFile, certPEM, 0o600); err != nil {
+		return nil, "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, "", err
+	}
+	cert, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		return nil, "", err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, caFile, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/bus"
 )
 
 // BenchmarkRoomExport exports a 20k-message room end to end: replay from
@@ -37,24 +40,30 @@ func BenchmarkRoomExport(b *testing.B) {
 	b.ReportMetric(float64(n*i)/b.Elapsed().Seconds(), "msgs/s")
 }
 
-// TestExportMemoryIsFlat exports rooms of 100, 10k and 100k messages and
-// compares the peak of HeapInuse above the idle baseline, sampled every
-// 5 ms while each export runs (with GOGC=10, so the peak follows live
-// memory rather than GC timing). The process also hosts the embedded NATS
-// server, whose file store caches blocks of the stream being read.
+// TestExportMemoryIsFlat exports rooms of 100, 10k and 100k messages as
+// JSON and as HTML and compares the peak of HeapInuse above the idle
+// baseline, sampled every 5 ms while each export runs (with GOGC=10, so
+// the peak follows live memory rather than GC timing). The process also
+// hosts the embedded NATS server, whose file store caches blocks of the
+// stream being read.
 //
 // Measured on the 2-core dev machine (go test -run MemoryIsFlat -v), peak
 // above baseline:
 //
-//	   100 messages (   26 KB object): +23.6 MiB
-//	10,000 messages (  2.6 MB object): +27.2 MiB
-//	50,000 messages ( 13   MB object): +32.5 MiB
-//	100,000 messages ( 26   MB object): +27.4 MiB
-//	200,000 messages ( 52   MB object): +32.3 MiB
+//	json     100 messages (   26 KB object): +23.4 MiB
+//	json  10,000 messages (  2.1 MB object): +27.8 MiB
+//	json 100,000 messages ( 21.3 MB object): +26.6 MiB
+//	html     100 messages (   40 KB object): +24.2 MiB
+//	html  10,000 messages (  3.1 MB object): +26.1 MiB
+//	html 100,000 messages ( 31.1 MB object): +27.0 MiB
+//
+// An earlier one-off run of the JSON export with more sizes: 50k +32.5 MiB,
+// 200k (52 MB object) +32.3 MiB.
 //
 // The constant is mostly minio-go's one 16 MiB part buffer (blob.PartSize)
 // plus the replay's 256-message batch; the object size does not show. The
-// 50k and 200k rows come from a one-off run with more sizes.
+// HTML renderer adds one reused message buffer and at most
+// maxThreadRoots excerpts of thread roots.
 func TestExportMemoryIsFlat(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("publishes 110k messages; figures are meaningless under -race")
@@ -67,19 +76,30 @@ func TestExportMemoryIsFlat(t *testing.T) {
 		h.publishMessages(t, roomMessages(id, n)...)
 	}
 
-	peaks := make(map[int]uint64)
-	for _, n := range sizes {
-		id := fmt.Sprintf("MEM%d", n)
-		peak, base := peakHeap(t, func() {
-			require.NoError(t, h.exp.Export(t.Context(), roomTask("job-"+id, id, nil, nil)))
+	for _, format := range []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_HTML} {
+		word := strings.ToLower(strings.TrimPrefix(format.String(), "FORMAT_"))
+		t.Run(word, func(t *testing.T) {
+			peaks := make(map[int]uint64)
+			for _, n := range sizes {
+				id := fmt.Sprintf("MEM%d", n)
+				task := roomTask("job-"+word+"-"+id, id, nil, nil)
+				task.Format = format
+				peak, base := peakHeap(t, func() {
+					require.NoError(t, h.exp.Export(t.Context(), task))
+				})
+				peaks[n] = peak - base
+				var part exportv1.PartUploaded
+				h.event(t, bus.EventPart, task.GetJobId(), &part)
+				require.Equal(t, uint64(n), part.GetFile().GetRecords())
+				t.Logf("%s %6d messages (%6.1f MB object): baseline HeapInuse %5.1f MiB, peak +%5.1f MiB",
+					word, n, float64(part.GetFile().GetSize())/1e6, mib(base), mib(peak-base))
+			}
+			// Collecting the 100k messages would add some 50 MiB; streaming
+			// adds nothing measurable.
+			assert.Less(t, peaks[100_000], peaks[10_000]+16<<20,
+				"peak heap grows with room size: 10k +%.1f MiB, 100k +%.1f MiB", mib(peaks[10_000]), mib(peaks[100_000]))
 		})
-		peaks[n] = peak - base
-		t.Logf("%6d messages: baseline HeapInuse %5.1f MiB, peak +%5.1f MiB", n, mib(base), mib(peak-base))
 	}
-	// Collecting the 100k messages would add some 50 MiB; streaming adds
-	// nothing measurable.
-	assert.Less(t, peaks[100_000], peaks[10_000]+16<<20,
-		"peak heap grows with room size: 10k +%.1f MiB, 100k +%.1f MiB", mib(peaks[10_000]), mib(peaks[100_000]))
 }
 
 // peakHeap runs f while sampling HeapInuse and returns the highest sample

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -30,14 +31,23 @@ type Format struct {
 	// Ext is the file name extension, with the dot.
 	Ext string
 	// New returns a Renderer writing to w.
-	New func(w io.Writer) Renderer
+	New func(w io.Writer, meta Meta) Renderer
 }
 
-// formats lists the encodings room exports support. HTML joins it once its
-// renderer exists; until then such tasks are rejected.
+// Meta is what a document says about its export besides the room: the
+// requested range (zero for an open end) and when it was generated.
+type Meta struct {
+	From, To  time.Time
+	Generated time.Time
+}
+
+// formats lists the encodings room exports support; other formats are
+// rejected.
 func formats() map[exportv1.Format]Format {
 	return map[exportv1.Format]Format{
-		exportv1.Format_FORMAT_JSON: {ContentType: "application/json", Ext: ".json", New: NewJSONRenderer},
+		exportv1.Format_FORMAT_JSON: {ContentType: "application/json", Ext: ".json",
+			New: func(w io.Writer, _ Meta) Renderer { return NewJSONRenderer(w) }},
+		exportv1.Format_FORMAT_HTML: {ContentType: "text/html; charset=utf-8", Ext: ".html", New: NewHTMLRenderer},
 	}
 }
 

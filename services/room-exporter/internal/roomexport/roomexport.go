@@ -37,6 +37,7 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/config"
 )
 
 const instrumentation = "dataport.dev/services/room-exporter/internal/roomexport"
@@ -56,6 +57,10 @@ type Options struct {
 	Publisher *bus.Publisher
 	// Bucket receives the parts (the exports bucket).
 	Bucket string
+	// AssetBucket holds the files users uploaded (source assets); a
+	// user-data download's assets part points into it. Defaults to
+	// config.DefaultAssetBucket.
+	AssetBucket string
 	// MaxDeliver is the task consumer's MaxDeliver. A transient failure on
 	// the last delivery is reported as permanent, so the job fails with a
 	// reason instead of its task silently running out of deliveries.
@@ -83,6 +88,8 @@ type Exporter struct {
 	chat    jetstream.Stream
 	rooms   jetstream.KeyValue
 	jobs    jetstream.KeyValue
+	users   jetstream.KeyValue
+	members jetstream.KeyValue
 	store   *blob.Store
 	pub     *bus.Publisher
 	bucket  string
@@ -101,6 +108,9 @@ type Exporter struct {
 func New(ctx context.Context, o Options) (*Exporter, error) {
 	if o.JS == nil || o.Store == nil || o.Publisher == nil || o.Bucket == "" {
 		return nil, errors.New("roomexport: JS, Store, Publisher and Bucket are required")
+	}
+	if o.AssetBucket == "" {
+		o.AssetBucket = config.DefaultAssetBucket
 	}
 	if o.ProgressInterval <= 0 {
 		o.ProgressInterval = DefaultProgressInterval
@@ -135,6 +145,14 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("roomexport: bucket %s: %w", bus.BucketJobs, err)
 	}
+	users, err := o.JS.KeyValue(ctx, bus.BucketUsers)
+	if err != nil {
+		return nil, fmt.Errorf("roomexport: bucket %s: %w", bus.BucketUsers, err)
+	}
+	members, err := o.JS.KeyValue(ctx, bus.BucketMemberships)
+	if err != nil {
+		return nil, fmt.Errorf("roomexport: bucket %s: %w", bus.BucketMemberships, err)
+	}
 	meter := o.MeterProvider.Meter(instrumentation)
 	exported, err := meter.Int64Counter("dataport.roomexport.messages",
 		metric.WithUnit("{message}"), metric.WithDescription("Chat messages written into export files."))
@@ -147,7 +165,7 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 		return nil, fmt.Errorf("roomexport: histogram: %w", err)
 	}
 	return &Exporter{
-		js: o.JS, chat: chat, rooms: rooms, jobs: jobs,
+		js: o.JS, chat: chat, rooms: rooms, jobs: jobs, users: users, members: members,
 		store: o.Store, pub: o.Publisher, bucket: o.Bucket,
 		formats: formats(), opts: o, log: o.Logger, now: o.Now,
 		tracer:   o.TracerProvider.Tracer(instrumentation),
@@ -216,22 +234,32 @@ func (e *Exporter) Terminated(ctx context.Context, msg jetstream.Msg, cause erro
 // errCanceled ends a stream whose job was canceled; it never leaves Export.
 var errCanceled = errors.New("job canceled")
 
-// Export produces the task's part: it uploads the document to
-// jobs/<jobId>/parts/<part>/<file> and publishes PartUploaded. Running it
-// again for the same task overwrites the same object with the same bytes
-// and republishes events under the same dedup ids.
+// Export produces the task's part and announces it with PartUploaded. What
+// it produces depends on the task's part kind (an unset part kind is a room
+// part, as tasks were before parts had kinds): a room's messages, a user's
+// profile, channel list or assets, or a room mail body. Parts are stored
+// under jobs/<jobId>/parts/<part>/<file>; running a task again overwrites
+// the same objects with the same bytes and republishes events under the
+// same dedup ids.
+//
+// A canceled job ends the task without error (the task is acked) and
+// deletes the job's part objects, so nothing of a canceled job stays in
+// the bucket; see cleanupCanceled.
 func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err error) {
 	start := e.now()
+	kind := partKind(task)
 	ctx, span := e.tracer.Start(ctx, "roomexport.Export", trace.WithAttributes(
 		attribute.String("dataport.job_id", task.GetJobId()),
 		attribute.String("dataport.room_id", task.GetRoom().GetRoomId()),
 		attribute.Int("dataport.part", int(task.GetPart())),
+		attribute.String("dataport.part_kind", enumWord(kind.String(), "PART_KIND_")),
 	))
 	outcome := "ok"
+	log := e.log.With("job_id", task.GetJobId(), "part", task.GetPart(), "part_kind", enumWord(kind.String(), "PART_KIND_"))
 	defer func() {
 		switch {
 		case errors.Is(err, errCanceled):
-			outcome, err = "canceled", nil
+			outcome, err = "canceled", e.cleanupCanceled(ctx, log, task.GetJobId())
 		case bus.IsPermanent(err):
 			outcome = "terminated"
 		case err != nil:
@@ -247,26 +275,109 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 			metric.WithAttributes(attribute.String("outcome", outcome)))
 	}()
 
-	format, subject, err := e.validate(task)
-	if err != nil {
+	if err := e.validateTask(task, kind); err != nil {
 		return err
 	}
-	log := e.log.With("job_id", task.GetJobId(), "part", task.GetPart(), "room_id", task.GetRoom().GetRoomId())
 	if err := e.checkCanceled(ctx, task.GetJobId()); err != nil {
 		if errors.Is(err, errCanceled) {
 			log.InfoContext(ctx, "job canceled before its part started")
 		}
 		return err
 	}
+	switch kind {
+	case exportv1.PartKind_PART_KIND_ROOM:
+		return e.exportRoom(ctx, log, task)
+	case exportv1.PartKind_PART_KIND_ROOM_MAIL:
+		return e.exportMail(ctx, log, task)
+	case exportv1.PartKind_PART_KIND_USER_PROFILE:
+		return e.exportProfile(ctx, log, task)
+	case exportv1.PartKind_PART_KIND_CHANNELS:
+		return e.exportChannels(ctx, log, task)
+	case exportv1.PartKind_PART_KIND_ASSETS:
+		return e.exportAssets(ctx, log, task)
+	}
+	return reject("part kind %s not supported", enumWord(kind.String(), "PART_KIND_"))
+}
+
+// partKind is the task's part kind, derived from the job kind for tasks
+// that do not say.
+func partKind(task *exportv1.ExportTask) exportv1.PartKind {
+	if k := task.GetPartKind(); k != exportv1.PartKind_PART_KIND_UNSPECIFIED {
+		return k
+	}
+	switch task.GetKind() {
+	case exportv1.JobKind_JOB_KIND_ROOM:
+		return exportv1.PartKind_PART_KIND_ROOM
+	case exportv1.JobKind_JOB_KIND_ROOM_MAIL:
+		return exportv1.PartKind_PART_KIND_ROOM_MAIL
+	}
+	return exportv1.PartKind_PART_KIND_UNSPECIFIED
+}
+
+// exportRoom renders one room's messages in range: a room export's only
+// part, or one room of a user-data download.
+func (e *Exporter) exportRoom(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) error {
+	start := e.now()
+	format, ok := e.formats[task.GetFormat()]
+	if !ok {
+		return reject("format %s not supported yet", enumWord(task.GetFormat().String(), "FORMAT_"))
+	}
+	log = log.With("room_id", task.GetRoom().GetRoomId())
 	e.publishProgress(ctx, log, task, 0, 0, 0)
 
-	room, err := e.loadRoom(ctx, task.GetRoom().GetRoomId())
+	room, h, err := e.prepareRoom(ctx, log, task)
 	if err != nil {
 		return err
 	}
+
+	name := fileName(room.GetName(), room.GetId(), format.Ext)
+	if task.GetTargetFile() != "" {
+		name = CleanFileName(task.GetTargetFile(), name)
+	}
+	key := objectKey(task.GetJobId(), task.GetPart(), name)
+	meta := Meta{Generated: e.now()}
+	if f := task.GetRoom().GetFrom(); f != nil {
+		meta.From = f.AsTime()
+	}
+	if t := task.GetRoom().GetTo(); t != nil {
+		meta.To = t.AsTime()
+	}
+	res, err := e.upload(ctx, log, task, format, meta, room, h, key)
+	if err != nil {
+		if errors.Is(err, errCanceled) {
+			log.InfoContext(ctx, "job canceled; upload aborted", "object_key", key)
+		}
+		return err
+	}
+	file := &exportv1.File{
+		Name:        name,
+		ObjectKey:   key,
+		Size:        res.size,
+		Records:     res.records,
+		Sha256:      res.sha256,
+		ContentType: format.ContentType,
+	}
+	if err := e.announce(ctx, log, task, res.records, res.size, file); err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "part uploaded", "object_key", key, "records", res.records, "bytes", res.size,
+		"skipped", res.skipped, "duration", e.now().Sub(start).String())
+	return nil
+}
+
+// prepareRoom loads the task's room and indexes its history.
+func (e *Exporter) prepareRoom(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) (*sourcev1.Room, *history, error) {
+	subject, err := bus.ChatSubject(task.GetRoom().GetRoomId())
+	if err != nil {
+		return nil, nil, reject("invalid room id %q", task.GetRoom().GetRoomId())
+	}
+	room, err := e.loadRoom(ctx, task.GetRoom().GetRoomId())
+	if err != nil {
+		return nil, nil, err
+	}
 	h, err := e.lookupHistory(ctx, subject)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	// The index pass reads the whole subject too, so it checks for
 	// cancellation like the export pass does.
@@ -282,42 +393,64 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 		if errors.Is(err, errCanceled) {
 			log.InfoContext(ctx, "job canceled while indexing the room")
 		}
-		return err
+		return nil, nil, err
 	}
+	return room, h, nil
+}
 
-	name := fileName(room.GetName(), room.GetId(), format.Ext)
-	key := objectKey(task.GetJobId(), task.GetPart(), name)
-	res, err := e.upload(ctx, log, task, format, room, h, key)
-	if err != nil {
+// announce publishes the final progress and PartUploaded for the part's
+// files: one file goes into PartUploaded.file, several into files. The job
+// is checked once more first, so a part finished after its job was
+// canceled is deleted rather than announced.
+func (e *Exporter) announce(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, records, size uint64, files ...*exportv1.File) error {
+	if err := e.checkCanceled(ctx, task.GetJobId()); err != nil {
 		if errors.Is(err, errCanceled) {
-			log.InfoContext(ctx, "job canceled; upload aborted", "object_key", key)
+			log.InfoContext(ctx, "job canceled after its part was uploaded")
 		}
 		return err
 	}
-	e.publishProgress(ctx, log, task, 100, res.records, res.size)
-
+	e.publishProgress(ctx, log, task, 100, records, size)
 	ev := &exportv1.PartUploaded{
 		JobId:      task.GetJobId(),
 		OccurredAt: timestamppb.New(e.now()),
 		Part:       task.GetPart(),
 		PartsTotal: partsTotal(task),
-		File: &exportv1.File{
-			Name:        name,
-			ObjectKey:   key,
-			Size:        res.size,
-			Records:     res.records,
-			Sha256:      res.sha256,
-			ContentType: format.ContentType,
-		},
-		Kind:    task.GetKind(),
-		OwnerId: task.GetOwnerId(),
+		Kind:       task.GetKind(),
+		OwnerId:    task.GetOwnerId(),
+	}
+	if len(files) == 1 && partKind(task) != exportv1.PartKind_PART_KIND_ASSETS {
+		ev.File = files[0]
+	} else {
+		ev.Files = files
 	}
 	disc := strconv.FormatUint(uint64(task.GetPart()), 10)
 	if err := e.pub.PublishStatus(ctx, bus.EventPart, task.GetJobId(), disc, ev); err != nil {
 		return fmt.Errorf("announce part %d: %w", task.GetPart(), err)
 	}
-	log.InfoContext(ctx, "part uploaded", "object_key", key, "records", res.records, "bytes", res.size,
-		"skipped", res.skipped, "duration", e.now().Sub(start).String())
+	return nil
+}
+
+// cleanupCanceled deletes every part object of a canceled job: the ones
+// this task may have uploaded and those of the job's other tasks, done
+// here or by other replicas. Whichever task of the job notices the
+// cancellation first removes them; later ones find little or nothing, so
+// the job's remaining tasks are acked at once. Failing to delete is
+// retried like any transient failure.
+func (e *Exporter) cleanupCanceled(ctx context.Context, log *slog.Logger, jobID string) error {
+	ctx = context.WithoutCancel(ctx)
+	prefix := "jobs/" + jobID + "/parts/"
+	objs, err := e.store.List(ctx, e.bucket, prefix)
+	if err != nil {
+		return fmt.Errorf("list parts of canceled job %s: %w", jobID, err)
+	}
+	for _, o := range objs {
+		if err := e.store.Delete(ctx, e.bucket, o.Key); err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return fmt.Errorf("delete part of canceled job %s: %w", jobID, err)
+		}
+	}
+	if len(objs) > 0 {
+		log.InfoContext(ctx, "deleted parts of canceled job", "objects", len(objs))
+	}
 	return nil
 }
 
@@ -331,30 +464,41 @@ func partsTotal(task *exportv1.ExportTask) uint32 {
 	return max(task.GetPartsTotal(), 1)
 }
 
-// validate rejects tasks that no retry can fix.
-func (e *Exporter) validate(task *exportv1.ExportTask) (Format, string, error) {
+// validateTask rejects tasks that no retry can fix.
+func (e *Exporter) validateTask(task *exportv1.ExportTask, kind exportv1.PartKind) error {
 	if err := bus.Token(task.GetJobId()); err != nil {
-		return Format{}, "", bus.Permanent(fmt.Errorf("task has no usable job id: %w", err))
+		return bus.Permanent(fmt.Errorf("task has no usable job id: %w", err))
 	}
-	if task.GetKind() != exportv1.JobKind_JOB_KIND_ROOM {
-		return Format{}, "", reject("export kind %s not supported yet", enumWord(task.GetKind().String(), "JOB_KIND_"))
+	var kindOK bool
+	switch kind {
+	case exportv1.PartKind_PART_KIND_ROOM:
+		kindOK = task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM || task.GetKind() == exportv1.JobKind_JOB_KIND_USER_DATA
+	case exportv1.PartKind_PART_KIND_ROOM_MAIL:
+		kindOK = task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM_MAIL
+	case exportv1.PartKind_PART_KIND_USER_PROFILE, exportv1.PartKind_PART_KIND_CHANNELS, exportv1.PartKind_PART_KIND_ASSETS:
+		kindOK = task.GetKind() == exportv1.JobKind_JOB_KIND_USER_DATA
 	}
-	format, ok := e.formats[task.GetFormat()]
-	if !ok {
-		return Format{}, "", reject("format %s not supported yet", enumWord(task.GetFormat().String(), "FORMAT_"))
+	if !kindOK {
+		return reject("export kind %s not supported yet", enumWord(task.GetKind().String(), "JOB_KIND_"))
 	}
 	if task.GetPartsTotal() > 0 && task.GetPart() >= task.GetPartsTotal() {
-		return Format{}, "", bus.Permanent(fmt.Errorf("part %d of a job with %d parts", task.GetPart(), task.GetPartsTotal()))
+		return bus.Permanent(fmt.Errorf("part %d of a job with %d parts", task.GetPart(), task.GetPartsTotal()))
 	}
-	scope := task.GetRoom()
-	if scope.GetFrom() != nil && scope.GetTo() != nil && scope.GetTo().AsTime().Before(scope.GetFrom().AsTime()) {
-		return Format{}, "", reject("date range ends before it starts")
+	switch kind {
+	case exportv1.PartKind_PART_KIND_ROOM, exportv1.PartKind_PART_KIND_ROOM_MAIL:
+		scope := task.GetRoom()
+		if scope.GetFrom() != nil && scope.GetTo() != nil && scope.GetTo().AsTime().Before(scope.GetFrom().AsTime()) {
+			return reject("date range ends before it starts")
+		}
+		if _, err := bus.ChatSubject(scope.GetRoomId()); err != nil {
+			return reject("invalid room id %q", scope.GetRoomId())
+		}
+	default:
+		if err := bus.Token(task.GetUserId()); err != nil {
+			return reject("invalid user id %q", task.GetUserId())
+		}
 	}
-	subject, err := bus.ChatSubject(scope.GetRoomId())
-	if err != nil {
-		return Format{}, "", reject("invalid room id %q", scope.GetRoomId())
-	}
-	return format, subject, nil
+	return nil
 }
 
 func (e *Exporter) loadRoom(ctx context.Context, roomID string) (*sourcev1.Room, error) {
@@ -403,6 +547,14 @@ func (e *Exporter) checkCanceled(ctx context.Context, jobID string) error {
 // logged and the export goes on, since the part event that matters is
 // published (and checked) at the end.
 func (e *Exporter) publishProgress(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, percent uint32, records, size uint64) {
+	e.publishProgressAt(ctx, log, task, percent, records, size, "")
+}
+
+// publishProgressAt is publishProgress with a step appended to the dedup
+// id, for parts whose intermediate events may repeat the final record
+// count (the assets part reports after each room): the final event keeps
+// the plain <part>.<records> id, which no intermediate one then takes.
+func (e *Exporter) publishProgressAt(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, percent uint32, records, size uint64, step string) {
 	ev := &exportv1.ExportProgress{
 		JobId:      task.GetJobId(),
 		OccurredAt: timestamppb.New(e.now()),
@@ -411,6 +563,9 @@ func (e *Exporter) publishProgress(ctx context.Context, log *slog.Logger, task *
 		Progress:   &exportv1.Progress{Percent: percent, Records: records, Bytes: size},
 	}
 	disc := strconv.FormatUint(uint64(task.GetPart()), 10) + "." + strconv.FormatUint(records, 10)
+	if step != "" {
+		disc += "." + step
+	}
 	if err := e.pub.PublishStatus(ctx, bus.EventProgress, task.GetJobId(), disc, ev); err != nil && ctx.Err() == nil {
 		log.WarnContext(ctx, "progress not published", "error", err)
 	}
@@ -439,7 +594,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // the job is canceled, the pipe is closed with that error, which aborts
 // the multipart upload so that no partial object appears.
 func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, format Format,
-	room *sourcev1.Room, h *history, key string,
+	meta Meta, room *sourcev1.Room, h *history, key string,
 ) (uploadResult, error) {
 	pr, pw := io.Pipe()
 	sum := sha256.New()
@@ -461,7 +616,7 @@ func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.
 		// The buffer batches small JSON writes into large pipe writes, so
 		// the upload goroutine is woken per 64 KiB, not per message.
 		bw := bufio.NewWriterSize(io.MultiWriter(pw, sum, &counter), 64<<10)
-		err := e.render(gctx, log, task, format.New(bw), room, h, &counter, &res)
+		err := e.render(gctx, log, task, format.New(bw, meta), room, h, &counter, &res, nil)
 		if err == nil {
 			err = bw.Flush()
 		}
@@ -487,8 +642,11 @@ func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.
 }
 
 // render replays the room and feeds the messages in range to r.
+//
+// sel, when not nil, picks the messages to render (a mail's selection) and
+// ends the replay once it has them all; records then counts only those.
 func (e *Exporter) render(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, r Renderer,
-	room *sourcev1.Room, h *history, counter *countingWriter, res *uploadResult,
+	room *sourcev1.Room, h *history, counter *countingWriter, res *uploadResult, sel selector,
 ) error {
 	if err := r.Begin(room); err != nil {
 		return err
@@ -556,13 +714,16 @@ func (e *Exporter) render(ctx context.Context, log *slog.Logger, task *exportv1.
 			// A room's messages are in ts order: nothing later can match.
 			return false, nil
 		}
+		if sel != nil && !sel.keep(&m) {
+			return true, nil
+		}
 		if !hasFrom || !ts.Before(from) {
 			if err := r.Message(&m); err != nil {
 				return false, err
 			}
 			res.records++
 		}
-		return true, nil
+		return sel == nil || !sel.done(), nil
 	})
 	if err != nil {
 		return err

@@ -473,13 +473,13 @@ func TestExportTerminatedTaskFailsJob(t *testing.T) {
 			reason: "room NOPE not found",
 		},
 		{
-			name: "html not rendered yet",
+			name: "csv is not a room format",
 			task: func(jobID string) *exportv1.ExportTask {
 				task := roomTask(jobID, "R3", nil, nil)
-				task.Format = exportv1.Format_FORMAT_HTML
+				task.Format = exportv1.Format_FORMAT_CSV
 				return task
 			},
-			reason: "format html not supported yet",
+			reason: "format csv not supported yet",
 		},
 		{
 			name: "records kind",

@@ -766,7 +766,10 @@ type NotificationSent struct {
 	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
 	Recipients []string               `protobuf:"bytes,3,rep,name=recipients,proto3" json:"recipients,omitempty"`
 	// Empty when delivery succeeded.
-	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// Which channel this reports: "email", or "webhook.<first 16 hex digits
+	// of the SHA-256 of the URL>". Empty is read as "email".
+	Channel       string `protobuf:"bytes,5,opt,name=channel,proto3" json:"channel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -825,6 +828,13 @@ func (x *NotificationSent) GetRecipients() []string {
 func (x *NotificationSent) GetError() string {
 	if x != nil {
 		return x.Error
+	}
+	return ""
+}
+
+func (x *NotificationSent) GetChannel() string {
+	if x != nil {
+		return x.Channel
 	}
 	return ""
 }
@@ -960,7 +970,7 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"occurredAt\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x9c\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xb6\x01\n" +
 	"\x10NotificationSent\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -968,7 +978,8 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x03 \x03(\tR\n" +
 	"recipients\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"c\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x18\n" +
+	"\achannel\x18\x05 \x01(\tR\achannel\"c\n" +
 	"\rExportExpired\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +

@@ -1060,7 +1060,9 @@ type Job struct {
 	// the retention setting, and files are deleted after it.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Whether the sweeper deleted the files.
-	FilesExpired  bool `protobuf:"varint,31,opt,name=files_expired,json=filesExpired,proto3" json:"files_expired,omitempty"`
+	FilesExpired bool `protobuf:"varint,31,opt,name=files_expired,json=filesExpired,proto3" json:"files_expired,omitempty"`
+	// The outcome of every notification channel, one entry per channel.
+	Notifications []*NotificationStatus `protobuf:"bytes,32,rep,name=notifications,proto3" json:"notifications,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1312,6 +1314,84 @@ func (x *Job) GetFilesExpired() bool {
 	return false
 }
 
+func (x *Job) GetNotifications() []*NotificationStatus {
+	if x != nil {
+		return x.Notifications
+	}
+	return nil
+}
+
+// NotificationStatus is the last outcome of one notification channel.
+type NotificationStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "email" or "webhook.<hash>" as in NotificationSent.channel.
+	Channel    string   `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Recipients []string `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// Empty when delivery succeeded.
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotificationStatus) Reset() {
+	*x = NotificationStatus{}
+	mi := &file_dataport_export_v1_job_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotificationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotificationStatus) ProtoMessage() {}
+
+func (x *NotificationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_job_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotificationStatus.ProtoReflect.Descriptor instead.
+func (*NotificationStatus) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NotificationStatus) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *NotificationStatus) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+func (x *NotificationStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *NotificationStatus) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 var File_dataport_export_v1_job_proto protoreflect.FileDescriptor
 
 const file_dataport_export_v1_job_proto_rawDesc = "" +
@@ -1375,7 +1455,8 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
-	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xf3\t\n" +
+	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xc1\n" +
+	"\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\x12/\n" +
@@ -1415,7 +1496,15 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\x06number\x18\x1d \x01(\x04R\x06number\x129\n" +
 	"\n" +
 	"expires_at\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12#\n" +
-	"\rfiles_expired\x18\x1f \x01(\bR\ffilesExpired*|\n" +
+	"\rfiles_expired\x18\x1f \x01(\bR\ffilesExpired\x12L\n" +
+	"\rnotifications\x18  \x03(\v2&.dataport.export.v1.NotificationStatusR\rnotifications\"\x90\x01\n" +
+	"\x12NotificationStatus\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x02 \x03(\tR\n" +
+	"recipients\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at*|\n" +
 	"\aJobKind\x12\x18\n" +
 	"\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rJOB_KIND_ROOM\x10\x01\x12\x16\n" +
@@ -1471,7 +1560,7 @@ func file_dataport_export_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_dataport_export_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dataport_export_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_dataport_export_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_dataport_export_v1_job_proto_goTypes = []any{
 	(JobKind)(0),                  // 0: dataport.export.v1.JobKind
 	(PartKind)(0),                 // 1: dataport.export.v1.PartKind
@@ -1487,16 +1576,17 @@ var file_dataport_export_v1_job_proto_goTypes = []any{
 	(*Progress)(nil),              // 11: dataport.export.v1.Progress
 	(*File)(nil),                  // 12: dataport.export.v1.File
 	(*Job)(nil),                   // 13: dataport.export.v1.Job
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*NotificationStatus)(nil),    // 14: dataport.export.v1.NotificationStatus
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_dataport_export_v1_job_proto_depIdxs = []int32{
-	14, // 0: dataport.export.v1.RoomScope.from:type_name -> google.protobuf.Timestamp
-	14, // 1: dataport.export.v1.RoomScope.to:type_name -> google.protobuf.Timestamp
-	14, // 2: dataport.export.v1.DateRange.from:type_name -> google.protobuf.Timestamp
-	14, // 3: dataport.export.v1.DateRange.to:type_name -> google.protobuf.Timestamp
+	15, // 0: dataport.export.v1.RoomScope.from:type_name -> google.protobuf.Timestamp
+	15, // 1: dataport.export.v1.RoomScope.to:type_name -> google.protobuf.Timestamp
+	15, // 2: dataport.export.v1.DateRange.from:type_name -> google.protobuf.Timestamp
+	15, // 3: dataport.export.v1.DateRange.to:type_name -> google.protobuf.Timestamp
 	6,  // 4: dataport.export.v1.RecordsScope.date_range:type_name -> dataport.export.v1.DateRange
-	14, // 5: dataport.export.v1.Recurrence.start:type_name -> google.protobuf.Timestamp
-	14, // 6: dataport.export.v1.Recurrence.next:type_name -> google.protobuf.Timestamp
+	15, // 5: dataport.export.v1.Recurrence.start:type_name -> google.protobuf.Timestamp
+	15, // 6: dataport.export.v1.Recurrence.next:type_name -> google.protobuf.Timestamp
 	1,  // 7: dataport.export.v1.PartStatus.kind:type_name -> dataport.export.v1.PartKind
 	2,  // 8: dataport.export.v1.PartStatus.state:type_name -> dataport.export.v1.PartState
 	0,  // 9: dataport.export.v1.Job.kind:type_name -> dataport.export.v1.JobKind
@@ -1504,19 +1594,21 @@ var file_dataport_export_v1_job_proto_depIdxs = []int32{
 	4,  // 11: dataport.export.v1.Job.state:type_name -> dataport.export.v1.JobState
 	11, // 12: dataport.export.v1.Job.progress:type_name -> dataport.export.v1.Progress
 	12, // 13: dataport.export.v1.Job.files:type_name -> dataport.export.v1.File
-	14, // 14: dataport.export.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	14, // 15: dataport.export.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 14: dataport.export.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	15, // 15: dataport.export.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 16: dataport.export.v1.Job.room:type_name -> dataport.export.v1.RoomScope
 	10, // 17: dataport.export.v1.Job.parts:type_name -> dataport.export.v1.PartStatus
 	7,  // 18: dataport.export.v1.Job.records:type_name -> dataport.export.v1.RecordsScope
 	8,  // 19: dataport.export.v1.Job.mail:type_name -> dataport.export.v1.MailScope
 	9,  // 20: dataport.export.v1.Job.recurrence:type_name -> dataport.export.v1.Recurrence
-	14, // 21: dataport.export.v1.Job.expires_at:type_name -> google.protobuf.Timestamp
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	15, // 21: dataport.export.v1.Job.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 22: dataport.export.v1.Job.notifications:type_name -> dataport.export.v1.NotificationStatus
+	15, // 23: dataport.export.v1.NotificationStatus.at:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_job_proto_init() }
@@ -1530,7 +1622,7 @@ func file_dataport_export_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dataport_export_v1_job_proto_rawDesc), len(file_dataport_export_v1_job_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,25 +1,27 @@
-package httpapi_test
+package rocketchat_test
 
 import (
 	"bytes"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 )
 
 // FuzzRoomsExportBody posts arbitrary bodies as an admin who may export
 // every room of the fixtures: whatever the body, the answer is a JSON
-// object with a 200 or a 4xx, never a 5xx. The router runs in process over
-// a real NATS server, so accepted bodies really create jobs and tasks.
+// object with a 200 or a 4xx, never a 5xx. Requests go to a real HTTP
+// server over a real NATS server, so accepted bodies really create jobs
+// and tasks.
 func FuzzRoomsExportBody(f *testing.F) {
 	for _, seed := range []string{
-		`{"rid": "iu7jtPAhvEeAS5tNq", "type": "file", "dateFrom": "2000-01-01", "dateTo": "2021-11-25", "format": "html"}`,
+		seedExample,
 		`{"rid": "GENERAL", "type": "file", "format": "json"}`,
 		`{"rid": "GENERAL", "type": "file", "format": "json", "dateFrom": "2021-11-25T10:00:00+02:00", "dateTo": "9999-12-31"}`,
 		`{"rid": "GENERAL", "type": "file", "format": "json", "dateFrom": "0001-01-01T00:00:00Z"}`,
 		`{"rid": "GENERAL", "type": "file", "format": "json", "dateTo": "9999-12-31T23:59:59.999999999-23:59"}`,
 		`{"rid": "GENERAL", "type": "email", "toUsers": ["root"], "subject": "x"}`,
+		`{"rid": "GENERAL", "type": "email", "toUsers": ["root", "alice"], "toEmails": ["a@b.c"], "subject": "x", "messages": ["m1"]}`,
+		`{"rid": "GENERAL", "type": "email", "toEmails": ["\"q\" <a@b.c>", "=?utf-8?q?x?= <b@c.d>"], "subject": "x", "messages": ["m1"]}`,
 		`{"rid": "DirectRoomId00001", "type": "file", "format": "json"}`,
 		`{"rid": "a.b.>", "type": "file", "format": "json"}`,
 		`{"rid": "` + "\u0000" + `", "type": "file"}`,
@@ -36,26 +38,32 @@ func FuzzRoomsExportBody(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	e := newEnv(f, envOptions{})
+	e := newEnv(f, envOptions{fixtures: true})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, roomsExport, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.url+roomsExport, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
 		req.Header.Set("X-User-Id", adminID)
 		req.Header.Set("X-Auth-Token", adminToken)
 		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		e.router.ServeHTTP(rec, req)
-		if rec.Code >= 500 || (rec.Code != http.StatusOK && rec.Code/100 != 4) {
-			t.Fatalf("body %q: status %d: %s", body, rec.Code, rec.Body)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
+		defer resp.Body.Close()
 		var out map[string]any
-		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-			t.Fatalf("body %q: answer is not a JSON object: %q", body, rec.Body)
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatalf("body %q: answer is not a JSON object: %v", body, err)
 		}
-		if rec.Code == http.StatusOK && out["success"] != true {
-			t.Fatalf("body %q: 200 without success: %q", body, rec.Body)
+		if resp.StatusCode >= 500 || (resp.StatusCode != http.StatusOK && resp.StatusCode/100 != 4) {
+			t.Fatalf("body %q: status %d: %v", body, resp.StatusCode, out)
 		}
-		if rec.Code != http.StatusOK && (out["success"] != false || out["errorType"] == nil) {
-			t.Fatalf("body %q: error not in Rocket.Chat's shape: %q", body, rec.Body)
+		if resp.StatusCode == http.StatusOK && out["success"] != true {
+			t.Fatalf("body %q: 200 without success: %v", body, out)
+		}
+		if resp.StatusCode != http.StatusOK && (out["success"] != false || out["errorType"] == nil) {
+			t.Fatalf("body %q: error not in Rocket.Chat's shape: %v", body, out)
 		}
 	})
 }

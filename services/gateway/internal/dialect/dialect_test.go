@@ -1,0 +1,122 @@
+package dialect_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/dialect"
+)
+
+func TestIsCreate(t *testing.T) {
+	cases := []struct {
+		method, path string
+		want         bool
+	}{
+		{http.MethodPost, "/api/v1/rooms.export", true},
+		{http.MethodGet, "/api/v1/users.requestDataDownload", true},
+		{http.MethodGet, "/api/v1/rooms.export", false},
+		{http.MethodPost, "/experimental/data-exports", true},
+		{http.MethodPost, "/experimental/data-exports/", true},
+		{http.MethodPost, "/experimental/organizations/org1/data-exports/", true},
+		{http.MethodPut, "/experimental/data-exports/abc", true},
+		{http.MethodPut, "/experimental/data-exports", false},
+		{http.MethodGet, "/experimental/data-exports/abc", false},
+		{http.MethodDelete, "/experimental/data-exports/abc", false},
+		{http.MethodPost, "/api/raw/v1/export/create.json", true},
+		{http.MethodPost, "/api/raw/v1/export/cancel.json", false},
+		{http.MethodPost, "/v1/exports", true},
+		{http.MethodPost, "/v1/exports/abc/cancel", false},
+		{http.MethodGet, "/v1/exports", false},
+	}
+	for _, c := range cases {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			assert.Equal(t, c.want, dialect.IsCreate(httptest.NewRequest(c.method, c.path, nil)))
+		})
+	}
+}
+
+func TestWriteErrorUsesTheDialectsShape(t *testing.T) {
+	cases := []struct {
+		path string
+		want map[string]any
+	}{
+		{"/api/v1/rooms.export", map[string]any{"success": false, "error": "slow down [error-too-many-requests]", "errorType": "error-too-many-requests"}},
+		{"/experimental/data-exports", map[string]any{
+			"type": "https://www.rebilly.com/catalog/all/section/errors/too-many-requests", "title": "Too Many Requests",
+			"status": float64(429), "detail": "slow down", "error": "Too Many Requests", "details": []any{"slow down"}}},
+		{"/api/raw/v1/export/create.json", map[string]any{"code": float64(429), "message": "Too Many Requests",
+			"data": map[string]any{"error": map[string]any{"detail": "slow down"}}}},
+		{"/v1/exports", map[string]any{"error": "slow down"}},
+	}
+	for _, c := range cases {
+		t.Run(c.path, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			dialect.WriteError(rec, httptest.NewRequest(http.MethodPost, c.path, nil), http.StatusTooManyRequests, "slow down")
+			assert.Equal(t, http.StatusTooManyRequests, rec.Code)
+			assert.Contains(t, rec.Header().Get("Content-Type"), "json")
+			var got map[string]any
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
+			assert.Equal(t, c.want, got)
+		})
+	}
+}
+
+type fakeAuth map[string]string // credential -> user id
+
+var errNope = errors.New("not authenticated")
+
+func (f fakeAuth) Authenticate(_ context.Context, id, token string) (*sourcev1.User, error) {
+	if f[id+":"+token] != "" {
+		return &sourcev1.User{Id: f[id+":"+token]}, nil
+	}
+	return nil, errNope
+}
+
+func (f fakeAuth) Header(_ context.Context, apiKey, authorization string) (*sourcev1.User, error) {
+	if u := f[apiKey+authorization]; u != "" {
+		return &sourcev1.User{Id: u}, nil
+	}
+	return nil, errNope
+}
+
+func TestHeaderIdentity(t *testing.T) {
+	users := fakeAuth{"u1:tok": "u1", "key-2": "u2", "Bearer key-3": "u3"}
+	identify := dialect.HeaderIdentity(users, users, func(err error) bool { return errors.Is(err, errNope) })
+	cases := []struct {
+		name    string
+		path    string
+		headers map[string]string
+		ok      bool
+		scope   string
+		userID  string
+	}{
+		{"rocket.chat token", "/api/v1/rooms.export", map[string]string{"X-User-Id": "u1", "X-Auth-Token": "tok"}, true, "user:u1", "u1"},
+		{"api key", "/experimental/data-exports", map[string]string{"REB-APIKEY": "key-2"}, true, "user:u2", "u2"},
+		{"api key in an organization", "/experimental/organizations/acme/data-exports", map[string]string{"REB-APIKEY": "key-2"}, true, "user:u2/org:acme", "u2"},
+		{"bearer", "/api/raw/v1/export/create.json", map[string]string{"Authorization": "Bearer key-3"}, true, "user:u3", "u3"},
+		{"unknown key: scoped by its hash, no user", "/experimental/data-exports", map[string]string{"REB-APIKEY": "wrong"}, true, "cred:", ""},
+		{"no credentials", "/api/v1/rooms.export", nil, false, "", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, c.path, nil)
+			for k, v := range c.headers {
+				r.Header.Set(k, v)
+			}
+			got, ok, err := identify(r)
+			require.NoError(t, err)
+			assert.Equal(t, c.ok, ok)
+			assert.True(t, strings.HasPrefix(got.Scope, c.scope), "scope %q", got.Scope)
+			assert.Equal(t, c.userID, got.UserID)
+		})
+	}
+}

@@ -1,0 +1,406 @@
+// Package mytracker serves myTracker's raw-data export API (seed 004) over
+// the job model: create.json, get.json and cancel.json under
+// /api/raw/v1/export/. Exports are numbered with a sequential idRawExport
+// (a revision-checked counter in KV bus.BucketCounters, stored as
+// Job.number; the job id is "raw-<number>"). Every export is the events
+// record stream as CSV, split into gzip-compressed chunk files of at most
+// a configured number of rows and bytes, each with its own signed link.
+//
+// Authentication: "Authorization: Bearer <API key>" (the user's API key)
+// or "Authorization: Bearer <JWT>" as in the Rebilly dialect. myTracker's
+// own request signing is not reproduced. A user sees only their own
+// exports; another user's number answers 404 like a missing one.
+package mytracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/links"
+	"dataport.dev/shared/recordquery"
+)
+
+const (
+	dialectName = "mytracker"
+	counterKey  = "raw_export"
+	// TooManyLines is the exporter's rejection reason for a request over
+	// the row limit, shown as errorMessage.
+	TooManyLines = "Too many lines in one export"
+)
+
+// Authenticator resolves request credentials (rebilly.Authenticator).
+type Authenticator interface {
+	Header(ctx context.Context, apiKey, authorization string) (*sourcev1.User, error)
+}
+
+// Limits bound raw exports.
+type Limits struct {
+	MaxRowsPerChunk  uint64
+	MaxBytesPerChunk uint64
+	MaxRows          uint64
+}
+
+// Config holds the dialect's dependencies; all but Logger and Now are
+// required.
+type Config struct {
+	Auth      Authenticator
+	Jobs      *jobstore.Store
+	Counters  jetstream.KeyValue
+	Submitter *submit.Submitter
+	Links     *links.Signer
+	Limits    Limits
+	// Location is the time zone of dateFrom/dateTo.
+	Location *time.Location
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Dialect is the myTracker raw export API.
+type Dialect struct{ Config }
+
+// New returns the dialect.
+func New(cfg Config) *Dialect {
+	if cfg.Location == nil {
+		cfg.Location = time.UTC
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Dialect{cfg}
+}
+
+// Routes implements httpapi.Dialect.
+func (d *Dialect) Routes(r chi.Router) {
+	r.Post("/api/raw/v1/export/create.json", d.create)
+	r.Get("/api/raw/v1/export/get.json", d.get)
+	r.Get("/api/raw/v1/export/cancel.json", d.cancel)
+	r.Post("/api/raw/v1/export/cancel.json", d.cancel)
+}
+
+// answer is myTracker's envelope.
+type answer struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Data    any    `json:"data"`
+}
+
+type errorData struct {
+	Error struct {
+		Detail string `json:"detail"`
+	} `json:"error"`
+}
+
+func write(w http.ResponseWriter, code int, message string, data any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = writeBody(w, answer{Code: code, Message: message, Data: data})
+}
+
+func writeError(w http.ResponseWriter, code int, detail string) {
+	var d errorData
+	d.Error.Detail = detail
+	write(w, code, http.StatusText(code), d)
+}
+
+func writeDenied(w http.ResponseWriter) { write(w, http.StatusForbidden, "Access denied", nil) }
+
+func writeNotFound(w http.ResponseWriter) {
+	writeError(w, http.StatusNotFound, "Raw export request not found")
+}
+
+func (d *Dialect) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
+	u, err := d.Auth.Header(r.Context(), r.Header.Get("REB-APIKEY"), r.Header.Get("Authorization"))
+	if err != nil {
+		if !strings.Contains(err.Error(), "not authenticated") {
+			d.Logger.ErrorContext(r.Context(), "authenticate", "error", err)
+			writeError(w, http.StatusInternalServerError, "Internal error")
+			return nil
+		}
+		writeDenied(w)
+		return nil
+	}
+	return u
+}
+
+// events maps myTracker's event dictionary onto the eventType of the
+// events record stream.
+var events = map[string]string{
+	"installs":     "install",
+	"launches":     "launch",
+	"payments":     "payment",
+	"customEvents": "custom",
+}
+
+// param reads a form or query value; "a,b" and repeated "a[]" both give
+// lists.
+func param(r *http.Request, name string) []string {
+	var out []string
+	for _, k := range []string{name, name + "[]"} {
+		for _, v := range r.Form[k] {
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// create implements POST create.json: event (installs, launches, payments,
+// customEvents), selectors (columns of the events stream), dateFrom and
+// dateTo (YYYY-MM-DD, inclusive, in the configured time zone) and the
+// optional filters idApp and country.
+func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
+	u := d.user(w, r)
+	if u == nil {
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		writeError(w, http.StatusBadRequest, "Malformed request")
+		return
+	}
+	ev := r.Form.Get("event")
+	typ, ok := events[ev]
+	if !ok {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("event: must be one of installs, launches, payments, customEvents (got %q)", ev))
+		return
+	}
+	selectors := param(r, "selectors")
+	if len(selectors) == 0 {
+		writeError(w, http.StatusBadRequest, "selectors: at least one field is required")
+		return
+	}
+	if err := recordquery.ValidateFields(recordquery.ResourceEvents, selectors); err != nil {
+		writeError(w, http.StatusBadRequest, "selectors: "+err.Error())
+		return
+	}
+	from, err := time.ParseInLocation(time.DateOnly, r.Form.Get("dateFrom"), d.Location)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "dateFrom: must be a date YYYY-MM-DD")
+		return
+	}
+	to, err := time.ParseInLocation(time.DateOnly, r.Form.Get("dateTo"), d.Location)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "dateTo: must be a date YYYY-MM-DD")
+		return
+	}
+	if to.Before(from) {
+		writeError(w, http.StatusBadRequest, "dateTo: must not be before dateFrom")
+		return
+	}
+	conds := []string{"eventType:" + typ}
+	apps := param(r, "idApp")
+	for _, a := range apps {
+		if _, err := strconv.ParseUint(a, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, "idApp: app ids are integers")
+			return
+		}
+	}
+	if len(apps) > 0 {
+		conds = append(conds, "appId:"+strings.Join(apps, ","))
+	}
+	if cs := param(r, "country"); len(cs) > 0 {
+		for _, c := range cs {
+			if len(c) != 2 {
+				writeError(w, http.StatusBadRequest, "country: ISO 3166-1 alpha-2 codes")
+				return
+			}
+		}
+		conds = append(conds, "country:"+strings.Join(cs, ","))
+	}
+	ctx := context.WithoutCancel(r.Context())
+	num, err := d.next(ctx)
+	if err != nil {
+		d.Logger.ErrorContext(ctx, "raw export number", "error", err)
+		writeError(w, http.StatusInternalServerError, "Internal error")
+		return
+	}
+	now := d.Now()
+	end := to.AddDate(0, 0, 1).Add(-time.Nanosecond)
+	job := &exportv1.Job{
+		Id:        JobID(num),
+		Number:    num,
+		OwnerId:   u.GetId(),
+		Kind:      exportv1.JobKind_JOB_KIND_RECORDS,
+		Format:    exportv1.Format_FORMAT_CSV,
+		State:     exportv1.JobState_JOB_STATE_PENDING,
+		Dialect:   dialectName,
+		Name:      fmt.Sprintf("%d.%s", num, strings.TrimSuffix(ev, "s")),
+		CreatedAt: timestamppb.New(now),
+		UpdatedAt: timestamppb.New(now),
+		Records: &exportv1.RecordsScope{
+			Resource: recordquery.ResourceEvents,
+			Fields:   selectors,
+			Filter:   strings.Join(conds, ";"),
+			DateRange: &exportv1.DateRange{
+				Start: r.Form.Get("dateFrom"), End: r.Form.Get("dateTo"), Field: "createdTime",
+				From: timestamppb.New(from), To: timestamppb.New(end),
+			},
+			MaxRowsPerChunk:  d.Limits.MaxRowsPerChunk,
+			MaxBytesPerChunk: d.Limits.MaxBytesPerChunk,
+			GzipChunks:       true,
+			MaxRows:          d.Limits.MaxRows,
+		},
+	}
+	task := &exportv1.ExportTask{PartKind: exportv1.PartKind_PART_KIND_RECORDS, UserId: u.GetId(), Records: job.GetRecords()}
+	sctx, cancel := context.WithTimeout(ctx, submit.Timeout)
+	defer cancel()
+	if err := d.Submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{task}); err != nil {
+		d.Logger.ErrorContext(ctx, "submit raw export", "job_id", job.GetId(), "error", err)
+		writeError(w, http.StatusInternalServerError, "Internal error")
+		return
+	}
+	write(w, http.StatusOK, "Ok", map[string]string{"idRawExport": strconv.FormatUint(num, 10)})
+}
+
+// JobID is the job id of raw export number n.
+func JobID(n uint64) string { return "raw-" + strconv.FormatUint(n, 10) }
+
+// next increments the raw export counter with a revision check, so
+// concurrent creates on any replica get distinct numbers.
+func (d *Dialect) next(ctx context.Context) (uint64, error) {
+	for range 64 {
+		e, err := d.Counters.Get(ctx, counterKey)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if _, err := d.Counters.Create(ctx, counterKey, []byte("1")); err == nil {
+				return 1, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return 0, err
+			}
+			continue
+		case err != nil:
+			return 0, err
+		}
+		n, err := strconv.ParseUint(string(e.Value()), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("counter %s holds %q", counterKey, e.Value())
+		}
+		if _, err := d.Counters.Update(ctx, counterKey, []byte(strconv.FormatUint(n+1, 10)), e.Revision()); err == nil {
+			return n + 1, nil
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, err
+		}
+	}
+	return 0, errors.New("counter: too much contention")
+}
+
+// load resolves idRawExport to the caller's job, answering itself when it
+// returns nil.
+func (d *Dialect) load(w http.ResponseWriter, r *http.Request) *exportv1.Job {
+	u := d.user(w, r)
+	if u == nil {
+		return nil
+	}
+	n, err := strconv.ParseUint(r.URL.Query().Get("idRawExport"), 10, 64)
+	if err != nil || n == 0 {
+		if r.URL.Query().Get("idRawExport") == "" {
+			writeError(w, http.StatusBadRequest, "idRawExport: required")
+			return nil
+		}
+		writeNotFound(w)
+		return nil
+	}
+	job, err := d.Jobs.Get(r.Context(), JobID(n))
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		writeNotFound(w)
+		return nil
+	case err != nil:
+		d.Logger.ErrorContext(r.Context(), "get raw export", "error", err)
+		writeError(w, http.StatusInternalServerError, "Internal error")
+		return nil
+	}
+	if job.GetOwnerId() != u.GetId() || job.GetDialect() != dialectName {
+		writeNotFound(w)
+		return nil
+	}
+	return job
+}
+
+type fileView struct {
+	Link             string `json:"link"`
+	TimestampExpires string `json:"timestampExpires"`
+}
+
+// View renders a job as get.json's data.
+func (d *Dialect) View(job *exportv1.Job) map[string]any {
+	out := map[string]any{"idRawExport": strconv.FormatUint(job.GetNumber(), 10)}
+	switch job.GetState() {
+	case exportv1.JobState_JOB_STATE_COMPLETED:
+		out["status"] = "Success!"
+		files := []fileView{}
+		for _, f := range job.GetFiles() {
+			href, exp := d.Links.URL(job.GetId(), f.GetName())
+			files = append(files, fileView{Link: href, TimestampExpires: strconv.FormatInt(exp.Unix(), 10)})
+		}
+		out["files"] = files
+	case exportv1.JobState_JOB_STATE_FAILED:
+		out["status"] = "Error occurred"
+	case exportv1.JobState_JOB_STATE_REJECTED:
+		out["status"] = "User error occurred"
+		out["errorMessage"] = job.GetError()
+	case exportv1.JobState_JOB_STATE_CANCELED:
+		out["status"] = "Canceled by user"
+	default:
+		out["status"] = "In progress"
+		out["progress"] = strconv.FormatUint(uint64(job.GetProgress().GetPercent()), 10) + "%"
+		out["isCancellable"] = job.GetState() != exportv1.JobState_JOB_STATE_FINALIZING
+	}
+	return out
+}
+
+// get implements GET get.json.
+func (d *Dialect) get(w http.ResponseWriter, r *http.Request) {
+	if job := d.load(w, r); job != nil {
+		write(w, http.StatusOK, "Ok", d.View(job))
+	}
+}
+
+// cancel implements cancel.json.
+func (d *Dialect) cancel(w http.ResponseWriter, r *http.Request) {
+	job := d.load(w, r)
+	if job == nil {
+		return
+	}
+	switch job.GetState() {
+	case exportv1.JobState_JOB_STATE_COMPLETED:
+		writeError(w, http.StatusBadRequest, "This RawExport can not be cancel (it's completed)")
+		return
+	case exportv1.JobState_JOB_STATE_FINALIZING, exportv1.JobState_JOB_STATE_FAILED,
+		exportv1.JobState_JOB_STATE_REJECTED, exportv1.JobState_JOB_STATE_CANCELED:
+		writeError(w, http.StatusBadRequest, "This RawExport can not be cancel")
+		return
+	}
+	got, err := d.Submitter.Cancel(context.WithoutCancel(r.Context()), job.GetId(), "Canceled by user")
+	if err != nil {
+		d.Logger.ErrorContext(r.Context(), "cancel raw export", "job_id", job.GetId(), "error", err)
+		writeError(w, http.StatusInternalServerError, "Internal error")
+		return
+	}
+	if got.GetState() != exportv1.JobState_JOB_STATE_CANCELED {
+		// It finished between the read and the cancel.
+		writeError(w, http.StatusBadRequest, "This RawExport can not be cancel")
+		return
+	}
+	write(w, http.StatusOK, "Ok", map[string]string{"idRawExport": strconv.FormatUint(job.GetNumber(), 10), "info": "Canceled"})
+}

@@ -1,0 +1,167 @@
+package rebilly
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+)
+
+// ErrUnauthenticated means the credentials are missing, malformed, expired
+// or match no user; which of these is deliberately not told apart.
+var ErrUnauthenticated = errors.New("rebilly: not authenticated")
+
+// Authenticator resolves the credentials Rebilly clients send: a secret API
+// key in REB-APIKEY (stored only as SHA-256 in User.api_key_sha256) or an
+// "Authorization: Bearer <JWT>" signed with a configured HS256 secret or
+// RS256 key whose "sub" is a user id. It is shared with the myTracker
+// dialect. It is safe for concurrent use.
+type Authenticator struct {
+	users    jetstream.KeyValue
+	hsSecret []byte
+	rsaKey   *rsa.PublicKey
+	methods  []string
+	now      func() time.Time
+}
+
+// AuthConfig configures JWT verification; both keys empty disables JWTs.
+type AuthConfig struct {
+	// HS256Secret verifies HS256 tokens.
+	HS256Secret string
+	// RS256PublicKeyPEM verifies RS256 tokens (PKIX or PKCS#1 PEM).
+	RS256PublicKeyPEM string
+	// Now is the clock for expiry checks; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewAuthenticator returns an Authenticator over the users bucket. It
+// fails only on an unparsable RS256 key.
+func NewAuthenticator(users jetstream.KeyValue, cfg AuthConfig) (*Authenticator, error) {
+	a := &Authenticator{users: users, now: cfg.Now}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if cfg.HS256Secret != "" {
+		a.hsSecret = []byte(cfg.HS256Secret)
+		a.methods = append(a.methods, jwt.SigningMethodHS256.Alg())
+	}
+	if strings.TrimSpace(cfg.RS256PublicKeyPEM) != "" {
+		k, err := jwt.ParseRSAPublicKeyFromPEM([]byte(cfg.RS256PublicKeyPEM))
+		if err != nil {
+			return nil, fmt.Errorf("rs256 public key: %w", err)
+		}
+		a.rsaKey = k
+		a.methods = append(a.methods, jwt.SigningMethodRS256.Alg())
+	}
+	return a, nil
+}
+
+func keyHash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// APIKey returns the user whose API key this is. Keys are not indexed by
+// value, so every user is compared (in constant time each); the users
+// bucket is small and only the gateway reads it this way.
+func (a *Authenticator) APIKey(ctx context.Context, key string) (*sourcev1.User, error) {
+	if key == "" {
+		return nil, ErrUnauthenticated
+	}
+	want := []byte(keyHash(key))
+	w, err := a.users.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("scan users: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	var found *sourcev1.User
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("scan users: %w", ctx.Err())
+		case e = <-w.Updates():
+		}
+		if e == nil {
+			break
+		}
+		u := &sourcev1.User{}
+		if err := proto.Unmarshal(e.Value(), u); err != nil || u.GetApiKeySha256() == "" {
+			continue
+		}
+		if subtle.ConstantTimeCompare(want, []byte(strings.ToLower(u.GetApiKeySha256()))) == 1 {
+			found = u
+		}
+	}
+	if found == nil {
+		return nil, ErrUnauthenticated
+	}
+	return found, nil
+}
+
+// Bearer verifies a JWT and returns the user its subject names. The
+// accepted algorithms are exactly the configured ones, so an HS256 token
+// "signed" with the RS256 public key is refused; exp is required.
+func (a *Authenticator) Bearer(ctx context.Context, token string) (*sourcev1.User, error) {
+	if token == "" || len(a.methods) == 0 {
+		return nil, ErrUnauthenticated
+	}
+	claims := &jwt.RegisteredClaims{}
+	_, err := jwt.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		switch t.Method.Alg() {
+		case jwt.SigningMethodHS256.Alg():
+			if a.hsSecret != nil {
+				return a.hsSecret, nil
+			}
+		case jwt.SigningMethodRS256.Alg():
+			if a.rsaKey != nil {
+				return a.rsaKey, nil
+			}
+		}
+		return nil, fmt.Errorf("algorithm %s not accepted", t.Method.Alg())
+	}, jwt.WithValidMethods(a.methods), jwt.WithExpirationRequired(), jwt.WithTimeFunc(a.now))
+	if err != nil || claims.Subject == "" {
+		return nil, ErrUnauthenticated
+	}
+	e, err := a.users.Get(ctx, claims.Subject)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrInvalidKey):
+		return nil, ErrUnauthenticated
+	case err != nil:
+		return nil, fmt.Errorf("get user %s: %w", claims.Subject, err)
+	}
+	u := &sourcev1.User{}
+	if err := proto.Unmarshal(e.Value(), u); err != nil {
+		return nil, fmt.Errorf("decode user %s: %w", claims.Subject, err)
+	}
+	return u, nil
+}
+
+// Header authenticates from request headers: REB-APIKEY first, then an
+// Authorization Bearer token. A bearer value that is not a JWT is tried
+// as an API key, which is how the myTracker dialect's clients send keys.
+func (a *Authenticator) Header(ctx context.Context, apiKey, authorization string) (*sourcev1.User, error) {
+	if apiKey != "" {
+		return a.APIKey(ctx, apiKey)
+	}
+	scheme, token, ok := strings.Cut(authorization, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return nil, ErrUnauthenticated
+	}
+	token = strings.TrimSpace(token)
+	if strings.Count(token, ".") == 2 {
+		return a.Bearer(ctx, token)
+	}
+	return a.APIKey(ctx, token)
+}

@@ -1,0 +1,745 @@
+// Package rebilly serves Rebilly's data-exports collection (seed 003) over
+// the job model: POST/PUT create, GET list and item, DELETE, and a
+// fileDownload redirect, under /data-exports, /experimental/data-exports
+// and both again below /organizations/{organizationId}, which is what the
+// official JS SDK (RebillyExperimentalAPI) calls. Organizations are
+// tenants (Job.organization_id); inside one, a user sees their own exports
+// and an admin sees everyone's. One-off exports are record jobs submitted
+// at once; recurring ones are schedules run by package schedule, and every
+// run is a job of its own that the list shows too.
+package rebilly
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/schedule"
+	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/links"
+	"dataport.dev/shared/recordquery"
+)
+
+const dialectName = "rebilly"
+
+// Config holds the dialect's dependencies; all but Blob, Logger and Now
+// are required.
+type Config struct {
+	Auth      *Authenticator
+	Jobs      *jobstore.Store
+	JobsKV    jetstream.KeyValue
+	Schedules *schedule.Store
+	Submitter *submit.Submitter
+	Links     *links.Signer
+	// Blob deletes the files of deleted exports at once; nil leaves them
+	// to expiry.
+	Blob *blob.Store
+	// PublicURL is the gateway's base URL for self links.
+	PublicURL string
+	// Location resolves relative dates ("today", "-7 days").
+	Location *time.Location
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Dialect is the Rebilly data-exports API.
+type Dialect struct {
+	auth      *Authenticator
+	jobs      *jobstore.Store
+	jobsKV    jetstream.KeyValue
+	schedules *schedule.Store
+	submitter *submit.Submitter
+	links     *links.Signer
+	blob      *blob.Store
+	publicURL string
+	loc       *time.Location
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// New returns the dialect.
+func New(cfg Config) *Dialect {
+	d := &Dialect{
+		auth: cfg.Auth, jobs: cfg.Jobs, jobsKV: cfg.JobsKV, schedules: cfg.Schedules, submitter: cfg.Submitter,
+		links: cfg.Links, blob: cfg.Blob, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
+		loc: cfg.Location, log: cfg.Logger, now: cfg.Now,
+	}
+	if d.loc == nil {
+		d.loc = time.UTC
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	return d
+}
+
+// Routes implements httpapi.Dialect.
+func (d *Dialect) Routes(r chi.Router) {
+	for _, prefix := range []string{"/experimental", ""} {
+		for _, org := range []bool{false, true} {
+			path := prefix + "/data-exports"
+			if org {
+				path = prefix + "/organizations/{organizationId}/data-exports"
+			}
+			h := func(fn func(http.ResponseWriter, *http.Request, scope)) http.HandlerFunc {
+				return func(w http.ResponseWriter, r *http.Request) { d.withScope(w, r, prefix, fn) }
+			}
+			r.Route(path, func(r chi.Router) {
+				r.Post("/", h(d.create))
+				r.Get("/", h(d.list))
+				r.Get("/{id}", h(d.get))
+				r.Put("/{id}", h(d.put))
+				r.Delete("/{id}", h(d.remove))
+				r.Get("/{id}/download", h(d.download))
+			})
+		}
+	}
+}
+
+// scope is who asks, inside which organization.
+type scope struct {
+	user *sourcev1.User
+	org  string
+	// base is the collection URL; prefix is "/experimental" or "".
+	base, prefix string
+}
+
+func (s scope) admin() bool { return slices.Contains(s.user.GetRoles(), "admin") }
+
+// sees reports whether a job belongs to the caller's tenant and view.
+func (s scope) sees(j *exportv1.Job) bool {
+	return j.GetDialect() == dialectName && j.GetOrganizationId() == s.org &&
+		(j.GetOwnerId() == s.user.GetId() || s.admin())
+}
+
+func (d *Dialect) withScope(w http.ResponseWriter, r *http.Request, prefix string, fn func(http.ResponseWriter, *http.Request, scope)) {
+	u, err := d.auth.Header(r.Context(), r.Header.Get("REB-APIKEY"), r.Header.Get("Authorization"))
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		writeUnauthorized(w)
+		return
+	case err != nil:
+		d.log.ErrorContext(r.Context(), "authenticate", "error", err)
+		writeInternal(w)
+		return
+	}
+	s := scope{user: u, prefix: prefix, base: d.publicURL + prefix + "/data-exports"}
+	if org := chi.URLParam(r, "organizationId"); org != "" {
+		if !validID(org) {
+			writeNotFound(w)
+			return
+		}
+		s.org = org
+		s.base = d.publicURL + prefix + "/organizations/" + org + "/data-exports"
+	}
+	fn(w, r, s)
+}
+
+// create implements POST /data-exports.
+func (d *Dialect) create(w http.ResponseWriter, r *http.Request, s scope) {
+	req, bad := decodeRequest(r.Body)
+	if bad != nil {
+		writeInvalid(w, bad)
+		return
+	}
+	id := ""
+	if req.ID != nil && *req.ID != "" {
+		id = *req.ID
+		if !validID(id) {
+			writeInvalid(w, []invalidField{{Field: "id", Message: "must be 1-50 characters of A-Z a-z 0-9 _ = -"}})
+			return
+		}
+	} else {
+		var err error
+		if id, err = submit.NewJobID(); err != nil {
+			writeInternal(w)
+			return
+		}
+	}
+	d.store(w, r, s, req, id)
+}
+
+// put implements PUT /data-exports/{id}: create with the client's id, or
+// update an export that has not started. A recurring export can always be
+// updated (its next runs use the new settings); a one-off export is queued
+// as soon as it is created, so a PUT repeating it is answered with the
+// export and a PUT changing it is a 409.
+func (d *Dialect) put(w http.ResponseWriter, r *http.Request, s scope) {
+	id := chi.URLParam(r, "id")
+	if !validID(id) {
+		writeInvalid(w, []invalidField{{Field: "id", Message: "must be 1-50 characters of A-Z a-z 0-9 _ = -"}})
+		return
+	}
+	req, bad := decodeRequest(r.Body)
+	if bad != nil {
+		writeInvalid(w, bad)
+		return
+	}
+	ctx := r.Context()
+	if sched, rev, err := d.schedules.Get(ctx, id); err == nil {
+		if !s.sees(sched) {
+			writeConflict(w, "The id is already in use.")
+			return
+		}
+		d.updateSchedule(w, r, s, req, sched, rev)
+		return
+	} else if !errors.Is(err, schedule.ErrNotFound) {
+		d.internal(w, r, "get schedule", err)
+		return
+	}
+	existing, err := d.jobs.Get(ctx, id)
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		d.store(w, r, s, req, id)
+		return
+	case err != nil:
+		d.internal(w, r, "get job", err)
+		return
+	}
+	if !s.sees(existing) || d.hidden(ctx, id) {
+		writeConflict(w, "The id is already in use.")
+		return
+	}
+	job, bad := build(req, d.now(), d.loc)
+	if bad != nil {
+		writeInvalid(w, bad)
+		return
+	}
+	if existing.GetState() > exportv1.JobState_JOB_STATE_QUEUED || !sameRequest(job, existing) {
+		writeConflict(w, "The data export is already "+statusWord(existing.GetState())+" and can no longer be changed; delete it and create a new one.")
+		return
+	}
+	d.respondItem(w, r, s, entry{job: existing}, http.StatusOK)
+}
+
+func (d *Dialect) updateSchedule(w http.ResponseWriter, r *http.Request, s scope, req *request, old *exportv1.Job, rev uint64) {
+	job, bad := build(req, d.now(), d.loc)
+	if bad == nil && job.GetRecurrence() == nil {
+		bad = []invalidField{{Field: "recurring", Message: "a recurring export stays recurring; delete it to stop it"}}
+	}
+	if bad != nil {
+		writeInvalid(w, bad)
+		return
+	}
+	job.Id, job.OwnerId, job.OrganizationId, job.CreatedAt = old.GetId(), old.GetOwnerId(), old.GetOrganizationId(), old.GetCreatedAt()
+	job.UpdatedAt = timestamppb.New(d.now())
+	job.Recurrence.Runs = old.GetRecurrence().GetRuns()
+	// Occurrences already fired are not fired again.
+	if n := old.GetRecurrence().GetNext(); n != nil && job.GetRecurrence().GetNext() != nil && job.Recurrence.Next.AsTime().Before(n.AsTime()) {
+		next, _ := schedule.Next(job.Recurrence, n.AsTime(), true)
+		job.Recurrence.Next = next
+	}
+	if _, err := d.schedules.Update(r.Context(), job, rev); err != nil {
+		writeConflict(w, "The data export changed meanwhile; read it again and retry.")
+		return
+	}
+	d.respondItem(w, r, s, entry{job: job, schedule: true}, http.StatusOK)
+}
+
+// store validates and creates a new export with id.
+func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *request, id string) {
+	now := d.now()
+	job, bad := build(req, now, d.loc)
+	if bad != nil {
+		writeInvalid(w, bad)
+		return
+	}
+	job.Id, job.OwnerId, job.OrganizationId = id, s.user.GetId(), s.org
+	job.CreatedAt, job.UpdatedAt = timestamppb.New(now), timestamppb.New(now)
+	ctx := context.WithoutCancel(r.Context())
+	if job.GetRecurrence() != nil {
+		if _, err := d.jobs.Get(ctx, id); err == nil {
+			writeConflict(w, "The id is already in use.")
+			return
+		}
+		switch err := d.schedules.Create(ctx, job); {
+		case errors.Is(err, schedule.ErrExists):
+			writeConflict(w, "The id is already in use.")
+			return
+		case err != nil:
+			d.internal(w, r, "create schedule", err)
+			return
+		}
+		w.Header().Set("Location", s.base+"/"+id)
+		d.respondItem(w, r, s, entry{job: job, schedule: true}, http.StatusCreated)
+		return
+	}
+	if _, _, err := d.schedules.Get(ctx, id); err == nil {
+		writeConflict(w, "The id is already in use.")
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, submit.Timeout)
+	defer cancel()
+	switch err := d.submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(job)}); {
+	case errors.Is(err, jobstore.ErrExists):
+		writeConflict(w, "The id is already in use.")
+		return
+	case err != nil:
+		d.internal(w, r, "submit", err)
+		return
+	}
+	d.log.InfoContext(ctx, "data export queued", "job_id", id, "user_id", job.GetOwnerId(), "organization_id", s.org)
+	w.Header().Set("Location", s.base+"/"+id)
+	d.respondItem(w, r, s, entry{job: job}, http.StatusCreated)
+}
+
+func recordsTask(job *exportv1.Job) *exportv1.ExportTask {
+	return &exportv1.ExportTask{
+		PartKind: exportv1.PartKind_PART_KIND_RECORDS,
+		UserId:   job.GetOwnerId(),
+		Records:  proto.Clone(job.GetRecords()).(*exportv1.RecordsScope),
+	}
+}
+
+// RunSchedule is the schedule.RunFunc of recurring data exports: the run
+// is a copy of the template whose relative dates are resolved at the
+// occurrence. It is idempotent: an existing run is left alone.
+func (d *Dialect) RunSchedule(ctx context.Context, sched *exportv1.Job, occurrence time.Time, runID string) error {
+	if _, err := d.jobs.Get(ctx, runID); err == nil {
+		return nil
+	} else if !errors.Is(err, jobstore.ErrNotFound) {
+		return err
+	}
+	run := proto.Clone(sched).(*exportv1.Job)
+	run.Id, run.ParentId, run.Recurrence = runID, sched.GetId(), nil
+	run.State = exportv1.JobState_JOB_STATE_PENDING
+	now := d.now()
+	run.CreatedAt, run.UpdatedAt = timestamppb.New(now), timestamppb.New(now)
+	if dr := run.GetRecords().GetDateRange(); dr != nil {
+		if bad := resolveRange(dr, occurrence, d.loc); bad != nil {
+			// The expressions were valid at creation; an end before the
+			// start at this occurrence means an empty run, not a failure.
+			dr.From, dr.To = timestamppb.New(occurrence), timestamppb.New(occurrence)
+		}
+	}
+	err := d.submitter.Submit(ctx, run, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(run)})
+	if errors.Is(err, jobstore.ErrExists) {
+		return nil
+	}
+	return err
+}
+
+// get implements GET /data-exports/{id}.
+func (d *Dialect) get(w http.ResponseWriter, r *http.Request, s scope) {
+	e, ok := d.find(w, r, s, chi.URLParam(r, "id"))
+	if !ok {
+		return
+	}
+	bad := d.checkExpand(r)
+	if bad != nil {
+		writeInvalid(w, bad)
+		return
+	}
+	d.respondItem(w, r, s, e, http.StatusOK)
+}
+
+// find loads an export the caller may see, answering 404 itself.
+func (d *Dialect) find(w http.ResponseWriter, r *http.Request, s scope, id string) (entry, bool) {
+	ctx := r.Context()
+	if !validID(id) {
+		writeNotFound(w)
+		return entry{}, false
+	}
+	if sched, _, err := d.schedules.Get(ctx, id); err == nil {
+		if !s.sees(sched) {
+			writeNotFound(w)
+			return entry{}, false
+		}
+		e := entry{job: sched, schedule: true}
+		all, err := d.allJobs(ctx)
+		if err != nil {
+			d.internal(w, r, "list jobs", err)
+			return entry{}, false
+		}
+		e.run = latestRuns(all)[id]
+		return e, true
+	} else if !errors.Is(err, schedule.ErrNotFound) {
+		d.internal(w, r, "get schedule", err)
+		return entry{}, false
+	}
+	job, err := d.jobs.Get(ctx, id)
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		writeNotFound(w)
+		return entry{}, false
+	case err != nil:
+		d.internal(w, r, "get job", err)
+		return entry{}, false
+	}
+	if !s.sees(job) || d.hidden(ctx, id) {
+		writeNotFound(w)
+		return entry{}, false
+	}
+	return entry{job: job}, true
+}
+
+func (d *Dialect) hidden(ctx context.Context, id string) bool {
+	h, err := d.schedules.Hidden(ctx)
+	return err == nil && h[id]
+}
+
+// remove implements DELETE /data-exports/{id}: a running export is
+// canceled (the exporter stops and deletes partial objects), a schedule
+// stops firing, and the export leaves every listing. Files of a completed
+// export are deleted at once when the gateway has the object store,
+// otherwise when they expire.
+func (d *Dialect) remove(w http.ResponseWriter, r *http.Request, s scope) {
+	e, ok := d.find(w, r, s, chi.URLParam(r, "id"))
+	if !ok {
+		return
+	}
+	ctx := context.WithoutCancel(r.Context())
+	id := e.job.GetId()
+	if e.schedule {
+		if err := d.schedules.Delete(ctx, id); err != nil {
+			d.internal(w, r, "delete schedule", err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if !terminal(e.job) {
+		if _, err := d.submitter.Cancel(ctx, id, "deleted by the user"); err != nil {
+			d.internal(w, r, "cancel", err)
+			return
+		}
+	}
+	if err := d.schedules.Hide(ctx, id); err != nil {
+		d.internal(w, r, "hide", err)
+		return
+	}
+	if d.blob != nil && e.job.GetState() == exportv1.JobState_JOB_STATE_COMPLETED {
+		for _, f := range e.job.GetFiles() {
+			if err := d.blob.Delete(ctx, f.GetBucket(), f.GetObjectKey()); err != nil && !errors.Is(err, blob.ErrNotFound) {
+				d.log.WarnContext(ctx, "delete file of a deleted export", "job_id", id, "object_key", f.GetObjectKey(), "error", err)
+			}
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// download implements the fileDownload link: it redirects to a freshly
+// signed link of the export's file.
+func (d *Dialect) download(w http.ResponseWriter, r *http.Request, s scope) {
+	e, ok := d.find(w, r, s, chi.URLParam(r, "id"))
+	if !ok {
+		return
+	}
+	res := e.job
+	if e.schedule {
+		res = e.run
+	}
+	if res == nil || res.GetState() != exportv1.JobState_JOB_STATE_COMPLETED || len(res.GetFiles()) == 0 {
+		writeProblem(w, http.StatusNotFound, "not-found", "Not Found", "The data export has no file yet.")
+		return
+	}
+	href, _ := d.links.URL(res.GetId(), res.GetFiles()[0].GetName())
+	http.Redirect(w, r, href, http.StatusFound)
+}
+
+func (d *Dialect) checkExpand(r *http.Request) []invalidField {
+	for _, v := range strings.Split(query(r).Get("expand"), ",") {
+		if v = strings.TrimSpace(v); v != "" && v != "user" {
+			return []invalidField{{Field: "expand", Message: fmt.Sprintf("%q cannot be expanded; the only expandable object is user", v)}}
+		}
+	}
+	return nil
+}
+
+func (d *Dialect) respondItem(w http.ResponseWriter, r *http.Request, s scope, e entry, status int) {
+	var u *sourcev1.User
+	if strings.Contains(query(r).Get("expand"), "user") {
+		u = d.owner(r.Context(), s, e.job.GetOwnerId())
+	}
+	writeJSON(w, status, d.render(e, s.base, s.prefix, u))
+}
+
+// owner returns the export's user for expand=user.
+func (d *Dialect) owner(ctx context.Context, s scope, id string) *sourcev1.User {
+	if id == s.user.GetId() {
+		return s.user
+	}
+	e, err := d.auth.users.Get(ctx, id)
+	if err != nil {
+		return &sourcev1.User{Id: id}
+	}
+	u := &sourcev1.User{}
+	if proto.Unmarshal(e.Value(), u) != nil {
+		return &sourcev1.User{Id: id}
+	}
+	return u
+}
+
+func (d *Dialect) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+	d.log.ErrorContext(r.Context(), what, "error", err)
+	writeInternal(w)
+}
+
+// allJobs reads every job of the bucket.
+func (d *Dialect) allJobs(ctx context.Context) ([]*exportv1.Job, error) {
+	w, err := d.jobsKV.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	var out []*exportv1.Job
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list jobs: %w", ctx.Err())
+		case e := <-w.Updates():
+			if e == nil {
+				return out, nil
+			}
+			j := &exportv1.Job{}
+			if err := proto.Unmarshal(e.Value(), j); err != nil {
+				return nil, fmt.Errorf("decode job %s: %w", e.Key(), err)
+			}
+			out = append(out, j)
+		}
+	}
+}
+
+// latestRuns maps schedule ids to their newest run.
+func latestRuns(jobs []*exportv1.Job) map[string]*exportv1.Job {
+	out := map[string]*exportv1.Job{}
+	for _, j := range jobs {
+		p := j.GetParentId()
+		if p == "" {
+			continue
+		}
+		if cur, ok := out[p]; !ok || j.GetCreatedAt().AsTime().After(cur.GetCreatedAt().AsTime()) {
+			out[p] = j
+		}
+	}
+	return out
+}
+
+// list implements GET /data-exports.
+func (d *Dialect) list(w http.ResponseWriter, r *http.Request, s scope) {
+	q := query(r)
+	var bad []invalidField
+	limit, offset := 100, 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 1000 {
+			bad = append(bad, invalidField{Field: "limit", Message: "must be an integer from 0 to 1000"})
+		}
+		limit = n
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			bad = append(bad, invalidField{Field: "offset", Message: "must be an integer of 0 or more"})
+		}
+		offset = n
+	}
+	filter, err := recordquery.ParseFilter(q.Get("filter"))
+	if err != nil {
+		bad = append(bad, invalidField{Field: "filter", Message: err.Error()})
+	} else {
+		for _, f := range filter.Fields() {
+			if !slices.Contains(itemFields, f) {
+				bad = append(bad, invalidField{Field: "filter", Message: fmt.Sprintf("unknown field %q (known: %s)", f, strings.Join(itemFields, ", "))})
+				break
+			}
+		}
+	}
+	sortKeys, err := recordquery.ParseSort(strings.Join(q["sort"], ","))
+	if err != nil {
+		bad = append(bad, invalidField{Field: "sort", Message: err.Error()})
+	} else {
+		for _, k := range sortKeys {
+			if !slices.Contains(itemFields, k.Field) {
+				bad = append(bad, invalidField{Field: "sort", Message: fmt.Sprintf("unknown field %q (known: %s)", k.Field, strings.Join(itemFields, ", "))})
+				break
+			}
+		}
+	}
+	if len(sortKeys) == 0 {
+		sortKeys = []recordquery.SortKey{{Field: "createdTime", Desc: true}}
+	}
+	bad = append(bad, d.checkExpand(r)...)
+	if len(bad) > 0 {
+		writeInvalid(w, bad)
+		return
+	}
+	ctx := r.Context()
+	jobs, err := d.allJobs(ctx)
+	if err != nil {
+		d.internal(w, r, "list jobs", err)
+		return
+	}
+	scheds, err := d.schedules.List(ctx)
+	if err != nil {
+		d.internal(w, r, "list schedules", err)
+		return
+	}
+	hidden, err := d.schedules.Hidden(ctx)
+	if err != nil {
+		d.internal(w, r, "list deleted", err)
+		return
+	}
+	runs := latestRuns(jobs)
+	var entries []entry
+	for _, sc := range scheds {
+		if s.sees(sc) {
+			entries = append(entries, entry{job: sc, schedule: true, run: runs[sc.GetId()]})
+		}
+	}
+	for _, j := range jobs {
+		if s.sees(j) && !hidden[j.GetId()] {
+			entries = append(entries, entry{job: j})
+		}
+	}
+	expandUser := strings.Contains(q.Get("expand"), "user")
+	text := strings.ToLower(q.Get("q"))
+	items := make([]item, 0, len(entries))
+	for _, e := range entries {
+		var u *sourcev1.User
+		if expandUser {
+			u = d.owner(ctx, s, e.job.GetOwnerId())
+		}
+		it := d.render(e, s.base, s.prefix, u)
+		get := func(f string) (any, bool) { return itemValue(it, f) }
+		if !filter.Match(get) || (text != "" && !matchText(it, text)) {
+			continue
+		}
+		items = append(items, it)
+	}
+	slices.SortStableFunc(items, func(a, b item) int {
+		for _, k := range sortKeys {
+			c := compareField(a, b, k.Field)
+			if k.Desc {
+				c = -c
+			}
+			if c != 0 {
+				return c
+			}
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	total := len(items)
+	page := items[min(offset, total):min(offset+limit, total)]
+	h := w.Header()
+	h.Set("Pagination-Total", strconv.Itoa(total))
+	h.Set("Pagination-Limit", strconv.Itoa(limit))
+	h.Set("Pagination-Offset", strconv.Itoa(offset))
+	writeJSON(w, http.StatusOK, page)
+}
+
+// itemFields are the fields list sort and filter accept.
+var itemFields = []string{"id", "name", "format", "resource", "status", "userId", "recordCount",
+	"scheduledTime", "createdTime", "updatedTime", "emailNotification", "fields"}
+
+func itemValue(it item, f string) (any, bool) {
+	switch f {
+	case "id":
+		return it.ID, true
+	case "name":
+		return it.Name, true
+	case "format":
+		return it.Format, true
+	case "resource":
+		return it.Resource, true
+	case "status":
+		return it.Status, true
+	case "userId":
+		return it.UserID, true
+	case "recordCount":
+		return float64(it.RecordCount), true
+	case "scheduledTime":
+		if it.ScheduledTime == nil {
+			return nil, false
+		}
+		t, _ := time.Parse(time.RFC3339, *it.ScheduledTime)
+		return t, true
+	case "createdTime":
+		t, _ := time.Parse(time.RFC3339, it.CreatedTime)
+		return t, true
+	case "updatedTime":
+		t, _ := time.Parse(time.RFC3339, it.UpdatedTime)
+		return t, true
+	case "emailNotification":
+		return it.EmailNotification, true
+	case "fields":
+		return it.Fields, true
+	}
+	return nil, false
+}
+
+func compareField(a, b item, f string) int {
+	va, _ := itemValue(a, f)
+	vb, _ := itemValue(b, f)
+	switch x := va.(type) {
+	case string:
+		y, _ := vb.(string)
+		return cmp.Compare(strings.ToLower(x), strings.ToLower(y))
+	case float64:
+		y, _ := vb.(float64)
+		return cmp.Compare(x, y)
+	case time.Time:
+		y, _ := vb.(time.Time)
+		return x.Compare(y)
+	case []string:
+		y, _ := vb.([]string)
+		return cmp.Compare(strings.Join(x, ","), strings.Join(y, ","))
+	case nil:
+		if vb == nil {
+			return 0
+		}
+		return -1
+	}
+	return 0
+}
+
+// matchText is q: a case-insensitive substring of a text field.
+func matchText(it item, q string) bool {
+	for _, s := range []string{it.ID, it.Name, it.Format, it.Resource, it.Status, it.UserID} {
+		if strings.Contains(strings.ToLower(s), q) {
+			return true
+		}
+	}
+	return false
+}
+
+// query parses the query string splitting on "&" only: Rebilly filters
+// join fields with ";", which net/url would treat as a bad separator and
+// drop the whole parameter.
+func query(r *http.Request) url.Values {
+	out := url.Values{}
+	for _, part := range strings.Split(r.URL.RawQuery, "&") {
+		if part == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		k, err1 := url.QueryUnescape(k)
+		v, err2 := url.QueryUnescape(v)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out[k] = append(out[k], v)
+	}
+	return out
+}

@@ -1,0 +1,430 @@
+package rebilly_test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/rebilly"
+	"dataport.dev/services/gateway/internal/schedule"
+	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/links"
+)
+
+const (
+	aliceKey  = "sk_live_alice_0123456789"
+	bobKey    = "sk_live_bob_0123456789"
+	adminKey  = "sk_live_admin_0123456789"
+	hsSecret  = "test-hs256-secret"
+	publicURL = "http://gw.test"
+)
+
+var now = time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC)
+
+type env struct {
+	srv     *httptest.Server
+	jobs    *jobstore.Store
+	sched   *schedule.Store
+	d       *rebilly.Dialect
+	rsaPriv *rsa.PrivateKey
+	rsaPEM  string
+}
+
+func sha(s string) string {
+	return strings.ToLower(hexSHA(s))
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := t.Context()
+	nats := bustest.Start(t)
+	kv := func(name string) jetstreamKV {
+		b, err := nats.JS.KeyValue(ctx, name)
+		require.NoError(t, err)
+		return b
+	}
+	users := kv(bus.BucketUsers)
+	for _, u := range []*sourcev1.User{
+		{Id: "alice", Username: "alice", Name: "Alice Example", Email: "alice@example.com", Roles: []string{"user"}, ApiKeySha256: sha(aliceKey)},
+		{Id: "bob", Username: "bob", Name: "Bob Example", Email: "bob@example.com", Roles: []string{"user"}, ApiKeySha256: sha(bobKey)},
+		{Id: "root", Username: "root", Name: "Root Admin", Email: "root@example.com", Roles: []string{"admin"}, ApiKeySha256: sha(adminKey)},
+	} {
+		b, err := proto.Marshal(u)
+		require.NoError(t, err)
+		_, err = users.Put(ctx, u.GetId(), b)
+		require.NoError(t, err)
+	}
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	require.NoError(t, err)
+	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	clock := func() time.Time { return now }
+	a, err := rebilly.NewAuthenticator(users, rebilly.AuthConfig{HS256Secret: hsSecret, RS256PublicKeyPEM: pemKey, Now: clock})
+	require.NoError(t, err)
+	jobsKV := kv(bus.BucketJobs)
+	jobs := jobstore.New(jobsKV)
+	sched := schedule.NewStore(kv(bus.BucketSchedules))
+	d := rebilly.New(rebilly.Config{
+		Auth: a, Jobs: jobs, JobsKV: jobsKV, Schedules: sched,
+		Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), clock),
+		Links:     links.New(publicURL, []byte("secret"), time.Hour, clock),
+		PublicURL: publicURL, Now: clock,
+	})
+	r := chi.NewRouter()
+	d.Routes(r)
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	return &env{srv: srv, jobs: jobs, sched: sched, d: d, rsaPriv: priv, rsaPEM: pemKey}
+}
+
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) obj(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(r.body, &m), "%s", r.body)
+	return m
+}
+
+func (r resp) list(t *testing.T) []map[string]any {
+	t.Helper()
+	var m []map[string]any
+	require.NoError(t, json.Unmarshal(r.body, &m), "%s", r.body)
+	return m
+}
+
+func (e *env) do(t *testing.T, method, path string, hdr map[string]string, body string) resp {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, e.srv.URL+path, rd)
+	require.NoError(t, err)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := c.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return resp{status: res.StatusCode, header: res.Header, body: b}
+}
+
+func key(k string) map[string]string { return map[string]string{"REB-APIKEY": k} }
+
+const base = "/experimental/data-exports"
+
+const csvBody = `{"name":"July transactions","resource":"transactions","format":"csv",
+ "fields":["id","amount","currency"],"arguments":{"filter":"status:approved","sort":"-createdTime","q":"USD"},
+ "emailNotification":["ops@example.com"],"dateRange":{"start":"-7 days","end":"today"}}`
+
+func TestCreateGetDelete(t *testing.T) {
+	e := newEnv(t)
+	r := e.do(t, http.MethodPost, base+"/", key(aliceKey), csvBody)
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	it := r.obj(t)
+	id := it["id"].(string)
+	assert.Equal(t, publicURL+base+"/"+id, r.header.Get("Location"))
+	assert.Equal(t, "July transactions", it["name"])
+	assert.Equal(t, "csv", it["format"])
+	assert.Equal(t, "transactions", it["resource"])
+	assert.Equal(t, map[string]any{"filter": "status:approved", "sort": "-createdTime", "q": "USD"}, it["arguments"])
+	assert.Equal(t, []any{"ops@example.com"}, it["emailNotification"])
+	assert.Equal(t, []any{"id", "amount", "currency"}, it["fields"])
+	assert.Nil(t, it["recurring"])
+	assert.Equal(t, "alice", it["userId"])
+	assert.EqualValues(t, 0, it["recordCount"])
+	assert.Equal(t, "2026-06-15T12:00:00Z", it["createdTime"])
+	assert.Equal(t, "2026-06-15T12:00:00Z", it["scheduledTime"])
+	assert.Equal(t, "pending", it["status"])
+	assert.Equal(t, map[string]any{"start": "-7 days", "end": "today", "field": "createdTime"}, it["dateRange"])
+	assert.Equal(t, []any{
+		map[string]any{"rel": "self", "href": publicURL + base + "/" + id},
+		map[string]any{"rel": "user", "href": publicURL + "/experimental/users/alice"},
+	}, it["_links"])
+
+	job, err := e.jobs.Get(t.Context(), id)
+	require.NoError(t, err)
+	assert.Equal(t, exportv1.JobKind_JOB_KIND_RECORDS, job.GetKind())
+	assert.Equal(t, exportv1.Format_FORMAT_CSV, job.GetFormat())
+	assert.Equal(t, []string{"ops@example.com"}, job.GetNotifyEmails())
+	sc := job.GetRecords()
+	assert.Equal(t, "transactions", sc.GetResource())
+	assert.Equal(t, "status:approved", sc.GetFilter())
+	assert.Equal(t, time.Date(2026, 6, 8, 12, 0, 0, 0, time.UTC), sc.GetDateRange().GetFrom().AsTime(), "-7 days from now, UTC")
+
+	// Completed: the file links appear, signed with a visible expiry.
+	_, err = e.jobs.Apply(t.Context(), &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.New(now.Add(time.Minute)),
+		Files: []*exportv1.File{{Name: "export.csv", ObjectKey: "jobs/" + id + "/export.csv", Records: 42}}})
+	require.NoError(t, err)
+	it = e.do(t, http.MethodGet, base+"/"+id+"?expand=user", key(aliceKey), "").obj(t)
+	assert.Equal(t, "completed", it["status"])
+	assert.EqualValues(t, 42, it["recordCount"])
+	ls := it["_links"].([]any)
+	require.Len(t, ls, 4)
+	assert.Equal(t, map[string]any{"rel": "fileDownload", "href": publicURL + base + "/" + id + "/download"}, ls[2])
+	signed := ls[3].(map[string]any)
+	assert.Equal(t, "signedLink", signed["rel"])
+	assert.Contains(t, signed["href"], "/v1/exports/"+id+"/files/export.csv?exp=")
+	assert.Equal(t, "2026-06-15T13:00:00Z", signed["expiredTime"])
+	assert.Equal(t, map[string]any{"user": map[string]any{"id": "alice", "email": "alice@example.com", "username": "alice", "firstName": "Alice", "lastName": "Example"}}, it["_embedded"])
+	dl := e.do(t, http.MethodGet, base+"/"+id+"/download", key(aliceKey), "")
+	assert.Equal(t, http.StatusFound, dl.status)
+	assert.Contains(t, dl.header.Get("Location"), "/files/export.csv?exp=")
+
+	// Bob cannot see it; root (admin) can; another organization cannot.
+	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, base+"/"+id, key(bobKey), "").status)
+	assert.Equal(t, http.StatusOK, e.do(t, http.MethodGet, base+"/"+id, key(adminKey), "").status)
+	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, "/experimental/organizations/org2/data-exports/"+id, key(aliceKey), "").status)
+
+	assert.Equal(t, http.StatusNoContent, e.do(t, http.MethodDelete, base+"/"+id, key(aliceKey), "").status)
+	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, base+"/"+id, key(aliceKey), "").status)
+	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodDelete, base+"/"+id, key(aliceKey), "").status)
+	assert.Empty(t, e.do(t, http.MethodGet, base, key(aliceKey), "").list(t))
+}
+
+func TestDeleteCancelsRunning(t *testing.T) {
+	e := newEnv(t)
+	id := e.do(t, http.MethodPost, base, key(aliceKey), csvBody).obj(t)["id"].(string)
+	assert.Equal(t, http.StatusNoContent, e.do(t, http.MethodDelete, base+"/"+id, key(aliceKey), "").status)
+	job, err := e.jobs.Get(t.Context(), id)
+	require.NoError(t, err)
+	assert.Equal(t, exportv1.JobState_JOB_STATE_CANCELED, job.GetState())
+}
+
+func TestPutWithClientID(t *testing.T) {
+	e := newEnv(t)
+	org := "/experimental/organizations/acme/data-exports/"
+	r := e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), csvBody)
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	assert.Equal(t, "my-export-1", r.obj(t)["id"])
+	job, err := e.jobs.Get(t.Context(), "my-export-1")
+	require.NoError(t, err)
+	assert.Equal(t, "acme", job.GetOrganizationId())
+
+	assert.Equal(t, http.StatusOK, e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), csvBody).status, "repeating the PUT is harmless")
+	changed := strings.Replace(csvBody, `"csv"`, `"json"`, 1)
+	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), changed).status)
+	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPut, org+"my-export-1", key(bobKey), csvBody).status, "id taken by someone else")
+	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPost, org, key(aliceKey), `{"id":"my-export-1",`+csvBody[1:]).status)
+	assert.Equal(t, http.StatusUnprocessableEntity, e.do(t, http.MethodPut, org+strings.Repeat("x", 51), key(aliceKey), csvBody).status)
+
+	// Organizations are tenants: the export is listed only in acme.
+	assert.Len(t, e.do(t, http.MethodGet, "/experimental/organizations/acme/data-exports", key(aliceKey), "").list(t), 1)
+	assert.Empty(t, e.do(t, http.MethodGet, "/experimental/organizations/other/data-exports", key(aliceKey), "").list(t))
+	assert.Empty(t, e.do(t, http.MethodGet, base, key(aliceKey), "").list(t))
+	assert.Len(t, e.do(t, http.MethodGet, "/organizations/acme/data-exports", key(aliceKey), "").list(t), 1, "also without /experimental")
+}
+
+func TestValidation(t *testing.T) {
+	e := newEnv(t)
+	cases := []struct {
+		name, body, field string
+	}{
+		{"not JSON", `{`, "body"},
+		{"array", `[]`, "body"},
+		{"no name", `{"resource":"transactions","format":"csv"}`, "name"},
+		{"no format", `{"name":"n","resource":"transactions"}`, "format"},
+		{"bad format", `{"name":"n","resource":"transactions","format":"xlsx"}`, "format"},
+		{"bad resource", `{"name":"n","resource":"invoices","format":"csv"}`, "resource"},
+		{"unknown field", `{"name":"n","resource":"transactions","format":"csv","fields":["id","nope"]}`, "fields"},
+		{"empty fields", `{"name":"n","resource":"transactions","format":"csv","fields":[]}`, "fields"},
+		{"fields not strings", `{"name":"n","resource":"transactions","format":"csv","fields":[1]}`, "fields"},
+		{"bad filter", `{"name":"n","resource":"transactions","format":"csv","arguments":{"filter":"status"}}`, "arguments.filter"},
+		{"filter on unknown field", `{"name":"n","resource":"transactions","format":"csv","arguments":{"filter":"nope:1"}}`, "arguments.filter"},
+		{"sort on unknown field", `{"name":"n","resource":"transactions","format":"csv","arguments":{"sort":"-nope"}}`, "arguments.sort"},
+		{"bad email", `{"name":"n","resource":"transactions","format":"csv","emailNotification":["not-an-email"]}`, "emailNotification[0]"},
+		{"bad date", `{"name":"n","resource":"transactions","format":"csv","dateRange":{"start":"someday","end":"today"}}`, "dateRange.start"},
+		{"missing end", `{"name":"n","resource":"transactions","format":"csv","dateRange":{"start":"today"}}`, "dateRange.end"},
+		{"end before start", `{"name":"n","resource":"transactions","format":"csv","dateRange":{"start":"today","end":"-7 days"}}`, "dateRange.end"},
+		{"bad range field", `{"name":"n","resource":"transactions","format":"csv","dateRange":{"start":"-1 day","end":"today","field":"nope"}}`, "dateRange.field"},
+		{"bad RRULE", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=SOMETIMES"}}`, "recurring.instruction"},
+		{"no RRULE", `{"name":"n","resource":"transactions","format":"csv","recurring":{}}`, "recurring.instruction"},
+		{"bad start", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=DAILY","start":"tomorrow"}}`, "recurring.start"},
+		{"bad id", `{"id":"a.b","name":"n","resource":"transactions","format":"csv"}`, "id"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(t, http.MethodPost, base, key(aliceKey), tc.body)
+			require.Equal(t, http.StatusUnprocessableEntity, r.status, "%s", r.body)
+			p := r.obj(t)
+			assert.EqualValues(t, 422, p["status"])
+			assert.Equal(t, "Invalid data", p["error"])
+			require.NotEmpty(t, p["invalidFields"])
+			assert.Equal(t, tc.field, p["invalidFields"].([]any)[0].(map[string]any)["field"], "%s", r.body)
+		})
+	}
+	assert.Empty(t, e.do(t, http.MethodGet, base, key(aliceKey), "").list(t), "no export was created")
+}
+
+func TestAuth(t *testing.T) {
+	e := newEnv(t)
+	sign := func(method jwt.SigningMethod, k any, claims jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(method, claims).SignedString(k)
+		require.NoError(t, err)
+		return s
+	}
+	valid := jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()}
+	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+	cases := []struct {
+		name   string
+		hdr    map[string]string
+		status int
+	}{
+		{"no credentials", nil, 401},
+		{"wrong API key", key("sk_wrong"), 401},
+		{"API key", key(aliceKey), 200},
+		{"API key as bearer", bearer(aliceKey), 200},
+		{"HS256", bearer(sign(jwt.SigningMethodHS256, []byte(hsSecret), valid)), 200},
+		{"RS256", bearer(sign(jwt.SigningMethodRS256, e.rsaPriv, valid)), 200},
+		{"HS256 wrong secret", bearer(sign(jwt.SigningMethodHS256, []byte("other"), valid)), 401},
+		{"expired", bearer(sign(jwt.SigningMethodHS256, []byte(hsSecret), jwt.MapClaims{"sub": "alice", "exp": now.Add(-time.Second).Unix()})), 401},
+		{"no exp", bearer(sign(jwt.SigningMethodHS256, []byte(hsSecret), jwt.MapClaims{"sub": "alice"})), 401},
+		{"unknown subject", bearer(sign(jwt.SigningMethodHS256, []byte(hsSecret), jwt.MapClaims{"sub": "mallory", "exp": now.Add(time.Hour).Unix()})), 401},
+		{"alg confusion: HS256 keyed with the RSA public key", bearer(sign(jwt.SigningMethodHS512, []byte(e.rsaPEM), valid)), 401},
+		{"alg none", bearer(sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, valid)), 401},
+		{"basic auth", map[string]string{"Authorization": "Basic YWxpY2U6eA=="}, 401},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(t, http.MethodGet, base, tc.hdr, "")
+			assert.Equal(t, tc.status, r.status, "%s", r.body)
+			if tc.status == 401 {
+				assert.Equal(t, "Unauthorized", r.obj(t)["error"])
+			}
+		})
+	}
+}
+
+func TestAlgConfusionHS256WithPublicKey(t *testing.T) {
+	// A server configured only with an RS256 key must refuse an HS256 token
+	// whose HMAC key is that public key.
+	e := newEnv(t)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()}).SignedString([]byte(e.rsaPEM))
+	require.NoError(t, err)
+	r := e.do(t, http.MethodGet, base, map[string]string{"Authorization": "Bearer " + tok}, "")
+	assert.Equal(t, http.StatusUnauthorized, r.status)
+}
+
+func TestList(t *testing.T) {
+	e := newEnv(t)
+	names := []string{"bravo", "alpha", "charlie", "delta"}
+	formats := []string{"csv", "json", "csv", "xml"}
+	for i, n := range names {
+		b := `{"name":"` + n + `","resource":"events","format":"` + formats[i] + `"}`
+		require.Equal(t, http.StatusCreated, e.do(t, http.MethodPost, base, key(aliceKey), b).status)
+	}
+	require.Equal(t, http.StatusCreated, e.do(t, http.MethodPost, base, key(bobKey), `{"name":"bobs","resource":"events","format":"csv"}`).status)
+	namesOf := func(items []map[string]any) []string {
+		var out []string
+		for _, it := range items {
+			out = append(out, it["name"].(string))
+		}
+		return out
+	}
+	r := e.do(t, http.MethodGet, base+"?sort=name", key(aliceKey), "")
+	require.Equal(t, http.StatusOK, r.status)
+	assert.Equal(t, []string{"alpha", "bravo", "charlie", "delta"}, namesOf(r.list(t)))
+	assert.Equal(t, "4", r.header.Get("Pagination-Total"))
+	assert.Equal(t, "100", r.header.Get("Pagination-Limit"))
+	assert.Equal(t, "0", r.header.Get("Pagination-Offset"))
+
+	r = e.do(t, http.MethodGet, base+"?sort=-format,name&limit=2&offset=1", key(aliceKey), "")
+	assert.Equal(t, []string{"alpha", "bravo"}, namesOf(r.list(t)), "xml, json, csv(bravo, charlie)")
+	assert.Equal(t, "4", r.header.Get("Pagination-Total"))
+	assert.Equal(t, "2", r.header.Get("Pagination-Limit"))
+	assert.Equal(t, "1", r.header.Get("Pagination-Offset"))
+
+	r = e.do(t, http.MethodGet, base+"?filter=format:csv&sort=name", key(aliceKey), "")
+	assert.Equal(t, []string{"bravo", "charlie"}, namesOf(r.list(t)))
+	assert.Equal(t, "2", r.header.Get("Pagination-Total"))
+	r = e.do(t, http.MethodGet, base+"?filter=format:!csv;status:pending&sort=name", key(aliceKey), "")
+	assert.Equal(t, []string{"alpha", "delta"}, namesOf(r.list(t)))
+	r = e.do(t, http.MethodGet, base+"?q=HARL", key(aliceKey), "")
+	assert.Equal(t, []string{"charlie"}, namesOf(r.list(t)))
+	r = e.do(t, http.MethodGet, base+"?limit=0", key(aliceKey), "")
+	assert.Empty(t, r.list(t))
+	assert.Equal(t, "4", r.header.Get("Pagination-Total"))
+	r = e.do(t, http.MethodGet, base+"?expand=user&limit=1", key(aliceKey), "")
+	assert.Equal(t, "alice@example.com", r.list(t)[0]["_embedded"].(map[string]any)["user"].(map[string]any)["email"])
+	assert.Len(t, e.do(t, http.MethodGet, base, key(adminKey), "").list(t), 5, "an admin sees everyone's")
+
+	for _, tc := range []struct{ query, param string }{
+		{"limit=1001", "limit"}, {"limit=-1", "limit"}, {"limit=ten", "limit"},
+		{"offset=-1", "offset"}, {"offset=x", "offset"},
+		{"sort=nope", "sort"}, {"sort=-", "sort"},
+		{"filter=status", "filter"}, {"filter=nope:1", "filter"},
+		{"expand=account", "expand"},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			r := e.do(t, http.MethodGet, base+"?"+tc.query, key(aliceKey), "")
+			require.Equal(t, http.StatusUnprocessableEntity, r.status, "%s", r.body)
+			assert.Equal(t, tc.param, r.obj(t)["invalidFields"].([]any)[0].(map[string]any)["field"])
+		})
+	}
+}
+
+func TestRecurring(t *testing.T) {
+	e := newEnv(t)
+	body := `{"name":"daily","resource":"events","format":"csv","recurring":{"instruction":"FREQ=DAILY;BYHOUR=6;BYMINUTE=0;BYSECOND=0","start":"2026-06-15T00:00:00Z"},"dateRange":{"start":"yesterday","end":"today"}}`
+	r := e.do(t, http.MethodPost, base, key(aliceKey), body)
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	it := r.obj(t)
+	id := it["id"].(string)
+	assert.Equal(t, map[string]any{"instruction": "FREQ=DAILY;BYHOUR=6;BYMINUTE=0;BYSECOND=0", "start": "2026-06-15T00:00:00Z"}, it["recurring"])
+	assert.Equal(t, "2026-06-15T06:00:00Z", it["scheduledTime"])
+	assert.Equal(t, "pending", it["status"])
+
+	// Fire the first occurrence as the scheduler would.
+	occ := time.Date(2026, 6, 15, 6, 0, 0, 0, time.UTC)
+	s := schedule.New(e.sched, e.d.RunSchedule, schedule.Options{Now: func() time.Time { return occ.Add(time.Second) }})
+	require.NoError(t, s.Tick(t.Context()))
+	require.NoError(t, s.Tick(t.Context()))
+	run, err := e.jobs.Get(t.Context(), schedule.RunID(id, occ))
+	require.NoError(t, err)
+	assert.Equal(t, id, run.GetParentId())
+	assert.Equal(t, time.Date(2026, 6, 14, 0, 0, 0, 0, time.UTC), run.GetRecords().GetDateRange().GetFrom().AsTime(), "yesterday, seen from the occurrence")
+
+	it = e.do(t, http.MethodGet, base+"/"+id, key(aliceKey), "").obj(t)
+	assert.Equal(t, "2026-06-16T06:00:00Z", it["scheduledTime"])
+	assert.Equal(t, "pending", it["status"], "the run's state (no projection runs here)")
+	items := e.do(t, http.MethodGet, base+"?sort=createdTime", key(aliceKey), "").list(t)
+	assert.Len(t, items, 2, "the schedule and its run")
+
+	upd := strings.Replace(body, `"daily"`, `"daily v2"`, 1)
+	r = e.do(t, http.MethodPut, base+"/"+id, key(aliceKey), upd)
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	assert.Equal(t, "daily v2", r.obj(t)["name"])
+	assert.Equal(t, "2026-06-16T06:00:00Z", r.obj(t)["scheduledTime"], "fired occurrences are not fired again")
+
+	assert.Equal(t, http.StatusNoContent, e.do(t, http.MethodDelete, base+"/"+id, key(aliceKey), "").status)
+	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, base+"/"+id, key(aliceKey), "").status)
+}

@@ -1,0 +1,185 @@
+package rebilly
+
+import (
+	"time"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/jobstore"
+)
+
+// item is a data export as Rebilly renders it (seed 003).
+type item struct {
+	ID                string     `json:"id"`
+	Name              string     `json:"name"`
+	Format            string     `json:"format"`
+	Resource          string     `json:"resource"`
+	Arguments         arguments  `json:"arguments"`
+	EmailNotification []string   `json:"emailNotification"`
+	Fields            []string   `json:"fields"`
+	Recurring         *recurring `json:"recurring"`
+	UserID            string     `json:"userId"`
+	RecordCount       uint64     `json:"recordCount"`
+	ScheduledTime     *string    `json:"scheduledTime"`
+	CreatedTime       string     `json:"createdTime"`
+	UpdatedTime       string     `json:"updatedTime"`
+	Status            string     `json:"status"`
+	// Reason says why a failed export failed.
+	Reason    string     `json:"reason,omitempty"`
+	DateRange *dateRange `json:"dateRange"`
+	Links     []link     `json:"_links"`
+	Embedded  *embedded  `json:"_embedded,omitempty"`
+}
+
+type arguments struct {
+	Filter string `json:"filter"`
+	Sort   string `json:"sort"`
+	Q      string `json:"q"`
+}
+
+type recurring struct {
+	Instruction string `json:"instruction"`
+	Start       string `json:"start"`
+}
+
+type dateRange struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+	Field string `json:"field"`
+}
+
+type link struct {
+	Rel  string `json:"rel"`
+	Href string `json:"href"`
+	// ExpiredTime is when a signed link stops working.
+	ExpiredTime string `json:"expiredTime,omitempty"`
+}
+
+type embedded struct {
+	User *userView `json:"user,omitempty"`
+}
+
+type userView struct {
+	ID        string `json:"id"`
+	Email     string `json:"email"`
+	Username  string `json:"username"`
+	FirstName string `json:"firstName"`
+	LastName  string `json:"lastName"`
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// statusWord maps job states onto Rebilly's words; finalizing is still
+// "processing" to a Rebilly client, rejected is "failed" with a reason.
+func statusWord(s exportv1.JobState) string {
+	switch s {
+	case exportv1.JobState_JOB_STATE_QUEUED:
+		return "queued"
+	case exportv1.JobState_JOB_STATE_PROCESSING, exportv1.JobState_JOB_STATE_FINALIZING:
+		return "processing"
+	case exportv1.JobState_JOB_STATE_COMPLETED:
+		return "completed"
+	case exportv1.JobState_JOB_STATE_FAILED, exportv1.JobState_JOB_STATE_REJECTED:
+		return "failed"
+	case exportv1.JobState_JOB_STATE_CANCELED:
+		return "canceled"
+	}
+	return "pending"
+}
+
+// entry is one listed export: a job, or a schedule with its latest run.
+type entry struct {
+	job *exportv1.Job
+	// run is the latest run of a schedule (nil for one-off exports and
+	// schedules that have not fired yet).
+	run *exportv1.Job
+	// schedule is true for recurring exports.
+	schedule bool
+}
+
+// render builds the item; base is the collection URL.
+func (d *Dialect) render(e entry, base, prefix string, user *sourcev1.User) item {
+	j := e.job
+	sc := j.GetRecords()
+	it := item{
+		ID:                j.GetId(),
+		Name:              j.GetName(),
+		Format:            formatWord(j.GetFormat()),
+		Resource:          sc.GetResource(),
+		Arguments:         arguments{Filter: sc.GetFilter(), Sort: sc.GetSort(), Q: sc.GetQ()},
+		EmailNotification: nonNil(j.GetNotifyEmails()),
+		Fields:            nonNil(sc.GetFields()),
+		UserID:            j.GetOwnerId(),
+		CreatedTime:       rfc3339(j.GetCreatedAt().AsTime()),
+		UpdatedTime:       rfc3339(j.GetUpdatedAt().AsTime()),
+		Status:            statusWord(j.GetState()),
+	}
+	if dr := sc.GetDateRange(); dr != nil {
+		it.DateRange = &dateRange{Start: dr.GetStart(), End: dr.GetEnd(), Field: dr.GetField()}
+	}
+	// What a run produced: for a schedule its latest run, else the job.
+	result := j
+	if e.schedule {
+		rec := j.GetRecurrence()
+		it.Recurring = &recurring{Instruction: rec.GetInstruction(), Start: rfc3339(rec.GetStart().AsTime())}
+		if n := rec.GetNext(); n != nil {
+			s := rfc3339(n.AsTime())
+			it.ScheduledTime = &s
+		}
+		result = e.run
+		it.Status = "pending"
+		if e.run != nil {
+			it.Status = statusWord(e.run.GetState())
+			if t := e.run.GetUpdatedAt().AsTime(); t.After(j.GetUpdatedAt().AsTime()) {
+				it.UpdatedTime = rfc3339(t)
+			}
+		}
+	} else {
+		// A one-off export (or a run) is scheduled when it was requested.
+		s := it.CreatedTime
+		it.ScheduledTime = &s
+	}
+	if result != nil {
+		switch result.GetState() {
+		case exportv1.JobState_JOB_STATE_FAILED, exportv1.JobState_JOB_STATE_REJECTED, exportv1.JobState_JOB_STATE_CANCELED:
+			it.Reason = result.GetError()
+		}
+		it.RecordCount = result.GetProgress().GetRecords()
+	}
+	it.Links = []link{
+		{Rel: "self", Href: base + "/" + j.GetId()},
+		{Rel: "user", Href: d.publicURL + prefix + "/users/" + j.GetOwnerId()},
+	}
+	if result != nil && result.GetState() == exportv1.JobState_JOB_STATE_COMPLETED && len(result.GetFiles()) > 0 {
+		f := result.GetFiles()[0]
+		href, exp := d.links.URL(result.GetId(), f.GetName())
+		it.Links = append(it.Links,
+			link{Rel: "fileDownload", Href: base + "/" + j.GetId() + "/download"},
+			link{Rel: "signedLink", Href: href, ExpiredTime: rfc3339(exp)})
+	}
+	if user != nil {
+		it.Embedded = &embedded{User: viewUser(user)}
+	}
+	return it
+}
+
+func viewUser(u *sourcev1.User) *userView {
+	first, last := u.GetName(), ""
+	for i := len(first) - 1; i > 0; i-- {
+		if first[i] == ' ' {
+			first, last = first[:i], first[i+1:]
+			break
+		}
+	}
+	return &userView{ID: u.GetId(), Email: u.GetEmail(), Username: u.GetUsername(), FirstName: first, LastName: last}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// terminal reports whether a job has ended.
+func terminal(j *exportv1.Job) bool { return jobstore.Terminal(j.GetState()) }

@@ -1,0 +1,349 @@
+package rocketchat
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/shared/bus"
+)
+
+// dataDownloadOK is the users.requestDataDownload answer. Rocket.Chat's
+// REST endpoint answers requested, exportOperation and success; its
+// requestDataDownload method also answers url and
+// pendingOperationsBeforeMyRequest, and so do we.
+type dataDownloadOK struct {
+	Requested       bool            `json:"requested"`
+	ExportOperation exportOperation `json:"exportOperation"`
+	// URL is the signed download link of a completed operation whose
+	// files still exist, else null.
+	URL                              *string `json:"url"`
+	PendingOperationsBeforeMyRequest int     `json:"pendingOperationsBeforeMyRequest"`
+	Success                          bool    `json:"success"`
+}
+
+// exportOperation is Rocket.Chat's IExportOperation as its REST API shows
+// it, rendered from a USER_DATA job. Reason, ExpiresAt and FilesExpired
+// are Dataport's additions and appear only when they say something.
+type exportOperation struct {
+	ID        string     `json:"_id"`
+	CreatedAt string     `json:"createdAt"`
+	UserID    string     `json:"userId"`
+	RoomList  []roomData `json:"roomList"`
+	Status    string     `json:"status"`
+	// ExportPath and AssetsPath are object key prefixes in the exports
+	// bucket: where the parts of the download, and its assets part, are
+	// written.
+	ExportPath string     `json:"exportPath"`
+	AssetsPath string     `json:"assetsPath"`
+	FileList   []fileData `json:"fileList"`
+	// GeneratedFile is the object key of the zip once it exists.
+	GeneratedFile string `json:"generatedFile"`
+	FullExport    bool   `json:"fullExport"`
+	UpdatedAt     string `json:"_updatedAt"`
+
+	// Reason says why a failed operation failed.
+	Reason string `json:"reason,omitempty"`
+	// ExpiresAt is when the files are deleted.
+	ExpiresAt string `json:"expiresAt,omitempty"`
+	// FilesExpired is true once they have been.
+	FilesExpired bool `json:"filesExpired,omitempty"`
+}
+
+// roomData is one roomList entry.
+type roomData struct {
+	RoomID   string `json:"roomId"`
+	RoomName string `json:"roomName"`
+	// UserID is the other participant of a direct room, else null.
+	UserID        *string `json:"userId"`
+	ExportedCount uint64  `json:"exportedCount"`
+	Status        string  `json:"status"`
+	TargetFile    string  `json:"targetFile"`
+	Type          string  `json:"type"`
+}
+
+// fileData is one file of a completed operation.
+type fileData struct {
+	Name   string `json:"name"`
+	Size   uint64 `json:"size"`
+	Type   string `json:"type"`
+	SHA256 string `json:"sha256"`
+	// URL is a signed download link; absent once the files expired.
+	URL string `json:"url,omitempty"`
+}
+
+// requestDataDownload implements GET /api/v1/users.requestDataDownload.
+//
+// Like Rocket.Chat, it looks at the caller's last operation of the same
+// kind (fullExport or not): while that one runs, or for the request
+// interval after it was made, it is returned with requested=false (and
+// its link once completed; a failed one with its reason). Unlike
+// Rocket.Chat, a canceled operation or one whose files have expired does
+// not block a new request.
+//
+// Two requests racing each other on different replicas may both create
+// an operation; that costs one export and breaks nothing.
+func (d *Dialect) requestDataDownload(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	user := d.user(w, r)
+	if user == nil {
+		return
+	}
+	// Rocket.Chat compares the query string with 'true'; anything else is
+	// false.
+	fullExport := r.URL.Query().Get("fullExport") == "true"
+	now := d.cfg.Now()
+
+	var running []time.Time
+	mine, err := d.cfg.Jobs.Select(ctx, func(j *exportv1.Job) bool {
+		if j.GetKind() != exportv1.JobKind_JOB_KIND_USER_DATA {
+			return false
+		}
+		if !jobstore.Terminal(j.GetState()) {
+			running = append(running, j.GetCreatedAt().AsTime())
+		}
+		return j.GetOwnerId() == user.GetId() && j.GetFullExport() == fullExport
+	})
+	if err != nil {
+		d.log.ErrorContext(ctx, "list data downloads", "user_id", user.GetId(), "error", err)
+		writeInternal(w)
+		return
+	}
+	// pendingBefore counts every user's operations still running that were
+	// requested before t: the queue ahead of an operation made at t.
+	pendingBefore := func(t time.Time) int {
+		n := 0
+		for _, c := range running {
+			if c.Before(t) {
+				n++
+			}
+		}
+		return n
+	}
+
+	if len(mine) > 0 && d.blocks(mine[0], now) {
+		last := mine[0]
+		writeJSON(w, http.StatusOK, dataDownloadOK{
+			Requested:                        false,
+			ExportOperation:                  d.operation(r, user, last),
+			URL:                              d.downloadURL(last),
+			PendingOperationsBeforeMyRequest: pendingBefore(last.GetCreatedAt().AsTime()),
+			Success:                          true,
+		})
+		return
+	}
+	ahead := pendingBefore(now)
+
+	rooms, err := d.cfg.Auth.MemberRooms(ctx, user)
+	if err != nil {
+		d.log.ErrorContext(ctx, "list rooms of user", "user_id", user.GetId(), "error", err)
+		writeInternal(w)
+		return
+	}
+	format, ext := exportv1.Format_FORMAT_HTML, ".html"
+	if fullExport {
+		format, ext = exportv1.Format_FORMAT_JSON, ".json"
+	}
+	job, err := d.newJob(ctx, user, exportv1.JobKind_JOB_KIND_USER_DATA, format)
+	if err != nil {
+		d.log.ErrorContext(ctx, "new job", "error", err)
+		writeInternal(w)
+		return
+	}
+	job.FullExport = fullExport
+	tasks := planDataDownload(user, rooms, fullExport, ext)
+	byID := make(map[string]*sourcev1.Room, len(rooms))
+	for _, room := range rooms {
+		byID[room.GetId()] = room
+	}
+	job.Parts = planParts(tasks, byID)
+	if err := d.submitJob(ctx, job, bus.TaskUserData, tasks); err != nil {
+		d.log.ErrorContext(ctx, "submit data download", "job_id", job.GetId(), "error", err)
+		writeInternal(w)
+		return
+	}
+	d.log.InfoContext(ctx, "data download requested", "job_id", job.GetId(), "user_id", user.GetId(),
+		"full_export", fullExport, "rooms", len(rooms))
+	// Submit has queued the tasks: the operation is "pending" in
+	// Rocket.Chat's words, whether or not the projection has caught up.
+	job.State = exportv1.JobState_JOB_STATE_QUEUED
+	writeJSON(w, http.StatusOK, dataDownloadOK{
+		Requested:                        true,
+		ExportOperation:                  d.operation(r, user, job),
+		URL:                              nil,
+		PendingOperationsBeforeMyRequest: ahead,
+		Success:                          true,
+	})
+}
+
+// blocks reports whether last keeps the caller from requesting anew:
+// while it runs, and for the request interval after it was requested,
+// whatever its outcome (so a failure shows its reason rather than being
+// replaced at once). Two outcomes free the caller early: the caller
+// canceled it, or its files have already been deleted.
+func (d *Dialect) blocks(last *exportv1.Job, now time.Time) bool {
+	switch {
+	case !jobstore.Terminal(last.GetState()):
+		return true
+	case last.GetState() == exportv1.JobState_JOB_STATE_CANCELED, last.GetFilesExpired():
+		return false
+	}
+	return now.Sub(last.GetCreatedAt().AsTime()) < d.cfg.DataDownloadInterval
+}
+
+// planDataDownload lists the parts of a data download: one per room the
+// user is a member of, the profile, the channel list (full export only,
+// as in Rocket.Chat) and the user's uploaded files. Room files are named
+// after the room; a name two rooms share falls back to the room id.
+func planDataDownload(user *sourcev1.User, rooms []*sourcev1.Room, fullExport bool, ext string) []*exportv1.ExportTask {
+	task := func(kind exportv1.PartKind, target string) *exportv1.ExportTask {
+		return &exportv1.ExportTask{PartKind: kind, UserId: user.GetId(), FullExport: fullExport, TargetFile: target}
+	}
+	taken := map[string]bool{"user" + ext: true, "channels.json": true, "assets": true, "manifest.json": true}
+	tasks := make([]*exportv1.ExportTask, 0, len(rooms)+3)
+	for _, room := range rooms {
+		name := roomFileName(room) + ext
+		if taken[name] {
+			name = cleanFileName(room.GetId()) + ext
+		}
+		taken[name] = true
+		t := task(exportv1.PartKind_PART_KIND_ROOM, name)
+		t.Room = &exportv1.RoomScope{RoomId: room.GetId()}
+		tasks = append(tasks, t)
+	}
+	tasks = append(tasks, task(exportv1.PartKind_PART_KIND_USER_PROFILE, "user"+ext))
+	if fullExport {
+		tasks = append(tasks, task(exportv1.PartKind_PART_KIND_CHANNELS, "channels.json"))
+	}
+	return append(tasks, task(exportv1.PartKind_PART_KIND_ASSETS, "assets"))
+}
+
+// operation renders job as Rocket.Chat's exportOperation.
+func (d *Dialect) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job) exportOperation {
+	id := job.GetId()
+	op := exportOperation{
+		ID:            id,
+		CreatedAt:     isoTime(job.GetCreatedAt().AsTime()),
+		UserID:        job.GetOwnerId(),
+		RoomList:      []roomData{},
+		Status:        operationStatus(job.GetState()),
+		ExportPath:    "jobs/" + id + "/parts",
+		AssetsPath:    "jobs/" + id + "/parts",
+		FileList:      []fileData{},
+		GeneratedFile: "",
+		FullExport:    job.GetFullExport(),
+		UpdatedAt:     isoTime(job.GetUpdatedAt().AsTime()),
+		FilesExpired:  job.GetFilesExpired(),
+	}
+	if op.Status == statusFailed {
+		op.Reason = job.GetError()
+		if op.Reason == "" {
+			op.Reason = "the export did not finish; request it again"
+		}
+	}
+	if t := job.GetExpiresAt(); t != nil {
+		op.ExpiresAt = isoTime(t.AsTime())
+	}
+	for _, p := range job.GetParts() {
+		switch p.GetKind() {
+		case exportv1.PartKind_PART_KIND_ROOM:
+			op.RoomList = append(op.RoomList, roomData{
+				RoomID:        p.GetRoomId(),
+				RoomName:      p.GetRoomName(),
+				UserID:        d.otherParticipant(r, user, p),
+				ExportedCount: p.GetExported(),
+				Status:        partStatusWord(p.GetState()),
+				TargetFile:    p.GetTargetFile(),
+				Type:          p.GetRoomType(),
+			})
+		case exportv1.PartKind_PART_KIND_ASSETS:
+			op.AssetsPath = "jobs/" + id + "/parts/" + strconv.FormatUint(uint64(p.GetPart()), 10)
+		}
+	}
+	if job.GetState() == exportv1.JobState_JOB_STATE_COMPLETED {
+		for i, f := range job.GetFiles() {
+			if i == 0 {
+				op.GeneratedFile = f.GetObjectKey()
+			}
+			fd := fileData{Name: f.GetName(), Size: f.GetSize(), Type: f.GetContentType(), SHA256: f.GetSha256()}
+			if !job.GetFilesExpired() {
+				fd.URL, _ = d.cfg.Links.URL(id, f.GetName())
+			}
+			op.FileList = append(op.FileList, fd)
+		}
+	}
+	return op
+}
+
+// otherParticipant is roomList's userId: for a direct room, the id of the
+// participant who is not the caller; null for every other room, and when
+// the other participant cannot be found.
+func (d *Dialect) otherParticipant(r *http.Request, user *sourcev1.User, p *exportv1.PartStatus) *string {
+	if p.GetRoomType() != "d" {
+		return nil
+	}
+	room, err := d.cfg.Auth.Room(r.Context(), p.GetRoomId())
+	if err != nil {
+		return nil
+	}
+	for _, name := range room.GetUsernames() {
+		if name == user.GetUsername() {
+			continue
+		}
+		users, err := d.cfg.Auth.UsersByUsername(r.Context(), []string{name})
+		if err != nil || users[name] == nil {
+			return nil
+		}
+		id := users[name].GetId()
+		return &id
+	}
+	return nil
+}
+
+// downloadURL is the signed link of a completed operation's archive while
+// it exists.
+func (d *Dialect) downloadURL(job *exportv1.Job) *string {
+	if job.GetState() != exportv1.JobState_JOB_STATE_COMPLETED || job.GetFilesExpired() || len(job.GetFiles()) == 0 {
+		return nil
+	}
+	link, _ := d.cfg.Links.URL(job.GetId(), job.GetFiles()[0].GetName())
+	return &link
+}
+
+const statusFailed = "failed"
+
+// operationStatus maps job states onto Rocket.Chat's operation status
+// words. Rocket.Chat has no failed state (a broken operation stays where
+// it broke and is skipped a day later); Dataport says "failed" and why.
+func operationStatus(s exportv1.JobState) string {
+	switch s {
+	case exportv1.JobState_JOB_STATE_PENDING:
+		return "preparing"
+	case exportv1.JobState_JOB_STATE_QUEUED:
+		return "pending"
+	case exportv1.JobState_JOB_STATE_PROCESSING:
+		return "exporting"
+	case exportv1.JobState_JOB_STATE_FINALIZING:
+		return "compressing"
+	case exportv1.JobState_JOB_STATE_COMPLETED:
+		return "completed"
+	}
+	return statusFailed
+}
+
+// partStatusWord is a roomList entry's status.
+func partStatusWord(s exportv1.PartState) string {
+	switch s {
+	case exportv1.PartState_PART_STATE_EXPORTING:
+		return "exporting"
+	case exportv1.PartState_PART_STATE_COMPLETED:
+		return "completed"
+	}
+	return "pending"
+}
+
+// isoTime is JavaScript's Date.toISOString: UTC with milliseconds.
+func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }

@@ -1,0 +1,187 @@
+// Package rocketchat is the gateway's Rocket.Chat dialect: the two export
+// endpoints of Rocket.Chat's REST API, served over Dataport's job model so
+// that Rocket.Chat clients, scripts and integrations work unchanged.
+//
+//   - POST /api/v1/rooms.export: type "file" exports one room's history
+//     (a JOB_KIND_ROOM job), type "email" mails selected messages (a
+//     JOB_KIND_ROOM_MAIL job).
+//   - GET /api/v1/users.requestDataDownload: the caller's personal data
+//     download (a JOB_KIND_USER_DATA job), answered as Rocket.Chat's
+//     exportOperation.
+//
+// Answers, error bodies and status words are Rocket.Chat's; where
+// Rocket.Chat says nothing useful (why an export failed, the id to poll)
+// the dialect adds fields, never changes existing ones. The dialect keeps
+// no state of its own: every answer is rendered from the job projection.
+package rocketchat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/links"
+)
+
+// DefaultDataDownloadInterval is how long after a data download request a
+// new one returns the previous operation instead: Rocket.Chat's fixed one
+// day.
+const DefaultDataDownloadInterval = 24 * time.Hour
+
+// Config holds the dialect's dependencies. Jobs, Auth, Submitter and Links
+// are required.
+type Config struct {
+	Jobs      *jobstore.Store
+	Auth      *auth.Service
+	Submitter *submit.Submitter
+	// Links signs the download link of a completed data download.
+	Links *links.Signer
+	// DataDownloadInterval is how long a user waits between two data
+	// downloads of the same kind; 0 means DefaultDataDownloadInterval.
+	DataDownloadInterval time.Duration
+	Logger               *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Dialect serves the Rocket.Chat routes. It implements httpapi.Dialect.
+type Dialect struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the dialect.
+func New(cfg Config) *Dialect {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DataDownloadInterval <= 0 {
+		cfg.DataDownloadInterval = DefaultDataDownloadInterval
+	}
+	return &Dialect{cfg: cfg, log: cfg.Logger}
+}
+
+// Routes registers the dialect's handlers.
+func (d *Dialect) Routes(r chi.Router) {
+	r.Post("/api/v1/rooms.export", d.roomsExport)
+	r.Get("/api/v1/users.requestDataDownload", d.requestDataDownload)
+}
+
+// dialectName is stored in Job.dialect.
+const dialectName = "rocketchat"
+
+// Rocket.Chat error types.
+const (
+	errInvalidParams    = "error-invalid-params"
+	errInvalidRoom      = "error-invalid-room"
+	errInvalidFormat    = "error-invalid-format"
+	errInvalidDates     = "error-invalid-dates"
+	errNotAllowed       = "error-not-allowed"
+	errInvalidRecipient = "error-invalid-recipient"
+	errInvalidEmail     = "error-invalid-email"
+)
+
+// apiError is Rocket.Chat's REST error body: error is "[type]", or
+// "reason [type]" when there is a reason, as Meteor.Error renders it.
+type apiError struct {
+	Success   bool   `json:"success"`
+	Error     string `json:"error"`
+	ErrorType string `json:"errorType,omitempty"`
+}
+
+// authError is the body Rocket.Chat answers 401 with.
+type authError struct {
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError answers 400 with a Rocket.Chat API error, which is what
+// Rocket.Chat uses for every validation and permission failure.
+func writeError(w http.ResponseWriter, errorType, reason string) {
+	msg := "[" + errorType + "]"
+	if reason != "" {
+		msg = reason + " " + msg
+	}
+	writeJSON(w, http.StatusBadRequest, apiError{Success: false, Error: msg, ErrorType: errorType})
+}
+
+func writeUnauthorized(w http.ResponseWriter) {
+	writeJSON(w, http.StatusUnauthorized, authError{Status: "error", Message: "You must be logged in to do this."})
+}
+
+func writeInternal(w http.ResponseWriter) {
+	writeJSON(w, http.StatusInternalServerError, apiError{Success: false, Error: "Internal error occurred"})
+}
+
+// user authenticates the request, answering 401 or 500 itself when it
+// returns nil.
+func (d *Dialect) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
+	u, err := d.cfg.Auth.Authenticate(r.Context(), r.Header.Get("X-User-Id"), r.Header.Get("X-Auth-Token"))
+	if errors.Is(err, auth.ErrUnauthenticated) {
+		writeUnauthorized(w)
+		return nil
+	}
+	if err != nil {
+		d.log.ErrorContext(r.Context(), "authenticate", "error", err)
+		writeInternal(w)
+		return nil
+	}
+	return u
+}
+
+// newJob returns a pending job of the caller's, carrying the request's
+// trace.
+func (d *Dialect) newJob(ctx context.Context, owner *sourcev1.User, kind exportv1.JobKind, format exportv1.Format) (*exportv1.Job, error) {
+	id, err := submit.NewJobID()
+	if err != nil {
+		return nil, err
+	}
+	now := tsOf(d.cfg.Now())
+	job := &exportv1.Job{
+		Id:        id,
+		OwnerId:   owner.GetId(),
+		Kind:      kind,
+		Format:    format,
+		State:     exportv1.JobState_JOB_STATE_PENDING,
+		Progress:  &exportv1.Progress{},
+		CreatedAt: now,
+		UpdatedAt: now,
+		Dialect:   dialectName,
+	}
+	span := trace.SpanFromContext(ctx)
+	if sc := span.SpanContext(); sc.HasTraceID() {
+		job.TraceId = sc.TraceID().String()
+	}
+	span.SetAttributes(attribute.String("dataport.job_id", id))
+	return job, nil
+}
+
+// submitJob creates the job and queues its tasks, detached from the
+// request so a client hanging up halfway leaves no half-queued job.
+func (d *Dialect) submitJob(ctx context.Context, job *exportv1.Job, kind bus.TaskKind, tasks []*exportv1.ExportTask) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submit.Timeout)
+	defer cancel()
+	return d.cfg.Submitter.Submit(sctx, job, kind, tasks)
+}

@@ -1,0 +1,179 @@
+package schedule_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/schedule"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+)
+
+// clock is a fake clock shared by racing schedulers.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// runs records created run jobs the way jobstore.Create does: an id can be
+// created only once.
+type runs struct {
+	mu      sync.Mutex
+	created map[string]time.Time
+	calls   atomic.Int32
+	fail    atomic.Bool
+}
+
+func (r *runs) run(_ context.Context, sched *exportv1.Job, occ time.Time, runID string) error {
+	r.calls.Add(1)
+	if r.fail.Load() {
+		return errors.New("bus down")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.created[runID]; !ok {
+		r.created[runID] = occ
+	}
+	return nil
+}
+
+func (r *runs) ids() map[string]time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]time.Time{}
+	for k, v := range r.created {
+		out[k] = v
+	}
+	return out
+}
+
+var t0 = time.Date(2026, 5, 1, 6, 0, 0, 0, time.UTC)
+
+func newStore(t *testing.T) *schedule.Store {
+	srv := bustest.Start(t)
+	kv, err := srv.JS.KeyValue(t.Context(), bus.BucketSchedules)
+	require.NoError(t, err)
+	return schedule.NewStore(kv)
+}
+
+func hourly(t *testing.T, id string) *exportv1.Job {
+	rec := &exportv1.Recurrence{Instruction: "FREQ=HOURLY;COUNT=5", Start: timestamppb.New(t0)}
+	next, err := schedule.Next(rec, t0, true)
+	require.NoError(t, err)
+	rec.Next = next
+	return &exportv1.Job{Id: id, Recurrence: rec}
+}
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		rule string
+		ok   bool
+	}{
+		{"FREQ=DAILY;BYHOUR=6", true},
+		{"RRULE:FREQ=WEEKLY;BYDAY=MO,FR", true},
+		{"FREQ=MONTHLY;COUNT=3", true},
+		{"", false},
+		{"FREQ=SOMETIMES", false},
+		{"BYHOUR=6", false},
+		{"FREQ=SECONDLY", false},
+		{"FREQ=DAILY;BYHOUR=25", false},
+		{"DTSTART:20260101T000000Z\nRRULE:FREQ=DAILY", false},
+		{"not a rule at all", false},
+	} {
+		t.Run(tc.rule, func(t *testing.T) {
+			_, err := schedule.Parse(tc.rule, t0)
+			if tc.ok {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorIs(t, err, schedule.ErrInvalidRule)
+			}
+		})
+	}
+}
+
+func TestTwoSchedulersFireEachOccurrenceOnce(t *testing.T) {
+	store := newStore(t)
+	ctx := t.Context()
+	require.NoError(t, store.Create(ctx, hourly(t, "sched1")))
+	clk := &clock{t: t0.Add(-time.Minute)}
+	r := &runs{created: map[string]time.Time{}}
+	a := schedule.New(store, r.run, schedule.Options{Now: clk.Now})
+	b := schedule.New(store, r.run, schedule.Options{Now: clk.Now})
+
+	tickBoth := func() {
+		var wg sync.WaitGroup
+		for _, s := range []*schedule.Scheduler{a, b, a, b} {
+			wg.Go(func() { assert.NoError(t, s.Tick(ctx)) })
+		}
+		wg.Wait()
+	}
+	tickBoth()
+	assert.Empty(t, r.ids(), "nothing is due before the start")
+
+	for h := range 7 {
+		clk.Set(t0.Add(time.Duration(h)*time.Hour + time.Second))
+		tickBoth()
+	}
+	got := r.ids()
+	want := map[string]time.Time{}
+	for h := range 5 {
+		occ := t0.Add(time.Duration(h) * time.Hour)
+		want[schedule.RunID("sched1", occ)] = occ
+	}
+	assert.Equal(t, want, got, "COUNT=5: five runs, one per occurrence")
+
+	sched, _, err := store.Get(ctx, "sched1")
+	require.NoError(t, err)
+	assert.Nil(t, sched.GetRecurrence().GetNext(), "no occurrence left")
+	assert.EqualValues(t, 5, sched.GetRecurrence().GetRuns())
+}
+
+func TestNoOccurrenceLostAcrossOutageAndFailures(t *testing.T) {
+	store := newStore(t)
+	ctx := t.Context()
+	require.NoError(t, store.Create(ctx, hourly(t, "sched2")))
+	clk := &clock{t: t0.Add(90 * time.Minute)}
+	r := &runs{created: map[string]time.Time{}}
+	r.fail.Store(true)
+	s := schedule.New(store, r.run, schedule.Options{Now: clk.Now})
+
+	// The run cannot be created (bus down): the schedule must not move on.
+	assert.Error(t, s.Tick(ctx))
+	sched, _, err := store.Get(ctx, "sched2")
+	require.NoError(t, err)
+	assert.Equal(t, t0, sched.GetRecurrence().GetNext().AsTime(), "next stays until its run exists")
+
+	// A new scheduler (a restart) after a long outage catches up on every
+	// missed occurrence, including the one that was claimed but not run.
+	r.fail.Store(false)
+	clk.Set(t0.Add(10 * time.Hour))
+	s2 := schedule.New(store, r.run, schedule.Options{Now: clk.Now})
+	require.NoError(t, s2.Tick(ctx))
+	assert.Len(t, r.ids(), 5)
+}
+
+func TestDeleteStopsFiring(t *testing.T) {
+	store := newStore(t)
+	ctx := t.Context()
+	require.NoError(t, store.Create(ctx, hourly(t, "sched3")))
+	require.ErrorIs(t, store.Create(ctx, hourly(t, "sched3")), schedule.ErrExists)
+	require.NoError(t, store.Delete(ctx, "sched3"))
+	clk := &clock{t: t0.Add(24 * time.Hour)}
+	r := &runs{created: map[string]time.Time{}}
+	require.NoError(t, schedule.New(store, r.run, schedule.Options{Now: clk.Now}).Tick(ctx))
+	assert.Empty(t, r.ids())
+	_, _, err := store.Get(ctx, "sched3")
+	assert.ErrorIs(t, err, schedule.ErrNotFound)
+}

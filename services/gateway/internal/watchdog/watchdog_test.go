@@ -1,0 +1,138 @@
+package watchdog_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/watchdog"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+)
+
+func openJobs(t *testing.T, js jetstream.JetStream) *jobstore.Store {
+	t.Helper()
+	jobs, err := jobstore.Open(t.Context(), js)
+	require.NoError(t, err)
+	return jobs
+}
+
+// failures returns the failed events published per job id.
+func failures(t *testing.T, js jetstream.JetStream) map[string][]*exportv1.ExportFailed {
+	t.Helper()
+	out := map[string][]*exportv1.ExportFailed{}
+	stream, err := js.Stream(t.Context(), bus.StreamExportEvents)
+	require.NoError(t, err)
+	info, err := stream.Info(t.Context())
+	require.NoError(t, err)
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := stream.GetMsg(t.Context(), seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		require.NoError(t, err)
+		ev, id, err := bus.ParseStatusSubject(m.Subject)
+		require.NoError(t, err)
+		if ev != bus.EventFailed {
+			continue
+		}
+		var f exportv1.ExportFailed
+		require.NoError(t, proto.Unmarshal(m.Data, &f))
+		out[id] = append(out[id], &f)
+	}
+	return out
+}
+
+func TestTaskThatRunsOutOfDeliveriesFailsItsJob(t *testing.T) {
+	nats := bustest.Start(t)
+	topo := bustest.Topology()
+	topo.TaskMaxDeliver = 2
+	topo.TaskAckWait = 300 * time.Millisecond
+	consumer, err := bus.EnsureConsumer(t.Context(), nats.JS, topo, bus.ConsumerRoomExporter)
+	require.NoError(t, err)
+
+	jobs := openJobs(t, nats.JS)
+	pub := bus.NewPublisher(nats.JS, nil)
+	dog := watchdog.New(nats.Conn, nats.JS, jobs, pub, watchdog.Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- dog.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	subject, err := bus.TaskSubject(bus.TaskRoom)
+	require.NoError(t, err)
+	task := &exportv1.ExportTask{JobId: "CrashyJob", OwnerId: "alice", Part: 0, PartsTotal: 1}
+	require.NoError(t, pub.Publish(t.Context(), subject, "CrashyJob.task.0", task))
+
+	// An exporter that takes the task and dies every time: fetch, never ack.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err == nil {
+			for range batch.Messages() {
+			}
+		}
+		got := failures(t, nats.JS)["CrashyJob"]
+		if assert.Len(c, got, 1) {
+			assert.Contains(c, got[0].GetReason(), "failed 2 times")
+			assert.Equal(c, "alice", got[0].GetOwnerId())
+		}
+	}, 15*time.Second, 50*time.Millisecond)
+
+	// The given-up task does not linger in the work queue.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		stream, err := nats.JS.Stream(t.Context(), bus.StreamExportTasks)
+		if !assert.NoError(c, err) {
+			return
+		}
+		info, err := stream.Info(t.Context())
+		if assert.NoError(c, err) {
+			assert.Zero(c, info.State.Msgs)
+		}
+	}, 5*time.Second, 50*time.Millisecond)
+}
+
+func TestStuckJobsAreFailedOnceWhateverTheReplicas(t *testing.T) {
+	nats := bustest.Start(t)
+	jobs := openJobs(t, nats.JS)
+	pub := bus.NewPublisher(nats.JS, nil)
+	now := time.Now()
+	old := timestamppb.New(now.Add(-20 * time.Minute))
+	recent := timestamppb.New(now.Add(-time.Minute))
+	seed := []*exportv1.Job{
+		{Id: "StuckProcessing", OwnerId: "alice", State: exportv1.JobState_JOB_STATE_PROCESSING, CreatedAt: old, UpdatedAt: old},
+		{Id: "StuckQueued", OwnerId: "bob", State: exportv1.JobState_JOB_STATE_QUEUED, CreatedAt: old, UpdatedAt: old},
+		{Id: "Moving", OwnerId: "alice", State: exportv1.JobState_JOB_STATE_PROCESSING, CreatedAt: old, UpdatedAt: recent},
+		{Id: "OldButDone", OwnerId: "alice", State: exportv1.JobState_JOB_STATE_COMPLETED, CreatedAt: old, UpdatedAt: old},
+		{Id: "OldAndFailed", OwnerId: "alice", State: exportv1.JobState_JOB_STATE_FAILED, CreatedAt: old, UpdatedAt: old},
+	}
+	for _, j := range seed {
+		require.NoError(t, jobs.Create(t.Context(), j))
+	}
+
+	// Two gateway replicas scan at the same moment.
+	var all []string
+	for range 2 {
+		dog := watchdog.New(nats.Conn, nats.JS, jobs, pub, watchdog.Options{StuckAfter: 15 * time.Minute})
+		ids, err := dog.Scan(t.Context())
+		require.NoError(t, err)
+		all = append(all, ids...)
+	}
+	assert.ElementsMatch(t, []string{"StuckProcessing", "StuckQueued", "StuckProcessing", "StuckQueued"}, all)
+
+	got := failures(t, nats.JS)
+	assert.Len(t, got, 2, "only the stuck jobs fail")
+	for _, id := range []string{"StuckProcessing", "StuckQueued"} {
+		if assert.Len(t, got[id], 1, "dedup keeps one failure per job for %s", id) {
+			assert.Contains(t, got[id][0].GetReason(), "no progress for 15m0s")
+		}
+	}
+}

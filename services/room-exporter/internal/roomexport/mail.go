@@ -1,0 +1,195 @@
+package roomexport
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+)
+
+// Mail part file names; the notifier sends them as the HTML and the plain
+// text alternative of one mail.
+const (
+	MailHTMLFile = "mail.html"
+	MailTextFile = "mail.txt"
+)
+
+// selector picks messages out of a replay.
+type selector interface {
+	// keep reports whether m is wanted.
+	keep(m *sourcev1.ChatMessage) bool
+	// done reports whether nothing more is wanted, which ends the replay.
+	done() bool
+}
+
+// idSelector wants each of a list of message ids once. Its memory is the
+// list itself, which the requester chose by hand.
+type idSelector struct {
+	found     map[string]bool
+	remaining int
+}
+
+func newIDSelector(ids []string) *idSelector {
+	s := &idSelector{found: make(map[string]bool, len(ids))}
+	for _, id := range ids {
+		if _, dup := s.found[id]; !dup && id != "" {
+			s.found[id] = false
+			s.remaining++
+		}
+	}
+	return s
+}
+
+func (s *idSelector) keep(m *sourcev1.ChatMessage) bool {
+	found, wanted := s.found[m.GetId()]
+	if !wanted || found {
+		return false
+	}
+	s.found[m.GetId()] = true
+	s.remaining--
+	return true
+}
+
+func (s *idSelector) done() bool { return s.remaining == 0 }
+
+// exportMail renders the messages a room mail selected, in the room's
+// order, as an HTML body fragment and its plain-text alternative. Ids
+// that are not in the room are skipped and counted.
+func (e *Exporter) exportMail(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) error {
+	start := e.now()
+	log = log.With("room_id", task.GetRoom().GetRoomId())
+	e.publishProgress(ctx, log, task, 0, 0, 0)
+	room, h, err := e.prepareRoom(ctx, log, task)
+	if err != nil {
+		return err
+	}
+	sel := newIDSelector(task.GetMail().GetMessageIds())
+	var (
+		res     uploadResult
+		counter countingWriter
+	)
+	specs := []objectSpec{
+		{name: MailHTMLFile, contentType: "text/html; charset=utf-8"},
+		{name: MailTextFile, contentType: "text/plain; charset=utf-8"},
+	}
+	files, err := e.uploadObjects(ctx, task, specs, func(ctx context.Context, ws []io.Writer) error {
+		r := &mailRenderer{html: newHTMLFragment(ws[0]), text: &textRenderer{w: ws[1]}}
+		return e.render(ctx, log, task, r, room, h, &counter, &res, sel)
+	})
+	if err != nil {
+		return err
+	}
+	var size uint64
+	for _, f := range files {
+		f.Records = res.records
+		size += f.GetSize()
+	}
+	if err := e.announce(ctx, log, task, res.records, size, files...); err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "mail part uploaded", "records", res.records, "missing", sel.remaining,
+		"bytes", size, "duration", e.now().Sub(start).String())
+	return nil
+}
+
+// mailRenderer writes each message into both alternatives of the mail.
+type mailRenderer struct {
+	html *htmlRenderer
+	text *textRenderer
+}
+
+func (r *mailRenderer) Begin(room *sourcev1.Room) error {
+	if err := r.html.Begin(room); err != nil {
+		return err
+	}
+	return r.text.Begin(room)
+}
+
+func (r *mailRenderer) Message(m *sourcev1.ChatMessage) error {
+	if err := r.html.Message(m); err != nil {
+		return err
+	}
+	return r.text.Message(m)
+}
+
+func (r *mailRenderer) End() error {
+	if err := r.html.End(); err != nil {
+		return err
+	}
+	return r.text.End()
+}
+
+// textRenderer writes messages as plain text, one block per message.
+type textRenderer struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (r *textRenderer) Begin(room *sourcev1.Room) error {
+	_, err := fmt.Fprintf(r.w, "Messages from %s (all times UTC)\n\n", RoomTitle(room))
+	return err
+}
+
+func (r *textRenderer) Message(m *sourcev1.ChatMessage) error {
+	b := r.buf[:0]
+	if m.GetSystemType() != "" {
+		b = appendTime(b, m.GetTs().AsTime())
+		b = append(b, " — "...)
+		b = append(b, plainSystemSentence(m)...)
+		b = append(b, "\n\n"...)
+	} else {
+		u := m.GetUser()
+		b = append(b, firstNonEmpty(u.GetName(), u.GetUsername())...)
+		b = append(b, " (@"...)
+		b = append(b, u.GetUsername()...)
+		b = append(b, "), "...)
+		b = appendTime(b, m.GetTs().AsTime())
+		if m.GetEditedAt() != nil || m.GetEditedBy() != nil {
+			b = append(b, " (edited"...)
+			if e := m.GetEditedBy(); e.GetUsername() != "" {
+				b = append(b, " by @"...)
+				b = append(b, e.GetUsername()...)
+			}
+			if m.GetEditedAt() != nil {
+				b = append(b, " at "...)
+				b = appendTime(b, m.GetEditedAt().AsTime())
+			}
+			b = append(b, ')')
+		}
+		b = append(b, '\n')
+		if m.GetThreadId() != "" {
+			b = append(b, "↳ reply in a thread\n"...)
+		}
+		if t := m.GetText(); t != "" {
+			b = append(b, strings.TrimRight(t, "\n")...)
+			b = append(b, '\n')
+		}
+		for _, a := range m.GetAttachments() {
+			b = append(b, "[attachment: "...)
+			b = append(b, firstNonEmpty(a.GetTitle(), a.GetName())...)
+			if a.GetContentType() != "" {
+				b = append(b, ", "...)
+				b = append(b, a.GetContentType()...)
+			}
+			b = append(b, ", "...)
+			b = appendSize(b, a.GetSize())
+			b = append(b, "]\n"...)
+		}
+		if n := m.GetThreadCount(); n > 0 {
+			b = append(b, "("...)
+			b = strconv.AppendUint(b, uint64(n), 10)
+			b = append(b, " thread replies)\n"...)
+		}
+		b = append(b, '\n')
+	}
+	r.buf = b
+	_, err := r.w.Write(b)
+	return err
+}
+
+func (r *textRenderer) End() error { return nil }

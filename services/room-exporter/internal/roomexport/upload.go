@@ -1,0 +1,96 @@
+package roomexport
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"golang.org/x/sync/errgroup"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/blob"
+)
+
+// objectSpec is one object a part writes.
+type objectSpec struct {
+	name        string
+	contentType string
+}
+
+// sink is one object being written: the writer a renderer gets and what
+// it learns about the bytes.
+type sink struct {
+	spec  objectSpec
+	key   string
+	pw    *io.PipeWriter
+	bw    *bufio.Writer
+	sum   hash.Hash
+	count countingWriter
+	info  blob.Info
+}
+
+// uploadObjects streams what write produces into one object per spec, all
+// uploaded at once, each through the same pipeline as a room document:
+// buffer → (SHA-256, byte counter, pipe) → multipart upload. write gets
+// one writer per spec, in order. On any error every upload is aborted.
+// The returned files carry name, key, size, SHA-256 and content type.
+func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask, specs []objectSpec,
+	write func(ctx context.Context, ws []io.Writer) error,
+) ([]*exportv1.File, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	sinks := make([]*sink, len(specs))
+	ws := make([]io.Writer, len(specs))
+	for i, spec := range specs {
+		pr, pw := io.Pipe()
+		s := &sink{spec: spec, key: objectKey(task.GetJobId(), task.GetPart(), spec.name), pw: pw, sum: sha256.New()}
+		s.bw = bufio.NewWriterSize(io.MultiWriter(pw, s.sum, &s.count), 64<<10)
+		sinks[i], ws[i] = s, s.bw
+		g.Go(func() error {
+			var err error
+			s.info, err = e.store.Upload(gctx, e.bucket, s.key, pr, spec.contentType)
+			pr.CloseWithError(err)
+			return err
+		})
+	}
+	var canceled bool
+	g.Go(func() error {
+		err := write(gctx, ws)
+		for _, s := range sinks {
+			if err == nil {
+				err = s.bw.Flush()
+			}
+		}
+		canceled = errors.Is(err, errCanceled)
+		for _, s := range sinks {
+			s.pw.CloseWithError(err)
+		}
+		return err
+	})
+	err := g.Wait()
+	if canceled {
+		return nil, errCanceled
+	}
+	if err != nil {
+		return nil, fmt.Errorf("export part %d: %w", task.GetPart(), err)
+	}
+	files := make([]*exportv1.File, len(sinks))
+	for i, s := range sinks {
+		size := s.count.n.Load()
+		if uint64(s.info.Size) != size {
+			return nil, fmt.Errorf("export part %d: %s: stored %d bytes, wrote %d", task.GetPart(), s.spec.name, s.info.Size, size)
+		}
+		files[i] = &exportv1.File{
+			Name:        s.spec.name,
+			ObjectKey:   s.key,
+			Size:        size,
+			Sha256:      hex.EncodeToString(s.sum.Sum(nil)),
+			ContentType: s.spec.contentType,
+		}
+	}
+	return files, nil
+}
