@@ -14,6 +14,8 @@ package mytracker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -261,7 +263,12 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 			MaxRows:          d.Limits.MaxRows,
 		},
 	}
-	task := &exportv1.ExportTask{PartKind: exportv1.PartKind_PART_KIND_RECORDS, UserId: u.GetId(), Records: job.GetRecords()}
+	// Chunk files are named like myTracker's: <id>.<event>.<hash>.<n>.csv.gz,
+	// the hash standing for the request's selection.
+	task := &exportv1.ExportTask{
+		PartKind: exportv1.PartKind_PART_KIND_RECORDS, UserId: u.GetId(), Records: job.GetRecords(),
+		TargetFile: job.GetName() + "." + selectionHash(job.GetRecords()),
+	}
 	sctx, cancel := context.WithTimeout(ctx, submit.Timeout)
 	defer cancel()
 	if err := d.Submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{task}); err != nil {
@@ -403,4 +410,13 @@ func (d *Dialect) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	write(w, http.StatusOK, "Ok", map[string]string{"idRawExport": strconv.FormatUint(job.GetNumber(), 10), "info": "Canceled"})
+}
+
+// selectionHash is 32 hex digits identifying what a raw export selects.
+func selectionHash(r *exportv1.RecordsScope) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{
+		r.GetResource(), strings.Join(r.GetFields(), ","), r.GetFilter(),
+		r.GetDateRange().GetFrom().AsTime().Format(time.RFC3339Nano), r.GetDateRange().GetTo().AsTime().Format(time.RFC3339Nano),
+	}, "\x00")))
+	return hex.EncodeToString(sum[:16])
 }
