@@ -43,6 +43,7 @@ const (
 	BucketSchedules     = "export_schedules"
 	BucketIdempotency   = "idempotency_keys"
 	BucketCounters      = "counters"
+	BucketCheckpoints   = "export_checkpoints"
 )
 
 // Durable consumers. Every replica of a service binds the same durable, so
@@ -264,6 +265,7 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		kv(BucketSchedules, "Recurring export schedules and their claimed occurrences, kept by the gateway."),
 		withTTL(kv(BucketIdempotency, "Idempotency-Key of create requests -> job id and request hash."), t.IdempotencyTTL),
 		kv(BucketCounters, "Revision-checked counters, e.g. sequential raw-export ids."),
+		kv(BucketCheckpoints, "Exporter checkpoints under <jobId>.<part>: how far a long export got, so a redelivered task resumes."),
 	}
 }
 

@@ -124,5 +124,5 @@ func TestClusterLosesANode(t *testing.T) {
 		}
 		assert.Equal(t, 1, completed[id], "one completion event for %s", id)
 	}
-	figures{faults: 1, jobs: len(ids), lost: lost, rowErrors: rows}.log(t, "cluster-node-loss")
+	figures{faults: 1, jobs: len(ids), lost: lost, rowsChecked: 2 * n, rowErrors: rows}.log(t, "cluster-node-loss")
 }

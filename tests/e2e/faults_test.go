@@ -33,11 +33,12 @@ import (
 
 // figures are what a fault test measured.
 type figures struct {
-	faults, jobs, lost, rowErrors int
+	faults, jobs, lost, rowsChecked, rowErrors int
 }
 
 func (f figures) log(t *testing.T, what string) {
-	t.Logf("figures %s: faults=%d jobs=%d lost=%d rows_missing_or_duplicated=%d", what, f.faults, f.jobs, f.lost, f.rowErrors)
+	t.Logf("figures %s: faults=%d jobs=%d lost=%d rows_checked=%d rows_missing_or_duplicated=%d",
+		what, f.faults, f.jobs, f.lost, f.rowsChecked, f.rowErrors)
 }
 
 // natsJS connects the test itself to the bus, to seed data and to count
@@ -324,13 +325,14 @@ func TestScaleOut(t *testing.T) {
 	for _, p := range s.exporters {
 		assert.Positive(t, took[p.name], "%s took no job", p.name)
 	}
-	lost, rowErrors := 0, 0
+	lost, rowErrors, rowsChecked := 0, 0, 0
 	for _, id := range ids {
 		assert.Equal(t, 1, perJob[id], "job %s exported exactly once", id)
 		if jobs[id].State != "completed" {
 			lost++
 		}
 		want := s.seed.Rooms[roomOf[id]].Messages
+		rowsChecked += want
 		if assert.Len(t, jobs[id].Files, 1) && !assert.Equal(t, want, jobs[id].Files[0].Records, "rows of %s", roomOf[id]) {
 			rowErrors += max(want-jobs[id].Files[0].Records, jobs[id].Files[0].Records-want)
 		}
@@ -339,7 +341,7 @@ func TestScaleOut(t *testing.T) {
 	for id, n := range completedEvents(t, js) {
 		assert.Equal(t, 1, n, "one completion event for %s", id)
 	}
-	figures{faults: 0, jobs: len(ids), lost: lost, rowErrors: rowErrors}.log(t, "scale-out")
+	figures{faults: 0, jobs: len(ids), lost: lost, rowsChecked: rowsChecked, rowErrors: rowErrors}.log(t, "scale-out")
 }
 
 const (
@@ -373,12 +375,14 @@ func TestCrashesAndOutages(t *testing.T) {
 	clean := waitState(t, s, admin, create(bigRoom), "completed", 2*time.Minute)
 	require.Len(t, clean.Files, 1)
 	f.rowErrors += checkBigRoomFile(t, clean, bigMessages)
+	f.rowsChecked += bigMessages
 	want := clean.Files[0].SHA256
 	sameAsClean := func(t *testing.T, job nativeJob) {
 		t.Helper()
 		require.Len(t, job.Files, 1)
 		assert.Equal(t, want, job.Files[0].SHA256, "byte-identical to the clean run")
 		f.rowErrors += checkBigRoomFile(t, job, bigMessages)
+		f.rowsChecked += bigMessages
 	}
 
 	t.Run("exporter killed mid-export", func(t *testing.T) {

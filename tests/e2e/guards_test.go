@@ -21,7 +21,9 @@ import (
 // poison tasks that must end failed without stopping the consumer.
 func TestAPIGuards(t *testing.T) {
 	t.Parallel()
-	s := startStackWith(t, stackOptions{env: []string{"DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER=2"}})
+	// Two deliveries per task, so that a task whose exporter dies twice
+	// runs out of them.
+	s := startStackWith(t, stackOptions{env: []string{"DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER=2", "DATAPORT_TASK_MAX_DELIVER=2"}})
 	js := natsJS(t, s.natsURL)
 	admin := s.user(t, "admin")
 	var all []string
@@ -110,11 +112,50 @@ func TestAPIGuards(t *testing.T) {
 		waitState(t, s, admin, next, "completed", time.Minute)
 	})
 
+	t.Run("a task whose exporter dies on every delivery ends failed", func(t *testing.T) {
+		seedBigRoom(t, js, bigMessages, bigMessageSize)
+		consumer, err := js.Consumer(t.Context(), bus.StreamExportTasks, bus.ConsumerRoomExporter)
+		require.NoError(t, err)
+		id := createRoomExport(t, s, admin, bigRoom, "")
+		waitProcessing(t, s, admin, id)
+		s.exporters[0].kill()
+		s.exporters[0].restart(t)
+		// Second delivery, to the restarted exporter: kill it there too.
+		require.Eventually(t, func() bool {
+			info, err := consumer.Info(t.Context())
+			return err == nil && info.NumRedelivered > 0 && info.NumAckPending == 1
+		}, time.Minute, 5*time.Millisecond)
+		s.exporters[0].kill()
+		s.exporters[0].restart(t)
+
+		// The gateway's watchdog hears JetStream give up and fails the job.
+		var failed nativeJob
+		require.EventuallyWithT(t, func(ct *assert.CollectT) {
+			j, err := getJob(t.Context(), s, admin, id)
+			if assert.NoError(ct, err) {
+				failed = j
+				assert.Equal(ct, "failed", j.State)
+			}
+		}, time.Minute, 100*time.Millisecond)
+		assert.Contains(t, failed.Error, "failed 2 times")
+		t.Logf("crash-looping job ended %s: %q", failed.State, failed.Error)
+		assert.Regexp(t, `"msg":"job failed after max deliveries"[^\n]*"job_id":"`+id+`"`, s.gateway.logText(t))
+
+		next := createRoomExport(t, s, admin, "GENERAL", "")
+		all = append(all, next)
+		waitState(t, s, admin, next, "completed", time.Minute)
+		stream, err := js.Stream(t.Context(), bus.StreamExportTasks)
+		require.NoError(t, err)
+		info, err := stream.Info(t.Context())
+		require.NoError(t, err)
+		assert.Zero(t, info.State.Msgs, "the given-up task left the work queue")
+	})
+
 	completed := completedEvents(t, js)
 	for _, id := range all {
 		assert.Equal(t, 1, completed[id], "exactly one completion event for %s", id)
 	}
-	// Faults: the exporter kill and two poison tasks; the poison job is the
-	// one job that must (and did) end failed.
-	figures{faults: 3, jobs: len(all) + 1}.log(t, "api-guards")
+	// Faults: three exporter kills and two poison tasks; the poison job and
+	// the crash-looping job are the jobs that must (and did) end failed.
+	figures{faults: 5, jobs: len(all) + 2}.log(t, "api-guards")
 }

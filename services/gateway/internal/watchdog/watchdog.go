@@ -208,7 +208,8 @@ func (w *Watchdog) handleAdvisory(ctx context.Context, data []byte) {
 func (w *Watchdog) Scan(ctx context.Context) ([]string, error) {
 	cutoff := w.opts.Now().Add(-w.opts.StuckAfter)
 	stuck, err := w.jobs.Select(ctx, func(j *exportv1.Job) bool {
-		if jobstore.Terminal(j.GetState()) {
+		// A recurring definition waits for its next occurrence by design.
+		if jobstore.Terminal(j.GetState()) || j.GetRecurrence() != nil {
 			return false
 		}
 		last := j.GetUpdatedAt()
