@@ -696,7 +696,8 @@ func (x *ExportFailed) GetOwnerId() string {
 
 // ExportCanceled ends a job at its owner's request.
 // Subject: exports.status.canceled.<jobId>.
-// Producer: gateway. Consumers: gateway projection, room-exporter.
+// Producer: gateway. Consumers: gateway projection, notifier (webhooks).
+// Exporters see the cancel through the job's state in export_jobs.
 type ExportCanceled struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
