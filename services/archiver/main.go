@@ -9,14 +9,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"dataport.dev/services/archiver/internal/archive"
 	"dataport.dev/services/archiver/internal/retention"
@@ -118,34 +115,25 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("archiver: invalid configuration:\n%w", err)
 	}
 
-	mux := http.NewServeMux()
-	infra.HealthRoutes(mux, inf.Ready)
-
-	// The consumer outlives the HTTP server: it is told to stop only once
-	// the probes are down, so Kubernetes stops routing to us before we hand
-	// back in-flight messages. Half the shutdown budget goes to each.
-	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopConsuming()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer stopConsuming()
-		return infra.Serve(gctx, healthAddr, mux, common.ShutdownTimeout/2, log)
-	})
-	g.Go(func() error {
-		return bus.Consume(consumeCtx, consumer, archiver.Handle, bus.ConsumeOptions{
+	worker := infra.Worker{
+		HealthAddr:      healthAddr,
+		Ready:           inf.Ready,
+		Consumer:        consumer,
+		Handler:         archiver.Handle,
+		ShutdownTimeout: common.ShutdownTimeout,
+		Logger:          log,
+		Consume: bus.ConsumeOptions{
 			// Verifying streams whole objects; a few at once keeps one big
 			// job from holding up every other.
 			Concurrency: 4,
 			Heartbeat:   topology.EventAckWait / 3,
-			Grace:       common.ShutdownTimeout / 2,
-			Logger:      log,
 			Tracer:      tel.TracerProvider.Tracer("dataport.dev/services/archiver"),
 			Propagator:  tel.Propagator(),
-		})
-	})
-	g.Go(func() error { return sweeper.Run(gctx) })
+		},
+		Also: []func(context.Context) error{sweeper.Run},
+	}
 	log.InfoContext(ctx, "archiver started", "consumer", bus.ConsumerArchiver)
-	if err := g.Wait(); err != nil {
+	if err := worker.Run(ctx); err != nil {
 		return fmt.Errorf("archiver: %w", err)
 	}
 	log.InfoContext(ctx, "archiver stopped")

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"net/mail"
 	"os"
 	"os/signal"
@@ -16,8 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"dataport.dev/services/notifier/internal/notify"
 	"dataport.dev/shared/bus"
@@ -152,32 +149,23 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("notifier: %w", err)
 	}
 
-	mux := http.NewServeMux()
-	infra.HealthRoutes(mux, inf.Ready)
-
-	// The consumer outlives the HTTP server: it is told to stop only once
-	// the probes are down, so Kubernetes stops routing to us before we hand
-	// back in-flight messages. Half the shutdown budget goes to each.
-	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopConsuming()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer stopConsuming()
-		return infra.Serve(gctx, healthAddr, mux, common.ShutdownTimeout/2, log)
-	})
-	g.Go(func() error {
-		return bus.Consume(consumeCtx, consumer, notifier.Handle, bus.ConsumeOptions{
+	worker := infra.Worker{
+		HealthAddr:      healthAddr,
+		Ready:           inf.Ready,
+		Consumer:        consumer,
+		Handler:         notifier.Handle,
+		ShutdownTimeout: common.ShutdownTimeout,
+		Logger:          log,
+		Consume: bus.ConsumeOptions{
 			// A few sends at once: each waits mostly on the mail server.
 			Concurrency: 4,
 			Heartbeat:   topology.EventAckWait / 3,
-			Grace:       common.ShutdownTimeout / 2,
-			Logger:      log,
 			Tracer:      tel.TracerProvider.Tracer("dataport.dev/services/notifier"),
 			Propagator:  tel.Propagator(),
-		})
-	})
+		},
+	}
 	log.InfoContext(ctx, "notifier started", "consumer", bus.ConsumerNotifier, "smtp_host", smtpCfg.Host, "smtp_port", smtpCfg.Port)
-	if err := g.Wait(); err != nil {
+	if err := worker.Run(ctx); err != nil {
 		return fmt.Errorf("notifier: %w", err)
 	}
 	log.InfoContext(ctx, "notifier stopped")

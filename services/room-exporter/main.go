@@ -6,17 +6,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 
 	"dataport.dev/services/room-exporter/internal/recordexport"
 	"dataport.dev/services/room-exporter/internal/roomexport"
@@ -130,41 +127,26 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		exp.Terminated(ctx, msg, cause)
 	}
 
-	mux := http.NewServeMux()
-	infra.HealthRoutes(mux, inf.Ready)
-
-	g, gctx := errgroup.WithContext(ctx)
-	// The consumers stop only after the HTTP server: first the probes see
-	// the process go, then in-flight tasks get the rest of the budget.
-	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(gctx))
-	defer stopConsuming()
-	g.Go(func() error {
-		defer stopConsuming()
-		return infra.Serve(gctx, healthAddr, mux, common.ShutdownTimeout, log)
-	})
-	g.Go(func() error {
-		err := bus.Consume(consumeCtx, cons, handle, bus.ConsumeOptions{
+	worker := infra.Worker{
+		HealthAddr:      healthAddr,
+		Ready:           inf.Ready,
+		Consumer:        cons,
+		Handler:         handle,
+		ShutdownTimeout: common.ShutdownTimeout,
+		Logger:          log,
+		Consume: bus.ConsumeOptions{
 			Concurrency: concurrency,
 			// In-progress acks well inside AckWait/2, as JetStream advises.
 			Heartbeat: topo.TaskAckWait / 3,
 			// Leave part of the budget for draining NATS and telemetry.
 			Grace:        common.ShutdownTimeout * 2 / 3,
 			OnTerminated: terminated,
-			Logger:       log,
 			Tracer:       tel.TracerProvider.Tracer(service),
 			Propagator:   tel.Propagator(),
-		})
-		if err != nil {
-			return fmt.Errorf("consume tasks: %w", err)
-		}
-		if gctx.Err() == nil {
-			// Consume only returns early on failure; make the group stop.
-			return errors.New("consume tasks: stopped unexpectedly")
-		}
-		return nil
-	})
+		},
+	}
 	log.InfoContext(ctx, "room-exporter started", "concurrency", concurrency, "health_addr", healthAddr)
-	err = g.Wait()
+	err = worker.Run(ctx)
 	log.InfoContext(ctx, "room-exporter stopped", "error", err)
 	return err
 }
