@@ -265,7 +265,9 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		kv(BucketSchedules, "Recurring export schedules and their claimed occurrences, kept by the gateway."),
 		withTTL(kv(BucketIdempotency, "Idempotency-Key of create requests -> job id and request hash."), t.IdempotencyTTL),
 		kv(BucketCounters, "Revision-checked counters, e.g. sequential raw-export ids."),
-		kv(BucketCheckpoints, "Exporter checkpoints under <jobId>.<part>: how far a long export got, so a redelivered task resumes."),
+		// A checkpoint outlives only the tasks that might resume it; one left
+		// by a task that never finished expires instead of lingering.
+		withTTL(kv(BucketCheckpoints, "Exporter checkpoints under <jobId>.<part>: how far a long export got, so a redelivered task resumes."), 7*24*time.Hour),
 	}
 }
 

@@ -48,22 +48,26 @@ func BenchmarkRoomExport(b *testing.B) {
 // stream being read.
 //
 // Measured on the 2-core dev machine (go test -run MemoryIsFlat -v), peak
-// above baseline:
+// above baseline, with the resumable part writer (8 MiB parts,
+// checkpointed):
 //
 //	json     100 messages (   26 KB object): +23.4 MiB
-//	json  10,000 messages (  2.1 MB object): +27.8 MiB
-//	json 100,000 messages ( 21.3 MB object): +26.6 MiB
-//	html     100 messages (   40 KB object): +24.2 MiB
-//	html  10,000 messages (  3.1 MB object): +26.1 MiB
-//	html 100,000 messages ( 31.1 MB object): +27.0 MiB
+//	json  10,000 messages (  2.1 MB object): +18.1 MiB
+//	json 100,000 messages ( 21.3 MB object): +18.5 MiB
+//	html     100 messages (   40 KB object): +24.5 MiB
+//	html  10,000 messages (  3.1 MB object): +18.1 MiB
+//	html 100,000 messages ( 31.1 MB object): +24.4 MiB
 //
-// An earlier one-off run of the JSON export with more sizes: 50k +32.5 MiB,
-// 200k (52 MB object) +32.3 MiB.
+// Before parts were checkpointed (minio-go's own 16 MiB part buffer behind
+// a pipe) the same runs peaked at +23.4 to +27.8 MiB; an earlier one-off
+// run of that version with more sizes: 50k +32.5 MiB, 200k (52 MB object)
+// +32.3 MiB.
 //
-// The constant is mostly minio-go's one 16 MiB part buffer (blob.PartSize)
-// plus the replay's 256-message batch; the object size does not show. The
-// HTML renderer adds one reused message buffer and at most
-// maxThreadRoots excerpts of thread roots.
+// The constant is mostly the one part buffer (Options.PartSize, 8 MiB by
+// default, preallocated, so even a tiny room shows it) plus the replay's
+// 256-message batch; the object size does not show. The HTML renderer adds
+// one reused message buffer and at most maxThreadRoots excerpts of thread
+// roots.
 func TestExportMemoryIsFlat(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("publishes 110k messages; figures are meaningless under -race")

@@ -65,15 +65,26 @@ func (e *Exporter) lookupHistory(ctx context.Context, subject string) (*history,
 // beyond an ephemeral consumer removed afterwards). f may stop the replay
 // early by returning false.
 func (e *Exporter) replay(ctx context.Context, h *history, f func(seq uint64, data []byte) (bool, error)) error {
-	if h.lastSeq == 0 {
+	return e.replayFrom(ctx, h, 0, f)
+}
+
+// replayFrom is replay starting at stream sequence start (0 for the
+// subject's first message): a resumed export skips what its checkpoint
+// covers without reading it.
+func (e *Exporter) replayFrom(ctx context.Context, h *history, start uint64, f func(seq uint64, data []byte) (bool, error)) error {
+	if h.lastSeq == 0 || start > h.lastSeq {
 		return nil
 	}
-	cons, err := e.chat.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{h.subject},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		// A crashed exporter's consumer goes away by itself soon.
 		InactiveThreshold: time.Minute,
-	})
+	}
+	if start > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	cons, err := e.chat.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("ordered consumer on %s: %w", h.subject, err)
 	}
@@ -102,6 +113,9 @@ func (e *Exporter) replay(ctx context.Context, h *history, f func(seq uint64, da
 			return fmt.Errorf("replay %s: metadata: %w", h.subject, err)
 		}
 		seq := md.Sequence.Stream
+		if e.opts.onReplay != nil {
+			e.opts.onReplay(seq)
+		}
 		if seq > h.lastSeq {
 			// The last message seen at start was removed meanwhile and a
 			// newer one arrived: the history as of the start is complete.

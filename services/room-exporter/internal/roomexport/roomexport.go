@@ -3,19 +3,17 @@
 // and streams the document straight into a multipart upload, reporting
 // progress and the finished part as status events.
 //
-// Memory per task is flat: messages are encoded one at a time into a pipe
-// whose reader is the upload, so the largest buffers are the upload's part
-// buffer (blob.PartSize) and the replay's batch of messages.
+// Memory per task is flat: messages are encoded one at a time into a part
+// buffer that is uploaded as one part of a multipart upload whenever it
+// reaches Options.PartSize, so the largest buffers are that part and the
+// replay's batch of messages. After each part a checkpoint lets a
+// redelivered task continue where the last attempt stopped (resume.go).
 package roomexport
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -29,7 +27,6 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -47,6 +44,7 @@ const (
 	DefaultProgressInterval = time.Second
 	DefaultProgressRecords  = 1000
 	DefaultCancelInterval   = time.Second
+	DefaultPartSize         = 8 << 20
 )
 
 // Options configure an Exporter. JS, Store, Publisher and Bucket are
@@ -79,6 +77,17 @@ type Options struct {
 	MeterProvider  metric.MeterProvider
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// PartSize is the size of the parts a room document is uploaded in
+	// and checkpointed at (DefaultPartSize when zero; at least
+	// blob.MinPartSize). A part is cut at the first message boundary at or
+	// after it, so memory per task is about one part.
+	PartSize int
+
+	// Test seams, set through export_test.go: onReplay sees every message
+	// read from the chat stream, afterCheckpoint runs after each saved
+	// checkpoint and may fail the attempt as a crash would.
+	onReplay        func(seq uint64)
+	afterCheckpoint func(part int) error
 }
 
 // Exporter handles export tasks. It is safe for concurrent use: every task
@@ -90,14 +99,16 @@ type Exporter struct {
 	jobs    jetstream.KeyValue
 	users   jetstream.KeyValue
 	members jetstream.KeyValue
-	store   *blob.Store
-	pub     *bus.Publisher
-	bucket  string
-	formats map[exportv1.Format]Format
-	opts    Options
-	log     *slog.Logger
-	now     func() time.Time
-	tracer  trace.Tracer
+	// checkpoints holds how far long room exports got; see resume.go.
+	checkpoints jetstream.KeyValue
+	store       *blob.Store
+	pub         *bus.Publisher
+	bucket      string
+	formats     map[exportv1.Format]Format
+	opts        Options
+	log         *slog.Logger
+	now         func() time.Time
+	tracer      trace.Tracer
 
 	exported metric.Int64Counter
 	duration metric.Float64Histogram
@@ -133,6 +144,10 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.PartSize <= 0 {
+		o.PartSize = DefaultPartSize
+	}
+	o.PartSize = max(o.PartSize, blob.MinPartSize)
 	chat, err := o.JS.Stream(ctx, bus.StreamChatMessages)
 	if err != nil {
 		return nil, fmt.Errorf("roomexport: stream %s: %w", bus.StreamChatMessages, err)
@@ -153,6 +168,10 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("roomexport: bucket %s: %w", bus.BucketMemberships, err)
 	}
+	checkpoints, err := o.JS.KeyValue(ctx, bus.BucketCheckpoints)
+	if err != nil {
+		return nil, fmt.Errorf("roomexport: bucket %s: %w", bus.BucketCheckpoints, err)
+	}
 	meter := o.MeterProvider.Meter(instrumentation)
 	exported, err := meter.Int64Counter("dataport.roomexport.messages",
 		metric.WithUnit("{message}"), metric.WithDescription("Chat messages written into export files."))
@@ -165,7 +184,7 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 		return nil, fmt.Errorf("roomexport: histogram: %w", err)
 	}
 	return &Exporter{
-		js: o.JS, chat: chat, rooms: rooms, jobs: jobs, users: users, members: members,
+		js: o.JS, chat: chat, rooms: rooms, jobs: jobs, users: users, members: members, checkpoints: checkpoints,
 		store: o.Store, pub: o.Publisher, bucket: o.Bucket,
 		formats: formats(), opts: o, log: o.Logger, now: o.Now,
 		tracer:   o.TracerProvider.Tracer(instrumentation),
@@ -217,6 +236,8 @@ func (e *Exporter) Terminated(ctx context.Context, msg jetstream.Msg, cause erro
 	if errors.As(cause, &pe) {
 		reason = pe.Err.Error()
 	}
+	// No redelivery will resume it: free the unfinished upload now.
+	e.discardCheckpoint(ctx, e.log.With("job_id", task.GetJobId(), "part", task.GetPart()), &task)
 	var rej *rejectedError
 	rejected := errors.As(cause, &rej)
 	ev := &exportv1.ExportFailed{
@@ -325,24 +346,35 @@ func (e *Exporter) exportRoom(ctx context.Context, log *slog.Logger, task *expor
 	log = log.With("room_id", task.GetRoom().GetRoomId())
 	e.publishProgress(ctx, log, task, 0, 0, 0)
 
-	room, h, err := e.prepareRoom(ctx, log, task)
+	room, err := e.loadTaskRoom(ctx, task)
 	if err != nil {
 		return err
 	}
-
 	name := fileName(room.GetName(), room.GetId(), format.Ext)
 	if task.GetTargetFile() != "" {
 		name = CleanFileName(task.GetTargetFile(), name)
 	}
 	key := objectKey(task.GetJobId(), task.GetPart(), name)
+	cp, err := e.resumePoint(ctx, log, task, key)
+	if err != nil {
+		return err
+	}
+	var h *history
 	meta := Meta{Generated: e.now()}
+	if cp != nil {
+		// The index pass is not repeated: the checkpoint carries what is
+		// left of it, and the time the first attempt printed.
+		h, meta.Generated = cp.history(), cp.Generated
+	} else if h, err = e.indexRoom(ctx, log, task); err != nil {
+		return err
+	}
 	if f := task.GetRoom().GetFrom(); f != nil {
 		meta.From = f.AsTime()
 	}
 	if t := task.GetRoom().GetTo(); t != nil {
 		meta.To = t.AsTime()
 	}
-	res, err := e.upload(ctx, log, task, format, meta, room, h, key)
+	res, err := e.upload(ctx, log, task, format, meta, room, h, key, cp)
 	if err != nil {
 		if errors.Is(err, errCanceled) {
 			log.InfoContext(ctx, "job canceled; upload aborted", "object_key", key)
@@ -360,24 +392,44 @@ func (e *Exporter) exportRoom(ctx context.Context, log *slog.Logger, task *expor
 	if err := e.announce(ctx, log, task, res.records, res.size, file); err != nil {
 		return err
 	}
+	// Only now: a crash before the announcement resumes (or, after the
+	// upload completed, redoes) the part; once announced nothing needs it.
+	e.deleteCheckpoint(ctx, log, task)
 	log.InfoContext(ctx, "part uploaded", "object_key", key, "records", res.records, "bytes", res.size,
-		"skipped", res.skipped, "duration", e.now().Sub(start).String())
+		"skipped", res.skipped, "parts", res.parts, "resumed", cp != nil, "duration", e.now().Sub(start).String())
 	return nil
 }
 
 // prepareRoom loads the task's room and indexes its history.
 func (e *Exporter) prepareRoom(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) (*sourcev1.Room, *history, error) {
-	subject, err := bus.ChatSubject(task.GetRoom().GetRoomId())
-	if err != nil {
-		return nil, nil, reject("invalid room id %q", task.GetRoom().GetRoomId())
-	}
-	room, err := e.loadRoom(ctx, task.GetRoom().GetRoomId())
+	room, err := e.loadTaskRoom(ctx, task)
 	if err != nil {
 		return nil, nil, err
+	}
+	h, err := e.indexRoom(ctx, log, task)
+	if err != nil {
+		return nil, nil, err
+	}
+	return room, h, nil
+}
+
+// loadTaskRoom loads the task's room.
+func (e *Exporter) loadTaskRoom(ctx context.Context, task *exportv1.ExportTask) (*sourcev1.Room, error) {
+	if _, err := bus.ChatSubject(task.GetRoom().GetRoomId()); err != nil {
+		return nil, reject("invalid room id %q", task.GetRoom().GetRoomId())
+	}
+	return e.loadRoom(ctx, task.GetRoom().GetRoomId())
+}
+
+// indexRoom looks up the task room's history and indexes it.
+func (e *Exporter) indexRoom(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) (*history, error) {
+	subject, err := bus.ChatSubject(task.GetRoom().GetRoomId())
+	if err != nil {
+		return nil, reject("invalid room id %q", task.GetRoom().GetRoomId())
 	}
 	h, err := e.lookupHistory(ctx, subject)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// The index pass reads the whole subject too, so it checks for
 	// cancellation like the export pass does.
@@ -393,9 +445,9 @@ func (e *Exporter) prepareRoom(ctx context.Context, log *slog.Logger, task *expo
 		if errors.Is(err, errCanceled) {
 			log.InfoContext(ctx, "job canceled while indexing the room")
 		}
-		return nil, nil, err
+		return nil, err
 	}
-	return room, h, nil
+	return h, nil
 }
 
 // announce publishes the final progress and PartUploaded for the part's
@@ -573,6 +625,7 @@ func (e *Exporter) publishProgressAt(ctx context.Context, log *slog.Logger, task
 
 // uploadResult describes a finished object.
 type uploadResult struct {
+	parts   int
 	size    uint64
 	records uint64
 	skipped uint64
@@ -589,59 +642,8 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// upload streams the document into the store: renderer → buffer →
-// (SHA-256, byte counter, pipe) → multipart upload. On any error, or when
-// the job is canceled, the pipe is closed with that error, which aborts
-// the multipart upload so that no partial object appears.
-func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, format Format,
-	meta Meta, room *sourcev1.Room, h *history, key string,
-) (uploadResult, error) {
-	pr, pw := io.Pipe()
-	sum := sha256.New()
-	var counter countingWriter
-	g, gctx := errgroup.WithContext(ctx)
-
-	var info blob.Info
-	g.Go(func() error {
-		var err error
-		info, err = e.store.Upload(gctx, e.bucket, key, pr, format.ContentType)
-		// Unblocks the writer if the upload gave up first.
-		pr.CloseWithError(err)
-		return err
-	})
-
-	var res uploadResult
-	var canceled bool
-	g.Go(func() error {
-		// The buffer batches small JSON writes into large pipe writes, so
-		// the upload goroutine is woken per 64 KiB, not per message.
-		bw := bufio.NewWriterSize(io.MultiWriter(pw, sum, &counter), 64<<10)
-		err := e.render(gctx, log, task, format.New(bw, meta), room, h, &counter, &res, nil)
-		if err == nil {
-			err = bw.Flush()
-		}
-		canceled = errors.Is(err, errCanceled)
-		// CloseWithError(nil) is Close: the upload sees EOF and completes.
-		pw.CloseWithError(err)
-		return err
-	})
-
-	err := g.Wait()
-	if canceled {
-		return uploadResult{}, errCanceled
-	}
-	if err != nil {
-		return uploadResult{}, fmt.Errorf("export part %d: %w", task.GetPart(), err)
-	}
-	res.size = counter.n.Load()
-	if uint64(info.Size) != res.size {
-		return uploadResult{}, fmt.Errorf("export part %d: stored %d bytes, wrote %d", task.GetPart(), info.Size, res.size)
-	}
-	res.sha256 = hex.EncodeToString(sum.Sum(nil))
-	return res, nil
-}
-
-// render replays the room and feeds the messages in range to r.
+// render replays the room and feeds the messages in range to r, between
+// r.Begin and r.End.
 //
 // sel, when not nil, picks the messages to render (a mail's selection) and
 // ends the replay once it has them all; records then counts only those.
@@ -651,6 +653,31 @@ func (e *Exporter) render(ctx context.Context, log *slog.Logger, task *exportv1.
 	if err := r.Begin(room); err != nil {
 		return err
 	}
+	if err := e.renderMessages(ctx, log, task, r, h, counter, res, sel, newPosition(), nil); err != nil {
+		return err
+	}
+	return r.End()
+}
+
+// position is how far the export pass got: every message up to stream
+// sequence seq has been looked at. It is what a checkpoint needs, besides
+// the bytes, to continue the pass exactly where it stopped.
+type position struct {
+	seq     uint64
+	scanned uint64
+	// emitted holds the republished ids (h.latest) already rendered, at
+	// their first position; later versions are skipped.
+	emitted map[string]struct{}
+}
+
+func newPosition() *position { return &position{emitted: make(map[string]struct{})} }
+
+// renderMessages replays the room from after pos.seq and feeds the
+// messages in range to r, advancing pos. after, when not nil, runs after
+// each message the replay goes on from; an error from it ends the pass.
+func (e *Exporter) renderMessages(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, r Renderer,
+	h *history, counter *countingWriter, res *uploadResult, sel selector, pos *position, after func(*position) error,
+) error {
 	var from, to time.Time
 	hasFrom, hasTo := task.GetRoom().GetFrom() != nil, task.GetRoom().GetTo() != nil
 	if hasFrom {
@@ -662,13 +689,11 @@ func (e *Exporter) render(ctx context.Context, log *slog.Logger, task *exportv1.
 
 	var (
 		m            sourcev1.ChatMessage
-		scanned      uint64
 		lastProgress = e.now()
 		lastCheck    = lastProgress
-		lastRecords  uint64
-		emitted      = make(map[string]struct{}, len(h.latest))
+		lastRecords  = res.records
 	)
-	err := e.replay(ctx, h, func(seq uint64, data []byte) (bool, error) {
+	message := func(seq uint64, data []byte) (bool, error) {
 		// Checks come before the message, so they report work done: the
 		// last progress event is then always the final one, whose dedup
 		// id (<part>.<records>) no periodic event has taken.
@@ -683,17 +708,17 @@ func (e *Exporter) render(ctx context.Context, log *slog.Logger, task *exportv1.
 			(now.Sub(lastProgress) >= e.opts.ProgressInterval || res.records-lastRecords >= uint64(e.opts.ProgressRecords)) {
 			e.exported.Add(ctx, int64(res.records-lastRecords))
 			lastProgress, lastRecords = now, res.records
-			e.publishProgress(ctx, log, task, percent(scanned, h.count), res.records, counter.n.Load())
+			e.publishProgress(ctx, log, task, percent(pos.scanned, h.count), res.records, counter.n.Load())
 		}
 
-		scanned++
+		pos.scanned++
 		id, ok := messageID(data)
 		if ok {
 			if latest, dup := h.latest[string(id)]; dup {
-				if _, done := emitted[string(id)]; done {
+				if _, done := pos.emitted[string(id)]; done {
 					return true, nil // an older version's place was taken
 				}
-				emitted[string(id)] = struct{}{}
+				pos.emitted[string(id)] = struct{}{}
 				if latest != seq {
 					raw, err := e.chat.GetMsg(ctx, latest)
 					if err != nil {
@@ -724,12 +749,29 @@ func (e *Exporter) render(ctx context.Context, log *slog.Logger, task *exportv1.
 			res.records++
 		}
 		return sel == nil || !sel.done(), nil
+	}
+	var start uint64 // the subject's first message
+	if pos.seq > 0 {
+		start = pos.seq + 1
+	}
+	err := e.replayFrom(ctx, h, start, func(seq uint64, data []byte) (bool, error) {
+		more, err := message(seq, data)
+		if err != nil {
+			return false, err
+		}
+		pos.seq = seq
+		if more && after != nil {
+			if err := after(pos); err != nil {
+				return false, err
+			}
+		}
+		return more, nil
 	})
 	if err != nil {
 		return err
 	}
 	e.exported.Add(ctx, int64(res.records-lastRecords))
-	return r.End()
+	return nil
 }
 
 // percent of the subject scanned so far; 100 is kept for the finished part.

@@ -61,7 +61,10 @@ func start(t testing.TB, configure func(*roomexport.Options)) *harness {
 	done := make(chan error, 1)
 	go func() {
 		done <- bus.Consume(consumeCtx, cons, exp.Handle, bus.ConsumeOptions{
-			Concurrency:  2,
+			Concurrency: 2,
+			// Under AckWait/2 (bustest: 5 s), or a long export (under
+			// -race) would be redelivered while it still runs.
+			Heartbeat:    time.Second,
 			OnTerminated: exp.Terminated,
 			NakDelay:     func(uint64) time.Duration { return 100 * time.Millisecond },
 		})

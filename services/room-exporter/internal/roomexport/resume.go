@@ -1,0 +1,445 @@
+package roomexport
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/bus"
+)
+
+// A room document is uploaded part by part (Options.PartSize) through the
+// resumable multipart API of shared/blob. After each part, a checkpoint
+// in the export_checkpoints bucket under <jobId>.<part> records the
+// upload, its parts, and everything the export pass needs to go on from
+// the last message whose bytes are all in those parts: its stream
+// sequence, counters, the SHA-256 state, the renderer's state and what is
+// left of the index of republished messages. A redelivered task (the
+// exporter was killed, or the attempt failed on a transient error) checks
+// the checkpoint against the parts MinIO holds and continues after that
+// message; the bytes are the same as a clean run's, because parts are cut
+// at message boundaries and everything that shapes the next byte is
+// restored. See the "Resume" section of docs/RELIABILITY.md.
+
+// checkpointVersion changes when the checkpoint's meaning does; an
+// unknown version is discarded and the part starts over.
+const checkpointVersion = 1
+
+// maxCheckpointBytes keeps a checkpoint under the NATS payload limit (1
+// MiB by default). A larger one is not saved: the previous checkpoint
+// stays valid (later parts are simply uploaded again), only less useful.
+const maxCheckpointBytes = 960 << 10
+
+// checkpoint is how far a room part's export got. It is JSON: it is the
+// exporter's private state, read only by the exporter that wrote it or a
+// replica of the same version.
+type checkpoint struct {
+	Version int                  `json:"v"`
+	Key     string               `json:"key"`
+	Format  string               `json:"format"`
+	Upload  blob.MultipartUpload `json:"upload"`
+	Parts   []blob.Part          `json:"parts"`
+	// Seq is the stream sequence of the last message the uploaded parts
+	// cover; the export pass resumes at Seq+1.
+	Seq     uint64 `json:"seq"`
+	Scanned uint64 `json:"scanned"`
+	Records uint64 `json:"records"`
+	Skipped uint64 `json:"skipped,omitempty"`
+	Bytes   uint64 `json:"bytes"`
+	// Hash is the SHA-256 state over the uploaded bytes
+	// (encoding.BinaryMarshaler of crypto/sha256).
+	Hash     []byte          `json:"hash"`
+	Renderer json.RawMessage `json:"renderer"`
+	// Generated is the time the document prints; a resumed attempt
+	// prints the first attempt's.
+	Generated time.Time `json:"generated"`
+	// Count and LastSeq are the history as of the first attempt, so a
+	// resumed replay ends where a clean one would.
+	Count   uint64 `json:"count"`
+	LastSeq uint64 `json:"last_seq"`
+	// Dups is the part of the republished-message index still needed:
+	// ids whose latest version comes after Seq.
+	Dups []dupEntry `json:"dups,omitempty"`
+	// Subject is derived from the task, not stored.
+	subject string
+}
+
+// dupEntry is one republished id: where its last version is and whether
+// it was already rendered at its first position.
+type dupEntry struct {
+	ID      []byte `json:"id"`
+	Latest  uint64 `json:"latest"`
+	Emitted bool   `json:"emitted,omitempty"`
+}
+
+// history rebuilds what the index pass found, minus what lies behind.
+func (cp *checkpoint) history() *history {
+	h := &history{subject: cp.subject, count: cp.Count, lastSeq: cp.LastSeq, latest: make(map[string]uint64, len(cp.Dups))}
+	for _, d := range cp.Dups {
+		h.latest[string(d.ID)] = d.Latest
+	}
+	return h
+}
+
+// resumable is a Renderer whose state between two messages can be saved
+// and restored, so a document can be continued by another process.
+type resumable interface {
+	saveState() ([]byte, error)
+	restoreState([]byte) error
+}
+
+func checkpointKey(task *exportv1.ExportTask) string {
+	return task.GetJobId() + "." + strconv.FormatUint(uint64(task.GetPart()), 10)
+}
+
+// resumePoint returns the task's checkpoint if it can be trusted: same
+// object key and format, and MinIO still holds the upload with exactly the
+// parts it lists. Otherwise the checkpoint (and its upload) is discarded
+// and resumePoint returns nil: the part starts over. Only failing to read
+// the checkpoint or list the parts is an error (retried).
+func (e *Exporter) resumePoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, key string) (*checkpoint, error) {
+	cp, err := e.loadCheckpoint(ctx, task)
+	if err != nil || cp == nil {
+		return nil, err
+	}
+	discard := func(why string) (*checkpoint, error) {
+		log.WarnContext(ctx, "checkpoint not usable; starting the part over", "reason", why)
+		e.discardCheckpoint(ctx, log, task)
+		return nil, nil
+	}
+	switch {
+	case cp.Version != checkpointVersion:
+		return discard("version " + strconv.Itoa(cp.Version))
+	case cp.Key != key || cp.Upload.Bucket != e.bucket || cp.Upload.Key != key:
+		return discard("object key changed")
+	case cp.Format != task.GetFormat().String():
+		return discard("format changed")
+	}
+	held, err := e.store.ListParts(ctx, cp.Upload)
+	if errors.Is(err, blob.ErrUploadGone) {
+		return discard("upload gone")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("check checkpoint of part %d: %w", task.GetPart(), err)
+	}
+	byNumber := make(map[int]blob.Part, len(held))
+	for _, p := range held {
+		byNumber[p.Number] = p
+	}
+	for _, p := range cp.Parts {
+		if byNumber[p.Number] != p {
+			return discard(fmt.Sprintf("part %d differs on the server", p.Number))
+		}
+	}
+	cp.subject, _ = bus.ChatSubject(task.GetRoom().GetRoomId())
+	log.InfoContext(ctx, fmt.Sprintf("resuming from message %d", cp.Seq+1),
+		"stream_seq", cp.Seq+1, "records_done", cp.Records, "parts_done", len(cp.Parts), "bytes_done", cp.Bytes)
+	return cp, nil
+}
+
+// loadCheckpoint returns the task's checkpoint, nil if there is none. An
+// undecodable one is deleted (its upload cannot be known) and reads as
+// none.
+func (e *Exporter) loadCheckpoint(ctx context.Context, task *exportv1.ExportTask) (*checkpoint, error) {
+	entry, err := e.checkpoints.Get(ctx, checkpointKey(task))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint of part %d: %w", task.GetPart(), err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(entry.Value(), &cp); err != nil {
+		e.log.WarnContext(ctx, "undecodable checkpoint deleted", "job_id", task.GetJobId(), "part", task.GetPart(), "error", err)
+		e.deleteCheckpoint(ctx, e.log, task)
+		return nil, nil
+	}
+	return &cp, nil
+}
+
+// saveCheckpoint stores cp. Failing to save is not fatal: the export goes
+// on, and a crash then resumes from an older checkpoint or from scratch.
+func (e *Exporter) saveCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, cp *checkpoint) bool {
+	data, err := json.Marshal(cp)
+	if err != nil {
+		log.WarnContext(ctx, "checkpoint not saved", "error", err)
+		return false
+	}
+	if len(data) > maxCheckpointBytes {
+		log.WarnContext(ctx, "checkpoint too large; not saved", "bytes", len(data), "part_number", len(cp.Parts))
+		return false
+	}
+	if _, err := e.checkpoints.Put(ctx, checkpointKey(task), data); err != nil {
+		log.WarnContext(ctx, "checkpoint not saved", "error", err)
+		return false
+	}
+	return true
+}
+
+// deleteCheckpoint removes the task's checkpoint. A failure only leaves a
+// key behind that a later redelivery finds stale (its upload is gone).
+func (e *Exporter) deleteCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := e.checkpoints.Delete(ctx, checkpointKey(task)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		log.WarnContext(ctx, "checkpoint not deleted", "error", err)
+	}
+}
+
+// discardCheckpoint aborts the checkpoint's upload and deletes it: the
+// part will not be resumed (its job failed or was canceled, or the
+// checkpoint is stale).
+func (e *Exporter) discardCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	cp, err := e.loadCheckpoint(ctx, task)
+	if err != nil || cp == nil {
+		return
+	}
+	if err := e.store.Abort(ctx, cp.Upload); err != nil {
+		log.WarnContext(ctx, "upload of discarded checkpoint not aborted", "upload_id", cp.Upload.UploadID, "error", err)
+	}
+	e.deleteCheckpoint(ctx, log, task)
+}
+
+// partWriter collects the document's bytes for the next part and keeps
+// the SHA-256 and the byte count of the whole document.
+type partWriter struct {
+	buf   []byte
+	sum   hash.Hash
+	count countingWriter
+}
+
+func (w *partWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	w.sum.Write(p)
+	w.count.n.Add(uint64(len(p)))
+	return len(p), nil
+}
+
+// upload streams the document into a multipart upload of key, one part
+// per Options.PartSize bytes (cut at message boundaries), saving a
+// checkpoint after each part; with cp it continues cp's upload instead.
+// A canceled job or a permanent failure aborts the upload; a transient
+// failure keeps it and the checkpoint for the redelivered task.
+func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, format Format,
+	meta Meta, room *sourcev1.Room, h *history, key string, cp *checkpoint,
+) (res uploadResult, err error) {
+	w := &partWriter{buf: make([]byte, 0, e.opts.PartSize+64<<10), sum: sha256.New()}
+	r := format.New(w, meta)
+	state, canSave := r.(resumable)
+	pos := newPosition()
+	var (
+		up    blob.MultipartUpload
+		parts []blob.Part
+		saved bool // a checkpoint names up, so a transient failure keeps it
+	)
+	if cp != nil {
+		if err := e.restore(cp, w, r, &res, pos); err != nil {
+			// Not worth a retry: the next attempt would fail the same way.
+			e.discardCheckpoint(ctx, log, task)
+			return uploadResult{}, fmt.Errorf("restore checkpoint of part %d: %w", task.GetPart(), err)
+		}
+		up, parts, saved = cp.Upload, cp.Parts, true
+	} else {
+		if up, err = e.store.Begin(ctx, e.bucket, key, format.ContentType); err != nil {
+			return uploadResult{}, fmt.Errorf("export part %d: %w", task.GetPart(), err)
+		}
+		if err := r.Begin(room); err != nil {
+			return uploadResult{}, errors.Join(err, e.store.Abort(context.WithoutCancel(ctx), up))
+		}
+	}
+	defer func() {
+		switch {
+		case err == nil:
+		case errors.Is(err, errCanceled) || bus.IsPermanent(err) || errors.Is(err, blob.ErrUploadGone):
+			e.discardCheckpoint(ctx, log, task)
+			fallthrough
+		case !saved:
+			if aerr := e.store.Abort(context.WithoutCancel(ctx), up); aerr != nil {
+				log.WarnContext(ctx, "multipart upload not aborted", "upload_id", up.UploadID, "error", aerr)
+			}
+		}
+	}()
+
+	flush := func() error {
+		n := len(parts) + 1
+		p, err := e.store.PutPart(ctx, up, n, bytes.NewReader(w.buf), int64(len(w.buf)))
+		if err != nil {
+			return fmt.Errorf("export part %d: %w", task.GetPart(), err)
+		}
+		parts = append(parts, p)
+		w.buf = w.buf[:0]
+		return nil
+	}
+	after := func(pos *position) error {
+		if len(w.buf) < e.opts.PartSize {
+			return nil
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if !canSave {
+			return nil
+		}
+		next, err := e.snapshot(key, task, meta, up, parts, w, state, &res, pos, h)
+		if err != nil {
+			log.WarnContext(ctx, "checkpoint not taken", "error", err)
+			return nil
+		}
+		if e.saveCheckpoint(ctx, log, task, next) {
+			saved = true
+			log.DebugContext(ctx, "checkpoint saved", "part_number", len(parts), "stream_seq", pos.seq, "records", res.records)
+			if e.opts.afterCheckpoint != nil {
+				return e.opts.afterCheckpoint(len(parts))
+			}
+		}
+		return nil
+	}
+	if err := e.renderMessages(ctx, log, task, r, h, &w.count, &res, nil, pos, after); err != nil {
+		return uploadResult{}, err
+	}
+	if err := r.End(); err != nil {
+		return uploadResult{}, err
+	}
+	if len(w.buf) > 0 || len(parts) == 0 {
+		if err := flush(); err != nil {
+			return uploadResult{}, err
+		}
+	}
+	info, err := e.store.Complete(ctx, up, parts)
+	if err != nil {
+		return uploadResult{}, fmt.Errorf("export part %d: %w", task.GetPart(), err)
+	}
+	res.size, res.parts = w.count.n.Load(), len(parts)
+	if uint64(info.Size) != res.size {
+		return uploadResult{}, fmt.Errorf("export part %d: stored %d bytes, wrote %d", task.GetPart(), info.Size, res.size)
+	}
+	res.sha256 = hex.EncodeToString(w.sum.Sum(nil))
+	return res, nil
+}
+
+// snapshot captures the state right after a part was uploaded, when the
+// part buffer is empty and every byte written is in parts.
+func (e *Exporter) snapshot(key string, task *exportv1.ExportTask, meta Meta, up blob.MultipartUpload, parts []blob.Part,
+	w *partWriter, state resumable, res *uploadResult, pos *position, h *history,
+) (*checkpoint, error) {
+	sum, err := w.sum.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("hash state: %w", err)
+	}
+	rs, err := state.saveState()
+	if err != nil {
+		return nil, fmt.Errorf("renderer state: %w", err)
+	}
+	cp := &checkpoint{
+		Version: checkpointVersion, Key: key, Format: task.GetFormat().String(),
+		Upload: up, Parts: parts,
+		Seq: pos.seq, Scanned: pos.scanned, Records: res.records, Skipped: res.skipped, Bytes: w.count.n.Load(),
+		Hash: sum, Renderer: rs, Generated: meta.Generated,
+		Count: h.count, LastSeq: h.lastSeq,
+	}
+	for id, latest := range h.latest {
+		if latest <= pos.seq {
+			continue // neither this id nor its versions come again
+		}
+		_, emitted := pos.emitted[id]
+		cp.Dups = append(cp.Dups, dupEntry{ID: []byte(id), Latest: latest, Emitted: emitted})
+	}
+	return cp, nil
+}
+
+// restore puts the writer, renderer, counters and position back where cp
+// says they were.
+func (e *Exporter) restore(cp *checkpoint, w *partWriter, r Renderer, res *uploadResult, pos *position) error {
+	state, ok := r.(resumable)
+	if !ok {
+		return errors.New("renderer cannot resume")
+	}
+	if err := w.sum.(encoding.BinaryUnmarshaler).UnmarshalBinary(cp.Hash); err != nil {
+		return fmt.Errorf("hash state: %w", err)
+	}
+	if err := state.restoreState(cp.Renderer); err != nil {
+		return fmt.Errorf("renderer state: %w", err)
+	}
+	w.count.n.Store(cp.Bytes)
+	res.records, res.skipped = cp.Records, cp.Skipped
+	pos.seq, pos.scanned = cp.Seq, cp.Scanned
+	for _, d := range cp.Dups {
+		if d.Emitted {
+			pos.emitted[string(d.ID)] = struct{}{}
+		}
+	}
+	return nil
+}
+
+// jsonState is the JSON renderer's state between messages.
+type jsonState struct {
+	N int `json:"n"`
+}
+
+func (r *jsonRenderer) saveState() ([]byte, error) { return json.Marshal(jsonState{N: r.n}) }
+
+func (r *jsonRenderer) restoreState(data []byte) error {
+	var s jsonState
+	if err := json.Unmarshal(data, &s); err != nil {
+		return err
+	}
+	r.n = s.N
+	return nil
+}
+
+// htmlState is the HTML renderer's state between messages: the message
+// count and the remembered thread roots, oldest first, so eviction goes on
+// in the same order.
+type htmlState struct {
+	N     int        `json:"n"`
+	Roots []htmlRoot `json:"roots,omitempty"`
+}
+
+type htmlRoot struct {
+	ID      string `json:"id"`
+	Excerpt string `json:"ex"`
+}
+
+func (r *htmlRenderer) saveState() ([]byte, error) {
+	s := htmlState{N: r.n, Roots: make([]htmlRoot, 0, len(r.rootRing))}
+	ring := append(r.rootRing[r.rootNext:len(r.rootRing):len(r.rootRing)], r.rootRing[:r.rootNext]...)
+	for _, id := range ring {
+		s.Roots = append(s.Roots, htmlRoot{ID: id, Excerpt: r.roots[id]})
+	}
+	return json.Marshal(s)
+}
+
+func (r *htmlRenderer) restoreState(data []byte) error {
+	var s htmlState
+	if err := json.Unmarshal(data, &s); err != nil {
+		return err
+	}
+	if len(s.Roots) > maxThreadRoots {
+		return fmt.Errorf("%d thread roots, at most %d kept", len(s.Roots), maxThreadRoots)
+	}
+	r.n = s.N
+	r.roots = make(map[string]string, len(s.Roots))
+	r.rootRing = r.rootRing[:0]
+	r.rootNext = 0 // the oldest root is first, where eviction starts
+	for _, root := range s.Roots {
+		r.rootRing = append(r.rootRing, root.ID)
+		r.roots[root.ID] = root.Excerpt
+	}
+	return nil
+}

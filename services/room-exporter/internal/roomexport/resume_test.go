@@ -1,0 +1,246 @@
+package roomexport_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/room-exporter/internal/roomexport"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/bus"
+)
+
+// lockedBuffer collects the exporter's log lines across goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the decoded log records whose msg starts with prefix and,
+// if jobID is not empty, that are about that job.
+func (b *lockedBuffer) lines(t testing.TB, prefix, jobID string) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for line := range strings.Lines(b.buf.String()) {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &rec))
+		if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, prefix) && (jobID == "" || rec["job_id"] == jobID) {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// resumeFixture publishes a room big enough for several 5 MiB parts in
+// either format (about 22 MB of JSON): messages of some 330 bytes, a
+// thread every 40 messages (roots the HTML renderer remembers) and an
+// edit of every 500th message published 9000 messages later, so that
+// republished messages straddle every part boundary.
+func resumeFixture(t testing.TB, h *harness, roomID string, n int) {
+	t.Helper()
+	h.putRoom(t, &sourcev1.Room{Id: roomID, Name: "resume", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+	pad := strings.Repeat("lorem ipsum dolor sit amet ", 8)
+	msgs := make([]*sourcev1.ChatMessage, 0, n+n/500)
+	var edits []*sourcev1.ChatMessage
+	for i := range n {
+		m := fixtureMessage(roomID, i)
+		m.Text += " " + pad
+		switch i % 40 {
+		case 10:
+			m.ThreadCount, m.ThreadLastMessage = 1, timestamppb.New(msgTime(i+1))
+		case 11:
+			m.ThreadId = fmt.Sprintf("%s-m%06d", roomID, i-1)
+		}
+		msgs = append(msgs, m)
+		if i%500 == 0 {
+			e := proto.Clone(m).(*sourcev1.ChatMessage)
+			e.Text = fmt.Sprintf("edited %d", i)
+			e.EditedAt = timestamppb.New(msgTime(i).Add(time.Second))
+			edits = append(edits, e)
+		}
+		if i >= 9000 && (i-9000)%500 == 0 && len(edits) > 0 {
+			msgs = append(msgs, edits[0])
+			edits = edits[1:]
+		}
+	}
+	h.publishMessages(t, append(msgs, edits...)...)
+}
+
+// TestExportResumesFromCheckpoint kills an export attempt right after the
+// checkpoint of its second part (as a crash or a transient failure
+// would), lets the consumer redeliver the task, and checks that the
+// redelivered attempt continued from the checkpoint rather than starting
+// over, and that the result is the same file as a clean run's.
+func TestExportResumesFromCheckpoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 60k messages")
+	}
+	const (
+		roomID = "RESUME"
+		n      = 60_000
+	)
+	var (
+		crashArmed atomic.Bool
+		crashed    atomic.Bool
+		readsAfter atomic.Int64  // messages read by the attempt after the crash
+		minAfter   atomic.Uint64 // lowest stream sequence it read
+		logs       lockedBuffer
+	)
+	minAfter.Store(^uint64(0))
+	generated := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	h := start(t, func(o *roomexport.Options) {
+		o.PartSize = blob.MinPartSize
+		o.Now = func() time.Time { return generated } // HTML prints it
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		roomexport.SetTestHooks(o, func(seq uint64) {
+			if crashed.Load() {
+				readsAfter.Add(1)
+				for cur := minAfter.Load(); seq < cur && !minAfter.CompareAndSwap(cur, seq); cur = minAfter.Load() {
+				}
+			}
+		}, func(part int) error {
+			if part == 2 && crashArmed.CompareAndSwap(true, false) {
+				crashed.Store(true)
+				return errors.New("injected crash after the checkpoint of part 2")
+			}
+			return nil
+		})
+	})
+	resumeFixture(t, h, roomID, n)
+	checkpoints, err := h.js.KeyValue(t.Context(), bus.BucketCheckpoints)
+	require.NoError(t, err)
+
+	for _, format := range []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_HTML} {
+		word := strings.ToLower(strings.TrimPrefix(format.String(), "FORMAT_"))
+		t.Run(word, func(t *testing.T) {
+			run := func(jobID string) *exportv1.File {
+				task := roomTask(jobID, roomID, nil, nil)
+				task.Format = format
+				h.publishTask(t, jobID+".task.0", task)
+				var part exportv1.PartUploaded
+				h.event(t, bus.EventPart, jobID, &part)
+				return part.GetFile()
+			}
+			start := time.Now()
+			clean := run("clean-" + word)
+			cleanTook := time.Since(start)
+			require.Greater(t, clean.GetSize(), uint64(3*blob.MinPartSize), "at least four parts")
+			assert.Empty(t, logs.lines(t, "resuming from message", "clean-"+word), "a clean run resumes nothing")
+
+			readsAfter.Store(0)
+			minAfter.Store(^uint64(0))
+			crashed.Store(false)
+			crashArmed.Store(true)
+			jobID := "resumed-" + word
+			start = time.Now()
+			resumed := run(jobID)
+			t.Logf("%s: %d messages, %.1f MB; clean run %v, crashed and resumed run %v",
+				word, n, float64(clean.GetSize())/1e6, cleanTook.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			require.True(t, crashed.Load(), "the first attempt was killed after part 2")
+
+			resumes := logs.lines(t, "resuming from message", jobID)
+			require.Len(t, resumes, 1)
+			assert.Equal(t, jobID, resumes[0]["job_id"])
+			from := uint64(resumes[0]["stream_seq"].(float64))
+			assert.Equal(t, fmt.Sprintf("resuming from message %d", from), resumes[0]["msg"])
+			assert.Equal(t, float64(2), resumes[0]["parts_done"])
+			assert.Greater(t, resumes[0]["records_done"].(float64), float64(n/10), "two parts' worth of messages were kept")
+
+			// What a user checks: the same file, byte for byte.
+			assert.Equal(t, clean.GetSha256(), resumed.GetSha256())
+			assert.Equal(t, clean.GetSize(), resumed.GetSize())
+			assert.Equal(t, clean.GetRecords(), resumed.GetRecords())
+			sum := sha256.Sum256(h.download(t, resumed.GetObjectKey()))
+			assert.Equal(t, clean.GetSha256(), hex.EncodeToString(sum[:]), "the stored object is the one announced")
+
+			// The saved work: the redelivered attempt read neither the
+			// messages the checkpoint covers nor the index pass again.
+			assert.Equal(t, from, minAfter.Load(), "the resumed replay starts after the checkpoint")
+			assert.Less(t, readsAfter.Load(), int64(n), "fewer messages read than the room holds")
+			t.Logf("%s: resumed at stream sequence %d; the redelivered attempt read %d of %d messages",
+				word, from, readsAfter.Load(), n+n/500)
+
+			_, err := checkpoints.Get(t.Context(), jobID+".0")
+			assert.ErrorIs(t, err, jetstream.ErrKeyNotFound, "the checkpoint is deleted once the part is announced")
+			ups, err := h.store.ListIncompleteUploads(t.Context(), bucket, "jobs/")
+			require.NoError(t, err)
+			assert.Empty(t, ups, "no unfinished multipart upload is left")
+			assert.Equal(t, []string{resumed.GetObjectKey()}, h.objects(t, jobID))
+		})
+	}
+}
+
+// TestExportStaleCheckpointStartsOver checks the fallback: when the upload
+// a checkpoint names is gone (a sweeper aborted it), the next attempt
+// starts the part over and still produces the clean run's bytes.
+func TestExportStaleCheckpointStartsOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 40k messages")
+	}
+	var crash atomic.Bool
+	var logs lockedBuffer
+	h := start(t, func(o *roomexport.Options) {
+		o.PartSize = blob.MinPartSize
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		roomexport.SetTestHooks(o, nil, func(part int) error {
+			if crash.Load() {
+				return errors.New("injected crash")
+			}
+			return nil
+		})
+	})
+	resumeFixture(t, h, "STALE", 40_000)
+	ctx := t.Context()
+
+	require.NoError(t, h.exp.Export(ctx, roomTask("stale-clean", "STALE", nil, nil)))
+	var clean exportv1.PartUploaded
+	h.event(t, bus.EventPart, "stale-clean", &clean)
+
+	crash.Store(true)
+	task := roomTask("stale", "STALE", nil, nil)
+	require.Error(t, h.exp.Export(ctx, task))
+	ups, err := h.store.ListIncompleteUploads(ctx, bucket, "jobs/stale/")
+	require.NoError(t, err)
+	require.Len(t, ups, 1, "the crashed attempt's upload waits for its resume")
+	// A sweeper (or an operator) aborts it.
+	_, err = h.store.AbortIncompleteUploads(ctx, bucket, ups[0].Key)
+	require.NoError(t, err)
+
+	crash.Store(false)
+	require.NoError(t, h.exp.Export(ctx, task))
+	var part exportv1.PartUploaded
+	h.event(t, bus.EventPart, "stale", &part)
+	assert.Equal(t, clean.GetFile().GetSha256(), part.GetFile().GetSha256())
+	assert.Empty(t, logs.lines(t, "resuming from message", ""))
+	stale := logs.lines(t, "checkpoint not usable", "")
+	require.Len(t, stale, 1)
+	assert.Equal(t, "upload gone", stale[0]["reason"])
+	ups, err = h.store.ListIncompleteUploads(ctx, bucket, "jobs/")
+	require.NoError(t, err)
+	assert.Empty(t, ups)
+}
