@@ -5,7 +5,9 @@
 // text search, optionally sorts them with an external merge sort, projects
 // them onto the requested columns and streams them in the requested format
 // into one file or numbered, optionally gzip-compressed chunk files in
-// MinIO, then announces the part with PartUploaded.
+// MinIO, then announces the part with PartUploaded. Chunked exports of
+// stream sources checkpoint after every chunk and resume from there when
+// their task is redelivered (resume.go).
 package recordexport
 
 import (
@@ -47,6 +49,10 @@ const (
 	// DefaultSortMemory bounds the records a sorted export holds in memory
 	// before spilling a sorted run to disk.
 	DefaultSortMemory = 32 << 20
+	// DefaultCheckpointInterval spaces the checkpoints of chunked exports:
+	// with small chunks, one per chunk would rewrite an ever longer file
+	// list thousands of times.
+	DefaultCheckpointInterval = time.Second
 )
 
 // Options configure an Exporter. JS, Store, Publisher and Bucket are
@@ -70,11 +76,22 @@ type Options struct {
 	// (estimated); beyond it sorted runs are spilled to TempDir.
 	SortMemory int64
 	// TempDir holds sort runs; os.TempDir() when empty.
-	TempDir        string
-	Logger         *slog.Logger
-	TracerProvider trace.TracerProvider
+	TempDir string
+	// CheckpointInterval is the least time between two checkpoints of a
+	// chunked export (DefaultCheckpointInterval when zero; negative: after
+	// every chunk). A resumed task redoes at most this much work.
+	CheckpointInterval time.Duration
+	Logger             *slog.Logger
+	TracerProvider     trace.TracerProvider
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+
+	// Test seams, set through export_test.go: onRead sees the stream
+	// sequence of every record read from a stream source,
+	// afterCheckpoint runs after each saved checkpoint with the number of
+	// finished chunks and may fail the attempt as a crash would.
+	onRead          func(seq uint64)
+	afterCheckpoint func(chunks int) error
 }
 
 // Exporter handles record export tasks; safe for concurrent use.
@@ -85,13 +102,15 @@ type Exporter struct {
 	rooms   jetstream.KeyValue
 	users   jetstream.KeyValue
 	jobs    jetstream.KeyValue
-	store   *blob.Store
-	pub     *bus.Publisher
-	bucket  string
-	opts    Options
-	log     *slog.Logger
-	now     func() time.Time
-	tracer  trace.Tracer
+	// checkpoints holds how far chunked exports got; see resume.go.
+	checkpoints jetstream.KeyValue
+	store       *blob.Store
+	pub         *bus.Publisher
+	bucket      string
+	opts        Options
+	log         *slog.Logger
+	now         func() time.Time
+	tracer      trace.Tracer
 }
 
 // New returns an Exporter; the streams and buckets must exist.
@@ -114,6 +133,9 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 	if o.TempDir == "" {
 		o.TempDir = os.TempDir()
 	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -132,7 +154,7 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 	if e.chat, err = o.JS.Stream(ctx, bus.StreamChatMessages); err != nil {
 		return nil, fmt.Errorf("recordexport: stream %s: %w", bus.StreamChatMessages, err)
 	}
-	for name, kv := range map[string]*jetstream.KeyValue{bus.BucketRooms: &e.rooms, bus.BucketUsers: &e.users, bus.BucketJobs: &e.jobs} {
+	for name, kv := range map[string]*jetstream.KeyValue{bus.BucketRooms: &e.rooms, bus.BucketUsers: &e.users, bus.BucketJobs: &e.jobs, bus.BucketCheckpoints: &e.checkpoints} {
 		if *kv, err = o.JS.KeyValue(ctx, name); err != nil {
 			return nil, fmt.Errorf("recordexport: bucket %s: %w", name, err)
 		}
@@ -185,8 +207,20 @@ func (e *Exporter) Terminated(ctx context.Context, msg jetstream.Msg, cause erro
 	if errors.As(cause, &pe) {
 		reason = pe.Err.Error()
 	}
+	// No redelivery will resume it: the chunks an attempt kept go now.
+	e.discard(ctx, e.log.With("job_id", task.GetJobId(), "part", task.GetPart()), &task)
 	var rej *rejectedError
 	e.fail(ctx, &task, reason, errors.As(cause, &rej))
+}
+
+// discard deletes what attempts at the task left: its part's objects and
+// its checkpoint. Best effort: a leftover object is overwritten or
+// swept, a leftover checkpoint expires.
+func (e *Exporter) discard(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) {
+	if err := e.cleanup(ctx, log, partPrefix(task)); err != nil {
+		log.WarnContext(ctx, "objects of the part not deleted", "error", err)
+	}
+	e.deleteCheckpoint(ctx, log, task)
 }
 
 func (e *Exporter) fail(ctx context.Context, task *exportv1.ExportTask, reason string, rejected bool) {
@@ -345,7 +379,10 @@ func (p *plan) filterLines() []string {
 
 // Export produces the task's file(s) and announces them. A canceled job
 // deletes the job's part objects and returns nil; an export over max_rows
-// deletes what it uploaded, fails the job as rejected and returns nil.
+// deletes what it uploaded, fails the job as rejected and returns nil. A
+// permanent failure deletes the part's objects and checkpoint; a
+// transient one keeps both, so the redelivered task resumes after the
+// finished chunks.
 func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err error) {
 	start := e.now()
 	ctx, span := e.tracer.Start(ctx, "recordexport.Export", trace.WithAttributes(
@@ -371,6 +408,7 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 	}
 	if job.GetState() == exportv1.JobState_JOB_STATE_CANCELED {
 		log.InfoContext(ctx, "job canceled before its part started")
+		e.deleteCheckpoint(ctx, log, task)
 		return e.cleanup(ctx, log, "jobs/"+task.GetJobId()+"/parts/")
 	}
 	e.publishProgress(ctx, log, task, 0, 0, 0)
@@ -379,28 +417,36 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 	switch {
 	case errors.Is(err, errCanceled):
 		log.InfoContext(ctx, "job canceled; export stopped")
+		e.deleteCheckpoint(ctx, log, task)
 		return e.cleanup(ctx, log, "jobs/"+task.GetJobId()+"/parts/")
 	case errors.Is(err, errTooMany):
 		log.InfoContext(ctx, "export rejected: too many rows", "max_rows", task.GetRecords().GetMaxRows())
+		e.deleteCheckpoint(ctx, log, task)
 		if cerr := e.cleanup(ctx, log, partPrefix(task)); cerr != nil {
 			return cerr
 		}
 		e.fail(ctx, task, ReasonTooManyRows, true)
 		return nil
+	case err != nil && bus.IsPermanent(err):
+		e.discard(ctx, log, task)
+		return err
 	case err != nil:
-		// Best effort: a retry overwrites the same names, and a final
-		// failure should not leave chunks behind.
-		_ = e.cleanup(ctx, log, partPrefix(task))
+		// Transient: the finished chunks and the checkpoint stay for the
+		// redelivered task (Terminated deletes them if none comes).
 		return err
 	}
 	if err := e.announce(ctx, log, task, res); err != nil {
 		if errors.Is(err, errCanceled) {
+			e.deleteCheckpoint(ctx, log, task)
 			return e.cleanup(ctx, log, "jobs/"+task.GetJobId()+"/parts/")
 		}
 		return err
 	}
+	// Only now: a crash before the announcement resumes the part; once
+	// announced nothing needs the checkpoint.
+	e.deleteCheckpoint(ctx, log, task)
 	log.InfoContext(ctx, "records exported", "records", res.rows, "bytes", res.bytes, "files", len(res.files),
-		"scanned", res.scanned, "skipped", res.skipped, "duration", e.now().Sub(start).String())
+		"scanned", res.scanned, "skipped", res.skipped, "resumed", res.resumed, "duration", e.now().Sub(start).String())
 	return nil
 }
 
@@ -412,6 +458,7 @@ type result struct {
 	files            []*exportv1.File
 	rows, bytes      uint64
 	scanned, skipped uint64
+	resumed          bool
 }
 
 // run streams the records through filter, (sort) and renderer into the
@@ -437,7 +484,34 @@ func (e *Exporter) run(ctx context.Context, log *slog.Logger, p *plan, job *expo
 	defer s.abort(errors.New("export stopped"))
 
 	res := &result{}
-	src, err := e.source(ctx, p.resource, &res.skipped)
+	var (
+		cp   *checkpoint
+		from *resumeAt
+		fp   string
+	)
+	resumable := p.resumable()
+	if resumable {
+		var err error
+		if fp, err = fingerprint(task); err != nil {
+			return nil, err
+		}
+		if cp, err = e.resumePoint(ctx, log, task, fp); err != nil {
+			return nil, err
+		}
+	}
+	if cp == nil {
+		// A fresh start: what an earlier attempt left under the part's
+		// prefix goes, so the part holds exactly the files announced.
+		if err := e.cleanup(ctx, log, partPrefix(task)); err != nil {
+			return nil, err
+		}
+	} else {
+		from = &resumeAt{seq: cp.Seq, lastSeq: cp.LastSeq, total: cp.Total}
+		s.meta.Generated = cp.Generated
+		s.resume(cp.files(s.contentType()), cp.Rows)
+		res.scanned, res.skipped, res.resumed = cp.Scanned, cp.Skipped, true
+	}
+	src, err := e.source(ctx, p.resource, &res.skipped, from)
 	if err != nil {
 		return nil, err
 	}
@@ -453,6 +527,38 @@ func (e *Exporter) run(ctx context.Context, log *slog.Logger, p *plan, job *expo
 		lastRecords  uint64
 		maxRows      = sc.GetMaxRows()
 	)
+	if cp != nil {
+		matched = cp.Matched
+	}
+	if resumable && src.stream {
+		// Right after a chunk was stored, before the row at src.seq opens
+		// the next one: that row is already counted, not yet written.
+		var lastSaved time.Time
+		s.rotated = func() error {
+			now := e.now()
+			if e.opts.CheckpointInterval > 0 && now.Sub(lastSaved) < e.opts.CheckpointInterval {
+				return nil
+			}
+			lastSaved = now
+			next := &checkpoint{
+				Version: checkpointVersion, Task: fp, Seq: src.seq, LastSeq: src.lastSeq, Total: src.total,
+				Scanned: res.scanned - 1, Skipped: res.skipped, Matched: matched - 1, Rows: s.rows,
+				Generated: s.meta.Generated,
+			}
+			for _, f := range s.files {
+				next.Files = append(next.Files, chunkFile{Name: f.GetName(), Key: f.GetObjectKey(), Size: f.GetSize(),
+					Records: f.GetRecords(), Sha256: f.GetSha256()})
+			}
+			if !e.saveCheckpoint(ctx, log, task, next) {
+				return nil
+			}
+			log.DebugContext(ctx, "checkpoint saved", "chunks", len(next.Files), "stream_seq", next.Seq, "records", next.Rows)
+			if e.opts.afterCheckpoint != nil {
+				return e.opts.afterCheckpoint(len(next.Files))
+			}
+			return nil
+		}
+	}
 	// tick runs the periodic checks: cancellation and progress. done is
 	// the share of the work finished, in percent.
 	tick := func(records uint64, done uint32) error {

@@ -35,6 +35,10 @@ type sink struct {
 	gzip     bool
 	maxRows  uint64
 	maxBytes uint64
+	// rotated runs after a chunk was stored and before the row that did
+	// not fit opens the next one: the moment a checkpoint can be taken.
+	// An error ends the export.
+	rotated func() error
 
 	cur   *chunk
 	files []*exportv1.File
@@ -132,6 +136,11 @@ func (s *sink) write(row recordrender.Row) error {
 		if err := s.closeChunk(); err != nil {
 			return err
 		}
+		if s.rotated != nil {
+			if err := s.rotated(); err != nil {
+				return err
+			}
+		}
 	}
 	if s.cur == nil {
 		if err := s.open(); err != nil {
@@ -174,6 +183,16 @@ func (s *sink) finish() ([]*exportv1.File, error) {
 		return nil, err
 	}
 	return s.files, nil
+}
+
+// resume continues after finished chunk files: the next chunk gets the
+// next number, and the counters include what the files hold.
+func (s *sink) resume(files []*exportv1.File, rows uint64) {
+	s.files = files
+	s.rows = rows
+	for _, f := range files {
+		s.bytes += f.GetSize()
+	}
 }
 
 func (s *sink) closeChunk() error {

@@ -30,19 +30,33 @@ type source struct {
 	// progress percentages.
 	total uint64
 	each  func(ctx context.Context, f visit) error
+	// stream is set for stream sources, whose position can be saved and
+	// resumed: lastSeq is the last sequence the export covers and seq the
+	// sequence of the record being visited.
+	stream       bool
+	seq, lastSeq uint64
+}
+
+// resumeAt continues a stream source: the replay starts at seq and ends
+// at lastSeq, as the first attempt's did.
+type resumeAt struct {
+	seq, lastSeq, total uint64
 }
 
 // replayBatch bounds the ordered consumer's buffer (records are small).
 const replayBatch = 256
 
-func (e *Exporter) source(ctx context.Context, resource string, skipped *uint64) (*source, error) {
+// source returns the resource's records; from, when set, continues a
+// stream source where a checkpoint left it (ignored by key-value sources,
+// which callers do not resume).
+func (e *Exporter) source(ctx context.Context, resource string, skipped *uint64, from *resumeAt) (*source, error) {
 	switch resource {
 	case recordquery.ResourceTransactions, recordquery.ResourceEvents:
 		subject, err := bus.RecordSubject(resource)
 		if err != nil {
 			return nil, err
 		}
-		return e.streamSource(ctx, e.records, bus.StreamRecords, subject, func(data []byte, f visit) error {
+		return e.streamSource(ctx, e.records, bus.StreamRecords, subject, from, func(data []byte, f visit) error {
 			var r sourcev1.Record
 			if err := proto.Unmarshal(data, &r); err != nil {
 				*skipped++
@@ -52,7 +66,7 @@ func (e *Exporter) source(ctx context.Context, resource string, skipped *uint64)
 		})
 	case recordquery.ResourceMessages:
 		// Every room's subject, in stream (publication) order.
-		return e.streamSource(ctx, e.chat, bus.StreamChatMessages, "", func(data []byte, f visit) error {
+		return e.streamSource(ctx, e.chat, bus.StreamChatMessages, "", from, func(data []byte, f visit) error {
 			var m sourcev1.ChatMessage
 			if err := proto.Unmarshal(data, &m); err != nil {
 				*skipped++
@@ -85,18 +99,22 @@ func (e *Exporter) source(ctx context.Context, resource string, skipped *uint64)
 // streamSource replays a stream (one subject, or all when subject is "")
 // up to the last sequence it held when the export started, so an export
 // ends even while records keep arriving and two attempts see the same
-// records.
+// records. With from, the replay starts at from.seq and keeps the first
+// attempt's end and total.
 func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, streamName, subject string,
-	decode func([]byte, visit) error,
+	from *resumeAt, decode func([]byte, visit) error,
 ) (*source, error) {
 	var total, lastSeq uint64
-	if subject == "" {
+	switch {
+	case from != nil:
+		total, lastSeq = from.total, from.lastSeq
+	case subject == "":
 		info, err := stream.Info(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("stream info %s: %w", streamName, err)
 		}
 		total, lastSeq = info.State.Msgs, info.State.LastSeq
-	} else {
+	default:
 		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
 		if err != nil {
 			return nil, fmt.Errorf("stream info %s: %w", subject, err)
@@ -114,7 +132,7 @@ func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, st
 			}
 		}
 	}
-	src := &source{total: total}
+	src := &source{total: total, stream: true, lastSeq: lastSeq}
 	src.each = func(ctx context.Context, f visit) error {
 		if total == 0 || lastSeq == 0 {
 			return nil
@@ -123,6 +141,9 @@ func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, st
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 			// A crashed exporter's consumer goes away by itself soon.
 			InactiveThreshold: time.Minute,
+		}
+		if from != nil {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from.seq
 		}
 		if subject != "" {
 			cfg.FilterSubjects = []string{subject}
@@ -157,6 +178,10 @@ func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, st
 			if seq > lastSeq {
 				return nil
 			}
+			if e.opts.onRead != nil {
+				e.opts.onRead(seq)
+			}
+			src.seq = seq
 			if err := decode(msg.Data(), f); err != nil {
 				return err
 			}

@@ -1,0 +1,194 @@
+package recordexport
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/recordquery"
+)
+
+// A chunked record export of a stream source (transactions, events,
+// messages) checkpoints after every chunk file it stored: the files so
+// far, the stream sequence of the row that opens the next chunk, and the
+// counters. A redelivered task (the exporter was killed, or the attempt
+// failed on a transient error) checks that the files are still in MinIO
+// with their sizes and replays the stream from that sequence, numbering
+// chunks on from there; the files are the same as a clean run's, because
+// a chunk's bounds depend only on its own rows and every chunk starts a
+// fresh renderer (and gzip stream).
+//
+// Other record exports start over on redelivery: key-value sources
+// (rooms, users) have no sequence to resume at; a sorted export's external
+// sort has to see every row before the first one is written; an
+// unchunked file would need the renderer's and gzip's state mid-stream.
+
+// checkpointVersion changes when the checkpoint's meaning does; an
+// unknown version is discarded and the part starts over.
+const checkpointVersion = 1
+
+// maxCheckpointBytes keeps a checkpoint under the NATS payload limit (1
+// MiB by default): about 4,000 chunk files. A larger one is not saved;
+// the previous one stays valid.
+const maxCheckpointBytes = 960 << 10
+
+// checkpoint is how far a chunked record export got. It is JSON, private
+// to the exporter.
+type checkpoint struct {
+	Version int `json:"v"`
+	// Task fingerprints what shapes the files (format, target name,
+	// records scope): a checkpoint of another task is never used.
+	Task  string      `json:"task"`
+	Files []chunkFile `json:"files"`
+	// Seq is the stream sequence of the first row of the next chunk; the
+	// replay resumes there.
+	Seq uint64 `json:"seq"`
+	// LastSeq and Total are the source as of the first attempt, so a
+	// resumed replay ends where a clean one would.
+	LastSeq uint64 `json:"last_seq"`
+	Total   uint64 `json:"total"`
+	// Counters as of Seq (the row at Seq not counted).
+	Scanned uint64 `json:"scanned"`
+	Skipped uint64 `json:"skipped,omitempty"`
+	Matched uint64 `json:"matched"`
+	Rows    uint64 `json:"rows"`
+	// Generated is the time the files print (PDF); a resumed attempt
+	// prints the first attempt's.
+	Generated time.Time `json:"generated"`
+}
+
+// chunkFile is one finished chunk.
+type chunkFile struct {
+	Name    string `json:"name"`
+	Key     string `json:"key"`
+	Size    uint64 `json:"size"`
+	Records uint64 `json:"records"`
+	Sha256  string `json:"sha256"`
+}
+
+func checkpointKey(task *exportv1.ExportTask) string {
+	return task.GetJobId() + "." + strconv.FormatUint(uint64(task.GetPart()), 10)
+}
+
+// resumable tells whether the plan's export can continue from a
+// checkpoint: chunked, unsorted, from a stream.
+func (p *plan) resumable() bool {
+	sc := p.task.GetRecords()
+	if sc.GetMaxRowsPerChunk() == 0 && sc.GetMaxBytesPerChunk() == 0 || len(p.sort) > 0 {
+		return false
+	}
+	switch p.resource {
+	case recordquery.ResourceTransactions, recordquery.ResourceEvents, recordquery.ResourceMessages:
+		return true
+	}
+	return false
+}
+
+// fingerprint identifies what shapes a task's files.
+func fingerprint(task *exportv1.ExportTask) (string, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&exportv1.ExportTask{
+		Format: task.GetFormat(), TargetFile: task.GetTargetFile(), Records: task.GetRecords(),
+	})
+	if err != nil {
+		return "", fmt.Errorf("fingerprint task: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// resumePoint returns the task's checkpoint if it can be trusted: same
+// version and task, and every finished chunk is in MinIO with its size.
+// Otherwise the checkpoint is deleted and resumePoint returns nil: the
+// part starts over. Only failing to read the checkpoint or to stat a file
+// is an error (retried).
+func (e *Exporter) resumePoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, fp string) (*checkpoint, error) {
+	entry, err := e.checkpoints.Get(ctx, checkpointKey(task))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint of part %d: %w", task.GetPart(), err)
+	}
+	discard := func(why string) (*checkpoint, error) {
+		log.WarnContext(ctx, "checkpoint not usable; starting the part over", "reason", why)
+		e.deleteCheckpoint(ctx, log, task)
+		return nil, nil
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(entry.Value(), &cp); err != nil {
+		return discard("undecodable: " + err.Error())
+	}
+	switch {
+	case cp.Version != checkpointVersion:
+		return discard("version " + strconv.Itoa(cp.Version))
+	case cp.Task != fp:
+		return discard("task changed")
+	case len(cp.Files) == 0 || cp.Seq == 0 || cp.Seq > cp.LastSeq:
+		return discard("no position")
+	}
+	for _, f := range cp.Files {
+		info, err := e.store.Stat(ctx, e.bucket, f.Key)
+		if errors.Is(err, blob.ErrNotFound) {
+			return discard("chunk " + f.Name + " is gone")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("check checkpoint of part %d: %w", task.GetPart(), err)
+		}
+		if uint64(info.Size) != f.Size {
+			return discard(fmt.Sprintf("chunk %s holds %d bytes, not %d", f.Name, info.Size, f.Size))
+		}
+	}
+	log.InfoContext(ctx, fmt.Sprintf("resuming from chunk %d at message %d", len(cp.Files), cp.Seq),
+		"stream_seq", cp.Seq, "chunks_done", len(cp.Files), "records_done", cp.Rows, "scanned_done", cp.Scanned)
+	return &cp, nil
+}
+
+// files turns the checkpoint's chunks back into the files of the part.
+func (cp *checkpoint) files(contentType string) []*exportv1.File {
+	out := make([]*exportv1.File, len(cp.Files))
+	for i, f := range cp.Files {
+		out[i] = &exportv1.File{Name: f.Name, ObjectKey: f.Key, Size: f.Size, Records: f.Records, Sha256: f.Sha256, ContentType: contentType}
+	}
+	return out
+}
+
+// saveCheckpoint stores cp. Failing to save is not fatal: the export goes
+// on, and a crash then resumes from an older checkpoint or from scratch.
+func (e *Exporter) saveCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, cp *checkpoint) bool {
+	data, err := json.Marshal(cp)
+	if err != nil {
+		log.WarnContext(ctx, "checkpoint not saved", "error", err)
+		return false
+	}
+	if len(data) > maxCheckpointBytes {
+		log.WarnContext(ctx, "checkpoint too large; not saved", "bytes", len(data), "chunks", len(cp.Files))
+		return false
+	}
+	if _, err := e.checkpoints.Put(ctx, checkpointKey(task), data); err != nil {
+		log.WarnContext(ctx, "checkpoint not saved", "error", err)
+		return false
+	}
+	return true
+}
+
+// deleteCheckpoint removes the task's checkpoint. A failure only leaves a
+// key behind that a later redelivery finds stale, or the bucket's TTL
+// removes.
+func (e *Exporter) deleteCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := e.checkpoints.Delete(ctx, checkpointKey(task)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		log.WarnContext(ctx, "checkpoint not deleted", "error", err)
+	}
+}
