@@ -26,7 +26,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help tools proto lint test test-unit test-e2e check-modules fmt-check run seed build bench clean images
+.PHONY: help tools proto lint test test-unit test-e2e test-faults check-modules fmt-check run seed build bench clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the four services, seed demo data"
@@ -77,6 +77,11 @@ test-unit: tools
 
 test-e2e: tools
 	cd tests/e2e && GOWORK=off go test -count=1 -timeout 10m -v ./...
+
+# The fault suite alone (kill -9, restarts, outages, cluster node loss);
+# test-e2e runs it too, with nothing skipped. See docs/RELIABILITY.md.
+test-faults: tools
+	cd tests/e2e && GOWORK=off go test -count=1 -timeout 10m -v -run 'TestScaleOut|TestCrashesAndOutages|TestAPIGuards|TestClusterLosesANode|TestKilledExporterResumesFromCheckpoint' ./...
 
 test: tools fmt-check check-modules test-unit test-e2e
 

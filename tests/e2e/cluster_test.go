@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -73,6 +74,18 @@ func startCluster(t *testing.T) *cluster {
 		}
 		return false
 	}, 30*time.Second, 50*time.Millisecond, "no JetStream meta leader")
+
+	// Declare the R3 topology before the services start: on a loaded
+	// machine, six processes placing fifteen R3 assets at once can outlast
+	// the JetStream API timeout, and the services then only find them.
+	js := natsJS(t, c.url())
+	topo := bus.DefaultTopology()
+	topo.Replicas = 3
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		assert.NoError(ct, bus.EnsureTopology(ctx, js, topo))
+	}, 2*time.Minute, time.Second, "declare the R3 topology")
 	return c
 }
 

@@ -277,6 +277,17 @@ func checkBigRoomFile(t *testing.T, job nativeJob, n int) int {
 	return bad
 }
 
+// logResume tells whether a redelivered room task resumed from a
+// checkpoint or started over; both must give the clean run's bytes.
+func logResume(t *testing.T, exporterLog string) {
+	t.Helper()
+	if m := regexp.MustCompile(`"msg":"resuming from message[^"]*"`).FindString(exporterLog); m != "" {
+		t.Logf("redelivered task resumed from a checkpoint: %s", m)
+		return
+	}
+	t.Logf("redelivered task started its part over (no checkpoint yet)")
+}
+
 // jobIDInLog finds the exporter's log line for a finished part.
 var jobIDInLog = regexp.MustCompile(`"msg":"part uploaded"[^\n]*"job_id":"([A-Za-z0-9]+)"`)
 
@@ -396,6 +407,26 @@ func TestCrashesAndOutages(t *testing.T) {
 		sameAsClean(t, waitState(t, s, admin, id, "completed", 2*time.Minute))
 		after := s.exporters[0].logText(t)[before:]
 		assert.Regexp(t, partUploaded(id), after, "the restarted exporter did the redelivered task")
+		logResume(t, after)
+	})
+
+	t.Run("exporter killed after a checkpoint resumes", func(t *testing.T) {
+		checkpoints, err := js.KeyValue(t.Context(), bus.BucketCheckpoints)
+		require.NoError(t, err)
+		id := create(bigRoom)
+		// The first part's checkpoint is written once MinIO holds its bytes.
+		require.Eventually(t, func() bool {
+			_, err := checkpoints.Get(t.Context(), id+".0")
+			return err == nil
+		}, time.Minute, 5*time.Millisecond)
+		s.exporters[0].kill()
+		f.faults++
+		before := len(s.exporters[0].logText(t))
+		s.exporters[0].restart(t)
+		sameAsClean(t, waitState(t, s, admin, id, "completed", 2*time.Minute))
+		after := s.exporters[0].logText(t)[before:]
+		assert.Regexp(t, `"msg":"resuming from message [0-9]+"[^\n]*"job_id":"`+id+`"`, after, "the redelivered task continued from its checkpoint")
+		logResume(t, after)
 	})
 
 	t.Run("archiver and notifier killed mid-work", func(t *testing.T) {
@@ -449,7 +480,9 @@ func TestCrashesAndOutages(t *testing.T) {
 		}
 		s.minio.Restart(t)
 		sameAsClean(t, waitState(t, s, admin, id, "completed", 3*time.Minute))
-		assert.Contains(t, s.exporters[0].logText(t)[before:], "retrying", "the exporter met the outage and retried")
+		after := s.exporters[0].logText(t)[before:]
+		assert.Contains(t, after, "retrying", "the exporter met the outage and retried")
+		logResume(t, after)
 		uploads, err := s.minio.Store.ListIncompleteUploads(t.Context(), "dataport-exports", "jobs/")
 		require.NoError(t, err)
 		assert.Empty(t, uploads, "no orphaned multipart uploads")

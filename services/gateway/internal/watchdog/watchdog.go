@@ -30,17 +30,6 @@ import (
 	"dataport.dev/shared/bus"
 )
 
-// maxDeliveriesPrefix is the JetStream advisory sent when a consumer gives
-// up on a message. It belongs in shared/bus next to the other subjects
-// (requested in /tmp/requests/w6.md); until then it is built here from
-// the bus constants.
-const maxDeliveriesPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
-
-// MaxDeliveriesSubject is the advisory subject for one durable consumer.
-func MaxDeliveriesSubject(stream, consumer string) string {
-	return maxDeliveriesPrefix + stream + "." + consumer
-}
-
 // watched are the consumers whose give-ups the watchdog handles.
 var watched = []struct{ stream, consumer string }{
 	{bus.StreamExportTasks, bus.ConsumerRoomExporter},
@@ -109,7 +98,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, jobs Jobs, pub Publisher, opts O
 func (w *Watchdog) Run(ctx context.Context) error {
 	advisories := make(chan *nats.Msg, 256)
 	for _, c := range watched {
-		sub, err := w.nc.ChanSubscribe(MaxDeliveriesSubject(c.stream, c.consumer), advisories)
+		sub, err := w.nc.ChanSubscribe(bus.MaxDeliveriesAdvisory(c.stream, c.consumer), advisories)
 		if err != nil {
 			return fmt.Errorf("watchdog: subscribe advisories of %s: %w", c.consumer, err)
 		}
