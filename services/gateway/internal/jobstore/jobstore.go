@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -51,6 +52,7 @@ func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // Store reads and writes jobs. It is safe for concurrent use.
 type Store struct {
+	js        jetstream.JetStream
 	kv        jetstream.KeyValue
 	retention time.Duration
 }
@@ -67,9 +69,10 @@ func WithRetention(d time.Duration) Option {
 	return func(s *Store) { s.retention = d }
 }
 
-// New returns a Store over the jobs bucket.
-func New(kv jetstream.KeyValue, opts ...Option) *Store {
-	s := &Store{kv: kv}
+// New returns a Store over the jobs bucket kv; js is the JetStream context
+// the bucket lives in (listing reads the bucket's stream).
+func New(js jetstream.JetStream, kv jetstream.KeyValue, opts ...Option) *Store {
+	s := &Store{js: js, kv: kv}
 	for _, o := range opts {
 		o(s)
 	}
@@ -83,7 +86,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, 
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bus.BucketJobs, err)
 	}
-	return New(kv, opts...), nil
+	return New(js, kv, opts...), nil
 }
 
 // Create stores a new job; it fails with ErrExists if the id is taken.
@@ -137,14 +140,38 @@ func (s *Store) List(ctx context.Context, ownerID string) ([]*exportv1.Job, erro
 // Select returns every job keep accepts, newest first. It reads the whole
 // bucket once; keep sees each job exactly once and may gather its own
 // counts on the way (Rocket.Chat's pendingOperationsBeforeMyRequest).
+//
+// The watcher's "initial values done" marker alone is not trusted: when a
+// key is updated while the watch starts, its older entry is removed
+// (history 1) and the marker can come before the newer entry, so a job
+// being written at that moment would be missing from the list (a quota
+// count or a "pending operation" lookup would then be wrong). So the keys
+// are read first from the bucket's stream, and the watch ends only once
+// it has had the marker and seen every one of them.
 func (s *Store) Select(ctx context.Context, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error) {
-	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	prefix := "$KV." + s.kv.Bucket() + "."
+	stream, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	missing := make(map[string]bool, len(info.State.Subjects))
+	for subject := range info.State.Subjects {
+		missing[strings.TrimPrefix(subject, prefix)] = true
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	w, err := s.kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	var jobs []*exportv1.Job
-	for {
+	byKey := map[string]*exportv1.Job{}
+	for marker := false; !marker || len(missing) > 0; {
 		var e jetstream.KeyValueEntry
 		select {
 		case <-ctx.Done():
@@ -152,13 +179,22 @@ func (s *Store) Select(ctx context.Context, keep func(*exportv1.Job) bool) ([]*e
 		case e = <-w.Updates():
 		}
 		if e == nil {
-			// The watcher sends nil once the initial values are through.
-			break
+			marker = true
+			continue
+		}
+		delete(missing, e.Key())
+		if e.Operation() != jetstream.KeyValuePut {
+			delete(byKey, e.Key())
+			continue
 		}
 		job := &exportv1.Job{}
 		if err := proto.Unmarshal(e.Value(), job); err != nil {
 			return nil, fmt.Errorf("decode job %s: %w", e.Key(), err)
 		}
+		byKey[e.Key()] = job
+	}
+	var jobs []*exportv1.Job
+	for _, job := range byKey {
 		if keep(job) {
 			jobs = append(jobs, job)
 		}

@@ -31,7 +31,7 @@ func newStore(t *testing.T) (*jobstore.Store, jetstream.KeyValue, *bustest.Serve
 	srv := bustest.Start(t)
 	kv, err := srv.JS.KeyValue(t.Context(), bus.BucketJobs)
 	require.NoError(t, err)
-	return jobstore.New(kv), kv, srv
+	return jobstore.New(srv.JS, kv), kv, srv
 }
 
 func newJob(id, owner string) *exportv1.Job {
@@ -476,4 +476,39 @@ func TestNotificationChannelsAreKeptApart(t *testing.T) {
 	}
 	assert.Equal(t, "smtp: 550 mailbox unavailable", byChannel["email"].GetError())
 	assert.Empty(t, byChannel["webhook.0123456789abcdef"].GetError(), "a success is final for its channel")
+}
+
+// TestListSeesEveryJobWhileJobsChange guards against a watcher quirk: a key
+// updated while the listing starts must still be listed.
+func TestListSeesEveryJobWhileJobsChange(t *testing.T) {
+	store, _, _ := newStore(t)
+	ctx := t.Context()
+	const n = 20
+	for i := range n {
+		require.NoError(t, store.Create(ctx, newJob(fmt.Sprintf("job-%02d", i), "alice")))
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for round := 1; ; round++ {
+			for i := range n {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, _ = store.Apply(ctx, progress(fmt.Sprintf("job-%02d", i), round, uint32(round%99), uint64(round)))
+			}
+		}
+	}()
+	for range 200 {
+		jobs, err := store.List(ctx, "alice")
+		require.NoError(t, err)
+		if !assert.Len(t, jobs, n, "a listing missed jobs being updated") {
+			break
+		}
+	}
+	close(stop)
+	<-done
 }

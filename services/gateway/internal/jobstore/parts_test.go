@@ -87,8 +87,8 @@ func TestPlanParts(t *testing.T) {
 // TestPartsFollowTheirEvents applies one user-data download's events step by
 // step and checks every part and the job's overall progress after each.
 func TestPartsFollowTheirEvents(t *testing.T) {
-	_, kv, _ := newStore(t)
-	store := jobstore.New(kv, jobstore.WithRetention(48*time.Hour))
+	_, kv, srv := newStore(t)
+	store := jobstore.New(srv.JS, kv, jobstore.WithRetention(48*time.Hour))
 	ctx := t.Context()
 	const id = "job-parts"
 	require.NoError(t, store.Create(ctx, userDataJob(id)))

@@ -56,7 +56,7 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	counters, err := nats.JS.KeyValue(ctx, bus.BucketCounters)
 	require.NoError(t, err)
-	jobs := jobstore.New(jobsKV)
+	jobs := jobstore.New(nats.JS, jobsKV)
 	clock := func() time.Time { return now }
 	d := mytracker.New(mytracker.Config{
 		Auth: a, Jobs: jobs, Counters: counters, Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), clock),

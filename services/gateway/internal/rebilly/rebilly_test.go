@@ -83,7 +83,7 @@ func newEnv(t *testing.T) *env {
 	a, err := rebilly.NewAuthenticator(users, rebilly.AuthConfig{HS256Secret: hsSecret, RS256PublicKeyPEM: pemKey, Now: clock})
 	require.NoError(t, err)
 	jobsKV := kv(bus.BucketJobs)
-	jobs := jobstore.New(jobsKV)
+	jobs := jobstore.New(nats.JS, jobsKV)
 	sched := schedule.NewStore(kv(bus.BucketSchedules))
 	d := rebilly.New(rebilly.Config{
 		Auth: a, Jobs: jobs, JobsKV: jobsKV, Schedules: sched,
