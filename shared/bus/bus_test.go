@@ -250,3 +250,26 @@ func TestDefaultNakDelayGrowsAndCaps(t *testing.T) {
 	assert.Equal(t, 8*time.Second, bus.DefaultNakDelay(4))
 	assert.Equal(t, time.Minute, bus.DefaultNakDelay(50))
 }
+
+func TestGiveUpOnLastDeliveryTerminatesWithTheReason(t *testing.T) {
+	srv := bustest.StartBare(t)
+	const maxDeliver = 3
+	c := newStream(t, srv.JS, "T4", 5*time.Second, maxDeliver)
+	var deliveries atomic.Int32
+	terminated := make(chan error, 1)
+	runConsume(t, c, func(ctx context.Context, msg jetstream.Msg) error {
+		deliveries.Add(1)
+		return bus.GiveUpOnLastDelivery(ctx, msg, maxDeliver, errors.New("storage unavailable"))
+	}, bus.ConsumeOptions{
+		NakDelay:     func(uint64) time.Duration { return 20 * time.Millisecond },
+		OnTerminated: func(_ context.Context, _ jetstream.Msg, err error) { terminated <- err },
+	})
+	publishN(t, srv.JS, "T4.job", 1)
+	select {
+	case err := <-terminated:
+		assert.ErrorContains(t, err, "giving up after 3 attempts: storage unavailable")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the last delivery was not terminated")
+	}
+	assert.EqualValues(t, maxDeliver, deliveries.Load(), "retried until the last allowed delivery, then no more")
+}

@@ -248,3 +248,18 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// GiveUpOnLastDelivery turns a transient handler error into a permanent one
+// on the consumer's last allowed delivery (maxDeliver), so the consume
+// loop terminates the message and its OnTerminated hook can fail the job
+// with the reason, instead of the message quietly running out of
+// deliveries. Errors during shutdown stay transient: the message goes back.
+func GiveUpOnLastDelivery(ctx context.Context, msg jetstream.Msg, maxDeliver int, err error) error {
+	if err == nil || IsPermanent(err) || ctx.Err() != nil || maxDeliver <= 0 {
+		return err
+	}
+	if md, mdErr := msg.Metadata(); mdErr == nil && md.NumDelivered >= uint64(maxDeliver) {
+		return Permanent(fmt.Errorf("giving up after %d attempts: %w", md.NumDelivered, err))
+	}
+	return err
+}

@@ -211,14 +211,7 @@ func (e *Exporter) Handle(ctx context.Context, msg jetstream.Msg) error {
 	if err := bus.Decode(msg, &task); err != nil {
 		return err
 	}
-	err := e.Export(ctx, &task)
-	if err == nil || bus.IsPermanent(err) || ctx.Err() != nil || e.opts.MaxDeliver <= 0 {
-		return err
-	}
-	if md, mdErr := msg.Metadata(); mdErr == nil && md.NumDelivered >= uint64(e.opts.MaxDeliver) {
-		return bus.Permanent(fmt.Errorf("giving up after %d attempts: %w", md.NumDelivered, err))
-	}
-	return err
+	return bus.GiveUpOnLastDelivery(ctx, msg, e.opts.MaxDeliver, e.Export(ctx, &task))
 }
 
 // Terminated is the consume loop's OnTerminated hook: it fails the task's
