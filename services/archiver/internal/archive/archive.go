@@ -182,23 +182,21 @@ func partKey(jobID string, part uint32) string {
 	return jobID + "." + strconv.FormatUint(uint64(part), 10)
 }
 
-// countParts counts the distinct recorded parts numbered below total. The
-// listing may repeat keys and may contain stray numbers from a differently
-// planned event, so it is checked rather than taken at its length.
+// countParts counts the recorded parts numbered below total. It reads each
+// expected key rather than listing the job's keys: a KV key listing can
+// end early while another key is being rewritten (a redelivered part),
+// and a missed part would leave the job waiting for an event that never
+// comes.
 func (a *Archiver) countParts(ctx context.Context, jobID string, total uint32) (int, error) {
-	lister, err := a.parts.ListKeysFiltered(ctx, jobID+".*")
-	if err != nil {
-		return 0, fmt.Errorf("list parts of job %s: %w", jobID, err)
-	}
-	defer func() { _ = lister.Stop() }()
-	seen := make(map[string]struct{})
-	for key := range lister.Keys() {
-		seen[key] = struct{}{}
-	}
 	n := 0
 	for i := range total {
-		if _, ok := seen[partKey(jobID, i)]; ok {
+		_, err := a.parts.Get(ctx, partKey(jobID, i))
+		switch {
+		case err == nil:
 			n++
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		default:
+			return 0, fmt.Errorf("read part %d of job %s: %w", i, jobID, err)
 		}
 	}
 	return n, nil
