@@ -26,7 +26,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help tools proto lint test test-unit test-e2e test-faults check-modules fmt-check run seed build bench clean images
+.PHONY: help node tools proto lint test test-unit test-e2e test-faults check-modules fmt-check run seed build bench clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the four services, seed demo data"
@@ -75,7 +75,13 @@ check-modules:
 test-unit: tools
 	for m in $(filter-out tests/e2e,$(MODULES)); do echo "== go test $$m"; (cd $$m && GOWORK=off go test -count=1 -timeout 10m ./...); done
 
-test-e2e: tools
+# The Rebilly SDK test runs the SDK under Node.js; Debian's packages
+# provide it where the machine has none.
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+	  { echo "installing Node.js and npm with apt-get"; apt-get update -qq && apt-get install -y -qq nodejs npm; }
+
+test-e2e: tools node
 	cd tests/e2e && GOWORK=off go test -count=1 -timeout 10m -v ./...
 
 # The fault suite alone (kill -9, restarts, outages, cluster node loss);

@@ -51,7 +51,7 @@ func installSDK(t *testing.T) string {
 	t.Helper()
 	for _, bin := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not on PATH: the Rebilly SDK test needs Node.js", bin)
+			t.Fatalf("%s not on PATH: the Rebilly SDK test needs Node.js and npm (`make test` installs them with apt-get when missing)", bin)
 		}
 	}
 	dir := t.TempDir()
