@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -272,4 +273,9 @@ func TestGiveUpOnLastDeliveryTerminatesWithTheReason(t *testing.T) {
 		t.Fatal("the last delivery was not terminated")
 	}
 	assert.EqualValues(t, maxDeliver, deliveries.Load(), "retried until the last allowed delivery, then no more")
+}
+
+func TestReasonDropsThePermanentMarker(t *testing.T) {
+	assert.Equal(t, "room X not found", bus.Reason(fmt.Errorf("export: %w", bus.Permanent(errors.New("room X not found")))))
+	assert.Equal(t, "timeout", bus.Reason(errors.New("timeout")))
 }

@@ -33,6 +33,16 @@ func Permanent(err error) error {
 	return &PermanentError{Err: err}
 }
 
+// Reason is err worded for a person, e.g. as a failed job's reason: the
+// cause of a PermanentError without the "permanent:" marker, else err as
+// it is.
+func Reason(err error) string {
+	if pe, ok := errors.AsType[*PermanentError](err); ok {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
 // IsPermanent reports whether err carries a PermanentError.
 func IsPermanent(err error) bool {
 	var p *PermanentError

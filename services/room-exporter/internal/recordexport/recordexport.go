@@ -195,11 +195,7 @@ func (e *Exporter) Terminated(ctx context.Context, msg jetstream.Msg, cause erro
 	if err := proto.Unmarshal(msg.Data(), &task); err != nil || bus.Token(task.GetJobId()) != nil {
 		return
 	}
-	reason := cause.Error()
-	var pe *bus.PermanentError
-	if errors.As(cause, &pe) {
-		reason = pe.Err.Error()
-	}
+	reason := bus.Reason(cause)
 	// No redelivery will resume it: the chunks an attempt kept go now.
 	e.discard(ctx, e.log.With("job_id", task.GetJobId(), "part", task.GetPart()), &task)
 	var rej *rejectedError

@@ -224,11 +224,7 @@ func (e *Exporter) Terminated(ctx context.Context, msg jetstream.Msg, cause erro
 		// Nothing tells which job this was; the consume loop logged it.
 		return
 	}
-	reason := cause.Error()
-	var pe *bus.PermanentError
-	if errors.As(cause, &pe) {
-		reason = pe.Err.Error()
-	}
+	reason := bus.Reason(cause)
 	// No redelivery will resume it: free the unfinished upload now.
 	e.discardCheckpoint(ctx, e.log.With("job_id", task.GetJobId(), "part", task.GetPart()), &task)
 	var rej *rejectedError
