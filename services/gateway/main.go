@@ -68,6 +68,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	topo := infra.LoadTopology(l, common)
 	httpAddr := l.HostPort("DATAPORT_HTTP_ADDR", defaultHTTPAddr, "HTTP listen address (API and health probes)")
 	publicURL := l.URL("DATAPORT_PUBLIC_URL", "http://"+httpAddr, "base URL of the gateway as users reach it; download links start with it")
+	taskSigner := infra.LoadTaskSigner(l)
 	linkSecret := l.Secret("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key of signed download links")
 	linkTTL := l.Duration("DATAPORT_LINK_TTL", defaultLinkTTL, "how long signed download links stay valid")
 	retention := l.Duration("DATAPORT_RETENTION", defaultRetention, "how long a job's files are kept after completion (expires_at); the archiver's sweeper deletes them then")
@@ -122,7 +123,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 
 	pub := bus.NewPublisher(inf.JS, tel.Propagator())
-	submitter := submit.New(jobs, pub, nil)
+	submitter := submit.New(jobs, pub, taskSigner, nil)
 	signer := links.New(publicURL, []byte(linkSecret), linkTTL, nil)
 	kvs := map[string]jetstream.KeyValue{}
 	for _, name := range []string{bus.BucketUsers, bus.BucketJobs, bus.BucketSchedules, bus.BucketCounters} {
@@ -136,11 +137,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	schedules := schedule.NewStore(kvs[bus.BucketSchedules])
 	rebillyAPI := rebilly.New(rebilly.Config{
-		Auth: tokens, Jobs: jobs, JobsKV: kvs[bus.BucketJobs], Schedules: schedules, Submitter: submitter,
+		Auth: tokens, Directory: authz.Directory, Jobs: jobs, JobsKV: kvs[bus.BucketJobs], Schedules: schedules, Submitter: submitter,
 		Links: signer, Blob: inf.Blob, PublicURL: publicURL, Location: loc, Logger: log,
 	})
 	myTrackerAPI := mytracker.New(mytracker.Config{
-		Auth: tokens, Jobs: jobs, Counters: kvs[bus.BucketCounters], Submitter: submitter, Links: signer, Location: loc, Logger: log,
+		Auth: tokens, Directory: authz.Directory, Jobs: jobs, Counters: kvs[bus.BucketCounters], Submitter: submitter, Links: signer, Location: loc, Logger: log,
 		Limits: mytracker.Limits{MaxRowsPerChunk: uint64(rawRowsPerChunk), MaxBytesPerChunk: uint64(rawBytesPerChunk), MaxRows: uint64(rawMaxRows)},
 	})
 	scheduler := schedule.New(schedules, rebillyAPI.RunSchedule, schedule.Options{Logger: log})

@@ -44,6 +44,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	topo := infra.LoadTopology(l, common)
 	healthAddr := l.HostPort("DATAPORT_HEALTH_ADDR", "127.0.0.1:8081", "listen address of /healthz and /readyz")
 	concurrency := l.Int("DATAPORT_EXPORTER_CONCURRENCY", 4, 1, 64, "export tasks one process runs at once (1..64)")
+	signer := infra.LoadTaskSigner(l)
 	if err := l.Err(); err != nil {
 		return fmt.Errorf("%s: invalid configuration:\n%w", service, err)
 	}
@@ -85,6 +86,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Store:          inf.Blob,
 		Publisher:      bus.NewPublisher(inf.JS, tel.Propagator()),
 		Bucket:         common.ExportBucket,
+		Signer:         signer,
 		AssetBucket:    common.AssetBucket,
 		MaxDeliver:     topo.TaskMaxDeliver,
 		Logger:         log,
@@ -100,6 +102,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Store:          inf.Blob,
 		Publisher:      bus.NewPublisher(inf.JS, tel.Propagator()),
 		Bucket:         common.ExportBucket,
+		Signer:         signer,
 		MaxDeliver:     topo.TaskMaxDeliver,
 		Logger:         log,
 		TracerProvider: tel.TracerProvider,

@@ -18,6 +18,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
@@ -58,6 +59,7 @@ func TestRunExportsAndShutsDown(t *testing.T) {
 		"DATAPORT_S3_SECRET_KEY":    ms.Config.SecretKey,
 		"DATAPORT_HEALTH_ADDR":      addr,
 		"DATAPORT_SHUTDOWN_TIMEOUT": "5s",
+		"DATAPORT_TASK_SECRET":      "main-test-task-key-0123456789abcdef",
 	}
 	out := &syncBuffer{}
 	ctx, stop := context.WithCancel(t.Context())
@@ -91,7 +93,7 @@ func TestRunExportsAndShutsDown(t *testing.T) {
 	// One export through the running service.
 	kv, err := ns.JS.KeyValue(t.Context(), bus.BucketRooms)
 	require.NoError(t, err)
-	room, err := proto.Marshal(&sourcev1.Room{Id: "MAIN", Name: "main"})
+	room, err := proto.Marshal(&sourcev1.Room{Id: "MAIN", Name: "main", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
 	require.NoError(t, err)
 	_, err = kv.Put(t.Context(), "MAIN", room)
 	require.NoError(t, err)
@@ -101,12 +103,21 @@ func TestRunExportsAndShutsDown(t *testing.T) {
 		_, err = ns.JS.Publish(t.Context(), "chat.messages.MAIN", data)
 		require.NoError(t, err)
 	}
+	users, err := ns.JS.KeyValue(t.Context(), bus.BucketUsers)
+	require.NoError(t, err)
+	owner := &sourcev1.User{Id: "owner", Roles: []string{"admin"}}
+	data, err := proto.Marshal(owner)
+	require.NoError(t, err)
+	_, err = users.Put(t.Context(), "owner", data)
+	require.NoError(t, err)
 	pub := bus.NewPublisher(ns.JS, nil)
+	signer, err := bus.NewTaskSigner([]byte(env["DATAPORT_TASK_SECRET"]))
+	require.NoError(t, err)
 	task := &exportv1.ExportTask{
 		JobId: "job-main", Kind: exportv1.JobKind_JOB_KIND_ROOM, Format: exportv1.Format_FORMAT_JSON,
-		PartsTotal: 1, Room: &exportv1.RoomScope{RoomId: "MAIN"},
+		PartsTotal: 1, Room: &exportv1.RoomScope{RoomId: "MAIN"}, OwnerId: "owner", Scope: access.ScopeFor(owner, ""),
 	}
-	require.NoError(t, pub.Publish(t.Context(), "exports.tasks.room", "job-main.task.0", task))
+	require.NoError(t, pub.PublishTask(t.Context(), signer, "exports.tasks.room", "job-main.task.0", task))
 
 	events, err := ns.JS.Stream(t.Context(), bus.StreamExportEvents)
 	require.NoError(t, err)

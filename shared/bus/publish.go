@@ -61,14 +61,17 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, m proto.
 	if err != nil {
 		return fmt.Errorf("marshal %T: %w", m, err)
 	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	return p.publishMsg(ctx, &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}, msgID)
+}
+
+func (p *Publisher) publishMsg(ctx context.Context, msg *nats.Msg, msgID string) error {
 	p.propagator.Inject(ctx, headerCarrier(msg.Header))
 	var opts []jetstream.PublishOpt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
 	if _, err := p.js.PublishMsg(ctx, msg, opts...); err != nil {
-		return fmt.Errorf("publish %s: %w", subject, err)
+		return fmt.Errorf("publish %s: %w", msg.Subject, err)
 	}
 	return nil
 }

@@ -44,6 +44,7 @@ const (
 	BucketIdempotency   = "idempotency_keys"
 	BucketCounters      = "counters"
 	BucketCheckpoints   = "export_checkpoints"
+	BucketOrgMembers    = "org_members"
 )
 
 // Durable consumers. Every replica of a service binds the same durable, so
@@ -88,7 +89,7 @@ const (
 	subjectTasksAll  = "exports.tasks.>"
 	subjectStatusAll = "exports.status.>"
 	subjectChatAll   = "chat.messages.*"
-	subjectRecordAll = "records.*"
+	subjectRecordAll = "records.*.*"
 )
 
 // ErrBadToken is returned by subject builders for identifiers that would
@@ -148,6 +149,9 @@ func MaxDeliveriesAdvisory(stream, consumer string) string {
 	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
 }
 
+// ChatSubjectAll matches every room's history.
+const ChatSubjectAll = subjectChatAll
+
 // ChatSubject is the subject of one room's history.
 func ChatSubject(roomID string) (string, error) {
 	if err := Token(roomID); err != nil {
@@ -156,12 +160,17 @@ func ChatSubject(roomID string) (string, error) {
 	return "chat.messages." + roomID, nil
 }
 
-// RecordSubject is the subject of one resource's records.
-func RecordSubject(resource string) (string, error) {
+// RecordSubject is the subject of one organization's records of one
+// resource. Records are partitioned by tenant in the subject, so an export
+// replays only its own organization's records and never reads another's.
+func RecordSubject(resource, organizationID string) (string, error) {
 	if err := Token(resource); err != nil {
 		return "", err
 	}
-	return "records." + resource, nil
+	if err := Token(organizationID); err != nil {
+		return "", err
+	}
+	return "records." + resource + "." + organizationID, nil
 }
 
 // Topology holds the settings that differ between environments: R1 in
@@ -240,7 +249,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		},
 		{
 			Name:        StreamRecords,
-			Description: "Business records, one subject per resource.",
+			Description: "Business records, one subject per resource and organization.",
 			Subjects:    []string{subjectRecordAll},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
@@ -260,6 +269,7 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		kv(BucketRooms, "Rooms by id."),
 		kv(BucketUsers, "Users by id, credentials hashed."),
 		kv(BucketMemberships, "Room memberships under <userId>.<roomId>."),
+		kv(BucketOrgMembers, "Organization memberships under <userId>.<organizationId>."),
 		kv(BucketParts, "Uploaded parts per job under <jobId>.<part>, kept by the archiver."),
 		kv(BucketNotifications, "Notifications sent, under <jobId>.<channel>, kept by the notifier."),
 		kv(BucketSchedules, "Recurring export schedules and their claimed occurrences, kept by the gateway."),

@@ -98,3 +98,14 @@ func Topology() bus.Topology {
 	t.EventAckWait = 5 * time.Second
 	return t
 }
+
+// TaskSigner returns a signer with a key fixed for tests, so the gateway's
+// and the exporters' sides of a test agree on it.
+func TaskSigner(t testing.TB) *bus.TaskSigner {
+	t.Helper()
+	s, err := bus.NewTaskSigner([]byte("bustest-task-signing-key-0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

@@ -48,10 +48,13 @@ type Dataset struct {
 	Users       []DemoUser
 	Rooms       []*sourcev1.Room
 	Memberships []*sourcev1.Membership
+	// OrgMemberships make users members of the organizations that own
+	// the records.
+	OrgMemberships []*sourcev1.OrganizationMembership
 	// Messages holds each room's history by room id, in ts order.
 	Messages map[string][]*sourcev1.ChatMessage
 	// Records holds each resource's records ("transactions", "events") in
-	// created_time order.
+	// created_time order; each belongs to one of Organizations.
 	Records map[string][]*sourcev1.Record
 	// Assets are the files attached to messages, in order of appearance.
 	Assets []Asset
@@ -76,6 +79,8 @@ type Asset struct {
 type Counts struct {
 	Rooms   map[string]RoomCount `json:"rooms"`
 	Records map[string]int       `json:"records"`
+	// Organizations holds each organization's record count per resource.
+	Organizations map[string]map[string]int `json:"organizations"`
 }
 
 // RoomCount is the number of messages of one room's history.
@@ -90,8 +95,15 @@ func (d *Dataset) Counts() Counts {
 	for id, msgs := range d.Messages {
 		c.Rooms[id] = RoomCount{Messages: len(msgs)}
 	}
+	c.Organizations = make(map[string]map[string]int, len(Organizations))
+	for _, org := range Organizations {
+		c.Organizations[org] = make(map[string]int, len(d.Records))
+	}
 	for res, recs := range d.Records {
 		c.Records[res] = len(recs)
+		for _, r := range recs {
+			c.Organizations[r.GetOrganizationId()][res]++
+		}
 	}
 	return c
 }
@@ -124,6 +136,35 @@ func (d *Dataset) RoomByName(name string) (*sourcev1.Room, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Organizations are the tenants owning the demo records.
+var Organizations = []string{"acme", "globex"}
+
+// orgMemberSpecs: admin and alice work for acme, carol for globex, bob for
+// both; alice and carol administer their organization's exports, and the
+// global admin is a plain member of acme, as a workspace admin need not
+// administer a tenant.
+var orgMemberSpecs = []struct {
+	username, org string
+	roles         []string
+	isDefault     bool
+}{
+	{"admin", "acme", nil, true},
+	{"alice", "acme", []string{"admin"}, true},
+	{"bob", "acme", nil, true},
+	{"bob", "globex", nil, false},
+	{"carol", "globex", []string{"admin"}, true},
+}
+
+// orgOf assigns the i-th record of a resource to an organization without a
+// draw from the generator, so ids stay as they were: three of every four
+// go to acme.
+func orgOf(i int) string {
+	if i%4 == 3 {
+		return Organizations[1]
+	}
+	return Organizations[0]
 }
 
 // userSpec describes one demo user before ids are drawn.
@@ -201,6 +242,17 @@ func Generate() *Dataset {
 	}
 	d.Records[ResourceTransactions] = g.transactions(5000)
 	d.Records[ResourceEvents] = g.events(5000)
+	for _, recs := range d.Records {
+		for i, r := range recs {
+			r.OrganizationId = orgOf(i)
+		}
+	}
+	for _, m := range orgMemberSpecs {
+		d.OrgMemberships = append(d.OrgMemberships, &sourcev1.OrganizationMembership{
+			UserId: g.byUN[m.username].GetId(), OrganizationId: m.org, Roles: slices.Clone(m.roles),
+			Default: m.isDefault, JoinedAt: timestamppb.New(BaseTime),
+		})
+	}
 	return d
 }
 

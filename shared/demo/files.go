@@ -1,10 +1,14 @@
 package demo
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -42,6 +46,58 @@ func (d *Dataset) Credentials() []Credential {
 		})
 	}
 	return out
+}
+
+// UseSecrets gives every demo user a token and API key of this
+// installation: the ones prev (an earlier credentials.json) holds for the
+// same user id, else fresh ones from crypto/rand. Generate's own draws
+// stay in place so every id is as before, but tokens derived from the
+// public seed would let anyone who reads the source call any demo
+// installation as its admin.
+func (d *Dataset) UseSecrets(prev []Credential) error {
+	known := make(map[string]Credential, len(prev))
+	for _, c := range prev {
+		if c.AuthToken != "" && c.APIKey != "" {
+			known[c.UserID] = c
+		}
+	}
+	for i := range d.Users {
+		u := &d.Users[i]
+		if c, ok := known[u.User.GetId()]; ok {
+			u.AuthToken, u.APIKey = c.AuthToken, c.APIKey
+		} else {
+			var tok, key [32]byte
+			if _, err := rand.Read(tok[:]); err != nil {
+				return fmt.Errorf("demo credentials: %w", err)
+			}
+			if _, err := rand.Read(key[:16]); err != nil {
+				return fmt.Errorf("demo credentials: %w", err)
+			}
+			// 43 characters of Rocket.Chat's token alphabet; 32 hex digits.
+			u.AuthToken = base64.RawURLEncoding.EncodeToString(tok[:])
+			u.APIKey = hex.EncodeToString(key[:16])
+		}
+		u.User.AuthTokenSha256 = sha256Hex(u.AuthToken)
+		u.User.ApiKeySha256 = sha256Hex(u.APIKey)
+	}
+	return nil
+}
+
+// ReadCredentials reads dir/credentials.json as WriteFiles wrote it; nil
+// when there is none yet.
+func ReadCredentials(dir string) ([]Credential, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, CredentialsFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read credentials: %w", err)
+	}
+	var out []Credential
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, CredentialsFile), err)
+	}
+	return out, nil
 }
 
 // WriteFiles writes dir/credentials.json (the demo users with clear-text

@@ -70,19 +70,25 @@ func Seed(ctx context.Context, js jetstream.JetStream, store *blob.Store, assetB
 		}
 	}
 	for _, res := range slices.Sorted(maps.Keys(d.Records)) {
-		subject, err := bus.RecordSubject(res)
-		if err != nil {
-			return fmt.Errorf("resource %q: %w", res, err)
-		}
-		recs := d.Records[res]
-		items := make([]item, len(recs))
-		for i, r := range recs {
-			if items[i], err = encode(r.GetId(), r); err != nil {
+		for _, org := range Organizations {
+			subject, err := bus.RecordSubject(res, org)
+			if err != nil {
+				return fmt.Errorf("resource %q of %q: %w", res, org, err)
+			}
+			var items []item
+			for _, r := range d.Records[res] {
+				if r.GetOrganizationId() != org {
+					continue
+				}
+				it, err := encode(r.GetId(), r)
+				if err != nil {
+					return err
+				}
+				items = append(items, it)
+			}
+			if err := seedSubject(ctx, js, bus.StreamRecords, subject, items, log); err != nil {
 				return err
 			}
-		}
-		if err := seedSubject(ctx, js, bus.StreamRecords, subject, items, log); err != nil {
-			return err
 		}
 	}
 	log.InfoContext(ctx, "demo data seeded", "duration", time.Since(start).Round(time.Millisecond).String())
@@ -115,6 +121,7 @@ func seedKV(ctx context.Context, js jetstream.JetStream, d *Dataset, log *slog.L
 		{name: bus.BucketUsers},
 		{name: bus.BucketRooms},
 		{name: bus.BucketMemberships},
+		{name: bus.BucketOrgMembers},
 	}
 	for _, u := range d.Users {
 		buckets[0].entries = append(buckets[0].entries, entry{u.User.GetId(), u.User})
@@ -124,6 +131,9 @@ func seedKV(ctx context.Context, js jetstream.JetStream, d *Dataset, log *slog.L
 	}
 	for _, m := range d.Memberships {
 		buckets[2].entries = append(buckets[2].entries, entry{m.GetUserId() + "." + m.GetRoomId(), m})
+	}
+	for _, m := range d.OrgMemberships {
+		buckets[3].entries = append(buckets[3].entries, entry{m.GetUserId() + "." + m.GetOrganizationId(), m})
 	}
 	for _, b := range buckets {
 		kv, err := js.KeyValue(ctx, b.name)

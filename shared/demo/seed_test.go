@@ -48,12 +48,18 @@ func subjectCounts(t *testing.T, js jetstream.JetStream, d *demo.Dataset) demo.C
 	assert.Len(t, info.State.Subjects, len(d.Rooms), "no subjects besides the rooms'")
 	recs, err := js.Stream(ctx, bus.StreamRecords)
 	require.NoError(t, err)
-	info, err = recs.Info(ctx, jetstream.WithSubjectFilter("records.*"))
+	info, err = recs.Info(ctx, jetstream.WithSubjectFilter("records.>"))
 	require.NoError(t, err)
-	for res := range d.Records {
-		s, err := bus.RecordSubject(res)
-		require.NoError(t, err)
-		got.Records[res] = int(info.State.Subjects[s])
+	got.Organizations = map[string]map[string]int{}
+	for _, org := range demo.Organizations {
+		got.Organizations[org] = map[string]int{}
+		for res := range d.Records {
+			s, err := bus.RecordSubject(res, org)
+			require.NoError(t, err)
+			n := int(info.State.Subjects[s])
+			got.Organizations[org][res] = n
+			got.Records[res] += n
+		}
 	}
 	return got
 }
@@ -215,7 +221,7 @@ func TestSeed(t *testing.T) {
 		require.NoError(t, demo.Seed(ctx, nats.JS, minio.Store, assetBucket, d, log))
 		stream, err := nats.JS.Stream(ctx, bus.StreamRecords)
 		require.NoError(t, err)
-		subject, err := bus.RecordSubject(demo.ResourceEvents)
+		subject, err := bus.RecordSubject(demo.ResourceEvents, demo.Organizations[0])
 		require.NoError(t, err)
 		// Someone wipes the subject; its dedup ids are still remembered.
 		require.NoError(t, stream.Purge(ctx, jetstream.WithPurgeSubject(subject)))

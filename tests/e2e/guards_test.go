@@ -9,7 +9,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -81,7 +80,8 @@ func TestAPIGuards(t *testing.T) {
 		_, err = js.Publish(t.Context(), taskSubject, []byte("\xff\xfenot a task"))
 		require.NoError(t, err)
 
-		// A job whose room does not exist, as a buggy producer could queue.
+		// A job whose room does not exist, as a buggy gateway could queue
+		// (signed, with its owner's scope).
 		id := fmt.Sprintf("PoisonJob%08d", time.Now().UnixNano()%1e8)
 		now := timestamppb.Now()
 		job := &exportv1.Job{Id: id, OwnerId: admin.UserID, Kind: exportv1.JobKind_JOB_KIND_ROOM,
@@ -89,11 +89,11 @@ func TestAPIGuards(t *testing.T) {
 			PartsTotal: 1, CreatedAt: now, UpdatedAt: now}
 		require.NoError(t, pub.PublishStatus(t.Context(), bus.EventRequested, id, "", &exportv1.ExportRequested{JobId: id, OccurredAt: now, Job: job}))
 		task := &exportv1.ExportTask{JobId: id, OccurredAt: now, Kind: job.Kind, Format: job.Format, OwnerId: admin.UserID,
-			PartsTotal: 1, Room: &exportv1.RoomScope{RoomId: "NoSuchRoom"}}
-		b, err := proto.Marshal(task)
+			PartsTotal: 1, Room: &exportv1.RoomScope{RoomId: "NoSuchRoom"},
+			Scope: &exportv1.Scope{UserId: admin.UserID, Permissions: []string{"mail-messages"}}}
+		signer, err := bus.NewTaskSigner([]byte(e2eTaskSecret))
 		require.NoError(t, err)
-		_, err = js.Publish(t.Context(), taskSubject, b)
-		require.NoError(t, err)
+		require.NoError(t, pub.PublishTask(t.Context(), signer, taskSubject, id+".task.0", task))
 
 		var failed nativeJob
 		require.EventuallyWithT(t, func(ct *assert.CollectT) {

@@ -61,7 +61,8 @@ func TestRawExportInChunks(t *testing.T) {
 
 	want := 0
 	for _, r := range demo.Generate().Records["events"] {
-		if r.GetFields().GetFields()["eventType"].GetStringValue() == "install" {
+		// alice's raw exports are of her organization's events.
+		if r.GetOrganizationId() == "acme" && r.GetFields().GetFields()["eventType"].GetStringValue() == "install" {
 			want++
 		}
 	}

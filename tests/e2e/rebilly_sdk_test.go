@@ -70,13 +70,8 @@ func installSDK(t *testing.T) string {
 func TestRebillySDK(t *testing.T) {
 	sdkDir := installSDK(t)
 	s := startStack(t)
-	var user credential
-	for _, c := range s.credentials {
-		if c.APIKey != "" {
-			user = c
-			break
-		}
-	}
+	// alice is a member of acme, whose transactions the SDK exports.
+	user := s.user(t, "alice")
 	require.NotEmpty(t, user.APIKey, "the seeder gives users API keys")
 
 	cmd := exec.Command("node", "script.mjs")
@@ -84,7 +79,7 @@ func TestRebillySDK(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"GATEWAY_URL="+s.gatewayURL,
 		"API_KEY="+user.APIKey,
-		"ORGANIZATION_ID=org-e2e",
+		"ORGANIZATION_ID=acme",
 		"CLIENT_ID=approved-usd-"+strconv.FormatInt(time.Now().UnixNano(), 36),
 	)
 	var stdout, stderr bytes.Buffer
@@ -113,6 +108,9 @@ func TestRebillySDK(t *testing.T) {
 	want := map[string]txn{}
 	var wantOrder, approvedUSD []string
 	for _, r := range records {
+		if r.GetOrganizationId() != "acme" {
+			continue
+		}
 		f := r.GetFields().GetFields()
 		tx := txn{f["customerId"].GetStringValue(), f["currency"].GetStringValue(), f["status"].GetStringValue(), f["amount"].GetNumberValue()}
 		want[r.GetId()] = tx

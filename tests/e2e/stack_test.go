@@ -22,6 +22,10 @@ import (
 	"dataport.dev/shared/bustest"
 )
 
+// e2eTaskSecret is the stack's task signing key, so tests can act as a
+// gateway that queues a bad task.
+const e2eTaskSecret = "e2e-task-secret-0123456789abcdefghij"
+
 // repoRoot is where go.work lives; the binaries and tools are found from it.
 func repoRoot(t testing.TB) string {
 	t.Helper()
@@ -279,6 +283,7 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 		"DATAPORT_S3_SECRET_KEY=" + minio.Config.SecretKey,
 		"DATAPORT_PUBLIC_URL=http://" + gatewayAddr,
 		"DATAPORT_LINK_SECRET=e2e-link-secret",
+		"DATAPORT_TASK_SECRET=" + e2eTaskSecret,
 		"DATAPORT_SMTP_HOST=127.0.0.1",
 		"DATAPORT_SMTP_PORT=" + smtpPort,
 		"DATAPORT_TASK_ACK_WAIT=5s",

@@ -1,6 +1,7 @@
 // Command dataport-seed fills NATS and MinIO with Dataport's deterministic
-// demo data set (users, rooms, memberships, chat histories, assets and
-// records) and writes the demo credentials and expected counts to
+// demo data set (users, rooms, memberships, organizations, chat histories,
+// assets and records), gives its users credentials of this installation
+// (kept in credentials.json across runs), and writes the demo credentials and expected counts to
 // $DATAPORT_DEV_DIR. Running it again changes nothing.
 package main
 
@@ -72,6 +73,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer inf.Close()
 
 	d := demo.Generate()
+	prev, err := demo.ReadCredentials(devDir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	if err := d.UseSecrets(prev); err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
 	if err := demo.Seed(ctx, inf.JS, inf.Blob, common.AssetBucket, d, log); err != nil {
 		return fmt.Errorf("%s: seed: %w", service, err)
 	}

@@ -48,9 +48,18 @@ func TestRunSeedsAndWritesFiles(t *testing.T) {
 	var counts demo.Counts
 	require.NoError(t, json.Unmarshal(raw, &counts))
 	assert.Equal(t, d.Counts(), counts)
-	raw, err = os.ReadFile(filepath.Join(dir, demo.CredentialsFile))
+	creds, err := demo.ReadCredentials(dir)
 	require.NoError(t, err)
-	assert.Contains(t, string(raw), admin.AuthToken)
+	require.Len(t, creds, len(d.Users))
+	assert.Equal(t, admin.User.GetId(), creds[0].UserID)
+	assert.NotEqual(t, admin.AuthToken, creds[0].AuthToken, "tokens are this installation's, not derived from the public seed")
+	assert.Len(t, creds[0].AuthToken, 43)
+
+	// A second seed keeps the installation's credentials.
+	require.NoError(t, run(t.Context(), env(vars), &out))
+	again, err := demo.ReadCredentials(dir)
+	require.NoError(t, err)
+	assert.Equal(t, creds, again)
 }
 
 func TestRunRejectsBadConfig(t *testing.T) {

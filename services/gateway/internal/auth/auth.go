@@ -3,9 +3,9 @@
 // Callers present Rocket.Chat's personal access token headers (X-User-Id
 // and X-Auth-Token). Users live in the KV bucket bus.BucketUsers with only
 // the SHA-256 of their token, so the gateway never holds a usable
-// credential. Permissions follow Rocket.Chat's default role table; room
-// access follows its rule: anyone may read a public channel, only members a
-// private group or a direct conversation.
+// credential. Permissions and room access are package access's rules
+// (Rocket.Chat's role table; public channels with view-c-room, private
+// groups and direct conversations for members only).
 package auth
 
 import (
@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 )
 
@@ -35,24 +36,6 @@ var (
 	ErrRoomNotFound = errors.New("auth: room not found")
 )
 
-// Permission names an action, with Rocket.Chat's permission ids.
-type Permission string
-
-// Permissions the gateway checks.
-const (
-	// PermMailMessages allows exporting a room (rooms.export).
-	PermMailMessages Permission = "mail-messages"
-)
-
-// rolesFor is Rocket.Chat's default assignment of roles to permissions.
-func rolesFor(p Permission) []string {
-	switch p {
-	case PermMailMessages:
-		return []string{"admin"}
-	}
-	return nil
-}
-
 // idPattern is what user and room ids may look like: the characters that
 // are valid both in a KV key and a subject token. Anything else cannot name
 // a stored user or room, and is rejected before it reaches the bus.
@@ -62,27 +45,32 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,128}$`)
 func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // Service answers authentication and authorization questions from the
-// users, rooms and memberships buckets. It is safe for concurrent use.
+// users, rooms and memberships buckets; the rules themselves are
+// access's, which the exporters apply again to every task. It is safe for
+// concurrent use.
 type Service struct {
 	users, rooms, memberships jetstream.KeyValue
+	// Directory answers room and organization questions.
+	*access.Directory
 }
 
-// New returns a Service over the three buckets.
-func New(users, rooms, memberships jetstream.KeyValue) *Service {
-	return &Service{users: users, rooms: rooms, memberships: memberships}
+// New returns a Service over the four buckets.
+func New(users, rooms, memberships, orgMembers jetstream.KeyValue) *Service {
+	return &Service{users: users, rooms: rooms, memberships: memberships,
+		Directory: access.NewDirectory(users, rooms, memberships, orgMembers)}
 }
 
 // Open looks up the buckets (declared by bus.EnsureTopology).
 func Open(ctx context.Context, js jetstream.JetStream) (*Service, error) {
-	var kvs [3]jetstream.KeyValue
-	for i, name := range []string{bus.BucketUsers, bus.BucketRooms, bus.BucketMemberships} {
+	var kvs [4]jetstream.KeyValue
+	for i, name := range []string{bus.BucketUsers, bus.BucketRooms, bus.BucketMemberships, bus.BucketOrgMembers} {
 		kv, err := js.KeyValue(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("open bucket %s: %w", name, err)
 		}
 		kvs[i] = kv
 	}
-	return New(kvs[0], kvs[1], kvs[2]), nil
+	return New(kvs[0], kvs[1], kvs[2], kvs[3]), nil
 }
 
 // TokenHash is the lower-case hex SHA-256 of a token, as stored in
@@ -116,16 +104,6 @@ func (s *Service) Authenticate(ctx context.Context, userID, token string) (*sour
 	return u, nil
 }
 
-// HasPermission reports whether one of u's roles grants p.
-func HasPermission(u *sourcev1.User, p Permission) bool {
-	for _, r := range rolesFor(p) {
-		if slices.Contains(u.GetRoles(), r) {
-			return true
-		}
-	}
-	return false
-}
-
 // Room returns the room, or ErrRoomNotFound.
 func (s *Service) Room(ctx context.Context, roomID string) (*sourcev1.Room, error) {
 	if !ValidID(roomID) {
@@ -142,22 +120,10 @@ func (s *Service) Room(ctx context.Context, roomID string) (*sourcev1.Room, erro
 	return r, nil
 }
 
-// CanAccessRoom reports whether u may read room: anyone may read a public
-// channel, only members may read private groups and direct conversations
-// (and rooms of an unknown type, to fail closed).
+// CanAccessRoom reports whether u may read room, by Rocket.Chat's rule
+// (access.Directory.CanReadRoom) with u's current permissions.
 func (s *Service) CanAccessRoom(ctx context.Context, u *sourcev1.User, room *sourcev1.Room) (bool, error) {
-	if room.GetType() == sourcev1.RoomType_ROOM_TYPE_CHANNEL {
-		return true, nil
-	}
-	if !ValidID(u.GetId()) || !ValidID(room.GetId()) {
-		return false, nil
-	}
-	m := &sourcev1.Membership{}
-	found, err := get(ctx, s.memberships, u.GetId()+"."+room.GetId(), m)
-	if err != nil {
-		return false, fmt.Errorf("membership of %s in %s: %w", u.GetId(), room.GetId(), err)
-	}
-	return found, nil
+	return s.CanReadRoom(ctx, u.GetId(), access.Permissions(u.GetRoles()), room)
 }
 
 // get reads and decodes key; found is false for a missing key.

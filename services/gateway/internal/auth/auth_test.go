@@ -71,13 +71,6 @@ func TestAuthenticate(t *testing.T) {
 	}
 }
 
-func TestPermissions(t *testing.T) {
-	assert.True(t, auth.HasPermission(&sourcev1.User{Roles: []string{"user", "admin"}}, auth.PermMailMessages))
-	assert.False(t, auth.HasPermission(&sourcev1.User{Roles: []string{"user", "moderator"}}, auth.PermMailMessages))
-	assert.False(t, auth.HasPermission(&sourcev1.User{}, auth.PermMailMessages))
-	assert.False(t, auth.HasPermission(&sourcev1.User{Roles: []string{"admin"}}, auth.Permission("no-such-permission")))
-}
-
 func TestRoomAccess(t *testing.T) {
 	s := setup(t)
 	admin, err := s.Authenticate(t.Context(), "admin1", "admin-token")

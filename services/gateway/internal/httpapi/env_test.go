@@ -94,7 +94,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	tp := sdktrace.NewTracerProvider()
 	tb.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	signer := links.New(base, linkSecret, time.Hour, nil)
-	submitter := submit.New(jobs, e.pub, nil)
+	submitter := submit.New(jobs, e.pub, bustest.TaskSigner(tb), nil)
 	// The native API is exercised on jobs that Rocket.Chat's rooms.export
 	// creates, as in production.
 	rc := rocketchat.New(rocketchat.Config{Jobs: jobs, Auth: authz, Submitter: submitter, Links: signer})

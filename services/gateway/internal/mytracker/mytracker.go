@@ -32,6 +32,7 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/links"
 	"dataport.dev/shared/recordquery"
@@ -60,7 +61,9 @@ type Limits struct {
 // Config holds the dialect's dependencies; all but Logger and Now are
 // required.
 type Config struct {
-	Auth      Authenticator
+	Auth Authenticator
+	// Directory answers which organization a caller's events belong to.
+	Directory *access.Directory
 	Jobs      *jobstore.Store
 	Counters  jetstream.KeyValue
 	Submitter *submit.Submitter
@@ -230,6 +233,18 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 		conds = append(conds, "country:"+strings.Join(cs, ","))
 	}
 	ctx := context.WithoutCancel(r.Context())
+	// Raw events belong to the caller's (default) organization; a caller
+	// who belongs to none has nothing to export.
+	org, err := d.Directory.DefaultOrganization(ctx, u.GetId())
+	if err != nil {
+		d.Logger.ErrorContext(ctx, "default organization", "error", err)
+		writeError(w, http.StatusInternalServerError, "Internal error")
+		return
+	}
+	if org == "" {
+		writeDenied(w)
+		return
+	}
 	num, err := d.next(ctx)
 	if err != nil {
 		d.Logger.ErrorContext(ctx, "raw export number", "error", err)
@@ -239,16 +254,20 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 	now := d.Now()
 	end := to.AddDate(0, 0, 1).Add(-time.Nanosecond)
 	job := &exportv1.Job{
-		Id:        JobID(num),
-		Number:    num,
-		OwnerId:   u.GetId(),
-		Kind:      exportv1.JobKind_JOB_KIND_RECORDS,
-		Format:    exportv1.Format_FORMAT_CSV,
-		State:     exportv1.JobState_JOB_STATE_PENDING,
-		Dialect:   dialectName,
-		Name:      fmt.Sprintf("%d.%s", num, strings.TrimSuffix(ev, "s")),
-		CreatedAt: timestamppb.New(now),
-		UpdatedAt: timestamppb.New(now),
+		Id:      JobID(num),
+		Number:  num,
+		OwnerId: u.GetId(),
+		// The organization's members may export its events; exporters
+		// re-check the membership.
+		OrganizationId: org,
+		Scope:          access.ScopeFor(u, org),
+		Kind:           exportv1.JobKind_JOB_KIND_RECORDS,
+		Format:         exportv1.Format_FORMAT_CSV,
+		State:          exportv1.JobState_JOB_STATE_PENDING,
+		Dialect:        dialectName,
+		Name:           fmt.Sprintf("%d.%s", num, strings.TrimSuffix(ev, "s")),
+		CreatedAt:      timestamppb.New(now),
+		UpdatedAt:      timestamppb.New(now),
 		Records: &exportv1.RecordsScope{
 			Resource: recordquery.ResourceEvents,
 			Fields:   selectors,

@@ -25,6 +25,7 @@ import (
 	"dataport.dev/services/gateway/internal/mytracker"
 	"dataport.dev/services/gateway/internal/rebilly"
 	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/links"
@@ -58,8 +59,20 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	jobs := jobstore.New(nats.JS, jobsKV)
 	clock := func() time.Time { return now }
+	orgs, err := nats.JS.KeyValue(ctx, bus.BucketOrgMembers)
+	require.NoError(t, err)
+	for _, id := range []string{"alice", "bob"} {
+		b, _ := proto.Marshal(&sourcev1.OrganizationMembership{UserId: id, OrganizationId: "acme", Default: true})
+		_, err := orgs.Put(ctx, id+".acme", b)
+		require.NoError(t, err)
+	}
+	rooms, err := nats.JS.KeyValue(ctx, bus.BucketRooms)
+	require.NoError(t, err)
+	members, err := nats.JS.KeyValue(ctx, bus.BucketMemberships)
+	require.NoError(t, err)
 	d := mytracker.New(mytracker.Config{
-		Auth: a, Jobs: jobs, Counters: counters, Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), clock),
+		Directory: access.NewDirectory(users, rooms, members, orgs),
+		Auth:      a, Jobs: jobs, Counters: counters, Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock),
 		Links:  links.New("http://gw.test", []byte("s"), time.Hour, clock),
 		Limits: mytracker.Limits{MaxRowsPerChunk: 1000, MaxBytesPerChunk: 1 << 20, MaxRows: 5000},
 		Now:    clock,

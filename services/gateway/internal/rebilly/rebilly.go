@@ -3,8 +3,12 @@
 // fileDownload redirect, under /data-exports, /experimental/data-exports
 // and both again below /organizations/{organizationId}, which is what the
 // official JS SDK (RebillyExperimentalAPI) calls. Organizations are
-// tenants (Job.organization_id); inside one, a user sees their own exports
-// and an admin sees everyone's. One-off exports are record jobs submitted
+// tenants (Job.organization_id) and memberships are data (bucket
+// org_members): a path naming an organization the caller is not a member
+// of answers 404 like an unknown one, and a path naming none means the
+// caller's default organization. Inside one, a user sees their own exports
+// and an administrator of that organization sees everyone's; the global
+// admin role does not reach into tenants. One-off exports are record jobs submitted
 // at once; recurring ones are schedules run by package schedule, and every
 // run is a job of its own that the list shows too.
 package rebilly
@@ -32,6 +36,7 @@ import (
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/links"
@@ -43,7 +48,9 @@ const dialectName = "rebilly"
 // Config holds the dialect's dependencies; all but Blob, Logger and Now
 // are required.
 type Config struct {
-	Auth      *Authenticator
+	Auth *Authenticator
+	// Directory answers organization membership.
+	Directory *access.Directory
 	Jobs      *jobstore.Store
 	JobsKV    jetstream.KeyValue
 	Schedules *schedule.Store
@@ -63,6 +70,7 @@ type Config struct {
 // Dialect is the Rebilly data-exports API.
 type Dialect struct {
 	auth      *Authenticator
+	dir       *access.Directory
 	jobs      *jobstore.Store
 	jobsKV    jetstream.KeyValue
 	schedules *schedule.Store
@@ -78,7 +86,7 @@ type Dialect struct {
 // New returns the dialect.
 func New(cfg Config) *Dialect {
 	d := &Dialect{
-		auth: cfg.Auth, jobs: cfg.Jobs, jobsKV: cfg.JobsKV, schedules: cfg.Schedules, submitter: cfg.Submitter,
+		auth: cfg.Auth, dir: cfg.Directory, jobs: cfg.Jobs, jobsKV: cfg.JobsKV, schedules: cfg.Schedules, submitter: cfg.Submitter,
 		links: cfg.Links, blob: cfg.Blob, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
 		loc: cfg.Location, log: cfg.Logger, now: cfg.Now,
 	}
@@ -120,12 +128,16 @@ func (d *Dialect) Routes(r chi.Router) {
 // scope is who asks, inside which organization.
 type scope struct {
 	user *sourcev1.User
-	org  string
+	// org is the organization in the path, else the caller's default one
+	// (empty when the caller belongs to none).
+	org string
+	// orgAdmin: the caller administers org's exports.
+	orgAdmin bool
 	// base is the collection URL; prefix is "/experimental" or "".
 	base, prefix string
 }
 
-func (s scope) admin() bool { return slices.Contains(s.user.GetRoles(), "admin") }
+func (s scope) admin() bool { return s.orgAdmin }
 
 // sees reports whether a job belongs to the caller's tenant and view.
 func (s scope) sees(j *exportv1.Job) bool {
@@ -145,6 +157,7 @@ func (d *Dialect) withScope(w http.ResponseWriter, r *http.Request, prefix strin
 		return
 	}
 	s := scope{user: u, prefix: prefix, base: d.publicURL + prefix + "/data-exports"}
+	ctx := r.Context()
 	if org := chi.URLParam(r, "organizationId"); org != "" {
 		if !validID(org) {
 			writeNotFound(w)
@@ -152,6 +165,23 @@ func (d *Dialect) withScope(w http.ResponseWriter, r *http.Request, prefix strin
 		}
 		s.org = org
 		s.base = d.publicURL + prefix + "/organizations/" + org + "/data-exports"
+	} else if s.org, err = d.dir.DefaultOrganization(ctx, u.GetId()); err != nil {
+		d.internal(w, r, "default organization", err)
+		return
+	}
+	if s.org != "" {
+		m, member, err := d.dir.OrgMembership(ctx, u.GetId(), s.org)
+		if err != nil {
+			d.internal(w, r, "organization membership", err)
+			return
+		}
+		// Not a member: the organization's exports do not exist for the
+		// caller, exactly as for an organization nobody has.
+		if !member && !access.HasPermission(u, access.PermExportAnyOrganization) {
+			writeNotFound(w)
+			return
+		}
+		s.orgAdmin = slices.Contains(m.GetRoles(), "admin") || access.HasPermission(u, access.PermExportAnyOrganization)
 	}
 	fn(w, r, s)
 }
@@ -243,6 +273,16 @@ func (d *Dialect) updateSchedule(w http.ResponseWriter, r *http.Request, s scope
 		return
 	}
 	job.Id, job.OwnerId, job.OrganizationId, job.CreatedAt = old.GetId(), old.GetOwnerId(), old.GetOrganizationId(), old.GetCreatedAt()
+	// The schedule keeps its owner's scope, renewed by whoever updates it
+	// only when that is the owner; exporters re-check it at every run.
+	job.Scope = old.GetScope()
+	if old.GetOwnerId() == s.user.GetId() {
+		job.Scope = access.ScopeFor(s.user, old.GetOrganizationId())
+	}
+	if bad := checkTenant(job); bad != nil {
+		writeInvalid(w, bad)
+		return
+	}
 	job.UpdatedAt = timestamppb.New(d.now())
 	job.Recurrence.Runs = old.GetRecurrence().GetRuns()
 	// Occurrences already fired are not fired again.
@@ -266,7 +306,12 @@ func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *re
 		return
 	}
 	job.Id, job.OwnerId, job.OrganizationId = id, s.user.GetId(), s.org
+	job.Scope = access.ScopeFor(s.user, s.org)
 	job.CreatedAt, job.UpdatedAt = timestamppb.New(now), timestamppb.New(now)
+	if bad := checkTenant(job); bad != nil {
+		writeInvalid(w, bad)
+		return
+	}
 	ctx := context.WithoutCancel(r.Context())
 	if job.GetRecurrence() != nil {
 		if _, err := d.jobs.Get(ctx, id); err == nil {
@@ -302,6 +347,18 @@ func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *re
 	d.log.InfoContext(ctx, "data export queued", "job_id", id, "user_id", job.GetOwnerId(), "organization_id", s.org)
 	w.Header().Set("Location", s.base+"/"+id)
 	d.respondItem(w, r, s, entry{job: job}, http.StatusCreated)
+}
+
+// checkTenant refuses an export of organization records (transactions,
+// events) outside any organization.
+func checkTenant(job *exportv1.Job) []invalidField {
+	switch job.GetRecords().GetResource() {
+	case recordquery.ResourceTransactions, recordquery.ResourceEvents:
+		if job.GetOrganizationId() == "" {
+			return []invalidField{{Field: "resource", Message: "this resource belongs to an organization; export it from an organization you are a member of"}}
+		}
+	}
+	return nil
 }
 
 func recordsTask(job *exportv1.Job) *exportv1.ExportTask {

@@ -26,6 +26,7 @@ import (
 	"dataport.dev/services/gateway/internal/rebilly"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/links"
@@ -85,9 +86,24 @@ func newEnv(t *testing.T) *env {
 	jobsKV := kv(bus.BucketJobs)
 	jobs := jobstore.New(nats.JS, jobsKV)
 	sched := schedule.NewStore(kv(bus.BucketSchedules))
+	// Everyone works for acme, where root administers exports; bob also
+	// for globex.
+	orgs := kv(bus.BucketOrgMembers)
+	for _, m := range []*sourcev1.OrganizationMembership{
+		{UserId: "alice", OrganizationId: "acme", Default: true},
+		{UserId: "bob", OrganizationId: "acme", Default: true},
+		{UserId: "bob", OrganizationId: "globex"},
+		{UserId: "root", OrganizationId: "acme", Roles: []string{"admin"}, Default: true},
+	} {
+		b, err := proto.Marshal(m)
+		require.NoError(t, err)
+		_, err = orgs.Put(ctx, m.GetUserId()+"."+m.GetOrganizationId(), b)
+		require.NoError(t, err)
+	}
+	dir := access.NewDirectory(users, kv(bus.BucketRooms), kv(bus.BucketMemberships), orgs)
 	d := rebilly.New(rebilly.Config{
-		Auth: a, Jobs: jobs, JobsKV: jobsKV, Schedules: sched,
-		Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), clock),
+		Auth: a, Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: sched,
+		Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock),
 		Links:     links.New(publicURL, []byte("secret"), time.Hour, clock),
 		PublicURL: publicURL, Now: clock,
 	})
@@ -237,10 +253,14 @@ func TestPutWithClientID(t *testing.T) {
 	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPost, org, key(aliceKey), `{"id":"my-export-1",`+csvBody[1:]).status)
 	assert.Equal(t, http.StatusUnprocessableEntity, e.do(t, http.MethodPut, org+strings.Repeat("x", 51), key(aliceKey), csvBody).status)
 
-	// Organizations are tenants: the export is listed only in acme.
+	// Organizations are tenants: the export is listed only in acme, which
+	// is also alice's default organization; one she is not a member of
+	// does not exist for her.
 	assert.Len(t, e.do(t, http.MethodGet, "/experimental/organizations/acme/data-exports", key(aliceKey), "").list(t), 1)
-	assert.Empty(t, e.do(t, http.MethodGet, "/experimental/organizations/other/data-exports", key(aliceKey), "").list(t))
-	assert.Empty(t, e.do(t, http.MethodGet, base, key(aliceKey), "").list(t))
+	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, "/experimental/organizations/other/data-exports", key(aliceKey), "").status)
+	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, "/experimental/organizations/globex/data-exports", key(aliceKey), "").status)
+	assert.Empty(t, e.do(t, http.MethodGet, "/experimental/organizations/globex/data-exports", key(bobKey), "").list(t))
+	assert.Len(t, e.do(t, http.MethodGet, base, key(aliceKey), "").list(t), 1)
 	assert.Len(t, e.do(t, http.MethodGet, "/organizations/acme/data-exports", key(aliceKey), "").list(t), 1, "also without /experimental")
 }
 

@@ -118,7 +118,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
 	signer := links.New(base, linkSecret, time.Hour, nil)
-	submitter := submit.New(jobs, e.pub, e.clock.Now)
+	submitter := submit.New(jobs, e.pub, bustest.TaskSigner(tb), e.clock.Now)
 	rc := rocketchat.New(rocketchat.Config{
 		Jobs:                 jobs,
 		Auth:                 authz,

@@ -32,6 +32,7 @@ import (
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/links"
 )
@@ -169,6 +170,8 @@ func (d *Dialect) newJob(ctx context.Context, owner *sourcev1.User, kind exportv
 		CreatedAt: now,
 		UpdatedAt: now,
 		Dialect:   dialectName,
+		// Chat data has no organization; rooms are bounded by membership.
+		Scope: access.ScopeFor(owner, ""),
 	}
 	span := trace.SpanFromContext(ctx)
 	if sc := span.SpanContext(); sc.HasTraceID() {

@@ -18,6 +18,7 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 )
 
@@ -99,7 +100,7 @@ func (d *Dialect) roomsExport(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !auth.HasPermission(user, auth.PermMailMessages) {
+	if !access.HasPermission(user, access.PermMailMessages) {
 		writeError(w, errNotAllowed, "")
 		return
 	}

@@ -26,28 +26,37 @@ const Timeout = 15 * time.Second
 
 // Submitter creates jobs. It is safe for concurrent use.
 type Submitter struct {
-	jobs *jobstore.Store
-	pub  *bus.Publisher
-	now  func() time.Time
+	jobs   *jobstore.Store
+	pub    *bus.Publisher
+	signer *bus.TaskSigner
+	now    func() time.Time
 }
 
-// New returns a Submitter; now nil means time.Now.
-func New(jobs *jobstore.Store, pub *bus.Publisher, now func() time.Time) *Submitter {
+// New returns a Submitter that signs tasks with signer; now nil means
+// time.Now.
+func New(jobs *jobstore.Store, pub *bus.Publisher, signer *bus.TaskSigner, now func() time.Time) *Submitter {
 	if now == nil {
 		now = time.Now
 	}
-	return &Submitter{jobs: jobs, pub: pub, now: now}
+	return &Submitter{jobs: jobs, pub: pub, signer: signer, now: now}
 }
+
+// ErrNoScope means a job was submitted without the caller's scope; its
+// tasks would read nothing, so it is refused before anything is written.
+var ErrNoScope = errors.New("submit: the job carries no scope")
 
 // Submit writes job (state pending) and publishes ExportRequested, every
 // task and ExportQueued, in that order. Tasks get their job id, owner,
-// kind, format, part numbers and parts_total filled in from job and their
-// position. If a task cannot be published the job is failed at once, so
+// scope, kind, format, part numbers and parts_total filled in from job and
+// their position, and are signed. If a task cannot be published the job is failed at once, so
 // nobody waits for work that was never queued; a lost ExportQueued only
 // delays the state word, since the exporter's own events move the job on.
 func (s *Submitter) Submit(ctx context.Context, job *exportv1.Job, kind bus.TaskKind, tasks []*exportv1.ExportTask) error {
 	if len(tasks) == 0 {
 		return errors.New("submit: a job needs at least one task")
+	}
+	if job.GetScope().GetUserId() == "" || job.GetScope().GetUserId() != job.GetOwnerId() {
+		return ErrNoScope
 	}
 	id := job.GetId()
 	job.PartsTotal = uint32(len(tasks))
@@ -86,9 +95,10 @@ func (s *Submitter) publishTasks(ctx context.Context, job *exportv1.Job, kind bu
 		task.Kind = job.GetKind()
 		task.Format = job.GetFormat()
 		task.OwnerId = job.GetOwnerId()
+		task.Scope = job.GetScope()
 		task.Part = uint32(i)
 		task.PartsTotal = uint32(len(tasks))
-		if err := s.pub.Publish(ctx, subject, job.GetId()+".task."+strconv.Itoa(i), task); err != nil {
+		if err := s.pub.PublishTask(ctx, s.signer, subject, job.GetId()+".task."+strconv.Itoa(i), task); err != nil {
 			return err
 		}
 	}

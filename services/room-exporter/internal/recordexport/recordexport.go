@@ -30,6 +30,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/room-exporter/internal/recordrender"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/recordquery"
@@ -63,6 +64,8 @@ type Options struct {
 	Publisher *bus.Publisher
 	// Bucket receives the files (the exports bucket).
 	Bucket string
+	// Signer verifies that tasks come from the gateway; required.
+	Signer *bus.TaskSigner
 	// MaxDeliver is the task consumer's MaxDeliver: a transient failure on
 	// the last delivery becomes permanent, so the job fails with a reason.
 	MaxDeliver int
@@ -104,19 +107,21 @@ type Exporter struct {
 	jobs    jetstream.KeyValue
 	// checkpoints holds how far chunked exports got; see resume.go.
 	checkpoints jetstream.KeyValue
-	store       *blob.Store
-	pub         *bus.Publisher
-	bucket      string
-	opts        Options
-	log         *slog.Logger
-	now         func() time.Time
-	tracer      trace.Tracer
+	// dir bounds what a task reads by its scope.
+	dir    *access.Directory
+	store  *blob.Store
+	pub    *bus.Publisher
+	bucket string
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
+	tracer trace.Tracer
 }
 
 // New returns an Exporter; the streams and buckets must exist.
 func New(ctx context.Context, o Options) (*Exporter, error) {
-	if o.JS == nil || o.Store == nil || o.Publisher == nil || o.Bucket == "" {
-		return nil, errors.New("recordexport: JS, Store, Publisher and Bucket are required")
+	if o.JS == nil || o.Store == nil || o.Publisher == nil || o.Bucket == "" || o.Signer == nil {
+		return nil, errors.New("recordexport: JS, Store, Publisher, Bucket and Signer are required")
 	}
 	if o.ProgressInterval <= 0 {
 		o.ProgressInterval = DefaultProgressInterval
@@ -159,6 +164,9 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 			return nil, fmt.Errorf("recordexport: bucket %s: %w", name, err)
 		}
 	}
+	if e.dir, err = access.OpenDirectory(ctx, o.JS); err != nil {
+		return nil, fmt.Errorf("recordexport: %w", err)
+	}
 	return e, nil
 }
 
@@ -182,6 +190,9 @@ var (
 // a bus.Permanent error for tasks no retry can fix; any other error for
 // transient failures.
 func (e *Exporter) Handle(ctx context.Context, msg jetstream.Msg) error {
+	if err := e.opts.Signer.VerifyMsg(msg); err != nil {
+		return err
+	}
 	var task exportv1.ExportTask
 	if err := bus.Decode(msg, &task); err != nil {
 		return err
@@ -193,6 +204,10 @@ func (e *Exporter) Handle(ctx context.Context, msg jetstream.Msg) error {
 func (e *Exporter) Terminated(ctx context.Context, msg jetstream.Msg, cause error) {
 	var task exportv1.ExportTask
 	if err := proto.Unmarshal(msg.Data(), &task); err != nil || bus.Token(task.GetJobId()) != nil {
+		return
+	}
+	if errors.Is(cause, bus.ErrBadSignature) {
+		// Not the gateway's task: the job it names is not its to fail.
 		return
 	}
 	reason := bus.Reason(cause)
@@ -222,7 +237,9 @@ func (e *Exporter) fail(ctx context.Context, task *exportv1.ExportTask, reason s
 
 // plan is a validated task.
 type plan struct {
-	task      *exportv1.ExportTask
+	task *exportv1.ExportTask
+	// grant is what the task may read.
+	grant     *access.Grant
 	resource  string
 	format    recordrender.Format
 	fields    []string // canonical column names, output order
@@ -391,6 +408,9 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 	if err != nil {
 		return err
 	}
+	if p.grant, err = e.authorize(ctx, task); err != nil {
+		return err
+	}
 	job, err := e.readJob(ctx, task.GetJobId())
 	if err != nil {
 		return err
@@ -437,6 +457,23 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 	log.InfoContext(ctx, "records exported", "records", res.rows, "bytes", res.bytes, "files", len(res.files),
 		"scanned", res.scanned, "skipped", res.skipped, "resumed", res.resumed, "duration", e.now().Sub(start).String())
 	return nil
+}
+
+// ReasonNotAllowed is the rejection of a task whose scope reads nothing:
+// its user is gone, left the organization, or the task names none.
+const ReasonNotAllowed = "You are not allowed to export this data."
+
+// authorize resolves the task's scope against the directory as it stands
+// now; the task must be its owner's.
+func (e *Exporter) authorize(ctx context.Context, task *exportv1.ExportTask) (*access.Grant, error) {
+	g, err := e.dir.ResolveTask(ctx, task)
+	switch {
+	case errors.Is(err, access.ErrDenied):
+		return nil, reject(ReasonNotAllowed)
+	case err != nil:
+		return nil, fmt.Errorf("resolve scope: %w", err)
+	}
+	return g, nil
 }
 
 func partPrefix(task *exportv1.ExportTask) string {
@@ -500,7 +537,7 @@ func (e *Exporter) run(ctx context.Context, log *slog.Logger, p *plan, job *expo
 		s.resume(cp.files(s.contentType()), cp.Rows)
 		res.scanned, res.skipped, res.resumed = cp.Scanned, cp.Skipped, true
 	}
-	src, err := e.source(ctx, p.resource, &res.skipped, from)
+	src, err := e.source(ctx, p.resource, p.grant, &res.skipped, from)
 	if err != nil {
 		return nil, err
 	}

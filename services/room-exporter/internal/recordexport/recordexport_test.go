@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -29,6 +28,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/room-exporter/internal/recordexport"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
@@ -61,13 +61,43 @@ func setup(t *testing.T) *env {
 	require.NoError(t, ms.Store.EnsureBucket(ctx, assetBucket))
 	d := demo.Generate()
 	require.NoError(t, demo.Seed(ctx, ns.JS, ms.Store, assetBucket, d, slog.New(slog.DiscardHandler)))
-	return &env{ns: ns, store: ms.Store, pub: bus.NewPublisher(ns.JS, nil), data: d, tmp: t.TempDir()}
+	e := &env{ns: ns, store: ms.Store, pub: bus.NewPublisher(ns.JS, nil), data: d, tmp: t.TempDir()}
+	// The tests' exports run as an operator of acme who may read every
+	// room and user; the records they expect are acme's.
+	e.putKV(t, bus.BucketUsers, operator.GetId(), operator)
+	e.putKV(t, bus.BucketOrgMembers, operator.GetId()+"."+testOrg, &sourcev1.OrganizationMembership{UserId: operator.GetId(), OrganizationId: testOrg})
+	for res, recs := range d.Records {
+		var own []*sourcev1.Record
+		for _, r := range recs {
+			if r.GetOrganizationId() == testOrg {
+				own = append(own, r)
+			}
+		}
+		d.Records[res] = own
+	}
+	return e
+}
+
+// testOrg is the organization of the tests' record exports.
+const testOrg = "acme"
+
+// operator owns the tests' exports.
+var operator = &sourcev1.User{Id: "operator", Username: "operator", Roles: []string{"admin", "compliance-officer"}}
+
+func (e *env) putKV(t testing.TB, bucket, key string, m proto.Message) {
+	t.Helper()
+	kv, err := e.ns.JS.KeyValue(t.Context(), bucket)
+	require.NoError(t, err)
+	b, err := proto.Marshal(m)
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), key, b)
+	require.NoError(t, err)
 }
 
 func (e *env) exporter(t *testing.T, configure func(*recordexport.Options)) *recordexport.Exporter {
 	t.Helper()
 	o := recordexport.Options{JS: e.ns.JS, Store: e.store, Publisher: e.pub, Bucket: bucket, TempDir: e.tmp,
-		CancelInterval: 50 * time.Millisecond}
+		CancelInterval: 50 * time.Millisecond, Signer: bustest.TaskSigner(t)}
 	if configure != nil {
 		configure(&o)
 	}
@@ -83,7 +113,7 @@ func (e *env) task(t *testing.T, format exportv1.Format, scope *exportv1.Records
 	id := fmt.Sprintf("job%d", e.seq)
 	e.putJob(t, &exportv1.Job{Id: id, Name: "Test export " + id, State: exportv1.JobState_JOB_STATE_PROCESSING, Kind: exportv1.JobKind_JOB_KIND_RECORDS})
 	return &exportv1.ExportTask{JobId: id, Kind: exportv1.JobKind_JOB_KIND_RECORDS, PartKind: exportv1.PartKind_PART_KIND_RECORDS,
-		Format: format, OwnerId: "owner", PartsTotal: 1, Records: scope}
+		Format: format, OwnerId: operator.GetId(), PartsTotal: 1, Records: scope, Scope: access.ScopeFor(operator, testOrg)}
 }
 
 func (e *env) putJob(t testing.TB, job *exportv1.Job) {
@@ -421,7 +451,7 @@ func TestRecordExports(t *testing.T) {
 			header   []string
 		}{
 			{"rooms", len(e.data.Rooms), []string{"id", "name", "type", "topic", "usernames", "createdTime"}},
-			{"users", len(e.data.Users), []string{"id", "username", "name", "email", "roles", "createdTime"}},
+			{"users", len(e.data.Users) + 1, []string{"id", "username", "name", "email", "roles", "createdTime"}},
 			{"messages", func() int {
 				n := 0
 				for _, m := range e.data.Messages {
@@ -532,8 +562,5 @@ func publishTask(t *testing.T, js jetstream.JetStream, task *exportv1.ExportTask
 	t.Helper()
 	subject, err := bus.TaskSubject(bus.TaskRecords)
 	require.NoError(t, err)
-	b, err := proto.Marshal(task)
-	require.NoError(t, err)
-	_, err = js.PublishMsg(t.Context(), &nats.Msg{Subject: subject, Data: b, Header: nats.Header{"Nats-Msg-Id": []string{task.GetJobId() + ".task.0"}}})
-	require.NoError(t, err)
+	require.NoError(t, bus.NewPublisher(js, nil).PublishTask(t.Context(), bustest.TaskSigner(t), subject, task.GetJobId()+".task.0", task))
 }

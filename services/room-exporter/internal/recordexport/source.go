@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/recordquery"
 )
@@ -46,27 +47,71 @@ type resumeAt struct {
 // replayBatch bounds the ordered consumer's buffer (records are small).
 const replayBatch = 256
 
-// source returns the resource's records; from, when set, continues a
-// stream source where a checkpoint left it (ignored by key-value sources,
-// which callers do not resume).
-func (e *Exporter) source(ctx context.Context, resource string, skipped *uint64, from *resumeAt) (*source, error) {
+// maxFilterSubjects bounds the subjects an ordered consumer filters on; a
+// user reading more rooms than this replays the whole chat stream and
+// drops other rooms' messages before decoding them into anything.
+const maxFilterSubjects = 256
+
+// source returns the resource's records that g may read; from, when set,
+// continues a stream source where a checkpoint left it (ignored by
+// key-value sources, which callers do not resume).
+//
+// What g reads: transactions and events of its organization only (the
+// subject holds the organization, so no other tenant's record is even
+// delivered); messages of the rooms it may read; rooms it may read (every
+// room with view-room-administration); its own user profile (every user's
+// with view-full-other-user-info).
+func (e *Exporter) source(ctx context.Context, resource string, g *access.Grant, skipped *uint64, from *resumeAt) (*source, error) {
 	switch resource {
 	case recordquery.ResourceTransactions, recordquery.ResourceEvents:
-		subject, err := bus.RecordSubject(resource)
-		if err != nil {
-			return nil, err
+		org := g.Organization
+		if org == "" {
+			return nil, reject("%s belong to an organization, and the export names none you are a member of", resource)
 		}
-		return e.streamSource(ctx, e.records, bus.StreamRecords, subject, from, func(data []byte, f visit) error {
+		subject, err := bus.RecordSubject(resource, org)
+		if err != nil {
+			return nil, reject("invalid organization")
+		}
+		return e.streamSource(ctx, e.records, bus.StreamRecords, []string{subject}, from, func(_ string, data []byte, f visit) error {
 			var r sourcev1.Record
 			if err := proto.Unmarshal(data, &r); err != nil {
+				*skipped++
+				return nil
+			}
+			if r.GetOrganizationId() != org {
+				// Published on the tenant's subject with another tenant's
+				// id: the record is not provably this tenant's.
 				*skipped++
 				return nil
 			}
 			return f(r.GetId(), recordGetter(&r))
 		})
 	case recordquery.ResourceMessages:
-		// Every room's subject, in stream (publication) order.
-		return e.streamSource(ctx, e.chat, bus.StreamChatMessages, "", from, func(data []byte, f visit) error {
+		rooms, all, err := g.ReadableRooms(ctx)
+		if err != nil {
+			return nil, err
+		}
+		readable := map[string]bool{}
+		var subjects []string
+		for _, r := range rooms {
+			subject, err := bus.ChatSubject(r.GetId())
+			if err != nil {
+				continue
+			}
+			readable[subject] = true
+			subjects = append(subjects, subject)
+		}
+		if all {
+			subjects = nil // every room's subject, in stream (publication) order
+		} else if len(subjects) == 0 {
+			return &source{each: func(context.Context, visit) error { return nil }}, nil
+		} else if len(subjects) > maxFilterSubjects {
+			subjects = []string{bus.ChatSubjectAll}
+		}
+		return e.streamSource(ctx, e.chat, bus.StreamChatMessages, subjects, from, func(subject string, data []byte, f visit) error {
+			if !all && !readable[subject] {
+				return nil
+			}
 			var m sourcev1.ChatMessage
 			if err := proto.Unmarshal(data, &m); err != nil {
 				*skipped++
@@ -75,16 +120,29 @@ func (e *Exporter) source(ctx context.Context, resource string, skipped *uint64,
 			return f(m.GetId(), messageGetter(&m))
 		})
 	case recordquery.ResourceRooms:
-		return e.kvSource(ctx, e.rooms, func(data []byte, f visit) error {
+		var keep func(*sourcev1.Room) (bool, error)
+		if !g.Has(access.PermViewRoomAdministration) {
+			keep = func(r *sourcev1.Room) (bool, error) { return g.CanReadRoom(ctx, r) }
+		}
+		return e.kvSource(ctx, e.rooms, nil, func(data []byte, f visit) error {
 			var r sourcev1.Room
 			if err := proto.Unmarshal(data, &r); err != nil {
 				*skipped++
 				return nil
 			}
+			if keep != nil {
+				if ok, err := keep(&r); err != nil || !ok {
+					return err
+				}
+			}
 			return f(r.GetId(), roomGetter(&r))
 		})
 	case recordquery.ResourceUsers:
-		return e.kvSource(ctx, e.users, func(data []byte, f visit) error {
+		var only []string
+		if !g.Has(access.PermViewFullOtherUserInfo) {
+			only = []string{g.User.GetId()}
+		}
+		return e.kvSource(ctx, e.users, only, func(data []byte, f visit) error {
 			var u sourcev1.User
 			if err := proto.Unmarshal(data, &u); err != nil {
 				*skipped++
@@ -96,40 +154,31 @@ func (e *Exporter) source(ctx context.Context, resource string, skipped *uint64,
 	return nil, fmt.Errorf("no source for resource %q", resource)
 }
 
-// streamSource replays a stream (one subject, or all when subject is "")
-// up to the last sequence it held when the export started, so an export
-// ends even while records keep arriving and two attempts see the same
-// records. With from, the replay starts at from.seq and keeps the first
-// attempt's end and total.
-func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, streamName, subject string,
-	from *resumeAt, decode func([]byte, visit) error,
+// streamSource replays a stream (the given subjects, or all when there
+// are none) up to the last sequence it held when the export started, so an
+// export ends even while records keep arriving and two attempts see the
+// same records. With from, the replay starts at from.seq and keeps the
+// first attempt's end and total. decode gets each message's subject.
+func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, streamName string, subjects []string,
+	from *resumeAt, decode func(string, []byte, visit) error,
 ) (*source, error) {
 	var total, lastSeq uint64
 	switch {
 	case from != nil:
 		total, lastSeq = from.total, from.lastSeq
-	case subject == "":
+	case len(subjects) == 0:
 		info, err := stream.Info(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("stream info %s: %w", streamName, err)
 		}
 		total, lastSeq = info.State.Msgs, info.State.LastSeq
 	default:
-		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
-		if err != nil {
-			return nil, fmt.Errorf("stream info %s: %w", subject, err)
-		}
-		total = info.State.Subjects[subject]
-		if total > 0 {
-			last, err := stream.GetLastMsgForSubject(ctx, subject)
-			switch {
-			case errors.Is(err, jetstream.ErrMsgNotFound):
-				total = 0
-			case err != nil:
-				return nil, fmt.Errorf("last message of %s: %w", subject, err)
-			default:
-				lastSeq = last.Sequence
+		for _, subject := range subjects {
+			n, last, err := subjectState(ctx, stream, subject)
+			if err != nil {
+				return nil, err
 			}
+			total, lastSeq = total+n, max(lastSeq, last)
 		}
 	}
 	src := &source{total: total, stream: true, lastSeq: lastSeq}
@@ -145,8 +194,8 @@ func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, st
 		if from != nil {
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from.seq
 		}
-		if subject != "" {
-			cfg.FilterSubjects = []string{subject}
+		if len(subjects) > 0 {
+			cfg.FilterSubjects = subjects
 		}
 		cons, err := stream.OrderedConsumer(ctx, cfg)
 		if err != nil {
@@ -182,7 +231,7 @@ func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, st
 				e.opts.onRead(seq)
 			}
 			src.seq = seq
-			if err := decode(msg.Data(), f); err != nil {
+			if err := decode(msg.Subject(), msg.Data(), f); err != nil {
 				return err
 			}
 			// NumPending guards against a last message deleted meanwhile
@@ -193,6 +242,29 @@ func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, st
 		}
 	}
 	return src, nil
+}
+
+// subjectState is how many messages subject (a wildcard counts every
+// subject it matches) holds and the sequence of the last.
+func subjectState(ctx context.Context, stream jetstream.Stream, subject string) (total, lastSeq uint64, err error) {
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, 0, fmt.Errorf("stream info %s: %w", subject, err)
+	}
+	for _, n := range info.State.Subjects {
+		total += n
+	}
+	if total == 0 {
+		return 0, 0, nil
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, 0, nil
+	case err != nil:
+		return 0, 0, fmt.Errorf("last message of %s: %w", subject, err)
+	}
+	return total, last.Sequence, nil
 }
 
 func (e *Exporter) deleteConsumer(ctx context.Context, stream string, cons jetstream.Consumer) {
@@ -207,13 +279,21 @@ func (e *Exporter) deleteConsumer(ctx context.Context, stream string, cons jetst
 	}
 }
 
-// kvSource reads a bucket in key order. The key list is held in memory:
-// rooms and users are directory data, orders of magnitude fewer than
-// messages or records.
-func (e *Exporter) kvSource(ctx context.Context, kv jetstream.KeyValue, decode func([]byte, visit) error) (*source, error) {
-	var keys []string
-	lister, err := kv.ListKeys(ctx)
+// kvSource reads a bucket in key order, or only the keys in only when it
+// is not nil. The key list is held in memory: rooms and users are
+// directory data, orders of magnitude fewer than messages or records.
+func (e *Exporter) kvSource(ctx context.Context, kv jetstream.KeyValue, only []string, decode func([]byte, visit) error) (*source, error) {
+	var (
+		keys   []string
+		lister jetstream.KeyLister
+		err    error
+	)
+	if only == nil {
+		lister, err = kv.ListKeys(ctx)
+	}
 	switch {
+	case only != nil:
+		keys = slices.Clone(only)
 	case errors.Is(err, jetstream.ErrNoKeysFound):
 	case err != nil:
 		return nil, fmt.Errorf("list keys of %s: %w", kv.Bucket(), err)

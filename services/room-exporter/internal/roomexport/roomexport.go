@@ -32,6 +32,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
@@ -55,6 +56,8 @@ type Options struct {
 	Publisher *bus.Publisher
 	// Bucket receives the parts (the exports bucket).
 	Bucket string
+	// Signer verifies that tasks come from the gateway; required.
+	Signer *bus.TaskSigner
 	// AssetBucket holds the files users uploaded (source assets); a
 	// user-data download's assets part points into it. Defaults to
 	// config.DefaultAssetBucket.
@@ -101,14 +104,16 @@ type Exporter struct {
 	members jetstream.KeyValue
 	// checkpoints holds how far long room exports got; see resume.go.
 	checkpoints jetstream.KeyValue
-	store       *blob.Store
-	pub         *bus.Publisher
-	bucket      string
-	formats     map[exportv1.Format]Format
-	opts        Options
-	log         *slog.Logger
-	now         func() time.Time
-	tracer      trace.Tracer
+	// dir bounds what a task reads by its scope.
+	dir     *access.Directory
+	store   *blob.Store
+	pub     *bus.Publisher
+	bucket  string
+	formats map[exportv1.Format]Format
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
+	tracer  trace.Tracer
 
 	exported metric.Int64Counter
 	duration metric.Float64Histogram
@@ -117,8 +122,8 @@ type Exporter struct {
 // New returns an Exporter. It looks up the chat stream and the rooms and
 // jobs buckets, which must exist (bus.EnsureTopology).
 func New(ctx context.Context, o Options) (*Exporter, error) {
-	if o.JS == nil || o.Store == nil || o.Publisher == nil || o.Bucket == "" {
-		return nil, errors.New("roomexport: JS, Store, Publisher and Bucket are required")
+	if o.JS == nil || o.Store == nil || o.Publisher == nil || o.Bucket == "" || o.Signer == nil {
+		return nil, errors.New("roomexport: JS, Store, Publisher, Bucket and Signer are required")
 	}
 	if o.AssetBucket == "" {
 		o.AssetBucket = config.DefaultAssetBucket
@@ -172,6 +177,10 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("roomexport: bucket %s: %w", bus.BucketCheckpoints, err)
 	}
+	dir, err := access.OpenDirectory(ctx, o.JS)
+	if err != nil {
+		return nil, fmt.Errorf("roomexport: %w", err)
+	}
 	meter := o.MeterProvider.Meter(instrumentation)
 	exported, err := meter.Int64Counter("dataport.roomexport.messages",
 		metric.WithUnit("{message}"), metric.WithDescription("Chat messages written into export files."))
@@ -184,7 +193,7 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 		return nil, fmt.Errorf("roomexport: histogram: %w", err)
 	}
 	return &Exporter{
-		js: o.JS, chat: chat, rooms: rooms, jobs: jobs, users: users, members: members, checkpoints: checkpoints,
+		js: o.JS, chat: chat, rooms: rooms, jobs: jobs, users: users, members: members, checkpoints: checkpoints, dir: dir,
 		store: o.Store, pub: o.Publisher, bucket: o.Bucket,
 		formats: formats(), opts: o, log: o.Logger, now: o.Now,
 		tracer:   o.TracerProvider.Tracer(instrumentation),
@@ -207,6 +216,9 @@ func reject(format string, args ...any) error {
 // bus.Permanent error for tasks no retry can fix, and any other error for
 // transient failures (NATS, MinIO), which the consume loop retries.
 func (e *Exporter) Handle(ctx context.Context, msg jetstream.Msg) error {
+	if err := e.opts.Signer.VerifyMsg(msg); err != nil {
+		return err
+	}
 	var task exportv1.ExportTask
 	if err := bus.Decode(msg, &task); err != nil {
 		return err
@@ -222,6 +234,10 @@ func (e *Exporter) Terminated(ctx context.Context, msg jetstream.Msg, cause erro
 	var task exportv1.ExportTask
 	if err := proto.Unmarshal(msg.Data(), &task); err != nil || bus.Token(task.GetJobId()) != nil {
 		// Nothing tells which job this was; the consume loop logged it.
+		return
+	}
+	if errors.Is(cause, bus.ErrBadSignature) {
+		// Not the gateway's task: the job it names is not its to fail.
 		return
 	}
 	reason := bus.Reason(cause)
@@ -286,6 +302,9 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 	}()
 
 	if err := e.validateTask(task, kind); err != nil {
+		return err
+	}
+	if err := e.authorize(ctx, task, kind); err != nil {
 		return err
 	}
 	if err := e.checkCanceled(ctx, task.GetJobId()); err != nil {
@@ -537,6 +556,49 @@ func (e *Exporter) validateTask(task *exportv1.ExportTask, kind exportv1.PartKin
 	default:
 		if err := bus.Token(task.GetUserId()); err != nil {
 			return reject("invalid user id %q", task.GetUserId())
+		}
+	}
+	return nil
+}
+
+// ReasonNotAllowed is the rejection of a task its scope does not cover.
+const ReasonNotAllowed = "You are not allowed to export this room or user's data."
+
+// authorize checks the task against its scope as the directory stands
+// now, whatever the gateway checked when it accepted the request: a task
+// is its owner's; a room export or room mail needs mail-messages; every
+// room part needs a room the user may read (Rocket.Chat's rule); a
+// user-data part exports only the scope's own user.
+func (e *Exporter) authorize(ctx context.Context, task *exportv1.ExportTask, kind exportv1.PartKind) error {
+	g, err := e.dir.ResolveTask(ctx, task)
+	switch {
+	case errors.Is(err, access.ErrDenied):
+		return reject(ReasonNotAllowed)
+	case err != nil:
+		return fmt.Errorf("resolve scope: %w", err)
+	}
+	switch kind {
+	case exportv1.PartKind_PART_KIND_ROOM, exportv1.PartKind_PART_KIND_ROOM_MAIL:
+		if task.GetKind() != exportv1.JobKind_JOB_KIND_USER_DATA && !g.Has(access.PermMailMessages) {
+			return reject(ReasonNotAllowed)
+		}
+		if task.GetKind() == exportv1.JobKind_JOB_KIND_USER_DATA && task.GetUserId() != "" && task.GetUserId() != g.User.GetId() {
+			return reject(ReasonNotAllowed)
+		}
+		room, err := e.loadRoom(ctx, task.GetRoom().GetRoomId())
+		if err != nil {
+			return err
+		}
+		ok, err := g.CanReadRoom(ctx, room)
+		if err != nil {
+			return fmt.Errorf("room access: %w", err)
+		}
+		if !ok {
+			return reject(ReasonNotAllowed)
+		}
+	default:
+		if task.GetUserId() != g.User.GetId() {
+			return reject(ReasonNotAllowed)
 		}
 	}
 	return nil

@@ -20,6 +20,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/room-exporter/internal/roomexport"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
@@ -47,13 +48,16 @@ func start(t testing.TB, configure func(*roomexport.Options)) *harness {
 	h := &harness{js: ns.JS, store: ms.Store, pub: bus.NewPublisher(ns.JS, nil)}
 
 	topo := bustest.Topology()
-	o := roomexport.Options{JS: ns.JS, Store: ms.Store, Publisher: h.pub, Bucket: bucket, MaxDeliver: topo.TaskMaxDeliver}
+	o := roomexport.Options{JS: ns.JS, Store: ms.Store, Publisher: h.pub, Bucket: bucket, MaxDeliver: topo.TaskMaxDeliver,
+		Signer: bustest.TaskSigner(t)}
 	if configure != nil {
 		configure(&o)
 	}
 	exp, err := roomexport.New(ctx, o)
 	require.NoError(t, err)
 	h.exp = exp
+	// The owner of the tests' room exports may read any room.
+	h.putKV(t, bus.BucketUsers, "u-owner", owner)
 	cons, err := bus.EnsureConsumer(ctx, ns.JS, topo, bus.ConsumerRoomExporter)
 	require.NoError(t, err)
 
@@ -138,7 +142,7 @@ func (h *harness) publishTask(t testing.TB, msgID string, task *exportv1.ExportT
 	t.Helper()
 	subject, err := bus.TaskSubject(bus.TaskRoom)
 	require.NoError(t, err)
-	require.NoError(t, h.pub.Publish(t.Context(), subject, msgID, task))
+	require.NoError(t, h.pub.PublishTask(t.Context(), bustest.TaskSigner(t), subject, msgID, task))
 }
 
 // event waits for the last event of kind ev for job and decodes it into m.
@@ -278,6 +282,10 @@ func fixtureMessage(roomID string, i int) *sourcev1.ChatMessage {
 	return m
 }
 
+// owner is the user of the tests' room exports: an admin (mail-messages)
+// who may also read rooms they are not in (export-any-room).
+var owner = &sourcev1.User{Id: "u-owner", Username: "owner", Roles: []string{"admin", "compliance-officer"}}
+
 func roomTask(jobID, roomID string, from, to *time.Time) *exportv1.ExportTask {
 	scope := &exportv1.RoomScope{RoomId: roomID}
 	if from != nil {
@@ -290,6 +298,7 @@ func roomTask(jobID, roomID string, from, to *time.Time) *exportv1.ExportTask {
 		JobId: jobID, OccurredAt: timestamppb.Now(),
 		Kind: exportv1.JobKind_JOB_KIND_ROOM, Format: exportv1.Format_FORMAT_JSON,
 		OwnerId: "u-owner", Part: 0, PartsTotal: 1, Room: scope,
+		Scope: access.ScopeFor(owner, ""),
 	}
 }
 

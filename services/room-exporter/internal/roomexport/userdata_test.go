@@ -17,6 +17,8 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/room-exporter/internal/roomexport"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 )
 
@@ -43,6 +45,7 @@ func userTask(jobID string, part uint32, kind exportv1.PartKind, format exportv1
 	return &exportv1.ExportTask{
 		JobId: jobID, OccurredAt: timestamppb.Now(), Kind: exportv1.JobKind_JOB_KIND_USER_DATA,
 		Format: format, OwnerId: "ualice", UserId: "ualice", Part: part, PartsTotal: 5, PartKind: kind,
+		Scope: &exportv1.Scope{UserId: "ualice", Permissions: []string{string(access.PermViewCRoom)}},
 	}
 }
 
@@ -191,15 +194,17 @@ func TestExportUserData(t *testing.T) {
 		assert.Equal(t, uint64(1), progress.GetProgress().GetRecords())
 	})
 
-	t.Run("unknown user is rejected", func(t *testing.T) {
-		job := jobID + "-nouser"
-		task := userTask(job, 1, exportv1.PartKind_PART_KIND_USER_PROFILE, exportv1.Format_FORMAT_JSON)
-		task.UserId = "nobody"
-		h.publishTask(t, job+".task.1", task)
-		var failed exportv1.ExportFailed
-		h.event(t, bus.EventFailed, job, &failed)
-		assert.Equal(t, "user nobody not found", failed.GetReason())
-		assert.True(t, failed.GetRejected())
+	t.Run("another user's data is refused", func(t *testing.T) {
+		for _, other := range []string{"nobody", "ubob"} {
+			job := jobID + "-other-" + other
+			task := userTask(job, 1, exportv1.PartKind_PART_KIND_USER_PROFILE, exportv1.Format_FORMAT_JSON)
+			task.UserId = other
+			h.publishTask(t, job+".task.1", task)
+			var failed exportv1.ExportFailed
+			h.event(t, bus.EventFailed, job, &failed)
+			assert.Equal(t, roomexport.ReasonNotAllowed, failed.GetReason())
+			assert.True(t, failed.GetRejected())
+		}
 	})
 }
 
@@ -216,7 +221,7 @@ func TestExportRoomMail(t *testing.T) {
 	const jobID = "job-mail"
 	task := &exportv1.ExportTask{
 		JobId: jobID, OccurredAt: timestamppb.Now(), Kind: exportv1.JobKind_JOB_KIND_ROOM_MAIL, Format: exportv1.Format_FORMAT_HTML,
-		OwnerId: "u-owner", PartsTotal: 1, PartKind: exportv1.PartKind_PART_KIND_ROOM_MAIL,
+		OwnerId: "u-owner", PartsTotal: 1, PartKind: exportv1.PartKind_PART_KIND_ROOM_MAIL, Scope: access.ScopeFor(owner, ""),
 		Room: &exportv1.RoomScope{RoomId: "MAIL"},
 		Mail: &exportv1.MailScope{
 			ToEmails: []string{"x@example.com"}, Subject: "Selected",

@@ -43,7 +43,11 @@ type ExportTask struct {
 	Records    *RecordsScope `protobuf:"bytes,12,opt,name=records,proto3" json:"records,omitempty"`
 	Mail       *MailScope    `protobuf:"bytes,13,opt,name=mail,proto3" json:"mail,omitempty"`
 	// File name the part should produce (without chunk suffixes).
-	TargetFile    string `protobuf:"bytes,14,opt,name=target_file,json=targetFile,proto3" json:"target_file,omitempty"`
+	TargetFile string `protobuf:"bytes,14,opt,name=target_file,json=targetFile,proto3" json:"target_file,omitempty"`
+	// Whose data the task may read. The task's bytes are signed by the
+	// gateway (header Dataport-Task-Signature); exporters refuse unsigned
+	// or altered tasks.
+	Scope         *Scope `protobuf:"bytes,15,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -174,6 +178,13 @@ func (x *ExportTask) GetTargetFile() string {
 		return x.TargetFile
 	}
 	return ""
+}
+
+func (x *ExportTask) GetScope() *Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
 }
 
 // ExportRequested records that a job was accepted.
@@ -899,7 +910,7 @@ var File_dataport_export_v1_events_proto protoreflect.FileDescriptor
 
 const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1fdataport/export/v1/events.proto\x12\x12dataport.export.v1\x1a\x1cdataport/export/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x04\n" +
+	"\x1fdataport/export/v1/events.proto\x12\x12dataport.export.v1\x1a\x1cdataport/export/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x04\n" +
 	"\n" +
 	"ExportTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
@@ -920,7 +931,8 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\arecords\x18\f \x01(\v2 .dataport.export.v1.RecordsScopeR\arecords\x121\n" +
 	"\x04mail\x18\r \x01(\v2\x1d.dataport.export.v1.MailScopeR\x04mail\x12\x1f\n" +
 	"\vtarget_file\x18\x0e \x01(\tR\n" +
-	"targetFile\"\x90\x01\n" +
+	"targetFile\x12/\n" +
+	"\x05scope\x18\x0f \x01(\v2\x19.dataport.export.v1.ScopeR\x05scope\"\x90\x01\n" +
 	"\x0fExportRequested\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1018,9 +1030,10 @@ var file_dataport_export_v1_events_proto_goTypes = []any{
 	(PartKind)(0),                 // 15: dataport.export.v1.PartKind
 	(*RecordsScope)(nil),          // 16: dataport.export.v1.RecordsScope
 	(*MailScope)(nil),             // 17: dataport.export.v1.MailScope
-	(*Job)(nil),                   // 18: dataport.export.v1.Job
-	(*Progress)(nil),              // 19: dataport.export.v1.Progress
-	(*File)(nil),                  // 20: dataport.export.v1.File
+	(*Scope)(nil),                 // 18: dataport.export.v1.Scope
+	(*Job)(nil),                   // 19: dataport.export.v1.Job
+	(*Progress)(nil),              // 20: dataport.export.v1.Progress
+	(*File)(nil),                  // 21: dataport.export.v1.File
 }
 var file_dataport_export_v1_events_proto_depIdxs = []int32{
 	11, // 0: dataport.export.v1.ExportTask.occurred_at:type_name -> google.protobuf.Timestamp
@@ -1030,28 +1043,29 @@ var file_dataport_export_v1_events_proto_depIdxs = []int32{
 	15, // 4: dataport.export.v1.ExportTask.part_kind:type_name -> dataport.export.v1.PartKind
 	16, // 5: dataport.export.v1.ExportTask.records:type_name -> dataport.export.v1.RecordsScope
 	17, // 6: dataport.export.v1.ExportTask.mail:type_name -> dataport.export.v1.MailScope
-	11, // 7: dataport.export.v1.ExportRequested.occurred_at:type_name -> google.protobuf.Timestamp
-	18, // 8: dataport.export.v1.ExportRequested.job:type_name -> dataport.export.v1.Job
-	11, // 9: dataport.export.v1.ExportQueued.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 10: dataport.export.v1.ExportProgress.occurred_at:type_name -> google.protobuf.Timestamp
-	19, // 11: dataport.export.v1.ExportProgress.progress:type_name -> dataport.export.v1.Progress
-	11, // 12: dataport.export.v1.PartUploaded.occurred_at:type_name -> google.protobuf.Timestamp
-	20, // 13: dataport.export.v1.PartUploaded.file:type_name -> dataport.export.v1.File
-	12, // 14: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
-	20, // 15: dataport.export.v1.PartUploaded.files:type_name -> dataport.export.v1.File
-	11, // 16: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 17: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
-	20, // 18: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
-	12, // 19: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
-	11, // 20: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 21: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 22: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 23: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	18, // 7: dataport.export.v1.ExportTask.scope:type_name -> dataport.export.v1.Scope
+	11, // 8: dataport.export.v1.ExportRequested.occurred_at:type_name -> google.protobuf.Timestamp
+	19, // 9: dataport.export.v1.ExportRequested.job:type_name -> dataport.export.v1.Job
+	11, // 10: dataport.export.v1.ExportQueued.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 11: dataport.export.v1.ExportProgress.occurred_at:type_name -> google.protobuf.Timestamp
+	20, // 12: dataport.export.v1.ExportProgress.progress:type_name -> dataport.export.v1.Progress
+	11, // 13: dataport.export.v1.PartUploaded.occurred_at:type_name -> google.protobuf.Timestamp
+	21, // 14: dataport.export.v1.PartUploaded.file:type_name -> dataport.export.v1.File
+	12, // 15: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
+	21, // 16: dataport.export.v1.PartUploaded.files:type_name -> dataport.export.v1.File
+	11, // 17: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 18: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
+	21, // 19: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
+	12, // 20: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
+	11, // 21: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 22: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 23: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 24: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_events_proto_init() }

@@ -341,6 +341,76 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
+// Scope is whose data an export may read. The gateway fixes it when it
+// accepts a request; exporters read nothing outside it. Exporters trust
+// only the permissions the user still holds when the task runs (the
+// intersection of these with the user's current roles), so neither a
+// forged task nor a schedule outliving a role change widens it.
+type Scope struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The authenticated user the export runs for (the job's owner).
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Tenant of business records: the organization in the request's path,
+	// or the caller's default organization. Empty when the caller belongs
+	// to none; record exports of organization data are then refused.
+	OrganizationId string `protobuf:"bytes,2,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	// Named permissions (docs/SECURITY.md) the user held at the request.
+	Permissions   []string `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Scope) Reset() {
+	*x = Scope{}
+	mi := &file_dataport_export_v1_job_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Scope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Scope) ProtoMessage() {}
+
+func (x *Scope) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_job_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Scope.ProtoReflect.Descriptor instead.
+func (*Scope) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Scope) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Scope) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *Scope) GetPermissions() []string {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
 // RoomScope selects one room's messages in an inclusive time range.
 // An unset bound means "from the beginning" or "until now".
 type RoomScope struct {
@@ -354,7 +424,7 @@ type RoomScope struct {
 
 func (x *RoomScope) Reset() {
 	*x = RoomScope{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[0]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +436,7 @@ func (x *RoomScope) String() string {
 func (*RoomScope) ProtoMessage() {}
 
 func (x *RoomScope) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[0]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +449,7 @@ func (x *RoomScope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomScope.ProtoReflect.Descriptor instead.
 func (*RoomScope) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{0}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *RoomScope) GetRoomId() string {
@@ -420,7 +490,7 @@ type DateRange struct {
 
 func (x *DateRange) Reset() {
 	*x = DateRange{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[1]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +502,7 @@ func (x *DateRange) String() string {
 func (*DateRange) ProtoMessage() {}
 
 func (x *DateRange) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[1]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +515,7 @@ func (x *DateRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DateRange.ProtoReflect.Descriptor instead.
 func (*DateRange) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DateRange) GetStart() string {
@@ -511,7 +581,7 @@ type RecordsScope struct {
 
 func (x *RecordsScope) Reset() {
 	*x = RecordsScope{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[2]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +593,7 @@ func (x *RecordsScope) String() string {
 func (*RecordsScope) ProtoMessage() {}
 
 func (x *RecordsScope) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[2]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +606,7 @@ func (x *RecordsScope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsScope.ProtoReflect.Descriptor instead.
 func (*RecordsScope) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RecordsScope) GetResource() string {
@@ -621,7 +691,7 @@ type MailScope struct {
 
 func (x *MailScope) Reset() {
 	*x = MailScope{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[3]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +703,7 @@ func (x *MailScope) String() string {
 func (*MailScope) ProtoMessage() {}
 
 func (x *MailScope) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[3]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +716,7 @@ func (x *MailScope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MailScope.ProtoReflect.Descriptor instead.
 func (*MailScope) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MailScope) GetToEmails() []string {
@@ -686,7 +756,7 @@ type Recurrence struct {
 
 func (x *Recurrence) Reset() {
 	*x = Recurrence{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[4]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +768,7 @@ func (x *Recurrence) String() string {
 func (*Recurrence) ProtoMessage() {}
 
 func (x *Recurrence) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[4]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +781,7 @@ func (x *Recurrence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recurrence.ProtoReflect.Descriptor instead.
 func (*Recurrence) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Recurrence) GetInstruction() string {
@@ -762,7 +832,7 @@ type PartStatus struct {
 
 func (x *PartStatus) Reset() {
 	*x = PartStatus{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[5]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +844,7 @@ func (x *PartStatus) String() string {
 func (*PartStatus) ProtoMessage() {}
 
 func (x *PartStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[5]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +857,7 @@ func (x *PartStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartStatus.ProtoReflect.Descriptor instead.
 func (*PartStatus) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PartStatus) GetPart() uint32 {
@@ -859,7 +929,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[6]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +941,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[6]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +954,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Progress) GetPercent() uint32 {
@@ -930,7 +1000,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[7]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1012,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[7]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1025,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *File) GetName() string {
@@ -1063,13 +1133,16 @@ type Job struct {
 	FilesExpired bool `protobuf:"varint,31,opt,name=files_expired,json=filesExpired,proto3" json:"files_expired,omitempty"`
 	// The outcome of every notification channel, one entry per channel.
 	Notifications []*NotificationStatus `protobuf:"bytes,32,rep,name=notifications,proto3" json:"notifications,omitempty"`
+	// What the job's tasks may read; copied into every task. Schedules keep
+	// it for their runs.
+	Scope         *Scope `protobuf:"bytes,34,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[8]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1154,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[8]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1167,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Job) GetId() string {
@@ -1321,6 +1394,13 @@ func (x *Job) GetNotifications() []*NotificationStatus {
 	return nil
 }
 
+func (x *Job) GetScope() *Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
 // NotificationStatus is the last outcome of one notification channel.
 type NotificationStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1336,7 +1416,7 @@ type NotificationStatus struct {
 
 func (x *NotificationStatus) Reset() {
 	*x = NotificationStatus{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[9]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1428,7 @@ func (x *NotificationStatus) String() string {
 func (*NotificationStatus) ProtoMessage() {}
 
 func (x *NotificationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[9]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1441,7 @@ func (x *NotificationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotificationStatus.ProtoReflect.Descriptor instead.
 func (*NotificationStatus) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NotificationStatus) GetChannel() string {
@@ -1396,7 +1476,11 @@ var File_dataport_export_v1_job_proto protoreflect.FileDescriptor
 
 const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x1cdataport/export/v1/job.proto\x12\x12dataport.export.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\x1cdataport/export/v1/job.proto\x12\x12dataport.export.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n" +
+	"\x05Scope\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
+	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12 \n" +
+	"\vpermissions\x18\x03 \x03(\tR\vpermissions\"\x80\x01\n" +
 	"\tRoomScope\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12.\n" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
@@ -1455,7 +1539,7 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
-	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xc1\n" +
+	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xf2\n" +
 	"\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
@@ -1497,7 +1581,8 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12#\n" +
 	"\rfiles_expired\x18\x1f \x01(\bR\ffilesExpired\x12L\n" +
-	"\rnotifications\x18  \x03(\v2&.dataport.export.v1.NotificationStatusR\rnotifications\"\x90\x01\n" +
+	"\rnotifications\x18  \x03(\v2&.dataport.export.v1.NotificationStatusR\rnotifications\x12/\n" +
+	"\x05scope\x18\" \x01(\v2\x19.dataport.export.v1.ScopeR\x05scope\"\x90\x01\n" +
 	"\x12NotificationStatus\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1e\n" +
 	"\n" +
@@ -1560,55 +1645,57 @@ func file_dataport_export_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_dataport_export_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dataport_export_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_dataport_export_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_dataport_export_v1_job_proto_goTypes = []any{
 	(JobKind)(0),                  // 0: dataport.export.v1.JobKind
 	(PartKind)(0),                 // 1: dataport.export.v1.PartKind
 	(PartState)(0),                // 2: dataport.export.v1.PartState
 	(Format)(0),                   // 3: dataport.export.v1.Format
 	(JobState)(0),                 // 4: dataport.export.v1.JobState
-	(*RoomScope)(nil),             // 5: dataport.export.v1.RoomScope
-	(*DateRange)(nil),             // 6: dataport.export.v1.DateRange
-	(*RecordsScope)(nil),          // 7: dataport.export.v1.RecordsScope
-	(*MailScope)(nil),             // 8: dataport.export.v1.MailScope
-	(*Recurrence)(nil),            // 9: dataport.export.v1.Recurrence
-	(*PartStatus)(nil),            // 10: dataport.export.v1.PartStatus
-	(*Progress)(nil),              // 11: dataport.export.v1.Progress
-	(*File)(nil),                  // 12: dataport.export.v1.File
-	(*Job)(nil),                   // 13: dataport.export.v1.Job
-	(*NotificationStatus)(nil),    // 14: dataport.export.v1.NotificationStatus
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Scope)(nil),                 // 5: dataport.export.v1.Scope
+	(*RoomScope)(nil),             // 6: dataport.export.v1.RoomScope
+	(*DateRange)(nil),             // 7: dataport.export.v1.DateRange
+	(*RecordsScope)(nil),          // 8: dataport.export.v1.RecordsScope
+	(*MailScope)(nil),             // 9: dataport.export.v1.MailScope
+	(*Recurrence)(nil),            // 10: dataport.export.v1.Recurrence
+	(*PartStatus)(nil),            // 11: dataport.export.v1.PartStatus
+	(*Progress)(nil),              // 12: dataport.export.v1.Progress
+	(*File)(nil),                  // 13: dataport.export.v1.File
+	(*Job)(nil),                   // 14: dataport.export.v1.Job
+	(*NotificationStatus)(nil),    // 15: dataport.export.v1.NotificationStatus
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_dataport_export_v1_job_proto_depIdxs = []int32{
-	15, // 0: dataport.export.v1.RoomScope.from:type_name -> google.protobuf.Timestamp
-	15, // 1: dataport.export.v1.RoomScope.to:type_name -> google.protobuf.Timestamp
-	15, // 2: dataport.export.v1.DateRange.from:type_name -> google.protobuf.Timestamp
-	15, // 3: dataport.export.v1.DateRange.to:type_name -> google.protobuf.Timestamp
-	6,  // 4: dataport.export.v1.RecordsScope.date_range:type_name -> dataport.export.v1.DateRange
-	15, // 5: dataport.export.v1.Recurrence.start:type_name -> google.protobuf.Timestamp
-	15, // 6: dataport.export.v1.Recurrence.next:type_name -> google.protobuf.Timestamp
+	16, // 0: dataport.export.v1.RoomScope.from:type_name -> google.protobuf.Timestamp
+	16, // 1: dataport.export.v1.RoomScope.to:type_name -> google.protobuf.Timestamp
+	16, // 2: dataport.export.v1.DateRange.from:type_name -> google.protobuf.Timestamp
+	16, // 3: dataport.export.v1.DateRange.to:type_name -> google.protobuf.Timestamp
+	7,  // 4: dataport.export.v1.RecordsScope.date_range:type_name -> dataport.export.v1.DateRange
+	16, // 5: dataport.export.v1.Recurrence.start:type_name -> google.protobuf.Timestamp
+	16, // 6: dataport.export.v1.Recurrence.next:type_name -> google.protobuf.Timestamp
 	1,  // 7: dataport.export.v1.PartStatus.kind:type_name -> dataport.export.v1.PartKind
 	2,  // 8: dataport.export.v1.PartStatus.state:type_name -> dataport.export.v1.PartState
 	0,  // 9: dataport.export.v1.Job.kind:type_name -> dataport.export.v1.JobKind
 	3,  // 10: dataport.export.v1.Job.format:type_name -> dataport.export.v1.Format
 	4,  // 11: dataport.export.v1.Job.state:type_name -> dataport.export.v1.JobState
-	11, // 12: dataport.export.v1.Job.progress:type_name -> dataport.export.v1.Progress
-	12, // 13: dataport.export.v1.Job.files:type_name -> dataport.export.v1.File
-	15, // 14: dataport.export.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	15, // 15: dataport.export.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	5,  // 16: dataport.export.v1.Job.room:type_name -> dataport.export.v1.RoomScope
-	10, // 17: dataport.export.v1.Job.parts:type_name -> dataport.export.v1.PartStatus
-	7,  // 18: dataport.export.v1.Job.records:type_name -> dataport.export.v1.RecordsScope
-	8,  // 19: dataport.export.v1.Job.mail:type_name -> dataport.export.v1.MailScope
-	9,  // 20: dataport.export.v1.Job.recurrence:type_name -> dataport.export.v1.Recurrence
-	15, // 21: dataport.export.v1.Job.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 22: dataport.export.v1.Job.notifications:type_name -> dataport.export.v1.NotificationStatus
-	15, // 23: dataport.export.v1.NotificationStatus.at:type_name -> google.protobuf.Timestamp
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	12, // 12: dataport.export.v1.Job.progress:type_name -> dataport.export.v1.Progress
+	13, // 13: dataport.export.v1.Job.files:type_name -> dataport.export.v1.File
+	16, // 14: dataport.export.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	16, // 15: dataport.export.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	6,  // 16: dataport.export.v1.Job.room:type_name -> dataport.export.v1.RoomScope
+	11, // 17: dataport.export.v1.Job.parts:type_name -> dataport.export.v1.PartStatus
+	8,  // 18: dataport.export.v1.Job.records:type_name -> dataport.export.v1.RecordsScope
+	9,  // 19: dataport.export.v1.Job.mail:type_name -> dataport.export.v1.MailScope
+	10, // 20: dataport.export.v1.Job.recurrence:type_name -> dataport.export.v1.Recurrence
+	16, // 21: dataport.export.v1.Job.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 22: dataport.export.v1.Job.notifications:type_name -> dataport.export.v1.NotificationStatus
+	5,  // 23: dataport.export.v1.Job.scope:type_name -> dataport.export.v1.Scope
+	16, // 24: dataport.export.v1.NotificationStatus.at:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_job_proto_init() }
@@ -1622,7 +1709,7 @@ func file_dataport_export_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dataport_export_v1_job_proto_rawDesc), len(file_dataport_export_v1_job_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -338,6 +338,90 @@ func (x *Membership) GetJoinedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// OrganizationMembership makes a user a member of an organization (a tenant
+// of business records). Kept in the KV bucket "org_members" under
+// "<userId>.<organizationId>".
+// Producer: the host platform (the seeder in development).
+type OrganizationMembership struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	UserId         string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	OrganizationId string                 `protobuf:"bytes,2,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	// Roles inside the organization; "admin" sees every member's exports
+	// of the organization.
+	Roles []string `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	// The organization used when a request names none (at most one per
+	// user; otherwise the lowest organization id wins).
+	Default       bool                   `protobuf:"varint,4,opt,name=default,proto3" json:"default,omitempty"`
+	JoinedAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OrganizationMembership) Reset() {
+	*x = OrganizationMembership{}
+	mi := &file_dataport_source_v1_chat_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrganizationMembership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrganizationMembership) ProtoMessage() {}
+
+func (x *OrganizationMembership) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_source_v1_chat_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrganizationMembership.ProtoReflect.Descriptor instead.
+func (*OrganizationMembership) Descriptor() ([]byte, []int) {
+	return file_dataport_source_v1_chat_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OrganizationMembership) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *OrganizationMembership) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *OrganizationMembership) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *OrganizationMembership) GetDefault() bool {
+	if x != nil {
+		return x.Default
+	}
+	return false
+}
+
+func (x *OrganizationMembership) GetJoinedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.JoinedAt
+	}
+	return nil
+}
+
 // UserRef names a message's author.
 type UserRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -350,7 +434,7 @@ type UserRef struct {
 
 func (x *UserRef) Reset() {
 	*x = UserRef{}
-	mi := &file_dataport_source_v1_chat_proto_msgTypes[3]
+	mi := &file_dataport_source_v1_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +446,7 @@ func (x *UserRef) String() string {
 func (*UserRef) ProtoMessage() {}
 
 func (x *UserRef) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_source_v1_chat_proto_msgTypes[3]
+	mi := &file_dataport_source_v1_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +459,7 @@ func (x *UserRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRef.ProtoReflect.Descriptor instead.
 func (*UserRef) Descriptor() ([]byte, []int) {
-	return file_dataport_source_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_dataport_source_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UserRef) GetId() string {
@@ -416,7 +500,7 @@ type Attachment struct {
 
 func (x *Attachment) Reset() {
 	*x = Attachment{}
-	mi := &file_dataport_source_v1_chat_proto_msgTypes[4]
+	mi := &file_dataport_source_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +512,7 @@ func (x *Attachment) String() string {
 func (*Attachment) ProtoMessage() {}
 
 func (x *Attachment) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_source_v1_chat_proto_msgTypes[4]
+	mi := &file_dataport_source_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +525,7 @@ func (x *Attachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
 func (*Attachment) Descriptor() ([]byte, []int) {
-	return file_dataport_source_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_dataport_source_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Attachment) GetFileId() string {
@@ -522,7 +606,7 @@ type ChatMessage struct {
 
 func (x *ChatMessage) Reset() {
 	*x = ChatMessage{}
-	mi := &file_dataport_source_v1_chat_proto_msgTypes[5]
+	mi := &file_dataport_source_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +618,7 @@ func (x *ChatMessage) String() string {
 func (*ChatMessage) ProtoMessage() {}
 
 func (x *ChatMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_source_v1_chat_proto_msgTypes[5]
+	mi := &file_dataport_source_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +631,7 @@ func (x *ChatMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMessage.ProtoReflect.Descriptor instead.
 func (*ChatMessage) Descriptor() ([]byte, []int) {
-	return file_dataport_source_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_dataport_source_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ChatMessage) GetId() string {
@@ -662,7 +746,13 @@ const file_dataport_source_v1_chat_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x17\n" +
 	"\aroom_id\x18\x02 \x01(\tR\x06roomId\x12\x14\n" +
 	"\x05roles\x18\x03 \x03(\tR\x05roles\x127\n" +
-	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt\"I\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt\"\xc3\x01\n" +
+	"\x16OrganizationMembership\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12'\n" +
+	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x14\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\x12\x18\n" +
+	"\adefault\x18\x04 \x01(\bR\adefault\x127\n" +
+	"\tjoined_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt\"I\n" +
 	"\aUserRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x12\n" +
@@ -711,33 +801,35 @@ func file_dataport_source_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_dataport_source_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dataport_source_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_dataport_source_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_dataport_source_v1_chat_proto_goTypes = []any{
-	(RoomType)(0),                 // 0: dataport.source.v1.RoomType
-	(*Room)(nil),                  // 1: dataport.source.v1.Room
-	(*User)(nil),                  // 2: dataport.source.v1.User
-	(*Membership)(nil),            // 3: dataport.source.v1.Membership
-	(*UserRef)(nil),               // 4: dataport.source.v1.UserRef
-	(*Attachment)(nil),            // 5: dataport.source.v1.Attachment
-	(*ChatMessage)(nil),           // 6: dataport.source.v1.ChatMessage
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(RoomType)(0),                  // 0: dataport.source.v1.RoomType
+	(*Room)(nil),                   // 1: dataport.source.v1.Room
+	(*User)(nil),                   // 2: dataport.source.v1.User
+	(*Membership)(nil),             // 3: dataport.source.v1.Membership
+	(*OrganizationMembership)(nil), // 4: dataport.source.v1.OrganizationMembership
+	(*UserRef)(nil),                // 5: dataport.source.v1.UserRef
+	(*Attachment)(nil),             // 6: dataport.source.v1.Attachment
+	(*ChatMessage)(nil),            // 7: dataport.source.v1.ChatMessage
+	(*timestamppb.Timestamp)(nil),  // 8: google.protobuf.Timestamp
 }
 var file_dataport_source_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: dataport.source.v1.Room.type:type_name -> dataport.source.v1.RoomType
-	7,  // 1: dataport.source.v1.Room.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 2: dataport.source.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 3: dataport.source.v1.Membership.joined_at:type_name -> google.protobuf.Timestamp
-	7,  // 4: dataport.source.v1.ChatMessage.ts:type_name -> google.protobuf.Timestamp
-	4,  // 5: dataport.source.v1.ChatMessage.user:type_name -> dataport.source.v1.UserRef
-	7,  // 6: dataport.source.v1.ChatMessage.edited_at:type_name -> google.protobuf.Timestamp
-	4,  // 7: dataport.source.v1.ChatMessage.edited_by:type_name -> dataport.source.v1.UserRef
-	7,  // 8: dataport.source.v1.ChatMessage.thread_last_message:type_name -> google.protobuf.Timestamp
-	5,  // 9: dataport.source.v1.ChatMessage.attachments:type_name -> dataport.source.v1.Attachment
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 1: dataport.source.v1.Room.created_at:type_name -> google.protobuf.Timestamp
+	8,  // 2: dataport.source.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	8,  // 3: dataport.source.v1.Membership.joined_at:type_name -> google.protobuf.Timestamp
+	8,  // 4: dataport.source.v1.OrganizationMembership.joined_at:type_name -> google.protobuf.Timestamp
+	8,  // 5: dataport.source.v1.ChatMessage.ts:type_name -> google.protobuf.Timestamp
+	5,  // 6: dataport.source.v1.ChatMessage.user:type_name -> dataport.source.v1.UserRef
+	8,  // 7: dataport.source.v1.ChatMessage.edited_at:type_name -> google.protobuf.Timestamp
+	5,  // 8: dataport.source.v1.ChatMessage.edited_by:type_name -> dataport.source.v1.UserRef
+	8,  // 9: dataport.source.v1.ChatMessage.thread_last_message:type_name -> google.protobuf.Timestamp
+	6,  // 10: dataport.source.v1.ChatMessage.attachments:type_name -> dataport.source.v1.Attachment
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_dataport_source_v1_chat_proto_init() }
@@ -751,7 +843,7 @@ func file_dataport_source_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dataport_source_v1_chat_proto_rawDesc), len(file_dataport_source_v1_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -24,7 +24,7 @@ const (
 )
 
 // Record is one business record of a resource such as transactions or events.
-// Subject: records.<resource> (stream RECORDS).
+// Subject: records.<resource>.<organizationId> (stream RECORDS).
 // Producer: the host platform (the seeder in development).
 // Consumers: room-exporter.
 type Record struct {
@@ -34,9 +34,12 @@ type Record struct {
 	CreatedTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_time,json=createdTime,proto3" json:"created_time,omitempty"`
 	UpdatedTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated_time,json=updatedTime,proto3" json:"updated_time,omitempty"`
 	// The record's fields by name, in JSON types.
-	Fields        *structpb.Struct `protobuf:"bytes,5,opt,name=fields,proto3" json:"fields,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Fields *structpb.Struct `protobuf:"bytes,5,opt,name=fields,proto3" json:"fields,omitempty"`
+	// The organization (tenant) the record belongs to; only its members
+	// may export it.
+	OrganizationId string `protobuf:"bytes,6,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Record) Reset() {
@@ -104,17 +107,25 @@ func (x *Record) GetFields() *structpb.Struct {
 	return nil
 }
 
+func (x *Record) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
 var File_dataport_source_v1_record_proto protoreflect.FileDescriptor
 
 const file_dataport_source_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\x1fdataport/source/v1/record.proto\x12\x12dataport.source.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n" +
+	"\x1fdataport/source/v1/record.proto\x12\x12dataport.source.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x02\n" +
 	"\x06Record\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12=\n" +
 	"\fcreated_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vcreatedTime\x12=\n" +
 	"\fupdated_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vupdatedTime\x12/\n" +
-	"\x06fields\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x06fieldsB4Z2dataport.dev/proto/gen/dataport/source/v1;sourcev1b\x06proto3"
+	"\x06fields\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x06fields\x12'\n" +
+	"\x0forganization_id\x18\x06 \x01(\tR\x0eorganizationIdB4Z2dataport.dev/proto/gen/dataport/source/v1;sourcev1b\x06proto3"
 
 var (
 	file_dataport_source_v1_record_proto_rawDescOnce sync.Once
