@@ -43,6 +43,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	common := config.LoadCommon(l)
 	topo := infra.LoadTopology(l, common)
 	healthAddr := l.HostPort("DATAPORT_HEALTH_ADDR", "127.0.0.1:8081", "listen address of /healthz and /readyz")
+	httpTimeouts := infra.LoadHTTPTimeouts(l)
 	concurrency := l.Int("DATAPORT_EXPORTER_CONCURRENCY", 4, 1, 64, "export tasks one process runs at once (1..64)")
 	if err := l.Err(); err != nil {
 		return fmt.Errorf("%s: invalid configuration:\n%w", service, err)
@@ -129,6 +130,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	worker := infra.Worker{
 		HealthAddr:      healthAddr,
+		HTTP:            httpTimeouts,
 		Ready:           inf.Ready,
 		Consumer:        cons,
 		Handler:         handle,
