@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -278,7 +280,11 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 		"DATAPORT_S3_ACCESS_KEY=" + minio.Config.AccessKey,
 		"DATAPORT_S3_SECRET_KEY=" + minio.Config.SecretKey,
 		"DATAPORT_PUBLIC_URL=http://" + gatewayAddr,
-		"DATAPORT_LINK_SECRET=e2e-link-secret",
+		// Fresh keys of the length a deployment must use: the stack runs
+		// as production (DATAPORT_ENV unset), which refuses weaker ones.
+		"DATAPORT_ENV=production",
+		"DATAPORT_LINK_SECRET=" + randomKey(t),
+		"DATAPORT_WEBHOOK_SECRET=" + randomKey(t),
 		"DATAPORT_SMTP_HOST=127.0.0.1",
 		"DATAPORT_SMTP_PORT=" + smtpPort,
 		"DATAPORT_TASK_ACK_WAIT=5s",
@@ -323,6 +329,15 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	readJSON(t, filepath.Join(devDir, "credentials.json"), &s.credentials)
 	readJSON(t, filepath.Join(devDir, "seed.json"), &s.seed)
 	return s
+}
+
+// randomKey returns 32 random bytes in hex, as `openssl rand -hex 32`.
+func randomKey(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 32)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return hex.EncodeToString(b)
 }
 
 func readJSON(t testing.TB, path string, v any) {
