@@ -32,15 +32,44 @@ func loadCompose(t *testing.T, env map[string]string) (*types.Project, error) {
 	})
 }
 
-func TestComposeNeedsLinkSecret(t *testing.T) {
-	_, err := loadCompose(t, map[string]string{})
-	require.Error(t, err, "a missing DATAPORT_LINK_SECRET must stop `docker compose up`")
-	assert.Contains(t, err.Error(), "DATAPORT_LINK_SECRET")
+// composeSecrets are the variables `docker compose up` needs: the signing
+// keys, which have no default.
+var composeSecrets = map[string]string{
+	"DATAPORT_LINK_SECRET":    "test-link-secret",
+	"DATAPORT_WEBHOOK_SECRET": "test-webhook-secret",
+}
+
+// TestComposeNeedsSigningSecrets: compose runs the services as production,
+// where they refuse default keys, so it stops at once with a message naming
+// each missing key instead of starting services that then exit.
+func TestComposeNeedsSigningSecrets(t *testing.T) {
+	for _, missing := range []string{"DATAPORT_LINK_SECRET", "DATAPORT_WEBHOOK_SECRET"} {
+		env := map[string]string{}
+		for k, v := range composeSecrets {
+			if k != missing {
+				env[k] = v
+			}
+		}
+		_, err := loadCompose(t, env)
+		require.Error(t, err, "a missing %s must stop `docker compose up`", missing)
+		assert.Contains(t, err.Error(), missing)
+	}
 }
 
 func TestCompose(t *testing.T) {
-	p, err := loadCompose(t, map[string]string{"DATAPORT_LINK_SECRET": "test-link-secret"})
+	p, err := loadCompose(t, composeSecrets)
 	require.NoError(t, err)
+
+	t.Run("production by default", func(t *testing.T) {
+		for _, svc := range services {
+			env := p.Services[svc.name].Environment
+			require.NotNil(t, env["DATAPORT_ENV"], svc.name)
+			assert.Equal(t, "production", *env["DATAPORT_ENV"], "%s: compose is a deployment, not a developer machine", svc.name)
+		}
+		webhook := p.Services["notifier"].Environment["DATAPORT_WEBHOOK_SECRET"]
+		require.NotNil(t, webhook)
+		assert.Equal(t, "test-webhook-secret", *webhook, "the webhook key comes from the environment, with no default")
+	})
 
 	names := slices.Sorted(func(yield func(string) bool) {
 		for n := range p.Services {

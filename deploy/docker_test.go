@@ -86,7 +86,7 @@ func TestDockerfiles(t *testing.T) {
 		// as compose.yaml configures it.
 		port int
 	}
-	p, err := loadCompose(t, map[string]string{"DATAPORT_LINK_SECRET": "x"})
+	p, err := loadCompose(t, composeSecrets)
 	require.NoError(t, err)
 	var images []image
 	for _, s := range services {

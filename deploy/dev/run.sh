@@ -71,6 +71,9 @@ wait_http nats "http://127.0.0.1:8222/healthz"
 wait_http minio "http://127.0.0.1:$minio_port/minio/health/live"
 wait_http mailpit "http://127.0.0.1:$mailpit_port/livez"
 
+# A developer machine: the services accept their built-in development link
+# and webhook keys here (and refuse them anywhere else).
+export DATAPORT_ENV="${DATAPORT_ENV:-development}"
 export DATAPORT_NATS_URL="nats://127.0.0.1:$nats_port"
 export DATAPORT_S3_ENDPOINT="127.0.0.1:$minio_port"
 export DATAPORT_SMTP_PORT="$smtp_port"

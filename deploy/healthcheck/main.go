@@ -44,7 +44,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
 	defer resp.Body.Close()
-	// The body says why a service is not ready; show it in `docker inspect`.
+	// The body is {"status":"ready"} or {"status":"not ready"} (the cause
+	// is in the service's log); show it in `docker inspect`.
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("healthcheck: %s answered %s: %s", args[0], resp.Status, body)

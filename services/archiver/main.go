@@ -38,6 +38,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	common := config.LoadCommon(l)
 	topology := infra.LoadTopology(l, common)
 	healthAddr := l.HostPort("DATAPORT_HEALTH_ADDR", "127.0.0.1:8082", "listen address of /healthz and /readyz")
+	httpTimeouts := infra.LoadHTTPTimeouts(l)
 	retain := l.Duration("DATAPORT_RETENTION", 168*time.Hour, "how long a job's files are kept after it ended; the gateway uses the same value for expires_at")
 	sweepEvery := l.Duration("DATAPORT_SWEEP_INTERVAL", 10*time.Minute, "time between retention sweeps")
 	staleAge := l.Duration("DATAPORT_STALE_UPLOAD_AGE", 24*time.Hour, "age after which an unfinished multipart upload under jobs/ is aborted")
@@ -117,6 +118,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	worker := infra.Worker{
 		HealthAddr:      healthAddr,
+		HTTP:            httpTimeouts,
 		Ready:           inf.Ready,
 		Consumer:        consumer,
 		Handler:         archiver.Handle,

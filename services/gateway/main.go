@@ -69,7 +69,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	httpAddr := l.HostPort("DATAPORT_HTTP_ADDR", defaultHTTPAddr, "HTTP listen address (API and health probes)")
 	publicURL := l.URL("DATAPORT_PUBLIC_URL", "http://"+httpAddr, "base URL of the gateway as users reach it; download links start with it")
 	taskSigner := infra.LoadTaskSigner(l)
-	linkSecret := l.Secret("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key of signed download links")
+	linkSecret := l.SigningSecret("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key that signs download links (32+ random bytes outside development)")
+	linkPrevious := l.SigningSecrets("DATAPORT_LINK_PREVIOUS_SECRETS", "comma-separated earlier link keys still accepted (not used to sign) during a key rotation")
 	linkTTL := l.Duration("DATAPORT_LINK_TTL", defaultLinkTTL, "how long signed download links stay valid")
 	retention := l.Duration("DATAPORT_RETENTION", defaultRetention, "how long a job's files are kept after completion (expires_at); the archiver's sweeper deletes them then")
 	dataDownloadInterval := l.Duration("DATAPORT_DATA_DOWNLOAD_INTERVAL", rocketchat.DefaultDataDownloadInterval, "Rocket.Chat users.requestDataDownload: how long after a request a new one returns the previous operation")
@@ -79,11 +80,23 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	timezone := l.String("DATAPORT_TIMEZONE", "UTC", "IANA time zone in which relative and date-only export ranges (today, -7 days, dateFrom) are resolved")
 	jwtHS256 := l.Secret("DATAPORT_JWT_HS256_SECRET", "", "HS256 key of accepted Bearer JWTs (Rebilly and myTracker dialects); empty: none")
 	jwtRS256 := l.String("DATAPORT_JWT_RS256_PUBLIC_KEY", "", "PEM public key of accepted RS256 Bearer JWTs; empty: none")
+	jwtIssuer := l.String("DATAPORT_JWT_ISSUER", "", "required iss of Bearer JWTs; empty: not checked")
+	jwtAudience := l.String("DATAPORT_JWT_AUDIENCE", "", "audience Bearer JWTs must list in aud; empty: not checked")
+	jwtMaxLifetime := l.Duration("DATAPORT_JWT_MAX_LIFETIME", rebilly.DefaultMaxTokenLifetime, "longest accepted Bearer JWT lifetime (exp minus iat, or nbf); tokens without exp are refused")
+	httpTimeouts := infra.LoadHTTPTimeouts(l)
+	maxBody := l.Int("DATAPORT_HTTP_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, 1024, 64<<20, "largest request body accepted (bytes); larger ones get 413")
+	bodyTimeout := l.Duration("DATAPORT_HTTP_BODY_TIMEOUT", httpapi.DefaultBodyReadTimeout, "time a client has to send a request body, read before any work; slower ones get 408")
 	rawRowsPerChunk := l.Int("DATAPORT_RAW_MAX_ROWS_PER_CHUNK", 100000, 1, 1<<31-1, "rows per chunk file of a myTracker raw export")
 	rawBytesPerChunk := l.Int("DATAPORT_RAW_MAX_BYTES_PER_CHUNK", 64<<20, 1024, 1<<40, "uncompressed bytes per chunk file of a myTracker raw export")
 	rawMaxRows := l.Int("DATAPORT_RAW_MAX_ROWS", 1000000, 1, 1<<40, "rows above which a raw export is rejected (Too many lines in one export)")
 	loc, tzErr := time.LoadLocation(timezone)
-	if err := errors.Join(l.Err(), tzErr); err != nil {
+	var keyErr error
+	if jwtHS256 != "" && len(jwtHS256) < rebilly.MinHS256KeyBytes {
+		// RFC 7518 requires it; a shorter key falls to an offline guess
+		// from a single token. Checked in every environment.
+		keyErr = fmt.Errorf("DATAPORT_JWT_HS256_SECRET is %d bytes long; HS256 keys must be at least %d bytes", len(jwtHS256), rebilly.MinHS256KeyBytes)
+	}
+	if err := errors.Join(l.Err(), tzErr, keyErr); err != nil {
 		return fmt.Errorf("gateway: bad configuration:\n%w", err)
 	}
 	l.Print(stdout)
@@ -100,6 +113,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
 	log := tel.Logger
 	if linkSecret == defaultLinkSecret {
+		// Only reachable with DATAPORT_ENV=development: elsewhere the
+		// default is refused above.
 		log.WarnContext(ctx, "DATAPORT_LINK_SECRET is not set: download links are signed with a well-known development key; set it in any shared deployment")
 	}
 
@@ -124,15 +139,24 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	pub := bus.NewPublisher(inf.JS, tel.Propagator())
 	submitter := submit.New(jobs, pub, taskSigner, nil)
-	signer := links.New(publicURL, []byte(linkSecret), linkTTL, nil)
+	linkKeys := [][]byte{[]byte(linkSecret)}
+	for _, k := range linkPrevious {
+		linkKeys = append(linkKeys, []byte(k))
+	}
+	signer := links.NewRotating(publicURL, linkKeys, linkTTL, nil)
 	kvs := map[string]jetstream.KeyValue{}
 	for _, name := range []string{bus.BucketUsers, bus.BucketJobs, bus.BucketSchedules, bus.BucketCounters} {
 		if kvs[name], err = inf.JS.KeyValue(ctx, name); err != nil {
 			return fmt.Errorf("gateway: open bucket %s: %w", name, err)
 		}
 	}
-	tokens, err := rebilly.NewAuthenticator(kvs[bus.BucketUsers], rebilly.AuthConfig{HS256Secret: jwtHS256, RS256PublicKeyPEM: jwtRS256})
+	tokens, err := rebilly.NewAuthenticator(kvs[bus.BucketUsers], rebilly.AuthConfig{
+		HS256Secret: jwtHS256, RS256PublicKeyPEM: jwtRS256,
+		Issuer: jwtIssuer, Audience: jwtAudience, MaxLifetime: jwtMaxLifetime,
+	})
 	if err != nil {
+		// The HS256 key length was checked with the rest of the
+		// configuration, so what is left is the RS256 key.
 		return fmt.Errorf("gateway: bad configuration: DATAPORT_JWT_RS256_PUBLIC_KEY: %w", err)
 	}
 	schedules := schedule.NewStore(kvs[bus.BucketSchedules])
@@ -177,9 +201,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		TracerProvider: tel.TracerProvider,
 		Propagator:     tel.Propagator(),
 		// Idempotency first, so a replayed create does not spend quota.
-		Middleware: []func(http.Handler) http.Handler{idem.Handler, limiter.Handler},
+		Middleware:      []func(http.Handler) http.Handler{idem.Handler, limiter.Handler},
+		MaxBodyBytes:    int64(maxBody),
+		BodyReadTimeout: bodyTimeout,
+		WriteTimeout:    httpTimeouts.Write,
 	})
-	infra.HealthRoutes(router, inf.Ready)
+	infra.HealthRoutes(router, inf.Ready, log)
 
 	// HTTP stops first; the projection keeps applying events until the
 	// server is down, then drains.
@@ -188,7 +215,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer stopConsuming()
 	g.Go(func() error {
 		defer stopConsuming()
-		return infra.Serve(gctx, httpAddr, router, common.ShutdownTimeout, log)
+		return infra.Serve(gctx, httpAddr, router, httpTimeouts, common.ShutdownTimeout, log)
 	})
 	g.Go(func() error {
 		err := bus.Consume(consumeCtx, consumer, jobs.Projection(log), bus.ConsumeOptions{

@@ -51,6 +51,36 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	}
 }
 
+// testLinkKey is a link key as a deployment has one: 32 random bytes, hex.
+const testLinkKey = "5c0ffee1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3"
+
+// TestRunRefusesWeakSecretsOutsideDevelopment: without DATAPORT_ENV the
+// gateway runs as production and will not start with the development link
+// key, a short one or a short HS256 key, naming the variable.
+func TestRunRefusesWeakSecretsOutsideDevelopment(t *testing.T) {
+	cases := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"link key not set", map[string]string{}, []string{"DATAPORT_LINK_SECRET not set"}},
+		{"development link key", map[string]string{"DATAPORT_LINK_SECRET": defaultLinkSecret}, []string{"DATAPORT_LINK_SECRET is the well-known development default"}},
+		{"short link key", map[string]string{"DATAPORT_LINK_SECRET": "0123456789abcdef"}, []string{"DATAPORT_LINK_SECRET is 16 bytes long"}},
+		{"short previous key", map[string]string{"DATAPORT_LINK_SECRET": testLinkKey, "DATAPORT_LINK_PREVIOUS_SECRETS": "old"}, []string{"DATAPORT_LINK_PREVIOUS_SECRETS key 1 of 1 is 3 bytes long"}},
+		{"short HS256 key", map[string]string{"DATAPORT_LINK_SECRET": testLinkKey, "DATAPORT_JWT_HS256_SECRET": "hs256"}, []string{"DATAPORT_JWT_HS256_SECRET is 5 bytes long"}},
+		{"short HS256 key in development too", map[string]string{"DATAPORT_ENV": "development", "DATAPORT_JWT_HS256_SECRET": "hs256"}, []string{"DATAPORT_JWT_HS256_SECRET is 5 bytes long"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := run(t.Context(), env(tc.env), io.Discard)
+			require.Error(t, err)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
 func TestRunServesUntilCanceled(t *testing.T) {
 	nats := bustest.Start(t)
 	minio := blobtest.Start(t)
@@ -70,6 +100,7 @@ func TestRunServesUntilCanceled(t *testing.T) {
 			"DATAPORT_S3_ACCESS_KEY":    minio.Config.AccessKey,
 			"DATAPORT_S3_SECRET_KEY":    minio.Config.SecretKey,
 			"DATAPORT_SHUTDOWN_TIMEOUT": "5s",
+			"DATAPORT_LINK_SECRET":      testLinkKey,
 		}), out)
 	}()
 
@@ -103,5 +134,7 @@ func TestRunServesUntilCanceled(t *testing.T) {
 	assert.Contains(t, logs, "DATAPORT_LINK_SECRET=****\n")
 	assert.Contains(t, logs, "DATAPORT_PUBLIC_URL=http://"+addr+"\n")
 	assert.Contains(t, logs, "DATAPORT_LINK_TTL=24h0m0s\n")
-	assert.True(t, strings.Contains(logs, "DATAPORT_LINK_SECRET is not set"), "warns about the default link secret")
+	assert.Contains(t, logs, "DATAPORT_ENV=production\n")
+	assert.Contains(t, logs, "DATAPORT_HTTP_WRITE_TIMEOUT=1m0s\n")
+	assert.False(t, strings.Contains(logs, testLinkKey), "the link key is never printed")
 }

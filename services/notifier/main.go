@@ -41,6 +41,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	common := config.LoadCommon(l)
 	topology := infra.LoadTopology(l, common)
 	healthAddr := l.HostPort("DATAPORT_HEALTH_ADDR", "127.0.0.1:8083", "listen address of /healthz and /readyz")
+	httpTimeouts := infra.LoadHTTPTimeouts(l)
 	smtpCfg := notify.SMTPConfig{
 		Host:     l.String("DATAPORT_SMTP_HOST", "127.0.0.1", "SMTP server host"),
 		Port:     l.Int("DATAPORT_SMTP_PORT", 1025, 1, 65535, "SMTP server port"),
@@ -51,12 +52,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		// Development and tests only: a self-signed Mailpit or test server.
 		InsecureSkipVerify: l.Bool("DATAPORT_SMTP_TLS_INSECURE_SKIP_VERIFY", false, "accept any SMTP server certificate (development and tests only)"),
 	}
-	webhookSecret := l.Secret("DATAPORT_WEBHOOK_SECRET", defaultWebhookSecret, "HMAC key of webhook signatures (X-Dataport-Signature)")
+	webhookSecret := l.SigningSecret("DATAPORT_WEBHOOK_SECRET", defaultWebhookSecret, "HMAC key of webhook signatures (X-Dataport-Signature; 32+ random bytes outside development)")
 	webhookURLs := l.String("DATAPORT_WEBHOOK_URLS", "", "comma-separated webhook URLs told about every job, besides each job's own")
 	webhookAllow := l.String("DATAPORT_WEBHOOK_ALLOWLIST", "", "comma-separated hosts and CIDRs webhooks may reach although private, loopback or link-local")
 	mailFrom := l.String("DATAPORT_MAIL_FROM", "Dataport <exports@dataport.local>", "sender of notification emails, RFC 5322 address")
 	publicURL := l.URL("DATAPORT_PUBLIC_URL", "http://127.0.0.1:8080", "public base URL of the gateway, used in download links")
-	linkSecret := l.Secret("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key of download links; must equal the gateway's")
+	linkSecret := l.SigningSecret("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key that signs download links; must equal the gateway's (32+ random bytes outside development)")
 	linkTTL := l.Duration("DATAPORT_LINK_TTL", 24*time.Hour, "how long emailed download links stay valid")
 	if err := l.Err(); err != nil {
 		return fmt.Errorf("notifier: invalid configuration:\n%w", err)
@@ -98,6 +99,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// itself are flushed too.
 	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
 	log := tel.Logger
+	// The defaults are refused outside development, so these only warn
+	// a developer.
 	if linkSecret == defaultLinkSecret {
 		log.WarnContext(ctx, "DATAPORT_LINK_SECRET is the development default; anyone can forge download links")
 	}
@@ -151,6 +154,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	worker := infra.Worker{
 		HealthAddr:      healthAddr,
+		HTTP:            httpTimeouts,
 		Ready:           inf.Ready,
 		Consumer:        consumer,
 		Handler:         notifier.Handle,

@@ -43,6 +43,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	common := config.LoadCommon(l)
 	topo := infra.LoadTopology(l, common)
 	healthAddr := l.HostPort("DATAPORT_HEALTH_ADDR", "127.0.0.1:8081", "listen address of /healthz and /readyz")
+	httpTimeouts := infra.LoadHTTPTimeouts(l)
 	concurrency := l.Int("DATAPORT_EXPORTER_CONCURRENCY", 4, 1, 64, "export tasks one process runs at once (1..64)")
 	signer := infra.LoadTaskSigner(l)
 	if err := l.Err(); err != nil {
@@ -132,6 +133,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	worker := infra.Worker{
 		HealthAddr:      healthAddr,
+		HTTP:            httpTimeouts,
 		Ready:           inf.Ready,
 		Consumer:        cons,
 		Handler:         handle,

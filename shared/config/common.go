@@ -6,6 +6,9 @@ import "time"
 // stream topology, logging and shutdown. Services embed it in their own
 // config struct and load it with LoadCommon.
 type Common struct {
+	// Env is DATAPORT_ENV: EnvProduction (the default) or EnvDevelopment,
+	// which relaxes the checks of signing secrets.
+	Env string
 	// NATSURL is DATAPORT_NATS_URL, the NATS server URL.
 	NATSURL string
 	// S3Endpoint is DATAPORT_S3_ENDPOINT, the MinIO/S3 host:port.
@@ -51,10 +54,14 @@ const (
 // logLevels are the values DATAPORT_LOG_LEVEL accepts.
 var logLevels = []string{"debug", "info", "warn", "error"}
 
+// Development reports whether the service runs on a developer's machine.
+func (c Common) Development() bool { return c.Env == EnvDevelopment }
+
 // LoadCommon reads the Common variables through l. Errors are collected in
 // l; check l.Err after loading the service's own variables too.
 func LoadCommon(l *Loader) Common {
 	return Common{
+		Env:             l.Env(),
 		NATSURL:         l.URL("DATAPORT_NATS_URL", DefaultNATSURL, "NATS server URL"),
 		S3Endpoint:      l.HostPort("DATAPORT_S3_ENDPOINT", DefaultS3Endpoint, "MinIO/S3 endpoint as host:port"),
 		S3AccessKey:     l.String("DATAPORT_S3_ACCESS_KEY", DefaultS3AccessKey, "MinIO/S3 access key"),

@@ -25,6 +25,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +65,8 @@ type Loader struct {
 	getenv func(string) string
 	vars   map[string]entry
 	errs   []error
+	// env is DATAPORT_ENV once read; "" until Env is first called.
+	env string
 }
 
 // New returns a Loader that reads variables through getenv. A nil getenv
@@ -85,9 +88,10 @@ func (l *Loader) record(v Var, value string) {
 	l.vars[v.Name] = entry{Var: v, value: value}
 }
 
-// fail records a validation error for name and its raw value.
+// fail records a validation error for name and its raw value. Credentials
+// inside a URL are masked: the error is printed to the console and logs.
 func (l *Loader) fail(name, raw, format string, args ...any) {
-	l.errs = append(l.errs, fmt.Errorf("%s=%q: %s", name, raw, fmt.Sprintf(format, args...)))
+	l.errs = append(l.errs, fmt.Errorf("%s=%q: %s", name, maskURLCredentials(raw), fmt.Sprintf(format, args...)))
 }
 
 // String returns the value of name, or def when the variable is unset or
@@ -264,15 +268,30 @@ func (l *Loader) Err() error {
 
 // Print writes one NAME=value line per variable the Loader was asked for,
 // sorted by name, with the effective value; secrets are shown as "****"
-// (or "" when empty).
+// (or "" when empty), and so is the user-info part of any URL in a value
+// ("nats://****@nats:4222"), because people put passwords and tokens there.
 func (l *Loader) Print(w io.Writer) {
 	for _, e := range l.sorted() {
 		v := e.value
 		if e.Secret && v != "" {
 			v = mask
 		}
-		fmt.Fprintf(w, "%s=%s\n", e.Name, v)
+		fmt.Fprintf(w, "%s=%s\n", e.Name, maskURLCredentials(v))
 	}
+}
+
+// urlUserInfo matches the "user:password@" (or "token@") of every URL in a
+// value, including each URL of a comma-separated list. The user-info run
+// is greedy up to the last "@" before the path, so a password holding an
+// unescaped "@" is masked whole.
+var urlUserInfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s,]*@`)
+
+// maskURLCredentials replaces the user-info of every URL in s with "****".
+func maskURLCredentials(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	return urlUserInfo.ReplaceAllString(s, "${1}"+mask+"@")
 }
 
 // Vars returns every variable the Loader was asked for, sorted by name.

@@ -25,6 +25,7 @@ func TestLoadCommonDefaults(t *testing.T) {
 	require.NoError(t, l.Err())
 
 	assert.Equal(t, config.Common{
+		Env:             config.EnvProduction,
 		NATSURL:         "nats://127.0.0.1:4222",
 		S3Endpoint:      "127.0.0.1:9000",
 		S3AccessKey:     "minioadmin",
@@ -53,11 +54,13 @@ func TestLoadCommonFromEnv(t *testing.T) {
 		"DATAPORT_STREAM_REPLICAS":  "3",
 		"DATAPORT_LOG_LEVEL":        "debug",
 		"DATAPORT_SHUTDOWN_TIMEOUT": "1m",
+		"DATAPORT_ENV":              "development",
 	}))
 	c := config.LoadCommon(l)
 	require.NoError(t, l.Err())
 
 	assert.Equal(t, config.Common{
+		Env:             config.EnvDevelopment,
 		NATSURL:         "nats://nats.dataport.svc:4222",
 		S3Endpoint:      "minio:9000",
 		S3AccessKey:     "ak",
@@ -212,6 +215,7 @@ func TestPrint(t *testing.T) {
 			env:  nil,
 			want: strings.Join([]string{
 				"DATAPORT_ASSET_BUCKET=dataport-assets",
+				"DATAPORT_ENV=production",
 				"DATAPORT_EXPORT_BUCKET=dataport-exports",
 				"DATAPORT_LOG_LEVEL=info",
 				"DATAPORT_NATS_URL=nats://127.0.0.1:4222",
@@ -237,6 +241,7 @@ func TestPrint(t *testing.T) {
 			},
 			want: strings.Join([]string{
 				"DATAPORT_ASSET_BUCKET=dataport-assets",
+				"DATAPORT_ENV=production",
 				"DATAPORT_EXPORT_BUCKET=dataport-exports",
 				"DATAPORT_LOG_LEVEL=info",
 				"DATAPORT_NATS_URL=nats://127.0.0.1:4222",
@@ -275,7 +280,7 @@ func TestVars(t *testing.T) {
 	config.LoadCommon(l)
 
 	vars := l.Vars()
-	require.Len(t, vars, 11)
+	require.Len(t, vars, 12)
 	byName := make(map[string]config.Var, len(vars))
 	for i, v := range vars {
 		assert.NotEmpty(t, v.Doc, "%s has a doc", v.Name)

@@ -135,10 +135,16 @@ func (i *Infra) Close() {
 }
 
 // HealthRoutes registers /healthz (the process is alive) and /readyz (ready
-// runs within two seconds) on mux.
+// runs within two seconds) on mux. The probes are unauthenticated and may be
+// reachable by more than the kubelet, so /readyz answers only
+// {"status":"ready"} with 200 or {"status":"not ready"} with 503; why it is
+// not ready (which may name hosts, buckets or streams) goes to log.
 func HealthRoutes(mux interface {
 	HandleFunc(string, func(http.ResponseWriter, *http.Request))
-}, ready func(context.Context) error) {
+}, ready func(context.Context) error, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -146,7 +152,8 @@ func HealthRoutes(mux interface {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+			log.WarnContext(ctx, "not ready", "error", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -159,16 +166,77 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Serve runs an HTTP server on addr until ctx ends, then shuts it down,
-// letting open requests finish within timeout. The listener is opened
-// before Serve returns control to the server loop, so a port clash is
-// reported at once.
-func Serve(ctx context.Context, addr string, h http.Handler, timeout time.Duration, log *slog.Logger) error {
+// HTTPTimeouts bound how long one client may hold a server connection, so
+// slow or idle clients cannot pin goroutines and file descriptors. A zero
+// field takes its default.
+type HTTPTimeouts struct {
+	// ReadHeader is the time to read a request's headers
+	// (DATAPORT_HTTP_READ_HEADER_TIMEOUT, default 10s).
+	ReadHeader time.Duration
+	// Read is the time to read a whole request, headers and body
+	// (DATAPORT_HTTP_READ_TIMEOUT, default 30s).
+	Read time.Duration
+	// Write is the time from the end of the request headers to the end of
+	// the response (DATAPORT_HTTP_WRITE_TIMEOUT, default 60s). A handler
+	// that streams for longer (a download) extends its own deadline per
+	// write with http.ResponseController.
+	Write time.Duration
+	// Idle is how long a keep-alive connection may wait for its next
+	// request (DATAPORT_HTTP_IDLE_TIMEOUT, default 120s).
+	Idle time.Duration
+}
+
+// Defaults of HTTPTimeouts.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 60 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+)
+
+// LoadHTTPTimeouts reads the server timeouts every service's HTTP listener
+// uses.
+func LoadHTTPTimeouts(l *config.Loader) HTTPTimeouts {
+	return HTTPTimeouts{
+		ReadHeader: l.Duration("DATAPORT_HTTP_READ_HEADER_TIMEOUT", DefaultReadHeaderTimeout, "time a client has to send a request's headers"),
+		Read:       l.Duration("DATAPORT_HTTP_READ_TIMEOUT", DefaultReadTimeout, "time a client has to send a whole request, headers and body"),
+		Write:      l.Duration("DATAPORT_HTTP_WRITE_TIMEOUT", DefaultWriteTimeout, "time to write a response; downloads get it afresh for every write"),
+		Idle:       l.Duration("DATAPORT_HTTP_IDLE_TIMEOUT", DefaultIdleTimeout, "how long an idle keep-alive connection stays open"),
+	}
+}
+
+// withDefaults fills zero fields.
+func (t HTTPTimeouts) withDefaults() HTTPTimeouts {
+	set := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	set(&t.ReadHeader, DefaultReadHeaderTimeout)
+	set(&t.Read, DefaultReadTimeout)
+	set(&t.Write, DefaultWriteTimeout)
+	set(&t.Idle, DefaultIdleTimeout)
+	return t
+}
+
+// Serve runs an HTTP server on addr with the timeouts t until ctx ends,
+// then shuts it down, letting open requests finish within shutdown. The
+// listener is opened before Serve returns control to the server loop, so a
+// port clash is reported at once.
+func Serve(ctx context.Context, addr string, h http.Handler, t HTTPTimeouts, shutdown time.Duration, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	t = t.withDefaults()
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.InfoContext(ctx, "listening", "addr", ln.Addr().String())
@@ -177,7 +245,7 @@ func Serve(ctx context.Context, addr string, h http.Handler, timeout time.Durati
 		return fmt.Errorf("serve %s: %w", addr, err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdown)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown %s: %w", addr, err)

@@ -1,32 +1,30 @@
 package infra
 
 import (
-	"strings"
-
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
 )
 
 // DevelopmentTaskSecret is the task signing key when DATAPORT_TASK_SECRET
-// is not set; fit only for a developer's machine.
+// is not set in development; outside development it is refused.
 const DevelopmentTaskSecret = "dev-only-task-secret-change-me"
 
-// LoadTaskSigner reads DATAPORT_TASK_SECRET, the key with which the
-// gateway signs export tasks and exporters verify them. A comma-separated
-// list rotates keys: the first signs, every one verifies.
+// LoadTaskSigner reads the key with which the gateway signs export tasks
+// and exporters verify them (DATAPORT_TASK_SECRET), and the earlier keys
+// still accepted during a rotation (DATAPORT_TASK_PREVIOUS_SECRETS). It
+// returns nil when the configuration is unusable; l.Err says why.
 func LoadTaskSigner(l *config.Loader) *bus.TaskSigner {
-	raw := l.Secret("DATAPORT_TASK_SECRET", DevelopmentTaskSecret,
-		"HMAC key(s) signing export tasks, shared by gateway and room-exporter; comma-separated to rotate (the first signs, all verify)")
-	var keys [][]byte
-	for k := range strings.SplitSeq(raw, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			keys = append(keys, []byte(k))
-		}
+	current := l.SigningSecret("DATAPORT_TASK_SECRET", DevelopmentTaskSecret,
+		"HMAC key that signs export tasks, shared by gateway and room-exporter (32+ random bytes outside development)")
+	previous := l.SigningSecrets("DATAPORT_TASK_PREVIOUS_SECRETS",
+		"comma-separated earlier task keys still accepted (not used to sign) during a key rotation")
+	keys := [][]byte{[]byte(current)}
+	for _, k := range previous {
+		keys = append(keys, []byte(k))
 	}
-	if len(keys) == 0 {
-		keys = [][]byte{[]byte(raw)}
+	s, err := bus.NewTaskSigner(keys...)
+	if err != nil {
+		return nil // only when current is empty, which SigningSecret reports
 	}
-	// Every key is non-empty, which is all NewTaskSigner checks.
-	s, _ := bus.NewTaskSigner(keys...)
 	return s
 }

@@ -26,6 +26,9 @@ type Worker struct {
 	Consume         bus.ConsumeOptions
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
+	// HTTP bounds the probe server's connections; zero fields take the
+	// defaults of HTTPTimeouts.
+	HTTP HTTPTimeouts
 	// Also are further loops run until ctx ends; an error from any of them
 	// stops the worker.
 	Also []func(context.Context) error
@@ -46,14 +49,14 @@ func (w Worker) Run(ctx context.Context) error {
 		w.Consume.Logger = w.Logger
 	}
 	mux := http.NewServeMux()
-	HealthRoutes(mux, w.Ready)
+	HealthRoutes(mux, w.Ready, w.Logger)
 
 	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConsuming()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer stopConsuming()
-		return Serve(gctx, w.HealthAddr, mux, w.ShutdownTimeout/2, w.Logger)
+		return Serve(gctx, w.HealthAddr, mux, w.HTTP, w.ShutdownTimeout/2, w.Logger)
 	})
 	g.Go(func() error {
 		if err := bus.Consume(consumeCtx, w.Consumer, w.Handler, w.Consume); err != nil {

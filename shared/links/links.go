@@ -7,6 +7,10 @@
 // of "<jobId>/<name>/<exp>". The link is a bearer credential: whoever holds
 // it may download that one file until exp, without other authentication.
 // That is why it is short-lived and bound to one job and one file name.
+//
+// Keys rotate without breaking links already sent: a Signer signs with the
+// newest of its keys and accepts a link signed with any of them, so the
+// previous key stays listed until the links it signed have expired.
 package links
 
 import (
@@ -15,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -29,23 +34,31 @@ var (
 
 // Signer mints and verifies links. It is safe for concurrent use.
 type Signer struct {
-	base   string
-	secret []byte
-	ttl    time.Duration
-	now    func() time.Time
+	base string
+	// keys[0] signs; every key verifies.
+	keys [][]byte
+	ttl  time.Duration
+	now  func() time.Time
 }
 
 // New returns a Signer for links under baseURL (the gateway's public URL,
-// without a trailing slash) valid for ttl. now is the clock; nil means
-// time.Now.
+// without a trailing slash) valid for ttl, with one key. now is the clock;
+// nil means time.Now.
 func New(baseURL string, secret []byte, ttl time.Duration, now func() time.Time) *Signer {
+	return NewRotating(baseURL, [][]byte{secret}, ttl, now)
+}
+
+// NewRotating is New with several keys, newest first: links are signed with
+// keys[0] and verified against every key, so links signed before a rotation
+// stay valid until they expire. keys must not be empty.
+func NewRotating(baseURL string, keys [][]byte, ttl time.Duration, now func() time.Time) *Signer {
 	if now == nil {
 		now = time.Now
 	}
 	for len(baseURL) > 0 && baseURL[len(baseURL)-1] == '/' {
 		baseURL = baseURL[:len(baseURL)-1]
 	}
-	return &Signer{base: baseURL, secret: secret, ttl: ttl, now: now}
+	return &Signer{base: baseURL, keys: slices.Clone(keys), ttl: ttl, now: now}
 }
 
 // Signature returns the hex HMAC-SHA256 of "<jobID>/<name>/<exp>" under
@@ -74,12 +87,13 @@ func (s *Signer) URLUntil(jobID, name string, exp time.Time) string {
 	e := exp.Unix()
 	q := url.Values{}
 	q.Set("exp", strconv.FormatInt(e, 10))
-	q.Set("sig", Signature(s.secret, jobID, name, e))
+	q.Set("sig", Signature(s.keys[0], jobID, name, e))
 	return s.base + Path(jobID, name) + "?" + q.Encode()
 }
 
 // Verify checks the exp and sig query values of a link to jobID's file
-// name: the signature first, in constant time, then the expiry.
+// name: the signature first, in constant time against each key, then the
+// expiry.
 func (s *Signer) Verify(jobID, name, exp, sig string) error {
 	n, err := strconv.ParseInt(exp, 10, 64)
 	if err != nil {
@@ -89,8 +103,16 @@ func (s *Signer) Verify(jobID, name, exp, sig string) error {
 	if err != nil {
 		return ErrBadSignature
 	}
-	want, _ := hex.DecodeString(Signature(s.secret, jobID, name, n))
-	if !hmac.Equal(got, want) {
+	// Every key is tried, so the time taken does not tell which one
+	// matched.
+	ok := false
+	for _, k := range s.keys {
+		want, _ := hex.DecodeString(Signature(k, jobID, name, n))
+		if hmac.Equal(got, want) {
+			ok = true
+		}
+	}
+	if !ok {
 		return ErrBadSignature
 	}
 	if !s.now().Before(time.Unix(n, 0)) {

@@ -70,3 +70,31 @@ func TestURLUntilMatchesExternallyComputedSignature(t *testing.T) {
 			s.URLUntil("job-123", "general room.json", exp))
 	}
 }
+
+// TestKeyRotation: after a rotation the Signer signs with the newest key
+// and still accepts links signed with the previous one, so links already
+// mailed keep working until they expire; a key dropped from the list no
+// longer verifies anything.
+func TestKeyRotation(t *testing.T) {
+	now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	oldKey, newKey := []byte("old-key-0123456789abcdef0123456789"), []byte("new-key-0123456789abcdef0123456789")
+	before := links.New("https://x.example", oldKey, time.Hour, clock)
+	after := links.NewRotating("https://x.example", [][]byte{newKey, oldKey}, time.Hour, clock)
+	retired := links.NewRotating("https://x.example", [][]byte{newKey}, time.Hour, clock)
+
+	query := func(raw string) url.Values {
+		u, err := url.Parse(raw)
+		require.NoError(t, err)
+		return u.Query()
+	}
+	oldLink, _ := before.URL("job1", "a.csv")
+	newLink, exp := after.URL("job1", "a.csv")
+	oq, nq := query(oldLink), query(newLink)
+
+	assert.Equal(t, links.Signature(newKey, "job1", "a.csv", exp.Unix()), nq.Get("sig"), "signs with the newest key")
+	assert.NoError(t, after.Verify("job1", "a.csv", nq.Get("exp"), nq.Get("sig")))
+	assert.NoError(t, after.Verify("job1", "a.csv", oq.Get("exp"), oq.Get("sig")), "accepts a link signed before the rotation")
+	assert.ErrorIs(t, before.Verify("job1", "a.csv", nq.Get("exp"), nq.Get("sig")), links.ErrBadSignature, "the old Signer does not know the new key")
+	assert.ErrorIs(t, retired.Verify("job1", "a.csv", oq.Get("exp"), oq.Get("sig")), links.ErrBadSignature, "a retired key verifies nothing")
+}

@@ -91,7 +91,7 @@ func TestAPIGuards(t *testing.T) {
 		task := &exportv1.ExportTask{JobId: id, OccurredAt: now, Kind: job.Kind, Format: job.Format, OwnerId: admin.UserID,
 			PartsTotal: 1, Room: &exportv1.RoomScope{RoomId: "NoSuchRoom"},
 			Scope: &exportv1.Scope{UserId: admin.UserID, Permissions: []string{"mail-messages"}}}
-		signer, err := bus.NewTaskSigner([]byte(e2eTaskSecret))
+		signer, err := bus.NewTaskSigner([]byte(s.taskSecret))
 		require.NoError(t, err)
 		require.NoError(t, pub.PublishTask(t.Context(), signer, taskSubject, id+".task.0", task))
 

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,10 +23,6 @@ import (
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bustest"
 )
-
-// e2eTaskSecret is the stack's task signing key, so tests can act as a
-// gateway that queues a bad task.
-const e2eTaskSecret = "e2e-task-secret-0123456789abcdefghij"
 
 // repoRoot is where go.work lives; the binaries and tools are found from it.
 func repoRoot(t testing.TB) string {
@@ -204,6 +202,9 @@ type stack struct {
 	devDir      string
 	credentials []credential
 	seed        seedCounts
+	// taskSecret signs tasks, so a test can act as a gateway that queues
+	// a bad one.
+	taskSecret string
 
 	// nats is nil when the stack runs on a cluster (stackOptions.natsURL).
 	nats      *bustest.Server
@@ -276,14 +277,19 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 
 	gatewayAddr := freeAddr(t)
 	_, smtpPort, _ := net.SplitHostPort(smtpAddr)
+	taskSecret := randomKey(t)
 	common := []string{
 		"DATAPORT_NATS_URL=" + natsURL,
 		"DATAPORT_S3_ENDPOINT=" + minio.Config.Endpoint,
 		"DATAPORT_S3_ACCESS_KEY=" + minio.Config.AccessKey,
 		"DATAPORT_S3_SECRET_KEY=" + minio.Config.SecretKey,
 		"DATAPORT_PUBLIC_URL=http://" + gatewayAddr,
-		"DATAPORT_LINK_SECRET=e2e-link-secret",
-		"DATAPORT_TASK_SECRET=" + e2eTaskSecret,
+		// Fresh keys of the length a deployment must use: the stack runs
+		// as production (DATAPORT_ENV unset), which refuses weaker ones.
+		"DATAPORT_ENV=production",
+		"DATAPORT_LINK_SECRET=" + randomKey(t),
+		"DATAPORT_WEBHOOK_SECRET=" + randomKey(t),
+		"DATAPORT_TASK_SECRET=" + taskSecret,
 		"DATAPORT_SMTP_HOST=127.0.0.1",
 		"DATAPORT_SMTP_PORT=" + smtpPort,
 		"DATAPORT_TASK_ACK_WAIT=5s",
@@ -296,7 +302,7 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	common = append(common, o.env...)
 	env := func(extra ...string) []string { return append(append([]string{}, common...), extra...) }
 
-	s := &stack{nats: nats, natsURL: natsURL, minio: minio}
+	s := &stack{nats: nats, natsURL: natsURL, minio: minio, taskSecret: taskSecret}
 	var health []string
 	service := func(name, bin string) *process {
 		addr := freeAddr(t)
@@ -328,6 +334,15 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	readJSON(t, filepath.Join(devDir, "credentials.json"), &s.credentials)
 	readJSON(t, filepath.Join(devDir, "seed.json"), &s.seed)
 	return s
+}
+
+// randomKey returns 32 random bytes in hex, as `openssl rand -hex 32`.
+func randomKey(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 32)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return hex.EncodeToString(b)
 }
 
 func readJSON(t testing.TB, path string, v any) {

@@ -99,6 +99,10 @@ func rcErrorType(status int) string {
 		return "error-request-in-progress"
 	case http.StatusBadRequest:
 		return "error-invalid-params"
+	case http.StatusRequestEntityTooLarge:
+		return "error-request-too-large"
+	case http.StatusRequestTimeout:
+		return "error-request-timeout"
 	}
 	return "error-unavailable"
 }

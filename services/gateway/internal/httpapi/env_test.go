@@ -59,6 +59,12 @@ type envOptions struct {
 	minio      bool
 	server     bool
 	projection bool
+	// writeTimeout is the HTTP server's WriteTimeout (0: none), also given
+	// to the router as the per-write budget of downloads.
+	writeTimeout time.Duration
+	// maxBody and bodyTimeout are the router's body limits (0: defaults).
+	maxBody     int64
+	bodyTimeout time.Duration
 }
 
 func newEnv(tb testing.TB, o envOptions) *env {
@@ -99,19 +105,22 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	// creates, as in production.
 	rc := rocketchat.New(rocketchat.Config{Jobs: jobs, Auth: authz, Submitter: submitter, Links: signer})
 	e.router = httpapi.New(httpapi.Config{
-		Jobs:           jobs,
-		Auth:           authz,
-		Publisher:      e.pub,
-		Submitter:      submitter,
-		Dialects:       []httpapi.Dialect{rc},
-		Blob:           store,
-		ExportBucket:   exportBucket,
-		Links:          signer,
-		Logger:         slog.New(slog.DiscardHandler),
-		TracerProvider: tp,
+		Jobs:            jobs,
+		Auth:            authz,
+		Publisher:       e.pub,
+		Submitter:       submitter,
+		Dialects:        []httpapi.Dialect{rc},
+		Blob:            store,
+		ExportBucket:    exportBucket,
+		Links:           signer,
+		Logger:          slog.New(slog.DiscardHandler),
+		TracerProvider:  tp,
+		MaxBodyBytes:    o.maxBody,
+		BodyReadTimeout: o.bodyTimeout,
 	})
 	if srv != nil {
 		srv.Config.Handler = e.router
+		srv.Config.WriteTimeout = o.writeTimeout
 		srv.Start()
 		tb.Cleanup(srv.Close)
 		e.url = srv.URL

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -366,11 +367,46 @@ func (a *api) download(w http.ResponseWriter, r *http.Request) {
 	}
 	// The link itself is a credential; keep shared caches out of it.
 	h.Set("Cache-Control", "private, no-store")
+	// An export holds what users wrote (an HTML room export, a JSON
+	// message): the browser must take the declared type, never sniff it
+	// into something it would render or run.
+	h.Set("X-Content-Type-Options", "nosniff")
+	out := &renewingWriter{w: w, rc: http.NewResponseController(w), timeout: a.WriteTimeout}
+	if err := out.renew(); err != nil {
+		a.log.WarnContext(ctx, "download: set write deadline", "job_id", id, "error", err)
+	}
 	w.WriteHeader(http.StatusOK)
-	if n, err := io.Copy(w, body); err != nil {
+	if n, err := io.Copy(out, body); err != nil {
 		// The client sees a short body against Content-Length.
 		a.log.WarnContext(ctx, "download interrupted", "job_id", id, "file", name, "bytes", n, "error", err)
 	}
+}
+
+// renewingWriter gives every write of a download the server's write
+// timeout afresh. The server's WriteTimeout counts from the end of the
+// request headers, which would cut off any download that takes longer; per
+// write, a client that stops reading is still dropped after the timeout,
+// while one that keeps reading can fetch a file of any size.
+type renewingWriter struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (rw *renewingWriter) renew() error {
+	err := rw.rc.SetWriteDeadline(time.Now().Add(rw.timeout))
+	if errors.Is(err, http.ErrNotSupported) {
+		// A writer without deadlines has no server timeout to outlast.
+		return nil
+	}
+	return err
+}
+
+func (rw *renewingWriter) Write(p []byte) (int, error) {
+	if err := rw.renew(); err != nil {
+		return 0, fmt.Errorf("set write deadline: %w", err)
+	}
+	return rw.w.Write(p)
 }
 
 // pathParam returns a route parameter unescaped. chi matches on the raw

@@ -161,6 +161,7 @@ func TestRoomExportEndToEnd(t *testing.T) {
 	assert.Equal(t, `attachment; filename=staff.html`, dl.header.Get("Content-Disposition"))
 	assert.Equal(t, `"`+sha+`"`, dl.header.Get("ETag"))
 	assert.Equal(t, sha, dl.header.Get("X-Checksum-Sha256"))
+	assert.Equal(t, "nosniff", dl.header.Get("X-Content-Type-Options"), "an HTML export is never sniffed into something else")
 
 	notesLink := files[1].(map[string]any)["url"].(string)
 	assert.Contains(t, notesLink, "/files/%C3%9Cn%C3%AFcode%20notes%2F1%20&%202.txt?")

@@ -28,6 +28,7 @@ import (
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/infra"
 	"dataport.dev/shared/links"
 )
 
@@ -51,6 +52,16 @@ type Config struct {
 	// before routing: idempotency keys and quotas, which act on the
 	// job-creating requests of every dialect.
 	Middleware []func(http.Handler) http.Handler
+	// MaxBodyBytes bounds a request body; a larger one is refused with 413
+	// before any work. Zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// BodyReadTimeout is how long a client has to send a request body; a
+	// slower one is refused with 408. Zero means DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
+	// WriteTimeout is the server's write timeout, which a download renews
+	// before every write so a large file can stream for as long as the
+	// client keeps reading. Zero means infra.DefaultWriteTimeout.
+	WriteTimeout time.Duration
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -99,13 +110,24 @@ func New(cfg Config) *Router {
 	if cfg.Propagator == nil {
 		cfg.Propagator = propagation.TraceContext{}
 	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = DefaultBodyReadTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = infra.DefaultWriteTimeout
+	}
 	a := &api{
 		Config: cfg,
 		log:    cfg.Logger,
 		tracer: cfg.TracerProvider.Tracer("dataport.dev/services/gateway/internal/httpapi"),
 	}
 	mux := chi.NewRouter()
-	mux.Use(a.traced, a.recovered)
+	// Bodies are read before the configured middleware, which reads them
+	// too (idempotency hashes them) or spends state on them (quotas).
+	mux.Use(a.traced, a.recovered, readBodies(cfg.MaxBodyBytes, cfg.BodyReadTimeout))
 	mux.Use(cfg.Middleware...)
 	mux.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusNotFound, nativeError{Error: "not found"})

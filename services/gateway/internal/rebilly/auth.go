@@ -28,31 +28,58 @@ var ErrUnauthenticated = errors.New("rebilly: not authenticated")
 // RS256 key whose "sub" is a user id. It is shared with the myTracker
 // dialect. It is safe for concurrent use.
 type Authenticator struct {
-	users    jetstream.KeyValue
-	hsSecret []byte
-	rsaKey   *rsa.PublicKey
-	methods  []string
-	now      func() time.Time
+	users       jetstream.KeyValue
+	hsSecret    []byte
+	rsaKey      *rsa.PublicKey
+	methods     []string
+	issuer      string
+	audience    string
+	maxLifetime time.Duration
+	now         func() time.Time
 }
+
+// MinHS256KeyBytes is the shortest HS256 key accepted: RFC 7518, section
+// 3.2, requires a key at least as long as the hash output. A shorter one
+// can be brute-forced offline from a single token.
+const MinHS256KeyBytes = 32
+
+// DefaultMaxTokenLifetime is AuthConfig.MaxLifetime's default.
+const DefaultMaxTokenLifetime = 24 * time.Hour
 
 // AuthConfig configures JWT verification; both keys empty disables JWTs.
 type AuthConfig struct {
-	// HS256Secret verifies HS256 tokens.
+	// HS256Secret verifies HS256 tokens; at least MinHS256KeyBytes long.
 	HS256Secret string
 	// RS256PublicKeyPEM verifies RS256 tokens (PKIX or PKCS#1 PEM).
 	RS256PublicKeyPEM string
+	// Issuer, when set, must equal a token's "iss".
+	Issuer string
+	// Audience, when set, must be one of a token's "aud" values.
+	Audience string
+	// MaxLifetime is the longest a token may be valid for: exp minus iat
+	// (or nbf, or now when the token has neither). A leaked token is then
+	// useful for a bounded time even when its issuer mints long-lived
+	// ones. Zero means DefaultMaxTokenLifetime.
+	MaxLifetime time.Duration
 	// Now is the clock for expiry checks; nil means time.Now.
 	Now func() time.Time
 }
 
 // NewAuthenticator returns an Authenticator over the users bucket. It
-// fails only on an unparsable RS256 key.
+// fails on an HS256 key shorter than MinHS256KeyBytes and on an
+// unparsable RS256 key.
 func NewAuthenticator(users jetstream.KeyValue, cfg AuthConfig) (*Authenticator, error) {
-	a := &Authenticator{users: users, now: cfg.Now}
+	a := &Authenticator{users: users, now: cfg.Now, issuer: cfg.Issuer, audience: cfg.Audience, maxLifetime: cfg.MaxLifetime}
 	if a.now == nil {
 		a.now = time.Now
 	}
+	if a.maxLifetime <= 0 {
+		a.maxLifetime = DefaultMaxTokenLifetime
+	}
 	if cfg.HS256Secret != "" {
+		if len(cfg.HS256Secret) < MinHS256KeyBytes {
+			return nil, fmt.Errorf("hs256 secret is %d bytes long; at least %d are required", len(cfg.HS256Secret), MinHS256KeyBytes)
+		}
 		a.hsSecret = []byte(cfg.HS256Secret)
 		a.methods = append(a.methods, jwt.SigningMethodHS256.Alg())
 	}
@@ -112,10 +139,21 @@ func (a *Authenticator) APIKey(ctx context.Context, key string) (*sourcev1.User,
 
 // Bearer verifies a JWT and returns the user its subject names. The
 // accepted algorithms are exactly the configured ones, so an HS256 token
-// "signed" with the RS256 public key is refused; exp is required.
+// "signed" with the RS256 public key is refused; exp is required, iat must
+// not lie in the future, iss and aud must match when configured, and the
+// token's lifetime must not exceed the maximum.
 func (a *Authenticator) Bearer(ctx context.Context, token string) (*sourcev1.User, error) {
 	if token == "" || len(a.methods) == 0 {
 		return nil, ErrUnauthenticated
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(a.methods), jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithTimeFunc(a.now),
+	}
+	if a.issuer != "" {
+		opts = append(opts, jwt.WithIssuer(a.issuer))
+	}
+	if a.audience != "" {
+		opts = append(opts, jwt.WithAudience(a.audience))
 	}
 	claims := &jwt.RegisteredClaims{}
 	_, err := jwt.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
@@ -130,8 +168,8 @@ func (a *Authenticator) Bearer(ctx context.Context, token string) (*sourcev1.Use
 			}
 		}
 		return nil, fmt.Errorf("algorithm %s not accepted", t.Method.Alg())
-	}, jwt.WithValidMethods(a.methods), jwt.WithExpirationRequired(), jwt.WithTimeFunc(a.now))
-	if err != nil || claims.Subject == "" {
+	}, opts...)
+	if err != nil || claims.Subject == "" || a.tooLong(claims) {
 		return nil, ErrUnauthenticated
 	}
 	e, err := a.users.Get(ctx, claims.Subject)
@@ -146,6 +184,21 @@ func (a *Authenticator) Bearer(ctx context.Context, token string) (*sourcev1.Use
 		return nil, fmt.Errorf("decode user %s: %w", claims.Subject, err)
 	}
 	return u, nil
+}
+
+// tooLong reports whether a verified token is valid for longer than the
+// maximum lifetime, counted from when it was issued (iat, which the parser
+// has checked is not in the future), else from when it becomes valid (nbf),
+// else from now.
+func (a *Authenticator) tooLong(c *jwt.RegisteredClaims) bool {
+	start := a.now()
+	switch {
+	case c.IssuedAt != nil:
+		start = c.IssuedAt.Time
+	case c.NotBefore != nil:
+		start = c.NotBefore.Time
+	}
+	return c.ExpiresAt.Sub(start) > a.maxLifetime
 }
 
 // Header authenticates from request headers: REB-APIKEY first, then an

@@ -36,7 +36,7 @@ const (
 	aliceKey  = "sk_live_alice_0123456789"
 	bobKey    = "sk_live_bob_0123456789"
 	adminKey  = "sk_live_admin_0123456789"
-	hsSecret  = "test-hs256-secret"
+	hsSecret  = "test-hs256-key-0123456789abcdefghij"
 	publicURL = "http://gw.test"
 )
 
