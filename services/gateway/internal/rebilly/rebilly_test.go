@@ -456,6 +456,13 @@ func TestBoundedWork(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 1000, job.GetRecords().GetMaxRows(), "every record export carries the row cap")
 	assert.EqualValues(t, 1<<20, job.GetRecords().GetMaxBytes(), "and the byte cap")
+	// Over a cap, the exporter rejects the job; Rebilly shows it failed
+	// with the exporter's reason.
+	_, err = e.jobs.Apply(ctx, &exportv1.ExportFailed{JobId: job.GetId(), OccurredAt: timestamppb.New(now), Reason: "Too much export data", Rejected: true})
+	require.NoError(t, err)
+	it := e.do(t, http.MethodGet, base+"/"+job.GetId(), key(aliceKey), "").obj(t)
+	assert.Equal(t, "failed", it["status"])
+	assert.Equal(t, "Too much export data", it["reason"])
 
 	daily := `{"name":"daily","resource":"events","format":"csv","recurring":{"instruction":"FREQ=DAILY;BYHOUR=6"}}`
 	var ids []string
