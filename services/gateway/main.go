@@ -92,7 +92,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	maxRecipients := l.Int("DATAPORT_MAX_EMAIL_RECIPIENTS", rebilly.DefaultMaxEmailRecipients, 1, 1000, "addresses one export's emailNotification may list")
 	maxFields := l.Int("DATAPORT_MAX_FIELDS", rebilly.DefaultMaxFields, 1, 10000, "columns one record export may name (Rebilly fields, myTracker selectors)")
 	loc, tzErr := time.LoadLocation(timezone)
-	if err := errors.Join(l.Err(), tzErr); err != nil {
+	var intervalErr error
+	if minInterval < time.Minute {
+		// The scheduler walks a rule from its start to now; below a minute
+		// a start in 1970 means tens of millions of steps per check.
+		intervalErr = fmt.Errorf("DATAPORT_SCHEDULE_MIN_INTERVAL=%s: must be at least 1m", minInterval)
+	}
+	if err := errors.Join(l.Err(), tzErr, intervalErr); err != nil {
 		return fmt.Errorf("gateway: bad configuration:\n%w", err)
 	}
 	l.Print(stdout)

@@ -44,9 +44,14 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		"DATAPORT_HTTP_ADDR":  "no-port",
 		"DATAPORT_LINK_TTL":   "forever",
 		"DATAPORT_PUBLIC_URL": "/relative",
+		// Below the floor, and out of range.
+		"DATAPORT_SCHEDULE_MIN_INTERVAL": "30s",
+		"DATAPORT_MAX_EMAIL_RECIPIENTS":  "0",
+		"DATAPORT_RECORD_MAX_BYTES":      "-1",
 	}), io.Discard)
 	require.Error(t, err)
-	for _, name := range []string{"DATAPORT_HTTP_ADDR", "DATAPORT_LINK_TTL", "DATAPORT_PUBLIC_URL"} {
+	for _, name := range []string{"DATAPORT_HTTP_ADDR", "DATAPORT_LINK_TTL", "DATAPORT_PUBLIC_URL",
+		"DATAPORT_SCHEDULE_MIN_INTERVAL", "DATAPORT_MAX_EMAIL_RECIPIENTS", "DATAPORT_RECORD_MAX_BYTES"} {
 		assert.Contains(t, err.Error(), name)
 	}
 }

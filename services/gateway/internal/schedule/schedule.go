@@ -69,8 +69,13 @@ const DefaultMinInterval = time.Hour
 const maxInterval = 10000
 
 // sampleSize is how many occurrences Validate looks at after the start
-// and again after now.
-const sampleSize = 500
+// and again after now; maxWalk bounds the whole walk, should the start lie
+// so far back that reaching now would take longer (the structural bound
+// has then decided alone).
+const (
+	sampleSize = 500
+	maxWalk    = 1 << 20
+)
 
 // minStart is the earliest accepted start. The iterator walks from the
 // start to every occurrence it is asked about, so an unbounded past would
@@ -287,14 +292,16 @@ func dayPeriod(opt *rrule.ROption) int {
 // sampleSize after now, and returns the smallest gap between consecutive
 // ones (a very long duration when there are fewer than two) and whether
 // any occurrence lies after now. The walk from the start to now is bounded
-// by the start being 1970 or later and the structural check having
-// allowed at most one occurrence per minimum interval.
+// by maxWalk; past it, only whether the rule goes on after now is asked.
 func sampledGap(r *rrule.RRule, now time.Time) (time.Duration, bool) {
 	gap := time.Duration(math.MaxInt64)
 	next := r.Iterator()
 	var prev time.Time
 	early, late := 0, 0
 	for late < sampleSize {
+		if early >= maxWalk && late == 0 {
+			return gap, !r.After(now, false).IsZero()
+		}
 		t, ok := next()
 		if !ok {
 			break
@@ -303,10 +310,8 @@ func sampledGap(r *rrule.RRule, now time.Time) (time.Duration, bool) {
 		if after {
 			late++
 		}
-		if early < sampleSize || after {
-			if !prev.IsZero() {
-				gap = min(gap, t.Sub(prev))
-			}
+		if !prev.IsZero() && (early < sampleSize || after) {
+			gap = min(gap, t.Sub(prev))
 		}
 		early++
 		prev = t
