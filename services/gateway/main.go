@@ -50,6 +50,10 @@ const (
 	// projectionConcurrency is how many status events one replica applies
 	// at once; revision checks keep concurrent applies to one job correct.
 	projectionConcurrency = 4
+	// Record exports stream to MinIO, so the caps bound the work and the
+	// storage one request can cause, not memory.
+	defaultRecordMaxRows  = 10000000
+	defaultRecordMaxBytes = 4 << 30
 )
 
 func main() {
@@ -89,14 +93,25 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	rawRowsPerChunk := l.Int("DATAPORT_RAW_MAX_ROWS_PER_CHUNK", 100000, 1, 1<<31-1, "rows per chunk file of a myTracker raw export")
 	rawBytesPerChunk := l.Int("DATAPORT_RAW_MAX_BYTES_PER_CHUNK", 64<<20, 1024, 1<<40, "uncompressed bytes per chunk file of a myTracker raw export")
 	rawMaxRows := l.Int("DATAPORT_RAW_MAX_ROWS", 1000000, 1, 1<<40, "rows above which a raw export is rejected (Too many lines in one export)")
+	recordMaxRows := l.Int("DATAPORT_RECORD_MAX_ROWS", defaultRecordMaxRows, 1, 1<<40, "rows above which a Rebilly data export (one-off or a recurring run) is rejected (Too many lines in one export); raw exports use DATAPORT_RAW_MAX_ROWS")
+	recordMaxBytes := l.Int("DATAPORT_RECORD_MAX_BYTES", defaultRecordMaxBytes, 1<<10, 1<<44, "stored bytes above which any record export (Rebilly or myTracker raw) is rejected (Too much export data)")
+	minInterval := l.Duration("DATAPORT_SCHEDULE_MIN_INTERVAL", schedule.DefaultMinInterval, "shortest time allowed between two occurrences of a recurring export's RRULE")
+	maxSchedules := l.Int("DATAPORT_MAX_SCHEDULES_PER_USER", 10, 0, 100000, "active recurring exports one user may have before creates get 422 (0: no limit)")
+	maxRecipients := l.Int("DATAPORT_MAX_EMAIL_RECIPIENTS", rebilly.DefaultMaxEmailRecipients, 1, 1000, "addresses one export's emailNotification may list")
+	maxFields := l.Int("DATAPORT_MAX_FIELDS", rebilly.DefaultMaxFields, 1, 10000, "columns one record export may name (Rebilly fields, myTracker selectors)")
 	loc, tzErr := time.LoadLocation(timezone)
-	var keyErr error
+	var keyErr, intervalErr error
 	if jwtHS256 != "" && len(jwtHS256) < rebilly.MinHS256KeyBytes {
 		// RFC 7518 requires it; a shorter key falls to an offline guess
 		// from a single token. Checked in every environment.
 		keyErr = fmt.Errorf("DATAPORT_JWT_HS256_SECRET is %d bytes long; HS256 keys must be at least %d bytes", len(jwtHS256), rebilly.MinHS256KeyBytes)
 	}
-	if err := errors.Join(l.Err(), tzErr, keyErr); err != nil {
+	if minInterval < time.Minute {
+		// The scheduler walks a rule from its start to now; below a minute
+		// a start in 1970 means tens of millions of steps per check.
+		intervalErr = fmt.Errorf("DATAPORT_SCHEDULE_MIN_INTERVAL=%s: must be at least 1m", minInterval)
+	}
+	if err := errors.Join(l.Err(), tzErr, keyErr, intervalErr); err != nil {
 		return fmt.Errorf("gateway: bad configuration:\n%w", err)
 	}
 	l.Print(stdout)
@@ -159,16 +174,28 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		// configuration, so what is left is the RS256 key.
 		return fmt.Errorf("gateway: bad configuration: DATAPORT_JWT_RS256_PUBLIC_KEY: %w", err)
 	}
-	schedules := schedule.NewStore(kvs[bus.BucketSchedules])
+	schedules := schedule.NewStore(kvs[bus.BucketSchedules], schedule.WithMaxPerOwner(maxSchedules))
 	rebillyAPI := rebilly.New(rebilly.Config{
 		Auth: tokens, Directory: authz.Directory, Jobs: jobs, JobsKV: kvs[bus.BucketJobs], Schedules: schedules, Submitter: submitter,
 		Links: signer, Blob: inf.Blob, PublicURL: publicURL, Location: loc, Logger: log,
+		Limits: rebilly.Limits{
+			MinInterval: minInterval, MaxEmailRecipients: maxRecipients, MaxFields: maxFields,
+			MaxRows: uint64(recordMaxRows), MaxBytes: uint64(recordMaxBytes),
+		},
 	})
 	myTrackerAPI := mytracker.New(mytracker.Config{
 		Auth: tokens, Directory: authz.Directory, Jobs: jobs, Counters: kvs[bus.BucketCounters], Submitter: submitter, Links: signer, Location: loc, Logger: log,
-		Limits: mytracker.Limits{MaxRowsPerChunk: uint64(rawRowsPerChunk), MaxBytesPerChunk: uint64(rawBytesPerChunk), MaxRows: uint64(rawMaxRows)},
+		Limits: mytracker.Limits{
+			MaxRowsPerChunk: uint64(rawRowsPerChunk), MaxBytesPerChunk: uint64(rawBytesPerChunk),
+			MaxRows: uint64(rawMaxRows), MaxBytes: uint64(recordMaxBytes), MaxFields: maxFields,
+		},
 	})
-	scheduler := schedule.New(schedules, rebillyAPI.RunSchedule, schedule.Options{Logger: log})
+	// A run that would take its owner over the unfinished-export limit is
+	// skipped rather than queued behind the others.
+	scheduler := schedule.New(schedules, rebillyAPI.RunSchedule, schedule.Options{
+		Admission: schedule.UnfinishedLimit(quota.ActiveJobs(jobs), maxConcurrent),
+		Logger:    log,
+	})
 	rocketChatAPI := rocketchat.New(rocketchat.Config{
 		Jobs: jobs, Auth: authz, Submitter: submitter, Links: signer,
 		DataDownloadInterval: dataDownloadInterval, Logger: log,

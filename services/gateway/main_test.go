@@ -44,15 +44,23 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		"DATAPORT_HTTP_ADDR":  "no-port",
 		"DATAPORT_LINK_TTL":   "forever",
 		"DATAPORT_PUBLIC_URL": "/relative",
+		// Below the floor, and out of range.
+		"DATAPORT_SCHEDULE_MIN_INTERVAL": "30s",
+		"DATAPORT_MAX_EMAIL_RECIPIENTS":  "0",
+		"DATAPORT_RECORD_MAX_BYTES":      "-1",
 	}), io.Discard)
 	require.Error(t, err)
-	for _, name := range []string{"DATAPORT_HTTP_ADDR", "DATAPORT_LINK_TTL", "DATAPORT_PUBLIC_URL"} {
+	for _, name := range []string{"DATAPORT_HTTP_ADDR", "DATAPORT_LINK_TTL", "DATAPORT_PUBLIC_URL",
+		"DATAPORT_SCHEDULE_MIN_INTERVAL", "DATAPORT_MAX_EMAIL_RECIPIENTS", "DATAPORT_RECORD_MAX_BYTES"} {
 		assert.Contains(t, err.Error(), name)
 	}
 }
 
 // testLinkKey is a link key as a deployment has one: 32 random bytes, hex.
 const testLinkKey = "5c0ffee1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3"
+
+// testTaskKey signs export tasks, as testLinkKey signs links.
+const testTaskKey = "9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9"
 
 // TestRunRefusesWeakSecretsOutsideDevelopment: without DATAPORT_ENV the
 // gateway runs as production and will not start with the development link
@@ -64,6 +72,8 @@ func TestRunRefusesWeakSecretsOutsideDevelopment(t *testing.T) {
 		want []string
 	}{
 		{"link key not set", map[string]string{}, []string{"DATAPORT_LINK_SECRET not set"}},
+		{"task key not set", map[string]string{"DATAPORT_LINK_SECRET": testLinkKey}, []string{"DATAPORT_TASK_SECRET not set"}},
+		{"development task key", map[string]string{"DATAPORT_LINK_SECRET": testLinkKey, "DATAPORT_TASK_SECRET": "dev-only-task-secret-change-me"}, []string{"DATAPORT_TASK_SECRET"}},
 		{"development link key", map[string]string{"DATAPORT_LINK_SECRET": defaultLinkSecret}, []string{"DATAPORT_LINK_SECRET is the well-known development default"}},
 		{"short link key", map[string]string{"DATAPORT_LINK_SECRET": "0123456789abcdef"}, []string{"DATAPORT_LINK_SECRET is 16 bytes long"}},
 		{"short previous key", map[string]string{"DATAPORT_LINK_SECRET": testLinkKey, "DATAPORT_LINK_PREVIOUS_SECRETS": "old"}, []string{"DATAPORT_LINK_PREVIOUS_SECRETS key 1 of 1 is 3 bytes long"}},
@@ -101,6 +111,7 @@ func TestRunServesUntilCanceled(t *testing.T) {
 			"DATAPORT_S3_SECRET_KEY":    minio.Config.SecretKey,
 			"DATAPORT_SHUTDOWN_TIMEOUT": "5s",
 			"DATAPORT_LINK_SECRET":      testLinkKey,
+			"DATAPORT_TASK_SECRET":      testTaskKey,
 		}), out)
 	}()
 
@@ -137,4 +148,5 @@ func TestRunServesUntilCanceled(t *testing.T) {
 	assert.Contains(t, logs, "DATAPORT_ENV=production\n")
 	assert.Contains(t, logs, "DATAPORT_HTTP_WRITE_TIMEOUT=1m0s\n")
 	assert.False(t, strings.Contains(logs, testLinkKey), "the link key is never printed")
+	assert.False(t, strings.Contains(logs, testTaskKey), "the task key is never printed")
 }

@@ -44,6 +44,11 @@ const (
 	// TooManyLines is the exporter's rejection reason for a request over
 	// the row limit, shown as errorMessage.
 	TooManyLines = "Too many lines in one export"
+	// TooMuchData is the exporter's rejection reason for a request over
+	// the byte limit, shown as errorMessage.
+	TooMuchData = "Too much export data"
+	// DefaultMaxFields caps selectors when Limits.MaxFields is 0.
+	DefaultMaxFields = 100
 )
 
 // Authenticator resolves request credentials (rebilly.Authenticator).
@@ -51,11 +56,15 @@ type Authenticator interface {
 	Header(ctx context.Context, apiKey, authorization string) (*sourcev1.User, error)
 }
 
-// Limits bound raw exports.
+// Limits bound raw exports. MaxRows and MaxBytes reject an export (with
+// TooManyLines, TooMuchData) once it goes over; 0 means no cap.
 type Limits struct {
 	MaxRowsPerChunk  uint64
 	MaxBytesPerChunk uint64
 	MaxRows          uint64
+	MaxBytes         uint64
+	// MaxFields caps selectors; 0 means DefaultMaxFields.
+	MaxFields int
 }
 
 // Config holds the dialect's dependencies; all but Logger and Now are
@@ -88,6 +97,9 @@ func New(cfg Config) *Dialect {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Limits.MaxFields <= 0 {
+		cfg.Limits.MaxFields = DefaultMaxFields
 	}
 	return &Dialect{cfg}
 }
@@ -194,6 +206,14 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "selectors: at least one field is required")
 		return
 	}
+	if len(selectors) > d.Limits.MaxFields {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("selectors: %d fields; at most %d are allowed", len(selectors), d.Limits.MaxFields))
+		return
+	}
+	if dup := duplicate(selectors); dup != "" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("selectors: %q is named twice; name each field once", dup))
+		return
+	}
 	if err := recordquery.ValidateFields(recordquery.ResourceEvents, selectors); err != nil {
 		writeError(w, http.StatusBadRequest, "selectors: "+err.Error())
 		return
@@ -280,6 +300,7 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 			MaxBytesPerChunk: d.Limits.MaxBytesPerChunk,
 			GzipChunks:       true,
 			MaxRows:          d.Limits.MaxRows,
+			MaxBytes:         d.Limits.MaxBytes,
 		},
 	}
 	// Chunk files are named like myTracker's: <id>.<event>.<hash>.<n>.csv.gz,
@@ -296,6 +317,18 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	write(w, http.StatusOK, "Ok", map[string]string{"idRawExport": strconv.FormatUint(num, 10)})
+}
+
+// duplicate returns the first name that occurs twice in names, or "".
+func duplicate(names []string) string {
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		if seen[n] {
+			return n
+		}
+		seen[n] = true
+	}
+	return ""
 }
 
 // JobID is the job id of raw export number n.

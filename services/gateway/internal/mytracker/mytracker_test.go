@@ -74,7 +74,7 @@ func newEnv(t *testing.T) *env {
 		Directory: access.NewDirectory(users, rooms, members, orgs),
 		Auth:      a, Jobs: jobs, Counters: counters, Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock),
 		Links:  links.New("http://gw.test", []byte("s"), time.Hour, clock),
-		Limits: mytracker.Limits{MaxRowsPerChunk: 1000, MaxBytesPerChunk: 1 << 20, MaxRows: 5000},
+		Limits: mytracker.Limits{MaxRowsPerChunk: 1000, MaxBytesPerChunk: 1 << 20, MaxRows: 5000, MaxBytes: 8 << 20, MaxFields: 5},
 		Now:    clock,
 	})
 	r := chi.NewRouter()
@@ -129,6 +129,7 @@ func TestRawExportLifecycle(t *testing.T) {
 	assert.EqualValues(t, 1000, sc.GetMaxRowsPerChunk())
 	assert.EqualValues(t, 1<<20, sc.GetMaxBytesPerChunk())
 	assert.EqualValues(t, 5000, sc.GetMaxRows())
+	assert.EqualValues(t, 8<<20, sc.GetMaxBytes())
 	assert.True(t, sc.GetGzipChunks())
 	assert.Equal(t, time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC), sc.GetDateRange().GetFrom().AsTime())
 	assert.Equal(t, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC).Add(-time.Nanosecond), sc.GetDateRange().GetTo().AsTime())
@@ -186,9 +187,13 @@ func TestRawExportLifecycle(t *testing.T) {
 	_, err = e.jobs.Apply(ctx, &exportv1.ExportFailed{JobId: "raw-4", OccurredAt: at, Reason: mytracker.TooManyLines, Rejected: true})
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{"idRawExport": "4", "status": "User error occurred", "errorMessage": "Too many lines in one export"}, get("4"))
+	e.do(t, http.MethodPost, "/api/raw/v1/export/create.json", aliceKey, validForm())
+	_, err = e.jobs.Apply(ctx, &exportv1.ExportFailed{JobId: "raw-5", OccurredAt: at, Reason: mytracker.TooMuchData, Rejected: true})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"idRawExport": "5", "status": "User error occurred", "errorMessage": "Too much export data"}, get("5"))
 
 	notFound := map[string]any{"code": 404.0, "message": "Not Found", "data": map[string]any{"error": map[string]any{"detail": "Raw export request not found"}}}
-	for _, q := range []string{"99", "abc", "-1"} {
+	for _, q := range []string{"99", "abc", "-1", "18446744073709551616", "99999999999999999999999"} {
 		status, body = e.do(t, http.MethodGet, "/api/raw/v1/export/get.json?idRawExport="+q, aliceKey, nil)
 		assert.Equal(t, http.StatusNotFound, status)
 		assert.Equal(t, notFound, body)
@@ -219,6 +224,9 @@ func TestCreateValidation(t *testing.T) {
 		{"no dateTo", func(v url.Values) { v.Del("dateTo") }, "dateTo"},
 		{"dateTo before dateFrom", func(v url.Values) { v.Set("dateTo", "2026-04-01") }, "dateTo"},
 		{"bad idApp", func(v url.Values) { v["idApp[]"] = []string{"x"} }, "idApp"},
+		{"huge idApp", func(v url.Values) { v["idApp[]"] = []string{"18446744073709551616"} }, "idApp"},
+		{"duplicate selector", func(v url.Values) { v.Set("selectors", "id,appId,id") }, "named twice"},
+		{"too many selectors", func(v url.Values) { v.Set("selectors", "id,appId,revenue,createdTime,country,eventType") }, "at most 5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := validForm()

@@ -63,8 +63,10 @@ type Config struct {
 	PublicURL string
 	// Location resolves relative dates ("today", "-7 days").
 	Location *time.Location
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Limits bound each export; zero values take the defaults.
+	Limits Limits
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Dialect is the Rebilly data-exports API.
@@ -79,6 +81,7 @@ type Dialect struct {
 	blob      *blob.Store
 	publicURL string
 	loc       *time.Location
+	limits    Limits
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -88,7 +91,7 @@ func New(cfg Config) *Dialect {
 	d := &Dialect{
 		auth: cfg.Auth, dir: cfg.Directory, jobs: cfg.Jobs, jobsKV: cfg.JobsKV, schedules: cfg.Schedules, submitter: cfg.Submitter,
 		links: cfg.Links, blob: cfg.Blob, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
-		loc: cfg.Location, log: cfg.Logger, now: cfg.Now,
+		loc: cfg.Location, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now,
 	}
 	if d.loc == nil {
 		d.loc = time.UTC
@@ -251,7 +254,7 @@ func (d *Dialect) put(w http.ResponseWriter, r *http.Request, s scope) {
 		writeConflict(w, "The id is already in use.")
 		return
 	}
-	job, bad := build(req, d.now(), d.loc)
+	job, bad := build(req, d.now(), d.loc, d.limits)
 	if bad != nil {
 		writeInvalid(w, bad)
 		return
@@ -264,7 +267,7 @@ func (d *Dialect) put(w http.ResponseWriter, r *http.Request, s scope) {
 }
 
 func (d *Dialect) updateSchedule(w http.ResponseWriter, r *http.Request, s scope, req *request, old *exportv1.Job, rev uint64) {
-	job, bad := build(req, d.now(), d.loc)
+	job, bad := build(req, d.now(), d.loc, d.limits)
 	if bad == nil && job.GetRecurrence() == nil {
 		bad = []invalidField{{Field: "recurring", Message: "a recurring export stays recurring; delete it to stop it"}}
 	}
@@ -290,7 +293,11 @@ func (d *Dialect) updateSchedule(w http.ResponseWriter, r *http.Request, s scope
 		next, _ := schedule.Next(job.Recurrence, n.AsTime(), true)
 		job.Recurrence.Next = next
 	}
-	if _, err := d.schedules.Update(r.Context(), job, rev); err != nil {
+	switch _, err := d.schedules.Update(r.Context(), job, rev); {
+	case errors.Is(err, schedule.ErrTooMany):
+		writeInvalid(w, []invalidField{tooManySchedules})
+		return
+	case err != nil:
 		writeConflict(w, "The data export changed meanwhile; read it again and retry.")
 		return
 	}
@@ -300,7 +307,7 @@ func (d *Dialect) updateSchedule(w http.ResponseWriter, r *http.Request, s scope
 // store validates and creates a new export with id.
 func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *request, id string) {
 	now := d.now()
-	job, bad := build(req, now, d.loc)
+	job, bad := build(req, now, d.loc, d.limits)
 	if bad != nil {
 		writeInvalid(w, bad)
 		return
@@ -321,6 +328,9 @@ func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *re
 		switch err := d.schedules.Create(ctx, job); {
 		case errors.Is(err, schedule.ErrExists):
 			writeConflict(w, "The id is already in use.")
+			return
+		case errors.Is(err, schedule.ErrTooMany):
+			writeInvalid(w, []invalidField{tooManySchedules})
 			return
 		case err != nil:
 			d.internal(w, r, "create schedule", err)
@@ -361,6 +371,11 @@ func checkTenant(job *exportv1.Job) []invalidField {
 	return nil
 }
 
+// tooManySchedules answers a create (or revival) beyond the per-owner cap
+// of active recurring exports.
+var tooManySchedules = invalidField{Field: "recurring",
+	Message: "you have the most active recurring exports allowed; delete one before creating another"}
+
 func recordsTask(job *exportv1.Job) *exportv1.ExportTask {
 	return &exportv1.ExportTask{
 		PartKind: exportv1.PartKind_PART_KIND_RECORDS,
@@ -383,6 +398,10 @@ func (d *Dialect) RunSchedule(ctx context.Context, sched *exportv1.Job, occurren
 	run.State = exportv1.JobState_JOB_STATE_PENDING
 	now := d.now()
 	run.CreatedAt, run.UpdatedAt = timestamppb.New(now), timestamppb.New(now)
+	// Today's caps, not those of the day the schedule was made.
+	if sc := run.GetRecords(); sc != nil {
+		sc.MaxRows, sc.MaxBytes = d.limits.MaxRows, d.limits.MaxBytes
+	}
 	if dr := run.GetRecords().GetDateRange(); dr != nil {
 		if bad := resolveRange(dr, occurrence, d.loc); bad != nil {
 			// The expressions were valid at creation; an end before the
@@ -597,20 +616,12 @@ func latestRuns(jobs []*exportv1.Job) map[string]*exportv1.Job {
 func (d *Dialect) list(w http.ResponseWriter, r *http.Request, s scope) {
 	q := query(r)
 	var bad []invalidField
-	limit, offset := 100, 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 1000 {
-			bad = append(bad, invalidField{Field: "limit", Message: "must be an integer from 0 to 1000"})
+	limit, bl := intParam(q, "limit", 100, 0, maxLimit)
+	offset, bo := intParam(q, "offset", 0, 0, maxOffset)
+	for _, b := range []*invalidField{bl, bo} {
+		if b != nil {
+			bad = append(bad, *b)
 		}
-		limit = n
-	}
-	if v := q.Get("offset"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			bad = append(bad, invalidField{Field: "offset", Message: "must be an integer of 0 or more"})
-		}
-		offset = n
 	}
 	filter, err := recordquery.ParseFilter(q.Get("filter"))
 	if err != nil {
@@ -698,12 +709,35 @@ func (d *Dialect) list(w http.ResponseWriter, r *http.Request, s scope) {
 		return cmp.Compare(a.ID, b.ID)
 	})
 	total := len(items)
-	page := items[min(offset, total):min(offset+limit, total)]
+	// Both bounds are at most total, so offset+limit cannot overflow.
+	lo := min(offset, total)
+	page := items[lo : lo+min(limit, total-lo)]
 	h := w.Header()
 	h.Set("Pagination-Total", strconv.Itoa(total))
 	h.Set("Pagination-Limit", strconv.Itoa(limit))
 	h.Set("Pagination-Offset", strconv.Itoa(offset))
 	writeJSON(w, http.StatusOK, page)
+}
+
+// Bounds of the list's integer parameters.
+const (
+	maxLimit  = 1000
+	maxOffset = 1 << 31
+)
+
+// intParam reads an integer query parameter within [lo, hi]; def when it
+// is absent. Anything else (not a number, out of range, too large for an
+// int64) is Rebilly's 422 on that parameter.
+func intParam(q url.Values, name string, def, lo, hi int) (int, *invalidField) {
+	v, ok := q[name]
+	if !ok || v[0] == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v[0], 10, 64)
+	if err != nil || n < int64(lo) || n > int64(hi) {
+		return def, &invalidField{Field: name, Message: fmt.Sprintf("must be an integer from %d to %d", lo, hi)}
+	}
+	return int(n), nil
 }
 
 // itemFields are the fields list sort and filter accept.

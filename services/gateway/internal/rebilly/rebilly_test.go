@@ -55,7 +55,11 @@ func sha(s string) string {
 	return strings.ToLower(hexSHA(s))
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, rebilly.Limits{}) }
+
+// newEnvWith is newEnv with the dialect's limits and the schedule store's
+// options.
+func newEnvWith(t *testing.T, lim rebilly.Limits, opts ...schedule.StoreOption) *env {
 	t.Helper()
 	ctx := t.Context()
 	nats := bustest.Start(t)
@@ -85,7 +89,7 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	jobsKV := kv(bus.BucketJobs)
 	jobs := jobstore.New(nats.JS, jobsKV)
-	sched := schedule.NewStore(kv(bus.BucketSchedules))
+	sched := schedule.NewStore(kv(bus.BucketSchedules), opts...)
 	// Everyone works for acme, where root administers exports; bob also
 	// for globex.
 	orgs := kv(bus.BucketOrgMembers)
@@ -102,7 +106,7 @@ func newEnv(t *testing.T) *env {
 	}
 	dir := access.NewDirectory(users, kv(bus.BucketRooms), kv(bus.BucketMemberships), orgs)
 	d := rebilly.New(rebilly.Config{
-		Auth: a, Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: sched,
+		Auth: a, Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: sched, Limits: lim,
 		Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock),
 		Links:     links.New(publicURL, []byte("secret"), time.Hour, clock),
 		PublicURL: publicURL, Now: clock,
@@ -290,6 +294,17 @@ func TestValidation(t *testing.T) {
 		{"no RRULE", `{"name":"n","resource":"transactions","format":"csv","recurring":{}}`, "recurring.instruction"},
 		{"bad start", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=DAILY","start":"tomorrow"}}`, "recurring.start"},
 		{"bad id", `{"id":"a.b","name":"n","resource":"transactions","format":"csv"}`, "id"},
+		{"duplicate field", `{"name":"n","resource":"transactions","format":"csv","fields":["id","amount","id"]}`, "fields"},
+		{"too many fields", `{"name":"n","resource":"transactions","format":"csv","fields":[` + strings.Repeat(`"id",`, rebilly.DefaultMaxFields) + `"amount"]}`, "fields"},
+		{"too many recipients", `{"name":"n","resource":"transactions","format":"csv","emailNotification":[` +
+			strings.Repeat(`"a@example.com",`, rebilly.DefaultMaxEmailRecipients) + `"b@example.com"]}`, "emailNotification"},
+		{"display name", `{"name":"n","resource":"transactions","format":"csv","emailNotification":["Ops <ops@example.com>"]}`, "emailNotification[0]"},
+		{"address with line break", `{"name":"n","resource":"transactions","format":"csv","emailNotification":["ops@example.com\r\nBcc: x@example.com"]}`, "emailNotification[0]"},
+		{"every minute", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=MINUTELY"}}`, "recurring"},
+		{"twice a minute", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=MINUTELY;INTERVAL=120;BYSECOND=0,30"}}`, "recurring"},
+		{"twice an hour", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=HOURLY;BYMINUTE=0,30"}}`, "recurring"},
+		{"never reached", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=HOURLY;INTERVAL=24;BYHOUR=5","start":"2026-06-15T06:00:00Z"}}`, "recurring.instruction"},
+		{"start before 1970", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=DAILY","start":"1969-12-31T00:00:00Z"}}`, "recurring.start"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -400,6 +415,8 @@ func TestList(t *testing.T) {
 	for _, tc := range []struct{ query, param string }{
 		{"limit=1001", "limit"}, {"limit=-1", "limit"}, {"limit=ten", "limit"},
 		{"offset=-1", "offset"}, {"offset=x", "offset"},
+		{"offset=9223372036854775807", "offset"}, {"offset=99999999999999999999", "offset"},
+		{"limit=9223372036854775807", "limit"}, {"limit=-9223372036854775808", "limit"},
 		{"sort=nope", "sort"}, {"sort=-", "sort"},
 		{"filter=status", "filter"}, {"filter=nope:1", "filter"},
 		{"expand=account", "expand"},
@@ -447,4 +464,49 @@ func TestRecurring(t *testing.T) {
 
 	assert.Equal(t, http.StatusNoContent, e.do(t, http.MethodDelete, base+"/"+id, key(aliceKey), "").status)
 	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, base+"/"+id, key(aliceKey), "").status)
+}
+
+func TestBoundedWork(t *testing.T) {
+	e := newEnvWith(t, rebilly.Limits{MaxRows: 1000, MaxBytes: 1 << 20}, schedule.WithMaxPerOwner(2))
+	ctx := t.Context()
+
+	r := e.do(t, http.MethodPost, base, key(aliceKey), `{"name":"once","resource":"events","format":"csv"}`)
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	job, err := e.jobs.Get(ctx, r.obj(t)["id"].(string))
+	require.NoError(t, err)
+	assert.EqualValues(t, 1000, job.GetRecords().GetMaxRows(), "every record export carries the row cap")
+	assert.EqualValues(t, 1<<20, job.GetRecords().GetMaxBytes(), "and the byte cap")
+	// Over a cap, the exporter rejects the job; Rebilly shows it failed
+	// with the exporter's reason.
+	_, err = e.jobs.Apply(ctx, &exportv1.ExportFailed{JobId: job.GetId(), OccurredAt: timestamppb.New(now), Reason: "Too much export data", Rejected: true})
+	require.NoError(t, err)
+	it := e.do(t, http.MethodGet, base+"/"+job.GetId(), key(aliceKey), "").obj(t)
+	assert.Equal(t, "failed", it["status"])
+	assert.Equal(t, "Too much export data", it["reason"])
+
+	daily := `{"name":"daily","resource":"events","format":"csv","recurring":{"instruction":"FREQ=DAILY;BYHOUR=6"}}`
+	var ids []string
+	for range 2 {
+		r := e.do(t, http.MethodPost, base, key(aliceKey), daily)
+		require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+		ids = append(ids, r.obj(t)["id"].(string))
+	}
+	r = e.do(t, http.MethodPost, base, key(aliceKey), daily)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, "%s", r.body)
+	assert.Equal(t, "recurring", r.obj(t)["invalidFields"].([]any)[0].(map[string]any)["field"])
+	assert.Equal(t, http.StatusCreated, e.do(t, http.MethodPost, base, key(bobKey), daily).status, "the cap is per owner")
+
+	// A run gets today's caps.
+	occ := time.Date(2026, 6, 16, 6, 0, 0, 0, time.UTC)
+	sched, _, err := e.sched.Get(ctx, ids[0])
+	require.NoError(t, err)
+	sched.Records.MaxRows, sched.Records.MaxBytes = 0, 0
+	require.NoError(t, e.d.RunSchedule(ctx, sched, occ, schedule.RunID(ids[0], occ)))
+	run, err := e.jobs.Get(ctx, schedule.RunID(ids[0], occ))
+	require.NoError(t, err)
+	assert.EqualValues(t, 1000, run.GetRecords().GetMaxRows())
+	assert.EqualValues(t, 1<<20, run.GetRecords().GetMaxBytes())
+
+	require.Equal(t, http.StatusNoContent, e.do(t, http.MethodDelete, base+"/"+ids[0], key(aliceKey), "").status)
+	assert.Equal(t, http.StatusCreated, e.do(t, http.MethodPost, base, key(aliceKey), daily).status, "deleting one makes room")
 }

@@ -25,6 +25,40 @@ const maxBody = 1 << 20
 // maxIDLength is Rebilly's limit on export ids.
 const maxIDLength = 50
 
+// Defaults of Limits.
+const (
+	DefaultMaxEmailRecipients = 10
+	DefaultMaxFields          = 100
+)
+
+// Limits bound what one data export may ask for. Zero values take the
+// defaults (MaxRows and MaxBytes: no cap).
+type Limits struct {
+	// MinInterval is the shortest time allowed between two occurrences of
+	// a recurring export (schedule.DefaultMinInterval).
+	MinInterval time.Duration
+	// MaxEmailRecipients caps emailNotification.
+	MaxEmailRecipients int
+	// MaxFields caps fields.
+	MaxFields int
+	// MaxRows and MaxBytes go into every export's (and every run's)
+	// RecordsScope: an export over either is rejected by the exporter.
+	MaxRows, MaxBytes uint64
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MinInterval <= 0 {
+		l.MinInterval = schedule.DefaultMinInterval
+	}
+	if l.MaxEmailRecipients <= 0 {
+		l.MaxEmailRecipients = DefaultMaxEmailRecipients
+	}
+	if l.MaxFields <= 0 {
+		l.MaxFields = DefaultMaxFields
+	}
+	return l
+}
+
 // request is the writable part of a data export.
 type request struct {
 	ID                *string    `json:"id"`
@@ -91,10 +125,10 @@ func decodeRequest(body io.Reader) (*request, []invalidField) {
 // validID reports whether id can name an export.
 func validID(id string) bool { return len(id) <= maxIDLength && jobstore.ValidID(id) }
 
-// build validates req and returns the job it asks for, with Records and
-// (for a recurring export) Recurrence filled in. Relative dates are
-// resolved against now in loc.
-func build(req *request, now time.Time, loc *time.Location) (*exportv1.Job, []invalidField) {
+// build validates req against lim and returns the job it asks for, with
+// Records and (for a recurring export) Recurrence filled in. Relative
+// dates are resolved against now in loc.
+func build(req *request, now time.Time, loc *time.Location, lim Limits) (*exportv1.Job, []invalidField) {
 	var bad []invalidField
 	add := func(field, format string, args ...any) {
 		bad = append(bad, invalidField{Field: field, Message: fmt.Sprintf(format, args...)})
@@ -103,7 +137,7 @@ func build(req *request, now time.Time, loc *time.Location) (*exportv1.Job, []in
 		Kind:    exportv1.JobKind_JOB_KIND_RECORDS,
 		Dialect: dialectName,
 		State:   exportv1.JobState_JOB_STATE_PENDING,
-		Records: &exportv1.RecordsScope{},
+		Records: &exportv1.RecordsScope{MaxRows: lim.MaxRows, MaxBytes: lim.MaxBytes},
 	}
 	switch {
 	case req.Name == nil || strings.TrimSpace(*req.Name) == "":
@@ -135,6 +169,10 @@ func build(req *request, now time.Time, loc *time.Location) (*exportv1.Job, []in
 			sc.Fields = recordquery.DefaultFields(resource)
 		} else if len(req.Fields) == 0 {
 			add("fields", "must name at least one field")
+		} else if len(req.Fields) > lim.MaxFields {
+			add("fields", "names %d fields; at most %d are allowed", len(req.Fields), lim.MaxFields)
+		} else if dup := duplicate(req.Fields); dup != "" {
+			add("fields", "names %q twice; name each field once", dup)
 		} else if err := recordquery.ValidateFields(resource, req.Fields); err != nil {
 			add("fields", "%v", err)
 		} else {
@@ -189,27 +227,38 @@ func build(req *request, now time.Time, loc *time.Location) (*exportv1.Job, []in
 			}
 		}
 	}
-	for i, e := range req.EmailNotification {
-		a, err := mail.ParseAddress(e)
-		if err != nil || a.Address != e {
-			add(fmt.Sprintf("emailNotification[%d]", i), "%q is not an email address", e)
-			continue
+	if n := len(req.EmailNotification); n > lim.MaxEmailRecipients {
+		add("emailNotification", "lists %d addresses; at most %d are allowed", n, lim.MaxEmailRecipients)
+	} else {
+		for i, e := range req.EmailNotification {
+			// A bare address only: net/mail accepts display names and folds
+			// some line breaks away, and neither belongs in this list.
+			a, err := mail.ParseAddress(e)
+			if err != nil || a.Address != e || strings.ContainsAny(e, "\r\n") {
+				add(fmt.Sprintf("emailNotification[%d]", i), "%q is not an email address", e)
+				continue
+			}
+			job.NotifyEmails = append(job.NotifyEmails, e)
 		}
-		job.NotifyEmails = append(job.NotifyEmails, e)
 	}
 	if rc := req.Recurring; rc != nil {
 		start := now
 		if rc.Start != nil && *rc.Start != "" {
 			t, err := time.Parse(time.RFC3339, *rc.Start)
-			if err != nil {
+			switch {
+			case err != nil:
 				add("recurring.start", "%q is not an RFC 3339 date-time", *rc.Start)
-			} else {
+			case t.Before(time.Unix(0, 0)):
+				add("recurring.start", "must be 1970-01-01T00:00:00Z or later")
+			default:
 				start = t
 			}
 		}
 		if rc.Instruction == nil || *rc.Instruction == "" {
 			add("recurring.instruction", "is required (an RFC 5545 RRULE such as FREQ=DAILY;BYHOUR=6)")
-		} else if _, err := schedule.Parse(*rc.Instruction, start); err != nil {
+		} else if _, err := schedule.Validate(*rc.Instruction, start, now, lim.MinInterval); errors.Is(err, schedule.ErrTooFrequent) {
+			add("recurring", "%v", err)
+		} else if err != nil {
 			add("recurring.instruction", "%v", err)
 		} else {
 			job.Recurrence = &exportv1.Recurrence{Instruction: *rc.Instruction, Start: timestamppb.New(start.UTC().Truncate(time.Second))}
@@ -224,6 +273,18 @@ func build(req *request, now time.Time, loc *time.Location) (*exportv1.Job, []in
 		return nil, bad
 	}
 	return job, nil
+}
+
+// duplicate returns the first name that occurs twice in names, or "".
+func duplicate(names []string) string {
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		if seen[n] {
+			return n
+		}
+		seen[n] = true
+	}
+	return ""
 }
 
 // resolveRange fills From/To from the range's expressions; relative ones

@@ -1,25 +1,38 @@
 // Package schedule runs recurring exports. A schedule is a template job
 // with a Recurrence (RFC 5545 RRULE, start, next occurrence) kept in the KV
 // bucket bus.BucketSchedules under its id. Every gateway replica runs a
-// Scheduler; each tick fires the occurrences that are due:
+// Scheduler; each tick fires, per schedule, the most recent due
+// occurrence:
 //
 //  1. claim the occurrence with kv.Create("<id>.<unix>") whose value is the
-//     run's job id (<id>-<unix>); only one replica's Create succeeds, but a
-//     replica that finds the claim already there goes on too,
+//     run's job id (<id>-<unix>), or "skipped" when the owner is at the
+//     unfinished-export limit (Admission); only one replica's Create
+//     succeeds, and a replica that finds the claim already there follows
+//     its decision,
 //  2. make sure the run job exists (RunFunc is idempotent: the run id is a
 //     function of the occurrence, and creating an existing job is a no-op),
 //     which repairs a replica that crashed between claim and submit,
-//  3. move the schedule's next occurrence on with a revision-checked update.
+//  3. move the schedule's next occurrence past now with a revision-checked
+//     update.
 //
-// So an occurrence produces exactly one job however many replicas race,
-// and none is lost across restarts: next only moves after its run exists.
+// So an occurrence produces at most one job however many replicas race,
+// and next only moves after its run exists. Occurrences missed during an
+// outage, or lying between a start in the past and now, are not caught up:
+// only the most recent one runs.
+//
+// The work a schedule can cause is bounded: Validate refuses rules whose
+// occurrences come closer than a minimum interval, a Store can cap the
+// active schedules per owner, and catch-up is at most one run per tick.
 package schedule
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,12 +51,56 @@ var (
 	ErrExists   = errors.New("schedule: already exists")
 	// ErrInvalidRule wraps every RRULE problem; the message says which.
 	ErrInvalidRule = errors.New("invalid RRULE")
+	// ErrTooFrequent wraps a valid rule whose occurrences can come closer
+	// than the minimum interval; the message gives both.
+	ErrTooFrequent = errors.New("too frequent")
+	// ErrTooMany is returned by Create (and by an Update that revives a
+	// finished schedule) when the owner already has the most active
+	// schedules allowed.
+	ErrTooMany = errors.New("schedule: too many active recurring exports")
 )
+
+// DefaultMinInterval is the shortest time Validate allows between two
+// occurrences of a rule.
+const DefaultMinInterval = time.Hour
+
+// maxInterval bounds INTERVAL: larger values buy nothing and would let the
+// iterator's hour and minute arithmetic overflow.
+const maxInterval = 10000
+
+// sampleSize is how many occurrences Validate looks at after the start
+// and again after now; maxWalk bounds the whole walk, should the start lie
+// so far back that reaching now would take longer (the structural bound
+// has then decided alone).
+const (
+	sampleSize = 500
+	maxWalk    = 1 << 20
+)
+
+// minStart is the earliest accepted start. The iterator walks from the
+// start to every occurrence it is asked about, so an unbounded past would
+// make every tick walk further.
+var minStart = time.Unix(0, 0).UTC()
 
 // Parse checks an RRULE (with or without the "RRULE:" prefix) and returns
 // it anchored at start. Sub-minute frequencies are refused: every
-// occurrence is a whole export.
+// occurrence is a whole export. Rules the iterator cannot finish (an
+// HOURLY or MINUTELY rule whose BYHOUR/BYMINUTE can never be reached by
+// stepping INTERVAL from the start: rrule-go loops forever on those) are
+// refused too, so nothing built on Parse can hang.
 func Parse(instruction string, start time.Time) (*rrule.RRule, error) {
+	opt, err := parseOption(instruction, start)
+	if err != nil {
+		return nil, err
+	}
+	r, err := rrule.NewRRule(*opt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRule, err)
+	}
+	return r, nil
+}
+
+func parseOption(instruction string, start time.Time) (*rrule.ROption, error) {
 	s := strings.TrimSpace(instruction)
 	s = strings.TrimPrefix(s, "RRULE:")
 	if s == "" {
@@ -62,12 +119,233 @@ func Parse(instruction string, start time.Time) (*rrule.RRule, error) {
 	if opt.Freq == rrule.SECONDLY {
 		return nil, fmt.Errorf("%w: FREQ=SECONDLY is not allowed; the shortest period is MINUTELY", ErrInvalidRule)
 	}
-	opt.Dtstart = start.UTC().Truncate(time.Second)
+	if opt.Interval < 0 || opt.Interval > maxInterval {
+		return nil, fmt.Errorf("%w: INTERVAL must be from 1 to %d", ErrInvalidRule, maxInterval)
+	}
+	if opt.Interval == 0 {
+		opt.Interval = 1
+	}
+	if opt.Count < 0 {
+		return nil, fmt.Errorf("%w: COUNT must be positive", ErrInvalidRule)
+	}
+	start = start.UTC().Truncate(time.Second)
+	if start.Before(minStart) || start.Year() > rrule.MAXYEAR {
+		return nil, fmt.Errorf("%w: the start must be from 1970 to %d", ErrInvalidRule, rrule.MAXYEAR)
+	}
+	opt.Dtstart = start
+	if err := reachable(opt); err != nil {
+		return nil, err
+	}
+	return opt, nil
+}
+
+// reachable refuses HOURLY and MINUTELY rules whose BYHOUR (and BYMINUTE)
+// values are never hit by stepping INTERVAL from the start's time of day.
+// Stepping by n hours visits exactly the hours congruent to the start's
+// modulo gcd(n, 24); by n minutes, the minutes of the day congruent
+// modulo gcd(n, 1440).
+func reachable(opt *rrule.ROption) error {
+	st := opt.Dtstart
+	switch opt.Freq {
+	case rrule.HOURLY:
+		if len(opt.Byhour) == 0 {
+			return nil
+		}
+		g := gcd(opt.Interval, 24)
+		for _, h := range opt.Byhour {
+			if mod(h-st.Hour(), g) == 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: no BYHOUR value is reached every %d hours from the start at %02d:00", ErrInvalidRule, opt.Interval, st.Hour())
+	case rrule.MINUTELY:
+		if len(opt.Byhour) == 0 && len(opt.Byminute) == 0 {
+			return nil
+		}
+		g := gcd(opt.Interval, 24*60)
+		hours, minutes := opt.Byhour, opt.Byminute
+		if len(hours) == 0 {
+			hours = seq(24)
+		}
+		if len(minutes) == 0 {
+			minutes = seq(60)
+		}
+		m0 := st.Hour()*60 + st.Minute()
+		for _, h := range hours {
+			for _, m := range minutes {
+				if mod(h*60+m-m0, g) == 0 {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("%w: no BYHOUR/BYMINUTE time is reached every %d minutes from the start at %02d:%02d", ErrInvalidRule, opt.Interval, st.Hour(), st.Minute())
+	}
+	return nil
+}
+
+// Validate is Parse for a new or changed schedule: it also refuses rules
+// whose occurrences can come closer than minInterval (0 means
+// DefaultMinInterval), and rules with no occurrence after now.
+//
+// The gap check is structural first, then empirical. Structurally, every
+// occurrence of a rule falls on a period (INTERVAL units of FREQ, or one
+// day when BYDAY and its kin can pick neighbouring days) at one of a fixed
+// set of offsets into it (the BYHOUR x BYMINUTE x BYSECOND combinations
+// finer than FREQ, the start's own values where a list is absent); two
+// occurrences are then at least the smallest distance between offsets
+// apart, or one period less the offsets' spread. That bound is sound for
+// every rule, so FREQ=MINUTELY;BYSECOND=0,30 (30 s) and
+// FREQ=HOURLY;BYMINUTE=0,30 (30 min) are refused. Then the first
+// occurrences after the start and after now are walked and their gaps
+// measured, which catches anything the bound missed.
+func Validate(instruction string, start, now time.Time, minInterval time.Duration) (*rrule.RRule, error) {
+	if minInterval <= 0 {
+		minInterval = DefaultMinInterval
+	}
+	opt, err := parseOption(instruction, start)
+	if err != nil {
+		return nil, err
+	}
 	r, err := rrule.NewRRule(*opt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRule, err)
 	}
+	if bound := gapBound(opt); bound < minInterval {
+		return nil, fmt.Errorf("%w: occurrences of this rule can come %s apart; the minimum is %s", ErrTooFrequent, short(bound), short(minInterval))
+	}
+	gap, future := sampledGap(r, now.UTC())
+	if gap < minInterval {
+		return nil, fmt.Errorf("%w: occurrences of this rule come %s apart; the minimum is %s", ErrTooFrequent, short(gap), short(minInterval))
+	}
+	if !future {
+		return nil, fmt.Errorf("%w: the rule has no occurrence after now", ErrInvalidRule)
+	}
 	return r, nil
+}
+
+// gapBound is a lower bound of the time between two consecutive
+// occurrences (see Validate).
+func gapBound(opt *rrule.ROption) time.Duration {
+	st := opt.Dtstart
+	or := func(list []int, v int) []int {
+		if len(list) == 0 {
+			return []int{v}
+		}
+		return list
+	}
+	n := opt.Interval
+	var offsets []int // seconds into the period
+	var period int    // seconds
+	seconds := or(opt.Bysecond, st.Second())
+	switch opt.Freq {
+	case rrule.SECONDLY:
+		return time.Duration(n) * time.Second
+	case rrule.MINUTELY:
+		offsets, period = seconds, n*60
+	case rrule.HOURLY:
+		for _, m := range or(opt.Byminute, st.Minute()) {
+			for _, s := range seconds {
+				offsets = append(offsets, m*60+s)
+			}
+		}
+		period = n * 3600
+	default:
+		for _, h := range or(opt.Byhour, st.Hour()) {
+			for _, m := range or(opt.Byminute, st.Minute()) {
+				for _, s := range seconds {
+					offsets = append(offsets, h*3600+m*60+s)
+				}
+			}
+		}
+		period = dayPeriod(opt) * 86400
+	}
+	slices.Sort(offsets)
+	offsets = slices.Compact(offsets)
+	bound := period - (offsets[len(offsets)-1] - offsets[0])
+	for i := 1; i < len(offsets); i++ {
+		bound = min(bound, offsets[i]-offsets[i-1])
+	}
+	return time.Duration(max(bound, 0)) * time.Second
+}
+
+// dayPeriod is the fewest days between two days a DAILY or coarser rule
+// can pick: one as soon as a day list could pick neighbouring days.
+func dayPeriod(opt *rrule.ROption) int {
+	days := len(opt.Byweekday) > 0 || len(opt.Bymonthday) > 0 || len(opt.Byyearday) > 0 ||
+		len(opt.Byweekno) > 0 || len(opt.Byeaster) > 0
+	switch {
+	case opt.Freq == rrule.DAILY:
+		return opt.Interval
+	case days:
+		return 1
+	case opt.Freq == rrule.WEEKLY:
+		return 7 * opt.Interval
+	case opt.Freq == rrule.MONTHLY, opt.Freq == rrule.YEARLY && len(opt.Bymonth) > 0:
+		// The start's day of the month in neighbouring months.
+		return 28
+	default:
+		return 365 * opt.Interval
+	}
+}
+
+// sampledGap walks the first sampleSize occurrences and the first
+// sampleSize after now, and returns the smallest gap between consecutive
+// ones (a very long duration when there are fewer than two) and whether
+// any occurrence lies after now. The walk from the start to now is bounded
+// by maxWalk; past it, only whether the rule goes on after now is asked.
+func sampledGap(r *rrule.RRule, now time.Time) (time.Duration, bool) {
+	gap := time.Duration(math.MaxInt64)
+	next := r.Iterator()
+	var prev time.Time
+	early, late := 0, 0
+	for late < sampleSize {
+		if early >= maxWalk && late == 0 {
+			return gap, !r.After(now, false).IsZero()
+		}
+		t, ok := next()
+		if !ok {
+			break
+		}
+		after := t.After(now)
+		if after {
+			late++
+		}
+		if !prev.IsZero() && (early < sampleSize || after) {
+			gap = min(gap, t.Sub(prev))
+		}
+		early++
+		prev = t
+	}
+	return gap, late > 0
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+func mod(a, m int) int { return ((a % m) + m) % m }
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// short prints a duration without zero units: "30s", "1h", "1h30m".
+func short(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // Next returns the first occurrence of rec after t (at t too when
@@ -97,15 +375,45 @@ func claimKey(scheduleID string, occurrence time.Time) string {
 // record stays (the projection owns it) but listings skip it.
 func hiddenKey(id string) string { return id + ".deleted" }
 
+// ownerPrefix starts the per-owner index keys
+// "owners.o<hex of owner id>.<schedule id>". They have three tokens, so
+// neither List ("*"), Hidden ("*.deleted") nor Delete's claim sweep
+// ("<id>.*") ever meets one; hex keeps any owner id a valid token.
+const ownerPrefix = "owners."
+
+func ownerToken(ownerID string) string { return "o" + hex.EncodeToString([]byte(ownerID)) }
+
+func ownerKey(ownerID, id string) string { return ownerPrefix + ownerToken(ownerID) + "." + id }
+
+// active reports whether a schedule still has occurrences to fire.
+func active(job *exportv1.Job) bool { return job.GetRecurrence().GetNext() != nil }
+
 // Store reads and writes schedules. It is safe for concurrent use.
 type Store struct {
-	kv jetstream.KeyValue
+	kv          jetstream.KeyValue
+	maxPerOwner int
 }
 
-// NewStore returns a Store over the schedules bucket.
-func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+// StoreOption configures a Store.
+type StoreOption func(*Store)
 
-// Create stores a new schedule; ErrExists if the id is taken.
+// WithMaxPerOwner caps the active schedules (those with an occurrence
+// left) one owner may have; 0, the default, means no cap.
+func WithMaxPerOwner(n int) StoreOption { return func(s *Store) { s.maxPerOwner = max(n, 0) } }
+
+// NewStore returns a Store over the schedules bucket.
+func NewStore(kv jetstream.KeyValue, opts ...StoreOption) *Store {
+	s := &Store{kv: kv}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Create stores a new schedule: ErrExists if the id is taken, ErrTooMany
+// if the owner would have more active schedules than the cap. The schedule
+// and its owner index key are written first and counted after, so two
+// racing creates can both be refused but never both exceed the cap.
 func (s *Store) Create(ctx context.Context, job *exportv1.Job) error {
 	data, err := proto.Marshal(job)
 	if err != nil {
@@ -117,7 +425,53 @@ func (s *Store) Create(ctx context.Context, job *exportv1.Job) error {
 		}
 		return fmt.Errorf("create schedule %s: %w", job.GetId(), err)
 	}
-	return nil
+	if _, err := s.kv.Put(ctx, ownerKey(job.GetOwnerId(), job.GetId()), []byte(job.GetId())); err != nil {
+		_ = s.kv.Purge(context.WithoutCancel(ctx), job.GetId())
+		return fmt.Errorf("index schedule %s: %w", job.GetId(), err)
+	}
+	if s.maxPerOwner == 0 || !active(job) {
+		return nil
+	}
+	n, err := s.CountActive(ctx, job.GetOwnerId())
+	if err == nil && n <= s.maxPerOwner {
+		return nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	_ = s.kv.Purge(ctx, job.GetId())
+	_ = s.kv.Purge(ctx, ownerKey(job.GetOwnerId(), job.GetId()))
+	if err != nil {
+		return err
+	}
+	return ErrTooMany
+}
+
+// CountActive returns how many schedules of ownerID have an occurrence
+// left. It reads only that owner's index keys and schedules.
+func (s *Store) CountActive(ctx context.Context, ownerID string) (int, error) {
+	keys, err := s.kv.ListKeysFiltered(ctx, ownerPrefix+ownerToken(ownerID)+".*")
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("count schedules: %w", err)
+	}
+	var ids []string
+	for k := range keys.Keys() {
+		ids = append(ids, k[strings.LastIndexByte(k, '.')+1:])
+	}
+	n := 0
+	for _, id := range ids {
+		job, _, err := s.Get(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			// A stale index key (deleted schedule): not counted.
+		case err != nil:
+			return 0, err
+		case job.GetOwnerId() == ownerID && active(job):
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Get returns a schedule and its revision, or ErrNotFound.
@@ -139,8 +493,21 @@ func (s *Store) Get(ctx context.Context, id string) (*exportv1.Job, uint64, erro
 	return job, e.Revision(), nil
 }
 
-// Update replaces a schedule if its revision is still rev.
+// Update replaces a schedule if its revision is still rev. An update that
+// gives a finished schedule occurrences again counts against the owner's
+// cap like a create (ErrTooMany).
 func (s *Store) Update(ctx context.Context, job *exportv1.Job, rev uint64) (uint64, error) {
+	if s.maxPerOwner > 0 && active(job) {
+		if old, _, err := s.Get(ctx, job.GetId()); err == nil && !active(old) {
+			n, err := s.CountActive(ctx, job.GetOwnerId())
+			if err != nil {
+				return 0, err
+			}
+			if n >= s.maxPerOwner {
+				return 0, ErrTooMany
+			}
+		}
+	}
 	data, err := proto.Marshal(job)
 	if err != nil {
 		return 0, fmt.Errorf("marshal schedule: %w", err)
@@ -152,8 +519,12 @@ func (s *Store) Update(ctx context.Context, job *exportv1.Job, rev uint64) (uint
 	return n, nil
 }
 
-// Delete removes a schedule and its claims; runs already created stay.
+// Delete removes a schedule, its index key and its claims; runs already
+// created stay.
 func (s *Store) Delete(ctx context.Context, id string) error {
+	if job, _, err := s.Get(ctx, id); err == nil {
+		_ = s.kv.Purge(ctx, ownerKey(job.GetOwnerId(), id))
+	}
 	if err := s.kv.Purge(ctx, id); err != nil {
 		return fmt.Errorf("delete schedule %s: %w", id, err)
 	}
@@ -226,16 +597,54 @@ func (s *Store) scan(ctx context.Context, pattern string, fn func(jetstream.KeyV
 // must be idempotent: when the job exists already it returns nil.
 type RunFunc func(ctx context.Context, sched *exportv1.Job, occurrence time.Time, runID string) error
 
+// Admission decides whether a run may start now. CanStart is called once
+// per due occurrence, before the run is created, and must be safe for
+// concurrent use. false skips the occurrence (it is consumed, not retried);
+// an error leaves it due for the next tick.
+type Admission interface {
+	CanStart(ctx context.Context, ownerID string) (bool, error)
+}
+
+// ActiveCounter counts an owner's unfinished exports (quota.ActiveJobs
+// provides one).
+type ActiveCounter interface {
+	CountActive(ctx context.Context, ownerID string) (int, error)
+}
+
+// UnfinishedLimit admits a run while its owner has fewer than max
+// unfinished exports, so a schedule cannot pile runs on an owner who is
+// already at the per-user limit; max 0 admits every run.
+func UnfinishedLimit(c ActiveCounter, max int) Admission { return unfinishedLimit{c, max} }
+
+type unfinishedLimit struct {
+	c   ActiveCounter
+	max int
+}
+
+func (u unfinishedLimit) CanStart(ctx context.Context, ownerID string) (bool, error) {
+	if u.max <= 0 || u.c == nil {
+		return true, nil
+	}
+	n, err := u.c.CountActive(ctx, ownerID)
+	if err != nil {
+		return false, fmt.Errorf("count unfinished exports: %w", err)
+	}
+	return n < u.max, nil
+}
+
+// skipped is the claim value of an occurrence that was not run; every
+// replica that meets the claim skips it too.
+const skipped = "skipped"
+
 // Options tune a Scheduler.
 type Options struct {
 	// Interval between ticks; 0 means 5 seconds.
 	Interval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// MaxCatchUp bounds the occurrences one schedule fires in one tick, so a
-	// long outage is caught up over several ticks; 0 means 100.
-	MaxCatchUp int
-	Logger     *slog.Logger
+	// Admission, when set, may skip runs (see Admission).
+	Admission Admission
+	Logger    *slog.Logger
 }
 
 // Scheduler fires due occurrences. Any number may run against one bucket.
@@ -252,9 +661,6 @@ func New(store *Store, run RunFunc, opts Options) *Scheduler {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
-	}
-	if opts.MaxCatchUp <= 0 {
-		opts.MaxCatchUp = 100
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -279,7 +685,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
-// Tick fires every due occurrence of every schedule once.
+// Tick fires, for every schedule with a due occurrence, the most recent
+// due occurrence once.
 func (s *Scheduler) Tick(ctx context.Context) error {
 	scheds, err := s.store.List(ctx)
 	if err != nil {
@@ -294,9 +701,17 @@ func (s *Scheduler) Tick(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// maxAttempts bounds the re-reads of one schedule that other replicas
+// keep moving on under us.
+const maxAttempts = 8
+
+// fire runs a schedule's due occurrence. After an outage (or for a start
+// far in the past) several occurrences are due: only the most recent runs,
+// the older ones are skipped, and next moves to the first occurrence after
+// now, so a schedule never fires more than once per tick.
 func (s *Scheduler) fire(ctx context.Context, id string) error {
 	now := s.opts.Now()
-	for range s.opts.MaxCatchUp {
+	for range maxAttempts {
 		sched, rev, err := s.store.Get(ctx, id)
 		if errors.Is(err, ErrNotFound) {
 			return nil
@@ -308,21 +723,32 @@ func (s *Scheduler) fire(ctx context.Context, id string) error {
 		if next == nil || next.AsTime().After(now) {
 			return nil
 		}
-		occ := next.AsTime()
-		runID := RunID(id, occ)
-		if _, err := s.store.kv.Create(ctx, claimKey(id, occ), []byte(runID)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("claim %s: %w", claimKey(id, occ), err)
-		}
-		// Winner or not, the run must exist before next moves on.
-		if err := s.run(ctx, sched, occ, runID); err != nil {
-			return fmt.Errorf("run %s: %w", runID, err)
-		}
-		following, err := Next(sched.GetRecurrence(), occ, false)
+		rule, err := Parse(sched.GetRecurrence().GetInstruction(), sched.GetRecurrence().GetStart().AsTime())
 		if err != nil {
 			return err
 		}
-		sched.Recurrence.Next = following
-		sched.Recurrence.Runs++
+		occ := next.AsTime()
+		if latest := rule.Before(now, true); latest.After(occ) {
+			s.opts.Logger.WarnContext(ctx, "recurring export missed occurrences; only the most recent runs",
+				"schedule_id", id, "first_missed", occ, "running", latest)
+			occ = latest
+		}
+		runID := RunID(id, occ)
+		decision, err := s.decide(ctx, sched, occ, runID)
+		if err != nil {
+			return err
+		}
+		if decision != skipped {
+			// Winner or not, the run must exist before next moves on.
+			if err := s.run(ctx, sched, occ, runID); err != nil {
+				return fmt.Errorf("run %s: %w", runID, err)
+			}
+			sched.Recurrence.Runs++
+		}
+		sched.Recurrence.Next = nil
+		if following := rule.After(occ, false); !following.IsZero() {
+			sched.Recurrence.Next = timestamppb.New(following)
+		}
 		sched.UpdatedAt = timestamppb.New(now)
 		if _, err := s.store.Update(ctx, sched, rev); err != nil {
 			if errors.Is(err, jetstream.ErrKeyExists) || strings.Contains(err.Error(), "wrong last sequence") {
@@ -330,7 +756,46 @@ func (s *Scheduler) fire(ctx context.Context, id string) error {
 			}
 			return err
 		}
-		s.opts.Logger.InfoContext(ctx, "recurring export fired", "job_id", runID, "schedule_id", id, "occurrence", occ)
+		if decision == skipped {
+			s.opts.Logger.WarnContext(ctx, "recurring export skipped: its owner is at the unfinished-export limit",
+				"job_id", runID, "schedule_id", id, "user_id", sched.GetOwnerId(), "occurrence", occ)
+		} else {
+			s.opts.Logger.InfoContext(ctx, "recurring export fired", "job_id", runID, "schedule_id", id, "occurrence", occ)
+		}
+		return nil
 	}
 	return nil
+}
+
+// decide claims the occurrence with kv.Create("<id>.<unix>") and returns
+// the claim's value: the run id, or skipped when Admission refused the
+// run. The first replica's decision holds for every other.
+func (s *Scheduler) decide(ctx context.Context, sched *exportv1.Job, occ time.Time, runID string) (string, error) {
+	key := claimKey(sched.GetId(), occ)
+	if e, err := s.store.kv.Get(ctx, key); err == nil {
+		return string(e.Value()), nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", fmt.Errorf("read claim %s: %w", key, err)
+	}
+	decision := runID
+	if s.opts.Admission != nil {
+		ok, err := s.opts.Admission.CanStart(ctx, sched.GetOwnerId())
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			decision = skipped
+		}
+	}
+	if _, err := s.store.kv.Create(ctx, key, []byte(decision)); err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return "", fmt.Errorf("claim %s: %w", key, err)
+		}
+		e, err := s.store.kv.Get(ctx, key)
+		if err != nil {
+			return "", fmt.Errorf("read claim %s: %w", key, err)
+		}
+		return string(e.Value()), nil
+	}
+	return decision, nil
 }

@@ -61,11 +61,13 @@ func (r *runs) ids() map[string]time.Time {
 
 var t0 = time.Date(2026, 5, 1, 6, 0, 0, 0, time.UTC)
 
-func newStore(t *testing.T) *schedule.Store {
+func newStore(t *testing.T) *schedule.Store { return newStoreWith(t) }
+
+func newStoreWith(t *testing.T, opts ...schedule.StoreOption) *schedule.Store {
 	srv := bustest.Start(t)
 	kv, err := srv.JS.KeyValue(t.Context(), bus.BucketSchedules)
 	require.NoError(t, err)
-	return schedule.NewStore(kv)
+	return schedule.NewStore(kv, opts...)
 }
 
 func hourly(t *testing.T, id string) *exportv1.Job {
@@ -91,6 +93,18 @@ func TestParse(t *testing.T) {
 		{"FREQ=DAILY;BYHOUR=25", false},
 		{"DTSTART:20260101T000000Z\nRRULE:FREQ=DAILY", false},
 		{"not a rule at all", false},
+		// rrule-go loops forever on these: the hour (minute) stepped by
+		// INTERVAL from the start never meets BYHOUR (BYMINUTE).
+		{"FREQ=HOURLY;INTERVAL=24;BYHOUR=5", false},
+		{"FREQ=HOURLY;INTERVAL=2;BYHOUR=7,9", false},
+		{"FREQ=HOURLY;INTERVAL=2;BYHOUR=8", true},
+		{"FREQ=MINUTELY;INTERVAL=60;BYMINUTE=5", false},
+		{"FREQ=MINUTELY;INTERVAL=1440;BYHOUR=5", false},
+		{"FREQ=MINUTELY;INTERVAL=120;BYHOUR=8;BYMINUTE=0", true},
+		{"FREQ=DAILY;INTERVAL=0", true},
+		{"FREQ=DAILY;INTERVAL=10001", false},
+		{"FREQ=DAILY;INTERVAL=-1", false},
+		{"FREQ=DAILY;COUNT=-1", false},
 	} {
 		t.Run(tc.rule, func(t *testing.T) {
 			_, err := schedule.Parse(tc.rule, t0)
@@ -149,19 +163,26 @@ func TestNoOccurrenceLostAcrossOutageAndFailures(t *testing.T) {
 	r.fail.Store(true)
 	s := schedule.New(store, r.run, schedule.Options{Now: clk.Now})
 
-	// The run cannot be created (bus down): the schedule must not move on.
+	// 06:00 and 07:00 are due; only 07:00, the most recent, runs. Its run
+	// cannot be created (bus down): the schedule must not move on.
 	assert.Error(t, s.Tick(ctx))
 	sched, _, err := store.Get(ctx, "sched2")
 	require.NoError(t, err)
 	assert.Equal(t, t0, sched.GetRecurrence().GetNext().AsTime(), "next stays until its run exists")
 
-	// A new scheduler (a restart) after a long outage catches up on every
-	// missed occurrence, including the one that was claimed but not run.
+	// The bus is back within the hour: the claimed occurrence runs.
+	first := t0.Add(time.Hour)
 	r.fail.Store(false)
+	require.NoError(t, s.Tick(ctx))
+	assert.Equal(t, map[string]time.Time{schedule.RunID("sched2", first): first}, r.ids())
+
+	// A new scheduler (a restart) after a long outage runs only the most
+	// recent missed occurrence (the last of COUNT=5), not all of them.
 	clk.Set(t0.Add(10 * time.Hour))
 	s2 := schedule.New(store, r.run, schedule.Options{Now: clk.Now})
 	require.NoError(t, s2.Tick(ctx))
-	assert.Len(t, r.ids(), 5)
+	last := t0.Add(4 * time.Hour)
+	assert.Equal(t, map[string]time.Time{schedule.RunID("sched2", first): first, schedule.RunID("sched2", last): last}, r.ids())
 }
 
 func TestDeleteStopsFiring(t *testing.T) {

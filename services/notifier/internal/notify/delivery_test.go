@@ -111,20 +111,48 @@ func TestRecordsJobEmailsExtraAddresses(t *testing.T) {
 	evs := e.settle(t, jobID, 1)
 
 	want := []string{alice.GetEmail(), "finance@example.com", "ops@example.com"}
+	greetings := []string{alice.GetName(), "there", "Ops"}
 	assert.Equal(t, want, evs[0].GetRecipients())
 	assert.Empty(t, evs[0].GetError())
 	msgs := e.smtp.Messages()
-	require.Len(t, msgs, 1, "one email per completed run")
-	assert.Equal(t, want, msgs[0].To, "envelope recipients")
-	p, err := msgs[0].Parse()
+	require.Len(t, msgs, len(want), "one email per recipient")
+	ids := map[string]bool{}
+	for i, m := range msgs {
+		assert.Equal(t, []string{want[i]}, m.To, "envelope: that recipient alone")
+		p, err := m.Parse()
+		require.NoError(t, err)
+		assertOnlyRecipient(t, p.Header, want[i], want)
+		ids[p.Header.Get("Message-Id")] = true
+		assert.Equal(t, "Your Dataport export is ready: transactions.csv", decodeHeader(t, p.Header.Get("Subject")))
+		assert.Contains(t, p.Text, "records export")
+		assert.Contains(t, p.Text, "SHA-256: "+strings.Repeat("ab", 32))
+		links := linkRE.FindAllString(p.Text, -1)
+		require.Len(t, links, 1)
+		checkLink(t, links[0], jobID, "transactions.csv", time.Now().Add(-time.Minute), time.Now())
+		assert.Contains(t, p.Text, "Hello "+greetings[i]+",", "each recipient is greeted alone")
+	}
+	assert.Len(t, ids, len(want), "each message has its own Message-ID")
+}
+
+// assertOnlyRecipient checks that a message's headers name self and none
+// of the other recipients.
+func assertOnlyRecipient(t *testing.T, h mail.Header, self string, all []string) {
+	t.Helper()
+	assert.Empty(t, h.Get("Cc"))
+	assert.Empty(t, h.Get("Bcc"))
+	to, err := h.AddressList("To")
 	require.NoError(t, err)
-	assert.Equal(t, "Your Dataport export is ready: transactions.csv", decodeHeader(t, p.Header.Get("Subject")))
-	assert.Contains(t, p.Text, "records export")
-	assert.Contains(t, p.Text, "SHA-256: "+strings.Repeat("ab", 32))
-	assert.Contains(t, p.Text, "Hello there,", "several recipients: no one's name")
-	links := linkRE.FindAllString(p.Text, -1)
-	require.Len(t, links, 1)
-	checkLink(t, links[0], jobID, "transactions.csv", time.Now().Add(-time.Minute), time.Now())
+	require.Len(t, to, 1)
+	assert.Equal(t, self, to[0].Address)
+	var head strings.Builder
+	for k, vs := range h {
+		head.WriteString(k + ": " + strings.Join(vs, ", ") + "\n")
+	}
+	for _, other := range all {
+		if other != self {
+			assert.NotContains(t, strings.ToLower(head.String()), strings.ToLower(other), "another recipient's address in the headers")
+		}
+	}
 }
 
 func TestRoomMail(t *testing.T) {
@@ -155,14 +183,18 @@ func TestRoomMail(t *testing.T) {
 	assert.Equal(t, []string{"bob@example.com", "carol@example.com"}, evs[0].GetRecipients())
 	assert.Empty(t, evs[0].GetError())
 	msgs := e.smtp.Messages()
-	require.Len(t, msgs, 1)
-	assert.Equal(t, []string{"bob@example.com", "carol@example.com"}, msgs[0].To, "envelope: the mail scope's addresses, not the owner")
-	p, err := msgs[0].Parse()
-	require.NoError(t, err)
-	assert.Equal(t, "Minutes of #general Bcc: mallory@example.com", decodeHeader(t, p.Header.Get("Subject")), "CR/LF neutralised")
-	assert.NotContains(t, p.Header, "Bcc")
-	assert.Equal(t, textBody, strings.ReplaceAll(p.Text, "\r\n", "\n"))
-	assert.Equal(t, htmlBody, strings.TrimSpace(p.HTML))
+	want := []string{"bob@example.com", "carol@example.com"}
+	require.Len(t, msgs, len(want), "one message per address")
+	for i, m := range msgs {
+		assert.Equal(t, []string{want[i]}, m.To, "envelope: one of the mail scope's addresses, not the owner")
+		p, err := m.Parse()
+		require.NoError(t, err)
+		assertOnlyRecipient(t, p.Header, want[i], want)
+		assert.Equal(t, "Minutes of #general Bcc: mallory@example.com", decodeHeader(t, p.Header.Get("Subject")), "CR/LF neutralised")
+		assert.NotContains(t, p.Header, "Bcc")
+		assert.Equal(t, textBody, strings.ReplaceAll(p.Text, "\r\n", "\n"))
+		assert.Equal(t, htmlBody, strings.TrimSpace(p.HTML))
+	}
 }
 
 func TestSMTPTransportSecurity(t *testing.T) {
@@ -536,4 +568,27 @@ func TestTwoInstancesSameEventTwice(t *testing.T) {
 	e.settle(t, jobID, 2)
 	assert.Len(t, e.smtp.Messages(), 1, "emails")
 	assert.Len(t, hook.Calls(), 1, "webhook calls")
+}
+
+func TestRefusedRecipientDoesNotStopTheOthers(t *testing.T) {
+	e, _ := startWithJobs(t, bustest.Topology(), nil)
+	e.putUser(t, alice)
+	jobID := newJobID()
+	e.putJob(t, &exportv1.Job{
+		Id: jobID, OwnerId: alice.GetId(), Kind: exportv1.JobKind_JOB_KIND_RECORDS,
+		NotifyEmails: []string{"finance@example.com", "ops@example.com"},
+	})
+	// The owner's RCPT TO gets a permanent 550.
+	e.smtp.FailRcpt(1, 550)
+	ev := completed(jobID, &exportv1.File{Name: "transactions.csv", Size: 10})
+	ev.Kind = exportv1.JobKind_JOB_KIND_RECORDS
+	e.publish(t, bus.EventCompleted, jobID, "", ev)
+	evs := e.settle(t, jobID, 1)
+
+	assert.Contains(t, evs[0].GetError(), "refused", "the refusal is reported")
+	var got []string
+	for _, m := range e.smtp.Messages() {
+		got = append(got, m.To...)
+	}
+	assert.Equal(t, []string{"finance@example.com", "ops@example.com"}, got, "the others got theirs, once")
 }

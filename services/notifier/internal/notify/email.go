@@ -2,6 +2,8 @@ package notify
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
@@ -49,15 +51,55 @@ func (n *Notifier) emailFor(ctx context.Context, o outcome) (notification, error
 		return nt, err
 	}
 	nt.recipients, nt.what = addresses(to), "email to "+strings.Join(addresses(to), ", ")
-	email, err := n.compose(o, to)
-	if err != nil {
-		// A template that cannot render this job will not render it on a
-		// retry either.
-		nt.problem = err.Error()
-		return nt, nil
+	emails := make([]Email, 0, len(to))
+	for i, a := range to {
+		email, err := n.compose(o, a)
+		if err != nil {
+			// A template that cannot render this job will not render it on
+			// a retry either.
+			nt.problem = err.Error()
+			return nt, nil
+		}
+		email.MessageID = messageID(o.jobID, i, a, n.from)
+		emails = append(emails, email)
 	}
-	nt.send = func(ctx context.Context) error { return n.mailer.Send(ctx, email) }
+	nt.send = func(ctx context.Context) error { return n.sendEach(ctx, emails) }
 	return nt, nil
+}
+
+// sendEach sends every email, one recipient each, so that no recipient
+// sees another's address (they are the owner's colleagues or customers,
+// not each other's). A refused address does not keep the others from
+// theirs; any transient failure is returned, and the retry sends every
+// email again under the same Message-IDs, which mail clients fold.
+func (n *Notifier) sendEach(ctx context.Context, emails []Email) error {
+	var refused, transient []error
+	for _, e := range emails {
+		err := n.mailer.Send(ctx, e)
+		switch {
+		case err == nil:
+		case isRefusedEmail(err):
+			refused = append(refused, err)
+		default:
+			transient = append(transient, err)
+		}
+	}
+	if len(transient) > 0 {
+		return errors.Join(transient...)
+	}
+	return errors.Join(refused...)
+}
+
+// messageID is the stable Message-ID of the job's email to its i-th
+// recipient: the first (the owner, usually) keeps the job's plain id,
+// the others add a digest of their address.
+func messageID(jobID string, i int, to mail.Address, from mail.Address) string {
+	id := jobID + "." + Channel
+	if i > 0 {
+		sum := sha256.Sum256([]byte(strings.ToLower(to.Address)))
+		id += "." + hex.EncodeToString(sum[:6])
+	}
+	return id + "@" + domainOf(from.Address)
 }
 
 func addresses(to []mail.Address) []string {
@@ -150,10 +192,8 @@ func (n *Notifier) roomMail(ctx context.Context, o outcome, nt notification) (no
 		subject = SubjectRoomMail
 	}
 	e := Email{
-		From:      n.from,
-		To:        to,
-		Subject:   subject,
-		MessageID: o.jobID + "." + Channel + "@" + domainOf(n.from.Address),
+		From:    n.from,
+		Subject: subject,
 	}
 	for _, f := range o.completed.GetFiles() {
 		var dst *string
@@ -179,7 +219,15 @@ func (n *Notifier) roomMail(ctx context.Context, o outcome, nt notification) (no
 		nt.problem = "room mail job completed without " + MailHTMLName + " or " + MailTextName
 		return nt, nil
 	}
-	nt.send = func(ctx context.Context) error { return n.mailer.Send(ctx, e) }
+	// One message per address, as for notifications.
+	emails := make([]Email, 0, len(to))
+	for i, a := range to {
+		one := e
+		one.To = []mail.Address{a}
+		one.MessageID = messageID(o.jobID, i, a, n.from)
+		emails = append(emails, one)
+	}
+	nt.send = func(ctx context.Context) error { return n.sendEach(ctx, emails) }
 	return nt, nil
 }
 
@@ -263,20 +311,17 @@ type mailView struct {
 	Advice  string
 }
 
-func (n *Notifier) compose(o outcome, to []mail.Address) (Email, error) {
-	v := mailView{JobID: o.jobID}
-	if len(to) == 1 {
-		v.Name = to[0].Name
-	}
+// compose renders the job's email to one recipient. The caller sets the
+// Message-ID (messageID): stable per job, channel and recipient, so a
+// duplicate send (see notify) is recognisable as the same message.
+func (n *Notifier) compose(o outcome, to mail.Address) (Email, error) {
+	v := mailView{JobID: o.jobID, Name: to.Name}
 	if v.Name == "" {
 		v.Name = "there"
 	}
 	e := Email{
 		From: n.from,
-		To:   to,
-		// Stable per job and channel, so a duplicate send (see notify)
-		// is recognisable as the same message.
-		MessageID: o.jobID + "." + Channel + "@" + domainOf(n.from.Address),
+		To:   []mail.Address{to},
 	}
 	var text *texttemplate.Template
 	var html *htmltemplate.Template

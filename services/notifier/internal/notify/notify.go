@@ -2,7 +2,8 @@
 // and channel even when the event is delivered more than once: it emails
 // the job's owner and the job's extra addresses (signed download links on
 // completion, what went wrong and what to do on failure), mails the
-// selected messages of a room-mail job to their recipients, and posts a
+// selected messages of a room-mail job to their recipients (every email
+// goes to one recipient, so no one sees the others' addresses), and posts a
 // signed webhook event to every webhook URL of the job. Each outcome is
 // reported as a NotificationSent event.
 package notify

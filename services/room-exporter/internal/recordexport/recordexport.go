@@ -38,9 +38,12 @@ import (
 
 const instrumentation = "dataport.dev/services/room-exporter/internal/recordexport"
 
-// ReasonTooManyRows is the rejection reason of an export over max_rows
-// (myTracker's wording).
-const ReasonTooManyRows = "Too many lines in one export"
+// Rejection reasons of an export over max_rows and max_bytes, in
+// myTracker's words; every dialect shows them as the job's error.
+const (
+	ReasonTooManyRows = "Too many lines in one export"
+	ReasonTooMuchData = "Too much export data"
+)
 
 // Defaults of Options.
 const (
@@ -183,6 +186,7 @@ func reject(format string, args ...any) error {
 var (
 	errCanceled = errors.New("job canceled")
 	errTooMany  = errors.New("too many rows")
+	errTooMuch  = errors.New("too many bytes")
 )
 
 // Handle is the bus.Handler for record tasks: nil once the part is
@@ -385,7 +389,8 @@ func (p *plan) filterLines() []string {
 
 // Export produces the task's file(s) and announces them. A canceled job
 // deletes the job's part objects and returns nil; an export over max_rows
-// deletes what it uploaded, fails the job as rejected and returns nil. A
+// or max_bytes deletes what it uploaded, fails the job as rejected and
+// returns nil. A
 // permanent failure deletes the part's objects and checkpoint; a
 // transient one keeps both, so the redelivered task resumes after the
 // finished chunks.
@@ -435,6 +440,14 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 			return cerr
 		}
 		e.fail(ctx, task, ReasonTooManyRows, true)
+		return nil
+	case errors.Is(err, errTooMuch):
+		log.InfoContext(ctx, "export rejected: too much data", "max_bytes", task.GetRecords().GetMaxBytes())
+		e.deleteCheckpoint(ctx, log, task)
+		if cerr := e.cleanup(ctx, log, partPrefix(task)); cerr != nil {
+			return cerr
+		}
+		e.fail(ctx, task, ReasonTooMuchData, true)
 		return nil
 	case err != nil && bus.IsPermanent(err):
 		e.discard(ctx, log, task)
@@ -505,7 +518,7 @@ func (e *Exporter) run(ctx context.Context, log *slog.Logger, p *plan, job *expo
 		meta: recordrender.Meta{Title: title, Resource: p.resource, Fields: p.headers,
 			Filters: p.filterLines(), Generated: e.now()},
 		base: base, single: single, gzip: sc.GetGzipChunks(),
-		maxRows: sc.GetMaxRowsPerChunk(), maxBytes: sc.GetMaxBytesPerChunk(),
+		maxRows: sc.GetMaxRowsPerChunk(), maxBytes: sc.GetMaxBytesPerChunk(), maxTotal: sc.GetMaxBytes(),
 	}
 	defer s.abort(errors.New("export stopped"))
 

@@ -444,6 +444,60 @@ func TestRecordExports(t *testing.T) {
 		assert.EqualValues(t, len(events), e.part(t, ok.GetJobId()).GetFile().GetRecords())
 	})
 
+	t.Run("over max_bytes is rejected and leaves no objects", func(t *testing.T) {
+		size := func(p *exportv1.PartUploaded) uint64 {
+			if f := p.GetFile(); f != nil {
+				return f.GetSize()
+			}
+			var n uint64
+			for _, f := range p.GetFiles() {
+				n += f.GetSize()
+			}
+			return n
+		}
+		for _, tc := range []struct {
+			name   string
+			format exportv1.Format
+			scope  *exportv1.RecordsScope
+			// exact: the cap is checked to the byte (no gzip buffering).
+			exact bool
+		}{
+			{"csv", exportv1.Format_FORMAT_CSV, &exportv1.RecordsScope{Resource: "events"}, true},
+			{"sorted json", exportv1.Format_FORMAT_JSON, &exportv1.RecordsScope{Resource: "transactions", Sort: "-amount"}, true},
+			{"gzip chunks", exportv1.Format_FORMAT_CSV, &exportv1.RecordsScope{Resource: "events", MaxRowsPerChunk: 500, GzipChunks: true}, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				free := e.task(t, tc.format, proto.CloneOf(tc.scope))
+				require.NoError(t, x.Export(t.Context(), free))
+				total := size(e.part(t, free.GetJobId()))
+				require.Positive(t, total)
+
+				over := proto.CloneOf(tc.scope)
+				over.MaxBytes = total - 1
+				if !tc.exact {
+					over.MaxBytes = total / 2
+				}
+				task := e.task(t, tc.format, over)
+				require.NoError(t, x.Export(t.Context(), task), "the task is acked")
+				var failed exportv1.ExportFailed
+				require.True(t, e.event(t, bus.EventFailed, task.GetJobId(), &failed))
+				assert.True(t, failed.GetRejected())
+				assert.Equal(t, "Too much export data", failed.GetReason())
+				assert.Empty(t, e.objects(t, "jobs/"+task.GetJobId()+"/"))
+				assert.False(t, e.event(t, bus.EventPart, task.GetJobId(), &exportv1.PartUploaded{}))
+
+				fits := proto.CloneOf(tc.scope)
+				fits.MaxBytes = total
+				if !tc.exact {
+					fits.MaxBytes = total + 64<<10
+				}
+				ok := e.task(t, tc.format, fits)
+				require.NoError(t, x.Export(t.Context(), ok))
+				assert.Equal(t, total, size(e.part(t, ok.GetJobId())), "a cap it fits in changes nothing")
+			})
+		}
+	})
+
 	t.Run("other resources", func(t *testing.T) {
 		tests := []struct {
 			resource string

@@ -35,6 +35,9 @@ type sink struct {
 	gzip     bool
 	maxRows  uint64
 	maxBytes uint64
+	// maxTotal caps the bytes of all files together as stored (0: no
+	// cap); going over ends the export with errTooMuch.
+	maxTotal uint64
 	// rotated runs after a chunk was stored and before the row that did
 	// not fit opens the next one: the moment a checkpoint can be taken.
 	// An error ends the export.
@@ -152,6 +155,12 @@ func (s *sink) write(row recordrender.Row) error {
 	}
 	s.cur.rows++
 	s.rows++
+	// Buffered bytes count as stored: before gzip that overestimates by at
+	// most the 64 KiB buffer, and the cap is reached no later than the row
+	// that crosses it.
+	if s.maxTotal > 0 && s.bytes+s.cur.stored.n+uint64(s.cur.bw.Buffered()) > s.maxTotal {
+		return s.fail(errTooMuch)
+	}
 	return nil
 }
 
@@ -181,6 +190,10 @@ func (s *sink) finish() ([]*exportv1.File, error) {
 	}
 	if err := s.closeChunk(); err != nil {
 		return nil, err
+	}
+	// The format's closing bytes and gzip's trailer come last.
+	if s.maxTotal > 0 && s.bytes > s.maxTotal {
+		return nil, errTooMuch
 	}
 	return s.files, nil
 }

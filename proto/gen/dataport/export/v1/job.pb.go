@@ -574,7 +574,10 @@ type RecordsScope struct {
 	MaxBytesPerChunk uint64 `protobuf:"varint,8,opt,name=max_bytes_per_chunk,json=maxBytesPerChunk,proto3" json:"max_bytes_per_chunk,omitempty"`
 	GzipChunks       bool   `protobuf:"varint,9,opt,name=gzip_chunks,json=gzipChunks,proto3" json:"gzip_chunks,omitempty"`
 	// Refuse (reject the job) when more rows than this match (0 = no limit).
-	MaxRows       uint64 `protobuf:"varint,10,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	MaxRows uint64 `protobuf:"varint,10,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	// Refuse (reject the job) when its files would hold more than this many
+	// bytes as stored, i.e. after gzip when gzip_chunks is set (0 = no limit).
+	MaxBytes      uint64 `protobuf:"varint,11,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -675,6 +678,13 @@ func (x *RecordsScope) GetGzipChunks() bool {
 func (x *RecordsScope) GetMaxRows() uint64 {
 	if x != nil {
 		return x.MaxRows
+	}
+	return 0
+}
+
+func (x *RecordsScope) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
 	}
 	return 0
 }
@@ -1490,7 +1500,7 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\x03end\x18\x02 \x01(\tR\x03end\x12\x14\n" +
 	"\x05field\x18\x03 \x01(\tR\x05field\x12.\n" +
 	"\x04from\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
-	"\x02to\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\"\xd2\x02\n" +
+	"\x02to\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\"\xef\x02\n" +
 	"\fRecordsScope\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x16\n" +
 	"\x06fields\x18\x02 \x03(\tR\x06fields\x12\x16\n" +
@@ -1504,7 +1514,8 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\vgzip_chunks\x18\t \x01(\bR\n" +
 	"gzipChunks\x12\x19\n" +
 	"\bmax_rows\x18\n" +
-	" \x01(\x04R\amaxRows\"c\n" +
+	" \x01(\x04R\amaxRows\x12\x1b\n" +
+	"\tmax_bytes\x18\v \x01(\x04R\bmaxBytes\"c\n" +
 	"\tMailScope\x12\x1b\n" +
 	"\tto_emails\x18\x01 \x03(\tR\btoEmails\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1f\n" +
