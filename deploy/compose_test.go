@@ -37,13 +37,14 @@ func loadCompose(t *testing.T, env map[string]string) (*types.Project, error) {
 var composeSecrets = map[string]string{
 	"DATAPORT_LINK_SECRET":    "test-link-secret",
 	"DATAPORT_WEBHOOK_SECRET": "test-webhook-secret",
+	"DATAPORT_TASK_SECRET":    "test-task-secret",
 }
 
 // TestComposeNeedsSigningSecrets: compose runs the services as production,
 // where they refuse default keys, so it stops at once with a message naming
 // each missing key instead of starting services that then exit.
 func TestComposeNeedsSigningSecrets(t *testing.T) {
-	for _, missing := range []string{"DATAPORT_LINK_SECRET", "DATAPORT_WEBHOOK_SECRET"} {
+	for _, missing := range []string{"DATAPORT_LINK_SECRET", "DATAPORT_WEBHOOK_SECRET", "DATAPORT_TASK_SECRET"} {
 		env := map[string]string{}
 		for k, v := range composeSecrets {
 			if k != missing {
@@ -196,6 +197,16 @@ func TestCompose(t *testing.T) {
 			assert.Equal(t, *gw[v], *nt[v], "gateway and notifier must agree on %s", v)
 		}
 		assert.Equal(t, "test-link-secret", *gw["DATAPORT_LINK_SECRET"])
+	})
+
+	t.Run("task keys agree", func(t *testing.T) {
+		gw, ex := p.Services["gateway"].Environment, p.Services["room-exporter"].Environment
+		for _, v := range []string{"DATAPORT_TASK_SECRET", "DATAPORT_TASK_PREVIOUS_SECRETS"} {
+			require.NotNil(t, gw[v], v)
+			require.NotNil(t, ex[v], v)
+			assert.Equal(t, *gw[v], *ex[v], "gateway and room-exporter must agree on %s", v)
+		}
+		assert.Equal(t, "test-task-secret", *gw["DATAPORT_TASK_SECRET"], "the task key comes from the environment, with no default")
 	})
 
 	t.Run("seed", func(t *testing.T) {

@@ -42,6 +42,15 @@ var services = []service{
 // infra.LoadTopology, which every run calls.
 var commonDirs = []string{"shared/config", "shared/infra"}
 
+// callerOnly are functions of the shared packages, by package folder and
+// name, that only some programs call: the variables they read count for a
+// program only when its code calls them (infra.LoadTaskSigner: the gateway
+// signs tasks and the room-exporter verifies them; the archiver, notifier
+// and seeder need no task key).
+var callerOnly = map[string][]string{
+	"shared/infra": {"LoadTaskSigner"},
+}
+
 var envVarName = regexp.MustCompile(`^DATAPORT_[A-Z0-9_]+$`)
 
 // sharedModule and its import path prefix: imports under it are followed,
@@ -51,12 +60,29 @@ const sharedImport = "dataport.dev/shared/"
 // codeVars returns the DATAPORT_ variables a program reads: every string
 // literal naming one in the non-test Go files under dirs (relative to the
 // repository root), in the shared packages those files import (followed
-// transitively), and in the common packages. Comments do not count, so the
-// examples in package docs are not taken for variables.
+// transitively), and in the common packages, except those read in a
+// callerOnly function the program does not call. Comments do not count, so
+// the examples in package docs are not taken for variables.
 func codeVars(t *testing.T, dirs ...string) []string {
 	t.Helper()
 	vars := map[string]bool{}
 	seen := map[string]bool{}
+	// gated holds the variables of callerOnly functions and called the
+	// functions some visited file calls, both by "folder.Func".
+	gated := map[string][]string{}
+	called := map[string]bool{}
+	envLits := func(n ast.Node, found func(string)) {
+		ast.Inspect(n, func(n ast.Node) bool {
+			lit, ok := n.(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING {
+				return true
+			}
+			if s, err := strconv.Unquote(lit.Value); err == nil && envVarName.MatchString(s) {
+				found(s)
+			}
+			return true
+		})
+	}
 	var visit func(dir string, recursive bool)
 	visit = func(dir string, recursive bool) {
 		if seen[dir] {
@@ -79,23 +105,36 @@ func codeVars(t *testing.T, dirs ...string) []string {
 			}
 			f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(abs, name), nil, parser.SkipObjectResolution)
 			require.NoError(t, err)
+			// The shared packages this file imports, by the name it uses.
+			sharedDirs := map[string]string{}
 			for _, imp := range f.Imports {
 				path, err := strconv.Unquote(imp.Path.Value)
 				require.NoError(t, err)
 				if rest, ok := strings.CutPrefix(path, sharedImport); ok {
 					visit(filepath.Join("shared", rest), false)
+					local := filepath.Base(rest)
+					if imp.Name != nil {
+						local = imp.Name.Name
+					}
+					sharedDirs[local] = filepath.ToSlash(filepath.Join("shared", rest))
 				}
 			}
 			ast.Inspect(f, func(n ast.Node) bool {
-				lit, ok := n.(*ast.BasicLit)
-				if !ok || lit.Kind != token.STRING {
-					return true
-				}
-				if s, err := strconv.Unquote(lit.Value); err == nil && envVarName.MatchString(s) {
-					vars[s] = true
+				if sel, ok := n.(*ast.SelectorExpr); ok {
+					if x, ok := sel.X.(*ast.Ident); ok && sharedDirs[x.Name] != "" {
+						called[sharedDirs[x.Name]+"."+sel.Sel.Name] = true
+					}
 				}
 				return true
 			})
+			for _, decl := range f.Decls {
+				if fn, ok := decl.(*ast.FuncDecl); ok && fn.Recv == nil && slices.Contains(callerOnly[filepath.ToSlash(dir)], fn.Name.Name) {
+					key := filepath.ToSlash(dir) + "." + fn.Name.Name
+					envLits(fn, func(s string) { gated[key] = append(gated[key], s) })
+					continue
+				}
+				envLits(decl, func(s string) { vars[s] = true })
+			}
 		}
 	}
 	for _, d := range commonDirs {
@@ -103,6 +142,13 @@ func codeVars(t *testing.T, dirs ...string) []string {
 	}
 	for _, d := range dirs {
 		visit(d, true)
+	}
+	for fn, names := range gated {
+		if called[fn] {
+			for _, s := range names {
+				vars[s] = true
+			}
+		}
 	}
 	out := make([]string, 0, len(vars))
 	for v := range vars {
@@ -151,6 +197,16 @@ func TestCodeVars(t *testing.T) {
 	}
 	// A documentation example in a comment is not a variable.
 	require.NotContains(t, common, "DATAPORT_HTTP_PORT")
+	// The task keys belong to the programs that call infra.LoadTaskSigner
+	// (the gateway signs, the room-exporter verifies), not to every one.
+	require.NotContains(t, common, "DATAPORT_TASK_SECRET")
+	for _, s := range services {
+		reads := codeVars(t, s.dir)
+		signs := s.name == "gateway" || s.name == "room-exporter"
+		for _, v := range []string{"DATAPORT_TASK_SECRET", "DATAPORT_TASK_PREVIOUS_SECRETS"} {
+			require.Equal(t, signs, slices.Contains(reads, v), "%s reads %s", s.name, v)
+		}
+	}
 	for _, s := range services {
 		t.Logf("%s reads %v", s.name, codeVars(t, s.dir))
 	}

@@ -315,6 +315,12 @@ func checkServices(t *testing.T, m *manifests, complete bool) {
 	for _, v := range []string{"DATAPORT_PUBLIC_URL", "DATAPORT_LINK_TTL", "DATAPORT_LINK_SECRET"} {
 		assert.Equal(t, gw[v], nt[v], "gateway and notifier must agree on %s", v)
 	}
+	// Signed tasks: the room-exporter fails every task whose signature it
+	// cannot verify with the gateway's keys.
+	ex := m.env(&m.deployments["room-exporter"].Spec.Template.Spec.Containers[0]).values
+	for _, v := range []string{"DATAPORT_TASK_SECRET", "DATAPORT_TASK_PREVIOUS_SECRETS"} {
+		assert.Equal(t, gw[v], ex[v], "gateway and room-exporter must agree on %s", v)
+	}
 }
 
 // target resolves a host:port a service is configured with to what
@@ -507,11 +513,11 @@ func TestProdOverlay(t *testing.T) {
 	t.Run("secrets are placeholders", func(t *testing.T) {
 		s := generated(t, m.secrets, secretsName)
 		dev := generated(t, render(t, "k8s/overlays/dev").secrets, secretsName)
-		// Keys whose empty value means "none" (no earlier link keys, no
-		// HS256 JWTs) are committed empty; every other is a placeholder
+		// Keys whose empty value means "none" (no earlier link or task
+		// keys, no HS256 JWTs) are committed empty; every other is a placeholder
 		// the pipeline replaces (the services refuse a signing key left
 		// at REPLACE_ME, so a forgotten one stops the rollout).
-		optional := []string{"DATAPORT_LINK_PREVIOUS_SECRETS", "DATAPORT_JWT_HS256_SECRET"}
+		optional := []string{"DATAPORT_LINK_PREVIOUS_SECRETS", "DATAPORT_TASK_PREVIOUS_SECRETS", "DATAPORT_JWT_HS256_SECRET"}
 		for k, v := range s.Data {
 			if slices.Contains(optional, k) {
 				assert.Empty(t, string(v), "%s: committed empty", k)

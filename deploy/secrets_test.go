@@ -16,6 +16,7 @@ var credentialVars = []string{
 	"DATAPORT_S3_ACCESS_KEY", "DATAPORT_S3_SECRET_KEY",
 	"DATAPORT_LINK_SECRET", "DATAPORT_LINK_PREVIOUS_SECRETS",
 	"DATAPORT_WEBHOOK_SECRET", "DATAPORT_JWT_HS256_SECRET",
+	"DATAPORT_TASK_SECRET", "DATAPORT_TASK_PREVIOUS_SECRETS",
 	"DATAPORT_SMTP_USERNAME", "DATAPORT_SMTP_PASSWORD",
 }
 
@@ -57,7 +58,7 @@ func TestCredentialsComeFromTheSecret(t *testing.T) {
 				}
 				assert.Equal(t, want, env["DATAPORT_ENV"], "%s: DATAPORT_ENV", s.name)
 				if o.name == "prod" {
-					for _, name := range []string{"DATAPORT_LINK_SECRET", "DATAPORT_WEBHOOK_SECRET"} {
+					for _, name := range []string{"DATAPORT_LINK_SECRET", "DATAPORT_WEBHOOK_SECRET", "DATAPORT_TASK_SECRET"} {
 						assert.NotContains(t, strings.ToLower(env[name]), "dev-only", "%s: prod's %s is a development key", s.name, name)
 					}
 				}
