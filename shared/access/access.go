@@ -413,3 +413,32 @@ func (d *Directory) ResolveTask(ctx context.Context, task *exportv1.ExportTask) 
 	}
 	return g, err
 }
+
+// UsersByUsername returns the users with the given usernames, by
+// username; names nobody has are absent from the map. It reads the whole
+// users bucket once, which suits the handful of recipients of a mail and
+// the size of a chat workspace's user list.
+func (d *Directory) UsersByUsername(ctx context.Context, usernames []string) (map[string]*sourcev1.User, error) {
+	want := make(map[string]bool, len(usernames))
+	for _, n := range usernames {
+		want[n] = true
+	}
+	found := make(map[string]*sourcev1.User, len(usernames))
+	if len(want) == 0 {
+		return found, nil
+	}
+	err := scan(ctx, d.users, ">", func(key string, value []byte) error {
+		u := &sourcev1.User{}
+		if err := proto.Unmarshal(value, u); err != nil {
+			return fmt.Errorf("decode user %s: %w", key, err)
+		}
+		if want[u.GetUsername()] {
+			found[u.GetUsername()] = u
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up users: %w", err)
+	}
+	return found, nil
+}

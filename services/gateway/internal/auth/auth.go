@@ -15,12 +15,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
-	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/access"
@@ -36,28 +33,21 @@ var (
 	ErrRoomNotFound = errors.New("auth: room not found")
 )
 
-// idPattern is what user and room ids may look like: the characters that
-// are valid both in a KV key and a subject token. Anything else cannot name
-// a stored user or room, and is rejected before it reaches the bus.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,128}$`)
-
-// ValidID reports whether id can name a user or a room.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+// ValidID reports whether id can name a user or a room (access.ValidID).
+func ValidID(id string) bool { return access.ValidID(id) }
 
 // Service answers authentication and authorization questions from the
 // users, rooms and memberships buckets; the rules themselves are
 // access's, which the exporters apply again to every task. It is safe for
 // concurrent use.
 type Service struct {
-	users, rooms, memberships jetstream.KeyValue
-	// Directory answers room and organization questions.
+	// Directory reads users, rooms and memberships.
 	*access.Directory
 }
 
 // New returns a Service over the four buckets.
 func New(users, rooms, memberships, orgMembers jetstream.KeyValue) *Service {
-	return &Service{users: users, rooms: rooms, memberships: memberships,
-		Directory: access.NewDirectory(users, rooms, memberships, orgMembers)}
+	return &Service{Directory: access.NewDirectory(users, rooms, memberships, orgMembers)}
 }
 
 // Open looks up the buckets (declared by bus.EnsureTopology).
@@ -86,8 +76,7 @@ func (s *Service) Authenticate(ctx context.Context, userID, token string) (*sour
 	if token == "" || !ValidID(userID) {
 		return nil, ErrUnauthenticated
 	}
-	u := &sourcev1.User{}
-	found, err := get(ctx, s.users, userID, u)
+	u, found, err := s.User(ctx, userID)
 	if err != nil {
 		return nil, fmt.Errorf("authenticate %s: %w", userID, err)
 	}
@@ -106,13 +95,9 @@ func (s *Service) Authenticate(ctx context.Context, userID, token string) (*sour
 
 // Room returns the room, or ErrRoomNotFound.
 func (s *Service) Room(ctx context.Context, roomID string) (*sourcev1.Room, error) {
-	if !ValidID(roomID) {
-		return nil, ErrRoomNotFound
-	}
-	r := &sourcev1.Room{}
-	found, err := get(ctx, s.rooms, roomID, r)
+	r, found, err := s.Directory.Room(ctx, roomID)
 	if err != nil {
-		return nil, fmt.Errorf("room %s: %w", roomID, err)
+		return nil, err
 	}
 	if !found {
 		return nil, ErrRoomNotFound
@@ -126,100 +111,23 @@ func (s *Service) CanAccessRoom(ctx context.Context, u *sourcev1.User, room *sou
 	return s.CanReadRoom(ctx, u.GetId(), access.Permissions(u.GetRoles()), room)
 }
 
-// get reads and decodes key; found is false for a missing key.
-func get(ctx context.Context, kv jetstream.KeyValue, key string, m proto.Message) (found bool, err error) {
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if err := proto.Unmarshal(e.Value(), m); err != nil {
-		return false, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return true, nil
-}
-
 // MemberRooms returns the rooms u is a member of (memberships under
 // "<userId>.*"), sorted by room id. A membership whose room no longer
 // exists is skipped.
 func (s *Service) MemberRooms(ctx context.Context, u *sourcev1.User) ([]*sourcev1.Room, error) {
-	if !ValidID(u.GetId()) {
-		return nil, nil
-	}
-	var roomIDs []string
-	err := scan(ctx, s.memberships, u.GetId()+".*", func(key string, _ []byte) error {
-		roomIDs = append(roomIDs, strings.TrimPrefix(key, u.GetId()+"."))
-		return nil
-	})
+	ids, err := s.MemberRoomIDs(ctx, u.GetId())
 	if err != nil {
-		return nil, fmt.Errorf("memberships of %s: %w", u.GetId(), err)
+		return nil, err
 	}
-	slices.Sort(roomIDs)
-	rooms := make([]*sourcev1.Room, 0, len(roomIDs))
-	for _, id := range roomIDs {
-		r, err := s.Room(ctx, id)
-		if errors.Is(err, ErrRoomNotFound) {
-			continue
-		}
+	rooms := make([]*sourcev1.Room, 0, len(ids))
+	for _, id := range ids {
+		r, found, err := s.Directory.Room(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		rooms = append(rooms, r)
+		if found {
+			rooms = append(rooms, r)
+		}
 	}
 	return rooms, nil
-}
-
-// UsersByUsername returns the users with the given usernames, by
-// username; names nobody has are absent from the map. It reads the whole
-// users bucket once, which suits the handful of recipients of a mail and
-// the size of a chat workspace's user list.
-func (s *Service) UsersByUsername(ctx context.Context, usernames []string) (map[string]*sourcev1.User, error) {
-	want := make(map[string]bool, len(usernames))
-	for _, n := range usernames {
-		want[n] = true
-	}
-	found := make(map[string]*sourcev1.User, len(usernames))
-	if len(want) == 0 {
-		return found, nil
-	}
-	err := scan(ctx, s.users, ">", func(key string, value []byte) error {
-		u := &sourcev1.User{}
-		if err := proto.Unmarshal(value, u); err != nil {
-			return fmt.Errorf("decode user %s: %w", key, err)
-		}
-		if want[u.GetUsername()] {
-			found[u.GetUsername()] = u
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("look up users: %w", err)
-	}
-	return found, nil
-}
-
-// scan calls fn with every live entry of kv matching the key filter.
-func scan(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(key string, value []byte) error) error {
-	w, err := kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		var e jetstream.KeyValueEntry
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e = <-w.Updates():
-		}
-		if e == nil {
-			// The watcher sends nil once the initial values are through.
-			return nil
-		}
-		if err := fn(e.Key(), e.Value()); err != nil {
-			return err
-		}
-	}
 }
