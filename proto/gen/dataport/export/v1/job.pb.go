@@ -1145,9 +1145,17 @@ type Job struct {
 	Notifications []*NotificationStatus `protobuf:"bytes,32,rep,name=notifications,proto3" json:"notifications,omitempty"`
 	// What the job's tasks may read; copied into every task. Schedules keep
 	// it for their runs.
-	Scope         *Scope `protobuf:"bytes,34,opt,name=scope,proto3" json:"scope,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Scope *Scope `protobuf:"bytes,34,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The id the client chose for the job (Rebilly PUT /data-exports/{id} or
+	// a create body's "id"), shown by the dialect in place of id. The job's
+	// own id is then derived from dialect, organization, owner and this id,
+	// so client ids of different owners or dialects never collide.
+	ClientId string `protobuf:"bytes,33,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// Who the job's concurrency slot is charged to (package quota); empty
+	// for jobs that hold no slot, such as scheduled runs.
+	QuotaPrincipal string `protobuf:"bytes,35,opt,name=quota_principal,json=quotaPrincipal,proto3" json:"quota_principal,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -1411,6 +1419,20 @@ func (x *Job) GetScope() *Scope {
 	return nil
 }
 
+func (x *Job) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Job) GetQuotaPrincipal() string {
+	if x != nil {
+		return x.QuotaPrincipal
+	}
+	return ""
+}
+
 // NotificationStatus is the last outcome of one notification channel.
 type NotificationStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1550,8 +1572,7 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
-	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xf2\n" +
-	"\n" +
+	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xb8\v\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\x12/\n" +
@@ -1593,7 +1614,9 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"expires_at\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12#\n" +
 	"\rfiles_expired\x18\x1f \x01(\bR\ffilesExpired\x12L\n" +
 	"\rnotifications\x18  \x03(\v2&.dataport.export.v1.NotificationStatusR\rnotifications\x12/\n" +
-	"\x05scope\x18\" \x01(\v2\x19.dataport.export.v1.ScopeR\x05scope\"\x90\x01\n" +
+	"\x05scope\x18\" \x01(\v2\x19.dataport.export.v1.ScopeR\x05scope\x12\x1b\n" +
+	"\tclient_id\x18! \x01(\tR\bclientId\x12'\n" +
+	"\x0fquota_principal\x18# \x01(\tR\x0equotaPrincipal\"\x90\x01\n" +
 	"\x12NotificationStatus\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1e\n" +
 	"\n" +
