@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/dialect"
 	"dataport.dev/services/gateway/internal/httpapi"
@@ -78,8 +79,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	linkTTL := l.Duration("DATAPORT_LINK_TTL", defaultLinkTTL, "how long signed download links stay valid")
 	retention := l.Duration("DATAPORT_RETENTION", defaultRetention, "how long a job's files are kept after completion (expires_at); the archiver's sweeper deletes them then")
 	dataDownloadInterval := l.Duration("DATAPORT_DATA_DOWNLOAD_INTERVAL", rocketchat.DefaultDataDownloadInterval, "Rocket.Chat users.requestDataDownload: how long after a request a new one returns the previous operation")
-	maxConcurrent := l.Int("DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER", 5, 0, 10000, "unfinished exports one user may have before creates get 429 (0: no limit)")
-	ratePerMinute := l.Int("DATAPORT_CREATE_RATE_PER_MINUTE", 30, 0, 100000, "export creates one caller may send per minute, per gateway replica (0: no limit)")
+	maxConcurrent := l.Int("DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER", 5, 0, 10000, "unfinished exports one user may have before creates get 429, over all gateway replicas (0: no limit)")
+	ratePerMinute := l.Int("DATAPORT_CREATE_RATE_PER_MINUTE", 30, 0, 100000, "exports one user may create per clock minute, over all gateway replicas (0: no limit)")
 	stuckAfter := l.Duration("DATAPORT_STUCK_JOB_AFTER", 15*time.Minute, "a job with no update for this long is failed by the watchdog")
 	timezone := l.String("DATAPORT_TIMEZONE", "UTC", "IANA time zone in which relative and date-only export ranges (today, -7 days, dateFrom) are resolved")
 	jwtHS256 := l.Secret("DATAPORT_JWT_HS256_SECRET", "", "HS256 key of accepted Bearer JWTs (Rebilly and myTracker dialects); empty: none")
@@ -139,7 +140,19 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer inf.Close()
 
-	jobs, err := jobstore.Open(ctx, inf.JS, jobstore.WithRetention(retention))
+	// The limiter repairs lost slot releases from the projection, and the
+	// projection releases a job's slot when the job ends.
+	var jobs *jobstore.Store
+	limiter, err := quota.Open(ctx, inf.JS, quota.Options{
+		MaxConcurrent: maxConcurrent,
+		RatePerMinute: ratePerMinute,
+		Jobs:          quota.JobLookupFunc(func(ctx context.Context, id string) (*exportv1.Job, error) { return jobs.Get(ctx, id) }),
+		Logger:        log,
+	})
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	jobs, err = jobstore.Open(ctx, inf.JS, jobstore.WithRetention(retention), jobstore.WithOnTerminal(limiter.ReleaseTerminal))
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -153,7 +166,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 
 	pub := bus.NewPublisher(inf.JS, tel.Propagator())
-	submitter := submit.New(jobs, pub, taskSigner, nil)
+	submitter := submit.New(jobs, pub, taskSigner, nil, submit.WithAdmission(limiter))
 	linkKeys := [][]byte{[]byte(linkSecret)}
 	for _, k := range linkPrevious {
 		linkKeys = append(linkKeys, []byte(k))
@@ -207,13 +220,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	limiter := quota.New(quota.Options{
-		MaxConcurrent: maxConcurrent,
-		RatePerMinute: ratePerMinute,
-		Identify:      identify,
-		Active:        quota.ActiveJobs(jobs),
-		Logger:        log,
-	})
 	dog := watchdog.New(inf.NC, inf.JS, jobs, pub, watchdog.Options{StuckAfter: stuckAfter, Logger: log})
 	router := httpapi.New(httpapi.Config{
 		Jobs:           jobs,

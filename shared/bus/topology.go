@@ -45,6 +45,7 @@ const (
 	BucketCounters      = "counters"
 	BucketCheckpoints   = "export_checkpoints"
 	BucketOrgMembers    = "org_members"
+	BucketQuotas        = "quotas"
 )
 
 // Durable consumers. Every replica of a service binds the same durable, so
@@ -196,6 +197,9 @@ type Topology struct {
 	IdempotencyTTL time.Duration
 }
 
+// QuotaTTL is how long an untouched key of BucketQuotas lives.
+const QuotaTTL = 24 * time.Hour
+
 func withTTL(c jetstream.KeyValueConfig, ttl time.Duration) jetstream.KeyValueConfig {
 	c.TTL = ttl
 	return c
@@ -278,6 +282,10 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		// A checkpoint outlives only the tasks that might resume it; one left
 		// by a task that never finished expires instead of lingering.
 		withTTL(kv(BucketCheckpoints, "Exporter checkpoints under <jobId>.<part>: how far a long export got, so a redelivered task resumes."), 7*24*time.Hour),
+		// Rate windows are dead a minute after they close and an idle
+		// caller's slot set is empty or stale, so a day bounds the bucket
+		// without ever cutting a live window short.
+		withTTL(kv(BucketQuotas, "Per-principal create quotas, kept by the gateway: rate.<principal>.<minute> counters and active.<principal> slot sets."), QuotaTTL),
 	}
 }
 

@@ -89,22 +89,44 @@ func (f fakeAuth) Header(_ context.Context, apiKey, authorization string) (*sour
 }
 
 func TestHeaderIdentity(t *testing.T) {
-	users := fakeAuth{"u1:tok": "u1", "key-2": "u2", "Bearer key-3": "u3"}
+	users := fakeAuth{"u1:tok": "u1", "key-2": "u2", "Bearer key-3": "u3", "Bearer key-2": "u2"}
 	identify := dialect.HeaderIdentity(users, users, func(err error) bool { return errors.Is(err, errNope) })
+	rcToken := map[string]string{"X-User-Id": "u1", "X-Auth-Token": "tok"}
+	with := func(a, b map[string]string) map[string]string {
+		out := map[string]string{}
+		for k, v := range a {
+			out[k] = v
+		}
+		for k, v := range b {
+			out[k] = v
+		}
+		return out
+	}
 	cases := []struct {
-		name    string
-		path    string
-		headers map[string]string
-		ok      bool
-		scope   string
-		userID  string
+		name      string
+		path      string
+		headers   map[string]string
+		ok        bool
+		principal string
+		scope     string
+		userID    string
 	}{
-		{"rocket.chat token", "/api/v1/rooms.export", map[string]string{"X-User-Id": "u1", "X-Auth-Token": "tok"}, true, "user:u1", "u1"},
-		{"api key", "/experimental/data-exports", map[string]string{"REB-APIKEY": "key-2"}, true, "user:u2", "u2"},
-		{"api key in an organization", "/experimental/organizations/acme/data-exports", map[string]string{"REB-APIKEY": "key-2"}, true, "user:u2/org:acme", "u2"},
-		{"bearer", "/api/raw/v1/export/create.json", map[string]string{"Authorization": "Bearer key-3"}, true, "user:u3", "u3"},
-		{"unknown key: scoped by its hash, no user", "/experimental/data-exports", map[string]string{"REB-APIKEY": "wrong"}, true, "cred:", ""},
-		{"no credentials", "/api/v1/rooms.export", nil, false, "", ""},
+		{"rocket.chat token", "/api/v1/rooms.export", rcToken, true, "user:u1", "user:u1", "u1"},
+		{"native token", "/v1/exports", rcToken, true, "user:u1", "user:u1", "u1"},
+		{"api key", "/experimental/data-exports", map[string]string{"REB-APIKEY": "key-2"}, true, "user:u2", "user:u2", "u2"},
+		{"bearer on rebilly", "/data-exports", map[string]string{"Authorization": "Bearer key-2"}, true, "user:u2", "user:u2", "u2"},
+		{"api key in an organization: org in the idempotency scope, not in the principal", "/experimental/organizations/acme/data-exports",
+			map[string]string{"REB-APIKEY": "key-2"}, true, "user:u2", "user:u2/org:acme", "u2"},
+		{"rebilly route ignores Rocket.Chat headers", "/experimental/organizations/acme/data-exports/x",
+			with(rcToken, map[string]string{"REB-APIKEY": "key-2"}), true, "user:u2", "user:u2/org:acme", "u2"},
+		{"rebilly route with only Rocket.Chat headers has no credential", "/experimental/data-exports", rcToken, false, "", "", ""},
+		{"bearer on mytracker", "/api/raw/v1/export/create.json", map[string]string{"Authorization": "Bearer key-3"}, true, "user:u3", "user:u3", "u3"},
+		{"mytracker ignores REB-APIKEY and Rocket.Chat headers", "/api/raw/v1/export/create.json",
+			with(rcToken, map[string]string{"REB-APIKEY": "key-2", "Authorization": "Bearer key-3"}), true, "user:u3", "user:u3", "u3"},
+		{"rocket.chat route ignores API keys", "/api/v1/rooms.export", map[string]string{"REB-APIKEY": "key-2"}, false, "", "", ""},
+		{"rocket.chat ignores /organizations/ in its path", "/api/v1/organizations/acme/x", rcToken, true, "user:u1", "user:u1", "u1"},
+		{"unknown key: scoped by its hash, no user", "/experimental/data-exports", map[string]string{"REB-APIKEY": "wrong"}, true, "cred:", "cred:", ""},
+		{"no credentials", "/api/v1/rooms.export", nil, false, "", "", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -115,8 +137,27 @@ func TestHeaderIdentity(t *testing.T) {
 			got, ok, err := identify(r)
 			require.NoError(t, err)
 			assert.Equal(t, c.ok, ok)
-			assert.True(t, strings.HasPrefix(got.Scope, c.scope), "scope %q", got.Scope)
+			if c.principal == "cred:" {
+				assert.True(t, strings.HasPrefix(got.Principal, "cred:"), "principal %q", got.Principal)
+				assert.Equal(t, got.Principal, got.Scope)
+			} else {
+				assert.Equal(t, c.principal, got.Principal)
+				assert.Equal(t, c.scope, got.Scope)
+			}
 			assert.Equal(t, c.userID, got.UserID)
 		})
 	}
+
+	// A wrong credential of another dialect does not change the hash.
+	hashOf := func(h map[string]string) string {
+		r := httptest.NewRequest(http.MethodPost, "/experimental/data-exports", nil)
+		for k, v := range h {
+			r.Header.Set(k, v)
+		}
+		got, _, err := identify(r)
+		require.NoError(t, err)
+		return got.Principal
+	}
+	assert.Equal(t, hashOf(map[string]string{"REB-APIKEY": "wrong"}),
+		hashOf(map[string]string{"REB-APIKEY": "wrong", "X-User-Id": "u9", "X-Auth-Token": "random"}))
 }

@@ -52,9 +52,10 @@ func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // Store reads and writes jobs. It is safe for concurrent use.
 type Store struct {
-	js        jetstream.JetStream
-	kv        jetstream.KeyValue
-	retention time.Duration
+	js         jetstream.JetStream
+	kv         jetstream.KeyValue
+	retention  time.Duration
+	onTerminal func(context.Context, *exportv1.Job)
 }
 
 // Option configures a Store.
@@ -67,6 +68,16 @@ type Option func(*Store)
 // Zero leaves expires_at unset.
 func WithRetention(d time.Duration) Option {
 	return func(s *Store) { s.retention = d }
+}
+
+// WithOnTerminal calls fn with the job as stored each time Apply moves a
+// job into a terminal state. The revision check makes that move happen
+// once per job, so fn runs once per job, unless the process stops between
+// the write and the call: fn's effects must tolerate being lost (package
+// quota repairs a lost slot release). fn runs on the applier's goroutine
+// and should be quick.
+func WithOnTerminal(fn func(ctx context.Context, job *exportv1.Job)) Option {
+	return func(s *Store) { s.onTerminal = fn }
 }
 
 // New returns a Store over the jobs bucket kv; js is the JetStream context
@@ -266,6 +277,9 @@ func (s *Store) Apply(ctx context.Context, ev Event) (*exportv1.Job, error) {
 		}
 		_, err = s.kv.Update(ctx, id, data, rev)
 		if err == nil {
+			if s.onTerminal != nil && !Terminal(job.GetState()) && Terminal(next.GetState()) {
+				s.onTerminal(ctx, next)
+			}
 			return next, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt >= maxAttempts {

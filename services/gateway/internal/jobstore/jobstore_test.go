@@ -321,6 +321,37 @@ func TestConcurrentTerminalEventsPickOneOutcome(t *testing.T) {
 	}
 }
 
+// TestOnTerminalRunsOncePerJob: however many terminal events race or are
+// redelivered, the hook sees a job end exactly once, as it is stored.
+func TestOnTerminalRunsOncePerJob(t *testing.T) {
+	srv := bustest.Start(t)
+	var mu sync.Mutex
+	ended := map[string][]exportv1.JobState{}
+	store, err := jobstore.Open(t.Context(), srv.JS, jobstore.WithOnTerminal(func(_ context.Context, j *exportv1.Job) {
+		mu.Lock()
+		defer mu.Unlock()
+		ended[j.GetId()] = append(ended[j.GetId()], j.GetState())
+	}))
+	require.NoError(t, err)
+	ctx := t.Context()
+	for i := range 5 {
+		id := fmt.Sprintf("job-hook-%d", i)
+		require.NoError(t, store.Create(ctx, newJob(id, "alice")))
+		var wg sync.WaitGroup
+		for _, ev := range []jobstore.Event{queued(id, 1), progress(id, 2, 50, 5), completed(id, 5), failed(id, 5, false), canceled(id, 6), completed(id, 5)} {
+			wg.Go(func() { _, err := store.Apply(ctx, ev); assert.NoError(t, err) })
+		}
+		wg.Wait()
+		got, err := store.Get(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, []exportv1.JobState{got.GetState()}, ended[id])
+	}
+	require.NoError(t, store.Create(ctx, newJob("job-hook-running", "alice")))
+	_, err = store.Apply(ctx, progress("job-hook-running", 2, 50, 5))
+	require.NoError(t, err)
+	assert.NotContains(t, ended, "job-hook-running")
+}
+
 func TestRequestedCreatesMissingJob(t *testing.T) {
 	store, _, _ := newStore(t)
 	ctx := t.Context()

@@ -144,7 +144,9 @@ func writeNotFound(w http.ResponseWriter) {
 }
 
 func (d *Dialect) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
-	u, err := d.Auth.Header(r.Context(), r.Header.Get("REB-APIKEY"), r.Header.Get("Authorization"))
+	// Only Authorization: a REB-APIKEY header is the Rebilly dialect's and
+	// must not make a request here act as someone else than its bearer.
+	u, err := d.Auth.Header(r.Context(), "", r.Header.Get("Authorization"))
 	if err != nil {
 		if !strings.Contains(err.Error(), "not authenticated") {
 			d.Logger.ErrorContext(r.Context(), "authenticate", "error", err)

@@ -30,25 +30,50 @@ type Submitter struct {
 	pub    *bus.Publisher
 	signer *bus.TaskSigner
 	now    func() time.Time
+	admit  Admission
+}
+
+// Admission decides whether a job may be created (package quota's
+// Limiter). Admit runs before the job is written and may refuse it with an
+// error; held reports that it reserved something for the job, which
+// Release gives back if the job is not created after all. Once the job is
+// written, its reservation is released when the job ends, not by Submit.
+type Admission interface {
+	Admit(ctx context.Context, job *exportv1.Job) (held bool, err error)
+	Release(ctx context.Context, job *exportv1.Job) error
+}
+
+// Option configures a Submitter.
+type Option func(*Submitter)
+
+// WithAdmission makes Submit ask a before creating each job.
+func WithAdmission(a Admission) Option {
+	return func(s *Submitter) { s.admit = a }
 }
 
 // New returns a Submitter that signs tasks with signer; now nil means
 // time.Now.
-func New(jobs *jobstore.Store, pub *bus.Publisher, signer *bus.TaskSigner, now func() time.Time) *Submitter {
+func New(jobs *jobstore.Store, pub *bus.Publisher, signer *bus.TaskSigner, now func() time.Time, opts ...Option) *Submitter {
 	if now == nil {
 		now = time.Now
 	}
-	return &Submitter{jobs: jobs, pub: pub, signer: signer, now: now}
+	s := &Submitter{jobs: jobs, pub: pub, signer: signer, now: now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // ErrNoScope means a job was submitted without the caller's scope; its
 // tasks would read nothing, so it is refused before anything is written.
 var ErrNoScope = errors.New("submit: the job carries no scope")
 
-// Submit writes job (state pending) and publishes ExportRequested, every
-// task and ExportQueued, in that order. Tasks get their job id, owner,
-// scope, kind, format, part numbers and parts_total filled in from job and
-// their position, and are signed. If a task cannot be published the job is failed at once, so
+// Submit asks the admission (if any) for the job, writes job (state
+// pending) and publishes ExportRequested, every task and ExportQueued, in
+// that order. A refusal of the admission is returned as it is (wrapped),
+// before anything is written. Tasks get their job id, owner, scope, kind,
+// format, part numbers and parts_total filled in from job and their
+// position, and are signed. If a task cannot be published the job is failed at once, so
 // nobody waits for work that was never queued; a lost ExportQueued only
 // delays the state word, since the exporter's own events move the job on.
 func (s *Submitter) Submit(ctx context.Context, job *exportv1.Job, kind bus.TaskKind, tasks []*exportv1.ExportTask) error {
@@ -63,9 +88,24 @@ func (s *Submitter) Submit(ctx context.Context, job *exportv1.Job, kind bus.Task
 	if len(job.Parts) == 0 {
 		job.Parts = jobstore.PlanParts(tasks)
 	}
-	if err := s.jobs.Create(ctx, job); err != nil {
+	if s.admit != nil {
+		held, err := s.admit.Admit(ctx, job)
+		if err != nil {
+			return fmt.Errorf("submit %s: %w", id, err)
+		}
+		if err := s.jobs.Create(ctx, job); err != nil {
+			if held {
+				if rerr := s.admit.Release(context.WithoutCancel(ctx), job); rerr != nil {
+					err = errors.Join(err, rerr)
+				}
+			}
+			return err
+		}
+	} else if err := s.jobs.Create(ctx, job); err != nil {
 		return err
 	}
+	// From here on a failure fails the job, and its end releases what
+	// Admit reserved.
 	now := timestamppb.New(s.now())
 	err := s.pub.PublishStatus(ctx, bus.EventRequested, id, "", &exportv1.ExportRequested{JobId: id, OccurredAt: now, Job: job})
 	if err == nil {
