@@ -267,59 +267,77 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 		writeDenied(w)
 		return
 	}
-	num, err := d.next(ctx)
-	if err != nil {
-		d.Logger.ErrorContext(ctx, "raw export number", "error", err)
-		writeError(w, http.StatusInternalServerError, "Internal error")
-		return
-	}
 	now := d.Now()
 	end := to.AddDate(0, 0, 1).Add(-time.Nanosecond)
-	job := &exportv1.Job{
-		Id:      JobID(num),
-		Number:  num,
-		OwnerId: u.GetId(),
-		// The organization's members may export its events; exporters
-		// re-check the membership.
-		OrganizationId: org,
-		Scope:          access.ScopeFor(u, org),
-		Kind:           exportv1.JobKind_JOB_KIND_RECORDS,
-		Format:         exportv1.Format_FORMAT_CSV,
-		State:          exportv1.JobState_JOB_STATE_PENDING,
-		Dialect:        dialectName,
-		Name:           fmt.Sprintf("%d.%s", num, strings.TrimSuffix(ev, "s")),
-		CreatedAt:      timestamppb.New(now),
-		UpdatedAt:      timestamppb.New(now),
-		Records: &exportv1.RecordsScope{
-			Resource: recordquery.ResourceEvents,
-			Fields:   selectors,
-			Filter:   strings.Join(conds, ";"),
-			DateRange: &exportv1.DateRange{
-				Start: r.Form.Get("dateFrom"), End: r.Form.Get("dateTo"), Field: "createdTime",
-				From: timestamppb.New(from), To: timestamppb.New(end),
-			},
-			MaxRowsPerChunk:  d.Limits.MaxRowsPerChunk,
-			MaxBytesPerChunk: d.Limits.MaxBytesPerChunk,
-			GzipChunks:       true,
-			MaxRows:          d.Limits.MaxRows,
-			MaxBytes:         d.Limits.MaxBytes,
+	records := &exportv1.RecordsScope{
+		Resource: recordquery.ResourceEvents,
+		Fields:   selectors,
+		Filter:   strings.Join(conds, ";"),
+		DateRange: &exportv1.DateRange{
+			Start: r.Form.Get("dateFrom"), End: r.Form.Get("dateTo"), Field: "createdTime",
+			From: timestamppb.New(from), To: timestamppb.New(end),
 		},
-	}
-	// Chunk files are named like myTracker's: <id>.<event>.<hash>.<n>.csv.gz,
-	// the hash standing for the request's selection.
-	task := &exportv1.ExportTask{
-		PartKind: exportv1.PartKind_PART_KIND_RECORDS, UserId: u.GetId(), Records: job.GetRecords(),
-		TargetFile: job.GetName() + "." + selectionHash(job.GetRecords()),
+		MaxRowsPerChunk:  d.Limits.MaxRowsPerChunk,
+		MaxBytesPerChunk: d.Limits.MaxBytesPerChunk,
+		GzipChunks:       true,
+		MaxRows:          d.Limits.MaxRows,
+		MaxBytes:         d.Limits.MaxBytes,
 	}
 	sctx, cancel := context.WithTimeout(ctx, submit.Timeout)
 	defer cancel()
-	if err := d.Submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{task}); err != nil {
-		d.Logger.ErrorContext(ctx, "submit raw export", "job_id", job.GetId(), "error", err)
-		writeError(w, http.StatusInternalServerError, "Internal error")
+	// No other dialect can create a raw-N job, but a number whose id is
+	// taken all the same (a job written before ids were namespaced, a
+	// counter restored from an old backup) is skipped, not answered with
+	// an error.
+	for range maxNumberAttempts {
+		num, err := d.next(sctx)
+		if err != nil {
+			d.Logger.ErrorContext(ctx, "raw export number", "error", err)
+			writeError(w, http.StatusInternalServerError, "Internal error")
+			return
+		}
+		job := &exportv1.Job{
+			Id:      JobID(num),
+			Number:  num,
+			OwnerId: u.GetId(),
+			// The organization's members may export its events; exporters
+			// re-check the membership.
+			OrganizationId: org,
+			Scope:          access.ScopeFor(u, org),
+			Kind:           exportv1.JobKind_JOB_KIND_RECORDS,
+			Format:         exportv1.Format_FORMAT_CSV,
+			State:          exportv1.JobState_JOB_STATE_PENDING,
+			Dialect:        dialectName,
+			Name:           fmt.Sprintf("%d.%s", num, strings.TrimSuffix(ev, "s")),
+			CreatedAt:      timestamppb.New(now),
+			UpdatedAt:      timestamppb.New(now),
+			Records:        records,
+		}
+		// Chunk files are named like myTracker's: <id>.<event>.<hash>.<n>.csv.gz,
+		// the hash standing for the request's selection.
+		task := &exportv1.ExportTask{
+			PartKind: exportv1.PartKind_PART_KIND_RECORDS, UserId: u.GetId(), Records: records,
+			TargetFile: job.GetName() + "." + selectionHash(records),
+		}
+		err = d.Submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{task})
+		if errors.Is(err, jobstore.ErrExists) {
+			d.Logger.WarnContext(ctx, "raw export number taken; skipping it", "job_id", job.GetId())
+			continue
+		}
+		if err != nil {
+			d.Logger.ErrorContext(ctx, "submit raw export", "job_id", job.GetId(), "error", err)
+			writeError(w, http.StatusInternalServerError, "Internal error")
+			return
+		}
+		write(w, http.StatusOK, "Ok", map[string]string{"idRawExport": strconv.FormatUint(num, 10)})
 		return
 	}
-	write(w, http.StatusOK, "Ok", map[string]string{"idRawExport": strconv.FormatUint(num, 10)})
+	d.Logger.ErrorContext(ctx, "no free raw export number", "attempts", maxNumberAttempts)
+	writeError(w, http.StatusInternalServerError, "Internal error")
 }
+
+// maxNumberAttempts bounds how many taken numbers one create skips.
+const maxNumberAttempts = 16
 
 // duplicate returns the first name that occurs twice in names, or "".
 func duplicate(names []string) string {

@@ -24,6 +24,7 @@ import (
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/mytracker"
 	"dataport.dev/services/gateway/internal/rebilly"
+	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
@@ -70,15 +71,26 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	members, err := nats.JS.KeyValue(ctx, bus.BucketMemberships)
 	require.NoError(t, err)
+	dir := access.NewDirectory(users, rooms, members, orgs)
+	sub := submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock)
+	signer := links.New("http://gw.test", []byte("s"), time.Hour, clock)
 	d := mytracker.New(mytracker.Config{
-		Directory: access.NewDirectory(users, rooms, members, orgs),
-		Auth:      a, Jobs: jobs, Counters: counters, Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock),
-		Links:  links.New("http://gw.test", []byte("s"), time.Hour, clock),
+		Directory: dir,
+		Auth:      a, Jobs: jobs, Counters: counters, Submitter: sub,
+		Links:  signer,
 		Limits: mytracker.Limits{MaxRowsPerChunk: 1000, MaxBytesPerChunk: 1 << 20, MaxRows: 5000, MaxBytes: 8 << 20, MaxFields: 5},
 		Now:    clock,
 	})
+	schedules, err := nats.JS.KeyValue(ctx, bus.BucketSchedules)
+	require.NoError(t, err)
 	r := chi.NewRouter()
 	d.Routes(r)
+	// The Rebilly dialect on the same bus, as in the gateway: its client
+	// ids must never reach raw-N.
+	rebilly.New(rebilly.Config{
+		Auth: a, Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: schedule.NewStore(schedules),
+		Submitter: sub, Links: signer, PublicURL: "http://gw.test", Now: clock,
+	}).Routes(r)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, jobs: jobs}
@@ -238,4 +250,47 @@ func TestCreateValidation(t *testing.T) {
 	}
 	_, err := e.jobs.Get(t.Context(), "raw-1")
 	assert.ErrorIs(t, err, jobstore.ErrNotFound, "no export was created")
+}
+
+// TestNumbersAreNeverTakenByOtherDialects: Rebilly client ids that look
+// like raw export ids cannot take them, and a number whose id is taken
+// anyway (a job written before ids were namespaced) is skipped instead of
+// failing the create.
+func TestNumbersAreNeverTakenByOtherDialects(t *testing.T) {
+	ctx := t.Context()
+	e := newEnv(t)
+	jobs, srv := e.jobs, e.srv
+	for _, id := range []string{"raw-1", "raw-2", "raw-3"} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, srv.URL+"/data-exports/"+id, strings.NewReader(`{"name":"n","resource":"events","format":"csv"}`))
+		require.NoError(t, err)
+		req.Header.Set("REB-APIKEY", aliceKey)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = res.Body.Close()
+		require.Equal(t, http.StatusCreated, res.StatusCode)
+	}
+	// A legacy job holding raw-2.
+	require.NoError(t, jobs.Create(ctx, &exportv1.Job{Id: "raw-2", OwnerId: "mallory", Dialect: "rebilly", State: exportv1.JobState_JOB_STATE_PENDING}))
+
+	var got []string
+	for range 3 {
+		status, body := e.do(t, http.MethodPost, "/api/raw/v1/export/create.json", aliceKey, validForm())
+		require.Equal(t, http.StatusOK, status, "%v", body)
+		got = append(got, body["data"].(map[string]any)["idRawExport"].(string))
+	}
+	assert.Equal(t, []string{"1", "3", "4"}, got, "raw-2 is skipped, raw-1 and raw-3 were never taken")
+	status, _ := e.do(t, http.MethodGet, "/api/raw/v1/export/get.json?idRawExport=2", aliceKey, nil)
+	assert.Equal(t, http.StatusNotFound, status, "someone else's job reads as missing")
+}
+
+func TestRebillyHeaderIsNotAMyTrackerCredential(t *testing.T) {
+	e := newEnv(t)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.srv.URL+"/api/raw/v1/export/create.json", strings.NewReader(validForm().Encode()))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("REB-APIKEY", aliceKey)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = res.Body.Close()
+	assert.Equal(t, http.StatusForbidden, res.StatusCode)
 }

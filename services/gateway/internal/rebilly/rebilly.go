@@ -196,28 +196,28 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request, s scope) {
 		writeInvalid(w, bad)
 		return
 	}
-	id := ""
 	if req.ID != nil && *req.ID != "" {
-		id = *req.ID
-		if !validID(id) {
+		if !validID(*req.ID) {
 			writeInvalid(w, []invalidField{{Field: "id", Message: "must be 1-50 characters of A-Z a-z 0-9 _ = -"}})
 			return
 		}
-	} else {
-		var err error
-		if id, err = submit.NewJobID(); err != nil {
-			writeInternal(w)
-			return
-		}
+		d.store(w, r, s, req, clientKey(s, *req.ID), *req.ID)
+		return
 	}
-	d.store(w, r, s, req, id)
+	id, err := submit.NewJobID()
+	if err != nil {
+		writeInternal(w)
+		return
+	}
+	d.store(w, r, s, req, id, "")
 }
 
 // put implements PUT /data-exports/{id}: create with the client's id, or
 // update an export that has not started. A recurring export can always be
 // updated (its next runs use the new settings); a one-off export is queued
 // as soon as it is created, so a PUT repeating it is answered with the
-// export and a PUT changing it is a 409.
+// export and a PUT changing it is a 409. An id the caller cannot see is
+// free for the caller (see resolve): the PUT creates the caller's own.
 func (d *Dialect) put(w http.ResponseWriter, r *http.Request, s scope) {
 	id := chi.URLParam(r, "id")
 	if !validID(id) {
@@ -229,31 +229,19 @@ func (d *Dialect) put(w http.ResponseWriter, r *http.Request, s scope) {
 		writeInvalid(w, bad)
 		return
 	}
-	ctx := r.Context()
-	if sched, rev, err := d.schedules.Get(ctx, id); err == nil {
-		if !s.sees(sched) {
-			writeConflict(w, "The id is already in use.")
-			return
-		}
-		d.updateSchedule(w, r, s, req, sched, rev)
-		return
-	} else if !errors.Is(err, schedule.ErrNotFound) {
-		d.internal(w, r, "get schedule", err)
-		return
-	}
-	existing, err := d.jobs.Get(ctx, id)
+	e, found, err := d.resolve(r.Context(), s, id)
 	switch {
-	case errors.Is(err, jobstore.ErrNotFound):
-		d.store(w, r, s, req, id)
-		return
 	case err != nil:
-		d.internal(w, r, "get job", err)
+		d.internal(w, r, "find export", err)
+		return
+	case !found:
+		d.store(w, r, s, req, clientKey(s, id), id)
+		return
+	case e.schedule:
+		d.updateSchedule(w, r, s, req, e.job, e.rev)
 		return
 	}
-	if !s.sees(existing) || d.hidden(ctx, id) {
-		writeConflict(w, "The id is already in use.")
-		return
-	}
+	existing := e.job
 	job, bad := build(req, d.now(), d.loc, d.limits)
 	if bad != nil {
 		writeInvalid(w, bad)
@@ -276,6 +264,7 @@ func (d *Dialect) updateSchedule(w http.ResponseWriter, r *http.Request, s scope
 		return
 	}
 	job.Id, job.OwnerId, job.OrganizationId, job.CreatedAt = old.GetId(), old.GetOwnerId(), old.GetOrganizationId(), old.GetCreatedAt()
+	job.ClientId = old.GetClientId()
 	// The schedule keeps its owner's scope, renewed by whoever updates it
 	// only when that is the owner; exporters re-check it at every run.
 	job.Scope = old.GetScope()
@@ -304,15 +293,16 @@ func (d *Dialect) updateSchedule(w http.ResponseWriter, r *http.Request, s scope
 	d.respondItem(w, r, s, entry{job: job, schedule: true}, http.StatusOK)
 }
 
-// store validates and creates a new export with id.
-func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *request, id string) {
+// store validates and creates a new export stored under id; clientID is
+// the id the client chose (id is then clientKey of it), or empty.
+func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *request, id, clientID string) {
 	now := d.now()
 	job, bad := build(req, now, d.loc, d.limits)
 	if bad != nil {
 		writeInvalid(w, bad)
 		return
 	}
-	job.Id, job.OwnerId, job.OrganizationId = id, s.user.GetId(), s.org
+	job.Id, job.OwnerId, job.OrganizationId, job.ClientId = id, s.user.GetId(), s.org, clientID
 	job.Scope = access.ScopeFor(s.user, s.org)
 	job.CreatedAt, job.UpdatedAt = timestamppb.New(now), timestamppb.New(now)
 	if bad := checkTenant(job); bad != nil {
@@ -336,7 +326,7 @@ func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *re
 			d.internal(w, r, "create schedule", err)
 			return
 		}
-		w.Header().Set("Location", s.base+"/"+id)
+		w.Header().Set("Location", s.base+"/"+s.shownID(job))
 		d.respondItem(w, r, s, entry{job: job, schedule: true}, http.StatusCreated)
 		return
 	}
@@ -355,7 +345,7 @@ func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *re
 		return
 	}
 	d.log.InfoContext(ctx, "data export queued", "job_id", id, "user_id", job.GetOwnerId(), "organization_id", s.org)
-	w.Header().Set("Location", s.base+"/"+id)
+	w.Header().Set("Location", s.base+"/"+s.shownID(job))
 	d.respondItem(w, r, s, entry{job: job}, http.StatusCreated)
 }
 
@@ -394,7 +384,10 @@ func (d *Dialect) RunSchedule(ctx context.Context, sched *exportv1.Job, occurren
 		return err
 	}
 	run := proto.Clone(sched).(*exportv1.Job)
+	// A run has the server's run id, never the schedule's client id, and
+	// holds no quota slot: nobody asked for it just now.
 	run.Id, run.ParentId, run.Recurrence = runID, sched.GetId(), nil
+	run.ClientId, run.QuotaPrincipal = "", ""
 	run.State = exportv1.JobState_JOB_STATE_PENDING
 	now := d.now()
 	run.CreatedAt, run.UpdatedAt = timestamppb.New(now), timestamppb.New(now)
@@ -432,42 +425,20 @@ func (d *Dialect) get(w http.ResponseWriter, r *http.Request, s scope) {
 
 // find loads an export the caller may see, answering 404 itself.
 func (d *Dialect) find(w http.ResponseWriter, r *http.Request, s scope, id string) (entry, bool) {
-	ctx := r.Context()
 	if !validID(id) {
 		writeNotFound(w)
 		return entry{}, false
 	}
-	if sched, _, err := d.schedules.Get(ctx, id); err == nil {
-		if !s.sees(sched) {
-			writeNotFound(w)
-			return entry{}, false
-		}
-		e := entry{job: sched, schedule: true}
-		all, err := d.allJobs(ctx)
-		if err != nil {
-			d.internal(w, r, "list jobs", err)
-			return entry{}, false
-		}
-		e.run = latestRuns(all)[id]
-		return e, true
-	} else if !errors.Is(err, schedule.ErrNotFound) {
-		d.internal(w, r, "get schedule", err)
-		return entry{}, false
-	}
-	job, err := d.jobs.Get(ctx, id)
+	e, found, err := d.resolve(r.Context(), s, id)
 	switch {
-	case errors.Is(err, jobstore.ErrNotFound):
-		writeNotFound(w)
-		return entry{}, false
 	case err != nil:
-		d.internal(w, r, "get job", err)
+		d.internal(w, r, "find export", err)
 		return entry{}, false
-	}
-	if !s.sees(job) || d.hidden(ctx, id) {
+	case !found:
 		writeNotFound(w)
 		return entry{}, false
 	}
-	return entry{job: job}, true
+	return e, true
 }
 
 func (d *Dialect) hidden(ctx context.Context, id string) bool {
@@ -548,7 +519,7 @@ func (d *Dialect) respondItem(w http.ResponseWriter, r *http.Request, s scope, e
 	if strings.Contains(query(r).Get("expand"), "user") {
 		u = d.owner(r.Context(), s, e.job.GetOwnerId())
 	}
-	writeJSON(w, status, d.render(e, s.base, s.prefix, u))
+	writeJSON(w, status, d.render(e, s, u))
 }
 
 // owner returns the export's user for expand=user.
@@ -689,7 +660,7 @@ func (d *Dialect) list(w http.ResponseWriter, r *http.Request, s scope) {
 		if expandUser {
 			u = d.owner(ctx, s, e.job.GetOwnerId())
 		}
-		it := d.render(e, s.base, s.prefix, u)
+		it := d.render(e, s, u)
 		get := func(f string) (any, bool) { return itemValue(it, f) }
 		if !filter.Match(get) || (text != "" && !matchText(it, text)) {
 			continue

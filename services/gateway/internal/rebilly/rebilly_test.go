@@ -1,11 +1,13 @@
 package rebilly_test
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +25,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/services/gateway/internal/rebilly"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
@@ -47,6 +50,7 @@ type env struct {
 	jobs    *jobstore.Store
 	sched   *schedule.Store
 	d       *rebilly.Dialect
+	orgs    jetstreamKV
 	rsaPriv *rsa.PrivateKey
 	rsaPEM  string
 }
@@ -60,6 +64,13 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, rebilly.Limits{}) }
 // newEnvWith is newEnv with the dialect's limits and the schedule store's
 // options.
 func newEnvWith(t *testing.T, lim rebilly.Limits, opts ...schedule.StoreOption) *env {
+	t.Helper()
+	return newEnvQuota(t, lim, nil, opts...)
+}
+
+// newEnvQuota is newEnvWith with, when q is set, the quota middleware and
+// admission wired as in the gateway.
+func newEnvQuota(t *testing.T, lim rebilly.Limits, q *quota.Options, opts ...schedule.StoreOption) *env {
 	t.Helper()
 	ctx := t.Context()
 	nats := bustest.Start(t)
@@ -88,7 +99,21 @@ func newEnvWith(t *testing.T, lim rebilly.Limits, opts ...schedule.StoreOption) 
 	a, err := rebilly.NewAuthenticator(users, rebilly.AuthConfig{HS256Secret: hsSecret, RS256PublicKeyPEM: pemKey, Now: clock})
 	require.NoError(t, err)
 	jobsKV := kv(bus.BucketJobs)
-	jobs := jobstore.New(nats.JS, jobsKV)
+	var (
+		jobs      *jobstore.Store
+		limiter   *quota.Limiter
+		admission []submit.Option
+		storeOpts []jobstore.Option
+	)
+	if q != nil {
+		o := *q
+		o.Now = clock
+		o.Jobs = quota.JobLookupFunc(func(ctx context.Context, id string) (*exportv1.Job, error) { return jobs.Get(ctx, id) })
+		limiter = quota.New(kv(bus.BucketQuotas), o)
+		admission = append(admission, submit.WithAdmission(limiter))
+		storeOpts = append(storeOpts, jobstore.WithOnTerminal(limiter.ReleaseTerminal))
+	}
+	jobs = jobstore.New(nats.JS, jobsKV, storeOpts...)
 	sched := schedule.NewStore(kv(bus.BucketSchedules), opts...)
 	// Everyone works for acme, where root administers exports; bob also
 	// for globex.
@@ -107,15 +132,18 @@ func newEnvWith(t *testing.T, lim rebilly.Limits, opts ...schedule.StoreOption) 
 	dir := access.NewDirectory(users, kv(bus.BucketRooms), kv(bus.BucketMemberships), orgs)
 	d := rebilly.New(rebilly.Config{
 		Auth: a, Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: sched, Limits: lim,
-		Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock),
+		Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock, admission...),
 		Links:     links.New(publicURL, []byte("secret"), time.Hour, clock),
 		PublicURL: publicURL, Now: clock,
 	})
 	r := chi.NewRouter()
+	if limiter != nil {
+		r.Use(limiter.Handler)
+	}
 	d.Routes(r)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, jobs: jobs, sched: sched, d: d, rsaPriv: priv, rsaPEM: pemKey}
+	return &env{srv: srv, jobs: jobs, sched: sched, d: d, orgs: orgs, rsaPriv: priv, rsaPEM: pemKey}
 }
 
 type resp struct {
@@ -240,32 +268,168 @@ func TestDeleteCancelsRunning(t *testing.T) {
 	assert.Equal(t, exportv1.JobState_JOB_STATE_CANCELED, job.GetState())
 }
 
+// storedJob returns the job whose client id is clientID and owner owner.
+func (e *env) storedJob(t *testing.T, owner, clientID string) *exportv1.Job {
+	t.Helper()
+	got, err := e.jobs.Select(t.Context(), func(j *exportv1.Job) bool {
+		return j.GetOwnerId() == owner && j.GetClientId() == clientID
+	})
+	require.NoError(t, err)
+	require.Len(t, got, 1, "jobs of %s with client id %s", owner, clientID)
+	return got[0]
+}
+
 func TestPutWithClientID(t *testing.T) {
 	e := newEnv(t)
 	org := "/experimental/organizations/acme/data-exports/"
 	r := e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), csvBody)
 	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
-	assert.Equal(t, "my-export-1", r.obj(t)["id"])
-	job, err := e.jobs.Get(t.Context(), "my-export-1")
-	require.NoError(t, err)
+	it := r.obj(t)
+	assert.Equal(t, "my-export-1", it["id"])
+	assert.Equal(t, publicURL+org+"my-export-1", r.header.Get("Location"))
+	assert.Equal(t, publicURL+org+"my-export-1", it["_links"].([]any)[0].(map[string]any)["href"])
+	job := e.storedJob(t, "alice", "my-export-1")
 	assert.Equal(t, "acme", job.GetOrganizationId())
+	assert.Regexp(t, `^c[a-z2-7]{26}$`, job.GetId(), "stored under a key derived from the client id")
 
 	assert.Equal(t, http.StatusOK, e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), csvBody).status, "repeating the PUT is harmless")
 	changed := strings.Replace(csvBody, `"csv"`, `"json"`, 1)
-	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), changed).status)
-	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPut, org+"my-export-1", key(bobKey), csvBody).status, "id taken by someone else")
+	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), changed).status, "her own export has started")
 	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPost, org, key(aliceKey), `{"id":"my-export-1",`+csvBody[1:]).status)
 	assert.Equal(t, http.StatusUnprocessableEntity, e.do(t, http.MethodPut, org+strings.Repeat("x", 51), key(aliceKey), csvBody).status)
+	got := e.do(t, http.MethodGet, org+"my-export-1", key(aliceKey), "")
+	require.Equal(t, http.StatusOK, got.status)
+	assert.Equal(t, "my-export-1", got.obj(t)["id"])
 
 	// Organizations are tenants: the export is listed only in acme, which
 	// is also alice's default organization; one she is not a member of
 	// does not exist for her.
-	assert.Len(t, e.do(t, http.MethodGet, "/experimental/organizations/acme/data-exports", key(aliceKey), "").list(t), 1)
+	list := e.do(t, http.MethodGet, "/experimental/organizations/acme/data-exports", key(aliceKey), "").list(t)
+	require.Len(t, list, 1)
+	assert.Equal(t, "my-export-1", list[0]["id"], "the list shows the client's id")
 	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, "/experimental/organizations/other/data-exports", key(aliceKey), "").status)
 	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, "/experimental/organizations/globex/data-exports", key(aliceKey), "").status)
 	assert.Empty(t, e.do(t, http.MethodGet, "/experimental/organizations/globex/data-exports", key(bobKey), "").list(t))
 	assert.Len(t, e.do(t, http.MethodGet, base, key(aliceKey), "").list(t), 1)
+	assert.Equal(t, "my-export-1", e.do(t, http.MethodGet, base+"/my-export-1", key(aliceKey), "").obj(t)["id"], "the default organization's path names it too")
 	assert.Len(t, e.do(t, http.MethodGet, "/organizations/acme/data-exports", key(aliceKey), "").list(t), 1, "also without /experimental")
+}
+
+// TestClientIDsOfOthers: a client id names an export of its own owner,
+// organization and dialect only; somebody else's id reads as absent.
+func TestClientIDsOfOthers(t *testing.T) {
+	e := newEnv(t)
+	body := func(name string) string { return `{"name":"` + name + `","resource":"events","format":"csv"}` }
+	require.Equal(t, http.StatusCreated, e.do(t, http.MethodPut, base+"/monthly", key(aliceKey), body("alice's")).status)
+
+	t.Run("another owner's client id is free for them and stays hidden", func(t *testing.T) {
+		assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, base+"/monthly", key(bobKey), "").status)
+		assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodDelete, base+"/monthly", key(bobKey), "").status)
+		assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, base+"/monthly/download", key(bobKey), "").status)
+		r := e.do(t, http.MethodPut, base+"/monthly", key(bobKey), body("bob's"))
+		require.Equal(t, http.StatusCreated, r.status, "never a 409 for someone else's id: %s", r.body)
+		assert.Equal(t, "monthly", r.obj(t)["id"])
+		assert.Equal(t, "bob's", e.do(t, http.MethodGet, base+"/monthly", key(bobKey), "").obj(t)["name"])
+		assert.Equal(t, "alice's", e.do(t, http.MethodGet, base+"/monthly", key(aliceKey), "").obj(t)["name"])
+		assert.NotEqual(t, e.storedJob(t, "alice", "monthly").GetId(), e.storedJob(t, "bob", "monthly").GetId())
+	})
+
+	t.Run("the same client id in another organization is another export", func(t *testing.T) {
+		r := e.do(t, http.MethodPut, "/experimental/organizations/globex/data-exports/monthly", key(bobKey), body("globex's"))
+		require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+		assert.Equal(t, "bob's", e.do(t, http.MethodGet, base+"/monthly", key(bobKey), "").obj(t)["name"], "base is bob's default organization, acme")
+		assert.Equal(t, "globex's", e.do(t, http.MethodGet, "/experimental/organizations/globex/data-exports/monthly", key(bobKey), "").obj(t)["name"])
+	})
+
+	t.Run("another owner's server id is free for them too", func(t *testing.T) {
+		id := e.do(t, http.MethodPost, base, key(aliceKey), body("server id")).obj(t)["id"].(string)
+		assert.Len(t, id, 17)
+		assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, base+"/"+id, key(bobKey), "").status)
+		r := e.do(t, http.MethodPut, base+"/"+id, key(bobKey), body("bob's copy"))
+		require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+		assert.Equal(t, "server id", e.do(t, http.MethodGet, base+"/"+id, key(aliceKey), "").obj(t)["name"], "alice's export is untouched")
+		assert.Equal(t, "bob's copy", e.do(t, http.MethodGet, base+"/"+id, key(bobKey), "").obj(t)["name"])
+		// Her own server id is hers to PUT again.
+		assert.Equal(t, http.StatusOK, e.do(t, http.MethodPut, base+"/"+id, key(aliceKey), body("server id")).status)
+	})
+
+	t.Run("an admin sees two owners' same client id as two exports", func(t *testing.T) {
+		ids := map[string]string{}
+		for _, it := range e.do(t, http.MethodGet, base+"?filter=name:alice's,bob's", key(adminKey), "").list(t) {
+			ids[it["name"].(string)] = it["id"].(string)
+		}
+		require.Len(t, ids, 2)
+		assert.NotEqual(t, ids["alice's"], ids["bob's"])
+		for name, id := range ids {
+			r := e.do(t, http.MethodGet, base+"/"+id, key(adminKey), "")
+			require.Equal(t, http.StatusOK, r.status, "the id an admin is shown resolves")
+			assert.Equal(t, name, r.obj(t)["name"])
+			assert.Equal(t, publicURL+base+"/"+id, r.obj(t)["_links"].([]any)[0].(map[string]any)["href"])
+		}
+	})
+}
+
+// TestClientIDsCannotTakeServerIDs: no client id reaches another dialect's
+// job ids or the run ids of schedules.
+func TestClientIDsCannotTakeServerIDs(t *testing.T) {
+	e := newEnv(t)
+	// myTracker's job ids.
+	r := e.do(t, http.MethodPut, base+"/raw-7", key(aliceKey), `{"name":"n","resource":"events","format":"csv"}`)
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	assert.Equal(t, "raw-7", r.obj(t)["id"])
+	_, err := e.jobs.Get(t.Context(), "raw-7")
+	assert.ErrorIs(t, err, jobstore.ErrNotFound, "raw-7 is still free for myTracker")
+	require.Equal(t, http.StatusCreated, e.do(t, http.MethodPost, base, key(aliceKey), `{"id":"raw-8","name":"n","resource":"events","format":"csv"}`).status)
+	_, err = e.jobs.Get(t.Context(), "raw-8")
+	assert.ErrorIs(t, err, jobstore.ErrNotFound)
+
+	// A scheduled run's id, taken before the schedule fires.
+	daily := `{"name":"daily","resource":"events","format":"csv","recurring":{"instruction":"FREQ=DAILY;BYHOUR=6;BYMINUTE=0;BYSECOND=0","start":"2026-06-15T00:00:00Z"}}`
+	r = e.do(t, http.MethodPut, base+"/daily", key(aliceKey), daily)
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	assert.Equal(t, "daily", r.obj(t)["id"])
+	scheds, err := e.sched.List(t.Context())
+	require.NoError(t, err)
+	require.Len(t, scheds, 1)
+	assert.Equal(t, "daily", scheds[0].GetClientId())
+	occ := time.Date(2026, 6, 15, 6, 0, 0, 0, time.UTC)
+	runID := schedule.RunID(scheds[0].GetId(), occ)
+	require.Equal(t, http.StatusCreated, e.do(t, http.MethodPut, base+"/"+runID, key(bobKey), `{"name":"squat","resource":"events","format":"csv"}`).status)
+	s := schedule.New(e.sched, e.d.RunSchedule, schedule.Options{Now: func() time.Time { return occ.Add(time.Second) }})
+	require.NoError(t, s.Tick(t.Context()))
+	run, err := e.jobs.Get(t.Context(), runID)
+	require.NoError(t, err)
+	assert.Equal(t, scheds[0].GetId(), run.GetParentId(), "the run is the schedule's, not a squatter's")
+	assert.Equal(t, "daily", run.GetName())
+	assert.Empty(t, run.GetClientId(), "a run has the server's id")
+
+	// The run is listed under its run id; the schedule under "daily".
+	ids := map[string]bool{}
+	for _, it := range e.do(t, http.MethodGet, base+"?filter=name:daily", key(aliceKey), "").list(t) {
+		ids[it["id"].(string)] = true
+	}
+	assert.Equal(t, map[string]bool{"daily": true, runID: true}, ids)
+	assert.Equal(t, "daily", e.do(t, http.MethodGet, base+"/"+runID, key(aliceKey), "").obj(t)["name"])
+	upd := strings.Replace(daily, `"daily"`, `"daily v2"`, 1)
+	r = e.do(t, http.MethodPut, base+"/daily", key(aliceKey), upd)
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	assert.Equal(t, "daily", r.obj(t)["id"], "an update keeps the client id")
+	assert.Equal(t, http.StatusNoContent, e.do(t, http.MethodDelete, base+"/daily", key(aliceKey), "").status)
+	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, base+"/daily", key(aliceKey), "").status)
+}
+
+// TestSDKQueue is the Rebilly JS SDK's queue({id}): GET the id, and on 404
+// PUT it there; then GET answers it.
+func TestSDKQueue(t *testing.T) {
+	e := newEnv(t)
+	path := "/experimental/organizations/acme/data-exports/sdk-queued-1"
+	require.Equal(t, http.StatusCreated, e.do(t, http.MethodPut, path, key(bobKey), csvBody).status, "someone else took the id first")
+	require.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, path, key(aliceKey), "").status)
+	require.Equal(t, http.StatusCreated, e.do(t, http.MethodPut, path, key(aliceKey), csvBody).status)
+	r := e.do(t, http.MethodGet, path, key(aliceKey), "")
+	require.Equal(t, http.StatusOK, r.status)
+	assert.Equal(t, "sdk-queued-1", r.obj(t)["id"])
+	assert.Equal(t, "alice", r.obj(t)["userId"])
 }
 
 func TestValidation(t *testing.T) {
@@ -509,4 +673,51 @@ func TestBoundedWork(t *testing.T) {
 
 	require.Equal(t, http.StatusNoContent, e.do(t, http.MethodDelete, base+"/"+ids[0], key(aliceKey), "").status)
 	assert.Equal(t, http.StatusCreated, e.do(t, http.MethodPost, base, key(aliceKey), daily).status, "deleting one makes room")
+}
+
+// TestQuotaFollowsTheCredential: the rate is charged to the user behind
+// the API key, whatever organization the path names and whatever
+// Rocket.Chat headers ride along; reads are never charged.
+func TestQuotaFollowsTheCredential(t *testing.T) {
+	e := newEnvQuota(t, rebilly.Limits{}, &quota.Options{RatePerMinute: 5})
+	body := `{"name":"n","resource":"events","format":"csv"}`
+	for i := range 40 {
+		b, err := proto.Marshal(&sourcev1.OrganizationMembership{UserId: "alice", OrganizationId: fmt.Sprintf("org-%d", i)})
+		require.NoError(t, err)
+		_, err = e.orgs.Put(t.Context(), fmt.Sprintf("alice.org-%d", i), b)
+		require.NoError(t, err)
+	}
+	var codes []int
+	for i := range 40 {
+		r := e.do(t, http.MethodPost, fmt.Sprintf("/experimental/organizations/org-%d/data-exports", i), key(aliceKey), body)
+		codes = append(codes, r.status)
+		if r.status == http.StatusTooManyRequests && len(codes) == 6 {
+			assert.NotEmpty(t, r.header.Get("Retry-After"))
+			p := r.obj(t)
+			assert.EqualValues(t, 429, p["status"], "Rebilly's problem shape")
+			assert.Contains(t, p["detail"], "5 per minute")
+		}
+	}
+	want := []int{201, 201, 201, 201, 201}
+	for range 35 {
+		want = append(want, http.StatusTooManyRequests)
+	}
+	assert.Equal(t, want, codes, "40 organizations are one caller")
+
+	// Bob's key with someone else's Rocket.Chat headers is Bob.
+	for i := range 8 {
+		hdr := map[string]string{"REB-APIKEY": bobKey, "X-User-Id": fmt.Sprintf("other-%d", i), "X-Auth-Token": fmt.Sprintf("tok-%d", i)}
+		want := http.StatusCreated
+		if i >= 5 {
+			want = http.StatusTooManyRequests
+		}
+		assert.Equal(t, want, e.do(t, http.MethodPut, fmt.Sprintf("%s/bob-%d", base, i), hdr, body).status, "create %d", i)
+	}
+
+	for range 10 {
+		assert.Equal(t, http.StatusOK, e.do(t, http.MethodGet, base, key(aliceKey), "").status, "reads are never limited")
+		assert.Equal(t, http.StatusOK, e.do(t, http.MethodGet, base+"/bob-0", key(bobKey), "").status)
+	}
+	// A PUT that only repeats an existing export creates nothing.
+	assert.Equal(t, http.StatusOK, e.do(t, http.MethodPut, base+"/bob-0", key(bobKey), body).status)
 }

@@ -95,14 +95,19 @@ type entry struct {
 	run *exportv1.Job
 	// schedule is true for recurring exports.
 	schedule bool
+	// rev is a schedule's revision, for a revision-checked update.
+	rev uint64
 }
 
-// render builds the item; base is the collection URL.
-func (d *Dialect) render(e entry, base, prefix string, user *sourcev1.User) item {
+// render builds the item as viewer sees it: the id and links name the
+// export the way viewer addresses it (scope.shownID), under viewer's
+// collection URL.
+func (d *Dialect) render(e entry, viewer scope, user *sourcev1.User) item {
 	j := e.job
 	sc := j.GetRecords()
+	base, prefix, id := viewer.base, viewer.prefix, viewer.shownID(j)
 	it := item{
-		ID:                j.GetId(),
+		ID:                id,
 		Name:              j.GetName(),
 		Format:            formatWord(j.GetFormat()),
 		Resource:          sc.GetResource(),
@@ -147,14 +152,14 @@ func (d *Dialect) render(e entry, base, prefix string, user *sourcev1.User) item
 		it.RecordCount = result.GetProgress().GetRecords()
 	}
 	it.Links = []link{
-		{Rel: "self", Href: base + "/" + j.GetId()},
+		{Rel: "self", Href: base + "/" + id},
 		{Rel: "user", Href: d.publicURL + prefix + "/users/" + j.GetOwnerId()},
 	}
 	if result != nil && result.GetState() == exportv1.JobState_JOB_STATE_COMPLETED && len(result.GetFiles()) > 0 {
 		f := result.GetFiles()[0]
 		href, exp := d.links.URL(result.GetId(), f.GetName())
 		it.Links = append(it.Links,
-			link{Rel: "fileDownload", Href: base + "/" + j.GetId() + "/download"},
+			link{Rel: "fileDownload", Href: base + "/" + id + "/download"},
 			link{Rel: "signedLink", Href: href, ExpiredTime: rfc3339(exp)})
 	}
 	if user != nil {

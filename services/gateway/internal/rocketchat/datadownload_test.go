@@ -17,6 +17,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/demo"
 )
@@ -458,4 +459,46 @@ func TestRequestDataDownloadDemoData(t *testing.T) {
 			assert.Equal(t, slices.Sorted(maps.Keys(want)), slices.Sorted(maps.Keys(got)))
 		})
 	}
+}
+
+// TestPollingNeverCountsAsACreate: Rocket.Chat clients poll by repeating
+// users.requestDataDownload. Only the request that starts an operation is
+// charged; a poll answering with the running (or recent) one never is,
+// and never gets a 429, even with every slot and the minute's rate spent.
+func TestPollingNeverCountsAsACreate(t *testing.T) {
+	e := newEnv(t, envOptions{fixtures: true, projection: true, limits: &quota.Options{MaxConcurrent: 1, RatePerMinute: 2}})
+	ctx := t.Context()
+	first := e.do(t, http.MethodGet, dataDownload, asAdmin, "")
+	require.Equal(t, http.StatusOK, first.status, "%s", first.body)
+	require.Equal(t, true, first.json(t)["requested"])
+	id := operationOf(t, first.json(t))["_id"].(string)
+
+	for i := range 10 {
+		r := e.do(t, http.MethodGet, dataDownload, asAdmin, "")
+		require.Equal(t, http.StatusOK, r.status, "poll %d: %s", i, r.body)
+		assert.Equal(t, false, r.json(t)["requested"])
+		assert.Equal(t, id, operationOf(t, r.json(t))["_id"])
+	}
+	refused := e.do(t, http.MethodPost, "/api/v1/rooms.export", asAdmin, `{"rid":"`+roomPrivate+`","type":"file","format":"json"}`)
+	require.Equal(t, http.StatusTooManyRequests, refused.status, "the running download holds the one slot: %s", refused.body)
+	assert.Equal(t, false, refused.json(t)["success"])
+	assert.Contains(t, refused.json(t)["error"], "at most 1")
+
+	// The download ends; its slot comes back through the projection.
+	require.NoError(t, e.pub.PublishStatus(ctx, bus.EventCompleted, id, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.Now(),
+		Files: []*exportv1.File{{Name: "data.zip", ObjectKey: "jobs/" + id + "/files/data.zip", Size: 10}}}))
+	eventually(t, func(c *assert.CollectT) {
+		job, err := e.jobs.Get(ctx, id)
+		assert.NoError(c, err)
+		assert.Equal(c, exportv1.JobState_JOB_STATE_COMPLETED, job.GetState())
+	})
+	for range 5 {
+		r := e.do(t, http.MethodGet, dataDownload, asAdmin, "")
+		require.Equal(t, http.StatusOK, r.status, "a completed operation within the interval is answered, not charged")
+		assert.NotNil(t, r.json(t)["url"])
+	}
+	// The minute's first charge was the download, the refused rooms.export
+	// the second: the rate is spent until the next minute.
+	e.clock.Advance(time.Minute)
+	assert.Equal(t, http.StatusOK, e.do(t, http.MethodPost, "/api/v1/rooms.export", asAdmin, `{"rid":"`+roomPrivate+`","type":"file","format":"json"}`).status)
 }

@@ -23,6 +23,7 @@ import (
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/services/gateway/internal/rocketchat"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
@@ -87,6 +88,8 @@ type envOptions struct {
 	projection bool
 	// fixtures stores the hand-made users and rooms.
 	fixtures bool
+	// limits wires the quota middleware and admission as the gateway does.
+	limits *quota.Options
 }
 
 func newEnv(tb testing.TB, o envOptions) *env {
@@ -96,7 +99,21 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	if o.fixtures {
 		fixtures(tb, e.nats)
 	}
-	jobs, err := jobstore.Open(ctx, e.nats.JS, jobstore.WithRetention(retention))
+	var (
+		jobs      *jobstore.Store
+		limiter   *quota.Limiter
+		err       error
+		storeOpts = []jobstore.Option{jobstore.WithRetention(retention)}
+	)
+	if o.limits != nil {
+		lo := *o.limits
+		lo.Now = e.clock.Now
+		lo.Jobs = quota.JobLookupFunc(func(ctx context.Context, id string) (*exportv1.Job, error) { return jobs.Get(ctx, id) })
+		limiter, err = quota.Open(ctx, e.nats.JS, lo)
+		require.NoError(tb, err)
+		storeOpts = append(storeOpts, jobstore.WithOnTerminal(limiter.ReleaseTerminal))
+	}
+	jobs, err = jobstore.Open(ctx, e.nats.JS, storeOpts...)
 	require.NoError(tb, err)
 	authz, err := auth.Open(ctx, e.nats.JS)
 	require.NoError(tb, err)
@@ -118,7 +135,13 @@ func newEnv(tb testing.TB, o envOptions) *env {
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
 	signer := links.New(base, linkSecret, time.Hour, nil)
-	submitter := submit.New(jobs, e.pub, bustest.TaskSigner(tb), e.clock.Now)
+	var subOpts []submit.Option
+	var middleware []func(http.Handler) http.Handler
+	if limiter != nil {
+		subOpts = append(subOpts, submit.WithAdmission(limiter))
+		middleware = append(middleware, limiter.Handler)
+	}
+	submitter := submit.New(jobs, e.pub, bustest.TaskSigner(tb), e.clock.Now, subOpts...)
 	rc := rocketchat.New(rocketchat.Config{
 		Jobs:                 jobs,
 		Auth:                 authz,
@@ -137,6 +160,7 @@ func newEnv(tb testing.TB, o envOptions) *env {
 		Links:        signer,
 		Dialects:     []httpapi.Dialect{rc},
 		Logger:       slog.New(slog.DiscardHandler),
+		Middleware:   middleware,
 	})
 	srv.Config.Handler = router
 	srv.Start()
