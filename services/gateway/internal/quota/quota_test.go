@@ -346,3 +346,17 @@ func TestAdmitRefusalIsErrLimited(t *testing.T) {
 	require.ErrorAs(t, got, &le)
 	assert.Equal(t, http.StatusTooManyRequests, rec.Code)
 }
+
+func TestActiveJobsCountsEveryUnfinishedJob(t *testing.T) {
+	r := newRig(t, quota.Options{})
+	for id, st := range map[string]exportv1.JobState{
+		"a1": exportv1.JobState_JOB_STATE_PENDING, "a2": exportv1.JobState_JOB_STATE_PROCESSING,
+		"a3": exportv1.JobState_JOB_STATE_COMPLETED, "a4": exportv1.JobState_JOB_STATE_CANCELED,
+	} {
+		require.NoError(t, r.jobs.Create(t.Context(), &exportv1.Job{Id: id, OwnerId: "alice", State: st}))
+	}
+	require.NoError(t, r.jobs.Create(t.Context(), &exportv1.Job{Id: "b1", OwnerId: "bob", State: exportv1.JobState_JOB_STATE_PENDING}))
+	n, err := quota.ActiveJobs(r.jobs).CountActive(t.Context(), "alice")
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+}
