@@ -40,7 +40,7 @@ func rebilly(t *testing.T, s *stack, who credential, method, path, body string, 
 	if out != nil && resp.StatusCode < 300 {
 		require.NoError(t, json.Unmarshal(b, out), "%s %s (%d): %s", method, path, resp.StatusCode, b)
 	}
-	if resp.StatusCode >= 400 {
+	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusUnprocessableEntity {
 		t.Logf("%s %s: %d %s", method, path, resp.StatusCode, b)
 	}
 	return resp.StatusCode
@@ -51,6 +51,7 @@ var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request
 
 type rebillyExport struct {
 	ID     string `json:"id"`
+	Format string `json:"format"`
 	Status string `json:"status"`
 	Reason string `json:"reason"`
 	UserID string `json:"userId"`
@@ -250,11 +251,19 @@ func TestNoObjectLevelAccessAcrossUsersOrOrganizations(t *testing.T) {
 		assert.Empty(t, ids(bob, acme), "an acme member sees only his own")
 		assert.Contains(t, ids(bob, globex), bobExport)
 
+		// Her id means nothing to others: in carol's organization it is
+		// carol's own new export.
+		var own rebillyExport
+		assert.Equal(t, http.StatusCreated, rebilly(t, s, carol, http.MethodPut, globex+"/"+aliceExport, `{"name":"mine","resource":"transactions","format":"json"}`, &own),
+			"alice's id in carol's organization is just carol's own new export")
+		assert.Equal(t, carol.UserID, own.UserID)
+
 		// Nothing of alice's changed.
 		var still rebillyExport
 		require.Equal(t, http.StatusOK, rebilly(t, s, alice, http.MethodGet, acme+"/"+aliceExport, "", &still))
 		assert.Equal(t, aliceExport, still.ID)
 		assert.Equal(t, alice.UserID, still.UserID)
+		assert.NotEqual(t, "json", still.Format)
 		require.Equal(t, http.StatusOK, rebilly(t, s, alice, http.MethodGet, acme+"/"+aliceSchedule, "", &still))
 	})
 

@@ -325,7 +325,9 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if err != nil {
-			d.Logger.ErrorContext(ctx, "submit raw export", "job_id", job.GetId(), "error", err)
+			if !errors.Is(err, submit.ErrNotAdmitted) {
+				d.Logger.ErrorContext(ctx, "submit raw export", "job_id", job.GetId(), "error", err)
+			}
 			writeError(w, http.StatusInternalServerError, "Internal error")
 			return
 		}

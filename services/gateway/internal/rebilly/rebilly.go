@@ -395,6 +395,17 @@ func (d *Dialect) RunSchedule(ctx context.Context, sched *exportv1.Job, occurren
 	if sc := run.GetRecords(); sc != nil {
 		sc.MaxRows, sc.MaxBytes = d.limits.MaxRows, d.limits.MaxBytes
 	}
+	// Today's permissions too: the owner's roles as they stand now (the
+	// exporter checks again). An owner who is gone has no more runs.
+	owner, found, err := d.dir.User(ctx, run.GetOwnerId())
+	if err != nil {
+		return err
+	}
+	if !found {
+		d.log.WarnContext(ctx, "recurring export skipped: its owner no longer exists", "job_id", sched.GetId(), "user_id", run.GetOwnerId())
+		return nil
+	}
+	run.Scope = access.ScopeFor(owner, run.GetOrganizationId())
 	if dr := run.GetRecords().GetDateRange(); dr != nil {
 		if bad := resolveRange(dr, occurrence, d.loc); bad != nil {
 			// The expressions were valid at creation; an end before the
@@ -402,7 +413,7 @@ func (d *Dialect) RunSchedule(ctx context.Context, sched *exportv1.Job, occurren
 			dr.From, dr.To = timestamppb.New(occurrence), timestamppb.New(occurrence)
 		}
 	}
-	err := d.submitter.Submit(ctx, run, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(run)})
+	err = d.submitter.Submit(ctx, run, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(run)})
 	if errors.Is(err, jobstore.ErrExists) {
 		return nil
 	}
@@ -539,7 +550,9 @@ func (d *Dialect) owner(ctx context.Context, s scope, id string) *sourcev1.User 
 }
 
 func (d *Dialect) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
-	d.log.ErrorContext(r.Context(), what, "error", err)
+	if !errors.Is(err, submit.ErrNotAdmitted) {
+		d.log.ErrorContext(r.Context(), what, "error", err)
+	}
 	writeInternal(w)
 }
 

@@ -613,12 +613,30 @@ func TestRecurring(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, id, run.GetParentId())
 	assert.Equal(t, time.Date(2026, 6, 14, 0, 0, 0, 0, time.UTC), run.GetRecords().GetDateRange().GetFrom().AsTime(), "yesterday, seen from the occurrence")
+	assert.Equal(t, &exportv1.Scope{UserId: "alice", OrganizationId: "acme", Permissions: []string{"view-c-room"}}, run.GetScope(),
+		"the run is alice's, inside her organization")
+
+	// A run takes its owner's permissions as they are at the occurrence,
+	// not those a (tampered or outdated) schedule remembers.
+	sched, _, err := e.sched.Get(t.Context(), id)
+	require.NoError(t, err)
+	sched.Scope.Permissions = append(sched.Scope.Permissions, "export-any-organization")
+	later := occ.Add(24 * time.Hour)
+	require.NoError(t, e.d.RunSchedule(t.Context(), sched, later, schedule.RunID(id, later)))
+	next, err := e.jobs.Get(t.Context(), schedule.RunID(id, later))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"view-c-room"}, next.GetScope().GetPermissions())
+	sched.OwnerId = "gone"
+	gone := later.Add(24 * time.Hour)
+	require.NoError(t, e.d.RunSchedule(t.Context(), sched, gone, schedule.RunID(id, gone)), "a schedule of a deleted user")
+	_, err = e.jobs.Get(t.Context(), schedule.RunID(id, gone))
+	assert.ErrorIs(t, err, jobstore.ErrNotFound, "has no more runs")
 
 	it = e.do(t, http.MethodGet, base+"/"+id, key(aliceKey), "").obj(t)
 	assert.Equal(t, "2026-06-16T06:00:00Z", it["scheduledTime"])
 	assert.Equal(t, "pending", it["status"], "the run's state (no projection runs here)")
 	items := e.do(t, http.MethodGet, base+"?sort=createdTime", key(aliceKey), "").list(t)
-	assert.Len(t, items, 2, "the schedule and its run")
+	assert.Len(t, items, 3, "the schedule and its runs")
 
 	upd := strings.Replace(body, `"daily"`, `"daily v2"`, 1)
 	r = e.do(t, http.MethodPut, base+"/"+id, key(aliceKey), upd)

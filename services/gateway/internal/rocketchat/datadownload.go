@@ -1,6 +1,7 @@
 package rocketchat
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -8,6 +9,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/bus"
 )
 
@@ -161,7 +163,9 @@ func (d *Dialect) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	job.Parts = planParts(tasks, byID)
 	if err := d.submitJob(ctx, job, bus.TaskUserData, tasks); err != nil {
-		d.log.ErrorContext(ctx, "submit data download", "job_id", job.GetId(), "error", err)
+		if !errors.Is(err, submit.ErrNotAdmitted) {
+			d.log.ErrorContext(ctx, "submit data download", "job_id", job.GetId(), "error", err)
+		}
 		writeInternal(w)
 		return
 	}

@@ -18,6 +18,7 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 )
@@ -160,7 +161,9 @@ func (d *Dialect) roomsExport(w http.ResponseWriter, r *http.Request) {
 	}}
 	job.Parts = planParts(tasks, map[string]*sourcev1.Room{room.GetId(): room})
 	if err := d.submitJob(ctx, job, bus.TaskRoom, tasks); err != nil {
-		d.log.ErrorContext(ctx, "submit export", "job_id", job.GetId(), "error", err)
+		if !errors.Is(err, submit.ErrNotAdmitted) {
+			d.log.ErrorContext(ctx, "submit export", "job_id", job.GetId(), "error", err)
+		}
 		writeInternal(w)
 		return
 	}
@@ -271,7 +274,9 @@ func (d *Dialect) roomsMail(w http.ResponseWriter, r *http.Request, user *source
 	}}
 	job.Parts = planParts(tasks, map[string]*sourcev1.Room{room.GetId(): room})
 	if err := d.submitJob(ctx, job, bus.TaskRoom, tasks); err != nil {
-		d.log.ErrorContext(ctx, "submit mail", "job_id", job.GetId(), "error", err)
+		if !errors.Is(err, submit.ErrNotAdmitted) {
+			d.log.ErrorContext(ctx, "submit mail", "job_id", job.GetId(), "error", err)
+		}
 		writeInternal(w)
 		return
 	}

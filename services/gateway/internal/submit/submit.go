@@ -46,6 +46,10 @@ type Admission interface {
 // Option configures a Submitter.
 type Option func(*Submitter)
 
+// ErrNotAdmitted wraps an Admission's refusal: the caller is over a quota,
+// which the quota middleware answers; it is no failure to log.
+var ErrNotAdmitted = errors.New("submit: not admitted")
+
 // WithAdmission makes Submit ask a before creating each job.
 func WithAdmission(a Admission) Option {
 	return func(s *Submitter) { s.admit = a }
@@ -91,7 +95,7 @@ func (s *Submitter) Submit(ctx context.Context, job *exportv1.Job, kind bus.Task
 	if s.admit != nil {
 		held, err := s.admit.Admit(ctx, job)
 		if err != nil {
-			return fmt.Errorf("submit %s: %w", id, err)
+			return fmt.Errorf("submit %s: %w: %w", id, ErrNotAdmitted, err)
 		}
 		if err := s.jobs.Create(ctx, job); err != nil {
 			if held {
