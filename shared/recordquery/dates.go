@@ -82,7 +82,7 @@ func ResolveDate(expr string, now time.Time, loc *time.Location) (time.Time, err
 		return time.Time{}, errors.New("date: empty expression")
 	}
 	if t, err := parseAbsolute(s, loc); err == nil {
-		return t.In(loc), nil
+		return inYearRange(expr, t.In(loc))
 	}
 	toks := strings.Fields(strings.ToLower(s))
 	t := now.In(loc)
@@ -217,6 +217,13 @@ func ResolveDate(expr string, now time.Time, loc *time.Location) (time.Time, err
 	if dayOf == 2 {
 		t = time.Date(t.Year(), t.Month()+1, 0, t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), loc)
 	}
+	return inYearRange(expr, t)
+}
+
+// inYearRange bounds every result, absolute ones too ("@999999999999",
+// "9999-12-31T23:59:59-23:59" read in UTC), to years 0-9999: beyond them a
+// time is no valid protobuf Timestamp.
+func inYearRange(expr string, t time.Time) (time.Time, error) {
 	if t.Year() < 0 || t.Year() > 9999 {
 		return time.Time{}, fmt.Errorf("date: %q: year %d out of range", expr, t.Year())
 	}
