@@ -59,18 +59,18 @@ func sha(s string) string {
 	return strings.ToLower(hexSHA(s))
 }
 
-func newEnv(t *testing.T) *env { return newEnvWith(t, rebilly.Limits{}) }
+func newEnv(t testing.TB) *env { return newEnvWith(t, rebilly.Limits{}) }
 
 // newEnvWith is newEnv with the dialect's limits and the schedule store's
 // options.
-func newEnvWith(t *testing.T, lim rebilly.Limits, opts ...schedule.StoreOption) *env {
+func newEnvWith(t testing.TB, lim rebilly.Limits, opts ...schedule.StoreOption) *env {
 	t.Helper()
 	return newEnvQuota(t, lim, nil, opts...)
 }
 
 // newEnvQuota is newEnvWith with, when q is set, the quota middleware and
 // admission wired as in the gateway.
-func newEnvQuota(t *testing.T, lim rebilly.Limits, q *quota.Options, opts ...schedule.StoreOption) *env {
+func newEnvQuota(t testing.TB, lim rebilly.Limits, q *quota.Options, opts ...schedule.StoreOption) *env {
 	t.Helper()
 	ctx := t.Context()
 	nats := bustest.Start(t)
