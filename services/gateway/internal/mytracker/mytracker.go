@@ -168,22 +168,6 @@ var events = map[string]string{
 	"customEvents": "custom",
 }
 
-// param reads a form or query value; "a,b" and repeated "a[]" both give
-// lists.
-func param(r *http.Request, name string) []string {
-	var out []string
-	for _, k := range []string{name, name + "[]"} {
-		for _, v := range r.Form[k] {
-			for _, p := range strings.Split(v, ",") {
-				if p = strings.TrimSpace(p); p != "" {
-					out = append(out, p)
-				}
-			}
-		}
-	}
-	return out
-}
-
 // create implements POST create.json: event (installs, launches, payments,
 // customEvents), selectors (columns of the events stream), dateFrom and
 // dateTo (YYYY-MM-DD, inclusive, in the configured time zone) and the
@@ -197,63 +181,12 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Malformed request")
 		return
 	}
-	ev := r.Form.Get("event")
-	typ, ok := events[ev]
-	if !ok {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("event: must be one of installs, launches, payments, customEvents (got %q)", ev))
+	p, bad := parseCreate(r.Form, d.Location, d.Limits.MaxFields)
+	if bad != "" {
+		writeError(w, http.StatusBadRequest, bad)
 		return
 	}
-	selectors := param(r, "selectors")
-	if len(selectors) == 0 {
-		writeError(w, http.StatusBadRequest, "selectors: at least one field is required")
-		return
-	}
-	if len(selectors) > d.Limits.MaxFields {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("selectors: %d fields; at most %d are allowed", len(selectors), d.Limits.MaxFields))
-		return
-	}
-	if dup := duplicate(selectors); dup != "" {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("selectors: %q is named twice; name each field once", dup))
-		return
-	}
-	if err := recordquery.ValidateFields(recordquery.ResourceEvents, selectors); err != nil {
-		writeError(w, http.StatusBadRequest, "selectors: "+err.Error())
-		return
-	}
-	from, err := time.ParseInLocation(time.DateOnly, r.Form.Get("dateFrom"), d.Location)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "dateFrom: must be a date YYYY-MM-DD")
-		return
-	}
-	to, err := time.ParseInLocation(time.DateOnly, r.Form.Get("dateTo"), d.Location)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "dateTo: must be a date YYYY-MM-DD")
-		return
-	}
-	if to.Before(from) {
-		writeError(w, http.StatusBadRequest, "dateTo: must not be before dateFrom")
-		return
-	}
-	conds := []string{"eventType:" + typ}
-	apps := param(r, "idApp")
-	for _, a := range apps {
-		if _, err := strconv.ParseUint(a, 10, 64); err != nil {
-			writeError(w, http.StatusBadRequest, "idApp: app ids are integers")
-			return
-		}
-	}
-	if len(apps) > 0 {
-		conds = append(conds, "appId:"+strings.Join(apps, ","))
-	}
-	if cs := param(r, "country"); len(cs) > 0 {
-		for _, c := range cs {
-			if len(c) != 2 {
-				writeError(w, http.StatusBadRequest, "country: ISO 3166-1 alpha-2 codes")
-				return
-			}
-		}
-		conds = append(conds, "country:"+strings.Join(cs, ","))
-	}
+	ev, selectors, from, to := p.event, p.selectors, p.from, p.to
 	ctx := context.WithoutCancel(r.Context())
 	// Raw events belong to the caller's (default) organization; a caller
 	// who belongs to none has nothing to export.
@@ -272,7 +205,7 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 	records := &exportv1.RecordsScope{
 		Resource: recordquery.ResourceEvents,
 		Fields:   selectors,
-		Filter:   strings.Join(conds, ";"),
+		Filter:   p.filter,
 		DateRange: &exportv1.DateRange{
 			Start: r.Form.Get("dateFrom"), End: r.Form.Get("dateTo"), Field: "createdTime",
 			From: timestamppb.New(from), To: timestamppb.New(end),
