@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -64,6 +66,61 @@ func FuzzRoomsExportBody(f *testing.F) {
 		}
 		if resp.StatusCode != http.StatusOK && (out["success"] != false || out["errorType"] == nil) {
 			t.Fatalf("body %q: error not in Rocket.Chat's shape: %v", body, out)
+		}
+	})
+}
+
+// FuzzRequestDataDownloadQuery sends users.requestDataDownload arbitrary
+// query strings, signed in or not. Signed in, the answer is a 200 with
+// success and an operation whose fullExport is exactly "fullExport=true"
+// of the query (Rocket.Chat compares with 'true'); anonymous, it is
+// Rocket.Chat's 401 body. Never a 5xx. Seeds live in
+// testdata/fuzz/FuzzRequestDataDownloadQuery.
+func FuzzRequestDataDownloadQuery(f *testing.F) {
+	for _, s := range []string{
+		"fullExport=true", "fullExport=false", "fullExport=TRUE", "fullExport=true&fullExport=false", "fullExport=1",
+		"fullExport=%00", "fullExport=true%0D%0A", "fullExport=%zz", "fullExport", "=&&=", "fullExport=9223372036854775807",
+		"exportOperation=../../x&roomList[]=GENERAL", "fullExport=t%72ue", ";fullExport=true",
+	} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	e := newEnv(f, envOptions{fixtures: true})
+	f.Fuzz(func(t *testing.T, rawQuery string, anonymous bool) {
+		if strings.ContainsFunc(rawQuery, func(r rune) bool { return r <= ' ' || r >= 0x7f || r == '#' }) {
+			t.Skip("not sendable on a request line")
+		}
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url+dataDownload, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.RawQuery = rawQuery
+		if !anonymous {
+			req.Header.Set("X-User-Id", userID)
+			req.Header.Set("X-Auth-Token", userToken)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatalf("query %q: answer is not a JSON object: %v", rawQuery, err)
+		}
+		if anonymous {
+			if resp.StatusCode != http.StatusUnauthorized || out["status"] != "error" || out["message"] == nil {
+				t.Fatalf("query %q: anonymous answer %d %v", rawQuery, resp.StatusCode, out)
+			}
+			return
+		}
+		if resp.StatusCode != http.StatusOK || out["success"] != true {
+			t.Fatalf("query %q: status %d: %v", rawQuery, resp.StatusCode, out)
+		}
+		q, _ := url.ParseQuery(rawQuery)
+		op, _ := out["exportOperation"].(map[string]any)
+		if op["_id"] == "" || op["fullExport"] != (q.Get("fullExport") == "true") {
+			t.Fatalf("query %q: operation %v", rawQuery, op)
 		}
 	})
 }
