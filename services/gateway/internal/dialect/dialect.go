@@ -20,7 +20,8 @@ const (
 	Native Dialect = iota
 	// RocketChat is /api/v1/... .
 	RocketChat
-	// Rebilly is /experimental/... and /data-exports... .
+	// Rebilly is /experimental/..., /data-exports... and
+	// /organizations/... .
 	Rebilly
 	// MyTracker is /api/raw/... .
 	MyTracker
@@ -33,7 +34,8 @@ func Of(path string) Dialect {
 		return RocketChat
 	case strings.HasPrefix(path, "/api/raw/"):
 		return MyTracker
-	case strings.HasPrefix(path, "/experimental/"), strings.HasPrefix(path, "/data-exports"):
+	case strings.HasPrefix(path, "/experimental/"), strings.HasPrefix(path, "/data-exports"),
+		strings.HasPrefix(path, "/organizations/"):
 		return Rebilly
 	}
 	return Native
@@ -103,6 +105,10 @@ func rcErrorType(status int) string {
 		return "error-request-too-large"
 	case http.StatusRequestTimeout:
 		return "error-request-timeout"
+	case http.StatusNotFound:
+		return "error-not-found"
+	case http.StatusMethodNotAllowed:
+		return "error-method-not-allowed"
 	}
 	return "error-unavailable"
 }

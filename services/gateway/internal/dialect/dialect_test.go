@@ -27,6 +27,8 @@ func TestIsCreate(t *testing.T) {
 		{http.MethodPost, "/experimental/data-exports", true},
 		{http.MethodPost, "/experimental/data-exports/", true},
 		{http.MethodPost, "/experimental/organizations/org1/data-exports/", true},
+		{http.MethodPost, "/organizations/org1/data-exports", true},
+		{http.MethodPut, "/organizations/org1/data-exports/abc", true},
 		{http.MethodPut, "/experimental/data-exports/abc", true},
 		{http.MethodPut, "/experimental/data-exports", false},
 		{http.MethodGet, "/experimental/data-exports/abc", false},

@@ -231,12 +231,19 @@ func TestDownloadRefusesUnfinishedJobs(t *testing.T) {
 
 func TestUnknownRoutes(t *testing.T) {
 	e := newEnv(t, envOptions{server: true})
-	for _, path := range []string{"/", "/api/v1/rooms.nope", "/v1/exports/a/b", "/v2/exports"} {
+	for _, path := range []string{"/", "/v1/exports/a/b", "/v2/exports"} {
 		r := e.do(t, http.MethodGet, path, asAdmin, "")
 		assert.Equal(t, http.StatusNotFound, r.status, path)
 		assert.Equal(t, map[string]any{"error": "not found"}, r.json(t), path)
 	}
-	r := e.do(t, http.MethodGet, roomsExport, asAdmin, "")
+	// Below a dialect's prefix, the dialect's shape.
+	r := e.do(t, http.MethodGet, "/api/v1/rooms.nope", asAdmin, "")
+	assert.Equal(t, http.StatusNotFound, r.status)
+	assert.Equal(t, map[string]any{"success": false, "error": "not found [error-not-found]", "errorType": "error-not-found"}, r.json(t))
+	r = e.do(t, http.MethodGet, roomsExport, asAdmin, "")
+	assert.Equal(t, http.StatusMethodNotAllowed, r.status)
+	assert.Equal(t, map[string]any{"success": false, "error": "method not allowed [error-method-not-allowed]", "errorType": "error-method-not-allowed"}, r.json(t))
+	r = e.do(t, http.MethodPatch, "/v1/exports", asAdmin, "")
 	assert.Equal(t, http.StatusMethodNotAllowed, r.status)
 	assert.Equal(t, map[string]any{"error": "method not allowed"}, r.json(t))
 }

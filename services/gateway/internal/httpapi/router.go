@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/dialect"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
@@ -129,11 +130,13 @@ func New(cfg Config) *Router {
 	// too (idempotency hashes them) or spends state on them (quotas).
 	mux.Use(a.traced, a.recovered, readBodies(cfg.MaxBodyBytes, cfg.BodyReadTimeout))
 	mux.Use(cfg.Middleware...)
-	mux.NotFound(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusNotFound, nativeError{Error: "not found"})
+	// Unknown paths and methods answer in the shape of the dialect whose
+	// prefix the path has, like the dialect's own errors.
+	mux.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		dialect.WriteError(w, r, http.StatusNotFound, "not found")
 	})
-	mux.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusMethodNotAllowed, nativeError{Error: "method not allowed"})
+	mux.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		dialect.WriteError(w, r, http.StatusMethodNotAllowed, "method not allowed")
 	})
 	mux.Get("/v1/exports", a.listExports)
 	mux.Get("/v1/exports/{id}", a.getExport)
@@ -189,7 +192,7 @@ func (a *api) recovered(next http.Handler) http.Handler {
 		defer func() {
 			if v := recover(); v != nil {
 				a.log.ErrorContext(r.Context(), "handler panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-				writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+				dialect.WriteError(w, r, http.StatusInternalServerError, "internal error")
 			}
 		}()
 		next.ServeHTTP(w, r)
