@@ -26,7 +26,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help node tools proto lint test test-unit test-e2e test-faults check-modules fmt-check run seed build bench clean images
+.PHONY: help node tools proto lint test test-unit fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the four services, seed demo data"
@@ -34,6 +34,7 @@ help:
 	@echo "make proto   regenerate Go code from proto/ with the pinned buf"
 	@echo "make lint    buf lint + breaking check, go vet"
 	@echo "make bench   run the Go benchmarks"
+	@echo "make fuzz-smoke  run every fuzz target briefly (FUZZTIME=2s each)"
 	@echo "make images  build the Docker images dataport/<service>:dev (needs a Docker engine)"
 
 tools: $(TOOL_STAMPS)
@@ -75,6 +76,24 @@ check-modules:
 test-unit: tools
 	for m in $(filter-out tests/e2e,$(MODULES)); do echo "== go test $$m"; (cd $$m && GOWORK=off go test -count=1 -timeout 10m ./...); done
 
+# Every fuzz target (found with go test -list in the packages that have
+# one) runs for FUZZTIME on top of its committed corpus in
+# testdata/fuzz/<FuzzName>/, with one worker: the machines are shared.
+# A failure leaves the crashing input in that directory; commit it with
+# the fix. FUZZTIME=1m make fuzz-smoke digs deeper.
+FUZZTIME ?= 2s
+fuzz-smoke:
+	@for m in $(filter-out tests/e2e,$(MODULES)); do \
+	  dirs=$$(cd $$m && { grep -rl --include='*_test.go' '^func Fuzz' . || true; } | xargs -r -n1 dirname | sort -u); \
+	  [ -n "$$dirs" ] || continue; \
+	  (cd $$m && GOWORK=off go test -list '^Fuzz' $$dirs) | \
+	    awk '/^Fuzz/ { t[n++] = $$1 } /^ok/ { for (i = 0; i < n; i++) print $$2, t[i]; n = 0 }' | \
+	  while read -r pkg f; do \
+	    echo "== fuzz $$pkg $$f"; \
+	    (cd $$m && GOWORK=off go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg) | grep -v '^fuzz: elapsed'; \
+	  done; \
+	done
+
 # The Rebilly SDK test runs the SDK under Node.js; Debian's packages
 # provide it where the machine has none.
 node:
@@ -89,7 +108,7 @@ test-e2e: tools node
 test-faults: tools
 	cd tests/e2e && GOWORK=off go test -count=1 -timeout 10m -v -run 'TestScaleOut|TestCrashesAndOutages|TestAPIGuards|TestClusterLosesANode|TestKilledExporterResumesFromCheckpoint' ./...
 
-test: tools fmt-check check-modules test-unit test-e2e
+test: tools fmt-check check-modules test-unit fuzz-smoke test-e2e
 
 build:
 	mkdir -p $(BIN)
