@@ -12,9 +12,10 @@ import (
 )
 
 // FuzzVerify: whatever a caller puts in the path and the exp and sig
-// query values, Verify answers nil, ErrBadSignature or ErrExpired, and nil
-// only for the signature of exactly that job, file and a future expiry.
-// Seeds live in testdata/fuzz/FuzzVerify.
+// query values, a Signer with a current and a previous key answers nil,
+// ErrBadSignature or ErrExpired, and nil only for the signature, under one
+// of its keys, of exactly that job, file and a future expiry. Seeds live
+// in testdata/fuzz/FuzzVerify.
 func FuzzVerify(f *testing.F) {
 	now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
 	secret := []byte("fuzz-secret")
@@ -37,7 +38,13 @@ func FuzzVerify(f *testing.F) {
 	} {
 		f.Add(c[0], c[1], c[2], c[3])
 	}
-	s := links.New("https://gw.example", secret, time.Hour, func() time.Time { return now })
+	previous := []byte("fuzz-previous-secret")
+	f.Add("job1", "a.json", strconv.FormatInt(valid, 10), links.Signature(previous, "job1", "a.json", valid))
+	s := links.NewRotating("https://gw.example", [][]byte{secret, previous}, time.Hour, func() time.Time { return now })
+	signed := func(jobID, name, sig string, n int64) bool {
+		return strings.EqualFold(sig, links.Signature(secret, jobID, name, n)) ||
+			strings.EqualFold(sig, links.Signature(previous, jobID, name, n))
+	}
 	f.Fuzz(func(t *testing.T, jobID, name, exp, sig string) {
 		err := s.Verify(jobID, name, exp, sig)
 		switch {
@@ -46,12 +53,12 @@ func FuzzVerify(f *testing.F) {
 			if perr != nil || !now.Before(time.Unix(n, 0)) {
 				t.Fatalf("accepted exp %q at %v", exp, now)
 			}
-			if !strings.EqualFold(sig, links.Signature(secret, jobID, name, n)) {
+			if !signed(jobID, name, sig, n) {
 				t.Fatalf("accepted sig %q for %q/%q/%d", sig, jobID, name, n)
 			}
 		case errors.Is(err, links.ErrExpired):
 			n, _ := strconv.ParseInt(exp, 10, 64)
-			if !strings.EqualFold(sig, links.Signature(secret, jobID, name, n)) {
+			if !signed(jobID, name, sig, n) {
 				t.Fatalf("expired answered for a signature that does not match: %q", sig)
 			}
 		case errors.Is(err, links.ErrBadSignature):

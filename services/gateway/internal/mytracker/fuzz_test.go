@@ -12,11 +12,10 @@ import (
 
 // FuzzParseCreate feeds create.json arbitrary form bodies (as
 // r.ParseForm would read them). A rejected request has a detail for its
-// 400; an accepted one selects distinct columns of the events stream
-// (no more than the limit), has
-// dateFrom <= dateTo, and its filter parses and says exactly what the
-// request asked for: the event type, the integer app ids and the
-// two-letter countries, nothing else. Seeds live in
+// 400; an accepted one selects distinct columns of the events stream (no
+// more than the limit), has dateFrom <= dateTo, and its filter parses and
+// says exactly what the request asked for: the event type, the integer
+// app ids and the two-letter countries, nothing else. Seeds live in
 // testdata/fuzz/FuzzParseCreate.
 func FuzzParseCreate(f *testing.F) {
 	for _, s := range []string{
