@@ -15,27 +15,28 @@ import (
 
 // renderFilter writes f back in filter syntax, so that parsing the result
 // gives f again. Exact values are always quoted; wildcards and ranges
-// cannot be, and are written bare. A bare include value that begins with
-// '!' (which the parser only yields after a separator skipSpaces leaves
-// alone, such as a newline) keeps that newline in front.
+// cannot be, and are written bare. A bare value that begins with '!'
+// (which the parser only yields after a separator skipSpaces leaves alone,
+// such as a newline, or after a negation's own '!') gets a newline in
+// front, so that its '!' is not read as a negation.
 func renderFilter(f Filter) string {
 	var conds []string
 	for _, c := range f.Conds {
 		var vals []string
 		for _, v := range c.Include {
-			vals = append(vals, renderValue(v, false))
+			vals = append(vals, renderValue(v))
 		}
 		for _, v := range c.Exclude {
-			vals = append(vals, "!"+renderValue(v, true))
+			vals = append(vals, "!"+renderValue(v))
 		}
 		conds = append(conds, c.Field+":"+strings.Join(vals, ","))
 	}
 	return strings.Join(conds, ";")
 }
 
-func renderValue(v Value, negated bool) string {
+func renderValue(v Value) string {
 	bare := func(s string) string {
-		if !negated && strings.HasPrefix(s, "!") {
+		if strings.HasPrefix(s, "!") {
 			return "\n" + s
 		}
 		return s
