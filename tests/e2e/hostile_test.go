@@ -66,6 +66,7 @@ const (
 // never a 5xx, and that the stack still serves legitimate requests
 // afterwards.
 func TestHostileRequests(t *testing.T) {
+	t.Parallel()
 	s := startStack(t)
 	admin := s.user(t, "admin")
 
