@@ -133,3 +133,17 @@ func ValidateFields(resource string, fields []string) error {
 	}
 	return nil
 }
+
+// Duplicate returns the first column name that occurs twice in fields, or
+// "": a repeated column is a mistake of the request, and each copy would
+// cost a column in every row.
+func Duplicate(fields []string) string {
+	seen := make(map[string]bool, len(fields))
+	for _, f := range fields {
+		if seen[f] {
+			return f
+		}
+		seen[f] = true
+	}
+	return ""
+}

@@ -274,17 +274,6 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 // maxNumberAttempts bounds how many taken numbers one create skips.
 const maxNumberAttempts = 16
 
-// duplicate returns the first name that occurs twice in names, or "".
-func duplicate(names []string) string {
-	seen := make(map[string]bool, len(names))
-	for _, n := range names {
-		if seen[n] {
-			return n
-		}
-		seen[n] = true
-	}
-	return ""
-}
 
 // JobID is the job id of raw export number n.
 func JobID(n uint64) string { return "raw-" + strconv.FormatUint(n, 10) }

@@ -43,7 +43,7 @@ func parseCreate(form url.Values, loc *time.Location, maxFields int) (createPara
 	if len(p.selectors) > maxFields {
 		return p, fmt.Sprintf("selectors: %d fields; at most %d are allowed", len(p.selectors), maxFields)
 	}
-	if dup := duplicate(p.selectors); dup != "" {
+	if dup := recordquery.Duplicate(p.selectors); dup != "" {
 		return p, fmt.Sprintf("selectors: %q is named twice; name each field once", dup)
 	}
 	if err := recordquery.ValidateFields(recordquery.ResourceEvents, p.selectors); err != nil {

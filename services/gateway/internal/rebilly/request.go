@@ -171,7 +171,7 @@ func build(req *request, now time.Time, loc *time.Location, lim Limits) (*export
 			add("fields", "must name at least one field")
 		} else if len(req.Fields) > lim.MaxFields {
 			add("fields", "names %d fields; at most %d are allowed", len(req.Fields), lim.MaxFields)
-		} else if dup := duplicate(req.Fields); dup != "" {
+		} else if dup := recordquery.Duplicate(req.Fields); dup != "" {
 			add("fields", "names %q twice; name each field once", dup)
 		} else if err := recordquery.ValidateFields(resource, req.Fields); err != nil {
 			add("fields", "%v", err)
@@ -275,17 +275,6 @@ func build(req *request, now time.Time, loc *time.Location, lim Limits) (*export
 	return job, nil
 }
 
-// duplicate returns the first name that occurs twice in names, or "".
-func duplicate(names []string) string {
-	seen := make(map[string]bool, len(names))
-	for _, n := range names {
-		if seen[n] {
-			return n
-		}
-		seen[n] = true
-	}
-	return ""
-}
 
 // resolveRange fills From/To from the range's expressions; relative ones
 // ("-7 days", "yesterday", ...) count from now in loc.
