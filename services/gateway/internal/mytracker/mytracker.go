@@ -274,7 +274,6 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 // maxNumberAttempts bounds how many taken numbers one create skips.
 const maxNumberAttempts = 16
 
-
 // JobID is the job id of raw export number n.
 func JobID(n uint64) string { return "raw-" + strconv.FormatUint(n, 10) }
 

@@ -275,7 +275,6 @@ func build(req *request, now time.Time, loc *time.Location, lim Limits) (*export
 	return job, nil
 }
 
-
 // resolveRange fills From/To from the range's expressions; relative ones
 // ("-7 days", "yesterday", ...) count from now in loc.
 func resolveRange(dr *exportv1.DateRange, now time.Time, loc *time.Location) *invalidField {
