@@ -21,7 +21,6 @@ import (
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/access"
-	"dataport.dev/shared/bus"
 )
 
 // Errors.
@@ -52,15 +51,11 @@ func New(users, rooms, memberships, orgMembers jetstream.KeyValue) *Service {
 
 // Open looks up the buckets (declared by bus.EnsureTopology).
 func Open(ctx context.Context, js jetstream.JetStream) (*Service, error) {
-	var kvs [4]jetstream.KeyValue
-	for i, name := range []string{bus.BucketUsers, bus.BucketRooms, bus.BucketMemberships, bus.BucketOrgMembers} {
-		kv, err := js.KeyValue(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("open bucket %s: %w", name, err)
-		}
-		kvs[i] = kv
+	dir, err := access.OpenDirectory(ctx, js)
+	if err != nil {
+		return nil, err
 	}
-	return New(kvs[0], kvs[1], kvs[2], kvs[3]), nil
+	return &Service{Directory: dir}, nil
 }
 
 // TokenHash is the lower-case hex SHA-256 of a token, as stored in

@@ -93,6 +93,11 @@ func Parse(instruction string, start time.Time) (*rrule.RRule, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newRule(opt)
+}
+
+// newRule builds the iterator of a checked option set.
+func newRule(opt *rrule.ROption) (*rrule.RRule, error) {
 	r, err := rrule.NewRRule(*opt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRule, err)
@@ -206,9 +211,9 @@ func Validate(instruction string, start, now time.Time, minInterval time.Duratio
 	if err != nil {
 		return nil, err
 	}
-	r, err := rrule.NewRRule(*opt)
+	r, err := newRule(opt)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidRule, err)
+		return nil, err
 	}
 	if bound := gapBound(opt); bound < minInterval {
 		return nil, fmt.Errorf("%w: occurrences of this rule can come %s apart; the minimum is %s", ErrTooFrequent, short(bound), short(minInterval))
