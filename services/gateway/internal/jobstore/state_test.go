@@ -1,0 +1,118 @@
+package jobstore
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/bus"
+)
+
+// The reducer is pure: these tests fold events into a job in memory, with
+// no server, in the orders JetStream may deliver them.
+
+var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+func at(s int) *timestamppb.Timestamp { return timestamppb.New(t0.Add(time.Duration(s) * time.Second)) }
+
+func pending() *exportv1.Job {
+	return &exportv1.Job{Id: "j", State: exportv1.JobState_JOB_STATE_PENDING, PartsTotal: 2, CreatedAt: at(0), UpdatedAt: at(0),
+		Parts: []*exportv1.PartStatus{{Part: 0, State: exportv1.PartState_PART_STATE_PENDING}, {Part: 1, State: exportv1.PartState_PART_STATE_PENDING}}}
+}
+
+func fold(t *testing.T, job *exportv1.Job, events ...Event) *exportv1.Job {
+	t.Helper()
+	for _, ev := range events {
+		_, err := reduce(job, ev, 24*time.Hour)
+		require.NoError(t, err)
+	}
+	return job
+}
+
+func progress(part uint32, percent uint32, records uint64, s int) *exportv1.ExportProgress {
+	return &exportv1.ExportProgress{JobId: "j", OccurredAt: at(s), Part: part, PartsTotal: 2,
+		Progress: &exportv1.Progress{Percent: percent, Records: records}}
+}
+
+func TestReduceMovesOnlyForward(t *testing.T) {
+	completed := &exportv1.ExportCompleted{JobId: "j", OccurredAt: at(10),
+		Files: []*exportv1.File{{Name: "a.json", Records: 7, Size: 100}, {Name: "b.json", Records: 3, Size: 50}}}
+	failed := &exportv1.ExportFailed{JobId: "j", OccurredAt: at(11), Reason: "late failure"}
+	canceled := &exportv1.ExportCanceled{JobId: "j", OccurredAt: at(12), Reason: "Canceled by user"}
+	queued := &exportv1.ExportQueued{JobId: "j", OccurredAt: at(1)}
+
+	tests := []struct {
+		name   string
+		events []Event
+		state  exportv1.JobState
+		check  func(t *testing.T, j *exportv1.Job)
+	}{
+		{"queued then progress", []Event{queued, progress(0, 50, 5, 2)}, exportv1.JobState_JOB_STATE_PROCESSING, nil},
+		{"a late queued does not move a running job back", []Event{progress(0, 50, 5, 2), queued}, exportv1.JobState_JOB_STATE_PROCESSING, nil},
+		{"completed is final", []Event{completed, failed, canceled, progress(0, 10, 1, 13), queued}, exportv1.JobState_JOB_STATE_COMPLETED,
+			func(t *testing.T, j *exportv1.Job) {
+				assert.Equal(t, uint32(100), j.GetProgress().GetPercent())
+				assert.Equal(t, uint64(10), j.GetProgress().GetRecords())
+				assert.Equal(t, uint64(150), j.GetProgress().GetBytes())
+				assert.Empty(t, j.GetError(), "a failure after completion is not shown")
+				assert.Equal(t, t0.Add(10*time.Second+24*time.Hour), j.GetExpiresAt().AsTime(), "files expire a retention after completion")
+				for _, p := range j.GetParts() {
+					assert.Equal(t, exportv1.PartState_PART_STATE_COMPLETED, p.GetState())
+				}
+			}},
+		{"canceled is final", []Event{canceled, completed}, exportv1.JobState_JOB_STATE_CANCELED,
+			func(t *testing.T, j *exportv1.Job) { assert.Equal(t, "Canceled by user", j.GetError()) }},
+		{"a rejection says why", []Event{&exportv1.ExportFailed{JobId: "j", OccurredAt: at(3), Reason: "Too many lines in one export", Rejected: true}},
+			exportv1.JobState_JOB_STATE_REJECTED,
+			func(t *testing.T, j *exportv1.Job) { assert.Equal(t, "Too many lines in one export", j.GetError()) }},
+		{"notifications and expiry still apply to an ended job", []Event{completed,
+			&exportv1.NotificationSent{JobId: "j", OccurredAt: at(20), Recipients: []string{"a@example.com"}},
+			&exportv1.ExportExpired{JobId: "j", OccurredAt: at(30)}}, exportv1.JobState_JOB_STATE_COMPLETED,
+			func(t *testing.T, j *exportv1.Job) {
+				assert.True(t, j.GetNotified())
+				assert.True(t, j.GetFilesExpired())
+				assert.Equal(t, t0.Add(30*time.Second), j.GetUpdatedAt().AsTime())
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			j := fold(t, pending(), tc.events...)
+			assert.Equal(t, tc.state, j.GetState())
+			if tc.check != nil {
+				tc.check(t, j)
+			}
+		})
+	}
+}
+
+func TestReduceProgress(t *testing.T) {
+	t.Run("a part's count only grows and the total stays below 100 until completion", func(t *testing.T) {
+		j := fold(t, pending(), progress(0, 100, 40, 1), progress(0, 60, 20, 2), progress(1, 100, 60, 3))
+		assert.Equal(t, uint64(40), j.GetParts()[0].GetExported(), "an older, smaller report does not shrink it")
+		assert.Equal(t, uint64(100), j.GetProgress().GetRecords())
+		assert.LessOrEqual(t, j.GetProgress().GetPercent(), uint32(maxRunningPercent))
+		assert.Equal(t, t0.Add(3*time.Second), j.GetUpdatedAt().AsTime())
+	})
+	t.Run("an uploaded part is final for its count", func(t *testing.T) {
+		up := &exportv1.PartUploaded{JobId: "j", OccurredAt: at(2), Part: 0, PartsTotal: 2, File: &exportv1.File{Records: 42}}
+		j := fold(t, pending(), up, progress(0, 10, 1, 3))
+		assert.Equal(t, exportv1.PartState_PART_STATE_COMPLETED, j.GetParts()[0].GetState())
+		assert.Equal(t, uint64(42), j.GetParts()[0].GetExported())
+	})
+	t.Run("a redelivered event changes nothing", func(t *testing.T) {
+		j := fold(t, pending(), progress(0, 50, 5, 1))
+		changed, err := reduce(j, progress(0, 50, 5, 1), 0)
+		require.NoError(t, err)
+		assert.False(t, changed)
+	})
+}
+
+func TestReduceRefusesUnknownEvents(t *testing.T) {
+	_, err := reduce(pending(), &exportv1.ExportTask{JobId: "j"}, 0)
+	require.Error(t, err)
+	assert.True(t, bus.IsPermanent(err), "no redelivery makes an unknown event known")
+}
