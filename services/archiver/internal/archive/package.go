@@ -14,6 +14,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
 )
 
 // Job is what a Packager knows of the job whose parts it packages.
@@ -84,7 +85,7 @@ func (p *PartsAsFiles) Package(ctx context.Context, _ Job, parts []*exportv1.Par
 	var files []*exportv1.File
 	for _, part := range parts {
 		for _, f := range partFiles(part) {
-			problem, err := verifyObject(ctx, p.Objects, bucketOf(f, p.Bucket), f)
+			problem, err := verifyObject(ctx, p.Objects, objects.Bucket(f, p.Bucket), f)
 			if err != nil {
 				return nil, fmt.Errorf("verify part %d (%s): %w", part.GetPart(), f.GetName(), err)
 			}
@@ -107,14 +108,6 @@ func partFiles(p *exportv1.PartUploaded) []*exportv1.File {
 		return []*exportv1.File{p.GetFile()}
 	}
 	return nil
-}
-
-// bucketOf is the bucket holding f: its own, or the exports bucket.
-func bucketOf(f *exportv1.File, exports string) string {
-	if b := f.GetBucket(); b != "" {
-		return b
-	}
-	return exports
 }
 
 // verifyFailed is the permanent error of a file that does not match its

@@ -20,6 +20,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
 )
 
 // ManifestName is the archive's last entry, describing every other entry.
@@ -32,15 +33,6 @@ const ManifestVersion = 1
 // zipEpoch stands in for an unknown job creation time: the earliest time
 // an MS-DOS timestamp (and so every zip reader) can show.
 var zipEpoch = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// ArchiveName is the file name of a job's zip archive, shown to users and
-// used in its download link.
-func ArchiveName(jobID string) string { return "dataport-" + jobID + ".zip" }
-
-// ArchiveKey is where a job's archive is stored in the exports bucket. It
-// depends only on the job id, so a repeated packaging overwrites the same
-// object instead of adding one.
-func ArchiveKey(jobID string) string { return "jobs/" + jobID + "/files/" + ArchiveName(jobID) }
 
 // Zip packages a job as one zip archive: every file of every part, in part
 // order and then file order, under its (sanitised) name, followed by
@@ -107,7 +99,7 @@ var errUploadStopped = errors.New("archive upload stopped reading")
 // Package streams the job's archive into the exports bucket and returns it
 // as the job's one file.
 func (z *Zip) Package(ctx context.Context, job Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
-	key := ArchiveKey(job.ID)
+	key := objects.ArchiveKey(job.ID)
 	pr, pw := io.Pipe()
 	out := &digestWriter{w: pw, h: sha256.New()}
 	type result struct {
@@ -137,7 +129,7 @@ func (z *Zip) Package(ctx context.Context, job Job, parts []*exportv1.PartUpload
 		return nil, fmt.Errorf("archive of job %s: stored %d bytes, wrote %d", job.ID, info.Size, out.n)
 	}
 	return []*exportv1.File{{
-		Name:        ArchiveName(job.ID),
+		Name:        objects.ArchiveName(job.ID),
 		ObjectKey:   key,
 		Size:        uint64(out.n),
 		Records:     res.m.Totals.Records,
@@ -200,7 +192,7 @@ func (z *Zip) write(ctx context.Context, w io.Writer, job Job, parts []*exportv1
 // its bytes on the way, and fails permanently when they are not what the
 // exporter recorded.
 func (z *Zip) copyEntry(ctx context.Context, zw *zip.Writer, p *exportv1.PartUploaded, f *exportv1.File, name string, modified time.Time) error {
-	bucket, key := bucketOf(f, z.Bucket), f.GetObjectKey()
+	bucket, key := objects.Bucket(f, z.Bucket), f.GetObjectKey()
 	body, _, err := z.Objects.Open(ctx, bucket, key)
 	if problem, err := openProblem(err, bucket, key); problem != "" {
 		return verifyFailed(p, f, problem)

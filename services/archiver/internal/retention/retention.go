@@ -20,6 +20,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
 )
 
 // Objects is the part of the object store the sweeper uses. *blob.Store
@@ -209,7 +210,7 @@ func (s *Sweeper) expireJob(ctx context.Context, id string, now time.Time) (dele
 		return 0, false, fmt.Errorf("look up expiry: %w", err)
 	}
 
-	prefix := "jobs/" + id + "/"
+	prefix := objects.JobPrefix(id)
 	objs, err := s.c.Objects.List(ctx, s.c.Bucket, prefix)
 	if err != nil {
 		return 0, false, err
@@ -235,13 +236,13 @@ func (s *Sweeper) expireJob(ctx context.Context, id string, now time.Time) (dele
 // abortStale aborts unfinished uploads under jobs/ older than
 // StaleUploadAge.
 func (s *Sweeper) abortStale(ctx context.Context, now time.Time) (int, error) {
-	ups, err := s.c.Objects.ListIncompleteUploads(ctx, s.c.Bucket, "jobs/")
+	ups, err := s.c.Objects.ListIncompleteUploads(ctx, s.c.Bucket, objects.JobsPrefix)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, u := range ups {
-		if !strings.HasPrefix(u.Key, "jobs/") || now.Sub(u.Initiated) < s.c.StaleUploadAge {
+		if !strings.HasPrefix(u.Key, objects.JobsPrefix) || now.Sub(u.Initiated) < s.c.StaleUploadAge {
 			continue
 		}
 		if err := s.c.Objects.AbortUpload(ctx, s.c.Bucket, u.Key, u.UploadID); err != nil {

@@ -18,6 +18,7 @@ import (
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/links"
+	"dataport.dev/shared/objects"
 )
 
 // exportView is a job in the native API (docs/ARCHITECTURE.md).
@@ -331,7 +332,7 @@ func (a *api) download(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, nativeError{Error: "file not found"})
 		return
 	}
-	body, info, err := a.Blob.Open(ctx, a.ExportBucket, file.GetObjectKey())
+	body, info, err := a.Blob.Open(ctx, objects.Bucket(file, a.ExportBucket), file.GetObjectKey())
 	switch {
 	case errors.Is(err, blob.ErrNotFound), errors.Is(err, blob.ErrInvalidArgument):
 		a.log.WarnContext(ctx, "file of a completed job is missing", "job_id", id, "object_key", file.GetObjectKey(), "error", err)

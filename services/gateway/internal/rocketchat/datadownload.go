@@ -3,7 +3,7 @@ package rocketchat
 import (
 	"errors"
 	"net/http"
-	"strconv"
+	"strings"
 	"time"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -11,6 +11,8 @@ import (
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
+	"dataport.dev/shared/roomtype"
 )
 
 // dataDownloadOK is the users.requestDataDownload answer. Rocket.Chat's
@@ -211,7 +213,7 @@ func planDataDownload(user *sourcev1.User, rooms []*sourcev1.Room, fullExport bo
 	for _, room := range rooms {
 		name := roomFileName(room) + ext
 		if taken[name] {
-			name = cleanFileName(room.GetId()) + ext
+			name = objects.CleanFileName(room.GetId(), "") + ext
 		}
 		taken[name] = true
 		t := task(exportv1.PartKind_PART_KIND_ROOM, name)
@@ -228,14 +230,16 @@ func planDataDownload(user *sourcev1.User, rooms []*sourcev1.Room, fullExport bo
 // operation renders job as Rocket.Chat's exportOperation.
 func (d *Dialect) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job) exportOperation {
 	id := job.GetId()
+	// Rocket.Chat's paths are directories without a trailing slash.
+	partsPath := strings.TrimSuffix(objects.PartsPrefix(id), "/")
 	op := exportOperation{
 		ID:            id,
 		CreatedAt:     isoTime(job.GetCreatedAt().AsTime()),
 		UserID:        job.GetOwnerId(),
 		RoomList:      []roomData{},
 		Status:        operationStatus(job.GetState()),
-		ExportPath:    "jobs/" + id + "/parts",
-		AssetsPath:    "jobs/" + id + "/parts",
+		ExportPath:    partsPath,
+		AssetsPath:    partsPath,
 		FileList:      []fileData{},
 		GeneratedFile: "",
 		FullExport:    job.GetFullExport(),
@@ -264,7 +268,7 @@ func (d *Dialect) operation(r *http.Request, user *sourcev1.User, job *exportv1.
 				Type:          p.GetRoomType(),
 			})
 		case exportv1.PartKind_PART_KIND_ASSETS:
-			op.AssetsPath = "jobs/" + id + "/parts/" + strconv.FormatUint(uint64(p.GetPart()), 10)
+			op.AssetsPath = strings.TrimSuffix(objects.PartPrefix(id, p.GetPart()), "/")
 		}
 	}
 	if job.GetState() == exportv1.JobState_JOB_STATE_COMPLETED {
@@ -286,7 +290,7 @@ func (d *Dialect) operation(r *http.Request, user *sourcev1.User, job *exportv1.
 // participant who is not the caller; null for every other room, and when
 // the other participant cannot be found.
 func (d *Dialect) otherParticipant(r *http.Request, user *sourcev1.User, p *exportv1.PartStatus) *string {
-	if p.GetRoomType() != "d" {
+	if p.GetRoomType() != roomtype.Letter(sourcev1.RoomType_ROOM_TYPE_DIRECT) {
 		return nil
 	}
 	room, err := d.cfg.Auth.Room(r.Context(), p.GetRoomId())

@@ -21,6 +21,8 @@ import (
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
+	"dataport.dev/shared/roomtype"
 )
 
 // Request bounds. A rooms.export body is a few dozen bytes, or a list of
@@ -306,7 +308,7 @@ func planParts(tasks []*exportv1.ExportTask, rooms map[string]*sourcev1.Room) []
 	for _, p := range parts {
 		if room, ok := rooms[p.GetRoomId()]; ok {
 			p.RoomName = roomName(room)
-			p.RoomType = typeLetter(room.GetType())
+			p.RoomType = roomtype.Letter(room.GetType())
 		}
 	}
 	return parts
@@ -322,55 +324,13 @@ func roomName(room *sourcev1.Room) string {
 }
 
 // roomFileName is the base name of a room's file in an export: its name
-// cleaned to [A-Za-z0-9._-] as the room-exporter does, or its id.
+// cleaned by objects.CleanFileName, which the room-exporter also applies to
+// the target file, or its id.
 func roomFileName(room *sourcev1.Room) string {
-	if base := cleanFileName(roomName(room)); base != "" {
+	if base := objects.CleanFileName(roomName(room), ""); base != "" {
 		return base
 	}
-	if base := cleanFileName(room.GetId()); base != "" {
-		return base
-	}
-	return "room"
-}
-
-// maxFileName bounds a cleaned name, as the room-exporter does.
-const maxFileName = 200
-
-// cleanFileName keeps [A-Za-z0-9._-] of name, replacing every other
-// character with '_', and drops leading dots; it returns "" when nothing
-// meaningful is left. It mirrors roomexport.CleanFileName so that the
-// target file the gateway plans is the file the exporter writes.
-func cleanFileName(name string) string {
-	var b strings.Builder
-	for _, r := range name {
-		if b.Len() >= maxFileName {
-			break
-		}
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-			b.WriteRune(r)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	s := strings.TrimLeft(b.String(), ".")
-	if strings.Trim(s, "_.-") == "" {
-		return ""
-	}
-	return s
-}
-
-// typeLetter is Rocket.Chat's room type letter.
-func typeLetter(t sourcev1.RoomType) string {
-	switch t {
-	case sourcev1.RoomType_ROOM_TYPE_CHANNEL:
-		return "c"
-	case sourcev1.RoomType_ROOM_TYPE_PRIVATE:
-		return "p"
-	case sourcev1.RoomType_ROOM_TYPE_DIRECT:
-		return "d"
-	}
-	return ""
+	return objects.CleanFileName(room.GetId(), "room")
 }
 
 // parseDateRange reads dateFrom and dateTo. A plain date (YYYY-MM-DD) is a

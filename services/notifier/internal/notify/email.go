@@ -19,6 +19,7 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
 )
 
 // Names of a room-mail job's files, as the exporter produces them.
@@ -233,11 +234,7 @@ func (n *Notifier) roomMail(ctx context.Context, o outcome, nt notification) (no
 
 // readBody reads one room-mail body from the object store.
 func (n *Notifier) readBody(ctx context.Context, f *exportv1.File) (body, problem string, err error) {
-	bucket := f.GetBucket()
-	if bucket == "" {
-		bucket = n.bucket
-	}
-	rc, _, err := n.objects.Open(ctx, bucket, f.GetObjectKey())
+	rc, _, err := n.objects.Open(ctx, objects.Bucket(f, n.bucket), f.GetObjectKey())
 	switch {
 	case errors.Is(err, blob.ErrNotFound), errors.Is(err, blob.ErrInvalidArgument):
 		return "", fmt.Sprintf("room mail body %s is missing", f.GetName()), nil

@@ -33,6 +33,7 @@ import (
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
 	"dataport.dev/shared/recordquery"
 )
 
@@ -225,7 +226,7 @@ func (e *Exporter) Terminated(ctx context.Context, msg jetstream.Msg, cause erro
 // its checkpoint. Best effort: a leftover object is overwritten or
 // swept, a leftover checkpoint expires.
 func (e *Exporter) discard(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) {
-	if err := e.cleanup(ctx, log, partPrefix(task)); err != nil {
+	if err := e.cleanup(ctx, log, objects.PartPrefix(task.GetJobId(), task.GetPart())); err != nil {
 		log.WarnContext(ctx, "objects of the part not deleted", "error", err)
 	}
 	e.deleteCheckpoint(ctx, log, task)
@@ -423,7 +424,7 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 	if job.GetState() == exportv1.JobState_JOB_STATE_CANCELED {
 		log.InfoContext(ctx, "job canceled before its part started")
 		e.deleteCheckpoint(ctx, log, task)
-		return e.cleanup(ctx, log, "jobs/"+task.GetJobId()+"/parts/")
+		return e.cleanup(ctx, log, objects.PartsPrefix(task.GetJobId()))
 	}
 	e.publishProgress(ctx, log, task, 0, 0, 0)
 
@@ -432,11 +433,11 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 	case errors.Is(err, errCanceled):
 		log.InfoContext(ctx, "job canceled; export stopped")
 		e.deleteCheckpoint(ctx, log, task)
-		return e.cleanup(ctx, log, "jobs/"+task.GetJobId()+"/parts/")
+		return e.cleanup(ctx, log, objects.PartsPrefix(task.GetJobId()))
 	case errors.Is(err, errTooMany):
 		log.InfoContext(ctx, "export rejected: too many rows", "max_rows", task.GetRecords().GetMaxRows())
 		e.deleteCheckpoint(ctx, log, task)
-		if cerr := e.cleanup(ctx, log, partPrefix(task)); cerr != nil {
+		if cerr := e.cleanup(ctx, log, objects.PartPrefix(task.GetJobId(), task.GetPart())); cerr != nil {
 			return cerr
 		}
 		e.fail(ctx, task, ReasonTooManyRows, true)
@@ -444,7 +445,7 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 	case errors.Is(err, errTooMuch):
 		log.InfoContext(ctx, "export rejected: too much data", "max_bytes", task.GetRecords().GetMaxBytes())
 		e.deleteCheckpoint(ctx, log, task)
-		if cerr := e.cleanup(ctx, log, partPrefix(task)); cerr != nil {
+		if cerr := e.cleanup(ctx, log, objects.PartPrefix(task.GetJobId(), task.GetPart())); cerr != nil {
 			return cerr
 		}
 		e.fail(ctx, task, ReasonTooMuchData, true)
@@ -460,7 +461,7 @@ func (e *Exporter) Export(ctx context.Context, task *exportv1.ExportTask) (err e
 	if err := e.announce(ctx, log, task, res); err != nil {
 		if errors.Is(err, errCanceled) {
 			e.deleteCheckpoint(ctx, log, task)
-			return e.cleanup(ctx, log, "jobs/"+task.GetJobId()+"/parts/")
+			return e.cleanup(ctx, log, objects.PartsPrefix(task.GetJobId()))
 		}
 		return err
 	}
@@ -489,10 +490,6 @@ func (e *Exporter) authorize(ctx context.Context, task *exportv1.ExportTask) (*a
 	return g, nil
 }
 
-func partPrefix(task *exportv1.ExportTask) string {
-	return "jobs/" + task.GetJobId() + "/parts/" + strconv.FormatUint(uint64(task.GetPart()), 10) + "/"
-}
-
 type result struct {
 	files            []*exportv1.File
 	rows, bytes      uint64
@@ -514,7 +511,7 @@ func (e *Exporter) run(ctx context.Context, log *slog.Logger, p *plan, job *expo
 	}
 	base, single := fileNames(task.GetTargetFile(), p.resource, p.format.Ext, sc.GetGzipChunks())
 	s := &sink{
-		ctx: ctx, store: e.store, bucket: e.bucket, prefix: partPrefix(task), format: p.format,
+		ctx: ctx, store: e.store, bucket: e.bucket, jobID: task.GetJobId(), part: task.GetPart(), format: p.format,
 		meta: recordrender.Meta{Title: title, Resource: p.resource, Fields: p.headers,
 			Filters: p.filterLines(), Generated: e.now()},
 		base: base, single: single, gzip: sc.GetGzipChunks(),
@@ -541,7 +538,7 @@ func (e *Exporter) run(ctx context.Context, log *slog.Logger, p *plan, job *expo
 	if cp == nil {
 		// A fresh start: what an earlier attempt left under the part's
 		// prefix goes, so the part holds exactly the files announced.
-		if err := e.cleanup(ctx, log, partPrefix(task)); err != nil {
+		if err := e.cleanup(ctx, log, objects.PartPrefix(task.GetJobId(), task.GetPart())); err != nil {
 			return nil, err
 		}
 	} else {

@@ -17,6 +17,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/room-exporter/internal/recordrender"
 	"dataport.dev/shared/blob"
+	"dataport.dev/shared/objects"
 )
 
 // sink writes rows into one file, or into numbered chunk files when the
@@ -27,7 +28,8 @@ type sink struct {
 	ctx      context.Context
 	store    *blob.Store
 	bucket   string
-	prefix   string // jobs/<jobId>/parts/<part>/
+	jobID    string
+	part     uint32
 	format   recordrender.Format
 	meta     recordrender.Meta
 	base     string // chunk name stem
@@ -106,7 +108,7 @@ func (s *sink) nextName() string {
 // open starts the next file's upload and writes its header.
 func (s *sink) open() error {
 	c := &chunk{name: s.nextName(), done: make(chan uploadResult, 1), sum: sha256.New()}
-	c.key = s.prefix + c.name
+	c.key = objects.PartKey(s.jobID, s.part, c.name)
 	pr, pw := io.Pipe()
 	c.pw = pw
 	ct := s.contentType()

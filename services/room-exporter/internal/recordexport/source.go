@@ -16,6 +16,7 @@ import (
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/recordquery"
+	"dataport.dev/shared/roomtype"
 )
 
 // getter reads one field of a record; see recordquery.Filter.Match.
@@ -384,12 +385,6 @@ func structValue(v *structpb.Value) any {
 	return nil
 }
 
-var roomTypes = map[sourcev1.RoomType]string{
-	sourcev1.RoomType_ROOM_TYPE_CHANNEL: "c",
-	sourcev1.RoomType_ROOM_TYPE_PRIVATE: "p",
-	sourcev1.RoomType_ROOM_TYPE_DIRECT:  "d",
-}
-
 // messageGetter exposes a ChatMessage under Rocket.Chat's field names.
 func messageGetter(m *sourcev1.ChatMessage) getter {
 	return func(f string) (any, bool) {
@@ -440,7 +435,8 @@ func roomGetter(r *sourcev1.Room) getter {
 		case "name":
 			return r.GetName(), true
 		case "type":
-			return roomTypes[r.GetType()], r.GetType() != sourcev1.RoomType_ROOM_TYPE_UNSPECIFIED
+			l := roomtype.Letter(r.GetType())
+			return l, l != ""
 		case "topic":
 			return r.GetTopic(), r.GetTopic() != ""
 		case "usernames":

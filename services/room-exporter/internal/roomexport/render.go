@@ -11,6 +11,8 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/objects"
+	"dataport.dev/shared/roomtype"
 )
 
 // Renderer writes one room's export document in one format. The exporter
@@ -112,24 +114,11 @@ type jsonMessage struct {
 	Attachments []jsonAttachment `json:"attachments,omitempty"`
 }
 
-// roomType maps to Rocket.Chat's room letters.
-func roomType(t sourcev1.RoomType) string {
-	switch t {
-	case sourcev1.RoomType_ROOM_TYPE_CHANNEL:
-		return "c"
-	case sourcev1.RoomType_ROOM_TYPE_PRIVATE:
-		return "p"
-	case sourcev1.RoomType_ROOM_TYPE_DIRECT:
-		return "d"
-	}
-	return ""
-}
-
 // AssetPath is where an attachment's bytes sit inside a downloaded export,
 // relative to the document: "assets/<fileId>-<name>", with the name cleaned
 // like every file name so that no link can leave the archive.
 func AssetPath(fileID, name string) string {
-	return "assets/" + CleanFileName(fileID+"-"+name, "file")
+	return "assets/" + objects.CleanFileName(fileID+"-"+name, "file")
 }
 
 // jsonRenderer writes {"room": {...}, "messages": [...]} with one message
@@ -172,7 +161,7 @@ func (r *jsonRenderer) Begin(room *sourcev1.Room) error {
 	jr := jsonRoom{
 		ID:        room.GetId(),
 		Name:      room.GetName(),
-		Type:      roomType(room.GetType()),
+		Type:      roomtype.Letter(room.GetType()),
 		Topic:     room.GetTopic(),
 		TS:        formatTime(room.GetCreatedAt()),
 		Usernames: room.GetUsernames(),

@@ -117,21 +117,3 @@ func TestJSONRendererEmptyRoom(t *testing.T) {
 		})
 	}
 }
-
-func TestCleanFileName(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"general", "general"},
-		{"Général chat", "G_n_ral_chat"},
-		{"../../etc/passwd", "_.._etc_passwd"},
-		{"..", "fallback"},
-		{"", "fallback"},
-		{"日本", "fallback"},
-		{".hidden", "hidden"},
-		{"a.b-c_d", "a.b-c_d"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			assert.Equal(t, tt.want, roomexport.CleanFileName(tt.in, "fallback"))
-		})
-	}
-}

@@ -36,6 +36,7 @@ import (
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
+	"dataport.dev/shared/objects"
 )
 
 const instrumentation = "dataport.dev/services/room-exporter/internal/roomexport"
@@ -360,9 +361,9 @@ func (e *Exporter) exportRoom(ctx context.Context, log *slog.Logger, task *expor
 	}
 	name := fileName(room.GetName(), room.GetId(), format.Ext)
 	if task.GetTargetFile() != "" {
-		name = CleanFileName(task.GetTargetFile(), name)
+		name = objects.CleanFileName(task.GetTargetFile(), name)
 	}
-	key := objectKey(task.GetJobId(), task.GetPart(), name)
+	key := objects.PartKey(task.GetJobId(), task.GetPart(), name)
 	cp, err := e.resumePoint(ctx, log, task, key)
 	if err != nil {
 		return err
@@ -498,7 +499,7 @@ func (e *Exporter) announce(ctx context.Context, log *slog.Logger, task *exportv
 // retried like any transient failure.
 func (e *Exporter) cleanupCanceled(ctx context.Context, log *slog.Logger, jobID string) error {
 	ctx = context.WithoutCancel(ctx)
-	prefix := "jobs/" + jobID + "/parts/"
+	prefix := objects.PartsPrefix(jobID)
 	objs, err := e.store.List(ctx, e.bucket, prefix)
 	if err != nil {
 		return fmt.Errorf("list parts of canceled job %s: %w", jobID, err)

@@ -14,6 +14,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/shared/blob"
+	"dataport.dev/shared/objects"
 )
 
 // objectSpec is one object a part writes.
@@ -47,7 +48,7 @@ func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask,
 	ws := make([]io.Writer, len(specs))
 	for i, spec := range specs {
 		pr, pw := io.Pipe()
-		s := &sink{spec: spec, key: objectKey(task.GetJobId(), task.GetPart(), spec.name), pw: pw, sum: sha256.New()}
+		s := &sink{spec: spec, key: objects.PartKey(task.GetJobId(), task.GetPart(), spec.name), pw: pw, sum: sha256.New()}
 		s.bw = bufio.NewWriterSize(io.MultiWriter(pw, s.sum, &s.count), 64<<10)
 		sinks[i], ws[i] = s, s.bw
 		g.Go(func() error {

@@ -21,6 +21,8 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
+	"dataport.dev/shared/roomtype"
 )
 
 // User-data download parts other than rooms: the user's profile
@@ -150,7 +152,7 @@ func toJSONUserRoom(ur userRoom) jsonUserRoom {
 	return jsonUserRoom{
 		ID:        ur.room.GetId(),
 		Name:      ur.room.GetName(),
-		Type:      roomType(ur.room.GetType()),
+		Type:      roomtype.Letter(ur.room.GetType()),
 		Topic:     ur.room.GetTopic(),
 		Usernames: ur.room.GetUsernames(),
 		Msgs:      ur.msgs,
@@ -164,7 +166,7 @@ func targetName(task *exportv1.ExportTask, def string) string {
 	if task.GetTargetFile() == "" {
 		return def
 	}
-	return CleanFileName(task.GetTargetFile(), def)
+	return objects.CleanFileName(task.GetTargetFile(), def)
 }
 
 // exportProfile writes user.json or user.html.
