@@ -190,7 +190,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	schedules := schedule.NewStore(kvs[bus.BucketSchedules], schedule.WithMaxPerOwner(maxSchedules))
 	rebillyAPI := rebilly.New(rebilly.Config{
 		Auth: tokens, Directory: authz.Directory, Jobs: jobs, JobsKV: kvs[bus.BucketJobs], Schedules: schedules, Submitter: submitter,
-		Links: signer, Blob: inf.Blob, PublicURL: publicURL, Location: loc, Logger: log,
+		Links: signer, Blob: inf.Blob, ExportBucket: common.ExportBucket, PublicURL: publicURL, Location: loc, Logger: log,
 		Limits: rebilly.Limits{
 			MinInterval: minInterval, MaxEmailRecipients: maxRecipients, MaxFields: maxFields,
 			MaxRows: uint64(recordMaxRows), MaxBytes: uint64(recordMaxBytes),

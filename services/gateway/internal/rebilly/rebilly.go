@@ -40,13 +40,14 @@ import (
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/links"
+	"dataport.dev/shared/objects"
 	"dataport.dev/shared/recordquery"
 )
 
 const dialectName = "rebilly"
 
-// Config holds the dialect's dependencies; all but Blob, Logger and Now
-// are required.
+// Config holds the dialect's dependencies; all but Blob, ExportBucket,
+// Logger and Now are required.
 type Config struct {
 	Auth *Authenticator
 	// Directory answers organization membership.
@@ -56,9 +57,10 @@ type Config struct {
 	Schedules *schedule.Store
 	Submitter *submit.Submitter
 	Links     *links.Signer
-	// Blob deletes the files of deleted exports at once; nil leaves them
-	// to expiry.
-	Blob *blob.Store
+	// Blob and ExportBucket delete the objects of deleted exports at once;
+	// without both they are left to expiry.
+	Blob         *blob.Store
+	ExportBucket string
 	// PublicURL is the gateway's base URL for self links.
 	PublicURL string
 	// Location resolves relative dates ("today", "-7 days").
@@ -79,6 +81,7 @@ type Dialect struct {
 	submitter *submit.Submitter
 	links     *links.Signer
 	blob      *blob.Store
+	exports   string
 	publicURL string
 	loc       *time.Location
 	limits    Limits
@@ -90,7 +93,7 @@ type Dialect struct {
 func New(cfg Config) *Dialect {
 	d := &Dialect{
 		auth: cfg.Auth, dir: cfg.Directory, jobs: cfg.Jobs, jobsKV: cfg.JobsKV, schedules: cfg.Schedules, submitter: cfg.Submitter,
-		links: cfg.Links, blob: cfg.Blob, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
+		links: cfg.Links, blob: cfg.Blob, exports: cfg.ExportBucket, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
 		loc: cfg.Location, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now,
 	}
 	if d.loc == nil {
@@ -459,9 +462,10 @@ func (d *Dialect) hidden(ctx context.Context, id string) bool {
 
 // remove implements DELETE /data-exports/{id}: a running export is
 // canceled (the exporter stops and deletes partial objects), a schedule
-// stops firing, and the export leaves every listing. Files of a completed
-// export are deleted at once when the gateway has the object store,
-// otherwise when they expire.
+// stops firing, and the export leaves every listing. The objects of a
+// completed export are deleted at once when the gateway has the object
+// store; when it has not, or deleting fails, the retention sweeper
+// deletes them when they expire.
 func (d *Dialect) remove(w http.ResponseWriter, r *http.Request, s scope) {
 	e, ok := d.find(w, r, s, chi.URLParam(r, "id"))
 	if !ok {
@@ -487,14 +491,33 @@ func (d *Dialect) remove(w http.ResponseWriter, r *http.Request, s scope) {
 		d.internal(w, r, "hide", err)
 		return
 	}
-	if d.blob != nil && e.job.GetState() == exportv1.JobState_JOB_STATE_COMPLETED {
-		for _, f := range e.job.GetFiles() {
-			if err := d.blob.Delete(ctx, f.GetBucket(), f.GetObjectKey()); err != nil && !errors.Is(err, blob.ErrNotFound) {
-				d.log.WarnContext(ctx, "delete file of a deleted export", "job_id", id, "object_key", f.GetObjectKey(), "error", err)
-			}
+	if e.job.GetState() == exportv1.JobState_JOB_STATE_COMPLETED {
+		if err := d.deleteObjects(ctx, id); err != nil {
+			d.log.WarnContext(ctx, "delete objects of a deleted export; left to expiry", "job_id", id, "error", err)
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// deleteObjects deletes every object the job stored: its parts and files,
+// all under its prefix in the exports bucket. It deliberately does not
+// follow the job's File records: a file may point into another bucket
+// (an asset's source file in the assets bucket), which the export only
+// read and does not own.
+func (d *Dialect) deleteObjects(ctx context.Context, id string) error {
+	if d.blob == nil || d.exports == "" {
+		return nil
+	}
+	objs, err := d.blob.List(ctx, d.exports, objects.JobPrefix(id))
+	if err != nil {
+		return fmt.Errorf("list objects: %w", err)
+	}
+	for _, o := range objs {
+		if err := d.blob.Delete(ctx, d.exports, o.Key); err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return fmt.Errorf("delete %s: %w", o.Key, err)
+		}
+	}
+	return nil
 }
 
 // download implements the fileDownload link: it redirects to a freshly

@@ -30,6 +30,8 @@ import (
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/links"
@@ -51,6 +53,7 @@ type env struct {
 	sched   *schedule.Store
 	d       *rebilly.Dialect
 	orgs    jetstreamKV
+	store   *blob.Store // nil unless envOptions.minio
 	rsaPriv *rsa.PrivateKey
 	rsaPEM  string
 }
@@ -72,7 +75,31 @@ func newEnvWith(t testing.TB, lim rebilly.Limits, opts ...schedule.StoreOption) 
 // admission wired as in the gateway.
 func newEnvQuota(t testing.TB, lim rebilly.Limits, q *quota.Options, opts ...schedule.StoreOption) *env {
 	t.Helper()
+	return newEnvOpts(t, envOptions{limits: lim, quota: q, sched: opts})
+}
+
+// Buckets of the MinIO server newEnvOpts starts on request.
+const (
+	exportBucket = "dataport-exports"
+	assetBucket  = "dataport-assets"
+)
+
+// envOptions configures newEnvOpts; the zero value is newEnv.
+type envOptions struct {
+	limits rebilly.Limits
+	// quota, when set, wires the quota middleware and admission as in
+	// the gateway.
+	quota *quota.Options
+	// minio starts MinIO with the exports and assets buckets and hands
+	// the dialect its store; without it deleted exports keep their files.
+	minio bool
+	sched []schedule.StoreOption
+}
+
+func newEnvOpts(t testing.TB, o envOptions) *env {
+	t.Helper()
 	ctx := t.Context()
+	lim, q, opts := o.limits, o.quota, o.sched
 	nats := bustest.Start(t)
 	kv := func(name string) jetstreamKV {
 		b, err := nats.JS.KeyValue(ctx, name)
@@ -130,10 +157,17 @@ func newEnvQuota(t testing.TB, lim rebilly.Limits, q *quota.Options, opts ...sch
 		require.NoError(t, err)
 	}
 	dir := access.NewDirectory(users, kv(bus.BucketRooms), kv(bus.BucketMemberships), orgs)
+	var store *blob.Store
+	if o.minio {
+		store = blobtest.Start(t).Store
+		require.NoError(t, store.EnsureBucket(ctx, exportBucket))
+		require.NoError(t, store.EnsureBucket(ctx, assetBucket))
+	}
 	d := rebilly.New(rebilly.Config{
 		Auth: a, Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: sched, Limits: lim,
 		Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock, admission...),
 		Links:     links.New(publicURL, []byte("secret"), time.Hour, clock),
+		Blob:      store, ExportBucket: exportBucket,
 		PublicURL: publicURL, Now: clock,
 	})
 	r := chi.NewRouter()
@@ -143,7 +177,7 @@ func newEnvQuota(t testing.TB, lim rebilly.Limits, q *quota.Options, opts ...sch
 	d.Routes(r)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, jobs: jobs, sched: sched, d: d, orgs: orgs, rsaPriv: priv, rsaPEM: pemKey}
+	return &env{srv: srv, jobs: jobs, sched: sched, d: d, orgs: orgs, store: store, rsaPriv: priv, rsaPEM: pemKey}
 }
 
 type resp struct {
@@ -257,6 +291,50 @@ func TestCreateGetDelete(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodGet, base+"/"+id, key(aliceKey), "").status)
 	assert.Equal(t, http.StatusNotFound, e.do(t, http.MethodDelete, base+"/"+id, key(aliceKey), "").status)
 	assert.Empty(t, e.do(t, http.MethodGet, base, key(aliceKey), "").list(t))
+}
+
+// TestDeleteRemovesObjects: deleting a completed export removes every
+// object it stored in the exports bucket, including files recorded with
+// an empty bucket (which means the exports bucket), and nothing else: not
+// another job's objects, not the asset source files a File points to.
+func TestDeleteRemovesObjects(t *testing.T) {
+	e := newEnvOpts(t, envOptions{minio: true})
+	ctx := t.Context()
+	r := e.do(t, http.MethodPost, base+"/", key(aliceKey), csvBody)
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	id := r.obj(t)["id"].(string)
+
+	put := func(bucket, key string) {
+		_, err := e.store.Upload(ctx, bucket, key, strings.NewReader("id,amount\n"), "text/csv")
+		require.NoError(t, err)
+	}
+	// The layout is spelled out: these are the keys exporters and the
+	// archiver write today.
+	file := "jobs/" + id + "/parts/0/transactions.csv"
+	chunk := "jobs/" + id + "/parts/1/transactions.0.csv"
+	archive := "jobs/" + id + "/files/dataport-" + id + ".zip"
+	otherJob := "jobs/" + id + "x/parts/0/transactions.csv"
+	asset := "assets/F1/logo.png"
+	for _, k := range []string{file, chunk, archive, otherJob} {
+		put(exportBucket, k)
+	}
+	put(assetBucket, asset)
+	_, err := e.jobs.Apply(ctx, &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.New(now.Add(time.Minute)),
+		Files: []*exportv1.File{
+			{Name: "transactions.csv", ObjectKey: file, Records: 42},
+			{Name: "logo.png", ObjectKey: asset, Bucket: assetBucket},
+		}})
+	require.NoError(t, err)
+
+	require.Equal(t, http.StatusNoContent, e.do(t, http.MethodDelete, base+"/"+id, key(aliceKey), "").status)
+
+	left, err := e.store.List(ctx, exportBucket, "jobs/"+id+"/")
+	require.NoError(t, err)
+	assert.Empty(t, left, "the deleted export's objects")
+	_, err = e.store.Stat(ctx, exportBucket, otherJob)
+	assert.NoError(t, err, "another job's object stays")
+	_, err = e.store.Stat(ctx, assetBucket, asset)
+	assert.NoError(t, err, "the asset's source file stays")
 }
 
 func TestDeleteCancelsRunning(t *testing.T) {
