@@ -209,6 +209,13 @@ func TestIdentity(t *testing.T) {
 		})
 	}
 
+	// Credentials that could not be checked are an error, not a caller.
+	r := httptest.NewRequest(http.MethodPost, "/v1/exports", nil)
+	r.Header.Set("X-User-Id", "u1")
+	r.Header.Set("X-Auth-Token", "outage")
+	_, _, err := identify(r)
+	assert.ErrorIs(t, err, errOutage)
+
 	// A wrong credential of another dialect does not change the hash.
 	hashOf := func(h map[string]string) string {
 		r := httptest.NewRequest(http.MethodPost, "/experimental/data-exports", nil)
