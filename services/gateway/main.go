@@ -22,14 +22,13 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/auth"
-	"dataport.dev/services/gateway/internal/dialect"
+	"dataport.dev/services/gateway/internal/dialect/mytracker"
+	"dataport.dev/services/gateway/internal/dialect/rebilly"
+	"dataport.dev/services/gateway/internal/dialect/rocketchat"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/idempotency"
 	"dataport.dev/services/gateway/internal/jobstore"
-	"dataport.dev/services/gateway/internal/mytracker"
 	"dataport.dev/services/gateway/internal/quota"
-	"dataport.dev/services/gateway/internal/rebilly"
-	"dataport.dev/services/gateway/internal/rocketchat"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/services/gateway/internal/watchdog"
@@ -87,7 +86,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	jwtRS256 := l.String("DATAPORT_JWT_RS256_PUBLIC_KEY", "", "PEM public key of accepted RS256 Bearer JWTs; empty: none")
 	jwtIssuer := l.String("DATAPORT_JWT_ISSUER", "", "required iss of Bearer JWTs; empty: not checked")
 	jwtAudience := l.String("DATAPORT_JWT_AUDIENCE", "", "audience Bearer JWTs must list in aud; empty: not checked")
-	jwtMaxLifetime := l.Duration("DATAPORT_JWT_MAX_LIFETIME", rebilly.DefaultMaxTokenLifetime, "longest accepted Bearer JWT lifetime (exp minus iat, or nbf); tokens without exp are refused")
+	jwtMaxLifetime := l.Duration("DATAPORT_JWT_MAX_LIFETIME", auth.DefaultMaxTokenLifetime, "longest accepted Bearer JWT lifetime (exp minus iat, or nbf); tokens without exp are refused")
 	httpTimeouts := infra.LoadHTTPTimeouts(l)
 	maxBody := l.Int("DATAPORT_HTTP_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, 1024, 64<<20, "largest request body accepted (bytes); larger ones get 413")
 	bodyTimeout := l.Duration("DATAPORT_HTTP_BODY_TIMEOUT", httpapi.DefaultBodyReadTimeout, "time a client has to send a request body, read before any work; slower ones get 408")
@@ -102,10 +101,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	maxFields := l.Int("DATAPORT_MAX_FIELDS", rebilly.DefaultMaxFields, 1, 10000, "columns one record export may name (Rebilly fields, myTracker selectors)")
 	loc, tzErr := time.LoadLocation(timezone)
 	var keyErr, intervalErr error
-	if jwtHS256 != "" && len(jwtHS256) < rebilly.MinHS256KeyBytes {
+	if jwtHS256 != "" && len(jwtHS256) < auth.MinHS256KeyBytes {
 		// RFC 7518 requires it; a shorter key falls to an offline guess
 		// from a single token. Checked in every environment.
-		keyErr = fmt.Errorf("DATAPORT_JWT_HS256_SECRET is %d bytes long; HS256 keys must be at least %d bytes", len(jwtHS256), rebilly.MinHS256KeyBytes)
+		keyErr = fmt.Errorf("DATAPORT_JWT_HS256_SECRET is %d bytes long; HS256 keys must be at least %d bytes", len(jwtHS256), auth.MinHS256KeyBytes)
 	}
 	if minInterval < time.Minute {
 		// The scheduler walks a rule from its start to now; below a minute
@@ -178,7 +177,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			return fmt.Errorf("gateway: open bucket %s: %w", name, err)
 		}
 	}
-	tokens, err := rebilly.NewAuthenticator(kvs[bus.BucketUsers], rebilly.AuthConfig{
+	keys, err := auth.NewKeyAuthenticator(kvs[bus.BucketUsers], auth.KeyConfig{
 		HS256Secret: jwtHS256, RS256PublicKeyPEM: jwtRS256,
 		Issuer: jwtIssuer, Audience: jwtAudience, MaxLifetime: jwtMaxLifetime,
 	})
@@ -189,7 +188,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	schedules := schedule.NewStore(kvs[bus.BucketSchedules], schedule.WithMaxPerOwner(maxSchedules))
 	rebillyAPI := rebilly.New(rebilly.Config{
-		Auth: tokens, Directory: authz.Directory, Jobs: jobs, JobsKV: kvs[bus.BucketJobs], Schedules: schedules, Submitter: submitter,
+		Directory: authz.Directory, Jobs: jobs, JobsKV: kvs[bus.BucketJobs], Schedules: schedules, Submitter: submitter,
 		Links: signer, Blob: inf.Blob, ExportBucket: common.ExportBucket, PublicURL: publicURL, Location: loc, Logger: log,
 		Limits: rebilly.Limits{
 			MinInterval: minInterval, MaxEmailRecipients: maxRecipients, MaxFields: maxFields,
@@ -197,7 +196,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		},
 	})
 	myTrackerAPI := mytracker.New(mytracker.Config{
-		Auth: tokens, Directory: authz.Directory, Jobs: jobs, Counters: kvs[bus.BucketCounters], Submitter: submitter, Links: signer, Location: loc, Logger: log,
+		Directory: authz.Directory, Jobs: jobs, Counters: kvs[bus.BucketCounters], Submitter: submitter, Links: signer, Location: loc, Logger: log,
 		Limits: mytracker.Limits{
 			MaxRowsPerChunk: uint64(rawRowsPerChunk), MaxBytesPerChunk: uint64(rawBytesPerChunk),
 			MaxRows: uint64(rawMaxRows), MaxBytes: uint64(recordMaxBytes), MaxFields: maxFields,
@@ -213,10 +212,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Jobs: jobs, Auth: authz, Submitter: submitter, Links: signer,
 		DataDownloadInterval: dataDownloadInterval, Logger: log,
 	})
-	identify := dialect.HeaderIdentity(authz, tokens, func(err error) bool {
-		return errors.Is(err, auth.ErrUnauthenticated) || errors.Is(err, rebilly.ErrUnauthenticated)
-	})
-	idem, err := idempotency.Open(ctx, inf.JS, idempotency.Options{Identify: identify, Logger: log})
+	// Idempotency scopes keys by the principal the router's
+	// authentication put in the request's context.
+	idem, err := idempotency.Open(ctx, inf.JS, idempotency.Options{Logger: log})
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -224,6 +222,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	router := httpapi.New(httpapi.Config{
 		Jobs:           jobs,
 		Auth:           authz,
+		Keys:           keys,
 		Publisher:      pub,
 		Submitter:      submitter,
 		Dialects:       []httpapi.Dialect{rocketChatAPI, rebillyAPI, myTrackerAPI},
@@ -233,7 +232,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Logger:         log,
 		TracerProvider: tel.TracerProvider,
 		Propagator:     tel.Propagator(),
-		// Idempotency first, so a replayed create does not spend quota.
+		// After authentication; idempotency first, so a replayed create
+		// does not spend quota.
 		Middleware:      []func(http.Handler) http.Handler{idem.Handler, limiter.Handler},
 		MaxBodyBytes:    int64(maxBody),
 		BodyReadTimeout: bodyTimeout,

@@ -1,9 +1,12 @@
 // Package auth authenticates API callers and decides what they may export.
 //
-// Callers present Rocket.Chat's personal access token headers (X-User-Id
-// and X-Auth-Token). Users live in the KV bucket bus.BucketUsers with only
-// the SHA-256 of their token, so the gateway never holds a usable
-// credential. Permissions and room access are package access's rules
+// Native and Rocket.Chat callers present personal access token headers
+// (X-User-Id and X-Auth-Token; Service.Authenticate); Rebilly and
+// myTracker callers an API key or a bearer JWT (KeyAuthenticator). Users
+// live in the KV bucket bus.BucketUsers with only the SHA-256 of their
+// token and API key, so the gateway never holds a usable credential. The
+// gateway's authentication middleware (dialect.Authenticate) calls these
+// once per request. Permissions and room access are package access's rules
 // (Rocket.Chat's role table; public channels with view-c-room, private
 // groups and direct conversations for members only).
 package auth

@@ -1,23 +1,31 @@
-// Package dialect tells which public API a request belongs to from its
-// path, answers errors in that API's shape, and recognises the requests
-// that create jobs. Cross-cutting middleware (idempotency keys, quotas)
-// uses it so a Rocket.Chat client gets a Rocket.Chat error, a Rebilly SDK a
-// Rebilly error and so on, without each dialect wiring the middleware.
+// Package dialect is the parent of the public APIs the gateway serves over
+// one job model (the subpackages native, rocketchat, rebilly and
+// mytracker) and what they share: it tells which API a request belongs to
+// from its path, authenticates the request once by that API's credential
+// (Authenticate), answers errors in that API's shape (through the API's
+// own envelope) and recognises the requests that create jobs.
+// Cross-cutting middleware (idempotency keys, quotas) uses it so a
+// Rocket.Chat client gets a Rocket.Chat error, a Rebilly SDK a Rebilly
+// error and so on, without each dialect wiring the middleware.
 package dialect
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
+
+	"dataport.dev/services/gateway/internal/dialect/mytracker"
+	"dataport.dev/services/gateway/internal/dialect/native"
+	"dataport.dev/services/gateway/internal/dialect/rebilly"
+	"dataport.dev/services/gateway/internal/dialect/rocketchat"
 )
 
-// Dialect is one of the public APIs the gateway serves.
-type Dialect int
+// Kind names one of the public APIs the gateway serves.
+type Kind int
 
-// Dialects.
+// Kinds.
 const (
 	// Native is the gateway's own API (/v1/...).
-	Native Dialect = iota
+	Native Kind = iota
 	// RocketChat is /api/v1/... .
 	RocketChat
 	// Rebilly is /experimental/..., /data-exports... and
@@ -28,7 +36,7 @@ const (
 )
 
 // Of returns the dialect serving path.
-func Of(path string) Dialect {
+func Of(path string) Kind {
 	switch {
 	case strings.HasPrefix(path, "/api/v1/"):
 		return RocketChat
@@ -42,75 +50,20 @@ func Of(path string) Dialect {
 }
 
 // WriteError answers status with message in the shape of the dialect that
-// serves r's path, matching what each dialect's own handlers send.
+// serves r's path, written by that dialect's own envelope so middleware
+// (idempotency, quotas, body limits) and unknown routes answer exactly as
+// the dialect's handlers do.
 func WriteError(w http.ResponseWriter, r *http.Request, status int, message string) {
-	contentType := "application/json"
-	var body any
 	switch Of(r.URL.Path) {
 	case RocketChat:
-		// Meteor.Error as Rocket.Chat renders it: "reason [type]".
-		typ := rcErrorType(status)
-		body = struct {
-			Success   bool   `json:"success"`
-			Error     string `json:"error"`
-			ErrorType string `json:"errorType"`
-		}{false, message + " [" + typ + "]", typ}
+		rocketchat.WriteError(w, status, message)
 	case Rebilly:
-		// An RFC 7807 problem with Rebilly's legacy error/details pair.
-		contentType = "application/problem+json"
-		title := http.StatusText(status)
-		body = struct {
-			Status  int      `json:"status"`
-			Type    string   `json:"type"`
-			Title   string   `json:"title"`
-			Detail  string   `json:"detail"`
-			Error   string   `json:"error"`
-			Details []string `json:"details"`
-		}{status, rebillyProblemBase + strings.ReplaceAll(strings.ToLower(title), " ", "-"), title, message, title, []string{message}}
+		rebilly.WriteError(w, status, message)
 	case MyTracker:
-		type detail struct {
-			Detail string `json:"detail"`
-		}
-		type data struct {
-			Error detail `json:"error"`
-		}
-		body = struct {
-			Code    int    `json:"code"`
-			Message string `json:"message"`
-			Data    data   `json:"data"`
-		}{status, http.StatusText(status), data{detail{message}}}
+		mytracker.WriteError(w, status, message)
 	default:
-		body = struct {
-			Error string `json:"error"`
-		}{message}
+		native.WriteError(w, status, message)
 	}
-	w.Header().Set("Content-Type", contentType)
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
-}
-
-const rebillyProblemBase = "https://www.rebilly.com/catalog/all/section/errors/"
-
-func rcErrorType(status int) string {
-	switch status {
-	case http.StatusTooManyRequests:
-		return "error-too-many-requests"
-	case http.StatusUnprocessableEntity:
-		return "error-idempotency-key-reused"
-	case http.StatusConflict:
-		return "error-request-in-progress"
-	case http.StatusBadRequest:
-		return "error-invalid-params"
-	case http.StatusRequestEntityTooLarge:
-		return "error-request-too-large"
-	case http.StatusRequestTimeout:
-		return "error-request-timeout"
-	case http.StatusNotFound:
-		return "error-not-found"
-	case http.StatusMethodNotAllowed:
-		return "error-method-not-allowed"
-	}
-	return "error-unavailable"
 }
 
 // IsCreate reports whether r asks for a new export job in any dialect:

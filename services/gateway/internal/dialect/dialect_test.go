@@ -13,7 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/dialect"
+	"dataport.dev/services/gateway/internal/principal"
 )
 
 func TestIsCreate(t *testing.T) {
@@ -72,27 +74,84 @@ func TestWriteErrorUsesTheDialectsShape(t *testing.T) {
 	}
 }
 
+// fakeAuth is both authenticators over a fixed table; the credential
+// "outage" fails as an unreadable users bucket would.
 type fakeAuth map[string]string // credential -> user id
 
-var errNope = errors.New("not authenticated")
+var errOutage = errors.New("users bucket unavailable")
 
 func (f fakeAuth) Authenticate(_ context.Context, id, token string) (*sourcev1.User, error) {
+	if token == "outage" {
+		return nil, errOutage
+	}
 	if f[id+":"+token] != "" {
 		return &sourcev1.User{Id: f[id+":"+token]}, nil
 	}
-	return nil, errNope
+	return nil, auth.ErrUnauthenticated
 }
 
-func (f fakeAuth) Header(_ context.Context, apiKey, authorization string) (*sourcev1.User, error) {
-	if u := f[apiKey+authorization]; u != "" {
-		return &sourcev1.User{Id: u}, nil
+func (f fakeAuth) Header(_ context.Context, apiKey, authorization string) (*sourcev1.User, principal.Credential, error) {
+	kind := principal.APIKey
+	if apiKey == "" && strings.Count(authorization, ".") == 2 {
+		kind = principal.JWT
 	}
-	return nil, errNope
+	if u := f[apiKey+authorization]; u != "" {
+		return &sourcev1.User{Id: u}, kind, nil
+	}
+	return nil, 0, auth.ErrUnauthenticated
 }
 
-func TestHeaderIdentity(t *testing.T) {
+// authenticated runs r through Authenticate and returns the context the
+// handler saw.
+func authenticated(a fakeAuth, r *http.Request) context.Context {
+	var ctx context.Context
+	dialect.Authenticate(a, a)(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		ctx = r.Context()
+	})).ServeHTTP(httptest.NewRecorder(), r)
+	return ctx
+}
+
+func TestAuthenticate(t *testing.T) {
+	users := fakeAuth{"u1:tok": "u1", "key-2": "u2", "Bearer a.b.c": "u3"}
+	cases := []struct {
+		name    string
+		path    string
+		headers map[string]string
+		user    string
+		kind    principal.Credential
+		err     error
+	}{
+		{"access token", "/api/v1/rooms.export", map[string]string{"X-User-Id": "u1", "X-Auth-Token": "tok"}, "u1", principal.AccessToken, nil},
+		{"api key", "/data-exports", map[string]string{"REB-APIKEY": "key-2"}, "u2", principal.APIKey, nil},
+		{"jwt on mytracker", "/api/raw/v1/export/get.json", map[string]string{"Authorization": "Bearer a.b.c"}, "u3", principal.JWT, nil},
+		{"wrong token", "/v1/exports", map[string]string{"X-User-Id": "u1", "X-Auth-Token": "nope"}, "", 0, principal.ErrUnauthenticated},
+		{"no credentials", "/v1/exports", nil, "", 0, principal.ErrUnauthenticated},
+		{"another dialect's credential", "/v1/exports", map[string]string{"REB-APIKEY": "key-2"}, "", 0, principal.ErrUnauthenticated},
+		{"outage", "/v1/exports", map[string]string{"X-User-Id": "u1", "X-Auth-Token": "outage"}, "", 0, errOutage},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, c.path, nil)
+			for k, v := range c.headers {
+				r.Header.Set(k, v)
+			}
+			p, err := principal.From(authenticated(users, r))
+			if c.err != nil {
+				assert.ErrorIs(t, err, c.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, c.user, p.User.GetId())
+			assert.Equal(t, c.kind, p.Credential)
+		})
+	}
+}
+
+func TestIdentity(t *testing.T) {
 	users := fakeAuth{"u1:tok": "u1", "key-2": "u2", "Bearer key-3": "u3", "Bearer key-2": "u2"}
-	identify := dialect.HeaderIdentity(users, users, func(err error) bool { return errors.Is(err, errNope) })
+	identify := func(r *http.Request) (dialect.Caller, bool, error) {
+		return dialect.Identity(r.WithContext(authenticated(users, r)))
+	}
 	rcToken := map[string]string{"X-User-Id": "u1", "X-Auth-Token": "tok"}
 	with := func(a, b map[string]string) map[string]string {
 		out := map[string]string{}
@@ -149,6 +208,13 @@ func TestHeaderIdentity(t *testing.T) {
 			assert.Equal(t, c.userID, got.UserID)
 		})
 	}
+
+	// Credentials that could not be checked are an error, not a caller.
+	r := httptest.NewRequest(http.MethodPost, "/v1/exports", nil)
+	r.Header.Set("X-User-Id", "u1")
+	r.Header.Set("X-Auth-Token", "outage")
+	_, _, err := identify(r)
+	assert.ErrorIs(t, err, errOutage)
 
 	// A wrong credential of another dialect does not change the hash.
 	hashOf := func(h map[string]string) string {

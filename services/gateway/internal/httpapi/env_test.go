@@ -17,9 +17,9 @@ import (
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/dialect/rocketchat"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/jobstore"
-	"dataport.dev/services/gateway/internal/rocketchat"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/blobtest"

@@ -1,11 +1,16 @@
-// Package httpapi is the gateway's HTTP API on one chi router: the native
-// job API (GET /v1/exports, GET /v1/exports/{id}), downloads through signed
-// links (GET /v1/exports/{id}/files/{name}) and the routes of every dialect
-// (Rocket.Chat's in package rocketchat, and the others) registered through
-// Config.Dialects.
+// Package httpapi is the gateway's HTTP API on one chi router, composing
+// the dialects: the native API (package dialect/native, always served)
+// and the others (dialect/rocketchat, dialect/rebilly, dialect/mytracker)
+// registered through Config.Dialects.
 //
-// Every answer is JSON in the shape of the dialect the route belongs to.
-// Bad input is always a 4xx; a 5xx only means that NATS or MinIO failed.
+// Every request goes through the same path: tracing, panic recovery,
+// reading the body whole (readBodies), authentication once by the
+// credential of the route's dialect (dialect.Authenticate, which puts the
+// principal in the request's context), the configured middleware
+// (idempotency keys, quotas), then the dialect's handler, which reads the
+// principal from the context. Every answer is JSON in the shape of the
+// dialect the route belongs to. Bad input is always a 4xx; a 5xx only
+// means that NATS or MinIO failed.
 package httpapi
 
 import (
@@ -23,21 +28,25 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
-	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/dialect"
+	"dataport.dev/services/gateway/internal/dialect/native"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
-	"dataport.dev/shared/infra"
 	"dataport.dev/shared/links"
 )
 
 // Config holds the API's dependencies. Jobs, Auth, Publisher, Submitter,
 // Blob, ExportBucket and Links are required.
 type Config struct {
-	Jobs      *jobstore.Store
-	Auth      *auth.Service
+	Jobs *jobstore.Store
+	// Auth checks personal access tokens (native and Rocket.Chat routes);
+	// it is auth.Service.
+	Auth dialect.TokenAuthenticator
+	// Keys checks API keys and bearer JWTs (Rebilly and myTracker routes);
+	// it is auth.KeyAuthenticator. Nil: those routes see no caller.
+	Keys      dialect.KeyAuthenticator
 	Publisher *bus.Publisher
 	// Blob and ExportBucket are where downloads are read from.
 	Blob         *blob.Store
@@ -49,9 +58,10 @@ type Config struct {
 	// Dialects add their routes to the router; each owns its paths and
 	// answers in its own shapes.
 	Dialects []Dialect
-	// Middleware runs on every request after tracing and panic recovery,
-	// before routing: idempotency keys and quotas, which act on the
-	// job-creating requests of every dialect.
+	// Middleware runs on every request after tracing, panic recovery,
+	// body reading and authentication, before routing: idempotency keys
+	// and quotas, which act on the job-creating requests of every
+	// dialect.
 	Middleware []func(http.Handler) http.Handler
 	// MaxBodyBytes bounds a request body; a larger one is refused with 413
 	// before any work. Zero means DefaultMaxBodyBytes.
@@ -117,18 +127,17 @@ func New(cfg Config) *Router {
 	if cfg.BodyReadTimeout <= 0 {
 		cfg.BodyReadTimeout = DefaultBodyReadTimeout
 	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = infra.DefaultWriteTimeout
-	}
 	a := &api{
 		Config: cfg,
 		log:    cfg.Logger,
 		tracer: cfg.TracerProvider.Tracer("dataport.dev/services/gateway/internal/httpapi"),
 	}
 	mux := chi.NewRouter()
-	// Bodies are read before the configured middleware, which reads them
-	// too (idempotency hashes them) or spends state on them (quotas).
-	mux.Use(a.traced, a.recovered, readBodies(cfg.MaxBodyBytes, cfg.BodyReadTimeout))
+	// Bodies are read before authentication (a lookup) and the
+	// configured middleware, which reads them too (idempotency hashes
+	// them) or spends state on them (quotas). Authentication runs once,
+	// before the middleware that needs the caller.
+	mux.Use(a.traced, a.recovered, readBodies(cfg.MaxBodyBytes, cfg.BodyReadTimeout), dialect.Authenticate(cfg.Auth, cfg.Keys))
 	mux.Use(cfg.Middleware...)
 	// Unknown paths and methods answer in the shape of the dialect whose
 	// prefix the path has, like the dialect's own errors.
@@ -138,10 +147,10 @@ func New(cfg Config) *Router {
 	mux.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		dialect.WriteError(w, r, http.StatusMethodNotAllowed, "method not allowed")
 	})
-	mux.Get("/v1/exports", a.listExports)
-	mux.Get("/v1/exports/{id}", a.getExport)
-	mux.Post("/v1/exports/{id}/cancel", a.cancelExport)
-	mux.Get("/v1/exports/{id}/files/{name}", a.download)
+	native.New(native.Config{
+		Jobs: cfg.Jobs, Submitter: cfg.Submitter, Blob: cfg.Blob, ExportBucket: cfg.ExportBucket,
+		Links: cfg.Links, WriteTimeout: cfg.WriteTimeout, Logger: cfg.Logger,
+	}).Routes(mux)
 	for _, d := range cfg.Dialects {
 		d.Routes(mux)
 	}

@@ -62,7 +62,9 @@ type record struct {
 
 // Options configure the middleware.
 type Options struct {
-	// Identify scopes keys by caller; required.
+	// Identify scopes keys by caller; nil means dialect.Identity, the
+	// principal the authentication middleware put in the request's
+	// context, so the middleware must run after it.
 	Identify dialect.Identify
 	// Wait is how long a concurrent duplicate waits for the first request's
 	// answer before it gets a 409; 0 means 5 seconds.
@@ -89,6 +91,9 @@ func New(kv jetstream.KeyValue, opts Options) *Middleware {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Identify == nil {
+		opts.Identify = dialect.Identity
 	}
 	return &Middleware{kv: kv, opts: opts}
 }

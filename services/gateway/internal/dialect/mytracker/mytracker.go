@@ -31,6 +31,8 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/principal"
+	"dataport.dev/services/gateway/internal/respond"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
@@ -51,11 +53,6 @@ const (
 	DefaultMaxFields = 100
 )
 
-// Authenticator resolves request credentials (rebilly.Authenticator).
-type Authenticator interface {
-	Header(ctx context.Context, apiKey, authorization string) (*sourcev1.User, error)
-}
-
 // Limits bound raw exports. MaxRows and MaxBytes reject an export (with
 // TooManyLines, TooMuchData) once it goes over; 0 means no cap.
 type Limits struct {
@@ -70,8 +67,9 @@ type Limits struct {
 // Config holds the dialect's dependencies; all but Logger and Now are
 // required.
 type Config struct {
-	Auth Authenticator
-	// Directory answers which organization a caller's events belong to.
+	// Directory answers which organization a caller's events belong to;
+	// callers are authenticated before the dialect sees them
+	// (principal.From).
 	Directory *access.Directory
 	Jobs      *jobstore.Store
 	Counters  jetstream.KeyValue
@@ -84,11 +82,11 @@ type Config struct {
 	Now      func() time.Time
 }
 
-// Dialect is the myTracker raw export API.
-type Dialect struct{ Config }
+// API is the myTracker raw export API. It implements httpapi.Dialect.
+type API struct{ Config }
 
 // New returns the dialect.
-func New(cfg Config) *Dialect {
+func New(cfg Config) *API {
 	if cfg.Location == nil {
 		cfg.Location = time.UTC
 	}
@@ -101,18 +99,19 @@ func New(cfg Config) *Dialect {
 	if cfg.Limits.MaxFields <= 0 {
 		cfg.Limits.MaxFields = DefaultMaxFields
 	}
-	return &Dialect{cfg}
+	return &API{cfg}
 }
 
 // Routes implements httpapi.Dialect.
-func (d *Dialect) Routes(r chi.Router) {
+func (d *API) Routes(r chi.Router) {
 	r.Post("/api/raw/v1/export/create.json", d.create)
 	r.Get("/api/raw/v1/export/get.json", d.get)
 	r.Get("/api/raw/v1/export/cancel.json", d.cancel)
 	r.Post("/api/raw/v1/export/cancel.json", d.cancel)
 }
 
-// answer is myTracker's envelope.
+// answer is myTracker's envelope; every answer of the dialect is written
+// by write.
 type answer struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
@@ -126,12 +125,13 @@ type errorData struct {
 }
 
 func write(w http.ResponseWriter, code int, message string, data any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = writeBody(w, answer{Code: code, Message: message, Data: data})
+	respond.JSON(w, code, answer{Code: code, Message: message, Data: data})
 }
 
-func writeError(w http.ResponseWriter, code int, detail string) {
+// WriteError answers code with detail as a myTracker error. The handlers
+// and the gateway's middleware (dialect.WriteError: body limits,
+// idempotency conflicts, quotas, unknown routes) both answer with it.
+func WriteError(w http.ResponseWriter, code int, detail string) {
 	var d errorData
 	d.Error.Detail = detail
 	write(w, code, http.StatusText(code), d)
@@ -140,23 +140,23 @@ func writeError(w http.ResponseWriter, code int, detail string) {
 func writeDenied(w http.ResponseWriter) { write(w, http.StatusForbidden, "Access denied", nil) }
 
 func writeNotFound(w http.ResponseWriter) {
-	writeError(w, http.StatusNotFound, "Raw export request not found")
+	WriteError(w, http.StatusNotFound, "Raw export request not found")
 }
 
-func (d *Dialect) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
-	// Only Authorization: a REB-APIKEY header is the Rebilly dialect's and
-	// must not make a request here act as someone else than its bearer.
-	u, err := d.Auth.Header(r.Context(), "", r.Header.Get("Authorization"))
+func (d *API) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
+	// The gateway's authentication middleware read only Authorization: a
+	// REB-APIKEY header is the Rebilly dialect's.
+	p, err := principal.From(r.Context())
 	if err != nil {
-		if !strings.Contains(err.Error(), "not authenticated") {
+		if !errors.Is(err, principal.ErrUnauthenticated) {
 			d.Logger.ErrorContext(r.Context(), "authenticate", "error", err)
-			writeError(w, http.StatusInternalServerError, "Internal error")
+			WriteError(w, http.StatusInternalServerError, "Internal error")
 			return nil
 		}
 		writeDenied(w)
 		return nil
 	}
-	return u
+	return p.User
 }
 
 // events maps myTracker's event dictionary onto the eventType of the
@@ -172,18 +172,18 @@ var events = map[string]string{
 // customEvents), selectors (columns of the events stream), dateFrom and
 // dateTo (YYYY-MM-DD, inclusive, in the configured time zone) and the
 // optional filters idApp and country.
-func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
+func (d *API) create(w http.ResponseWriter, r *http.Request) {
 	u := d.user(w, r)
 	if u == nil {
 		return
 	}
 	if err := r.ParseForm(); err != nil {
-		writeError(w, http.StatusBadRequest, "Malformed request")
+		WriteError(w, http.StatusBadRequest, "Malformed request")
 		return
 	}
 	p, bad := parseCreate(r.Form, d.Location, d.Limits.MaxFields)
 	if bad != "" {
-		writeError(w, http.StatusBadRequest, bad)
+		WriteError(w, http.StatusBadRequest, bad)
 		return
 	}
 	ev, selectors, from, to := p.event, p.selectors, p.from, p.to
@@ -193,7 +193,7 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 	org, err := d.Directory.DefaultOrganization(ctx, u.GetId())
 	if err != nil {
 		d.Logger.ErrorContext(ctx, "default organization", "error", err)
-		writeError(w, http.StatusInternalServerError, "Internal error")
+		WriteError(w, http.StatusInternalServerError, "Internal error")
 		return
 	}
 	if org == "" {
@@ -226,7 +226,7 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 		num, err := d.next(sctx)
 		if err != nil {
 			d.Logger.ErrorContext(ctx, "raw export number", "error", err)
-			writeError(w, http.StatusInternalServerError, "Internal error")
+			WriteError(w, http.StatusInternalServerError, "Internal error")
 			return
 		}
 		job := &exportv1.Job{
@@ -261,14 +261,14 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request) {
 			if !errors.Is(err, submit.ErrNotAdmitted) {
 				d.Logger.ErrorContext(ctx, "submit raw export", "job_id", job.GetId(), "error", err)
 			}
-			writeError(w, http.StatusInternalServerError, "Internal error")
+			WriteError(w, http.StatusInternalServerError, "Internal error")
 			return
 		}
 		write(w, http.StatusOK, "Ok", map[string]string{"idRawExport": strconv.FormatUint(num, 10)})
 		return
 	}
 	d.Logger.ErrorContext(ctx, "no free raw export number", "attempts", maxNumberAttempts)
-	writeError(w, http.StatusInternalServerError, "Internal error")
+	WriteError(w, http.StatusInternalServerError, "Internal error")
 }
 
 // maxNumberAttempts bounds how many taken numbers one create skips.
@@ -279,7 +279,7 @@ func JobID(n uint64) string { return "raw-" + strconv.FormatUint(n, 10) }
 
 // next increments the raw export counter with a revision check, so
 // concurrent creates on any replica get distinct numbers.
-func (d *Dialect) next(ctx context.Context) (uint64, error) {
+func (d *API) next(ctx context.Context) (uint64, error) {
 	for range 64 {
 		e, err := d.Counters.Get(ctx, counterKey)
 		switch {
@@ -308,7 +308,7 @@ func (d *Dialect) next(ctx context.Context) (uint64, error) {
 
 // load resolves idRawExport to the caller's job, answering itself when it
 // returns nil.
-func (d *Dialect) load(w http.ResponseWriter, r *http.Request) *exportv1.Job {
+func (d *API) load(w http.ResponseWriter, r *http.Request) *exportv1.Job {
 	u := d.user(w, r)
 	if u == nil {
 		return nil
@@ -316,7 +316,7 @@ func (d *Dialect) load(w http.ResponseWriter, r *http.Request) *exportv1.Job {
 	n, err := strconv.ParseUint(r.URL.Query().Get("idRawExport"), 10, 64)
 	if err != nil || n == 0 {
 		if r.URL.Query().Get("idRawExport") == "" {
-			writeError(w, http.StatusBadRequest, "idRawExport: required")
+			WriteError(w, http.StatusBadRequest, "idRawExport: required")
 			return nil
 		}
 		writeNotFound(w)
@@ -329,7 +329,7 @@ func (d *Dialect) load(w http.ResponseWriter, r *http.Request) *exportv1.Job {
 		return nil
 	case err != nil:
 		d.Logger.ErrorContext(r.Context(), "get raw export", "error", err)
-		writeError(w, http.StatusInternalServerError, "Internal error")
+		WriteError(w, http.StatusInternalServerError, "Internal error")
 		return nil
 	}
 	if job.GetOwnerId() != u.GetId() || job.GetDialect() != dialectName {
@@ -345,7 +345,7 @@ type fileView struct {
 }
 
 // View renders a job as get.json's data.
-func (d *Dialect) View(job *exportv1.Job) map[string]any {
+func (d *API) View(job *exportv1.Job) map[string]any {
 	out := map[string]any{"idRawExport": strconv.FormatUint(job.GetNumber(), 10)}
 	switch job.GetState() {
 	case exportv1.JobState_JOB_STATE_COMPLETED:
@@ -372,36 +372,36 @@ func (d *Dialect) View(job *exportv1.Job) map[string]any {
 }
 
 // get implements GET get.json.
-func (d *Dialect) get(w http.ResponseWriter, r *http.Request) {
+func (d *API) get(w http.ResponseWriter, r *http.Request) {
 	if job := d.load(w, r); job != nil {
 		write(w, http.StatusOK, "Ok", d.View(job))
 	}
 }
 
 // cancel implements cancel.json.
-func (d *Dialect) cancel(w http.ResponseWriter, r *http.Request) {
+func (d *API) cancel(w http.ResponseWriter, r *http.Request) {
 	job := d.load(w, r)
 	if job == nil {
 		return
 	}
 	switch job.GetState() {
 	case exportv1.JobState_JOB_STATE_COMPLETED:
-		writeError(w, http.StatusBadRequest, "This RawExport can not be cancel (it's completed)")
+		WriteError(w, http.StatusBadRequest, "This RawExport can not be cancel (it's completed)")
 		return
 	case exportv1.JobState_JOB_STATE_FINALIZING, exportv1.JobState_JOB_STATE_FAILED,
 		exportv1.JobState_JOB_STATE_REJECTED, exportv1.JobState_JOB_STATE_CANCELED:
-		writeError(w, http.StatusBadRequest, "This RawExport can not be cancel")
+		WriteError(w, http.StatusBadRequest, "This RawExport can not be cancel")
 		return
 	}
 	got, err := d.Submitter.Cancel(context.WithoutCancel(r.Context()), job.GetId(), "Canceled by user")
 	if err != nil {
 		d.Logger.ErrorContext(r.Context(), "cancel raw export", "job_id", job.GetId(), "error", err)
-		writeError(w, http.StatusInternalServerError, "Internal error")
+		WriteError(w, http.StatusInternalServerError, "Internal error")
 		return
 	}
 	if got.GetState() != exportv1.JobState_JOB_STATE_CANCELED {
 		// It finished between the read and the cancel.
-		writeError(w, http.StatusBadRequest, "This RawExport can not be cancel")
+		WriteError(w, http.StatusBadRequest, "This RawExport can not be cancel")
 		return
 	}
 	write(w, http.StatusOK, "Ok", map[string]string{"idRawExport": strconv.FormatUint(job.GetNumber(), 10), "info": "Canceled"})

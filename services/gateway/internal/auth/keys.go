@@ -1,11 +1,9 @@
-package rebilly
+package auth
 
 import (
 	"context"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -16,18 +14,17 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/principal"
 )
 
-// ErrUnauthenticated means the credentials are missing, malformed, expired
-// or match no user; which of these is deliberately not told apart.
-var ErrUnauthenticated = errors.New("rebilly: not authenticated")
-
-// Authenticator resolves the credentials Rebilly clients send: a secret API
-// key in REB-APIKEY (stored only as SHA-256 in User.api_key_sha256) or an
-// "Authorization: Bearer <JWT>" signed with a configured HS256 secret or
-// RS256 key whose "sub" is a user id. It is shared with the myTracker
-// dialect. It is safe for concurrent use.
-type Authenticator struct {
+// KeyAuthenticator resolves the credentials of the Rebilly and myTracker
+// dialects: a secret API key in REB-APIKEY or as a bearer value (stored
+// only as SHA-256 in User.api_key_sha256), or an "Authorization: Bearer
+// <JWT>" signed with a configured HS256 secret or RS256 key whose "sub" is
+// a user id. Credentials that are missing, malformed, expired or match no
+// user are ErrUnauthenticated; which of these is deliberately not told
+// apart. It is safe for concurrent use.
+type KeyAuthenticator struct {
 	users       jetstream.KeyValue
 	hsSecret    []byte
 	rsaKey      *rsa.PublicKey
@@ -43,11 +40,11 @@ type Authenticator struct {
 // can be brute-forced offline from a single token.
 const MinHS256KeyBytes = 32
 
-// DefaultMaxTokenLifetime is AuthConfig.MaxLifetime's default.
+// DefaultMaxTokenLifetime is KeyConfig.MaxLifetime's default.
 const DefaultMaxTokenLifetime = 24 * time.Hour
 
-// AuthConfig configures JWT verification; both keys empty disables JWTs.
-type AuthConfig struct {
+// KeyConfig configures JWT verification; both keys empty disables JWTs.
+type KeyConfig struct {
 	// HS256Secret verifies HS256 tokens; at least MinHS256KeyBytes long.
 	HS256Secret string
 	// RS256PublicKeyPEM verifies RS256 tokens (PKIX or PKCS#1 PEM).
@@ -65,11 +62,11 @@ type AuthConfig struct {
 	Now func() time.Time
 }
 
-// NewAuthenticator returns an Authenticator over the users bucket. It
+// NewKeyAuthenticator returns a KeyAuthenticator over the users bucket. It
 // fails on an HS256 key shorter than MinHS256KeyBytes and on an
 // unparsable RS256 key.
-func NewAuthenticator(users jetstream.KeyValue, cfg AuthConfig) (*Authenticator, error) {
-	a := &Authenticator{users: users, now: cfg.Now, issuer: cfg.Issuer, audience: cfg.Audience, maxLifetime: cfg.MaxLifetime}
+func NewKeyAuthenticator(users jetstream.KeyValue, cfg KeyConfig) (*KeyAuthenticator, error) {
+	a := &KeyAuthenticator{users: users, now: cfg.Now, issuer: cfg.Issuer, audience: cfg.Audience, maxLifetime: cfg.MaxLifetime}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -94,19 +91,14 @@ func NewAuthenticator(users jetstream.KeyValue, cfg AuthConfig) (*Authenticator,
 	return a, nil
 }
 
-func keyHash(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
-}
-
 // APIKey returns the user whose API key this is. Keys are not indexed by
 // value, so every user is compared (in constant time each); the users
 // bucket is small and only the gateway reads it this way.
-func (a *Authenticator) APIKey(ctx context.Context, key string) (*sourcev1.User, error) {
+func (a *KeyAuthenticator) APIKey(ctx context.Context, key string) (*sourcev1.User, error) {
 	if key == "" {
 		return nil, ErrUnauthenticated
 	}
-	want := []byte(keyHash(key))
+	want := []byte(TokenHash(key))
 	w, err := a.users.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("scan users: %w", err)
@@ -142,7 +134,7 @@ func (a *Authenticator) APIKey(ctx context.Context, key string) (*sourcev1.User,
 // "signed" with the RS256 public key is refused; exp is required, iat must
 // not lie in the future, iss and aud must match when configured, and the
 // token's lifetime must not exceed the maximum.
-func (a *Authenticator) Bearer(ctx context.Context, token string) (*sourcev1.User, error) {
+func (a *KeyAuthenticator) Bearer(ctx context.Context, token string) (*sourcev1.User, error) {
 	if token == "" || len(a.methods) == 0 {
 		return nil, ErrUnauthenticated
 	}
@@ -190,7 +182,7 @@ func (a *Authenticator) Bearer(ctx context.Context, token string) (*sourcev1.Use
 // maximum lifetime, counted from when it was issued (iat, which the parser
 // has checked is not in the future), else from when it becomes valid (nbf),
 // else from now.
-func (a *Authenticator) tooLong(c *jwt.RegisteredClaims) bool {
+func (a *KeyAuthenticator) tooLong(c *jwt.RegisteredClaims) bool {
 	start := a.now()
 	switch {
 	case c.IssuedAt != nil:
@@ -204,17 +196,21 @@ func (a *Authenticator) tooLong(c *jwt.RegisteredClaims) bool {
 // Header authenticates from request headers: REB-APIKEY first, then an
 // Authorization Bearer token. A bearer value that is not a JWT is tried
 // as an API key, which is how the myTracker dialect's clients send keys.
-func (a *Authenticator) Header(ctx context.Context, apiKey, authorization string) (*sourcev1.User, error) {
+// It also returns which of the two the credential was.
+func (a *KeyAuthenticator) Header(ctx context.Context, apiKey, authorization string) (*sourcev1.User, principal.Credential, error) {
 	if apiKey != "" {
-		return a.APIKey(ctx, apiKey)
+		u, err := a.APIKey(ctx, apiKey)
+		return u, principal.APIKey, err
 	}
 	scheme, token, ok := strings.Cut(authorization, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return nil, ErrUnauthenticated
+		return nil, 0, ErrUnauthenticated
 	}
 	token = strings.TrimSpace(token)
 	if strings.Count(token, ".") == 2 {
-		return a.Bearer(ctx, token)
+		u, err := a.Bearer(ctx, token)
+		return u, principal.JWT, err
 	}
-	return a.APIKey(ctx, token)
+	u, err := a.APIKey(ctx, token)
+	return u, principal.APIKey, err
 }

@@ -24,9 +24,11 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/dialect"
+	"dataport.dev/services/gateway/internal/dialect/rebilly"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/quota"
-	"dataport.dev/services/gateway/internal/rebilly"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
@@ -51,7 +53,7 @@ type env struct {
 	srv     *httptest.Server
 	jobs    *jobstore.Store
 	sched   *schedule.Store
-	d       *rebilly.Dialect
+	d       *rebilly.API
 	orgs    jetstreamKV
 	store   *blob.Store // nil unless envOptions.minio
 	rsaPriv *rsa.PrivateKey
@@ -123,7 +125,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	require.NoError(t, err)
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	clock := func() time.Time { return now }
-	a, err := rebilly.NewAuthenticator(users, rebilly.AuthConfig{HS256Secret: hsSecret, RS256PublicKeyPEM: pemKey, Now: clock})
+	a, err := auth.NewKeyAuthenticator(users, auth.KeyConfig{HS256Secret: hsSecret, RS256PublicKeyPEM: pemKey, Now: clock})
 	require.NoError(t, err)
 	jobsKV := kv(bus.BucketJobs)
 	var (
@@ -164,13 +166,15 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		require.NoError(t, store.EnsureBucket(ctx, assetBucket))
 	}
 	d := rebilly.New(rebilly.Config{
-		Auth: a, Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: sched, Limits: lim,
+		Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: sched, Limits: lim,
 		Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock, admission...),
 		Links:     links.New(publicURL, []byte("secret"), time.Hour, clock),
 		Blob:      store, ExportBucket: exportBucket,
 		PublicURL: publicURL, Now: clock,
 	})
 	r := chi.NewRouter()
+	// As in the gateway: callers are authenticated once, before quotas.
+	r.Use(dialect.Authenticate(nil, a))
 	if limiter != nil {
 		r.Use(limiter.Handler)
 	}

@@ -17,7 +17,6 @@ package rocketchat
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -31,6 +30,7 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/principal"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
@@ -45,7 +45,9 @@ const DefaultDataDownloadInterval = 24 * time.Hour
 // Config holds the dialect's dependencies. Jobs, Auth, Submitter and Links
 // are required.
 type Config struct {
-	Jobs      *jobstore.Store
+	Jobs *jobstore.Store
+	// Auth answers room access; callers are authenticated before the
+	// dialect sees them (principal.From).
 	Auth      *auth.Service
 	Submitter *submit.Submitter
 	// Links signs the download link of a completed data download.
@@ -58,14 +60,14 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Dialect serves the Rocket.Chat routes. It implements httpapi.Dialect.
-type Dialect struct {
+// API serves the Rocket.Chat routes. It implements httpapi.Dialect.
+type API struct {
 	cfg Config
 	log *slog.Logger
 }
 
 // New returns the dialect.
-func New(cfg Config) *Dialect {
+func New(cfg Config) *API {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -75,11 +77,11 @@ func New(cfg Config) *Dialect {
 	if cfg.DataDownloadInterval <= 0 {
 		cfg.DataDownloadInterval = DefaultDataDownloadInterval
 	}
-	return &Dialect{cfg: cfg, log: cfg.Logger}
+	return &API{cfg: cfg, log: cfg.Logger}
 }
 
 // Routes registers the dialect's handlers.
-func (d *Dialect) Routes(r chi.Router) {
+func (d *API) Routes(r chi.Router) {
 	r.Post("/api/v1/rooms.export", d.roomsExport)
 	r.Get("/api/v1/users.requestDataDownload", d.requestDataDownload)
 }
@@ -87,60 +89,11 @@ func (d *Dialect) Routes(r chi.Router) {
 // dialectName is stored in Job.dialect.
 const dialectName = "rocketchat"
 
-// Rocket.Chat error types.
-const (
-	errInvalidParams    = "error-invalid-params"
-	errInvalidRoom      = "error-invalid-room"
-	errInvalidFormat    = "error-invalid-format"
-	errInvalidDates     = "error-invalid-dates"
-	errNotAllowed       = "error-not-allowed"
-	errInvalidRecipient = "error-invalid-recipient"
-	errInvalidEmail     = "error-invalid-email"
-)
-
-// apiError is Rocket.Chat's REST error body: error is "[type]", or
-// "reason [type]" when there is a reason, as Meteor.Error renders it.
-type apiError struct {
-	Success   bool   `json:"success"`
-	Error     string `json:"error"`
-	ErrorType string `json:"errorType,omitempty"`
-}
-
-// authError is the body Rocket.Chat answers 401 with.
-type authError struct {
-	Status  string `json:"status"`
-	Message string `json:"message"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError answers 400 with a Rocket.Chat API error, which is what
-// Rocket.Chat uses for every validation and permission failure.
-func writeError(w http.ResponseWriter, errorType, reason string) {
-	msg := "[" + errorType + "]"
-	if reason != "" {
-		msg = reason + " " + msg
-	}
-	writeJSON(w, http.StatusBadRequest, apiError{Success: false, Error: msg, ErrorType: errorType})
-}
-
-func writeUnauthorized(w http.ResponseWriter) {
-	writeJSON(w, http.StatusUnauthorized, authError{Status: "error", Message: "You must be logged in to do this."})
-}
-
-func writeInternal(w http.ResponseWriter) {
-	writeJSON(w, http.StatusInternalServerError, apiError{Success: false, Error: "Internal error occurred"})
-}
-
-// user authenticates the request, answering 401 or 500 itself when it
-// returns nil.
-func (d *Dialect) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
-	u, err := d.cfg.Auth.Authenticate(r.Context(), r.Header.Get("X-User-Id"), r.Header.Get("X-Auth-Token"))
-	if errors.Is(err, auth.ErrUnauthenticated) {
+// user returns the caller, which the gateway's authentication middleware
+// resolved, answering 401 or 500 itself when it returns nil.
+func (d *API) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
+	p, err := principal.From(r.Context())
+	if errors.Is(err, principal.ErrUnauthenticated) {
 		writeUnauthorized(w)
 		return nil
 	}
@@ -149,12 +102,12 @@ func (d *Dialect) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
 		writeInternal(w)
 		return nil
 	}
-	return u
+	return p.User
 }
 
 // newJob returns a pending job of the caller's, carrying the request's
 // trace.
-func (d *Dialect) newJob(ctx context.Context, owner *sourcev1.User, kind exportv1.JobKind, format exportv1.Format) (*exportv1.Job, error) {
+func (d *API) newJob(ctx context.Context, owner *sourcev1.User, kind exportv1.JobKind, format exportv1.Format) (*exportv1.Job, error) {
 	id, err := submit.NewJobID()
 	if err != nil {
 		return nil, err
@@ -183,7 +136,7 @@ func (d *Dialect) newJob(ctx context.Context, owner *sourcev1.User, kind exportv
 
 // submitJob creates the job and queues its tasks, detached from the
 // request so a client hanging up halfway leaves no half-queued job.
-func (d *Dialect) submitJob(ctx context.Context, job *exportv1.Job, kind bus.TaskKind, tasks []*exportv1.ExportTask) error {
+func (d *API) submitJob(ctx context.Context, job *exportv1.Job, kind bus.TaskKind, tasks []*exportv1.ExportTask) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submit.Timeout)
 	defer cancel()
 	return d.cfg.Submitter.Submit(sctx, job, kind, tasks)

@@ -18,6 +18,7 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/respond"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
@@ -80,7 +81,7 @@ type roomsMailOK struct {
 // what to export. Checking the permission before looking the room up means
 // a caller without it learns nothing about which rooms exist. Nothing is
 // written before every check has passed.
-func (d *Dialect) roomsExport(w http.ResponseWriter, r *http.Request) {
+func (d *API) roomsExport(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	user := d.user(w, r)
 	if user == nil {
@@ -170,7 +171,7 @@ func (d *Dialect) roomsExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.log.InfoContext(ctx, "room export requested", "job_id", job.GetId(), "room_id", room.GetId(), "user_id", user.GetId(), "format", body.Format)
-	writeJSON(w, http.StatusOK, roomsExportOK{Success: true, ExportID: job.GetId()})
+	respond.JSON(w, http.StatusOK, roomsExportOK{Success: true, ExportID: job.GetId()})
 }
 
 // checkMailParams checks what Rocket.Chat's schema requires of the email
@@ -205,7 +206,7 @@ func checkMailParams(b *roomsExportBody) string {
 // missing), adds toEmails, and mails the selected messages. Here the mail
 // is a JOB_KIND_ROOM_MAIL job: the room-exporter renders the body and the
 // notifier sends it, so the answer comes at once.
-func (d *Dialect) roomsMail(w http.ResponseWriter, r *http.Request, user *sourcev1.User, room *sourcev1.Room, b *roomsExportBody) {
+func (d *API) roomsMail(w http.ResponseWriter, r *http.Request, user *sourcev1.User, room *sourcev1.Room, b *roomsExportBody) {
 	ctx := r.Context()
 	var emails []string
 	for _, raw := range b.ToEmails {
@@ -254,7 +255,7 @@ func (d *Dialect) roomsMail(w http.ResponseWriter, r *http.Request, user *source
 		// Every recipient was a username without an address: nothing to
 		// send, which Rocket.Chat answers with success and the missing
 		// names.
-		writeJSON(w, http.StatusOK, roomsMailOK{Missing: missing, Success: true})
+		respond.JSON(w, http.StatusOK, roomsMailOK{Missing: missing, Success: true})
 		return
 	}
 
@@ -284,7 +285,7 @@ func (d *Dialect) roomsMail(w http.ResponseWriter, r *http.Request, user *source
 	}
 	d.log.InfoContext(ctx, "room mail requested", "job_id", job.GetId(), "room_id", room.GetId(), "user_id", user.GetId(),
 		"recipients", len(emails), "messages", len(b.Messages), "missing", len(missing))
-	writeJSON(w, http.StatusOK, roomsMailOK{Missing: missing, Success: true, ExportID: job.GetId()})
+	respond.JSON(w, http.StatusOK, roomsMailOK{Missing: missing, Success: true, ExportID: job.GetId()})
 }
 
 // parseAddress returns the bare address of s ("Name <a@b>" or "a@b").

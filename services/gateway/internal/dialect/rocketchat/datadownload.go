@@ -9,6 +9,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/respond"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/objects"
@@ -90,7 +91,7 @@ type fileData struct {
 //
 // Two requests racing each other on different replicas may both create
 // an operation; that costs one export and breaks nothing.
-func (d *Dialect) requestDataDownload(w http.ResponseWriter, r *http.Request) {
+func (d *API) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	user := d.user(w, r)
 	if user == nil {
@@ -130,7 +131,7 @@ func (d *Dialect) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 
 	if len(mine) > 0 && d.blocks(mine[0], now) {
 		last := mine[0]
-		writeJSON(w, http.StatusOK, dataDownloadOK{
+		respond.JSON(w, http.StatusOK, dataDownloadOK{
 			Requested:                        false,
 			ExportOperation:                  d.operation(r, user, last),
 			URL:                              d.downloadURL(last),
@@ -176,7 +177,7 @@ func (d *Dialect) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 	// Submit has queued the tasks: the operation is "pending" in
 	// Rocket.Chat's words, whether or not the projection has caught up.
 	job.State = exportv1.JobState_JOB_STATE_QUEUED
-	writeJSON(w, http.StatusOK, dataDownloadOK{
+	respond.JSON(w, http.StatusOK, dataDownloadOK{
 		Requested:                        true,
 		ExportOperation:                  d.operation(r, user, job),
 		URL:                              nil,
@@ -190,7 +191,7 @@ func (d *Dialect) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 // whatever its outcome (so a failure shows its reason rather than being
 // replaced at once). Two outcomes free the caller early: the caller
 // canceled it, or its files have already been deleted.
-func (d *Dialect) blocks(last *exportv1.Job, now time.Time) bool {
+func (d *API) blocks(last *exportv1.Job, now time.Time) bool {
 	switch {
 	case !jobstore.Terminal(last.GetState()):
 		return true
@@ -228,7 +229,7 @@ func planDataDownload(user *sourcev1.User, rooms []*sourcev1.Room, fullExport bo
 }
 
 // operation renders job as Rocket.Chat's exportOperation.
-func (d *Dialect) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job) exportOperation {
+func (d *API) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job) exportOperation {
 	id := job.GetId()
 	// Rocket.Chat's paths are directories without a trailing slash.
 	partsPath := strings.TrimSuffix(objects.PartsPrefix(id), "/")
@@ -289,7 +290,7 @@ func (d *Dialect) operation(r *http.Request, user *sourcev1.User, job *exportv1.
 // otherParticipant is roomList's userId: for a direct room, the id of the
 // participant who is not the caller; null for every other room, and when
 // the other participant cannot be found.
-func (d *Dialect) otherParticipant(r *http.Request, user *sourcev1.User, p *exportv1.PartStatus) *string {
+func (d *API) otherParticipant(r *http.Request, user *sourcev1.User, p *exportv1.PartStatus) *string {
 	if p.GetRoomType() != roomtype.Letter(sourcev1.RoomType_ROOM_TYPE_DIRECT) {
 		return nil
 	}
@@ -313,7 +314,7 @@ func (d *Dialect) otherParticipant(r *http.Request, user *sourcev1.User, p *expo
 
 // downloadURL is the signed link of a completed operation's archive while
 // it exists.
-func (d *Dialect) downloadURL(job *exportv1.Job) *string {
+func (d *API) downloadURL(job *exportv1.Job) *string {
 	if job.GetState() != exportv1.JobState_JOB_STATE_COMPLETED || job.GetFilesExpired() || len(job.GetFiles()) == 0 {
 		return nil
 	}

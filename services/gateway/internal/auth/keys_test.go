@@ -1,4 +1,4 @@
-package rebilly_test
+package auth_test
 
 import (
 	"strings"
@@ -11,16 +11,20 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
-	"dataport.dev/services/gateway/internal/rebilly"
+	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 )
 
-func TestNewAuthenticatorRefusesShortHS256Key(t *testing.T) {
-	_, err := rebilly.NewAuthenticator(nil, rebilly.AuthConfig{HS256Secret: strings.Repeat("k", rebilly.MinHS256KeyBytes-1)})
+const hsSecret = "test-hs256-key-0123456789abcdefghij"
+
+var now = time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC)
+
+func TestNewKeyAuthenticatorRefusesShortHS256Key(t *testing.T) {
+	_, err := auth.NewKeyAuthenticator(nil, auth.KeyConfig{HS256Secret: strings.Repeat("k", auth.MinHS256KeyBytes-1)})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "at least 32")
-	_, err = rebilly.NewAuthenticator(nil, rebilly.AuthConfig{HS256Secret: strings.Repeat("k", rebilly.MinHS256KeyBytes)})
+	_, err = auth.NewKeyAuthenticator(nil, auth.KeyConfig{HS256Secret: strings.Repeat("k", auth.MinHS256KeyBytes)})
 	assert.NoError(t, err)
 }
 
@@ -37,7 +41,7 @@ func TestBearerClaims(t *testing.T) {
 	_, err = users.Put(t.Context(), "alice", b)
 	require.NoError(t, err)
 
-	a, err := rebilly.NewAuthenticator(users, rebilly.AuthConfig{
+	a, err := auth.NewKeyAuthenticator(users, auth.KeyConfig{
 		HS256Secret: hsSecret,
 		Issuer:      "https://login.example.com",
 		Audience:    "dataport",
@@ -89,7 +93,7 @@ func TestBearerClaims(t *testing.T) {
 				assert.Equal(t, "alice", u.GetId())
 				return
 			}
-			assert.ErrorIs(t, err, rebilly.ErrUnauthenticated)
+			assert.ErrorIs(t, err, auth.ErrUnauthenticated)
 		})
 	}
 }
@@ -102,15 +106,15 @@ func TestBearerDefaultMaxLifetime(t *testing.T) {
 	require.NoError(t, err)
 	_, err = users.Put(t.Context(), "alice", b)
 	require.NoError(t, err)
-	a, err := rebilly.NewAuthenticator(users, rebilly.AuthConfig{HS256Secret: hsSecret, Now: func() time.Time { return now }})
+	a, err := auth.NewKeyAuthenticator(users, auth.KeyConfig{HS256Secret: hsSecret, Now: func() time.Time { return now }})
 	require.NoError(t, err)
 	sign := func(exp time.Duration) string {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "iat": now.Unix(), "exp": now.Add(exp).Unix()}).SignedString([]byte(hsSecret))
 		require.NoError(t, err)
 		return tok
 	}
-	_, err = a.Bearer(t.Context(), sign(rebilly.DefaultMaxTokenLifetime))
+	_, err = a.Bearer(t.Context(), sign(auth.DefaultMaxTokenLifetime))
 	assert.NoError(t, err, "a day is accepted by default")
 	_, err = a.Bearer(t.Context(), sign(365*24*time.Hour))
-	assert.ErrorIs(t, err, rebilly.ErrUnauthenticated, "a year-long token is refused by default")
+	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "a year-long token is refused by default")
 }

@@ -34,6 +34,8 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/principal"
+	"dataport.dev/services/gateway/internal/respond"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
@@ -49,8 +51,8 @@ const dialectName = "rebilly"
 // Config holds the dialect's dependencies; all but Blob, ExportBucket,
 // Logger and Now are required.
 type Config struct {
-	Auth *Authenticator
-	// Directory answers organization membership.
+	// Directory answers organization membership; callers are
+	// authenticated before the dialect sees them (principal.From).
 	Directory *access.Directory
 	Jobs      *jobstore.Store
 	JobsKV    jetstream.KeyValue
@@ -71,9 +73,8 @@ type Config struct {
 	Now    func() time.Time
 }
 
-// Dialect is the Rebilly data-exports API.
-type Dialect struct {
-	auth      *Authenticator
+// API is the Rebilly data-exports API. It implements httpapi.Dialect.
+type API struct {
 	dir       *access.Directory
 	jobs      *jobstore.Store
 	jobsKV    jetstream.KeyValue
@@ -90,9 +91,9 @@ type Dialect struct {
 }
 
 // New returns the dialect.
-func New(cfg Config) *Dialect {
-	d := &Dialect{
-		auth: cfg.Auth, dir: cfg.Directory, jobs: cfg.Jobs, jobsKV: cfg.JobsKV, schedules: cfg.Schedules, submitter: cfg.Submitter,
+func New(cfg Config) *API {
+	d := &API{
+		dir: cfg.Directory, jobs: cfg.Jobs, jobsKV: cfg.JobsKV, schedules: cfg.Schedules, submitter: cfg.Submitter,
 		links: cfg.Links, blob: cfg.Blob, exports: cfg.ExportBucket, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
 		loc: cfg.Location, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now,
 	}
@@ -109,7 +110,7 @@ func New(cfg Config) *Dialect {
 }
 
 // Routes implements httpapi.Dialect.
-func (d *Dialect) Routes(r chi.Router) {
+func (d *API) Routes(r chi.Router) {
 	for _, prefix := range []string{"/experimental", ""} {
 		for _, org := range []bool{false, true} {
 			path := prefix + "/data-exports"
@@ -151,10 +152,10 @@ func (s scope) sees(j *exportv1.Job) bool {
 		(j.GetOwnerId() == s.user.GetId() || s.admin())
 }
 
-func (d *Dialect) withScope(w http.ResponseWriter, r *http.Request, prefix string, fn func(http.ResponseWriter, *http.Request, scope)) {
-	u, err := d.auth.Header(r.Context(), r.Header.Get("REB-APIKEY"), r.Header.Get("Authorization"))
+func (d *API) withScope(w http.ResponseWriter, r *http.Request, prefix string, fn func(http.ResponseWriter, *http.Request, scope)) {
+	p, err := principal.From(r.Context())
 	switch {
-	case errors.Is(err, ErrUnauthenticated):
+	case errors.Is(err, principal.ErrUnauthenticated):
 		writeUnauthorized(w)
 		return
 	case err != nil:
@@ -162,6 +163,7 @@ func (d *Dialect) withScope(w http.ResponseWriter, r *http.Request, prefix strin
 		writeInternal(w)
 		return
 	}
+	u := p.User
 	s := scope{user: u, prefix: prefix, base: d.publicURL + prefix + "/data-exports"}
 	ctx := r.Context()
 	if org := chi.URLParam(r, "organizationId"); org != "" {
@@ -193,7 +195,7 @@ func (d *Dialect) withScope(w http.ResponseWriter, r *http.Request, prefix strin
 }
 
 // create implements POST /data-exports.
-func (d *Dialect) create(w http.ResponseWriter, r *http.Request, s scope) {
+func (d *API) create(w http.ResponseWriter, r *http.Request, s scope) {
 	req, bad := decodeRequest(r.Body)
 	if bad != nil {
 		writeInvalid(w, bad)
@@ -221,7 +223,7 @@ func (d *Dialect) create(w http.ResponseWriter, r *http.Request, s scope) {
 // as soon as it is created, so a PUT repeating it is answered with the
 // export and a PUT changing it is a 409. An id the caller cannot see is
 // free for the caller (see resolve): the PUT creates the caller's own.
-func (d *Dialect) put(w http.ResponseWriter, r *http.Request, s scope) {
+func (d *API) put(w http.ResponseWriter, r *http.Request, s scope) {
 	id := chi.URLParam(r, "id")
 	if !validID(id) {
 		writeInvalid(w, []invalidField{{Field: "id", Message: "must be 1-50 characters of A-Z a-z 0-9 _ = -"}})
@@ -257,7 +259,7 @@ func (d *Dialect) put(w http.ResponseWriter, r *http.Request, s scope) {
 	d.respondItem(w, r, s, entry{job: existing}, http.StatusOK)
 }
 
-func (d *Dialect) updateSchedule(w http.ResponseWriter, r *http.Request, s scope, req *request, old *exportv1.Job, rev uint64) {
+func (d *API) updateSchedule(w http.ResponseWriter, r *http.Request, s scope, req *request, old *exportv1.Job, rev uint64) {
 	job, bad := build(req, d.now(), d.loc, d.limits)
 	if bad == nil && job.GetRecurrence() == nil {
 		bad = []invalidField{{Field: "recurring", Message: "a recurring export stays recurring; delete it to stop it"}}
@@ -298,7 +300,7 @@ func (d *Dialect) updateSchedule(w http.ResponseWriter, r *http.Request, s scope
 
 // store validates and creates a new export stored under id; clientID is
 // the id the client chose (id is then clientKey of it), or empty.
-func (d *Dialect) store(w http.ResponseWriter, r *http.Request, s scope, req *request, id, clientID string) {
+func (d *API) store(w http.ResponseWriter, r *http.Request, s scope, req *request, id, clientID string) {
 	now := d.now()
 	job, bad := build(req, now, d.loc, d.limits)
 	if bad != nil {
@@ -380,7 +382,7 @@ func recordsTask(job *exportv1.Job) *exportv1.ExportTask {
 // RunSchedule is the schedule.RunFunc of recurring data exports: the run
 // is a copy of the template whose relative dates are resolved at the
 // occurrence. It is idempotent: an existing run is left alone.
-func (d *Dialect) RunSchedule(ctx context.Context, sched *exportv1.Job, occurrence time.Time, runID string) error {
+func (d *API) RunSchedule(ctx context.Context, sched *exportv1.Job, occurrence time.Time, runID string) error {
 	if _, err := d.jobs.Get(ctx, runID); err == nil {
 		return nil
 	} else if !errors.Is(err, jobstore.ErrNotFound) {
@@ -424,7 +426,7 @@ func (d *Dialect) RunSchedule(ctx context.Context, sched *exportv1.Job, occurren
 }
 
 // get implements GET /data-exports/{id}.
-func (d *Dialect) get(w http.ResponseWriter, r *http.Request, s scope) {
+func (d *API) get(w http.ResponseWriter, r *http.Request, s scope) {
 	e, ok := d.find(w, r, s, chi.URLParam(r, "id"))
 	if !ok {
 		return
@@ -438,7 +440,7 @@ func (d *Dialect) get(w http.ResponseWriter, r *http.Request, s scope) {
 }
 
 // find loads an export the caller may see, answering 404 itself.
-func (d *Dialect) find(w http.ResponseWriter, r *http.Request, s scope, id string) (entry, bool) {
+func (d *API) find(w http.ResponseWriter, r *http.Request, s scope, id string) (entry, bool) {
 	if !validID(id) {
 		writeNotFound(w)
 		return entry{}, false
@@ -455,7 +457,7 @@ func (d *Dialect) find(w http.ResponseWriter, r *http.Request, s scope, id strin
 	return e, true
 }
 
-func (d *Dialect) hidden(ctx context.Context, id string) bool {
+func (d *API) hidden(ctx context.Context, id string) bool {
 	h, err := d.schedules.Hidden(ctx)
 	return err == nil && h[id]
 }
@@ -466,7 +468,7 @@ func (d *Dialect) hidden(ctx context.Context, id string) bool {
 // completed export are deleted at once when the gateway has the object
 // store; when it has not, or deleting fails, the retention sweeper
 // deletes them when they expire.
-func (d *Dialect) remove(w http.ResponseWriter, r *http.Request, s scope) {
+func (d *API) remove(w http.ResponseWriter, r *http.Request, s scope) {
 	e, ok := d.find(w, r, s, chi.URLParam(r, "id"))
 	if !ok {
 		return
@@ -504,7 +506,7 @@ func (d *Dialect) remove(w http.ResponseWriter, r *http.Request, s scope) {
 // follow the job's File records: a file may point into another bucket
 // (an asset's source file in the assets bucket), which the export only
 // read and does not own.
-func (d *Dialect) deleteObjects(ctx context.Context, id string) error {
+func (d *API) deleteObjects(ctx context.Context, id string) error {
 	if d.blob == nil || d.exports == "" {
 		return nil
 	}
@@ -522,7 +524,7 @@ func (d *Dialect) deleteObjects(ctx context.Context, id string) error {
 
 // download implements the fileDownload link: it redirects to a freshly
 // signed link of the export's file.
-func (d *Dialect) download(w http.ResponseWriter, r *http.Request, s scope) {
+func (d *API) download(w http.ResponseWriter, r *http.Request, s scope) {
 	e, ok := d.find(w, r, s, chi.URLParam(r, "id"))
 	if !ok {
 		return
@@ -539,7 +541,7 @@ func (d *Dialect) download(w http.ResponseWriter, r *http.Request, s scope) {
 	http.Redirect(w, r, href, http.StatusFound)
 }
 
-func (d *Dialect) checkExpand(r *http.Request) []invalidField {
+func (d *API) checkExpand(r *http.Request) []invalidField {
 	for _, v := range strings.Split(query(r).Get("expand"), ",") {
 		if v = strings.TrimSpace(v); v != "" && v != "user" {
 			return []invalidField{{Field: "expand", Message: fmt.Sprintf("%q cannot be expanded; the only expandable object is user", v)}}
@@ -548,31 +550,27 @@ func (d *Dialect) checkExpand(r *http.Request) []invalidField {
 	return nil
 }
 
-func (d *Dialect) respondItem(w http.ResponseWriter, r *http.Request, s scope, e entry, status int) {
+func (d *API) respondItem(w http.ResponseWriter, r *http.Request, s scope, e entry, status int) {
 	var u *sourcev1.User
 	if strings.Contains(query(r).Get("expand"), "user") {
 		u = d.owner(r.Context(), s, e.job.GetOwnerId())
 	}
-	writeJSON(w, status, d.render(e, s, u))
+	respond.JSON(w, status, d.render(e, s, u))
 }
 
 // owner returns the export's user for expand=user.
-func (d *Dialect) owner(ctx context.Context, s scope, id string) *sourcev1.User {
+func (d *API) owner(ctx context.Context, s scope, id string) *sourcev1.User {
 	if id == s.user.GetId() {
 		return s.user
 	}
-	e, err := d.auth.users.Get(ctx, id)
-	if err != nil {
-		return &sourcev1.User{Id: id}
-	}
-	u := &sourcev1.User{}
-	if proto.Unmarshal(e.Value(), u) != nil {
+	u, found, err := d.dir.User(ctx, id)
+	if err != nil || !found {
 		return &sourcev1.User{Id: id}
 	}
 	return u
 }
 
-func (d *Dialect) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+func (d *API) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
 	if !errors.Is(err, submit.ErrNotAdmitted) {
 		d.log.ErrorContext(r.Context(), what, "error", err)
 	}
@@ -580,7 +578,7 @@ func (d *Dialect) internal(w http.ResponseWriter, r *http.Request, what string, 
 }
 
 // allJobs reads every job of the bucket.
-func (d *Dialect) allJobs(ctx context.Context) ([]*exportv1.Job, error) {
+func (d *API) allJobs(ctx context.Context) ([]*exportv1.Job, error) {
 	w, err := d.jobsKV.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
@@ -620,7 +618,7 @@ func latestRuns(jobs []*exportv1.Job) map[string]*exportv1.Job {
 }
 
 // list implements GET /data-exports.
-func (d *Dialect) list(w http.ResponseWriter, r *http.Request, s scope) {
+func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 	q := query(r)
 	var bad []invalidField
 	limit, bl := intParam(q, "limit", 100, 0, maxLimit)
@@ -723,7 +721,7 @@ func (d *Dialect) list(w http.ResponseWriter, r *http.Request, s scope) {
 	h.Set("Pagination-Total", strconv.Itoa(total))
 	h.Set("Pagination-Limit", strconv.Itoa(limit))
 	h.Set("Pagination-Offset", strconv.Itoa(offset))
-	writeJSON(w, http.StatusOK, page)
+	respond.JSON(w, http.StatusOK, page)
 }
 
 // Bounds of the list's integer parameters.

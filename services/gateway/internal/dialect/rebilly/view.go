@@ -102,7 +102,7 @@ type entry struct {
 // render builds the item as viewer sees it: the id and links name the
 // export the way viewer addresses it (scope.shownID), under viewer's
 // collection URL.
-func (d *Dialect) render(e entry, viewer scope, user *sourcev1.User) item {
+func (d *API) render(e entry, viewer scope, user *sourcev1.User) item {
 	j := e.job
 	sc := j.GetRecords()
 	base, prefix, id := viewer.base, viewer.prefix, viewer.shownID(j)

@@ -1,11 +1,13 @@
 package rebilly
 
 import (
-	"encoding/json"
 	"net/http"
+	"strings"
+
+	"dataport.dev/services/gateway/internal/respond"
 )
 
-// problem is Rebilly's error body: an RFC 7807 problem with the legacy
+// problem is Rebilly's error body, written only in this file: an RFC 7807 problem with the legacy
 // "error"/"details" pair and, for validation errors, invalidFields naming
 // each offending parameter or body field.
 type problem struct {
@@ -25,16 +27,19 @@ type invalidField struct {
 
 const problemBase = "https://www.rebilly.com/catalog/all/section/errors/"
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+const problemType = "application/problem+json"
+
+// WriteError answers status with message as a problem titled by the
+// status. It is the dialect's answer to what the gateway's middleware
+// refuses (dialect.WriteError): body limits, idempotency conflicts,
+// quotas, unknown routes.
+func WriteError(w http.ResponseWriter, status int, message string) {
+	title := http.StatusText(status)
+	writeProblem(w, status, strings.ReplaceAll(strings.ToLower(title), " ", "-"), title, message)
 }
 
 func writeProblem(w http.ResponseWriter, status int, slug, title, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(problem{
+	respond.JSONAs(w, problemType, status, problem{
 		Status: status, Type: problemBase + slug, Title: title, Detail: detail,
 		Error: title, Details: []string{detail},
 	})
@@ -51,9 +56,7 @@ func writeInvalid(w http.ResponseWriter, fields []invalidField) {
 	if len(p.Details) > 0 {
 		p.Detail = p.Details[0]
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(http.StatusUnprocessableEntity)
-	_ = json.NewEncoder(w).Encode(p)
+	respond.JSONAs(w, problemType, http.StatusUnprocessableEntity, p)
 }
 
 func writeUnauthorized(w http.ResponseWriter) {

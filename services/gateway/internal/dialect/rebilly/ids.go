@@ -49,7 +49,7 @@ func (s scope) shownID(j *exportv1.Job) string {
 // stored ids an admin is shown). An export the caller may not see is not
 // found, exactly like a missing one, so no answer tells whether someone
 // else's id exists.
-func (d *Dialect) resolve(ctx context.Context, s scope, id string) (e entry, found bool, err error) {
+func (d *API) resolve(ctx context.Context, s scope, id string) (e entry, found bool, err error) {
 	keys := []string{clientKey(s, id)}
 	if id != keys[0] {
 		keys = append(keys, id)

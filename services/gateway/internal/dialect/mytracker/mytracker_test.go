@@ -21,9 +21,11 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/dialect"
+	"dataport.dev/services/gateway/internal/dialect/mytracker"
+	"dataport.dev/services/gateway/internal/dialect/rebilly"
 	"dataport.dev/services/gateway/internal/jobstore"
-	"dataport.dev/services/gateway/internal/mytracker"
-	"dataport.dev/services/gateway/internal/rebilly"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/access"
@@ -52,7 +54,7 @@ func newEnv(t *testing.T) *env {
 		_, err := users.Put(ctx, id, b)
 		require.NoError(t, err)
 	}
-	a, err := rebilly.NewAuthenticator(users, rebilly.AuthConfig{})
+	a, err := auth.NewKeyAuthenticator(users, auth.KeyConfig{})
 	require.NoError(t, err)
 	jobsKV, err := nats.JS.KeyValue(ctx, bus.BucketJobs)
 	require.NoError(t, err)
@@ -76,7 +78,7 @@ func newEnv(t *testing.T) *env {
 	signer := links.New("http://gw.test", []byte("s"), time.Hour, clock)
 	d := mytracker.New(mytracker.Config{
 		Directory: dir,
-		Auth:      a, Jobs: jobs, Counters: counters, Submitter: sub,
+		Jobs:      jobs, Counters: counters, Submitter: sub,
 		Links:  signer,
 		Limits: mytracker.Limits{MaxRowsPerChunk: 1000, MaxBytesPerChunk: 1 << 20, MaxRows: 5000, MaxBytes: 8 << 20, MaxFields: 5},
 		Now:    clock,
@@ -84,11 +86,12 @@ func newEnv(t *testing.T) *env {
 	schedules, err := nats.JS.KeyValue(ctx, bus.BucketSchedules)
 	require.NoError(t, err)
 	r := chi.NewRouter()
+	r.Use(dialect.Authenticate(nil, a))
 	d.Routes(r)
 	// The Rebilly dialect on the same bus, as in the gateway: its client
 	// ids must never reach raw-N.
 	rebilly.New(rebilly.Config{
-		Auth: a, Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: schedule.NewStore(schedules),
+		Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: schedule.NewStore(schedules),
 		Submitter: sub, Links: signer, PublicURL: "http://gw.test", Now: clock,
 	}).Routes(r)
 	srv := httptest.NewServer(r)

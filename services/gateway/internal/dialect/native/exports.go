@@ -1,4 +1,4 @@
-package httpapi
+package native
 
 import (
 	"errors"
@@ -13,9 +13,8 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
-	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/respond"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/links"
 	"dataport.dev/shared/objects"
@@ -83,68 +82,52 @@ type listView struct {
 
 const msgNotFound = "export not found"
 
-// nativeUser authenticates a native API call, answering 401 or 500 itself
-// when it returns nil.
-func (a *api) nativeUser(w http.ResponseWriter, r *http.Request) *sourcev1.User {
-	u, err := a.Auth.Authenticate(r.Context(), r.Header.Get("X-User-Id"), r.Header.Get("X-Auth-Token"))
-	switch {
-	case errors.Is(err, auth.ErrUnauthenticated):
-		writeJSON(w, http.StatusUnauthorized, nativeError{Error: "missing or invalid credentials: send X-User-Id and X-Auth-Token"})
-		return nil
-	case err != nil:
-		a.log.ErrorContext(r.Context(), "authenticate", "error", err)
-		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
-		return nil
-	}
-	return u
-}
-
 // getExport implements GET /v1/exports/{id}. Another user's job answers
 // exactly like a missing one, so ids cannot be probed.
-func (a *api) getExport(w http.ResponseWriter, r *http.Request) {
-	u := a.nativeUser(w, r)
+func (a *API) getExport(w http.ResponseWriter, r *http.Request) {
+	u := a.user(w, r)
 	if u == nil {
 		return
 	}
 	job, err := a.Jobs.Get(r.Context(), chi.URLParam(r, "id"))
 	switch {
 	case errors.Is(err, jobstore.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, nativeError{Error: msgNotFound})
+		WriteError(w, http.StatusNotFound, msgNotFound)
 		return
 	case err != nil:
 		a.log.ErrorContext(r.Context(), "get job", "error", err)
-		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		WriteError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
 	if job.GetOwnerId() != u.GetId() {
-		writeJSON(w, http.StatusNotFound, nativeError{Error: msgNotFound})
+		WriteError(w, http.StatusNotFound, msgNotFound)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.view(job))
+	respond.JSON(w, http.StatusOK, a.view(job))
 }
 
 // listExports implements GET /v1/exports: the caller's jobs, newest first.
-func (a *api) listExports(w http.ResponseWriter, r *http.Request) {
-	u := a.nativeUser(w, r)
+func (a *API) listExports(w http.ResponseWriter, r *http.Request) {
+	u := a.user(w, r)
 	if u == nil {
 		return
 	}
 	jobs, err := a.Jobs.List(r.Context(), u.GetId())
 	if err != nil {
 		a.log.ErrorContext(r.Context(), "list jobs", "user_id", u.GetId(), "error", err)
-		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		WriteError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
 	out := listView{Items: make([]exportView, 0, len(jobs)), Total: len(jobs)}
 	for _, j := range jobs {
 		out.Items = append(out.Items, a.view(j))
 	}
-	writeJSON(w, http.StatusOK, out)
+	respond.JSON(w, http.StatusOK, out)
 }
 
 // view renders a job; files get freshly signed links, and only once the
 // job is completed, since before that they cannot be downloaded.
-func (a *api) view(job *exportv1.Job) exportView {
+func (a *API) view(job *exportv1.Job) exportView {
 	v := exportView{
 		ID:     job.GetId(),
 		Kind:   kindWord(job.GetKind()),
@@ -292,31 +275,31 @@ func stateWord(s exportv1.JobState) string {
 // download implements GET /v1/exports/{id}/files/{name}?exp=&sig=. The
 // signed link is the only credential: it is checked before anything is
 // looked up, so an unsigned request learns nothing.
-func (a *api) download(w http.ResponseWriter, r *http.Request) {
+func (a *API) download(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, err := pathParam(r, "id")
 	name, nerr := pathParam(r, "name")
 	if err != nil || nerr != nil {
-		writeJSON(w, http.StatusForbidden, nativeError{Error: "invalid download link"})
+		WriteError(w, http.StatusForbidden, "invalid download link")
 		return
 	}
 	q := r.URL.Query()
 	switch err := a.Links.Verify(id, name, q.Get("exp"), q.Get("sig")); {
 	case errors.Is(err, links.ErrExpired):
-		writeJSON(w, http.StatusGone, nativeError{Error: "download link expired; fetch the export again for a fresh link"})
+		WriteError(w, http.StatusGone, "download link expired; fetch the export again for a fresh link")
 		return
 	case err != nil:
-		writeJSON(w, http.StatusForbidden, nativeError{Error: "invalid download link"})
+		WriteError(w, http.StatusForbidden, "invalid download link")
 		return
 	}
 	job, err := a.Jobs.Get(ctx, id)
 	switch {
 	case errors.Is(err, jobstore.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, nativeError{Error: msgNotFound})
+		WriteError(w, http.StatusNotFound, msgNotFound)
 		return
 	case err != nil:
 		a.log.ErrorContext(ctx, "get job", "job_id", id, "error", err)
-		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		WriteError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
 	var file *exportv1.File
@@ -329,18 +312,18 @@ func (a *api) download(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if file == nil {
-		writeJSON(w, http.StatusNotFound, nativeError{Error: "file not found"})
+		WriteError(w, http.StatusNotFound, "file not found")
 		return
 	}
 	body, info, err := a.Blob.Open(ctx, objects.Bucket(file, a.ExportBucket), file.GetObjectKey())
 	switch {
 	case errors.Is(err, blob.ErrNotFound), errors.Is(err, blob.ErrInvalidArgument):
 		a.log.WarnContext(ctx, "file of a completed job is missing", "job_id", id, "object_key", file.GetObjectKey(), "error", err)
-		writeJSON(w, http.StatusNotFound, nativeError{Error: "file not found"})
+		WriteError(w, http.StatusNotFound, "file not found")
 		return
 	case err != nil:
 		a.log.ErrorContext(ctx, "open file", "job_id", id, "object_key", file.GetObjectKey(), "error", err)
-		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		WriteError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
 	defer body.Close()

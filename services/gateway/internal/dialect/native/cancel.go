@@ -1,4 +1,4 @@
-package httpapi
+package native
 
 import (
 	"context"
@@ -9,14 +9,15 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/respond"
 )
 
 // cancelExport implements POST /v1/exports/{id}/cancel: the job ends as
 // canceled and its exporter stops and deletes partial objects. A job that
 // has ended or is finalizing (its files are being checked and published)
 // answers 409 with its current view.
-func (a *api) cancelExport(w http.ResponseWriter, r *http.Request) {
-	u := a.nativeUser(w, r)
+func (a *API) cancelExport(w http.ResponseWriter, r *http.Request) {
+	u := a.user(w, r)
 	if u == nil {
 		return
 	}
@@ -24,30 +25,30 @@ func (a *api) cancelExport(w http.ResponseWriter, r *http.Request) {
 	job, err := a.Jobs.Get(ctx, chi.URLParam(r, "id"))
 	switch {
 	case errors.Is(err, jobstore.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, nativeError{Error: msgNotFound})
+		WriteError(w, http.StatusNotFound, msgNotFound)
 		return
 	case err != nil:
 		a.log.ErrorContext(ctx, "get job", "error", err)
-		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		WriteError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
 	if job.GetOwnerId() != u.GetId() {
-		writeJSON(w, http.StatusNotFound, nativeError{Error: msgNotFound})
+		WriteError(w, http.StatusNotFound, msgNotFound)
 		return
 	}
 	if jobstore.Terminal(job.GetState()) || job.GetState() == exportv1.JobState_JOB_STATE_FINALIZING {
-		writeJSON(w, http.StatusConflict, nativeError{Error: "export is " + stateWord(job.GetState()) + " and can no longer be canceled"})
+		WriteError(w, http.StatusConflict, "export is "+stateWord(job.GetState())+" and can no longer be canceled")
 		return
 	}
 	job, err = a.Submitter.Cancel(context.WithoutCancel(ctx), job.GetId(), "canceled by the user")
 	if err != nil {
 		a.log.ErrorContext(ctx, "cancel job", "job_id", chi.URLParam(r, "id"), "error", err)
-		writeJSON(w, http.StatusInternalServerError, nativeError{Error: "internal error"})
+		WriteError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
 	if job.GetState() != exportv1.JobState_JOB_STATE_CANCELED {
-		writeJSON(w, http.StatusConflict, nativeError{Error: "export is " + stateWord(job.GetState()) + " and can no longer be canceled"})
+		WriteError(w, http.StatusConflict, "export is "+stateWord(job.GetState())+" and can no longer be canceled")
 		return
 	}
-	writeJSON(w, http.StatusOK, a.view(job))
+	respond.JSON(w, http.StatusOK, a.view(job))
 }

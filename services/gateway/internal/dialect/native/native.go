@@ -1,0 +1,86 @@
+// Package native is the gateway's own API over the job model: the
+// caller's jobs (GET /v1/exports, GET /v1/exports/{id}), cancelling one
+// (POST /v1/exports/{id}/cancel) and downloads through signed links (GET
+// /v1/exports/{id}/files/{name}). Callers authenticate with X-User-Id and
+// X-Auth-Token, which the gateway's authentication middleware checks
+// before the handlers run (principal.From); a download's signed link is
+// its only credential.
+//
+// Errors are {"error": "..."}, written only in errors.go.
+package native
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/principal"
+	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/infra"
+	"dataport.dev/shared/links"
+)
+
+// Config holds the API's dependencies. Jobs, Submitter, Blob,
+// ExportBucket and Links are required.
+type Config struct {
+	Jobs *jobstore.Store
+	// Submitter cancels jobs.
+	Submitter *submit.Submitter
+	// Blob and ExportBucket are where downloads are read from.
+	Blob         *blob.Store
+	ExportBucket string
+	// Links mints and verifies download links.
+	Links *links.Signer
+	// WriteTimeout is the server's write timeout, which a download renews
+	// before every write so a large file can stream for as long as the
+	// client keeps reading. Zero means infra.DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// API serves the native routes. It implements httpapi.Dialect.
+type API struct {
+	Config
+	log *slog.Logger
+}
+
+// New returns the API.
+func New(cfg Config) *API {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = infra.DefaultWriteTimeout
+	}
+	return &API{Config: cfg, log: cfg.Logger}
+}
+
+// Routes registers the API's handlers.
+func (a *API) Routes(r chi.Router) {
+	r.Get("/v1/exports", a.listExports)
+	r.Get("/v1/exports/{id}", a.getExport)
+	r.Post("/v1/exports/{id}/cancel", a.cancelExport)
+	r.Get("/v1/exports/{id}/files/{name}", a.download)
+}
+
+// user returns the caller, which the gateway's authentication middleware
+// resolved, answering 401 or 500 itself when it returns nil.
+func (a *API) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
+	p, err := principal.From(r.Context())
+	switch {
+	case errors.Is(err, principal.ErrUnauthenticated):
+		WriteError(w, http.StatusUnauthorized, "missing or invalid credentials: send X-User-Id and X-Auth-Token")
+		return nil
+	case err != nil:
+		a.log.ErrorContext(r.Context(), "authenticate", "error", err)
+		WriteError(w, http.StatusInternalServerError, "internal error")
+		return nil
+	}
+	return p.User
+}

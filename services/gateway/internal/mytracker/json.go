@@ -1,8 +1,0 @@
-package mytracker
-
-import (
-	"encoding/json"
-	"io"
-)
-
-func writeBody(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
