@@ -7,8 +7,8 @@ SHELL := bash
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-MODULES := proto shared services/gateway services/room-exporter services/archiver services/notifier deploy tests/e2e
-SERVICES := gateway room-exporter archiver notifier
+MODULES := proto shared services/gateway services/room-exporter services/record-exporter services/archiver services/notifier deploy tests/e2e
+SERVICES := gateway room-exporter record-exporter archiver notifier
 IMAGES := $(SERVICES) seed
 
 NATS_SERVER_VERSION := v2.15.2
@@ -29,7 +29,7 @@ TOOL_STAMPS := \
 .PHONY: help node tools proto lint test test-unit fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench clean images
 
 help:
-	@echo "make run     start NATS, MinIO, Mailpit and the four services, seed demo data"
+	@echo "make run     start NATS, MinIO, Mailpit and the five services, seed demo data"
 	@echo "make test    install tools, check formatting and modules, run every test"
 	@echo "make proto   regenerate Go code from proto/ with the pinned buf"
 	@echo "make lint    buf lint + breaking check, go vet"

@@ -79,7 +79,7 @@ func TestCompose(t *testing.T) {
 			}
 		}
 	})
-	assert.Equal(t, []string{"archiver", "gateway", "mailpit", "minio", "minio-init", "nats", "notifier", "room-exporter", "seed"}, names)
+	assert.Equal(t, []string{"archiver", "gateway", "mailpit", "minio", "minio-init", "nats", "notifier", "record-exporter", "room-exporter", "seed"}, names)
 
 	oneShot := func(s types.ServiceConfig) bool { return s.Restart == "no" }
 
@@ -182,11 +182,13 @@ func TestCompose(t *testing.T) {
 		})
 	}
 
-	t.Run("three exporters", func(t *testing.T) {
-		s := p.Services["room-exporter"]
-		assert.Equal(t, 3, s.GetScale())
-		assert.Empty(t, s.ContainerName, "replicas need generated names")
-		assert.Empty(t, s.Ports, "replicas cannot share a published port")
+	t.Run("exporter replicas", func(t *testing.T) {
+		for name, replicas := range map[string]int{"room-exporter": 3, "record-exporter": 2} {
+			s := p.Services[name]
+			assert.Equal(t, replicas, s.GetScale(), name)
+			assert.Empty(t, s.ContainerName, "%s: replicas need generated names", name)
+			assert.Empty(t, s.Ports, "%s: replicas cannot share a published port", name)
+		}
 	})
 
 	t.Run("links agree", func(t *testing.T) {
@@ -200,11 +202,14 @@ func TestCompose(t *testing.T) {
 	})
 
 	t.Run("task keys agree", func(t *testing.T) {
-		gw, ex := p.Services["gateway"].Environment, p.Services["room-exporter"].Environment
-		for _, v := range []string{"DATAPORT_TASK_SECRET", "DATAPORT_TASK_PREVIOUS_SECRETS"} {
-			require.NotNil(t, gw[v], v)
-			require.NotNil(t, ex[v], v)
-			assert.Equal(t, *gw[v], *ex[v], "gateway and room-exporter must agree on %s", v)
+		gw := p.Services["gateway"].Environment
+		for _, name := range taskKeyHolders[1:] {
+			ex := p.Services[name].Environment
+			for _, v := range []string{"DATAPORT_TASK_SECRET", "DATAPORT_TASK_PREVIOUS_SECRETS"} {
+				require.NotNil(t, gw[v], v)
+				require.NotNil(t, ex[v], "%s: %s", name, v)
+				assert.Equal(t, *gw[v], *ex[v], "gateway and %s must agree on %s", name, v)
+			}
 		}
 		assert.Equal(t, "test-task-secret", *gw["DATAPORT_TASK_SECRET"], "the task key comes from the environment, with no default")
 	})

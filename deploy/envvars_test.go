@@ -20,7 +20,7 @@ import (
 // repoRoot is the repository root, relative to this module.
 const repoRoot = ".."
 
-// service describes one of the four Dataport services as the deployment
+// service describes one of the five Dataport services as the deployment
 // sees it.
 type service struct {
 	name string
@@ -34,6 +34,7 @@ type service struct {
 var services = []service{
 	{name: "gateway", addrVar: "DATAPORT_HTTP_ADDR", dir: "services/gateway"},
 	{name: "room-exporter", addrVar: "DATAPORT_HEALTH_ADDR", dir: "services/room-exporter"},
+	{name: "record-exporter", addrVar: "DATAPORT_HEALTH_ADDR", dir: "services/record-exporter"},
 	{name: "archiver", addrVar: "DATAPORT_HEALTH_ADDR", dir: "services/archiver"},
 	{name: "notifier", addrVar: "DATAPORT_HEALTH_ADDR", dir: "services/notifier"},
 }
@@ -45,10 +46,22 @@ var commonDirs = []string{"shared/config", "shared/infra"}
 // callerOnly are functions of the shared packages, by package folder and
 // name, that only some programs call: the variables they read count for a
 // program only when its code calls them (infra.LoadTaskSigner: the gateway
-// signs tasks and the room-exporter verifies them; the archiver, notifier
+// signs tasks and the two exporters verify them; the archiver, notifier
 // and seeder need no task key).
 var callerOnly = map[string][]string{
 	"shared/infra": {"LoadTaskSigner"},
+}
+
+// taskKeyHolders are the services that hold the task keys: the gateway
+// signs tasks, the exporters verify them.
+var taskKeyHolders = []string{"gateway", "room-exporter", "record-exporter"}
+
+// exporters are the services that take export tasks, each from its own
+// durable consumer on EXPORT_TASKS (shared/bus/topology.go), so each
+// scales on its own queue.
+var exporters = []struct{ name, consumerConst string }{
+	{"room-exporter", "ConsumerRoomExporter"},
+	{"record-exporter", "ConsumerRecordExporter"},
 }
 
 var envVarName = regexp.MustCompile(`^DATAPORT_[A-Z0-9_]+$`)
@@ -198,11 +211,11 @@ func TestCodeVars(t *testing.T) {
 	// A documentation example in a comment is not a variable.
 	require.NotContains(t, common, "DATAPORT_HTTP_PORT")
 	// The task keys belong to the programs that call infra.LoadTaskSigner
-	// (the gateway signs, the room-exporter verifies), not to every one.
+	// (the gateway signs, the exporters verify), not to every one.
 	require.NotContains(t, common, "DATAPORT_TASK_SECRET")
 	for _, s := range services {
 		reads := codeVars(t, s.dir)
-		signs := s.name == "gateway" || s.name == "room-exporter"
+		signs := slices.Contains(taskKeyHolders, s.name)
 		for _, v := range []string{"DATAPORT_TASK_SECRET", "DATAPORT_TASK_PREVIOUS_SECRETS"} {
 			require.Equal(t, signs, slices.Contains(reads, v), "%s reads %s", s.name, v)
 		}

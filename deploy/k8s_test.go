@@ -257,7 +257,7 @@ func checkWorkloads(t *testing.T, m *manifests) {
 	}
 }
 
-// checkServices holds for the four Dataport services. complete says the
+// checkServices holds for the five Dataport services. complete says the
 // manifests include the overlay's Secret, so every reference must resolve.
 func checkServices(t *testing.T, m *manifests, complete bool) {
 	t.Helper()
@@ -315,11 +315,13 @@ func checkServices(t *testing.T, m *manifests, complete bool) {
 	for _, v := range []string{"DATAPORT_PUBLIC_URL", "DATAPORT_LINK_TTL", "DATAPORT_LINK_SECRET"} {
 		assert.Equal(t, gw[v], nt[v], "gateway and notifier must agree on %s", v)
 	}
-	// Signed tasks: the room-exporter fails every task whose signature it
+	// Signed tasks: an exporter fails every task whose signature it
 	// cannot verify with the gateway's keys.
-	ex := m.env(&m.deployments["room-exporter"].Spec.Template.Spec.Containers[0]).values
-	for _, v := range []string{"DATAPORT_TASK_SECRET", "DATAPORT_TASK_PREVIOUS_SECRETS"} {
-		assert.Equal(t, gw[v], ex[v], "gateway and room-exporter must agree on %s", v)
+	for _, name := range taskKeyHolders[1:] {
+		ex := m.env(&m.deployments[name].Spec.Template.Spec.Containers[0]).values
+		for _, v := range []string{"DATAPORT_TASK_SECRET", "DATAPORT_TASK_PREVIOUS_SECRETS"} {
+			assert.Equal(t, gw[v], ex[v], "gateway and %s must agree on %s", name, v)
+		}
 	}
 }
 
@@ -540,34 +542,40 @@ func TestProdOverlay(t *testing.T) {
 	})
 
 	t.Run("exporters scale on their consumer", func(t *testing.T) {
-		so := m.scaledObjects["room-exporter"]
-		require.NotNil(t, so)
-		assert.Equal(t, "room-exporter", so.Spec.ScaleTargetRef.Name)
-		require.NotNil(t, so.Spec.MinReplicaCount)
-		require.NotNil(t, so.Spec.MaxReplicaCount)
-		assert.GreaterOrEqual(t, *so.Spec.MinReplicaCount, int32(1))
-		assert.Greater(t, *so.Spec.MaxReplicaCount, *so.Spec.MinReplicaCount)
-		require.NotNil(t, so.Spec.Fallback, "replicas to hold when the metric cannot be read")
-		require.Len(t, so.Spec.Triggers, 1)
-		tr := so.Spec.Triggers[0]
-		assert.Equal(t, "nats-jetstream", tr.Type)
 		consts := busConstants(t)
-		assert.Equal(t, consts["StreamExportTasks"], tr.Metadata["stream"])
-		assert.Equal(t, consts["ConsumerRoomExporter"], tr.Metadata["consumer"])
-		assert.Equal(t, "$G", tr.Metadata["account"])
-		env := m.env(&m.deployments["room-exporter"].Spec.Template.Spec.Containers[0]).values
-		assert.Equal(t, env["DATAPORT_EXPORTER_CONCURRENCY"], tr.Metadata["lagThreshold"], "one pod per DATAPORT_EXPORTER_CONCURRENCY waiting tasks")
+		consumers := map[string]bool{}
+		for _, ex := range exporters {
+			so := m.scaledObjects[ex.name]
+			require.NotNil(t, so, "ScaledObject %s", ex.name)
+			assert.Equal(t, ex.name, so.Spec.ScaleTargetRef.Name)
+			require.NotNil(t, so.Spec.MinReplicaCount)
+			require.NotNil(t, so.Spec.MaxReplicaCount)
+			assert.GreaterOrEqual(t, *so.Spec.MinReplicaCount, int32(1))
+			assert.Greater(t, *so.Spec.MaxReplicaCount, *so.Spec.MinReplicaCount)
+			require.NotNil(t, so.Spec.Fallback, "%s: replicas to hold when the metric cannot be read", ex.name)
+			require.Len(t, so.Spec.Triggers, 1)
+			tr := so.Spec.Triggers[0]
+			assert.Equal(t, "nats-jetstream", tr.Type)
+			assert.Equal(t, consts["StreamExportTasks"], tr.Metadata["stream"])
+			require.NotEmpty(t, consts[ex.consumerConst], ex.consumerConst)
+			assert.Equal(t, consts[ex.consumerConst], tr.Metadata["consumer"], "%s scales on its own consumer", ex.name)
+			assert.False(t, consumers[tr.Metadata["consumer"]], "%s: consumer %s scales two Deployments", ex.name, tr.Metadata["consumer"])
+			consumers[tr.Metadata["consumer"]] = true
+			assert.Equal(t, "$G", tr.Metadata["account"])
+			env := m.env(&m.deployments[ex.name].Spec.Template.Spec.Containers[0]).values
+			assert.Equal(t, env["DATAPORT_EXPORTER_CONCURRENCY"], tr.Metadata["lagThreshold"], "%s: one pod per DATAPORT_EXPORTER_CONCURRENCY waiting tasks", ex.name)
 
-		// KEDA reads the monitoring port of each server (the stream
-		// leader's) through the headless Service, from its namespace.
-		host, port := hostPort(t, tr.Metadata["natsServerMonitoringEndpoint"])
-		svcName, _, _ := strings.Cut(host, ".")
-		svc := m.services[svcName]
-		require.NotNil(t, svc, "monitoring endpoint Service %s", svcName)
-		assert.Equal(t, corev1.ClusterIPNone, svc.Spec.ClusterIP, "per-server DNS names need the headless Service")
-		keda := endpoint{podLabels: map[string]string{"app": "keda-operator"}, nsLabels: map[string]string{"kubernetes.io/metadata.name": "keda"}}
-		nats := m.statefulSets["nats"].Spec.Template.Labels
-		assert.True(t, m.ingressAllowed(nats, keda, int32(port)), "KEDA must reach NATS monitoring")
+			// KEDA reads the monitoring port of each server (the stream
+			// leader's) through the headless Service, from its namespace.
+			host, port := hostPort(t, tr.Metadata["natsServerMonitoringEndpoint"])
+			svcName, _, _ := strings.Cut(host, ".")
+			svc := m.services[svcName]
+			require.NotNil(t, svc, "%s: monitoring endpoint Service %s", ex.name, svcName)
+			assert.Equal(t, corev1.ClusterIPNone, svc.Spec.ClusterIP, "per-server DNS names need the headless Service")
+			keda := endpoint{podLabels: map[string]string{"app": "keda-operator"}, nsLabels: map[string]string{"kubernetes.io/metadata.name": "keda"}}
+			nats := m.statefulSets["nats"].Spec.Template.Labels
+			assert.True(t, m.ingressAllowed(nats, keda, int32(port)), "KEDA must reach NATS monitoring")
+		}
 	})
 }
 
@@ -599,10 +607,12 @@ func TestExporterHPAComponent(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o600))
 
 	m := render(t, dir)
-	assert.Empty(t, m.scaledObjects, "the component removes the ScaledObject")
-	h := m.hpas["room-exporter"]
-	require.NotNil(t, h)
-	assert.Equal(t, "room-exporter", h.Spec.ScaleTargetRef.Name)
+	assert.Empty(t, m.scaledObjects, "the component removes the ScaledObjects")
+	for _, ex := range exporters {
+		h := m.hpas[ex.name]
+		require.NotNil(t, h, "HPA %s", ex.name)
+		assert.Equal(t, ex.name, h.Spec.ScaleTargetRef.Name)
+	}
 	checkScaling(t, m)
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the whole system on this machine: NATS with JetStream, MinIO and
-# Mailpit on loopback, the four services, and the demo data. Called by
+# Mailpit on loopback, the five services, and the demo data. Called by
 # `make run`, which has already installed the tools and built the binaries
 # into bin/. Ctrl-C stops everything; data stays under .dataport/.
 set -euo pipefail
@@ -25,7 +25,7 @@ fi
 
 port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 for hp in "127.0.0.1:$nats_port" "127.0.0.1:$minio_port" "127.0.0.1:$smtp_port" "127.0.0.1:$mailpit_port" "$http_addr" \
-          127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083; do
+          127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083 127.0.0.1:8084; do
   if port_busy "${hp%:*}" "${hp##*:}"; then
     echo "Port $hp is already in use by another program; stop it or change the port (see README, 'make run')." >&2
     exit 1
@@ -81,11 +81,13 @@ export DATAPORT_HTTP_ADDR="$http_addr"
 export DATAPORT_PUBLIC_URL="${DATAPORT_PUBLIC_URL:-http://$http_addr}"
 
 DATAPORT_HEALTH_ADDR=127.0.0.1:8081 start room-exporter "$bin/dataport-room-exporter"
+DATAPORT_HEALTH_ADDR=127.0.0.1:8084 start record-exporter "$bin/dataport-record-exporter"
 DATAPORT_HEALTH_ADDR=127.0.0.1:8082 start archiver "$bin/dataport-archiver"
 DATAPORT_HEALTH_ADDR=127.0.0.1:8083 start notifier "$bin/dataport-notifier"
 start gateway "$bin/dataport-gateway"
 wait_http gateway "http://$http_addr/readyz"
 wait_http room-exporter "http://127.0.0.1:8081/readyz"
+wait_http record-exporter "http://127.0.0.1:8084/readyz"
 wait_http archiver "http://127.0.0.1:8082/readyz"
 wait_http notifier "http://127.0.0.1:8083/readyz"
 

@@ -1,7 +1,9 @@
-// Command room-exporter takes export tasks off the EXPORT_TASKS work queue,
-// streams the rooms' histories into files in MinIO and reports progress and
-// finished parts as status events. Replicas share one durable consumer, so
-// adding instances adds throughput.
+// Command room-exporter takes room tasks (room files, user-data parts, room
+// mail) off the EXPORT_TASKS work queue, streams the rooms' histories into
+// files in MinIO and reports progress and finished parts as status events.
+// Replicas share one durable consumer, which filters only the room kinds of
+// task (record tasks belong to record-exporter), so adding instances adds
+// throughput.
 package main
 
 import (
@@ -13,9 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"dataport.dev/services/room-exporter/internal/recordexport"
 	"dataport.dev/services/room-exporter/internal/roomexport"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
@@ -98,45 +97,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("%s: %w", service, err)
 	}
 
-	records, err := recordexport.New(ctx, recordexport.Options{
-		JS:             inf.JS,
-		Store:          inf.Blob,
-		Publisher:      bus.NewPublisher(inf.JS, tel.Propagator()),
-		Bucket:         common.ExportBucket,
-		Signer:         signer,
-		MaxDeliver:     topo.TaskMaxDeliver,
-		Logger:         log,
-		TracerProvider: tel.TracerProvider,
-	})
-	if err != nil {
-		return fmt.Errorf("%s: %w", service, err)
-	}
-	recordTasks, err := bus.TaskSubject(bus.TaskRecords)
-	if err != nil {
-		return fmt.Errorf("%s: %w", service, err)
-	}
-	// One consumer takes every task; record tasks go to the record
-	// exporter, everything else to the room exporter.
-	handle := func(ctx context.Context, msg jetstream.Msg) error {
-		if msg.Subject() == recordTasks {
-			return records.Handle(ctx, msg)
-		}
-		return exp.Handle(ctx, msg)
-	}
-	terminated := func(ctx context.Context, msg jetstream.Msg, cause error) {
-		if msg.Subject() == recordTasks {
-			records.Terminated(ctx, msg, cause)
-			return
-		}
-		exp.Terminated(ctx, msg, cause)
-	}
-
 	worker := infra.Worker{
 		HealthAddr:      healthAddr,
 		HTTP:            httpTimeouts,
 		Ready:           inf.Ready,
 		Consumer:        cons,
-		Handler:         handle,
+		Handler:         exp.Handle,
 		ShutdownTimeout: common.ShutdownTimeout,
 		Logger:          log,
 		Consume: bus.ConsumeOptions{
@@ -145,7 +111,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			Heartbeat: topo.TaskAckWait / 3,
 			// Leave part of the budget for draining NATS and telemetry.
 			Grace:        common.ShutdownTimeout * 2 / 3,
-			OnTerminated: terminated,
+			OnTerminated: exp.Terminated,
 			Tracer:       tel.TracerProvider.Tracer(service),
 			Propagator:   tel.Propagator(),
 		},

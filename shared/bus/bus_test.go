@@ -60,7 +60,7 @@ func TestSubjectBuilders(t *testing.T) {
 func TestEveryDeclaredConsumerIsValid(t *testing.T) {
 	srv := bustest.Start(t)
 	topo := bustest.Topology()
-	for _, name := range []string{bus.ConsumerRoomExporter, bus.ConsumerArchiver, bus.ConsumerNotifier, bus.ConsumerGatewayProjection} {
+	for _, name := range bus.Consumers() {
 		t.Run(name, func(t *testing.T) {
 			spec, err := topo.Consumer(name)
 			require.NoError(t, err)
@@ -74,6 +74,91 @@ func TestEveryDeclaredConsumerIsValid(t *testing.T) {
 	_, err := topo.Consumer("nobody")
 	assert.Error(t, err)
 	require.NoError(t, bus.CheckTopology(t.Context(), srv.JS, topo))
+}
+
+// TestEachTaskHasOneExporter publishes a task of every kind and checks that
+// exactly the consumer of its kind gets it: room-exporter the room kinds,
+// record-exporter the record tasks, each task once.
+func TestEachTaskHasOneExporter(t *testing.T) {
+	srv := bustest.Start(t)
+	topo := bustest.Topology()
+	want := map[bus.TaskKind]string{
+		bus.TaskRoom:     bus.ConsumerRoomExporter,
+		bus.TaskUserData: bus.ConsumerRoomExporter,
+		bus.TaskMail:     bus.ConsumerRoomExporter,
+		bus.TaskRecords:  bus.ConsumerRecordExporter,
+	}
+	consumers := map[string]jetstream.Consumer{}
+	for _, name := range []string{bus.ConsumerRoomExporter, bus.ConsumerRecordExporter} {
+		c, err := bus.EnsureConsumer(t.Context(), srv.JS, topo, name)
+		require.NoError(t, err)
+		consumers[name] = c
+	}
+	for kind := range want {
+		subject, err := bus.TaskSubject(kind)
+		require.NoError(t, err)
+		_, err = srv.JS.Publish(t.Context(), subject, []byte(kind))
+		require.NoError(t, err)
+	}
+	got := map[bus.TaskKind]string{}
+	for name, c := range consumers {
+		batch, err := c.Fetch(len(want), jetstream.FetchMaxWait(500*time.Millisecond))
+		require.NoError(t, err)
+		for msg := range batch.Messages() {
+			kind := bus.TaskKind(msg.Data())
+			assert.NotContains(t, got, kind, "%s delivered twice", kind)
+			got[kind] = name
+			require.NoError(t, msg.Ack())
+		}
+		require.NoError(t, batch.Error())
+	}
+	assert.Equal(t, want, got)
+}
+
+// TestEnsureConsumerNarrowsTheOldTaskFilter starts from a server where
+// room-exporter's durable still filters every task (as deployments before
+// record-exporter left it) and ensures the two exporter consumers in
+// either order: the durable keeps its name and pending tasks and takes
+// only the room kinds, and record-exporter is created beside it.
+func TestEnsureConsumerNarrowsTheOldTaskFilter(t *testing.T) {
+	for _, order := range [][]string{
+		{bus.ConsumerRoomExporter, bus.ConsumerRecordExporter},
+		{bus.ConsumerRecordExporter, bus.ConsumerRoomExporter},
+	} {
+		t.Run("first "+order[0], func(t *testing.T) {
+			t.Parallel()
+			srv := bustest.Start(t)
+			topo := bustest.Topology()
+			old, err := topo.Consumer(bus.ConsumerRoomExporter)
+			require.NoError(t, err)
+			old.Config.FilterSubjects = nil
+			old.Config.FilterSubject = "exports.tasks.>"
+			_, err = srv.JS.CreateConsumer(t.Context(), old.Stream, old.Config)
+			require.NoError(t, err)
+			room, err := bus.TaskSubject(bus.TaskRoom)
+			require.NoError(t, err)
+			_, err = srv.JS.Publish(t.Context(), room, []byte("waiting"))
+			require.NoError(t, err)
+
+			for _, name := range order {
+				_, err := bus.EnsureConsumer(t.Context(), srv.JS, topo, name)
+				require.NoError(t, err, name)
+			}
+			for _, name := range []string{bus.ConsumerRoomExporter, bus.ConsumerRecordExporter} {
+				spec, err := topo.Consumer(name)
+				require.NoError(t, err)
+				c, err := srv.JS.Consumer(t.Context(), bus.StreamExportTasks, name)
+				require.NoError(t, err)
+				info, err := c.Info(t.Context())
+				require.NoError(t, err)
+				assert.Empty(t, info.Config.FilterSubject, name)
+				assert.Equal(t, spec.Config.FilterSubjects, info.Config.FilterSubjects, name)
+				if name == bus.ConsumerRoomExporter {
+					assert.EqualValues(t, 1, info.NumPending, "the durable keeps the task waiting for it")
+				}
+			}
+		})
+	}
 }
 
 func TestPublishDeduplicatesAndCarriesTraceContext(t *testing.T) {

@@ -51,11 +51,22 @@ const (
 // Durable consumers. Every replica of a service binds the same durable, so
 // JetStream spreads the work over them.
 const (
+	// ConsumerRoomExporter takes the room kinds of export tasks (room,
+	// user, mail); ConsumerRecordExporter takes record tasks. Their
+	// filters do not overlap, as a work-queue stream requires, so each
+	// task has exactly one consumer and each exporter scales on its own
+	// queue.
 	ConsumerRoomExporter      = "room-exporter"
+	ConsumerRecordExporter    = "record-exporter"
 	ConsumerArchiver          = "archiver"
 	ConsumerNotifier          = "notifier"
 	ConsumerGatewayProjection = "gateway-projection"
 )
+
+// Consumers lists every declared durable consumer.
+func Consumers() []string {
+	return []string{ConsumerRoomExporter, ConsumerRecordExporter, ConsumerArchiver, ConsumerNotifier, ConsumerGatewayProjection}
+}
 
 // Event names the kind of a status event; it is the third token of
 // exports.status.<event>.<jobId>.
@@ -308,16 +319,25 @@ func (t Topology) Consumer(name string) (ConsumerSpec, error) {
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
 		}
 	}
+	task := func(kinds ...TaskKind) jetstream.ConsumerConfig {
+		filters := make([]string, len(kinds))
+		for i, k := range kinds {
+			filters[i] = "exports.tasks." + string(k)
+		}
+		return jetstream.ConsumerConfig{
+			Durable:        name,
+			FilterSubjects: filters,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        t.TaskAckWait,
+			MaxDeliver:     t.TaskMaxDeliver,
+			MaxAckPending:  t.MaxAckPending,
+		}
+	}
 	switch name {
 	case ConsumerRoomExporter:
-		return ConsumerSpec{Stream: StreamExportTasks, Config: jetstream.ConsumerConfig{
-			Durable:       name,
-			FilterSubject: subjectTasksAll,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       t.TaskAckWait,
-			MaxDeliver:    t.TaskMaxDeliver,
-			MaxAckPending: t.MaxAckPending,
-		}}, nil
+		return ConsumerSpec{Stream: StreamExportTasks, Config: task(TaskRoom, TaskUserData, TaskMail)}, nil
+	case ConsumerRecordExporter:
+		return ConsumerSpec{Stream: StreamExportTasks, Config: task(TaskRecords)}, nil
 	case ConsumerArchiver:
 		return ConsumerSpec{Stream: StreamExportEvents, Config: event(StatusFilter(EventPart))}, nil
 	case ConsumerNotifier:
@@ -345,16 +365,53 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) err
 }
 
 // EnsureConsumer creates or updates a declared durable consumer.
+//
+// On a work-queue stream the filters of its consumers must not overlap,
+// and the server refuses a consumer whose filter overlaps an existing one.
+// So before it creates name, EnsureConsumer brings every other declared
+// consumer of the same stream that already exists to its declaration
+// (update only, never create): when a filter is narrowed here to make room
+// for a new consumer, as room-exporter's was for record-exporter, the new
+// consumer can start first in a rollout without waiting for the owner of
+// the old filter. Updates are idempotent, so replicas may race on them.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, t Topology, name string) (jetstream.Consumer, error) {
 	spec, err := t.Consumer(name)
 	if err != nil {
 		return nil, err
+	}
+	if err := updateSiblings(ctx, js, t, spec.Stream, name); err != nil {
+		return nil, fmt.Errorf("ensure consumer %s: %w", name, err)
 	}
 	c, err := js.CreateOrUpdateConsumer(ctx, spec.Stream, spec.Config)
 	if err != nil {
 		return nil, fmt.Errorf("ensure consumer %s: %w", name, err)
 	}
 	return c, nil
+}
+
+// updateSiblings updates the existing declared consumers of a work-queue
+// stream other than name to their declarations.
+func updateSiblings(ctx context.Context, js jetstream.JetStream, t Topology, stream, name string) error {
+	var workQueue bool
+	for _, cfg := range t.StreamConfigs() {
+		workQueue = workQueue || (cfg.Name == stream && cfg.Retention == jetstream.WorkQueuePolicy)
+	}
+	if !workQueue {
+		return nil
+	}
+	for _, other := range Consumers() {
+		spec, err := t.Consumer(other)
+		if err != nil {
+			return err
+		}
+		if other == name || spec.Stream != stream {
+			continue
+		}
+		if _, err := js.UpdateConsumer(ctx, stream, spec.Config); err != nil && !errors.Is(err, jetstream.ErrConsumerDoesNotExist) {
+			return fmt.Errorf("update consumer %s: %w", other, err)
+		}
+	}
+	return nil
 }
 
 // CheckTopology reports whether every stream and bucket exists; services use

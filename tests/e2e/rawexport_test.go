@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"dataport.dev/shared/bus"
 	"dataport.dev/shared/demo"
 )
 
@@ -83,6 +84,12 @@ func TestRawExportInChunks(t *testing.T) {
 	}, 120*time.Second, 200*time.Millisecond)
 	require.Len(t, got.Data.Files, (want+299)/300, "one file per 300 rows")
 
+	// The record-exporter did the export; the room-exporter never saw its
+	// task (the two consumers' filters do not overlap).
+	jobID := `"job_id":"raw-` + id + `"`
+	assert.Regexp(t, `"msg":"records exported"[^\n]*`+regexp.QuoteMeta(jobID), s.recordExporters[0].logText(t))
+	assert.NotContains(t, s.exporters[0].logText(t), jobID)
+
 	seen := map[string]bool{}
 	chunkName := regexp.MustCompile(`/` + regexp.QuoteMeta(id) + `\.install\.[0-9a-f]{32}\.(\d+)\.csv\.gz\?`)
 	for i, f := range got.Data.Files {
@@ -115,12 +122,12 @@ func TestRawExportInChunks(t *testing.T) {
 }
 
 // TestRawExportCanceledWhileQueued cancels an export no exporter has
-// started: it ends "Canceled by user", and an exporter that comes back
-// later writes nothing for it.
+// started (the record-exporter is down): it ends "Canceled by user", and
+// the record-exporter that comes back later writes nothing for it.
 func TestRawExportCanceledWhileQueued(t *testing.T) {
 	s := startStack(t)
 	alice := s.user(t, "alice")
-	s.exporters[0].stop()
+	s.recordExporters[0].stop()
 
 	created := rawCall(t, s, alice, http.MethodPost, "create.json", url.Values{
 		"event": {"payments"}, "selectors": {"id,revenue"}, "dateFrom": {"2026-01-01"}, "dateTo": {"2026-12-31"},
@@ -137,9 +144,9 @@ func TestRawExportCanceledWhileQueued(t *testing.T) {
 	status = rawCall(t, s, alice, http.MethodGet, "get.json", url.Values{"idRawExport": {id}})
 	assert.Equal(t, "Canceled by user", status.Data.Status)
 
-	s.exporters[0].start(t)
+	s.recordExporters[0].start(t)
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		pending, err := s.nats.JS.Consumer(context.Background(), "EXPORT_TASKS", "room-exporter")
+		pending, err := s.nats.JS.Consumer(context.Background(), bus.StreamExportTasks, bus.ConsumerRecordExporter)
 		if !assert.NoError(c, err) {
 			return
 		}

@@ -40,7 +40,7 @@ var (
 	buildErr  error
 )
 
-// buildBinaries compiles the four services and the seeder once per test
+// buildBinaries compiles the five services and the seeder once per test
 // run, each inside its own module as a Docker build would.
 func buildBinaries(t testing.TB) string {
 	t.Helper()
@@ -53,6 +53,7 @@ func buildBinaries(t testing.TB) string {
 		targets := []struct{ name, dir, pkg string }{
 			{"gateway", "services/gateway", "."},
 			{"room-exporter", "services/room-exporter", "."},
+			{"record-exporter", "services/record-exporter", "."},
 			{"archiver", "services/archiver", "."},
 			{"notifier", "services/notifier", "."},
 			{"seed", "shared", "./cmd/dataport-seed"},
@@ -207,19 +208,24 @@ type stack struct {
 	taskSecret string
 
 	// nats is nil when the stack runs on a cluster (stackOptions.natsURL).
-	nats      *bustest.Server
-	natsURL   string
-	minio     *blobtest.Server
-	gateway   *process
-	exporters []*process
-	archiver  *process
-	notifier  *process
+	nats    *bustest.Server
+	natsURL string
+	minio   *blobtest.Server
+	gateway *process
+	// exporters are the room-exporter processes (room, user-data and mail
+	// tasks), recordExporters the record-exporter ones (record tasks).
+	exporters       []*process
+	recordExporters []*process
+	archiver        *process
+	notifier        *process
 }
 
 // stackOptions change how startStackWith runs Dataport.
 type stackOptions struct {
 	// exporters is how many room-exporter processes run; 0 means 1.
 	exporters int
+	// recordExporters is how many record-exporter processes run; 0 means 1.
+	recordExporters int
 	// env is added to every service's environment (later values win).
 	env []string
 	// natsURL points the services at an existing NATS (e.g. a cluster);
@@ -252,7 +258,7 @@ func (s *stack) user(t testing.TB, username string) credential {
 	return credential{}
 }
 
-// startStack runs NATS, MinIO, Mailpit, the four services and the seeder.
+// startStack runs NATS, MinIO, Mailpit, the five services and the seeder.
 func startStack(t *testing.T) *stack {
 	t.Helper()
 	return startStackWith(t, stackOptions{})
@@ -315,6 +321,13 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 			name = fmt.Sprintf("room-exporter-%d", i+1)
 		}
 		s.exporters = append(s.exporters, service(name, "room-exporter"))
+	}
+	for i := range max(o.recordExporters, 1) {
+		name := "record-exporter"
+		if i > 0 {
+			name = fmt.Sprintf("record-exporter-%d", i+1)
+		}
+		s.recordExporters = append(s.recordExporters, service(name, "record-exporter"))
 	}
 	s.archiver = service("archiver", "archiver")
 	s.notifier = service("notifier", "notifier")

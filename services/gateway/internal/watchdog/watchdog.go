@@ -33,6 +33,7 @@ import (
 // watched are the consumers whose give-ups the watchdog handles.
 var watched = []struct{ stream, consumer string }{
 	{bus.StreamExportTasks, bus.ConsumerRoomExporter},
+	{bus.StreamExportTasks, bus.ConsumerRecordExporter},
 	{bus.StreamExportEvents, bus.ConsumerArchiver},
 	{bus.StreamExportEvents, bus.ConsumerNotifier},
 }

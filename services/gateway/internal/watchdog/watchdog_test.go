@@ -52,52 +52,67 @@ func failures(t *testing.T, js jetstream.JetStream) map[string][]*exportv1.Expor
 	return out
 }
 
+// TestTaskThatRunsOutOfDeliveriesFailsItsJob runs for each exporter's
+// consumer: a task that crashes its exporter on every delivery fails its
+// job and leaves the work queue.
 func TestTaskThatRunsOutOfDeliveriesFailsItsJob(t *testing.T) {
-	nats := bustest.Start(t)
-	topo := bustest.Topology()
-	topo.TaskMaxDeliver = 2
-	topo.TaskAckWait = 300 * time.Millisecond
-	consumer, err := bus.EnsureConsumer(t.Context(), nats.JS, topo, bus.ConsumerRoomExporter)
-	require.NoError(t, err)
+	tests := []struct {
+		consumer string
+		kind     bus.TaskKind
+	}{
+		{bus.ConsumerRoomExporter, bus.TaskRoom},
+		{bus.ConsumerRecordExporter, bus.TaskRecords},
+	}
+	for _, tt := range tests {
+		t.Run(tt.consumer, func(t *testing.T) {
+			t.Parallel()
+			nats := bustest.Start(t)
+			topo := bustest.Topology()
+			topo.TaskMaxDeliver = 2
+			topo.TaskAckWait = 300 * time.Millisecond
+			consumer, err := bus.EnsureConsumer(t.Context(), nats.JS, topo, tt.consumer)
+			require.NoError(t, err)
 
-	jobs := openJobs(t, nats.JS)
-	pub := bus.NewPublisher(nats.JS, nil)
-	dog := watchdog.New(nats.Conn, nats.JS, jobs, pub, watchdog.Options{})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- dog.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+			jobs := openJobs(t, nats.JS)
+			pub := bus.NewPublisher(nats.JS, nil)
+			dog := watchdog.New(nats.Conn, nats.JS, jobs, pub, watchdog.Options{})
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- dog.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
 
-	subject, err := bus.TaskSubject(bus.TaskRoom)
-	require.NoError(t, err)
-	task := &exportv1.ExportTask{JobId: "CrashyJob", OwnerId: "alice", Part: 0, PartsTotal: 1}
-	require.NoError(t, pub.Publish(t.Context(), subject, "CrashyJob.task.0", task))
+			subject, err := bus.TaskSubject(tt.kind)
+			require.NoError(t, err)
+			task := &exportv1.ExportTask{JobId: "CrashyJob", OwnerId: "alice", Part: 0, PartsTotal: 1}
+			require.NoError(t, pub.Publish(t.Context(), subject, "CrashyJob.task.0", task))
 
-	// An exporter that takes the task and dies every time: fetch, never ack.
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(200*time.Millisecond))
-		if err == nil {
-			for range batch.Messages() {
-			}
-		}
-		got := failures(t, nats.JS)["CrashyJob"]
-		if assert.Len(c, got, 1) {
-			assert.Contains(c, got[0].GetReason(), "failed 2 times")
-			assert.Equal(c, "alice", got[0].GetOwnerId())
-		}
-	}, 15*time.Second, 50*time.Millisecond)
+			// An exporter that takes the task and dies every time: fetch, never ack.
+			require.EventuallyWithT(t, func(c *assert.CollectT) {
+				batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(200*time.Millisecond))
+				if err == nil {
+					for range batch.Messages() {
+					}
+				}
+				got := failures(t, nats.JS)["CrashyJob"]
+				if assert.Len(c, got, 1) {
+					assert.Contains(c, got[0].GetReason(), "failed 2 times")
+					assert.Equal(c, "alice", got[0].GetOwnerId())
+				}
+			}, 15*time.Second, 50*time.Millisecond)
 
-	// The given-up task does not linger in the work queue.
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		stream, err := nats.JS.Stream(t.Context(), bus.StreamExportTasks)
-		if !assert.NoError(c, err) {
-			return
-		}
-		info, err := stream.Info(t.Context())
-		if assert.NoError(c, err) {
-			assert.Zero(c, info.State.Msgs)
-		}
-	}, 5*time.Second, 50*time.Millisecond)
+			// The given-up task does not linger in the work queue.
+			require.EventuallyWithT(t, func(c *assert.CollectT) {
+				stream, err := nats.JS.Stream(t.Context(), bus.StreamExportTasks)
+				if !assert.NoError(c, err) {
+					return
+				}
+				info, err := stream.Info(t.Context())
+				if assert.NoError(c, err) {
+					assert.Zero(c, info.State.Msgs)
+				}
+			}, 5*time.Second, 50*time.Millisecond)
+		})
+	}
 }
 
 func TestStuckJobsAreFailedOnceWhateverTheReplicas(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/services/room-exporter/internal/recordrender"
+	"dataport.dev/services/record-exporter/internal/recordrender"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/objects"
 )

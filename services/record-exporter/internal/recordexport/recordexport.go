@@ -29,7 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/services/room-exporter/internal/recordrender"
+	"dataport.dev/services/record-exporter/internal/recordrender"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
@@ -37,7 +37,7 @@ import (
 	"dataport.dev/shared/recordquery"
 )
 
-const instrumentation = "dataport.dev/services/room-exporter/internal/recordexport"
+const instrumentation = "dataport.dev/services/record-exporter/internal/recordexport"
 
 // Rejection reasons of an export over max_rows and max_bytes, in
 // myTracker's words; every dialect shows them as the job's error.

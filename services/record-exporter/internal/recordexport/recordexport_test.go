@@ -27,7 +27,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
-	"dataport.dev/services/room-exporter/internal/recordexport"
+	"dataport.dev/services/record-exporter/internal/recordexport"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/blobtest"
@@ -560,7 +560,7 @@ func TestRecordExportCancel(t *testing.T) {
 	e := setup(t)
 	topo := bustest.Topology()
 	x := e.exporter(t, func(o *recordexport.Options) { o.ProgressRecords = 200; o.MaxDeliver = topo.TaskMaxDeliver })
-	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, topo, bus.ConsumerRoomExporter)
+	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, topo, bus.ConsumerRecordExporter)
 	require.NoError(t, err)
 	consumeCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

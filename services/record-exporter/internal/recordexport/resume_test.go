@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/services/room-exporter/internal/recordexport"
+	"dataport.dev/services/record-exporter/internal/recordexport"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 )
@@ -278,7 +278,7 @@ func TestChunkedExportGivenUpDeletesChunks(t *testing.T) {
 		o.CheckpointInterval = -1
 		crash.hooks(o)
 	})
-	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, bustest.Topology(), bus.ConsumerRoomExporter)
+	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, bustest.Topology(), bus.ConsumerRecordExporter)
 	require.NoError(t, err)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

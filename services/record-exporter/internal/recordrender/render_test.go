@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/services/room-exporter/internal/recordrender"
+	"dataport.dev/services/record-exporter/internal/recordrender"
 )
 
 var (
