@@ -146,7 +146,7 @@ func (a *Archiver) HandlePart(ctx context.Context, part *exportv1.PartUploaded) 
 	if _, err := a.parts.Put(ctx, partKey(jobID, part.GetPart()), data); err != nil {
 		return fmt.Errorf("record part %d of job %s: %w", part.GetPart(), jobID, err)
 	}
-	n, err := a.countParts(ctx, jobID, part.GetPartsTotal())
+	n, err := a.countParts(ctx, jobID, part)
 	if err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func (a *Archiver) HandlePart(ctx context.Context, part *exportv1.PartUploaded) 
 		log.DebugContext(ctx, "part recorded; waiting for the others", "parts_recorded", n)
 		return nil
 	}
-	return a.finalize(ctx, log, jobID, part.GetPartsTotal())
+	return a.finalize(ctx, log, part)
 }
 
 func validate(p *exportv1.PartUploaded) error {
@@ -182,14 +182,21 @@ func partKey(jobID string, part uint32) string {
 	return jobID + "." + strconv.FormatUint(uint64(part), 10)
 }
 
-// countParts counts the recorded parts numbered below total. It reads each
-// expected key rather than listing the job's keys: a KV key listing can
-// end early while another key is being rewritten (a redelivered part),
-// and a missed part would leave the job waiting for an event that never
-// comes.
-func (a *Archiver) countParts(ctx context.Context, jobID string, total uint32) (int, error) {
+// countParts counts the recorded parts of current's job, current
+// included. It reads each expected key rather than listing the job's
+// keys: a KV key listing can end early while another key is being
+// rewritten (a redelivered part), and a missed part would leave the job
+// waiting for an event that never comes. current itself is not read back:
+// it was just written, and a read right after a write may be answered by
+// a replica that has not seen it yet (direct gets, or a new leader after
+// a node loss), which would leave a one-part job waiting forever.
+func (a *Archiver) countParts(ctx context.Context, jobID string, current *exportv1.PartUploaded) (int, error) {
 	n := 0
-	for i := range total {
+	for i := range current.GetPartsTotal() {
+		if i == current.GetPart() {
+			n++
+			continue
+		}
 		_, err := a.parts.Get(ctx, partKey(jobID, i))
 		switch {
 		case err == nil:
@@ -205,7 +212,8 @@ func (a *Archiver) countParts(ctx context.Context, jobID string, total uint32) (
 // finalize runs once every part of the job is recorded; it may run more
 // than once for a job (a redelivered last part, two replicas racing), and
 // every event it publishes is deduplicated by its once-per-job id.
-func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, jobID string, total uint32) error {
+func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, current *exportv1.PartUploaded) error {
+	jobID := current.GetJobId()
 	ended, err := a.ended(ctx, jobID)
 	if err != nil {
 		return err
@@ -215,7 +223,7 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, jobID string,
 		log.InfoContext(ctx, "job already ended; nothing to finalise", "event", string(ended))
 		return nil
 	}
-	parts, err := a.loadParts(ctx, jobID, total)
+	parts, err := a.loadParts(ctx, current)
 	if err != nil {
 		return err
 	}
@@ -275,9 +283,15 @@ func (a *Archiver) ended(ctx context.Context, jobID string) (bus.Event, error) {
 }
 
 // loadParts reads parts 0..total-1, in part order.
-func (a *Archiver) loadParts(ctx context.Context, jobID string, total uint32) ([]*exportv1.PartUploaded, error) {
+func (a *Archiver) loadParts(ctx context.Context, current *exportv1.PartUploaded) ([]*exportv1.PartUploaded, error) {
+	jobID, total := current.GetJobId(), current.GetPartsTotal()
 	parts := make([]*exportv1.PartUploaded, 0, total)
 	for i := range total {
+		if i == current.GetPart() {
+			// As in countParts: the part in hand is the latest report.
+			parts = append(parts, current)
+			continue
+		}
 		entry, err := a.parts.Get(ctx, partKey(jobID, i))
 		if err != nil {
 			// countParts saw it a moment ago; a missing key now is a
