@@ -45,11 +45,12 @@ var commonDirs = []string{"shared/config", "shared/infra"}
 
 // callerOnly are functions of the shared packages, by package folder and
 // name, that only some programs call: the variables they read count for a
-// program only when its code calls them (infra.LoadTaskSigner: the gateway
-// signs tasks and the two exporters verify them; the archiver, notifier
-// and seeder need no task key).
+// program only when its code calls them, directly or through another of
+// them (infra.LoadTaskSigner: the gateway signs tasks and the two
+// exporters verify them, through infra.RunExporter; the archiver, notifier
+// and seeder need no task key and read no exporter settings).
 var callerOnly = map[string][]string{
-	"shared/infra": {"LoadTaskSigner"},
+	"shared/infra": {"LoadTaskSigner", "RunExporter"},
 }
 
 // taskKeyHolders are the services that hold the task keys: the gateway
@@ -84,6 +85,9 @@ func codeVars(t *testing.T, dirs ...string) []string {
 	// functions some visited file calls, both by "folder.Func".
 	gated := map[string][]string{}
 	called := map[string]bool{}
+	// inner holds, by "folder.Func", the callerOnly functions of the same
+	// folder a callerOnly function calls.
+	inner := map[string][]string{}
 	envLits := func(n ast.Node, found func(string)) {
 		ast.Inspect(n, func(n ast.Node) bool {
 			lit, ok := n.(*ast.BasicLit)
@@ -144,6 +148,14 @@ func codeVars(t *testing.T, dirs ...string) []string {
 				if fn, ok := decl.(*ast.FuncDecl); ok && fn.Recv == nil && slices.Contains(callerOnly[filepath.ToSlash(dir)], fn.Name.Name) {
 					key := filepath.ToSlash(dir) + "." + fn.Name.Name
 					envLits(fn, func(s string) { gated[key] = append(gated[key], s) })
+					ast.Inspect(fn, func(n ast.Node) bool {
+						if c, ok := n.(*ast.CallExpr); ok {
+							if id, ok := c.Fun.(*ast.Ident); ok && slices.Contains(callerOnly[filepath.ToSlash(dir)], id.Name) {
+								inner[key] = append(inner[key], filepath.ToSlash(dir)+"."+id.Name)
+							}
+						}
+						return true
+					})
 					continue
 				}
 				envLits(decl, func(s string) { vars[s] = true })
@@ -155,6 +167,16 @@ func codeVars(t *testing.T, dirs ...string) []string {
 	}
 	for _, d := range dirs {
 		visit(d, true)
+	}
+	for changed := true; changed; {
+		changed = false
+		for fn, callees := range inner {
+			for _, c := range callees {
+				if called[fn] && !called[c] {
+					called[c], changed = true, true
+				}
+			}
+		}
 	}
 	for fn, names := range gated {
 		if called[fn] {
