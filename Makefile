@@ -17,6 +17,11 @@ MAILPIT_VERSION := v1.27.11
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 
+# The one version scheme: every binary's main.version, set from git (a
+# commit id, with -dirty for uncommitted changes) unless VERSION is given.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
 # Each tool is built once per pinned version; the stamp file names the
 # version so a bump rebuilds it.
 TOOL_STAMPS := \
@@ -112,8 +117,8 @@ test: tools fmt-check check-modules test-unit fuzz-smoke test-e2e
 
 build:
 	mkdir -p $(BIN)
-	for s in $(SERVICES); do (cd services/$$s && go build -o $(BIN)/dataport-$$s .); done
-	cd shared && go build -o $(BIN)/dataport-seed ./cmd/dataport-seed
+	for s in $(SERVICES); do (cd services/$$s && go build -ldflags "$(LDFLAGS)" -o $(BIN)/dataport-$$s .); done
+	cd shared && go build -ldflags "$(LDFLAGS)" -o $(BIN)/dataport-seed ./cmd/dataport-seed
 
 seed: build
 	$(BIN)/dataport-seed
@@ -131,7 +136,7 @@ images:
 	fi; \
 	for s in $(IMAGES); do \
 	  echo "== dataport/$$s:dev"; \
-	  docker build -f deploy/docker/$$s.Dockerfile -t dataport/$$s:dev . ; \
+	  docker build -f deploy/docker/$$s.Dockerfile --build-arg VERSION=$(VERSION) -t dataport/$$s:dev . ; \
 	done
 
 clean:

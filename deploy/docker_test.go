@@ -113,9 +113,18 @@ func TestDockerfiles(t *testing.T) {
 				}
 			}
 			run := strings.Join(runs, "\n")
-			for _, want := range []string{"CGO_ENABLED=0", "GOWORK=off", "-trimpath", "cd " + img.module} {
+			for _, want := range []string{"CGO_ENABLED=0", "GOWORK=off", "-trimpath", "cd " + img.module, "-X main.version=${VERSION}"} {
 				assert.Contains(t, run, want)
 			}
+			// The one version scheme: the build names itself (make images
+			// passes git describe), the binary reports it.
+			var args []string
+			for _, in := range build.ins {
+				if in.cmd == "ARG" {
+					args = append(args, in.args)
+				}
+			}
+			assert.Contains(t, args, "VERSION=dev")
 			// Everything copied into the build exists in the context.
 			for _, c := range copies {
 				m := copyFromRepo.FindStringSubmatch(c)

@@ -9,6 +9,8 @@
 #   docker build -f deploy/docker/record-exporter.Dockerfile -t dataport/record-exporter:dev .
 
 FROM golang:1.26 AS build
+# VERSION names the build in logs and traces (make images passes git describe).
+ARG VERSION=dev
 WORKDIR /src
 COPY proto/ proto/
 COPY shared/ shared/
@@ -23,7 +25,7 @@ COPY deploy/healthcheck/ deploy/healthcheck/
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     cd services/record-exporter && \
-    CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags="-s -w" -o /out/dataport-record-exporter . && \
+    CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/dataport-record-exporter . && \
     cd /src/deploy && \
     CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags="-s -w" -o /out/healthcheck ./healthcheck
 

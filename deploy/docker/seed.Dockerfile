@@ -7,6 +7,8 @@
 #   docker build -f deploy/docker/seed.Dockerfile -t dataport/seed:dev .
 
 FROM golang:1.26 AS build
+# VERSION names the build in logs and traces (make images passes git describe).
+ARG VERSION=dev
 WORKDIR /src
 COPY proto/ proto/
 COPY shared/ shared/
@@ -15,7 +17,7 @@ COPY shared/ shared/
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     cd shared && \
-    CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags="-s -w" -o /out/dataport-seed ./cmd/dataport-seed && \
+    CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/dataport-seed ./cmd/dataport-seed && \
     mkdir -p /out/dev
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -22,6 +21,10 @@ import (
 	"dataport.dev/shared/infra"
 	"dataport.dev/shared/telemetry"
 )
+
+// version is set by the build (-ldflags "-X main.version=..."; the
+// Makefile and the Dockerfiles pass `git describe`).
+var version = "dev"
 
 func main() {
 	if err := run(context.Background(), os.Getenv, os.Stdout); err != nil {
@@ -47,10 +50,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	l.Print(stdout)
 
-	version := "dev"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		version = bi.Main.Version
-	}
 	tel, err := telemetry.Setup(ctx, telemetry.Options{
 		Service:      "archiver",
 		Version:      version,

@@ -56,6 +56,10 @@ const (
 	defaultRecordMaxBytes = 4 << 30
 )
 
+// version is set by the build (-ldflags "-X main.version=..."; the
+// Makefile and the Dockerfiles pass `git describe`).
+var version = "dev"
+
 func main() {
 	if err := run(context.Background(), os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -118,6 +122,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	tel, err := telemetry.Setup(ctx, telemetry.Options{
 		Service:      serviceName,
+		Version:      version,
 		LogLevel:     common.LogLevel,
 		Out:          stdout,
 		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),

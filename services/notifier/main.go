@@ -11,7 +11,6 @@ import (
 	"net/mail"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +22,10 @@ import (
 	"dataport.dev/shared/links"
 	"dataport.dev/shared/telemetry"
 )
+
+// version is set by the build (-ldflags "-X main.version=..."; the
+// Makefile and the Dockerfiles pass `git describe`).
+var version = "dev"
 
 func main() {
 	if err := run(context.Background(), os.Getenv, os.Stdout); err != nil {
@@ -81,10 +84,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("notifier: invalid configuration:\n%w", err)
 	}
 
-	version := "dev"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		version = bi.Main.Version
-	}
 	tel, err := telemetry.Setup(ctx, telemetry.Options{
 		Service:      "notifier",
 		Version:      version,

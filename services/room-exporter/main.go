@@ -17,7 +17,8 @@ import (
 	"dataport.dev/shared/infra"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set by the build (-ldflags "-X main.version=..."; the
+// Makefile and the Dockerfiles pass `git describe`).
 var version = "dev"
 
 func main() {

@@ -25,6 +25,10 @@ import (
 
 const service = "dataport-seed"
 
+// version is set by the build (-ldflags "-X main.version=..."; the
+// Makefile and the Dockerfiles pass `git describe`).
+var version = "dev"
+
 func main() {
 	if err := run(context.Background(), os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -48,6 +52,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	tel, err := telemetry.Setup(ctx, telemetry.Options{
 		Service:      service,
+		Version:      version,
 		LogLevel:     common.LogLevel,
 		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
 	})
