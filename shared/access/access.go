@@ -234,29 +234,33 @@ func (d *Directory) OrgMembership(ctx context.Context, userID, orgID string) (*s
 	return m, found, nil
 }
 
-// DefaultOrganization is the organization used when a request names none:
-// the membership marked default, else the lowest organization id; empty
-// when the user belongs to none.
-func (d *Directory) DefaultOrganization(ctx context.Context, userID string) (string, error) {
+// DefaultOrganization is the membership used when a request names no
+// organization: the one marked default, else the one of the lowest
+// organization id; nil when the user belongs to none. It is the
+// membership itself, so a caller needs no second read for its roles.
+func (d *Directory) DefaultOrganization(ctx context.Context, userID string) (*sourcev1.OrganizationMembership, error) {
 	if !ValidID(userID) {
-		return "", nil
+		return nil, nil
 	}
-	first, marked := "", ""
+	var first, marked *sourcev1.OrganizationMembership
 	err := scan(ctx, d.orgMembers, userID+".*", func(key string, value []byte) error {
-		org := strings.TrimPrefix(key, userID+".")
-		if first == "" || org < first {
-			first = org
-		}
 		m := &sourcev1.OrganizationMembership{}
-		if proto.Unmarshal(value, m) == nil && m.GetDefault() && (marked == "" || org < marked) {
-			marked = org
+		if proto.Unmarshal(value, m) != nil {
+			return nil // an undecodable membership makes nobody a member
+		}
+		m.OrganizationId = strings.TrimPrefix(key, userID+".")
+		if first == nil || m.GetOrganizationId() < first.GetOrganizationId() {
+			first = m
+		}
+		if m.GetDefault() && (marked == nil || m.GetOrganizationId() < marked.GetOrganizationId()) {
+			marked = m
 		}
 		return nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("organizations of %s: %w", userID, err)
+		return nil, fmt.Errorf("organizations of %s: %w", userID, err)
 	}
-	if marked != "" {
+	if marked != nil {
 		return marked, nil
 	}
 	return first, nil
@@ -342,11 +346,6 @@ func (g *Grant) CanReadRoom(ctx context.Context, room *sourcev1.Room) (bool, err
 // ReadsAllRooms reports whether every room's messages are readable, so a
 // caller need not enumerate them.
 func (g *Grant) ReadsAllRooms() bool { return g.Has(PermExportAnyRoom) }
-
-// ReadsOrganization reports whether the grant reads org's records.
-func (g *Grant) ReadsOrganization(org string) bool {
-	return org != "" && (org == g.Organization || g.Has(PermExportAnyOrganization))
-}
 
 // ReadableRooms returns the rooms whose messages the grant reads, sorted
 // by id: the rooms the user is a member of and, with view-c-room, every

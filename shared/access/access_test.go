@@ -69,17 +69,18 @@ func TestDirectory(t *testing.T) {
 	require.NoError(t, err)
 
 	t.Run("default organization: the marked one, else the lowest id", func(t *testing.T) {
-		org, err := dir.DefaultOrganization(ctx, "carol")
+		m, err := dir.DefaultOrganization(ctx, "carol")
 		require.NoError(t, err)
-		assert.Equal(t, "initech", org)
+		assert.Equal(t, "initech", m.GetOrganizationId())
+		assert.True(t, m.GetDefault())
 		orgs.Put("dave.b", &sourcev1.OrganizationMembership{UserId: "dave", OrganizationId: "b"})
 		orgs.Put("dave.a", &sourcev1.OrganizationMembership{UserId: "dave", OrganizationId: "a"})
-		org, err = dir.DefaultOrganization(ctx, "dave")
+		m, err = dir.DefaultOrganization(ctx, "dave")
 		require.NoError(t, err)
-		assert.Equal(t, "a", org)
-		org, err = dir.DefaultOrganization(ctx, "nobody")
+		assert.Equal(t, "a", m.GetOrganizationId())
+		m, err = dir.DefaultOrganization(ctx, "nobody")
 		require.NoError(t, err)
-		assert.Empty(t, org)
+		assert.Nil(t, m)
 	})
 
 	t.Run("a grant reads the rooms Rocket.Chat lets the user read", func(t *testing.T) {

@@ -190,12 +190,13 @@ func (d *API) create(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithoutCancel(r.Context())
 	// Raw events belong to the caller's (default) organization; a caller
 	// who belongs to none has nothing to export.
-	org, err := d.Directory.DefaultOrganization(ctx, u.GetId())
+	membership, err := d.Directory.DefaultOrganization(ctx, u.GetId())
 	if err != nil {
 		d.Logger.ErrorContext(ctx, "default organization", "error", err)
 		WriteError(w, http.StatusInternalServerError, "Internal error")
 		return
 	}
+	org := membership.GetOrganizationId()
 	if org == "" {
 		writeDenied(w)
 		return

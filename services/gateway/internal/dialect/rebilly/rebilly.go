@@ -166,6 +166,7 @@ func (d *API) withScope(w http.ResponseWriter, r *http.Request, prefix string, f
 	u := p.User
 	s := scope{user: u, prefix: prefix, base: d.publicURL + prefix + "/data-exports"}
 	ctx := r.Context()
+	var m *sourcev1.OrganizationMembership
 	if org := chi.URLParam(r, "organizationId"); org != "" {
 		if !validID(org) {
 			writeNotFound(w)
@@ -173,13 +174,8 @@ func (d *API) withScope(w http.ResponseWriter, r *http.Request, prefix string, f
 		}
 		s.org = org
 		s.base = d.publicURL + prefix + "/organizations/" + org + "/data-exports"
-	} else if s.org, err = d.dir.DefaultOrganization(ctx, u.GetId()); err != nil {
-		d.internal(w, r, "default organization", err)
-		return
-	}
-	if s.org != "" {
-		m, member, err := d.dir.OrgMembership(ctx, u.GetId(), s.org)
-		if err != nil {
+		member := false
+		if m, member, err = d.dir.OrgMembership(ctx, u.GetId(), org); err != nil {
 			d.internal(w, r, "organization membership", err)
 			return
 		}
@@ -189,6 +185,13 @@ func (d *API) withScope(w http.ResponseWriter, r *http.Request, prefix string, f
 			writeNotFound(w)
 			return
 		}
+	} else if m, err = d.dir.DefaultOrganization(ctx, u.GetId()); err != nil {
+		d.internal(w, r, "default organization", err)
+		return
+	} else {
+		s.org = m.GetOrganizationId()
+	}
+	if s.org != "" {
 		s.orgAdmin = slices.Contains(m.GetRoles(), "admin") || access.HasPermission(u, access.PermExportAnyOrganization)
 	}
 	fn(w, r, s)
