@@ -77,8 +77,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	httpAddr := l.HostPort("DATAPORT_HTTP_ADDR", defaultHTTPAddr, "HTTP listen address (API and health probes)")
 	publicURL := l.URL("DATAPORT_PUBLIC_URL", "http://"+httpAddr, "base URL of the gateway as users reach it; download links start with it")
 	taskSigner := infra.LoadTaskSigner(l)
-	linkSecret := l.SigningSecret("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key that signs download links (32+ random bytes outside development)")
-	linkPrevious := l.SigningSecrets("DATAPORT_LINK_PREVIOUS_SECRETS", "comma-separated earlier link keys still accepted (not used to sign) during a key rotation")
+	linkKeys := l.SigningKeyRing("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key that signs download links (32+ random bytes outside development)",
+		"DATAPORT_LINK_PREVIOUS_SECRETS", "comma-separated earlier link keys still accepted (not used to sign) during a key rotation")
 	linkTTL := l.Duration("DATAPORT_LINK_TTL", defaultLinkTTL, "how long signed download links stay valid")
 	retention := l.Duration("DATAPORT_RETENTION", defaultRetention, "how long a job's files are kept after completion (expires_at); the archiver's sweeper deletes them then")
 	dataDownloadInterval := l.Duration("DATAPORT_DATA_DOWNLOAD_INTERVAL", rocketchat.DefaultDataDownloadInterval, "Rocket.Chat users.requestDataDownload: how long after a request a new one returns the previous operation")
@@ -132,7 +132,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
 	log := tel.Logger
-	if linkSecret == defaultLinkSecret {
+	if string(linkKeys[0]) == defaultLinkSecret {
 		// Only reachable with DATAPORT_ENV=development: elsewhere the
 		// default is refused above.
 		log.WarnContext(ctx, "DATAPORT_LINK_SECRET is not set: download links are signed with a well-known development key; set it in any shared deployment")
@@ -171,10 +171,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	pub := bus.NewPublisher(inf.JS, tel.Propagator())
 	submitter := submit.New(jobs, pub, taskSigner, nil, submit.WithAdmission(limiter))
-	linkKeys := [][]byte{[]byte(linkSecret)}
-	for _, k := range linkPrevious {
-		linkKeys = append(linkKeys, []byte(k))
-	}
 	signer := links.NewRotating(publicURL, linkKeys, linkTTL, nil)
 	kvs := map[string]jetstream.KeyValue{}
 	for _, name := range []string{bus.BucketUsers, bus.BucketJobs, bus.BucketSchedules, bus.BucketCounters} {

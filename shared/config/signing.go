@@ -92,6 +92,18 @@ func (l *Loader) SigningSecrets(name, doc string) []string {
 	return keys
 }
 
+// SigningKeyRing reads a rotatable signing key: the key under name (as
+// SigningSecret, with def) signs, and it and the earlier keys under
+// previous (as SigningSecrets) verify, so a key can change without
+// invalidating what the old one signed. The signing key comes first.
+func (l *Loader) SigningKeyRing(name, def, doc, previous, previousDoc string) [][]byte {
+	keys := [][]byte{[]byte(l.SigningSecret(name, def, doc))}
+	for _, k := range l.SigningSecrets(previous, previousDoc) {
+		keys = append(keys, []byte(k))
+	}
+	return keys
+}
+
 // weakness says why key is not acceptable as a signing key outside
 // development, or returns "".
 func weakness(key string) string {

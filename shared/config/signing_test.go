@@ -117,6 +117,18 @@ func TestSigningSecrets(t *testing.T) {
 	assert.NotContains(t, err.Error(), "too-short")
 }
 
+func TestSigningKeyRing(t *testing.T) {
+	t.Parallel()
+	l := config.New(env(map[string]string{"DATAPORT_LINK_SECRET": strongKey2, previousKey: strongKey}))
+	keys := l.SigningKeyRing("DATAPORT_LINK_SECRET", "dev-only-default", "link key", previousKey, "previous link keys")
+	require.NoError(t, l.Err())
+	assert.Equal(t, [][]byte{[]byte(strongKey2), []byte(strongKey)}, keys, "the signing key first, then the earlier ones")
+
+	l = config.New(env(map[string]string{previousKey: strongKey}))
+	l.SigningKeyRing("DATAPORT_LINK_SECRET", "dev-only-default", "link key", previousKey, "previous link keys")
+	require.Error(t, l.Err(), "outside development the signing key is still required")
+}
+
 func TestPrintMasksURLCredentials(t *testing.T) {
 	t.Parallel()
 	l := config.New(env(map[string]string{

@@ -14,14 +14,9 @@ const DevelopmentTaskSecret = "dev-only-task-secret-change-me"
 // still accepted during a rotation (DATAPORT_TASK_PREVIOUS_SECRETS). It
 // returns nil when the configuration is unusable; l.Err says why.
 func LoadTaskSigner(l *config.Loader) *bus.TaskSigner {
-	current := l.SigningSecret("DATAPORT_TASK_SECRET", DevelopmentTaskSecret,
-		"HMAC key that signs export tasks, shared by gateway and room-exporter (32+ random bytes outside development)")
-	previous := l.SigningSecrets("DATAPORT_TASK_PREVIOUS_SECRETS",
-		"comma-separated earlier task keys still accepted (not used to sign) during a key rotation")
-	keys := [][]byte{[]byte(current)}
-	for _, k := range previous {
-		keys = append(keys, []byte(k))
-	}
+	keys := l.SigningKeyRing("DATAPORT_TASK_SECRET", DevelopmentTaskSecret,
+		"HMAC key that signs export tasks, shared by gateway and the exporters (32+ random bytes outside development)",
+		"DATAPORT_TASK_PREVIOUS_SECRETS", "comma-separated earlier task keys still accepted (not used to sign) during a key rotation")
 	s, err := bus.NewTaskSigner(keys...)
 	if err != nil {
 		return nil // only when current is empty, which SigningSecret reports
