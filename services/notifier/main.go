@@ -19,6 +19,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
+	"dataport.dev/shared/jobview"
 	"dataport.dev/shared/links"
 	"dataport.dev/shared/telemetry"
 )
@@ -128,9 +129,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("notifier: bucket %s: %w", bus.BucketNotifications, err)
 	}
-	jobs, err := inf.JS.KeyValue(ctx, bus.BucketJobs)
+	jobs, err := jobview.Open(ctx, inf.JS, log)
 	if err != nil {
-		return fmt.Errorf("notifier: bucket %s: %w", bus.BucketJobs, err)
+		return fmt.Errorf("notifier: %w", err)
 	}
 	notifier, err := notify.New(notify.Config{
 		Users:     users,

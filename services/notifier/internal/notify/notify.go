@@ -29,6 +29,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/jobview"
 	"dataport.dev/shared/links"
 )
 
@@ -68,10 +69,9 @@ type Config struct {
 	// Sent is the notifications bucket; the notifier keeps its send
 	// records there under "<jobId>.<channel>".
 	Sent jetstream.KeyValue
-	// Jobs is the export_jobs bucket, read (never written) for a job's
-	// extra addresses, room-mail scope and webhook URLs. Nil disables all
-	// three.
-	Jobs jetstream.KeyValue
+	// Jobs reads a job's record for its extra addresses, room-mail scope
+	// and webhook URLs. Nil disables all three.
+	Jobs *jobview.Reader
 	// Objects and Bucket locate room-mail bodies (mail.html, mail.txt).
 	Objects Objects
 	Bucket  string
@@ -105,19 +105,20 @@ type Config struct {
 // sending and revision-checked, lets one delivery per channel send while
 // duplicates wait for its outcome.
 type Notifier struct {
-	users, sent, jobs jetstream.KeyValue
-	objects           Objects
-	bucket            string
-	mailer            Mailer
-	webhooks          *Webhooks
-	links             *links.Signer
-	linkTTL           time.Duration
-	from              mail.Address
-	publisher         Publisher
-	maxDeliver        int
-	claimTimeout      time.Duration
-	log               *slog.Logger
-	now               func() time.Time
+	users, sent  jetstream.KeyValue
+	jobs         *jobview.Reader
+	objects      Objects
+	bucket       string
+	mailer       Mailer
+	webhooks     *Webhooks
+	links        *links.Signer
+	linkTTL      time.Duration
+	from         mail.Address
+	publisher    Publisher
+	maxDeliver   int
+	claimTimeout time.Duration
+	log          *slog.Logger
+	now          func() time.Time
 
 	completedText, failedText *texttemplate.Template
 	completedHTML, failedHTML *htmltemplate.Template
@@ -136,7 +137,7 @@ func New(c Config) (*Notifier, error) {
 	case c.Publisher == nil:
 		return nil, errors.New("notify: publisher is required")
 	case c.Jobs != nil && (c.Objects == nil || c.Bucket == ""):
-		return nil, errors.New("notify: with a jobs bucket, an object store and bucket are required for room mail")
+		return nil, errors.New("notify: with a job reader, an object store and bucket are required for room mail")
 	}
 	if _, err := mail.ParseAddress(c.From.String()); err != nil || c.From.Address == "" {
 		return nil, fmt.Errorf("notify: sender address %q is invalid", c.From.String())
@@ -188,7 +189,7 @@ func New(c Config) (*Notifier, error) {
 
 // outcome is the end of one job as the notifier sees it: exactly one of
 // completed, failed and canceled is set. job is the job's record, nil when
-// there is none (or no jobs bucket).
+// there is none (or no job reader).
 type outcome struct {
 	jobID     string
 	ownerID   string
@@ -247,25 +248,13 @@ func (n *Notifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 	return n.notify(ctx, o, d)
 }
 
-// loadJob reads the job's record; nil when there is none.
+// loadJob reads the job's record; nil when there is none, when it cannot
+// be decoded (the job still gets its owner's email) or without a reader.
 func (n *Notifier) loadJob(ctx context.Context, jobID string) (*exportv1.Job, error) {
 	if n.jobs == nil {
 		return nil, nil
 	}
-	entry, err := n.jobs.Get(ctx, jobID)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrInvalidKey):
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("read job %s: %w", jobID, err)
-	}
-	var job exportv1.Job
-	if err := proto.Unmarshal(entry.Value(), &job); err != nil {
-		// Without its record the job still gets its owner's email.
-		n.log.WarnContext(ctx, "unreadable job record", "job_id", jobID, "error", err)
-		return nil, nil
-	}
-	return &job, nil
+	return n.jobs.Get(ctx, jobID)
 }
 
 // delivery is where a message stands: its delivery count and its

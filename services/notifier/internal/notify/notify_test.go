@@ -28,6 +28,7 @@ import (
 	"dataport.dev/services/notifier/internal/smtptest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/jobview"
 	"dataport.dev/shared/links"
 )
 
@@ -58,8 +59,8 @@ type env struct {
 // setup is what a test may adjust before start runs the notifier.
 type setup struct {
 	cfg *notify.Config
-	// jobs is the export_jobs bucket on the test's server.
-	jobs jetstream.KeyValue
+	// jobs reads the export_jobs bucket on the test's server.
+	jobs *jobview.Reader
 	// manual leaves consuming to the test (see env.consume).
 	manual bool
 }
@@ -95,7 +96,7 @@ func start(t *testing.T, topo bus.Topology, mods ...func(*setup)) *env {
 			Publisher: pub,
 			Topology:  topo,
 		}
-		su := setup{cfg: &cfg, jobs: jobs}
+		su := setup{cfg: &cfg, jobs: jobview.New(jobs, nil)}
 		for _, m := range mods {
 			m(&su)
 		}
@@ -103,7 +104,7 @@ func start(t *testing.T, topo bus.Topology, mods ...func(*setup)) *env {
 		require.NoError(t, err)
 		return n
 	}
-	su := setup{cfg: &notify.Config{}, jobs: jobs}
+	su := setup{cfg: &notify.Config{}, jobs: jobview.New(jobs, nil)}
 	for _, m := range mods {
 		m(&su)
 	}
