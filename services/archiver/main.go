@@ -19,6 +19,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
+	"dataport.dev/shared/jobview"
 	"dataport.dev/shared/telemetry"
 )
 
@@ -75,10 +76,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("archiver: %w", err)
 	}
-	parts, err := inf.JS.KeyValue(ctx, bus.BucketParts)
-	if err != nil {
-		return fmt.Errorf("archiver: bucket %s: %w", bus.BucketParts, err)
-	}
 	events, err := inf.JS.Stream(ctx, bus.StreamExportEvents)
 	if err != nil {
 		return fmt.Errorf("archiver: stream %s: %w", bus.StreamExportEvents, err)
@@ -89,9 +86,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	publisher := bus.NewPublisher(inf.JS, tel.Propagator())
 	archiver, err := archive.New(archive.Config{
-		Parts:     parts,
 		Events:    events,
-		Jobs:      jobs,
+		Jobs:      jobview.New(jobs, log),
 		Objects:   inf.Blob,
 		Bucket:    common.ExportBucket,
 		Publisher: publisher,

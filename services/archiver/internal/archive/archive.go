@@ -1,9 +1,12 @@
-// Package archive finalises export jobs. It records every uploaded part of a
-// job and, once all of a job's parts are there, builds the job's
+// Package archive finalises export jobs. It handles every uploaded part of
+// a job and, once all of a job's parts are reported, builds the job's
 // deliverable files (a zip archive with a manifest for user-data
 // downloads, the parts themselves otherwise), verifying each part's object
 // against the size and SHA-256 the exporter reported on the way, and
 // publishes ExportCompleted, or ExportFailed when a part does not verify.
+//
+// The archiver keeps no part state of its own: the EXPORT_EVENTS stream,
+// which holds every PartUploaded, is the one home of a job's parts.
 package archive
 
 import (
@@ -12,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,6 +24,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/jobview"
 )
 
 // Objects is the object store the archiver verifies parts against and
@@ -44,16 +47,13 @@ type Publisher interface {
 
 // Config holds an Archiver's dependencies.
 type Config struct {
-	// Parts is the export_parts bucket: PartUploaded records under
-	// "<jobId>.<part>".
-	Parts jetstream.KeyValue
-	// Events is the EXPORT_EVENTS stream, read to skip jobs that already
-	// ended.
+	// Events is the EXPORT_EVENTS stream, read for a job's reported parts
+	// and to skip jobs that already ended.
 	Events jetstream.Stream
-	// Jobs is the export_jobs bucket, read (never written) for the job's
-	// creation time, which archives use as their entries' timestamp. Nil,
-	// or a missing record, stamps entries with 1980-01-01.
-	Jobs jetstream.KeyValue
+	// Jobs reads the job's record for its creation time, which archives
+	// use as their entries' timestamp. Nil, or a missing record, stamps
+	// entries with 1980-01-01.
+	Jobs *jobview.Reader
 	// Objects and Bucket locate the parts' objects.
 	Objects Objects
 	Bucket  string
@@ -68,13 +68,14 @@ type Config struct {
 }
 
 // Archiver handles PartUploaded events. It is safe for concurrent use, and
-// several replicas may handle parts of the same job at once: the part
-// records are idempotent and the once-per-job events carry dedup ids, so
-// two archivers racing on a job's last part complete it only once.
+// several replicas may handle parts of the same job at once: the handler
+// of a part event reads the job's part events up to its own, so of
+// concurrent handlers only the one of the event that completes the set
+// sees every part and finalises; the once-per-job events carry dedup ids
+// for whatever comes later (that event redelivered, a part reported again).
 type Archiver struct {
-	parts     jetstream.KeyValue
 	events    jetstream.Stream
-	jobs      jetstream.KeyValue
+	jobs      *jobview.Reader
 	objects   Objects
 	bucket    string
 	publisher Publisher
@@ -86,8 +87,6 @@ type Archiver struct {
 // New returns an Archiver, or an error naming a missing dependency.
 func New(c Config) (*Archiver, error) {
 	switch {
-	case c.Parts == nil:
-		return nil, errors.New("archive: parts bucket is required")
 	case c.Events == nil:
 		return nil, errors.New("archive: events stream is required")
 	case c.Objects == nil || c.Bucket == "":
@@ -105,7 +104,6 @@ func New(c Config) (*Archiver, error) {
 		c.Now = time.Now
 	}
 	return &Archiver{
-		parts:     c.Parts,
 		events:    c.Events,
 		jobs:      c.Jobs,
 		objects:   c.Objects,
@@ -118,7 +116,7 @@ func New(c Config) (*Archiver, error) {
 }
 
 // Handle is the bus.Handler for the archiver consumer
-// (exports.status.part.*). It returns nil once the part is recorded and,
+// (exports.status.part.*). It returns nil once the part is handled and,
 // for a job's last part, once the job's outcome is published; a malformed
 // event is permanent; anything else is transient and retried.
 func (a *Archiver) Handle(ctx context.Context, msg jetstream.Msg) error {
@@ -126,36 +124,31 @@ func (a *Archiver) Handle(ctx context.Context, msg jetstream.Msg) error {
 	if err := bus.Decode(msg, &part); err != nil {
 		return err
 	}
-	return a.HandlePart(ctx, &part)
+	md, err := msg.Metadata()
+	if err != nil {
+		return bus.Permanent(fmt.Errorf("part event without JetStream metadata: %w", err))
+	}
+	return a.HandlePart(ctx, md.Sequence.Stream, &part)
 }
 
-// HandlePart records one uploaded part and finalises its job when every
-// part is recorded.
-func (a *Archiver) HandlePart(ctx context.Context, part *exportv1.PartUploaded) error {
+// HandlePart handles the part event stored at sequence seq of the
+// EXPORT_EVENTS stream and finalises its job when the job's part events
+// up to seq report every part.
+func (a *Archiver) HandlePart(ctx context.Context, seq uint64, part *exportv1.PartUploaded) error {
 	if err := validate(part); err != nil {
 		return bus.Permanent(err)
 	}
 	jobID := part.GetJobId()
-	data, err := proto.Marshal(part)
-	if err != nil {
-		return bus.Permanent(fmt.Errorf("marshal part: %w", err))
-	}
-	// Put, not Create: a task redelivered to another exporter overwrites
-	// the object under the same key, and its latest report describes the
-	// bytes that are there now.
-	if _, err := a.parts.Put(ctx, partKey(jobID, part.GetPart()), data); err != nil {
-		return fmt.Errorf("record part %d of job %s: %w", part.GetPart(), jobID, err)
-	}
-	n, err := a.countParts(ctx, jobID, part)
+	parts, err := a.reportedParts(ctx, seq, part)
 	if err != nil {
 		return err
 	}
 	log := a.log.With("job_id", jobID, "part", part.GetPart(), "parts_total", part.GetPartsTotal())
-	if n < int(part.GetPartsTotal()) {
-		log.DebugContext(ctx, "part recorded; waiting for the others", "parts_recorded", n)
+	if n := countReported(parts); n < len(parts) {
+		log.DebugContext(ctx, "part reported; waiting for the others", "parts_reported", n)
 		return nil
 	}
-	return a.finalize(ctx, log, part)
+	return a.finalize(ctx, log, parts)
 }
 
 func validate(p *exportv1.PartUploaded) error {
@@ -178,42 +171,122 @@ func validate(p *exportv1.PartUploaded) error {
 	return nil
 }
 
-func partKey(jobID string, part uint32) string {
-	return jobID + "." + strconv.FormatUint(uint64(part), 10)
-}
+// partsReadWait bounds how long reading a job's part events may wait for
+// the stream to deliver the event in hand. The event is stored before it
+// is delivered, so only a lagging replica (which catches up) or an event
+// removed by the stream's MaxAge (which a retry cannot bring back) makes
+// it wait; the retry then ends at the consumer's MaxDeliver, whose
+// advisory fails the job.
+const partsReadWait = 30 * time.Second
 
-// countParts counts the recorded parts of current's job, current
-// included. It reads each expected key rather than listing the job's
-// keys: a KV key listing can end early while another key is being
-// rewritten (a redelivered part), and a missed part would leave the job
-// waiting for an event that never comes. current itself is not read back:
-// it was just written, and a read right after a write may be answered by
-// a replica that has not seen it yet (direct gets, or a new leader after
-// a node loss), which would leave a one-part job waiting forever.
-func (a *Archiver) countParts(ctx context.Context, jobID string, current *exportv1.PartUploaded) (int, error) {
-	n := 0
-	for i := range current.GetPartsTotal() {
-		if i == current.GetPart() {
-			n++
-			continue
-		}
-		_, err := a.parts.Get(ctx, partKey(jobID, i))
-		switch {
-		case err == nil:
-			n++
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		default:
-			return 0, fmt.Errorf("read part %d of job %s: %w", i, jobID, err)
+// reportedParts returns the latest report of each part of current's job,
+// indexed by part number, as the EXPORT_EVENTS stream holds them up to
+// and including seq, the sequence of current itself; a part not reported
+// by then is nil.
+//
+// Reading up to seq makes the decision to finalise consistent without any
+// state of the archiver's own: every event below seq is in the stream
+// before the one at seq is delivered, so the handler of a job's latest
+// part event sees every earlier report and is the one that finalises,
+// however many handlers run at once. The read waits for seq rather than
+// stopping when the consumer reports nothing pending, because a consumer
+// placed on a replica that is behind (after a node loss) reports nothing
+// pending before it has the latest events.
+func (a *Archiver) reportedParts(ctx context.Context, seq uint64, current *exportv1.PartUploaded) ([]*exportv1.PartUploaded, error) {
+	jobID, total := current.GetJobId(), current.GetPartsTotal()
+	parts := make([]*exportv1.PartUploaded, total)
+	if total > 1 {
+		if err := a.readParts(ctx, seq, jobID, parts); err != nil {
+			return nil, err
 		}
 	}
-	return n, nil
+	// The event in hand is the latest report of its part: it is the one
+	// at seq.
+	parts[current.GetPart()] = current
+	return parts, nil
 }
 
-// finalize runs once every part of the job is recorded; it may run more
-// than once for a job (a redelivered last part, two replicas racing), and
-// every event it publishes is deduplicated by its once-per-job id.
-func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, current *exportv1.PartUploaded) error {
-	jobID := current.GetJobId()
+// readParts fills parts with the latest valid reports of the job's events
+// below seq.
+func (a *Archiver) readParts(ctx context.Context, seq uint64, jobID string, parts []*exportv1.PartUploaded) error {
+	subject, err := bus.StatusSubject(bus.EventPart, jobID)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	cons, err := a.events.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// Released below; the threshold only bounds a consumer left by a
+		// process that died while reading.
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("read part events of job %s: %w", jobID, err)
+	}
+	iter, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("read part events of job %s: %w", jobID, err)
+	}
+	defer func() {
+		iter.Stop()
+		a.release(ctx, cons)
+	}()
+	wctx, cancel := context.WithTimeout(ctx, partsReadWait)
+	defer cancel()
+	for {
+		msg, err := iter.Next(jetstream.NextContext(wctx))
+		if err != nil {
+			return fmt.Errorf("read part events of job %s up to sequence %d: %w", jobID, seq, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("read part events of job %s: %w", jobID, err)
+		}
+		if md.Sequence.Stream >= seq {
+			return nil
+		}
+		var p exportv1.PartUploaded
+		if err := proto.Unmarshal(msg.Data(), &p); err != nil || p.GetJobId() != jobID || validate(&p) != nil || p.GetPart() >= uint32(len(parts)) {
+			// Its own handler terminated it; it never counted as a report.
+			continue
+		}
+		parts[p.GetPart()] = &p
+	}
+}
+
+// release deletes the ordered consumer of a read at once rather than
+// leaving it to its inactive threshold: a job of many parts creates one
+// per part event.
+func (a *Archiver) release(ctx context.Context, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := a.events.DeleteConsumer(dctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		a.log.DebugContext(ctx, "release part reader", "consumer", info.Name, "error", err)
+	}
+}
+
+// countReported counts the parts that have a report.
+func countReported(parts []*exportv1.PartUploaded) int {
+	n := 0
+	for _, p := range parts {
+		if p != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// finalize runs with the latest report of every part of the job, in part
+// order. It may run more than once for a job (a redelivered latest part
+// event, a part reported again after all were in), and every event it
+// publishes is deduplicated by its once-per-job id.
+func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, parts []*exportv1.PartUploaded) error {
+	last := parts[len(parts)-1]
+	jobID := last.GetJobId()
 	ended, err := a.ended(ctx, jobID)
 	if err != nil {
 		return err
@@ -223,18 +296,13 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, current *expo
 		log.InfoContext(ctx, "job already ended; nothing to finalise", "event", string(ended))
 		return nil
 	}
-	parts, err := a.loadParts(ctx, current)
-	if err != nil {
-		return err
-	}
-	last := parts[len(parts)-1]
 	if err := a.publisher.PublishStatus(ctx, bus.EventFinalizing, jobID, "", &exportv1.ExportFinalizing{
 		JobId:      jobID,
 		OccurredAt: timestamppb.New(a.now()),
 	}); err != nil {
 		return err
 	}
-	log.InfoContext(ctx, "all parts recorded; verifying and packaging")
+	log.InfoContext(ctx, "all parts reported; verifying and packaging")
 
 	job, err := a.job(ctx, jobID, last)
 	if err != nil {
@@ -282,31 +350,6 @@ func (a *Archiver) ended(ctx context.Context, jobID string) (bus.Event, error) {
 	return "", nil
 }
 
-// loadParts reads parts 0..total-1, in part order.
-func (a *Archiver) loadParts(ctx context.Context, current *exportv1.PartUploaded) ([]*exportv1.PartUploaded, error) {
-	jobID, total := current.GetJobId(), current.GetPartsTotal()
-	parts := make([]*exportv1.PartUploaded, 0, total)
-	for i := range total {
-		if i == current.GetPart() {
-			// As in countParts: the part in hand is the latest report.
-			parts = append(parts, current)
-			continue
-		}
-		entry, err := a.parts.Get(ctx, partKey(jobID, i))
-		if err != nil {
-			// countParts saw it a moment ago; a missing key now is a
-			// transient inconsistency of the listing, worth a retry.
-			return nil, fmt.Errorf("load part %d of job %s: %w", i, jobID, err)
-		}
-		var p exportv1.PartUploaded
-		if err := proto.Unmarshal(entry.Value(), &p); err != nil {
-			return nil, bus.Permanent(fmt.Errorf("decode recorded part %d of job %s: %w", i, jobID, err))
-		}
-		parts = append(parts, &p)
-	}
-	return parts, nil
-}
-
 // job describes the job for its packager: kind and owner from its parts,
 // the creation time from its record when there is one.
 func (a *Archiver) job(ctx context.Context, jobID string, last *exportv1.PartUploaded) (Job, error) {
@@ -314,19 +357,11 @@ func (a *Archiver) job(ctx context.Context, jobID string, last *exportv1.PartUpl
 	if a.jobs == nil {
 		return j, nil
 	}
-	entry, err := a.jobs.Get(ctx, jobID)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return j, nil
-	case err != nil:
-		return Job{}, fmt.Errorf("read job %s: %w", jobID, err)
-	}
-	var rec exportv1.Job
-	if err := proto.Unmarshal(entry.Value(), &rec); err != nil {
-		// The timestamp is cosmetic; a record this service cannot read
-		// must not fail the job.
-		a.log.WarnContext(ctx, "unreadable job record; archive entries get the default timestamp", "job_id", jobID, "error", err)
-		return j, nil
+	// No record, or an undecodable one, is nil: the timestamp is cosmetic
+	// and must not fail the job.
+	rec, err := a.jobs.Get(ctx, jobID)
+	if err != nil {
+		return Job{}, err
 	}
 	if rec.GetCreatedAt() != nil {
 		j.Created = rec.GetCreatedAt().AsTime()

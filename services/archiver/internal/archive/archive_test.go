@@ -2,9 +2,11 @@ package archive_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/jobview"
 )
 
 const (
@@ -30,8 +33,8 @@ const (
 	tick        = 50 * time.Millisecond
 )
 
-// env is a running archiver consuming from a real JetStream server and
-// verifying against a real MinIO.
+// env is an archiver's surroundings: a real JetStream server, a real
+// MinIO and the archiver's durable consumer.
 type env struct {
 	js       jetstream.JetStream
 	store    *blob.Store
@@ -41,43 +44,70 @@ type env struct {
 	consumer jetstream.Consumer
 }
 
+// start runs an archiver on a fresh env.
 func start(t *testing.T) *env {
+	t.Helper()
+	e := prepare(t)
+	e.run(t, e.archiver(t, nil))
+	return e
+}
+
+// prepare starts the servers and declares the archiver's consumer, but
+// runs no archiver.
+func prepare(t *testing.T) *env {
 	t.Helper()
 	srv := bustest.Start(t)
 	mio := blobtest.Start(t)
 	ctx := t.Context()
 	require.NoError(t, mio.Store.EnsureBucket(ctx, bucket))
-
-	parts, err := srv.JS.KeyValue(ctx, bus.BucketParts)
-	require.NoError(t, err)
 	require.NoError(t, mio.Store.EnsureBucket(ctx, assetBucket))
 	events, err := srv.JS.Stream(ctx, bus.StreamExportEvents)
 	require.NoError(t, err)
 	jobs, err := srv.JS.KeyValue(ctx, bus.BucketJobs)
 	require.NoError(t, err)
-	pub := bus.NewPublisher(srv.JS, nil)
-	a, err := archive.New(archive.Config{
-		Parts:     parts,
-		Events:    events,
-		Jobs:      jobs,
-		Objects:   mio.Store,
-		Bucket:    bucket,
-		Publisher: pub,
-	})
-	require.NoError(t, err)
 	consumer, err := bus.EnsureConsumer(ctx, srv.JS, bustest.Topology(), bus.ConsumerArchiver)
 	require.NoError(t, err)
+	return &env{js: srv.JS, store: mio.Store, pub: bus.NewPublisher(srv.JS, nil), events: events, jobs: jobs, consumer: consumer}
+}
 
+// archiver returns a new archiver on the env's servers, as a replica or a
+// restarted process would be; packager nil means the default one.
+func (e *env) archiver(t *testing.T, packager archive.Packager) *archive.Archiver {
+	t.Helper()
+	a, err := archive.New(archive.Config{
+		Events:    e.events,
+		Jobs:      jobview.New(e.jobs, nil),
+		Objects:   e.store,
+		Bucket:    bucket,
+		Publisher: e.pub,
+		Packager:  packager,
+	})
+	require.NoError(t, err)
+	return a
+}
+
+// run consumes the archiver's durable consumer with a until the returned
+// stop is called or the test ends.
+func (e *env) run(t *testing.T, a *archive.Archiver) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- bus.Consume(ctx, consumer, a.Handle, bus.ConsumeOptions{
+		done <- bus.Consume(ctx, e.consumer, a.Handle, bus.ConsumeOptions{
 			Concurrency: 4,
 			NakDelay:    func(uint64) time.Duration { return 100 * time.Millisecond },
 		})
 	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			assert.NoError(t, <-done)
+		})
+	}
 	// Registered after the servers' cleanups, so it runs before them.
-	t.Cleanup(func() { assert.NoError(t, <-done) })
-	return &env{js: srv.JS, store: mio.Store, pub: pub, events: events, jobs: jobs, consumer: consumer}
+	t.Cleanup(stop)
+	return stop
 }
 
 // partSpec is one part of a job as a test sets it up.
@@ -164,12 +194,18 @@ func (e *env) waitOutcome(t *testing.T, jobID string) {
 	t.Helper()
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		assert.Positive(c, e.count(t, bus.EventCompleted, jobID)+e.count(t, bus.EventFailed, jobID), "no terminal event yet")
-		info, err := e.consumer.Info(t.Context())
-		if assert.NoError(c, err) {
-			assert.Zero(c, info.NumPending, "messages not yet delivered")
-			assert.Zero(c, info.NumAckPending, "messages not yet acked")
-		}
+		e.settled(t, c)
 	}, waitFor, tick)
+}
+
+// settled asserts that the archiver's consumer has every message
+// delivered and acked.
+func (e *env) settled(t *testing.T, c *assert.CollectT) {
+	info, err := e.consumer.Info(t.Context())
+	if assert.NoError(c, err) {
+		assert.Zero(c, info.NumPending, "messages not yet delivered")
+		assert.Zero(c, info.NumAckPending, "messages not yet acked")
+	}
 }
 
 func TestArchiver(t *testing.T) {
