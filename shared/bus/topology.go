@@ -38,7 +38,6 @@ const (
 	BucketRooms         = "rooms"
 	BucketUsers         = "users"
 	BucketMemberships   = "memberships"
-	BucketParts         = "export_parts"
 	BucketNotifications = "notifications"
 	BucketSchedules     = "export_schedules"
 	BucketIdempotency   = "idempotency_keys"
@@ -285,7 +284,6 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		kv(BucketUsers, "Users by id, credentials hashed."),
 		kv(BucketMemberships, "Room memberships under <userId>.<roomId>."),
 		kv(BucketOrgMembers, "Organization memberships under <userId>.<organizationId>."),
-		kv(BucketParts, "Uploaded parts per job under <jobId>.<part>, kept by the archiver."),
 		kv(BucketNotifications, "Notifications sent, under <jobId>.<channel>, kept by the notifier."),
 		kv(BucketSchedules, "Recurring export schedules and their claimed occurrences, kept by the gateway."),
 		withTTL(kv(BucketIdempotency, "Idempotency-Key of create requests -> job id and request hash."), t.IdempotencyTTL),
