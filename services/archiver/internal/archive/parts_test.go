@@ -67,6 +67,12 @@ func TestLatestReportOfEachPart(t *testing.T) {
 
 	assert.Empty(t, cmpFiles([]*exportv1.File{f0, latest, f2}, e.completedFiles(t, jobID)), "files differ (-want +got)")
 	assert.EqualValues(t, 1, pkg.calls.Load(), "packaged")
+	// Each handler reads through a consumer of its own and deletes it.
+	var names []string
+	for name := range e.events.ConsumerNames(t.Context()).Name() {
+		names = append(names, name)
+	}
+	assert.Equal(t, []string{bus.ConsumerArchiver}, names, "consumers left on the events stream")
 }
 
 // TestConcurrentLastParts hands a job's last two part events to two
