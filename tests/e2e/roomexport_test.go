@@ -128,7 +128,7 @@ func TestRoomExportThroughEveryService(t *testing.T) {
 	wrong.AuthToken = "not-the-token"
 	assert.Equal(t, http.StatusUnauthorized, call(t, http.MethodPost, s.gatewayURL+"/api/v1/rooms.export", &wrong,
 		map[string]string{"rid": "GENERAL", "type": "file", "format": "json"}, &denied))
-	assert.Equal(t, map[string]any{"status": "error", "message": "You must be logged in to do this."}, denied)
+	assert.Equal(t, map[string]any{"success": false, "status": "error", "message": "You must be logged in to do this."}, denied)
 }
 
 func download(t *testing.T, link string) []byte {

@@ -30,9 +30,11 @@ type dataDownloadOK struct {
 	Success                          bool    `json:"success"`
 }
 
-// exportOperation is Rocket.Chat's IExportOperation as its REST API shows
-// it, rendered from a USER_DATA job. Reason, ExpiresAt and FilesExpired
-// are Dataport's additions and appear only when they say something.
+// exportOperation is Rocket.Chat's IExportOperation (@rocket.chat/core-typings)
+// as its REST API serializes it, rendered from a USER_DATA job. Every field
+// the published type requires is present; Reason, ExpiresAt and
+// FilesExpired are Dataport's additions and appear only when they say
+// something.
 type exportOperation struct {
 	ID        string     `json:"_id"`
 	CreatedAt string     `json:"createdAt"`
@@ -47,8 +49,19 @@ type exportOperation struct {
 	FileList   []fileData `json:"fileList"`
 	// GeneratedFile is the object key of the zip once it exists.
 	GeneratedFile string `json:"generatedFile"`
-	FullExport    bool   `json:"fullExport"`
-	UpdatedAt     string `json:"_updatedAt"`
+	// FileID is the zip's id in fileList once it exists, else "" (in
+	// Rocket.Chat, the id of the upload holding the zip).
+	FileID string `json:"fileId"`
+	// UserNameTable maps the ids of the people the operation names (the
+	// caller and the other participants of direct rooms) to usernames.
+	UserNameTable map[string]string `json:"userNameTable"`
+	UserData      userData          `json:"userData"`
+	// GeneratedUserFile is true once the profile file is written.
+	GeneratedUserFile bool `json:"generatedUserFile"`
+	// GeneratedAvatar is always false: Dataport exports no avatar.
+	GeneratedAvatar bool   `json:"generatedAvatar"`
+	FullExport      bool   `json:"fullExport"`
+	UpdatedAt       string `json:"_updatedAt"`
 
 	// Reason says why a failed operation failed.
 	Reason string `json:"reason,omitempty"`
@@ -58,11 +71,39 @@ type exportOperation struct {
 	FilesExpired bool `json:"filesExpired,omitempty"`
 }
 
+// userData is the exportOperation's IUser: a projection of the caller
+// that carries who they are and never how they sign in. Rocket.Chat
+// copies the whole user document there, services (password hashes,
+// resume tokens) included; here the struct has no field a credential
+// could land in, so a new field of sourcev1.User cannot leak by accident.
+type userData struct {
+	ID        string `json:"_id"`
+	CreatedAt string `json:"createdAt"`
+	// UpdatedAt is the user's createdAt: the host platform publishes no
+	// modification time.
+	UpdatedAt string      `json:"_updatedAt"`
+	Username  string      `json:"username,omitempty"`
+	Name      string      `json:"name,omitempty"`
+	Emails    []userEmail `json:"emails,omitempty"`
+	Roles     []string    `json:"roles"`
+	// Type is "user": the host platform publishes people, not bots.
+	Type string `json:"type"`
+	// Active is true: a user the gateway authenticated is active.
+	Active bool `json:"active"`
+}
+
+// userEmail is IUserEmail without verified, which the host platform does
+// not publish.
+type userEmail struct {
+	Address string `json:"address"`
+}
+
 // roomData is one roomList entry.
 type roomData struct {
 	RoomID   string `json:"roomId"`
 	RoomName string `json:"roomName"`
-	// UserID is the other participant of a direct room, else null.
+	// UserID is the other participant of a direct room, else null (as
+	// Rocket.Chat answers it; its typings say undefined).
 	UserID        *string `json:"userId"`
 	ExportedCount uint64  `json:"exportedCount"`
 	Status        string  `json:"status"`
@@ -70,11 +111,17 @@ type roomData struct {
 	Type          string  `json:"type"`
 }
 
-// fileData is one file of a completed operation.
+// fileData is one file of a completed operation: Rocket.Chat's FileProp
+// plus its checksum and link.
 type fileData struct {
-	Name   string `json:"name"`
+	// ID is the object key, unique across operations.
+	ID   string `json:"_id"`
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// Format is the name's extension in capitals ("ZIP"), or "unknown",
+	// as Rocket.Chat's getFileExtension renders it.
+	Format string `json:"format"`
 	Size   uint64 `json:"size"`
-	Type   string `json:"type"`
 	SHA256 string `json:"sha256"`
 	// URL is a signed download link; absent once the files expired.
 	URL string `json:"url,omitempty"`
@@ -233,9 +280,10 @@ func (d *API) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job)
 	id := job.GetId()
 	// Rocket.Chat's paths are directories without a trailing slash.
 	partsPath := strings.TrimSuffix(objects.PartsPrefix(id), "/")
+	created := isoTime(job.GetCreatedAt().AsTime())
 	op := exportOperation{
 		ID:            id,
-		CreatedAt:     isoTime(job.GetCreatedAt().AsTime()),
+		CreatedAt:     created,
 		UserID:        job.GetOwnerId(),
 		RoomList:      []roomData{},
 		Status:        operationStatus(job.GetState()),
@@ -243,9 +291,14 @@ func (d *API) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job)
 		AssetsPath:    partsPath,
 		FileList:      []fileData{},
 		GeneratedFile: "",
+		UserNameTable: map[string]string{},
+		UserData:      projectUser(user, created),
 		FullExport:    job.GetFullExport(),
 		UpdatedAt:     isoTime(job.GetUpdatedAt().AsTime()),
 		FilesExpired:  job.GetFilesExpired(),
+	}
+	if user.GetUsername() != "" {
+		op.UserNameTable[user.GetId()] = user.GetUsername()
 	}
 	if op.Status == statusFailed {
 		op.Reason = job.GetError()
@@ -259,25 +312,43 @@ func (d *API) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job)
 	for _, p := range job.GetParts() {
 		switch p.GetKind() {
 		case exportv1.PartKind_PART_KIND_ROOM:
-			op.RoomList = append(op.RoomList, roomData{
+			other := d.otherParticipant(r, user, p)
+			if other != nil {
+				op.UserNameTable[other.GetId()] = other.GetUsername()
+			}
+			rd := roomData{
 				RoomID:        p.GetRoomId(),
 				RoomName:      p.GetRoomName(),
-				UserID:        d.otherParticipant(r, user, p),
 				ExportedCount: p.GetExported(),
 				Status:        partStatusWord(p.GetState()),
 				TargetFile:    p.GetTargetFile(),
 				Type:          p.GetRoomType(),
-			})
+			}
+			if other != nil {
+				otherID := other.GetId()
+				rd.UserID = &otherID
+			}
+			op.RoomList = append(op.RoomList, rd)
+		case exportv1.PartKind_PART_KIND_USER_PROFILE:
+			op.GeneratedUserFile = p.GetState() == exportv1.PartState_PART_STATE_COMPLETED
 		case exportv1.PartKind_PART_KIND_ASSETS:
 			op.AssetsPath = strings.TrimSuffix(objects.PartPrefix(id, p.GetPart()), "/")
 		}
 	}
 	if job.GetState() == exportv1.JobState_JOB_STATE_COMPLETED {
 		for i, f := range job.GetFiles() {
+			fd := fileData{
+				ID:     f.GetObjectKey(),
+				Name:   f.GetName(),
+				Type:   f.GetContentType(),
+				Format: fileFormat(f.GetName()),
+				Size:   f.GetSize(),
+				SHA256: f.GetSha256(),
+			}
 			if i == 0 {
 				op.GeneratedFile = f.GetObjectKey()
+				op.FileID = fd.ID
 			}
-			fd := fileData{Name: f.GetName(), Size: f.GetSize(), Type: f.GetContentType(), SHA256: f.GetSha256()}
 			if !job.GetFilesExpired() {
 				fd.URL, _ = d.cfg.Links.URL(id, f.GetName())
 			}
@@ -287,10 +358,44 @@ func (d *API) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job)
 	return op
 }
 
-// otherParticipant is roomList's userId: for a direct room, the id of the
-// participant who is not the caller; null for every other room, and when
-// the other participant cannot be found.
-func (d *API) otherParticipant(r *http.Request, user *sourcev1.User, p *exportv1.PartStatus) *string {
+// projectUser is userData for user. A user without a creation time (the
+// host platform did not publish one) shows the operation's, fallback,
+// since IUser requires one.
+func projectUser(user *sourcev1.User, fallback string) userData {
+	created := fallback
+	if t := user.GetCreatedAt(); t != nil {
+		created = isoTime(t.AsTime())
+	}
+	u := userData{
+		ID:        user.GetId(),
+		CreatedAt: created,
+		UpdatedAt: created,
+		Username:  user.GetUsername(),
+		Name:      user.GetName(),
+		Roles:     append([]string{}, user.GetRoles()...),
+		Type:      "user",
+		Active:    true,
+	}
+	if addr, err := parseAddress(user.GetEmail()); err == nil {
+		u.Emails = []userEmail{{Address: addr}}
+	}
+	return u
+}
+
+// fileFormat is Rocket.Chat's getFileExtension: the last extension in
+// capitals, or "unknown" for a name without one (".profile" included).
+func fileFormat(name string) string {
+	i := strings.LastIndexByte(name, '.')
+	if i <= 0 || i == len(name)-1 {
+		return "unknown"
+	}
+	return strings.ToUpper(name[i+1:])
+}
+
+// otherParticipant is the user behind roomList's userId: for a direct
+// room, the participant who is not the caller; nil for every other room,
+// and when the other participant cannot be found.
+func (d *API) otherParticipant(r *http.Request, user *sourcev1.User, p *exportv1.PartStatus) *sourcev1.User {
 	if p.GetRoomType() != roomtype.Letter(sourcev1.RoomType_ROOM_TYPE_DIRECT) {
 		return nil
 	}
@@ -306,8 +411,7 @@ func (d *API) otherParticipant(r *http.Request, user *sourcev1.User, p *exportv1
 		if err != nil || users[name] == nil {
 			return nil
 		}
-		id := users[name].GetId()
-		return &id
+		return users[name]
 	}
 	return nil
 }

@@ -53,13 +53,15 @@ const seedOperation = `{
   "success": true
 }`
 
-// Fields Dataport adds to Rocket.Chat's: the method's url and
-// pendingOperationsBeforeMyRequest at the top, and in the operation a
-// failure reason, the expiry and whether the files are gone (each only
-// when it says something).
+// Fields beyond the seed's: the method's url and
+// pendingOperationsBeforeMyRequest at the top; in the operation the
+// fields @rocket.chat/core-typings' IExportOperation requires and the
+// seed omits (fileId, userNameTable, userData, generatedUserFile,
+// generatedAvatar), then Dataport's failure reason, expiry and whether
+// the files are gone (each only when it says something).
 var (
 	extraTop = []string{"url", "pendingOperationsBeforeMyRequest"}
-	extraOp  = []string{"reason", "expiresAt", "filesExpired"}
+	extraOp  = []string{"fileId", "userNameTable", "userData", "generatedUserFile", "generatedAvatar", "reason", "expiresAt", "filesExpired"}
 )
 
 var isoMillis = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)

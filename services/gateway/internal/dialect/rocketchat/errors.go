@@ -26,8 +26,11 @@ type apiError struct {
 	ErrorType string `json:"errorType,omitempty"`
 }
 
-// authError is the body Rocket.Chat answers 401 with.
+// authError is the body Rocket.Chat answers 401 with, plus success, which
+// its published UnauthorizedErrorResponse (@rocket.chat/rest-typings)
+// requires.
 type authError struct {
+	Success bool   `json:"success"`
 	Status  string `json:"status"`
 	Message string `json:"message"`
 }
@@ -57,7 +60,7 @@ func writeMeteorError(w http.ResponseWriter, status int, errorType, reason strin
 }
 
 func writeUnauthorized(w http.ResponseWriter) {
-	respond.JSON(w, http.StatusUnauthorized, authError{Status: "error", Message: "You must be logged in to do this."})
+	respond.JSON(w, http.StatusUnauthorized, authError{Success: false, Status: "error", Message: "You must be logged in to do this."})
 }
 
 func writeInternal(w http.ResponseWriter) {

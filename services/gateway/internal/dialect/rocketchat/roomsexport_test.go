@@ -19,7 +19,7 @@ const roomsExport = "/api/v1/rooms.export"
 // Rocket.Chat's answers, field by field (seed 002, and seed 000 for the
 // authentication failure).
 var (
-	rcUnauthorized = map[string]any{"status": "error", "message": "You must be logged in to do this."}
+	rcUnauthorized = map[string]any{"success": false, "status": "error", "message": "You must be logged in to do this."}
 	rcInvalidParam = rcErr("error-invalid-params")
 	rcInvalidRoom  = rcErr("error-invalid-room")
 	rcInvalidFmt   = rcErr("error-invalid-format")
