@@ -31,7 +31,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help node tools proto lint test test-unit fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench clean images
+.PHONY: help node tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the five services, seed demo data"
@@ -39,6 +39,7 @@ help:
 	@echo "make proto   regenerate Go code from proto/ with the pinned buf"
 	@echo "make lint    buf lint + breaking check, go vet"
 	@echo "make bench   run the Go benchmarks"
+	@echo "make test-typings  type-check the Rocket.Chat answers against Rocket.Chat's published typings"
 	@echo "make fuzz-smoke  run every fuzz target briefly (FUZZTIME=1000x executions each)"
 	@echo "make images  build the Docker images dataport/<service>:dev (needs a Docker engine)"
 
@@ -78,7 +79,7 @@ fmt-check:
 check-modules:
 	for m in $(MODULES); do echo "== $$m"; (cd $$m && GOWORK=off go build ./... && GOWORK=off go vet ./...); done
 
-test-unit: tools
+test-unit: tools node
 	for m in $(filter-out tests/e2e,$(MODULES)); do echo "== go test $$m"; (cd $$m && GOWORK=off go test -count=1 -timeout 10m ./...); done
 
 # Every fuzz target (found with go test -list in the packages that have
@@ -103,14 +104,21 @@ fuzz-smoke:
 	  done; \
 	done
 
-# The Rebilly SDK test runs the SDK under Node.js; Debian's packages
-# provide it where the machine has none.
+# The Rebilly SDK test runs the SDK under Node.js, and the gateway's unit
+# tests type-check the Rocket.Chat answers with tsc (npm fetches the
+# pinned typings once into .dataport/); Debian's packages provide both
+# where the machine has none.
 node:
 	@command -v node >/dev/null && command -v npm >/dev/null || \
 	  { echo "installing Node.js and npm with apt-get"; apt-get update -qq && apt-get install -y -qq nodejs npm; }
 
 test-e2e: tools node
 	cd tests/e2e && GOWORK=off go test -count=1 -timeout 10m -v ./...
+
+# The Rocket.Chat typings check alone (test-unit runs it too): real
+# answers of the dialect against @rocket.chat/rest-typings with tsc.
+test-typings: node
+	cd services/gateway && GOWORK=off go test -count=1 -run 'TestAnswersFitRocketChatTypings|TestDataDownloadUserDataIsSafe' ./internal/dialect/rocketchat/
 
 # The fault suite alone (kill -9, restarts, outages, cluster node loss);
 # test-e2e runs it too, with nothing skipped. See docs/RELIABILITY.md.
