@@ -30,6 +30,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/shared/bus"
 )
 
@@ -49,9 +50,10 @@ type answer struct {
 // dialect, taken from the real router, against Rocket.Chat's published
 // typings with tsc --strict: every users.requestDataDownload variant
 // (first request, repeat, full export, direct room, completed with its
-// files, failed), both rooms.export variants, and the error
-// bodies. Node.js and npm are required (make node installs them); the
-// typing packages are fetched once per pinned version.
+// files, failed), both rooms.export variants, and the error bodies (the
+// handlers' 400 and 401, the middleware's 429). Node.js and npm are
+// required (make node installs them); the typing packages are fetched
+// once per pinned version.
 func TestAnswersFitRocketChatTypings(t *testing.T) {
 	node := requireTool(t, "node")
 	modules := typingPackages(t, requireTool(t, "npm"))
@@ -215,6 +217,12 @@ func collectAnswers(t *testing.T) []answer {
 		got := take("rooms.export "+c.name, "ErrorAnswer", e.do(t, http.MethodPost, roomsExport, c.who, c.body), bad)
 		require.Equal(t, false, got["success"])
 	}
+
+	// What the gateway's middleware refuses comes in the dialect's shape
+	// too: here the quota's 429.
+	limited := newEnv(t, envOptions{fixtures: true, limits: &quota.Options{MaxConcurrent: 1}})
+	require.Equal(t, http.StatusOK, limited.do(t, http.MethodGet, dataDownload, asAdmin, "").status)
+	take("rooms.export 429", "ErrorAnswer", limited.do(t, http.MethodPost, roomsExport, asAdmin, `{"rid":"GENERAL","type":"file","format":"json"}`), http.StatusTooManyRequests)
 	return out
 }
 
