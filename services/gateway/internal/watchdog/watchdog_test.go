@@ -130,7 +130,8 @@ func TestStuckJobsAreFailedOnceWhateverTheReplicas(t *testing.T) {
 		{Id: "OldAndFailed", OwnerId: "alice", State: exportv1.JobState_JOB_STATE_FAILED, CreatedAt: old, UpdatedAt: old},
 	}
 	for _, j := range seed {
-		require.NoError(t, jobs.Create(t.Context(), j))
+		_, err := jobs.Apply(t.Context(), &exportv1.ExportRequested{JobId: j.GetId(), OccurredAt: j.GetCreatedAt(), Job: j})
+		require.NoError(t, err)
 	}
 
 	// Two gateway replicas scan at the same moment.
