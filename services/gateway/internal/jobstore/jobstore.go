@@ -1,13 +1,14 @@
 // Package jobstore is the gateway's projection of export jobs: one
 // exportv1.Job per job id in the KV bucket bus.BucketJobs.
 //
-// The projection has one write path, Store.Apply: it folds a status event
-// into its job with the pure reducer (step, in state.go) and writes the
-// result with a revision check. Nothing else writes the bucket. Creating a
-// job is applying its ExportRequested, which carries the whole job; the
-// gateway applies it before publishing it, so a poll right after the
-// create finds the job, and the copy the projection consumer gets back
-// from the stream finds the record it created and changes nothing. The
+// The projection has one write path: Store.Apply folds a status event into
+// its job with the pure reducer (step, in state.go) and writes the result
+// with a revision check. Nothing else writes the bucket. Creating a job is
+// applying its ExportRequested, which carries the whole job (Store.Create
+// is Apply that also says whether this call created the job); the gateway
+// applies it before publishing it, so a poll right after the create finds
+// the job, and the copy the projection consumer gets back from the stream
+// finds the record it created and changes nothing. The
 // gateway's own later events (a cancel, a failure) go through Emit, which
 // publishes them and applies them at once for read-your-writes; their
 // copies from the stream are no-ops the same way, since the reducer only
@@ -44,8 +45,8 @@ var (
 	// (wrapped, not permanent) for an event that arrives before its job:
 	// the projection retries and catches up.
 	ErrNotFound = errors.New("jobstore: job not found")
-	// ErrExists is returned by Apply for an ExportRequested whose id
-	// already names a job that another request created.
+	// ErrExists is returned by Create when the id is taken, and by Apply
+	// for an ExportRequested whose id names a job another request created.
 	ErrExists = errors.New("jobstore: job already exists")
 )
 
@@ -232,8 +233,28 @@ type Event interface {
 // job that does not exist yet fails with ErrNotFound so the caller retries
 // later. Malformed events fail with a bus.Permanent error.
 func (s *Store) Apply(ctx context.Context, ev Event) (*exportv1.Job, error) {
+	job, _, err := s.apply(ctx, ev)
+	return job, err
+}
+
+// Create applies req, the ExportRequested of a new job, as Apply does, and
+// fails with ErrExists unless this call is what created the job: a job
+// already there, even one equal to req's, belongs to another create of the
+// same id (a client repeating its own id gets a conflict, not a second
+// run of its tasks). It is no second way to write a job; the copy of req
+// that comes back from the stream goes through Apply and changes nothing.
+func (s *Store) Create(ctx context.Context, req *exportv1.ExportRequested) (*exportv1.Job, error) {
+	job, created, err := s.apply(ctx, req)
+	if err == nil && !created {
+		err = fmt.Errorf("create job %s: %w", req.GetJobId(), ErrExists)
+	}
+	return job, err
+}
+
+// apply is Apply, also reporting whether it wrote the job.
+func (s *Store) apply(ctx context.Context, ev Event) (*exportv1.Job, bool, error) {
 	if err := check(ev); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	id := ev.GetJobId()
 	for attempt := 1; ; attempt++ {
@@ -242,18 +263,18 @@ func (s *Store) Apply(ctx context.Context, ev Event) (*exportv1.Job, error) {
 			job, rev, err = nil, 0, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		next, changed, err := step(job, ev, s.retention)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if !changed {
-			return job, nil
+			return job, false, nil
 		}
 		data, err := proto.Marshal(next)
 		if err != nil {
-			return nil, fmt.Errorf("marshal job %s: %w", id, err)
+			return nil, false, fmt.Errorf("marshal job %s: %w", id, err)
 		}
 		if job == nil {
 			_, err = s.kv.Create(ctx, id, data)
@@ -264,17 +285,17 @@ func (s *Store) Apply(ctx context.Context, ev Event) (*exportv1.Job, error) {
 			if s.onTerminal != nil && !Terminal(job.GetState()) && Terminal(next.GetState()) {
 				s.onTerminal(ctx, next)
 			}
-			return next, nil
+			return next, true, nil
 		}
 		conflict := errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
 		if !conflict || attempt >= maxAttempts {
-			return nil, fmt.Errorf("apply %T to job %s: %w", ev, id, err)
+			return nil, false, fmt.Errorf("apply %T to job %s: %w", ev, id, err)
 		}
 		// Someone else wrote the job between our read and write. Back off
 		// a little, with jitter, so two appliers do not collide again.
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("apply %T to job %s: %w", ev, id, ctx.Err())
+			return nil, false, fmt.Errorf("apply %T to job %s: %w", ev, id, ctx.Err())
 		case <-time.After(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond)))):
 		}
 	}

@@ -52,7 +52,7 @@ func newJob(id, owner string) *exportv1.Job {
 
 // create writes job as the gateway does: by applying its request.
 func create(ctx context.Context, store *jobstore.Store, job *exportv1.Job) error {
-	_, err := store.Apply(ctx, requested(job))
+	_, err := store.Create(ctx, requested(job))
 	return err
 }
 
@@ -403,7 +403,8 @@ func TestMalformedEventsArePermanent(t *testing.T) {
 
 // TestRequestForATakenIDIsRefused: a request for an id another request's
 // job holds fails with ErrExists and leaves that job as it is; the
-// request that created the job, applied again, changes nothing.
+// request that created the job, applied again, changes nothing, and
+// Create refuses any id that is taken.
 func TestRequestForATakenIDIsRefused(t *testing.T) {
 	store, kv, _ := newStore(t)
 	ctx := t.Context()
@@ -422,8 +423,10 @@ func TestRequestForATakenIDIsRefused(t *testing.T) {
 	require.ErrorIs(t, err, jobstore.ErrExists, "the same owner's second request is another job")
 
 	got, err := store.Apply(ctx, requested(first))
-	require.NoError(t, err)
+	require.NoError(t, err, "the request's own copy")
 	assert.Empty(t, cmpDiff(first, got))
+	_, err = store.Create(ctx, requested(first))
+	require.ErrorIs(t, err, jobstore.ErrExists, "a second create, even of an equal job, did not create it")
 	after, err := kv.Get(ctx, "job-dup")
 	require.NoError(t, err)
 	assert.Equal(t, before.Revision(), after.Revision())

@@ -80,8 +80,8 @@ var ErrNoScope = errors.New("submit: the job carries no scope")
 // that order: a poll right after Submit finds the job, and the request's
 // copy that the projection consumer gets back changes nothing. A refusal
 // of the admission is returned as it is (wrapped), before anything is
-// written; an id another job holds fails with jobstore.ErrExists, and the
-// admission's reservation is given back. Tasks get their job id, owner,
+// written; an id that is taken (by any job, even an equal one) fails with
+// jobstore.ErrExists, and the admission's reservation is given back. Tasks get their job id, owner,
 // scope, kind, format, part numbers and parts_total filled in from job and
 // their position, and are signed. If a message cannot be published the
 // job is failed at once, so nobody waits for work that was never queued;
@@ -108,7 +108,7 @@ func (s *Submitter) Submit(ctx context.Context, job *exportv1.Job, kind bus.Task
 	}
 	now := timestamppb.New(s.now())
 	requested := &exportv1.ExportRequested{JobId: id, OccurredAt: now, Job: job}
-	if _, err := s.jobs.Apply(ctx, requested); err != nil {
+	if _, err := s.jobs.Create(ctx, requested); err != nil {
 		if held {
 			if rerr := s.admit.Release(context.WithoutCancel(ctx), job); rerr != nil {
 				err = errors.Join(err, rerr)

@@ -200,8 +200,8 @@ func TestUnqueuedJobFailsOnce(t *testing.T) {
 	assert.Equal(t, []string{id}, r.ended, "the job ends once")
 }
 
-// TestTakenIDIsErrExists: Submit of a job whose id another job holds fails
-// with jobstore.ErrExists, publishes nothing and leaves that job alone.
+// TestTakenIDIsErrExists: Submit of a job whose id is taken fails with
+// jobstore.ErrExists, publishes nothing and leaves the job there alone.
 func TestTakenIDIsErrExists(t *testing.T) {
 	r := newRig(t)
 	ctx := t.Context()
@@ -214,6 +214,10 @@ func TestTakenIDIsErrExists(t *testing.T) {
 	got, err := r.jobs.Get(ctx, "Taken")
 	require.NoError(t, err)
 	assert.Equal(t, "alice", got.GetOwnerId())
+	// Even the very same job again: the id is in use.
+	again := proto.CloneOf(first)
+	err = r.sub.Submit(ctx, again, bus.TaskRoom, []*exportv1.ExportTask{{PartKind: exportv1.PartKind_PART_KIND_ROOM}})
+	require.ErrorIs(t, err, jobstore.ErrExists)
 
 	stream, err := r.nats.JS.Stream(ctx, bus.StreamExportEvents)
 	require.NoError(t, err)
