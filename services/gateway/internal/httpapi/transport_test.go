@@ -25,10 +25,12 @@ func completedJob(t *testing.T, e *env, id, name string, content []byte, content
 	key := "jobs/" + id + "/parts/0/" + name
 	_, err := e.minio.Store.Upload(ctx, exportBucket, key, bytes.NewReader(content), contentType)
 	require.NoError(t, err)
-	require.NoError(t, e.jobs.Create(ctx, &exportv1.Job{
+	job := &exportv1.Job{
 		Id: id, OwnerId: adminID, Kind: exportv1.JobKind_JOB_KIND_ROOM, Format: exportv1.Format_FORMAT_HTML,
 		State: exportv1.JobState_JOB_STATE_PROCESSING, CreatedAt: timestamppb.Now(), UpdatedAt: timestamppb.Now(),
-	}))
+	}
+	_, err = e.jobs.Apply(ctx, &exportv1.ExportRequested{JobId: id, OccurredAt: job.GetCreatedAt(), Job: job})
+	require.NoError(t, err)
 	f := &exportv1.File{Name: name, ObjectKey: key, Size: uint64(len(content)), ContentType: contentType}
 	_, err = e.jobs.Apply(ctx, &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.Now(), Files: []*exportv1.File{f}})
 	require.NoError(t, err)

@@ -1,12 +1,24 @@
 // Package jobstore is the gateway's projection of export jobs: one
 // exportv1.Job per job id in the KV bucket bus.BucketJobs.
 //
-// The HTTP handlers create jobs; status events from every service move
-// them forward through Apply. Every write after the first is a
-// read-modify-write guarded by the entry's revision, so any number of
-// gateway replicas and redelivered events may apply concurrently and the
-// outcome is the same as applying them one by one: states only move
-// forward, progress only grows and a terminal job keeps its outcome.
+// The projection has one write path: Store.Apply folds a status event into
+// its job with the pure reducer (step, in state.go) and writes the result
+// with a revision check. Nothing else writes the bucket. Creating a job is
+// applying its ExportRequested, which carries the whole job (Store.Create
+// is Apply that also says whether this call created the job); the gateway
+// applies it before publishing it, so a poll right after the create finds
+// the job, and the copy the projection consumer gets back from the stream
+// finds the record it created and changes nothing. The
+// gateway's own later events (a cancel, a failure) go through Emit, which
+// publishes them and applies them at once for read-your-writes; their
+// copies from the stream are no-ops the same way, since the reducer only
+// moves a job forward.
+//
+// Every write is a read-modify-write guarded by the entry's revision (a
+// create expects no entry), so any number of gateway replicas and
+// redelivered events may apply concurrently and the outcome is the same
+// as applying them one by one: states only move forward, progress only
+// grows and a terminal job keeps its outcome.
 package jobstore
 
 import (
@@ -33,7 +45,8 @@ var (
 	// (wrapped, not permanent) for an event that arrives before its job:
 	// the projection retries and catches up.
 	ErrNotFound = errors.New("jobstore: job not found")
-	// ErrExists is returned by Create when the id is taken.
+	// ErrExists is returned by Create when the id is taken, and by Apply
+	// for an ExportRequested whose id names a job another request created.
 	ErrExists = errors.New("jobstore: job already exists")
 )
 
@@ -98,24 +111,6 @@ func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, 
 		return nil, fmt.Errorf("open bucket %s: %w", bus.BucketJobs, err)
 	}
 	return New(js, kv, opts...), nil
-}
-
-// Create stores a new job; it fails with ErrExists if the id is taken.
-func (s *Store) Create(ctx context.Context, job *exportv1.Job) error {
-	if !ValidID(job.GetId()) {
-		return fmt.Errorf("create job: invalid id %q", job.GetId())
-	}
-	data, err := proto.Marshal(job)
-	if err != nil {
-		return fmt.Errorf("marshal job %s: %w", job.GetId(), err)
-	}
-	if _, err := s.kv.Create(ctx, job.GetId(), data); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("create job %s: %w", job.GetId(), ErrExists)
-		}
-		return fmt.Errorf("create job %s: %w", job.GetId(), err)
-	}
-	return nil
 }
 
 // Get returns the job, or ErrNotFound.
@@ -227,70 +222,107 @@ type Event interface {
 }
 
 // Apply folds one status event into its job and returns the job as stored
-// afterwards. It is idempotent: applying an event twice, or an event that
-// the job has already moved past, changes nothing.
+// afterwards. It is the only way the projection is written. It is
+// idempotent: applying an event twice, or an event that the job has
+// already moved past, changes nothing and writes nothing.
 //
-// ExportRequested carries the whole job and creates it if it is missing,
-// which repairs a create the HTTP handler lost. Any other event for a job
-// that does not exist yet fails with ErrNotFound so the caller retries
+// ExportRequested carries the whole job and creates it if it is missing;
+// applied again, it finds its job and changes nothing, whatever the job
+// went through since. For an id that another request's job already holds
+// it fails with ErrExists and leaves that job alone. Any other event for a
+// job that does not exist yet fails with ErrNotFound so the caller retries
 // later. Malformed events fail with a bus.Permanent error.
 func (s *Store) Apply(ctx context.Context, ev Event) (*exportv1.Job, error) {
+	job, _, err := s.apply(ctx, ev)
+	return job, err
+}
+
+// Create applies req, the ExportRequested of a new job, as Apply does, and
+// fails with ErrExists unless this call is what created the job: a job
+// already there, even one equal to req's, belongs to another create of the
+// same id (a client repeating its own id gets a conflict, not a second
+// run of its tasks). It is no second way to write a job; the copy of req
+// that comes back from the stream goes through Apply and changes nothing.
+func (s *Store) Create(ctx context.Context, req *exportv1.ExportRequested) (*exportv1.Job, error) {
+	job, created, err := s.apply(ctx, req)
+	if err == nil && !created {
+		err = fmt.Errorf("create job %s: %w", req.GetJobId(), ErrExists)
+	}
+	return job, err
+}
+
+// apply is Apply, also reporting whether it wrote the job.
+func (s *Store) apply(ctx context.Context, ev Event) (*exportv1.Job, bool, error) {
+	if err := check(ev); err != nil {
+		return nil, false, err
+	}
 	id := ev.GetJobId()
-	if !ValidID(id) {
-		return nil, bus.Permanent(fmt.Errorf("%T: invalid job id %q", ev, id))
-	}
-	if req, ok := ev.(*exportv1.ExportRequested); ok {
-		if req.GetJob() == nil || req.GetJob().GetId() != id {
-			return nil, bus.Permanent(fmt.Errorf("ExportRequested for %s carries job %q", id, req.GetJob().GetId()))
-		}
-	}
 	for attempt := 1; ; attempt++ {
 		job, rev, err := s.get(ctx, id)
 		if errors.Is(err, ErrNotFound) {
-			req, ok := ev.(*exportv1.ExportRequested)
-			if !ok {
-				return nil, fmt.Errorf("apply %T: %w", ev, err)
-			}
-			err := s.Create(ctx, req.GetJob())
-			if errors.Is(err, ErrExists) {
-				continue // created meanwhile; apply to what is there
-			}
-			if err != nil {
-				return nil, err
-			}
-			return req.GetJob(), nil
+			job, rev, err = nil, 0, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		next := proto.CloneOf(job)
-		changed, err := reduce(next, ev, s.retention)
+		next, changed, err := step(job, ev, s.retention)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if !changed {
-			return job, nil
+			return job, false, nil
 		}
 		data, err := proto.Marshal(next)
 		if err != nil {
-			return nil, fmt.Errorf("marshal job %s: %w", id, err)
+			return nil, false, fmt.Errorf("marshal job %s: %w", id, err)
 		}
-		_, err = s.kv.Update(ctx, id, data, rev)
+		if job == nil {
+			_, err = s.kv.Create(ctx, id, data)
+		} else {
+			_, err = s.kv.Update(ctx, id, data, rev)
+		}
 		if err == nil {
 			if s.onTerminal != nil && !Terminal(job.GetState()) && Terminal(next.GetState()) {
 				s.onTerminal(ctx, next)
 			}
-			return next, nil
+			return next, true, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt >= maxAttempts {
-			return nil, fmt.Errorf("apply %T to job %s: %w", ev, id, err)
+		conflict := errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
+		if !conflict || attempt >= maxAttempts {
+			return nil, false, fmt.Errorf("apply %T to job %s: %w", ev, id, err)
 		}
 		// Someone else wrote the job between our read and write. Back off
 		// a little, with jitter, so two appliers do not collide again.
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("apply %T to job %s: %w", ev, id, ctx.Err())
+			return nil, false, fmt.Errorf("apply %T to job %s: %w", ev, id, ctx.Err())
 		case <-time.After(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond)))):
 		}
 	}
+}
+
+// Publisher publishes status events; bus.Publisher is one.
+type Publisher interface {
+	PublishStatus(ctx context.Context, ev bus.Event, jobID, discriminator string, m proto.Message) error
+}
+
+// Emit publishes ev, an event the gateway itself decides (a cancel, a
+// failure), for the other services and then applies it here, so that the
+// caller's answer already shows it. The projection consumer applies the
+// copy it gets back from the stream through the same Apply, which then
+// changes nothing: ev changes its job once. If publishing fails nothing is
+// applied and the job is as it was. Emit suits events that happen once
+// per job: their dedup id is the job id and the event kind.
+func (s *Store) Emit(ctx context.Context, pub Publisher, ev Event) (*exportv1.Job, error) {
+	if err := check(ev); err != nil {
+		return nil, err
+	}
+	kind, ok := kindOf(ev)
+	if !ok {
+		return nil, fmt.Errorf("emit %T: not a status event", ev)
+	}
+	if err := pub.PublishStatus(ctx, kind, ev.GetJobId(), "", ev); err != nil {
+		return nil, fmt.Errorf("publish %s of job %s: %w", kind, ev.GetJobId(), err)
+	}
+	return s.Apply(ctx, ev)
 }

@@ -50,6 +50,16 @@ func newJob(id, owner string) *exportv1.Job {
 	}
 }
 
+// create writes job as the gateway does: by applying its request.
+func create(ctx context.Context, store *jobstore.Store, job *exportv1.Job) error {
+	_, err := store.Create(ctx, requested(job))
+	return err
+}
+
+func requested(job *exportv1.Job) *exportv1.ExportRequested {
+	return &exportv1.ExportRequested{JobId: job.GetId(), OccurredAt: job.GetCreatedAt(), Job: job}
+}
+
 func file(name string) *exportv1.File {
 	return &exportv1.File{Name: name, ObjectKey: "jobs/x/parts/0/" + name, Size: 2048, Records: 12, Sha256: "ab", ContentType: "application/json"}
 }
@@ -196,7 +206,7 @@ func TestApplyMovesForwardOnly(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			id := fmt.Sprintf("job-forward-%d", i)
-			require.NoError(t, store.Create(ctx, newJob(id, "alice")))
+			require.NoError(t, create(ctx, store, newJob(id, "alice")))
 			for _, ev := range tc.events(id) {
 				_, err := store.Apply(ctx, ev)
 				require.NoError(t, err)
@@ -259,7 +269,7 @@ func TestConcurrentAppliersLoseNoUpdate(t *testing.T) {
 	store, _, _ := newStore(t)
 	ctx := t.Context()
 	const id = "job-race"
-	require.NoError(t, store.Create(ctx, newJob(id, "alice")))
+	require.NoError(t, create(ctx, store, newJob(id, "alice")))
 
 	// One applier raises the record count, the other the byte count; each
 	// update touches a field the other does not, so a write based on a
@@ -299,7 +309,7 @@ func TestConcurrentTerminalEventsPickOneOutcome(t *testing.T) {
 	ctx := t.Context()
 	for i := range 10 {
 		id := fmt.Sprintf("job-terminal-%d", i)
-		require.NoError(t, store.Create(ctx, newJob(id, "alice")))
+		require.NoError(t, create(ctx, store, newJob(id, "alice")))
 		var wg sync.WaitGroup
 		wg.Go(func() { _, err := store.Apply(ctx, completed(id, 5)); assert.NoError(t, err) })
 		wg.Go(func() { _, err := store.Apply(ctx, failed(id, 5, false)); assert.NoError(t, err) })
@@ -336,7 +346,7 @@ func TestOnTerminalRunsOncePerJob(t *testing.T) {
 	ctx := t.Context()
 	for i := range 5 {
 		id := fmt.Sprintf("job-hook-%d", i)
-		require.NoError(t, store.Create(ctx, newJob(id, "alice")))
+		require.NoError(t, create(ctx, store, newJob(id, "alice")))
 		var wg sync.WaitGroup
 		for _, ev := range []jobstore.Event{queued(id, 1), progress(id, 2, 50, 5), completed(id, 5), failed(id, 5, false), canceled(id, 6), completed(id, 5)} {
 			wg.Go(func() { _, err := store.Apply(ctx, ev); assert.NoError(t, err) })
@@ -346,7 +356,7 @@ func TestOnTerminalRunsOncePerJob(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, []exportv1.JobState{got.GetState()}, ended[id])
 	}
-	require.NoError(t, store.Create(ctx, newJob("job-hook-running", "alice")))
+	require.NoError(t, create(ctx, store, newJob("job-hook-running", "alice")))
 	_, err = store.Apply(ctx, progress("job-hook-running", 2, 50, 5))
 	require.NoError(t, err)
 	assert.NotContains(t, ended, "job-hook-running")
@@ -391,15 +401,36 @@ func TestMalformedEventsArePermanent(t *testing.T) {
 	}
 }
 
-func TestCreateRefusesDuplicates(t *testing.T) {
-	store, _, _ := newStore(t)
+// TestRequestForATakenIDIsRefused: a request for an id another request's
+// job holds fails with ErrExists and leaves that job as it is; the
+// request that created the job, applied again, changes nothing, and
+// Create refuses any id that is taken.
+func TestRequestForATakenIDIsRefused(t *testing.T) {
+	store, kv, _ := newStore(t)
 	ctx := t.Context()
-	require.NoError(t, store.Create(ctx, newJob("job-dup", "alice")))
-	err := store.Create(ctx, newJob("job-dup", "mallory"))
-	require.ErrorIs(t, err, jobstore.ErrExists)
-	got, err := store.Get(ctx, "job-dup")
+	first := newJob("job-dup", "alice")
+	require.NoError(t, create(ctx, store, first))
+	before, err := kv.Get(ctx, "job-dup")
 	require.NoError(t, err)
-	assert.Equal(t, "alice", got.GetOwnerId())
+
+	other := newJob("job-dup", "mallory")
+	_, err = store.Apply(ctx, requested(other))
+	require.ErrorIs(t, err, jobstore.ErrExists)
+	assert.False(t, bus.IsPermanent(err), "Apply reports the taken id; the projection consumer decides it is permanent")
+	later := newJob("job-dup", "alice")
+	later.CreatedAt = at(1)
+	_, err = store.Apply(ctx, requested(later))
+	require.ErrorIs(t, err, jobstore.ErrExists, "the same owner's second request is another job")
+
+	got, err := store.Apply(ctx, requested(first))
+	require.NoError(t, err, "the request's own copy")
+	assert.Empty(t, cmpDiff(first, got))
+	_, err = store.Create(ctx, requested(first))
+	require.ErrorIs(t, err, jobstore.ErrExists, "a second create, even of an equal job, did not create it")
+	after, err := kv.Get(ctx, "job-dup")
+	require.NoError(t, err)
+	assert.Equal(t, before.Revision(), after.Revision())
+	assert.Equal(t, before.Value(), after.Value())
 }
 
 func TestListNewestFirstPerOwner(t *testing.T) {
@@ -412,7 +443,7 @@ func TestListNewestFirstPerOwner(t *testing.T) {
 	for i, owner := range []string{"alice", "bob", "alice", "alice"} {
 		j := newJob(fmt.Sprintf("job-list-%d", i), owner)
 		j.CreatedAt = at(i * 10)
-		require.NoError(t, store.Create(ctx, j))
+		require.NoError(t, create(ctx, store, j))
 	}
 	jobs, err = store.List(ctx, "alice")
 	require.NoError(t, err)
@@ -482,7 +513,7 @@ func TestNotificationChannelsAreKeptApart(t *testing.T) {
 	store, _, _ := newStore(t)
 	ctx := t.Context()
 	const id = "job-channels"
-	require.NoError(t, store.Create(ctx, newJob(id, "alice")))
+	require.NoError(t, create(ctx, store, newJob(id, "alice")))
 	hook := func(sec int, errMsg string) jobstore.Event {
 		return &exportv1.NotificationSent{JobId: id, OccurredAt: at(sec), Recipients: []string{"https://hooks.example.com/x"}, Error: errMsg, Channel: "webhook.0123456789abcdef"}
 	}
@@ -516,7 +547,7 @@ func TestListSeesEveryJobWhileJobsChange(t *testing.T) {
 	ctx := t.Context()
 	const n = 20
 	for i := range n {
-		require.NoError(t, store.Create(ctx, newJob(fmt.Sprintf("job-%02d", i), "alice")))
+		require.NoError(t, create(ctx, store, newJob(fmt.Sprintf("job-%02d", i), "alice")))
 	}
 	stop := make(chan struct{})
 	done := make(chan struct{})

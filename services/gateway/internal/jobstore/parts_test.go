@@ -91,7 +91,7 @@ func TestPartsFollowTheirEvents(t *testing.T) {
 	store := jobstore.New(srv.JS, kv, jobstore.WithRetention(48*time.Hour))
 	ctx := t.Context()
 	const id = "job-parts"
-	require.NoError(t, store.Create(ctx, userDataJob(id)))
+	require.NoError(t, create(ctx, store, userDataJob(id)))
 
 	steps := []struct {
 		name    string
@@ -158,7 +158,7 @@ func TestCompletionMarksEveryPartCompleted(t *testing.T) {
 	store, _, _ := newStore(t)
 	ctx := t.Context()
 	const id = "job-done"
-	require.NoError(t, store.Create(ctx, userDataJob(id)))
+	require.NoError(t, create(ctx, store, userDataJob(id)))
 	_, err := store.Apply(ctx, partProgress(id, 1, 0, 50, 3))
 	require.NoError(t, err)
 	job, err := store.Apply(ctx, completed(id, 2))
@@ -182,7 +182,7 @@ func TestProjectionAppliesExpired(t *testing.T) {
 	t.Cleanup(func() { stop(); <-stopped })
 
 	const id = "job-exp"
-	require.NoError(t, store.Create(ctx, newJob(id, "alice")))
+	require.NoError(t, create(ctx, store, newJob(id, "alice")))
 	pub := bus.NewPublisher(srv.JS, nil)
 	require.NoError(t, pub.PublishStatus(ctx, bus.EventExpired, id, "", &exportv1.ExportExpired{JobId: id, OccurredAt: at(1)}))
 	require.EventuallyWithT(t, func(c *assert.CollectT) {

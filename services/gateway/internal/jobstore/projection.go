@@ -2,6 +2,7 @@ package jobstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -11,32 +12,45 @@ import (
 	"dataport.dev/shared/bus"
 )
 
+// events pairs every status event kind this gateway knows with its
+// message type. Emit publishes by it and the projection consumer decodes
+// by it, so an event the gateway publishes comes back as the message it
+// applied.
+var events = []struct {
+	kind bus.Event
+	new  func() Event
+}{
+	{bus.EventRequested, func() Event { return &exportv1.ExportRequested{} }},
+	{bus.EventQueued, func() Event { return &exportv1.ExportQueued{} }},
+	{bus.EventProgress, func() Event { return &exportv1.ExportProgress{} }},
+	{bus.EventPart, func() Event { return &exportv1.PartUploaded{} }},
+	{bus.EventFinalizing, func() Event { return &exportv1.ExportFinalizing{} }},
+	{bus.EventCompleted, func() Event { return &exportv1.ExportCompleted{} }},
+	{bus.EventFailed, func() Event { return &exportv1.ExportFailed{} }},
+	{bus.EventCanceled, func() Event { return &exportv1.ExportCanceled{} }},
+	{bus.EventNotified, func() Event { return &exportv1.NotificationSent{} }},
+	{bus.EventExpired, func() Event { return &exportv1.ExportExpired{} }},
+}
+
 // newEvent returns an empty message of the type published for ev, or nil
 // for an event this gateway does not know.
 func newEvent(ev bus.Event) Event {
-	switch ev {
-	case bus.EventRequested:
-		return &exportv1.ExportRequested{}
-	case bus.EventQueued:
-		return &exportv1.ExportQueued{}
-	case bus.EventProgress:
-		return &exportv1.ExportProgress{}
-	case bus.EventPart:
-		return &exportv1.PartUploaded{}
-	case bus.EventFinalizing:
-		return &exportv1.ExportFinalizing{}
-	case bus.EventCompleted:
-		return &exportv1.ExportCompleted{}
-	case bus.EventFailed:
-		return &exportv1.ExportFailed{}
-	case bus.EventCanceled:
-		return &exportv1.ExportCanceled{}
-	case bus.EventNotified:
-		return &exportv1.NotificationSent{}
-	case bus.EventExpired:
-		return &exportv1.ExportExpired{}
+	for _, e := range events {
+		if e.kind == ev {
+			return e.new()
+		}
 	}
 	return nil
+}
+
+// kindOf is the event kind ev is published as.
+func kindOf(ev Event) (bus.Event, bool) {
+	for _, e := range events {
+		if e.new().ProtoReflect().Descriptor() == ev.ProtoReflect().Descriptor() {
+			return e.kind, true
+		}
+	}
+	return "", false
 }
 
 // Projection returns the bus.Handler of the gateway-projection consumer:
@@ -61,6 +75,12 @@ func (s *Store) Projection(log *slog.Logger) bus.Handler {
 			return bus.Permanent(fmt.Errorf("%s carries job id %q", msg.Subject(), ev.GetJobId()))
 		}
 		job, err := s.Apply(ctx, ev)
+		if errors.Is(err, ErrExists) {
+			// A request for an id another job holds: the gateway that
+			// applied it first refused it and never published it, so
+			// this one came from elsewhere and no retry can place it.
+			return bus.Permanent(err)
+		}
 		if err != nil {
 			return err
 		}

@@ -80,14 +80,79 @@ func partProgress(p *exportv1.Progress, partsTotal uint32) (percent uint32, reco
 	return min(percent, maxRunningPercent), p.GetRecords(), p.GetBytes()
 }
 
+// check refuses an event no job can ever take: a bad job id, or an
+// ExportRequested that does not carry the job it names. No redelivery
+// makes such an event valid, so the errors are bus.Permanent.
+func check(ev Event) error {
+	id := ev.GetJobId()
+	if !ValidID(id) {
+		return bus.Permanent(fmt.Errorf("%T: invalid job id %q", ev, id))
+	}
+	if req, ok := ev.(*exportv1.ExportRequested); ok {
+		if req.GetJob() == nil || req.GetJob().GetId() != id {
+			return bus.Permanent(fmt.Errorf("ExportRequested for %s carries job %q", id, req.GetJob().GetId()))
+		}
+	}
+	return nil
+}
+
+// step is the projection's transition function: the record that follows
+// job once ev is applied, and whether it differs from job. job nil means
+// there is no record yet; only ExportRequested creates one (with the job
+// it carries), any other event then fails with ErrNotFound so that the
+// caller retries once the job exists. step is pure; Store.Apply runs it
+// under a revision check and writes what it returns. ev must have passed
+// check.
+//
+// Creating a job and replaying its request are the same transition: the
+// gateway applies its ExportRequested before publishing it, and the copy
+// the projection consumer gets back finds the record it created and
+// changes nothing.
+func step(job *exportv1.Job, ev Event, retention time.Duration) (*exportv1.Job, bool, error) {
+	if job == nil {
+		req, ok := ev.(*exportv1.ExportRequested)
+		if !ok {
+			return nil, false, fmt.Errorf("apply %T to job %s: %w", ev, ev.GetJobId(), ErrNotFound)
+		}
+		return proto.CloneOf(req.GetJob()), true, nil
+	}
+	next := proto.CloneOf(job)
+	changed, err := reduce(next, ev, retention)
+	if err != nil || !changed {
+		return job, false, err
+	}
+	return next, true, nil
+}
+
+// request is what job was created with: job without the fields reduce
+// owns. Every field reduce writes must be cleared here, or the request
+// that created a job would no longer recognise it once the job has moved
+// on (TestRequestRecognisesItsJobAfterEveryEvent checks each event kind).
+func request(job *exportv1.Job) *exportv1.Job {
+	r := proto.CloneOf(job)
+	r.State, r.Progress, r.Files, r.Error, r.UpdatedAt = exportv1.JobState_JOB_STATE_UNSPECIFIED, nil, nil, "", nil
+	r.ExpiresAt, r.FilesExpired = nil, false
+	r.Notified, r.NotifyError, r.Notifications = false, "", nil
+	for _, p := range r.GetParts() {
+		p.State, p.Exported = exportv1.PartState_PART_STATE_UNSPECIFIED, 0
+	}
+	return r
+}
+
 // reduce folds ev into job in place and reports whether anything changed.
 // retention is how long a completed job's files are kept (0: no expiry).
+// An ExportRequested for a job created by another request (another owner,
+// another creation time, anything it was created with) fails with
+// ErrExists: the id is taken.
 func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) {
 	changed := false
 	terminal := Terminal(job.GetState())
 	switch e := ev.(type) {
 	case *exportv1.ExportRequested:
-		// The job exists already and the request has nothing newer.
+		// The request that created the job has nothing newer to say.
+		if !proto.Equal(request(job), request(e.GetJob())) {
+			return false, fmt.Errorf("job %s: %w", job.GetId(), ErrExists)
+		}
 	case *exportv1.ExportQueued:
 		changed = advance(job, exportv1.JobState_JOB_STATE_QUEUED)
 	case *exportv1.ExportProgress:

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -115,4 +116,98 @@ func TestReduceRefusesUnknownEvents(t *testing.T) {
 	_, err := reduce(pending(), &exportv1.ExportTask{JobId: "j"}, 0)
 	require.Error(t, err)
 	assert.True(t, bus.IsPermanent(err), "no redelivery makes an unknown event known")
+}
+
+func TestStepCreatesOnlyFromARequest(t *testing.T) {
+	job := pending()
+	req := &exportv1.ExportRequested{JobId: "j", OccurredAt: at(0), Job: job}
+	created, changed, err := step(nil, req, 0)
+	require.NoError(t, err)
+	assert.True(t, changed)
+	assert.True(t, proto.Equal(job, created))
+	assert.NotSame(t, job, created, "the record is a copy, not the caller's job")
+
+	_, _, err = step(nil, &exportv1.ExportQueued{JobId: "j", OccurredAt: at(1)}, 0)
+	require.ErrorIs(t, err, ErrNotFound)
+	assert.False(t, bus.IsPermanent(err), "the job may still appear")
+}
+
+// TestRequestRecognisesItsJobAfterEveryEvent: the request that created a
+// job, applied again (its copy from the stream, a redelivery), changes
+// nothing whatever the job went through; every event kind the projection
+// knows is tried, so a reducer field that request does not clear fails
+// here.
+func TestRequestRecognisesItsJobAfterEveryEvent(t *testing.T) {
+	samples := map[bus.Event][]Event{
+		bus.EventRequested:  {&exportv1.ExportRequested{JobId: "j", OccurredAt: at(1), Job: pending()}},
+		bus.EventQueued:     {&exportv1.ExportQueued{JobId: "j", OccurredAt: at(1)}},
+		bus.EventProgress:   {progress(0, 40, 4, 2), progress(1, 10, 1, 3)},
+		bus.EventPart:       {&exportv1.PartUploaded{JobId: "j", OccurredAt: at(4), Part: 0, PartsTotal: 2, File: &exportv1.File{Name: "a.json", Records: 5}}},
+		bus.EventFinalizing: {&exportv1.ExportFinalizing{JobId: "j", OccurredAt: at(5)}},
+		bus.EventCompleted:  {&exportv1.ExportCompleted{JobId: "j", OccurredAt: at(6), Files: []*exportv1.File{{Name: "a.json", Records: 5, Size: 10}}}},
+		bus.EventFailed:     {&exportv1.ExportFailed{JobId: "j", OccurredAt: at(6), Reason: "boom"}},
+		bus.EventCanceled:   {&exportv1.ExportCanceled{JobId: "j", OccurredAt: at(6), Reason: "Canceled by user"}},
+		bus.EventNotified: {
+			&exportv1.NotificationSent{JobId: "j", OccurredAt: at(7), Recipients: []string{"a@example.com"}, Error: "smtp down"},
+			&exportv1.NotificationSent{JobId: "j", OccurredAt: at(8), Recipients: []string{"https://hooks.example.com/x"}, Channel: "webhook.0123456789abcdef"},
+		},
+		bus.EventExpired: {&exportv1.ExportExpired{JobId: "j", OccurredAt: at(9)}},
+	}
+	req := &exportv1.ExportRequested{JobId: "j", OccurredAt: at(0), Job: pending()}
+	for _, e := range events {
+		t.Run(string(e.kind), func(t *testing.T) {
+			evs, ok := samples[e.kind]
+			require.True(t, ok, "no sample of %s: add one", e.kind)
+			job := fold(t, pending(), evs...)
+			next, changed, err := step(job, req, 24*time.Hour)
+			require.NoError(t, err)
+			assert.False(t, changed)
+			assert.Same(t, job, next)
+		})
+	}
+	t.Run("all of them", func(t *testing.T) {
+		job := pending()
+		for _, e := range events {
+			fold(t, job, samples[e.kind]...)
+		}
+		_, changed, err := step(job, req, 24*time.Hour)
+		require.NoError(t, err)
+		assert.False(t, changed)
+	})
+}
+
+func TestRequestForAnotherJobIsErrExists(t *testing.T) {
+	for name, change := range map[string]func(*exportv1.Job){
+		"another owner":           func(j *exportv1.Job) { j.OwnerId = "mallory" },
+		"created at another time": func(j *exportv1.Job) { j.CreatedAt = at(1) },
+		"another scope":           func(j *exportv1.Job) { j.Room = &exportv1.RoomScope{RoomId: "secret"} },
+		"another part plan":       func(j *exportv1.Job) { j.Parts[1].RoomId = "secret" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			job := fold(t, pending(), progress(0, 40, 4, 2))
+			before := proto.CloneOf(job)
+			other := pending()
+			change(other)
+			_, changed, err := step(job, &exportv1.ExportRequested{JobId: "j", OccurredAt: at(3), Job: other}, 0)
+			require.ErrorIs(t, err, ErrExists)
+			assert.False(t, changed)
+			assert.True(t, proto.Equal(before, job), "the job that holds the id is left alone")
+		})
+	}
+}
+
+func TestCheckRefusesMalformedEvents(t *testing.T) {
+	for name, ev := range map[string]Event{
+		"requested without job":     &exportv1.ExportRequested{JobId: "j"},
+		"requested with another id": &exportv1.ExportRequested{JobId: "j", Job: &exportv1.Job{Id: "k"}},
+		"bad job id":                &exportv1.ExportQueued{JobId: "a.b"},
+		"empty job id":              &exportv1.ExportQueued{},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := check(ev)
+			require.Error(t, err)
+			assert.True(t, bus.IsPermanent(err))
+		})
+	}
+	require.NoError(t, check(&exportv1.ExportRequested{JobId: "j", Job: pending()}))
 }

@@ -262,8 +262,8 @@ func TestOnlyCreatedJobsCount(t *testing.T) {
 func TestFailedCreateGivesTheSlotBack(t *testing.T) {
 	r := newRig(t, quota.Options{MaxConcurrent: 1})
 	h := r.limiter.Handler(r.creator(r.sub))
-	// Someone else's job has the id already: Create fails with ErrExists.
-	require.NoError(t, r.jobs.Create(t.Context(), &exportv1.Job{Id: "taken", OwnerId: "bob", State: exportv1.JobState_JOB_STATE_PENDING}))
+	// Someone else's job has the id already: Submit fails with ErrExists.
+	create(t, r.jobs, &exportv1.Job{Id: "taken", OwnerId: "bob", State: exportv1.JobState_JOB_STATE_PENDING})
 	assert.Equal(t, http.StatusInternalServerError, send(t, h, http.MethodPost, roomsExport, "alice", "taken").Code)
 	active, err := r.limiter.Active(t.Context(), "user:alice")
 	require.NoError(t, err)
@@ -353,10 +353,17 @@ func TestActiveJobsCountsEveryUnfinishedJob(t *testing.T) {
 		"a1": exportv1.JobState_JOB_STATE_PENDING, "a2": exportv1.JobState_JOB_STATE_PROCESSING,
 		"a3": exportv1.JobState_JOB_STATE_COMPLETED, "a4": exportv1.JobState_JOB_STATE_CANCELED,
 	} {
-		require.NoError(t, r.jobs.Create(t.Context(), &exportv1.Job{Id: id, OwnerId: "alice", State: st}))
+		create(t, r.jobs, &exportv1.Job{Id: id, OwnerId: "alice", State: st})
 	}
-	require.NoError(t, r.jobs.Create(t.Context(), &exportv1.Job{Id: "b1", OwnerId: "bob", State: exportv1.JobState_JOB_STATE_PENDING}))
+	create(t, r.jobs, &exportv1.Job{Id: "b1", OwnerId: "bob", State: exportv1.JobState_JOB_STATE_PENDING})
 	n, err := quota.ActiveJobs(r.jobs).CountActive(t.Context(), "alice")
 	require.NoError(t, err)
 	assert.Equal(t, 2, n)
+}
+
+// create writes job as the gateway does: by applying its request.
+func create(t *testing.T, jobs *jobstore.Store, job *exportv1.Job) {
+	t.Helper()
+	_, err := jobs.Apply(t.Context(), &exportv1.ExportRequested{JobId: job.GetId(), OccurredAt: job.GetCreatedAt(), Job: job})
+	require.NoError(t, err)
 }

@@ -1,5 +1,7 @@
-// Package submit turns a validated request into a running job: it writes
-// the job record and publishes the job's tasks and first status events.
+// Package submit turns a validated request into a running job: it creates
+// the job record by applying the job's ExportRequested to the projection
+// (jobstore, the only writer of job records) and publishes that event, the
+// job's tasks and ExportQueued.
 // Every dialect creates jobs through it, so all of them get the same
 // ordering and failure handling.
 package submit
@@ -73,13 +75,18 @@ func New(jobs *jobstore.Store, pub *bus.Publisher, signer *bus.TaskSigner, now f
 var ErrNoScope = errors.New("submit: the job carries no scope")
 
 // Submit asks the admission (if any) for the job, writes job (state
-// pending) and publishes ExportRequested, every task and ExportQueued, in
-// that order. A refusal of the admission is returned as it is (wrapped),
-// before anything is written. Tasks get their job id, owner, scope, kind,
-// format, part numbers and parts_total filled in from job and their
-// position, and are signed. If a task cannot be published the job is failed at once, so
-// nobody waits for work that was never queued; a lost ExportQueued only
-// delays the state word, since the exporter's own events move the job on.
+// pending) by applying its ExportRequested to the projection, and then
+// publishes that same ExportRequested, every task and ExportQueued, in
+// that order: a poll right after Submit finds the job, and the request's
+// copy that the projection consumer gets back changes nothing. A refusal
+// of the admission is returned as it is (wrapped), before anything is
+// written; an id that is taken (by any job, even an equal one) fails with
+// jobstore.ErrExists, and the admission's reservation is given back. Tasks get their job id, owner,
+// scope, kind, format, part numbers and parts_total filled in from job and
+// their position, and are signed. If a message cannot be published the
+// job is failed at once, so nobody waits for work that was never queued;
+// a lost ExportQueued only delays the state word, since the exporter's
+// own events move the job on.
 func (s *Submitter) Submit(ctx context.Context, job *exportv1.Job, kind bus.TaskKind, tasks []*exportv1.ExportTask) error {
 	if len(tasks) == 0 {
 		return errors.New("submit: a job needs at least one task")
@@ -92,39 +99,49 @@ func (s *Submitter) Submit(ctx context.Context, job *exportv1.Job, kind bus.Task
 	if len(job.Parts) == 0 {
 		job.Parts = jobstore.PlanParts(tasks)
 	}
+	held := false
 	if s.admit != nil {
-		held, err := s.admit.Admit(ctx, job)
-		if err != nil {
+		var err error
+		if held, err = s.admit.Admit(ctx, job); err != nil {
 			return fmt.Errorf("submit %s: %w: %w", id, ErrNotAdmitted, err)
 		}
-		if err := s.jobs.Create(ctx, job); err != nil {
-			if held {
-				if rerr := s.admit.Release(context.WithoutCancel(ctx), job); rerr != nil {
-					err = errors.Join(err, rerr)
-				}
+	}
+	now := timestamppb.New(s.now())
+	requested := &exportv1.ExportRequested{JobId: id, OccurredAt: now, Job: job}
+	if _, err := s.jobs.Create(ctx, requested); err != nil {
+		if held {
+			if rerr := s.admit.Release(context.WithoutCancel(ctx), job); rerr != nil {
+				err = errors.Join(err, rerr)
 			}
-			return err
 		}
-	} else if err := s.jobs.Create(ctx, job); err != nil {
 		return err
 	}
 	// From here on a failure fails the job, and its end releases what
 	// Admit reserved.
-	now := timestamppb.New(s.now())
-	err := s.pub.PublishStatus(ctx, bus.EventRequested, id, "", &exportv1.ExportRequested{JobId: id, OccurredAt: now, Job: job})
+	err := s.pub.PublishStatus(ctx, bus.EventRequested, id, "", requested)
 	if err == nil {
 		err = s.publishTasks(ctx, job, kind, tasks)
 	}
 	if err != nil {
-		failed := &exportv1.ExportFailed{JobId: id, OccurredAt: now, OwnerId: job.GetOwnerId(), Reason: "the export could not be queued; please try again"}
-		if _, ferr := s.jobs.Apply(ctx, failed); ferr != nil {
-			err = errors.Join(err, fmt.Errorf("mark job failed: %w", ferr))
-		}
-		return err
+		return errors.Join(err, s.fail(ctx, id, job.GetOwnerId(), now))
 	}
 	// The queued event is best effort: the exporter's own events move the
 	// job on even if it is lost.
 	_ = s.pub.PublishStatus(ctx, bus.EventQueued, id, "", &exportv1.ExportQueued{JobId: id, OccurredAt: now})
+	return nil
+}
+
+// fail ends a job whose messages could not all be published. The bus has
+// just failed, so unlike Emit the failure is applied even if its own
+// publish fails too: the job must not stay pending for work that was
+// never queued. The publish, when it works, tells the other services (the
+// notifier, for one); its copy from the stream then changes nothing.
+func (s *Submitter) fail(ctx context.Context, id, ownerID string, at *timestamppb.Timestamp) error {
+	failed := &exportv1.ExportFailed{JobId: id, OccurredAt: at, OwnerId: ownerID, Reason: "the export could not be queued; please try again"}
+	_ = s.pub.PublishStatus(ctx, bus.EventFailed, id, "", failed)
+	if _, err := s.jobs.Apply(ctx, failed); err != nil {
+		return fmt.Errorf("mark job failed: %w", err)
+	}
 	return nil
 }
 
@@ -149,16 +166,14 @@ func (s *Submitter) publishTasks(ctx context.Context, job *exportv1.Job, kind bu
 	return nil
 }
 
-// Cancel ends a job that has not finished: it publishes ExportCanceled and
-// applies it to the projection at once, so the next poll already shows the
-// job canceled. Exporters notice the state and stop, deleting partial
+// Cancel ends a job that has not finished: it emits ExportCanceled
+// (jobstore.Store.Emit: published, then applied to the projection at
+// once), so the next poll already shows the job canceled and the event's
+// copy from the stream changes nothing. Exporters notice the state and stop, deleting partial
 // objects. It returns the job as it stands afterwards.
 func (s *Submitter) Cancel(ctx context.Context, jobID, reason string) (*exportv1.Job, error) {
 	ev := &exportv1.ExportCanceled{JobId: jobID, OccurredAt: timestamppb.New(s.now()), Reason: reason}
-	if err := s.pub.PublishStatus(ctx, bus.EventCanceled, jobID, "", ev); err != nil {
-		return nil, err
-	}
-	return s.jobs.Apply(ctx, ev)
+	return s.jobs.Emit(ctx, s.pub, ev)
 }
 
 // idAlphabet is base62. Ids look like Rocket.Chat's: 17 random characters.

@@ -7,9 +7,10 @@
 //   - a job has not changed for StuckAfter (a lost task, a lost event).
 //
 // Every gateway replica runs a watchdog. That is harmless: failures are
-// published with the once-per-job dedup id "<jobId>.failed" and the
-// projection only moves a job forward, so a job fails at most once and a
-// job that finished in the meantime stays finished.
+// emitted (published with the once-per-job dedup id "<jobId>.failed" and
+// applied to the projection at once) and the projection only moves a job
+// forward, so a job fails at most once and a job that finished in the
+// meantime stays finished.
 package watchdog
 
 import (
@@ -47,9 +48,11 @@ type advisory struct {
 	Deliveries uint64 `json:"deliveries"`
 }
 
-// Jobs is the part of jobstore.Store the watchdog reads.
+// Jobs is the part of jobstore.Store the watchdog uses: it reads the
+// projection and emits failures (publishes them and applies them at once).
 type Jobs interface {
 	Select(ctx context.Context, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error)
+	Emit(ctx context.Context, pub jobstore.Publisher, ev jobstore.Event) (*exportv1.Job, error)
 }
 
 // Publisher publishes status events; it is bus.Publisher.
@@ -227,8 +230,11 @@ func (w *Watchdog) Scan(ctx context.Context) ([]string, error) {
 
 func (w *Watchdog) fail(ctx context.Context, jobID, ownerID, reason string) error {
 	ev := &exportv1.ExportFailed{JobId: jobID, OccurredAt: timestamppb.New(w.opts.Now()), Reason: reason, OwnerId: ownerID}
-	if err := w.pub.PublishStatus(ctx, bus.EventFailed, jobID, "", ev); err != nil {
-		return fmt.Errorf("publish failure of job %s: %w", jobID, err)
+	_, err := w.jobs.Emit(ctx, w.pub, ev)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		// Published, but the job is not in the projection (yet): the
+		// projection consumer applies the failure once it is.
+		return nil
 	}
-	return nil
+	return err
 }

@@ -3,6 +3,7 @@ package watchdog_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,18 +131,30 @@ func TestStuckJobsAreFailedOnceWhateverTheReplicas(t *testing.T) {
 		{Id: "OldAndFailed", OwnerId: "alice", State: exportv1.JobState_JOB_STATE_FAILED, CreatedAt: old, UpdatedAt: old},
 	}
 	for _, j := range seed {
-		require.NoError(t, jobs.Create(t.Context(), j))
+		_, err := jobs.Apply(t.Context(), &exportv1.ExportRequested{JobId: j.GetId(), OccurredAt: j.GetCreatedAt(), Job: j})
+		require.NoError(t, err)
 	}
 
-	// Two gateway replicas scan at the same moment.
-	var all []string
+	// Two gateway replicas scan at the same moment: each fails what it
+	// finds stuck, and a job one of them has failed already is either
+	// skipped by the other or failed again to no effect.
+	var mu sync.Mutex
+	found := map[string]bool{}
+	var wg sync.WaitGroup
 	for range 2 {
 		dog := watchdog.New(nats.Conn, nats.JS, jobs, pub, watchdog.Options{StuckAfter: 15 * time.Minute})
-		ids, err := dog.Scan(t.Context())
-		require.NoError(t, err)
-		all = append(all, ids...)
+		wg.Go(func() {
+			ids, err := dog.Scan(t.Context())
+			assert.NoError(t, err)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				found[id] = true
+			}
+		})
 	}
-	assert.ElementsMatch(t, []string{"StuckProcessing", "StuckQueued", "StuckProcessing", "StuckQueued"}, all)
+	wg.Wait()
+	assert.Equal(t, map[string]bool{"StuckProcessing": true, "StuckQueued": true}, found)
 
 	got := failures(t, nats.JS)
 	assert.Len(t, got, 2, "only the stuck jobs fail")
@@ -150,4 +163,19 @@ func TestStuckJobsAreFailedOnceWhateverTheReplicas(t *testing.T) {
 			assert.Contains(t, got[id][0].GetReason(), "no progress for 15m0s")
 		}
 	}
+	// The failures show in the projection at once, and only there.
+	for _, j := range seed {
+		stored, err := jobs.Get(t.Context(), j.GetId())
+		require.NoError(t, err)
+		if found[j.GetId()] {
+			assert.Equal(t, exportv1.JobState_JOB_STATE_FAILED, stored.GetState(), j.GetId())
+			assert.Contains(t, stored.GetError(), "no progress for 15m0s")
+		} else {
+			assert.Equal(t, j.GetState(), stored.GetState(), "%s is left alone", j.GetId())
+		}
+	}
+	// A later scan finds nothing left to fail.
+	ids, err := watchdog.New(nats.Conn, nats.JS, jobs, pub, watchdog.Options{StuckAfter: 15 * time.Minute}).Scan(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, ids)
 }

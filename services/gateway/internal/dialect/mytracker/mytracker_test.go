@@ -273,7 +273,9 @@ func TestNumbersAreNeverTakenByOtherDialects(t *testing.T) {
 		require.Equal(t, http.StatusCreated, res.StatusCode)
 	}
 	// A legacy job holding raw-2.
-	require.NoError(t, jobs.Create(ctx, &exportv1.Job{Id: "raw-2", OwnerId: "mallory", Dialect: "rebilly", State: exportv1.JobState_JOB_STATE_PENDING}))
+	legacy := &exportv1.Job{Id: "raw-2", OwnerId: "mallory", Dialect: "rebilly", State: exportv1.JobState_JOB_STATE_PENDING}
+	_, err := jobs.Apply(ctx, &exportv1.ExportRequested{JobId: legacy.GetId(), Job: legacy})
+	require.NoError(t, err)
 
 	var got []string
 	for range 3 {

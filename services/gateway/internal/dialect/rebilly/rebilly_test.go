@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -55,6 +56,8 @@ type env struct {
 	sched   *schedule.Store
 	d       *rebilly.API
 	orgs    jetstreamKV
+	nats    *bustest.Server
+	jobsKV  jetstreamKV
 	store   *blob.Store // nil unless envOptions.minio
 	rsaPriv *rsa.PrivateKey
 	rsaPEM  string
@@ -181,7 +184,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	d.Routes(r)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, jobs: jobs, sched: sched, d: d, orgs: orgs, store: store, rsaPriv: priv, rsaPEM: pemKey}
+	return &env{srv: srv, jobs: jobs, sched: sched, d: d, orgs: orgs, nats: nats, jobsKV: jobsKV, store: store, rsaPriv: priv, rsaPEM: pemKey}
 }
 
 type resp struct {
@@ -348,6 +351,43 @@ func TestDeleteCancelsRunning(t *testing.T) {
 	job, err := e.jobs.Get(t.Context(), id)
 	require.NoError(t, err)
 	assert.Equal(t, exportv1.JobState_JOB_STATE_CANCELED, job.GetState())
+
+	// The DELETE changed the job once: the projection consumer, applying
+	// everything the job published (its request, queued and the cancel),
+	// writes nothing more.
+	canceled, err := e.jobsKV.Get(t.Context(), id)
+	require.NoError(t, err)
+	project(t, e.nats, e.jobs)
+	after, err := e.jobsKV.Get(t.Context(), id)
+	require.NoError(t, err)
+	assert.Equal(t, canceled.Revision(), after.Revision())
+	assert.Equal(t, canceled.Value(), after.Value())
+}
+
+// project runs the gateway's projection consumer until it has applied
+// every status event published so far.
+func project(t *testing.T, nats *bustest.Server, jobs *jobstore.Store) {
+	t.Helper()
+	ctx := t.Context()
+	consumer, err := bus.EnsureConsumer(ctx, nats.JS, bustest.Topology(), bus.ConsumerGatewayProjection)
+	require.NoError(t, err)
+	stream, err := nats.JS.Stream(ctx, bus.StreamExportEvents)
+	require.NoError(t, err)
+	last := stream.CachedInfo().State.LastSeq
+	require.NotZero(t, last, "nothing was published")
+	consumeCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Consume(consumeCtx, consumer, jobs.Projection(slog.New(slog.DiscardHandler)), bus.ConsumeOptions{})
+	}()
+	defer func() { stop(); <-done }()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		info, err := consumer.Info(ctx)
+		if assert.NoError(c, err) {
+			assert.GreaterOrEqual(c, info.AckFloor.Stream, last)
+			assert.Zero(c, info.NumAckPending)
+		}
+	}, 10*time.Second, 20*time.Millisecond)
 }
 
 // storedJob returns the job whose client id is clientID and owner owner.
