@@ -80,30 +80,16 @@ type listView struct {
 	Total int          `json:"total"`
 }
 
-const msgNotFound = "export not found"
+const (
+	msgNotFound     = "export not found"
+	msgFilesExpired = "the export's files have expired and were deleted; request a new export"
+)
 
-// getExport implements GET /v1/exports/{id}. Another user's job answers
-// exactly like a missing one, so ids cannot be probed.
+// getExport implements GET /v1/exports/{id}.
 func (a *API) getExport(w http.ResponseWriter, r *http.Request) {
-	u := a.user(w, r)
-	if u == nil {
-		return
+	if job := a.ownJob(w, r); job != nil {
+		respond.JSON(w, http.StatusOK, a.view(job))
 	}
-	job, err := a.Jobs.Get(r.Context(), chi.URLParam(r, "id"))
-	switch {
-	case errors.Is(err, jobstore.ErrNotFound):
-		WriteError(w, http.StatusNotFound, msgNotFound)
-		return
-	case err != nil:
-		a.log.ErrorContext(r.Context(), "get job", "error", err)
-		WriteError(w, http.StatusInternalServerError, "internal error")
-		return
-	}
-	if job.GetOwnerId() != u.GetId() {
-		WriteError(w, http.StatusNotFound, msgNotFound)
-		return
-	}
-	respond.JSON(w, http.StatusOK, a.view(job))
 }
 
 // listExports implements GET /v1/exports: the caller's jobs, newest first.
@@ -114,8 +100,7 @@ func (a *API) listExports(w http.ResponseWriter, r *http.Request) {
 	}
 	jobs, err := a.Jobs.List(r.Context(), u.GetId())
 	if err != nil {
-		a.log.ErrorContext(r.Context(), "list jobs", "user_id", u.GetId(), "error", err)
-		WriteError(w, http.StatusInternalServerError, "internal error")
+		a.internalError(w, r, "list jobs", err, "user_id", u.GetId())
 		return
 	}
 	out := listView{Items: make([]exportView, 0, len(jobs)), Total: len(jobs)}
@@ -298,8 +283,7 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, msgNotFound)
 		return
 	case err != nil:
-		a.log.ErrorContext(ctx, "get job", "job_id", id, "error", err)
-		WriteError(w, http.StatusInternalServerError, "internal error")
+		a.internalError(w, r, "get job", err, "job_id", id)
 		return
 	}
 	var file *exportv1.File
@@ -311,8 +295,15 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if file == nil {
+	switch {
+	case file == nil:
 		WriteError(w, http.StatusNotFound, "file not found")
+		return
+	case job.GetFilesExpired():
+		// The sweeper deleted the files after the retention period; a
+		// link minted before then still verifies. Gone, not missing, and
+		// nothing to look for in MinIO.
+		WriteError(w, http.StatusGone, msgFilesExpired)
 		return
 	}
 	body, info, err := a.Blob.Open(ctx, objects.Bucket(file, a.ExportBucket), file.GetObjectKey())
@@ -322,8 +313,7 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "file not found")
 		return
 	case err != nil:
-		a.log.ErrorContext(ctx, "open file", "job_id", id, "object_key", file.GetObjectKey(), "error", err)
-		WriteError(w, http.StatusInternalServerError, "internal error")
+		a.internalError(w, r, "open file", err, "job_id", id, "object_key", file.GetObjectKey())
 		return
 	}
 	defer body.Close()

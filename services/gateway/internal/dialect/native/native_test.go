@@ -339,6 +339,12 @@ func TestDownload(t *testing.T) {
 			nativeError(t, e.DoURL(t, http.MethodGet, tc.url, gatewaytest.AsAdmin, ""), tc.status, tc.msg)
 		})
 	}
+
+	// Once the sweeper deleted the files, a link minted before then still
+	// verifies, but the files are gone, not missing.
+	apply(t, e, &exportv1.ExportExpired{JobId: id, OccurredAt: timestamppb.New(e.Clock.Now())})
+	nativeError(t, e.DoURL(t, http.MethodGet, link, gatewaytest.Anonymous, ""), http.StatusGone,
+		"the export's files have expired and were deleted; request a new export")
 }
 
 func mustInt(t *testing.T, s string) int64 {
