@@ -21,7 +21,7 @@ func (a *API) cancelExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if tooLate(job.GetState()) {
-		WriteError(w, http.StatusConflict, "export is "+stateWord(job.GetState())+" and can no longer be canceled")
+		tooLateToCancel(w, job)
 		return
 	}
 	job, err := a.Submitter.Cancel(context.WithoutCancel(r.Context()), job.GetId(), "canceled by the user")
@@ -32,7 +32,7 @@ func (a *API) cancelExport(w http.ResponseWriter, r *http.Request) {
 	// The job may have ended between the read and the cancel; then the
 	// cancel changed nothing.
 	if job.GetState() != exportv1.JobState_JOB_STATE_CANCELED {
-		WriteError(w, http.StatusConflict, "export is "+stateWord(job.GetState())+" and can no longer be canceled")
+		tooLateToCancel(w, job)
 		return
 	}
 	respond.JSON(w, http.StatusOK, a.view(job))
@@ -40,4 +40,8 @@ func (a *API) cancelExport(w http.ResponseWriter, r *http.Request) {
 
 func tooLate(s exportv1.JobState) bool {
 	return jobstore.Terminal(s) || s == exportv1.JobState_JOB_STATE_FINALIZING
+}
+
+func tooLateToCancel(w http.ResponseWriter, job *exportv1.Job) {
+	WriteError(w, http.StatusConflict, "export is "+word(job.GetState())+" and can no longer be canceled")
 }

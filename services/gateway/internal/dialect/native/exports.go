@@ -115,9 +115,9 @@ func (a *API) listExports(w http.ResponseWriter, r *http.Request) {
 func (a *API) view(job *exportv1.Job) exportView {
 	v := exportView{
 		ID:     job.GetId(),
-		Kind:   kindWord(job.GetKind()),
-		Format: formatWord(job.GetFormat()),
-		State:  stateWord(job.GetState()),
+		Kind:   word(job.GetKind()),
+		Format: word(job.GetFormat()),
+		State:  word(job.GetState()),
 		Progress: progressView{
 			Percent: job.GetProgress().GetPercent(),
 			Records: job.GetProgress().GetRecords(),
@@ -136,10 +136,10 @@ func (a *API) view(job *exportv1.Job) exportView {
 		for _, p := range job.GetParts() {
 			v.Parts = append(v.Parts, partView{
 				Part:       p.GetPart(),
-				Kind:       partKindWord(p.GetKind()),
+				Kind:       word(p.GetKind()),
 				RoomID:     p.GetRoomId(),
 				TargetFile: p.GetTargetFile(),
-				State:      partStateWord(p.GetState()),
+				State:      word(p.GetState()),
 				Exported:   p.GetExported(),
 			})
 		}
@@ -169,93 +169,7 @@ func (a *API) view(job *exportv1.Job) exportView {
 	return v
 }
 
-func partKindWord(k exportv1.PartKind) string {
-	switch k {
-	case exportv1.PartKind_PART_KIND_ROOM:
-		return "room"
-	case exportv1.PartKind_PART_KIND_USER_PROFILE:
-		return "user-profile"
-	case exportv1.PartKind_PART_KIND_CHANNELS:
-		return "channels"
-	case exportv1.PartKind_PART_KIND_ASSETS:
-		return "assets"
-	case exportv1.PartKind_PART_KIND_RECORDS:
-		return "records"
-	case exportv1.PartKind_PART_KIND_ROOM_MAIL:
-		return "room-mail"
-	}
-	return "unspecified"
-}
-
-func partStateWord(s exportv1.PartState) string {
-	switch s {
-	case exportv1.PartState_PART_STATE_PENDING:
-		return "pending"
-	case exportv1.PartState_PART_STATE_EXPORTING:
-		return "exporting"
-	case exportv1.PartState_PART_STATE_COMPLETED:
-		return "completed"
-	}
-	return "unspecified"
-}
-
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-func kindWord(k exportv1.JobKind) string {
-	switch k {
-	case exportv1.JobKind_JOB_KIND_ROOM:
-		return "room"
-	case exportv1.JobKind_JOB_KIND_USER_DATA:
-		return "user-data"
-	case exportv1.JobKind_JOB_KIND_RECORDS:
-		return "records"
-	case exportv1.JobKind_JOB_KIND_ROOM_MAIL:
-		return "room-mail"
-	}
-	return "unspecified"
-}
-
-func formatWord(f exportv1.Format) string {
-	switch f {
-	case exportv1.Format_FORMAT_JSON:
-		return "json"
-	case exportv1.Format_FORMAT_HTML:
-		return "html"
-	case exportv1.Format_FORMAT_CSV:
-		return "csv"
-	case exportv1.Format_FORMAT_JSON_API:
-		return "json-api"
-	case exportv1.Format_FORMAT_XML:
-		return "xml"
-	case exportv1.Format_FORMAT_PDF:
-		return "pdf"
-	case exportv1.Format_FORMAT_JSONL:
-		return "jsonl"
-	}
-	return "unspecified"
-}
-
-func stateWord(s exportv1.JobState) string {
-	switch s {
-	case exportv1.JobState_JOB_STATE_PENDING:
-		return "pending"
-	case exportv1.JobState_JOB_STATE_QUEUED:
-		return "queued"
-	case exportv1.JobState_JOB_STATE_PROCESSING:
-		return "processing"
-	case exportv1.JobState_JOB_STATE_FINALIZING:
-		return "finalizing"
-	case exportv1.JobState_JOB_STATE_COMPLETED:
-		return "completed"
-	case exportv1.JobState_JOB_STATE_FAILED:
-		return "failed"
-	case exportv1.JobState_JOB_STATE_REJECTED:
-		return "rejected"
-	case exportv1.JobState_JOB_STATE_CANCELED:
-		return "canceled"
-	}
-	return "unspecified"
-}
 
 // download implements GET /v1/exports/{id}/files/{name}?exp=&sig=. The
 // signed link is the only credential: it is checked before anything is
