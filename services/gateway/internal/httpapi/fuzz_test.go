@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"dataport.dev/services/gateway/internal/gatewaytest"
 	"dataport.dev/shared/links"
 )
 
@@ -24,8 +25,8 @@ import (
 func FuzzNativeRequest(f *testing.F) {
 	expUnix := time.Now().Add(24 * time.Hour).Unix()
 	exp := strconv.FormatInt(expUnix, 10)
-	sig := links.Signature(linkSecret, "nojob", "a.json", expUnix)
-	oldSig := links.Signature(linkSecret, "nojob", "a.json", 1)
+	sig := links.Signature(gatewaytest.LinkSecret(), "nojob", "a.json", expUnix)
+	oldSig := links.Signature(gatewaytest.LinkSecret(), "nojob", "a.json", 1)
 	for _, c := range []struct {
 		route     uint8
 		id, name  string
@@ -47,7 +48,7 @@ func FuzzNativeRequest(f *testing.F) {
 	} {
 		f.Add(c.route, c.id, c.name, c.query, c.anonymous)
 	}
-	e := newEnv(f, envOptions{})
+	e := gatewaytest.New(f, gatewaytest.Options{})
 	f.Fuzz(func(t *testing.T, route uint8, id, name, rawQuery string, anonymous bool) {
 		method, path := http.MethodGet, "/v1/exports"
 		switch route % 5 {
@@ -68,11 +69,11 @@ func FuzzNativeRequest(f *testing.F) {
 		r := httptest.NewRequest(method, "http://gateway.invalid/", nil)
 		r.URL, r.RequestURI = u, ""
 		if !anonymous {
-			r.Header["X-User-Id"] = []string{adminID}
-			r.Header["X-Auth-Token"] = []string{adminToken}
+			r.Header["X-User-Id"] = []string{gatewaytest.AdminID}
+			r.Header["X-Auth-Token"] = []string{gatewaytest.AdminToken}
 		}
 		w := httptest.NewRecorder()
-		e.router.ServeHTTP(w, r)
+		e.Router.ServeHTTP(w, r)
 		var out map[string]any
 		if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
 			t.Fatalf("%s %s: status %d, body %q is no JSON object", method, u, w.Code, w.Body)

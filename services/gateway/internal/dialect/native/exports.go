@@ -80,30 +80,16 @@ type listView struct {
 	Total int          `json:"total"`
 }
 
-const msgNotFound = "export not found"
+const (
+	msgNotFound     = "export not found"
+	msgFilesExpired = "the export's files have expired and were deleted; request a new export"
+)
 
-// getExport implements GET /v1/exports/{id}. Another user's job answers
-// exactly like a missing one, so ids cannot be probed.
+// getExport implements GET /v1/exports/{id}.
 func (a *API) getExport(w http.ResponseWriter, r *http.Request) {
-	u := a.user(w, r)
-	if u == nil {
-		return
+	if job := a.ownJob(w, r); job != nil {
+		respond.JSON(w, http.StatusOK, a.view(job))
 	}
-	job, err := a.Jobs.Get(r.Context(), chi.URLParam(r, "id"))
-	switch {
-	case errors.Is(err, jobstore.ErrNotFound):
-		WriteError(w, http.StatusNotFound, msgNotFound)
-		return
-	case err != nil:
-		a.log.ErrorContext(r.Context(), "get job", "error", err)
-		WriteError(w, http.StatusInternalServerError, "internal error")
-		return
-	}
-	if job.GetOwnerId() != u.GetId() {
-		WriteError(w, http.StatusNotFound, msgNotFound)
-		return
-	}
-	respond.JSON(w, http.StatusOK, a.view(job))
 }
 
 // listExports implements GET /v1/exports: the caller's jobs, newest first.
@@ -114,8 +100,7 @@ func (a *API) listExports(w http.ResponseWriter, r *http.Request) {
 	}
 	jobs, err := a.Jobs.List(r.Context(), u.GetId())
 	if err != nil {
-		a.log.ErrorContext(r.Context(), "list jobs", "user_id", u.GetId(), "error", err)
-		WriteError(w, http.StatusInternalServerError, "internal error")
+		a.internalError(w, r, "list jobs", err, "user_id", u.GetId())
 		return
 	}
 	out := listView{Items: make([]exportView, 0, len(jobs)), Total: len(jobs)}
@@ -130,9 +115,9 @@ func (a *API) listExports(w http.ResponseWriter, r *http.Request) {
 func (a *API) view(job *exportv1.Job) exportView {
 	v := exportView{
 		ID:     job.GetId(),
-		Kind:   kindWord(job.GetKind()),
-		Format: formatWord(job.GetFormat()),
-		State:  stateWord(job.GetState()),
+		Kind:   word(job.GetKind()),
+		Format: word(job.GetFormat()),
+		State:  word(job.GetState()),
 		Progress: progressView{
 			Percent: job.GetProgress().GetPercent(),
 			Records: job.GetProgress().GetRecords(),
@@ -151,10 +136,10 @@ func (a *API) view(job *exportv1.Job) exportView {
 		for _, p := range job.GetParts() {
 			v.Parts = append(v.Parts, partView{
 				Part:       p.GetPart(),
-				Kind:       partKindWord(p.GetKind()),
+				Kind:       word(p.GetKind()),
 				RoomID:     p.GetRoomId(),
 				TargetFile: p.GetTargetFile(),
-				State:      partStateWord(p.GetState()),
+				State:      word(p.GetState()),
 				Exported:   p.GetExported(),
 			})
 		}
@@ -184,93 +169,7 @@ func (a *API) view(job *exportv1.Job) exportView {
 	return v
 }
 
-func partKindWord(k exportv1.PartKind) string {
-	switch k {
-	case exportv1.PartKind_PART_KIND_ROOM:
-		return "room"
-	case exportv1.PartKind_PART_KIND_USER_PROFILE:
-		return "user-profile"
-	case exportv1.PartKind_PART_KIND_CHANNELS:
-		return "channels"
-	case exportv1.PartKind_PART_KIND_ASSETS:
-		return "assets"
-	case exportv1.PartKind_PART_KIND_RECORDS:
-		return "records"
-	case exportv1.PartKind_PART_KIND_ROOM_MAIL:
-		return "room-mail"
-	}
-	return "unspecified"
-}
-
-func partStateWord(s exportv1.PartState) string {
-	switch s {
-	case exportv1.PartState_PART_STATE_PENDING:
-		return "pending"
-	case exportv1.PartState_PART_STATE_EXPORTING:
-		return "exporting"
-	case exportv1.PartState_PART_STATE_COMPLETED:
-		return "completed"
-	}
-	return "unspecified"
-}
-
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-func kindWord(k exportv1.JobKind) string {
-	switch k {
-	case exportv1.JobKind_JOB_KIND_ROOM:
-		return "room"
-	case exportv1.JobKind_JOB_KIND_USER_DATA:
-		return "user-data"
-	case exportv1.JobKind_JOB_KIND_RECORDS:
-		return "records"
-	case exportv1.JobKind_JOB_KIND_ROOM_MAIL:
-		return "room-mail"
-	}
-	return "unspecified"
-}
-
-func formatWord(f exportv1.Format) string {
-	switch f {
-	case exportv1.Format_FORMAT_JSON:
-		return "json"
-	case exportv1.Format_FORMAT_HTML:
-		return "html"
-	case exportv1.Format_FORMAT_CSV:
-		return "csv"
-	case exportv1.Format_FORMAT_JSON_API:
-		return "json-api"
-	case exportv1.Format_FORMAT_XML:
-		return "xml"
-	case exportv1.Format_FORMAT_PDF:
-		return "pdf"
-	case exportv1.Format_FORMAT_JSONL:
-		return "jsonl"
-	}
-	return "unspecified"
-}
-
-func stateWord(s exportv1.JobState) string {
-	switch s {
-	case exportv1.JobState_JOB_STATE_PENDING:
-		return "pending"
-	case exportv1.JobState_JOB_STATE_QUEUED:
-		return "queued"
-	case exportv1.JobState_JOB_STATE_PROCESSING:
-		return "processing"
-	case exportv1.JobState_JOB_STATE_FINALIZING:
-		return "finalizing"
-	case exportv1.JobState_JOB_STATE_COMPLETED:
-		return "completed"
-	case exportv1.JobState_JOB_STATE_FAILED:
-		return "failed"
-	case exportv1.JobState_JOB_STATE_REJECTED:
-		return "rejected"
-	case exportv1.JobState_JOB_STATE_CANCELED:
-		return "canceled"
-	}
-	return "unspecified"
-}
 
 // download implements GET /v1/exports/{id}/files/{name}?exp=&sig=. The
 // signed link is the only credential: it is checked before anything is
@@ -298,8 +197,7 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, msgNotFound)
 		return
 	case err != nil:
-		a.log.ErrorContext(ctx, "get job", "job_id", id, "error", err)
-		WriteError(w, http.StatusInternalServerError, "internal error")
+		a.internalError(w, r, "get job", err, "job_id", id)
 		return
 	}
 	var file *exportv1.File
@@ -311,8 +209,15 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if file == nil {
+	switch {
+	case file == nil:
 		WriteError(w, http.StatusNotFound, "file not found")
+		return
+	case job.GetFilesExpired():
+		// The sweeper deleted the files after the retention period; a
+		// link minted before then still verifies. Gone, not missing, and
+		// nothing to look for in MinIO.
+		WriteError(w, http.StatusGone, msgFilesExpired)
 		return
 	}
 	body, info, err := a.Blob.Open(ctx, objects.Bucket(file, a.ExportBucket), file.GetObjectKey())
@@ -322,8 +227,7 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "file not found")
 		return
 	case err != nil:
-		a.log.ErrorContext(ctx, "open file", "job_id", id, "object_key", file.GetObjectKey(), "error", err)
-		WriteError(w, http.StatusInternalServerError, "internal error")
+		a.internalError(w, r, "open file", err, "job_id", id, "object_key", file.GetObjectKey())
 		return
 	}
 	defer body.Close()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/principal"
@@ -78,9 +79,39 @@ func (a *API) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
 		WriteError(w, http.StatusUnauthorized, "missing or invalid credentials: send X-User-Id and X-Auth-Token")
 		return nil
 	case err != nil:
-		a.log.ErrorContext(r.Context(), "authenticate", "error", err)
-		WriteError(w, http.StatusInternalServerError, "internal error")
+		a.internalError(w, r, "authenticate", err)
 		return nil
 	}
 	return p.User
+}
+
+// ownJob returns the caller's job named in the path, answering itself when
+// it returns nil. Another user's job answers exactly like a missing one,
+// so ids cannot be probed.
+func (a *API) ownJob(w http.ResponseWriter, r *http.Request) *exportv1.Job {
+	u := a.user(w, r)
+	if u == nil {
+		return nil
+	}
+	job, err := a.Jobs.Get(r.Context(), chi.URLParam(r, "id"))
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		WriteError(w, http.StatusNotFound, msgNotFound)
+		return nil
+	case err != nil:
+		a.internalError(w, r, "get job", err, "job_id", chi.URLParam(r, "id"))
+		return nil
+	}
+	if job.GetOwnerId() != u.GetId() {
+		WriteError(w, http.StatusNotFound, msgNotFound)
+		return nil
+	}
+	return job
+}
+
+// internalError logs what failed, where it is handled, and answers 500
+// without the cause: NATS or MinIO failed, not the request.
+func (a *API) internalError(w http.ResponseWriter, r *http.Request, what string, err error, attrs ...any) {
+	a.log.ErrorContext(r.Context(), what, append(attrs, "error", err)...)
+	WriteError(w, http.StatusInternalServerError, "internal error")
 }

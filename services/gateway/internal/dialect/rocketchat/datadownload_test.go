@@ -16,6 +16,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/gatewaytest"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/shared/bus"
@@ -140,24 +141,24 @@ func room(id, name, status, target, typ string, exported float64, userID any) ma
 }
 
 func TestRequestDataDownloadUnauthorized(t *testing.T) {
-	e := newEnv(t, envOptions{fixtures: true})
-	for _, c := range []creds{anon, {user: adminID}, {token: adminToken}, {adminID, userToken}, {"hjwGZafNqExtFNmN7", "RScctEHSmLGZGywfIhWyRpyofhKOiMoUIpimhvheU3f"}} {
-		resp := e.do(t, http.MethodGet, dataDownload, c, "")
-		assert.Equal(t, http.StatusUnauthorized, resp.status)
-		assert.Equal(t, rcUnauthorized, resp.json(t), "seed 000's 401 example")
+	e := gatewaytest.New(t, gatewaytest.Options{})
+	for _, c := range []gatewaytest.Creds{gatewaytest.Anonymous, {User: gatewaytest.AdminID}, {Token: gatewaytest.AdminToken}, gatewaytest.Token(gatewaytest.AdminID, gatewaytest.UserToken), gatewaytest.Token("hjwGZafNqExtFNmN7", "RScctEHSmLGZGywfIhWyRpyofhKOiMoUIpimhvheU3f")} {
+		resp := e.Do(t, http.MethodGet, dataDownload, c, "")
+		assert.Equal(t, http.StatusUnauthorized, resp.Status)
+		assert.Equal(t, rcUnauthorized, resp.JSON(t), "seed 000's 401 example")
 	}
-	assert.Zero(t, e.jobCount(t))
+	assert.Zero(t, e.JobCount(t))
 }
 
 // TestRequestDataDownloadPlans checks a new request's answer against seed
 // 000 and the plan behind it: one part per room of the user, the profile,
 // the channel list for a full export, the assets.
 func TestRequestDataDownloadPlans(t *testing.T) {
-	e := newEnv(t, envOptions{fixtures: true})
+	e := gatewaytest.New(t, gatewaytest.Options{})
 
-	resp := e.do(t, http.MethodGet, dataDownload, asAdmin, "")
-	require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
-	body := resp.json(t)
+	resp := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "")
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	body := resp.JSON(t)
 	assertSeedShape(t, body)
 	op := operationOf(t, body)
 	id := op["_id"].(string)
@@ -166,26 +167,26 @@ func TestRequestDataDownloadPlans(t *testing.T) {
 	assert.Equal(t, true, body["success"])
 	assert.Nil(t, body["url"])
 	assert.Equal(t, 0.0, body["pendingOperationsBeforeMyRequest"])
-	assert.Equal(t, adminID, op["userId"])
+	assert.Equal(t, gatewaytest.AdminID, op["userId"])
 	assert.Equal(t, "pending", op["status"], "queued, in Rocket.Chat's words")
 	assert.Equal(t, false, op["fullExport"])
 	assert.Equal(t, []any{
-		room(roomGeneral, "general", "pending", "general.html", "c", 0, nil),
-		room(roomPrivate, "staff", "pending", "staff.html", "p", 0, nil),
+		room(gatewaytest.RoomGeneral, "general", "pending", "general.html", "c", 0, nil),
+		room(gatewaytest.RoomPrivate, "staff", "pending", "staff.html", "p", 0, nil),
 	}, op["roomList"])
 	assert.Equal(t, "jobs/"+id+"/parts", op["exportPath"])
 	assert.Equal(t, "jobs/"+id+"/parts/3", op["assetsPath"])
 	assert.Equal(t, []any{}, op["fileList"])
 	assert.Equal(t, "", op["generatedFile"])
-	assert.Equal(t, e.clock.Now().UTC().Format("2006-01-02T15:04:05.000Z"), op["createdAt"])
+	assert.Equal(t, e.Clock.Now().UTC().Format("2006-01-02T15:04:05.000Z"), op["createdAt"])
 
 	// The operation is a job of the native API.
-	job, err := e.jobs.Get(t.Context(), id)
+	job, err := e.Jobs.Get(t.Context(), id)
 	require.NoError(t, err)
 	assert.Equal(t, exportv1.JobKind_JOB_KIND_USER_DATA, job.GetKind())
 	assert.Equal(t, exportv1.Format_FORMAT_HTML, job.GetFormat())
 	assert.False(t, job.GetFullExport())
-	tasks := e.tasksOf(t, "exports.tasks.user", id)
+	tasks := e.TasksOf(t, "exports.tasks.user", id)
 	type planned struct {
 		kind   exportv1.PartKind
 		target string
@@ -195,34 +196,34 @@ func TestRequestDataDownloadPlans(t *testing.T) {
 	for i, task := range tasks {
 		assert.Equal(t, uint32(i), task.GetPart())
 		assert.Equal(t, uint32(4), task.GetPartsTotal())
-		assert.Equal(t, adminID, task.GetUserId())
-		assert.Equal(t, adminID, task.GetOwnerId())
+		assert.Equal(t, gatewaytest.AdminID, task.GetUserId())
+		assert.Equal(t, gatewaytest.AdminID, task.GetOwnerId())
 		assert.Equal(t, exportv1.JobKind_JOB_KIND_USER_DATA, task.GetKind())
 		assert.False(t, task.GetFullExport())
 		plan = append(plan, planned{task.GetPartKind(), task.GetTargetFile(), task.GetRoom().GetRoomId()})
 	}
 	assert.Equal(t, []planned{
-		{exportv1.PartKind_PART_KIND_ROOM, "general.html", roomGeneral},
-		{exportv1.PartKind_PART_KIND_ROOM, "staff.html", roomPrivate},
+		{exportv1.PartKind_PART_KIND_ROOM, "general.html", gatewaytest.RoomGeneral},
+		{exportv1.PartKind_PART_KIND_ROOM, "staff.html", gatewaytest.RoomPrivate},
 		{exportv1.PartKind_PART_KIND_USER_PROFILE, "user.html", ""},
 		{exportv1.PartKind_PART_KIND_ASSETS, "assets", ""},
 	}, plan)
 
 	// Asked again while it runs: the same operation, not requested.
-	e.clock.Advance(time.Second)
-	again := e.do(t, http.MethodGet, dataDownload+"?fullExport=false", asAdmin, "").json(t)
+	e.Clock.Advance(time.Second)
+	again := e.Do(t, http.MethodGet, dataDownload+"?fullExport=false", gatewaytest.AsAdmin, "").JSON(t)
 	assertSeedShape(t, again)
 	assert.Equal(t, false, again["requested"])
 	assert.Equal(t, id, operationOf(t, again)["_id"])
 	assert.Equal(t, 0.0, again["pendingOperationsBeforeMyRequest"])
 	// Rocket.Chat compares the parameter with "true" exactly.
-	again = e.do(t, http.MethodGet, dataDownload+"?fullExport=TRUE", asAdmin, "").json(t)
+	again = e.Do(t, http.MethodGet, dataDownload+"?fullExport=TRUE", gatewaytest.AsAdmin, "").JSON(t)
 	assert.Equal(t, id, operationOf(t, again)["_id"])
 
 	// A full export is another kind of operation: JSON files and the
 	// channel list.
-	e.clock.Advance(time.Second)
-	full := e.do(t, http.MethodGet, dataDownload+"?fullExport=true", asAdmin, "").json(t)
+	e.Clock.Advance(time.Second)
+	full := e.Do(t, http.MethodGet, dataDownload+"?fullExport=true", gatewaytest.AsAdmin, "").JSON(t)
 	assertSeedShape(t, full)
 	assert.Equal(t, true, full["requested"])
 	fullOp := operationOf(t, full)
@@ -231,11 +232,11 @@ func TestRequestDataDownloadPlans(t *testing.T) {
 	assert.Equal(t, true, fullOp["fullExport"])
 	assert.Equal(t, 1.0, full["pendingOperationsBeforeMyRequest"], "the HTML operation is ahead of it")
 	assert.Equal(t, []any{
-		room(roomGeneral, "general", "pending", "general.json", "c", 0, nil),
-		room(roomPrivate, "staff", "pending", "staff.json", "p", 0, nil),
+		room(gatewaytest.RoomGeneral, "general", "pending", "general.json", "c", 0, nil),
+		room(gatewaytest.RoomPrivate, "staff", "pending", "staff.json", "p", 0, nil),
 	}, fullOp["roomList"])
 	var targets []string
-	for _, task := range e.tasksOf(t, "exports.tasks.user", fullID) {
+	for _, task := range e.TasksOf(t, "exports.tasks.user", fullID) {
 		assert.True(t, task.GetFullExport())
 		assert.Equal(t, exportv1.Format_FORMAT_JSON, task.GetFormat())
 		targets = append(targets, task.GetTargetFile())
@@ -245,14 +246,14 @@ func TestRequestDataDownloadPlans(t *testing.T) {
 
 	// Any user may download their own data, mail-messages or not; a
 	// direct room names the other participant.
-	e.clock.Advance(time.Second)
-	mine := e.do(t, http.MethodGet, dataDownload, asUser, "").json(t)
+	e.Clock.Advance(time.Second)
+	mine := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsUser, "").JSON(t)
 	assertSeedShape(t, mine)
 	assert.Equal(t, true, mine["requested"])
 	assert.Equal(t, 2.0, mine["pendingOperationsBeforeMyRequest"], "both of admin's operations are ahead")
 	assert.Equal(t, []any{
-		room(roomDirect, roomDirect, "pending", roomDirect+".html", "d", 0, admin2ID),
-		room(roomPrivate, "staff", "pending", "staff.html", "p", 0, nil),
+		room(gatewaytest.RoomDirect, gatewaytest.RoomDirect, "pending", gatewaytest.RoomDirect+".html", "d", 0, gatewaytest.Admin2ID),
+		room(gatewaytest.RoomPrivate, "staff", "pending", "staff.html", "p", 0, nil),
 	}, operationOf(t, mine)["roomList"])
 }
 
@@ -260,62 +261,62 @@ func TestRequestDataDownloadPlans(t *testing.T) {
 // events by hand and watches the operation move through Rocket.Chat's
 // words, its rooms through pending, exporting and completed.
 func TestRequestDataDownloadFollowsTheJob(t *testing.T) {
-	e := newEnv(t, envOptions{fixtures: true, projection: true})
+	e := gatewaytest.New(t, gatewaytest.Options{Projection: true})
 	ctx := t.Context()
-	first := e.do(t, http.MethodGet, dataDownload, asAdmin, "").json(t)
+	first := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").JSON(t)
 	op := operationOf(t, first)
 	id := op["_id"].(string)
 	created := op["_updatedAt"].(string)
 
 	get := func(c *assert.CollectT) map[string]any {
-		resp := e.do(t, http.MethodGet, dataDownload, asAdmin, "")
-		assert.Equal(c, http.StatusOK, resp.status)
-		body := resp.json(t)
+		resp := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "")
+		assert.Equal(c, http.StatusOK, resp.Status)
+		body := resp.JSON(t)
 		assert.Equal(c, false, body["requested"])
 		return operationOf(t, body)
 	}
 	publish := func(ev bus.Event, suffix string, m jobstore.Event) {
-		require.NoError(t, e.pub.PublishStatus(ctx, ev, id, suffix, m))
+		require.NoError(t, e.Pub.PublishStatus(ctx, ev, id, suffix, m))
 	}
 	now := func() *timestamppb.Timestamp { return timestamppb.New(time.Now()) }
 
 	// Room 0 is half done.
 	publish(bus.EventProgress, "0.4", &exportv1.ExportProgress{JobId: id, OccurredAt: now(), Part: 0, PartsTotal: 4, Progress: &exportv1.Progress{Percent: 50, Records: 4}})
-	eventually(t, func(c *assert.CollectT) {
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
 		op := get(c)
 		assert.Equal(c, "exporting", op["status"])
 		rooms := op["roomList"].([]any)
-		assert.Equal(c, room(roomGeneral, "general", "exporting", "general.html", "c", 4, nil), rooms[0])
-		assert.Equal(c, room(roomPrivate, "staff", "pending", "staff.html", "p", 0, nil), rooms[1])
+		assert.Equal(c, room(gatewaytest.RoomGeneral, "general", "exporting", "general.html", "c", 4, nil), rooms[0])
+		assert.Equal(c, room(gatewaytest.RoomPrivate, "staff", "pending", "staff.html", "p", 0, nil), rooms[1])
 		assert.NotEqual(c, created, op["_updatedAt"], "_updatedAt moves")
 	})
 
 	// Room 0 uploaded with 8 messages (the seed's count), then the rest.
 	publish(bus.EventPart, "0", &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: 0, PartsTotal: 4, File: &exportv1.File{Name: "general.html", Records: 8}})
-	eventually(t, func(c *assert.CollectT) {
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
 		rooms := get(c)["roomList"].([]any)
-		assert.Equal(c, room(roomGeneral, "general", "completed", "general.html", "c", 8, nil), rooms[0])
+		assert.Equal(c, room(gatewaytest.RoomGeneral, "general", "completed", "general.html", "c", 8, nil), rooms[0])
 	})
 	publish(bus.EventPart, "1", &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: 1, PartsTotal: 4, File: &exportv1.File{Name: "staff.html", Records: 3}})
 	publish(bus.EventPart, "2", &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: 2, PartsTotal: 4, File: &exportv1.File{Name: "user.html", Records: 1}})
 	publish(bus.EventPart, "3", &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: 3, PartsTotal: 4, Files: []*exportv1.File{{Name: "assets/a-x.png", Bucket: "dataport-assets"}}})
 	publish(bus.EventFinalizing, "", &exportv1.ExportFinalizing{JobId: id, OccurredAt: now()})
-	eventually(t, func(c *assert.CollectT) {
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
 		op := get(c)
 		assert.Equal(c, "compressing", op["status"])
 		assert.Equal(c, []any{
-			room(roomGeneral, "general", "completed", "general.html", "c", 8, nil),
-			room(roomPrivate, "staff", "completed", "staff.html", "p", 3, nil),
+			room(gatewaytest.RoomGeneral, "general", "completed", "general.html", "c", 8, nil),
+			room(gatewaytest.RoomPrivate, "staff", "completed", "staff.html", "p", 3, nil),
 		}, op["roomList"])
 		assert.Equal(c, "", op["generatedFile"])
 	})
 
 	zip := &exportv1.File{Name: "dataport-" + id + ".zip", ObjectKey: "jobs/" + id + "/files/dataport-" + id + ".zip", Size: 2048, Sha256: "ab12", ContentType: "application/zip", Records: 12}
 	completedAt := time.Now()
-	publish(bus.EventCompleted, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.New(completedAt), Files: []*exportv1.File{zip}, OwnerId: adminID, Kind: exportv1.JobKind_JOB_KIND_USER_DATA})
+	publish(bus.EventCompleted, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.New(completedAt), Files: []*exportv1.File{zip}, OwnerId: gatewaytest.AdminID, Kind: exportv1.JobKind_JOB_KIND_USER_DATA})
 	var done map[string]any
-	eventually(t, func(c *assert.CollectT) {
-		done = e.do(t, http.MethodGet, dataDownload, asAdmin, "").json(t)
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
+		done = e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").JSON(t)
 		assert.Equal(c, "completed", operationOf(t, done)["status"])
 	})
 	assertSeedShape(t, done)
@@ -323,7 +324,7 @@ func TestRequestDataDownloadFollowsTheJob(t *testing.T) {
 	op = operationOf(t, done)
 	assert.Equal(t, zip.GetObjectKey(), op["generatedFile"])
 	url, _ := done["url"].(string)
-	assert.Regexp(t, `^`+regexp.QuoteMeta(e.url+"/v1/exports/"+id+"/files/"+zip.GetName())+`\?exp=\d+&sig=[0-9a-f]+$`, url)
+	assert.Regexp(t, `^`+regexp.QuoteMeta(e.URL+"/v1/exports/"+id+"/files/"+zip.GetName())+`\?exp=\d+&sig=[0-9a-f]+$`, url)
 	files := op["fileList"].([]any)
 	require.Len(t, files, 1)
 	f := files[0].(map[string]any)
@@ -333,33 +334,33 @@ func TestRequestDataDownloadFollowsTheJob(t *testing.T) {
 	assert.NotEmpty(t, f["url"])
 	expires, err := time.Parse(time.RFC3339, op["expiresAt"].(string))
 	require.NoError(t, err)
-	assert.WithinDuration(t, completedAt.Add(retention), expires, time.Second)
+	assert.WithinDuration(t, completedAt.Add(gatewaytest.Retention), expires, time.Second)
 
 	// The same operation through the native API, where the zip is a file.
-	native := e.do(t, http.MethodGet, "/v1/exports/"+id, asAdmin, "").json(t)
+	native := e.Do(t, http.MethodGet, "/v1/exports/"+id, gatewaytest.AsAdmin, "").JSON(t)
 	assert.Equal(t, "completed", native["state"])
 	assert.Equal(t, zip.GetName(), native["files"].([]any)[0].(map[string]any)["name"])
 
 	// The sweeper deletes the files: no links any more, and a new
 	// request is allowed at once.
 	publish(bus.EventExpired, "", &exportv1.ExportExpired{JobId: id, OccurredAt: now()})
-	eventually(t, func(c *assert.CollectT) {
-		job, err := e.jobs.Get(ctx, id)
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
+		job, err := e.Jobs.Get(ctx, id)
 		assert.NoError(c, err)
 		assert.True(c, job.GetFilesExpired())
 	})
-	e.clock.Advance(time.Second)
-	next := e.do(t, http.MethodGet, dataDownload, asAdmin, "").json(t)
+	e.Clock.Advance(time.Second)
+	next := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").JSON(t)
 	assert.Equal(t, true, next["requested"])
 	nextID := operationOf(t, next)["_id"].(string)
 	assert.NotEqual(t, id, nextID)
 
 	// A failed operation says why; it is the answer for the rest of the
 	// interval, then a new request goes through.
-	require.NoError(t, e.pub.PublishStatus(ctx, bus.EventFailed, nextID, "", &exportv1.ExportFailed{JobId: nextID, OccurredAt: now(), Reason: "room GENERAL could not be read: stream unavailable"}))
+	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventFailed, nextID, "", &exportv1.ExportFailed{JobId: nextID, OccurredAt: now(), Reason: "room GENERAL could not be read: stream unavailable"}))
 	var failed map[string]any
-	eventually(t, func(c *assert.CollectT) {
-		failed = e.do(t, http.MethodGet, dataDownload, asAdmin, "").json(t)
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
+		failed = e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").JSON(t)
 		assert.Equal(c, "failed", operationOf(t, failed)["status"])
 	})
 	assertSeedShape(t, failed)
@@ -368,10 +369,10 @@ func TestRequestDataDownloadFollowsTheJob(t *testing.T) {
 	assert.Equal(t, nextID, operationOf(t, failed)["_id"])
 	assert.Equal(t, "room GENERAL could not be read: stream unavailable", operationOf(t, failed)["reason"])
 
-	e.clock.Advance(interval - time.Second)
-	assert.Equal(t, false, e.do(t, http.MethodGet, dataDownload, asAdmin, "").json(t)["requested"], "still inside the interval")
-	e.clock.Advance(time.Second)
-	retry := e.do(t, http.MethodGet, dataDownload, asAdmin, "").json(t)
+	e.Clock.Advance(gatewaytest.DataDownloadInterval - time.Second)
+	assert.Equal(t, false, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").JSON(t)["requested"], "still inside the interval")
+	e.Clock.Advance(time.Second)
+	retry := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").JSON(t)
 	assert.Equal(t, true, retry["requested"], "the interval is over")
 	assert.NotEqual(t, nextID, operationOf(t, retry)["_id"])
 }
@@ -379,24 +380,24 @@ func TestRequestDataDownloadFollowsTheJob(t *testing.T) {
 // TestRequestDataDownloadInterval: a completed operation is the answer,
 // with its link, for the request interval after it was requested.
 func TestRequestDataDownloadInterval(t *testing.T) {
-	e := newEnv(t, envOptions{fixtures: true, projection: true})
+	e := gatewaytest.New(t, gatewaytest.Options{Projection: true})
 	ctx := t.Context()
-	id := operationOf(t, e.do(t, http.MethodGet, dataDownload, asUser, "").json(t))["_id"].(string)
+	id := operationOf(t, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsUser, "").JSON(t))["_id"].(string)
 	zip := &exportv1.File{Name: "data.zip", ObjectKey: "jobs/" + id + "/files/data.zip", Size: 10}
-	require.NoError(t, e.pub.PublishStatus(ctx, bus.EventCompleted, id, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.Now(), Files: []*exportv1.File{zip}}))
-	eventually(t, func(c *assert.CollectT) {
-		job, err := e.jobs.Get(ctx, id)
+	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventCompleted, id, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.Now(), Files: []*exportv1.File{zip}}))
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
+		job, err := e.Jobs.Get(ctx, id)
 		assert.NoError(c, err)
 		assert.Equal(c, exportv1.JobState_JOB_STATE_COMPLETED, job.GetState())
 	})
-	e.clock.Advance(interval - time.Millisecond)
-	body := e.do(t, http.MethodGet, dataDownload, asUser, "").json(t)
+	e.Clock.Advance(gatewaytest.DataDownloadInterval - time.Millisecond)
+	body := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsUser, "").JSON(t)
 	assert.Equal(t, false, body["requested"])
 	assert.Equal(t, id, operationOf(t, body)["_id"])
 	assert.NotNil(t, body["url"])
 
-	e.clock.Advance(time.Millisecond)
-	body = e.do(t, http.MethodGet, dataDownload, asUser, "").json(t)
+	e.Clock.Advance(time.Millisecond)
+	body = e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsUser, "").JSON(t)
 	assert.Equal(t, true, body["requested"])
 	assert.NotEqual(t, id, operationOf(t, body)["_id"])
 	assert.Nil(t, body["url"])
@@ -405,11 +406,11 @@ func TestRequestDataDownloadInterval(t *testing.T) {
 // TestRequestDataDownloadCanceledDoesNotBlock: the owner canceled the
 // operation, so asking again starts a new one.
 func TestRequestDataDownloadCanceledDoesNotBlock(t *testing.T) {
-	e := newEnv(t, envOptions{fixtures: true})
-	id := operationOf(t, e.do(t, http.MethodGet, dataDownload, asUser, "").json(t))["_id"].(string)
-	_, err := e.jobs.Apply(t.Context(), &exportv1.ExportCanceled{JobId: id, OccurredAt: timestamppb.Now(), Reason: "canceled by user"})
+	e := gatewaytest.New(t, gatewaytest.Options{})
+	id := operationOf(t, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsUser, "").JSON(t))["_id"].(string)
+	_, err := e.Jobs.Apply(t.Context(), &exportv1.ExportCanceled{JobId: id, OccurredAt: timestamppb.Now(), Reason: "canceled by user"})
 	require.NoError(t, err)
-	body := e.do(t, http.MethodGet, dataDownload, asUser, "").json(t)
+	body := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsUser, "").JSON(t)
 	assert.Equal(t, true, body["requested"])
 	assert.NotEqual(t, id, operationOf(t, body)["_id"])
 }
@@ -418,9 +419,9 @@ func TestRequestDataDownloadCanceledDoesNotBlock(t *testing.T) {
 // as the seeder loads it: every demo user's roomList is exactly the rooms
 // the data set makes them a member of.
 func TestRequestDataDownloadDemoData(t *testing.T) {
-	e := newEnv(t, envOptions{minio: true})
+	e := gatewaytest.New(t, gatewaytest.Options{MinIO: true, NoFixtures: true})
 	d := demo.Generate()
-	require.NoError(t, demo.Seed(t.Context(), e.nats.JS, e.minio.Store, assetBucket, d, slog.New(slog.DiscardHandler)))
+	require.NoError(t, demo.Seed(t.Context(), e.NATS.JS, e.MinIO.Store, gatewaytest.AssetBucket, d, slog.New(slog.DiscardHandler)))
 
 	for _, du := range d.Users {
 		u := du.User
@@ -448,9 +449,9 @@ func TestRequestDataDownloadDemoData(t *testing.T) {
 			}
 			require.NotEmpty(t, want)
 
-			resp := e.do(t, http.MethodGet, dataDownload+"?fullExport=true", creds{u.GetId(), du.AuthToken}, "")
-			require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
-			body := resp.json(t)
+			resp := e.Do(t, http.MethodGet, dataDownload+"?fullExport=true", gatewaytest.Token(u.GetId(), du.AuthToken), "")
+			require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+			body := resp.JSON(t)
 			assertSeedShape(t, body)
 			got := map[string]map[string]any{}
 			for _, r := range operationOf(t, body)["roomList"].([]any) {
@@ -468,39 +469,39 @@ func TestRequestDataDownloadDemoData(t *testing.T) {
 // charged; a poll answering with the running (or recent) one never is,
 // and never gets a 429, even with every slot and the minute's rate spent.
 func TestPollingNeverCountsAsACreate(t *testing.T) {
-	e := newEnv(t, envOptions{fixtures: true, projection: true, limits: &quota.Options{MaxConcurrent: 1, RatePerMinute: 2}})
+	e := gatewaytest.New(t, gatewaytest.Options{Projection: true, Limits: &quota.Options{MaxConcurrent: 1, RatePerMinute: 2}})
 	ctx := t.Context()
-	first := e.do(t, http.MethodGet, dataDownload, asAdmin, "")
-	require.Equal(t, http.StatusOK, first.status, "%s", first.body)
-	require.Equal(t, true, first.json(t)["requested"])
-	id := operationOf(t, first.json(t))["_id"].(string)
+	first := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "")
+	require.Equal(t, http.StatusOK, first.Status, "%s", first.Body)
+	require.Equal(t, true, first.JSON(t)["requested"])
+	id := operationOf(t, first.JSON(t))["_id"].(string)
 
 	for i := range 10 {
-		r := e.do(t, http.MethodGet, dataDownload, asAdmin, "")
-		require.Equal(t, http.StatusOK, r.status, "poll %d: %s", i, r.body)
-		assert.Equal(t, false, r.json(t)["requested"])
-		assert.Equal(t, id, operationOf(t, r.json(t))["_id"])
+		r := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "")
+		require.Equal(t, http.StatusOK, r.Status, "poll %d: %s", i, r.Body)
+		assert.Equal(t, false, r.JSON(t)["requested"])
+		assert.Equal(t, id, operationOf(t, r.JSON(t))["_id"])
 	}
-	refused := e.do(t, http.MethodPost, "/api/v1/rooms.export", asAdmin, `{"rid":"`+roomPrivate+`","type":"file","format":"json"}`)
-	require.Equal(t, http.StatusTooManyRequests, refused.status, "the running download holds the one slot: %s", refused.body)
-	assert.Equal(t, false, refused.json(t)["success"])
-	assert.Contains(t, refused.json(t)["error"], "at most 1")
+	refused := e.Do(t, http.MethodPost, "/api/v1/rooms.export", gatewaytest.AsAdmin, `{"rid":"`+gatewaytest.RoomPrivate+`","type":"file","format":"json"}`)
+	require.Equal(t, http.StatusTooManyRequests, refused.Status, "the running download holds the one slot: %s", refused.Body)
+	assert.Equal(t, false, refused.JSON(t)["success"])
+	assert.Contains(t, refused.JSON(t)["error"], "at most 1")
 
 	// The download ends; its slot comes back through the projection.
-	require.NoError(t, e.pub.PublishStatus(ctx, bus.EventCompleted, id, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.Now(),
+	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventCompleted, id, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: timestamppb.Now(),
 		Files: []*exportv1.File{{Name: "data.zip", ObjectKey: "jobs/" + id + "/files/data.zip", Size: 10}}}))
-	eventually(t, func(c *assert.CollectT) {
-		job, err := e.jobs.Get(ctx, id)
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
+		job, err := e.Jobs.Get(ctx, id)
 		assert.NoError(c, err)
 		assert.Equal(c, exportv1.JobState_JOB_STATE_COMPLETED, job.GetState())
 	})
 	for range 5 {
-		r := e.do(t, http.MethodGet, dataDownload, asAdmin, "")
-		require.Equal(t, http.StatusOK, r.status, "a completed operation within the interval is answered, not charged")
-		assert.NotNil(t, r.json(t)["url"])
+		r := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "")
+		require.Equal(t, http.StatusOK, r.Status, "a completed operation within the interval is answered, not charged")
+		assert.NotNil(t, r.JSON(t)["url"])
 	}
 	// The minute's first charge was the download, the refused rooms.export
 	// the second: the rate is spent until the next minute.
-	e.clock.Advance(time.Minute)
-	assert.Equal(t, http.StatusOK, e.do(t, http.MethodPost, "/api/v1/rooms.export", asAdmin, `{"rid":"`+roomPrivate+`","type":"file","format":"json"}`).status)
+	e.Clock.Advance(time.Minute)
+	assert.Equal(t, http.StatusOK, e.Do(t, http.MethodPost, "/api/v1/rooms.export", gatewaytest.AsAdmin, `{"rid":"`+gatewaytest.RoomPrivate+`","type":"file","format":"json"}`).Status)
 }

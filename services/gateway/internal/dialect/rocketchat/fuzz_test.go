@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"dataport.dev/services/gateway/internal/gatewaytest"
 )
 
 // FuzzRoomsExportBody posts arbitrary bodies as an admin who may export
@@ -40,14 +42,14 @@ func FuzzRoomsExportBody(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	e := newEnv(f, envOptions{fixtures: true})
+	e := gatewaytest.New(f, gatewaytest.Options{})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.url+roomsExport, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.URL+roomsExport, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("X-User-Id", adminID)
-		req.Header.Set("X-Auth-Token", adminToken)
+		req.Header.Set("X-User-Id", gatewaytest.AdminID)
+		req.Header.Set("X-Auth-Token", gatewaytest.AdminToken)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -85,19 +87,19 @@ func FuzzRequestDataDownloadQuery(f *testing.F) {
 		f.Add(s, false)
 		f.Add(s, true)
 	}
-	e := newEnv(f, envOptions{fixtures: true})
+	e := gatewaytest.New(f, gatewaytest.Options{})
 	f.Fuzz(func(t *testing.T, rawQuery string, anonymous bool) {
 		if strings.ContainsFunc(rawQuery, func(r rune) bool { return r <= ' ' || r >= 0x7f || r == '#' }) {
 			t.Skip("not sendable on a request line")
 		}
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url+dataDownload, nil)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, e.URL+dataDownload, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		req.URL.RawQuery = rawQuery
 		if !anonymous {
-			req.Header.Set("X-User-Id", userID)
-			req.Header.Set("X-Auth-Token", userToken)
+			req.Header.Set("X-User-Id", gatewaytest.UserID)
+			req.Header.Set("X-Auth-Token", gatewaytest.UserToken)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

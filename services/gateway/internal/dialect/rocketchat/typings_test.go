@@ -30,6 +30,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/gatewaytest"
 	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/shared/bus"
 )
@@ -88,7 +89,7 @@ func TestAnswersFitRocketChatTypings(t *testing.T) {
 // TestDataDownloadUserDataIsSafe: userData describes the caller and never
 // carries how they sign in, however much the host platform stores.
 func TestDataDownloadUserDataIsSafe(t *testing.T) {
-	e := newEnv(t, envOptions{fixtures: true})
+	e := gatewaytest.New(t, gatewaytest.Options{})
 	const (
 		id, token = "CarolUserId000001", "carol-token-4b1d"
 		apiKey    = "carol-api-key-9f3e"
@@ -98,14 +99,14 @@ func TestDataDownloadUserDataIsSafe(t *testing.T) {
 		Roles: []string{"user"}, AuthTokenSha256: auth.TokenHash(token), ApiKeySha256: auth.TokenHash(apiKey),
 		CreatedAt: timestamppb.New(time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)),
 	}
-	put(t, e.nats, bus.BucketUsers, id, carol)
-	resp := e.do(t, http.MethodGet, dataDownload, creds{id, token}, "")
-	require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+	e.Put(t, bus.BucketUsers, id, carol)
+	resp := e.Do(t, http.MethodGet, dataDownload, gatewaytest.Token(id, token), "")
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
 
 	for _, secret := range []string{token, apiKey, carol.GetAuthTokenSha256(), carol.GetApiKeySha256()} {
-		assert.NotContains(t, string(resp.body), secret)
+		assert.NotContains(t, string(resp.Body), secret)
 	}
-	userData, ok := operationOf(t, resp.json(t))["userData"].(map[string]any)
+	userData, ok := operationOf(t, resp.JSON(t))["userData"].(map[string]any)
 	require.True(t, ok)
 	assert.Equal(t, map[string]any{
 		"_id": id, "username": "carol", "name": "Carol Example",
@@ -115,7 +116,7 @@ func TestDataDownloadUserDataIsSafe(t *testing.T) {
 	}, userData)
 	// No key anywhere in the answer names a credential.
 	secretKey := regexp.MustCompile(`(?i)services|password|bcrypt|resume|login|token|hash|secret|apikey|totp|e2e`)
-	walkKeys(resp.json(t), func(k string) { assert.NotRegexp(t, secretKey, k, "key %q", k) })
+	walkKeys(resp.JSON(t), func(k string) { assert.NotRegexp(t, secretKey, k, "key %q", k) })
 }
 
 func walkKeys(v any, f func(string)) {
@@ -137,100 +138,100 @@ func walkKeys(v any, f func(string)) {
 // after.
 func collectAnswers(t *testing.T) []answer {
 	t.Helper()
-	e := newEnv(t, envOptions{fixtures: true, projection: true})
+	e := gatewaytest.New(t, gatewaytest.Options{Projection: true})
 	ctx := t.Context()
 	var out []answer
-	take := func(name, tsType string, resp response, status int) map[string]any {
+	take := func(name, tsType string, resp gatewaytest.Response, status int) map[string]any {
 		t.Helper()
-		require.Equal(t, status, resp.status, "%s: %s", name, resp.body)
-		out = append(out, answer{name: name, tsType: tsType, body: resp.body})
-		return resp.json(t)
+		require.Equal(t, status, resp.Status, "%s: %s", name, resp.Body)
+		out = append(out, answer{name: name, tsType: tsType, body: resp.Body})
+		return resp.JSON(t)
 	}
 	const dd, ok = "DataDownloadAnswer", http.StatusOK
 
-	first := take("requestDataDownload first request", dd, e.do(t, http.MethodGet, dataDownload, asAdmin, ""), ok)
+	first := take("requestDataDownload first request", dd, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, ""), ok)
 	require.Equal(t, true, first["requested"])
 	id := operationOf(t, first)["_id"].(string)
-	e.clock.Advance(time.Second)
-	again := take("requestDataDownload repeat (requested false)", dd, e.do(t, http.MethodGet, dataDownload, asAdmin, ""), ok)
+	e.Clock.Advance(time.Second)
+	again := take("requestDataDownload repeat (requested false)", dd, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, ""), ok)
 	require.Equal(t, false, again["requested"])
-	full := take("requestDataDownload full export", dd, e.do(t, http.MethodGet, dataDownload+"?fullExport=true", asAdmin, ""), ok)
+	full := take("requestDataDownload full export", dd, e.Do(t, http.MethodGet, dataDownload+"?fullExport=true", gatewaytest.AsAdmin, ""), ok)
 	require.Equal(t, true, operationOf(t, full)["fullExport"])
-	direct := take("requestDataDownload with a direct room", dd, e.do(t, http.MethodGet, dataDownload, asUser, ""), ok)
-	require.Contains(t, fmt.Sprint(operationOf(t, direct)["roomList"]), admin2ID, "the direct room names the other participant")
+	direct := take("requestDataDownload with a direct room", dd, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsUser, ""), ok)
+	require.Contains(t, fmt.Sprint(operationOf(t, direct)["roomList"]), gatewaytest.Admin2ID, "the direct room names the other participant")
 
 	now := timestamppb.Now
 	for part, name := range []string{"general.html", "staff.html", "user.html"} {
-		require.NoError(t, e.pub.PublishStatus(ctx, bus.EventPart, id, fmt.Sprint(part), &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: uint32(part), PartsTotal: 4, File: &exportv1.File{Name: name, Records: 3}}))
+		require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventPart, id, fmt.Sprint(part), &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: uint32(part), PartsTotal: 4, File: &exportv1.File{Name: name, Records: 3}}))
 	}
-	require.NoError(t, e.pub.PublishStatus(ctx, bus.EventPart, id, "3", &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: 3, PartsTotal: 4, Files: []*exportv1.File{{Name: "assets/a-x.png", Bucket: "dataport-assets"}}}))
+	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventPart, id, "3", &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: 3, PartsTotal: 4, Files: []*exportv1.File{{Name: "assets/a-x.png", Bucket: "dataport-assets"}}}))
 	zip := &exportv1.File{Name: "dataport-" + id + ".zip", ObjectKey: "jobs/" + id + "/files/dataport-" + id + ".zip", Size: 2048, Sha256: "ab12", ContentType: "application/zip", Records: 12}
-	require.NoError(t, e.pub.PublishStatus(ctx, bus.EventCompleted, id, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: now(), Files: []*exportv1.File{zip}, OwnerId: adminID, Kind: exportv1.JobKind_JOB_KIND_USER_DATA}))
+	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventCompleted, id, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: now(), Files: []*exportv1.File{zip}, OwnerId: gatewaytest.AdminID, Kind: exportv1.JobKind_JOB_KIND_USER_DATA}))
 	waitForJob(t, e, id, func(j *exportv1.Job) bool { return j.GetState() == exportv1.JobState_JOB_STATE_COMPLETED })
-	done := take("requestDataDownload completed with its files", dd, e.do(t, http.MethodGet, dataDownload, asAdmin, ""), ok)
+	done := take("requestDataDownload completed with its files", dd, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, ""), ok)
 	doneOp := operationOf(t, done)
 	require.Equal(t, "completed", doneOp["status"])
 	require.Len(t, doneOp["fileList"], 1)
 	require.Equal(t, true, doneOp["generatedUserFile"])
 	require.NotNil(t, done["url"])
 
-	require.NoError(t, e.pub.PublishStatus(ctx, bus.EventExpired, id, "", &exportv1.ExportExpired{JobId: id, OccurredAt: now()}))
+	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventExpired, id, "", &exportv1.ExportExpired{JobId: id, OccurredAt: now()}))
 	waitForJob(t, e, id, (*exportv1.Job).GetFilesExpired)
 	// Expired files free the caller: the next answer is a new operation,
 	// so an expired one is never answered.
-	next := take("requestDataDownload after the files expired", dd, e.do(t, http.MethodGet, dataDownload, asAdmin, ""), ok)
+	next := take("requestDataDownload after the files expired", dd, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, ""), ok)
 	require.Equal(t, true, next["requested"])
 	nextID := operationOf(t, next)["_id"].(string)
 
-	require.NoError(t, e.pub.PublishStatus(ctx, bus.EventFailed, nextID, "", &exportv1.ExportFailed{JobId: nextID, OccurredAt: now(), Reason: "room GENERAL could not be read"}))
+	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventFailed, nextID, "", &exportv1.ExportFailed{JobId: nextID, OccurredAt: now(), Reason: "room GENERAL could not be read"}))
 	waitForJob(t, e, nextID, func(j *exportv1.Job) bool { return j.GetState() == exportv1.JobState_JOB_STATE_FAILED })
-	failed := take("requestDataDownload failed", dd, e.do(t, http.MethodGet, dataDownload, asAdmin, ""), ok)
+	failed := take("requestDataDownload failed", dd, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, ""), ok)
 	require.Equal(t, "failed", operationOf(t, failed)["status"])
 
 	// rooms.export, both variants.
 	const re = "RoomsExportAnswer"
-	file := take("rooms.export file", re, e.do(t, http.MethodPost, roomsExport, asAdmin, `{"rid":"`+roomPrivate+`","type":"file","format":"json"}`), ok)
+	file := take("rooms.export file", re, e.Do(t, http.MethodPost, roomsExport, gatewaytest.AsAdmin, `{"rid":"`+gatewaytest.RoomPrivate+`","type":"file","format":"json"}`), ok)
 	require.NotEmpty(t, file["exportId"])
-	take("rooms.export email with a missing recipient", re, e.do(t, http.MethodPost, roomsExport, asAdmin,
+	take("rooms.export email with a missing recipient", re, e.Do(t, http.MethodPost, roomsExport, gatewaytest.AsAdmin,
 		`{"rid":"GENERAL","type":"email","subject":"Minutes","messages":["m1"],"toUsers":["alice","nobody"]}`), ok)
-	nobody := take("rooms.export email to nobody mailable", re, e.do(t, http.MethodPost, roomsExport, asAdmin,
+	nobody := take("rooms.export email to nobody mailable", re, e.Do(t, http.MethodPost, roomsExport, gatewaytest.AsAdmin,
 		`{"rid":"GENERAL","type":"email","subject":"Minutes","messages":["m1"],"toUsers":["nobody"]}`), ok)
 	require.NotContains(t, nobody, "exportId")
 
 	// Errors.
 	const bad = http.StatusBadRequest
-	take("requestDataDownload 401", "UnauthorizedAnswer", e.do(t, http.MethodGet, dataDownload, anon, ""), http.StatusUnauthorized)
-	take("rooms.export 401", "UnauthorizedAnswer", e.do(t, http.MethodPost, roomsExport, creds{adminID, "nope"}, seedExample), http.StatusUnauthorized)
+	take("requestDataDownload 401", "UnauthorizedAnswer", e.Do(t, http.MethodGet, dataDownload, gatewaytest.Anonymous, ""), http.StatusUnauthorized)
+	take("rooms.export 401", "UnauthorizedAnswer", e.Do(t, http.MethodPost, roomsExport, gatewaytest.Token(gatewaytest.AdminID, "nope"), seedExample), http.StatusUnauthorized)
 	for _, c := range []struct {
 		name string
-		who  creds
+		who  gatewaytest.Creds
 		body string
 	}{
-		{"invalid params", asAdmin, `{"type":"file"}`},
-		{"invalid params with a reason", asAdmin, `{"rid":"GENERAL","type":"email","subject":"x","toUsers":["root"]}`},
-		{"not allowed", asUser, seedExample},
-		{"invalid room", asAdmin, `{"rid":"NoSuchRoom","type":"file","format":"json"}`},
-		{"invalid format", asAdmin, `{"rid":"GENERAL","type":"file","format":"pdf"}`},
-		{"invalid dates", asAdmin, `{"rid":"GENERAL","type":"file","format":"json","dateFrom":"yesterday"}`},
-		{"invalid email", asAdmin, `{"rid":"GENERAL","type":"email","subject":"x","messages":["m1"],"toEmails":["not-an-address"]}`},
+		{"invalid params", gatewaytest.AsAdmin, `{"type":"file"}`},
+		{"invalid params with a reason", gatewaytest.AsAdmin, `{"rid":"GENERAL","type":"email","subject":"x","toUsers":["root"]}`},
+		{"not allowed", gatewaytest.AsUser, seedExample},
+		{"invalid room", gatewaytest.AsAdmin, `{"rid":"NoSuchRoom","type":"file","format":"json"}`},
+		{"invalid format", gatewaytest.AsAdmin, `{"rid":"GENERAL","type":"file","format":"pdf"}`},
+		{"invalid dates", gatewaytest.AsAdmin, `{"rid":"GENERAL","type":"file","format":"json","dateFrom":"yesterday"}`},
+		{"invalid email", gatewaytest.AsAdmin, `{"rid":"GENERAL","type":"email","subject":"x","messages":["m1"],"toEmails":["not-an-address"]}`},
 	} {
-		got := take("rooms.export "+c.name, "ErrorAnswer", e.do(t, http.MethodPost, roomsExport, c.who, c.body), bad)
+		got := take("rooms.export "+c.name, "ErrorAnswer", e.Do(t, http.MethodPost, roomsExport, c.who, c.body), bad)
 		require.Equal(t, false, got["success"])
 	}
 
 	// What the gateway's middleware refuses comes in the dialect's shape
 	// too: here the quota's 429.
-	limited := newEnv(t, envOptions{fixtures: true, limits: &quota.Options{MaxConcurrent: 1}})
-	require.Equal(t, http.StatusOK, limited.do(t, http.MethodGet, dataDownload, asAdmin, "").status)
-	take("rooms.export 429", "ErrorAnswer", limited.do(t, http.MethodPost, roomsExport, asAdmin, `{"rid":"GENERAL","type":"file","format":"json"}`), http.StatusTooManyRequests)
+	limited := gatewaytest.New(t, gatewaytest.Options{Limits: &quota.Options{MaxConcurrent: 1}})
+	require.Equal(t, http.StatusOK, limited.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").Status)
+	take("rooms.export 429", "ErrorAnswer", limited.Do(t, http.MethodPost, roomsExport, gatewaytest.AsAdmin, `{"rid":"GENERAL","type":"file","format":"json"}`), http.StatusTooManyRequests)
 	return out
 }
 
 // waitForJob polls the projection until the job satisfies done.
-func waitForJob(t *testing.T, e *env, id string, done func(*exportv1.Job) bool) {
+func waitForJob(t *testing.T, e *gatewaytest.Env, id string, done func(*exportv1.Job) bool) {
 	t.Helper()
-	eventually(t, func(c *assert.CollectT) {
-		job, err := e.jobs.Get(t.Context(), id)
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
+		job, err := e.Jobs.Get(t.Context(), id)
 		if assert.NoError(c, err) {
 			assert.True(c, done(job), "job %s: %v", id, job)
 		}

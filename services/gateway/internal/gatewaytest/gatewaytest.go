@@ -1,0 +1,392 @@
+// Package gatewaytest is the gateway's one test environment: the real
+// router with every dialect, composed as services/gateway/main.go composes
+// it, over a real embedded NATS JetStream server (shared/bustest) and, on
+// request, a real MinIO (shared/blobtest), behind a real HTTP server. It
+// seeds a small directory of users, rooms, memberships and organizations,
+// sends requests as those users in each dialect's credentials and reads
+// back what a request left on the bus: jobs, tasks and status events.
+//
+// Only tests import it. It lives outside a _test file so the tests of
+// every gateway package (httpapi, each dialect, the guards) share one
+// environment instead of each building its own.
+package gatewaytest
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/dialect/mytracker"
+	"dataport.dev/services/gateway/internal/dialect/rebilly"
+	"dataport.dev/services/gateway/internal/dialect/rocketchat"
+	"dataport.dev/services/gateway/internal/httpapi"
+	"dataport.dev/services/gateway/internal/idempotency"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/principal"
+	"dataport.dev/services/gateway/internal/quota"
+	"dataport.dev/services/gateway/internal/schedule"
+	"dataport.dev/services/gateway/internal/submit"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/blobtest"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/links"
+)
+
+// Buckets of the MinIO server Options.MinIO starts.
+const (
+	ExportBucket = "dataport-exports"
+	AssetBucket  = "dataport-assets"
+)
+
+// Settings of the composed gateway that tests assert against.
+const (
+	// Retention is how long a completed job's files are kept.
+	Retention = 72 * time.Hour
+	// DataDownloadInterval is Rocket.Chat users.requestDataDownload's
+	// interval between two operations.
+	DataDownloadInterval = 24 * time.Hour
+	// LinkTTL is how long a signed download link stays valid.
+	LinkTTL = time.Hour
+)
+
+// LinkSecret signs download links; tests mint links of their own with it.
+func LinkSecret() []byte { return []byte("test-link-secret") }
+
+// Options adds parts to the environment; the zero value is the router
+// over NATS with the directory seeded, without MinIO, the projection or
+// quotas.
+type Options struct {
+	// MinIO starts a real MinIO with ExportBucket and AssetBucket
+	// (downloads, demo assets). Without it the blob store points at a
+	// closed port and is never contacted unless a test downloads.
+	MinIO bool
+	// Projection runs the gateway-projection consumer, so status events
+	// published on the bus reach the jobs.
+	Projection bool
+	// NoFixtures leaves the directory empty, for tests that seed their
+	// own (the demo data set).
+	NoFixtures bool
+	// Limits wires the quota middleware and admission as the gateway
+	// does; nil: no quotas.
+	Limits *quota.Options
+	// WriteTimeout is the HTTP server's WriteTimeout (0: none). The
+	// router keeps its default per-write budget for downloads, so a test
+	// can cut the server's timeout below what any answer needs and see a
+	// download outlast it.
+	WriteTimeout time.Duration
+	// MaxBody and BodyTimeout are the router's body limits (0: defaults).
+	MaxBody     int64
+	BodyTimeout time.Duration
+	// Start is the clock's first reading; zero: now.
+	Start time.Time
+}
+
+// Env is one composed gateway and its infrastructure, torn down when the
+// test ends.
+type Env struct {
+	NATS *bustest.Server
+	// MinIO is nil unless Options.MinIO.
+	MinIO *blobtest.Server
+	Jobs  *jobstore.Store
+	Pub   *bus.Publisher
+	// Auth and Keys are the credential checks the router uses, behind a
+	// count of their calls (TokenChecks, KeyChecks).
+	Auth  *auth.Service
+	Keys  *auth.KeyAuthenticator
+	Clock *Clock
+	// Router is the gateway's handler; URL is the base URL of the HTTP
+	// server in front of it.
+	Router *httpapi.Router
+	URL    string
+
+	tokens countingTokens
+	keys   countingKeys
+}
+
+// New composes the gateway for tb.
+func New(tb testing.TB, o Options) *Env {
+	tb.Helper()
+	ctx := tb.Context()
+	start := o.Start
+	if start.IsZero() {
+		start = time.Now().UTC().Truncate(time.Millisecond)
+	}
+	e := &Env{NATS: bustest.Start(tb), Clock: &Clock{t: start}}
+	if !o.NoFixtures {
+		seed(tb, e.NATS)
+	}
+
+	// As in main: the limiter repairs lost slot releases from the jobs,
+	// and the jobs release a slot when a job ends.
+	var (
+		jobs      *jobstore.Store
+		limiter   *quota.Limiter
+		err       error
+		storeOpts = []jobstore.Option{jobstore.WithRetention(Retention)}
+		subOpts   []submit.Option
+	)
+	if o.Limits != nil {
+		lo := *o.Limits
+		lo.Now = e.Clock.Now
+		lo.Jobs = quota.JobLookupFunc(func(ctx context.Context, id string) (*exportv1.Job, error) { return jobs.Get(ctx, id) })
+		limiter, err = quota.Open(ctx, e.NATS.JS, lo)
+		require.NoError(tb, err)
+		storeOpts = append(storeOpts, jobstore.WithOnTerminal(limiter.ReleaseTerminal))
+		subOpts = append(subOpts, submit.WithAdmission(limiter))
+	}
+	jobs, err = jobstore.Open(ctx, e.NATS.JS, storeOpts...)
+	require.NoError(tb, err)
+	e.Jobs = jobs
+	e.Auth, err = auth.Open(ctx, e.NATS.JS)
+	require.NoError(tb, err)
+	e.Keys, err = auth.NewKeyAuthenticator(e.KV(tb, bus.BucketUsers), auth.KeyConfig{HS256Secret: JWTSecret, Now: e.Clock.Now})
+	require.NoError(tb, err)
+	e.tokens.Service, e.keys.KeyAuthenticator = e.Auth, e.Keys
+	e.Pub = bus.NewPublisher(e.NATS.JS, nil)
+
+	var store *blob.Store
+	if o.MinIO {
+		e.MinIO = blobtest.Start(tb)
+		store = e.MinIO.Store
+		require.NoError(tb, store.EnsureBucket(ctx, ExportBucket))
+		require.NoError(tb, store.EnsureBucket(ctx, AssetBucket))
+	} else {
+		store, err = blob.New(blob.Config{Endpoint: "127.0.0.1:1", AccessKey: "unused", SecretKey: "unused"})
+		require.NoError(tb, err)
+	}
+
+	// The server's address is the public URL, so signed links point at it.
+	srv := httptest.NewUnstartedServer(nil)
+	e.URL = "http://" + srv.Listener.Addr().String()
+	tp := sdktrace.NewTracerProvider()
+	tb.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	signer := links.New(e.URL, LinkSecret(), LinkTTL, nil)
+	submitter := submit.New(jobs, e.Pub, bustest.TaskSigner(tb), e.Clock.Now, subOpts...)
+	logger := slog.New(slog.DiscardHandler)
+	schedules := schedule.NewStore(e.KV(tb, bus.BucketSchedules))
+	idem, err := idempotency.Open(ctx, e.NATS.JS, idempotency.Options{Logger: logger})
+	require.NoError(tb, err)
+	middleware := []func(http.Handler) http.Handler{idem.Handler}
+	if limiter != nil {
+		middleware = append(middleware, limiter.Handler)
+	}
+	e.Router = httpapi.New(httpapi.Config{
+		Jobs:      jobs,
+		Auth:      &e.tokens,
+		Keys:      &e.keys,
+		Publisher: e.Pub,
+		Submitter: submitter,
+		Dialects: []httpapi.Dialect{
+			rocketchat.New(rocketchat.Config{
+				Jobs: jobs, Auth: e.Auth, Submitter: submitter, Links: signer,
+				DataDownloadInterval: DataDownloadInterval, Now: e.Clock.Now, Logger: logger,
+			}),
+			rebilly.New(rebilly.Config{
+				Directory: e.Auth.Directory, Jobs: jobs, JobsKV: e.KV(tb, bus.BucketJobs), Schedules: schedules,
+				Submitter: submitter, Links: signer, Blob: store, ExportBucket: ExportBucket, PublicURL: e.URL,
+				Now: e.Clock.Now, Logger: logger,
+			}),
+			mytracker.New(mytracker.Config{
+				Directory: e.Auth.Directory, Jobs: jobs, Counters: e.KV(tb, bus.BucketCounters), Submitter: submitter,
+				Links: signer, Now: e.Clock.Now, Logger: logger,
+				Limits: mytracker.Limits{MaxRowsPerChunk: 1000, MaxBytesPerChunk: 1 << 20, MaxRows: 1000000, MaxBytes: 4 << 30},
+			}),
+		},
+		Blob:            store,
+		ExportBucket:    ExportBucket,
+		Links:           signer,
+		Logger:          logger,
+		TracerProvider:  tp,
+		Middleware:      middleware,
+		MaxBodyBytes:    o.MaxBody,
+		BodyReadTimeout: o.BodyTimeout,
+	})
+	srv.Config.Handler = e.Router
+	srv.Config.WriteTimeout = o.WriteTimeout
+	srv.Start()
+	tb.Cleanup(srv.Close)
+
+	if o.Projection {
+		consumer, err := bus.EnsureConsumer(ctx, e.NATS.JS, bustest.Topology(), bus.ConsumerGatewayProjection)
+		require.NoError(tb, err)
+		cctx, stop := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- bus.Consume(cctx, consumer, jobs.Projection(logger), bus.ConsumeOptions{
+				Concurrency: 4,
+				NakDelay:    func(uint64) time.Duration { return 50 * time.Millisecond },
+			})
+		}()
+		tb.Cleanup(func() { stop(); <-done })
+	}
+	return e
+}
+
+// TokenChecks is how many times the router checked a personal access
+// token (native and Rocket.Chat credentials).
+func (e *Env) TokenChecks() int { return int(e.tokens.calls.Load()) }
+
+// KeyChecks is how many times the router checked an API key or bearer
+// token (Rebilly and myTracker credentials).
+func (e *Env) KeyChecks() int { return int(e.keys.calls.Load()) }
+
+// KV opens one of the topology's buckets.
+func (e *Env) KV(tb testing.TB, bucket string) jetstream.KeyValue {
+	tb.Helper()
+	kv, err := e.NATS.JS.KeyValue(tb.Context(), bucket)
+	require.NoError(tb, err)
+	return kv
+}
+
+// Put stores m under key in bucket, as the host platform writes users,
+// rooms, memberships and organizations.
+func (e *Env) Put(tb testing.TB, bucket, key string, m proto.Message) {
+	tb.Helper()
+	put(tb, e.NATS, bucket, key, m)
+}
+
+// Job is the stored job id.
+func (e *Env) Job(tb testing.TB, id string) *exportv1.Job {
+	tb.Helper()
+	job, err := e.Jobs.Get(tb.Context(), id)
+	require.NoError(tb, err)
+	return job
+}
+
+// JobCount is how many jobs the store holds.
+func (e *Env) JobCount(tb testing.TB) int {
+	tb.Helper()
+	keys, err := e.KV(tb, bus.BucketJobs).Keys(tb.Context())
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return 0
+	}
+	require.NoError(tb, err)
+	return len(keys)
+}
+
+// StreamMsgs is how many messages stream holds.
+func (e *Env) StreamMsgs(tb testing.TB, stream string) uint64 {
+	tb.Helper()
+	s, err := e.NATS.JS.Stream(tb.Context(), stream)
+	require.NoError(tb, err)
+	info, err := s.Info(tb.Context())
+	require.NoError(tb, err)
+	return info.State.Msgs
+}
+
+// TasksOf returns the tasks published on subject for a job, in part
+// order. The task stream is a work queue, so it is read message by
+// message rather than through a consumer.
+func (e *Env) TasksOf(tb testing.TB, subject, jobID string) []*exportv1.ExportTask {
+	tb.Helper()
+	var out []*exportv1.ExportTask
+	for _, m := range e.messages(tb, bus.StreamExportTasks) {
+		if m.Subject != subject {
+			continue
+		}
+		t := &exportv1.ExportTask{}
+		require.NoError(tb, proto.Unmarshal(m.Data, t))
+		if t.GetJobId() == jobID {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Events returns the kinds of the status events published for a job,
+// in order.
+func (e *Env) Events(tb testing.TB, jobID string) []bus.Event {
+	tb.Helper()
+	var out []bus.Event
+	for _, m := range e.messages(tb, bus.StreamExportEvents) {
+		if ev, id, err := bus.ParseStatusSubject(m.Subject); err == nil && id == jobID {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func (e *Env) messages(tb testing.TB, stream string) []*jetstream.RawStreamMsg {
+	tb.Helper()
+	ctx := tb.Context()
+	s, err := e.NATS.JS.Stream(ctx, stream)
+	require.NoError(tb, err)
+	info, err := s.Info(ctx)
+	require.NoError(tb, err)
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		require.NoError(tb, err)
+		out = append(out, m)
+	}
+	return out
+}
+
+// Eventually polls f until it passes, for up to ten seconds.
+func Eventually(t *testing.T, f func(c *assert.CollectT)) {
+	t.Helper()
+	require.EventuallyWithT(t, f, 10*time.Second, 20*time.Millisecond)
+}
+
+// Clock is the settable clock of the submitter, the dialects and the
+// quotas.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// Now reads the clock.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock on by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// countingTokens is auth.Service's Authenticate, counted, so tests can
+// tell that a request was authenticated once.
+type countingTokens struct {
+	*auth.Service
+	calls atomic.Int32
+}
+
+func (c *countingTokens) Authenticate(ctx context.Context, userID, token string) (*sourcev1.User, error) {
+	c.calls.Add(1)
+	return c.Service.Authenticate(ctx, userID, token)
+}
+
+// countingKeys is auth.KeyAuthenticator's Header, counted.
+type countingKeys struct {
+	*auth.KeyAuthenticator
+	calls atomic.Int32
+}
+
+func (c *countingKeys) Header(ctx context.Context, apiKey, authorization string) (*sourcev1.User, principal.Credential, error) {
+	c.calls.Add(1)
+	return c.KeyAuthenticator.Header(ctx, apiKey, authorization)
+}
