@@ -248,39 +248,11 @@ func waitForMailContaining(t *testing.T, mailpitURL, addr, want string) mailMess
 	t.Helper()
 	var found mailMessage
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		var list struct {
-			Messages []struct {
-				ID string `json:"ID"`
-				To []struct {
-					Address string `json:"Address"`
-				} `json:"To"`
-			} `json:"messages"`
-		}
-		resp, err := http.Get(mailpitURL + "/api/v1/messages?limit=500")
-		if !assert.NoError(c, err) {
-			return
-		}
-		err = json.NewDecoder(resp.Body).Decode(&list)
-		resp.Body.Close()
-		if !assert.NoError(c, err) {
-			return
-		}
-		for _, m := range list.Messages {
-			for _, to := range m.To {
-				if to.Address != addr {
-					continue
-				}
-				r, err := http.Get(mailpitURL + "/api/v1/message/" + m.ID)
-				if err != nil {
-					continue
-				}
-				var msg mailMessage
-				_ = json.NewDecoder(r.Body).Decode(&msg)
-				r.Body.Close()
-				if strings.Contains(msg.Text, want) {
-					found = msg
-					return
-				}
+		ids, _ := mailIDsTo(c, mailpitURL, addr)
+		for _, id := range ids {
+			if msg, err := readMail(mailpitURL, id); err == nil && strings.Contains(msg.Text, want) {
+				found = msg
+				return
 			}
 		}
 		assert.Fail(c, "no mail yet", "to %s containing %q", addr, want)

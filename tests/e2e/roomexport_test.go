@@ -154,40 +154,55 @@ func waitForMail(t *testing.T, mailpitURL, addr string) mailMessage {
 	t.Helper()
 	var id string
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		var list struct {
-			Messages []struct {
-				ID string `json:"ID"`
-				To []struct {
-					Address string `json:"Address"`
-				} `json:"To"`
-			} `json:"messages"`
-		}
-		resp, err := http.Get(mailpitURL + "/api/v1/messages")
-		if !assert.NoError(c, err) {
-			return
-		}
-		defer resp.Body.Close()
-		if !assert.NoError(c, json.NewDecoder(resp.Body).Decode(&list)) {
-			return
-		}
-		var ids []string
-		for _, m := range list.Messages {
-			for _, to := range m.To {
-				if to.Address == addr {
-					ids = append(ids, m.ID)
-				}
-			}
-		}
-		if assert.Len(c, ids, 1, "exactly one email to %s", addr) {
+		ids, ok := mailIDsTo(c, mailpitURL, addr)
+		if ok && assert.Len(c, ids, 1, "exactly one email to %s", addr) {
 			id = ids[0]
 		}
 	}, 60*time.Second, 200*time.Millisecond)
-	resp, err := http.Get(mailpitURL + "/api/v1/message/" + id)
+	m, err := readMail(mailpitURL, id)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	var m mailMessage
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
 	return m
+}
+
+// mailIDsTo lists the ids of the messages Mailpit received for addr.
+func mailIDsTo(c *assert.CollectT, mailpitURL, addr string) ([]string, bool) {
+	var list struct {
+		Messages []struct {
+			ID string `json:"ID"`
+			To []struct {
+				Address string `json:"Address"`
+			} `json:"To"`
+		} `json:"messages"`
+	}
+	resp, err := http.Get(mailpitURL + "/api/v1/messages?limit=500")
+	if !assert.NoError(c, err) {
+		return nil, false
+	}
+	defer resp.Body.Close()
+	if !assert.NoError(c, json.NewDecoder(resp.Body).Decode(&list)) {
+		return nil, false
+	}
+	var ids []string
+	for _, m := range list.Messages {
+		for _, to := range m.To {
+			if to.Address == addr {
+				ids = append(ids, m.ID)
+			}
+		}
+	}
+	return ids, true
+}
+
+// readMail fetches one message, text and HTML, from Mailpit.
+func readMail(mailpitURL, id string) (mailMessage, error) {
+	var m mailMessage
+	resp, err := http.Get(mailpitURL + "/api/v1/message/" + id)
+	if err != nil {
+		return m, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&m)
+	return m, err
 }
 
 func findLink(t *testing.T, text, contains string) string {
