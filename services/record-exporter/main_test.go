@@ -3,7 +3,6 @@ package main
 import (
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
@@ -28,19 +27,8 @@ func TestRunRejectsBadConfig(t *testing.T) {
 // MinIO, checks its probes, has it export records, then stops it.
 func TestRunExportsAndShutsDown(t *testing.T) {
 	st := infratest.StartStack(t)
-	ns, ms := st.NATS, st.MinIO
-	addr := infratest.FreeAddr(t)
-	env := st.Env(map[string]string{
-		"DATAPORT_HEALTH_ADDR": addr,
-		"DATAPORT_TASK_SECRET": "main-test-task-key-0123456789abcdef",
-	})
-	p := infratest.Start(t, run, env)
-	p.WaitReady(t, addr)
-	assert.Contains(t, p.Output(t), "DATAPORT_EXPORTER_CONCURRENCY=4\n")
-	infratest.AssertMasked(t, p.Output(t), map[string]string{
-		"DATAPORT_S3_SECRET_KEY": ms.Config.SecretKey,
-		"DATAPORT_TASK_SECRET":   env["DATAPORT_TASK_SECRET"],
-	})
+	ns := st.NATS
+	e := st.StartExporter(t, run)
 
 	// One export through the running service: three transactions of acme,
 	// exported by a member of acme.
@@ -56,41 +44,30 @@ func TestRunExportsAndShutsDown(t *testing.T) {
 		_, err = ns.JS.Publish(t.Context(), subject, data)
 		require.NoError(t, err)
 	}
-	pub := bus.NewPublisher(ns.JS, nil)
-	signer, err := bus.NewTaskSigner([]byte(env["DATAPORT_TASK_SECRET"]))
-	require.NoError(t, err)
 	task := &exportv1.ExportTask{
 		JobId: "job-main", Kind: exportv1.JobKind_JOB_KIND_RECORDS, PartKind: exportv1.PartKind_PART_KIND_RECORDS,
 		Format: exportv1.Format_FORMAT_CSV, PartsTotal: 1, Records: &exportv1.RecordsScope{Resource: "transactions"},
 		OwnerId: "owner", Scope: access.ScopeFor(owner, "acme"),
 	}
-	require.NoError(t, pub.PublishTask(t.Context(), signer, "exports.tasks.records", "job-main.task.0", task))
+	require.NoError(t, e.Publisher.PublishTask(t.Context(), e.Signer, "exports.tasks.records", "job-main.task.0", task))
 	// A room task is not this service's: it stays in the work queue for
 	// the room-exporter.
 	roomTask := &exportv1.ExportTask{JobId: "job-room", Kind: exportv1.JobKind_JOB_KIND_ROOM, Format: exportv1.Format_FORMAT_JSON,
 		PartsTotal: 1, Room: &exportv1.RoomScope{RoomId: "MAIN"}, OwnerId: "owner", Scope: access.ScopeFor(owner, "")}
-	require.NoError(t, pub.PublishTask(t.Context(), signer, "exports.tasks.room", "job-room.task.0", roomTask))
+	require.NoError(t, e.Publisher.PublishTask(t.Context(), e.Signer, "exports.tasks.room", "job-room.task.0", roomTask))
 
-	events, err := ns.JS.Stream(t.Context(), bus.StreamExportEvents)
-	require.NoError(t, err)
-	var raw *jetstream.RawStreamMsg
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		raw, err = events.GetLastMsgForSubject(t.Context(), "exports.status.part.job-main")
-		assert.NoError(c, err)
-	}, 30*time.Second, 20*time.Millisecond)
-	var part exportv1.PartUploaded
-	require.NoError(t, proto.Unmarshal(raw.Data, &part))
+	part := e.WaitPart(t, "job-main")
 	assert.Equal(t, uint64(3), part.GetFile().GetRecords())
-	_, err = ms.Store.Stat(t.Context(), "dataport-exports", part.GetFile().GetObjectKey())
-	assert.NoError(t, err, "the part is in the default exports bucket")
 
 	tasks, err := ns.JS.Stream(t.Context(), bus.StreamExportTasks)
 	require.NoError(t, err)
 	info, err := tasks.Info(t.Context(), jetstream.WithSubjectFilter("exports.tasks.>"))
 	require.NoError(t, err)
 	assert.Equal(t, map[string]uint64{"exports.tasks.room": 1}, info.State.Subjects, "the record task is done, the room task untouched")
+	events, err := ns.JS.Stream(t.Context(), bus.StreamExportEvents)
+	require.NoError(t, err)
 	_, err = events.GetLastMsgForSubject(t.Context(), "exports.status.part.job-room")
 	assert.ErrorIs(t, err, jetstream.ErrMsgNotFound, "the room task was not exported here")
 
-	p.Stop(t)
+	e.Stop(t)
 }
