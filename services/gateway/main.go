@@ -71,6 +71,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 // Config is the gateway's own configuration; infra.Run loads the shared
 // variables (NATS, MinIO, topology, HTTP timeouts, shutdown) besides it.
+// Each field holds the variable loadConfig reads for it, documented there
+// and in the README.
 type Config struct {
 	HTTPAddr             string
 	PublicURL            string

@@ -1,6 +1,9 @@
-// Package infra is the start-up and shutdown scaffolding every Dataport
-// service shares: connecting to NATS and MinIO, declaring the topology,
-// answering health probes and serving HTTP until the context ends.
+// Package infra is the life every Dataport service shares: Run loads a
+// service's configuration, sets up telemetry, connects to NATS and MinIO
+// (declaring the topology), builds the service, serves its HTTP server and
+// health probes and runs its consumers and loops until SIGTERM, then shuts
+// them down in order. Its pieces (LoadConfig, NewTelemetry, Connect, Serve)
+// serve the one-shot seeder too.
 package infra
 
 import (
