@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"dataport.dev/services/archiver/internal/archive"
@@ -20,7 +18,6 @@ import (
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
 	"dataport.dev/shared/jobview"
-	"dataport.dev/shared/telemetry"
 )
 
 // version is set by the build (-ldflags "-X main.version=..."; the
@@ -35,54 +32,44 @@ func main() {
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	l := config.New(getenv)
-	common := config.LoadCommon(l)
-	topology := infra.LoadTopology(l, common)
-	healthAddr := l.HostPort("DATAPORT_HEALTH_ADDR", "127.0.0.1:8082", "listen address of /healthz and /readyz")
-	httpTimeouts := infra.LoadHTTPTimeouts(l)
-	retain := l.Duration("DATAPORT_RETENTION", 168*time.Hour, "how long a job's files are kept after it ended; the gateway uses the same value for expires_at")
-	sweepEvery := l.Duration("DATAPORT_SWEEP_INTERVAL", 10*time.Minute, "time between retention sweeps")
-	staleAge := l.Duration("DATAPORT_STALE_UPLOAD_AGE", 24*time.Hour, "age after which an unfinished multipart upload under jobs/ is aborted")
-	if err := l.Err(); err != nil {
-		return fmt.Errorf("archiver: invalid configuration:\n%w", err)
-	}
-	l.Print(stdout)
-
-	tel, err := telemetry.Setup(ctx, telemetry.Options{
-		Service:      "archiver",
-		Version:      version,
-		LogLevel:     common.LogLevel,
-		Out:          stdout,
-		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
+	return infra.Run(ctx, getenv, stdout, infra.Service[Config]{
+		Name: "archiver", Version: version, Load: loadConfig, Build: build,
 	})
-	if err != nil {
-		return fmt.Errorf("archiver: telemetry: %w", err)
-	}
-	// Deferred first, so it runs last: logs and spans of the shutdown
-	// itself are flushed too.
-	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
-	log := tel.Logger
+}
 
-	inf, err := infra.Connect(ctx, "archiver", common, topology, log)
-	if err != nil {
-		return fmt.Errorf("archiver: %w", err)
-	}
-	defer inf.Close()
+// Config is the archiver's own configuration; infra.Run loads the shared
+// variables besides it.
+type Config struct {
+	HealthAddr string
+	Retention  time.Duration
+	SweepEvery time.Duration
+	StaleAge   time.Duration
+}
 
-	consumer, err := bus.EnsureConsumer(ctx, inf.JS, topology, bus.ConsumerArchiver)
+func loadConfig(l *config.Loader) (Config, error) {
+	return Config{
+		HealthAddr: l.HostPort("DATAPORT_HEALTH_ADDR", "127.0.0.1:8082", "listen address of /healthz and /readyz"),
+		Retention:  l.Duration("DATAPORT_RETENTION", 168*time.Hour, "how long a job's files are kept after it ended; the gateway uses the same value for expires_at"),
+		SweepEvery: l.Duration("DATAPORT_SWEEP_INTERVAL", 10*time.Minute, "time between retention sweeps"),
+		StaleAge:   l.Duration("DATAPORT_STALE_UPLOAD_AGE", 24*time.Hour, "age after which an unfinished multipart upload under jobs/ is aborted"),
+	}, nil
+}
+
+// build is the archiver's composition root: the archiver on its consumer
+// and the retention sweeper as a loop.
+func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
+	inf, tel, common, log := d.Infra, d.Telemetry, d.Base.Common, d.Telemetry.Logger
+	consumer, err := bus.EnsureConsumer(ctx, inf.JS, d.Base.Topology, bus.ConsumerArchiver)
 	if err != nil {
-		return fmt.Errorf("archiver: %w", err)
+		return infra.Parts{}, err
 	}
 	events, err := inf.JS.Stream(ctx, bus.StreamExportEvents)
 	if err != nil {
-		return fmt.Errorf("archiver: stream %s: %w", bus.StreamExportEvents, err)
+		return infra.Parts{}, fmt.Errorf("stream %s: %w", bus.StreamExportEvents, err)
 	}
 	jobs, err := inf.JS.KeyValue(ctx, bus.BucketJobs)
 	if err != nil {
-		return fmt.Errorf("archiver: bucket %s: %w", bus.BucketJobs, err)
+		return infra.Parts{}, fmt.Errorf("bucket %s: %w", bus.BucketJobs, err)
 	}
 	publisher := bus.NewPublisher(inf.JS, tel.Propagator())
 	archiver, err := archive.New(archive.Config{
@@ -94,7 +81,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Logger:    log,
 	})
 	if err != nil {
-		return fmt.Errorf("archiver: %w", err)
+		return infra.Parts{}, err
 	}
 	sweeper, err := retention.New(retention.Config{
 		Jobs:           jobs,
@@ -102,37 +89,26 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Objects:        inf.Blob,
 		Bucket:         common.ExportBucket,
 		Publisher:      publisher,
-		Retention:      retain,
-		StaleUploadAge: staleAge,
-		Interval:       sweepEvery,
+		Retention:      c.Retention,
+		StaleUploadAge: c.StaleAge,
+		Interval:       c.SweepEvery,
 		Logger:         log,
 	})
 	if err != nil {
-		return fmt.Errorf("archiver: invalid configuration:\n%w", err)
+		return infra.Parts{}, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
-	worker := infra.Worker{
-		HealthAddr:      healthAddr,
-		HTTP:            httpTimeouts,
-		Ready:           inf.Ready,
-		Consumer:        consumer,
-		Handler:         archiver.Handle,
-		ShutdownTimeout: common.ShutdownTimeout,
-		Logger:          log,
-		Consume: bus.ConsumeOptions{
+	return infra.Parts{
+		HTTP: infra.HTTP{Addr: c.HealthAddr},
+		Consumers: []infra.Consumer{{Consumer: consumer, Handler: archiver.Handle, Options: bus.ConsumeOptions{
 			// Verifying streams whole objects; a few at once keeps one big
 			// job from holding up every other.
 			Concurrency: 4,
-			Heartbeat:   topology.EventAckWait / 3,
+			Heartbeat:   d.Base.Topology.EventAckWait / 3,
 			Tracer:      tel.TracerProvider.Tracer("dataport.dev/services/archiver"),
 			Propagator:  tel.Propagator(),
-		},
-		Also: []func(context.Context) error{sweeper.Run},
-	}
-	log.InfoContext(ctx, "archiver started", "consumer", bus.ConsumerArchiver)
-	if err := worker.Run(ctx); err != nil {
-		return fmt.Errorf("archiver: %w", err)
-	}
-	log.InfoContext(ctx, "archiver stopped")
-	return nil
+		}}},
+		Loops:    []func(context.Context) error{sweeper.Run},
+		LogAttrs: []any{"consumer", bus.ConsumerArchiver},
+	}, nil
 }

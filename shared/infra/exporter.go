@@ -2,12 +2,7 @@ package infra
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -48,82 +43,50 @@ type Exporter struct {
 }
 
 // RunExporter is the whole life of an exporter process, the same for every
-// kind of export: configuration from getenv (printed to stdout, masked),
-// telemetry, NATS and MinIO, the durable consumer, the exporter, and the
-// Worker that serves the probes and consumes until SIGINT or SIGTERM.
+// kind of export: Run with the exporter's configuration (its health
+// address, DATAPORT_EXPORTER_CONCURRENCY, the task keys), its durable
+// consumer and the exporter e.New builds on them.
 func RunExporter(ctx context.Context, getenv func(string) string, stdout io.Writer, e Exporter) error {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	l := config.New(getenv)
-	common := config.LoadCommon(l)
-	topo := LoadTopology(l, common)
-	healthAddr := l.HostPort("DATAPORT_HEALTH_ADDR", e.HealthAddr, "listen address of /healthz and /readyz")
-	httpTimeouts := LoadHTTPTimeouts(l)
-	concurrency := l.Int("DATAPORT_EXPORTER_CONCURRENCY", 4, 1, 64, "export tasks one process runs at once (1..64)")
-	signer := LoadTaskSigner(l)
-	if err := l.Err(); err != nil {
-		return fmt.Errorf("%s: invalid configuration:\n%w", e.Name, err)
+	type exporterConfig struct {
+		HealthAddr  string
+		Concurrency int
+		Signer      *bus.TaskSigner
 	}
-	l.Print(stdout)
-
-	tel, err := telemetry.Setup(ctx, telemetry.Options{
-		Service:      e.Name,
-		Version:      e.Version,
-		LogLevel:     common.LogLevel,
-		Out:          stdout,
-		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
-	})
-	if err != nil {
-		return fmt.Errorf("%s: %w", e.Name, err)
-	}
-	log := tel.Logger
-	// Deferred first, so it runs last: spans of the shutdown itself are
-	// flushed too.
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := tel.Shutdown(sctx); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}()
-
-	inf, err := Connect(ctx, e.Name, common, topo, log)
-	if err != nil {
-		return fmt.Errorf("%s: %w", e.Name, err)
-	}
-	defer inf.Close()
-
-	cons, err := bus.EnsureConsumer(ctx, inf.JS, topo, e.Consumer)
-	if err != nil {
-		return fmt.Errorf("%s: %w", e.Name, err)
-	}
-	exp, err := e.New(ctx, ExporterDeps{Infra: inf, Telemetry: tel, Signer: signer, Topology: topo, Common: common})
-	if err != nil {
-		return fmt.Errorf("%s: %w", e.Name, err)
-	}
-
-	worker := Worker{
-		HealthAddr:      healthAddr,
-		HTTP:            httpTimeouts,
-		Ready:           inf.Ready,
-		Consumer:        cons,
-		Handler:         exp.Handle,
-		ShutdownTimeout: common.ShutdownTimeout,
-		Logger:          log,
-		Consume: bus.ConsumeOptions{
-			Concurrency: concurrency,
-			// In-progress acks well inside AckWait/2, as JetStream advises.
-			Heartbeat: topo.TaskAckWait / 3,
-			// Leave part of the budget for draining NATS and telemetry.
-			Grace:        common.ShutdownTimeout * 2 / 3,
-			OnTerminated: exp.Terminated,
-			Tracer:       tel.TracerProvider.Tracer(e.Name),
-			Propagator:   tel.Propagator(),
+	return Run(ctx, getenv, stdout, Service[exporterConfig]{
+		Name:    e.Name,
+		Version: e.Version,
+		Load: func(l *config.Loader) (exporterConfig, error) {
+			return exporterConfig{
+				HealthAddr:  l.HostPort("DATAPORT_HEALTH_ADDR", e.HealthAddr, "listen address of /healthz and /readyz"),
+				Concurrency: l.Int("DATAPORT_EXPORTER_CONCURRENCY", 4, 1, 64, "export tasks one process runs at once (1..64)"),
+				Signer:      LoadTaskSigner(l),
+			}, nil
 		},
-	}
-	log.InfoContext(ctx, e.Name+" started", "concurrency", concurrency, "health_addr", healthAddr)
-	err = worker.Run(ctx)
-	log.InfoContext(ctx, e.Name+" stopped", "error", err)
-	return err
+		Build: func(ctx context.Context, d Deps, c exporterConfig) (Parts, error) {
+			topo, tel := d.Base.Topology, d.Telemetry
+			cons, err := bus.EnsureConsumer(ctx, d.Infra.JS, topo, e.Consumer)
+			if err != nil {
+				return Parts{}, err
+			}
+			exp, err := e.New(ctx, ExporterDeps{Infra: d.Infra, Telemetry: tel, Signer: c.Signer, Topology: topo, Common: d.Base.Common})
+			if err != nil {
+				return Parts{}, err
+			}
+			return Parts{
+				HTTP: HTTP{Addr: c.HealthAddr},
+				Consumers: []Consumer{{Consumer: cons, Handler: exp.Handle, Options: bus.ConsumeOptions{
+					Concurrency: c.Concurrency,
+					// In-progress acks well inside AckWait/2, as JetStream advises.
+					Heartbeat: topo.TaskAckWait / 3,
+					// The probe server stops at once; leave the rest of
+					// the budget for draining NATS and telemetry.
+					Grace:        d.Base.Common.ShutdownTimeout * 2 / 3,
+					OnTerminated: exp.Terminated,
+					Tracer:       tel.TracerProvider.Tracer(e.Name),
+					Propagator:   tel.Propagator(),
+				}}},
+				LogAttrs: []any{"concurrency", c.Concurrency},
+			}, nil
+		},
+	})
 }

@@ -17,6 +17,7 @@ import (
 
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
+	"dataport.dev/shared/infra/infratest"
 )
 
 func TestReadyzTellsOnlyReadyOrNot(t *testing.T) {
@@ -78,7 +79,7 @@ func TestLoadHTTPTimeouts(t *testing.T) {
 // the read below, so nothing here depends on how fast the machine is.
 func TestServeDropsClientsThatNeverSendHeaders(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
+	addr := infratest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {

@@ -1,6 +1,9 @@
-// Package infra is the start-up and shutdown scaffolding every Dataport
-// service shares: connecting to NATS and MinIO, declaring the topology,
-// answering health probes and serving HTTP until the context ends.
+// Package infra is the life every Dataport service shares: Run loads a
+// service's configuration, sets up telemetry, connects to NATS and MinIO
+// (declaring the topology), builds the service, serves its HTTP server and
+// health probes and runs its consumers and loops until SIGTERM, then shuts
+// them down in order. Its pieces (LoadConfig, NewTelemetry, Connect, Serve)
+// serve the one-shot seeder too.
 package infra
 
 import (
@@ -124,14 +127,32 @@ func (i *Infra) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Close drains the NATS connection so pending publishes and acks go out.
+// Close drains the NATS connection so pending publishes and acks go out,
+// waiting as long as the drain takes (nats.go bounds it with its own
+// DrainTimeout).
 func (i *Infra) Close() {
+	_ = i.Drain(context.Background())
+}
+
+// Drain drains the NATS connection so pending publishes and acks go out,
+// and waits until it is closed. When ctx ends first, the connection is
+// closed at once and ctx's error returned: the shutdown budget is spent.
+func (i *Infra) Drain(ctx context.Context) error {
 	if err := i.NC.Drain(); err != nil {
 		i.NC.Close()
+		return nil // already closed or closing
 	}
-	for i.NC.IsDraining() {
-		time.Sleep(10 * time.Millisecond)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !i.NC.IsClosed() {
+		select {
+		case <-ctx.Done():
+			i.NC.Close()
+			return fmt.Errorf("drain NATS: %w", ctx.Err())
+		case <-tick.C:
+		}
 	}
+	return nil
 }
 
 // HealthRoutes registers /healthz (the process is alive) and /readyz (ready

@@ -17,10 +17,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/demo"
 	"dataport.dev/shared/infra"
-	"dataport.dev/shared/telemetry"
 )
 
 const service = "dataport-seed"
@@ -40,22 +40,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	l := config.New(getenv)
-	common := config.LoadCommon(l)
-	topology := infra.LoadTopology(l, common)
-	devDir := l.String("DATAPORT_DEV_DIR", ".dataport/dev", "directory for credentials.json and seed.json")
-	timeout := l.Duration("DATAPORT_SEED_TIMEOUT", 5*time.Minute, "give up when NATS or MinIO are not reachable and seeded within this time")
-	if err := l.Err(); err != nil {
-		return fmt.Errorf("%s: invalid configuration: %w", service, err)
+	c, err := infra.LoadConfig(getenv, stdout, service, loadConfig)
+	if err != nil {
+		return err
 	}
-	l.Print(stdout)
-
-	tel, err := telemetry.Setup(ctx, telemetry.Options{
-		Service:      service,
-		Version:      version,
-		LogLevel:     common.LogLevel,
-		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
-	})
+	// Logs go to stderr: stdout is for the summary.
+	tel, err := infra.NewTelemetry(ctx, getenv, service, version, c.Common.LogLevel, nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", service, err)
 	}
@@ -68,30 +58,49 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	// infra.Connect retries until its context ends: the seeder may start
 	// before NATS and MinIO, but must not wait for them forever.
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 
-	inf, err := infra.Connect(ctx, service, common, topology, log)
+	inf, err := infra.Connect(ctx, service, c.Common, c.Topology, log)
 	if err != nil {
 		return fmt.Errorf("%s: %w", service, err)
 	}
 	defer inf.Close()
 
 	d := demo.Generate()
-	prev, err := demo.ReadCredentials(devDir)
+	prev, err := demo.ReadCredentials(c.DevDir)
 	if err != nil {
 		return fmt.Errorf("%s: %w", service, err)
 	}
 	if err := d.UseSecrets(prev); err != nil {
 		return fmt.Errorf("%s: %w", service, err)
 	}
-	if err := demo.Seed(ctx, inf.JS, inf.Blob, common.AssetBucket, d, log); err != nil {
+	if err := demo.Seed(ctx, inf.JS, inf.Blob, c.Common.AssetBucket, d, log); err != nil {
 		return fmt.Errorf("%s: seed: %w", service, err)
 	}
-	if err := demo.WriteFiles(devDir, d); err != nil {
+	if err := demo.WriteFiles(c.DevDir, d); err != nil {
 		return fmt.Errorf("%s: %w", service, err)
 	}
-	return summary(stdout, devDir, d)
+	return summary(stdout, c.DevDir, d)
+}
+
+// Config is the seeder's configuration. It is a one-shot command, not a
+// service: no HTTP server, so none of the HTTP variables.
+type Config struct {
+	Common   config.Common
+	Topology bus.Topology
+	DevDir   string
+	Timeout  time.Duration
+}
+
+func loadConfig(l *config.Loader) (Config, error) {
+	common := config.LoadCommon(l)
+	return Config{
+		Common:   common,
+		Topology: infra.LoadTopology(l, common),
+		DevDir:   l.String("DATAPORT_DEV_DIR", ".dataport/dev", "directory for credentials.json and seed.json"),
+		Timeout:  l.Duration("DATAPORT_SEED_TIMEOUT", 5*time.Minute, "give up when NATS or MinIO are not reachable and seeded within this time"),
+	}, nil
 }
 
 // summary tells a developer what is now available and where to find the

@@ -13,11 +13,8 @@ import (
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/demo"
+	"dataport.dev/shared/infra/infratest"
 )
-
-func env(vars map[string]string) func(string) string {
-	return func(k string) string { return vars[k] }
-}
 
 func TestRunSeedsAndWritesFiles(t *testing.T) {
 	nats := bustest.StartBare(t) // run declares the topology itself
@@ -33,7 +30,7 @@ func TestRunSeedsAndWritesFiles(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	require.NoError(t, run(t.Context(), env(vars), &out))
+	require.NoError(t, run(t.Context(), infratest.Getenv(vars), &out))
 	t.Log(out.String())
 
 	assert.Contains(t, out.String(), "DATAPORT_DEV_DIR="+dir, "prints its effective config")
@@ -56,16 +53,13 @@ func TestRunSeedsAndWritesFiles(t *testing.T) {
 	assert.Len(t, creds[0].AuthToken, 43)
 
 	// A second seed keeps the installation's credentials.
-	require.NoError(t, run(t.Context(), env(vars), &out))
+	require.NoError(t, run(t.Context(), infratest.Getenv(vars), &out))
 	again, err := demo.ReadCredentials(dir)
 	require.NoError(t, err)
 	assert.Equal(t, creds, again)
 }
 
 func TestRunRejectsBadConfig(t *testing.T) {
-	var out bytes.Buffer
-	err := run(t.Context(), env(map[string]string{"DATAPORT_SEED_TIMEOUT": "soon", "DATAPORT_NATS_URL": "::"}), &out)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "DATAPORT_SEED_TIMEOUT")
-	assert.Contains(t, err.Error(), "DATAPORT_NATS_URL")
+	infratest.RejectsConfig(t, run, map[string]string{"DATAPORT_SEED_TIMEOUT": "soon", "DATAPORT_NATS_URL": "::"},
+		"DATAPORT_SEED_TIMEOUT", "DATAPORT_NATS_URL")
 }
