@@ -80,7 +80,7 @@ check-modules:
 	for m in $(MODULES); do echo "== $$m"; (cd $$m && GOWORK=off go build ./... && GOWORK=off go vet ./...); done
 
 test-unit: tools node
-	for m in $(filter-out tests/e2e,$(MODULES)); do echo "== go test $$m"; (cd $$m && GOWORK=off go test -count=1 -timeout 10m ./...); done
+	for m in $(filter-out tests/e2e,$(MODULES)); do echo "== go test $$m"; (cd $$m && GOWORK=off go test -race -count=1 -timeout 15m ./...); done
 
 # Every fuzz target (found with go test -list in the packages that have
 # one) runs for FUZZTIME on top of its committed corpus in
