@@ -1,0 +1,517 @@
+// Package taskrun is the one lifecycle of an export task, shared by every
+// exporter service: verify the gateway's signature, decode, validate,
+// dispatch once by part kind, check the task's scope, watch its job for a
+// cancellation, run the kind, announce the part, and clean up after a
+// cancellation, a rejection or a task that ran out of deliveries.
+//
+// An export kind (a room document, a user's profile, a records file)
+// implements Kind, and optionally Validator, Authorizer and Discarder,
+// and is registered once with a Runner. A kind writes its part's objects
+// under objects.PartPrefix and returns them; everything else — progress
+// events, the PartUploaded announcement and its dedup ids, checkpoints in
+// bus.BucketCheckpoints, ExportFailed — is the Runner's.
+package taskrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/access"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/jobview"
+	"dataport.dev/shared/objects"
+)
+
+const instrumentation = "dataport.dev/shared/taskrun"
+
+// Defaults of Options.
+const (
+	DefaultProgressInterval = time.Second
+	DefaultProgressRecords  = 1000
+	// DefaultNotAllowed is the rejection reason of a task whose scope
+	// allows nothing, when Options.NotAllowed is empty.
+	DefaultNotAllowed = "You are not allowed to export this data."
+)
+
+// Kind produces one kind of part.
+//
+// Run writes the task's objects (under objects.PartPrefix of its job and
+// part, or references to objects elsewhere) and returns them; the Runner
+// announces them. ctx ends with cause jobview.ErrCanceled when the job is
+// canceled while Run runs: Run then returns any error, and the Runner
+// deletes the job's part objects. Errors are transient (the task is
+// redelivered and may resume from its checkpoint) unless they are
+// bus.Permanent or a Reject. Run must be idempotent: object keys derive
+// from the job id and part, so a second run overwrites the first. Run is
+// called concurrently for different tasks.
+type Kind interface {
+	Run(ctx context.Context, t *Task) (*Result, error)
+}
+
+// Validator is a Kind that checks a task before its scope is read: what
+// no retry can fix about the task itself (an unknown format, a bad room
+// id). Validate returns a Reject or a bus.Permanent error, or nil.
+type Validator interface {
+	Validate(t *Task) error
+}
+
+// Authorizer is a Kind with checks beyond the scope the Runner resolved
+// (t.Grant): e.g. whether the grant may read the task's room. It returns
+// a Reject when the scope does not cover the task, any other error when
+// it could not tell.
+type Authorizer interface {
+	Authorize(ctx context.Context, t *Task) error
+}
+
+// Discarder is a Kind that holds more than objects and a checkpoint
+// between attempts (an unfinished multipart upload named in its
+// checkpoint). Discard frees it; it runs before the Runner deletes the
+// checkpoint, when no attempt will resume the part (its job was canceled
+// or failed). Best effort: failures are logged, not returned.
+type Discarder interface {
+	Discard(ctx context.Context, t *Task)
+}
+
+// Result is a finished part.
+type Result struct {
+	Files []*exportv1.File
+	// Records and Bytes are the part's totals, reported in the final
+	// progress event.
+	Records, Bytes uint64
+	// FileList announces Files in PartUploaded.files even when there is
+	// one (chunked exports, asset lists); otherwise a single file goes in
+	// PartUploaded.file.
+	FileList bool
+	// Log holds extra slog attributes for the "part uploaded" line.
+	Log []any
+}
+
+// Options configure a Runner. JS, Store, Publisher, Bucket and Signer are
+// required.
+type Options struct {
+	JS        jetstream.JetStream
+	Store     *blob.Store
+	Publisher *bus.Publisher
+	// Bucket holds the parts (the exports bucket).
+	Bucket string
+	// Signer verifies that tasks come from the gateway.
+	Signer *bus.TaskSigner
+	// Name names the exporter in telemetry: spans are "<Name>.Export", the
+	// task histogram "dataport.<Name>.task.duration" (e.g. roomexport).
+	Name string
+	// NotAllowed is the rejection reason of a task whose scope allows
+	// nothing (DefaultNotAllowed when empty).
+	NotAllowed string
+	// MaxDeliver is the task consumer's MaxDeliver. A transient failure on
+	// the last delivery is reported as permanent, so the job fails with a
+	// reason instead of its task silently running out of deliveries.
+	// Zero disables that.
+	MaxDeliver int
+	// ProgressInterval and ProgressRecords: Task.Tick publishes an
+	// ExportProgress event when either this much time or this many records
+	// passed since the last one.
+	ProgressInterval time.Duration
+	ProgressRecords  int
+	Logger           *slog.Logger
+	TracerProvider   trace.TracerProvider
+	MeterProvider    metric.MeterProvider
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Runner runs export tasks through their kinds. Register every kind
+// before the first task; after that it is safe for concurrent use.
+type Runner struct {
+	opts        Options
+	kinds       map[exportv1.PartKind]Kind
+	jobs        *jobview.Reader
+	dir         *access.Directory
+	checkpoints jetstream.KeyValue
+	log         *slog.Logger
+	tracer      trace.Tracer
+	duration    metric.Float64Histogram
+}
+
+// New returns a Runner with no kinds. It looks up the jobs, checkpoints
+// and directory buckets, which must exist (bus.EnsureTopology).
+func New(ctx context.Context, o Options) (*Runner, error) {
+	if o.JS == nil || o.Store == nil || o.Publisher == nil || o.Bucket == "" || o.Signer == nil {
+		return nil, errors.New("taskrun: JS, Store, Publisher, Bucket and Signer are required")
+	}
+	if o.Name == "" {
+		o.Name = "taskrun"
+	}
+	if o.NotAllowed == "" {
+		o.NotAllowed = DefaultNotAllowed
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = DefaultProgressInterval
+	}
+	if o.ProgressRecords <= 0 {
+		o.ProgressRecords = DefaultProgressRecords
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.TracerProvider == nil {
+		o.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	if o.MeterProvider == nil {
+		o.MeterProvider = metricnoop.NewMeterProvider()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	jobs, err := jobview.Open(ctx, o.JS, o.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("taskrun: %w", err)
+	}
+	checkpoints, err := o.JS.KeyValue(ctx, bus.BucketCheckpoints)
+	if err != nil {
+		return nil, fmt.Errorf("taskrun: bucket %s: %w", bus.BucketCheckpoints, err)
+	}
+	dir, err := access.OpenDirectory(ctx, o.JS)
+	if err != nil {
+		return nil, fmt.Errorf("taskrun: %w", err)
+	}
+	duration, err := o.MeterProvider.Meter(instrumentation).Float64Histogram("dataport."+o.Name+".task.duration",
+		metric.WithUnit("s"), metric.WithDescription("Time spent on one export task, by outcome."))
+	if err != nil {
+		return nil, fmt.Errorf("taskrun: histogram: %w", err)
+	}
+	return &Runner{
+		opts: o, kinds: make(map[exportv1.PartKind]Kind), jobs: jobs, dir: dir, checkpoints: checkpoints,
+		log: o.Logger, tracer: o.TracerProvider.Tracer(instrumentation), duration: duration,
+	}, nil
+}
+
+// Register makes k the producer of parts of kind pk, replacing an earlier
+// registration. Call it before the Runner takes tasks.
+func (r *Runner) Register(pk exportv1.PartKind, k Kind) {
+	r.kinds[pk] = k
+}
+
+// PartKind is the task's part kind. Tasks from before parts had kinds do
+// not say: theirs follows from the job kind.
+func PartKind(task *exportv1.ExportTask) exportv1.PartKind {
+	if k := task.GetPartKind(); k != exportv1.PartKind_PART_KIND_UNSPECIFIED {
+		return k
+	}
+	switch task.GetKind() {
+	case exportv1.JobKind_JOB_KIND_ROOM:
+		return exportv1.PartKind_PART_KIND_ROOM
+	case exportv1.JobKind_JOB_KIND_ROOM_MAIL:
+		return exportv1.PartKind_PART_KIND_ROOM_MAIL
+	case exportv1.JobKind_JOB_KIND_RECORDS:
+		return exportv1.PartKind_PART_KIND_RECORDS
+	}
+	return exportv1.PartKind_PART_KIND_UNSPECIFIED
+}
+
+// rejection marks a task that can never succeed as asked: its job ends
+// rejected, with the message as reason.
+type rejection struct{ reason string }
+
+func (e *rejection) Error() string { return e.reason }
+
+// Reject returns the permanent error of a task that can never succeed as
+// asked (unknown room, unsupported format, over its limits): the task is
+// terminated and its job fails as rejected with the formatted reason,
+// which people read.
+func Reject(format string, args ...any) error {
+	return bus.Permanent(&rejection{reason: fmt.Sprintf(format, args...)})
+}
+
+// IsRejected reports whether err carries a Reject.
+func IsRejected(err error) bool {
+	var rej *rejection
+	return errors.As(err, &rej)
+}
+
+// EnumWord turns an enum name such as FORMAT_HTML into "html" for reasons
+// people read.
+func EnumWord(name, prefix string) string {
+	return strings.ToLower(strings.TrimPrefix(name, prefix))
+}
+
+// Handle is the bus.Handler for export tasks. It returns nil once the part
+// is announced (or the job turned out to be canceled), a bus.Permanent
+// error for tasks no retry can fix, and any other error for transient
+// failures, which the consume loop retries; on the consumer's last
+// delivery a transient failure becomes permanent (bus.GiveUpOnLastDelivery).
+// A task without the gateway's signature is terminated without failing
+// the job it names.
+func (r *Runner) Handle(ctx context.Context, msg jetstream.Msg) error {
+	if err := r.opts.Signer.VerifyMsg(msg); err != nil {
+		return err
+	}
+	var task exportv1.ExportTask
+	if err := bus.Decode(msg, &task); err != nil {
+		return err
+	}
+	return bus.GiveUpOnLastDelivery(ctx, msg, r.opts.MaxDeliver, r.Export(ctx, &task))
+}
+
+// Terminated is the consume loop's OnTerminated hook: it fails the task's
+// job (Fail), so a task that cannot be done ends its job with a reason
+// instead of vanishing.
+func (r *Runner) Terminated(ctx context.Context, msg jetstream.Msg, cause error) {
+	if errors.Is(cause, bus.ErrBadSignature) {
+		// Not the gateway's task: the job it names is not ours to fail.
+		return
+	}
+	var task exportv1.ExportTask
+	if err := proto.Unmarshal(msg.Data(), &task); err != nil || bus.Token(task.GetJobId()) != nil {
+		// Nothing tells which job this was; the consume loop logged it.
+		return
+	}
+	r.Fail(ctx, &task, cause)
+}
+
+// Fail ends a task that will not run again: it discards what attempts
+// left of its part (objects under objects.PartPrefix, the checkpoint, and
+// what the kind's Discarder frees) and publishes ExportFailed with
+// cause's reason, marked rejected for a Reject. Terminated calls it; so
+// may a caller that runs Export without a consume loop.
+func (r *Runner) Fail(ctx context.Context, task *exportv1.ExportTask, cause error) {
+	ctx = context.WithoutCancel(ctx)
+	t := r.newTask(task)
+	r.discard(ctx, t, objects.PartPrefix(task.GetJobId(), task.GetPart()))
+	ev := &exportv1.ExportFailed{
+		JobId:      task.GetJobId(),
+		OccurredAt: timestamppb.New(r.opts.Now()),
+		Reason:     bus.Reason(cause),
+		Rejected:   IsRejected(cause),
+		OwnerId:    task.GetOwnerId(),
+	}
+	if err := r.opts.Publisher.PublishStatus(ctx, bus.EventFailed, task.GetJobId(), "", ev); err != nil {
+		t.Log.ErrorContext(ctx, "could not fail job of terminated task", "error", err)
+	}
+}
+
+// Export runs a decoded task: validation, dispatch by part kind, scope,
+// cancellation, the kind's Run, and the announcement with PartUploaded.
+// Its verdict is Handle's, before the last-delivery rule: nil when the
+// part is announced or the job was canceled (its part objects are then
+// deleted), a bus.Permanent error (Reject for rejections) the caller
+// should terminate and Fail, any other error for a retry, which keeps the
+// part's checkpoint.
+func (r *Runner) Export(ctx context.Context, task *exportv1.ExportTask) (err error) {
+	start := r.opts.Now()
+	t := r.newTask(task)
+	ctx, span := r.tracer.Start(ctx, r.opts.Name+".Export", trace.WithAttributes(
+		attribute.String("dataport.job_id", task.GetJobId()),
+		attribute.Int("dataport.part", int(task.GetPart())),
+		attribute.String("dataport.part_kind", EnumWord(t.Kind.String(), "PART_KIND_")),
+	))
+	outcome := "ok"
+	defer func() {
+		switch {
+		case errors.Is(err, errCanceled):
+			outcome, err = "canceled", r.canceled(ctx, t)
+		case bus.IsPermanent(err):
+			outcome = "terminated"
+		case err != nil:
+			outcome = "retry"
+		}
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.SetAttributes(attribute.String("dataport.outcome", outcome))
+		span.End()
+		r.duration.Record(context.WithoutCancel(ctx), r.opts.Now().Sub(start).Seconds(),
+			metric.WithAttributes(attribute.String("outcome", outcome)))
+	}()
+
+	k, err := r.prepare(ctx, t)
+	if err != nil {
+		return err
+	}
+	if t.Job.GetState() == exportv1.JobState_JOB_STATE_CANCELED {
+		t.Log.InfoContext(ctx, "job canceled before its part started")
+		return errCanceled
+	}
+	res, err := r.run(ctx, t, k)
+	if err != nil {
+		return err
+	}
+	// Once more before announcing: a part finished after its job was
+	// canceled (and a watch that broke) is deleted, not announced.
+	canceled, err := r.jobs.Canceled(ctx, task.GetJobId())
+	if err != nil {
+		return err
+	}
+	if canceled {
+		t.Log.InfoContext(ctx, "job canceled after its part was uploaded")
+		return errCanceled
+	}
+	if err := r.announce(ctx, t, res); err != nil {
+		return err
+	}
+	// Only now: a crash before the announcement resumes (or redoes) the
+	// part; once announced nothing needs the checkpoint.
+	t.DeleteCheckpoint(ctx)
+	attrs := append([]any{"records", res.Records, "bytes", res.Bytes, "files", len(res.Files),
+		"duration", r.opts.Now().Sub(start).String()}, res.Log...)
+	t.Log.InfoContext(ctx, "part uploaded", attrs...)
+	return nil
+}
+
+// errCanceled ends an Export whose job was canceled; it never leaves
+// Export.
+var errCanceled = errors.New("job canceled")
+
+// prepare validates the task, finds its kind and checks its scope; it
+// reads the job record into t.Job.
+func (r *Runner) prepare(ctx context.Context, t *Task) (Kind, error) {
+	task := t.Task
+	if err := bus.Token(task.GetJobId()); err != nil {
+		return nil, bus.Permanent(fmt.Errorf("task has no usable job id: %w", err))
+	}
+	if task.GetPartsTotal() > 0 && task.GetPart() >= task.GetPartsTotal() {
+		return nil, bus.Permanent(fmt.Errorf("part %d of a job with %d parts", task.GetPart(), task.GetPartsTotal()))
+	}
+	k, ok := r.kinds[t.Kind]
+	switch {
+	case !ok && task.GetPartKind() == exportv1.PartKind_PART_KIND_UNSPECIFIED:
+		return nil, Reject("export kind %s not supported yet", EnumWord(task.GetKind().String(), "JOB_KIND_"))
+	case !ok:
+		return nil, Reject("part kind %s not supported", EnumWord(t.Kind.String(), "PART_KIND_"))
+	}
+	if v, ok := k.(Validator); ok {
+		if err := v.Validate(t); err != nil {
+			return nil, err
+		}
+	}
+	g, err := r.dir.ResolveTask(ctx, task)
+	switch {
+	case errors.Is(err, access.ErrDenied):
+		return nil, Reject("%s", r.opts.NotAllowed)
+	case err != nil:
+		return nil, fmt.Errorf("resolve scope: %w", err)
+	}
+	t.Grant = g
+	if a, ok := k.(Authorizer); ok {
+		if err := a.Authorize(ctx, t); err != nil {
+			return nil, err
+		}
+	}
+	if t.Job, err = r.jobs.Get(ctx, task.GetJobId()); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// run runs the kind under a watch of the job: a cancellation ends the
+// run's context at once instead of at the next poll.
+func (r *Runner) run(ctx context.Context, t *Task, k Kind) (*Result, error) {
+	wctx, stop, err := r.jobs.Watch(ctx, t.Task.GetJobId())
+	if err != nil {
+		return nil, err
+	}
+	t.Progress(wctx, 0, 0, 0)
+	res, err := k.Run(wctx, t)
+	// Read before stop, which ends wctx with a cause of its own.
+	canceled := errors.Is(context.Cause(wctx), jobview.ErrCanceled)
+	stop()
+	switch {
+	case canceled:
+		t.Log.InfoContext(ctx, "job canceled; export stopped", "error", err)
+		return nil, errCanceled
+	case err != nil:
+		return nil, err
+	case res == nil || len(res.Files) == 0 && !res.FileList:
+		return nil, bus.Permanent(fmt.Errorf("part kind %s produced no file", EnumWord(t.Kind.String(), "PART_KIND_")))
+	}
+	return res, nil
+}
+
+// announce publishes the final progress and PartUploaded.
+func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
+	task := t.Task
+	t.Progress(ctx, 100, res.Records, res.Bytes)
+	ev := &exportv1.PartUploaded{
+		JobId:      task.GetJobId(),
+		OccurredAt: timestamppb.New(r.opts.Now()),
+		Part:       task.GetPart(),
+		PartsTotal: partsTotal(task),
+		Kind:       task.GetKind(),
+		OwnerId:    task.GetOwnerId(),
+	}
+	if len(res.Files) == 1 && !res.FileList {
+		ev.File = res.Files[0]
+	} else {
+		ev.Files = res.Files
+	}
+	disc := strconv.FormatUint(uint64(task.GetPart()), 10)
+	if err := r.opts.Publisher.PublishStatus(ctx, bus.EventPart, task.GetJobId(), disc, ev); err != nil {
+		return fmt.Errorf("announce part %d: %w", task.GetPart(), err)
+	}
+	return nil
+}
+
+// canceled deletes every part object of a canceled job: the ones this
+// task may have uploaded and those of the job's other tasks, done here or
+// by other replicas. Whichever task of the job notices the cancellation
+// first removes them; later ones find little or nothing, so the job's
+// remaining tasks are acked at once. Failing to delete is retried like
+// any transient failure.
+func (r *Runner) canceled(ctx context.Context, t *Task) error {
+	ctx = context.WithoutCancel(ctx)
+	return r.discard(ctx, t, objects.PartsPrefix(t.Task.GetJobId()))
+}
+
+// discard frees what attempts at the task left (the kind's Discarder,
+// the checkpoint) and deletes the objects under prefix.
+func (r *Runner) discard(ctx context.Context, t *Task, prefix string) error {
+	if d, ok := r.kinds[t.Kind].(Discarder); ok {
+		d.Discard(ctx, t)
+	}
+	t.DeleteCheckpoint(ctx)
+	n, err := r.deletePrefix(ctx, prefix)
+	if err != nil {
+		t.Log.WarnContext(ctx, "export objects not deleted", "prefix", prefix, "error", err)
+		return err
+	}
+	if n > 0 {
+		t.Log.InfoContext(ctx, "deleted export objects", "prefix", prefix, "objects", n)
+	}
+	return nil
+}
+
+// deletePrefix deletes the exports bucket's objects under prefix.
+func (r *Runner) deletePrefix(ctx context.Context, prefix string) (int, error) {
+	objs, err := r.opts.Store.List(ctx, r.opts.Bucket, prefix)
+	if err != nil {
+		return 0, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	for _, o := range objs {
+		if err := r.opts.Store.Delete(ctx, r.opts.Bucket, o.Key); err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return 0, fmt.Errorf("delete %s: %w", o.Key, err)
+		}
+	}
+	return len(objs), nil
+}
+
+// partsTotal treats a task without a plan size as a one-part job.
+func partsTotal(task *exportv1.ExportTask) uint32 {
+	return max(task.GetPartsTotal(), 1)
+}
