@@ -15,6 +15,7 @@ import (
 	"dataport.dev/services/record-exporter/internal/recordexport"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/infra"
+	"dataport.dev/shared/taskrun"
 )
 
 // version is set by the build (-ldflags "-X main.version=..."; the
@@ -32,16 +33,34 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	return infra.RunExporter(ctx, getenv, stdout, infra.Exporter{
 		Name: "record-exporter", Version: version, HealthAddr: "127.0.0.1:8084", Consumer: bus.ConsumerRecordExporter,
 		New: func(ctx context.Context, d infra.ExporterDeps) (infra.TaskExporter, error) {
-			return recordexport.New(ctx, recordexport.Options{
-				JS:             d.Infra.JS,
-				Store:          d.Infra.Blob,
-				Publisher:      bus.NewPublisher(d.Infra.JS, d.Telemetry.Propagator()),
-				Bucket:         d.Common.ExportBucket,
-				Signer:         d.Signer,
-				MaxDeliver:     d.Topology.TaskMaxDeliver,
-				Logger:         d.Telemetry.Logger,
-				TracerProvider: d.Telemetry.TracerProvider,
+			runner, err := taskrun.New(ctx, taskrun.Options{
+				JS:              d.Infra.JS,
+				Store:           d.Infra.Blob,
+				Publisher:       bus.NewPublisher(d.Infra.JS, d.Telemetry.Propagator()),
+				Bucket:          d.Common.ExportBucket,
+				Signer:          d.Signer,
+				Name:            "recordexport",
+				NotAllowed:      recordexport.ReasonNotAllowed,
+				MaxDeliver:      d.Topology.TaskMaxDeliver,
+				ProgressRecords: recordexport.DefaultProgressRecords,
+				Logger:          d.Telemetry.Logger,
+				TracerProvider:  d.Telemetry.TracerProvider,
+				MeterProvider:   d.Telemetry.MeterProvider,
 			})
+			if err != nil {
+				return nil, err
+			}
+			records, err := recordexport.New(ctx, recordexport.Options{
+				JS:     d.Infra.JS,
+				Store:  d.Infra.Blob,
+				Bucket: d.Common.ExportBucket,
+				Logger: d.Telemetry.Logger,
+			})
+			if err != nil {
+				return nil, err
+			}
+			records.Register(runner)
+			return runner, nil
 		},
 	})
 }

@@ -34,6 +34,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/demo"
+	"dataport.dev/shared/taskrun"
 )
 
 const (
@@ -94,16 +95,50 @@ func (e *env) putKV(t testing.TB, bucket, key string, m proto.Message) {
 	require.NoError(t, err)
 }
 
-func (e *env) exporter(t *testing.T, configure func(*recordexport.Options)) *recordexport.Exporter {
+// config is what a test may change: the records kind's options and the
+// runner's. Logger and Now of the kind are the runner's too unless the
+// test sets the runner's own.
+type config struct {
+	recordexport.Options
+	Runner taskrun.Options
+}
+
+// exporter is the record exporter as its main builds it: a runner with
+// the records kind registered.
+type exporter struct{ *taskrun.Runner }
+
+// Export runs task as the consume loop would, its OnTerminated hook
+// included: a permanent failure fails the job (taskrun.Runner.Fail).
+func (x exporter) Export(ctx context.Context, task *exportv1.ExportTask) error {
+	err := x.Runner.Export(ctx, task)
+	if bus.IsPermanent(err) {
+		x.Fail(ctx, task, err)
+	}
+	return err
+}
+
+func (e *env) exporter(t *testing.T, configure func(*config)) exporter {
 	t.Helper()
-	o := recordexport.Options{JS: e.ns.JS, Store: e.store, Publisher: e.pub, Bucket: bucket, TempDir: e.tmp,
-		CancelInterval: 50 * time.Millisecond, Signer: bustest.TaskSigner(t)}
+	o := config{
+		Options: recordexport.Options{JS: e.ns.JS, Store: e.store, Bucket: bucket, TempDir: e.tmp},
+		Runner: taskrun.Options{JS: e.ns.JS, Store: e.store, Publisher: e.pub, Bucket: bucket, Signer: bustest.TaskSigner(t),
+			Name: "recordexport", NotAllowed: recordexport.ReasonNotAllowed, ProgressRecords: recordexport.DefaultProgressRecords},
+	}
 	if configure != nil {
 		configure(&o)
 	}
-	x, err := recordexport.New(t.Context(), o)
+	if o.Runner.Logger == nil {
+		o.Runner.Logger = o.Logger
+	}
+	if o.Runner.Now == nil {
+		o.Runner.Now = o.Now
+	}
+	r, err := taskrun.New(t.Context(), o.Runner)
 	require.NoError(t, err)
-	return x
+	x, err := recordexport.New(t.Context(), o.Options)
+	require.NoError(t, err)
+	x.Register(r)
+	return exporter{r}
 }
 
 // task returns a records task of a fresh job whose KV record exists.
@@ -270,7 +305,7 @@ func TestRecordExports(t *testing.T) {
 	t.Run("filter sort q fields and date range", func(t *testing.T) {
 		for _, mem := range []int64{0, 4 << 10} { // in memory, and spilled runs
 			t.Run(fmt.Sprintf("sort memory %d", mem), func(t *testing.T) {
-				xs := e.exporter(t, func(o *recordexport.Options) { o.SortMemory = mem })
+				xs := e.exporter(t, func(o *config) { o.SortMemory = mem })
 				task := e.task(t, exportv1.Format_FORMAT_CSV, scope())
 				require.NoError(t, xs.Export(t.Context(), task))
 				rows := readCSV(t, e.download(t, e.part(t, task.GetJobId()).GetFile()))
@@ -431,7 +466,7 @@ func TestRecordExports(t *testing.T) {
 
 	t.Run("over max_rows is rejected and leaves no objects", func(t *testing.T) {
 		task := e.task(t, exportv1.Format_FORMAT_CSV, &exportv1.RecordsScope{Resource: "events", MaxRows: 2000, MaxRowsPerChunk: 500, GzipChunks: true})
-		require.NoError(t, x.Export(t.Context(), task), "the task is acked")
+		require.True(t, taskrun.IsRejected(x.Export(t.Context(), task)), "the task is rejected")
 		var failed exportv1.ExportFailed
 		require.True(t, e.event(t, bus.EventFailed, task.GetJobId(), &failed))
 		assert.True(t, failed.GetRejected())
@@ -478,7 +513,7 @@ func TestRecordExports(t *testing.T) {
 					over.MaxBytes = total / 2
 				}
 				task := e.task(t, tc.format, over)
-				require.NoError(t, x.Export(t.Context(), task), "the task is acked")
+				require.True(t, taskrun.IsRejected(x.Export(t.Context(), task)), "the task is rejected")
 				var failed exportv1.ExportFailed
 				require.True(t, e.event(t, bus.EventFailed, task.GetJobId(), &failed))
 				assert.True(t, failed.GetRejected())
@@ -559,7 +594,7 @@ func TestRecordExports(t *testing.T) {
 func TestRecordExportCancel(t *testing.T) {
 	e := setup(t)
 	topo := bustest.Topology()
-	x := e.exporter(t, func(o *recordexport.Options) { o.ProgressRecords = 200; o.MaxDeliver = topo.TaskMaxDeliver })
+	x := e.exporter(t, func(o *config) { o.Runner.ProgressRecords = 200; o.Runner.MaxDeliver = topo.TaskMaxDeliver })
 	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, topo, bus.ConsumerRecordExporter)
 	require.NoError(t, err)
 	consumeCtx, stop := context.WithCancel(context.Background())

@@ -4,19 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/recordquery"
+	"dataport.dev/shared/taskrun"
 )
 
 // A chunked record export of a stream source (transactions, events,
@@ -38,13 +36,10 @@ import (
 // unknown version is discarded and the part starts over.
 const checkpointVersion = 1
 
-// maxCheckpointBytes keeps a checkpoint under the NATS payload limit (1
-// MiB by default): about 4,000 chunk files. A larger one is not saved;
-// the previous one stays valid.
-const maxCheckpointBytes = 960 << 10
-
 // checkpoint is how far a chunked record export got. It is JSON, private
-// to the exporter.
+// to the exporter, stored by the runner (taskrun.Task.SaveCheckpoint)
+// under <jobId>.<part>; its size limit, taskrun.MaxCheckpointBytes, holds
+// about 4,000 chunk files.
 type checkpoint struct {
 	Version int `json:"v"`
 	// Task fingerprints what shapes the files (format, target name,
@@ -75,10 +70,6 @@ type chunkFile struct {
 	Size    uint64 `json:"size"`
 	Records uint64 `json:"records"`
 	Sha256  string `json:"sha256"`
-}
-
-func checkpointKey(task *exportv1.ExportTask) string {
-	return task.GetJobId() + "." + strconv.FormatUint(uint64(task.GetPart()), 10)
 }
 
 // resumable tells whether the plan's export can continue from a
@@ -112,22 +103,16 @@ func fingerprint(task *exportv1.ExportTask) (string, error) {
 // Otherwise the checkpoint is deleted and resumePoint returns nil: the
 // part starts over. Only failing to read the checkpoint or to stat a file
 // is an error (retried).
-func (e *Exporter) resumePoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, fp string) (*checkpoint, error) {
-	entry, err := e.checkpoints.Get(ctx, checkpointKey(task))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
+func (e *Exporter) resumePoint(ctx context.Context, t *taskrun.Task, fp string) (*checkpoint, error) {
+	var cp checkpoint
+	if found, err := t.LoadCheckpoint(ctx, &cp); err != nil || !found {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read checkpoint of part %d: %w", task.GetPart(), err)
-	}
+	task, log := t.Task, t.Log
 	discard := func(why string) (*checkpoint, error) {
 		log.WarnContext(ctx, "checkpoint not usable; starting the part over", "reason", why)
-		e.deleteCheckpoint(ctx, log, task)
+		t.DeleteCheckpoint(ctx)
 		return nil, nil
-	}
-	var cp checkpoint
-	if err := json.Unmarshal(entry.Value(), &cp); err != nil {
-		return discard("undecodable: " + err.Error())
 	}
 	switch {
 	case cp.Version != checkpointVersion:
@@ -161,34 +146,4 @@ func (cp *checkpoint) files(contentType string) []*exportv1.File {
 		out[i] = &exportv1.File{Name: f.Name, ObjectKey: f.Key, Size: f.Size, Records: f.Records, Sha256: f.Sha256, ContentType: contentType}
 	}
 	return out
-}
-
-// saveCheckpoint stores cp. Failing to save is not fatal: the export goes
-// on, and a crash then resumes from an older checkpoint or from scratch.
-func (e *Exporter) saveCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, cp *checkpoint) bool {
-	data, err := json.Marshal(cp)
-	if err != nil {
-		log.WarnContext(ctx, "checkpoint not saved", "error", err)
-		return false
-	}
-	if len(data) > maxCheckpointBytes {
-		log.WarnContext(ctx, "checkpoint too large; not saved", "bytes", len(data), "chunks", len(cp.Files))
-		return false
-	}
-	if _, err := e.checkpoints.Put(ctx, checkpointKey(task), data); err != nil {
-		log.WarnContext(ctx, "checkpoint not saved", "error", err)
-		return false
-	}
-	return true
-}
-
-// deleteCheckpoint removes the task's checkpoint. A failure only leaves a
-// key behind that a later redelivery finds stale, or the bucket's TTL
-// removes.
-func (e *Exporter) deleteCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := e.checkpoints.Delete(ctx, checkpointKey(task)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		log.WarnContext(ctx, "checkpoint not deleted", "error", err)
-	}
 }

@@ -93,11 +93,11 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 		logs  logBuffer
 	)
 	generated := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-	x := e.exporter(t, func(o *recordexport.Options) {
+	x := e.exporter(t, func(o *config) {
 		o.Now = func() time.Time { return generated } // PDF prints it
 		o.CheckpointInterval = -1                     // after every chunk, so the crash point is exact
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		crash.hooks(o)
+		crash.hooks(&o.Options)
 	})
 	checkpoints, err := e.ns.JS.KeyValue(t.Context(), bus.BucketCheckpoints)
 	require.NoError(t, err)
@@ -254,7 +254,7 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 func TestCheckpointInterval(t *testing.T) {
 	e := setup(t)
 	var logs logBuffer
-	x := e.exporter(t, func(o *recordexport.Options) {
+	x := e.exporter(t, func(o *config) {
 		o.Now = func() time.Time { return time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC) } // time stands still
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
@@ -273,10 +273,10 @@ func TestChunkedExportGivenUpDeletesChunks(t *testing.T) {
 	e := setup(t)
 	var crash crashSwitch
 	crash.always.Store(true)
-	x := e.exporter(t, func(o *recordexport.Options) {
-		o.MaxDeliver = 1 // the first failure is the last
+	x := e.exporter(t, func(o *config) {
+		o.Runner.MaxDeliver = 1 // the first failure is the last
 		o.CheckpointInterval = -1
-		crash.hooks(o)
+		crash.hooks(&o.Options)
 	})
 	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, bustest.Topology(), bus.ConsumerRecordExporter)
 	require.NoError(t, err)

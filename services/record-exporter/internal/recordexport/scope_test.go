@@ -11,7 +11,6 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
-	"dataport.dev/services/record-exporter/internal/recordexport"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
@@ -160,7 +159,7 @@ func TestScopeBoundsWhatIsRead(t *testing.T) {
 func TestForgedTasksAreNotRun(t *testing.T) {
 	e := setup(t)
 	topo := bustest.Topology()
-	x := e.exporter(t, func(o *recordexport.Options) { o.MaxDeliver = topo.TaskMaxDeliver })
+	x := e.exporter(t, func(o *config) { o.Runner.MaxDeliver = topo.TaskMaxDeliver })
 	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, topo, bus.ConsumerRecordExporter)
 	require.NoError(t, err)
 	consumeCtx, stop := context.WithCancel(context.Background())

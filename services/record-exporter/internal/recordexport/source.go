@@ -17,6 +17,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/recordquery"
 	"dataport.dev/shared/roomtype"
+	"dataport.dev/shared/taskrun"
 )
 
 // getter reads one field of a record; see recordquery.Filter.Match.
@@ -67,11 +68,11 @@ func (e *Exporter) source(ctx context.Context, resource string, g *access.Grant,
 	case recordquery.ResourceTransactions, recordquery.ResourceEvents:
 		org := g.Organization
 		if org == "" {
-			return nil, reject("%s belong to an organization, and the export names none you are a member of", resource)
+			return nil, taskrun.Reject("%s belong to an organization, and the export names none you are a member of", resource)
 		}
 		subject, err := bus.RecordSubject(resource, org)
 		if err != nil {
-			return nil, reject("invalid organization")
+			return nil, taskrun.Reject("invalid organization")
 		}
 		return e.streamSource(ctx, e.records, bus.StreamRecords, []string{subject}, from, func(_ string, data []byte, f visit) error {
 			var r sourcev1.Record
