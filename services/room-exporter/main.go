@@ -15,6 +15,7 @@ import (
 	"dataport.dev/services/room-exporter/internal/roomexport"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/infra"
+	"dataport.dev/shared/taskrun"
 )
 
 // version is set by the build (-ldflags "-X main.version=..."; the
@@ -32,18 +33,35 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	return infra.RunExporter(ctx, getenv, stdout, infra.Exporter{
 		Name: "room-exporter", Version: version, HealthAddr: "127.0.0.1:8081", Consumer: bus.ConsumerRoomExporter,
 		New: func(ctx context.Context, d infra.ExporterDeps) (infra.TaskExporter, error) {
-			return roomexport.New(ctx, roomexport.Options{
+			runner, err := taskrun.New(ctx, taskrun.Options{
 				JS:             d.Infra.JS,
 				Store:          d.Infra.Blob,
 				Publisher:      bus.NewPublisher(d.Infra.JS, d.Telemetry.Propagator()),
 				Bucket:         d.Common.ExportBucket,
 				Signer:         d.Signer,
+				Name:           "roomexport",
+				NotAllowed:     roomexport.ReasonNotAllowed,
 				MaxDeliver:     d.Topology.TaskMaxDeliver,
 				Logger:         d.Telemetry.Logger,
 				TracerProvider: d.Telemetry.TracerProvider,
-				AssetBucket:    d.Common.AssetBucket,
 				MeterProvider:  d.Telemetry.MeterProvider,
 			})
+			if err != nil {
+				return nil, err
+			}
+			rooms, err := roomexport.New(ctx, roomexport.Options{
+				JS:            d.Infra.JS,
+				Store:         d.Infra.Blob,
+				Bucket:        d.Common.ExportBucket,
+				AssetBucket:   d.Common.AssetBucket,
+				Logger:        d.Telemetry.Logger,
+				MeterProvider: d.Telemetry.MeterProvider,
+			})
+			if err != nil {
+				return nil, err
+			}
+			rooms.Register(runner)
+			return runner, nil
 		},
 	})
 }

@@ -94,11 +94,9 @@ func (t *Task) Tick(ctx context.Context, percent uint32, records, bytes uint64) 
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
-	if records == t.lastRecords {
-		return nil
-	}
 	now := t.r.opts.Now()
-	if now.Sub(t.lastProgress) >= t.r.opts.ProgressInterval || records-t.lastRecords >= uint64(t.r.opts.ProgressRecords) {
+	if records != t.lastRecords &&
+		(now.Sub(t.lastProgress) >= t.r.opts.ProgressInterval || records-t.lastRecords >= uint64(t.r.opts.ProgressRecords)) {
 		t.lastProgress, t.lastRecords = now, records
 		t.Progress(ctx, percent, records, bytes)
 	}

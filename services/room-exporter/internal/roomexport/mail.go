@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 
-	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/taskrun"
 )
 
 // Mail part file names; the notifier sends them as the HTML and the plain
@@ -60,13 +59,12 @@ func (s *idSelector) done() bool { return s.remaining == 0 }
 // exportMail renders the messages a room mail selected, in the room's
 // order, as an HTML body fragment and its plain-text alternative. Ids
 // that are not in the room are skipped and counted.
-func (e *Exporter) exportMail(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) error {
-	start := e.now()
-	log = log.With("room_id", task.GetRoom().GetRoomId())
-	e.publishProgress(ctx, log, task, 0, 0, 0)
-	room, h, err := e.prepareRoom(ctx, log, task)
+func (e *Exporter) exportMail(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
+	task := t.Task
+	t.Log = t.Log.With("room_id", task.GetRoom().GetRoomId())
+	room, h, err := e.prepareRoom(ctx, t.Log, task)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sel := newIDSelector(task.GetMail().GetMessageIds())
 	var (
@@ -79,22 +77,18 @@ func (e *Exporter) exportMail(ctx context.Context, log *slog.Logger, task *expor
 	}
 	files, err := e.uploadObjects(ctx, task, specs, func(ctx context.Context, ws []io.Writer) error {
 		r := &mailRenderer{html: newHTMLFragment(ws[0]), text: &textRenderer{w: ws[1]}}
-		return e.render(ctx, log, task, r, room, h, &counter, &res, sel)
+		return e.render(ctx, t, r, room, h, &counter, &res, sel)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var size uint64
 	for _, f := range files {
 		f.Records = res.records
 		size += f.GetSize()
 	}
-	if err := e.announce(ctx, log, task, res.records, size, files...); err != nil {
-		return err
-	}
-	log.InfoContext(ctx, "mail part uploaded", "records", res.records, "missing", sel.remaining,
-		"bytes", size, "duration", e.now().Sub(start).String())
-	return nil
+	return &taskrun.Result{Files: files, Records: res.records, Bytes: size, FileList: true,
+		Log: []any{"missing", sel.remaining}}, nil
 }
 
 // mailRenderer writes each message into both alternatives of the mail.

@@ -10,16 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"log/slog"
 	"strconv"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/taskrun"
 )
 
 // A room document is uploaded part by part (Options.PartSize) through the
@@ -39,14 +37,12 @@ import (
 // unknown version is discarded and the part starts over.
 const checkpointVersion = 1
 
-// maxCheckpointBytes keeps a checkpoint under the NATS payload limit (1
-// MiB by default). A larger one is not saved: the previous checkpoint
-// stays valid (later parts are simply uploaded again), only less useful.
-const maxCheckpointBytes = 960 << 10
-
 // checkpoint is how far a room part's export got. It is JSON: it is the
 // exporter's private state, read only by the exporter that wrote it or a
-// replica of the same version.
+// replica of the same version, stored by the runner
+// (taskrun.Task.SaveCheckpoint). One over taskrun.MaxCheckpointBytes is
+// not saved: the previous checkpoint stays valid (later parts are simply
+// uploaded again), only less useful.
 type checkpoint struct {
 	Version int                  `json:"v"`
 	Key     string               `json:"key"`
@@ -102,23 +98,21 @@ type resumable interface {
 	restoreState([]byte) error
 }
 
-func checkpointKey(task *exportv1.ExportTask) string {
-	return task.GetJobId() + "." + strconv.FormatUint(uint64(task.GetPart()), 10)
-}
-
 // resumePoint returns the task's checkpoint if it can be trusted: same
 // object key and format, and MinIO still holds the upload with exactly the
 // parts it lists. Otherwise the checkpoint (and its upload) is discarded
 // and resumePoint returns nil: the part starts over. Only failing to read
 // the checkpoint or list the parts is an error (retried).
-func (e *Exporter) resumePoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, key string) (*checkpoint, error) {
-	cp, err := e.loadCheckpoint(ctx, task)
-	if err != nil || cp == nil {
+func (e *Exporter) resumePoint(ctx context.Context, t *taskrun.Task, key string) (*checkpoint, error) {
+	cp := new(checkpoint)
+	if found, err := t.LoadCheckpoint(ctx, cp); err != nil || !found {
 		return nil, err
 	}
+	task, log := t.Task, t.Log
 	discard := func(why string) (*checkpoint, error) {
 		log.WarnContext(ctx, "checkpoint not usable; starting the part over", "reason", why)
-		e.discardCheckpoint(ctx, log, task)
+		e.abortCheckpointed(ctx, t)
+		t.DeleteCheckpoint(ctx)
 		return nil, nil
 	}
 	switch {
@@ -151,69 +145,25 @@ func (e *Exporter) resumePoint(ctx context.Context, log *slog.Logger, task *expo
 	return cp, nil
 }
 
-// loadCheckpoint returns the task's checkpoint, nil if there is none. An
-// undecodable one is deleted (its upload cannot be known) and reads as
-// none.
-func (e *Exporter) loadCheckpoint(ctx context.Context, task *exportv1.ExportTask) (*checkpoint, error) {
-	entry, err := e.checkpoints.Get(ctx, checkpointKey(task))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read checkpoint of part %d: %w", task.GetPart(), err)
-	}
-	var cp checkpoint
-	if err := json.Unmarshal(entry.Value(), &cp); err != nil {
-		e.log.WarnContext(ctx, "undecodable checkpoint deleted", "job_id", task.GetJobId(), "part", task.GetPart(), "error", err)
-		e.deleteCheckpoint(ctx, e.log, task)
-		return nil, nil
-	}
-	return &cp, nil
-}
-
-// saveCheckpoint stores cp. Failing to save is not fatal: the export goes
-// on, and a crash then resumes from an older checkpoint or from scratch.
-func (e *Exporter) saveCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, cp *checkpoint) bool {
-	data, err := json.Marshal(cp)
-	if err != nil {
-		log.WarnContext(ctx, "checkpoint not saved", "error", err)
-		return false
-	}
-	if len(data) > maxCheckpointBytes {
-		log.WarnContext(ctx, "checkpoint too large; not saved", "bytes", len(data), "part_number", len(cp.Parts))
-		return false
-	}
-	if _, err := e.checkpoints.Put(ctx, checkpointKey(task), data); err != nil {
-		log.WarnContext(ctx, "checkpoint not saved", "error", err)
-		return false
-	}
-	return true
-}
-
-// deleteCheckpoint removes the task's checkpoint. A failure only leaves a
-// key behind that a later redelivery finds stale (its upload is gone).
-func (e *Exporter) deleteCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := e.checkpoints.Delete(ctx, checkpointKey(task)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		log.WarnContext(ctx, "checkpoint not deleted", "error", err)
-	}
-}
-
-// discardCheckpoint aborts the checkpoint's upload and deletes it: the
-// part will not be resumed (its job failed or was canceled, or the
-// checkpoint is stale).
-func (e *Exporter) discardCheckpoint(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) {
+// abortCheckpointed aborts the multipart upload the part's checkpoint
+// names: the part will not be resumed (its job failed or was canceled, or
+// the checkpoint is stale). The caller deletes the checkpoint.
+func (e *Exporter) abortCheckpointed(ctx context.Context, t *taskrun.Task) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	cp, err := e.loadCheckpoint(ctx, task)
-	if err != nil || cp == nil {
+	var cp checkpoint
+	if found, err := t.LoadCheckpoint(ctx, &cp); err != nil || !found {
 		return
 	}
 	if err := e.store.Abort(ctx, cp.Upload); err != nil {
-		log.WarnContext(ctx, "upload of discarded checkpoint not aborted", "upload_id", cp.Upload.UploadID, "error", err)
+		t.Log.WarnContext(ctx, "upload of discarded checkpoint not aborted", "upload_id", cp.Upload.UploadID, "error", err)
 	}
-	e.deleteCheckpoint(ctx, log, task)
+}
+
+// discardCheckpoint aborts the checkpoint's upload and deletes it.
+func (e *Exporter) discardCheckpoint(ctx context.Context, t *taskrun.Task) {
+	e.abortCheckpointed(ctx, t)
+	t.DeleteCheckpoint(ctx)
 }
 
 // partWriter collects the document's bytes for the next part and keeps
@@ -234,11 +184,13 @@ func (w *partWriter) Write(p []byte) (int, error) {
 // upload streams the document into a multipart upload of key, one part
 // per Options.PartSize bytes (cut at message boundaries), saving a
 // checkpoint after each part; with cp it continues cp's upload instead.
-// A canceled job or a permanent failure aborts the upload; a transient
-// failure keeps it and the checkpoint for the redelivered task.
-func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask, format Format,
+// A permanent failure aborts the upload; a transient failure (a
+// cancellation too, whose cleanup is the runner's: roomPart.Discard)
+// keeps it and the checkpoint for the redelivered task.
+func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 	meta Meta, room *sourcev1.Room, h *history, key string, cp *checkpoint,
 ) (res uploadResult, err error) {
+	task, log := t.Task, t.Log
 	w := &partWriter{buf: make([]byte, 0, e.opts.PartSize+64<<10), sum: sha256.New()}
 	r := format.New(w, meta)
 	state, canSave := r.(resumable)
@@ -251,7 +203,7 @@ func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.
 	if cp != nil {
 		if err := e.restore(cp, w, r, &res, pos); err != nil {
 			// Not worth a retry: the next attempt would fail the same way.
-			e.discardCheckpoint(ctx, log, task)
+			e.discardCheckpoint(ctx, t)
 			return uploadResult{}, fmt.Errorf("restore checkpoint of part %d: %w", task.GetPart(), err)
 		}
 		up, parts, saved = cp.Upload, cp.Parts, true
@@ -266,8 +218,8 @@ func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.
 	defer func() {
 		switch {
 		case err == nil:
-		case errors.Is(err, errCanceled) || bus.IsPermanent(err) || errors.Is(err, blob.ErrUploadGone):
-			e.discardCheckpoint(ctx, log, task)
+		case bus.IsPermanent(err) || errors.Is(err, blob.ErrUploadGone):
+			e.discardCheckpoint(ctx, t)
 			fallthrough
 		case !saved:
 			if aerr := e.store.Abort(context.WithoutCancel(ctx), up); aerr != nil {
@@ -301,7 +253,7 @@ func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.
 			log.WarnContext(ctx, "checkpoint not taken", "error", err)
 			return nil
 		}
-		if e.saveCheckpoint(ctx, log, task, next) {
+		if t.SaveCheckpoint(ctx, next) {
 			saved = true
 			log.DebugContext(ctx, "checkpoint saved", "part_number", len(parts), "stream_seq", pos.seq, "records", res.records)
 			if e.opts.afterCheckpoint != nil {
@@ -310,7 +262,7 @@ func (e *Exporter) upload(ctx context.Context, log *slog.Logger, task *exportv1.
 		}
 		return nil
 	}
-	if err := e.renderMessages(ctx, log, task, r, h, &w.count, &res, nil, pos, after); err != nil {
+	if err := e.renderMessages(ctx, t, r, h, &w.count, &res, nil, pos, after); err != nil {
 		return uploadResult{}, err
 	}
 	if err := r.End(); err != nil {

@@ -113,11 +113,11 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 	)
 	minAfter.Store(^uint64(0))
 	generated := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-	h := start(t, func(o *roomexport.Options) {
+	h := start(t, func(o *config) {
 		o.PartSize = blob.MinPartSize
 		o.Now = func() time.Time { return generated } // HTML prints it
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		roomexport.SetTestHooks(o, func(seq uint64) {
+		roomexport.SetTestHooks(&o.Options, func(seq uint64) {
 			if crashed.Load() {
 				readsAfter.Add(1)
 				for cur := minAfter.Load(); seq < cur && !minAfter.CompareAndSwap(cur, seq); cur = minAfter.Load() {
@@ -204,10 +204,10 @@ func TestExportStaleCheckpointStartsOver(t *testing.T) {
 	}
 	var crash atomic.Bool
 	var logs lockedBuffer
-	h := start(t, func(o *roomexport.Options) {
+	h := start(t, func(o *config) {
 		o.PartSize = blob.MinPartSize
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
-		roomexport.SetTestHooks(o, nil, func(part int) error {
+		roomexport.SetTestHooks(&o.Options, nil, func(part int) error {
 			if crash.Load() {
 				return errors.New("injected crash")
 			}

@@ -25,6 +25,7 @@ import (
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/taskrun"
 )
 
 const bucket = "dataport-exports"
@@ -33,13 +34,35 @@ const bucket = "dataport-exports"
 // project's topology, real MinIO, and the exporter behind the real consume
 // loop on the real durable consumer.
 type harness struct {
-	exp   *roomexport.Exporter
+	exp   exporter
 	js    jetstream.JetStream
 	store *blob.Store
 	pub   *bus.Publisher
 }
 
-func start(t testing.TB, configure func(*roomexport.Options)) *harness {
+// config is what a test may change: the room kinds' options and the
+// runner's. Bucket, Logger, Now and MeterProvider of the kinds are the
+// runner's too unless the test sets the runner's own.
+type config struct {
+	roomexport.Options
+	Runner taskrun.Options
+}
+
+// exporter is the room exporter as its main builds it: a runner with the
+// room kinds registered.
+type exporter struct{ *taskrun.Runner }
+
+// Export runs task as the consume loop would, its OnTerminated hook
+// included: a permanent failure fails the job (taskrun.Runner.Fail).
+func (x exporter) Export(ctx context.Context, task *exportv1.ExportTask) error {
+	err := x.Runner.Export(ctx, task)
+	if bus.IsPermanent(err) {
+		x.Fail(ctx, task, err)
+	}
+	return err
+}
+
+func start(t testing.TB, configure func(*config)) *harness {
 	t.Helper()
 	ns := bustest.Start(t)
 	ms := blobtest.Start(t)
@@ -48,13 +71,32 @@ func start(t testing.TB, configure func(*roomexport.Options)) *harness {
 	h := &harness{js: ns.JS, store: ms.Store, pub: bus.NewPublisher(ns.JS, nil)}
 
 	topo := bustest.Topology()
-	o := roomexport.Options{JS: ns.JS, Store: ms.Store, Publisher: h.pub, Bucket: bucket, MaxDeliver: topo.TaskMaxDeliver,
-		Signer: bustest.TaskSigner(t)}
+	o := config{
+		Options: roomexport.Options{JS: ns.JS, Store: ms.Store, Bucket: bucket},
+		Runner: taskrun.Options{JS: ns.JS, Store: ms.Store, Publisher: h.pub, MaxDeliver: topo.TaskMaxDeliver,
+			Signer: bustest.TaskSigner(t), Name: "roomexport", NotAllowed: roomexport.ReasonNotAllowed},
+	}
 	if configure != nil {
 		configure(&o)
 	}
-	exp, err := roomexport.New(ctx, o)
+	if o.Runner.Bucket == "" {
+		o.Runner.Bucket = o.Bucket
+	}
+	if o.Runner.Logger == nil {
+		o.Runner.Logger = o.Logger
+	}
+	if o.Runner.Now == nil {
+		o.Runner.Now = o.Now
+	}
+	if o.Runner.MeterProvider == nil {
+		o.Runner.MeterProvider = o.MeterProvider
+	}
+	runner, err := taskrun.New(ctx, o.Runner)
 	require.NoError(t, err)
+	rooms, err := roomexport.New(ctx, o.Options)
+	require.NoError(t, err)
+	rooms.Register(runner)
+	exp := exporter{runner}
 	h.exp = exp
 	// The owner of the tests' room exports may read any room.
 	h.putKV(t, bus.BucketUsers, "u-owner", owner)
@@ -543,17 +585,17 @@ func TestExportCanceledJobLeavesNoObject(t *testing.T) {
 			jobID = "job-canceled-midway"
 			n     = 3000
 		)
-		// The user cancels about halfway through the export pass: the
-		// index pass reads the clock once per message, the export pass
-		// too, so call 1.5·n falls in the middle of the export.
+		// The user cancels about halfway through the export pass: it
+		// reads the clock once per message (taskrun.Task.Tick), the index
+		// pass not at all, so call n/2 falls in the middle of the export.
 		var h *harness
-		clock := &steppingClock{now: base, step: 100 * time.Millisecond, hookAt: n + n/2, hook: func() {
+		clock := &steppingClock{now: base, step: 100 * time.Millisecond, hookAt: n / 2, hook: func() {
 			// Runs on the exporter's goroutine: report, don't FailNow.
 			if err := h.setJobState(jobID, exportv1.JobState_JOB_STATE_CANCELED); err != nil {
 				t.Errorf("cancel job: %v", err)
 			}
 		}}
-		h = start(t, func(o *roomexport.Options) { o.Now = clock.Now })
+		h = start(t, func(o *config) { o.Now = clock.Now })
 		h.putRoom(t, &sourcev1.Room{Id: "R5", Name: "big"})
 		h.publishMessages(t, roomMessages("R5", n)...)
 		h.putJob(t, jobID, exportv1.JobState_JOB_STATE_PROCESSING)
@@ -661,7 +703,7 @@ func TestExportReportsProgress(t *testing.T) {
 func TestExportGivesUpAfterMaxDeliver(t *testing.T) {
 	// No such bucket: every attempt fails the way an unreachable MinIO
 	// does, so the task is retried, and the last attempt fails the job.
-	h := start(t, func(o *roomexport.Options) { o.Bucket = "no-such-bucket" })
+	h := start(t, func(o *config) { o.Bucket = "no-such-bucket" })
 	h.putRoom(t, &sourcev1.Room{Id: "R7", Name: "unlucky"})
 	h.publishMessages(t, roomMessages("R7", 5)...)
 

@@ -13,16 +13,15 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
-	"dataport.dev/services/room-exporter/internal/roomexport"
 	"dataport.dev/shared/bus"
 )
 
 func TestExportTelemetry(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	spans := tracetest.NewSpanRecorder()
-	h := start(t, func(o *roomexport.Options) {
+	h := start(t, func(o *config) {
 		o.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-		o.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+		o.Runner.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	})
 	h.putRoom(t, &sourcev1.Room{Id: "R8", Name: "observed"})
 	h.publishMessages(t, roomMessages("R8", 12)...)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -58,7 +57,6 @@ func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask,
 			return err
 		})
 	}
-	var canceled bool
 	g.Go(func() error {
 		err := write(gctx, ws)
 		for _, s := range sinks {
@@ -66,17 +64,12 @@ func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask,
 				err = s.bw.Flush()
 			}
 		}
-		canceled = errors.Is(err, errCanceled)
 		for _, s := range sinks {
 			s.pw.CloseWithError(err)
 		}
 		return err
 	})
-	err := g.Wait()
-	if canceled {
-		return nil, errCanceled
-	}
-	if err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("export part %d: %w", task.GetPart(), err)
 	}
 	files := make([]*exportv1.File, len(sinks))

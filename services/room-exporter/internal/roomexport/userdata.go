@@ -23,6 +23,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/objects"
 	"dataport.dev/shared/roomtype"
+	"dataport.dev/shared/taskrun"
 )
 
 // User-data download parts other than rooms: the user's profile
@@ -43,7 +44,7 @@ type userRoom struct {
 func (e *Exporter) loadUser(ctx context.Context, userID string) (*sourcev1.User, error) {
 	entry, err := e.users.Get(ctx, userID)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, reject("user %s not found", userID)
+		return nil, taskrun.Reject("user %s not found", userID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load user %s: %w", userID, err)
@@ -90,8 +91,7 @@ func (e *Exporter) userRooms(ctx context.Context, log *slog.Logger, userID strin
 	out := make([]userRoom, 0, len(byRoom))
 	for roomID, m := range byRoom {
 		room, err := e.loadRoom(ctx, roomID)
-		var rej *rejectedError
-		if errors.As(err, &rej) {
+		if taskrun.IsRejected(err) {
 			log.WarnContext(ctx, "membership of a missing room", "room_id", roomID)
 			continue
 		}
@@ -170,24 +170,20 @@ func targetName(task *exportv1.ExportTask, def string) string {
 }
 
 // exportProfile writes user.json or user.html.
-func (e *Exporter) exportProfile(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) error {
-	var spec objectSpec
-	switch task.GetFormat() {
-	case exportv1.Format_FORMAT_JSON:
-		spec = objectSpec{name: targetName(task, "user.json"), contentType: "application/json"}
-	case exportv1.Format_FORMAT_HTML:
+// The format was validated (validateTask).
+func (e *Exporter) exportProfile(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
+	task := t.Task
+	spec := objectSpec{name: targetName(task, "user.json"), contentType: "application/json"}
+	if task.GetFormat() == exportv1.Format_FORMAT_HTML {
 		spec = objectSpec{name: targetName(task, "user.html"), contentType: "text/html; charset=utf-8"}
-	default:
-		return reject("format %s not supported for a user profile", enumWord(task.GetFormat().String(), "FORMAT_"))
 	}
-	e.publishProgress(ctx, log, task, 0, 0, 0)
 	user, err := e.loadUser(ctx, task.GetUserId())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	rooms, err := e.userRooms(ctx, log, task.GetUserId())
+	rooms, err := e.userRooms(ctx, t.Log, task.GetUserId())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p := jsonProfile{
 		ID: user.GetId(), Username: user.GetUsername(), Name: user.GetName(), Roles: user.GetRoles(),
@@ -212,14 +208,11 @@ func (e *Exporter) exportProfile(ctx context.Context, log *slog.Logger, task *ex
 		return enc.Encode(&p)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	files[0].Records = 1
-	if err := e.announce(ctx, log, task, 1, files[0].GetSize(), files...); err != nil {
-		return err
-	}
-	log.InfoContext(ctx, "profile part uploaded", "object_key", files[0].GetObjectKey(), "rooms", len(rooms))
-	return nil
+	return &taskrun.Result{Files: files, Records: 1, Bytes: files[0].GetSize(),
+		Log: []any{"object_key", files[0].GetObjectKey(), "rooms", len(rooms)}}, nil
 }
 
 // writeProfileHTML writes user.html: the profile and the user's rooms.
@@ -280,14 +273,14 @@ func writeProfileHTML(w io.Writer, p *jsonProfile, generated time.Time) error {
 
 // exportChannels writes channels.json: one object per room of the user,
 // with the membership (joinedAt, roles).
-func (e *Exporter) exportChannels(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) error {
-	e.publishProgress(ctx, log, task, 0, 0, 0)
+func (e *Exporter) exportChannels(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
+	task := t.Task
 	if _, err := e.loadUser(ctx, task.GetUserId()); err != nil {
-		return err
+		return nil, err
 	}
-	rooms, err := e.userRooms(ctx, log, task.GetUserId())
+	rooms, err := e.userRooms(ctx, t.Log, task.GetUserId())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	spec := objectSpec{name: targetName(task, "channels.json"), contentType: "application/json"}
 	files, err := e.uploadObjects(ctx, task, []objectSpec{spec}, func(_ context.Context, ws []io.Writer) error {
@@ -313,14 +306,11 @@ func (e *Exporter) exportChannels(ctx context.Context, log *slog.Logger, task *e
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	files[0].Records = uint64(len(rooms))
-	if err := e.announce(ctx, log, task, uint64(len(rooms)), files[0].GetSize(), files...); err != nil {
-		return err
-	}
-	log.InfoContext(ctx, "channels part uploaded", "object_key", files[0].GetObjectKey(), "rooms", len(rooms))
-	return nil
+	return &taskrun.Result{Files: files, Records: uint64(len(rooms)), Bytes: files[0].GetSize(),
+		Log: []any{"object_key", files[0].GetObjectKey(), "rooms", len(rooms)}}, nil
 }
 
 // exportAssets finds the files the user uploaded, by scanning their rooms
@@ -331,23 +321,22 @@ func (e *Exporter) exportChannels(ctx context.Context, log *slog.Logger, task *e
 // streaming each object once. Memory grows with the number of the user's
 // files (one File each), not with the rooms' sizes. A file whose object
 // is missing is skipped and logged.
-func (e *Exporter) exportAssets(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) error {
-	e.publishProgress(ctx, log, task, 0, 0, 0)
+func (e *Exporter) exportAssets(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
+	task, log := t.Task, t.Log
 	userID := task.GetUserId()
 	if _, err := e.loadUser(ctx, userID); err != nil {
-		return err
+		return nil, err
 	}
 	rooms, err := e.userRooms(ctx, log, userID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var (
-		files     []*exportv1.File
-		seen      = map[string]bool{}
-		size      uint64
-		missing   int
-		m         sourcev1.ChatMessage
-		lastCheck = e.now()
+		files   []*exportv1.File
+		seen    = map[string]bool{}
+		size    uint64
+		missing int
+		m       sourcev1.ChatMessage
 	)
 	for i, ur := range rooms {
 		subject, err := bus.ChatSubject(ur.room.GetId())
@@ -356,16 +345,13 @@ func (e *Exporter) exportAssets(ctx context.Context, log *slog.Logger, task *exp
 		}
 		h, err := e.lookupHistory(ctx, subject)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		// Every version of a message is looked at (no index pass): an
 		// edit keeps its attachments, and seen drops the repeats.
 		err = e.replay(ctx, h, func(_ uint64, data []byte) (bool, error) {
-			if now := e.now(); now.Sub(lastCheck) >= e.opts.CancelInterval {
-				lastCheck = now
-				if err := e.checkCanceled(ctx, task.GetJobId()); err != nil {
-					return false, err
-				}
+			if ctx.Err() != nil {
+				return false, context.Cause(ctx)
 			}
 			if err := proto.Unmarshal(data, &m); err != nil {
 				return true, nil
@@ -393,15 +379,13 @@ func (e *Exporter) exportAssets(ctx context.Context, log *slog.Logger, task *exp
 			return true, nil
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		e.publishProgressAt(ctx, log, task, uint32(min((i+1)*100/len(rooms), 99)), uint64(len(files)), size, "r"+strconv.Itoa(i))
+		t.ProgressStep(ctx, uint32(min((i+1)*100/len(rooms), 99)), uint64(len(files)), size, "r"+strconv.Itoa(i))
 	}
-	if err := e.announce(ctx, log, task, uint64(len(files)), size, files...); err != nil {
-		return err
-	}
-	log.InfoContext(ctx, "assets part reported", "files", len(files), "bytes", size, "missing", missing, "rooms", len(rooms))
-	return nil
+	// A list even of one file: the assets part is always a file list.
+	return &taskrun.Result{Files: files, Records: uint64(len(files)), Bytes: size, FileList: true,
+		Log: []any{"missing", missing, "rooms", len(rooms)}}, nil
 }
 
 // describeAsset streams one asset object to learn its size and SHA-256.
