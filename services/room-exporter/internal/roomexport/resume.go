@@ -111,8 +111,7 @@ func (e *Exporter) resumePoint(ctx context.Context, t *taskrun.Task, key string)
 	task, log := t.Task, t.Log
 	discard := func(why string) (*checkpoint, error) {
 		log.WarnContext(ctx, "checkpoint not usable; starting the part over", "reason", why)
-		e.abortCheckpointed(ctx, t)
-		t.DeleteCheckpoint(ctx)
+		e.discardCheckpoint(ctx, t)
 		return nil, nil
 	}
 	switch {
