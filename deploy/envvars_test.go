@@ -75,7 +75,8 @@ const sharedImport = "dataport.dev/shared/"
 // literal naming one in the non-test Go files under dirs (relative to the
 // repository root), in the shared packages those files import (followed
 // transitively), and in the common packages, except those read in a
-// callerOnly function the program does not call. Comments do not count, so
+// callerOnly function the program does not call, and except test-helper
+// packages (a folder named *test). Comments do not count, so
 // the examples in package docs are not taken for variables.
 func codeVars(t *testing.T, dirs ...string) []string {
 	t.Helper()
@@ -102,7 +103,10 @@ func codeVars(t *testing.T, dirs ...string) []string {
 	}
 	var visit func(dir string, recursive bool)
 	visit = func(dir string, recursive bool) {
-		if seen[dir] {
+		// Test-helper packages (bustest, blobtest, infratest, gatewaytest:
+		// named like net/http/httptest) are imported only by tests; what
+		// they read configures a test, not the program.
+		if seen[dir] || strings.HasSuffix(filepath.Base(dir), "test") {
 			return
 		}
 		seen[dir] = true

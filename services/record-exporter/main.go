@@ -32,24 +32,8 @@ func main() {
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	return infra.RunExporter(ctx, getenv, stdout, infra.Exporter{
 		Name: "record-exporter", Version: version, HealthAddr: "127.0.0.1:8084", Consumer: bus.ConsumerRecordExporter,
-		New: func(ctx context.Context, d infra.ExporterDeps) (infra.TaskExporter, error) {
-			runner, err := taskrun.New(ctx, taskrun.Options{
-				JS:              d.Infra.JS,
-				Store:           d.Infra.Blob,
-				Publisher:       bus.NewPublisher(d.Infra.JS, d.Telemetry.Propagator()),
-				Bucket:          d.Common.ExportBucket,
-				Signer:          d.Signer,
-				Name:            "recordexport",
-				NotAllowed:      recordexport.ReasonNotAllowed,
-				MaxDeliver:      d.Topology.TaskMaxDeliver,
-				ProgressRecords: recordexport.DefaultProgressRecords,
-				Logger:          d.Telemetry.Logger,
-				TracerProvider:  d.Telemetry.TracerProvider,
-				MeterProvider:   d.Telemetry.MeterProvider,
-			})
-			if err != nil {
-				return nil, err
-			}
+		Runner: taskrun.Options{Name: "recordexport", NotAllowed: recordexport.ReasonNotAllowed, ProgressRecords: recordexport.DefaultProgressRecords},
+		Register: func(ctx context.Context, d infra.ExporterDeps, r *taskrun.Runner) error {
 			records, err := recordexport.New(ctx, recordexport.Options{
 				JS:     d.Infra.JS,
 				Store:  d.Infra.Blob,
@@ -57,10 +41,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 				Logger: d.Telemetry.Logger,
 			})
 			if err != nil {
-				return nil, err
+				return err
 			}
-			records.Register(runner)
-			return runner, nil
+			records.Register(r)
+			return nil
 		},
 	})
 }

@@ -32,23 +32,8 @@ func main() {
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	return infra.RunExporter(ctx, getenv, stdout, infra.Exporter{
 		Name: "room-exporter", Version: version, HealthAddr: "127.0.0.1:8081", Consumer: bus.ConsumerRoomExporter,
-		New: func(ctx context.Context, d infra.ExporterDeps) (infra.TaskExporter, error) {
-			runner, err := taskrun.New(ctx, taskrun.Options{
-				JS:             d.Infra.JS,
-				Store:          d.Infra.Blob,
-				Publisher:      bus.NewPublisher(d.Infra.JS, d.Telemetry.Propagator()),
-				Bucket:         d.Common.ExportBucket,
-				Signer:         d.Signer,
-				Name:           "roomexport",
-				NotAllowed:     roomexport.ReasonNotAllowed,
-				MaxDeliver:     d.Topology.TaskMaxDeliver,
-				Logger:         d.Telemetry.Logger,
-				TracerProvider: d.Telemetry.TracerProvider,
-				MeterProvider:  d.Telemetry.MeterProvider,
-			})
-			if err != nil {
-				return nil, err
-			}
+		Runner: taskrun.Options{Name: "roomexport", NotAllowed: roomexport.ReasonNotAllowed},
+		Register: func(ctx context.Context, d infra.ExporterDeps, r *taskrun.Runner) error {
 			rooms, err := roomexport.New(ctx, roomexport.Options{
 				JS:            d.Infra.JS,
 				Store:         d.Infra.Blob,
@@ -58,10 +43,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 				MeterProvider: d.Telemetry.MeterProvider,
 			})
 			if err != nil {
-				return nil, err
+				return err
 			}
-			rooms.Register(runner)
-			return runner, nil
+			rooms.Register(r)
+			return nil
 		},
 	})
 }

@@ -4,20 +4,11 @@ import (
 	"context"
 	"io"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
+	"dataport.dev/shared/taskrun"
 	"dataport.dev/shared/telemetry"
 )
-
-// TaskExporter is what an exporter service does with its tasks: Handle is
-// the consume loop's handler, Terminated its hook for a task that will
-// never be delivered again.
-type TaskExporter interface {
-	Handle(ctx context.Context, msg jetstream.Msg) error
-	Terminated(ctx context.Context, msg jetstream.Msg, cause error)
-}
 
 // ExporterDeps are what an exporter is built from.
 type ExporterDeps struct {
@@ -38,14 +29,19 @@ type Exporter struct {
 	// Consumer is the durable consumer the service takes its tasks from
 	// (bus.ConsumerRoomExporter, bus.ConsumerRecordExporter).
 	Consumer string
-	// New builds the exporter once everything it needs is connected.
-	New func(ctx context.Context, d ExporterDeps) (TaskExporter, error)
+	// Runner holds what is particular to the service's task runner (its
+	// telemetry name, rejection reason, progress spacing); RunExporter
+	// fills in the connections, the signer and the telemetry.
+	Runner taskrun.Options
+	// Register builds the service's export kinds once everything they
+	// need is connected and registers them with the runner.
+	Register func(ctx context.Context, d ExporterDeps, r *taskrun.Runner) error
 }
 
 // RunExporter is the whole life of an exporter process, the same for every
 // kind of export: Run with the exporter's configuration (its health
 // address, DATAPORT_EXPORTER_CONCURRENCY, the task keys), its durable
-// consumer and the exporter e.New builds on them.
+// consumer, and the task runner with the kinds e.Register adds to it.
 func RunExporter(ctx context.Context, getenv func(string) string, stdout io.Writer, e Exporter) error {
 	type exporterConfig struct {
 		HealthAddr  string
@@ -68,8 +64,16 @@ func RunExporter(ctx context.Context, getenv func(string) string, stdout io.Writ
 			if err != nil {
 				return Parts{}, err
 			}
-			exp, err := e.New(ctx, ExporterDeps{Infra: d.Infra, Telemetry: tel, Signer: c.Signer, Topology: topo, Common: d.Base.Common})
+			opts := e.Runner
+			opts.JS, opts.Store, opts.Bucket = d.Infra.JS, d.Infra.Blob, d.Base.Common.ExportBucket
+			opts.Publisher = bus.NewPublisher(d.Infra.JS, tel.Propagator())
+			opts.Signer, opts.MaxDeliver = c.Signer, topo.TaskMaxDeliver
+			opts.Logger, opts.TracerProvider, opts.MeterProvider = tel.Logger, tel.TracerProvider, tel.MeterProvider
+			exp, err := taskrun.New(ctx, opts)
 			if err != nil {
+				return Parts{}, err
+			}
+			if err := e.Register(ctx, ExporterDeps{Infra: d.Infra, Telemetry: tel, Signer: c.Signer, Topology: topo, Common: d.Base.Common}, exp); err != nil {
 				return Parts{}, err
 			}
 			return Parts{

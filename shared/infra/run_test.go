@@ -21,6 +21,7 @@ import (
 	"dataport.dev/shared/config"
 	"dataport.dev/shared/infra"
 	"dataport.dev/shared/infra/infratest"
+	"dataport.dev/shared/taskrun"
 )
 
 func status(url string) int {
@@ -237,8 +238,8 @@ func TestRunExporterRejectsBadConfig(t *testing.T) {
 	run := func(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 		return infra.RunExporter(ctx, getenv, stdout, infra.Exporter{
 			Name: "test-exporter", HealthAddr: "127.0.0.1:0", Consumer: "none",
-			New: func(context.Context, infra.ExporterDeps) (infra.TaskExporter, error) {
-				return nil, errors.New("not reached")
+			Register: func(context.Context, infra.ExporterDeps, *taskrun.Runner) error {
+				return errors.New("not reached")
 			},
 		})
 	}
