@@ -67,14 +67,14 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	if err != nil {
 		return infra.Parts{}, fmt.Errorf("stream %s: %w", bus.StreamExportEvents, err)
 	}
-	jobs, err := inf.JS.KeyValue(ctx, bus.BucketJobs)
+	jobs, err := jobview.Open(ctx, inf.JS, log)
 	if err != nil {
-		return infra.Parts{}, fmt.Errorf("bucket %s: %w", bus.BucketJobs, err)
+		return infra.Parts{}, err
 	}
 	publisher := bus.NewPublisher(inf.JS, tel.Propagator())
 	archiver, err := archive.New(archive.Config{
 		Events:    events,
-		Jobs:      jobview.New(jobs, log),
+		Jobs:      jobs,
 		Objects:   inf.Blob,
 		Bucket:    common.ExportBucket,
 		Publisher: publisher,

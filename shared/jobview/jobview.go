@@ -74,6 +74,22 @@ func (r *Reader) decode(ctx context.Context, id string, data []byte) *exportv1.J
 	return &job
 }
 
+// IDs lists the ids of every job the projection holds. It reads the
+// whole bucket's keys: for background work over all jobs (the retention
+// sweeper), never for a request.
+func (r *Reader) IDs(ctx context.Context) ([]string, error) {
+	lister, err := r.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var ids []string
+	for k := range lister.Keys() {
+		ids = append(ids, k)
+	}
+	return ids, nil
+}
+
 // Canceled reports whether the job's record says canceled; a job without
 // a record is not.
 func (r *Reader) Canceled(ctx context.Context, id string) (bool, error) {

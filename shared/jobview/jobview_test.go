@@ -52,6 +52,10 @@ func TestGet(t *testing.T) {
 	job, err = r.Get(ctx, "junk")
 	require.NoError(t, err, "an undecodable record is the gateway's business")
 	assert.Nil(t, job)
+
+	ids, err := r.IDs(ctx)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"j1", "junk"}, ids)
 }
 
 func TestWatchEndsTheContextWhenTheJobIsCanceled(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/jobview"
 	"dataport.dev/shared/objects"
 )
 
@@ -40,10 +41,10 @@ type Publisher interface {
 
 // Config holds a Sweeper's dependencies and settings.
 type Config struct {
-	// Jobs is the export_jobs bucket. The sweeper only reads it: the
+	// Jobs reads the job projection. The sweeper never writes it: the
 	// gateway owns job records and learns of the deletion from
 	// ExportExpired.
-	Jobs jetstream.KeyValue
+	Jobs *jobview.Reader
 	// Events is the EXPORT_EVENTS stream, read to skip jobs whose expiry
 	// was already published.
 	Events    jetstream.Stream
@@ -130,15 +131,10 @@ type Report struct {
 func (s *Sweeper) Sweep(ctx context.Context) (Report, error) {
 	var r Report
 	var errs []error
-	lister, err := s.c.Jobs.ListKeys(ctx)
+	ids, err := s.c.Jobs.IDs(ctx)
 	if err != nil {
-		return r, fmt.Errorf("list jobs: %w", err)
+		return r, err
 	}
-	var ids []string
-	for k := range lister.Keys() {
-		ids = append(ids, k)
-	}
-	_ = lister.Stop()
 	now := s.c.Now()
 	for _, id := range ids {
 		if ctx.Err() != nil {
@@ -182,18 +178,13 @@ func (s *Sweeper) expiresAt(job *exportv1.Job) time.Time {
 }
 
 func (s *Sweeper) expireJob(ctx context.Context, id string, now time.Time) (deleted int, expired bool, err error) {
-	entry, err := s.c.Jobs.Get(ctx, id)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return 0, false, nil
-	case err != nil:
-		return 0, false, fmt.Errorf("read: %w", err)
+	job, err := s.c.Jobs.Get(ctx, id)
+	if err != nil || job == nil {
+		// No record (deleted since the listing, or one jobview could not
+		// decode and logged): nothing this sweep can date.
+		return 0, false, err
 	}
-	var job exportv1.Job
-	if err := proto.Unmarshal(entry.Value(), &job); err != nil {
-		return 0, false, fmt.Errorf("decode: %w", err)
-	}
-	at := s.expiresAt(&job)
+	at := s.expiresAt(job)
 	if at.IsZero() || now.Before(at) {
 		return 0, false, nil
 	}

@@ -19,6 +19,7 @@ import (
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/jobview"
 )
 
 const bucket = "dataport-exports"
@@ -49,7 +50,7 @@ func start(t *testing.T) *env {
 	// Real time: MinIO stamps uploads with its own clock.
 	c := &clock{now: time.Now()}
 	s, err := retention.New(retention.Config{
-		Jobs:           jobs,
+		Jobs:           jobview.New(jobs, nil),
 		Events:         events,
 		Objects:        mio.Store,
 		Bucket:         bucket,
