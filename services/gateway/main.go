@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 	// DATAPORT_TIMEZONE must resolve in a distroless image without tzdata.
 	_ "time/tzdata"
@@ -20,6 +21,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/dialect/mytracker"
+	"dataport.dev/services/gateway/internal/dialect/native"
 	"dataport.dev/services/gateway/internal/dialect/rebilly"
 	"dataport.dev/services/gateway/internal/dialect/rocketchat"
 	"dataport.dev/services/gateway/internal/httpapi"
@@ -31,6 +33,7 @@ import (
 	"dataport.dev/services/gateway/internal/watchdog"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
+	"dataport.dev/shared/egress"
 	"dataport.dev/shared/infra"
 	"dataport.dev/shared/links"
 )
@@ -96,6 +99,9 @@ type Config struct {
 	MaxSchedules   int
 	MaxRecipients  int
 	MaxFields      int
+	// WebhookAllow is DATAPORT_WEBHOOK_ALLOWLIST, as the notifier reads
+	// it: the gateway refuses new exports' webhooks the notifier would.
+	WebhookAllow []string
 }
 
 // loadConfig reads the gateway's variables and cross-checks them.
@@ -133,6 +139,7 @@ func loadConfig(l *config.Loader) (Config, error) {
 	c.MaxSchedules = l.Int("DATAPORT_MAX_SCHEDULES_PER_USER", 10, 0, 100000, "active recurring exports one user may have before creates get 422 (0: no limit)")
 	c.MaxRecipients = l.Int("DATAPORT_MAX_EMAIL_RECIPIENTS", rebilly.DefaultMaxEmailRecipients, 1, 1000, "addresses one export's emailNotification may list")
 	c.MaxFields = l.Int("DATAPORT_MAX_FIELDS", rebilly.DefaultMaxFields, 1, 10000, "columns one record export may name (Rebilly fields, myTracker selectors)")
+	c.WebhookAllow = strings.Split(l.String("DATAPORT_WEBHOOK_ALLOWLIST", "", "comma-separated hosts and CIDRs per-export webhooks may name although private, loopback or link-local (set it as the notifier's)"), ",")
 	c.RawLimits = mytracker.Limits{
 		MaxRowsPerChunk: uint64(rawRowsPerChunk), MaxBytesPerChunk: uint64(rawBytesPerChunk),
 		MaxRows: uint64(rawMaxRows), MaxBytes: uint64(c.RecordMaxBytes), MaxFields: c.MaxFields,
@@ -235,11 +242,18 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	}
 	dog := watchdog.New(inf.NC, inf.JS, jobs, pub, watchdog.Options{StuckAfter: c.StuckAfter, Logger: log})
 	router := httpapi.New(httpapi.Config{
-		Jobs:           jobs,
-		Auth:           authz,
-		Keys:           keys,
-		Publisher:      pub,
-		Submitter:      submitter,
+		Jobs:      jobs,
+		Auth:      authz,
+		Keys:      keys,
+		Publisher: pub,
+		Submitter: submitter,
+		NativeCreate: native.Create{
+			Rooms: authz, Directory: authz.Directory, Schedules: schedules, Webhooks: egress.NewGuard(c.WebhookAllow), Location: c.Location,
+			Limits: native.Limits{
+				MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
+				MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),
+			},
+		},
 		Dialects:       []httpapi.Dialect{rocketChatAPI, rebillyAPI, myTrackerAPI},
 		Blob:           inf.Blob,
 		ExportBucket:   common.ExportBucket,

@@ -59,7 +59,7 @@ func TestWriteErrorUsesTheDialectsShape(t *testing.T) {
 			"status": float64(429), "detail": "slow down", "error": "Too Many Requests", "details": []any{"slow down"}}},
 		{"/api/raw/v1/export/create.json", map[string]any{"code": float64(429), "message": "Too Many Requests",
 			"data": map[string]any{"error": map[string]any{"detail": "slow down"}}}},
-		{"/v1/exports", map[string]any{"error": "slow down"}},
+		{"/v1/exports", map[string]any{"type": "about:blank", "title": "Too Many Requests", "status": float64(429), "detail": "slow down"}},
 	}
 	for _, c := range cases {
 		t.Run(c.path, func(t *testing.T) {

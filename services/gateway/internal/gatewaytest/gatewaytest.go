@@ -32,6 +32,7 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/dialect/mytracker"
+	"dataport.dev/services/gateway/internal/dialect/native"
 	"dataport.dev/services/gateway/internal/dialect/rebilly"
 	"dataport.dev/services/gateway/internal/dialect/rocketchat"
 	"dataport.dev/services/gateway/internal/httpapi"
@@ -192,6 +193,9 @@ func New(tb testing.TB, o Options) *Env {
 		Keys:      &e.keys,
 		Publisher: e.Pub,
 		Submitter: submitter,
+		NativeCreate: native.Create{
+			Rooms: e.Auth, Directory: e.Auth.Directory, Schedules: schedules, Now: e.Clock.Now,
+		},
 		Dialects: []httpapi.Dialect{
 			rocketchat.New(rocketchat.Config{
 				Jobs: jobs, Auth: e.Auth, Submitter: submitter, Links: signer,

@@ -18,7 +18,7 @@ import (
 // exp and sig values and query strings on each of its routes, with and
 // without credentials, straight into the router (so NUL, CR/LF and
 // malformed escapes reach it as given). Every answer is JSON; every
-// error is {"error": "..."} with a 4xx; a download is refused before any
+// error is a problem document (RFC 9457) with a 4xx; a download is refused before any
 // lookup unless its link is signed (403, 410 for an expired signed one,
 // 404 for a signed link to a job that does not exist). Never a 5xx.
 // Seeds live in testdata/fuzz/FuzzNativeRequest.
@@ -87,7 +87,7 @@ func FuzzNativeRequest(f *testing.F) {
 		if w.Code < 400 || w.Code >= 500 {
 			t.Fatalf("%s %s: status %d: %v", method, u, w.Code, out)
 		}
-		if msg, ok := out["error"].(string); !ok || msg == "" || len(out) != 1 {
+		if msg, ok := out["detail"].(string); !ok || msg == "" || out["status"] != float64(w.Code) || out["type"] == nil || out["title"] == nil {
 			t.Fatalf("%s %s: error body %v is not the native shape", method, u, out)
 		}
 		if route%5 == 3 && w.Code != http.StatusForbidden && w.Code != http.StatusGone && w.Code != http.StatusNotFound {

@@ -92,15 +92,15 @@ func TestRoomExportEndToEnd(t *testing.T) {
 	for _, c := range []gatewaytest.Creds{gatewaytest.AsAdmin2, gatewaytest.AsUser} {
 		r := e.Do(t, http.MethodGet, "/v1/exports/"+id, c, "")
 		assert.Equal(t, http.StatusNotFound, r.Status)
-		assert.Equal(t, map[string]any{"error": "export not found"}, r.JSON(t))
+		assert.Equal(t, problem(http.StatusNotFound, "export not found"), r.JSON(t))
 	}
 	r := e.Do(t, http.MethodGet, "/v1/exports/NoSuchExport00000", gatewaytest.AsAdmin, "")
 	assert.Equal(t, http.StatusNotFound, r.Status)
-	assert.Equal(t, map[string]any{"error": "export not found"}, r.JSON(t))
+	assert.Equal(t, problem(http.StatusNotFound, "export not found"), r.JSON(t))
 	for _, c := range []gatewaytest.Creds{gatewaytest.Anonymous, gatewaytest.Token(gatewaytest.AdminID, "wrong")} {
 		r := e.Do(t, http.MethodGet, "/v1/exports/"+id, c, "")
 		assert.Equal(t, http.StatusUnauthorized, r.Status)
-		assert.NotEmpty(t, r.JSON(t)["error"])
+		assert.NotEmpty(t, r.JSON(t)["detail"])
 		r = e.Do(t, http.MethodGet, "/v1/exports", c, "")
 		assert.Equal(t, http.StatusUnauthorized, r.Status)
 	}
@@ -203,7 +203,7 @@ func TestRoomExportEndToEnd(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.DoURL(t, http.MethodGet, tc.url, gatewaytest.Anonymous, "")
 			assert.Equal(t, tc.status, r.Status)
-			assert.NotEmpty(t, r.JSON(t)["error"])
+			assert.NotEmpty(t, r.JSON(t)["detail"])
 		})
 	}
 }
@@ -227,7 +227,7 @@ func TestDownloadRefusesUnfinishedJobs(t *testing.T) {
 
 	r := e.DoURL(t, http.MethodGet, gatewaytest.SignedLink(e.URL, id, "general.json"), gatewaytest.Anonymous, "")
 	assert.Equal(t, http.StatusNotFound, r.Status)
-	assert.Equal(t, map[string]any{"error": "file not found"}, r.JSON(t))
+	assert.Equal(t, problem(http.StatusNotFound, "file not found"), r.JSON(t))
 }
 
 func TestUnknownRoutes(t *testing.T) {
@@ -235,7 +235,7 @@ func TestUnknownRoutes(t *testing.T) {
 	for _, path := range []string{"/", "/v1/exports/a/b", "/v2/exports"} {
 		r := e.Do(t, http.MethodGet, path, gatewaytest.AsAdmin, "")
 		assert.Equal(t, http.StatusNotFound, r.Status, path)
-		assert.Equal(t, map[string]any{"error": "not found"}, r.JSON(t), path)
+		assert.Equal(t, problem(http.StatusNotFound, "not found"), r.JSON(t), path)
 	}
 	// Below a dialect's prefix, the dialect's shape.
 	r := e.Do(t, http.MethodGet, "/api/v1/rooms.nope", gatewaytest.AsAdmin, "")
@@ -246,7 +246,7 @@ func TestUnknownRoutes(t *testing.T) {
 	assert.Equal(t, map[string]any{"success": false, "error": "method not allowed [error-method-not-allowed]", "errorType": "error-method-not-allowed"}, r.JSON(t))
 	r = e.Do(t, http.MethodPatch, "/v1/exports", gatewaytest.AsAdmin, "")
 	assert.Equal(t, http.StatusMethodNotAllowed, r.Status)
-	assert.Equal(t, map[string]any{"error": "method not allowed"}, r.JSON(t))
+	assert.Equal(t, problem(http.StatusMethodNotAllowed, "method not allowed"), r.JSON(t))
 }
 
 func TestExtraRoutesShareTheRouter(t *testing.T) {
@@ -263,7 +263,7 @@ func TestPanicsBecome500(t *testing.T) {
 	rec := httptest.NewRecorder()
 	e.Router.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/boom", nil))
 	assert.Equal(t, http.StatusInternalServerError, rec.Code)
-	assert.JSONEq(t, `{"error": "internal error"}`, rec.Body.String())
+	assert.JSONEq(t, `{"type": "about:blank", "title": "Internal Server Error", "status": 500, "detail": "internal error"}`, rec.Body.String())
 }
 
 // TestNativeViewOfExpiredFiles: once the sweeper deleted a job's files the
@@ -286,4 +286,9 @@ func TestNativeViewOfExpiredFiles(t *testing.T) {
 	view := e.Do(t, http.MethodGet, "/v1/exports/"+id, gatewaytest.AsAdmin, "").JSON(t)
 	assert.Equal(t, true, view["filesExpired"])
 	assert.Equal(t, []any{map[string]any{"name": "general.json", "size": 10.0, "records": 2.0, "sha256": ""}}, view["files"])
+}
+
+// problem is the native error body (RFC 9457) of status with detail.
+func problem(status int, detail string) map[string]any {
+	return map[string]any{"type": "about:blank", "title": http.StatusText(status), "status": float64(status), "detail": detail}
 }

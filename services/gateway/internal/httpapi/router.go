@@ -55,6 +55,9 @@ type Config struct {
 	Links *links.Signer
 	// Submitter creates jobs for every dialect.
 	Submitter *submit.Submitter
+	// NativeCreate configures the native POST /v1/exports; it is served
+	// when its Rooms and Directory are set.
+	NativeCreate native.Create
 	// Dialects add their routes to the router; each owns its paths and
 	// answers in its own shapes.
 	Dialects []Dialect
@@ -149,7 +152,7 @@ func New(cfg Config) *Router {
 	})
 	native.New(native.Config{
 		Jobs: cfg.Jobs, Submitter: cfg.Submitter, Blob: cfg.Blob, ExportBucket: cfg.ExportBucket,
-		Links: cfg.Links, WriteTimeout: cfg.WriteTimeout, Logger: cfg.Logger,
+		Links: cfg.Links, WriteTimeout: cfg.WriteTimeout, Create: cfg.NativeCreate, Logger: cfg.Logger,
 	}).Routes(mux)
 	for _, d := range cfg.Dialects {
 		d.Routes(mux)

@@ -12,12 +12,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"dataport.dev/shared/egress"
 )
 
 // Webhook headers. The signature is "v1=" + hex HMAC-SHA256, keyed with
@@ -30,9 +30,10 @@ const (
 )
 
 // ErrWebhookRefused marks a webhook Dataport will not call: a malformed or
-// non-HTTP URL, or one that leads to an address the SSRF guard forbids.
-// No retry can change that.
-var ErrWebhookRefused = errors.New("notify: webhook refused")
+// non-HTTP URL, or one that leads to an address the SSRF guard (package
+// egress, which the gateway also checks new exports' webhooks with)
+// forbids. No retry can change that.
+var ErrWebhookRefused = egress.ErrRefused
 
 // WebhookConfig configures Webhooks.
 type WebhookConfig struct {
@@ -55,7 +56,7 @@ type WebhookConfig struct {
 type Webhooks struct {
 	secret  []byte
 	global  []string
-	hosts   map[string]bool
+	guard   *egress.Guard
 	guarded *http.Client
 	open    *http.Client
 }
@@ -68,32 +69,16 @@ func NewWebhooks(cfg WebhookConfig) (*Webhooks, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	g := &guard{}
-	w := &Webhooks{secret: cfg.Secret, hosts: map[string]bool{}}
-	for _, a := range cfg.Allow {
-		a = strings.TrimSpace(a)
-		if a == "" {
-			continue
-		}
-		if p, err := netip.ParsePrefix(a); err == nil {
-			g.allow = append(g.allow, p.Masked())
-			continue
-		}
-		if ip, err := netip.ParseAddr(a); err == nil {
-			g.allow = append(g.allow, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
-			continue
-		}
-		w.hosts[strings.ToLower(a)] = true
-	}
+	w := &Webhooks{secret: cfg.Secret, guard: egress.NewGuard(cfg.Allow)}
 	for _, u := range cfg.URLs {
 		if u = strings.TrimSpace(u); u != "" {
-			if _, err := checkURL(u); err != nil {
+			if _, err := egress.CheckURL(u); err != nil {
 				return nil, fmt.Errorf("notify: global webhook URL: %w", err)
 			}
 			w.global = append(w.global, u)
 		}
 	}
-	w.guarded = newHTTPClient(cfg.Timeout, g.control)
+	w.guarded = newHTTPClient(cfg.Timeout, w.guard.Control)
 	w.open = newHTTPClient(cfg.Timeout, nil)
 	return w, nil
 }
@@ -143,7 +128,7 @@ func Sign(secret []byte, ts string, body []byte) string {
 // a 2xx answer, an error wrapping ErrWebhookRefused for URLs that will
 // never be called, and any other error for a failure worth retrying.
 func (w *Webhooks) Post(ctx context.Context, rawURL, eventID string, body []byte, now time.Time) error {
-	u, err := checkURL(rawURL)
+	u, err := egress.CheckURL(rawURL)
 	if err != nil {
 		return err
 	}
@@ -158,14 +143,11 @@ func (w *Webhooks) Post(ctx context.Context, rawURL, eventID string, body []byte
 	req.Header.Set(HeaderSignature, Sign(w.secret, ts, body))
 	req.Header.Set(HeaderEventID, eventID)
 	client := w.guarded
-	if w.hosts[strings.ToLower(u.Hostname())] {
+	if w.guard.AllowsHost(u.Hostname()) {
 		client = w.open
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		if errors.Is(err, errForbiddenAddress) {
-			return fmt.Errorf("%w: %v", ErrWebhookRefused, err)
-		}
 		return err
 	}
 	defer resp.Body.Close()
@@ -175,88 +157,6 @@ func (w *Webhooks) Post(ctx context.Context, rawURL, eventID string, body []byte
 		return fmt.Errorf("answered %s", resp.Status)
 	}
 	return nil
-}
-
-// checkURL accepts absolute http and https URLs without user info.
-func checkURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("%w: %v", ErrWebhookRefused, err)
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("%w: scheme %q (want http or https)", ErrWebhookRefused, u.Scheme)
-	case u.Hostname() == "":
-		return nil, fmt.Errorf("%w: no host in %q", ErrWebhookRefused, redactURL(raw))
-	case u.User != nil:
-		return nil, fmt.Errorf("%w: credentials in URL", ErrWebhookRefused)
-	}
-	return u, nil
-}
-
-// redactURL drops user info, query and fragment, which may carry tokens,
-// so a URL can be logged and shown in a job.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	u.User, u.RawQuery, u.Fragment, u.ForceQuery = nil, "", "", false
-	return u.String()
-}
-
-// errForbiddenAddress is the guard's refusal of a dial.
-var errForbiddenAddress = errors.New("address not allowed for webhooks")
-
-// forbiddenPrefixes are non-public ranges netip.Addr has no predicate for.
-var forbiddenPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),  // CGNAT, RFC 6598
-	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
-	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, broadcast
-	netip.MustParsePrefix("64:ff9b::/96"),   // NAT64: may embed any IPv4
-	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
-	netip.MustParsePrefix("2002::/16"),      // 6to4: may embed any IPv4
-	netip.MustParsePrefix("fec0::/10"),      // deprecated site-local
-}
-
-// guard refuses connections to addresses inside the cluster or host.
-type guard struct{ allow []netip.Prefix }
-
-func (g *guard) control(_, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return fmt.Errorf("%w: %q", errForbiddenAddress, address)
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return fmt.Errorf("%w: %q", errForbiddenAddress, address)
-	}
-	ip = ip.Unmap().WithZone("")
-	for _, p := range g.allow {
-		if p.Contains(ip) {
-			return nil
-		}
-	}
-	if forbidden(ip) {
-		return fmt.Errorf("%w: %s (allow it with DATAPORT_WEBHOOK_ALLOWLIST)", errForbiddenAddress, ip)
-	}
-	return nil
-}
-
-// forbidden reports loopback, private (RFC 1918, RFC 4193), link-local,
-// unspecified, multicast, CGNAT and other non-public addresses.
-func forbidden(ip netip.Addr) bool {
-	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
-		return true
-	}
-	for _, p := range forbiddenPrefixes {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // WebhookEvent is the JSON body of a webhook call.
@@ -286,14 +186,14 @@ type WebhookFile struct {
 // the event (links expire LinkTTL after the job ended), so every retry
 // sends the same bytes; only the timestamp and signature change.
 func (n *Notifier) webhookFor(o outcome, rawURL string) notification {
-	shown := redactURL(rawURL)
+	shown := egress.RedactURL(rawURL)
 	nt := notification{
 		channel:    webhookChannel(rawURL),
 		recipients: []string{shown},
 		what:       "webhook " + shown,
 		refused:    func(err error) bool { return errors.Is(err, ErrWebhookRefused) },
 	}
-	if _, err := checkURL(rawURL); err != nil {
+	if _, err := egress.CheckURL(rawURL); err != nil {
 		nt.problem = fmt.Sprintf("webhook %s refused: %v", shown, err)
 		return nt
 	}

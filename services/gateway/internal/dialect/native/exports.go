@@ -41,6 +41,18 @@ type exportView struct {
 	// Notifications is the outcome of each notification channel (the
 	// email, every webhook URL), once the job has ended.
 	Notifications []notificationView `json:"notifications,omitempty"`
+	// Recurrence is set on a recurring export (a schedule); each of its
+	// runs is an export of its own whose ParentID is the schedule's id.
+	Recurrence *recurrenceView `json:"recurrence,omitempty"`
+	ParentID   string          `json:"parentId,omitempty"`
+}
+
+type recurrenceView struct {
+	Instruction string `json:"instruction"`
+	Start       string `json:"start"`
+	// Next is the next occurrence not yet started.
+	Next string `json:"next,omitempty"`
+	Runs uint32 `json:"runs"`
 }
 
 type notificationView struct {
@@ -85,8 +97,13 @@ const (
 	msgFilesExpired = "the export's files have expired and were deleted; request a new export"
 )
 
-// getExport implements GET /v1/exports/{id}.
+// getExport implements GET /v1/exports/{id}: a job, or a recurring
+// export created here.
 func (a *API) getExport(w http.ResponseWriter, r *http.Request) {
+	if sched := a.ownSchedule(r, chi.URLParam(r, "id")); sched != nil {
+		respond.JSON(w, http.StatusOK, a.view(sched))
+		return
+	}
 	if job := a.ownJob(w, r); job != nil {
 		respond.JSON(w, http.StatusOK, a.view(job))
 	}
@@ -132,6 +149,13 @@ func (a *API) view(job *exportv1.Job) exportView {
 		v.ExpiresAt = rfc3339(t.AsTime())
 	}
 	v.FilesExpired = job.GetFilesExpired()
+	v.ParentID = job.GetParentId()
+	if rc := job.GetRecurrence(); rc != nil {
+		v.Recurrence = &recurrenceView{Instruction: rc.GetInstruction(), Start: rfc3339(rc.GetStart().AsTime()), Runs: rc.GetRuns()}
+		if rc.GetNext() != nil {
+			v.Recurrence.Next = rfc3339(rc.GetNext().AsTime())
+		}
+	}
 	if len(job.GetParts()) > 1 {
 		for _, p := range job.GetParts() {
 			v.Parts = append(v.Parts, partView{

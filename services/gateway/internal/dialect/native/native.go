@@ -1,12 +1,16 @@
-// Package native is the gateway's own API over the job model: the
-// caller's jobs (GET /v1/exports, GET /v1/exports/{id}), cancelling one
-// (POST /v1/exports/{id}/cancel) and downloads through signed links (GET
+// Package native is the gateway's own API over the job model: creating
+// room, user-data and record exports (POST /v1/exports, planned by package
+// plan exactly as the other dialects plan theirs), the caller's jobs (GET
+// /v1/exports, GET /v1/exports/{id}), cancelling one (POST
+// /v1/exports/{id}/cancel) and downloads through signed links (GET
 // /v1/exports/{id}/files/{name}). Callers authenticate with X-User-Id and
 // X-Auth-Token, which the gateway's authentication middleware checks
 // before the handlers run (principal.From); a download's signed link is
 // its only credential.
 //
-// Errors are {"error": "..."}, written only in errors.go.
+// Errors are RFC 9457 problem details (application/problem+json: type,
+// title, status, detail, and errors naming the offending fields of a
+// create), written only in errors.go.
 package native
 
 import (
@@ -42,7 +46,10 @@ type Config struct {
 	// before every write so a large file can stream for as long as the
 	// client keeps reading. Zero means infra.DefaultWriteTimeout.
 	WriteTimeout time.Duration
-	Logger       *slog.Logger
+	// Create configures POST /v1/exports, served when its Rooms and
+	// Directory are set.
+	Create Create
+	Logger *slog.Logger
 }
 
 // API serves the native routes. It implements httpapi.Dialect.
@@ -59,12 +66,22 @@ func New(cfg Config) *API {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = infra.DefaultWriteTimeout
 	}
+	if cfg.Create.Now == nil {
+		cfg.Create.Now = time.Now
+	}
+	if cfg.Create.Location == nil {
+		cfg.Create.Location = time.UTC
+	}
+	cfg.Create.Limits = cfg.Create.Limits.withDefaults()
 	return &API{Config: cfg, log: cfg.Logger}
 }
 
 // Routes registers the API's handlers.
 func (a *API) Routes(r chi.Router) {
 	r.Get("/v1/exports", a.listExports)
+	if a.Create.Rooms != nil && a.Create.Directory != nil {
+		r.Post("/v1/exports", a.createExport)
+	}
 	r.Get("/v1/exports/{id}", a.getExport)
 	r.Post("/v1/exports/{id}/cancel", a.cancelExport)
 	r.Get("/v1/exports/{id}/files/{name}", a.download)

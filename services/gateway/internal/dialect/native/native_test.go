@@ -48,13 +48,15 @@ func apply(t *testing.T, e *gatewaytest.Env, ev jobstore.Event) {
 	require.NoError(t, err)
 }
 
-// nativeError asserts that r is the native error envelope: exactly
-// {"error": msg} as JSON with status.
+// nativeError asserts that r is the native error envelope: exactly an RFC
+// 9457 problem of status whose detail is msg, as application/problem+json.
 func nativeError(t *testing.T, r gatewaytest.Response, status int, msg string) {
 	t.Helper()
 	assert.Equal(t, status, r.Status, "%s", r.Body)
-	assert.Equal(t, "application/json", r.Header.Get("Content-Type"))
-	assert.Equal(t, map[string]any{"error": msg}, r.JSON(t))
+	assert.Equal(t, "application/problem+json", r.Header.Get("Content-Type"))
+	assert.Equal(t, map[string]any{
+		"type": "about:blank", "title": http.StatusText(status), "status": float64(status), "detail": msg,
+	}, r.JSON(t))
 }
 
 const (
@@ -355,7 +357,7 @@ func mustInt(t *testing.T, s string) int64 {
 }
 
 // TestErrorEnvelope: whatever goes wrong on a native route, the answer is
-// {"error": "..."} with a 4xx, whether the handler, the router or the
+// a problem document (RFC 9457) with a 4xx, whether the handler, the router or the
 // gateway's middleware answers.
 func TestErrorEnvelope(t *testing.T) {
 	e := gatewaytest.New(t, gatewaytest.Options{MaxBody: 64})
@@ -377,9 +379,8 @@ func TestErrorEnvelope(t *testing.T) {
 		{"another dialect's bearer key", http.MethodGet, "/v1/exports", gatewaytest.Bearer(gatewaytest.UserAPIKey), "", http.StatusUnauthorized, msgUnauthorized},
 		{"unknown route", http.MethodGet, "/v1/nope", gatewaytest.AsAdmin, "", http.StatusNotFound, "not found"},
 		{"below a job", http.MethodGet, "/v1/exports/" + id + "/nope", gatewaytest.AsAdmin, "", http.StatusNotFound, "not found"},
-		// Jobs are created in the other dialects; the native API only
-		// reads and cancels them.
-		{"create", http.MethodPost, "/v1/exports", gatewaytest.AsAdmin, `{"kind": "room"}`, http.StatusMethodNotAllowed, "method not allowed"},
+		{"create without credentials", http.MethodPost, "/v1/exports", gatewaytest.Anonymous, `{"kind": "room"}`, http.StatusUnauthorized, msgUnauthorized},
+		{"replace the collection", http.MethodPut, "/v1/exports", gatewaytest.AsAdmin, `{"kind": "room"}`, http.StatusMethodNotAllowed, "method not allowed"},
 		{"delete", http.MethodDelete, "/v1/exports/" + id, gatewaytest.AsAdmin, "", http.StatusMethodNotAllowed, "method not allowed"},
 		{"cancel by GET", http.MethodGet, "/v1/exports/" + id + "/cancel", gatewaytest.AsAdmin, "", http.StatusMethodNotAllowed, "method not allowed"},
 		{"oversized body", http.MethodPost, "/v1/exports/" + id + "/cancel", gatewaytest.AsAdmin, big, http.StatusRequestEntityTooLarge, "the request body must be at most 64 bytes"},

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/services/gateway/internal/respond"
 )
 
@@ -20,10 +21,9 @@ type problem struct {
 	InvalidFields []invalidField `json:"invalidFields,omitempty"`
 }
 
-type invalidField struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
+// invalidField is one entry of invalidFields; the validation shared with
+// the other dialects (package plan) reports them.
+type invalidField = plan.Invalid
 
 const problemBase = "https://www.rebilly.com/catalog/all/section/errors/"
 

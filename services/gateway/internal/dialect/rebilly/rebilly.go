@@ -34,6 +34,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/services/gateway/internal/principal"
 	"dataport.dev/services/gateway/internal/respond"
 	"dataport.dev/services/gateway/internal/schedule"
@@ -360,13 +361,7 @@ func (d *API) store(w http.ResponseWriter, r *http.Request, s scope, req *reques
 // checkTenant refuses an export of organization records (transactions,
 // events) outside any organization.
 func checkTenant(job *exportv1.Job) []invalidField {
-	switch job.GetRecords().GetResource() {
-	case recordquery.ResourceTransactions, recordquery.ResourceEvents:
-		if job.GetOrganizationId() == "" {
-			return []invalidField{{Field: "resource", Message: "this resource belongs to an organization; export it from an organization you are a member of"}}
-		}
-	}
-	return nil
+	return plan.Tenant(job.GetRecords(), job.GetOrganizationId(), "resource")
 }
 
 // tooManySchedules answers a create (or revival) beyond the per-owner cap
@@ -374,13 +369,7 @@ func checkTenant(job *exportv1.Job) []invalidField {
 var tooManySchedules = invalidField{Field: "recurring",
 	Message: "you have the most active recurring exports allowed; delete one before creating another"}
 
-func recordsTask(job *exportv1.Job) *exportv1.ExportTask {
-	return &exportv1.ExportTask{
-		PartKind: exportv1.PartKind_PART_KIND_RECORDS,
-		UserId:   job.GetOwnerId(),
-		Records:  proto.Clone(job.GetRecords()).(*exportv1.RecordsScope),
-	}
-}
+func recordsTask(job *exportv1.Job) *exportv1.ExportTask { return plan.RecordsTask(job) }
 
 // RunSchedule is the schedule.RunFunc of recurring data exports: the run
 // is a copy of the template whose relative dates are resolved at the
@@ -415,7 +404,7 @@ func (d *API) RunSchedule(ctx context.Context, sched *exportv1.Job, occurrence t
 	}
 	run.Scope = access.ScopeFor(owner, run.GetOrganizationId())
 	if dr := run.GetRecords().GetDateRange(); dr != nil {
-		if bad := resolveRange(dr, occurrence, d.loc); bad != nil {
+		if bad := plan.ResolveRange(dr, "dateRange", occurrence, d.loc); bad != nil {
 			// The expressions were valid at creation; an end before the
 			// start at this occurrence means an empty run, not a failure.
 			dr.From, dr.To = timestamppb.New(occurrence), timestamppb.New(occurrence)

@@ -6,17 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/mail"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/services/gateway/internal/schedule"
-	"dataport.dev/shared/recordquery"
 )
 
 // maxBody bounds a create or update body.
@@ -122,6 +119,11 @@ func decodeRequest(body io.Reader) (*request, []invalidField) {
 	return &req, nil
 }
 
+// recordsFields are the names of a data export's record fields.
+var recordsFields = plan.RecordsFields{
+	Resource: "resource", Fields: "fields", Filter: "arguments.filter", Sort: "arguments.sort", DateRange: "dateRange",
+}
+
 // validID reports whether id can name an export.
 func validID(id string) bool { return len(id) <= maxIDLength && jobstore.ValidID(id) }
 
@@ -137,7 +139,6 @@ func build(req *request, now time.Time, loc *time.Location, lim Limits) (*export
 		Kind:    exportv1.JobKind_JOB_KIND_RECORDS,
 		Dialect: dialectName,
 		State:   exportv1.JobState_JOB_STATE_PENDING,
-		Records: &exportv1.RecordsScope{MaxRows: lim.MaxRows, MaxBytes: lim.MaxBytes},
 	}
 	switch {
 	case req.Name == nil || strings.TrimSpace(*req.Name) == "":
@@ -154,143 +155,28 @@ func build(req *request, now time.Time, loc *time.Location, lim Limits) (*export
 	} else {
 		job.Format = f
 	}
-	resource := ""
-	if req.Resource == nil || *req.Resource == "" {
-		add("resource", "is required (%s)", strings.Join(recordquery.Resources(), ", "))
-	} else if _, ok := recordquery.Fields(*req.Resource); !ok {
-		add("resource", "%q is not one of %s", *req.Resource, strings.Join(recordquery.Resources(), ", "))
-	} else {
-		resource = *req.Resource
+	rr := plan.RecordsRequest{Resource: req.Resource, Fields: req.Fields}
+	if a := req.Arguments; a != nil {
+		rr.Filter, rr.Sort, rr.Q = a.Filter, a.Sort, a.Q
 	}
-	sc := job.Records
-	sc.Resource = resource
-	if resource != "" {
-		if req.Fields == nil {
-			sc.Fields = recordquery.DefaultFields(resource)
-		} else if len(req.Fields) == 0 {
-			add("fields", "must name at least one field")
-		} else if len(req.Fields) > lim.MaxFields {
-			add("fields", "names %d fields; at most %d are allowed", len(req.Fields), lim.MaxFields)
-		} else if dup := recordquery.Duplicate(req.Fields); dup != "" {
-			add("fields", "names %q twice; name each field once", dup)
-		} else if err := recordquery.ValidateFields(resource, req.Fields); err != nil {
-			add("fields", "%v", err)
-		} else {
-			sc.Fields = req.Fields
-		}
-		if a := req.Arguments; a != nil {
-			if f, err := recordquery.ParseFilter(a.Filter); err != nil {
-				add("arguments.filter", "%v", err)
-			} else if err := recordquery.ValidateFields(resource, f.Fields()); err != nil {
-				add("arguments.filter", "%v", err)
-			} else {
-				sc.Filter = a.Filter
-			}
-			if keys, err := recordquery.ParseSort(a.Sort); err != nil {
-				add("arguments.sort", "%v", err)
-			} else {
-				names := make([]string, 0, len(keys))
-				for _, k := range keys {
-					names = append(names, k.Field)
-				}
-				if err := recordquery.ValidateFields(resource, names); err != nil {
-					add("arguments.sort", "%v", err)
-				} else {
-					sc.Sort = a.Sort
-				}
-			}
-			sc.Q = a.Q
-		}
-		if dr := req.DateRange; dr != nil {
-			field := "createdTime"
-			if dr.Field != nil && *dr.Field != "" {
-				field = *dr.Field
-			}
-			if err := recordquery.ValidateFields(resource, []string{field}); err != nil {
-				add("dateRange.field", "%v", err)
-			}
-			sc.DateRange = &exportv1.DateRange{Field: field}
-			if dr.Start == nil || *dr.Start == "" {
-				add("dateRange.start", "is required")
-			} else {
-				sc.DateRange.Start = *dr.Start
-			}
-			if dr.End == nil || *dr.End == "" {
-				add("dateRange.end", "is required")
-			} else {
-				sc.DateRange.End = *dr.End
-			}
-			if sc.DateRange.Start != "" && sc.DateRange.End != "" {
-				if err := resolveRange(sc.DateRange, now, loc); err != nil {
-					bad = append(bad, *err)
-				}
-			}
-		}
+	if dr := req.DateRange; dr != nil {
+		rr.DateRange = &plan.DateRangeRequest{Start: dr.Start, End: dr.End, Field: dr.Field}
 	}
-	if n := len(req.EmailNotification); n > lim.MaxEmailRecipients {
-		add("emailNotification", "lists %d addresses; at most %d are allowed", n, lim.MaxEmailRecipients)
-	} else {
-		for i, e := range req.EmailNotification {
-			// A bare address only: net/mail accepts display names and folds
-			// some line breaks away, and neither belongs in this list.
-			a, err := mail.ParseAddress(e)
-			if err != nil || a.Address != e || strings.ContainsAny(e, "\r\n") {
-				add(fmt.Sprintf("emailNotification[%d]", i), "%q is not an email address", e)
-				continue
-			}
-			job.NotifyEmails = append(job.NotifyEmails, e)
-		}
-	}
+	sc, invalid := plan.Records(rr, recordsFields, now, loc, plan.RecordsLimits{MaxFields: lim.MaxFields, MaxRows: lim.MaxRows, MaxBytes: lim.MaxBytes})
+	bad = append(bad, invalid...)
+	job.Records = sc
+	emails, invalid := plan.Emails(req.EmailNotification, "emailNotification", lim.MaxEmailRecipients)
+	bad = append(bad, invalid...)
+	job.NotifyEmails = emails
 	if rc := req.Recurring; rc != nil {
-		start := now
-		if rc.Start != nil && *rc.Start != "" {
-			t, err := time.Parse(time.RFC3339, *rc.Start)
-			switch {
-			case err != nil:
-				add("recurring.start", "%q is not an RFC 3339 date-time", *rc.Start)
-			case t.Before(time.Unix(0, 0)):
-				add("recurring.start", "must be 1970-01-01T00:00:00Z or later")
-			default:
-				start = t
-			}
-		}
-		if rc.Instruction == nil || *rc.Instruction == "" {
-			add("recurring.instruction", "is required (an RFC 5545 RRULE such as FREQ=DAILY;BYHOUR=6)")
-		} else if _, err := schedule.Validate(*rc.Instruction, start, now, lim.MinInterval); errors.Is(err, schedule.ErrTooFrequent) {
-			add("recurring", "%v", err)
-		} else if err != nil {
-			add("recurring.instruction", "%v", err)
-		} else {
-			job.Recurrence = &exportv1.Recurrence{Instruction: *rc.Instruction, Start: timestamppb.New(start.UTC().Truncate(time.Second))}
-			next, err := schedule.Next(job.Recurrence, start, true)
-			if err != nil {
-				add("recurring.instruction", "%v", err)
-			}
-			job.Recurrence.Next = next
-		}
+		rec, invalid := plan.Recurrence(rc.Instruction, rc.Start, "recurring", now, lim.MinInterval)
+		bad = append(bad, invalid...)
+		job.Recurrence = rec
 	}
 	if len(bad) > 0 {
 		return nil, bad
 	}
 	return job, nil
-}
-
-// resolveRange fills From/To from the range's expressions; relative ones
-// ("-7 days", "yesterday", ...) count from now in loc.
-func resolveRange(dr *exportv1.DateRange, now time.Time, loc *time.Location) *invalidField {
-	from, err := recordquery.ResolveDate(dr.GetStart(), now, loc)
-	if err != nil {
-		return &invalidField{Field: "dateRange.start", Message: err.Error()}
-	}
-	to, err := recordquery.ResolveDate(dr.GetEnd(), now, loc)
-	if err != nil {
-		return &invalidField{Field: "dateRange.end", Message: err.Error()}
-	}
-	if to.Before(from) {
-		return &invalidField{Field: "dateRange.end", Message: "is before dateRange.start"}
-	}
-	dr.From, dr.To = timestamppb.New(from), timestamppb.New(to)
-	return nil
 }
 
 // sameRequest reports whether two jobs ask for the same export, which is

@@ -9,6 +9,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/services/gateway/internal/respond"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/bus"
@@ -206,12 +207,12 @@ func (d *API) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	job.FullExport = fullExport
-	tasks := planDataDownload(user, rooms, fullExport, ext)
+	tasks := plan.DataDownload(user, rooms, fullExport, ext)
 	byID := make(map[string]*sourcev1.Room, len(rooms))
 	for _, room := range rooms {
 		byID[room.GetId()] = room
 	}
-	job.Parts = planParts(tasks, byID)
+	job.Parts = plan.Parts(tasks, byID)
 	if err := d.submitJob(ctx, job, bus.TaskUserData, tasks); err != nil {
 		if !errors.Is(err, submit.ErrNotAdmitted) {
 			d.log.ErrorContext(ctx, "submit data download", "job_id", job.GetId(), "error", err)
@@ -246,33 +247,6 @@ func (d *API) blocks(last *exportv1.Job, now time.Time) bool {
 		return false
 	}
 	return now.Sub(last.GetCreatedAt().AsTime()) < d.cfg.DataDownloadInterval
-}
-
-// planDataDownload lists the parts of a data download: one per room the
-// user is a member of, the profile, the channel list (full export only,
-// as in Rocket.Chat) and the user's uploaded files. Room files are named
-// after the room; a name two rooms share falls back to the room id.
-func planDataDownload(user *sourcev1.User, rooms []*sourcev1.Room, fullExport bool, ext string) []*exportv1.ExportTask {
-	task := func(kind exportv1.PartKind, target string) *exportv1.ExportTask {
-		return &exportv1.ExportTask{PartKind: kind, UserId: user.GetId(), FullExport: fullExport, TargetFile: target}
-	}
-	taken := map[string]bool{"user" + ext: true, "channels.json": true, "assets": true, "manifest.json": true}
-	tasks := make([]*exportv1.ExportTask, 0, len(rooms)+3)
-	for _, room := range rooms {
-		name := roomFileName(room) + ext
-		if taken[name] {
-			name = objects.CleanFileName(room.GetId(), "") + ext
-		}
-		taken[name] = true
-		t := task(exportv1.PartKind_PART_KIND_ROOM, name)
-		t.Room = &exportv1.RoomScope{RoomId: room.GetId()}
-		tasks = append(tasks, t)
-	}
-	tasks = append(tasks, task(exportv1.PartKind_PART_KIND_USER_PROFILE, "user"+ext))
-	if fullExport {
-		tasks = append(tasks, task(exportv1.PartKind_PART_KIND_CHANNELS, "channels.json"))
-	}
-	return append(tasks, task(exportv1.PartKind_PART_KIND_ASSETS, "assets"))
 }
 
 // operation renders job as Rocket.Chat's exportOperation.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"dataport.dev/services/gateway/internal/plan"
 )
 
 // FuzzRoomsExportParams decodes arbitrary rooms.export bodies the way the
@@ -46,7 +48,7 @@ func FuzzRoomsExportParams(f *testing.F) {
 				}
 			}
 		}
-		from, to, err := parseDateRange(b.DateFrom, b.DateTo)
+		from, to, err := plan.DateRange(b.DateFrom, b.DateTo)
 		if err != nil {
 			return // answered error-invalid-dates
 		}

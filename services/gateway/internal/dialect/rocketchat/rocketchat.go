@@ -23,16 +23,14 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/services/gateway/internal/principal"
 	"dataport.dev/services/gateway/internal/submit"
-	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/links"
 )
@@ -106,32 +104,9 @@ func (d *API) user(w http.ResponseWriter, r *http.Request) *sourcev1.User {
 }
 
 // newJob returns a pending job of the caller's, carrying the request's
-// trace.
+// trace. Chat data has no organization; rooms are bounded by membership.
 func (d *API) newJob(ctx context.Context, owner *sourcev1.User, kind exportv1.JobKind, format exportv1.Format) (*exportv1.Job, error) {
-	id, err := submit.NewJobID()
-	if err != nil {
-		return nil, err
-	}
-	now := tsOf(d.cfg.Now())
-	job := &exportv1.Job{
-		Id:        id,
-		OwnerId:   owner.GetId(),
-		Kind:      kind,
-		Format:    format,
-		State:     exportv1.JobState_JOB_STATE_PENDING,
-		Progress:  &exportv1.Progress{},
-		CreatedAt: now,
-		UpdatedAt: now,
-		Dialect:   dialectName,
-		// Chat data has no organization; rooms are bounded by membership.
-		Scope: access.ScopeFor(owner, ""),
-	}
-	span := trace.SpanFromContext(ctx)
-	if sc := span.SpanContext(); sc.HasTraceID() {
-		job.TraceId = sc.TraceID().String()
-	}
-	span.SetAttributes(attribute.String("dataport.job_id", id))
-	return job, nil
+	return plan.NewJob(ctx, owner, kind, format, dialectName, d.cfg.Now())
 }
 
 // submitJob creates the job and queues its tasks, detached from the

@@ -10,20 +10,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"time"
-
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
-	"dataport.dev/services/gateway/internal/auth"
-	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/services/gateway/internal/respond"
 	"dataport.dev/services/gateway/internal/submit"
-	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
-	"dataport.dev/shared/objects"
-	"dataport.dev/shared/roomtype"
 )
 
 // Request bounds. A rooms.export body is a few dozen bytes, or a list of
@@ -104,28 +97,17 @@ func (d *API) roomsExport(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !access.HasPermission(user, access.PermMailMessages) {
-		writeError(w, errNotAllowed, "")
-		return
-	}
-	room, err := d.cfg.Auth.Room(ctx, body.RID)
-	if errors.Is(err, auth.ErrRoomNotFound) {
+	room, err := plan.Room(ctx, d.cfg.Auth, user, body.RID)
+	switch {
+	case errors.Is(err, plan.ErrRoomNotFound):
 		writeError(w, errInvalidRoom, "")
 		return
-	}
-	if err != nil {
-		d.log.ErrorContext(ctx, "look up room", "room_id", body.RID, "error", err)
-		writeInternal(w)
-		return
-	}
-	ok, err := d.cfg.Auth.CanAccessRoom(ctx, user, room)
-	if err != nil {
-		d.log.ErrorContext(ctx, "check room access", "room_id", body.RID, "user_id", user.GetId(), "error", err)
-		writeInternal(w)
-		return
-	}
-	if !ok {
+	case errors.Is(err, plan.ErrNotPermitted), errors.Is(err, plan.ErrRoomForbidden):
 		writeError(w, errNotAllowed, "")
+		return
+	case err != nil:
+		d.log.ErrorContext(ctx, "check room", "room_id", body.RID, "user_id", user.GetId(), "error", err)
+		writeInternal(w)
 		return
 	}
 	if body.Type == "email" {
@@ -144,7 +126,7 @@ func (d *API) roomsExport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidFormat, "")
 		return
 	}
-	from, to, err := parseDateRange(body.DateFrom, body.DateTo)
+	from, to, err := plan.DateRange(body.DateFrom, body.DateTo)
 	if err != nil {
 		writeError(w, errInvalidDates, "")
 		return
@@ -156,13 +138,7 @@ func (d *API) roomsExport(w http.ResponseWriter, r *http.Request) {
 		writeInternal(w)
 		return
 	}
-	job.Room = &exportv1.RoomScope{RoomId: room.GetId(), From: from, To: to}
-	tasks := []*exportv1.ExportTask{{
-		PartKind:   exportv1.PartKind_PART_KIND_ROOM,
-		Room:       job.GetRoom(),
-		TargetFile: roomFileName(room) + ext,
-	}}
-	job.Parts = planParts(tasks, map[string]*sourcev1.Room{room.GetId(): room})
+	tasks := plan.RoomExport(job, room, from, to, ext)
 	if err := d.submitJob(ctx, job, bus.TaskRoom, tasks); err != nil {
 		if !errors.Is(err, submit.ErrNotAdmitted) {
 			d.log.ErrorContext(ctx, "submit export", "job_id", job.GetId(), "error", err)
@@ -275,7 +251,7 @@ func (d *API) roomsMail(w http.ResponseWriter, r *http.Request, user *sourcev1.U
 		Mail:       job.GetMail(),
 		TargetFile: "mail.html",
 	}}
-	job.Parts = planParts(tasks, map[string]*sourcev1.Room{room.GetId(): room})
+	job.Parts = plan.Parts(tasks, map[string]*sourcev1.Room{room.GetId(): room})
 	if err := d.submitJob(ctx, job, bus.TaskRoom, tasks); err != nil {
 		if !errors.Is(err, submit.ErrNotAdmitted) {
 			d.log.ErrorContext(ctx, "submit mail", "job_id", job.GetId(), "error", err)
@@ -301,73 +277,3 @@ func parseAddress(s string) (string, error) {
 	}
 	return a.Address, nil
 }
-
-// planParts is jobstore.PlanParts plus what the dialect knows about the
-// rooms: their names and type letters, which roomList shows.
-func planParts(tasks []*exportv1.ExportTask, rooms map[string]*sourcev1.Room) []*exportv1.PartStatus {
-	parts := jobstore.PlanParts(tasks)
-	for _, p := range parts {
-		if room, ok := rooms[p.GetRoomId()]; ok {
-			p.RoomName = roomName(room)
-			p.RoomType = roomtype.Letter(room.GetType())
-		}
-	}
-	return parts
-}
-
-// roomName is Rocket.Chat's roomName of an export: the room's name, or
-// its id for direct rooms (which have no name of their own).
-func roomName(room *sourcev1.Room) string {
-	if room.GetName() == "" || room.GetType() == sourcev1.RoomType_ROOM_TYPE_DIRECT {
-		return room.GetId()
-	}
-	return room.GetName()
-}
-
-// roomFileName is the base name of a room's file in an export: its name
-// cleaned by objects.CleanFileName, which the room-exporter also applies to
-// the target file, or its id.
-func roomFileName(room *sourcev1.Room) string {
-	if base := objects.CleanFileName(roomName(room), ""); base != "" {
-		return base
-	}
-	return objects.CleanFileName(room.GetId(), "room")
-}
-
-// parseDateRange reads dateFrom and dateTo. A plain date (YYYY-MM-DD) is a
-// whole UTC day, both ends included: dateFrom starts at 00:00:00.000 and
-// dateTo ends at 23:59:59.999. A full RFC 3339 time is taken as it is. An
-// empty value leaves that end open.
-func parseDateRange(fromS, toS string) (from, to *timestamppb.Timestamp, err error) {
-	if from, err = parseBound(fromS, false); err != nil {
-		return nil, nil, err
-	}
-	if to, err = parseBound(toS, true); err != nil {
-		return nil, nil, err
-	}
-	if from != nil && to != nil && from.AsTime().After(to.AsTime()) {
-		return nil, nil, errors.New("dateFrom is after dateTo")
-	}
-	return from, to, nil
-}
-
-func parseBound(s string, end bool) (*timestamppb.Timestamp, error) {
-	if s == "" {
-		return nil, nil
-	}
-	t, err := time.Parse(time.DateOnly, s)
-	if err == nil {
-		if end {
-			t = t.Add(24*time.Hour - time.Millisecond)
-		}
-	} else if t, err = time.Parse(time.RFC3339Nano, s); err != nil {
-		return nil, fmt.Errorf("date %q: want YYYY-MM-DD or RFC 3339", s)
-	}
-	ts := timestamppb.New(t.UTC())
-	if err := ts.CheckValid(); err != nil {
-		return nil, fmt.Errorf("date %q: %w", s, err)
-	}
-	return ts, nil
-}
-
-func tsOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

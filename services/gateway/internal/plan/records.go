@@ -1,0 +1,247 @@
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/schedule"
+	"dataport.dev/shared/recordquery"
+)
+
+// RecordsRequest is what a record export asks for. Absent fields are nil
+// pointers, so "not sent" and "sent empty" can be told apart.
+type RecordsRequest struct {
+	Resource *string
+	// Fields nil means the resource's default columns; empty is an error.
+	Fields           []string
+	Filter, Sort, Q  string
+	DateRange        *DateRangeRequest
+	MaxRowsPerChunk  uint64
+	MaxBytesPerChunk uint64
+	GzipChunks       bool
+}
+
+// DateRangeRequest bounds records on one of their time fields; Start and
+// End may be relative ("-7 days", "yesterday").
+type DateRangeRequest struct {
+	Start, End, Field *string
+}
+
+// RecordsFields are the names the dialect's body gives the fields of a
+// RecordsRequest, for Invalid.Field. DateRange is a prefix: its
+// parts are DateRange+".start", ".end" and ".field".
+type RecordsFields struct {
+	Resource, Fields, Filter, Sort, DateRange string
+}
+
+// RecordsLimits bound one record export.
+type RecordsLimits struct {
+	// MaxFields caps Fields.
+	MaxFields int
+	// MaxRows and MaxBytes go into the scope: an export over either is
+	// rejected by the exporter (0: no cap).
+	MaxRows, MaxBytes uint64
+}
+
+// Records validates req and returns the scope it asks for. Relative
+// dates are resolved against now in loc.
+func Records(req RecordsRequest, names RecordsFields, now time.Time, loc *time.Location, lim RecordsLimits) (*exportv1.RecordsScope, []Invalid) {
+	var bad []Invalid
+	add := func(field, format string, args ...any) {
+		bad = append(bad, Invalid{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	sc := &exportv1.RecordsScope{
+		MaxRows: lim.MaxRows, MaxBytes: lim.MaxBytes,
+		MaxRowsPerChunk: req.MaxRowsPerChunk, MaxBytesPerChunk: req.MaxBytesPerChunk, GzipChunks: req.GzipChunks,
+	}
+	if req.Resource == nil || *req.Resource == "" {
+		add(names.Resource, "is required (%s)", strings.Join(recordquery.Resources(), ", "))
+		return nil, bad
+	}
+	resource := *req.Resource
+	if _, ok := recordquery.Fields(resource); !ok {
+		add(names.Resource, "%q is not one of %s", resource, strings.Join(recordquery.Resources(), ", "))
+		return nil, bad
+	}
+	sc.Resource = resource
+	switch {
+	case req.Fields == nil:
+		sc.Fields = recordquery.DefaultFields(resource)
+	case len(req.Fields) == 0:
+		add(names.Fields, "must name at least one field")
+	case len(req.Fields) > lim.MaxFields:
+		add(names.Fields, "names %d fields; at most %d are allowed", len(req.Fields), lim.MaxFields)
+	default:
+		if dup := recordquery.Duplicate(req.Fields); dup != "" {
+			add(names.Fields, "names %q twice; name each field once", dup)
+		} else if err := recordquery.ValidateFields(resource, req.Fields); err != nil {
+			add(names.Fields, "%v", err)
+		} else {
+			sc.Fields = req.Fields
+		}
+	}
+	if f, err := recordquery.ParseFilter(req.Filter); err != nil {
+		add(names.Filter, "%v", err)
+	} else if err := recordquery.ValidateFields(resource, f.Fields()); err != nil {
+		add(names.Filter, "%v", err)
+	} else {
+		sc.Filter = req.Filter
+	}
+	if keys, err := recordquery.ParseSort(req.Sort); err != nil {
+		add(names.Sort, "%v", err)
+	} else {
+		fields := make([]string, 0, len(keys))
+		for _, k := range keys {
+			fields = append(fields, k.Field)
+		}
+		if err := recordquery.ValidateFields(resource, fields); err != nil {
+			add(names.Sort, "%v", err)
+		} else {
+			sc.Sort = req.Sort
+		}
+	}
+	sc.Q = req.Q
+	if dr := req.DateRange; dr != nil {
+		field := "createdTime"
+		if dr.Field != nil && *dr.Field != "" {
+			field = *dr.Field
+		}
+		if err := recordquery.ValidateFields(resource, []string{field}); err != nil {
+			add(names.DateRange+".field", "%v", err)
+		}
+		sc.DateRange = &exportv1.DateRange{Field: field}
+		if dr.Start == nil || *dr.Start == "" {
+			add(names.DateRange+".start", "is required")
+		} else {
+			sc.DateRange.Start = *dr.Start
+		}
+		if dr.End == nil || *dr.End == "" {
+			add(names.DateRange+".end", "is required")
+		} else {
+			sc.DateRange.End = *dr.End
+		}
+		if sc.DateRange.Start != "" && sc.DateRange.End != "" {
+			if err := ResolveRange(sc.DateRange, names.DateRange, now, loc); err != nil {
+				bad = append(bad, *err)
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return nil, bad
+	}
+	return sc, nil
+}
+
+// ResolveRange fills From/To from the range's expressions; relative ones
+// ("-7 days", "yesterday", ...) count from now in loc. field is the
+// range's name in the body, for the Invalid.
+func ResolveRange(dr *exportv1.DateRange, field string, now time.Time, loc *time.Location) *Invalid {
+	from, err := recordquery.ResolveDate(dr.GetStart(), now, loc)
+	if err != nil {
+		return &Invalid{Field: field + ".start", Message: err.Error()}
+	}
+	to, err := recordquery.ResolveDate(dr.GetEnd(), now, loc)
+	if err != nil {
+		return &Invalid{Field: field + ".end", Message: err.Error()}
+	}
+	if to.Before(from) {
+		return &Invalid{Field: field + ".end", Message: "is before " + field + ".start"}
+	}
+	dr.From, dr.To = timestamppb.New(from), timestamppb.New(to)
+	return nil
+}
+
+// Emails checks a list of notification addresses, at most max of them,
+// each a bare address (no display name, no line break). field names the
+// list; its entries are field[i].
+func Emails(list []string, field string, max int) ([]string, []Invalid) {
+	if n := len(list); n > max {
+		return nil, []Invalid{{Field: field, Message: fmt.Sprintf("lists %d addresses; at most %d are allowed", n, max)}}
+	}
+	var out []string
+	var bad []Invalid
+	for i, e := range list {
+		// A bare address only: net/mail accepts display names and folds
+		// some line breaks away, and neither belongs in this list.
+		a, err := mail.ParseAddress(e)
+		if err != nil || a.Address != e || strings.ContainsAny(e, "\r\n") {
+			bad = append(bad, Invalid{Field: fmt.Sprintf("%s[%d]", field, i), Message: fmt.Sprintf("%q is not an email address", e)})
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, bad
+}
+
+// Recurrence checks an RFC 5545 rule and its start (RFC 3339; empty means
+// now) and returns the recurrence with its first occurrence. An
+// instruction more frequent than minInterval is refused. field names the
+// recurrence; its parts are field.instruction and field.start.
+func Recurrence(instruction *string, start *string, field string, now time.Time, minInterval time.Duration) (*exportv1.Recurrence, []Invalid) {
+	var bad []Invalid
+	add := func(f, format string, args ...any) {
+		bad = append(bad, Invalid{Field: f, Message: fmt.Sprintf(format, args...)})
+	}
+	first := now
+	if start != nil && *start != "" {
+		t, err := time.Parse(time.RFC3339, *start)
+		switch {
+		case err != nil:
+			add(field+".start", "%q is not an RFC 3339 date-time", *start)
+		case t.Before(time.Unix(0, 0)):
+			add(field+".start", "must be 1970-01-01T00:00:00Z or later")
+		default:
+			first = t
+		}
+	}
+	if instruction == nil || *instruction == "" {
+		add(field+".instruction", "is required (an RFC 5545 RRULE such as FREQ=DAILY;BYHOUR=6)")
+		return nil, bad
+	}
+	if _, err := schedule.Validate(*instruction, first, now, minInterval); errors.Is(err, schedule.ErrTooFrequent) {
+		add(field, "%v", err)
+		return nil, bad
+	} else if err != nil {
+		add(field+".instruction", "%v", err)
+		return nil, bad
+	}
+	rec := &exportv1.Recurrence{Instruction: *instruction, Start: timestamppb.New(first.UTC().Truncate(time.Second))}
+	next, err := schedule.Next(rec, first, true)
+	if err != nil {
+		add(field+".instruction", "%v", err)
+	}
+	rec.Next = next
+	if len(bad) > 0 {
+		return nil, bad
+	}
+	return rec, nil
+}
+
+// Tenant refuses an export of organization records (transactions,
+// events) outside any organization; field names the resource.
+func Tenant(sc *exportv1.RecordsScope, org, field string) []Invalid {
+	switch sc.GetResource() {
+	case recordquery.ResourceTransactions, recordquery.ResourceEvents:
+		if org == "" {
+			return []Invalid{{Field: field, Message: "this resource belongs to an organization; export it from an organization you are a member of"}}
+		}
+	}
+	return nil
+}
+
+// RecordsTask is the one task of a record export (or of one run of a
+// recurring one): the job's scope, read for its owner.
+func RecordsTask(job *exportv1.Job) *exportv1.ExportTask {
+	return &exportv1.ExportTask{
+		PartKind: exportv1.PartKind_PART_KIND_RECORDS,
+		UserId:   job.GetOwnerId(),
+		Records:  proto.Clone(job.GetRecords()).(*exportv1.RecordsScope),
+	}
+}
