@@ -176,7 +176,10 @@ func decodeCreate(data []byte) (*createRequest, []plan.Invalid) {
 			return nil, []plan.Invalid{{Field: te.Field, Message: "must be " + jsonType(te.Type.String())}}
 		}
 		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return nil, []plan.Invalid{{Field: strings.Trim(name, `"`), Message: "is not a field of this request"}}
+			if name = strings.TrimSuffix(strings.TrimPrefix(name, `"`), `"`); name != "" {
+				return nil, []plan.Invalid{{Field: name, Message: "is not a field of this request"}}
+			}
+			return nil, []plan.Invalid{{Field: "body", Message: "has a field with an empty name, which is not a field of this request"}}
 		}
 		return nil, []plan.Invalid{{Field: "body", Message: "malformed JSON"}}
 	}
