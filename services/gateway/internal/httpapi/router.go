@@ -31,6 +31,7 @@ import (
 	"dataport.dev/services/gateway/internal/dialect"
 	"dataport.dev/services/gateway/internal/dialect/native"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/openapi"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
@@ -150,6 +151,15 @@ func New(cfg Config) *Router {
 	mux.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		dialect.WriteError(w, r, http.StatusMethodNotAllowed, "method not allowed")
 	})
+	// The API's description is public, like the API's existence.
+	if doc, err := openapi.Handler(); err != nil {
+		a.log.Error("OpenAPI document unavailable", "error", err)
+		mux.Get("/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+			dialect.WriteError(w, r, http.StatusInternalServerError, "the OpenAPI document is broken")
+		})
+	} else {
+		mux.Method(http.MethodGet, "/openapi.json", doc)
+	}
 	native.New(native.Config{
 		Jobs: cfg.Jobs, Submitter: cfg.Submitter, Blob: cfg.Blob, ExportBucket: cfg.ExportBucket,
 		Links: cfg.Links, WriteTimeout: cfg.WriteTimeout, Create: cfg.NativeCreate, Logger: cfg.Logger,
