@@ -488,7 +488,10 @@ func checkShape(t *testing.T, target string, r hostileResponse) {
 		_, hasData := m["data"]
 		assert.True(t, m["code"] == float64(r.status) && str("message") && hasData, "myTracker shape for %.200s: %v", target, m)
 	default:
-		assert.True(t, str("error") && len(m) == 1, "native error shape for %.200s: %v", target, m)
+		// RFC 9457 problem details.
+		assert.True(t, m["status"] == float64(r.status) && str("type") && str("title") && str("detail"),
+			"native problem shape for %.200s: %v", target, m)
+		assert.Equal(t, "application/problem+json", r.header.Get("Content-Type"), "native problem type for %.200s", target)
 	}
 }
 
