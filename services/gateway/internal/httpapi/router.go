@@ -1,7 +1,8 @@
 // Package httpapi is the gateway's HTTP API on one chi router, composing
 // the dialects: the native API (package dialect/native, always served)
 // and the others (dialect/rocketchat, dialect/rebilly, dialect/mytracker)
-// registered through Config.Dialects.
+// registered through Config.Dialects, and the description of all of them,
+// GET /openapi.json (package openapi).
 //
 // Every request goes through the same path: tracing, panic recovery,
 // reading the body whole (readBodies), authentication once by the
