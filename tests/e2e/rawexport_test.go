@@ -87,7 +87,7 @@ func TestRawExportInChunks(t *testing.T) {
 	// The record-exporter did the export; the room-exporter never saw its
 	// task (the two consumers' filters do not overlap).
 	jobID := `"job_id":"raw-` + id + `"`
-	assert.Regexp(t, `"msg":"records exported"[^\n]*`+regexp.QuoteMeta(jobID), s.recordExporters[0].logText(t))
+	assert.Regexp(t, `"msg":"part uploaded"[^\n]*`+regexp.QuoteMeta(jobID), s.recordExporters[0].logText(t))
 	assert.NotContains(t, s.exporters[0].logText(t), jobID)
 
 	seen := map[string]bool{}
