@@ -35,6 +35,7 @@ const (
 // Key-value buckets.
 const (
 	BucketJobs          = "export_jobs"
+	BucketJobIndex      = "export_jobs_index"
 	BucketRooms         = "rooms"
 	BucketUsers         = "users"
 	BucketMemberships   = "memberships"
@@ -215,6 +216,11 @@ func withTTL(c jetstream.KeyValueConfig, ttl time.Duration) jetstream.KeyValueCo
 	return c
 }
 
+func withMarkerTTL(c jetstream.KeyValueConfig, ttl time.Duration) jetstream.KeyValueConfig {
+	c.LimitMarkerTTL = ttl
+	return c
+}
+
 // DefaultTopology is the single-node development topology.
 func DefaultTopology() Topology {
 	return Topology{
@@ -280,6 +286,9 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 	}
 	return []jetstream.KeyValueConfig{
 		kv(BucketJobs, "Export job projection, written only by the gateway."),
+		// Entries of ended jobs are purged with a marker that expires, so
+		// listings of running jobs never wade through tombstones.
+		withMarkerTTL(kv(BucketJobIndex, "Index of the job projection, kept with it by the gateway: own.<owner>..., org.<org>..., par.<parent>..., act.<owner>..., run.<kind>... -> job id."), time.Minute),
 		kv(BucketRooms, "Rooms by id."),
 		kv(BucketUsers, "Users by id, credentials hashed."),
 		kv(BucketMemberships, "Room memberships under <userId>.<roomId>."),

@@ -19,17 +19,19 @@
 // redelivered events may apply concurrently and the outcome is the same
 // as applying them one by one: states only move forward, progress only
 // grows and a terminal job keeps its outcome.
+//
+// Listings never read the whole bucket: the same write path keeps an
+// index in bus.BucketJobIndex (one key per job and listing, see index.go)
+// that List, Find and Unfinished read, so a listing costs what the jobs it
+// names cost.
 package jobstore
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"regexp"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,6 +69,8 @@ func ValidID(id string) bool { return idPattern.MatchString(id) }
 type Store struct {
 	js         jetstream.JetStream
 	kv         jetstream.KeyValue
+	index      jetstream.KeyValue
+	now        func() time.Time
 	retention  time.Duration
 	onTerminal func(context.Context, *exportv1.Job)
 }
@@ -93,24 +97,35 @@ func WithOnTerminal(fn func(ctx context.Context, job *exportv1.Job)) Option {
 	return func(s *Store) { s.onTerminal = fn }
 }
 
-// New returns a Store over the jobs bucket kv; js is the JetStream context
-// the bucket lives in (listing reads the bucket's stream).
-func New(js jetstream.JetStream, kv jetstream.KeyValue, opts ...Option) *Store {
-	s := &Store{js: js, kv: kv}
+// WithClock sets the clock that decides when an index entry naming a
+// missing job is stale; the default is time.Now.
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) { s.now = now }
+}
+
+// New returns a Store over the jobs bucket kv and its index bucket index
+// (see index.go); js is the JetStream context they live in (the one-time
+// index build reads the jobs bucket's stream).
+func New(js jetstream.JetStream, kv, index jetstream.KeyValue, opts ...Option) *Store {
+	s := &Store{js: js, kv: kv, index: index, now: time.Now}
 	for _, o := range opts {
 		o(s)
 	}
 	return s
 }
 
-// Open looks up the jobs bucket (declared by bus.EnsureTopology) and
-// returns a Store over it.
+// Open looks up the jobs bucket and its index (declared by
+// bus.EnsureTopology) and returns a Store over them.
 func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
 	kv, err := js.KeyValue(ctx, bus.BucketJobs)
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bus.BucketJobs, err)
 	}
-	return New(js, kv, opts...), nil
+	index, err := js.KeyValue(ctx, bus.BucketJobIndex)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", bus.BucketJobIndex, err)
+	}
+	return New(js, kv, index, opts...), nil
 }
 
 // Get returns the job, or ErrNotFound.
@@ -135,83 +150,6 @@ func (s *Store) get(ctx context.Context, id string) (*exportv1.Job, uint64, erro
 		return nil, 0, fmt.Errorf("decode job %s: %w", id, err)
 	}
 	return job, e.Revision(), nil
-}
-
-// List returns ownerID's jobs, newest first. It reads the whole bucket,
-// which is fine while jobs expire and an owner index is not needed yet.
-func (s *Store) List(ctx context.Context, ownerID string) ([]*exportv1.Job, error) {
-	return s.Select(ctx, func(j *exportv1.Job) bool { return j.GetOwnerId() == ownerID })
-}
-
-// Select returns every job keep accepts, newest first. It reads the whole
-// bucket once; keep sees each job exactly once and may gather its own
-// counts on the way (Rocket.Chat's pendingOperationsBeforeMyRequest).
-//
-// The watcher's "initial values done" marker alone is not trusted: when a
-// key is updated while the watch starts, its older entry is removed
-// (history 1) and the marker can come before the newer entry, so a job
-// being written at that moment would be missing from the list (a quota
-// count or a "pending operation" lookup would then be wrong). So the keys
-// are read first from the bucket's stream, and the watch ends only once
-// it has had the marker and seen every one of them.
-func (s *Store) Select(ctx context.Context, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error) {
-	prefix := "$KV." + s.kv.Bucket() + "."
-	stream, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	missing := make(map[string]bool, len(info.State.Subjects))
-	for subject := range info.State.Subjects {
-		missing[strings.TrimPrefix(subject, prefix)] = true
-	}
-	if len(missing) == 0 {
-		return nil, nil
-	}
-	w, err := s.kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
-	byKey := map[string]*exportv1.Job{}
-	for marker := false; !marker || len(missing) > 0; {
-		var e jetstream.KeyValueEntry
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("list jobs: %w", ctx.Err())
-		case e = <-w.Updates():
-		}
-		if e == nil {
-			marker = true
-			continue
-		}
-		delete(missing, e.Key())
-		if e.Operation() != jetstream.KeyValuePut {
-			delete(byKey, e.Key())
-			continue
-		}
-		job := &exportv1.Job{}
-		if err := proto.Unmarshal(e.Value(), job); err != nil {
-			return nil, fmt.Errorf("decode job %s: %w", e.Key(), err)
-		}
-		byKey[e.Key()] = job
-	}
-	var jobs []*exportv1.Job
-	for _, job := range byKey {
-		if keep(job) {
-			jobs = append(jobs, job)
-		}
-	}
-	slices.SortFunc(jobs, func(a, b *exportv1.Job) int {
-		if c := b.GetCreatedAt().AsTime().Compare(a.GetCreatedAt().AsTime()); c != 0 {
-			return c
-		}
-		return cmp.Compare(b.GetId(), a.GetId())
-	})
-	return jobs, nil
 }
 
 // Event is a status event: every exportv1 status message has a job id and
@@ -270,6 +208,14 @@ func (s *Store) apply(ctx context.Context, ev Event) (*exportv1.Job, bool, error
 			return nil, false, err
 		}
 		if !changed {
+			if _, replay := ev.(*exportv1.ExportRequested); replay {
+				// A job created before the index existed, or by a
+				// gateway that predates it, is indexed when its request
+				// comes back from the stream.
+				if err := s.ensureIndexed(ctx, job); err != nil {
+					return nil, false, err
+				}
+			}
 			return job, false, nil
 		}
 		data, err := proto.Marshal(next)
@@ -277,13 +223,23 @@ func (s *Store) apply(ctx context.Context, ev Event) (*exportv1.Job, bool, error
 			return nil, false, fmt.Errorf("marshal job %s: %w", id, err)
 		}
 		if job == nil {
+			// Index first: a job that exists is always listed, and an
+			// entry whose job never gets written is ignored by reads.
+			if err := s.writeIndex(ctx, next); err != nil {
+				return nil, false, err
+			}
 			_, err = s.kv.Create(ctx, id, data)
 		} else {
 			_, err = s.kv.Update(ctx, id, data, rev)
 		}
 		if err == nil {
-			if s.onTerminal != nil && !Terminal(job.GetState()) && Terminal(next.GetState()) {
-				s.onTerminal(ctx, next)
+			if !Terminal(job.GetState()) && Terminal(next.GetState()) {
+				if job != nil {
+					s.unindexFinished(ctx, next)
+				}
+				if s.onTerminal != nil {
+					s.onTerminal(ctx, next)
+				}
 			}
 			return next, true, nil
 		}

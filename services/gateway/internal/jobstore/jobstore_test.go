@@ -31,7 +31,9 @@ func newStore(t *testing.T) (*jobstore.Store, jetstream.KeyValue, *bustest.Serve
 	srv := bustest.Start(t)
 	kv, err := srv.JS.KeyValue(t.Context(), bus.BucketJobs)
 	require.NoError(t, err)
-	return jobstore.New(srv.JS, kv), kv, srv
+	store, err := jobstore.Open(t.Context(), srv.JS)
+	require.NoError(t, err)
+	return store, kv, srv
 }
 
 func newJob(id, owner string) *exportv1.Job {

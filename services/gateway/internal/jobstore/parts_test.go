@@ -87,8 +87,9 @@ func TestPlanParts(t *testing.T) {
 // TestPartsFollowTheirEvents applies one user-data download's events step by
 // step and checks every part and the job's overall progress after each.
 func TestPartsFollowTheirEvents(t *testing.T) {
-	_, kv, srv := newStore(t)
-	store := jobstore.New(srv.JS, kv, jobstore.WithRetention(48*time.Hour))
+	_, _, srv := newStore(t)
+	store, err := jobstore.Open(t.Context(), srv.JS, jobstore.WithRetention(48*time.Hour))
+	require.NoError(t, err)
 	ctx := t.Context()
 	const id = "job-parts"
 	require.NoError(t, create(ctx, store, userDataJob(id)))

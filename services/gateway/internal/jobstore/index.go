@@ -1,0 +1,541 @@
+package jobstore
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+)
+
+// The index (bucket bus.BucketJobIndex) answers every listing from keys
+// built for it, so a listing costs what the caller's own jobs cost and
+// never reads every job. Each key names one job; values are empty. The
+// families:
+//
+//	own.<owner>.<dialect>.<org>.<kind>.<inverted created_at>.<job id>
+//	org.<dialect>.<org>.<inverted created_at>.<job id>   (jobs with an organization)
+//	par.<parent>.<inverted created_at>.<job id>          (runs of a schedule)
+//	act.<owner>.<created_at>.<job id>                    (unfinished jobs)
+//	run.<kind>.<created_at>.<job id>                     (unfinished jobs)
+//
+// Owners, organizations and parents are hashed into a token; dialects and
+// kinds are used as they are when they form a token. Timestamps are
+// nanoseconds, 19 digits, the inverted ones counted down from MaxInt64 so
+// that newest sorts first.
+//
+// Entries are hints, verified against the job record on every read: an
+// entry counts only if the job exists and its own keys include the entry
+// (and, for act and run, the job has not ended). That is what keeps the
+// index consistent without a transaction:
+//
+//   - Store.apply writes a new job's entries before the job record, so a
+//     job that exists is always indexed; an entry whose create failed or
+//     lost a race names a missing or different job and is ignored, and
+//     purged once it is older than staleEntry.
+//   - act and run entries are purged when the job first becomes terminal;
+//     a purge lost to a crash leaves an entry that names an ended job,
+//     which reads ignore and purge.
+//   - Applying an ExportRequested that changes nothing (the copy from the
+//     stream) indexes its job if it is not yet: jobs created by a gateway
+//     that predates the index are picked up as their requests come back.
+//   - BuildIndex indexes every job of the old layout once, at start.
+//
+// The indexed fields (owner, dialect, organization, kind, parent,
+// created_at) are never changed by reduce, so a job's keys are fixed for
+// its life.
+
+const (
+	famOwner   = "own"
+	famOrg     = "org"
+	famParent  = "par"
+	famActive  = "act"
+	famRunning = "run"
+	// builtKey marks that BuildIndex has run to its end on this
+	// deployment.
+	builtKey = "meta.built"
+	// staleEntry is how long an entry may name a job that does not exist:
+	// Submit writes the job within submit.Timeout (15 s) of its entries.
+	staleEntry = 2 * time.Minute
+	// markerTTL is how long a purged entry leaves its marker: the index
+	// bucket keeps no tombstones, so a listing never reads the entries of
+	// jobs long ended.
+	markerTTL = time.Minute
+	// fetchers bounds the job reads one listing runs at once.
+	fetchers = 16
+)
+
+var plainToken = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
+
+func hashToken(s string) string {
+	if s == "" {
+		return "-"
+	}
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:16])
+}
+
+func nameToken(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if plainToken.MatchString(s) {
+		return s
+	}
+	return hashToken(s)
+}
+
+func kindToken(k exportv1.JobKind) string {
+	return nameToken(strings.ToLower(strings.TrimPrefix(k.String(), "JOB_KIND_")))
+}
+
+// stamp is a job's created_at in nanoseconds, clamped to what the
+// key layout can carry.
+func stamp(job *exportv1.Job) int64 {
+	ts := job.GetCreatedAt()
+	if !ts.IsValid() {
+		return 0
+	}
+	return max(ts.AsTime().UnixNano(), 0)
+}
+
+func forward(ns int64) string  { return fmt.Sprintf("%019d", ns) }
+func inverted(ns int64) string { return fmt.Sprintf("%019d", math.MaxInt64-ns) }
+
+// lastingKeys are the entries a job keeps for its life.
+func lastingKeys(job *exportv1.Job) []string {
+	inv, id := inverted(stamp(job)), job.GetId()
+	keys := []string{strings.Join([]string{famOwner, hashToken(job.GetOwnerId()), nameToken(job.GetDialect()),
+		hashToken(job.GetOrganizationId()), kindToken(job.GetKind()), inv, id}, ".")}
+	if org := job.GetOrganizationId(); org != "" {
+		keys = append(keys, strings.Join([]string{famOrg, nameToken(job.GetDialect()), hashToken(org), inv, id}, "."))
+	}
+	if p := job.GetParentId(); p != "" {
+		keys = append(keys, strings.Join([]string{famParent, hashToken(p), inv, id}, "."))
+	}
+	return keys
+}
+
+// unfinishedKeys are the entries a job holds until it ends.
+func unfinishedKeys(job *exportv1.Job) []string {
+	fwd, id := forward(stamp(job)), job.GetId()
+	return []string{
+		strings.Join([]string{famActive, hashToken(job.GetOwnerId()), fwd, id}, "."),
+		strings.Join([]string{famRunning, kindToken(job.GetKind()), fwd, id}, "."),
+	}
+}
+
+// holds reports whether key is one of job's current entries.
+func holds(job *exportv1.Job, key string) bool {
+	if slices.Contains(lastingKeys(job), key) {
+		return true
+	}
+	return !Terminal(job.GetState()) && slices.Contains(unfinishedKeys(job), key)
+}
+
+// entry is an index key split into what listings sort and verify by.
+type entry struct {
+	key   string
+	stamp int64
+	id    string
+}
+
+// parseEntry reads the last two tokens of key: the (possibly inverted)
+// timestamp and the job id.
+func parseEntry(key string, inverted bool) (entry, bool) {
+	i := strings.LastIndexByte(key, '.')
+	if i < 0 {
+		return entry{}, false
+	}
+	j := strings.LastIndexByte(key[:i], '.')
+	n, err := strconv.ParseInt(key[j+1:i], 10, 64)
+	if err != nil || n < 0 {
+		return entry{}, false
+	}
+	if inverted {
+		n = math.MaxInt64 - n
+	}
+	return entry{key: key, stamp: n, id: key[i+1:]}, true
+}
+
+// newestFirst is the order of every listing: created_at descending, then
+// id descending (as jobs were always listed).
+func newestFirst(a, b entry) int {
+	if c := cmp.Compare(b.stamp, a.stamp); c != 0 {
+		return c
+	}
+	return cmp.Compare(b.id, a.id)
+}
+
+// writeIndex puts job's entries: the lasting ones, and the unfinished ones
+// while the job runs. Puts are idempotent, so replicas and retries may
+// repeat them.
+func (s *Store) writeIndex(ctx context.Context, job *exportv1.Job) error {
+	keys := lastingKeys(job)
+	if !Terminal(job.GetState()) {
+		keys = append(keys, unfinishedKeys(job)...)
+	}
+	for _, k := range keys {
+		if _, err := s.index.Put(ctx, k, nil); err != nil {
+			return fmt.Errorf("index job %s: %w", job.GetId(), err)
+		}
+	}
+	return nil
+}
+
+// ensureIndexed indexes job unless its owner entry is there already.
+func (s *Store) ensureIndexed(ctx context.Context, job *exportv1.Job) error {
+	_, err := s.index.Get(ctx, lastingKeys(job)[0])
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("index job %s: %w", job.GetId(), err)
+	}
+	return s.writeIndex(ctx, job)
+}
+
+// unindexFinished purges the entries a job holds only while it runs.
+// A failure leaves entries that reads recognise as stale and purge, so
+// it is not reported.
+func (s *Store) unindexFinished(ctx context.Context, job *exportv1.Job) {
+	for _, k := range unfinishedKeys(job) {
+		s.purge(ctx, k)
+	}
+}
+
+func (s *Store) purge(ctx context.Context, key string) {
+	_ = s.index.Purge(ctx, key, jetstream.PurgeTTL(markerTTL))
+}
+
+// listEntries returns the index entries under filter.
+func (s *Store) listEntries(ctx context.Context, filter string, inverted bool) ([]entry, error) {
+	lister, err := s.index.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("list index %s: %w", filter, err)
+	}
+	defer func() { _ = lister.Stop() }()
+	seen := map[string]bool{}
+	var out []entry
+	for k := range lister.Keys() {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if e, ok := parseEntry(k, inverted); ok {
+			out = append(out, e)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list index %s: %w", filter, err)
+	}
+	return out, nil
+}
+
+// fetch reads the jobs of entries concurrently and returns, in the same
+// order, each job that the entry truly names (nil for the others).
+// Entries found stale are purged on the way.
+func (s *Store) fetch(ctx context.Context, entries []entry) ([]*exportv1.Job, error) {
+	jobs := make([]*exportv1.Job, len(entries))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fetchers)
+	now := s.now()
+	for i, e := range entries {
+		g.Go(func() error {
+			job, _, err := s.get(gctx, e.id)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				if now.Sub(time.Unix(0, e.stamp)) > staleEntry {
+					s.purge(gctx, e.key)
+				}
+				return nil
+			case err != nil:
+				return err
+			}
+			if !holds(job, e.key) {
+				s.purge(gctx, e.key)
+				return nil
+			}
+			jobs[i] = job
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return jobs, nil
+}
+
+// Scope names a set of jobs the index lists.
+//
+//   - Owner alone: every job of the owner, any dialect and organization.
+//   - Owner and Dialect: the owner's jobs of that dialect in Organization
+//     ("" meaning jobs of no organization).
+//   - Dialect and Organization without Owner: every owner's jobs of that
+//     dialect in the organization (an administrator's view).
+//   - Parent: the runs of one schedule.
+//
+// Kind, when set, narrows any of them to one job kind.
+type Scope struct {
+	Owner        string
+	Dialect      string
+	Organization string
+	Kind         exportv1.JobKind
+	Parent       string
+}
+
+func (sc Scope) filter() (string, error) {
+	kind := "*"
+	if sc.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED {
+		kind = kindToken(sc.Kind)
+	}
+	switch {
+	case sc.Parent != "":
+		return famParent + "." + hashToken(sc.Parent) + ".>", nil
+	case sc.Owner != "" && sc.Dialect == "":
+		return strings.Join([]string{famOwner, hashToken(sc.Owner), "*", "*", kind, ">"}, "."), nil
+	case sc.Owner != "":
+		return strings.Join([]string{famOwner, hashToken(sc.Owner), nameToken(sc.Dialect), hashToken(sc.Organization), kind, ">"}, "."), nil
+	case sc.Dialect != "" && sc.Organization != "":
+		return strings.Join([]string{famOrg, nameToken(sc.Dialect), hashToken(sc.Organization), ">"}, "."), nil
+	}
+	return "", fmt.Errorf("jobstore: scope %+v names no index", sc)
+}
+
+// matches checks what the filter cannot: tokens are hashes, so the job
+// itself decides.
+func (sc Scope) matches(job *exportv1.Job) bool {
+	switch {
+	case sc.Parent != "" && job.GetParentId() != sc.Parent:
+		return false
+	case sc.Owner != "" && job.GetOwnerId() != sc.Owner:
+		return false
+	case sc.Dialect != "" && (job.GetDialect() != sc.Dialect || job.GetOrganizationId() != sc.Organization):
+		return false
+	case sc.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED && job.GetKind() != sc.Kind:
+		return false
+	}
+	return true
+}
+
+// Query is one listing: the jobs of Scope that Keep accepts (nil: all),
+// newest first, the first Limit of them (0: all) after the cursor After
+// ("" : from the newest).
+type Query struct {
+	Scope
+	Keep  func(*exportv1.Job) bool
+	After string
+	Limit int
+}
+
+// ErrBadCursor is returned by Find for an After it did not hand out.
+var ErrBadCursor = errors.New("jobstore: invalid cursor")
+
+// cursor encodes the position of e; only the order of entries matters, so
+// a cursor stays valid when the job it names goes away.
+func cursor(e entry) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(e.stamp, 10) + "." + e.id))
+}
+
+func parseCursor(c string) (entry, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return entry{}, ErrBadCursor
+	}
+	ts, id, ok := strings.Cut(string(b), ".")
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if !ok || err != nil || !ValidID(id) {
+		return entry{}, ErrBadCursor
+	}
+	return entry{stamp: n, id: id}, nil
+}
+
+// Find lists the jobs q asks for, newest first. next is the cursor of the
+// following page, "" when this page is the last. It reads the index
+// entries of q's scope and then only as many jobs as the page needs (all
+// of the scope's when Keep must see them), so its cost is bounded by the
+// scope's own jobs whatever the rest of the projection holds.
+func (s *Store) Find(ctx context.Context, q Query) (jobs []*exportv1.Job, next string, err error) {
+	filter, err := q.filter()
+	if err != nil {
+		return nil, "", err
+	}
+	entries, err := s.listEntries(ctx, filter, true)
+	if err != nil {
+		return nil, "", err
+	}
+	slices.SortFunc(entries, newestFirst)
+	if q.After != "" {
+		after, err := parseCursor(q.After)
+		if err != nil {
+			return nil, "", err
+		}
+		i, _ := slices.BinarySearchFunc(entries, after, newestFirst)
+		if i < len(entries) && newestFirst(entries[i], after) == 0 {
+			i++
+		}
+		entries = entries[i:]
+	}
+	for len(entries) > 0 && (q.Limit == 0 || len(jobs) < q.Limit) {
+		n := len(entries)
+		if q.Limit > 0 {
+			n = min(n, max(q.Limit-len(jobs), fetchers))
+		}
+		batch, err := s.fetch(ctx, entries[:n])
+		if err != nil {
+			return nil, "", fmt.Errorf("list jobs: %w", err)
+		}
+		for i, job := range batch {
+			if job == nil || !q.matches(job) || (q.Keep != nil && !q.Keep(job)) {
+				continue
+			}
+			jobs = append(jobs, job)
+			if q.Limit > 0 && len(jobs) == q.Limit {
+				if i+1 < len(entries) {
+					next = cursor(entries[i])
+				}
+				return jobs, next, nil
+			}
+		}
+		entries = entries[n:]
+	}
+	return jobs, "", nil
+}
+
+// List returns ownerID's jobs, newest first.
+func (s *Store) List(ctx context.Context, ownerID string) ([]*exportv1.Job, error) {
+	if ownerID == "" {
+		return nil, nil
+	}
+	jobs, _, err := s.Find(ctx, Query{Scope: Scope{Owner: ownerID}})
+	return jobs, err
+}
+
+// Unfinished returns the jobs that have not ended, oldest first: those of
+// ownerID, or every owner's when ownerID is "", narrowed to kind unless it
+// is unspecified. Its cost is bounded by the unfinished jobs it names.
+func (s *Store) Unfinished(ctx context.Context, ownerID string, kind exportv1.JobKind) ([]*exportv1.Job, error) {
+	filter := famRunning + ".>"
+	switch {
+	case ownerID != "":
+		filter = famActive + "." + hashToken(ownerID) + ".>"
+	case kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED:
+		filter = famRunning + "." + kindToken(kind) + ".>"
+	}
+	entries, err := s.listEntries(ctx, filter, false)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return newestFirst(b, a) })
+	batch, err := s.fetch(ctx, entries)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished jobs: %w", err)
+	}
+	scope := Scope{Owner: ownerID, Kind: kind}
+	var jobs []*exportv1.Job
+	seen := map[string]bool{}
+	for _, job := range batch {
+		if job == nil || seen[job.GetId()] || !scope.matches(job) {
+			continue
+		}
+		seen[job.GetId()] = true
+		jobs = append(jobs, job)
+	}
+	return jobs, nil
+}
+
+// BuildIndex indexes every job of the bucket unless that was done before
+// on this deployment: the one-time migration of a projection written
+// before the index existed. It reads every job once, so it runs at start,
+// never on a request. It is idempotent and safe to run on several
+// replicas at once (every write is a Put of an empty entry; a job that
+// ends meanwhile leaves at most a stale unfinished entry, which reads
+// purge). built reports whether this call did the work.
+func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
+	if _, err := s.index.Get(ctx, builtKey); err == nil {
+		return false, nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, fmt.Errorf("build index: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fetchers)
+	err = s.scan(gctx, func(job *exportv1.Job) {
+		g.Go(func() error { return s.writeIndex(gctx, job) })
+	})
+	if werr := g.Wait(); err == nil {
+		err = werr
+	}
+	if err != nil {
+		return false, fmt.Errorf("build index: %w", err)
+	}
+	if _, err := s.index.Put(ctx, builtKey, []byte(s.now().UTC().Format(time.RFC3339))); err != nil {
+		return false, fmt.Errorf("build index: %w", err)
+	}
+	return true, nil
+}
+
+// scan calls fn with every job of the bucket, one at a time, holding none
+// of them. The watcher's "initial values done" marker is not trusted: a
+// key updated while the watch starts loses its older entry (history 1)
+// and the marker can come before the newer one. Every message is
+// delivered in stream order, and the message that was last when the scan
+// began is either still current or superseded by a newer one, so the scan
+// ends once it has seen a revision at least that sequence.
+func (s *Store) scan(ctx context.Context, fn func(*exportv1.Job)) error {
+	stream, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
+	if err != nil {
+		return err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return err
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	w, err := s.kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		var e jetstream.KeyValueEntry
+		var open bool
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, open = <-w.Updates():
+		}
+		if !open {
+			return errors.New("watch stopped")
+		}
+		if e == nil {
+			continue
+		}
+		if e.Operation() == jetstream.KeyValuePut {
+			job := &exportv1.Job{}
+			if err := proto.Unmarshal(e.Value(), job); err != nil {
+				return fmt.Errorf("decode job %s: %w", e.Key(), err)
+			}
+			fn(job)
+		}
+		if e.Revision() >= last {
+			return nil
+		}
+	}
+}

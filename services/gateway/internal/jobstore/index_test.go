@@ -1,0 +1,281 @@
+package jobstore_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/shared/bus"
+)
+
+func ids(jobs []*exportv1.Job) []string {
+	out := []string{}
+	for _, j := range jobs {
+		out = append(out, j.GetId())
+	}
+	return out
+}
+
+// scoped is a job of one dialect, organization and kind.
+func scoped(id, owner, dialect, org string, kind exportv1.JobKind, sec int) *exportv1.Job {
+	j := newJob(id, owner)
+	j.Dialect, j.OrganizationId, j.Kind, j.CreatedAt = dialect, org, kind, at(sec)
+	return j
+}
+
+// TestFindListsExactlyTheScope fills the projection with other owners'
+// jobs around alice's and checks that every listing answers exactly
+// alice's share, newest first, across dialects and organizations.
+func TestFindListsExactlyTheScope(t *testing.T) {
+	store, _, _ := newStore(t)
+	ctx := t.Context()
+	room, user, records := exportv1.JobKind_JOB_KIND_ROOM, exportv1.JobKind_JOB_KIND_USER_DATA, exportv1.JobKind_JOB_KIND_RECORDS
+	jobs := []*exportv1.Job{
+		scoped("a-rc-room", "alice", "rocketchat", "", room, 10),
+		scoped("a-rc-user", "alice", "rocketchat", "", user, 20),
+		scoped("a-rb-acme", "alice", "rebilly", "acme", records, 30),
+		scoped("a-rb-beta", "alice", "rebilly", "beta", records, 40),
+		scoped("a-native", "alice", "native", "", room, 50),
+		scoped("a-same-time-1", "alice", "rebilly", "acme", records, 60),
+		scoped("a-same-time-2", "alice", "rebilly", "acme", records, 60),
+		scoped("b-rb-acme", "bob", "rebilly", "acme", records, 35),
+		scoped("b-rc-user", "bob", "rocketchat", "", user, 25),
+		scoped("c-rb-beta", "carol", "rebilly", "beta", records, 45),
+	}
+	run := scoped("a-run", "alice", "rebilly", "acme", records, 70)
+	run.ParentId = "sched-1"
+	jobs = append(jobs, run)
+	for i := range 30 {
+		jobs = append(jobs, scoped(fmt.Sprintf("other-%02d", i), fmt.Sprintf("user-%d", i%5), "rebilly", "acme", records, i))
+	}
+	for _, j := range jobs {
+		require.NoError(t, create(ctx, store, j))
+	}
+
+	all, err := store.List(ctx, "alice")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a-run", "a-same-time-2", "a-same-time-1", "a-native", "a-rb-beta", "a-rb-acme", "a-rc-user", "a-rc-room"}, ids(all))
+
+	for _, tc := range []struct {
+		name  string
+		scope jobstore.Scope
+		want  []string
+	}{
+		{"owner in one organization", jobstore.Scope{Owner: "alice", Dialect: "rebilly", Organization: "acme"}, []string{"a-run", "a-same-time-2", "a-same-time-1", "a-rb-acme"}},
+		{"owner outside organizations", jobstore.Scope{Owner: "alice", Dialect: "rocketchat"}, []string{"a-rc-user", "a-rc-room"}},
+		{"owner and kind", jobstore.Scope{Owner: "alice", Kind: user}, []string{"a-rc-user"}},
+		{"organization, every owner", jobstore.Scope{Dialect: "rebilly", Organization: "beta"}, []string{"c-rb-beta", "a-rb-beta"}},
+		{"runs of a schedule", jobstore.Scope{Parent: "sched-1"}, []string{"a-run"}},
+		{"nobody's", jobstore.Scope{Owner: "dave"}, []string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, next, err := store.Find(ctx, jobstore.Query{Scope: tc.scope})
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, ids(got))
+			assert.Empty(t, next)
+		})
+	}
+
+	_, _, err = store.Find(ctx, jobstore.Query{})
+	require.Error(t, err, "a scope that names no index is refused, not a scan")
+}
+
+func TestFindPagesWithACursor(t *testing.T) {
+	store, kv, _ := newStore(t)
+	ctx := t.Context()
+	for i := range 7 {
+		id := fmt.Sprintf("job-%d", i)
+		require.NoError(t, create(ctx, store, scoped(id, "alice", "native", "", exportv1.JobKind_JOB_KIND_ROOM, i%3)))
+		require.NoError(t, create(ctx, store, scoped("bob-"+id, "bob", "native", "", exportv1.JobKind_JOB_KIND_ROOM, i)))
+	}
+	// Newest first, ties by id descending.
+	want := []string{"job-5", "job-2", "job-4", "job-1", "job-6", "job-3", "job-0"}
+
+	var got []string
+	after := ""
+	for page := 0; ; page++ {
+		require.Less(t, page, 10, "the cursor must move")
+		jobs, next, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: after, Limit: 3})
+		require.NoError(t, err)
+		assert.LessOrEqual(t, len(jobs), 3)
+		got = append(got, ids(jobs)...)
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	assert.Equal(t, want, got)
+
+	// A cursor stays valid when the job it names goes away.
+	first, next, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, Limit: 2})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"job-5", "job-2"}, ids(first))
+	require.NoError(t, kv.Delete(ctx, "job-2"))
+	rest, _, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: next, Limit: 2})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"job-4", "job-1"}, ids(rest))
+
+	_, _, err = store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: "not a cursor!"})
+	require.ErrorIs(t, err, jobstore.ErrBadCursor)
+}
+
+func TestUnfinishedFollowsTheJobs(t *testing.T) {
+	store, _, _ := newStore(t)
+	ctx := t.Context()
+	user := exportv1.JobKind_JOB_KIND_USER_DATA
+	for i, owner := range []string{"alice", "bob", "alice", "carol"} {
+		require.NoError(t, create(ctx, store, scoped(fmt.Sprintf("u-%d", i), owner, "rocketchat", "", user, i)))
+	}
+	require.NoError(t, create(ctx, store, scoped("room-0", "alice", "rocketchat", "", exportv1.JobKind_JOB_KIND_ROOM, 9)))
+
+	mine, err := store.Unfinished(ctx, "alice", 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"u-0", "u-2", "room-0"}, ids(mine), "oldest first")
+	running, err := store.Unfinished(ctx, "", user)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"u-0", "u-1", "u-2", "u-3"}, ids(running))
+
+	_, err = store.Apply(ctx, completed("u-0", 20))
+	require.NoError(t, err)
+	_, err = store.Apply(ctx, canceled("u-1", 21))
+	require.NoError(t, err)
+	mine, err = store.Unfinished(ctx, "alice", user)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"u-2"}, ids(mine))
+	running, err = store.Unfinished(ctx, "", 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"u-2", "u-3", "room-0"}, ids(running))
+	all, err := store.List(ctx, "alice")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"room-0", "u-2", "u-0"}, ids(all), "ended jobs stay listed")
+}
+
+// TestStaleEntriesAreIgnoredAndRepaired writes the entries a crash would
+// leave behind: one for a job that was never written and the unfinished
+// ones of a job that ended.
+func TestStaleEntriesAreIgnoredAndRepaired(t *testing.T) {
+	_, _, srv := newStore(t)
+	ctx := t.Context()
+	now := t0.Add(time.Hour)
+	store, err := jobstore.Open(ctx, srv.JS, jobstore.WithClock(func() time.Time { return now }))
+	require.NoError(t, err)
+	index, err := srv.JS.KeyValue(ctx, bus.BucketJobIndex)
+	require.NoError(t, err)
+
+	require.NoError(t, create(ctx, store, newJob("ended", "alice")))
+	before, err := index.Keys(ctx)
+	require.NoError(t, err)
+	_, err = store.Apply(ctx, completed("ended", 5))
+	require.NoError(t, err)
+	// The crash: the unfinished entries come back after the job ended.
+	for _, k := range before {
+		_, err := index.Put(ctx, k, nil)
+		require.NoError(t, err)
+	}
+	// A create that wrote its entries and died before the job: copy the
+	// ended job's owner entry under another id.
+	var ghost string
+	for _, k := range before {
+		if k[:4] == "own." {
+			ghost = k[:len(k)-len("ended")] + "ghost"
+		}
+	}
+	require.NotEmpty(t, ghost)
+	_, err = index.Put(ctx, ghost, nil)
+	require.NoError(t, err)
+
+	unfinished, err := store.Unfinished(ctx, "alice", 0)
+	require.NoError(t, err)
+	assert.Empty(t, unfinished)
+	unfinished, err = store.Unfinished(ctx, "", 0)
+	require.NoError(t, err)
+	assert.Empty(t, unfinished)
+	list, err := store.List(ctx, "alice")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"ended"}, ids(list))
+
+	after, err := index.Keys(ctx)
+	require.NoError(t, err)
+	assert.Len(t, after, 1, "the stale entries were purged, the owner entry stays: %v", after)
+}
+
+// TestBuildIndexMigratesTheOldLayout writes jobs the way a gateway without
+// the index did (straight into the jobs bucket) and checks that the
+// one-time build at start makes them listable, once, with replicas
+// racing, and that a request replayed from the stream indexes its job too.
+func TestBuildIndexMigratesTheOldLayout(t *testing.T) {
+	_, kv, srv := newStore(t)
+	ctx := t.Context()
+	var want []string
+	for i := range 40 {
+		j := newJob(fmt.Sprintf("old-%02d", i), []string{"alice", "bob"}[i%2])
+		j.CreatedAt = at(i)
+		if i%4 == 0 {
+			j.State = exportv1.JobState_JOB_STATE_COMPLETED
+		}
+		data, err := proto.Marshal(j)
+		require.NoError(t, err)
+		_, err = kv.Create(ctx, j.GetId(), data)
+		require.NoError(t, err)
+		if i%2 == 0 {
+			want = append([]string{j.GetId()}, want...)
+		}
+	}
+	replicas := make([]*jobstore.Store, 2)
+	for i := range replicas {
+		var err error
+		replicas[i], err = jobstore.Open(ctx, srv.JS)
+		require.NoError(t, err)
+	}
+	before, err := replicas[0].List(ctx, "alice")
+	require.NoError(t, err)
+	assert.Empty(t, before, "the old layout has no index")
+
+	var wg sync.WaitGroup
+	builtBy := make([]bool, len(replicas))
+	for i, r := range replicas {
+		wg.Go(func() {
+			var err error
+			builtBy[i], err = r.BuildIndex(ctx)
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	assert.Contains(t, builtBy, true)
+	again, err := replicas[1].BuildIndex(ctx)
+	require.NoError(t, err)
+	assert.False(t, again, "the build runs once per deployment")
+
+	for _, r := range replicas {
+		got, err := r.List(ctx, "alice")
+		require.NoError(t, err)
+		assert.Equal(t, want, ids(got))
+	}
+	unfinished, err := replicas[0].Unfinished(ctx, "bob", 0)
+	require.NoError(t, err)
+	assert.Len(t, unfinished, 20)
+	unfinished, err = replicas[0].Unfinished(ctx, "alice", 0)
+	require.NoError(t, err)
+	assert.Len(t, unfinished, 10, "completed jobs hold no unfinished entry")
+
+	// A job an old gateway creates after the build is indexed when its
+	// request comes back through the projection.
+	late := newJob("late", "alice")
+	late.CreatedAt = at(100)
+	data, err := proto.Marshal(late)
+	require.NoError(t, err)
+	_, err = kv.Create(ctx, "late", data)
+	require.NoError(t, err)
+	_, err = replicas[0].Apply(ctx, requested(late))
+	require.NoError(t, err)
+	got, err := replicas[1].List(ctx, "alice")
+	require.NoError(t, err)
+	assert.Equal(t, append([]string{"late"}, want...), ids(got))
+}
