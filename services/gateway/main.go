@@ -187,6 +187,13 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	if err != nil {
 		return infra.Parts{}, err
 	}
+	// Jobs of a projection older than its index become listable before
+	// this replica serves (once per deployment).
+	if built, err := jobs.BuildIndex(ctx); err != nil {
+		return infra.Parts{}, err
+	} else if built {
+		log.InfoContext(ctx, "job index built from the projection")
+	}
 	authz, err := auth.Open(ctx, inf.JS)
 	if err != nil {
 		return infra.Parts{}, err
@@ -213,7 +220,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	}
 	schedules := schedule.NewStore(kvs[bus.BucketSchedules], schedule.WithMaxPerOwner(c.MaxSchedules))
 	rebillyAPI := rebilly.New(rebilly.Config{
-		Directory: authz.Directory, Jobs: jobs, JobsKV: kvs[bus.BucketJobs], Schedules: schedules, Submitter: submitter,
+		Directory: authz.Directory, Jobs: jobs, Schedules: schedules, Submitter: submitter,
 		Links: signer, Blob: inf.Blob, ExportBucket: common.ExportBucket, PublicURL: c.PublicURL, Location: c.Location, Logger: log,
 		Limits: rebilly.Limits{
 			MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,

@@ -202,7 +202,7 @@ func New(tb testing.TB, o Options) *Env {
 				DataDownloadInterval: DataDownloadInterval, Now: e.Clock.Now, Logger: logger,
 			}),
 			rebilly.New(rebilly.Config{
-				Directory: e.Auth.Directory, Jobs: jobs, JobsKV: e.KV(tb, bus.BucketJobs), Schedules: schedules,
+				Directory: e.Auth.Directory, Jobs: jobs, Schedules: schedules,
 				Submitter: submitter, Links: signer, Blob: store, ExportBucket: ExportBucket, PublicURL: e.URL,
 				Now: e.Clock.Now, Logger: logger,
 			}),

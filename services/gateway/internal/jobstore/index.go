@@ -364,25 +364,40 @@ func parseCursor(c string) (entry, error) {
 	return entry{stamp: n, id: id}, nil
 }
 
-// Find lists the jobs q asks for, newest first. next is the cursor of the
-// following page, "" when this page is the last. It reads the index
+// Page is one answer of Find.
+type Page struct {
+	// Jobs are the page's jobs, newest first.
+	Jobs []*exportv1.Job
+	// Next is the cursor of the following page, "" when this page is the
+	// last.
+	Next string
+	// Total is how many index entries the scope holds: the number of its
+	// jobs (before Keep), read without reading them. An entry is written
+	// just before its job, so while a create is in flight, or after it
+	// failed until its entry is purged, Total may count one job the pages
+	// do not show.
+	Total int
+}
+
+// Find lists the jobs q asks for, newest first. It reads the index
 // entries of q's scope and then only as many jobs as the page needs (all
 // of the scope's when Keep must see them), so its cost is bounded by the
 // scope's own jobs whatever the rest of the projection holds.
-func (s *Store) Find(ctx context.Context, q Query) (jobs []*exportv1.Job, next string, err error) {
+func (s *Store) Find(ctx context.Context, q Query) (Page, error) {
 	filter, err := q.filter()
 	if err != nil {
-		return nil, "", err
+		return Page{}, err
 	}
 	entries, err := s.listEntries(ctx, filter, true)
 	if err != nil {
-		return nil, "", err
+		return Page{}, err
 	}
+	page := Page{Total: len(entries)}
 	slices.SortFunc(entries, newestFirst)
 	if q.After != "" {
 		after, err := parseCursor(q.After)
 		if err != nil {
-			return nil, "", err
+			return Page{}, err
 		}
 		i, _ := slices.BinarySearchFunc(entries, after, newestFirst)
 		if i < len(entries) && newestFirst(entries[i], after) == 0 {
@@ -390,30 +405,30 @@ func (s *Store) Find(ctx context.Context, q Query) (jobs []*exportv1.Job, next s
 		}
 		entries = entries[i:]
 	}
-	for len(entries) > 0 && (q.Limit == 0 || len(jobs) < q.Limit) {
+	for len(entries) > 0 && (q.Limit == 0 || len(page.Jobs) < q.Limit) {
 		n := len(entries)
 		if q.Limit > 0 {
-			n = min(n, max(q.Limit-len(jobs), fetchers))
+			n = min(n, max(q.Limit-len(page.Jobs), fetchers))
 		}
 		batch, err := s.fetch(ctx, entries[:n])
 		if err != nil {
-			return nil, "", fmt.Errorf("list jobs: %w", err)
+			return Page{}, fmt.Errorf("list jobs: %w", err)
 		}
 		for i, job := range batch {
 			if job == nil || !q.matches(job) || (q.Keep != nil && !q.Keep(job)) {
 				continue
 			}
-			jobs = append(jobs, job)
-			if q.Limit > 0 && len(jobs) == q.Limit {
+			page.Jobs = append(page.Jobs, job)
+			if q.Limit > 0 && len(page.Jobs) == q.Limit {
 				if i+1 < len(entries) {
-					next = cursor(entries[i])
+					page.Next = cursor(entries[i])
 				}
-				return jobs, next, nil
+				return page, nil
 			}
 		}
 		entries = entries[n:]
 	}
-	return jobs, "", nil
+	return page, nil
 }
 
 // List returns ownerID's jobs, newest first.
@@ -421,8 +436,8 @@ func (s *Store) List(ctx context.Context, ownerID string) ([]*exportv1.Job, erro
 	if ownerID == "" {
 		return nil, nil
 	}
-	jobs, _, err := s.Find(ctx, Query{Scope: Scope{Owner: ownerID}})
-	return jobs, err
+	page, err := s.Find(ctx, Query{Scope: Scope{Owner: ownerID}})
+	return page.Jobs, err
 }
 
 // Unfinished returns the jobs that have not ended, oldest first: those of

@@ -76,14 +76,15 @@ func TestFindListsExactlyTheScope(t *testing.T) {
 		{"nobody's", jobstore.Scope{Owner: "dave"}, []string{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, next, err := store.Find(ctx, jobstore.Query{Scope: tc.scope})
+			page, err := store.Find(ctx, jobstore.Query{Scope: tc.scope})
 			require.NoError(t, err)
-			assert.Equal(t, tc.want, ids(got))
-			assert.Empty(t, next)
+			assert.Equal(t, tc.want, ids(page.Jobs))
+			assert.Empty(t, page.Next)
+			assert.Equal(t, len(tc.want), page.Total)
 		})
 	}
 
-	_, _, err = store.Find(ctx, jobstore.Query{})
+	_, err = store.Find(ctx, jobstore.Query{})
 	require.Error(t, err, "a scope that names no index is refused, not a scan")
 }
 
@@ -102,27 +103,28 @@ func TestFindPagesWithACursor(t *testing.T) {
 	after := ""
 	for page := 0; ; page++ {
 		require.Less(t, page, 10, "the cursor must move")
-		jobs, next, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: after, Limit: 3})
+		page, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: after, Limit: 3})
 		require.NoError(t, err)
-		assert.LessOrEqual(t, len(jobs), 3)
-		got = append(got, ids(jobs)...)
-		if next == "" {
+		assert.LessOrEqual(t, len(page.Jobs), 3)
+		assert.Equal(t, 7, page.Total)
+		got = append(got, ids(page.Jobs)...)
+		if page.Next == "" {
 			break
 		}
-		after = next
+		after = page.Next
 	}
 	assert.Equal(t, want, got)
 
 	// A cursor stays valid when the job it names goes away.
-	first, next, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, Limit: 2})
+	first, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, Limit: 2})
 	require.NoError(t, err)
-	assert.Equal(t, []string{"job-5", "job-2"}, ids(first))
+	assert.Equal(t, []string{"job-5", "job-2"}, ids(first.Jobs))
 	require.NoError(t, kv.Delete(ctx, "job-2"))
-	rest, _, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: next, Limit: 2})
+	rest, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: first.Next, Limit: 2})
 	require.NoError(t, err)
-	assert.Equal(t, []string{"job-4", "job-1"}, ids(rest))
+	assert.Equal(t, []string{"job-4", "job-1"}, ids(rest.Jobs))
 
-	_, _, err = store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: "not a cursor!"})
+	_, err = store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: "not a cursor!"})
 	require.ErrorIs(t, err, jobstore.ErrBadCursor)
 }
 

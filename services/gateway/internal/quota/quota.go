@@ -530,9 +530,9 @@ func (l *Limiter) Active(ctx context.Context, principal string) ([]string, error
 	return ids, nil
 }
 
-// lister is the part of jobstore.Store ActiveJobs needs.
-type lister interface {
-	List(ctx context.Context, ownerID string) ([]*exportv1.Job, error)
+// unfinishedLister is the part of jobstore.Store ActiveJobs needs.
+type unfinishedLister interface {
+	Unfinished(ctx context.Context, ownerID string, kind exportv1.JobKind) ([]*exportv1.Job, error)
 }
 
 // ActiveCounter counts an owner's unfinished (non-terminal) jobs.
@@ -550,20 +550,15 @@ func (f ActiveCounterFunc) CountActive(ctx context.Context, ownerID string) (int
 
 // ActiveJobs counts an owner's non-terminal jobs in the projection, every
 // kind including scheduled runs, which hold no slot. The scheduler uses it
-// to skip a run while its owner is at the limit; it reads the whole jobs
-// bucket, so it stays off request paths, where the slot set answers.
-func ActiveJobs(jobs lister) ActiveCounter {
+// to skip a run while its owner is at the limit. It reads the owner's
+// unfinished jobs from the projection's index, so it costs what those
+// cost; on request paths the slot set answers in one read.
+func ActiveJobs(jobs unfinishedLister) ActiveCounter {
 	return ActiveCounterFunc(func(ctx context.Context, ownerID string) (int, error) {
-		list, err := jobs.List(ctx, ownerID)
+		list, err := jobs.Unfinished(ctx, ownerID, exportv1.JobKind_JOB_KIND_UNSPECIFIED)
 		if err != nil {
 			return 0, err
 		}
-		n := 0
-		for _, j := range list {
-			if !jobstore.Terminal(j.GetState()) {
-				n++
-			}
-		}
-		return n, nil
+		return len(list), nil
 	})
 }

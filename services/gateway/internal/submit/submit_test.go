@@ -41,7 +41,9 @@ func newRig(t *testing.T) *rig {
 	var err error
 	r.kv, err = r.nats.JS.KeyValue(t.Context(), bus.BucketJobs)
 	require.NoError(t, err)
-	r.jobs = jobstore.New(r.nats.JS, r.kv, jobstore.WithOnTerminal(func(_ context.Context, j *exportv1.Job) {
+	index, err := r.nats.JS.KeyValue(t.Context(), bus.BucketJobIndex)
+	require.NoError(t, err)
+	r.jobs = jobstore.New(r.nats.JS, r.kv, index, jobstore.WithOnTerminal(func(_ context.Context, j *exportv1.Job) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.ended = append(r.ended, j.GetId())

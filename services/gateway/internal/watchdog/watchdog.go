@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -51,7 +52,9 @@ type advisory struct {
 // Jobs is the part of jobstore.Store the watchdog uses: it reads the
 // projection and emits failures (publishes them and applies them at once).
 type Jobs interface {
-	Select(ctx context.Context, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error)
+	// Unfinished lists the jobs that have not ended (of every owner for
+	// ownerID "", of every kind for kind unspecified).
+	Unfinished(ctx context.Context, ownerID string, kind exportv1.JobKind) ([]*exportv1.Job, error)
 	Emit(ctx context.Context, pub jobstore.Publisher, ev jobstore.Event) (*exportv1.Job, error)
 }
 
@@ -200,20 +203,21 @@ func (w *Watchdog) handleAdvisory(ctx context.Context, data []byte) {
 // and returns their ids.
 func (w *Watchdog) Scan(ctx context.Context) ([]string, error) {
 	cutoff := w.opts.Now().Add(-w.opts.StuckAfter)
-	stuck, err := w.jobs.Select(ctx, func(j *exportv1.Job) bool {
+	unfinished, err := w.jobs.Unfinished(ctx, "", exportv1.JobKind_JOB_KIND_UNSPECIFIED)
+	if err != nil {
+		return nil, fmt.Errorf("select stuck jobs: %w", err)
+	}
+	stuck := slices.DeleteFunc(unfinished, func(j *exportv1.Job) bool {
 		// A recurring definition waits for its next occurrence by design.
 		if jobstore.Terminal(j.GetState()) || j.GetRecurrence() != nil {
-			return false
+			return true
 		}
 		last := j.GetUpdatedAt()
 		if last == nil {
 			last = j.GetCreatedAt()
 		}
-		return last != nil && last.AsTime().Before(cutoff)
+		return last == nil || !last.AsTime().Before(cutoff)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("select stuck jobs: %w", err)
-	}
 	var ids []string
 	var errs []error
 	for _, j := range stuck {

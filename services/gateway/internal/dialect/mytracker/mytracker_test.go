@@ -56,11 +56,10 @@ func newEnv(t *testing.T) *env {
 	}
 	a, err := auth.NewKeyAuthenticator(users, auth.KeyConfig{})
 	require.NoError(t, err)
-	jobsKV, err := nats.JS.KeyValue(ctx, bus.BucketJobs)
-	require.NoError(t, err)
 	counters, err := nats.JS.KeyValue(ctx, bus.BucketCounters)
 	require.NoError(t, err)
-	jobs := jobstore.New(nats.JS, jobsKV)
+	jobs, err := jobstore.Open(ctx, nats.JS)
+	require.NoError(t, err)
 	clock := func() time.Time { return now }
 	orgs, err := nats.JS.KeyValue(ctx, bus.BucketOrgMembers)
 	require.NoError(t, err)
@@ -91,7 +90,7 @@ func newEnv(t *testing.T) *env {
 	// The Rebilly dialect on the same bus, as in the gateway: its client
 	// ids must never reach raw-N.
 	rebilly.New(rebilly.Config{
-		Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: schedule.NewStore(schedules),
+		Directory: dir, Jobs: jobs, Schedules: schedule.NewStore(schedules),
 		Submitter: sub, Links: signer, PublicURL: "http://gw.test", Now: clock,
 	}).Routes(r)
 	srv := httptest.NewServer(r)

@@ -90,7 +90,16 @@ type fileView struct {
 type listView struct {
 	Items []exportView `json:"items"`
 	Total int          `json:"total"`
+	// Next is the cursor of the following page (after=), absent on the
+	// last one.
+	Next string `json:"next,omitempty"`
 }
+
+// Page sizes of GET /v1/exports.
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1000
+)
 
 const (
 	msgNotFound     = "export not found"
@@ -109,19 +118,36 @@ func (a *API) getExport(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// listExports implements GET /v1/exports: the caller's jobs, newest first.
+// listExports implements GET /v1/exports?limit=&after=: one page of the
+// caller's jobs, newest first; next is the after= of the following page.
+// The page is read from the projection's owner index, so its cost is that
+// of the caller's own jobs.
 func (a *API) listExports(w http.ResponseWriter, r *http.Request) {
 	u := a.user(w, r)
 	if u == nil {
 		return
 	}
-	jobs, err := a.Jobs.List(r.Context(), u.GetId())
-	if err != nil {
+	q := r.URL.Query()
+	limit := defaultListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLimit {
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer from 1 to %d", maxListLimit))
+			return
+		}
+		limit = n
+	}
+	page, err := a.Jobs.Find(r.Context(), jobstore.Query{Scope: jobstore.Scope{Owner: u.GetId()}, After: q.Get("after"), Limit: limit})
+	switch {
+	case errors.Is(err, jobstore.ErrBadCursor):
+		WriteError(w, http.StatusBadRequest, "after must be the next of a previous page")
+		return
+	case err != nil:
 		a.internalError(w, r, "list jobs", err, "user_id", u.GetId())
 		return
 	}
-	out := listView{Items: make([]exportView, 0, len(jobs)), Total: len(jobs)}
-	for _, j := range jobs {
+	out := listView{Items: make([]exportView, 0, len(page.Jobs)), Total: page.Total, Next: page.Next}
+	for _, j := range page.Jobs {
 		out.Items = append(out.Items, a.view(j))
 	}
 	respond.JSON(w, http.StatusOK, out)

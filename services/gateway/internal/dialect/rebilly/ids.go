@@ -61,11 +61,11 @@ func (d *API) resolve(ctx context.Context, s scope, id string) (e entry, found b
 			if !s.sees(sched) {
 				continue
 			}
-			all, err := d.allJobs(ctx)
+			run, err := d.latestRun(ctx, key)
 			if err != nil {
 				return entry{}, false, err
 			}
-			return entry{job: sched, schedule: true, rev: rev, run: latestRuns(all)[key]}, true, nil
+			return entry{job: sched, schedule: true, rev: rev, run: run}, true, nil
 		case !errors.Is(err, schedule.ErrNotFound):
 			return entry{}, false, err
 		}

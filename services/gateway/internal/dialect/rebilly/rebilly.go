@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -56,7 +55,6 @@ type Config struct {
 	// authenticated before the dialect sees them (principal.From).
 	Directory *access.Directory
 	Jobs      *jobstore.Store
-	JobsKV    jetstream.KeyValue
 	Schedules *schedule.Store
 	Submitter *submit.Submitter
 	Links     *links.Signer
@@ -78,7 +76,6 @@ type Config struct {
 type API struct {
 	dir       *access.Directory
 	jobs      *jobstore.Store
-	jobsKV    jetstream.KeyValue
 	schedules *schedule.Store
 	submitter *submit.Submitter
 	links     *links.Signer
@@ -94,7 +91,7 @@ type API struct {
 // New returns the dialect.
 func New(cfg Config) *API {
 	d := &API{
-		dir: cfg.Directory, jobs: cfg.Jobs, jobsKV: cfg.JobsKV, schedules: cfg.Schedules, submitter: cfg.Submitter,
+		dir: cfg.Directory, jobs: cfg.Jobs, schedules: cfg.Schedules, submitter: cfg.Submitter,
 		links: cfg.Links, blob: cfg.Blob, exports: cfg.ExportBucket, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
 		loc: cfg.Location, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now,
 	}
@@ -569,32 +566,33 @@ func (d *API) internal(w http.ResponseWriter, r *http.Request, what string, err 
 	writeInternal(w)
 }
 
-// allJobs reads every job of the bucket.
-func (d *API) allJobs(ctx context.Context) ([]*exportv1.Job, error) {
-	w, err := d.jobsKV.WatchAll(ctx, jetstream.IgnoreDeletes())
+// scopedJobs reads the jobs s sees from the projection's index: the
+// caller's own in the organization, or, for an administrator, everyone's
+// in it. The cost is that of those jobs, never of the whole projection.
+func (d *API) scopedJobs(ctx context.Context, s scope) ([]*exportv1.Job, error) {
+	sc := jobstore.Scope{Owner: s.user.GetId(), Dialect: dialectName, Organization: s.org}
+	if s.admin() && s.org != "" {
+		sc.Owner = ""
+	}
+	page, err := d.jobs.Find(ctx, jobstore.Query{Scope: sc, Keep: s.sees})
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
-	var out []*exportv1.Job
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("list jobs: %w", ctx.Err())
-		case e := <-w.Updates():
-			if e == nil {
-				return out, nil
-			}
-			j := &exportv1.Job{}
-			if err := proto.Unmarshal(e.Value(), j); err != nil {
-				return nil, fmt.Errorf("decode job %s: %w", e.Key(), err)
-			}
-			out = append(out, j)
-		}
-	}
+	return page.Jobs, nil
 }
 
-// latestRuns maps schedule ids to their newest run.
+// latestRun is the newest run of the schedule id, or nil.
+func (d *API) latestRun(ctx context.Context, id string) (*exportv1.Job, error) {
+	page, err := d.jobs.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Parent: id}, Limit: 1})
+	if err != nil || len(page.Jobs) == 0 {
+		return nil, err
+	}
+	return page.Jobs[0], nil
+}
+
+// latestRuns maps schedule ids to their newest run among jobs (a
+// schedule's runs share its owner and organization, so a scope's jobs hold
+// the runs of the schedules it sees).
 func latestRuns(jobs []*exportv1.Job) map[string]*exportv1.Job {
 	out := map[string]*exportv1.Job{}
 	for _, j := range jobs {
@@ -651,7 +649,7 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 		return
 	}
 	ctx := r.Context()
-	jobs, err := d.allJobs(ctx)
+	jobs, err := d.scopedJobs(ctx, s)
 	if err != nil {
 		d.internal(w, r, "list jobs", err)
 		return

@@ -145,7 +145,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		admission = append(admission, submit.WithAdmission(limiter))
 		storeOpts = append(storeOpts, jobstore.WithOnTerminal(limiter.ReleaseTerminal))
 	}
-	jobs = jobstore.New(nats.JS, jobsKV, storeOpts...)
+	jobs = jobstore.New(nats.JS, jobsKV, kv(bus.BucketJobIndex), storeOpts...)
 	sched := schedule.NewStore(kv(bus.BucketSchedules), opts...)
 	// Everyone works for acme, where root administers exports; bob also
 	// for globex.
@@ -169,7 +169,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		require.NoError(t, store.EnsureBucket(ctx, assetBucket))
 	}
 	d := rebilly.New(rebilly.Config{
-		Directory: dir, Jobs: jobs, JobsKV: jobsKV, Schedules: sched, Limits: lim,
+		Directory: dir, Jobs: jobs, Schedules: sched, Limits: lim,
 		Submitter: submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock, admission...),
 		Links:     links.New(publicURL, []byte("secret"), time.Hour, clock),
 		Blob:      store, ExportBucket: exportBucket,
@@ -393,12 +393,13 @@ func project(t *testing.T, nats *bustest.Server, jobs *jobstore.Store) {
 // storedJob returns the job whose client id is clientID and owner owner.
 func (e *env) storedJob(t *testing.T, owner, clientID string) *exportv1.Job {
 	t.Helper()
-	got, err := e.jobs.Select(t.Context(), func(j *exportv1.Job) bool {
-		return j.GetOwnerId() == owner && j.GetClientId() == clientID
+	page, err := e.jobs.Find(t.Context(), jobstore.Query{
+		Scope: jobstore.Scope{Owner: owner},
+		Keep:  func(j *exportv1.Job) bool { return j.GetClientId() == clientID },
 	})
 	require.NoError(t, err)
-	require.Len(t, got, 1, "jobs of %s with client id %s", owner, clientID)
-	return got[0]
+	require.Len(t, page.Jobs, 1, "jobs of %s with client id %s", owner, clientID)
+	return page.Jobs[0]
 }
 
 func TestPutWithClientID(t *testing.T) {

@@ -150,18 +150,22 @@ func (d *API) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 	fullExport := r.URL.Query().Get("fullExport") == "true"
 	now := d.cfg.Now()
 
-	var running []time.Time
-	mine, err := d.cfg.Jobs.Select(ctx, func(j *exportv1.Job) bool {
-		if j.GetKind() != exportv1.JobKind_JOB_KIND_USER_DATA {
-			return false
-		}
-		if !jobstore.Terminal(j.GetState()) {
-			running = append(running, j.GetCreatedAt().AsTime())
-		}
-		return j.GetOwnerId() == user.GetId() && j.GetFullExport() == fullExport
+	// The caller's last operation of this kind comes from their own jobs,
+	// the queue ahead of it from the unfinished ones: both from the
+	// projection's index, never from every job.
+	mine, err := d.cfg.Jobs.Find(ctx, jobstore.Query{
+		Scope: jobstore.Scope{Owner: user.GetId(), Kind: exportv1.JobKind_JOB_KIND_USER_DATA},
+		Keep:  func(j *exportv1.Job) bool { return j.GetFullExport() == fullExport },
+		Limit: 1,
 	})
 	if err != nil {
 		d.log.ErrorContext(ctx, "list data downloads", "user_id", user.GetId(), "error", err)
+		writeInternal(w)
+		return
+	}
+	unfinished, err := d.cfg.Jobs.Unfinished(ctx, "", exportv1.JobKind_JOB_KIND_USER_DATA)
+	if err != nil {
+		d.log.ErrorContext(ctx, "list running data downloads", "error", err)
 		writeInternal(w)
 		return
 	}
@@ -169,16 +173,16 @@ func (d *API) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 	// requested before t: the queue ahead of an operation made at t.
 	pendingBefore := func(t time.Time) int {
 		n := 0
-		for _, c := range running {
-			if c.Before(t) {
+		for _, j := range unfinished {
+			if j.GetCreatedAt().AsTime().Before(t) {
 				n++
 			}
 		}
 		return n
 	}
 
-	if len(mine) > 0 && d.blocks(mine[0], now) {
-		last := mine[0]
+	if len(mine.Jobs) > 0 && d.blocks(mine.Jobs[0], now) {
+		last := mine.Jobs[0]
 		respond.JSON(w, http.StatusOK, dataDownloadOK{
 			Requested:                        false,
 			ExportOperation:                  d.operation(r, user, last),
