@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 )
@@ -162,6 +163,23 @@ func seedKV(ctx context.Context, js jetstream.JetStream, d *Dataset, log *slog.L
 		}
 		log.InfoContext(ctx, "seeded bucket", "bucket", b.name, "entries", len(b.entries), "written", written)
 	}
+	// Users are found by their API key's hash through the credentials
+	// index, written with them.
+	creds, err := js.KeyValue(ctx, bus.BucketCredentials)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", bus.BucketCredentials, err)
+	}
+	written := 0
+	for _, u := range d.Users {
+		did, err := access.IndexCredentials(ctx, creds, u.User)
+		if err != nil {
+			return err
+		}
+		if did {
+			written++
+		}
+	}
+	log.InfoContext(ctx, "seeded bucket", "bucket", bus.BucketCredentials, "written", written)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
@@ -155,6 +156,18 @@ func TestSeed(t *testing.T) {
 			assert.Equal(t, sum(u.AuthToken), got.GetAuthTokenSha256())
 			assert.False(t, bytes.Contains(e.Value(), []byte(u.AuthToken)), "clear auth token of %s stored", u.User.GetUsername())
 			assert.False(t, bytes.Contains(e.Value(), []byte(u.APIKey)), "clear API key of %s stored", u.User.GetUsername())
+		}
+		creds, err := nats.JS.KeyValue(ctx, bus.BucketCredentials)
+		require.NoError(t, err)
+		for _, u := range d.Users {
+			if u.APIKey == "" {
+				continue
+			}
+			key, ok := access.APIKeyEntry(sum(u.APIKey))
+			require.True(t, ok)
+			e, err := creds.Get(ctx, key)
+			require.NoError(t, err, "credential entry of %s", u.User.GetUsername())
+			assert.Equal(t, u.User.GetId(), string(e.Value()), "the API key's hash names its user")
 		}
 		rooms, err := nats.JS.KeyValue(ctx, bus.BucketRooms)
 		require.NoError(t, err)

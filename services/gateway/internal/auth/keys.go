@@ -15,6 +15,7 @@ import (
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/principal"
+	"dataport.dev/shared/access"
 )
 
 // KeyAuthenticator resolves the credentials of the Rebilly and myTracker
@@ -26,6 +27,7 @@ import (
 // apart. It is safe for concurrent use.
 type KeyAuthenticator struct {
 	users       jetstream.KeyValue
+	credentials jetstream.KeyValue
 	hsSecret    []byte
 	rsaKey      *rsa.PublicKey
 	methods     []string
@@ -62,11 +64,12 @@ type KeyConfig struct {
 	Now func() time.Time
 }
 
-// NewKeyAuthenticator returns a KeyAuthenticator over the users bucket. It
-// fails on an HS256 key shorter than MinHS256KeyBytes and on an
-// unparsable RS256 key.
-func NewKeyAuthenticator(users jetstream.KeyValue, cfg KeyConfig) (*KeyAuthenticator, error) {
-	a := &KeyAuthenticator{users: users, now: cfg.Now, issuer: cfg.Issuer, audience: cfg.Audience, maxLifetime: cfg.MaxLifetime}
+// NewKeyAuthenticator returns a KeyAuthenticator over the users bucket and
+// the credentials index (bus.BucketCredentials, see
+// access.IndexCredentials). It fails on an HS256 key shorter than
+// MinHS256KeyBytes and on an unparsable RS256 key.
+func NewKeyAuthenticator(users, credentials jetstream.KeyValue, cfg KeyConfig) (*KeyAuthenticator, error) {
+	a := &KeyAuthenticator{users: users, credentials: credentials, now: cfg.Now, issuer: cfg.Issuer, audience: cfg.Audience, maxLifetime: cfg.MaxLifetime}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -91,42 +94,82 @@ func NewKeyAuthenticator(users jetstream.KeyValue, cfg KeyConfig) (*KeyAuthentic
 	return a, nil
 }
 
-// APIKey returns the user whose API key this is. Keys are not indexed by
-// value, so every user is compared (in constant time each); the users
-// bucket is small and only the gateway reads it this way.
+// APIKey returns the user whose API key this is. The key's hash names
+// one entry of the credentials index, and that entry one user, whose
+// stored hash is then compared in constant time: one read per lookup
+// however many users there are. An entry left by a rotated key names a
+// user whose hash no longer matches, and is refused.
 func (a *KeyAuthenticator) APIKey(ctx context.Context, key string) (*sourcev1.User, error) {
 	if key == "" {
 		return nil, ErrUnauthenticated
 	}
-	want := []byte(TokenHash(key))
-	w, err := a.users.WatchAll(ctx, jetstream.IgnoreDeletes())
+	want := TokenHash(key)
+	entry, _ := access.APIKeyEntry(want)
+	e, err := a.credentials.Get(ctx, entry)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, ErrUnauthenticated
+	case err != nil:
+		return nil, fmt.Errorf("look up API key: %w", err)
+	}
+	u, err := a.user(ctx, string(e.Value()))
 	if err != nil {
-		return nil, fmt.Errorf("scan users: %w", err)
+		return nil, err
 	}
-	defer func() { _ = w.Stop() }()
-	var found *sourcev1.User
-	for {
-		var e jetstream.KeyValueEntry
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("scan users: %w", ctx.Err())
-		case e = <-w.Updates():
-		}
-		if e == nil {
-			break
-		}
-		u := &sourcev1.User{}
-		if err := proto.Unmarshal(e.Value(), u); err != nil || u.GetApiKeySha256() == "" {
-			continue
-		}
-		if subtle.ConstantTimeCompare(want, []byte(strings.ToLower(u.GetApiKeySha256()))) == 1 {
-			found = u
-		}
-	}
-	if found == nil {
+	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(u.GetApiKeySha256()))) != 1 {
 		return nil, ErrUnauthenticated
 	}
-	return found, nil
+	return u, nil
+}
+
+// user reads the user id names; a missing one is ErrUnauthenticated.
+func (a *KeyAuthenticator) user(ctx context.Context, id string) (*sourcev1.User, error) {
+	e, err := a.users.Get(ctx, id)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrInvalidKey):
+		return nil, ErrUnauthenticated
+	case err != nil:
+		return nil, fmt.Errorf("get user %s: %w", id, err)
+	}
+	u := &sourcev1.User{}
+	if err := proto.Unmarshal(e.Value(), u); err != nil {
+		return nil, fmt.Errorf("decode user %s: %w", id, err)
+	}
+	return u, nil
+}
+
+// IndexUsers writes the credential entries of every user (see
+// access.IndexCredentials) and returns how many it wrote. The gateway
+// runs it at start, so users written before the index existed, or by a
+// writer that does not index, can authenticate; it reads every user once
+// and is idempotent, so replicas may run it together.
+func (a *KeyAuthenticator) IndexUsers(ctx context.Context) (int, error) {
+	lister, err := a.users.ListKeys(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("index users: %w", err)
+	}
+	defer func() { _ = lister.Stop() }()
+	written := 0
+	for id := range lister.Keys() {
+		u, err := a.user(ctx, id)
+		if errors.Is(err, ErrUnauthenticated) {
+			continue
+		}
+		if err != nil {
+			return written, fmt.Errorf("index users: %w", err)
+		}
+		did, err := access.IndexCredentials(ctx, a.credentials, u)
+		if err != nil {
+			return written, fmt.Errorf("index users: %w", err)
+		}
+		if did {
+			written++
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return written, fmt.Errorf("index users: %w", err)
+	}
+	return written, nil
 }
 
 // Bearer verifies a JWT and returns the user its subject names. The
@@ -164,18 +207,7 @@ func (a *KeyAuthenticator) Bearer(ctx context.Context, token string) (*sourcev1.
 	if err != nil || claims.Subject == "" || a.tooLong(claims) {
 		return nil, ErrUnauthenticated
 	}
-	e, err := a.users.Get(ctx, claims.Subject)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrInvalidKey):
-		return nil, ErrUnauthenticated
-	case err != nil:
-		return nil, fmt.Errorf("get user %s: %w", claims.Subject, err)
-	}
-	u := &sourcev1.User{}
-	if err := proto.Unmarshal(e.Value(), u); err != nil {
-		return nil, fmt.Errorf("decode user %s: %w", claims.Subject, err)
-	}
-	return u, nil
+	return a.user(ctx, claims.Subject)
 }
 
 // tooLong reports whether a verified token is valid for longer than the

@@ -21,10 +21,10 @@ const hsSecret = "test-hs256-key-0123456789abcdefghij"
 var now = time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC)
 
 func TestNewKeyAuthenticatorRefusesShortHS256Key(t *testing.T) {
-	_, err := auth.NewKeyAuthenticator(nil, auth.KeyConfig{HS256Secret: strings.Repeat("k", auth.MinHS256KeyBytes-1)})
+	_, err := auth.NewKeyAuthenticator(nil, nil, auth.KeyConfig{HS256Secret: strings.Repeat("k", auth.MinHS256KeyBytes-1)})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "at least 32")
-	_, err = auth.NewKeyAuthenticator(nil, auth.KeyConfig{HS256Secret: strings.Repeat("k", auth.MinHS256KeyBytes)})
+	_, err = auth.NewKeyAuthenticator(nil, nil, auth.KeyConfig{HS256Secret: strings.Repeat("k", auth.MinHS256KeyBytes)})
 	assert.NoError(t, err)
 }
 
@@ -41,7 +41,7 @@ func TestBearerClaims(t *testing.T) {
 	_, err = users.Put(t.Context(), "alice", b)
 	require.NoError(t, err)
 
-	a, err := auth.NewKeyAuthenticator(users, auth.KeyConfig{
+	a, err := auth.NewKeyAuthenticator(users, nil, auth.KeyConfig{
 		HS256Secret: hsSecret,
 		Issuer:      "https://login.example.com",
 		Audience:    "dataport",
@@ -106,7 +106,7 @@ func TestBearerDefaultMaxLifetime(t *testing.T) {
 	require.NoError(t, err)
 	_, err = users.Put(t.Context(), "alice", b)
 	require.NoError(t, err)
-	a, err := auth.NewKeyAuthenticator(users, auth.KeyConfig{HS256Secret: hsSecret, Now: func() time.Time { return now }})
+	a, err := auth.NewKeyAuthenticator(users, nil, auth.KeyConfig{HS256Secret: hsSecret, Now: func() time.Time { return now }})
 	require.NoError(t, err)
 	sign := func(exp time.Duration) string {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "iat": now.Unix(), "exp": now.Add(exp).Unix()}).SignedString([]byte(hsSecret))

@@ -8,6 +8,7 @@ import (
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 )
@@ -92,4 +93,11 @@ func put(tb testing.TB, srv *bustest.Server, bucket, key string, m proto.Message
 	require.NoError(tb, err)
 	_, err = kv.Put(tb.Context(), key, data)
 	require.NoError(tb, err)
+	if u, ok := m.(*sourcev1.User); ok && bucket == bus.BucketUsers {
+		// As every writer of users does, index them.
+		index, err := srv.JS.KeyValue(tb.Context(), bus.BucketCredentials)
+		require.NoError(tb, err)
+		_, err = access.IndexCredentials(tb.Context(), index, u)
+		require.NoError(tb, err)
+	}
 }

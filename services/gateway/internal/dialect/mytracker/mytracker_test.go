@@ -54,7 +54,11 @@ func newEnv(t *testing.T) *env {
 		_, err := users.Put(ctx, id, b)
 		require.NoError(t, err)
 	}
-	a, err := auth.NewKeyAuthenticator(users, auth.KeyConfig{})
+	creds, err := nats.JS.KeyValue(ctx, bus.BucketCredentials)
+	require.NoError(t, err)
+	a, err := auth.NewKeyAuthenticator(users, creds, auth.KeyConfig{})
+	require.NoError(t, err)
+	_, err = a.IndexUsers(ctx)
 	require.NoError(t, err)
 	counters, err := nats.JS.KeyValue(ctx, bus.BucketCounters)
 	require.NoError(t, err)

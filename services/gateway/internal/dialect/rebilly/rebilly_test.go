@@ -128,7 +128,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	require.NoError(t, err)
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	clock := func() time.Time { return now }
-	a, err := auth.NewKeyAuthenticator(users, auth.KeyConfig{HS256Secret: hsSecret, RS256PublicKeyPEM: pemKey, Now: clock})
+	a, err := auth.NewKeyAuthenticator(users, kv(bus.BucketCredentials), auth.KeyConfig{HS256Secret: hsSecret, RS256PublicKeyPEM: pemKey, Now: clock})
+	require.NoError(t, err)
+	_, err = a.IndexUsers(ctx)
 	require.NoError(t, err)
 	jobsKV := kv(bus.BucketJobs)
 	var (
