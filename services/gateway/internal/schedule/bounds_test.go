@@ -210,3 +210,28 @@ func TestMaxSchedulesPerOwner(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, all, 4, "index keys are not schedules: a2, a3, done, b1")
 }
+
+func TestListOwnerAndIsHidden(t *testing.T) {
+	store := newStore(t)
+	ctx := t.Context()
+	for _, s := range []struct{ id, owner string }{{"a1", "alice"}, {"b1", "bob"}, {"a2", "alice"}} {
+		j := hourly(t, s.id)
+		j.OwnerId = s.owner
+		require.NoError(t, store.Create(ctx, j))
+	}
+	require.NoError(t, store.Delete(ctx, "a2"))
+	mine, err := store.ListOwner(ctx, "alice")
+	require.NoError(t, err)
+	require.Len(t, mine, 1)
+	assert.Equal(t, "a1", mine[0].GetId())
+	none, err := store.ListOwner(ctx, "carol")
+	require.NoError(t, err)
+	assert.Empty(t, none)
+
+	require.NoError(t, store.Hide(ctx, "job-1"))
+	for id, want := range map[string]bool{"job-1": true, "job-2": false, "bad.id": false} {
+		got, err := store.IsHidden(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, want, got, id)
+	}
+}

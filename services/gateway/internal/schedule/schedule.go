@@ -382,7 +382,7 @@ func hiddenKey(id string) string { return id + ".deleted" }
 
 // ownerPrefix starts the per-owner index keys
 // "owners.o<hex of owner id>.<schedule id>". They have three tokens, so
-// neither List ("*"), Hidden ("*.deleted") nor Delete's claim sweep
+// neither List ("*"), a hidden marker ("<id>.deleted") nor Delete's claim sweep
 // ("<id>.*") ever meets one; hex keeps any owner id a valid token.
 const ownerPrefix = "owners."
 
@@ -559,22 +559,53 @@ func (s *Store) List(ctx context.Context) ([]*exportv1.Job, error) {
 	return out, err
 }
 
+// ListOwner returns ownerID's schedules. It reads only that owner's index
+// keys and schedules.
+func (s *Store) ListOwner(ctx context.Context, ownerID string) ([]*exportv1.Job, error) {
+	keys, err := s.kv.ListKeysFiltered(ctx, ownerPrefix+ownerToken(ownerID)+".*")
+	if err != nil {
+		return nil, fmt.Errorf("list schedules: %w", err)
+	}
+	var ids []string
+	for k := range keys.Keys() {
+		ids = append(ids, k[strings.LastIndexByte(k, '.')+1:])
+	}
+	var out []*exportv1.Job
+	for _, id := range ids {
+		job, _, err := s.Get(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			// A stale index key (deleted schedule).
+		case err != nil:
+			return nil, err
+		case job.GetOwnerId() == ownerID:
+			out = append(out, job)
+		}
+	}
+	return out, nil
+}
+
+// IsHidden reports whether id was marked with Hide: one read.
+func (s *Store) IsHidden(ctx context.Context, id string) (bool, error) {
+	if id == "" || strings.ContainsAny(id, ".*> ") {
+		return false, nil
+	}
+	_, err := s.kv.Get(ctx, hiddenKey(id))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrInvalidKey):
+		return false, nil
+	}
+	return false, fmt.Errorf("hidden %s: %w", id, err)
+}
+
 // Hide marks a job as deleted for listings.
 func (s *Store) Hide(ctx context.Context, id string) error {
 	if _, err := s.kv.Put(ctx, hiddenKey(id), []byte{1}); err != nil {
 		return fmt.Errorf("hide %s: %w", id, err)
 	}
 	return nil
-}
-
-// Hidden returns the ids marked with Hide.
-func (s *Store) Hidden(ctx context.Context) (map[string]bool, error) {
-	out := map[string]bool{}
-	err := s.scan(ctx, "*.deleted", func(e jetstream.KeyValueEntry) error {
-		out[strings.TrimSuffix(e.Key(), ".deleted")] = true
-		return nil
-	})
-	return out, err
 }
 
 func (s *Store) scan(ctx context.Context, pattern string, fn func(jetstream.KeyValueEntry) error) error {

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -447,8 +448,44 @@ func (d *API) find(w http.ResponseWriter, r *http.Request, s scope, id string) (
 }
 
 func (d *API) hidden(ctx context.Context, id string) bool {
-	h, err := d.schedules.Hidden(ctx)
-	return err == nil && h[id]
+	h, err := d.schedules.IsHidden(ctx, id)
+	return err == nil && h
+}
+
+// visible drops the jobs deleted through this API (Hide), one read per
+// job, a few at a time: the cost of the caller's jobs, not of every job
+// ever deleted.
+func (d *API) visible(ctx context.Context, jobs []*exportv1.Job) ([]*exportv1.Job, error) {
+	hidden := make([]bool, len(jobs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, j := range jobs {
+		g.Go(func() error {
+			var err error
+			hidden[i], err = d.schedules.IsHidden(gctx, j.GetId())
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := jobs[:0:0]
+	for i, j := range jobs {
+		if !hidden[i] {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// scopedSchedules reads the schedules s may see: the caller's own from
+// the schedules' owner index; an administrator's organization-wide view
+// reads every schedule (schedules have no organization index yet).
+func (d *API) scopedSchedules(ctx context.Context, s scope) ([]*exportv1.Job, error) {
+	if s.admin() {
+		return d.schedules.List(ctx)
+	}
+	return d.schedules.ListOwner(ctx, s.user.GetId())
 }
 
 // remove implements DELETE /data-exports/{id}: a running export is
@@ -654,14 +691,9 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 		d.internal(w, r, "list jobs", err)
 		return
 	}
-	scheds, err := d.schedules.List(ctx)
+	scheds, err := d.scopedSchedules(ctx, s)
 	if err != nil {
 		d.internal(w, r, "list schedules", err)
-		return
-	}
-	hidden, err := d.schedules.Hidden(ctx)
-	if err != nil {
-		d.internal(w, r, "list deleted", err)
 		return
 	}
 	runs := latestRuns(jobs)
@@ -671,10 +703,13 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 			entries = append(entries, entry{job: sc, schedule: true, run: runs[sc.GetId()]})
 		}
 	}
-	for _, j := range jobs {
-		if s.sees(j) && !hidden[j.GetId()] {
-			entries = append(entries, entry{job: j})
-		}
+	shown, err := d.visible(ctx, jobs)
+	if err != nil {
+		d.internal(w, r, "list deleted", err)
+		return
+	}
+	for _, j := range shown {
+		entries = append(entries, entry{job: j})
 	}
 	expandUser := strings.Contains(q.Get("expand"), "user")
 	text := strings.ToLower(q.Get("q"))
