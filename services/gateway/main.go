@@ -207,12 +207,12 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	submitter := submit.New(jobs, pub, c.TaskSigner, nil, submit.WithAdmission(limiter))
 	signer := links.NewRotating(c.PublicURL, c.LinkKeys, c.LinkTTL, nil)
 	kvs := map[string]jetstream.KeyValue{}
-	for _, name := range []string{bus.BucketUsers, bus.BucketCredentials, bus.BucketJobs, bus.BucketSchedules, bus.BucketCounters} {
+	for _, name := range []string{bus.BucketUsers, bus.BucketUserIndex, bus.BucketJobs, bus.BucketSchedules, bus.BucketCounters} {
 		if kvs[name], err = inf.JS.KeyValue(ctx, name); err != nil {
 			return infra.Parts{}, fmt.Errorf("open bucket %s: %w", name, err)
 		}
 	}
-	keys, err := auth.NewKeyAuthenticator(kvs[bus.BucketUsers], kvs[bus.BucketCredentials], c.JWT)
+	keys, err := auth.NewKeyAuthenticator(kvs[bus.BucketUsers], kvs[bus.BucketUserIndex], c.JWT)
 	if err != nil {
 		// The HS256 key length was checked with the rest of the
 		// configuration, so what is left is the RS256 key.

@@ -101,25 +101,26 @@ var (
 // Directory reads users, rooms and memberships. It is safe for concurrent
 // use.
 type Directory struct {
-	users, rooms, memberships, orgMembers jetstream.KeyValue
+	users, rooms, memberships, orgMembers, index jetstream.KeyValue
 }
 
-// NewDirectory returns a Directory over the four buckets.
-func NewDirectory(users, rooms, memberships, orgMembers jetstream.KeyValue) *Directory {
-	return &Directory{users: users, rooms: rooms, memberships: memberships, orgMembers: orgMembers}
+// NewDirectory returns a Directory over the four buckets and the users'
+// index (bus.BucketUserIndex, see IndexUser).
+func NewDirectory(users, rooms, memberships, orgMembers, index jetstream.KeyValue) *Directory {
+	return &Directory{users: users, rooms: rooms, memberships: memberships, orgMembers: orgMembers, index: index}
 }
 
 // OpenDirectory looks up the buckets (declared by bus.EnsureTopology).
 func OpenDirectory(ctx context.Context, js jetstream.JetStream) (*Directory, error) {
-	var kvs [4]jetstream.KeyValue
-	for i, name := range []string{bus.BucketUsers, bus.BucketRooms, bus.BucketMemberships, bus.BucketOrgMembers} {
+	var kvs [5]jetstream.KeyValue
+	for i, name := range []string{bus.BucketUsers, bus.BucketRooms, bus.BucketMemberships, bus.BucketOrgMembers, bus.BucketUserIndex} {
 		kv, err := js.KeyValue(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("open bucket %s: %w", name, err)
 		}
 		kvs[i] = kv
 	}
-	return NewDirectory(kvs[0], kvs[1], kvs[2], kvs[3]), nil
+	return NewDirectory(kvs[0], kvs[1], kvs[2], kvs[3], kvs[4]), nil
 }
 
 // ValidID reports whether id can name a user, room or organization: the
@@ -417,30 +418,30 @@ func (d *Directory) ResolveTask(ctx context.Context, task *exportv1.ExportTask) 
 }
 
 // UsersByUsername returns the users with the given usernames, by
-// username; names nobody has are absent from the map. It reads the whole
-// users bucket once, which suits the handful of recipients of a mail and
-// the size of a chat workspace's user list.
+// username; names nobody has are absent from the map. Each name is one
+// read of the users index (bus.BucketUserIndex) and one of the user it
+// names, whose username is checked, so the cost is that of the names
+// asked for, never of every user.
 func (d *Directory) UsersByUsername(ctx context.Context, usernames []string) (map[string]*sourcev1.User, error) {
-	want := make(map[string]bool, len(usernames))
-	for _, n := range usernames {
-		want[n] = true
-	}
 	found := make(map[string]*sourcev1.User, len(usernames))
-	if len(want) == 0 {
-		return found, nil
-	}
-	err := scan(ctx, d.users, ">", func(key string, value []byte) error {
-		u := &sourcev1.User{}
-		if err := proto.Unmarshal(value, u); err != nil {
-			return fmt.Errorf("decode user %s: %w", key, err)
+	for _, name := range usernames {
+		if name == "" || found[name] != nil {
+			continue
 		}
-		if want[u.GetUsername()] {
-			found[u.GetUsername()] = u
+		e, err := d.index.Get(ctx, UsernameEntry(name))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("look up user %q: %w", name, err)
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("look up users: %w", err)
+		u, ok, err := d.User(ctx, string(e.Value()))
+		if err != nil {
+			return nil, fmt.Errorf("look up user %q: %w", name, err)
+		}
+		if ok && u.GetUsername() == name {
+			found[name] = u
+		}
 	}
 	return found, nil
 }

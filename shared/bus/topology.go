@@ -38,7 +38,7 @@ const (
 	BucketJobIndex      = "export_jobs_index"
 	BucketRooms         = "rooms"
 	BucketUsers         = "users"
-	BucketCredentials   = "credentials"
+	BucketUserIndex     = "users_index"
 	BucketMemberships   = "memberships"
 	BucketNotifications = "notifications"
 	BucketSchedules     = "export_schedules"
@@ -292,7 +292,7 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		withMarkerTTL(kv(BucketJobIndex, "Index of the job projection, kept with it by the gateway: own.<owner>..., org.<org>..., par.<parent>..., act.<owner>..., run.<kind>... -> job id."), time.Minute),
 		kv(BucketRooms, "Rooms by id."),
 		kv(BucketUsers, "Users by id, credentials hashed."),
-		kv(BucketCredentials, "Credential hashes -> user id: apikey.<sha256 hex>, written with the users."),
+		kv(BucketUserIndex, "Index of the users bucket, written with the users: apikey.<sha256 hex> and username.<hash> -> user id."),
 		kv(BucketMemberships, "Room memberships under <userId>.<roomId>."),
 		kv(BucketOrgMembers, "Organization memberships under <userId>.<organizationId>."),
 		kv(BucketNotifications, "Notifications sent, under <jobId>.<channel>, kept by the notifier."),

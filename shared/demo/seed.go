@@ -165,13 +165,13 @@ func seedKV(ctx context.Context, js jetstream.JetStream, d *Dataset, log *slog.L
 	}
 	// Users are found by their API key's hash through the credentials
 	// index, written with them.
-	creds, err := js.KeyValue(ctx, bus.BucketCredentials)
+	creds, err := js.KeyValue(ctx, bus.BucketUserIndex)
 	if err != nil {
-		return fmt.Errorf("bucket %s: %w", bus.BucketCredentials, err)
+		return fmt.Errorf("bucket %s: %w", bus.BucketUserIndex, err)
 	}
 	written := 0
 	for _, u := range d.Users {
-		did, err := access.IndexCredentials(ctx, creds, u.User)
+		did, err := access.IndexUser(ctx, creds, u.User)
 		if err != nil {
 			return err
 		}
@@ -179,7 +179,7 @@ func seedKV(ctx context.Context, js jetstream.JetStream, d *Dataset, log *slog.L
 			written++
 		}
 	}
-	log.InfoContext(ctx, "seeded bucket", "bucket", bus.BucketCredentials, "written", written)
+	log.InfoContext(ctx, "seeded bucket", "bucket", bus.BucketUserIndex, "written", written)
 	return nil
 }
 

@@ -157,7 +157,7 @@ func TestSeed(t *testing.T) {
 			assert.False(t, bytes.Contains(e.Value(), []byte(u.AuthToken)), "clear auth token of %s stored", u.User.GetUsername())
 			assert.False(t, bytes.Contains(e.Value(), []byte(u.APIKey)), "clear API key of %s stored", u.User.GetUsername())
 		}
-		creds, err := nats.JS.KeyValue(ctx, bus.BucketCredentials)
+		creds, err := nats.JS.KeyValue(ctx, bus.BucketUserIndex)
 		require.NoError(t, err)
 		for _, u := range d.Users {
 			if u.APIKey == "" {
@@ -168,6 +168,9 @@ func TestSeed(t *testing.T) {
 			e, err := creds.Get(ctx, key)
 			require.NoError(t, err, "credential entry of %s", u.User.GetUsername())
 			assert.Equal(t, u.User.GetId(), string(e.Value()), "the API key's hash names its user")
+			e, err = creds.Get(ctx, access.UsernameEntry(u.User.GetUsername()))
+			require.NoError(t, err, "username entry of %s", u.User.GetUsername())
+			assert.Equal(t, u.User.GetId(), string(e.Value()), "the username names its user")
 		}
 		rooms, err := nats.JS.KeyValue(ctx, bus.BucketRooms)
 		require.NoError(t, err)

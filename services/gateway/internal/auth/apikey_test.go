@@ -23,7 +23,7 @@ func TestAPIKeyByHash(t *testing.T) {
 	ctx := t.Context()
 	users, err := nats.JS.KeyValue(ctx, bus.BucketUsers)
 	require.NoError(t, err)
-	creds, err := nats.JS.KeyValue(ctx, bus.BucketCredentials)
+	creds, err := nats.JS.KeyValue(ctx, bus.BucketUserIndex)
 	require.NoError(t, err)
 	put := func(u *sourcev1.User) {
 		b, err := proto.Marshal(u)
@@ -58,7 +58,7 @@ func TestAPIKeyByHash(t *testing.T) {
 	// A user written later, with its entry, as the seeder writes them.
 	late := &sourcev1.User{Id: "late", ApiKeySha256: auth.TokenHash("late-key")}
 	put(late)
-	_, err = access.IndexCredentials(ctx, creds, late)
+	_, err = access.IndexUser(ctx, creds, late)
 	require.NoError(t, err)
 	u, err = a.APIKey(ctx, "late-key")
 	require.NoError(t, err)
@@ -67,7 +67,7 @@ func TestAPIKeyByHash(t *testing.T) {
 	// Rotation: the old key's entry is still there but lets nobody in.
 	rotated := &sourcev1.User{Id: "user-07", ApiKeySha256: auth.TokenHash("key-07-new")}
 	put(rotated)
-	_, err = access.IndexCredentials(ctx, creds, rotated)
+	_, err = access.IndexUser(ctx, creds, rotated)
 	require.NoError(t, err)
 	_, err = a.APIKey(ctx, "key-07")
 	require.ErrorIs(t, err, auth.ErrUnauthenticated)

@@ -47,9 +47,9 @@ type Service struct {
 	*access.Directory
 }
 
-// New returns a Service over the four buckets.
-func New(users, rooms, memberships, orgMembers jetstream.KeyValue) *Service {
-	return &Service{Directory: access.NewDirectory(users, rooms, memberships, orgMembers)}
+// New returns a Service over the four buckets and the users' index.
+func New(users, rooms, memberships, orgMembers, userIndex jetstream.KeyValue) *Service {
+	return &Service{Directory: access.NewDirectory(users, rooms, memberships, orgMembers, userIndex)}
 }
 
 // Open looks up the buckets (declared by bus.EnsureTopology).

@@ -9,6 +9,7 @@ import (
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 )
@@ -21,6 +22,13 @@ func put(t *testing.T, srv *bustest.Server, bucket, key string, m proto.Message)
 	require.NoError(t, err)
 	_, err = kv.Put(t.Context(), key, data)
 	require.NoError(t, err)
+	if u, ok := m.(*sourcev1.User); ok && bucket == bus.BucketUsers {
+		// As every writer of users does, index them.
+		index, err := srv.JS.KeyValue(t.Context(), bus.BucketUserIndex)
+		require.NoError(t, err)
+		_, err = access.IndexUser(t.Context(), index, u)
+		require.NoError(t, err)
+	}
 }
 
 func setup(t *testing.T) *auth.Service {
@@ -146,4 +154,11 @@ func TestUsersByUsername(t *testing.T) {
 	empty, err := s.UsersByUsername(t.Context(), nil)
 	require.NoError(t, err)
 	assert.Empty(t, empty)
+
+	// A rename leaves the old name's entry behind; it finds nobody.
+	put(t, srv, bus.BucketUsers, "user1", &sourcev1.User{Id: "user1", Username: "alice2"})
+	got, err = s.UsersByUsername(t.Context(), []string{"alice", "alice2"})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, "user1", got["alice2"].GetId())
 }

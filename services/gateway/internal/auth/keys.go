@@ -27,7 +27,7 @@ import (
 // apart. It is safe for concurrent use.
 type KeyAuthenticator struct {
 	users       jetstream.KeyValue
-	credentials jetstream.KeyValue
+	userIndex   jetstream.KeyValue
 	hsSecret    []byte
 	rsaKey      *rsa.PublicKey
 	methods     []string
@@ -65,11 +65,11 @@ type KeyConfig struct {
 }
 
 // NewKeyAuthenticator returns a KeyAuthenticator over the users bucket and
-// the credentials index (bus.BucketCredentials, see
-// access.IndexCredentials). It fails on an HS256 key shorter than
+// the users' index (bus.BucketUserIndex, see
+// access.IndexUser). It fails on an HS256 key shorter than
 // MinHS256KeyBytes and on an unparsable RS256 key.
-func NewKeyAuthenticator(users, credentials jetstream.KeyValue, cfg KeyConfig) (*KeyAuthenticator, error) {
-	a := &KeyAuthenticator{users: users, credentials: credentials, now: cfg.Now, issuer: cfg.Issuer, audience: cfg.Audience, maxLifetime: cfg.MaxLifetime}
+func NewKeyAuthenticator(users, userIndex jetstream.KeyValue, cfg KeyConfig) (*KeyAuthenticator, error) {
+	a := &KeyAuthenticator{users: users, userIndex: userIndex, now: cfg.Now, issuer: cfg.Issuer, audience: cfg.Audience, maxLifetime: cfg.MaxLifetime}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -95,7 +95,7 @@ func NewKeyAuthenticator(users, credentials jetstream.KeyValue, cfg KeyConfig) (
 }
 
 // APIKey returns the user whose API key this is. The key's hash names
-// one entry of the credentials index, and that entry one user, whose
+// one entry of the users' index, and that entry one user, whose
 // stored hash is then compared in constant time: one read per lookup
 // however many users there are. An entry left by a rotated key names a
 // user whose hash no longer matches, and is refused.
@@ -105,7 +105,7 @@ func (a *KeyAuthenticator) APIKey(ctx context.Context, key string) (*sourcev1.Us
 	}
 	want := TokenHash(key)
 	entry, _ := access.APIKeyEntry(want)
-	e, err := a.credentials.Get(ctx, entry)
+	e, err := a.userIndex.Get(ctx, entry)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return nil, ErrUnauthenticated
@@ -138,38 +138,12 @@ func (a *KeyAuthenticator) user(ctx context.Context, id string) (*sourcev1.User,
 	return u, nil
 }
 
-// IndexUsers writes the credential entries of every user (see
-// access.IndexCredentials) and returns how many it wrote. The gateway
-// runs it at start, so users written before the index existed, or by a
-// writer that does not index, can authenticate; it reads every user once
-// and is idempotent, so replicas may run it together.
+// IndexUsers writes the index entries of every user (access.IndexUsers)
+// and returns how many users it indexed anew. The gateway runs it at
+// start, so that users written before the index existed, or by a writer
+// that does not index, are found.
 func (a *KeyAuthenticator) IndexUsers(ctx context.Context) (int, error) {
-	lister, err := a.users.ListKeys(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("index users: %w", err)
-	}
-	defer func() { _ = lister.Stop() }()
-	written := 0
-	for id := range lister.Keys() {
-		u, err := a.user(ctx, id)
-		if errors.Is(err, ErrUnauthenticated) {
-			continue
-		}
-		if err != nil {
-			return written, fmt.Errorf("index users: %w", err)
-		}
-		did, err := access.IndexCredentials(ctx, a.credentials, u)
-		if err != nil {
-			return written, fmt.Errorf("index users: %w", err)
-		}
-		if did {
-			written++
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return written, fmt.Errorf("index users: %w", err)
-	}
-	return written, nil
+	return access.IndexUsers(ctx, a.users, a.userIndex)
 }
 
 // Bearer verifies a JWT and returns the user its subject names. The

@@ -95,9 +95,9 @@ func put(tb testing.TB, srv *bustest.Server, bucket, key string, m proto.Message
 	require.NoError(tb, err)
 	if u, ok := m.(*sourcev1.User); ok && bucket == bus.BucketUsers {
 		// As every writer of users does, index them.
-		index, err := srv.JS.KeyValue(tb.Context(), bus.BucketCredentials)
+		index, err := srv.JS.KeyValue(tb.Context(), bus.BucketUserIndex)
 		require.NoError(tb, err)
-		_, err = access.IndexCredentials(tb.Context(), index, u)
+		_, err = access.IndexUser(tb.Context(), index, u)
 		require.NoError(tb, err)
 	}
 }

@@ -156,7 +156,7 @@ func New(tb testing.TB, o Options) *Env {
 	e.Jobs = jobs
 	e.Auth, err = auth.Open(ctx, e.NATS.JS)
 	require.NoError(tb, err)
-	e.Keys, err = auth.NewKeyAuthenticator(e.KV(tb, bus.BucketUsers), e.KV(tb, bus.BucketCredentials), auth.KeyConfig{HS256Secret: JWTSecret, Now: e.Clock.Now})
+	e.Keys, err = auth.NewKeyAuthenticator(e.KV(tb, bus.BucketUsers), e.KV(tb, bus.BucketUserIndex), auth.KeyConfig{HS256Secret: JWTSecret, Now: e.Clock.Now})
 	require.NoError(tb, err)
 	// As the gateway does at start.
 	_, err = e.Keys.IndexUsers(ctx)

@@ -54,7 +54,7 @@ func newEnv(t *testing.T) *env {
 		_, err := users.Put(ctx, id, b)
 		require.NoError(t, err)
 	}
-	creds, err := nats.JS.KeyValue(ctx, bus.BucketCredentials)
+	creds, err := nats.JS.KeyValue(ctx, bus.BucketUserIndex)
 	require.NoError(t, err)
 	a, err := auth.NewKeyAuthenticator(users, creds, auth.KeyConfig{})
 	require.NoError(t, err)
@@ -76,7 +76,7 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	members, err := nats.JS.KeyValue(ctx, bus.BucketMemberships)
 	require.NoError(t, err)
-	dir := access.NewDirectory(users, rooms, members, orgs)
+	dir := access.NewDirectory(users, rooms, members, orgs, creds)
 	sub := submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock)
 	signer := links.New("http://gw.test", []byte("s"), time.Hour, clock)
 	d := mytracker.New(mytracker.Config{

@@ -128,7 +128,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	require.NoError(t, err)
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	clock := func() time.Time { return now }
-	a, err := auth.NewKeyAuthenticator(users, kv(bus.BucketCredentials), auth.KeyConfig{HS256Secret: hsSecret, RS256PublicKeyPEM: pemKey, Now: clock})
+	a, err := auth.NewKeyAuthenticator(users, kv(bus.BucketUserIndex), auth.KeyConfig{HS256Secret: hsSecret, RS256PublicKeyPEM: pemKey, Now: clock})
 	require.NoError(t, err)
 	_, err = a.IndexUsers(ctx)
 	require.NoError(t, err)
@@ -163,7 +163,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		_, err = orgs.Put(ctx, m.GetUserId()+"."+m.GetOrganizationId(), b)
 		require.NoError(t, err)
 	}
-	dir := access.NewDirectory(users, kv(bus.BucketRooms), kv(bus.BucketMemberships), orgs)
+	dir := access.NewDirectory(users, kv(bus.BucketRooms), kv(bus.BucketMemberships), orgs, kv(bus.BucketUserIndex))
 	var store *blob.Store
 	if o.minio {
 		store = blobtest.Start(t).Store
