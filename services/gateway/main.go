@@ -221,7 +221,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	if _, err := keys.IndexUsers(ctx); err != nil {
 		return infra.Parts{}, err
 	}
-	schedules := schedule.NewStore(kvs[bus.BucketSchedules], schedule.WithMaxPerOwner(c.MaxSchedules))
+	schedules := schedule.NewStore(kvs[bus.BucketSchedules], schedule.WithMaxPerOwner(c.MaxSchedules), schedule.WithBatchReads(inf.JS))
 	rebillyAPI := rebilly.New(rebilly.Config{
 		Directory: authz.Directory, Jobs: jobs, Schedules: schedules, Submitter: submitter,
 		Links: signer, Blob: inf.Blob, ExportBucket: common.ExportBucket, PublicURL: c.PublicURL, Location: c.Location, Logger: log,

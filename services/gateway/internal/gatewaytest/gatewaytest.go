@@ -183,7 +183,7 @@ func New(tb testing.TB, o Options) *Env {
 	signer := links.New(e.URL, LinkSecret(), LinkTTL, nil)
 	submitter := submit.New(jobs, e.Pub, bustest.TaskSigner(tb), e.Clock.Now, subOpts...)
 	logger := slog.New(slog.DiscardHandler)
-	schedules := schedule.NewStore(e.KV(tb, bus.BucketSchedules))
+	schedules := schedule.NewStore(e.KV(tb, bus.BucketSchedules), schedule.WithBatchReads(e.NATS.JS))
 	idem, err := idempotency.Open(ctx, e.NATS.JS, idempotency.Options{Logger: logger})
 	require.NoError(tb, err)
 	middleware := []func(http.Handler) http.Handler{idem.Handler}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/kvbatch"
 )
 
 // The index (bucket bus.BucketJobIndex) answers every listing from keys
@@ -75,8 +76,12 @@ const (
 	// bucket keeps no tombstones, so a listing never reads the entries of
 	// jobs long ended.
 	markerTTL = time.Minute
-	// fetchers bounds the job reads one listing runs at once.
+	// fetchers bounds the purges and index writes run at once.
 	fetchers = 16
+	// minBatch is the fewest entries Find reads at once while it fills a
+	// page, so that a page whose entries are partly stale or filtered out
+	// does not take one round trip per missing job.
+	minBatch = 64
 )
 
 var plainToken = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
@@ -222,60 +227,84 @@ func (s *Store) purge(ctx context.Context, key string) {
 	_ = s.index.Purge(ctx, key, jetstream.PurgeTTL(markerTTL))
 }
 
-// listEntries returns the index entries under filter.
+// listEntries returns the index entries under filter. It asks the index
+// bucket's stream which subjects under the filter hold a message: one
+// request per hundred thousand entries, no consumer. A purged entry's
+// marker is listed until it expires (markerTTL); fetch recognises the
+// entry as stale like any other.
 func (s *Store) listEntries(ctx context.Context, filter string, inverted bool) ([]entry, error) {
-	lister, err := s.index.ListKeysFiltered(ctx, filter)
+	stream, err := s.indexStream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list index %s: %w", filter, err)
 	}
-	defer func() { _ = lister.Stop() }()
-	seen := map[string]bool{}
-	var out []entry
-	for k := range lister.Keys() {
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		if e, ok := parseEntry(k, inverted); ok {
+	prefix := "$KV." + s.index.Bucket() + "."
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+filter))
+	if err != nil {
+		return nil, fmt.Errorf("list index %s: %w", filter, err)
+	}
+	out := make([]entry, 0, len(info.State.Subjects))
+	for subject := range info.State.Subjects {
+		if e, ok := parseEntry(strings.TrimPrefix(subject, prefix), inverted); ok {
 			out = append(out, e)
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("list index %s: %w", filter, err)
 	}
 	return out, nil
 }
 
-// fetch reads the jobs of entries concurrently and returns, in the same
-// order, each job that the entry truly names (nil for the others).
-// Entries found stale are purged on the way.
+// indexStream is the index bucket's stream, looked up once.
+func (s *Store) indexStream(ctx context.Context) (jetstream.Stream, error) {
+	s.streamMu.Lock()
+	defer s.streamMu.Unlock()
+	if s.stream == nil {
+		st, err := s.js.Stream(ctx, "KV_"+s.index.Bucket())
+		if err != nil {
+			return nil, err
+		}
+		s.stream = st
+	}
+	return s.stream, nil
+}
+
+// fetch reads the jobs of entries (one request per thousand, see
+// kvbatch) and returns, in the same order, each job that the entry truly
+// names (nil for the others). Entries found stale are purged on the way.
 func (s *Store) fetch(ctx context.Context, entries []entry) ([]*exportv1.Job, error) {
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.id
+	}
+	values, err := kvbatch.Get(ctx, s.js, s.kv, ids)
+	if err != nil {
+		return nil, err
+	}
 	jobs := make([]*exportv1.Job, len(entries))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(fetchers)
+	var stale []string
 	now := s.now()
 	for i, e := range entries {
-		g.Go(func() error {
-			job, _, err := s.get(gctx, e.id)
-			switch {
-			case errors.Is(err, ErrNotFound):
-				if now.Sub(time.Unix(0, e.stamp)) > staleEntry {
-					s.purge(gctx, e.key)
-				}
-				return nil
-			case err != nil:
-				return err
+		data, ok := values[e.id]
+		if !ok {
+			if now.Sub(time.Unix(0, e.stamp)) > staleEntry {
+				stale = append(stale, e.key)
 			}
-			if !holds(job, e.key) {
-				s.purge(gctx, e.key)
-				return nil
-			}
-			jobs[i] = job
-			return nil
-		})
+			continue
+		}
+		job := &exportv1.Job{}
+		if err := proto.Unmarshal(data, job); err != nil {
+			return nil, fmt.Errorf("decode job %s: %w", e.id, err)
+		}
+		if !holds(job, e.key) {
+			stale = append(stale, e.key)
+			continue
+		}
+		jobs[i] = job
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	if len(stale) > 0 {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(fetchers)
+		for _, k := range stale {
+			g.Go(func() error { s.purge(gctx, k); return nil })
+		}
+		_ = g.Wait()
 	}
 	return jobs, nil
 }
@@ -408,7 +437,7 @@ func (s *Store) Find(ctx context.Context, q Query) (Page, error) {
 	for len(entries) > 0 && (q.Limit == 0 || len(page.Jobs) < q.Limit) {
 		n := len(entries)
 		if q.Limit > 0 {
-			n = min(n, max(q.Limit-len(page.Jobs), fetchers))
+			n = min(n, max(q.Limit-len(page.Jobs), minBatch))
 		}
 		batch, err := s.fetch(ctx, entries[:n])
 		if err != nil {

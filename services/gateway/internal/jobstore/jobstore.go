@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,6 +72,8 @@ type Store struct {
 	kv         jetstream.KeyValue
 	index      jetstream.KeyValue
 	now        func() time.Time
+	streamMu   sync.Mutex
+	stream     jetstream.Stream
 	retention  time.Duration
 	onTerminal func(context.Context, *exportv1.Job)
 }

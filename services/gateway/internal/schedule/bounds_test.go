@@ -13,6 +13,8 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/schedule"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
 )
 
 func TestValidateMinInterval(t *testing.T) {
@@ -233,5 +235,26 @@ func TestListOwnerAndIsHidden(t *testing.T) {
 		got, err := store.IsHidden(ctx, id)
 		require.NoError(t, err)
 		assert.Equal(t, want, got, id)
+	}
+}
+
+func TestHiddenReadsOnlyTheMarkersAskedFor(t *testing.T) {
+	srv := bustest.Start(t)
+	ctx := t.Context()
+	kv, err := srv.JS.KeyValue(ctx, bus.BucketSchedules)
+	require.NoError(t, err)
+	for name, store := range map[string]*schedule.Store{
+		"one by one": schedule.NewStore(kv),
+		"batched":    schedule.NewStore(kv, schedule.WithBatchReads(srv.JS)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			require.NoError(t, store.Hide(ctx, "gone-1"))
+			require.NoError(t, store.Hide(ctx, "gone-2"))
+			got, err := store.Hidden(ctx, []string{"gone-1", "kept", "gone-2", "bad.id"})
+			require.NoError(t, err)
+			for id, want := range map[string]bool{"gone-1": true, "gone-2": true, "kept": false, "bad.id": false} {
+				assert.Equal(t, want, got[id], id)
+			}
+		})
 	}
 }

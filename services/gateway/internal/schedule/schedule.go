@@ -43,6 +43,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/kvbatch"
 )
 
 // Errors.
@@ -396,6 +397,7 @@ func active(job *exportv1.Job) bool { return job.GetRecurrence().GetNext() != ni
 // Store reads and writes schedules. It is safe for concurrent use.
 type Store struct {
 	kv          jetstream.KeyValue
+	js          jetstream.JetStream
 	maxPerOwner int
 }
 
@@ -405,6 +407,11 @@ type StoreOption func(*Store)
 // WithMaxPerOwner caps the active schedules (those with an occurrence
 // left) one owner may have; 0, the default, means no cap.
 func WithMaxPerOwner(n int) StoreOption { return func(s *Store) { s.maxPerOwner = max(n, 0) } }
+
+// WithBatchReads lets the Store read many keys of its bucket with one
+// request (package kvbatch) through js, the JetStream context the bucket
+// lives in; without it, Hidden reads them one by one.
+func WithBatchReads(js jetstream.JetStream) StoreOption { return func(s *Store) { s.js = js } }
 
 // NewStore returns a Store over the schedules bucket.
 func NewStore(kv jetstream.KeyValue, opts ...StoreOption) *Store {
@@ -598,6 +605,37 @@ func (s *Store) IsHidden(ctx context.Context, id string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("hidden %s: %w", id, err)
+}
+
+// Hidden returns which of ids were marked with Hide, reading only their
+// markers.
+func (s *Store) Hidden(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(ids))
+	keys := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if id != "" && !strings.ContainsAny(id, ".*> ") {
+			keys = append(keys, hiddenKey(id))
+		}
+	}
+	if s.js != nil {
+		found, err := kvbatch.Get(ctx, s.js, s.kv, keys)
+		if err != nil {
+			return nil, fmt.Errorf("hidden: %w", err)
+		}
+		for k := range found {
+			out[strings.TrimSuffix(k, ".deleted")] = true
+		}
+		return out, nil
+	}
+	for _, k := range keys {
+		id := strings.TrimSuffix(k, ".deleted")
+		h, err := s.IsHidden(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = h
+	}
+	return out, nil
 }
 
 // Hide marks a job as deleted for listings.

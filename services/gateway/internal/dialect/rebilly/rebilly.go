@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -452,30 +451,19 @@ func (d *API) hidden(ctx context.Context, id string) bool {
 	return err == nil && h
 }
 
-// visible drops the jobs deleted through this API (Hide), one read per
-// job, a few at a time: the cost of the caller's jobs, not of every job
+// visible drops the jobs deleted through this API (Hide), reading only
+// the markers of jobs: the cost of the caller's jobs, not of every job
 // ever deleted.
 func (d *API) visible(ctx context.Context, jobs []*exportv1.Job) ([]*exportv1.Job, error) {
-	hidden := make([]bool, len(jobs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
+	ids := make([]string, len(jobs))
 	for i, j := range jobs {
-		g.Go(func() error {
-			var err error
-			hidden[i], err = d.schedules.IsHidden(gctx, j.GetId())
-			return err
-		})
+		ids[i] = j.GetId()
 	}
-	if err := g.Wait(); err != nil {
+	hidden, err := d.schedules.Hidden(ctx, ids)
+	if err != nil {
 		return nil, err
 	}
-	out := jobs[:0:0]
-	for i, j := range jobs {
-		if !hidden[i] {
-			out = append(out, j)
-		}
-	}
-	return out, nil
+	return slices.DeleteFunc(slices.Clone(jobs), func(j *exportv1.Job) bool { return hidden[j.GetId()] }), nil
 }
 
 // scopedSchedules reads the schedules s may see: the caller's own from

@@ -1,0 +1,51 @@
+package kvbatch_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"dataport.dev/services/gateway/internal/kvbatch"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+)
+
+func TestGetReadsCurrentValuesOfManyKeys(t *testing.T) {
+	srv := bustest.Start(t)
+	ctx := t.Context()
+	kv, err := srv.JS.KeyValue(ctx, bus.BucketJobs)
+	require.NoError(t, err)
+	const n = 2500 // more than one request's worth
+	var keys []string
+	want := map[string][]byte{}
+	for i := range n {
+		k := fmt.Sprintf("key-%04d", i)
+		keys = append(keys, k)
+		_, err := kv.Put(ctx, k, []byte("v1-"+k))
+		require.NoError(t, err)
+		want[k] = []byte("v1-" + k)
+	}
+	_, err = kv.Put(ctx, "key-0007", []byte("v2"))
+	require.NoError(t, err)
+	want["key-0007"] = []byte("v2")
+	require.NoError(t, kv.Delete(ctx, "key-0008"))
+	require.NoError(t, kv.Purge(ctx, "key-0009"))
+	delete(want, "key-0008")
+	delete(want, "key-0009")
+	keys = append(keys, "missing", "key-0001")
+
+	got, err := kvbatch.Get(ctx, srv.JS, kv, keys)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+
+	none, err := kvbatch.Get(ctx, srv.JS, kv, []string{"missing"})
+	require.NoError(t, err)
+	assert.Empty(t, none)
+	empty, err := kvbatch.Get(ctx, srv.JS, kv, nil)
+	require.NoError(t, err)
+	assert.Empty(t, empty)
+	_, err = kvbatch.Get(ctx, srv.JS, kv, []string{"key.*"})
+	require.Error(t, err)
+}
