@@ -154,6 +154,9 @@ func TestNativeAnswersMatchTheDocument(t *testing.T) {
 	c.json(t, http.MethodPost, "/v1/exports", gatewaytest.Anonymous, `{"kind": "user-data"}`, http.StatusUnauthorized)
 
 	c.json(t, http.MethodGet, "/v1/exports", gatewaytest.AsAdmin, "", http.StatusOK)
+	page := c.json(t, http.MethodGet, "/v1/exports?limit=1", gatewaytest.AsAdmin, "", http.StatusOK)
+	c.json(t, http.MethodGet, "/v1/exports?limit=1&after="+url.QueryEscape(field(t, page, "next")), gatewaytest.AsAdmin, "", http.StatusOK)
+	c.json(t, http.MethodGet, "/v1/exports?limit=0", gatewaytest.AsAdmin, "", http.StatusBadRequest)
 	c.json(t, http.MethodGet, "/v1/exports", gatewaytest.Anonymous, "", http.StatusUnauthorized)
 	id := field(t, room, "id")
 	c.json(t, http.MethodGet, "/v1/exports/"+id, gatewaytest.AsAdmin, "", http.StatusOK)
