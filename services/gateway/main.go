@@ -222,6 +222,11 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		return infra.Parts{}, err
 	}
 	schedules := schedule.NewStore(kvs[bus.BucketSchedules], schedule.WithMaxPerOwner(c.MaxSchedules), schedule.WithBatchReads(inf.JS))
+	// Schedules created before the organization index are listed for
+	// their organization's administrators from now on.
+	if _, err := schedules.IndexOrganizations(ctx); err != nil {
+		return infra.Parts{}, err
+	}
 	rebillyAPI := rebilly.New(rebilly.Config{
 		Directory: authz.Directory, Jobs: jobs, Schedules: schedules, Submitter: submitter,
 		Links: signer, Blob: inf.Blob, ExportBucket: common.ExportBucket, PublicURL: c.PublicURL, Location: c.Location, Logger: log,

@@ -3,12 +3,14 @@ package schedule_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -257,4 +259,53 @@ func TestHiddenReadsOnlyTheMarkersAskedFor(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestListOrganization(t *testing.T) {
+	srv := bustest.Start(t)
+	ctx := t.Context()
+	kv, err := srv.JS.KeyValue(ctx, bus.BucketSchedules)
+	require.NoError(t, err)
+	store := schedule.NewStore(kv, schedule.WithBatchReads(srv.JS))
+	for _, s := range []struct{ id, owner, org string }{{"a1", "alice", "acme"}, {"b1", "bob", "acme"}, {"c1", "carol", "beta"}, {"d1", "dave", ""}} {
+		j := hourly(t, s.id)
+		j.OwnerId, j.OrganizationId = s.owner, s.org
+		require.NoError(t, store.Create(ctx, j))
+	}
+	// A schedule written before organization keys existed.
+	old := hourly(t, "old1")
+	old.OwnerId, old.OrganizationId = "erin", "acme"
+	data, err := proto.Marshal(old)
+	require.NoError(t, err)
+	_, err = kv.Create(ctx, "old1", data)
+	require.NoError(t, err)
+
+	ids := func(jobs []*exportv1.Job) []string {
+		out := []string{}
+		for _, j := range jobs {
+			out = append(out, j.GetId())
+		}
+		slices.Sort(out)
+		return out
+	}
+	acme, err := store.ListOrganization(ctx, "acme")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a1", "b1"}, ids(acme))
+	n, err := store.IndexOrganizations(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	n, err = store.IndexOrganizations(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n, "idempotent")
+	acme, err = store.ListOrganization(ctx, "acme")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a1", "b1", "old1"}, ids(acme))
+
+	require.NoError(t, store.Delete(ctx, "b1"))
+	acme, err = store.ListOrganization(ctx, "acme")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a1", "old1"}, ids(acme))
+	none, err := store.ListOrganization(ctx, "")
+	require.NoError(t, err)
+	assert.Empty(t, none)
 }

@@ -391,6 +391,15 @@ func ownerToken(ownerID string) string { return "o" + hex.EncodeToString([]byte(
 
 func ownerKey(ownerID, id string) string { return ownerPrefix + ownerToken(ownerID) + "." + id }
 
+// orgPrefix starts the per-organization index keys
+// "orgs.g<hex of organization id>.<schedule id>", three tokens like the
+// owner keys, for an administrator's organization-wide listing.
+const orgPrefix = "orgs."
+
+func orgKey(orgID, id string) string {
+	return orgPrefix + "g" + hex.EncodeToString([]byte(orgID)) + "." + id
+}
+
 // active reports whether a schedule still has occurrences to fire.
 func active(job *exportv1.Job) bool { return job.GetRecurrence().GetNext() != nil }
 
@@ -440,6 +449,13 @@ func (s *Store) Create(ctx context.Context, job *exportv1.Job) error {
 	if _, err := s.kv.Put(ctx, ownerKey(job.GetOwnerId(), job.GetId()), []byte(job.GetId())); err != nil {
 		_ = s.kv.Purge(context.WithoutCancel(ctx), job.GetId())
 		return fmt.Errorf("index schedule %s: %w", job.GetId(), err)
+	}
+	if org := job.GetOrganizationId(); org != "" {
+		if _, err := s.kv.Put(ctx, orgKey(org, job.GetId()), []byte(job.GetId())); err != nil {
+			_ = s.kv.Purge(context.WithoutCancel(ctx), job.GetId())
+			_ = s.kv.Purge(context.WithoutCancel(ctx), ownerKey(job.GetOwnerId(), job.GetId()))
+			return fmt.Errorf("index schedule %s: %w", job.GetId(), err)
+		}
 	}
 	if s.maxPerOwner == 0 || !active(job) {
 		return nil
@@ -536,6 +552,9 @@ func (s *Store) Update(ctx context.Context, job *exportv1.Job, rev uint64) (uint
 func (s *Store) Delete(ctx context.Context, id string) error {
 	if job, _, err := s.Get(ctx, id); err == nil {
 		_ = s.kv.Purge(ctx, ownerKey(job.GetOwnerId(), id))
+		if org := job.GetOrganizationId(); org != "" {
+			_ = s.kv.Purge(ctx, orgKey(org, id))
+		}
 	}
 	if err := s.kv.Purge(ctx, id); err != nil {
 		return fmt.Errorf("delete schedule %s: %w", id, err)
@@ -569,7 +588,46 @@ func (s *Store) List(ctx context.Context) ([]*exportv1.Job, error) {
 // ListOwner returns ownerID's schedules. It reads only that owner's index
 // keys and schedules.
 func (s *Store) ListOwner(ctx context.Context, ownerID string) ([]*exportv1.Job, error) {
-	keys, err := s.kv.ListKeysFiltered(ctx, ownerPrefix+ownerToken(ownerID)+".*")
+	return s.listIndexed(ctx, ownerPrefix+ownerToken(ownerID)+".*", func(j *exportv1.Job) bool { return j.GetOwnerId() == ownerID })
+}
+
+// ListOrganization returns the schedules of organization orgID. It reads
+// only that organization's index keys and schedules; schedules created
+// before those keys existed are indexed by IndexOrganizations.
+func (s *Store) ListOrganization(ctx context.Context, orgID string) ([]*exportv1.Job, error) {
+	if orgID == "" {
+		return nil, nil
+	}
+	return s.listIndexed(ctx, orgKey(orgID, "*"), func(j *exportv1.Job) bool { return j.GetOrganizationId() == orgID })
+}
+
+// IndexOrganizations writes the organization key of every schedule that
+// lacks one and returns how many it wrote. It reads every schedule once,
+// so it runs at start, never on a request; it is idempotent.
+func (s *Store) IndexOrganizations(ctx context.Context) (int, error) {
+	all, err := s.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, job := range all {
+		org := job.GetOrganizationId()
+		if org == "" {
+			continue
+		}
+		if _, err := s.kv.Create(ctx, orgKey(org, job.GetId()), []byte(job.GetId())); err == nil {
+			n++
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return n, fmt.Errorf("index schedule %s: %w", job.GetId(), err)
+		}
+	}
+	return n, nil
+}
+
+// listIndexed reads the schedules whose index keys match filter (stale
+// keys of deleted schedules are skipped) and keeps those keep accepts.
+func (s *Store) listIndexed(ctx context.Context, filter string, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error) {
+	keys, err := s.kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("list schedules: %w", err)
 	}
@@ -578,14 +636,37 @@ func (s *Store) ListOwner(ctx context.Context, ownerID string) ([]*exportv1.Job,
 		ids = append(ids, k[strings.LastIndexByte(k, '.')+1:])
 	}
 	var out []*exportv1.Job
+	add := func(id string, data []byte) error {
+		job := &exportv1.Job{}
+		if err := proto.Unmarshal(data, job); err != nil {
+			return fmt.Errorf("decode schedule %s: %w", id, err)
+		}
+		if keep(job) {
+			out = append(out, job)
+		}
+		return nil
+	}
+	if s.js != nil {
+		values, err := kvbatch.Get(ctx, s.js, s.kv, ids)
+		if err != nil {
+			return nil, fmt.Errorf("list schedules: %w", err)
+		}
+		for _, id := range ids {
+			if data, ok := values[id]; ok {
+				if err := add(id, data); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return out, nil
+	}
 	for _, id := range ids {
 		job, _, err := s.Get(ctx, id)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			// A stale index key (deleted schedule).
 		case err != nil:
 			return nil, err
-		case job.GetOwnerId() == ownerID:
+		case keep(job):
 			out = append(out, job)
 		}
 	}

@@ -466,12 +466,11 @@ func (d *API) visible(ctx context.Context, jobs []*exportv1.Job) ([]*exportv1.Jo
 	return slices.DeleteFunc(slices.Clone(jobs), func(j *exportv1.Job) bool { return hidden[j.GetId()] }), nil
 }
 
-// scopedSchedules reads the schedules s may see: the caller's own from
-// the schedules' owner index; an administrator's organization-wide view
-// reads every schedule (schedules have no organization index yet).
+// scopedSchedules reads the schedules s may see from the schedules'
+// indexes: the caller's own, or the organization's for an administrator.
 func (d *API) scopedSchedules(ctx context.Context, s scope) ([]*exportv1.Job, error) {
-	if s.admin() {
-		return d.schedules.List(ctx)
+	if s.admin() && s.org != "" {
+		return d.schedules.ListOrganization(ctx, s.org)
 	}
 	return d.schedules.ListOwner(ctx, s.user.GetId())
 }
