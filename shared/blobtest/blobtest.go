@@ -4,7 +4,6 @@
 package blobtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"dataport.dev/shared/blob"
+	"dataport.dev/shared/logtest"
 )
 
 // EnvBinary names the environment variable that overrides where the MinIO
@@ -59,7 +59,7 @@ type proc struct {
 	mu              sync.Mutex
 	bin, addr, cons string
 	dir             string
-	out             *syncBuffer
+	out             *logtest.Buffer
 	stop            func()
 }
 
@@ -84,18 +84,33 @@ func (s *Server) Restart(tb testing.TB) {
 	if s.proc.stop != nil {
 		s.proc.stop()
 	}
-	stop, exited, err := launch(s.proc.bin, s.proc.addr, s.proc.cons, s.proc.dir, s.proc.out)
+	m, err := launch(s.proc.bin, s.proc.addr, s.proc.cons, s.proc.dir, s.proc.out)
 	if err != nil {
 		tb.Fatalf("blobtest: restart: %v", err)
 	}
-	s.proc.stop = stop
-	if err := waitReady(tb.Context(), s.proc.addr, s.Store, exited); err != nil {
+	s.proc.stop = m.kill
+	if err := waitReady(tb.Context(), s.proc.addr, s.Store, m.exited); err != nil {
 		tb.Fatalf("blobtest: restart: %v; output:\n%s", err, s.proc.out.String())
 	}
 }
 
-// launch starts MinIO; stop kills it and waits for it to exit.
-func launch(bin, addr, console, dir string, out *syncBuffer) (stop func(), exited chan struct{}, err error) {
+// launched is one MinIO process.
+type launched struct {
+	cmd *exec.Cmd
+	// exited is closed once the process has exited.
+	exited chan struct{}
+	// err is how the process exited; read it only after exited is closed.
+	err error
+}
+
+// kill kills the process and waits for it to exit.
+func (m *launched) kill() {
+	_ = m.cmd.Process.Kill()
+	<-m.exited
+}
+
+// launch starts MinIO with out as its stdout and stderr.
+func launch(bin, addr, console, dir string, out *logtest.Buffer) (*launched, error) {
 	cmd := exec.Command(bin, "server", "--address", addr, "--console-address", console, dir)
 	cmd.Env = append(minioFreeEnv(),
 		"MINIO_ROOT_USER="+accessKey,
@@ -106,14 +121,14 @@ func launch(bin, addr, console, dir string, out *syncBuffer) (stop func(), exite
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	exited = make(chan struct{})
+	m := &launched{cmd: cmd, exited: make(chan struct{})}
 	go func() {
-		_ = cmd.Wait()
-		close(exited)
+		m.err = cmd.Wait()
+		close(m.exited)
 	}()
-	return func() { _ = cmd.Process.Kill(); <-exited }, exited, nil
+	return m, nil
 }
 
 // Start launches MinIO on free loopback ports with a fresh data directory
@@ -159,29 +174,12 @@ func start(tb testing.TB, bin, dir string) (srv *Server, retry bool, err error) 
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	console := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 
-	out := &syncBuffer{}
-	cmd := exec.Command(bin, "server", "--address", addr, "--console-address", console, dir)
-	cmd.Env = append(minioFreeEnv(),
-		"MINIO_ROOT_USER="+accessKey,
-		"MINIO_ROOT_PASSWORD="+secretKey,
-		"MINIO_BROWSER=off", // no console: faster start, one port fewer in use
-		"MINIO_UPDATE=off",  // never phone home from a test
-	)
-	cmd.Stdout = out
-	cmd.Stderr = out
-	if err := cmd.Start(); err != nil {
+	out := &logtest.Buffer{}
+	m, err := launch(bin, addr, console, dir, out)
+	if err != nil {
 		return nil, false, err
 	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(exited)
-	}()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}
+	stop := m.kill
 
 	cfg := blob.Config{Endpoint: addr, AccessKey: accessKey, SecretKey: secretKey, Region: region}
 	store, err := blob.New(cfg)
@@ -189,10 +187,10 @@ func start(tb testing.TB, bin, dir string) (srv *Server, retry bool, err error) 
 		stop()
 		return nil, false, err
 	}
-	if err := waitReady(tb.Context(), addr, store, exited); err != nil {
+	if err := waitReady(tb.Context(), addr, store, m.exited); err != nil {
 		stop()
 		if errors.Is(err, errExited) {
-			err = fmt.Errorf("%w (%v); output:\n%s", err, waitErr, out.String())
+			err = fmt.Errorf("%w (%v); output:\n%s", err, m.err, out.String())
 			return nil, true, err
 		}
 		return nil, false, fmt.Errorf("%w; output:\n%s", err, out.String())
@@ -334,23 +332,4 @@ func minioFreeEnv() []string {
 		}
 	}
 	return env
-}
-
-// syncBuffer is written by the process's output copier and read by the
-// test, possibly while the process still runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -3,12 +3,9 @@ package recordexport_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,35 +18,8 @@ import (
 	"dataport.dev/services/record-exporter/internal/recordexport"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/logtest"
 )
-
-// logBuffer collects the exporter's JSON log lines across goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the log records about jobID whose msg starts with prefix.
-func (b *logBuffer) lines(t testing.TB, prefix, jobID string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for line := range strings.Lines(b.buf.String()) {
-		var rec map[string]any
-		require.NoError(t, json.Unmarshal([]byte(line), &rec))
-		if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, prefix) && rec["job_id"] == jobID {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
 
 // crashSwitch injects a crash after the checkpoint of a chosen chunk and
 // records what the stream sources read after it.
@@ -90,7 +60,7 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 	e := setup(t)
 	var (
 		crash crashSwitch
-		logs  logBuffer
+		logs  logtest.Buffer
 	)
 	generated := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	x := e.exporter(t, func(o *config) {
@@ -136,7 +106,7 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 			cleanFiles := e.part(t, clean.GetJobId()).GetFiles()
 			cleanReads := crash.reads.Load()
 			require.Greater(t, len(cleanFiles), tc.k+1, "several chunks after the crash point")
-			assert.Empty(t, logs.lines(t, "resuming from chunk", clean.GetJobId()), "a clean run resumes nothing")
+			assert.Empty(t, logs.Records(t, "resuming from chunk", clean.GetJobId()), "a clean run resumes nothing")
 
 			// The first attempt dies right after the checkpoint of chunk k.
 			task := newTask()
@@ -154,7 +124,7 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 			// The redelivered task.
 			crash.reset()
 			require.NoError(t, x.Export(ctx, task))
-			resumes := logs.lines(t, "resuming from chunk", task.GetJobId())
+			resumes := logs.Records(t, "resuming from chunk", task.GetJobId())
 			require.Len(t, resumes, 1)
 			from := uint64(resumes[0]["stream_seq"].(float64))
 			assert.Equal(t, fmt.Sprintf("resuming from chunk %d at message %d", tc.k, from), resumes[0]["msg"])
@@ -209,8 +179,8 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 
 		crash.reset()
 		require.NoError(t, x.Export(ctx, task))
-		assert.Empty(t, logs.lines(t, "resuming from chunk", task.GetJobId()))
-		stale := logs.lines(t, "checkpoint not usable", task.GetJobId())
+		assert.Empty(t, logs.Records(t, "resuming from chunk", task.GetJobId()))
+		stale := logs.Records(t, "checkpoint not usable", task.GetJobId())
 		require.Len(t, stale, 1)
 		assert.Equal(t, "chunk events.0.csv.gz is gone", stale[0]["reason"])
 		files := e.part(t, task.GetJobId()).GetFiles()
@@ -244,7 +214,7 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 			require.NoError(t, x.Export(ctx, task), sc.GetResource())
 			crash.always.Store(false)
 			assert.Greater(t, len(e.part(t, task.GetJobId()).GetFiles()), 2)
-			assert.Empty(t, logs.lines(t, "checkpoint saved", task.GetJobId()))
+			assert.Empty(t, logs.Records(t, "checkpoint saved", task.GetJobId()))
 		}
 	})
 }
@@ -253,7 +223,7 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 // checkpoint: within one interval only the first chunk is checkpointed.
 func TestCheckpointInterval(t *testing.T) {
 	e := setup(t)
-	var logs logBuffer
+	var logs logtest.Buffer
 	x := e.exporter(t, func(o *config) {
 		o.Now = func() time.Time { return time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC) } // time stands still
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -261,7 +231,7 @@ func TestCheckpointInterval(t *testing.T) {
 	task := e.task(t, exportv1.Format_FORMAT_CSV, &exportv1.RecordsScope{Resource: "events", MaxRowsPerChunk: 100})
 	require.NoError(t, x.Export(t.Context(), task))
 	assert.Len(t, e.part(t, task.GetJobId()).GetFiles(), (len(e.data.Records["events"])+99)/100)
-	saved := logs.lines(t, "checkpoint saved", task.GetJobId())
+	saved := logs.Records(t, "checkpoint saved", task.GetJobId())
 	require.Len(t, saved, 1, "one checkpoint per DefaultCheckpointInterval")
 	assert.EqualValues(t, 1, saved[0]["chunks"])
 }

@@ -1,15 +1,12 @@
 package roomexport_test
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,36 +22,8 @@ import (
 	"dataport.dev/services/room-exporter/internal/roomexport"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/logtest"
 )
-
-// lockedBuffer collects the exporter's log lines across goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the decoded log records whose msg starts with prefix and,
-// if jobID is not empty, that are about that job.
-func (b *lockedBuffer) lines(t testing.TB, prefix, jobID string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for line := range strings.Lines(b.buf.String()) {
-		var rec map[string]any
-		require.NoError(t, json.Unmarshal([]byte(line), &rec))
-		if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, prefix) && (jobID == "" || rec["job_id"] == jobID) {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
 
 // resumeFixture publishes a room big enough for several 5 MiB parts in
 // either format (about 22 MB of JSON): messages of some 330 bytes, a
@@ -109,7 +78,7 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 		crashed    atomic.Bool
 		readsAfter atomic.Int64  // messages read by the attempt after the crash
 		minAfter   atomic.Uint64 // lowest stream sequence it read
-		logs       lockedBuffer
+		logs       logtest.Buffer
 	)
 	minAfter.Store(^uint64(0))
 	generated := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -150,7 +119,7 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 			clean := run("clean-" + word)
 			cleanTook := time.Since(start)
 			require.Greater(t, clean.GetSize(), uint64(3*blob.MinPartSize), "at least four parts")
-			assert.Empty(t, logs.lines(t, "resuming from message", "clean-"+word), "a clean run resumes nothing")
+			assert.Empty(t, logs.Records(t, "resuming from message", "clean-"+word), "a clean run resumes nothing")
 
 			readsAfter.Store(0)
 			minAfter.Store(^uint64(0))
@@ -163,7 +132,7 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 				word, n, float64(clean.GetSize())/1e6, cleanTook.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 			require.True(t, crashed.Load(), "the first attempt was killed after part 2")
 
-			resumes := logs.lines(t, "resuming from message", jobID)
+			resumes := logs.Records(t, "resuming from message", jobID)
 			require.Len(t, resumes, 1)
 			assert.Equal(t, jobID, resumes[0]["job_id"])
 			from := uint64(resumes[0]["stream_seq"].(float64))
@@ -203,7 +172,7 @@ func TestExportStaleCheckpointStartsOver(t *testing.T) {
 		t.Skip("publishes 40k messages")
 	}
 	var crash atomic.Bool
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	h := start(t, func(o *config) {
 		o.PartSize = blob.MinPartSize
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
@@ -236,8 +205,8 @@ func TestExportStaleCheckpointStartsOver(t *testing.T) {
 	var part exportv1.PartUploaded
 	h.event(t, bus.EventPart, "stale", &part)
 	assert.Equal(t, clean.GetFile().GetSha256(), part.GetFile().GetSha256())
-	assert.Empty(t, logs.lines(t, "resuming from message", ""))
-	stale := logs.lines(t, "checkpoint not usable", "")
+	assert.Empty(t, logs.Records(t, "resuming from message", ""))
+	stale := logs.Records(t, "checkpoint not usable", "")
 	require.Len(t, stale, 1)
 	assert.Equal(t, "upload gone", stale[0]["reason"])
 	ups, err = h.store.ListIncompleteUploads(ctx, bucket, "jobs/")
