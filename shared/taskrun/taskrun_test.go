@@ -24,6 +24,7 @@ import (
 	"dataport.dev/shared/jobview"
 	"dataport.dev/shared/objects"
 	"dataport.dev/shared/taskrun"
+	"dataport.dev/shared/taskrun/taskruntest"
 )
 
 const bucket = "dataport-exports"
@@ -79,16 +80,7 @@ func task(jobID string, pk exportv1.PartKind) *exportv1.ExportTask {
 // event returns the job's last status event of a kind, false if none.
 func (e *env) event(t testing.TB, ev bus.Event, jobID string, m proto.Message) bool {
 	t.Helper()
-	subject, err := bus.StatusSubject(ev, jobID)
-	require.NoError(t, err)
-	stream, err := e.ns.JS.Stream(t.Context(), bus.StreamExportEvents)
-	require.NoError(t, err)
-	raw, err := stream.GetLastMsgForSubject(t.Context(), subject)
-	if err != nil {
-		return false
-	}
-	require.NoError(t, proto.Unmarshal(raw.Data, m))
-	return true
+	return taskruntest.LastEvent(t, e.ns.JS, ev, jobID, m)
 }
 
 func (e *env) objects(t testing.TB, prefix string) []string {

@@ -35,6 +35,7 @@ import (
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/demo"
 	"dataport.dev/shared/taskrun"
+	"dataport.dev/shared/taskrun/taskruntest"
 )
 
 const (
@@ -105,19 +106,7 @@ type config struct {
 
 // exporter is the record exporter as its main builds it: a runner with
 // the records kind registered.
-type exporter struct{ *taskrun.Runner }
-
-// Export runs task as the consume loop would, its OnTerminated hook
-// included: a permanent failure fails the job (taskrun.Runner.Fail).
-func (x exporter) Export(ctx context.Context, task *exportv1.ExportTask) error {
-	err := x.Runner.Export(ctx, task)
-	if bus.IsPermanent(err) {
-		x.Fail(ctx, task, err)
-	}
-	return err
-}
-
-func (e *env) exporter(t *testing.T, configure func(*config)) exporter {
+func (e *env) exporter(t *testing.T, configure func(*config)) taskruntest.Exporter {
 	t.Helper()
 	o := config{
 		Options: recordexport.Options{JS: e.ns.JS, Store: e.store, Bucket: bucket, TempDir: e.tmp},
@@ -138,7 +127,7 @@ func (e *env) exporter(t *testing.T, configure func(*config)) exporter {
 	x, err := recordexport.New(t.Context(), o.Options)
 	require.NoError(t, err)
 	x.Register(r)
-	return exporter{r}
+	return taskruntest.Exporter{Runner: r}
 }
 
 // task returns a records task of a fresh job whose KV record exists.
@@ -163,16 +152,7 @@ func (e *env) putJob(t testing.TB, job *exportv1.Job) {
 // event returns the job's last status event of a kind.
 func (e *env) event(t *testing.T, ev bus.Event, jobID string, m proto.Message) bool {
 	t.Helper()
-	subject, err := bus.StatusSubject(ev, jobID)
-	require.NoError(t, err)
-	stream, err := e.ns.JS.Stream(t.Context(), bus.StreamExportEvents)
-	require.NoError(t, err)
-	raw, err := stream.GetLastMsgForSubject(t.Context(), subject)
-	if err != nil {
-		return false
-	}
-	require.NoError(t, proto.Unmarshal(raw.Data, m))
-	return true
+	return taskruntest.LastEvent(t, e.ns.JS, ev, jobID, m)
 }
 
 func (e *env) part(t *testing.T, jobID string) *exportv1.PartUploaded {

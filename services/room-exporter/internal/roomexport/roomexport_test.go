@@ -26,6 +26,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/taskrun"
+	"dataport.dev/shared/taskrun/taskruntest"
 )
 
 const bucket = "dataport-exports"
@@ -34,7 +35,9 @@ const bucket = "dataport-exports"
 // project's topology, real MinIO, and the exporter behind the real consume
 // loop on the real durable consumer.
 type harness struct {
-	exp   exporter
+	// exp is the room exporter as its main builds it: a runner with the
+	// room kinds registered.
+	exp   taskruntest.Exporter
 	js    jetstream.JetStream
 	store *blob.Store
 	pub   *bus.Publisher
@@ -46,20 +49,6 @@ type harness struct {
 type config struct {
 	roomexport.Options
 	Runner taskrun.Options
-}
-
-// exporter is the room exporter as its main builds it: a runner with the
-// room kinds registered.
-type exporter struct{ *taskrun.Runner }
-
-// Export runs task as the consume loop would, its OnTerminated hook
-// included: a permanent failure fails the job (taskrun.Runner.Fail).
-func (x exporter) Export(ctx context.Context, task *exportv1.ExportTask) error {
-	err := x.Runner.Export(ctx, task)
-	if bus.IsPermanent(err) {
-		x.Fail(ctx, task, err)
-	}
-	return err
 }
 
 func start(t testing.TB, configure func(*config)) *harness {
@@ -96,7 +85,7 @@ func start(t testing.TB, configure func(*config)) *harness {
 	rooms, err := roomexport.New(ctx, o.Options)
 	require.NoError(t, err)
 	rooms.Register(runner)
-	exp := exporter{runner}
+	exp := taskruntest.Exporter{Runner: runner}
 	h.exp = exp
 	// The owner of the tests' room exports may read any room.
 	h.putKV(t, bus.BucketUsers, "u-owner", owner)
@@ -190,16 +179,7 @@ func (h *harness) publishTask(t testing.TB, msgID string, task *exportv1.ExportT
 // event waits for the last event of kind ev for job and decodes it into m.
 func (h *harness) event(t testing.TB, ev bus.Event, jobID string, m proto.Message) {
 	t.Helper()
-	subject, err := bus.StatusSubject(ev, jobID)
-	require.NoError(t, err)
-	events, err := h.js.Stream(t.Context(), bus.StreamExportEvents)
-	require.NoError(t, err)
-	var raw *jetstream.RawStreamMsg
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		raw, err = events.GetLastMsgForSubject(t.Context(), subject)
-		assert.NoError(c, err)
-	}, 30*time.Second, 20*time.Millisecond, "no %s event for job %s", ev, jobID)
-	require.NoError(t, proto.Unmarshal(raw.Data, m))
+	taskruntest.WaitEvent(t, h.js, ev, jobID, m)
 }
 
 // eventCount is how many events of kind ev the job has.

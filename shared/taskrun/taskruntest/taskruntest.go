@@ -1,0 +1,72 @@
+// Package taskruntest runs a taskrun.Runner's tasks in tests without the
+// consume loop, and reads back the status events the Runner published.
+package taskruntest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/taskrun"
+)
+
+// Exporter is a Runner whose Export ends as a task's last delivery in the
+// consume loop would: a permanent failure also fails the job, as the
+// loop's OnTerminated hook (taskrun.Runner.Terminated) does. Without that,
+// a test of a rejection would see no ExportFailed.
+type Exporter struct{ *taskrun.Runner }
+
+// Export runs task and, if its error is permanent, fails the job with it
+// (taskrun.Runner.Fail). It returns Export's error.
+func (x Exporter) Export(ctx context.Context, task *exportv1.ExportTask) error {
+	err := x.Runner.Export(ctx, task)
+	if bus.IsPermanent(err) {
+		x.Fail(ctx, task, err)
+	}
+	return err
+}
+
+// LastEvent decodes jobID's last status event of kind ev into m. It
+// reports false if the job has no such event yet.
+func LastEvent(t testing.TB, js jetstream.JetStream, ev bus.Event, jobID string, m proto.Message) bool {
+	t.Helper()
+	stream, subject := events(t, js, ev, jobID)
+	raw, err := stream.GetLastMsgForSubject(t.Context(), subject)
+	if err != nil {
+		return false
+	}
+	require.NoError(t, proto.Unmarshal(raw.Data, m))
+	return true
+}
+
+// WaitEvent waits up to 30 s for jobID's status event of kind ev and
+// decodes the last one into m; it fails the test if none comes.
+func WaitEvent(t testing.TB, js jetstream.JetStream, ev bus.Event, jobID string, m proto.Message) {
+	t.Helper()
+	stream, subject := events(t, js, ev, jobID)
+	var raw *jetstream.RawStreamMsg
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		var err error
+		raw, err = stream.GetLastMsgForSubject(t.Context(), subject)
+		assert.NoError(c, err)
+	}, 30*time.Second, 20*time.Millisecond, "no %s event for job %s", ev, jobID)
+	require.NoError(t, proto.Unmarshal(raw.Data, m))
+}
+
+// events returns the status events stream and the subject of jobID's
+// events of kind ev.
+func events(t testing.TB, js jetstream.JetStream, ev bus.Event, jobID string) (jetstream.Stream, string) {
+	t.Helper()
+	subject, err := bus.StatusSubject(ev, jobID)
+	require.NoError(t, err)
+	stream, err := js.Stream(t.Context(), bus.StreamExportEvents)
+	require.NoError(t, err)
+	return stream, subject
+}
