@@ -16,10 +16,8 @@ import (
 	"dataport.dev/shared/infra/infratest"
 )
 
-// TestRunRejectsBadConfig: run goes through the exporters' validated
-// configuration (its cases are in shared/infra's RunExporter tests).
 func TestRunRejectsBadConfig(t *testing.T) {
-	infratest.RejectsConfig(t, run, map[string]string{"DATAPORT_EXPORTER_CONCURRENCY": "0"}, "DATAPORT_EXPORTER_CONCURRENCY")
+	infratest.RejectsExporterConfig(t, run)
 }
 
 // TestRunExportsAndShutsDown starts the binary's run against real NATS and
@@ -43,7 +41,7 @@ func TestRunExportsAndShutsDown(t *testing.T) {
 		JobId: "job-main", Kind: exportv1.JobKind_JOB_KIND_ROOM, Format: exportv1.Format_FORMAT_JSON,
 		PartsTotal: 1, Room: &exportv1.RoomScope{RoomId: "MAIN"}, OwnerId: "owner", Scope: access.ScopeFor(owner, ""),
 	}
-	require.NoError(t, e.Publisher.PublishTask(t.Context(), e.Signer, "exports.tasks.room", "job-main.task.0", task))
+	e.Submit(t, "exports.tasks.room", task)
 
 	part := e.WaitPart(t, "job-main")
 	assert.Equal(t, uint64(3), part.GetFile().GetRecords())

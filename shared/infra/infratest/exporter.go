@@ -48,6 +48,22 @@ func (s *Stack) StartExporter(t *testing.T, run RunFunc) *Exporter {
 	return &Exporter{Process: p, Publisher: bus.NewPublisher(s.NATS.JS, nil), Signer: signer, stack: s}
 }
 
+// RejectsExporterConfig checks that run goes through the exporters'
+// validated configuration (infra.RunExporter's, whose cases shared/infra
+// tests): a concurrency of 0 stops it before anything starts.
+func RejectsExporterConfig(t *testing.T, run RunFunc) {
+	t.Helper()
+	RejectsConfig(t, run, map[string]string{"DATAPORT_EXPORTER_CONCURRENCY": "0"}, "DATAPORT_EXPORTER_CONCURRENCY")
+}
+
+// Submit publishes task on subject as the gateway publishes a job's first
+// task: signed with the key the exporter verifies, with the message id of
+// part 0.
+func (e *Exporter) Submit(t *testing.T, subject string, task *exportv1.ExportTask) {
+	t.Helper()
+	require.NoError(t, e.Publisher.PublishTask(t.Context(), e.Signer, subject, task.GetJobId()+".task.0", task))
+}
+
 // WaitPart waits for the PartUploaded event of jobID and checks that its
 // file is in the default exports bucket.
 func (e *Exporter) WaitPart(t *testing.T, jobID string) *exportv1.PartUploaded {
