@@ -3,6 +3,7 @@ package config_test
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,61 +19,72 @@ func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
-func TestLoadCommonDefaults(t *testing.T) {
+func TestLoadCommon(t *testing.T) {
 	t.Parallel()
-	l := config.New(env(nil))
-	c := config.LoadCommon(l)
-	require.NoError(t, l.Err())
-
-	assert.Equal(t, config.Common{
-		Env:             config.EnvProduction,
-		NATSURL:         "nats://127.0.0.1:4222",
-		S3Endpoint:      "127.0.0.1:9000",
-		S3AccessKey:     "minioadmin",
-		S3SecretKey:     "minioadmin",
-		S3Region:        "us-east-1",
-		S3UseTLS:        false,
-		ExportBucket:    "dataport-exports",
-		AssetBucket:     "dataport-assets",
-		StreamReplicas:  1,
-		LogLevel:        "info",
-		ShutdownTimeout: 25 * time.Second,
-	}, c)
-}
-
-func TestLoadCommonFromEnv(t *testing.T) {
-	t.Parallel()
-	l := config.New(env(map[string]string{
-		"DATAPORT_NATS_URL":         "nats://nats.dataport.svc:4222",
-		"DATAPORT_S3_ENDPOINT":      "minio:9000",
-		"DATAPORT_S3_ACCESS_KEY":    "ak",
-		"DATAPORT_S3_SECRET_KEY":    "sk",
-		"DATAPORT_S3_REGION":        "eu-west-1",
-		"DATAPORT_S3_USE_TLS":       "YES",
-		"DATAPORT_EXPORT_BUCKET":    "exp",
-		"DATAPORT_ASSET_BUCKET":     "ast",
-		"DATAPORT_STREAM_REPLICAS":  "3",
-		"DATAPORT_LOG_LEVEL":        "debug",
-		"DATAPORT_SHUTDOWN_TIMEOUT": "1m",
-		"DATAPORT_ENV":              "development",
-	}))
-	c := config.LoadCommon(l)
-	require.NoError(t, l.Err())
-
-	assert.Equal(t, config.Common{
-		Env:             config.EnvDevelopment,
-		NATSURL:         "nats://nats.dataport.svc:4222",
-		S3Endpoint:      "minio:9000",
-		S3AccessKey:     "ak",
-		S3SecretKey:     "sk",
-		S3Region:        "eu-west-1",
-		S3UseTLS:        true,
-		ExportBucket:    "exp",
-		AssetBucket:     "ast",
-		StreamReplicas:  3,
-		LogLevel:        "debug",
-		ShutdownTimeout: time.Minute,
-	}, c)
+	tests := []struct {
+		name string
+		env  map[string]string
+		want config.Common
+	}{
+		{
+			name: "defaults",
+			env:  nil,
+			want: config.Common{
+				Env:             config.EnvProduction,
+				NATSURL:         "nats://127.0.0.1:4222",
+				S3Endpoint:      "127.0.0.1:9000",
+				S3AccessKey:     "minioadmin",
+				S3SecretKey:     "minioadmin",
+				S3Region:        "us-east-1",
+				S3UseTLS:        false,
+				ExportBucket:    "dataport-exports",
+				AssetBucket:     "dataport-assets",
+				StreamReplicas:  1,
+				LogLevel:        "info",
+				ShutdownTimeout: 25 * time.Second,
+			},
+		},
+		{
+			name: "from the environment",
+			env: map[string]string{
+				"DATAPORT_NATS_URL":         "nats://nats.dataport.svc:4222",
+				"DATAPORT_S3_ENDPOINT":      "minio:9000",
+				"DATAPORT_S3_ACCESS_KEY":    "ak",
+				"DATAPORT_S3_SECRET_KEY":    "sk",
+				"DATAPORT_S3_REGION":        "eu-west-1",
+				"DATAPORT_S3_USE_TLS":       "YES",
+				"DATAPORT_EXPORT_BUCKET":    "exp",
+				"DATAPORT_ASSET_BUCKET":     "ast",
+				"DATAPORT_STREAM_REPLICAS":  "3",
+				"DATAPORT_LOG_LEVEL":        "debug",
+				"DATAPORT_SHUTDOWN_TIMEOUT": "1m",
+				"DATAPORT_ENV":              "development",
+			},
+			want: config.Common{
+				Env:             config.EnvDevelopment,
+				NATSURL:         "nats://nats.dataport.svc:4222",
+				S3Endpoint:      "minio:9000",
+				S3AccessKey:     "ak",
+				S3SecretKey:     "sk",
+				S3Region:        "eu-west-1",
+				S3UseTLS:        true,
+				ExportBucket:    "exp",
+				AssetBucket:     "ast",
+				StreamReplicas:  3,
+				LogLevel:        "debug",
+				ShutdownTimeout: time.Minute,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			l := config.New(env(tt.env))
+			c := config.LoadCommon(l)
+			require.NoError(t, l.Err())
+			assert.Equal(t, tt.want, c)
+		})
+	}
 }
 
 func TestLoaderValidValues(t *testing.T) {
@@ -205,6 +217,36 @@ func TestLoaderNilGetenv(t *testing.T) {
 
 func TestPrint(t *testing.T) {
 	t.Parallel()
+	// defaults is what Print shows of the test's variables with nothing set:
+	// one line a variable, sorted by name, secrets masked.
+	defaults := []string{
+		"DATAPORT_ASSET_BUCKET=dataport-assets",
+		"DATAPORT_ENV=production",
+		"DATAPORT_EXPORT_BUCKET=dataport-exports",
+		"DATAPORT_LOG_LEVEL=info",
+		"DATAPORT_NATS_URL=nats://127.0.0.1:4222",
+		"DATAPORT_S3_ACCESS_KEY=minioadmin",
+		"DATAPORT_S3_ENDPOINT=127.0.0.1:9000",
+		"DATAPORT_S3_REGION=us-east-1",
+		"DATAPORT_S3_SECRET_KEY=****",
+		"DATAPORT_S3_USE_TLS=false",
+		"DATAPORT_SHUTDOWN_TIMEOUT=25s",
+		"DATAPORT_STREAM_REPLICAS=1",
+		"DATAPORT_TOKEN=",
+		"DATAPORT_TOKEN_SECRET=",
+	}
+	// printed is the output of defaults with each of lines in place of the
+	// default line of its variable.
+	printed := func(lines ...string) string {
+		out := slices.Clone(defaults)
+		for _, line := range lines {
+			name, _, _ := strings.Cut(line, "=")
+			i := slices.IndexFunc(out, func(d string) bool { return strings.HasPrefix(d, name+"=") })
+			require.NotEqual(t, -1, i, "%s is one of the test's variables", name)
+			out[i] = line
+		}
+		return strings.Join(out, "\n") + "\n"
+	}
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -213,23 +255,7 @@ func TestPrint(t *testing.T) {
 		{
 			name: "defaults with secret masked",
 			env:  nil,
-			want: strings.Join([]string{
-				"DATAPORT_ASSET_BUCKET=dataport-assets",
-				"DATAPORT_ENV=production",
-				"DATAPORT_EXPORT_BUCKET=dataport-exports",
-				"DATAPORT_LOG_LEVEL=info",
-				"DATAPORT_NATS_URL=nats://127.0.0.1:4222",
-				"DATAPORT_S3_ACCESS_KEY=minioadmin",
-				"DATAPORT_S3_ENDPOINT=127.0.0.1:9000",
-				"DATAPORT_S3_REGION=us-east-1",
-				"DATAPORT_S3_SECRET_KEY=****",
-				"DATAPORT_S3_USE_TLS=false",
-				"DATAPORT_SHUTDOWN_TIMEOUT=25s",
-				"DATAPORT_STREAM_REPLICAS=1",
-				"DATAPORT_TOKEN=",
-				"DATAPORT_TOKEN_SECRET=",
-				"",
-			}, "\n"),
+			want: printed(),
 		},
 		{
 			name: "effective values with secrets masked",
@@ -239,23 +265,7 @@ func TestPrint(t *testing.T) {
 				"DATAPORT_STREAM_REPLICAS": "3",
 				"DATAPORT_TOKEN":           "plain",
 			},
-			want: strings.Join([]string{
-				"DATAPORT_ASSET_BUCKET=dataport-assets",
-				"DATAPORT_ENV=production",
-				"DATAPORT_EXPORT_BUCKET=dataport-exports",
-				"DATAPORT_LOG_LEVEL=info",
-				"DATAPORT_NATS_URL=nats://127.0.0.1:4222",
-				"DATAPORT_S3_ACCESS_KEY=minioadmin",
-				"DATAPORT_S3_ENDPOINT=127.0.0.1:9000",
-				"DATAPORT_S3_REGION=us-east-1",
-				"DATAPORT_S3_SECRET_KEY=****",
-				"DATAPORT_S3_USE_TLS=false",
-				"DATAPORT_SHUTDOWN_TIMEOUT=25s",
-				"DATAPORT_STREAM_REPLICAS=3",
-				"DATAPORT_TOKEN=plain",
-				"DATAPORT_TOKEN_SECRET=****",
-				"",
-			}, "\n"),
+			want: printed("DATAPORT_STREAM_REPLICAS=3", "DATAPORT_TOKEN=plain", "DATAPORT_TOKEN_SECRET=****"),
 		},
 	}
 	for _, tt := range tests {
