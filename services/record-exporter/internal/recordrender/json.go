@@ -50,14 +50,8 @@ func newJSON(w io.Writer, m Meta, mode int) *jsonRenderer {
 }
 
 func (r *jsonRenderer) Begin() error {
-	var err error
-	switch r.mode {
-	case modeArray:
-		_, err = io.WriteString(r.w, "[")
-	case modeAPI:
-		_, err = io.WriteString(r.w, `{"data":[`)
-	}
-	return err
+	begin, _ := r.frame()
+	return r.writeFrame(begin)
 }
 
 func (r *jsonRenderer) Write(row Row) error {
@@ -101,13 +95,26 @@ func (r *jsonRenderer) Write(row Row) error {
 }
 
 func (r *jsonRenderer) End() error {
-	var err error
+	_, end := r.frame()
+	return r.writeFrame(end)
+}
+
+// frame is what the mode writes before the first row and after the last.
+func (r *jsonRenderer) frame() (begin, end string) {
 	switch r.mode {
 	case modeArray:
-		_, err = io.WriteString(r.w, "\n]\n")
+		return "[", "\n]\n"
 	case modeAPI:
-		_, err = io.WriteString(r.w, "\n]}\n")
+		return `{"data":[`, "\n]}\n"
 	}
+	return "", "" // JSON Lines: one object a line, nothing around them
+}
+
+func (r *jsonRenderer) writeFrame(s string) error {
+	if s == "" {
+		return nil
+	}
+	_, err := io.WriteString(r.w, s)
 	return err
 }
 
