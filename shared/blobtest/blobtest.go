@@ -135,12 +135,13 @@ func launch(bin, addr, console, dir string, out *logtest.Buffer) (*launched, err
 // and returns once it answers its liveness check and accepts requests. The
 // server is killed when the test ends; its output is logged only if the
 // test failed. Start fails the test, never skips it, when MinIO is missing:
-// a skipped storage suite looks like a passing one.
+// a skipped storage suite looks like a passing one. The buckets named are
+// created before Start returns.
 //
 // The binary is $DATAPORT_MINIO_BIN if set, else bin/minio in the
 // repository root (found by walking up from the working directory), else
 // minio on $PATH.
-func Start(tb testing.TB) *Server {
+func Start(tb testing.TB, buckets ...string) *Server {
 	tb.Helper()
 	bin, err := findBinary()
 	if err != nil {
@@ -152,6 +153,11 @@ func Start(tb testing.TB) *Server {
 	for range attempts {
 		srv, retry, err := start(tb, bin, dir)
 		if err == nil {
+			for _, b := range buckets {
+				if err := srv.Store.EnsureBucket(tb.Context(), b); err != nil {
+					tb.Fatalf("blobtest: bucket %s: %v", b, err)
+				}
+			}
 			return srv
 		}
 		lastErr = err

@@ -26,6 +26,16 @@ func TestStart(t *testing.T) {
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 }
 
+func TestStartCreatesBuckets(t *testing.T) {
+	srv := Start(t, "first", "second")
+	for _, b := range []string{"first", "second"} {
+		_, err := srv.Store.List(t.Context(), b, "")
+		assert.NoError(t, err, "bucket %s exists", b)
+	}
+	_, err := srv.Store.List(t.Context(), "third", "")
+	assert.Error(t, err, "only the named buckets are created")
+}
+
 func TestStartTwiceIsolated(t *testing.T) {
 	a, b := Start(t), Start(t)
 	assert.NotEqual(t, a.Config.Endpoint, b.Config.Endpoint)

@@ -42,8 +42,7 @@ type env struct {
 func setup(t *testing.T, configure func(*taskrun.Options)) *env {
 	t.Helper()
 	ns := bustest.Start(t)
-	ms := blobtest.Start(t)
-	require.NoError(t, ms.Store.EnsureBucket(t.Context(), bucket))
+	ms := blobtest.Start(t, bucket)
 	e := &env{ns: ns, store: ms.Store, pub: bus.NewPublisher(ns.JS, nil)}
 	o := taskrun.Options{JS: ns.JS, Store: ms.Store, Publisher: e.pub, Bucket: bucket,
 		Signer: bustest.TaskSigner(t), Name: "testexport", NotAllowed: "Not yours."}

@@ -57,10 +57,8 @@ func start(t *testing.T) *env {
 func prepare(t *testing.T) *env {
 	t.Helper()
 	srv := bustest.Start(t)
-	mio := blobtest.Start(t)
+	mio := blobtest.Start(t, bucket, assetBucket)
 	ctx := t.Context()
-	require.NoError(t, mio.Store.EnsureBucket(ctx, bucket))
-	require.NoError(t, mio.Store.EnsureBucket(ctx, assetBucket))
 	events, err := srv.JS.Stream(ctx, bus.StreamExportEvents)
 	require.NoError(t, err)
 	jobs, err := srv.JS.KeyValue(ctx, bus.BucketJobs)

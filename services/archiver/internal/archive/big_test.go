@@ -38,9 +38,8 @@ func TestBigArchiveMemory(t *testing.T) {
 	if os.Getenv("DATAPORT_BIG_ARCHIVE") != "1" {
 		t.Skip("set DATAPORT_BIG_ARCHIVE=1 to build a 2 GiB archive and measure peak RSS")
 	}
-	mio := blobtest.Start(t)
+	mio := blobtest.Start(t, bucket)
 	ctx := t.Context()
-	require.NoError(t, mio.Store.EnsureBucket(ctx, bucket))
 	// Eight incompressible "assets" (stored as they are) and two
 	// chat-like text parts (deflated): an archive of about 2.1 GiB.
 	const parts, partSize = 10, 256 << 20

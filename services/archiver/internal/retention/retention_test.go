@@ -40,9 +40,8 @@ type env struct {
 func start(t *testing.T) *env {
 	t.Helper()
 	srv := bustest.Start(t)
-	mio := blobtest.Start(t)
+	mio := blobtest.Start(t, bucket)
 	ctx := t.Context()
-	require.NoError(t, mio.Store.EnsureBucket(ctx, bucket))
 	jobs, err := srv.JS.KeyValue(ctx, bus.BucketJobs)
 	require.NoError(t, err)
 	events, err := srv.JS.Stream(ctx, bus.StreamExportEvents)

@@ -57,10 +57,8 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	ns := bustest.Start(t)
-	ms := blobtest.Start(t)
+	ms := blobtest.Start(t, bucket, assetBucket)
 	ctx := t.Context()
-	require.NoError(t, ms.Store.EnsureBucket(ctx, bucket))
-	require.NoError(t, ms.Store.EnsureBucket(ctx, assetBucket))
 	d := demo.Generate()
 	require.NoError(t, demo.Seed(ctx, ns.JS, ms.Store, assetBucket, d, slog.New(slog.DiscardHandler)))
 	e := &env{ns: ns, store: ms.Store, pub: bus.NewPublisher(ns.JS, nil), data: d, tmp: t.TempDir()}

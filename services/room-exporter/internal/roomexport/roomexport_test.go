@@ -54,9 +54,8 @@ type config struct {
 func start(t testing.TB, configure func(*config)) *harness {
 	t.Helper()
 	ns := bustest.Start(t)
-	ms := blobtest.Start(t)
+	ms := blobtest.Start(t, bucket)
 	ctx := t.Context()
-	require.NoError(t, ms.Store.EnsureBucket(ctx, bucket))
 	h := &harness{js: ns.JS, store: ms.Store, pub: bus.NewPublisher(ns.JS, nil)}
 
 	topo := bustest.Topology()
