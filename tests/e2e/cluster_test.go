@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/infra/infratest"
 )
 
 // cluster is three embedded JetStream servers routed to each other on
@@ -29,7 +30,7 @@ func startCluster(t *testing.T) *cluster {
 	const n = 3
 	routePorts := make([]int, n)
 	for i := range routePorts {
-		_, port, err := net.SplitHostPort(freeAddr(t))
+		_, port, err := net.SplitHostPort(infratest.FreeAddr(t))
 		require.NoError(t, err)
 		_, err = fmt.Sscan(port, &routePorts[i])
 		require.NoError(t, err)

@@ -22,6 +22,7 @@ import (
 
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/infra/infratest"
 )
 
 // repoRoot is where go.work lives; the binaries and tools are found from it.
@@ -82,15 +83,6 @@ func tool(t testing.TB, name string) string {
 	}
 	t.Fatalf("%s not found in bin/ or PATH: run `make tools`", name)
 	return ""
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
 }
 
 // process is a child process whose output goes to a log file that is shown
@@ -276,12 +268,12 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	}
 	minio := blobtest.Start(t)
 
-	smtpAddr, mailpitAddr := freeAddr(t), freeAddr(t)
+	smtpAddr, mailpitAddr := infratest.FreeAddr(t), infratest.FreeAddr(t)
 	startProcess(t, "mailpit", tool(t, "mailpit"), nil,
 		"--smtp", smtpAddr, "--listen", mailpitAddr, "--database", filepath.Join(t.TempDir(), "mailpit.db"))
 	waitHTTP(t, "http://"+mailpitAddr+"/livez")
 
-	gatewayAddr := freeAddr(t)
+	gatewayAddr := infratest.FreeAddr(t)
 	_, smtpPort, _ := net.SplitHostPort(smtpAddr)
 	taskSecret := randomKey(t)
 	common := []string{
@@ -311,7 +303,7 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	s := &stack{nats: nats, natsURL: natsURL, minio: minio, taskSecret: taskSecret}
 	var health []string
 	service := func(name, bin string) *process {
-		addr := freeAddr(t)
+		addr := infratest.FreeAddr(t)
 		health = append(health, addr)
 		return startProcess(t, name, filepath.Join(bins, bin), env("DATAPORT_HEALTH_ADDR="+addr))
 	}
