@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"dataport.dev/shared/bus"
 )
@@ -108,4 +109,21 @@ func TaskSigner(t testing.TB) *bus.TaskSigner {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// Put stores m under key in a KV bucket of js, as the host platform or
+// another service would have.
+func Put(t testing.TB, js jetstream.JetStream, bucket, key string, m proto.Message) {
+	t.Helper()
+	kv, err := js.KeyValue(t.Context(), bucket)
+	if err != nil {
+		t.Fatalf("bustest: bucket %s: %v", bucket, err)
+	}
+	data, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatalf("bustest: marshal %s/%s: %v", bucket, key, err)
+	}
+	if _, err := kv.Put(t.Context(), key, data); err != nil {
+		t.Fatalf("bustest: put %s/%s: %v", bucket, key, err)
+	}
 }

@@ -58,12 +58,7 @@ func setup(t *testing.T, configure func(*taskrun.Options)) *env {
 
 func (e *env) put(t testing.TB, bucket, key string, m proto.Message) {
 	t.Helper()
-	kv, err := e.ns.JS.KeyValue(context.Background(), bucket)
-	require.NoError(t, err)
-	b, err := proto.Marshal(m)
-	require.NoError(t, err)
-	_, err = kv.Put(context.Background(), key, b)
-	require.NoError(t, err)
+	bustest.Put(t, e.ns.JS, bucket, key, m)
 }
 
 func (e *env) setJob(t testing.TB, id string, state exportv1.JobState) {

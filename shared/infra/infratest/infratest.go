@@ -178,10 +178,5 @@ func AssertMasked(t testing.TB, out string, secrets map[string]string) {
 // service would have.
 func (s *Stack) Put(t testing.TB, bucket, key string, m proto.Message) {
 	t.Helper()
-	kv, err := s.NATS.JS.KeyValue(t.Context(), bucket)
-	require.NoError(t, err)
-	data, err := proto.Marshal(m)
-	require.NoError(t, err)
-	_, err = kv.Put(t.Context(), key, data)
-	require.NoError(t, err)
+	bustest.Put(t, s.NATS.JS, bucket, key, m)
 }

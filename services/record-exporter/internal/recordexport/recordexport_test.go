@@ -86,12 +86,7 @@ var operator = &sourcev1.User{Id: "operator", Username: "operator", Roles: []str
 
 func (e *env) putKV(t testing.TB, bucket, key string, m proto.Message) {
 	t.Helper()
-	kv, err := e.ns.JS.KeyValue(t.Context(), bucket)
-	require.NoError(t, err)
-	b, err := proto.Marshal(m)
-	require.NoError(t, err)
-	_, err = kv.Put(t.Context(), key, b)
-	require.NoError(t, err)
+	bustest.Put(t, e.ns.JS, bucket, key, m)
 }
 
 // config is what a test may change: the records kind's options and the
@@ -139,12 +134,8 @@ func (e *env) task(t *testing.T, format exportv1.Format, scope *exportv1.Records
 }
 
 func (e *env) putJob(t testing.TB, job *exportv1.Job) {
-	kv, err := e.ns.JS.KeyValue(context.Background(), bus.BucketJobs)
-	require.NoError(t, err)
-	b, err := proto.Marshal(job)
-	require.NoError(t, err)
-	_, err = kv.Put(context.Background(), job.GetId(), b)
-	require.NoError(t, err)
+	t.Helper()
+	bustest.Put(t, e.ns.JS, bus.BucketJobs, job.GetId(), job)
 }
 
 // event returns the job's last status event of a kind.

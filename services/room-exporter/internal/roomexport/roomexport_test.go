@@ -113,12 +113,7 @@ func start(t testing.TB, configure func(*config)) *harness {
 
 func (h *harness) putRoom(t testing.TB, room *sourcev1.Room) {
 	t.Helper()
-	kv, err := h.js.KeyValue(t.Context(), bus.BucketRooms)
-	require.NoError(t, err)
-	data, err := proto.Marshal(room)
-	require.NoError(t, err)
-	_, err = kv.Put(t.Context(), room.GetId(), data)
-	require.NoError(t, err)
+	bustest.Put(t, h.js, bus.BucketRooms, room.GetId(), room)
 }
 
 func (h *harness) putJob(t testing.TB, id string, state exportv1.JobState) {

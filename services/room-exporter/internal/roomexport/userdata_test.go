@@ -20,18 +20,14 @@ import (
 	"dataport.dev/services/room-exporter/internal/roomexport"
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
 )
 
 const assetBucket = "dataport-assets"
 
 func (h *harness) putKV(t testing.TB, bucketName, key string, m proto.Message) {
 	t.Helper()
-	kv, err := h.js.KeyValue(t.Context(), bucketName)
-	require.NoError(t, err)
-	data, err := proto.Marshal(m)
-	require.NoError(t, err)
-	_, err = kv.Put(t.Context(), key, data)
-	require.NoError(t, err)
+	bustest.Put(t, h.js, bucketName, key, m)
 }
 
 func (h *harness) putAsset(t testing.TB, key, contentType string, data []byte) {
