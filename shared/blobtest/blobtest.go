@@ -339,3 +339,18 @@ func minioFreeEnv() []string {
 	}
 	return env
 }
+
+// Keys lists the keys under prefix in bucket of store, in the store's
+// order; nil if there are none.
+func Keys(tb testing.TB, store *blob.Store, bucket, prefix string) []string {
+	tb.Helper()
+	objs, err := store.List(tb.Context(), bucket, prefix)
+	if err != nil {
+		tb.Fatalf("blobtest: list %s/%s: %v", bucket, prefix, err)
+	}
+	var keys []string
+	for _, o := range objs {
+		keys = append(keys, o.Key)
+	}
+	return keys
+}

@@ -79,13 +79,7 @@ func (e *env) event(t testing.TB, ev bus.Event, jobID string, m proto.Message) b
 
 func (e *env) objects(t testing.TB, prefix string) []string {
 	t.Helper()
-	objs, err := e.store.List(t.Context(), bucket, prefix)
-	require.NoError(t, err)
-	var keys []string
-	for _, o := range objs {
-		keys = append(keys, o.Key)
-	}
-	return keys
+	return blobtest.Keys(t, e.store, bucket, prefix)
 }
 
 func (e *env) checkpoint(t testing.TB, jobID string) bool {

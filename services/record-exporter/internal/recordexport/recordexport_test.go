@@ -167,13 +167,7 @@ func (e *env) download(t *testing.T, f *exportv1.File) []byte {
 
 func (e *env) objects(t *testing.T, prefix string) []string {
 	t.Helper()
-	objs, err := e.store.List(t.Context(), bucket, prefix)
-	require.NoError(t, err)
-	var keys []string
-	for _, o := range objs {
-		keys = append(keys, o.Key)
-	}
-	return keys
+	return blobtest.Keys(t, e.store, bucket, prefix)
 }
 
 func readCSV(t *testing.T, b []byte) [][]string {

@@ -217,13 +217,7 @@ func (h *harness) download(t testing.TB, key string) []byte {
 
 func (h *harness) objects(t testing.TB, jobID string) []string {
 	t.Helper()
-	infos, err := h.store.List(t.Context(), bucket, "jobs/"+jobID+"/")
-	require.NoError(t, err)
-	keys := make([]string, 0, len(infos))
-	for _, i := range infos {
-		keys = append(keys, i.Key)
-	}
-	return keys
+	return blobtest.Keys(t, h.store, bucket, "jobs/"+jobID+"/")
 }
 
 // document is the exported JSON, decoded generically so the tests check
