@@ -100,15 +100,8 @@ func (e *env) consume(t *testing.T, maxDeliver int) {
 	t.Helper()
 	topo := bustest.Topology()
 	topo.TaskMaxDeliver = maxDeliver
-	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, topo, bus.ConsumerRecordExporter)
-	require.NoError(t, err)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- bus.Consume(ctx, cons, e.run.Handle, bus.ConsumeOptions{OnTerminated: e.run.Terminated,
-			NakDelay: func(uint64) time.Duration { return 50 * time.Millisecond }})
-	}()
-	t.Cleanup(func() { stop(); assert.NoError(t, <-done) })
+	taskruntest.Consume(t, e.ns.JS, topo, bus.ConsumerRecordExporter, e.run,
+		bus.ConsumeOptions{NakDelay: func(uint64) time.Duration { return 50 * time.Millisecond }})
 }
 
 func (e *env) publish(t testing.TB, signer *bus.TaskSigner, task *exportv1.ExportTask) {

@@ -33,6 +33,25 @@ func (x Exporter) Export(ctx context.Context, task *exportv1.ExportTask) error {
 	return err
 }
 
+// Consume runs r behind the real consume loop on the durable consumer
+// named consumer (declared with topo) until the test ends, as an
+// exporter's main runs it: Handle for each task, Terminated as the
+// OnTerminated hook; o sets the rest. Call it after the servers have
+// started, so that the loop stops before they do.
+func Consume(t testing.TB, js jetstream.JetStream, topo bus.Topology, consumer string, r *taskrun.Runner, o bus.ConsumeOptions) {
+	t.Helper()
+	cons, err := bus.EnsureConsumer(t.Context(), js, topo, consumer)
+	require.NoError(t, err)
+	o.OnTerminated = r.Terminated
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bus.Consume(ctx, cons, r.Handle, o) }()
+	t.Cleanup(func() {
+		stop()
+		assert.NoError(t, <-done)
+	})
+}
+
 // LastEvent decodes jobID's last status event of kind ev into m. It
 // reports false if the job has no such event yet.
 func LastEvent(t testing.TB, js jetstream.JetStream, ev bus.Event, jobID string, m proto.Message) bool {

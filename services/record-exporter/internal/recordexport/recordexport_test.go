@@ -2,7 +2,6 @@ package recordexport_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
@@ -558,14 +557,7 @@ func TestRecordExportCancel(t *testing.T) {
 	e := setup(t)
 	topo := bustest.Topology()
 	x := e.exporter(t, func(o *config) { o.Runner.ProgressRecords = 200; o.Runner.MaxDeliver = topo.TaskMaxDeliver })
-	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, topo, bus.ConsumerRecordExporter)
-	require.NoError(t, err)
-	consumeCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- bus.Consume(consumeCtx, cons, x.Handle, bus.ConsumeOptions{OnTerminated: x.Terminated})
-	}()
-	t.Cleanup(func() { stop(); assert.NoError(t, <-done) })
+	taskruntest.Consume(t, e.ns.JS, topo, bus.ConsumerRecordExporter, x.Runner, bus.ConsumeOptions{})
 
 	t.Run("canceled mid-export stops and deletes its objects", func(t *testing.T) {
 		// Small chunks: many objects are uploaded while the export runs.

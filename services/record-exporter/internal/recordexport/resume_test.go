@@ -2,7 +2,6 @@ package recordexport_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -19,6 +18,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/logtest"
+	"dataport.dev/shared/taskrun/taskruntest"
 )
 
 // crashSwitch injects a crash after the checkpoint of a chosen chunk and
@@ -248,12 +248,7 @@ func TestChunkedExportGivenUpDeletesChunks(t *testing.T) {
 		o.CheckpointInterval = -1
 		crash.hooks(&o.Options)
 	})
-	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, bustest.Topology(), bus.ConsumerRecordExporter)
-	require.NoError(t, err)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- bus.Consume(ctx, cons, x.Handle, bus.ConsumeOptions{OnTerminated: x.Terminated}) }()
-	t.Cleanup(func() { stop(); assert.NoError(t, <-done) })
+	taskruntest.Consume(t, e.ns.JS, bustest.Topology(), bus.ConsumerRecordExporter, x.Runner, bus.ConsumeOptions{})
 
 	task := e.task(t, exportv1.Format_FORMAT_CSV, &exportv1.RecordsScope{Resource: "events", MaxRowsPerChunk: 500})
 	publishTask(t, e.ns.JS, task)

@@ -1,7 +1,6 @@
 package recordexport_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/demo"
+	"dataport.dev/shared/taskrun/taskruntest"
 )
 
 // TestScopeBoundsWhatIsRead runs record exports as carol, a plain user of
@@ -160,14 +160,7 @@ func TestForgedTasksAreNotRun(t *testing.T) {
 	e := setup(t)
 	topo := bustest.Topology()
 	x := e.exporter(t, func(o *config) { o.Runner.MaxDeliver = topo.TaskMaxDeliver })
-	cons, err := bus.EnsureConsumer(t.Context(), e.ns.JS, topo, bus.ConsumerRecordExporter)
-	require.NoError(t, err)
-	consumeCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- bus.Consume(consumeCtx, cons, x.Handle, bus.ConsumeOptions{OnTerminated: x.Terminated})
-	}()
-	t.Cleanup(func() { stop(); assert.NoError(t, <-done) })
+	taskruntest.Consume(t, e.ns.JS, topo, bus.ConsumerRecordExporter, x.Runner, bus.ConsumeOptions{})
 
 	subject, err := bus.TaskSubject(bus.TaskRecords)
 	require.NoError(t, err)

@@ -88,25 +88,12 @@ func start(t testing.TB, configure func(*config)) *harness {
 	h.exp = exp
 	// The owner of the tests' room exports may read any room.
 	h.putKV(t, bus.BucketUsers, "u-owner", owner)
-	cons, err := bus.EnsureConsumer(ctx, ns.JS, topo, bus.ConsumerRoomExporter)
-	require.NoError(t, err)
-
-	consumeCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- bus.Consume(consumeCtx, cons, exp.Handle, bus.ConsumeOptions{
-			Concurrency: 2,
-			// Under AckWait/2 (bustest: 5 s), or a long export (under
-			// -race) would be redelivered while it still runs.
-			Heartbeat:    time.Second,
-			OnTerminated: exp.Terminated,
-			NakDelay:     func(uint64) time.Duration { return 100 * time.Millisecond },
-		})
-	}()
-	// Registered after the servers' cleanups, so it runs before them.
-	t.Cleanup(func() {
-		stop()
-		assert.NoError(t, <-done)
+	taskruntest.Consume(t, ns.JS, topo, bus.ConsumerRoomExporter, runner, bus.ConsumeOptions{
+		Concurrency: 2,
+		// Under AckWait/2 (bustest: 5 s), or a long export (under
+		// -race) would be redelivered while it still runs.
+		Heartbeat: time.Second,
+		NakDelay:  func(uint64) time.Duration { return 100 * time.Millisecond },
 	})
 	return h
 }
