@@ -159,11 +159,11 @@ func TestStopAndRestartKeepData(t *testing.T) {
 }
 
 func TestKeys(t *testing.T) {
-	srv := Start(t, "b")
-	assert.Nil(t, Keys(t, srv.Store, "b", ""), "an empty bucket has no keys")
+	srv := Start(t, "keys")
+	assert.Nil(t, Keys(t, srv.Store, "keys", ""), "an empty bucket has no keys")
 	for _, k := range []string{"jobs/j1/a", "jobs/j1/b", "jobs/j2/a"} {
-		_, err := srv.Store.Upload(t.Context(), "b", k, strings.NewReader("x"), "text/plain")
+		_, err := srv.Store.Upload(t.Context(), "keys", k, strings.NewReader("x"), "text/plain")
 		require.NoError(t, err)
 	}
-	assert.ElementsMatch(t, []string{"jobs/j1/a", "jobs/j1/b"}, Keys(t, srv.Store, "b", "jobs/j1/"))
+	assert.ElementsMatch(t, []string{"jobs/j1/a", "jobs/j1/b"}, Keys(t, srv.Store, "keys", "jobs/j1/"))
 }
