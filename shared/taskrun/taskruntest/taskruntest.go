@@ -65,8 +65,10 @@ func LastEvent(t testing.TB, js jetstream.JetStream, ev bus.Event, jobID string,
 	return true
 }
 
-// WaitEvent waits up to 30 s for jobID's status event of kind ev and
-// decodes the last one into m; it fails the test if none comes.
+// WaitEvent waits up to two minutes for jobID's status event of kind ev
+// and decodes the last one into m; it fails the test if none comes. The
+// bound is generous because it is only a bound: a long export under -race
+// on a loaded 2-core machine has needed more than 30 s.
 func WaitEvent(t testing.TB, js jetstream.JetStream, ev bus.Event, jobID string, m proto.Message) {
 	t.Helper()
 	stream, subject := events(t, js, ev, jobID)
@@ -75,7 +77,7 @@ func WaitEvent(t testing.TB, js jetstream.JetStream, ev bus.Event, jobID string,
 		var err error
 		raw, err = stream.GetLastMsgForSubject(t.Context(), subject)
 		assert.NoError(c, err)
-	}, 30*time.Second, 20*time.Millisecond, "no %s event for job %s", ev, jobID)
+	}, 2*time.Minute, 20*time.Millisecond, "no %s event for job %s", ev, jobID)
 	require.NoError(t, proto.Unmarshal(raw.Data, m))
 }
 
