@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -31,6 +33,14 @@ var ErrNotFound = errors.New("blob: object not found")
 // succeed as made: an invalid bucket or key name, or a presign TTL out of
 // range. Retrying them is pointless, so a consumer can Term instead of Nak.
 var ErrInvalidArgument = errors.New("blob: invalid argument")
+
+// ErrUnavailable is returned (wrapped, next to the cause) when the object
+// store could not be reached or said it is overloaded or unwell: a refused
+// or reset connection, a timeout, a 5xx answer, SlowDown. It is the
+// store's state, not the request's fault, so a caller waits and retries
+// the same request instead of counting it against the work. minio-go has
+// already retried such a request a few times when this comes back.
+var ErrUnavailable = errors.New("blob: object store unavailable")
 
 const (
 	// PartSize is the multipart part size Upload uses. It must be set
@@ -257,7 +267,20 @@ func (s *Store) Open(ctx context.Context, bucket, key string) (io.ReadCloser, In
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("open %s/%s: %w", bucket, key, translate(err))
 	}
-	return body, infoOf(oi), nil
+	return translatedBody{body}, infoOf(oi), nil
+}
+
+// translatedBody translates read errors too: a server that dies while an
+// object streams cuts the body off, and that is ErrUnavailable as much as
+// a refused GET.
+type translatedBody struct{ io.ReadCloser }
+
+func (b translatedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = translate(err)
+	}
+	return n, err
 }
 
 // Stat returns the object's metadata, or ErrNotFound.
@@ -444,10 +467,13 @@ func errorCode(err error) string {
 
 // translate maps minio errors onto this package's sentinels. Errors it does
 // not recognise pass through so that context.Canceled and network errors
-// stay visible to errors.Is.
+// stay visible to errors.Is; unavailability is added next to the cause.
 func translate(err error) error {
 	var er minio.ErrorResponse
 	if !errors.As(err, &er) {
+		if unreachable(err) {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 		return err
 	}
 	switch {
@@ -455,6 +481,47 @@ func translate(err error) error {
 		return fmt.Errorf("%w (%s)", ErrNotFound, er.Code)
 	case er.Code == minio.InvalidBucketName || er.Code == minio.XMinioInvalidObjectName:
 		return fmt.Errorf("%w: %s", ErrInvalidArgument, er.Message)
+	case overloaded(er):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+// overloaded reports an S3 answer that says the server, not the request,
+// is the problem. The codes and statuses are the ones minio-go itself
+// retries (retry.go: retryableS3Codes, retryableHTTPStatusCodes) without
+// the credential ones, plus MinIO's own for a server still starting or
+// short of its quorum.
+func overloaded(er minio.ErrorResponse) bool {
+	switch er.Code {
+	case "RequestTimeout", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestThrottled",
+		"InternalError", "SlowDown", "SlowDownWrite", "SlowDownRead", "ServiceUnavailable",
+		"XMinioServerNotInitialized", "XMinioReadQuorum", "XMinioWriteQuorum":
+		return true
+	}
+	switch er.StatusCode {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests, 499, http.StatusInternalServerError,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, 520:
+		return true
+	}
+	return false
+}
+
+// unreachable reports a transport failure: no answer at all (refused,
+// reset, timed out, cut off mid-body). The caller's own cancellation is
+// not one.
+func unreachable(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return !errors.Is(ue.Err, context.Canceled)
+	}
+	if _, ok := errors.AsType[*net.OpError](err); ok {
+		return true
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -33,14 +34,89 @@ func Permanent(err error) error {
 	return &PermanentError{Err: err}
 }
 
-// Reason is err worded for a person, e.g. as a failed job's reason: the
-// cause of a PermanentError without the "permanent:" marker, else err as
-// it is.
-func Reason(err error) string {
-	if pe, ok := errors.AsType[*PermanentError](err); ok {
-		return pe.Err.Error()
+// DefaultReason is a failed job's reason when nothing on the way worded
+// one: what went wrong inside is for the logs, not for the job's owner.
+const DefaultReason = "The export failed because of an internal error; please try again."
+
+// Reasoner is an error worded for the people who read a failed job's
+// reason: a sentence in the product's words, without hosts, URLs, bucket
+// names, upload ids or other internals (those stay in Error, for the
+// logs).
+type Reasoner interface {
+	error
+	Reason() string
+}
+
+// WordedError carries a reason for people next to the internal error it
+// explains.
+type WordedError struct {
+	// Sentence is the reason people read.
+	Sentence string
+	Err      error
+}
+
+func (e *WordedError) Error() string {
+	if e.Err == nil {
+		return e.Sentence
 	}
-	return err.Error()
+	return e.Sentence + " (" + e.Err.Error() + ")"
+}
+func (e *WordedError) Unwrap() error  { return e.Err }
+func (e *WordedError) Reason() string { return e.Sentence }
+
+// Worded returns err with sentence as the reason people read; Error keeps
+// err's text for the logs. err may be nil.
+func Worded(sentence string, err error) error {
+	return &WordedError{Sentence: sentence, Err: err}
+}
+
+// Reason is err worded for a person, e.g. as a failed job's reason: the
+// outermost Reasoner's sentence, else DefaultReason. Error text never
+// reaches people this way: it names internals (addresses, buckets, upload
+// ids) and means nothing to them.
+func Reason(err error) string {
+	if r, ok := errors.AsType[Reasoner](err); ok {
+		return r.Reason()
+	}
+	return DefaultReason
+}
+
+// ReasonFor is Reason with the trace id of ctx's span appended when there
+// is one, so that a person quoting the reason to support leads to the
+// logs and traces of what happened.
+func ReasonFor(ctx context.Context, err error) string {
+	return WithTraceID(Reason(err), trace.SpanContextFromContext(ctx).TraceID())
+}
+
+// WithTraceID appends a trace id to a reason when the id is valid.
+func WithTraceID(reason string, id trace.TraceID) string {
+	if !id.IsValid() {
+		return reason
+	}
+	return reason + " (trace " + id.String() + ")"
+}
+
+// Unavailable reports whether err says NATS could not be reached or did
+// not answer in time: no connection, a reconnect in progress, no
+// responders (a stream without a leader), a timeout, missed heartbeats, a
+// JetStream API that answered 503. Such a failure is the bus's state, not
+// the work's fault: the work waits and tries again instead of counting the
+// failure against its deliveries.
+func Unavailable(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionDraining),
+		errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	if ae, ok := errors.AsType[*jetstream.APIError](err); ok {
+		return ae.Code == 503
+	}
+	return false
 }
 
 // IsPermanent reports whether err carries a PermanentError.
@@ -263,13 +339,19 @@ func truncate(s string, n int) string {
 // on the consumer's last allowed delivery (maxDeliver), so the consume
 // loop terminates the message and its OnTerminated hook can fail the job
 // with the reason, instead of the message quietly running out of
-// deliveries. Errors during shutdown stay transient: the message goes back.
+// deliveries. The reason says how many attempts failed, unless err was
+// worded already; err's text stays for the logs. Errors during shutdown
+// stay transient: the message goes back.
 func GiveUpOnLastDelivery(ctx context.Context, msg jetstream.Msg, maxDeliver int, err error) error {
 	if err == nil || IsPermanent(err) || ctx.Err() != nil || maxDeliver <= 0 {
 		return err
 	}
 	if md, mdErr := msg.Metadata(); mdErr == nil && md.NumDelivered >= uint64(maxDeliver) {
-		return Permanent(fmt.Errorf("giving up after %d attempts: %w", md.NumDelivered, err))
+		err = fmt.Errorf("giving up after %d attempts: %w", md.NumDelivered, err)
+		if _, worded := errors.AsType[Reasoner](err); !worded {
+			err = Worded(fmt.Sprintf("The export failed, giving up after %d attempts; please try again.", md.NumDelivered), err)
+		}
+		return Permanent(err)
 	}
 	return err
 }

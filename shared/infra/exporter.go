@@ -3,6 +3,7 @@ package infra
 import (
 	"context"
 	"io"
+	"time"
 
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
@@ -40,13 +41,15 @@ type Exporter struct {
 
 // RunExporter is the whole life of an exporter process, the same for every
 // kind of export: Run with the exporter's configuration (its health
-// address, DATAPORT_EXPORTER_CONCURRENCY, the task keys), its durable
+// address, DATAPORT_EXPORTER_CONCURRENCY, DATAPORT_DEPENDENCY_WAIT, the
+// task keys), its durable
 // consumer, and the task runner with the kinds e.Register adds to it.
 func RunExporter(ctx context.Context, getenv func(string) string, stdout io.Writer, e Exporter) error {
 	type exporterConfig struct {
-		HealthAddr  string
-		Concurrency int
-		Signer      *bus.TaskSigner
+		HealthAddr     string
+		Concurrency    int
+		DependencyWait time.Duration
+		Signer         *bus.TaskSigner
 	}
 	return Run(ctx, getenv, stdout, Service[exporterConfig]{
 		Name:    e.Name,
@@ -55,7 +58,9 @@ func RunExporter(ctx context.Context, getenv func(string) string, stdout io.Writ
 			return exporterConfig{
 				HealthAddr:  l.HostPort("DATAPORT_HEALTH_ADDR", e.HealthAddr, "listen address of /healthz and /readyz"),
 				Concurrency: l.Int("DATAPORT_EXPORTER_CONCURRENCY", 4, 1, 64, "export tasks one process runs at once (1..64)"),
-				Signer:      LoadTaskSigner(l),
+				DependencyWait: l.Duration("DATAPORT_DEPENDENCY_WAIT", taskrun.DefaultDependencyWait,
+					"how long a task waits out a MinIO or NATS outage before its job fails"),
+				Signer: LoadTaskSigner(l),
 			}, nil
 		},
 		Build: func(ctx context.Context, d Deps, c exporterConfig) (Parts, error) {
@@ -67,7 +72,7 @@ func RunExporter(ctx context.Context, getenv func(string) string, stdout io.Writ
 			opts := e.Runner
 			opts.JS, opts.Store, opts.Bucket = d.Infra.JS, d.Infra.Blob, d.Base.Common.ExportBucket
 			opts.Publisher = bus.NewPublisher(d.Infra.JS, tel.Propagator())
-			opts.Signer, opts.MaxDeliver = c.Signer, topo.TaskMaxDeliver
+			opts.Signer, opts.MaxDeliver, opts.DependencyWait = c.Signer, topo.TaskMaxDeliver, c.DependencyWait
 			opts.Logger, opts.TracerProvider, opts.MeterProvider = tel.Logger, tel.TracerProvider, tel.MeterProvider
 			exp, err := taskrun.New(ctx, opts)
 			if err != nil {

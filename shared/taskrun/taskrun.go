@@ -48,6 +48,21 @@ const (
 	// DefaultNotAllowed is the rejection reason of a task whose scope
 	// allows nothing, when Options.NotAllowed is empty.
 	DefaultNotAllowed = "You are not allowed to export this data."
+	// DefaultDependencyWait is how long a task waits out an object store
+	// or NATS outage before its job fails, when Options.DependencyWait is
+	// zero. A restart or a brownout of a few minutes is routine.
+	DefaultDependencyWait = 30 * time.Minute
+)
+
+// Backoff between attempts while a dependency is down, and how long an
+// attempt must have run before its failure counts as a new outage rather
+// than the same one: attempts during an outage fail within seconds (the
+// clients' own retries and request timeouts), one that ran this long got
+// going, so the dependency had come back.
+const (
+	firstDependencyBackoff = time.Second
+	maxDependencyBackoff   = 30 * time.Second
+	outageReset            = 2 * time.Minute
 )
 
 // Kind produces one kind of part.
@@ -124,6 +139,14 @@ type Options struct {
 	// reason instead of its task silently running out of deliveries.
 	// Zero disables that.
 	MaxDeliver int
+	// DependencyWait bounds how long one delivery of a task waits while
+	// the object store or NATS is unavailable (DefaultDependencyWait when
+	// zero). Meanwhile the attempt is retried from its checkpoint with a
+	// capped backoff, and the consume loop's in-progress acks keep the
+	// task's lease, so an outage burns no deliveries: MaxDeliver counts
+	// the task's own failures. When the wait runs out the job fails with
+	// a reason that says so.
+	DependencyWait time.Duration
 	// ProgressInterval and ProgressRecords: Task.Tick publishes an
 	// ExportProgress event when either this much time or this many records
 	// passed since the last one.
@@ -166,6 +189,9 @@ func New(ctx context.Context, o Options) (*Runner, error) {
 	}
 	if o.ProgressRecords <= 0 {
 		o.ProgressRecords = DefaultProgressRecords
+	}
+	if o.DependencyWait <= 0 {
+		o.DependencyWait = DefaultDependencyWait
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -227,16 +253,17 @@ func PartKind(task *exportv1.ExportTask) exportv1.PartKind {
 
 // rejection marks a task that can never succeed as asked: its job ends
 // rejected, with the message as reason.
-type rejection struct{ reason string }
+type rejection struct{ sentence string }
 
-func (e *rejection) Error() string { return e.reason }
+func (e *rejection) Error() string  { return e.sentence }
+func (e *rejection) Reason() string { return e.sentence }
 
 // Reject returns the permanent error of a task that can never succeed as
 // asked (unknown room, unsupported format, over its limits): the task is
 // terminated and its job fails as rejected with the formatted reason,
 // which people read.
 func Reject(format string, args ...any) error {
-	return bus.Permanent(&rejection{reason: fmt.Sprintf(format, args...)})
+	return bus.Permanent(&rejection{sentence: fmt.Sprintf(format, args...)})
 }
 
 // IsRejected reports whether err carries a Reject.
@@ -287,9 +314,12 @@ func (r *Runner) Terminated(ctx context.Context, msg jetstream.Msg, cause error)
 
 // Fail ends a task that will not run again: it discards what attempts
 // left of its part (objects under objects.PartPrefix, the checkpoint, and
-// what the kind's Discarder frees) and publishes ExportFailed with
-// cause's reason, marked rejected for a Reject. Terminated calls it; so
-// may a caller that runs Export without a consume loop.
+// what the kind's Discarder frees) and publishes ExportFailed, marked
+// rejected for a Reject. The event's reason is cause's worded sentence
+// (bus.ReasonFor: a Reject's message, bus.Worded, else
+// bus.DefaultReason) with the trace id; cause's own text, which names
+// hosts, buckets and upload ids, goes to the log only. Terminated calls
+// it; so may a caller that runs Export without a consume loop.
 func (r *Runner) Fail(ctx context.Context, task *exportv1.ExportTask, cause error) {
 	ctx = context.WithoutCancel(ctx)
 	t := r.newTask(task)
@@ -297,13 +327,15 @@ func (r *Runner) Fail(ctx context.Context, task *exportv1.ExportTask, cause erro
 	ev := &exportv1.ExportFailed{
 		JobId:      task.GetJobId(),
 		OccurredAt: timestamppb.New(r.opts.Now()),
-		Reason:     bus.Reason(cause),
+		Reason:     bus.ReasonFor(ctx, cause),
 		Rejected:   IsRejected(cause),
 		OwnerId:    task.GetOwnerId(),
 	}
 	if err := r.opts.Publisher.PublishStatus(ctx, bus.EventFailed, task.GetJobId(), "", ev); err != nil {
-		t.Log.ErrorContext(ctx, "could not fail job of terminated task", "error", err)
+		t.Log.ErrorContext(ctx, "could not fail job of terminated task", "error", err, "cause", cause)
+		return
 	}
+	t.Log.WarnContext(ctx, "job failed", "reason", ev.GetReason(), "rejected", ev.GetRejected(), "error", cause)
 }
 
 // Export runs a decoded task: validation, dispatch by part kind, scope,
@@ -341,6 +373,84 @@ func (r *Runner) Export(ctx context.Context, task *exportv1.ExportTask) (err err
 			metric.WithAttributes(attribute.String("outcome", outcome)))
 	}()
 
+	return r.attempts(ctx, t, start)
+}
+
+// attempts runs attempt until it succeeds or fails for a reason of its
+// own. While the object store or NATS is unavailable it waits with a
+// capped backoff and tries again, in the same delivery, from the part's
+// checkpoint; the consume loop's in-progress acks keep the lease
+// meanwhile. An outage longer than Options.DependencyWait fails the job.
+func (r *Runner) attempts(ctx context.Context, t *Task, start time.Time) error {
+	var down time.Time // when the current outage began; zero while none
+	backoff := firstDependencyBackoff
+	for {
+		began := r.opts.Now()
+		err := r.attempt(ctx, t, start)
+		what := unavailable(err)
+		if what == "" || ctx.Err() != nil {
+			return err
+		}
+		now := r.opts.Now()
+		if down.IsZero() || now.Sub(began) >= outageReset {
+			down, backoff = began, firstDependencyBackoff
+		}
+		waited := now.Sub(down)
+		if waited >= r.opts.DependencyWait {
+			t.Log.ErrorContext(ctx, "dependency unavailable for too long; giving up", "dependency", what,
+				"waited", waited.String(), "error", err)
+			return bus.Permanent(bus.Worded(fmt.Sprintf(
+				"The export stopped because %s was unavailable for more than %s; please try again.",
+				what, words(r.opts.DependencyWait)), err))
+		}
+		wait := min(backoff, r.opts.DependencyWait-waited)
+		t.Log.WarnContext(ctx, "dependency unavailable; waiting before trying again", "dependency", what,
+			"waited", waited.String(), "retry_in", wait.String(), "error", err)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return err
+		case <-timer.C:
+		}
+		backoff = min(backoff*2, maxDependencyBackoff)
+	}
+}
+
+// unavailable names the dependency err says is down, in the words of a
+// job's reason, or returns "" when err is the task's own failure.
+func unavailable(err error) string {
+	switch {
+	case err == nil || bus.IsPermanent(err) || errors.Is(err, errCanceled):
+		return ""
+	case errors.Is(err, blob.ErrUnavailable):
+		return "the file storage"
+	case bus.Unavailable(err):
+		return "the messaging service"
+	}
+	return ""
+}
+
+// words spells a duration for a reason: "30 minutes", not "30m0s".
+func words(d time.Duration) string {
+	unit := func(n int64, one string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return strconv.FormatInt(n, 10) + " " + one + "s"
+	}
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return unit(int64(d/time.Hour), "hour")
+	case d >= time.Minute && d%time.Minute == 0:
+		return unit(int64(d/time.Minute), "minute")
+	}
+	return unit(int64(d.Round(time.Second)/time.Second), "second")
+}
+
+// attempt is one try at the task: prepare, run, announce.
+func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time) error {
+	task := t.Task
 	k, err := r.prepare(ctx, t)
 	if err != nil {
 		return err
