@@ -310,10 +310,10 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, parts []*expo
 	}
 	files, err := a.packager.Package(ctx, job, parts)
 	if err != nil {
-		if perm, ok := errors.AsType[*bus.PermanentError](err); ok {
-			// Packagers word their permanent errors as reasons that name
-			// the offending file.
-			return a.fail(ctx, log, last, perm.Err.Error())
+		if bus.IsPermanent(err) {
+			// Packagers word their permanent errors (bus.Worded) as
+			// reasons that name the offending file.
+			return a.fail(ctx, log, last, err)
 		}
 		return fmt.Errorf("package job %s: %w", jobID, err)
 	}
@@ -372,9 +372,11 @@ func (a *Archiver) job(ctx context.Context, jobID string, last *exportv1.PartUpl
 	return j, nil
 }
 
-// fail publishes the job's failure. The message is then acked: the same
-// parts would fail the same way again.
-func (a *Archiver) fail(ctx context.Context, log *slog.Logger, part *exportv1.PartUploaded, reason string) error {
+// fail publishes the job's failure with cause's reason (bus.ReasonFor: a
+// sentence and the trace id; cause's text goes to the log). The message is
+// then acked: the same parts would fail the same way again.
+func (a *Archiver) fail(ctx context.Context, log *slog.Logger, part *exportv1.PartUploaded, cause error) error {
+	reason := bus.ReasonFor(ctx, cause)
 	if err := a.publisher.PublishStatus(ctx, bus.EventFailed, part.GetJobId(), "", &exportv1.ExportFailed{
 		JobId:      part.GetJobId(),
 		OccurredAt: timestamppb.New(a.now()),
@@ -383,6 +385,6 @@ func (a *Archiver) fail(ctx context.Context, log *slog.Logger, part *exportv1.Pa
 	}); err != nil {
 		return err
 	}
-	log.WarnContext(ctx, "job failed", "reason", reason)
+	log.WarnContext(ctx, "job failed", "reason", reason, "error", cause)
 	return nil
 }

@@ -292,6 +292,7 @@ func TestArchiver(t *testing.T) {
 			for _, want := range tt.wantReason {
 				assert.Contains(t, failed.GetReason(), want)
 			}
+			assertWorded(t, failed.GetReason(), jobID)
 		})
 	}
 }

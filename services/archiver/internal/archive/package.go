@@ -111,9 +111,11 @@ func partFiles(p *exportv1.PartUploaded) []*exportv1.File {
 }
 
 // verifyFailed is the permanent error of a file that does not match its
-// record; its message is the job's failure reason.
+// record. Its reason (bus.Reason) is the job's, naming the part and the
+// file as the user knows it; the object key is for the logs.
 func verifyFailed(p *exportv1.PartUploaded, f *exportv1.File, problem string) error {
-	return bus.Permanent(fmt.Errorf("part %d (%s) failed verification: %s", p.GetPart(), f.GetName(), problem))
+	return bus.Permanent(bus.Worded(fmt.Sprintf("part %d (%s) failed verification: %s", p.GetPart(), f.GetName(), problem),
+		fmt.Errorf("object %s", f.GetObjectKey())))
 }
 
 // verifyObject checks the object of f against its recorded size and
@@ -122,14 +124,14 @@ func verifyFailed(p *exportv1.PartUploaded, f *exportv1.File, problem string) er
 func verifyObject(ctx context.Context, objects Objects, bucket string, f *exportv1.File) (problem string, err error) {
 	key := f.GetObjectKey()
 	info, err := objects.Stat(ctx, bucket, key)
-	if problem, err := openProblem(err, bucket, key); problem != "" || err != nil {
+	if problem, err := openProblem(err); problem != "" || err != nil {
 		return problem, err
 	}
 	if info.Size < 0 || uint64(info.Size) != f.GetSize() {
 		return fmt.Sprintf("object is %d bytes, %d recorded", info.Size, f.GetSize()), nil
 	}
 	body, _, err := objects.Open(ctx, bucket, key)
-	if problem, err := openProblem(err, bucket, key); problem != "" || err != nil {
+	if problem, err := openProblem(err); problem != "" || err != nil {
 		return problem, err
 	}
 	defer body.Close()
@@ -142,15 +144,16 @@ func verifyObject(ctx context.Context, objects Objects, bucket string, f *export
 }
 
 // openProblem sorts an error of Stat or Open into a verification problem
-// (the object is not there, or cannot be) or a transient error.
-func openProblem(err error, bucket, key string) (string, error) {
+// (the object is not there, or cannot be) or a transient error. The
+// problem is worded for the job's owner: bucket and key are not theirs.
+func openProblem(err error) (string, error) {
 	switch {
 	case err == nil:
 		return "", nil
 	case errors.Is(err, blob.ErrNotFound):
-		return fmt.Sprintf("object %s/%s is missing", bucket, key), nil
+		return "the file is missing", nil
 	case errors.Is(err, blob.ErrInvalidArgument):
-		return fmt.Sprintf("object %s/%s is not a valid location", bucket, key), nil
+		return "the file's stored location is not valid", nil
 	}
 	return "", err
 }

@@ -173,7 +173,7 @@ func (z *Zip) write(ctx context.Context, w io.Writer, job Job, parts []*exportv1
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return nil, bus.Permanent(fmt.Errorf("building the archive failed: manifest: %w", err))
+		return nil, bus.Permanent(bus.Worded("Building the archive failed; please try again.", fmt.Errorf("manifest: %w", err)))
 	}
 	ew, err := zw.CreateHeader(&zip.FileHeader{Name: ManifestName, Method: zip.Deflate, Modified: modified})
 	if err != nil {
@@ -194,7 +194,7 @@ func (z *Zip) write(ctx context.Context, w io.Writer, job Job, parts []*exportv1
 func (z *Zip) copyEntry(ctx context.Context, zw *zip.Writer, p *exportv1.PartUploaded, f *exportv1.File, name string, modified time.Time) error {
 	bucket, key := objects.Bucket(f, z.Bucket), f.GetObjectKey()
 	body, _, err := z.Objects.Open(ctx, bucket, key)
-	if problem, err := openProblem(err, bucket, key); problem != "" {
+	if problem, err := openProblem(err); problem != "" {
 		return verifyFailed(p, f, problem)
 	} else if err != nil {
 		return fmt.Errorf("open part %d (%s): %w", p.GetPart(), f.GetName(), err)

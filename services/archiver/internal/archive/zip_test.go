@@ -256,6 +256,7 @@ func TestZipCorruptedPart(t *testing.T) {
 			for _, w := range tt.wantReason {
 				assert.Contains(t, failed.GetReason(), w)
 			}
+			assertWorded(t, failed.GetReason(), jobID)
 			_, err := e.store.Stat(t.Context(), bucket, "jobs/"+jobID+"/files/dataport-"+jobID+".zip")
 			assert.ErrorIs(t, err, blob.ErrNotFound, "no archive object")
 			ups, err := e.store.ListIncompleteUploads(t.Context(), bucket, "jobs/"+jobID+"/")
