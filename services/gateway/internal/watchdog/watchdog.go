@@ -24,6 +24,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -165,8 +167,9 @@ func (w *Watchdog) handleAdvisory(ctx context.Context, data []byte) {
 			log.WarnContext(ctx, "max deliveries: task names no job; removing it", "subject", msg.Subject)
 		} else {
 			jobID, ownerID = task.GetJobId(), task.GetOwnerId()
-			reason = fmt.Sprintf("export task of part %d failed %d times (the exporter crashed or timed out every time)",
-				task.GetPart(), a.Deliveries)
+			reason = fmt.Sprintf("The export failed %d times without finishing; please try again.", a.Deliveries)
+			log.WarnContext(ctx, "max deliveries: export task given up (the exporter crashed or timed out every time)",
+				"job_id", jobID, "part", task.GetPart())
 		}
 	default:
 		ev, id, err := bus.ParseStatusSubject(msg.Subject)
@@ -180,10 +183,14 @@ func (w *Watchdog) handleAdvisory(ctx context.Context, data []byte) {
 			return
 		}
 		jobID = id
-		reason = fmt.Sprintf("%s could not process the %s event after %d attempts", a.Consumer, ev, a.Deliveries)
+		reason = fmt.Sprintf("The export could not be finished after %d attempts; please try again.", a.Deliveries)
+		log.WarnContext(ctx, "max deliveries: status event given up", "job_id", id, "event", string(ev))
 	}
 
 	if jobID != "" {
+		// The given-up message carries the trace of the request that
+		// created the job: the reason names it for support.
+		reason = bus.ReasonFor(bus.ExtractTrace(ctx, propagation.TraceContext{}, msg.Header), bus.Worded(reason, nil))
 		if err := w.fail(ctx, jobID, ownerID, reason); err != nil {
 			log.ErrorContext(ctx, "max deliveries: fail job", "job_id", jobID, "error", err)
 			return
@@ -222,6 +229,9 @@ func (w *Watchdog) Scan(ctx context.Context) ([]string, error) {
 	var errs []error
 	for _, j := range stuck {
 		reason := fmt.Sprintf("no progress for %s; the export was stopped, please try again", w.opts.StuckAfter)
+		if id, err := trace.TraceIDFromHex(j.GetTraceId()); err == nil {
+			reason = bus.WithTraceID(reason, id)
+		}
 		if err := w.fail(ctx, j.GetId(), j.GetOwnerId(), reason); err != nil {
 			errs = append(errs, err)
 			continue
