@@ -361,6 +361,7 @@ func TestGiveUpOnLastDeliveryTerminatesWithTheReason(t *testing.T) {
 }
 
 func TestReasonDropsThePermanentMarker(t *testing.T) {
-	assert.Equal(t, "room X not found", bus.Reason(fmt.Errorf("export: %w", bus.Permanent(errors.New("room X not found")))))
-	assert.Equal(t, "timeout", bus.Reason(errors.New("timeout")))
+	assert.Equal(t, "Room X not found.", bus.Reason(fmt.Errorf("export: %w", bus.Permanent(bus.Worded("Room X not found.", nil)))))
+	// Error text names internals; only worded errors reach people.
+	assert.Equal(t, bus.DefaultReason, bus.Reason(errors.New("timeout")))
 }
