@@ -349,7 +349,11 @@ func GiveUpOnLastDelivery(ctx context.Context, msg jetstream.Msg, maxDeliver int
 	if md, mdErr := msg.Metadata(); mdErr == nil && md.NumDelivered >= uint64(maxDeliver) {
 		err = fmt.Errorf("giving up after %d attempts: %w", md.NumDelivered, err)
 		if _, worded := errors.AsType[Reasoner](err); !worded {
-			err = Worded(fmt.Sprintf("The export failed, giving up after %d attempts; please try again.", md.NumDelivered), err)
+			attempts := fmt.Sprintf("%d attempts", md.NumDelivered)
+			if md.NumDelivered == 1 {
+				attempts = "1 attempt"
+			}
+			err = Worded("The export failed, giving up after "+attempts+"; please try again.", err)
 		}
 		return Permanent(err)
 	}
