@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/trace"
@@ -160,7 +162,7 @@ func TestFailureReasonsAreSentences(t *testing.T) {
 		exportv1.Format_FORMAT_HTML: func() (*taskrun.Result, error) {
 			return nil, fmt.Errorf("%w: %w", blob.ErrUnavailable, internal)
 		},
-		exportv1.Format_FORMAT_PDF:  func() (*taskrun.Result, error) { panic(internalText) },
+		exportv1.Format_FORMAT_PDF: func() (*taskrun.Result, error) { panic(internalText) },
 		exportv1.Format_FORMAT_XML: func() (*taskrun.Result, error) { return &taskrun.Result{}, nil },
 		exportv1.Format_FORMAT_JSONL: func() (*taskrun.Result, error) {
 			return nil, taskrun.Reject("Too many lines in one export")
@@ -205,4 +207,54 @@ func TestFailureReasonsAreSentences(t *testing.T) {
 			assertNoInternals(t, failed.GetReason())
 		})
 	}
+}
+
+// A NATS outage when the part is done: the announcement waits for the
+// server (nats.go holds requests while it reconnects; when one fails with
+// a timeout, the runner waits: bus.Unavailable) and the part is not run
+// again.
+func TestRunnerWaitsOutANATSOutage(t *testing.T) {
+	e := setup(t, nil)
+	uploaded, down := make(chan struct{}), make(chan struct{})
+	var k fakeKind
+	k.run = func(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
+		f, err := writeFile(ctx, e.store, t, "out.csv")
+		if err != nil {
+			return nil, err
+		}
+		close(uploaded)
+		<-down
+		return &taskrun.Result{Files: []*exportv1.File{f}, Records: 1}, nil
+	}
+	e.run.Register(exportv1.PartKind_PART_KIND_RECORDS, &k)
+	e.setJob(t, "jn", exportv1.JobState_JOB_STATE_PROCESSING)
+
+	done := make(chan error, 1)
+	go func() { done <- e.run.Export(t.Context(), task("jn", exportv1.PartKind_PART_KIND_RECORDS)) }()
+	<-uploaded
+	port := e.ns.Addr().(*net.TCPAddr).Port
+	e.ns.Shutdown()
+	e.ns.WaitForShutdown()
+	close(down)
+	// Longer than the clients' request timeout (5 s): requests fail.
+	time.Sleep(7 * time.Second)
+	// bustest.Restart has no pause between stop and start: the same
+	// server again, by hand, after the outage.
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
+		StoreDir: e.ns.StoreDir, NoLog: true, NoSigs: true})
+	require.NoError(t, err)
+	go srv.Start()
+	require.True(t, srv.ReadyForConnections(10*time.Second))
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the part was not announced after NATS came back")
+	}
+	var part exportv1.PartUploaded
+	require.True(t, e.event(t, bus.EventPart, "jn", &part))
+	assert.Equal(t, "out.csv", part.GetFile().GetName())
+	assert.EqualValues(t, 1, k.runs.Load(), "the finished part is announced, not run again")
 }

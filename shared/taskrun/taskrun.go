@@ -383,10 +383,11 @@ func (r *Runner) Export(ctx context.Context, task *exportv1.ExportTask) (err err
 // meanwhile. An outage longer than Options.DependencyWait fails the job.
 func (r *Runner) attempts(ctx context.Context, t *Task, start time.Time) error {
 	var down time.Time // when the current outage began; zero while none
+	var res *Result    // the part, once a run finished it
 	backoff := firstDependencyBackoff
 	for {
 		began := r.opts.Now()
-		err := r.attempt(ctx, t, start)
+		err := r.attempt(ctx, t, start, &res)
 		what := unavailable(err)
 		if what == "" || ctx.Err() != nil {
 			return err
@@ -448,21 +449,25 @@ func words(d time.Duration) string {
 	return unit(int64(d.Round(time.Second)/time.Second), "second")
 }
 
-// attempt is one try at the task: prepare, run, announce.
-func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time) error {
+// attempt is one try at the task: prepare, run, announce. A part already
+// run (*done) is only announced: an outage that hit the announcement must
+// not cost the whole part again.
+func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time, done **Result) error {
 	task := t.Task
-	k, err := r.prepare(ctx, t)
-	if err != nil {
-		return err
+	if *done == nil {
+		k, err := r.prepare(ctx, t)
+		if err != nil {
+			return err
+		}
+		if t.Job.GetState() == exportv1.JobState_JOB_STATE_CANCELED {
+			t.Log.InfoContext(ctx, "job canceled before its part started")
+			return errCanceled
+		}
+		if *done, err = r.run(ctx, t, k); err != nil {
+			return err
+		}
 	}
-	if t.Job.GetState() == exportv1.JobState_JOB_STATE_CANCELED {
-		t.Log.InfoContext(ctx, "job canceled before its part started")
-		return errCanceled
-	}
-	res, err := r.run(ctx, t, k)
-	if err != nil {
-		return err
-	}
+	res := *done
 	// Once more before announcing: a part finished after its job was
 	// canceled (and a watch that broke) is deleted, not announced.
 	canceled, err := r.jobs.Canceled(ctx, task.GetJobId())
