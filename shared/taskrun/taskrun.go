@@ -405,7 +405,7 @@ func (r *Runner) attempts(ctx context.Context, t *Task, start time.Time) error {
 				what, words(r.opts.DependencyWait)), err))
 		}
 		wait := min(backoff, r.opts.DependencyWait-waited)
-		t.Log.WarnContext(ctx, "dependency unavailable; waiting before trying again", "dependency", what,
+		t.Log.WarnContext(ctx, "dependency unavailable; retrying after a wait", "dependency", what,
 			"waited", waited.String(), "retry_in", wait.String(), "error", err)
 		timer := time.NewTimer(wait)
 		select {

@@ -1,0 +1,63 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestMinIOOutageWithTheDefaults runs what a deployment runs: default
+// deliveries, ack wait and quotas. A minute without MinIO mid-export is
+// waited out by the task that meets it, in its delivery, and the file is
+// the clean run's to the byte.
+func TestMinIOOutageWithTheDefaults(t *testing.T) {
+	t.Parallel()
+	s := startStackWith(t, stackOptions{env: []string{
+		// Undo the suite's test settings (stack_test.go) back to the defaults.
+		"DATAPORT_TASK_ACK_WAIT=30s",
+		"DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER=5",
+		"DATAPORT_CREATE_RATE_PER_MINUTE=30",
+	}})
+	js := natsJS(t, s.natsURL)
+	seedBigRoom(t, js, bigMessages, bigMessageSize)
+	admin := s.user(t, "admin")
+	var f figures
+
+	clean := waitState(t, s, admin, createRoomExport(t, s, admin, bigRoom, ""), "completed", 2*time.Minute)
+	require.Len(t, clean.Files, 1)
+	f.rowErrors += checkBigRoomFile(t, clean, bigMessages)
+	f.rowsChecked += bigMessages
+
+	id := createRoomExport(t, s, admin, bigRoom, "")
+	waitProcessing(t, s, admin, id)
+	before := len(s.exporters[0].logText(t))
+	s.minio.Stop()
+	f.faults++
+	// The outage is the scenario: a minute without storage, longer than
+	// the default deliveries' back-offs (1 s doubling, 5 tries) ever were.
+	select {
+	case <-time.After(60 * time.Second):
+	case <-t.Context().Done():
+		return
+	}
+	s.minio.Restart(t)
+	job := waitState(t, s, admin, id, "completed", 3*time.Minute)
+	require.Len(t, job.Files, 1)
+	assert.Equal(t, clean.Files[0].SHA256, job.Files[0].SHA256, "byte-identical to the clean run")
+	f.rowErrors += checkBigRoomFile(t, job, bigMessages)
+	f.rowsChecked += bigMessages
+
+	after := s.exporters[0].logText(t)[before:]
+	assert.Contains(t, after, "dependency unavailable", "the exporter met the outage and waited")
+	assert.NotContains(t, after, "message failed; retrying", "the outage burned no delivery")
+	uploads, err := s.minio.Store.ListIncompleteUploads(t.Context(), "dataport-exports", "jobs/")
+	require.NoError(t, err)
+	assert.Empty(t, uploads, "no orphaned multipart uploads")
+	f.jobs = 2
+	if job.State != "completed" {
+		f.lost++
+	}
+	f.log(t, "minio-outage-defaults")
+}
