@@ -10,6 +10,13 @@
 // under objects.PartPrefix and returns them; everything else — progress
 // events, the PartUploaded announcement and its dedup ids, checkpoints in
 // bus.BucketCheckpoints, ExportFailed — is the Runner's.
+//
+// An outage of the object store or NATS is not the task's fault: an
+// attempt that fails because one is unavailable (blob.ErrUnavailable,
+// bus.Unavailable) is retried from its checkpoint in the same delivery,
+// with a capped backoff, for up to Options.DependencyWait, instead of
+// using up the task's deliveries. A failed job's reason is a sentence for
+// people (bus.ReasonFor); the internal error is logged with the job id.
 package taskrun
 
 import (
