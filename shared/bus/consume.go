@@ -12,10 +12,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
+
+	"dataport.dev/shared/telemetry"
 )
 
 // PermanentError marks a failure that no retry can fix (a malformed message,
@@ -164,6 +169,10 @@ type ConsumeOptions struct {
 	Logger       *slog.Logger
 	Tracer       trace.Tracer
 	Propagator   propagation.TextMapPropagator
+	// Meter records the loop's metrics (handler duration, outcomes,
+	// redeliveries) and observes the consumer's backlog; nil records
+	// nothing.
+	Meter metric.Meter
 }
 
 func (o *ConsumeOptions) defaults() {
@@ -188,6 +197,9 @@ func (o *ConsumeOptions) defaults() {
 	if o.Propagator == nil {
 		o.Propagator = propagation.TraceContext{}
 	}
+	if o.Meter == nil {
+		o.Meter = metricnoop.NewMeterProvider().Meter(instrumentation)
+	}
 }
 
 // DefaultNakDelay is 1s doubling per delivery, capped at one minute.
@@ -206,6 +218,16 @@ func DefaultNakDelay(delivery uint64) time.Duration {
 // It returns nil after a clean shutdown.
 func Consume(ctx context.Context, c jetstream.Consumer, h Handler, o ConsumeOptions) error {
 	o.defaults()
+	metrics, err := newConsumeMetrics(o.Meter)
+	if err != nil {
+		return fmt.Errorf("consume metrics: %w", err)
+	}
+	backlog, err := observeConsumer(o.Meter, c)
+	if err != nil {
+		return fmt.Errorf("consumer metrics: %w", err)
+	}
+	defer func() { _ = backlog.Unregister() }()
+	name := c.CachedInfo().Name
 	it, err := c.Messages(jetstream.PullMaxMessages(o.Concurrency))
 	if err != nil {
 		return fmt.Errorf("start consuming: %w", err)
@@ -245,7 +267,7 @@ func Consume(ctx context.Context, c jetstream.Consumer, h Handler, o ConsumeOpti
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			handle(handlerCtx, msg, h, &o)
+			handle(handlerCtx, name, msg, h, &o, metrics)
 		}()
 	}
 	close(stopWatch)
@@ -263,16 +285,39 @@ func Consume(ctx context.Context, c jetstream.Consumer, h Handler, o ConsumeOpti
 	return loopErr
 }
 
-func handle(ctx context.Context, msg jetstream.Msg, h Handler, o *ConsumeOptions) {
+// handle runs h on msg in a span named and attributed as the semantic
+// conventions for messaging have it ("process <destination>", kind
+// consumer, continuing the publisher's trace), with the message's job_id
+// on the span and on every log line written with its context.
+func handle(ctx context.Context, consumer string, msg jetstream.Msg, h Handler, o *ConsumeOptions, metrics *consumeMetrics) {
+	start := time.Now()
+	template := SubjectTemplate(msg.Subject())
+	jobID := JobIDOf(msg)
 	ctx = ExtractTrace(ctx, o.Propagator, msg.Headers())
-	ctx, span := o.Tracer.Start(ctx, "consume "+msg.Subject(), trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attribute.String("messaging.destination.name", msg.Subject())))
+	attrs := []attribute.KeyValue{
+		semconv.MessagingSystemKey.String(messagingSystem),
+		semconv.MessagingOperationName("process"),
+		semconv.MessagingOperationTypeProcess,
+		semconv.MessagingDestinationName(msg.Subject()),
+		semconv.MessagingDestinationTemplate(template),
+		semconv.MessagingConsumerGroupName(consumer),
+	}
+	if h := msg.Headers(); h != nil && h.Get(HeaderMsgID) != "" {
+		attrs = append(attrs, semconv.MessagingMessageID(h.Get(HeaderMsgID)))
+	}
+	if jobID != "" {
+		attrs = append(attrs, attribute.String(AttrJobID, jobID))
+		ctx = telemetry.WithLogAttrs(ctx, slog.String(telemetry.KeyJobID, jobID))
+	}
+	ctx, span := o.Tracer.Start(ctx, "process "+template, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attrs...))
 	defer span.End()
 
 	var delivery uint64 = 1
 	if md, err := msg.Metadata(); err == nil {
 		delivery = md.NumDelivered
 	}
+	span.SetAttributes(attribute.Int64("messaging.nats.delivery", int64(delivery)))
 
 	beatCtx, stopBeat := context.WithCancel(ctx)
 	beatDone := make(chan struct{})
@@ -294,12 +339,15 @@ func handle(ctx context.Context, msg jetstream.Msg, h Handler, o *ConsumeOptions
 	<-beatDone
 
 	log := o.Logger.With("subject", msg.Subject(), "delivery", delivery)
+	var outcome string
 	switch {
 	case err == nil:
+		outcome = "ack"
 		if ackErr := msg.DoubleAck(ctx); ackErr != nil {
 			log.WarnContext(ctx, "ack failed; message will be redelivered", "error", ackErr)
 		}
 	case IsPermanent(err):
+		outcome = "term"
 		span.SetStatus(codes.Error, err.Error())
 		log.ErrorContext(ctx, "message terminated", "error", err)
 		_ = msg.TermWithReason(truncate(err.Error(), 200))
@@ -307,14 +355,17 @@ func handle(ctx context.Context, msg jetstream.Msg, h Handler, o *ConsumeOptions
 			o.OnTerminated(context.WithoutCancel(ctx), msg, err)
 		}
 	case ctx.Err() != nil:
+		outcome = "returned"
 		log.InfoContext(ctx, "handing message back on shutdown", "error", err)
 		_ = msg.Nak()
 	default:
+		outcome = "nak"
 		span.SetStatus(codes.Error, err.Error())
 		delay := o.NakDelay(delivery)
 		log.WarnContext(ctx, "message failed; retrying", "error", err, "retry_in", delay.String())
 		_ = msg.NakWithDelay(delay)
 	}
+	metrics.record(context.WithoutCancel(ctx), consumer, template, outcome, delivery, time.Since(start))
 }
 
 // runHandler turns a handler panic into a permanent error: the same message

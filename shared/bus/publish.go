@@ -3,12 +3,20 @@ package bus
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 )
+
+// AttrJobID is the span attribute naming the job a message is about.
+const AttrJobID = "dataport.job_id"
 
 // Header names.
 const (
@@ -64,13 +72,39 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, m proto.
 	return p.publishMsg(ctx, &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}, msgID)
 }
 
+// publishMsg sends msg in a producer span ("send <destination>", as the
+// semantic conventions for messaging name it) whose context travels in the
+// traceparent header, so the consumer's span is its child. The span comes
+// from the tracer provider of the span already in ctx (an HTTP request's,
+// a handler's): a publish is always part of some work, and this way the
+// Publisher needs no provider of its own. Without a span in ctx there is
+// no send span either, and nothing to continue.
 func (p *Publisher) publishMsg(ctx context.Context, msg *nats.Msg, msgID string) error {
+	template := SubjectTemplate(msg.Subject)
+	attrs := []attribute.KeyValue{
+		semconv.MessagingSystemKey.String(messagingSystem),
+		semconv.MessagingOperationName("send"),
+		semconv.MessagingOperationTypeSend,
+		semconv.MessagingDestinationName(msg.Subject),
+		semconv.MessagingDestinationTemplate(template),
+	}
+	if msgID != "" {
+		attrs = append(attrs, semconv.MessagingMessageID(msgID))
+		if id, _, ok := strings.Cut(msgID, "."); ok {
+			attrs = append(attrs, attribute.String(AttrJobID, id))
+		}
+	}
+	tracer := trace.SpanFromContext(ctx).TracerProvider().Tracer(instrumentation)
+	ctx, span := tracer.Start(ctx, "send "+template, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+	defer span.End()
+
 	p.propagator.Inject(ctx, headerCarrier(msg.Header))
 	var opts []jetstream.PublishOpt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
 	if _, err := p.js.PublishMsg(ctx, msg, opts...); err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return fmt.Errorf("publish %s: %w", msg.Subject, err)
 	}
 	return nil

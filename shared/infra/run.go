@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os/signal"
 	"sync"
@@ -115,8 +114,10 @@ type Consumer struct {
 //  2. telemetry (JSON logs to stdout, OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
 //     is set), then NATS and MinIO (retried until SIGINT or SIGTERM, so a
 //     service may start before its dependencies);
-//  3. s.Build, then the HTTP server with /healthz and /readyz, the
-//     consumers and the loops, until SIGINT, SIGTERM, ctx's end or the
+//  3. s.Build, then the HTTP server with /healthz, /readyz and /metrics
+//     (every metric of the service, Prometheus text format), the
+//     consumers (traced, and measured: handler time, outcomes,
+//     redeliveries, backlog) and the loops, until SIGINT, SIGTERM, ctx's end or the
 //     failure of any of them;
 //  4. shutdown, in the order Kubernetes needs, within
 //     DATAPORT_SHUTDOWN_TIMEOUT: /readyz answers 503 and the HTTP server
@@ -178,7 +179,7 @@ func Run[C any](ctx context.Context, getenv func(string) string, stdout io.Write
 		return fmt.Errorf("%s: %w", s.Name, err)
 	}
 	log.InfoContext(ctx, s.Name+" started", append([]any{"http_addr", parts.HTTP.Addr}, parts.LogAttrs...)...)
-	err = parts.run(ctx, base, inf.Ready, b, log)
+	err = parts.run(ctx, base, inf.Ready, b, tel)
 	log.InfoContext(context.WithoutCancel(ctx), s.Name+" stopped", "error", err)
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.Name, err)
@@ -186,12 +187,16 @@ func Run[C any](ctx context.Context, getenv func(string) string, stdout io.Write
 	return nil
 }
 
+// busInstrumentation names the consume loops' tracer and meter.
+const busInstrumentation = "dataport.dev/shared/bus"
+
 // errStopping is what /readyz reports once the shutdown has begun.
 var errStopping = errors.New("shutting down")
 
 // run serves and consumes until ctx ends or a part fails, then stops the
 // HTTP server first and the consumers and loops after it.
-func (p Parts) run(ctx context.Context, base Base, ready func(context.Context) error, b *budget, log *slog.Logger) error {
+func (p Parts) run(ctx context.Context, base Base, ready func(context.Context) error, b *budget, tel *telemetry.Telemetry) error {
+	log := tel.Logger
 	g, gctx := errgroup.WithContext(ctx)
 	stopWatching := context.AfterFunc(gctx, func() {
 		b.begin()
@@ -220,6 +225,9 @@ func (p Parts) run(ctx context.Context, base Base, ready func(context.Context) e
 		}
 		return nil
 	}, log)
+	// Every service's metrics on the same server as its probes, so one
+	// port is scraped and probed.
+	mux.HandleFunc("/metrics", tel.MetricsHandler().ServeHTTP)
 	g.Go(func() error {
 		defer stopWork()
 		return Serve(gctx, p.HTTP.Addr, mux, base.HTTP, b.total/2, log)
@@ -231,6 +239,15 @@ func (p Parts) run(ctx context.Context, base Base, ready func(context.Context) e
 		}
 		if o.Logger == nil {
 			o.Logger = log
+		}
+		if o.Tracer == nil {
+			o.Tracer = tel.TracerProvider.Tracer(busInstrumentation)
+		}
+		if o.Propagator == nil {
+			o.Propagator = tel.Propagator()
+		}
+		if o.Meter == nil {
+			o.Meter = tel.MeterProvider.Meter(busInstrumentation)
 		}
 		g.Go(func() error { return consume(work, c.Consumer, c.Handler, o) })
 	}

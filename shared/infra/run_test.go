@@ -89,7 +89,28 @@ func TestRunServesProbesConsumesAndStopsCleanly(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return handled.Load() == 1 }, 5*time.Second, 20*time.Millisecond)
 
+	// /metrics on the same server counts the message and shows the
+	// consumer's backlog.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		body := get(c, "http://"+addr+"/metrics")
+		assert.Contains(c, body, `dataport_messages_handled_total{messaging_consumer_group_name="w",messaging_destination_template="w.one",messaging_system="nats",otel_scope_name="dataport.dev/shared/bus"`)
+		assert.Contains(c, body, `outcome="ack"`)
+		assert.Contains(c, body, `dataport_consumer_pending{messaging_consumer_group_name="w"`)
+		assert.Contains(c, body, `service_name="test-service"`)
+	}, 5*time.Second, 50*time.Millisecond)
+
 	p.Stop(t)
+}
+
+func get(c *assert.CollectT, url string) string {
+	resp, err := http.Get(url)
+	if !assert.NoError(c, err) {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	assert.NoError(c, err)
+	return string(b)
 }
 
 func TestRunFailsWhenItsConsumerDisappears(t *testing.T) {

@@ -4,7 +4,9 @@
 // Setup returns a JSON slog.Logger that stamps every record with the service
 // name and, when the context carries a valid span, its trace_id and span_id;
 // an OpenTelemetry SDK TracerProvider and MeterProvider that export over
-// OTLP/HTTP when an endpoint is given; and the W3C TraceContext propagator.
+// OTLP/HTTP when an endpoint is given; a Prometheus exposition of every
+// metric (MetricsHandler, served on /metrics by infra.Run) whether or not an
+// endpoint is given; and the W3C TraceContext propagator.
 //
 // The providers are not installed globally: a service passes them through
 // constructors to whatever needs them. The one global Setup touches is the
@@ -33,15 +35,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -96,6 +103,7 @@ type Telemetry struct {
 	tp         *sdktrace.TracerProvider
 	mp         *sdkmetric.MeterProvider
 	propagator propagation.TextMapPropagator
+	metrics    http.Handler
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -124,8 +132,22 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
 
+	// A registry of this Telemetry's own rather than Prometheus's global
+	// default one: two Setups in one process (tests) must not collide.
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("telemetry: go collector: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, fmt.Errorf("telemetry: process collector: %w", err)
+	}
+	promReader, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+	}
+
 	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	mpOpts := []sdkmetric.Option{sdkmetric.WithResource(res)}
+	mpOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promReader)}
 	if o.OTLPEndpoint != "" {
 		tracesURL, metricsURL, err := signalURLs(o.OTLPEndpoint)
 		if err != nil {
@@ -150,7 +172,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	prop := propagation.TraceContext{}
 	otel.SetTextMapPropagator(prop)
 
-	logger := slog.New(traceHandler{slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})}).
+	logger := slog.New(traceHandler{Handler: slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})}).
 		With(KeyService, o.Service)
 	if o.Version != "" {
 		logger = logger.With(KeyVersion, o.Version)
@@ -163,7 +185,15 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		tp:             tp,
 		mp:             mp,
 		propagator:     prop,
+		metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 	}, nil
+}
+
+// MetricsHandler serves every metric recorded through MeterProvider, and
+// the Go runtime's and the process's, in the Prometheus text format, for
+// a scraper's GET /metrics. The values are cumulative since Setup.
+func (t *Telemetry) MetricsHandler() http.Handler {
+	return t.metrics
 }
 
 // Propagator returns the W3C TraceContext propagator that Setup also
@@ -242,19 +272,52 @@ func signalURLs(endpoint string) (traces, metrics string, err error) {
 	return t.String(), m.String(), nil
 }
 
+// KeyJobID is the log attribute naming the job a line is about.
+const KeyJobID = "job_id"
+
+type logAttrsKey struct{}
+
+// WithLogAttrs returns ctx carrying attrs, which the Logger adds to every
+// record logged with that context (or one derived from it), unless the
+// record or the logger already has an attribute of the same key. The
+// consume loop puts the message's job_id there, so whatever a handler
+// logs about the message names its job.
+func WithLogAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
+	prev, _ := ctx.Value(logAttrsKey{}).([]slog.Attr)
+	return context.WithValue(ctx, logAttrsKey{}, append(prev[:len(prev):len(prev)], attrs...))
+}
+
 // traceHandler adds trace_id and span_id from the record's context when it
-// holds a valid span context. Inside a WithGroup the ids land in that group,
-// like any other record attribute.
+// holds a valid span context, and the context's WithLogAttrs. Inside a
+// WithGroup the ids land in that group, like any other record attribute.
 type traceHandler struct {
 	slog.Handler
+	// keys are the top-level keys added with WithAttrs, which context
+	// attributes must not repeat.
+	keys map[string]bool
 }
 
 // Handle implements slog.Handler.
 func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		// Clone so that appending cannot write into an array shared with
-		// the caller's copy of the record.
-		r = r.Clone()
+	sc := trace.SpanContextFromContext(ctx)
+	extra, _ := ctx.Value(logAttrsKey{}).([]slog.Attr)
+	if !sc.IsValid() && len(extra) == 0 {
+		return h.Handler.Handle(ctx, r)
+	}
+	// Clone so that appending cannot write into an array shared with
+	// the caller's copy of the record.
+	r = r.Clone()
+	if len(extra) > 0 {
+		have := map[string]bool{}
+		r.Attrs(func(a slog.Attr) bool { have[a.Key] = true; return true })
+		for _, a := range extra {
+			if !have[a.Key] && !h.keys[a.Key] {
+				have[a.Key] = true
+				r.AddAttrs(a)
+			}
+		}
+	}
+	if sc.IsValid() {
 		r.AddAttrs(
 			slog.String(KeyTraceID, sc.TraceID().String()),
 			slog.String(KeySpanID, sc.SpanID().String()),
@@ -265,10 +328,18 @@ func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
 
 // WithAttrs implements slog.Handler.
 func (h traceHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return traceHandler{h.Handler.WithAttrs(attrs)}
+	keys := make(map[string]bool, len(h.keys)+len(attrs))
+	for k := range h.keys {
+		keys[k] = true
+	}
+	for _, a := range attrs {
+		keys[a.Key] = true
+	}
+	return traceHandler{h.Handler.WithAttrs(attrs), keys}
 }
 
-// WithGroup implements slog.Handler.
+// WithGroup implements slog.Handler. Keys added after it are inside the
+// group and cannot collide with top-level ones.
 func (h traceHandler) WithGroup(name string) slog.Handler {
-	return traceHandler{h.Handler.WithGroup(name)}
+	return traceHandler{h.Handler.WithGroup(name), h.keys}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 
 	"dataport.dev/shared/telemetry"
@@ -264,4 +267,50 @@ func TestExportsOverOTLPHTTP(t *testing.T) {
 			assert.Zero(t, srv.other.Load(), "no requests to other paths")
 		})
 	}
+}
+
+// TestMetricsHandlerServesRecordedMetrics: what a service records through
+// the MeterProvider is on /metrics in Prometheus names, without an OTLP
+// endpoint.
+func TestMetricsHandlerServesRecordedMetrics(t *testing.T) {
+	tel := setup(t, telemetry.Options{Service: "archiver", Out: io.Discard})
+	c, err := tel.MeterProvider.Meter("test").Int64Counter("dataport.test.things", metric.WithUnit("{thing}"))
+	require.NoError(t, err)
+	c.Add(t.Context(), 3, metric.WithAttributes(attribute.String("kind", "room")))
+
+	srv := httptest.NewServer(tel.MetricsHandler())
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Contains(t, string(body), `dataport_test_things_total{kind="room"`)
+	assert.Contains(t, string(body), `service_name="archiver"`, "target_info names the service")
+	assert.Contains(t, string(body), "go_goroutines")
+}
+
+// TestLoggerAddsContextAttrsOnce: attributes put in the context land on
+// every record once, never beside the same key from the record or the
+// logger.
+func TestLoggerAddsContextAttrsOnce(t *testing.T) {
+	var out syncBuffer
+	tel := setup(t, telemetry.Options{Service: "notifier", Out: &out})
+	ctx := telemetry.WithLogAttrs(t.Context(), slog.String(telemetry.KeyJobID, "j1"))
+
+	tel.Logger.InfoContext(ctx, "plain")
+	tel.Logger.InfoContext(ctx, "own key", telemetry.KeyJobID, "j2")
+	tel.Logger.With(telemetry.KeyJobID, "j3").InfoContext(ctx, "logger key")
+	tel.Logger.InfoContext(t.Context(), "no attrs")
+
+	lines := out.lines(t)
+	require.Len(t, lines, 4)
+	assert.Equal(t, "j1", lines[0]["job_id"])
+	assert.Equal(t, "j2", lines[1]["job_id"])
+	assert.Equal(t, "j3", lines[2]["job_id"])
+	assert.NotContains(t, lines[3], "job_id")
+	out.mu.Lock()
+	raw := out.buf.String()
+	out.mu.Unlock()
+	assert.Equal(t, 3, strings.Count(raw, `"job_id"`), "never two job_id keys on one line")
 }
