@@ -26,6 +26,7 @@ import (
 	"dataport.dev/services/gateway/internal/dialect/rocketchat"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/idempotency"
+	"dataport.dev/services/gateway/internal/jobmetrics"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/services/gateway/internal/schedule"
@@ -183,7 +184,14 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	if err != nil {
 		return infra.Parts{}, err
 	}
-	jobs, err = jobstore.Open(ctx, inf.JS, jobstore.WithRetention(c.Retention), jobstore.WithOnTerminal(limiter.ReleaseTerminal))
+	// Every change of a job is written once over all replicas; the job
+	// metrics count there.
+	recorder, err := jobmetrics.New(tel.MeterProvider)
+	if err != nil {
+		return infra.Parts{}, fmt.Errorf("job metrics: %w", err)
+	}
+	jobs, err = jobstore.Open(ctx, inf.JS, jobstore.WithRetention(c.Retention), jobstore.WithOnTerminal(limiter.ReleaseTerminal),
+		jobstore.WithOnChange(recorder.Observe))
 	if err != nil {
 		return infra.Parts{}, err
 	}
@@ -275,6 +283,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		Links:          signer,
 		Logger:         log,
 		TracerProvider: tel.TracerProvider,
+		MeterProvider:  tel.MeterProvider,
 		Propagator:     tel.Propagator(),
 		// After authentication; idempotency first, so a replayed create
 		// does not spend quota.

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/protobuf/proto"
 
@@ -37,6 +38,7 @@ import (
 	"dataport.dev/services/gateway/internal/dialect/rocketchat"
 	"dataport.dev/services/gateway/internal/httpapi"
 	"dataport.dev/services/gateway/internal/idempotency"
+	"dataport.dev/services/gateway/internal/jobmetrics"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/principal"
 	"dataport.dev/services/gateway/internal/quota"
@@ -115,6 +117,9 @@ type Env struct {
 	// server in front of it.
 	Router *httpapi.Router
 	URL    string
+	// Metrics reads what the router and the job store recorded (request
+	// durations, jobmetrics), as main's MeterProvider would export it.
+	Metrics *sdkmetric.ManualReader
 
 	tokens countingTokens
 	keys   countingKeys
@@ -151,6 +156,12 @@ func New(tb testing.TB, o Options) *Env {
 		storeOpts = append(storeOpts, jobstore.WithOnTerminal(limiter.ReleaseTerminal))
 		subOpts = append(subOpts, submit.WithAdmission(limiter))
 	}
+	// As in main: the job metrics count the projection's transitions.
+	e.Metrics = sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Metrics))
+	recorder, err := jobmetrics.New(mp)
+	require.NoError(tb, err)
+	storeOpts = append(storeOpts, jobstore.WithOnChange(recorder.Observe))
 	jobs, err = jobstore.Open(ctx, e.NATS.JS, storeOpts...)
 	require.NoError(tb, err)
 	e.Jobs = jobs
@@ -220,6 +231,7 @@ func New(tb testing.TB, o Options) *Env {
 		Links:           signer,
 		Logger:          logger,
 		TracerProvider:  tp,
+		MeterProvider:   mp,
 		Middleware:      middleware,
 		MaxBodyBytes:    o.MaxBody,
 		BodyReadTimeout: o.BodyTimeout,

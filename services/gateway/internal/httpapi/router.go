@@ -15,6 +15,7 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -25,7 +26,10 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -81,7 +85,9 @@ type Config struct {
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
-	Propagator     propagation.TextMapPropagator
+	// MeterProvider records the request metrics; nil records nothing.
+	MeterProvider metric.MeterProvider
+	Propagator    propagation.TextMapPropagator
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -110,7 +116,18 @@ type api struct {
 	Config
 	log    *slog.Logger
 	tracer trace.Tracer
+	// duration is the semantic conventions' http.server.request.duration:
+	// its count by route and status is the request and error rate.
+	duration metric.Float64Histogram
 }
+
+// HeaderTraceID is the response header naming the request's trace, for
+// clients that do not parse traceparent.
+const HeaderTraceID = "X-Trace-Id"
+
+// MetricRequestDuration is the request metric of the HTTP semantic
+// conventions.
+const MetricRequestDuration = "http.server.request.duration"
 
 // New builds the router.
 func New(cfg Config) *Router {
@@ -126,6 +143,9 @@ func New(cfg Config) *Router {
 	if cfg.Propagator == nil {
 		cfg.Propagator = propagation.TraceContext{}
 	}
+	if cfg.MeterProvider == nil {
+		cfg.MeterProvider = metricnoop.NewMeterProvider()
+	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -135,8 +155,13 @@ func New(cfg Config) *Router {
 	a := &api{
 		Config: cfg,
 		log:    cfg.Logger,
-		tracer: cfg.TracerProvider.Tracer("dataport.dev/services/gateway/internal/httpapi"),
+		tracer: cfg.TracerProvider.Tracer(instrumentation),
 	}
+	// The SDK rejects only malformed instrument definitions, which these
+	// are not; a nil histogram cannot happen.
+	a.duration, _ = cfg.MeterProvider.Meter(instrumentation).Float64Histogram(MetricRequestDuration,
+		metric.WithUnit("s"), metric.WithDescription("Duration of HTTP server requests, by method, route and status."),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
 	mux := chi.NewRouter()
 	// Bodies are read before authentication (a lookup) and the
 	// configured middleware, which reads them too (idempotency hashes
@@ -171,17 +196,28 @@ func New(cfg Config) *Router {
 	return &Router{mux: mux}
 }
 
+const instrumentation = "dataport.dev/services/gateway/internal/httpapi"
+
 // traced runs each request in a server span, continuing the caller's trace
-// when it sends traceparent, and names the span after the matched route.
+// when it sends traceparent, and names the span after the matched route
+// ("POST /v1/exports", as the HTTP semantic conventions name server
+// spans). The answer carries the trace in traceparent and X-Trace-Id, so
+// a client can quote it; a job created by the request stores the same
+// trace id. The request's duration is recorded by route, never by raw
+// path, which would make a series per job id.
 func (a *api) traced(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := a.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 		ctx, span := a.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(
-				attribute.String("http.request.method", r.Method),
-				attribute.String("url.path", r.URL.Path),
+				semconv.HTTPRequestMethodKey.String(r.Method),
+				semconv.URLPath(r.URL.Path),
 			))
 		defer span.End()
+		if sc := span.SpanContext(); sc.IsValid() {
+			a.Propagator.Inject(ctx, propagation.HeaderCarrier(w.Header()))
+			w.Header().Set(HeaderTraceID, sc.TraceID().String())
+		}
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		start := time.Now()
 		next.ServeHTTP(ww, r.WithContext(ctx))
@@ -194,14 +230,16 @@ func (a *api) traced(next http.Handler) http.Handler {
 		if rc := chi.RouteContext(ctx); rc != nil {
 			route = rc.RoutePattern()
 		}
+		attrs := []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(r.Method), semconv.HTTPResponseStatusCode(status)}
 		if route != "" {
 			span.SetName(r.Method + " " + route)
-			span.SetAttributes(attribute.String("http.route", route))
+			attrs = append(attrs, semconv.HTTPRoute(route))
 		}
-		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		span.SetAttributes(attrs...)
 		if status >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(status))
 		}
+		a.duration.Record(context.WithoutCancel(ctx), time.Since(start).Seconds(), metric.WithAttributes(attrs...))
 		a.log.DebugContext(ctx, "http request", "method", r.Method, "route", route,
 			"status", status, "duration_ms", time.Since(start).Milliseconds())
 	})

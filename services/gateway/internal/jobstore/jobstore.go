@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -76,6 +77,7 @@ type Store struct {
 	stream     jetstream.Stream
 	retention  time.Duration
 	onTerminal func(context.Context, *exportv1.Job)
+	onChange   func(ctx context.Context, before, after *exportv1.Job)
 }
 
 // Option configures a Store.
@@ -104,6 +106,15 @@ func WithOnTerminal(fn func(ctx context.Context, job *exportv1.Job)) Option {
 // missing job is stale; the default is time.Now.
 func WithClock(now func() time.Time) Option {
 	return func(s *Store) { s.now = now }
+}
+
+// WithOnChange calls fn after every write Apply makes, with the job as it
+// was (nil for a create) and as stored now; the gateway's metrics count
+// transitions there. Like WithOnTerminal's, it runs once per change of a
+// job, on the applier's goroutine, and must be quick and tolerate a lost
+// call.
+func WithOnChange(fn func(ctx context.Context, before, after *exportv1.Job)) Option {
+	return func(s *Store) { s.onChange = fn }
 }
 
 // New returns a Store over the jobs bucket kv and its index bucket index
@@ -184,7 +195,17 @@ func (s *Store) Apply(ctx context.Context, ev Event) (*exportv1.Job, error) {
 // same id (a client repeating its own id gets a conflict, not a second
 // run of its tasks). It is no second way to write a job; the copy of req
 // that comes back from the stream goes through Apply and changes nothing.
+//
+// A job without a trace id gets the trace of ctx's span, the request
+// that creates it, written into req so that the event published next
+// carries it too: the trace id shown with a job finds every service's
+// spans for it.
 func (s *Store) Create(ctx context.Context, req *exportv1.ExportRequested) (*exportv1.Job, error) {
+	if j := req.GetJob(); j != nil && j.GetTraceId() == "" {
+		if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+			j.TraceId = sc.TraceID().String()
+		}
+	}
 	job, created, err := s.apply(ctx, req)
 	if err == nil && !created {
 		err = fmt.Errorf("create job %s: %w", req.GetJobId(), ErrExists)
@@ -243,6 +264,9 @@ func (s *Store) apply(ctx context.Context, ev Event) (*exportv1.Job, bool, error
 				if s.onTerminal != nil {
 					s.onTerminal(ctx, next)
 				}
+			}
+			if s.onChange != nil {
+				s.onChange(ctx, job, next)
 			}
 			return next, true, nil
 		}

@@ -133,6 +133,7 @@ func request(job *exportv1.Job) *exportv1.Job {
 	r.State, r.Progress, r.Files, r.Error, r.UpdatedAt = exportv1.JobState_JOB_STATE_UNSPECIFIED, nil, nil, "", nil
 	r.ExpiresAt, r.FilesExpired = nil, false
 	r.Notified, r.NotifyError, r.Notifications = false, "", nil
+	r.Stages = nil
 	for _, p := range r.GetParts() {
 		p.State, p.Exported = exportv1.PartState_PART_STATE_UNSPECIFIED, 0
 	}
@@ -146,7 +147,9 @@ func request(job *exportv1.Job) *exportv1.Job {
 // ErrExists: the id is taken.
 func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) {
 	changed := false
-	terminal := Terminal(job.GetState())
+	from := job.GetState()
+	terminal := Terminal(from)
+	wasNotified := job.GetNotified()
 	switch e := ev.(type) {
 	case *exportv1.ExportRequested:
 		// The request that created the job has nothing newer to say.
@@ -255,8 +258,42 @@ func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) 
 	}
 	if changed {
 		touch(job, occurredAt(ev))
+		stampStage(job, from, wasNotified, occurredAt(ev))
 	}
 	return changed, nil
+}
+
+// stampStage records when job entered the stage it moved to (from state from,
+// notified or not before), at t, the event's occurred_at. A stage keeps
+// its first stamp.
+func stampStage(job *exportv1.Job, from exportv1.JobState, wasNotified bool, t *timestamppb.Timestamp) {
+	if t == nil || !t.IsValid() {
+		return
+	}
+	if job.Stages == nil {
+		job.Stages = &exportv1.StageTimes{}
+	}
+	st := job.Stages
+	set := func(at **timestamppb.Timestamp) {
+		if *at == nil {
+			*at = t
+		}
+	}
+	if to := job.GetState(); to != from {
+		switch {
+		case to == exportv1.JobState_JOB_STATE_QUEUED:
+			set(&st.QueuedAt)
+		case to == exportv1.JobState_JOB_STATE_PROCESSING:
+			set(&st.ProcessingAt)
+		case to == exportv1.JobState_JOB_STATE_FINALIZING:
+			set(&st.FinalizingAt)
+		case Terminal(to):
+			set(&st.EndedAt)
+		}
+	}
+	if job.GetNotified() && !wasNotified {
+		set(&st.NotifiedAt)
+	}
 }
 
 // touch moves updated_at to t when t is newer.

@@ -211,3 +211,31 @@ func TestCheckRefusesMalformedEvents(t *testing.T) {
 	}
 	require.NoError(t, check(&exportv1.ExportRequested{JobId: "j", Job: pending()}))
 }
+
+// TestStagesRecordWhenEachStageBegan: the reducer stamps each stage with
+// the occurred_at of the event that entered it, once; later events of the
+// same stage (more progress, a late failure, a second email) keep the
+// first stamp.
+func TestStagesRecordWhenEachStageBegan(t *testing.T) {
+	job := fold(t, pending(),
+		&exportv1.ExportQueued{JobId: "j", OccurredAt: at(1)},
+		progress(0, 10, 1, 2),
+		progress(0, 50, 5, 3),
+		&exportv1.ExportFinalizing{JobId: "j", OccurredAt: at(4)},
+		&exportv1.ExportCompleted{JobId: "j", OccurredAt: at(5), Files: []*exportv1.File{{Name: "a.json"}}},
+		&exportv1.ExportFailed{JobId: "j", OccurredAt: at(6), Reason: "late"},
+		&exportv1.NotificationSent{JobId: "j", OccurredAt: at(7), Recipients: []string{"a@example.com"}, Error: "smtp down"},
+		&exportv1.NotificationSent{JobId: "j", OccurredAt: at(8), Recipients: []string{"a@example.com"}},
+		&exportv1.NotificationSent{JobId: "j", OccurredAt: at(9), Recipients: []string{"a@example.com"}},
+	)
+	st := job.GetStages()
+	assert.Equal(t, at(1).AsTime(), st.GetQueuedAt().AsTime())
+	assert.Equal(t, at(2).AsTime(), st.GetProcessingAt().AsTime())
+	assert.Equal(t, at(4).AsTime(), st.GetFinalizingAt().AsTime())
+	assert.Equal(t, at(5).AsTime(), st.GetEndedAt().AsTime())
+	assert.Equal(t, at(8).AsTime(), st.GetNotifiedAt().AsTime(), "the first successful email")
+
+	canceled := fold(t, pending(), &exportv1.ExportCanceled{JobId: "j", OccurredAt: at(3), Reason: "Canceled by user"})
+	assert.Equal(t, at(3).AsTime(), canceled.GetStages().GetEndedAt().AsTime())
+	assert.Nil(t, canceled.GetStages().GetProcessingAt(), "a skipped stage has no stamp")
+}

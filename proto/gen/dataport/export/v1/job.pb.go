@@ -1107,6 +1107,8 @@ type Job struct {
 	Room      *RoomScope             `protobuf:"bytes,11,opt,name=room,proto3" json:"room,omitempty"`
 	// The API dialect that created the job ("rocketchat", "native", ...).
 	Dialect string `protobuf:"bytes,12,opt,name=dialect,proto3" json:"dialect,omitempty"`
+	// The trace of the request that created the job (W3C trace id, 32 lower
+	// hex digits): every service's spans for the job belong to it.
 	TraceId string `protobuf:"bytes,13,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	// Number of task parts planned for the job.
 	PartsTotal uint32 `protobuf:"varint,14,opt,name=parts_total,json=partsTotal,proto3" json:"parts_total,omitempty"`
@@ -1154,8 +1156,12 @@ type Job struct {
 	// Who the job's concurrency slot is charged to (package quota); empty
 	// for jobs that hold no slot, such as scheduled runs.
 	QuotaPrincipal string `protobuf:"bytes,35,opt,name=quota_principal,json=quotaPrincipal,proto3" json:"quota_principal,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// When the job entered each stage (the occurred_at of the event that
+	// moved it there); the gateway's stage duration metrics are the
+	// differences. Written by the projection's reducer only.
+	Stages        *StageTimes `protobuf:"bytes,36,opt,name=stages,proto3" json:"stages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -1433,6 +1439,93 @@ func (x *Job) GetQuotaPrincipal() string {
 	return ""
 }
 
+func (x *Job) GetStages() *StageTimes {
+	if x != nil {
+		return x.Stages
+	}
+	return nil
+}
+
+// StageTimes are the moments a job entered its stages; unset for a stage
+// it has not reached (or skipped).
+type StageTimes struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	QueuedAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=queued_at,json=queuedAt,proto3" json:"queued_at,omitempty"`
+	ProcessingAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=processing_at,json=processingAt,proto3" json:"processing_at,omitempty"`
+	FinalizingAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=finalizing_at,json=finalizingAt,proto3" json:"finalizing_at,omitempty"`
+	// When the job reached its terminal state, whichever it is.
+	EndedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	// When the owner's completion email was first sent.
+	NotifiedAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=notified_at,json=notifiedAt,proto3" json:"notified_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageTimes) Reset() {
+	*x = StageTimes{}
+	mi := &file_dataport_export_v1_job_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageTimes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageTimes) ProtoMessage() {}
+
+func (x *StageTimes) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_job_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageTimes.ProtoReflect.Descriptor instead.
+func (*StageTimes) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StageTimes) GetQueuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.QueuedAt
+	}
+	return nil
+}
+
+func (x *StageTimes) GetProcessingAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ProcessingAt
+	}
+	return nil
+}
+
+func (x *StageTimes) GetFinalizingAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinalizingAt
+	}
+	return nil
+}
+
+func (x *StageTimes) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *StageTimes) GetNotifiedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotifiedAt
+	}
+	return nil
+}
+
 // NotificationStatus is the last outcome of one notification channel.
 type NotificationStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1448,7 +1541,7 @@ type NotificationStatus struct {
 
 func (x *NotificationStatus) Reset() {
 	*x = NotificationStatus{}
-	mi := &file_dataport_export_v1_job_proto_msgTypes[10]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1553,7 @@ func (x *NotificationStatus) String() string {
 func (*NotificationStatus) ProtoMessage() {}
 
 func (x *NotificationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_job_proto_msgTypes[10]
+	mi := &file_dataport_export_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1566,7 @@ func (x *NotificationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotificationStatus.ProtoReflect.Descriptor instead.
 func (*NotificationStatus) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_dataport_export_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NotificationStatus) GetChannel() string {
@@ -1572,7 +1665,7 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
-	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xb8\v\n" +
+	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xf0\v\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\x12/\n" +
@@ -1616,7 +1709,16 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\rnotifications\x18  \x03(\v2&.dataport.export.v1.NotificationStatusR\rnotifications\x12/\n" +
 	"\x05scope\x18\" \x01(\v2\x19.dataport.export.v1.ScopeR\x05scope\x12\x1b\n" +
 	"\tclient_id\x18! \x01(\tR\bclientId\x12'\n" +
-	"\x0fquota_principal\x18# \x01(\tR\x0equotaPrincipal\"\x90\x01\n" +
+	"\x0fquota_principal\x18# \x01(\tR\x0equotaPrincipal\x126\n" +
+	"\x06stages\x18$ \x01(\v2\x1e.dataport.export.v1.StageTimesR\x06stages\"\xbb\x02\n" +
+	"\n" +
+	"StageTimes\x127\n" +
+	"\tqueued_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bqueuedAt\x12?\n" +
+	"\rprocessing_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\fprocessingAt\x12?\n" +
+	"\rfinalizing_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ffinalizingAt\x125\n" +
+	"\bended_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12;\n" +
+	"\vnotified_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"notifiedAt\"\x90\x01\n" +
 	"\x12NotificationStatus\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1e\n" +
 	"\n" +
@@ -1679,7 +1781,7 @@ func file_dataport_export_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_dataport_export_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dataport_export_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_dataport_export_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_dataport_export_v1_job_proto_goTypes = []any{
 	(JobKind)(0),                  // 0: dataport.export.v1.JobKind
 	(PartKind)(0),                 // 1: dataport.export.v1.PartKind
@@ -1696,17 +1798,18 @@ var file_dataport_export_v1_job_proto_goTypes = []any{
 	(*Progress)(nil),              // 12: dataport.export.v1.Progress
 	(*File)(nil),                  // 13: dataport.export.v1.File
 	(*Job)(nil),                   // 14: dataport.export.v1.Job
-	(*NotificationStatus)(nil),    // 15: dataport.export.v1.NotificationStatus
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*StageTimes)(nil),            // 15: dataport.export.v1.StageTimes
+	(*NotificationStatus)(nil),    // 16: dataport.export.v1.NotificationStatus
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_dataport_export_v1_job_proto_depIdxs = []int32{
-	16, // 0: dataport.export.v1.RoomScope.from:type_name -> google.protobuf.Timestamp
-	16, // 1: dataport.export.v1.RoomScope.to:type_name -> google.protobuf.Timestamp
-	16, // 2: dataport.export.v1.DateRange.from:type_name -> google.protobuf.Timestamp
-	16, // 3: dataport.export.v1.DateRange.to:type_name -> google.protobuf.Timestamp
+	17, // 0: dataport.export.v1.RoomScope.from:type_name -> google.protobuf.Timestamp
+	17, // 1: dataport.export.v1.RoomScope.to:type_name -> google.protobuf.Timestamp
+	17, // 2: dataport.export.v1.DateRange.from:type_name -> google.protobuf.Timestamp
+	17, // 3: dataport.export.v1.DateRange.to:type_name -> google.protobuf.Timestamp
 	7,  // 4: dataport.export.v1.RecordsScope.date_range:type_name -> dataport.export.v1.DateRange
-	16, // 5: dataport.export.v1.Recurrence.start:type_name -> google.protobuf.Timestamp
-	16, // 6: dataport.export.v1.Recurrence.next:type_name -> google.protobuf.Timestamp
+	17, // 5: dataport.export.v1.Recurrence.start:type_name -> google.protobuf.Timestamp
+	17, // 6: dataport.export.v1.Recurrence.next:type_name -> google.protobuf.Timestamp
 	1,  // 7: dataport.export.v1.PartStatus.kind:type_name -> dataport.export.v1.PartKind
 	2,  // 8: dataport.export.v1.PartStatus.state:type_name -> dataport.export.v1.PartState
 	0,  // 9: dataport.export.v1.Job.kind:type_name -> dataport.export.v1.JobKind
@@ -1714,22 +1817,28 @@ var file_dataport_export_v1_job_proto_depIdxs = []int32{
 	4,  // 11: dataport.export.v1.Job.state:type_name -> dataport.export.v1.JobState
 	12, // 12: dataport.export.v1.Job.progress:type_name -> dataport.export.v1.Progress
 	13, // 13: dataport.export.v1.Job.files:type_name -> dataport.export.v1.File
-	16, // 14: dataport.export.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	16, // 15: dataport.export.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 14: dataport.export.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	17, // 15: dataport.export.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
 	6,  // 16: dataport.export.v1.Job.room:type_name -> dataport.export.v1.RoomScope
 	11, // 17: dataport.export.v1.Job.parts:type_name -> dataport.export.v1.PartStatus
 	8,  // 18: dataport.export.v1.Job.records:type_name -> dataport.export.v1.RecordsScope
 	9,  // 19: dataport.export.v1.Job.mail:type_name -> dataport.export.v1.MailScope
 	10, // 20: dataport.export.v1.Job.recurrence:type_name -> dataport.export.v1.Recurrence
-	16, // 21: dataport.export.v1.Job.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 22: dataport.export.v1.Job.notifications:type_name -> dataport.export.v1.NotificationStatus
+	17, // 21: dataport.export.v1.Job.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 22: dataport.export.v1.Job.notifications:type_name -> dataport.export.v1.NotificationStatus
 	5,  // 23: dataport.export.v1.Job.scope:type_name -> dataport.export.v1.Scope
-	16, // 24: dataport.export.v1.NotificationStatus.at:type_name -> google.protobuf.Timestamp
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	15, // 24: dataport.export.v1.Job.stages:type_name -> dataport.export.v1.StageTimes
+	17, // 25: dataport.export.v1.StageTimes.queued_at:type_name -> google.protobuf.Timestamp
+	17, // 26: dataport.export.v1.StageTimes.processing_at:type_name -> google.protobuf.Timestamp
+	17, // 27: dataport.export.v1.StageTimes.finalizing_at:type_name -> google.protobuf.Timestamp
+	17, // 28: dataport.export.v1.StageTimes.ended_at:type_name -> google.protobuf.Timestamp
+	17, // 29: dataport.export.v1.StageTimes.notified_at:type_name -> google.protobuf.Timestamp
+	17, // 30: dataport.export.v1.NotificationStatus.at:type_name -> google.protobuf.Timestamp
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_job_proto_init() }
@@ -1743,7 +1852,7 @@ func file_dataport_export_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dataport_export_v1_job_proto_rawDesc), len(file_dataport_export_v1_job_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -45,6 +45,9 @@ type exportView struct {
 	// runs is an export of its own whose ParentID is the schedule's id.
 	Recurrence *recurrenceView `json:"recurrence,omitempty"`
 	ParentID   string          `json:"parentId,omitempty"`
+	// TraceID is the trace of the request that created the job: every
+	// service's spans for the job are in it (docs/OBSERVABILITY.md).
+	TraceID string `json:"traceId,omitempty"`
 }
 
 type recurrenceView struct {
@@ -170,6 +173,7 @@ func (a *API) view(job *exportv1.Job) exportView {
 		Error:     job.GetError(),
 		CreatedAt: rfc3339(job.GetCreatedAt().AsTime()),
 		UpdatedAt: rfc3339(job.GetUpdatedAt().AsTime()),
+		TraceID:   job.GetTraceId(),
 	}
 	if t := job.GetExpiresAt(); t != nil {
 		v.ExpiresAt = rfc3339(t.AsTime())

@@ -72,10 +72,13 @@ func TestGetExport(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
 	assert.Equal(t, "application/json", r.Header.Get("Content-Type"))
 	created := e.Clock.Now().UTC().Format(time.RFC3339)
+	traceID := e.Job(t, id).GetTraceId()
+	assert.Regexp(t, `^[0-9a-f]{32}$`, traceID, "the creating request's trace")
 	assert.Equal(t, map[string]any{
 		"id": id, "kind": "room", "format": "json", "state": "pending",
 		"progress": map[string]any{"percent": 0.0, "records": 0.0, "bytes": 0.0},
 		"files":    []any{}, "error": "", "createdAt": created, "updatedAt": created,
+		"traceId": traceID,
 	}, r.JSON(t), "an unfinished job has no files, no expiry and no parts")
 
 	// A job of another dialect reads the same way.
@@ -83,6 +86,8 @@ func TestGetExport(t *testing.T) {
 	v := e.Do(t, http.MethodGet, "/v1/exports/"+rid, gatewaytest.AsUser, "").JSON(t)
 	assert.Equal(t, "records", v["kind"])
 	assert.Equal(t, "csv", v["format"])
+	assert.Equal(t, e.Job(t, rid).GetTraceId(), v["traceId"])
+	assert.Regexp(t, `^[0-9a-f]{32}$`, v["traceId"], "every dialect's jobs carry their trace")
 }
 
 // TestGetExportOfSomeoneElse: another user's job answers exactly like a
