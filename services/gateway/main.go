@@ -263,7 +263,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	if err != nil {
 		return infra.Parts{}, err
 	}
-	dog := watchdog.New(inf.NC, inf.JS, jobs, pub, watchdog.Options{StuckAfter: c.StuckAfter, Logger: log})
+	dog := watchdog.New(inf.NC, inf.JS, jobs, pub, watchdog.Options{StuckAfter: c.StuckAfter, Logger: log, MeterProvider: tel.MeterProvider})
 	router := httpapi.New(httpapi.Config{
 		Jobs:      jobs,
 		Auth:      authz,

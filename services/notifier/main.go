@@ -145,6 +145,8 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		Publisher: bus.NewPublisher(inf.JS, tel.Propagator()),
 		Topology:  d.Base.Topology,
 		Logger:    log,
+
+		MeterProvider: tel.MeterProvider,
 	})
 	if err != nil {
 		return infra.Parts{}, err

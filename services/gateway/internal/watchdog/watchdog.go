@@ -24,6 +24,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
@@ -74,17 +76,21 @@ type Options struct {
 	// StuckAfter/4, at most one minute.
 	ScanEvery time.Duration
 	Logger    *slog.Logger
+	// MeterProvider records the failures and the last scan's view of the
+	// unfinished jobs (metrics.go); nil records nothing.
+	MeterProvider metric.MeterProvider
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 // Watchdog fails jobs that cannot finish. Run it once per process.
 type Watchdog struct {
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	jobs Jobs
-	pub  Publisher
-	opts Options
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	jobs    Jobs
+	pub     Publisher
+	opts    Options
+	metrics *metrics
 }
 
 // New returns a Watchdog.
@@ -98,7 +104,10 @@ func New(nc *nats.Conn, js jetstream.JetStream, jobs Jobs, pub Publisher, opts O
 	if opts.ScanEvery <= 0 {
 		opts.ScanEvery = min(opts.StuckAfter/4, time.Minute)
 	}
-	return &Watchdog{nc: nc, js: js, jobs: jobs, pub: pub, opts: opts}
+	if opts.MeterProvider == nil {
+		opts.MeterProvider = metricnoop.NewMeterProvider()
+	}
+	return &Watchdog{nc: nc, js: js, jobs: jobs, pub: pub, opts: opts, metrics: newMetrics(opts.MeterProvider, opts.Logger)}
 }
 
 // Run listens for advisories and scans for stuck jobs until ctx ends.
@@ -195,6 +204,7 @@ func (w *Watchdog) handleAdvisory(ctx context.Context, data []byte) {
 			log.ErrorContext(ctx, "max deliveries: fail job", "job_id", jobID, "error", err)
 			return
 		}
+		w.metrics.failed(ctx, causeMaxDeliveries)
 		log.WarnContext(ctx, "job failed after max deliveries", "job_id", jobID, "reason", reason)
 	}
 	if a.Stream == bus.StreamExportTasks {
@@ -209,11 +219,13 @@ func (w *Watchdog) handleAdvisory(ctx context.Context, data []byte) {
 // Scan fails every non-terminal job that has not changed for StuckAfter
 // and returns their ids.
 func (w *Watchdog) Scan(ctx context.Context) ([]string, error) {
-	cutoff := w.opts.Now().Add(-w.opts.StuckAfter)
+	now := w.opts.Now()
+	cutoff := now.Add(-w.opts.StuckAfter)
 	unfinished, err := w.jobs.Unfinished(ctx, "", exportv1.JobKind_JOB_KIND_UNSPECIFIED)
 	if err != nil {
 		return nil, fmt.Errorf("select stuck jobs: %w", err)
 	}
+	var seen scanStats
 	stuck := slices.DeleteFunc(unfinished, func(j *exportv1.Job) bool {
 		// A recurring definition waits for its next occurrence by design.
 		if jobstore.Terminal(j.GetState()) || j.GetRecurrence() != nil {
@@ -223,8 +235,10 @@ func (w *Watchdog) Scan(ctx context.Context) ([]string, error) {
 		if last == nil {
 			last = j.GetCreatedAt()
 		}
+		seen.add(j.GetState(), last, now)
 		return last == nil || !last.AsTime().Before(cutoff)
 	})
+	w.metrics.scanned(seen)
 	var ids []string
 	var errs []error
 	for _, j := range stuck {
@@ -236,6 +250,7 @@ func (w *Watchdog) Scan(ctx context.Context) ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
+		w.metrics.failed(ctx, causeStuck)
 		w.opts.Logger.WarnContext(ctx, "stuck job failed", "job_id", j.GetId(), "state", j.GetState().String())
 		ids = append(ids, j.GetId())
 	}

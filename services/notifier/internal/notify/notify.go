@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -94,6 +96,8 @@ type Config struct {
 	// delivery sends. Keep it above the longest SMTP attempt. Zero means
 	// twice the consumer's AckWait.
 	ClaimTimeout time.Duration
+	// MeterProvider records the sends (MetricSends); nil records nothing.
+	MeterProvider metric.MeterProvider
 	// Logger defaults to discarding; Now defaults to time.Now.
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -119,6 +123,7 @@ type Notifier struct {
 	claimTimeout time.Duration
 	log          *slog.Logger
 	now          func() time.Time
+	sends        metric.Int64Counter
 
 	completedText, failedText *texttemplate.Template
 	completedHTML, failedHTML *htmltemplate.Template
@@ -155,7 +160,15 @@ func New(c Config) (*Notifier, error) {
 	if c.ClaimTimeout <= 0 {
 		c.ClaimTimeout = 2 * spec.Config.AckWait
 	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = metricnoop.NewMeterProvider()
+	}
+	sends, err := newSends(c.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("notify: %w", err)
+	}
 	n := &Notifier{
+		sends:        sends,
 		users:        c.Users,
 		sent:         c.Sent,
 		jobs:         c.Jobs,
@@ -380,9 +393,11 @@ func (n *Notifier) sendOnce(ctx context.Context, log *slog.Logger, jobID string,
 		return n.giveUp(ctx, log, jobID, nt.channel, key, rev, nt.recipients,
 			fmt.Sprintf("%s not delivered after %d attempts: %v", nt.what, d.num, err))
 	default:
+		n.count(ctx, nt.channel, OutcomeError)
 		log.WarnContext(ctx, "notification failed; will retry", "error", err)
 		return fmt.Errorf("%s for job %s: %w", nt.what, jobID, err)
 	}
+	n.count(ctx, nt.channel, OutcomeSent)
 
 	done := &sendRecord{State: stateSent, Recipients: nt.recipients, At: n.now()}
 	if _, err := n.store(ctx, key, rev, done); err != nil {
@@ -402,6 +417,7 @@ func (n *Notifier) sendOnce(ctx context.Context, log *slog.Logger, jobID string,
 // The message is then settled: nothing is left to retry.
 func (n *Notifier) giveUp(ctx context.Context, log *slog.Logger, jobID, channel, key string, rev uint64, recipients []string, reason string) error {
 	log.ErrorContext(ctx, "giving up on notification", "reason", reason)
+	n.count(ctx, channel, OutcomeGivenUp)
 	rec := &sendRecord{State: stateFailed, Recipients: recipients, Error: reason, At: n.now()}
 	if _, err := n.store(ctx, key, rev, rec); err != nil {
 		return err
