@@ -177,7 +177,16 @@ type Runner struct {
 	log         *slog.Logger
 	tracer      trace.Tracer
 	duration    metric.Float64Histogram
+	// records and bytes count what announced parts hold, under one name
+	// for every exporter (the service tells them apart).
+	records, bytes metric.Int64Counter
 }
+
+// Names of the exporters' throughput counters.
+const (
+	MetricRecords = "dataport.task.records"
+	MetricBytes   = "dataport.task.bytes"
+)
 
 // New returns a Runner with no kinds. It looks up the jobs, checkpoints
 // and directory buckets, which must exist (bus.EnsureTopology).
@@ -229,7 +238,18 @@ func New(ctx context.Context, o Options) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("taskrun: histogram: %w", err)
 	}
+	records, err := o.MeterProvider.Meter(instrumentation).Int64Counter(MetricRecords, metric.WithUnit("{record}"),
+		metric.WithDescription("Records in the parts exporters uploaded and announced, by part kind and format."))
+	if err != nil {
+		return nil, fmt.Errorf("taskrun: counter: %w", err)
+	}
+	bytes, err := o.MeterProvider.Meter(instrumentation).Int64Counter(MetricBytes, metric.WithUnit("By"),
+		metric.WithDescription("Bytes of the parts exporters uploaded and announced, by part kind and format."))
+	if err != nil {
+		return nil, fmt.Errorf("taskrun: counter: %w", err)
+	}
 	return &Runner{
+		records: records, bytes: bytes,
 		opts: o, kinds: make(map[exportv1.PartKind]Kind), jobs: jobs, dir: dir, checkpoints: checkpoints,
 		log: o.Logger, tracer: o.TracerProvider.Tracer(instrumentation), duration: duration,
 	}, nil
@@ -491,6 +511,13 @@ func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time, done **R
 	// Only now: a crash before the announcement resumes (or redoes) the
 	// part; once announced nothing needs the checkpoint.
 	t.DeleteCheckpoint(ctx)
+	// Counted once announced, so failed attempts count nothing; only a
+	// crash between the announcement and the ack counts a part twice.
+	counted := metric.WithAttributes(
+		attribute.String("part_kind", EnumWord(t.Kind.String(), "PART_KIND_")),
+		attribute.String("format", EnumWord(task.GetFormat().String(), "FORMAT_")))
+	r.records.Add(context.WithoutCancel(ctx), int64(res.Records), counted)
+	r.bytes.Add(context.WithoutCancel(ctx), int64(res.Bytes), counted)
 	attrs := append([]any{"records", res.Records, "bytes", res.Bytes, "files", len(res.Files),
 		"duration", r.opts.Now().Sub(start).String()}, res.Log...)
 	t.Log.InfoContext(ctx, "part uploaded", attrs...)
