@@ -210,6 +210,9 @@ type stack struct {
 	recordExporters []*process
 	archiver        *process
 	notifier        *process
+	// httpAddrs maps each service process's name to the address of its
+	// HTTP server (the gateway's API, the others' probes; /metrics on all).
+	httpAddrs map[string]string
 }
 
 // stackOptions change how startStackWith runs Dataport.
@@ -300,11 +303,12 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	common = append(common, o.env...)
 	env := func(extra ...string) []string { return append(append([]string{}, common...), extra...) }
 
-	s := &stack{nats: nats, natsURL: natsURL, minio: minio, taskSecret: taskSecret}
+	s := &stack{nats: nats, natsURL: natsURL, minio: minio, taskSecret: taskSecret, httpAddrs: map[string]string{"gateway": gatewayAddr}}
 	var health []string
 	service := func(name, bin string) *process {
 		addr := infratest.FreeAddr(t)
 		health = append(health, addr)
+		s.httpAddrs[name] = addr
 		return startProcess(t, name, filepath.Join(bins, bin), env("DATAPORT_HEALTH_ADDR="+addr))
 	}
 	for i := range max(o.exporters, 1) {
