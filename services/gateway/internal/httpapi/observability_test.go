@@ -34,7 +34,7 @@ func metricsOf(t *testing.T, e *gatewaytest.Env) map[string]metricdata.Aggregati
 
 func attr(s attribute.Set, key string) string {
 	v, _ := s.Value(attribute.Key(key))
-	return v.Emit()
+	return v.String()
 }
 
 // TestAnExportIsOneTraceAndCounted: the creating answer names its trace
