@@ -332,7 +332,8 @@ func LoadConfig[C any](getenv func(string) string, stdout io.Writer, name string
 
 // NewTelemetry sets up a program's logs, traces and metrics: JSON logs to
 // out (nil: stderr) at logLevel, OTLP export when getenv has
-// OTEL_EXPORTER_OTLP_ENDPOINT (the SDK reads the other OTEL_ variables).
+// OTEL_EXPORTER_OTLP_ENDPOINT (the SDK reads the other OTEL_ variables),
+// traces only when OTEL_METRICS_EXPORTER is "none".
 func NewTelemetry(ctx context.Context, getenv func(string) string, name, version, logLevel string, out io.Writer) (*telemetry.Telemetry, error) {
 	return telemetry.Setup(ctx, telemetry.Options{
 		Service:      name,
@@ -340,5 +341,8 @@ func NewTelemetry(ctx context.Context, getenv func(string) string, name, version
 		LogLevel:     logLevel,
 		Out:          out,
 		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
+		// The standard variable's "none"; other values (otlp, the
+		// default) change nothing.
+		NoOTLPMetrics: getenv("OTEL_METRICS_EXPORTER") == "none",
 	})
 }

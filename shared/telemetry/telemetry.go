@@ -87,6 +87,11 @@ type Options struct {
 	// The other standard OTEL_EXPORTER_OTLP_* variables (headers, timeout,
 	// compression, certificates) are read by the exporters themselves.
 	OTLPEndpoint string
+	// NoOTLPMetrics keeps metrics off OTLP even with an endpoint, for a
+	// receiver that takes only traces (Jaeger, in `make run`); infra sets
+	// it from OTEL_METRICS_EXPORTER=none, as the SDKs read that variable.
+	// MetricsHandler serves them either way.
+	NoOTLPMetrics bool
 }
 
 // Telemetry holds what Setup built. The exported fields are ready to use and
@@ -159,12 +164,14 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("telemetry: trace exporter: %w", err)
 		}
-		me, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpointURL(metricsURL))
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("telemetry: metric exporter: %w", err), te.Shutdown(ctx))
-		}
 		tpOpts = append(tpOpts, sdktrace.WithBatcher(te))
-		mpOpts = append(mpOpts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me)))
+		if !o.NoOTLPMetrics {
+			me, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpointURL(metricsURL))
+			if err != nil {
+				return nil, errors.Join(fmt.Errorf("telemetry: metric exporter: %w", err), te.Shutdown(ctx))
+			}
+			mpOpts = append(mpOpts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me)))
+		}
 	}
 	tp := sdktrace.NewTracerProvider(tpOpts...)
 	mp := sdkmetric.NewMeterProvider(mpOpts...)

@@ -269,6 +269,28 @@ func TestExportsOverOTLPHTTP(t *testing.T) {
 	}
 }
 
+// TestNoOTLPMetricsExportsTracesOnly: with NoOTLPMetrics the endpoint gets
+// spans and no metrics; /metrics still has them.
+func TestNoOTLPMetricsExportsTracesOnly(t *testing.T) {
+	srv := newOTLPServer(t, "")
+	tel, err := telemetry.Setup(t.Context(), telemetry.Options{Service: "archiver", Out: io.Discard, OTLPEndpoint: srv.URL, NoOTLPMetrics: true})
+	require.NoError(t, err)
+	_, span := tel.TracerProvider.Tracer("test").Start(t.Context(), "work")
+	span.End()
+	c, err := tel.MeterProvider.Meter("test").Int64Counter("dataport.test.runs")
+	require.NoError(t, err)
+	c.Add(t.Context(), 1)
+	rec := httptest.NewRecorder()
+	tel.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	assert.Contains(t, rec.Body.String(), "dataport_test_runs_total")
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, tel.Shutdown(ctx))
+	assert.Positive(t, srv.traces.Load())
+	assert.Zero(t, srv.metrics.Load())
+}
+
 // TestMetricsHandlerServesRecordedMetrics: what a service records through
 // the MeterProvider is on /metrics in Prometheus names, without an OTLP
 // endpoint.
