@@ -16,6 +16,8 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 MAILPIT_VERSION := v1.27.11
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
+# Jaeger v2 (cmd/jaeger of the jaeger module) for `make run JAEGER=1`.
+JAEGER_VERSION := v1.76.0
 
 # The one version scheme: every binary's main.version, set from git (a
 # commit id, with -dirty for uncommitted changes) unless VERSION is given.
@@ -35,6 +37,7 @@ TOOL_STAMPS := \
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the five services, seed demo data"
+	@echo "             (make run JAEGER=1: also Jaeger, the trace viewer, on 127.0.0.1:16686)"
 	@echo "make test    install tools, check formatting and modules, run every test"
 	@echo "make proto   regenerate Go code from proto/ with the pinned buf"
 	@echo "make lint    buf lint + breaking check, go vet"
@@ -60,6 +63,16 @@ $(BIN)/.buf@%:
 	touch $@
 $(BIN)/.protoc-gen-go@%:
 	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$*
+	touch $@
+# Jaeger's go.mod has replace directives, which `go install pkg@version`
+# refuses; a throwaway module that requires it as a tool builds it with
+# the versions its go.mod pins.
+$(BIN)/.jaeger@%:
+	@echo "building Jaeger $* (several minutes the first time)"
+	d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && cd "$$d" && \
+	  GOWORK=off go mod init dataport.dev/jaeger-build >/dev/null 2>&1 && \
+	  GOWORK=off go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$* && \
+	  GOWORK=off go build -o $(BIN)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 	touch $@
 
 proto: $(BIN)/.buf@$(BUF_VERSION) $(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
@@ -135,8 +148,9 @@ build:
 seed: build
 	$(BIN)/dataport-seed
 
-run: tools build
-	bash deploy/dev/run.sh
+# JAEGER=1 also builds and starts Jaeger and sends the traces there.
+run: tools build $(if $(JAEGER),$(BIN)/.jaeger@$(JAEGER_VERSION))
+	DATAPORT_DEV_JAEGER=$(JAEGER) bash deploy/dev/run.sh
 
 bench: tools
 	for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...); done

@@ -16,6 +16,11 @@ nats_port=${DATAPORT_DEV_NATS_PORT:-4222}
 minio_port=${DATAPORT_DEV_MINIO_PORT:-9000}
 smtp_port=${DATAPORT_DEV_SMTP_PORT:-1025}
 mailpit_port=${DATAPORT_DEV_MAILPIT_PORT:-8025}
+# DATAPORT_DEV_JAEGER=1 (make run JAEGER=1): Jaeger on its standard ports.
+jaeger=${DATAPORT_DEV_JAEGER:-}
+[[ $jaeger == 0 ]] && jaeger=
+jaeger_ports=()
+[[ -n $jaeger ]] && jaeger_ports=(127.0.0.1:4318 127.0.0.1:16685 127.0.0.1:16686)
 
 pidfile="$state/run.pid"
 if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -25,7 +30,7 @@ fi
 
 port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 for hp in "127.0.0.1:$nats_port" "127.0.0.1:$minio_port" "127.0.0.1:$smtp_port" "127.0.0.1:$mailpit_port" "$http_addr" \
-          127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083 127.0.0.1:8084; do
+          127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083 127.0.0.1:8084 "${jaeger_ports[@]}"; do
   if port_busy "${hp%:*}" "${hp##*:}"; then
     echo "Port $hp is already in use by another program; stop it or change the port (see README, 'make run')." >&2
     exit 1
@@ -70,6 +75,14 @@ start mailpit "$bin/mailpit" --smtp "127.0.0.1:$smtp_port" --listen "127.0.0.1:$
 wait_http nats "http://127.0.0.1:8222/healthz"
 wait_http minio "http://127.0.0.1:$minio_port/minio/health/live"
 wait_http mailpit "http://127.0.0.1:$mailpit_port/livez"
+if [[ -n $jaeger ]]; then
+  start jaeger "$bin/jaeger" --config "$root/deploy/dev/jaeger.yaml"
+  wait_http jaeger "http://127.0.0.1:16686/"
+  # Traces only: Jaeger takes no metrics, which stay on each /metrics.
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318
+  export OTEL_METRICS_EXPORTER=none
+  export OTEL_BSP_SCHEDULE_DELAY=${OTEL_BSP_SCHEDULE_DELAY:-1000}
+fi
 
 # A developer machine: the services accept their built-in development link
 # and webhook keys here (and refuse them anywhere else).
@@ -103,6 +116,7 @@ Dataport is running.
   gateway:     http://$http_addr
   Mailpit UI:  http://127.0.0.1:$mailpit_port   (every email the notifier sends)
   logs:        $logs/
+  metrics:     http://$http_addr/metrics, http://127.0.0.1:808{1,2,3,4}/metrics
   credentials: $creds   (seed counts: $state/dev/seed.json)
 
 Export the #general room as JSON:
@@ -113,8 +127,18 @@ Export the #general room as JSON:
 Then poll it (replace EXPORT_ID with the "exportId" it answers):
   curl -s 'http://$http_addr/v1/exports/EXPORT_ID' -H 'X-User-Id: $admin_id' -H 'X-Auth-Token: $admin_token'
 
-Press Ctrl-C to stop.
 TXT
+if [[ -n $jaeger ]]; then
+  cat <<TXT
+Traces: Jaeger at http://127.0.0.1:16686. Every answer's X-Trace-Id, and a
+job's "traceId", is the trace to look up:
+  curl -s http://127.0.0.1:16686/api/traces/TRACE_ID
+(a Jaeger built from source has no UI assets, so the page itself is a
+placeholder; the query API answers, and a Jaeger UI elsewhere can use it.)
+
+TXT
+fi
+echo "Press Ctrl-C to stop."
 wait -n "${pids[@]}" || true
 echo "a process exited unexpectedly; see $logs/" >&2
 exit 1
