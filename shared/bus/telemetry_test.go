@@ -58,6 +58,7 @@ func TestPublishAndConsumeAreOneTrace(t *testing.T) {
 	var logs lockedBuffer
 	tel, err := telemetry.Setup(t.Context(), telemetry.Options{Service: "test", Out: &logs})
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 
 	pub := bus.NewPublisher(srv.JS, propagation.TraceContext{})
 	ctx, parent := tp.Tracer("test").Start(t.Context(), "POST /v1/exports", trace.WithSpanKind(trace.SpanKindServer))
@@ -104,7 +105,12 @@ func TestPublishAndConsumeAreOneTrace(t *testing.T) {
 
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"handling"`) }, 5*time.Second, 10*time.Millisecond)
 	var line map[string]any
-	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(logs.String())), &line))
+	for l := range strings.SplitSeq(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(l, `"handling"`) {
+			require.NoError(t, json.Unmarshal([]byte(l), &line))
+			break
+		}
+	}
 	assert.Equal(t, "J7", line["job_id"])
 	assert.Equal(t, process.SpanContext().TraceID().String(), line["trace_id"])
 
