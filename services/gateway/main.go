@@ -28,6 +28,7 @@ import (
 	"dataport.dev/services/gateway/internal/idempotency"
 	"dataport.dev/services/gateway/internal/jobmetrics"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
@@ -138,8 +139,8 @@ func loadConfig(l *config.Loader) (Config, error) {
 	c.RecordMaxBytes = l.Int("DATAPORT_RECORD_MAX_BYTES", defaultRecordMaxBytes, 1<<10, 1<<44, "stored bytes above which any record export (Rebilly or myTracker raw) is rejected (Too much export data)")
 	c.MinInterval = l.Duration("DATAPORT_SCHEDULE_MIN_INTERVAL", schedule.DefaultMinInterval, "shortest time allowed between two occurrences of a recurring export's RRULE")
 	c.MaxSchedules = l.Int("DATAPORT_MAX_SCHEDULES_PER_USER", 10, 0, 100000, "active recurring exports one user may have before creates get 422 (0: no limit)")
-	c.MaxRecipients = l.Int("DATAPORT_MAX_EMAIL_RECIPIENTS", rebilly.DefaultMaxEmailRecipients, 1, 1000, "addresses one export's emailNotification may list")
-	c.MaxFields = l.Int("DATAPORT_MAX_FIELDS", rebilly.DefaultMaxFields, 1, 10000, "columns one record export may name (Rebilly fields, myTracker selectors)")
+	c.MaxRecipients = l.Int("DATAPORT_MAX_EMAIL_RECIPIENTS", plan.DefaultMaxEmailRecipients, 1, 1000, "addresses one export's emailNotification may list")
+	c.MaxFields = l.Int("DATAPORT_MAX_FIELDS", plan.DefaultMaxFields, 1, 10000, "columns one record export may name (Rebilly fields, myTracker selectors)")
 	c.WebhookAllow = strings.Split(l.String("DATAPORT_WEBHOOK_ALLOWLIST", "", "comma-separated hosts and CIDRs per-export webhooks may name although private, loopback or link-local (set it as the notifier's)"), ",")
 	c.RawLimits = mytracker.Limits{
 		MaxRowsPerChunk: uint64(rawRowsPerChunk), MaxBytesPerChunk: uint64(rawBytesPerChunk),
@@ -238,7 +239,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	rebillyAPI := rebilly.New(rebilly.Config{
 		Directory: authz.Directory, Jobs: jobs, Schedules: schedules, Submitter: submitter,
 		Links: signer, Blob: inf.Blob, ExportBucket: common.ExportBucket, PublicURL: c.PublicURL, Location: c.Location, Logger: log,
-		Limits: rebilly.Limits{
+		Limits: plan.Limits{
 			MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
 			MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),
 		},
@@ -272,7 +273,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		Submitter: submitter,
 		NativeCreate: native.Create{
 			Rooms: authz, Directory: authz.Directory, Schedules: schedules, Webhooks: egress.NewGuard(c.WebhookAllow), Location: c.Location,
-			Limits: native.Limits{
+			Limits: plan.Limits{
 				MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
 				MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),
 			},

@@ -245,3 +245,50 @@ func RecordsTask(job *exportv1.Job) *exportv1.ExportTask {
 		Records:  proto.Clone(job.GetRecords()).(*exportv1.RecordsScope),
 	}
 }
+
+// Defaults of Limits.
+const (
+	DefaultMaxEmailRecipients = 10
+	DefaultMaxWebhooks        = 5
+	DefaultMaxFields          = 100
+)
+
+// Limits bound what one export request may ask for, in every dialect that
+// creates record exports or recurring ones (Rebilly, native). Zero values
+// take the defaults (MaxRows and MaxBytes: no cap).
+type Limits struct {
+	// MinInterval is the shortest time allowed between two occurrences of
+	// a recurring export (schedule.DefaultMinInterval).
+	MinInterval time.Duration
+	// MaxEmailRecipients caps the addresses one export notifies;
+	// MaxWebhooks the webhooks (native only).
+	MaxEmailRecipients, MaxWebhooks int
+	// MaxFields caps the columns of a record export.
+	MaxFields int
+	// MaxRows and MaxBytes go into every record export's (and every
+	// run's) RecordsScope: an export over either is rejected by the
+	// exporter.
+	MaxRows, MaxBytes uint64
+}
+
+// WithDefaults fills the zero values.
+func (l Limits) WithDefaults() Limits {
+	if l.MinInterval <= 0 {
+		l.MinInterval = schedule.DefaultMinInterval
+	}
+	if l.MaxEmailRecipients <= 0 {
+		l.MaxEmailRecipients = DefaultMaxEmailRecipients
+	}
+	if l.MaxWebhooks <= 0 {
+		l.MaxWebhooks = DefaultMaxWebhooks
+	}
+	if l.MaxFields <= 0 {
+		l.MaxFields = DefaultMaxFields
+	}
+	return l
+}
+
+// Records are the limits of a record export's scope.
+func (l Limits) Records() RecordsLimits {
+	return RecordsLimits{MaxFields: l.MaxFields, MaxRows: l.MaxRows, MaxBytes: l.MaxBytes}
+}

@@ -34,50 +34,12 @@ const dialectName = "native"
 // few KiB with every option and list at its limit.
 const maxCreateBody = 64 << 10
 
-// Defaults of Limits.
-const (
-	DefaultMaxEmailRecipients = 10
-	DefaultMaxWebhooks        = 5
-	DefaultMaxFields          = 100
-)
-
 // Smallest chunks a record export may ask for: below these an export of a
 // large resource would become a storm of tiny files.
 const (
 	MinRowsPerChunk  = 100
 	MinBytesPerChunk = 64 << 10
 )
-
-// Limits bound what one native create may ask for. Zero values take the
-// defaults (MaxRows and MaxBytes: no cap).
-type Limits struct {
-	// MinInterval is the shortest time allowed between two occurrences of
-	// a recurring export (schedule.DefaultMinInterval).
-	MinInterval time.Duration
-	// MaxEmailRecipients caps notify.emails; MaxWebhooks notify.webhooks.
-	MaxEmailRecipients, MaxWebhooks int
-	// MaxFields caps records.fields.
-	MaxFields int
-	// MaxRows and MaxBytes go into every record export's scope: an export
-	// over either is rejected by the exporter.
-	MaxRows, MaxBytes uint64
-}
-
-func (l Limits) withDefaults() Limits {
-	if l.MinInterval <= 0 {
-		l.MinInterval = schedule.DefaultMinInterval
-	}
-	if l.MaxEmailRecipients <= 0 {
-		l.MaxEmailRecipients = DefaultMaxEmailRecipients
-	}
-	if l.MaxWebhooks <= 0 {
-		l.MaxWebhooks = DefaultMaxWebhooks
-	}
-	if l.MaxFields <= 0 {
-		l.MaxFields = DefaultMaxFields
-	}
-	return l
-}
 
 // Create holds what POST /v1/exports needs besides Config's jobs and
 // submitter. Without Rooms and Directory the route is not served.
@@ -94,7 +56,7 @@ type Create struct {
 	Webhooks *egress.Guard
 	// Location resolves relative dates of record exports ("today").
 	Location *time.Location
-	Limits   Limits
+	Limits   plan.Limits
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -229,7 +191,7 @@ func (c *checked) ext() string {
 
 // check validates what can be told from the body alone; relative dates
 // are resolved against now in loc.
-func (req *createRequest) check(now time.Time, loc *time.Location, lim Limits, guard *egress.Guard) (*checked, []plan.Invalid) {
+func (req *createRequest) check(now time.Time, loc *time.Location, lim plan.Limits, guard *egress.Guard) (*checked, []plan.Invalid) {
 	var bad []plan.Invalid
 	add := func(field, format string, args ...any) {
 		bad = append(bad, plan.Invalid{Field: field, Message: fmt.Sprintf(format, args...)})
@@ -344,7 +306,7 @@ func (req *createRequest) checkRoom(c *checked) []plan.Invalid {
 	return bad
 }
 
-func (req *createRequest) checkRecords(c *checked, now time.Time, loc *time.Location, lim Limits) []plan.Invalid {
+func (req *createRequest) checkRecords(c *checked, now time.Time, loc *time.Location, lim plan.Limits) []plan.Invalid {
 	rs := req.Records
 	if rs == nil {
 		return []plan.Invalid{{Field: "records.resource", Message: "is required: a record export names its resource in records"}}
@@ -367,7 +329,7 @@ func (req *createRequest) checkRecords(c *checked, now time.Time, loc *time.Loca
 		}
 		rr.MaxRowsPerChunk, rr.MaxBytesPerChunk, rr.GzipChunks = ch.MaxRows, ch.MaxBytes, ch.Gzip
 	}
-	sc, invalid := plan.Records(rr, recordsFields, now, loc, plan.RecordsLimits{MaxFields: lim.MaxFields, MaxRows: lim.MaxRows, MaxBytes: lim.MaxBytes})
+	sc, invalid := plan.Records(rr, recordsFields, now, loc, lim.Records())
 	c.records = sc
 	return append(bad, invalid...)
 }

@@ -35,7 +35,7 @@ func FuzzDecodeCreate(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	lim := Limits{}.withDefaults()
+	lim := plan.Limits{}.WithDefaults()
 	guard := egress.NewGuard(nil)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, bad := decodeCreate(body)

@@ -72,7 +72,7 @@ func New(cfg Config) *API {
 	if cfg.Create.Location == nil {
 		cfg.Create.Location = time.UTC
 	}
-	cfg.Create.Limits = cfg.Create.Limits.withDefaults()
+	cfg.Create.Limits = cfg.Create.Limits.WithDefaults()
 	return &API{Config: cfg, log: cfg.Logger}
 }
 

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/shared/recordquery"
 )
 
@@ -70,7 +71,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	}
 	now := time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC)
 	loc := time.FixedZone("test", -5*3600)
-	lim := Limits{}.withDefaults()
+	lim := plan.Limits{}.WithDefaults()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, bad := decodeRequest(bytes.NewReader(body))
 		if bad != nil {
@@ -100,7 +101,7 @@ func FuzzDecodeRequest(f *testing.F) {
 }
 
 // checkJob asserts what build promises of an accepted request.
-func checkJob(t *testing.T, body []byte, job *exportv1.Job, lim Limits) {
+func checkJob(t *testing.T, body []byte, job *exportv1.Job, lim plan.Limits) {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()

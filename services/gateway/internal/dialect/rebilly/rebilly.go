@@ -67,7 +67,7 @@ type Config struct {
 	// Location resolves relative dates ("today", "-7 days").
 	Location *time.Location
 	// Limits bound each export; zero values take the defaults.
-	Limits Limits
+	Limits plan.Limits
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -83,7 +83,7 @@ type API struct {
 	exports   string
 	publicURL string
 	loc       *time.Location
-	limits    Limits
+	limits    plan.Limits
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -93,7 +93,7 @@ func New(cfg Config) *API {
 	d := &API{
 		dir: cfg.Directory, jobs: cfg.Jobs, schedules: cfg.Schedules, submitter: cfg.Submitter,
 		links: cfg.Links, blob: cfg.Blob, exports: cfg.ExportBucket, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
-		loc: cfg.Location, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now,
+		loc: cfg.Location, limits: cfg.Limits.WithDefaults(), log: cfg.Logger, now: cfg.Now,
 	}
 	if d.loc == nil {
 		d.loc = time.UTC

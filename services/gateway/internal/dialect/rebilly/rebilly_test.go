@@ -29,6 +29,7 @@ import (
 	"dataport.dev/services/gateway/internal/dialect"
 	"dataport.dev/services/gateway/internal/dialect/rebilly"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/services/gateway/internal/submit"
@@ -67,18 +68,18 @@ func sha(s string) string {
 	return strings.ToLower(hexSHA(s))
 }
 
-func newEnv(t testing.TB) *env { return newEnvWith(t, rebilly.Limits{}) }
+func newEnv(t testing.TB) *env { return newEnvWith(t, plan.Limits{}) }
 
 // newEnvWith is newEnv with the dialect's limits and the schedule store's
 // options.
-func newEnvWith(t testing.TB, lim rebilly.Limits, opts ...schedule.StoreOption) *env {
+func newEnvWith(t testing.TB, lim plan.Limits, opts ...schedule.StoreOption) *env {
 	t.Helper()
 	return newEnvQuota(t, lim, nil, opts...)
 }
 
 // newEnvQuota is newEnvWith with, when q is set, the quota middleware and
 // admission wired as in the gateway.
-func newEnvQuota(t testing.TB, lim rebilly.Limits, q *quota.Options, opts ...schedule.StoreOption) *env {
+func newEnvQuota(t testing.TB, lim plan.Limits, q *quota.Options, opts ...schedule.StoreOption) *env {
 	t.Helper()
 	return newEnvOpts(t, envOptions{limits: lim, quota: q, sched: opts})
 }
@@ -91,7 +92,7 @@ const (
 
 // envOptions configures newEnvOpts; the zero value is newEnv.
 type envOptions struct {
-	limits rebilly.Limits
+	limits plan.Limits
 	// quota, when set, wires the quota middleware and admission as in
 	// the gateway.
 	quota *quota.Options
@@ -584,9 +585,9 @@ func TestValidation(t *testing.T) {
 		{"bad start", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=DAILY","start":"tomorrow"}}`, "recurring.start"},
 		{"bad id", `{"id":"a.b","name":"n","resource":"transactions","format":"csv"}`, "id"},
 		{"duplicate field", `{"name":"n","resource":"transactions","format":"csv","fields":["id","amount","id"]}`, "fields"},
-		{"too many fields", `{"name":"n","resource":"transactions","format":"csv","fields":[` + strings.Repeat(`"id",`, rebilly.DefaultMaxFields) + `"amount"]}`, "fields"},
+		{"too many fields", `{"name":"n","resource":"transactions","format":"csv","fields":[` + strings.Repeat(`"id",`, plan.DefaultMaxFields) + `"amount"]}`, "fields"},
 		{"too many recipients", `{"name":"n","resource":"transactions","format":"csv","emailNotification":[` +
-			strings.Repeat(`"a@example.com",`, rebilly.DefaultMaxEmailRecipients) + `"b@example.com"]}`, "emailNotification"},
+			strings.Repeat(`"a@example.com",`, plan.DefaultMaxEmailRecipients) + `"b@example.com"]}`, "emailNotification"},
 		{"display name", `{"name":"n","resource":"transactions","format":"csv","emailNotification":["Ops <ops@example.com>"]}`, "emailNotification[0]"},
 		{"address with line break", `{"name":"n","resource":"transactions","format":"csv","emailNotification":["ops@example.com\r\nBcc: x@example.com"]}`, "emailNotification[0]"},
 		{"every minute", `{"name":"n","resource":"transactions","format":"csv","recurring":{"instruction":"FREQ=MINUTELY"}}`, "recurring"},
@@ -774,7 +775,7 @@ func TestRecurring(t *testing.T) {
 }
 
 func TestBoundedWork(t *testing.T) {
-	e := newEnvWith(t, rebilly.Limits{MaxRows: 1000, MaxBytes: 1 << 20}, schedule.WithMaxPerOwner(2))
+	e := newEnvWith(t, plan.Limits{MaxRows: 1000, MaxBytes: 1 << 20}, schedule.WithMaxPerOwner(2))
 	ctx := t.Context()
 
 	r := e.do(t, http.MethodPost, base, key(aliceKey), `{"name":"once","resource":"events","format":"csv"}`)
@@ -822,7 +823,7 @@ func TestBoundedWork(t *testing.T) {
 // the API key, whatever organization the path names and whatever
 // Rocket.Chat headers ride along; reads are never charged.
 func TestQuotaFollowsTheCredential(t *testing.T) {
-	e := newEnvQuota(t, rebilly.Limits{}, &quota.Options{RatePerMinute: 5})
+	e := newEnvQuota(t, plan.Limits{}, &quota.Options{RatePerMinute: 5})
 	body := `{"name":"n","resource":"events","format":"csv"}`
 	for i := range 40 {
 		b, err := proto.Marshal(&sourcev1.OrganizationMembership{UserId: "alice", OrganizationId: fmt.Sprintf("org-%d", i)})

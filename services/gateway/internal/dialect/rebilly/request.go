@@ -13,7 +13,6 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/plan"
-	"dataport.dev/services/gateway/internal/schedule"
 )
 
 // maxBody bounds a create or update body.
@@ -21,40 +20,6 @@ const maxBody = 1 << 20
 
 // maxIDLength is Rebilly's limit on export ids.
 const maxIDLength = 50
-
-// Defaults of Limits.
-const (
-	DefaultMaxEmailRecipients = 10
-	DefaultMaxFields          = 100
-)
-
-// Limits bound what one data export may ask for. Zero values take the
-// defaults (MaxRows and MaxBytes: no cap).
-type Limits struct {
-	// MinInterval is the shortest time allowed between two occurrences of
-	// a recurring export (schedule.DefaultMinInterval).
-	MinInterval time.Duration
-	// MaxEmailRecipients caps emailNotification.
-	MaxEmailRecipients int
-	// MaxFields caps fields.
-	MaxFields int
-	// MaxRows and MaxBytes go into every export's (and every run's)
-	// RecordsScope: an export over either is rejected by the exporter.
-	MaxRows, MaxBytes uint64
-}
-
-func (l Limits) withDefaults() Limits {
-	if l.MinInterval <= 0 {
-		l.MinInterval = schedule.DefaultMinInterval
-	}
-	if l.MaxEmailRecipients <= 0 {
-		l.MaxEmailRecipients = DefaultMaxEmailRecipients
-	}
-	if l.MaxFields <= 0 {
-		l.MaxFields = DefaultMaxFields
-	}
-	return l
-}
 
 // request is the writable part of a data export.
 type request struct {
@@ -130,7 +95,7 @@ func validID(id string) bool { return len(id) <= maxIDLength && jobstore.ValidID
 // build validates req against lim and returns the job it asks for, with
 // Records and (for a recurring export) Recurrence filled in. Relative
 // dates are resolved against now in loc.
-func build(req *request, now time.Time, loc *time.Location, lim Limits) (*exportv1.Job, []invalidField) {
+func build(req *request, now time.Time, loc *time.Location, lim plan.Limits) (*exportv1.Job, []invalidField) {
 	var bad []invalidField
 	add := func(field, format string, args ...any) {
 		bad = append(bad, invalidField{Field: field, Message: fmt.Sprintf(format, args...)})
@@ -162,7 +127,7 @@ func build(req *request, now time.Time, loc *time.Location, lim Limits) (*export
 	if dr := req.DateRange; dr != nil {
 		rr.DateRange = &plan.DateRangeRequest{Start: dr.Start, End: dr.End, Field: dr.Field}
 	}
-	sc, invalid := plan.Records(rr, recordsFields, now, loc, plan.RecordsLimits{MaxFields: lim.MaxFields, MaxRows: lim.MaxRows, MaxBytes: lim.MaxBytes})
+	sc, invalid := plan.Records(rr, recordsFields, now, loc, lim.Records())
 	bad = append(bad, invalid...)
 	job.Records = sc
 	emails, invalid := plan.Emails(req.EmailNotification, "emailNotification", lim.MaxEmailRecipients)
