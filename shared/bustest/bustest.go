@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 )
 
@@ -112,7 +114,8 @@ func TaskSigner(t testing.TB) *bus.TaskSigner {
 }
 
 // Put stores m under key in a KV bucket of js, as the host platform or
-// another service would have.
+// another service would have; a user is also indexed, as every writer of
+// users does (access.IndexUser).
 func Put(t testing.TB, js jetstream.JetStream, bucket, key string, m proto.Message) {
 	t.Helper()
 	kv, err := js.KeyValue(t.Context(), bucket)
@@ -125,5 +128,14 @@ func Put(t testing.TB, js jetstream.JetStream, bucket, key string, m proto.Messa
 	}
 	if _, err := kv.Put(t.Context(), key, data); err != nil {
 		t.Fatalf("bustest: put %s/%s: %v", bucket, key, err)
+	}
+	if u, ok := m.(*sourcev1.User); ok && bucket == bus.BucketUsers {
+		index, err := js.KeyValue(t.Context(), bus.BucketUserIndex)
+		if err != nil {
+			t.Fatalf("bustest: bucket %s: %v", bus.BucketUserIndex, err)
+		}
+		if _, err := access.IndexUser(t.Context(), index, u); err != nil {
+			t.Fatalf("bustest: index user %s: %v", key, err)
+		}
 	}
 }

@@ -9,26 +9,13 @@ import (
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
-	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 )
 
 func put(t *testing.T, srv *bustest.Server, bucket, key string, m proto.Message) {
 	t.Helper()
-	kv, err := srv.JS.KeyValue(t.Context(), bucket)
-	require.NoError(t, err)
-	data, err := proto.Marshal(m)
-	require.NoError(t, err)
-	_, err = kv.Put(t.Context(), key, data)
-	require.NoError(t, err)
-	if u, ok := m.(*sourcev1.User); ok && bucket == bus.BucketUsers {
-		// As every writer of users does, index them.
-		index, err := srv.JS.KeyValue(t.Context(), bus.BucketUserIndex)
-		require.NoError(t, err)
-		_, err = access.IndexUser(t.Context(), index, u)
-		require.NoError(t, err)
-	}
+	bustest.Put(t, srv.JS, bucket, key, m)
 }
 
 func setup(t *testing.T) *auth.Service {

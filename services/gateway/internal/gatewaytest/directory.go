@@ -3,12 +3,10 @@ package gatewaytest
 import (
 	"testing"
 
-	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
-	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 )
@@ -87,17 +85,5 @@ func seed(tb testing.TB, srv *bustest.Server) {
 
 func put(tb testing.TB, srv *bustest.Server, bucket, key string, m proto.Message) {
 	tb.Helper()
-	kv, err := srv.JS.KeyValue(tb.Context(), bucket)
-	require.NoError(tb, err)
-	data, err := proto.Marshal(m)
-	require.NoError(tb, err)
-	_, err = kv.Put(tb.Context(), key, data)
-	require.NoError(tb, err)
-	if u, ok := m.(*sourcev1.User); ok && bucket == bus.BucketUsers {
-		// As every writer of users does, index them.
-		index, err := srv.JS.KeyValue(tb.Context(), bus.BucketUserIndex)
-		require.NoError(tb, err)
-		_, err = access.IndexUser(tb.Context(), index, u)
-		require.NoError(tb, err)
-	}
+	bustest.Put(tb, srv.JS, bucket, key, m)
 }
