@@ -139,7 +139,11 @@ func TestAPIGuards(t *testing.T) {
 		}, time.Minute, 100*time.Millisecond)
 		assert.Contains(t, failed.Error, "failed 2 times")
 		t.Logf("crash-looping job ended %s: %q", failed.State, failed.Error)
-		assert.Regexp(t, `"msg":"job failed after max deliveries"[^\n]*"job_id":"`+id+`"`, s.gateway.logText(t))
+		// The watchdog's failure is applied at once, so a poll can see it
+		// a moment before the watchdog logs it.
+		assert.EventuallyWithT(t, func(ct *assert.CollectT) {
+			assert.Regexp(ct, `"msg":"job failed after max deliveries"[^\n]*"job_id":"`+id+`"`, s.gateway.logText(t))
+		}, 10*time.Second, 50*time.Millisecond)
 
 		next := createRoomExport(t, s, admin, "GENERAL", "")
 		all = append(all, next)
