@@ -70,9 +70,17 @@ func TestAnExportIsOneTraceAndCounted(t *testing.T) {
 	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventCompleted, id, "again", &exportv1.ExportCompleted{
 		JobId: id, OccurredAt: timestamppb.Now(), Files: []*exportv1.File{f}, OwnerId: gatewaytest.AdminID, Kind: exportv1.JobKind_JOB_KIND_ROOM}))
 
-	got := metricsOf(t, e)
-	finished, ok := got[jobmetrics.MetricFinished].(metricdata.Sum[int64])
-	require.True(t, ok, "exports finished")
+	// The end is counted right after the write a poll can already see.
+	var (
+		got      map[string]metricdata.Aggregation
+		finished metricdata.Sum[int64]
+	)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		got = metricsOf(t, e)
+		var ok bool
+		finished, ok = got[jobmetrics.MetricFinished].(metricdata.Sum[int64])
+		assert.True(c, ok, "exports finished")
+	}, 10*time.Second, 20*time.Millisecond)
 	require.Len(t, finished.DataPoints, 1)
 	assert.EqualValues(t, 1, finished.DataPoints[0].Value)
 	assert.Equal(t, "completed", attr(finished.DataPoints[0].Attributes, "state"))
