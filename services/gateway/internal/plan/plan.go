@@ -56,10 +56,8 @@ func NewJob(ctx context.Context, owner *sourcev1.User, kind exportv1.JobKind, fo
 		Dialect:   dialect,
 		Scope:     access.ScopeFor(owner, ""),
 	}
-	span := trace.SpanFromContext(ctx)
-	if sc := span.SpanContext(); sc.HasTraceID() {
-		job.TraceId = sc.TraceID().String()
-	}
-	span.SetAttributes(attribute.String("dataport.job_id", id))
+	// The trace id is stamped where every job is created
+	// (jobstore.Store.Create), not here for some dialects only.
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("dataport.job_id", id))
 	return job, nil
 }
