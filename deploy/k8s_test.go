@@ -388,7 +388,9 @@ func checkNetwork(t *testing.T, m *manifests) {
 		for _, c := range w.template.Spec.Containers {
 			for _, p := range c.Ports {
 				fromOutside := m.ingressAllowed(lbls, outside, p.ContainerPort) || m.ingressAllowed(lbls, otherNamespace, p.ContainerPort)
-				if w.name == "gateway" {
+				if w.name == "gateway" && p.Name == "metrics" {
+					assert.False(t, fromOutside, "gateway's metrics port %d must not be reachable from outside", p.ContainerPort)
+				} else if w.name == "gateway" {
 					assert.True(t, fromOutside, "gateway must be reachable from outside on %d", p.ContainerPort)
 				} else {
 					assert.False(t, fromOutside, "%s must not be reachable from outside on %d", w.name, p.ContainerPort)
@@ -396,6 +398,8 @@ func checkNetwork(t *testing.T, m *manifests) {
 			}
 		}
 	}
+
+	checkScraping(t, m)
 
 	for _, s := range services {
 		d := m.deployments[s.name]
@@ -426,6 +430,32 @@ func checkNetwork(t *testing.T, m *manifests) {
 		for _, p := range ports {
 			assert.Contains(t, allowed, p, "%s: egress to port %d is not needed by its configuration", s.name, p)
 		}
+	}
+}
+
+// checkScraping checks that Prometheus in the monitoring namespace can
+// scrape every service where the service serves /metrics, and that the
+// gateway's API port, which the Ingress publishes, serves none.
+func checkScraping(t *testing.T, m *manifests) {
+	t.Helper()
+	monitoring := endpoint{podLabels: map[string]string{"app.kubernetes.io/name": "prometheus"}, nsLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}
+	for _, s := range services {
+		d := m.deployments[s.name]
+		tmpl := d.Spec.Template
+		env := m.env(&tmpl.Spec.Containers[0]).values
+		metricsVar := s.addrVar
+		if s.name == "gateway" {
+			metricsVar = "DATAPORT_OPS_ADDR"
+			require.NotEmpty(t, env[metricsVar], "gateway: without DATAPORT_OPS_ADDR its /metrics is on the API port the Ingress publishes")
+			assert.NotEqual(t, env["DATAPORT_HTTP_ADDR"], env[metricsVar], "gateway: metrics and API share a port")
+		}
+		_, port := hostPort(t, env[metricsVar])
+		assert.Equal(t, "true", tmpl.Annotations["prometheus.io/scrape"], "%s: not marked for scraping", s.name)
+		assert.Equal(t, strconv.Itoa(port), tmpl.Annotations["prometheus.io/port"], "%s: the scrape port is not where %s listens", s.name, metricsVar)
+		assert.Equal(t, "/metrics", tmpl.Annotations["prometheus.io/path"], s.name)
+		assert.True(t, slices.ContainsFunc(tmpl.Spec.Containers[0].Ports, func(p corev1.ContainerPort) bool { return int(p.ContainerPort) == port }),
+			"%s: port %d is not declared", s.name, port)
+		assert.True(t, m.ingressAllowed(tmpl.Labels, monitoring, int32(port)), "%s: Prometheus in namespace monitoring cannot reach port %d", s.name, port)
 	}
 }
 

@@ -80,6 +80,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 // and in the README.
 type Config struct {
 	HTTPAddr             string
+	OpsAddr              string
 	PublicURL            string
 	TaskSigner           *bus.TaskSigner
 	LinkKeys             [][]byte
@@ -110,7 +111,9 @@ type Config struct {
 func loadConfig(l *config.Loader) (Config, error) {
 	httpAddr := l.HostPort("DATAPORT_HTTP_ADDR", defaultHTTPAddr, "HTTP listen address (API and health probes)")
 	c := Config{
-		HTTPAddr:   httpAddr,
+		HTTPAddr: httpAddr,
+		OpsAddr: l.HostPort("DATAPORT_OPS_ADDR", "", "listen address of a second server with only /metrics and the probes; when set, /metrics leaves the API port "+
+			"(set it wherever the API port is published, as the Kubernetes manifests do)"),
 		PublicURL:  l.URL("DATAPORT_PUBLIC_URL", "http://"+httpAddr, "base URL of the gateway as users reach it; download links start with it"),
 		TaskSigner: infra.LoadTaskSigner(l),
 		LinkKeys: l.SigningKeyRing("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key that signs download links (32+ random bytes outside development)",
@@ -297,7 +300,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	// The projection keeps applying events until the API is down, so
 	// every request's writes reach the job records; then it drains.
 	return infra.Parts{
-		HTTP: infra.HTTP{Addr: c.HTTPAddr, Handler: router},
+		HTTP: infra.HTTP{Addr: c.HTTPAddr, Handler: router, OpsAddr: c.OpsAddr},
 		Consumers: []infra.Consumer{{Consumer: consumer, Handler: jobs.Projection(log), Options: bus.ConsumeOptions{
 			Concurrency: projectionConcurrency,
 			Tracer:      tel.TracerProvider.Tracer("dataport.dev/services/gateway/projection"),

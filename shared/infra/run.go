@@ -87,6 +87,12 @@ type HTTP struct {
 	Addr string
 	// Handler serves the service's routes; nil serves only the probes.
 	Handler Mux
+	// OpsAddr, when set, is a second listener with the probes and
+	// /metrics, and /metrics is left off Handler. A service whose Addr is
+	// published to the internet (the gateway, behind its Ingress) keeps its
+	// metrics off it this way; the probes stay on both, as the kubelet may
+	// use either.
+	OpsAddr string
 }
 
 // Mux is a handler routes can be added to, such as *http.ServeMux or the
@@ -178,7 +184,11 @@ func Run[C any](ctx context.Context, getenv func(string) string, stdout io.Write
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.Name, err)
 	}
-	log.InfoContext(ctx, s.Name+" started", append([]any{"http_addr", parts.HTTP.Addr}, parts.LogAttrs...)...)
+	attrs := []any{"http_addr", parts.HTTP.Addr}
+	if parts.HTTP.OpsAddr != "" {
+		attrs = append(attrs, "ops_addr", parts.HTTP.OpsAddr)
+	}
+	log.InfoContext(ctx, s.Name+" started", append(attrs, parts.LogAttrs...)...)
 	err = parts.run(ctx, base, inf.Ready, b, tel)
 	log.InfoContext(context.WithoutCancel(ctx), s.Name+" stopped", "error", err)
 	if err != nil {
@@ -213,7 +223,7 @@ func (p Parts) run(ctx context.Context, base Base, ready func(context.Context) e
 	if mux == nil {
 		mux = http.NewServeMux()
 	}
-	HealthRoutes(mux, func(ctx context.Context) error {
+	probe := func(ctx context.Context) error {
 		if gctx.Err() != nil {
 			return errStopping
 		}
@@ -224,10 +234,21 @@ func (p Parts) run(ctx context.Context, base Base, ready func(context.Context) e
 			return p.Ready(ctx)
 		}
 		return nil
-	}, log)
-	// Every service's metrics on the same server as its probes, so one
-	// port is scraped and probed.
-	mux.HandleFunc("/metrics", tel.MetricsHandler().ServeHTTP)
+	}
+	HealthRoutes(mux, probe, log)
+	if p.HTTP.OpsAddr == "" {
+		// Metrics on the same server as the probes, so one port is
+		// scraped and probed.
+		mux.HandleFunc("/metrics", tel.MetricsHandler().ServeHTTP)
+	} else {
+		ops := http.NewServeMux()
+		HealthRoutes(ops, probe, log)
+		ops.HandleFunc("/metrics", tel.MetricsHandler().ServeHTTP)
+		g.Go(func() error {
+			defer stopWork()
+			return Serve(gctx, p.HTTP.OpsAddr, ops, base.HTTP, b.total/2, log)
+		})
+	}
 	g.Go(func() error {
 		defer stopWork()
 		return Serve(gctx, p.HTTP.Addr, mux, base.HTTP, b.total/2, log)

@@ -102,6 +102,29 @@ func TestRunServesProbesConsumesAndStopsCleanly(t *testing.T) {
 	p.Stop(t)
 }
 
+// A service with an ops address keeps /metrics off its public listener:
+// the gateway's API port is what its Ingress publishes.
+func TestRunServesMetricsOnlyOnTheOpsListener(t *testing.T) {
+	st := infratest.StartStack(t)
+	api, ops := infratest.FreeAddr(t), infratest.FreeAddr(t)
+	routes := http.NewServeMux()
+	routes.HandleFunc("/v1/hello", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "hello") })
+	p := infratest.Start(t, service(func(ctx context.Context, d infra.Deps) (infra.Parts, error) {
+		return infra.Parts{HTTP: infra.HTTP{Addr: api, Handler: routes, OpsAddr: ops}}, nil
+	}), st.Env(nil))
+	p.WaitReady(t, api)
+	p.WaitReady(t, ops)
+
+	assert.Equal(t, http.StatusOK, status("http://"+api+"/v1/hello"))
+	assert.Equal(t, http.StatusNotFound, status("http://"+api+"/metrics"), "no metrics on the public listener")
+	assert.Equal(t, http.StatusNotFound, status("http://"+ops+"/v1/hello"), "no routes on the ops listener")
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Contains(c, get(c, "http://"+ops+"/metrics"), `service_name="test-service"`)
+	}, 5*time.Second, 50*time.Millisecond)
+	p.Stop(t)
+	assert.Equal(t, 0, status("http://"+ops+"/healthz"), "the ops listener stops with the service")
+}
+
 func get(c *assert.CollectT, url string) string {
 	resp, err := http.Get(url)
 	if !assert.NoError(c, err) {

@@ -135,8 +135,9 @@ type Options struct {
 	Bucket string
 	// Signer verifies that tasks come from the gateway.
 	Signer *bus.TaskSigner
-	// Name names the exporter in telemetry: spans are "<Name>.Export", the
-	// task histogram "dataport.<Name>.task.duration" (e.g. roomexport).
+	// Name names the exporter in telemetry: spans are "<Name>.Export",
+	// and the task histogram MetricDuration carries it as "exporter"
+	// (e.g. roomexport).
 	Name string
 	// NotAllowed is the rejection reason of a task whose scope allows
 	// nothing (DefaultNotAllowed when empty).
@@ -186,6 +187,9 @@ type Runner struct {
 const (
 	MetricRecords = "dataport.task.records"
 	MetricBytes   = "dataport.task.bytes"
+	// MetricDuration is one name for every exporter, so dashboards and
+	// alerts name a metric that exists whatever exporters are deployed.
+	MetricDuration = "dataport.task.duration"
 )
 
 // New returns a Runner with no kinds. It looks up the jobs, checkpoints
@@ -233,8 +237,8 @@ func New(ctx context.Context, o Options) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("taskrun: %w", err)
 	}
-	duration, err := o.MeterProvider.Meter(instrumentation).Float64Histogram("dataport."+o.Name+".task.duration",
-		metric.WithUnit("s"), metric.WithDescription("Time spent on one export task, by outcome."))
+	duration, err := o.MeterProvider.Meter(instrumentation).Float64Histogram(MetricDuration,
+		metric.WithUnit("s"), metric.WithDescription("Time spent on one export task, by exporter and outcome."))
 	if err != nil {
 		return nil, fmt.Errorf("taskrun: histogram: %w", err)
 	}
@@ -397,7 +401,7 @@ func (r *Runner) Export(ctx context.Context, task *exportv1.ExportTask) (err err
 		span.SetAttributes(attribute.String("dataport.outcome", outcome))
 		span.End()
 		r.duration.Record(context.WithoutCancel(ctx), r.opts.Now().Sub(start).Seconds(),
-			metric.WithAttributes(attribute.String("outcome", outcome)))
+			metric.WithAttributes(attribute.String("exporter", r.opts.Name), attribute.String("outcome", outcome)))
 	}()
 
 	return r.attempts(ctx, t, start)

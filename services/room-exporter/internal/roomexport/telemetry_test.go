@@ -14,6 +14,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/taskrun"
 )
 
 func TestExportTelemetry(t *testing.T) {
@@ -45,12 +46,14 @@ func TestExportTelemetry(t *testing.T) {
 	require.Len(t, exported.DataPoints, 1)
 	assert.Equal(t, int64(10), exported.DataPoints[0].Value, "messages written, not messages read")
 
-	duration, ok := metrics["dataport.roomexport.task.duration"].(metricdata.Histogram[float64])
+	duration, ok := metrics[taskrun.MetricDuration].(metricdata.Histogram[float64])
 	require.True(t, ok, "task duration histogram missing: %v", metrics)
 	require.Len(t, duration.DataPoints, 1)
 	assert.Equal(t, uint64(1), duration.DataPoints[0].Count)
 	outcome, _ := duration.DataPoints[0].Attributes.Value("outcome")
 	assert.Equal(t, "ok", outcome.AsString())
+	exporter, _ := duration.DataPoints[0].Attributes.Value("exporter")
+	assert.Equal(t, "roomexport", exporter.AsString())
 
 	var found bool
 	for _, s := range spans.Ended() {
