@@ -93,6 +93,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		StaleUploadAge: c.StaleAge,
 		Interval:       c.SweepEvery,
 		Logger:         log,
+		TracerProvider: tel.TracerProvider,
 	})
 	if err != nil {
 		return infra.Parts{}, fmt.Errorf("invalid configuration:\n%w", err)

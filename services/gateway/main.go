@@ -255,7 +255,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	// skipped rather than queued behind the others.
 	scheduler := schedule.New(schedules, rebillyAPI.RunSchedule, schedule.Options{
 		Admission: schedule.UnfinishedLimit(quota.ActiveJobs(jobs), c.MaxConcurrent),
-		Logger:    log,
+		Logger:    log, TracerProvider: tel.TracerProvider,
 	})
 	rocketChatAPI := rocketchat.New(rocketchat.Config{
 		Jobs: jobs, Auth: authz, Submitter: submitter, Links: signer,
@@ -267,7 +267,9 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	if err != nil {
 		return infra.Parts{}, err
 	}
-	dog := watchdog.New(inf.NC, inf.JS, jobs, pub, watchdog.Options{StuckAfter: c.StuckAfter, Logger: log, MeterProvider: tel.MeterProvider})
+	dog := watchdog.New(inf.NC, inf.JS, jobs, pub, watchdog.Options{
+		StuckAfter: c.StuckAfter, Logger: log, MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
+	})
 	router := httpapi.New(httpapi.Config{
 		Jobs:      jobs,
 		Auth:      authz,

@@ -19,6 +19,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"dataport.dev/shared/telemetry"
 )
@@ -335,4 +337,22 @@ func TestLoggerAddsContextAttrsOnce(t *testing.T) {
 	raw := out.buf.String()
 	out.mu.Unlock()
 	assert.Equal(t, 3, strings.Count(raw, `"job_id"`), "never two job_id keys on one line")
+}
+
+func TestInJobTraceParentsWorkOnTheJobsSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+	_, span := tp.Tracer("t").Start(telemetry.InJobTrace(context.Background(), traceID, spanID), "expire")
+	span.End()
+	_, other := tp.Tracer("t").Start(telemetry.InJobTrace(context.Background(), traceID, ""), "old job")
+	other.End()
+
+	ended := rec.Ended()
+	require.Len(t, ended, 2)
+	assert.Equal(t, traceID, ended[0].SpanContext().TraceID().String(), "the work joins the job's trace")
+	assert.Equal(t, spanID, ended[0].Parent().SpanID().String(), "as a child of the span that created the job")
+	assert.NotEqual(t, traceID, ended[1].SpanContext().TraceID().String(), "without a span id the work starts its own trace")
+	assert.False(t, ended[1].Parent().IsValid())
 }

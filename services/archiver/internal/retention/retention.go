@@ -14,6 +14,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -22,6 +26,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/jobview"
 	"dataport.dev/shared/objects"
+	"dataport.dev/shared/telemetry"
 )
 
 // Objects is the part of the object store the sweeper uses. *blob.Store
@@ -63,13 +68,17 @@ type Config struct {
 	// Logger defaults to discarding; Now defaults to time.Now.
 	Logger *slog.Logger
 	Now    func() time.Time
+	// TracerProvider traces each job's expiry inside the job's trace
+	// (telemetry.InJobTrace); nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Sweeper deletes expired job files and stale uploads. Several replicas
 // may sweep at once: deletions are idempotent and ExportExpired carries
 // the once-per-job dedup id "<jobId>.expired".
 type Sweeper struct {
-	c Config
+	c      Config
+	tracer trace.Tracer
 }
 
 // New returns a Sweeper, or an error naming a missing dependency.
@@ -90,7 +99,10 @@ func New(c Config) (*Sweeper, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return &Sweeper{c: c}, nil
+	if c.TracerProvider == nil {
+		c.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	return &Sweeper{c: c, tracer: c.TracerProvider.Tracer("dataport.dev/services/archiver/internal/retention")}, nil
 }
 
 // Run sweeps at once and then every Interval until ctx ends. A failed
@@ -201,6 +213,18 @@ func (s *Sweeper) expireJob(ctx context.Context, id string, now time.Time) (dele
 		return 0, false, fmt.Errorf("look up expiry: %w", err)
 	}
 
+	// The expiry is the job's last chapter: traced in its trace, and the
+	// ExportExpired event carries that trace to the projection.
+	ctx, span := s.tracer.Start(telemetry.InJobTrace(ctx, job.GetTraceId(), job.GetSpanId()), "retention expire",
+		trace.WithAttributes(attribute.String("dataport.job_id", id)))
+	defer func() {
+		span.SetAttributes(attribute.Int("dataport.objects_deleted", deleted))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	prefix := objects.JobPrefix(id)
 	objs, err := s.c.Objects.List(ctx, s.c.Bucket, prefix)
 	if err != nil {

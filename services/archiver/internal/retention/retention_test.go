@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -35,6 +37,7 @@ type env struct {
 	store  *blob.Store
 	clock  *clock
 	sweep  *retention.Sweeper
+	spans  *tracetest.SpanRecorder
 }
 
 func start(t *testing.T) *env {
@@ -48,7 +51,9 @@ func start(t *testing.T) *env {
 	require.NoError(t, err)
 	// Real time: MinIO stamps uploads with its own clock.
 	c := &clock{now: time.Now()}
+	spans := tracetest.NewSpanRecorder()
 	s, err := retention.New(retention.Config{
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)),
 		Jobs:           jobview.New(jobs, nil),
 		Events:         events,
 		Objects:        mio.Store,
@@ -60,7 +65,7 @@ func start(t *testing.T) *env {
 		Now:            c.Now,
 	})
 	require.NoError(t, err)
-	return &env{jobs: jobs, events: events, store: mio.Store, clock: c, sweep: s}
+	return &env{jobs: jobs, events: events, store: mio.Store, clock: c, sweep: s, spans: spans}
 }
 
 func (e *env) putJob(t *testing.T, j *exportv1.Job) {
@@ -216,4 +221,33 @@ func (b *blockingReader) Read(p []byte) (int, error) {
 	clear(p[:n])
 	b.n += n
 	return n, nil
+}
+
+// TestExpiryIsInTheJobsTrace: the deletion of a job's files shows in the
+// job's one trace, and the ExportExpired event carries it on.
+func TestExpiryIsInTheJobsTrace(t *testing.T) {
+	e := start(t)
+	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	e.putJob(t, &exportv1.Job{Id: "traced", State: exportv1.JobState_JOB_STATE_COMPLETED,
+		UpdatedAt: timestamppb.New(e.clock.now.Add(-200 * time.Hour)), TraceId: traceID, SpanId: spanID})
+	e.putObject(t, "jobs/traced/files/dataport-traced.zip")
+
+	r, err := e.sweep.Sweep(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, r.JobsExpired)
+
+	var expire sdktrace.ReadOnlySpan
+	for _, s := range e.spans.Ended() {
+		if s.Name() == "retention expire" {
+			expire = s
+		}
+	}
+	require.NotNil(t, expire, "the expiry is a span")
+	assert.Equal(t, traceID, expire.SpanContext().TraceID().String(), "in the job's trace")
+	assert.Equal(t, spanID, expire.Parent().SpanID().String(), "under the span that created the job")
+	subject, err := bus.StatusSubject(bus.EventExpired, "traced")
+	require.NoError(t, err)
+	m, err := e.events.GetLastMsgForSubject(t.Context(), subject)
+	require.NoError(t, err)
+	assert.Contains(t, m.Header.Get("traceparent"), traceID, "ExportExpired carries the job's trace")
 }

@@ -196,14 +196,17 @@ func (s *Store) Apply(ctx context.Context, ev Event) (*exportv1.Job, error) {
 // run of its tasks). It is no second way to write a job; the copy of req
 // that comes back from the stream goes through Apply and changes nothing.
 //
-// A job without a trace id gets the trace of ctx's span, the request
-// that creates it, written into req so that the event published next
+// A job without a trace id gets the trace and span of ctx's span, the
+// request that creates it, written into req so that the event published next
 // carries it too: the trace id shown with a job finds every service's
 // spans for it.
 func (s *Store) Create(ctx context.Context, req *exportv1.ExportRequested) (*exportv1.Job, error) {
 	if j := req.GetJob(); j != nil && j.GetTraceId() == "" {
 		if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 			j.TraceId = sc.TraceID().String()
+			if sc.HasSpanID() {
+				j.SpanId = sc.SpanID().String()
+			}
 		}
 	}
 	job, created, err := s.apply(ctx, req)

@@ -30,6 +30,7 @@ func TestCreateStampsTheRequestsTrace(t *testing.T) {
 	got, err := store.Get(t.Context(), "job-traced")
 	require.NoError(t, err)
 	assert.Equal(t, sc.TraceID().String(), got.GetTraceId())
+	assert.Equal(t, sc.SpanID().String(), got.GetSpanId(), "the creating span, for later work on the job to join")
 	_, err = store.Apply(t.Context(), req)
 	assert.NoError(t, err, "the copy from the stream recognises its job")
 

@@ -39,11 +39,16 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/teambition/rrule-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/kvbatch"
+	"dataport.dev/shared/telemetry"
 )
 
 // Errors.
@@ -436,6 +441,10 @@ func NewStore(kv jetstream.KeyValue, opts ...StoreOption) *Store {
 // and its owner index key are written first and counted after, so two
 // racing creates can both be refused but never both exceed the cap.
 func (s *Store) Create(ctx context.Context, job *exportv1.Job) error {
+	if sc := trace.SpanContextFromContext(ctx); job.GetTraceId() == "" && sc.IsValid() {
+		// Each run's trace links to the request that made the schedule.
+		job.TraceId, job.SpanId = sc.TraceID().String(), sc.SpanID().String()
+	}
 	data, err := proto.Marshal(job)
 	if err != nil {
 		return fmt.Errorf("marshal schedule: %w", err)
@@ -800,13 +809,17 @@ type Options struct {
 	// Admission, when set, may skip runs (see Admission).
 	Admission Admission
 	Logger    *slog.Logger
+	// TracerProvider traces each run the scheduler starts; nil traces
+	// nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Scheduler fires due occurrences. Any number may run against one bucket.
 type Scheduler struct {
-	store *Store
-	run   RunFunc
-	opts  Options
+	store  *Store
+	run    RunFunc
+	opts   Options
+	tracer trace.Tracer
 }
 
 // New returns a Scheduler.
@@ -820,7 +833,10 @@ func New(store *Store, run RunFunc, opts Options) *Scheduler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Scheduler{store: store, run: run, opts: opts}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	return &Scheduler{store: store, run: run, opts: opts, tracer: opts.TracerProvider.Tracer("dataport.dev/services/gateway/internal/schedule")}
 }
 
 // Run ticks until ctx ends. Tick errors are logged and retried on the next
@@ -895,7 +911,7 @@ func (s *Scheduler) fire(ctx context.Context, id string) error {
 		}
 		if decision != skipped {
 			// Winner or not, the run must exist before next moves on.
-			if err := s.run(ctx, sched, occ, runID); err != nil {
+			if err := s.start(ctx, sched, occ, runID); err != nil {
 				return fmt.Errorf("run %s: %w", runID, err)
 			}
 			sched.Recurrence.Runs++
@@ -920,6 +936,27 @@ func (s *Scheduler) fire(ctx context.Context, id string) error {
 		return nil
 	}
 	return nil
+}
+
+// start runs one occurrence as the root of a trace of its own: the run is
+// a job like any other, created inside this span, so its trace begins at
+// the scheduler's decision, linked to the trace that created the schedule.
+func (s *Scheduler) start(ctx context.Context, sched *exportv1.Job, occ time.Time, runID string) error {
+	opts := []trace.SpanStartOption{
+		trace.WithNewRoot(),
+		trace.WithAttributes(attribute.String("dataport.schedule_id", sched.GetId()), attribute.String("dataport.job_id", runID)),
+	}
+	if parent := trace.SpanContextFromContext(telemetry.InJobTrace(ctx, sched.GetTraceId(), sched.GetSpanId())); parent.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: parent}))
+	}
+	ctx, span := s.tracer.Start(ctx, "schedule run", opts...)
+	defer span.End()
+	err := s.run(ctx, sched, occ, runID)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
 }
 
 // decide claims the occurrence with kv.Create("<id>.<unix>") and returns

@@ -10,6 +10,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -197,4 +200,35 @@ func TestDeleteStopsFiring(t *testing.T) {
 	assert.Empty(t, r.ids())
 	_, _, err := store.Get(ctx, "sched3")
 	assert.ErrorIs(t, err, schedule.ErrNotFound)
+}
+
+// TestEachRunStartsItsOwnTrace: a scheduled run has no request behind it,
+// so the scheduler's decision is the root of the run's trace, linked to
+// the trace that created the schedule; the run is created inside it.
+func TestEachRunStartsItsOwnTrace(t *testing.T) {
+	store := newStore(t)
+	ctx := t.Context()
+	sched := hourly(t, "traced")
+	sched.TraceId, sched.SpanId = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	require.NoError(t, store.Create(ctx, sched))
+	rec := tracetest.NewSpanRecorder()
+	var inRun trace.SpanContext
+	run := func(ctx context.Context, _ *exportv1.Job, _ time.Time, _ string) error {
+		inRun = trace.SpanContextFromContext(ctx)
+		return nil
+	}
+	s := schedule.New(store, run, schedule.Options{
+		Now:            func() time.Time { return t0.Add(time.Second) },
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+	})
+	require.NoError(t, s.Tick(ctx))
+
+	ended := rec.Ended()
+	require.Len(t, ended, 1)
+	span := ended[0]
+	assert.Equal(t, "schedule run", span.Name())
+	assert.False(t, span.Parent().IsValid(), "a root span")
+	assert.Equal(t, span.SpanContext(), inRun, "the run is created inside it")
+	require.Len(t, span.Links(), 1)
+	assert.Equal(t, sched.TraceId, span.Links()[0].SpanContext.TraceID().String(), "linked to the schedule's creation")
 }

@@ -61,7 +61,7 @@ type metrics struct {
 // logged and left out, since metrics must not stop the watchdog.
 func newMetrics(mp metric.MeterProvider, log *slog.Logger) *metrics {
 	m := &metrics{}
-	meter := mp.Meter("dataport.dev/services/gateway/internal/watchdog")
+	meter := mp.Meter(instrumentation)
 	var err error
 	if m.failures, err = meter.Int64Counter(MetricFailed, metric.WithUnit("{export}"),
 		metric.WithDescription("Jobs the watchdog failed, by cause: stuck (no update for DATAPORT_STUCK_JOB_AFTER) or max_deliveries.")); err != nil {

@@ -24,16 +24,20 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/telemetry"
 )
 
 // watched are the consumers whose give-ups the watchdog handles.
@@ -67,6 +71,9 @@ type Publisher interface {
 	PublishStatus(ctx context.Context, ev bus.Event, jobID, discriminator string, m proto.Message) error
 }
 
+// instrumentation names the watchdog's tracer and meter.
+const instrumentation = "dataport.dev/services/gateway/internal/watchdog"
+
 // Options configure the watchdog.
 type Options struct {
 	// StuckAfter is how long a non-terminal job may go without any update
@@ -79,6 +86,9 @@ type Options struct {
 	// MeterProvider records the failures and the last scan's view of the
 	// unfinished jobs (metrics.go); nil records nothing.
 	MeterProvider metric.MeterProvider
+	// TracerProvider traces each failure the watchdog decides, inside the
+	// job's trace (telemetry.InJobTrace); nil traces nothing.
+	TracerProvider trace.TracerProvider
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -91,6 +101,7 @@ type Watchdog struct {
 	pub     Publisher
 	opts    Options
 	metrics *metrics
+	tracer  trace.Tracer
 }
 
 // New returns a Watchdog.
@@ -107,7 +118,11 @@ func New(nc *nats.Conn, js jetstream.JetStream, jobs Jobs, pub Publisher, opts O
 	if opts.MeterProvider == nil {
 		opts.MeterProvider = metricnoop.NewMeterProvider()
 	}
-	return &Watchdog{nc: nc, js: js, jobs: jobs, pub: pub, opts: opts, metrics: newMetrics(opts.MeterProvider, opts.Logger)}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	return &Watchdog{nc: nc, js: js, jobs: jobs, pub: pub, opts: opts, metrics: newMetrics(opts.MeterProvider, opts.Logger),
+		tracer: opts.TracerProvider.Tracer(instrumentation)}
 }
 
 // Run listens for advisories and scans for stuck jobs until ctx ends.
@@ -199,8 +214,11 @@ func (w *Watchdog) handleAdvisory(ctx context.Context, data []byte) {
 	if jobID != "" {
 		// The given-up message carries the trace of the request that
 		// created the job: the reason names it for support.
-		reason = bus.ReasonFor(bus.ExtractTrace(ctx, propagation.TraceContext{}, msg.Header), bus.Worded(reason, nil))
-		if err := w.fail(ctx, jobID, ownerID, reason); err != nil {
+		tctx := bus.ExtractTrace(ctx, propagation.TraceContext{}, msg.Header)
+		reason = bus.ReasonFor(tctx, bus.Worded(reason, nil))
+		if err := w.traced(tctx, "watchdog fail_max_deliveries", jobID, func(ctx context.Context) error {
+			return w.fail(ctx, jobID, ownerID, reason)
+		}); err != nil {
 			log.ErrorContext(ctx, "max deliveries: fail job", "job_id", jobID, "error", err)
 			return
 		}
@@ -246,7 +264,9 @@ func (w *Watchdog) Scan(ctx context.Context) ([]string, error) {
 		if id, err := trace.TraceIDFromHex(j.GetTraceId()); err == nil {
 			reason = bus.WithTraceID(reason, id)
 		}
-		if err := w.fail(ctx, j.GetId(), j.GetOwnerId(), reason); err != nil {
+		if err := w.traced(telemetry.InJobTrace(ctx, j.GetTraceId(), j.GetSpanId()), "watchdog fail_stuck", j.GetId(), func(ctx context.Context) error {
+			return w.fail(ctx, j.GetId(), j.GetOwnerId(), reason)
+		}); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -255,6 +275,20 @@ func (w *Watchdog) Scan(ctx context.Context) ([]string, error) {
 		ids = append(ids, j.GetId())
 	}
 	return ids, errors.Join(errs...)
+}
+
+// traced runs do in a span of its own under ctx's span: the job's trace
+// then shows who failed the job and when, and the failure event carries
+// the trace to the projection and the notifier.
+func (w *Watchdog) traced(ctx context.Context, name, jobID string, do func(context.Context) error) error {
+	ctx, span := w.tracer.Start(ctx, name, trace.WithAttributes(attribute.String("dataport.job_id", jobID)))
+	defer span.End()
+	err := do(ctx)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
 }
 
 func (w *Watchdog) fail(ctx context.Context, jobID, ownerID, reason string) error {

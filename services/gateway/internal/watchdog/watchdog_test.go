@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -178,4 +180,45 @@ func TestStuckJobsAreFailedOnceWhateverTheReplicas(t *testing.T) {
 	ids, err := watchdog.New(nats.Conn, nats.JS, jobs, pub, watchdog.Options{StuckAfter: 15 * time.Minute}).Scan(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, ids)
+}
+
+// TestStuckJobFailureIsInTheJobsTrace: an operator who opens a failed
+// job's trace sees the watchdog's decision in it, and the failure event
+// carries that trace on to the projection and the notifier.
+func TestStuckJobFailureIsInTheJobsTrace(t *testing.T) {
+	nats := bustest.Start(t)
+	jobs := openJobs(t, nats.JS)
+	pub := bus.NewPublisher(nats.JS, nil)
+	old := timestamppb.New(time.Now().Add(-time.Hour))
+	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	job := &exportv1.Job{Id: "StuckTraced", OwnerId: "alice", State: exportv1.JobState_JOB_STATE_PROCESSING,
+		CreatedAt: old, UpdatedAt: old, TraceId: traceID, SpanId: spanID}
+	_, err := jobs.Apply(t.Context(), &exportv1.ExportRequested{JobId: job.GetId(), OccurredAt: old, Job: job})
+	require.NoError(t, err)
+
+	rec := tracetest.NewSpanRecorder()
+	dog := watchdog.New(nats.Conn, nats.JS, jobs, pub, watchdog.Options{
+		StuckAfter: 15 * time.Minute, TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+	})
+	ids, err := dog.Scan(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, []string{"StuckTraced"}, ids)
+
+	var decided sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Name() == "watchdog fail_stuck" {
+			decided = s
+		}
+	}
+	require.NotNil(t, decided, "the watchdog's failure is a span")
+	assert.Equal(t, traceID, decided.SpanContext().TraceID().String(), "in the job's trace")
+	assert.Equal(t, spanID, decided.Parent().SpanID().String(), "under the span that created the job")
+
+	stream, err := nats.JS.Stream(t.Context(), bus.StreamExportEvents)
+	require.NoError(t, err)
+	subject, err := bus.StatusSubject(bus.EventFailed, "StuckTraced")
+	require.NoError(t, err)
+	m, err := stream.GetLastMsgForSubject(t.Context(), subject)
+	require.NoError(t, err)
+	assert.Contains(t, m.Header.Get("traceparent"), traceID, "the failure event carries the job's trace")
 }

@@ -1159,7 +1159,12 @@ type Job struct {
 	// When the job entered each stage (the occurred_at of the event that
 	// moved it there); the gateway's stage duration metrics are the
 	// differences. Written by the projection's reducer only.
-	Stages        *StageTimes `protobuf:"bytes,36,opt,name=stages,proto3" json:"stages,omitempty"`
+	Stages *StageTimes `protobuf:"bytes,36,opt,name=stages,proto3" json:"stages,omitempty"`
+	// The span of the request that created the job (16 lower hex digits),
+	// beside trace_id: work on the job that no message of it starts (the
+	// watchdog failing it, the retention sweep expiring it) is traced as a
+	// child of it, so it shows in the job's one trace.
+	SpanId        string `protobuf:"bytes,37,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1446,6 +1451,13 @@ func (x *Job) GetStages() *StageTimes {
 	return nil
 }
 
+func (x *Job) GetSpanId() string {
+	if x != nil {
+		return x.SpanId
+	}
+	return ""
+}
+
 // StageTimes are the moments a job entered its stages; unset for a stage
 // it has not reached (or skipped).
 type StageTimes struct {
@@ -1665,7 +1677,7 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
-	"\x06bucket\x18\a \x01(\tR\x06bucket\"\xf0\v\n" +
+	"\x06bucket\x18\a \x01(\tR\x06bucket\"\x89\f\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\x12/\n" +
@@ -1710,7 +1722,8 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\x05scope\x18\" \x01(\v2\x19.dataport.export.v1.ScopeR\x05scope\x12\x1b\n" +
 	"\tclient_id\x18! \x01(\tR\bclientId\x12'\n" +
 	"\x0fquota_principal\x18# \x01(\tR\x0equotaPrincipal\x126\n" +
-	"\x06stages\x18$ \x01(\v2\x1e.dataport.export.v1.StageTimesR\x06stages\"\xbb\x02\n" +
+	"\x06stages\x18$ \x01(\v2\x1e.dataport.export.v1.StageTimesR\x06stages\x12\x17\n" +
+	"\aspan_id\x18% \x01(\tR\x06spanId\"\xbb\x02\n" +
 	"\n" +
 	"StageTimes\x127\n" +
 	"\tqueued_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bqueuedAt\x12?\n" +
