@@ -258,6 +258,9 @@ func Serve(ctx context.Context, addr string, h http.Handler, t HTTPTimeouts, shu
 		IdleTimeout:       t.Idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Event streams end when the shutdown begins instead of holding it
+	// to its deadline.
+	DrainOnShutdown(srv)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.InfoContext(ctx, "listening", "addr", ln.Addr().String())

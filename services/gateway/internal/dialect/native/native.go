@@ -2,7 +2,9 @@
 // room, user-data and record exports (POST /v1/exports, planned by package
 // plan exactly as the other dialects plan theirs), the caller's jobs (GET
 // /v1/exports, GET /v1/exports/{id}), cancelling one (POST
-// /v1/exports/{id}/cancel) and downloads through signed links (GET
+// /v1/exports/{id}/cancel), their changes as server-sent events (GET
+// /v1/exports/events, GET /v1/exports/{id}/events, pushed from a watch of
+// the projection; events.go) and downloads through signed links (GET
 // /v1/exports/{id}/files/{name}). Callers authenticate with X-User-Id and
 // X-Auth-Token, which the gateway's authentication middleware checks
 // before the handlers run (principal.From); a download's signed link is
@@ -49,7 +51,10 @@ type Config struct {
 	// Create configures POST /v1/exports, served when its Rooms and
 	// Directory are set.
 	Create Create
-	Logger *slog.Logger
+	// Heartbeat is how often an idle event stream sends a comment; zero
+	// means DefaultHeartbeat.
+	Heartbeat time.Duration
+	Logger    *slog.Logger
 }
 
 // API serves the native routes. It implements httpapi.Dialect.
@@ -65,6 +70,9 @@ func New(cfg Config) *API {
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = infra.DefaultWriteTimeout
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
 	}
 	if cfg.Create.Now == nil {
 		cfg.Create.Now = time.Now
@@ -82,6 +90,7 @@ func (a *API) Routes(r chi.Router) {
 	if a.Create.Rooms != nil && a.Create.Directory != nil {
 		r.Post("/v1/exports", a.createExport)
 	}
+	a.eventRoutes(r)
 	r.Get("/v1/exports/{id}", a.getExport)
 	r.Post("/v1/exports/{id}/cancel", a.cancelExport)
 	r.Get("/v1/exports/{id}/files/{name}", a.download)
