@@ -191,7 +191,6 @@ func (s *sseStream) waitEnd(t *testing.T) {
 	}
 }
 
-
 func progress(id string, percent uint32, records uint64) *exportv1.ExportProgress {
 	return &exportv1.ExportProgress{JobId: id, OccurredAt: timestamppb.Now(), Part: 1, PartsTotal: 1,
 		Progress: &exportv1.Progress{Percent: percent, Records: records, Bytes: records * 100}}
