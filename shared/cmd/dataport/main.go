@@ -3,7 +3,7 @@
 // a progress bar, downloads their files resumably and verifies each
 // against its SHA-256. Install it with
 //
-//	go install dataport.dev/shared/cmd/dataport@latest
+//	go install dataport.dev/shared/cmd/dataport   (from a checkout of the repository)
 //
 // and see dataport --help.
 package main
