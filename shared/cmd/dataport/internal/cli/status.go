@@ -129,8 +129,10 @@ func (p *progressBar) update(e *client.Export) {
 		p.seen, p.start = true, now
 		p.startPercent, p.startBytes, p.startRecords = e.Progress.Percent, e.Progress.Bytes, e.Progress.Records
 	}
-	p.bar.Describe(describe(e, now.Sub(p.start), p.startPercent, p.startRecords, p.startBytes))
 	_ = p.bar.Set(int(min(e.Progress.Percent, 100)))
+	// Describe renders at once, with the percent just set; Set alone may
+	// be throttled.
+	p.bar.Describe(describe(e, now.Sub(p.start), p.startPercent, p.startRecords, p.startBytes))
 }
 
 // describe is the text beside the bar: state, records, bytes, rate, ETA.
