@@ -61,7 +61,7 @@ func (s *Store) Follow(ctx context.Context, id string, after uint64) (*Feed, err
 	if !ValidID(id) {
 		return nil, fmt.Errorf("follow job %q: %w", id, ErrNotFound)
 	}
-	return s.follow(ctx, []string{id}, after, "")
+	return s.follow(ctx, []string{id}, after, "", false)
 }
 
 // FollowOwner feeds the changes of ownerID's jobs, including jobs created
@@ -102,19 +102,21 @@ func (s *Store) FollowOwner(ctx context.Context, ownerID string, after uint64) (
 	for _, e := range entries {
 		ids = append(ids, e.id)
 	}
-	return s.follow(ctx, ids, after, famActive+"."+hashToken(ownerID)+".>")
+	return s.follow(ctx, ids, after, famActive+"."+hashToken(ownerID)+".>", after == 0)
 }
 
 // follow starts a feed over ids; a non-empty created is the index filter
-// whose new entries add jobs to it.
-func (s *Store) follow(ctx context.Context, ids []string, after uint64, created string) (*Feed, error) {
+// whose new entries add jobs to it. skipEnded leaves out jobs that had
+// ended before the feed began (a purged act entry is listed until its
+// marker expires).
+func (s *Store) follow(ctx context.Context, ids []string, after uint64, created string, skipEnded bool) (*Feed, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	stream, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
 	if err == nil {
 		var info *jetstream.StreamInfo
 		if info, err = stream.Info(ctx); err == nil {
 			f := &feeder{
-				s: s, ctx: ctx, known: map[string]bool{}, last: after, base: info.State.LastSeq,
+				s: s, ctx: ctx, known: map[string]bool{}, last: after, base: info.State.LastSeq, skipEnded: skipEnded,
 				Feed: &Feed{out: make(chan Change), cancel: cancel, done: make(chan struct{})},
 			}
 			for _, id := range ids {
@@ -149,7 +151,9 @@ type feeder struct {
 	// that the first watch was to deliver has been delivered once that
 	// watch reports its initial values done.
 	last, base uint64
-	w          jetstream.KeyWatcher
+	// skipEnded drops records at or below base of jobs that had ended.
+	skipEnded bool
+	w         jetstream.KeyWatcher
 	// initDone is whether w has delivered its initial values; a restart
 	// waits for it so that no initial value is skipped.
 	initDone bool
@@ -237,7 +241,7 @@ func (f *feeder) run() {
 				f.initDone = true
 			} else if e.Revision() > f.last {
 				f.last = e.Revision()
-				if !f.send(e.Value(), e.Revision()) {
+				if !f.send(e.Value(), e.Revision(), f.skipEnded && e.Revision() <= f.base) {
 					return
 				}
 			}
@@ -263,17 +267,20 @@ func (f *feeder) restart() bool {
 			continue // missing yet, or the new watch delivers it
 		}
 		f.last = max(f.last, from)
-		if !f.send(entry.Value(), f.last) {
+		if !f.send(entry.Value(), f.last, false) {
 			return false
 		}
 	}
 	return true
 }
 
-func (f *feeder) send(data []byte, rev uint64) bool {
+func (f *feeder) send(data []byte, rev uint64, unlessEnded bool) bool {
 	job := &exportv1.Job{}
 	if err := proto.Unmarshal(data, job); err != nil {
 		return true // not a record this version can show; the next write may be
+	}
+	if unlessEnded && Terminal(job.GetState()) {
+		return true
 	}
 	select {
 	case f.out <- Change{Job: job, Revision: rev}:
