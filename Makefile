@@ -144,6 +144,7 @@ build:
 	mkdir -p $(BIN)
 	for s in $(SERVICES); do (cd services/$$s && go build -ldflags "$(LDFLAGS)" -o $(BIN)/dataport-$$s .); done
 	cd shared && go build -ldflags "$(LDFLAGS)" -o $(BIN)/dataport-seed ./cmd/dataport-seed
+	cd shared && go build -ldflags "$(LDFLAGS)" -o $(BIN)/dataport ./cmd/dataport
 
 seed: build
 	$(BIN)/dataport-seed

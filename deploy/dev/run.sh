@@ -126,8 +126,8 @@ Export the #general room as JSON:
     -d '{"rid": "GENERAL", "type": "file", "format": "json"}'
 Then poll it (replace EXPORT_ID with the "exportId" it answers):
   curl -s 'http://$http_addr/v1/exports/EXPORT_ID' -H 'X-User-Id: $admin_id' -H 'X-Auth-Token: $admin_token'
-Or with the CLI (go install dataport.dev/shared/cmd/dataport), watched live and downloaded:
-  DATAPORT_URL=http://$http_addr DATAPORT_USER=$admin_id DATAPORT_TOKEN=$admin_token dataport export room GENERAL --download ./out
+Or with the CLI (make run built it into bin/; go install dataport.dev/shared/cmd/dataport puts it on your PATH), watched live and downloaded:
+  DATAPORT_URL=http://$http_addr DATAPORT_USER=$admin_id DATAPORT_TOKEN=$admin_token $bin/dataport export room GENERAL --download ./out
 
 TXT
 if [[ -n $jaeger ]]; then
