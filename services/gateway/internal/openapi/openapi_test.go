@@ -200,6 +200,7 @@ func TestRebillyAnswersMatchTheDocument(t *testing.T) {
 		`{"name": "n", "resource": "transactions", "format": "csv", "fields": ["id", "amount"], "arguments": {"filter": "currency:USD"},
 		  "dateRange": {"start": "-7 days", "end": "now"}, "emailNotification": ["a@example.com"]}`, http.StatusCreated)
 	id := field(t, created, "id")
+	c.json(t, http.MethodPut, "/data-exports/"+id, key, `{"name": "n2", "resource": "transactions", "format": "json"}`, http.StatusOK)
 	c.json(t, http.MethodGet, "/data-exports", key, "", http.StatusOK)
 	c.json(t, http.MethodGet, "/experimental/data-exports/"+id, key, "", http.StatusOK)
 	c.json(t, http.MethodGet, "/organizations/"+gatewaytest.Org+"/data-exports/"+id+"?expand=user", key, "", http.StatusOK)
