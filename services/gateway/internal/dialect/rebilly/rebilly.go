@@ -275,11 +275,12 @@ func (d *API) put(w http.ResponseWriter, r *http.Request, s scope) {
 }
 
 // replace stands job, the update of the not-yet-started one-off export
-// old, in its place: the new job is stored under replacementKey(old) with
-// old's shown id, old is canceled (its task, if an exporter takes it now,
-// finds it canceled) and hidden, and resolve follows old to the new job.
-// The new job is submitted before old is hidden, so the export is never
-// missing; a crash between the two leaves old listed as canceled.
+// old, in its place: the new job is submitted under replacementKey(old)
+// with old's shown id, then old is canceled (its task, if an exporter
+// takes it now, finds it canceled) and hidden, and resolve follows old to
+// the new job. Submitting first means a refused submit (a quota) leaves
+// old as it was, and the export is never missing; a crash before the hide
+// leaves old listed beside its replacement.
 func (d *API) replace(w http.ResponseWriter, r *http.Request, s scope, old, job *exportv1.Job) {
 	ctx := context.WithoutCancel(r.Context())
 	shown := old.GetClientId()
@@ -302,24 +303,28 @@ func (d *API) replace(w http.ResponseWriter, r *http.Request, s scope, old, job 
 		return
 	}
 	job.CreatedAt, job.UpdatedAt = old.GetCreatedAt(), timestamppb.New(d.now())
-	canceled, err := d.submitter.Cancel(ctx, old.GetId(), "replaced by an update")
-	switch {
-	case err != nil:
-		d.internal(w, r, "cancel the updated export", err)
-		return
-	case canceled.GetState() != exportv1.JobState_JOB_STATE_CANCELED:
-		// It ended meanwhile.
-		writeConflict(w, "The data export is already "+statusWord(canceled.GetState())+" and can no longer be changed; delete it and create a new one.")
-		return
-	}
 	sctx, cancel := context.WithTimeout(ctx, submit.Timeout)
 	defer cancel()
-	if err := d.submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(job)}); err != nil {
+	err := d.submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(job)})
+	if err != nil && !errors.Is(err, jobstore.ErrExists) {
 		d.internal(w, r, "submit the updated export", err)
 		return
 	}
-	if err := d.schedules.Hide(ctx, old.GetId()); err != nil {
-		d.internal(w, r, "hide the updated export", err)
+	// Should old have started or ended meanwhile, the update still
+	// stands: the caller asked for the new settings and gets them. When
+	// the replacement existed already (a concurrent update, or one cut
+	// off before this step), old is retired all the same, so the next
+	// PUT updates the replacement.
+	if _, cerr := d.submitter.Cancel(ctx, old.GetId(), "replaced by an update"); cerr != nil {
+		d.internal(w, r, "cancel the updated export", cerr)
+		return
+	}
+	if herr := d.schedules.Hide(ctx, old.GetId()); herr != nil {
+		d.internal(w, r, "hide the updated export", herr)
+		return
+	}
+	if err != nil {
+		writeConflict(w, "The data export changed meanwhile; read it again and retry.")
 		return
 	}
 	d.log.InfoContext(ctx, "data export updated", "job_id", job.GetId(), "replaces", old.GetId(), "user_id", s.user.GetId())

@@ -157,3 +157,38 @@ func TestRunIDsNameTheirSchedule(t *testing.T) {
 	r := e.do(t, http.MethodPut, base+"/daily-"+unix, key(aliceKey), strings.Replace(csvBody, `"csv"`, `"json"`, 1))
 	assert.Equal(t, http.StatusConflict, r.status, "%s", r.body)
 }
+
+// TestConcurrentUpdates: updates racing for the same pending export leave
+// one export under its id, with one of the updates; a loser is told to
+// retry, never left with a second copy.
+func TestConcurrentUpdates(t *testing.T) {
+	e := newEnv(t)
+	id := e.do(t, http.MethodPost, base, key(aliceKey), csvBody).obj(t)["id"].(string)
+	names := []string{"first", "second", "third", "fourth"}
+	statuses := make(chan int, len(names))
+	for _, n := range names {
+		go func() {
+			statuses <- e.do(t, http.MethodPut, base+"/"+id, key(aliceKey), strings.Replace(csvBody, "July transactions", n, 1)).status
+		}()
+	}
+	ok := 0
+	for range names {
+		switch s := <-statuses; s {
+		case http.StatusOK:
+			ok++
+		case http.StatusConflict:
+		default:
+			t.Fatalf("status %d", s)
+		}
+	}
+	assert.Positive(t, ok)
+	list := e.do(t, http.MethodGet, base, key(aliceKey), "").list(t)
+	require.Len(t, list, 1, "one export")
+	assert.Equal(t, id, list[0]["id"])
+	assert.Contains(t, names, list[0]["name"])
+	got := e.do(t, http.MethodGet, base+"/"+id, key(aliceKey), "").obj(t)
+	assert.Equal(t, list[0]["name"], got["name"])
+	r := e.do(t, http.MethodPut, base+"/"+id, key(aliceKey), strings.Replace(csvBody, "July transactions", "after", 1))
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	assert.Equal(t, "after", e.do(t, http.MethodGet, base+"/"+id, key(aliceKey), "").obj(t)["name"])
+}
