@@ -134,6 +134,50 @@ func TestStore(t *testing.T) {
 		assert.ErrorIs(t, err, blob.ErrNotFound, "List")
 	})
 
+	t.Run("OpenSeekerReadsFromAnyOffset", func(t *testing.T) {
+		t.Parallel()
+		b := bucket(t)
+		content := []byte(strings.Repeat("0123456789", 1000))
+		_, err := s.Upload(t.Context(), b, "k", strings.NewReader(string(content)), "text/plain")
+		require.NoError(t, err)
+
+		rs, info, err := s.OpenSeeker(t.Context(), b, "k")
+		require.NoError(t, err)
+		defer rs.Close()
+		assert.Equal(t, int64(len(content)), info.Size)
+		assert.NotEmpty(t, info.ETag)
+		assert.False(t, info.LastModified.IsZero())
+		end, err := rs.Seek(0, io.SeekEnd)
+		require.NoError(t, err)
+		assert.Equal(t, int64(len(content)), end)
+		// Forwards, backwards and to the start again, as a multi-range
+		// answer reads.
+		for _, off := range []int64{4321, 17, 0, 9990} {
+			_, err := rs.Seek(off, io.SeekStart)
+			require.NoError(t, err)
+			got := make([]byte, 10)
+			_, err = io.ReadFull(rs, got)
+			require.NoError(t, err, "offset %d", off)
+			assert.Equal(t, content[off:off+10], got, "offset %d", off)
+		}
+
+		// An object replaced after the open is not mixed into the read.
+		_, err = s.Upload(t.Context(), b, "k", strings.NewReader("replaced"), "text/plain")
+		require.NoError(t, err)
+		_, err = rs.Seek(100, io.SeekStart)
+		require.NoError(t, err)
+		_, err = io.ReadFull(rs, make([]byte, 10))
+		assert.Error(t, err)
+
+		for _, tc := range []struct{ bucket, key string }{{b, "no/such/key"}, {"no-such-bucket", "key"}} {
+			rs, _, err := s.OpenSeeker(t.Context(), tc.bucket, tc.key)
+			assert.ErrorIs(t, err, blob.ErrNotFound, "%s/%s", tc.bucket, tc.key)
+			assert.Nil(t, rs)
+		}
+		_, _, err = s.OpenSeeker(t.Context(), "Bad_Bucket", "k")
+		assert.ErrorIs(t, err, blob.ErrInvalidArgument)
+	})
+
 	t.Run("InvalidNames", func(t *testing.T) {
 		t.Parallel()
 		_, err := s.Stat(t.Context(), "Bad_Bucket", "k")

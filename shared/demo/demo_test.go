@@ -300,12 +300,20 @@ func TestGenerateInvariants(t *testing.T) {
 		}
 		for res, keys := range map[string][]string{
 			"transactions": {"id", "customerId", "amount", "currency", "status", "type", "gateway", "description", "createdTime"},
-			"events":       {"id", "eventType", "appId", "deviceId", "country", "platform", "revenue", "createdTime"},
+			"events": {"id", "eventType", "appId", "deviceId", "country", "platform", "revenue", "createdTime",
+				"sdkKey", "accountId", "adId", "campaignId", "countryId", "projectId"},
 		} {
 			recs := d.Records[res]
 			for i, r := range recs {
 				assert.Equal(t, res, r.GetResource())
-				assert.ElementsMatch(t, keys, slices.Collect(maps.Keys(r.GetFields().GetFields())), "fields of %s", r.GetId())
+				want := keys
+				switch str(r, "eventType") {
+				case "payment":
+					want = append(slices.Clone(keys), "isVerified")
+				case "custom":
+					want = append(slices.Clone(keys), "eventName")
+				}
+				assert.ElementsMatch(t, want, slices.Collect(maps.Keys(r.GetFields().GetFields())), "fields of %s", r.GetId())
 				assert.Equal(t, r.GetId(), str(r, "id"))
 				assert.Equal(t, r.GetCreatedTime().AsTime().Format("2006-01-02T15:04:05Z07:00"), str(r, "createdTime"))
 				if i > 0 {
@@ -317,6 +325,11 @@ func TestGenerateInvariants(t *testing.T) {
 					assert.Contains(t, []string{"sale", "refund", "authorize"}, str(r, "type"))
 				} else {
 					assert.True(t, isNum(r, "revenue") && isNum(r, "appId"))
+					// myTracker's dimensions: every country and app has its id.
+					for _, k := range []string{"accountId", "adId", "campaignId", "countryId", "projectId"} {
+						assert.True(t, isNum(r, k) && r.GetFields().GetFields()[k].GetNumberValue() > 0, "%s of %s", k, r.GetId())
+					}
+					assert.Len(t, str(r, "sdkKey"), 20)
 					assert.Contains(t, []string{"install", "launch", "payment", "custom"}, str(r, "eventType"))
 				}
 			}

@@ -2,6 +2,7 @@ package demo
 
 import (
 	"fmt"
+	"hash/fnv"
 	"math"
 	"time"
 
@@ -95,19 +96,67 @@ func (g *generator) events(n int) []*sourcev1.Record {
 		if typ == "payment" {
 			revenue = math.Round((0.99+float64(g.r.IntN(50)))*100) / 100
 		}
+		// Drawn in this order, as ever, so the data stays the same.
+		app := pick(g, appIDs)
+		device := pick(g, devices)
+		country := pick(g, countries)
+		platform := pick(g, platforms)
 		fields := map[string]*structpb.Value{
 			"id":          str(id),
 			"eventType":   str(typ),
-			"appId":       num(pick(g, appIDs)),
-			"deviceId":    str(pick(g, devices)),
-			"country":     str(pick(g, countries)),
-			"platform":    str(pick(g, platforms)),
+			"appId":       num(app),
+			"deviceId":    str(device),
+			"country":     str(country),
+			"platform":    str(platform),
 			"revenue":     num(revenue),
 			"createdTime": str(recordTime(created)),
 		}
+		trackerFields(fields, id, typ, app, country)
 		out[i] = record(id, ResourceEvents, created, created, fields)
 	}
 	return out
+}
+
+// myTracker's dimensions of the demo apps: each app has its SDK key,
+// account and project; campaigns and tracking links belong to an app.
+var (
+	trackerApps = map[float64]struct {
+		sdkKey              string
+		account, project    float64
+		campaigns, trackers []float64
+	}{
+		10001: {"00004399666566289449", 3, 234, []float64{66, 14}, []float64{87877, 464746}},
+		10002: {"00004399666566289448", 3, 234, []float64{66, 71}, []float64{87878, 464747}},
+		20417: {"00007120934512876001", 6, 456, []float64{902}, []float64{511230}},
+	}
+	// trackerCountries stands for myTracker's Countries dictionary.
+	trackerCountries = map[string]float64{
+		"US": 188, "DE": 70, "GB": 200, "FR": 66, "JP": 97, "BR": 26, "IN": 88, "CA": 33, "ES": 171, "NL": 131,
+	}
+	customEventNames = []string{"level_up", "tutorial_complete", "share", "purchase_intent", "invite_sent"}
+)
+
+// trackerFields adds the columns myTracker's raw export filters on. They
+// are derived from the event's id and its drawn values, never drawn
+// themselves, so the rest of the demo data is what it was.
+func trackerFields(fields map[string]*structpb.Value, id, typ string, app float64, country string) {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	n := int(h.Sum32() & 0x7fffffff)
+	a := trackerApps[app]
+	fields["sdkKey"] = str(a.sdkKey)
+	fields["accountId"] = num(a.account)
+	fields["projectId"] = num(a.project)
+	fields["campaignId"] = num(a.campaigns[n%len(a.campaigns)])
+	fields["adId"] = num(a.trackers[(n/7)%len(a.trackers)])
+	fields["countryId"] = num(trackerCountries[country])
+	switch typ {
+	case "payment":
+		// Most store receipts verify.
+		fields["isVerified"] = num(float64(min(1, (n/11)%10)))
+	case "custom":
+		fields["eventName"] = str(customEventNames[(n/13)%len(customEventNames)])
+	}
 }
 
 func str(s string) *structpb.Value  { return structpb.NewStringValue(s) }

@@ -43,8 +43,14 @@ var resources = map[string]resourceSpec{
 		timeField: "createdTime",
 	},
 	ResourceEvents: {
-		fields:    []string{"id", "eventType", "appId", "deviceId", "country", "platform", "revenue", "createdTime", "updatedTime"},
-		text:      []string{"id", "eventType", "deviceId", "country", "platform"},
+		// The columns after updatedTime are what myTracker's raw export
+		// filters on (SDKKey, idAccount, idAd, idCampaign, idCountry,
+		// idProject, isVerified, eventName); they are not default columns,
+		// so exports that name no fields are as they were.
+		fields: []string{"id", "eventType", "appId", "deviceId", "country", "platform", "revenue", "createdTime", "updatedTime",
+			"sdkKey", "accountId", "adId", "campaignId", "countryId", "projectId", "isVerified", "eventName"},
+		defaults:  []string{"id", "eventType", "appId", "deviceId", "country", "platform", "revenue", "createdTime", "updatedTime"},
+		text:      []string{"id", "eventType", "deviceId", "country", "platform", "eventName"},
 		timeField: "createdTime",
 	},
 	ResourceMessages: {

@@ -23,19 +23,26 @@ import (
 //	description:"a, b; c"            double quotes around values holding
 //	                                 , ; or leading !; \" and \\ escape
 //	u.username:alice                 sub-fields with "."
+//	(appId:1,454|sdkKey:0042)        Dataport's extension: a group of
+//	                                 conditions of which at least one holds
+//	                                 (myTracker's idApp or SDKKey); inside
+//	                                 it, | and ) end unquoted values
 //
 // Rebilly's predefined value lists ("@name") are not supported and are a
-// parse error.
+// parse error. Rebilly's syntax has no "(" (a field name cannot hold one),
+// so a group never changes what a Rebilly filter means.
 type Filter struct {
 	Conds []Condition
 }
 
 // Condition is one field's part of a filter: the record matches when its
 // value equals one of Include (or Include is empty) and none of Exclude.
+// A group (Any set, Field empty) matches when any of its conditions does.
 type Condition struct {
 	Field   string
 	Include []Value
 	Exclude []Value
+	Any     []Condition
 }
 
 // ValueKind says how a Value compares.
@@ -87,6 +94,10 @@ func (f Filter) IsZero() bool { return len(f.Conds) == 0 }
 func (f Filter) Fields() []string {
 	out := make([]string, 0, len(f.Conds))
 	for _, c := range f.Conds {
+		if c.Any != nil {
+			out = append(out, Filter{Conds: c.Any}.Fields()...)
+			continue
+		}
 		out = append(out, c.Field)
 	}
 	return out
@@ -109,6 +120,14 @@ func ParseFilter(s string) (Filter, error) {
 			p.i++
 			continue
 		}
+		if s[p.i] == '(' {
+			c, err := p.group()
+			if err != nil {
+				return Filter{}, err
+			}
+			f.Conds = append(f.Conds, c)
+			continue
+		}
 		c, err := p.condition()
 		if err != nil {
 			return Filter{}, err
@@ -121,6 +140,46 @@ func ParseFilter(s string) (Filter, error) {
 type filterParser struct {
 	s string
 	i int
+	// inGroup: | and ) end a condition and an unquoted value.
+	inGroup bool
+}
+
+// group parses "(cond|cond...)" followed by ";" or the end.
+func (p *filterParser) group() (Condition, error) {
+	start := p.i
+	p.i++ // '('
+	p.inGroup = true
+	defer func() { p.inGroup = false }()
+	var g Condition
+	for {
+		p.skipSpaces()
+		if p.i < len(p.s) && p.s[p.i] == '(' {
+			return Condition{}, p.fail("", "groups do not nest")
+		}
+		c, err := p.condition()
+		if err != nil {
+			return Condition{}, err
+		}
+		g.Any = append(g.Any, c)
+		if p.i >= len(p.s) || p.s[p.i] == ';' {
+			p.i = start
+			return Condition{}, p.fail("", "unclosed '('")
+		}
+		p.i++
+		if p.s[p.i-1] == ')' {
+			break
+		}
+	}
+	p.skipSpaces()
+	if p.i < len(p.s) && p.s[p.i] != ';' {
+		return Condition{}, p.fail("", "unexpected %q after ')'", p.s[p.i])
+	}
+	return g, nil
+}
+
+// ends reports whether the byte at p.i ends a condition.
+func (p *filterParser) ends() bool {
+	return p.i >= len(p.s) || p.s[p.i] == ';' || p.inGroup && (p.s[p.i] == '|' || p.s[p.i] == ')')
 }
 
 func (p *filterParser) skipSpaces() {
@@ -139,7 +198,7 @@ func validFieldByte(b byte) bool {
 
 func (p *filterParser) condition() (Condition, error) {
 	start := p.i
-	for p.i < len(p.s) && p.s[p.i] != ':' && p.s[p.i] != ';' {
+	for p.i < len(p.s) && p.s[p.i] != ':' && !p.ends() {
 		p.i++
 	}
 	field := strings.TrimSpace(p.s[start:p.i])
@@ -182,7 +241,7 @@ func (p *filterParser) condition() (Condition, error) {
 			c.Include = append(c.Include, v)
 		}
 		p.skipSpaces()
-		if p.i >= len(p.s) || p.s[p.i] == ';' {
+		if p.ends() {
 			return c, nil
 		}
 		if p.s[p.i] != ',' {
@@ -201,7 +260,7 @@ func (p *filterParser) value(field string) (Value, error) {
 		return Value{Kind: ValueExact, Text: text}, nil
 	}
 	start := p.i
-	for p.i < len(p.s) && p.s[p.i] != ',' && p.s[p.i] != ';' {
+	for p.i < len(p.s) && p.s[p.i] != ',' && !p.ends() {
 		if p.s[p.i] == '"' {
 			return Value{}, p.fail(field, "quote inside an unquoted value; quote the whole value")
 		}
@@ -291,15 +350,27 @@ func (p *filterParser) quoted(field string) (string, error) {
 // time.Time, []string, []any or nil) and whether the record has it.
 func (f Filter) Match(get func(field string) (any, bool)) bool {
 	for _, c := range f.Conds {
-		v, ok := get(c.Field)
-		if !ok {
-			v = nil
-		}
-		if !c.match(v) {
+		if !c.holds(get) {
 			return false
 		}
 	}
 	return true
+}
+
+func (c Condition) holds(get func(field string) (any, bool)) bool {
+	if c.Any != nil {
+		for _, a := range c.Any {
+			if a.holds(get) {
+				return true
+			}
+		}
+		return false
+	}
+	v, ok := get(c.Field)
+	if !ok {
+		v = nil
+	}
+	return c.match(v)
 }
 
 func (c Condition) match(v any) bool {

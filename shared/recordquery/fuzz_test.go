@@ -22,16 +22,28 @@ import (
 func renderFilter(f Filter) string {
 	var conds []string
 	for _, c := range f.Conds {
-		var vals []string
-		for _, v := range c.Include {
-			vals = append(vals, renderValue(v))
+		if c.Any != nil {
+			var alts []string
+			for _, a := range c.Any {
+				alts = append(alts, renderCondition(a))
+			}
+			conds = append(conds, "("+strings.Join(alts, "|")+")")
+			continue
 		}
-		for _, v := range c.Exclude {
-			vals = append(vals, "!"+renderValue(v))
-		}
-		conds = append(conds, c.Field+":"+strings.Join(vals, ","))
+		conds = append(conds, renderCondition(c))
 	}
 	return strings.Join(conds, ";")
+}
+
+func renderCondition(c Condition) string {
+	var vals []string
+	for _, v := range c.Include {
+		vals = append(vals, renderValue(v))
+	}
+	for _, v := range c.Exclude {
+		vals = append(vals, "!"+renderValue(v))
+	}
+	return c.Field + ":" + strings.Join(vals, ",")
 }
 
 func renderValue(v Value) string {
@@ -88,6 +100,7 @@ func FuzzParseFilter(f *testing.F) {
 		"description:*refund*", "topic:null", "topic:!null", `description:"a, b; c \" \\ d"`,
 		"u.username:alice", "a:\n!x*", "amount:1. ..2", "x:@list", "amount:10..1", "a:", ":b",
 		`d:"a\"b"`, "x:!null", "a:*b*", "a:..", ":", ";;", "a:\"", "é:ü", "a:!!!x",
+		"(appId:1,454|sdkKey:0042)", "(a:1|b:2);c:3", "(a:1", "((a:1))", "(a:\"|\")", "(a:x*|b:1..2)", "a:1|b", "()",
 	} {
 		f.Add(s)
 	}
@@ -97,7 +110,21 @@ func FuzzParseFilter(f *testing.F) {
 			checkParseError(t, err, "filter", s)
 			return
 		}
+		var conds []Condition
 		for _, c := range got.Conds {
+			if c.Any != nil {
+				if c.Field != "" || len(c.Include)+len(c.Exclude) != 0 {
+					t.Fatalf("filter %q: a group with a field or values: %+v", s, c)
+				}
+				conds = append(conds, c.Any...)
+				continue
+			}
+			conds = append(conds, c)
+		}
+		for _, c := range conds {
+			if c.Any != nil {
+				t.Fatalf("filter %q: nested group", s)
+			}
 			if !validField(c.Field) {
 				t.Fatalf("filter %q: accepted field %q", s, c.Field)
 			}

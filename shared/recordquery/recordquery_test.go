@@ -62,6 +62,15 @@ func TestFilterMatch(t *testing.T) {
 		{"tags:b", []string{"t1"}},
 		{" status : approved ; ; currency:usd ;", []string{"t1", "t3"}},
 		{"id:t1,t4;amount:50..", []string{"t4"}},
+		// Groups: at least one of their conditions (myTracker's idApp or
+		// SDKKey), ANDed with the rest.
+		{"(status:declined|currency:GBP)", []string{"t2", "t4"}},
+		{"(status:declined,refunded | amount:3)", []string{"t2", "t3", "t4"}},
+		{"(status:declined|currency:GBP);amount:..50", []string{"t2"}},
+		{"amount:..50;(currency:usd|customerId:!null)", []string{"t1", "t3"}},
+		{`(description:"a|b)"|id:t1)`, []string{"t1"}},
+		{"(status:!approved)", []string{"t2", "t4"}},
+		{"status:approved|declined", nil}, // outside a group "|" is part of the value, as in Rebilly
 	}
 	for _, tc := range tests {
 		t.Run(tc.filter, func(t *testing.T) {
@@ -88,6 +97,13 @@ func TestParseFilterErrors(t *testing.T) {
 		{"amount:1..2..3", "amount", "more than one"},
 		{`status:a"b`, "status", "quote inside"},
 		{`status:"a"x`, "status", "unexpected"},
+		{"(status:a", "", "unclosed"},
+		{"(status:a;currency:b)", "", "unclosed"},
+		{"(status:a)x", "", "unexpected"},
+		{"((status:a))", "", "do not nest"},
+		{"(status:a|)", "", "expected field:value"},
+		{"()", "", "expected field:value"},
+		{"(sta|tus:a)", "sta", "expected field:value"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.filter, func(t *testing.T) {
@@ -106,9 +122,9 @@ func TestParseFilterErrors(t *testing.T) {
 }
 
 func TestFilterFields(t *testing.T) {
-	f, err := ParseFilter("status:a;u.username:alice")
+	f, err := ParseFilter("status:a;u.username:alice;(appId:1|sdkKey:2)")
 	require.NoError(t, err)
-	assert.Equal(t, []string{"status", "u.username"}, f.Fields())
+	assert.Equal(t, []string{"status", "u.username", "appId", "sdkKey"}, f.Fields())
 	assert.Error(t, ValidateFields(ResourceTransactions, f.Fields()))
 	assert.NoError(t, ValidateFields(ResourceMessages, []string{"u.username", "createdTime"}))
 }

@@ -200,6 +200,7 @@ func TestRebillyAnswersMatchTheDocument(t *testing.T) {
 		`{"name": "n", "resource": "transactions", "format": "csv", "fields": ["id", "amount"], "arguments": {"filter": "currency:USD"},
 		  "dateRange": {"start": "-7 days", "end": "now"}, "emailNotification": ["a@example.com"]}`, http.StatusCreated)
 	id := field(t, created, "id")
+	c.json(t, http.MethodPut, "/data-exports/"+id, key, `{"name": "n2", "resource": "transactions", "format": "json"}`, http.StatusOK)
 	c.json(t, http.MethodGet, "/data-exports", key, "", http.StatusOK)
 	c.json(t, http.MethodGet, "/experimental/data-exports/"+id, key, "", http.StatusOK)
 	c.json(t, http.MethodGet, "/organizations/"+gatewaytest.Org+"/data-exports/"+id+"?expand=user", key, "", http.StatusOK)
@@ -223,6 +224,11 @@ func TestMyTrackerAnswersMatchTheDocument(t *testing.T) {
 		r := gatewaytest.Response{Body: body}
 		n = r.JSON(t)["data"].(map[string]any)["idRawExport"].(string)
 	}
+	filtered := url.Values{"event": {"customEvents"}, "selectors": {"id,eventName"}, "dateFrom": {"2026-05-01"}, "dateTo": {"2026-05-31"},
+		"idApp": {"1,454"}, "SDKKey[]": {"00004399666566289449"}, "idAccount": {"3"}, "idAd": {"87877"}, "idCampaign": {"66"},
+		"idCountry": {"188"}, "idProject": {"234"}, "eventName[]": {"level_up", "tutorial"}, "eventNameInvert": {"1"}}
+	c.do(t, http.MethodPost, "/api/raw/v1/export/create.json", key, "application/x-www-form-urlencoded", filtered.Encode(), http.StatusOK)
+	c.do(t, http.MethodPost, "/api/raw/v1/export/create.json", key, "application/x-www-form-urlencoded", filtered.Encode()+"&isVerified=1", http.StatusBadRequest)
 	c.json(t, http.MethodGet, "/api/raw/v1/export/get.json?idRawExport="+n, key, "", http.StatusOK)
 	c.json(t, http.MethodGet, "/api/raw/v1/export/cancel.json?idRawExport="+n, key, "", http.StatusOK)
 	c.json(t, http.MethodGet, "/api/raw/v1/export/get.json?idRawExport="+n, key, "", http.StatusOK)

@@ -31,6 +31,9 @@ func FuzzParseCreate(f *testing.F) {
 		"event=installs%00&selectors=id%0D%0A&dateFrom=2026-06-01",
 		"event=launches&selectors=nope",
 		"event=customEvents&selectors=id&dateFrom=2026-02-30&dateTo=2026-03-01",
+		"event=customEvents&selectors=id&dateFrom=2026-02-01&dateTo=2026-03-01&eventName[]=a%22%3B(b&eventName[]=c%5C&eventNameInvert=1",
+		"event=payments&selectors=id&dateFrom=2026-02-01&dateTo=2026-03-01&idApp=1,2&SDKKey=00004399666566289449&isVerified=1&idCountry=188&idAd=7",
+		"event=installs&selectors=id&dateFrom=2026-02-01&dateTo=2026-03-01&SDKKey=a%7Cb&idProject=x",
 		"",
 	} {
 		f.Add(s)
@@ -74,22 +77,55 @@ func FuzzParseCreate(f *testing.F) {
 				}
 			}
 		}
+		isID := func(s string) bool { _, err := strconv.ParseUint(s, 10, 64); return err == nil }
 		seen := map[string]bool{}
-		for i, c := range flt.Conds {
-			if seen[c.Field] || (i == 0) != (c.Field == "eventType") {
-				t.Fatalf("%q: filter %q: conditions %v", body, p.filter, flt.Fields())
+		check := func(c recordquery.Condition, inGroup bool) {
+			if seen[c.Field] {
+				t.Fatalf("%q: filter %q: %s twice", body, p.filter, c.Field)
 			}
 			seen[c.Field] = true
+			if inGroup && c.Field != "appId" && c.Field != "sdkKey" {
+				t.Fatalf("%q: filter %q: %s in a group", body, p.filter, c.Field)
+			}
 			switch c.Field {
 			case "eventType":
 				exact(c, func(s string) bool { return s == events[p.event] })
-			case "appId":
-				exact(c, func(s string) bool { _, err := strconv.ParseUint(s, 10, 64); return err == nil })
+			case "appId", "accountId", "adId", "campaignId", "countryId", "projectId":
+				exact(c, isID)
+			case "sdkKey":
+				exact(c, sdkKey)
 			case "country":
 				exact(c, countryCode)
+			case "isVerified":
+				exact(c, func(s string) bool { return p.event == "payments" && (s == "0" || s == "1") })
+			case "eventName":
+				// Names are free text, all included or all excluded.
+				if p.event != "customEvents" || len(c.Include) > 0 == (len(c.Exclude) > 0) {
+					t.Fatalf("%q: filter %q: eventName %+v", body, p.filter, c)
+				}
+				for _, v := range append(c.Include, c.Exclude...) {
+					if v.Kind != recordquery.ValueExact {
+						t.Fatalf("%q: filter %q: eventName value %+v", body, p.filter, v)
+					}
+				}
 			default:
 				t.Fatalf("%q: filter %q names %s", body, p.filter, c.Field)
 			}
+		}
+		for i, c := range flt.Conds {
+			if (i == 0) != (c.Field == "eventType") {
+				t.Fatalf("%q: filter %q: conditions %v", body, p.filter, flt.Fields())
+			}
+			if c.Any != nil {
+				if len(c.Any) != 2 {
+					t.Fatalf("%q: filter %q: group %+v", body, p.filter, c)
+				}
+				for _, a := range c.Any {
+					check(a, true)
+				}
+				continue
+			}
+			check(c, false)
 		}
 	})
 }

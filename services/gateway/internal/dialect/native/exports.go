@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -274,7 +275,11 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusGone, msgFilesExpired)
 		return
 	}
-	body, info, err := a.Blob.Open(ctx, objects.Bucket(file, a.ExportBucket), file.GetObjectKey())
+	// A seekable body lets http.ServeContent answer Range requests
+	// (206, multipart/byteranges, 416) and If-Range, so an interrupted
+	// download resumes where it stopped; each range is one GET from its
+	// offset, never the whole object again.
+	body, info, err := a.Blob.OpenSeeker(ctx, objects.Bucket(file, a.ExportBucket), file.GetObjectKey())
 	switch {
 	case errors.Is(err, blob.ErrNotFound), errors.Is(err, blob.ErrInvalidArgument):
 		a.log.WarnContext(ctx, "file of a completed job is missing", "job_id", id, "object_key", file.GetObjectKey(), "error", err)
@@ -295,12 +300,13 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		ctype = "application/octet-stream"
 	}
 	h.Set("Content-Type", ctype)
-	h.Set("Content-Length", strconv.FormatInt(info.Size, 10))
 	disposition := mime.FormatMediaType("attachment", map[string]string{"filename": name})
 	if disposition == "" {
 		disposition = "attachment"
 	}
 	h.Set("Content-Disposition", disposition)
+	// ServeContent compares If-Range (and If-None-Match) with this ETag:
+	// a resumed download continues only if the file is the same.
 	if sum := file.GetSha256(); sum != "" {
 		h.Set("ETag", `"`+sum+`"`)
 		h.Set("X-Checksum-Sha256", sum)
@@ -313,26 +319,59 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 	// message): the browser must take the declared type, never sniff it
 	// into something it would render or run.
 	h.Set("X-Content-Type-Options", "nosniff")
-	out := &renewingWriter{w: w, rc: http.NewResponseController(w), timeout: a.WriteTimeout}
+	out := &renewingWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: a.WriteTimeout}
 	if err := out.renew(); err != nil {
 		a.log.WarnContext(ctx, "download: set write deadline", "job_id", id, "error", err)
 	}
-	w.WriteHeader(http.StatusOK)
-	if n, err := io.Copy(out, body); err != nil {
-		// The client sees a short body against Content-Length.
-		a.log.WarnContext(ctx, "download interrupted", "job_id", id, "file", name, "bytes", n, "error", err)
+	if rng := r.Header.Get("Range"); rng != "" && !strings.HasPrefix(rng, "bytes=") {
+		// RFC 9110 section 14.2: a range unit the server does not know is
+		// ignored (the whole file), where ServeContent would answer 416.
+		r.Header.Del("Range")
 	}
+	in := &readErr{r: body}
+	http.ServeContent(out, r, name, info.LastModified, in)
+	if err := errors.Join(in.err, out.err); err != nil {
+		// ServeContent swallows these; the client sees a short body
+		// against Content-Length, and can resume with a Range request.
+		a.log.WarnContext(ctx, "download interrupted", "job_id", id, "file", name, "bytes", out.n, "error", err)
+	}
+}
+
+// readErr remembers the first error, other than EOF, of a download's
+// reads and seeks.
+type readErr struct {
+	r   io.ReadSeeker
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+func (e *readErr) Seek(offset int64, whence int) (int64, error) {
+	n, err := e.r.Seek(offset, whence)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // renewingWriter gives every write of a download the server's write
 // timeout afresh. The server's WriteTimeout counts from the end of the
 // request headers, which would cut off any download that takes longer; per
 // write, a client that stops reading is still dropped after the timeout,
-// while one that keeps reading can fetch a file of any size.
+// while one that keeps reading can fetch a file of any size. It counts
+// what was written and keeps the first error for the log.
 type renewingWriter struct {
-	w       io.Writer
+	http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	n       int64
+	err     error
 }
 
 func (rw *renewingWriter) renew() error {
@@ -346,9 +385,18 @@ func (rw *renewingWriter) renew() error {
 
 func (rw *renewingWriter) Write(p []byte) (int, error) {
 	if err := rw.renew(); err != nil {
-		return 0, fmt.Errorf("set write deadline: %w", err)
+		err = fmt.Errorf("set write deadline: %w", err)
+		if rw.err == nil {
+			rw.err = err
+		}
+		return 0, err
 	}
-	return rw.w.Write(p)
+	n, err := rw.ResponseWriter.Write(p)
+	rw.n += int64(n)
+	if err != nil && rw.err == nil {
+		rw.err = err
+	}
+	return n, err
 }
 
 // pathParam returns a route parameter unescaped. chi matches on the raw

@@ -94,6 +94,8 @@ func (a *API) Routes(r chi.Router) {
 	r.Get("/v1/exports/{id}", a.getExport)
 	r.Post("/v1/exports/{id}/cancel", a.cancelExport)
 	r.Get("/v1/exports/{id}/files/{name}", a.download)
+	// Download managers ask for the size and ETag before they fetch ranges.
+	r.Head("/v1/exports/{id}/files/{name}", a.download)
 }
 
 // user returns the caller, which the gateway's authentication middleware

@@ -219,11 +219,14 @@ func (d *API) create(w http.ResponseWriter, r *http.Request, s scope) {
 }
 
 // put implements PUT /data-exports/{id}: create with the client's id, or
-// update an export that has not started. A recurring export can always be
-// updated (its next runs use the new settings); a one-off export is queued
-// as soon as it is created, so a PUT repeating it is answered with the
-// export and a PUT changing it is a 409. An id the caller cannot see is
-// free for the caller (see resolve): the PUT creates the caller's own.
+// update an export that has not started, as Rebilly documents ("a data
+// export may be changed as long as it is still pending"). A recurring
+// export can always be updated (its next runs use the new settings). A
+// one-off export that has not started (pending or queued: no exporter has
+// taken it yet) is replaced by the updated one under the same id; one
+// that has started answers 409 unless the PUT repeats it. An id the caller
+// cannot see is free for the caller (see resolve): the PUT creates the
+// caller's own.
 func (d *API) put(w http.ResponseWriter, r *http.Request, s scope) {
 	id := chi.URLParam(r, "id")
 	if !validID(id) {
@@ -249,15 +252,107 @@ func (d *API) put(w http.ResponseWriter, r *http.Request, s scope) {
 	}
 	existing := e.job
 	job, bad := build(req, d.now(), d.loc, d.limits)
+	if bad == nil && job.GetRecurrence() != nil {
+		bad = []invalidField{{Field: "recurring", Message: "a one-off export stays one-off; delete it and create a recurring one"}}
+	}
 	if bad != nil {
 		writeInvalid(w, bad)
 		return
 	}
-	if existing.GetState() > exportv1.JobState_JOB_STATE_QUEUED || !sameRequest(job, existing) {
+	if sameRequest(job, existing) {
+		d.respondItem(w, r, s, entry{job: existing}, http.StatusOK)
+		return
+	}
+	if existing.GetParentId() != "" {
+		writeConflict(w, "The data export is a run of a recurring export and cannot be changed; update the recurring export instead.")
+		return
+	}
+	if existing.GetState() > exportv1.JobState_JOB_STATE_QUEUED {
 		writeConflict(w, "The data export is already "+statusWord(existing.GetState())+" and can no longer be changed; delete it and create a new one.")
 		return
 	}
-	d.respondItem(w, r, s, entry{job: existing}, http.StatusOK)
+	d.replace(w, r, s, existing, job)
+}
+
+// replace stands job, the update of the not-yet-started one-off export
+// old, in its place: the new job is submitted under replacementKey(old)
+// with old's shown id, then old is canceled (its task, if an exporter
+// takes it now, finds it canceled) and hidden, and resolve follows old to
+// the new job. Submitting first means a refused submit (a quota) leaves
+// old as it was, and the export is never missing; a crash before the hide
+// leaves old listed beside its replacement.
+func (d *API) replace(w http.ResponseWriter, r *http.Request, s scope, old, job *exportv1.Job) {
+	ctx := context.WithoutCancel(r.Context())
+	shown := old.GetClientId()
+	if shown == "" {
+		shown = old.GetId()
+	}
+	job.Id, job.OwnerId, job.OrganizationId, job.ClientId = replacementKey(old), old.GetOwnerId(), old.GetOrganizationId(), shown
+	if d.replacements(ctx, old) >= maxReplacements {
+		writeConflict(w, "The data export was updated too often; delete it and create a new one.")
+		return
+	}
+	// As for a schedule: the owner's scope, renewed only when the owner
+	// updates it.
+	job.Scope = old.GetScope()
+	if old.GetOwnerId() == s.user.GetId() {
+		job.Scope = access.ScopeFor(s.user, old.GetOrganizationId())
+	}
+	if bad := checkTenant(job); bad != nil {
+		writeInvalid(w, bad)
+		return
+	}
+	job.CreatedAt, job.UpdatedAt = old.GetCreatedAt(), timestamppb.New(d.now())
+	sctx, cancel := context.WithTimeout(ctx, submit.Timeout)
+	defer cancel()
+	err := d.submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(job)})
+	if err != nil && !errors.Is(err, jobstore.ErrExists) {
+		d.internal(w, r, "submit the updated export", err)
+		return
+	}
+	// Should old have started or ended meanwhile, the update still
+	// stands: the caller asked for the new settings and gets them. When
+	// the replacement existed already (a concurrent update, or one cut
+	// off before this step), old is retired all the same, so the next
+	// PUT updates the replacement.
+	if _, cerr := d.submitter.Cancel(ctx, old.GetId(), "replaced by an update"); cerr != nil {
+		d.internal(w, r, "cancel the updated export", cerr)
+		return
+	}
+	if herr := d.schedules.Hide(ctx, old.GetId()); herr != nil {
+		d.internal(w, r, "hide the updated export", herr)
+		return
+	}
+	if err != nil {
+		writeConflict(w, "The data export changed meanwhile; read it again and retry.")
+		return
+	}
+	d.log.InfoContext(ctx, "data export updated", "job_id", job.GetId(), "replaces", old.GetId(), "user_id", s.user.GetId())
+	d.respondItem(w, r, s, entry{job: job}, http.StatusOK)
+}
+
+// replacements counts how often the export that old stands for was
+// replaced, walking the chain from its first job to old. The first job
+// is stored under the shown id (a server id) or its client key.
+func (d *API) replacements(ctx context.Context, old *exportv1.Job) int {
+	shown := old.GetClientId()
+	if shown == "" {
+		return 0
+	}
+	for _, root := range []string{clientKeyOf(old.GetOrganizationId(), old.GetOwnerId(), shown), shown} {
+		cur := root
+		for n := 0; n <= maxReplacements; n++ {
+			if cur == old.GetId() {
+				return n
+			}
+			j, err := d.jobs.Get(ctx, cur)
+			if err != nil {
+				break
+			}
+			cur = replacementKey(j)
+		}
+	}
+	return maxReplacements
 }
 
 func (d *API) updateSchedule(w http.ResponseWriter, r *http.Request, s scope, req *request, old *exportv1.Job, rev uint64) {
@@ -307,6 +402,16 @@ func (d *API) store(w http.ResponseWriter, r *http.Request, s scope, req *reques
 	if bad != nil {
 		writeInvalid(w, bad)
 		return
+	}
+	if clientID != "" {
+		switch reserved, err := d.reservedForRun(r.Context(), s, clientID); {
+		case err != nil:
+			d.internal(w, r, "find schedule", err)
+			return
+		case reserved:
+			writeConflict(w, "The id names a run of one of your recurring exports.")
+			return
+		}
 	}
 	job.Id, job.OwnerId, job.OrganizationId, job.ClientId = id, s.user.GetId(), s.org, clientID
 	job.Scope = access.ScopeFor(s.user, s.org)
@@ -378,10 +483,22 @@ func (d *API) RunSchedule(ctx context.Context, sched *exportv1.Job, occurrence t
 		return err
 	}
 	run := proto.Clone(sched).(*exportv1.Job)
-	// A run has the server's run id, never the schedule's client id, and
-	// holds no quota slot: nobody asked for it just now.
+	// A run has the server's run id, shown to the owner as named after the
+	// schedule's client id (runShownID), and holds no quota slot: nobody
+	// asked for it just now.
 	run.Id, run.ParentId, run.Recurrence = runID, sched.GetId(), nil
 	run.ClientId, run.QuotaPrincipal = "", ""
+	if shown := runShownID(sched, runID); shown != "" {
+		taken, err := d.clientIDTaken(ctx, sched.GetOrganizationId(), sched.GetOwnerId(), shown)
+		if err != nil {
+			return err
+		}
+		// An export the owner created under that id before the schedule
+		// had it keeps it; the run is then shown by its stored id.
+		if !taken {
+			run.ClientId = shown
+		}
+	}
 	run.State = exportv1.JobState_JOB_STATE_PENDING
 	now := d.now()
 	run.CreatedAt, run.UpdatedAt = timestamppb.New(now), timestamppb.New(now)
@@ -412,6 +529,25 @@ func (d *API) RunSchedule(ctx context.Context, sched *exportv1.Job, occurrence t
 		return nil
 	}
 	return err
+}
+
+// clientIDTaken reports whether the owner has an export, one-off or
+// recurring, under the client id.
+func (d *API) clientIDTaken(ctx context.Context, org, owner, clientID string) (bool, error) {
+	key := clientKeyOf(org, owner, clientID)
+	if _, _, err := d.schedules.Get(ctx, key); err == nil {
+		return true, nil
+	} else if !errors.Is(err, schedule.ErrNotFound) {
+		return false, err
+	}
+	_, err := d.jobs.Get(ctx, key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jobstore.ErrNotFound):
+		return false, nil
+	}
+	return false, err
 }
 
 // get implements GET /data-exports/{id}.

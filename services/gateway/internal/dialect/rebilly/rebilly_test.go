@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -260,8 +261,7 @@ func TestCreateGetDelete(t *testing.T) {
 	assert.Equal(t, map[string]any{"start": "-7 days", "end": "today", "field": "createdTime"}, it["dateRange"])
 	assert.Equal(t, []any{
 		map[string]any{"rel": "self", "href": publicURL + base + "/" + id},
-		map[string]any{"rel": "user", "href": publicURL + "/experimental/users/alice"},
-	}, it["_links"])
+	}, it["_links"], "no user link: Dataport serves no users route")
 
 	job, err := e.jobs.Get(t.Context(), id)
 	require.NoError(t, err)
@@ -281,9 +281,9 @@ func TestCreateGetDelete(t *testing.T) {
 	assert.Equal(t, "completed", it["status"])
 	assert.EqualValues(t, 42, it["recordCount"])
 	ls := it["_links"].([]any)
-	require.Len(t, ls, 4)
-	assert.Equal(t, map[string]any{"rel": "fileDownload", "href": publicURL + base + "/" + id + "/download"}, ls[2])
-	signed := ls[3].(map[string]any)
+	require.Len(t, ls, 3)
+	assert.Equal(t, map[string]any{"rel": "fileDownload", "href": publicURL + base + "/" + id + "/download"}, ls[1])
+	signed := ls[2].(map[string]any)
 	assert.Equal(t, "signedLink", signed["rel"])
 	assert.Contains(t, signed["href"], "/v1/exports/"+id+"/files/export.csv?exp=")
 	assert.Equal(t, "2026-06-15T13:00:00Z", signed["expiredTime"])
@@ -393,16 +393,27 @@ func project(t *testing.T, nats *bustest.Server, jobs *jobstore.Store) {
 	}, 10*time.Second, 20*time.Millisecond)
 }
 
-// storedJob returns the job whose client id is clientID and owner owner.
+// storedJob returns the job whose client id is clientID and owner owner,
+// leaving out the jobs an update replaced.
 func (e *env) storedJob(t *testing.T, owner, clientID string) *exportv1.Job {
 	t.Helper()
 	page, err := e.jobs.Find(t.Context(), jobstore.Query{
 		Scope: jobstore.Scope{Owner: owner},
-		Keep:  func(j *exportv1.Job) bool { return j.GetClientId() == clientID },
+		Keep: func(j *exportv1.Job) bool {
+			return j.GetClientId() == clientID && j.GetError() != "replaced by an update"
+		},
 	})
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 1, "jobs of %s with client id %s", owner, clientID)
 	return page.Jobs[0]
+}
+
+// getJob reads a job from the projection.
+func (e *env) getJob(t *testing.T, id string) *exportv1.Job {
+	t.Helper()
+	j, err := e.jobs.Get(t.Context(), id)
+	require.NoError(t, err)
+	return j
 }
 
 func TestPutWithClientID(t *testing.T) {
@@ -420,7 +431,17 @@ func TestPutWithClientID(t *testing.T) {
 
 	assert.Equal(t, http.StatusOK, e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), csvBody).status, "repeating the PUT is harmless")
 	changed := strings.Replace(csvBody, `"csv"`, `"json"`, 1)
-	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), changed).status, "her own export has started")
+	upd := e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), changed)
+	require.Equal(t, http.StatusOK, upd.status, "an export that has not started is updated: %s", upd.body)
+	assert.Equal(t, "json", upd.obj(t)["format"])
+	assert.Equal(t, "my-export-1", upd.obj(t)["id"])
+	current := e.storedJob(t, "alice", "my-export-1")
+	_, err := e.jobs.Apply(t.Context(), &exportv1.ExportProgress{JobId: current.GetId(), OccurredAt: timestamppb.New(now),
+		PartsTotal: 1, Progress: &exportv1.Progress{Records: 1}})
+	require.NoError(t, err)
+	require.Equal(t, exportv1.JobState_JOB_STATE_PROCESSING, e.getJob(t, current.GetId()).GetState())
+	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), csvBody).status, "her own export has started")
+	assert.Equal(t, http.StatusOK, e.do(t, http.MethodPut, org+"my-export-1", key(aliceKey), changed).status, "repeating the update is harmless")
 	assert.Equal(t, http.StatusConflict, e.do(t, http.MethodPost, org, key(aliceKey), `{"id":"my-export-1",`+csvBody[1:]).status)
 	assert.Equal(t, http.StatusUnprocessableEntity, e.do(t, http.MethodPut, org+strings.Repeat("x", 51), key(aliceKey), csvBody).status)
 	got := e.do(t, http.MethodGet, org+"my-export-1", key(aliceKey), "")
@@ -527,15 +548,17 @@ func TestClientIDsCannotTakeServerIDs(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, scheds[0].GetId(), run.GetParentId(), "the run is the schedule's, not a squatter's")
 	assert.Equal(t, "daily", run.GetName())
-	assert.Empty(t, run.GetClientId(), "a run has the server's id")
+	shown := "daily-" + strconv.FormatInt(occ.Unix(), 10)
+	assert.Equal(t, shown, run.GetClientId(), "a run is stored under the server's id and shown named after its schedule")
 
-	// The run is listed under its run id; the schedule under "daily".
+	// The run is listed as its schedule's run; the schedule under "daily".
 	ids := map[string]bool{}
 	for _, it := range e.do(t, http.MethodGet, base+"?filter=name:daily", key(aliceKey), "").list(t) {
 		ids[it["id"].(string)] = true
 	}
-	assert.Equal(t, map[string]bool{"daily": true, runID: true}, ids)
-	assert.Equal(t, "daily", e.do(t, http.MethodGet, base+"/"+runID, key(aliceKey), "").obj(t)["name"])
+	assert.Equal(t, map[string]bool{"daily": true, shown: true}, ids)
+	assert.Equal(t, "daily", e.do(t, http.MethodGet, base+"/"+shown, key(aliceKey), "").obj(t)["name"])
+	assert.Equal(t, "daily", e.do(t, http.MethodGet, base+"/"+runID, key(aliceKey), "").obj(t)["name"], "the stored id names it too")
 	upd := strings.Replace(daily, `"daily"`, `"daily v2"`, 1)
 	r = e.do(t, http.MethodPut, base+"/daily", key(aliceKey), upd)
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)

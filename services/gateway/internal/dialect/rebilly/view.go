@@ -105,7 +105,7 @@ type entry struct {
 func (d *API) render(e entry, viewer scope, user *sourcev1.User) item {
 	j := e.job
 	sc := j.GetRecords()
-	base, prefix, id := viewer.base, viewer.prefix, viewer.shownID(j)
+	base, id := viewer.base, viewer.shownID(j)
 	it := item{
 		ID:                id,
 		Name:              j.GetName(),
@@ -151,10 +151,10 @@ func (d *API) render(e entry, viewer scope, user *sourcev1.User) item {
 		}
 		it.RecordCount = result.GetProgress().GetRecords()
 	}
-	it.Links = []link{
-		{Rel: "self", Href: base + "/" + id},
-		{Rel: "user", Href: d.publicURL + prefix + "/users/" + j.GetOwnerId()},
-	}
+	// No "user" link: Dataport does not serve Rebilly's users API, and a
+	// link must lead somewhere. The owner is userId, and expand=user
+	// embeds them.
+	it.Links = []link{{Rel: "self", Href: base + "/" + id}}
 	if result != nil && result.GetState() == exportv1.JobState_JOB_STATE_COMPLETED && len(result.GetFiles()) > 0 {
 		f := result.GetFiles()[0]
 		href, exp := d.links.URL(result.GetId(), f.GetName())
