@@ -62,10 +62,11 @@ func (s *idSelector) done() bool { return s.remaining == 0 }
 func (e *Exporter) exportMail(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
 	task := t.Task
 	t.Log = t.Log.With("room_id", task.GetRoom().GetRoomId())
-	room, h, err := e.prepareRoom(ctx, t.Log, task)
+	room, h, err := e.prepareRoom(ctx, task)
 	if err != nil {
 		return nil, err
 	}
+	defer h.close()
 	sel := newIDSelector(task.GetMail().GetMessageIds())
 	var (
 		res     uploadResult

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,9 +30,18 @@ type history struct {
 	// task started. Replays stop there, so they end even while people keep
 	// chatting, and two replays of one task see the same messages.
 	lastSeq uint64
-	// latest maps ids published more than once (edits, thread updates) to
-	// the sequence of their last version; see indexRepublished.
-	latest map[string]uint64
+	// emitted holds the ids a resumed attempt's checkpoint says were
+	// rendered already and have versions still to come (see spool.go).
+	emitted map[string]struct{}
+	// spool is the history read, once, onto local disk.
+	spool *spool
+}
+
+// close releases the spool.
+func (h *history) close() {
+	if h != nil {
+		h.spool.close()
+	}
 }
 
 // lookupHistory reads the subject's size and last sequence. A subject with
@@ -147,38 +155,6 @@ func (e *Exporter) deleteConsumer(ctx context.Context, cons jetstream.Consumer) 
 	}
 }
 
-// indexRepublished finds the ids that occur more than once on the subject.
-// ChatMessage's contract is that a later publication of an id (an edit, a
-// thread root's new reply count) replaces the earlier one, and the export
-// shows each message once, at its first position, in its last version.
-//
-// A first pass over the subject collects those ids without holding every id:
-// a Bloom filter of about ten bits per message (capped at 8 MiB) remembers
-// the ids seen, and only ids the filter claims to have seen already go into
-// an exact map with the sequence of their latest version. False positives
-// only add an entry whose latest sequence is its only one, which the
-// export treats like any other message.
-func (e *Exporter) indexRepublished(ctx context.Context, h *history, onScan func() error) error {
-	h.latest = make(map[string]uint64)
-	if h.lastSeq == 0 {
-		return nil
-	}
-	seen := newBloom(h.count)
-	return e.replay(ctx, h, func(seq uint64, data []byte) (bool, error) {
-		if err := onScan(); err != nil {
-			return false, err
-		}
-		id, ok := messageID(data)
-		if !ok {
-			return true, nil // undecodable; the export pass reports it
-		}
-		if _, dup := h.latest[string(id)]; dup || seen.testAndAdd(id) {
-			h.latest[string(id)] = seq
-		}
-		return true, nil
-	})
-}
-
 // chatMessageIDField is ChatMessage.id's field number.
 const chatMessageIDField protowire.Number = 1
 
@@ -209,11 +185,10 @@ func messageID(data []byte) ([]byte, bool) {
 	return id, true
 }
 
-// bloom is a fixed-size Bloom filter over byte strings.
+// bloom is a fixed-size Bloom filter over id hashes.
 type bloom struct {
 	bits []uint64
 	m    uint64
-	seed maphash.Seed
 }
 
 const (
@@ -226,17 +201,15 @@ const (
 func newBloom(items uint64) *bloom {
 	m := min(max(items*bloomBitsPerItem, bloomMinBits), bloomMaxBits)
 	m = (m + 63) &^ 63
-	return &bloom{bits: make([]uint64, m/64), m: m, seed: maphash.MakeSeed()}
+	return &bloom{bits: make([]uint64, m/64), m: m}
 }
 
-// testAndAdd adds b and reports whether it may have been added before.
-func (f *bloom) testAndAdd(b []byte) bool {
-	h := maphash.Bytes(f.seed, b)
-	// Double hashing (Kirsch–Mitzenmacher): k indexes from one 64-bit hash.
-	h1, h2 := h, h>>32|h<<32|1
+// testAndAdd adds h and reports whether it may have been added before.
+func (f *bloom) testAndAdd(h idHash) bool {
+	// Double hashing (Kirsch–Mitzenmacher): k indexes from two hashes.
 	present := true
 	for i := range uint64(bloomHashes) {
-		bit := (h1 + i*h2) % f.m
+		bit := (h.a + i*(h.b|1)) % f.m
 		w, mask := bit/64, uint64(1)<<(bit%64)
 		if f.bits[w]&mask == 0 {
 			present = false
@@ -244,4 +217,15 @@ func (f *bloom) testAndAdd(b []byte) bool {
 		}
 	}
 	return present
+}
+
+// test reports whether h may have been added.
+func (f *bloom) test(h idHash) bool {
+	for i := range uint64(bloomHashes) {
+		bit := (h.a + i*(h.b|1)) % f.m
+		if f.bits[bit/64]&(uint64(1)<<(bit%64)) == 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -2,6 +2,7 @@ package roomexport
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"crypto/sha256"
 	"encoding"
@@ -25,8 +26,8 @@ import (
 // in the export_checkpoints bucket under <jobId>.<part> records the
 // upload, its parts, and everything the export pass needs to go on from
 // the last message whose bytes are all in those parts: its stream
-// sequence, counters, the SHA-256 state, the renderer's state and what is
-// left of the index of republished messages. A redelivered task (the
+// sequence, counters, the SHA-256 state, the renderer's state and the
+// republished ids placed already whose later versions are still to come. A redelivered task (the
 // exporter was killed, or the attempt failed on a transient error) checks
 // the checkpoint against the parts MinIO holds and continues after that
 // message; the bytes are the same as a clean run's, because parts are cut
@@ -67,26 +68,33 @@ type checkpoint struct {
 	// resumed replay ends where a clean one would.
 	Count   uint64 `json:"count"`
 	LastSeq uint64 `json:"last_seq"`
-	// Dups is the part of the republished-message index still needed:
-	// ids whose latest version comes after Seq.
+	// Dups are the ids placed up to Seq whose later versions come after
+	// Seq: the resumed pass skips those versions (see spool.go).
 	Dups []dupEntry `json:"dups,omitempty"`
 	// Subject is derived from the task, not stored.
 	subject string
 }
 
 // dupEntry is one republished id: where its last version is and whether
-// it was already rendered at its first position.
+// it was already rendered at its first position (always, since the
+// one-pass exporter; checkpoints of the two-pass one also list ids still
+// to come).
 type dupEntry struct {
 	ID      []byte `json:"id"`
 	Latest  uint64 `json:"latest"`
 	Emitted bool   `json:"emitted,omitempty"`
 }
 
-// history rebuilds what the index pass found, minus what lies behind.
+// history is the history as of the first attempt, with the ids already
+// placed whose later versions the resumed pass must skip. (Entries not
+// emitted, from checkpoints of the exporter's two-pass version, are
+// found again by the resumed pass's own planning.)
 func (cp *checkpoint) history() *history {
-	h := &history{subject: cp.subject, count: cp.Count, lastSeq: cp.LastSeq, latest: make(map[string]uint64, len(cp.Dups))}
+	h := &history{subject: cp.subject, count: cp.Count, lastSeq: cp.LastSeq, emitted: make(map[string]struct{}, len(cp.Dups))}
 	for _, d := range cp.Dups {
-		h.latest[string(d.ID)] = d.Latest
+		if d.Emitted && d.Latest > cp.Seq {
+			h.emitted[string(d.ID)] = struct{}{}
+		}
 	}
 	return h
 }
@@ -304,12 +312,11 @@ func (e *Exporter) snapshot(key string, task *exportv1.ExportTask, meta Meta, up
 		Hash: sum, Renderer: rs, Generated: meta.Generated,
 		Count: h.count, LastSeq: h.lastSeq,
 	}
-	for id, latest := range h.latest {
-		if latest <= pos.seq {
-			continue // neither this id nor its versions come again
-		}
-		_, emitted := pos.emitted[id]
-		cp.Dups = append(cp.Dups, dupEntry{ID: []byte(id), Latest: latest, Emitted: emitted})
+	if pos.untracked {
+		return nil, fmt.Errorf("more than %d republished messages span the part boundary", maxOpenIDs)
+	}
+	for _, o := range pos.openIDsAfter() {
+		cp.Dups = append(cp.Dups, dupEntry{ID: []byte(o.id), Latest: o.latest, Emitted: true})
 	}
 	return cp, nil
 }
@@ -331,8 +338,8 @@ func (e *Exporter) restore(cp *checkpoint, w *partWriter, r Renderer, res *uploa
 	res.records, res.skipped = cp.Records, cp.Skipped
 	pos.seq, pos.scanned = cp.Seq, cp.Scanned
 	for _, d := range cp.Dups {
-		if d.Emitted {
-			pos.emitted[string(d.ID)] = struct{}{}
+		if d.Emitted && d.Latest > cp.Seq {
+			heap.Push(&pos.open, openID{id: string(d.ID), latest: d.Latest})
 		}
 	}
 	return nil

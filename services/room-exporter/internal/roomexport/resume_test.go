@@ -147,8 +147,8 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 			sum := sha256.Sum256(h.download(t, resumed.GetObjectKey()))
 			assert.Equal(t, clean.GetSha256(), hex.EncodeToString(sum[:]), "the stored object is the one announced")
 
-			// The saved work: the redelivered attempt read neither the
-			// messages the checkpoint covers nor the index pass again.
+			// The saved work: the redelivered attempt did not read the
+			// messages the checkpoint covers.
 			assert.Equal(t, from, minAfter.Load(), "the resumed replay starts after the checkpoint")
 			assert.Less(t, readsAfter.Load(), int64(n), "fewer messages read than the room holds")
 			t.Logf("%s: resumed at stream sequence %d; the redelivered attempt read %d of %d messages",

@@ -13,6 +13,7 @@
 package roomexport
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -194,15 +195,23 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	if err != nil {
 		return nil, err
 	}
-	var h *history
+	var (
+		h     *history
+		start uint64 // the subject's first message
+	)
 	meta := Meta{Generated: e.now()}
 	if cp != nil {
-		// The index pass is not repeated: the checkpoint carries what is
-		// left of it, and the time the first attempt printed.
-		h, meta.Generated = cp.history(), cp.Generated
-	} else if h, err = e.indexRoom(ctx, t.Log, task); err != nil {
+		// The checkpoint carries the history as of the first attempt, the
+		// ids it placed that have versions still to come, and the time it
+		// printed; the messages it covers are not read again.
+		h, meta.Generated, start = cp.history(), cp.Generated, cp.Seq+1
+	} else if h, err = e.lookupTaskHistory(ctx, task); err != nil {
 		return nil, err
 	}
+	if h.spool, err = e.spoolHistory(ctx, h, start); err != nil {
+		return nil, err
+	}
+	defer h.close()
 	if f := task.GetRoom().GetFrom(); f != nil {
 		meta.From = f.AsTime()
 	}
@@ -225,14 +234,18 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 		Log: []any{"object_key", key, "skipped", res.skipped, "parts", res.parts, "resumed", cp != nil}}, nil
 }
 
-// prepareRoom loads the task's room and indexes its history.
-func (e *Exporter) prepareRoom(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) (*sourcev1.Room, *history, error) {
+// prepareRoom loads the task's room and reads its history onto local
+// disk; the caller closes the history.
+func (e *Exporter) prepareRoom(ctx context.Context, task *exportv1.ExportTask) (*sourcev1.Room, *history, error) {
 	room, err := e.loadTaskRoom(ctx, task)
 	if err != nil {
 		return nil, nil, err
 	}
-	h, err := e.indexRoom(ctx, log, task)
+	h, err := e.lookupTaskHistory(ctx, task)
 	if err != nil {
+		return nil, nil, err
+	}
+	if h.spool, err = e.spoolHistory(ctx, h, 0); err != nil {
 		return nil, nil, err
 	}
 	return room, h, nil
@@ -246,28 +259,13 @@ func (e *Exporter) loadTaskRoom(ctx context.Context, task *exportv1.ExportTask) 
 	return e.loadRoom(ctx, task.GetRoom().GetRoomId())
 }
 
-// indexRoom looks up the task room's history and indexes it.
-func (e *Exporter) indexRoom(ctx context.Context, log *slog.Logger, task *exportv1.ExportTask) (*history, error) {
+// lookupTaskHistory looks up the size and end of the task room's history.
+func (e *Exporter) lookupTaskHistory(ctx context.Context, task *exportv1.ExportTask) (*history, error) {
 	subject, err := bus.ChatSubject(task.GetRoom().GetRoomId())
 	if err != nil {
 		return nil, taskrun.Reject("invalid room id %q", task.GetRoom().GetRoomId())
 	}
-	h, err := e.lookupHistory(ctx, subject)
-	if err != nil {
-		return nil, err
-	}
-	// The index pass reads the whole subject too, so it stops on a
-	// cancellation like the export pass does.
-	err = e.indexRepublished(ctx, h, func() error {
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return h, nil
+	return e.lookupHistory(ctx, subject)
 }
 
 // validateTask rejects tasks that no retry can fix; the runner checked
@@ -411,15 +409,65 @@ func (e *Exporter) render(ctx context.Context, t *taskrun.Task, r Renderer,
 type position struct {
 	seq     uint64
 	scanned uint64
-	// emitted holds the republished ids (h.latest) already rendered, at
-	// their first position; later versions are skipped.
-	emitted map[string]struct{}
+	// open holds the ids placed already whose later versions come after
+	// seq: a resumed attempt must skip those versions. It is bounded by
+	// maxOpenIDs; past that the pass goes on without checkpoints
+	// (untracked), which would be too big to save anyway.
+	open      openIDs
+	untracked bool
 }
 
-func newPosition() *position { return &position{emitted: make(map[string]struct{})} }
+func newPosition() *position { return &position{} }
 
-// renderMessages replays the room from after pos.seq and feeds the
-// messages in range to r, advancing pos. after, when not nil, runs after
+// maxOpenIDs bounds position.open; a checkpoint holding that many ids
+// is over taskrun.MaxCheckpointBytes.
+const maxOpenIDs = 1 << 16
+
+// placed records that the message with id data's was placed at its first
+// position and that its last version is at stream sequence latest.
+func (p *position) placed(data []byte, latest uint64) {
+	if p.untracked {
+		return
+	}
+	if len(p.open) >= maxOpenIDs {
+		p.open, p.untracked = nil, true
+		return
+	}
+	id, _ := messageID(data)
+	heap.Push(&p.open, openID{id: string(id), latest: latest})
+}
+
+// openIDsAfter returns the ids of p.open whose last version comes after
+// p.seq, forgetting the others.
+func (p *position) openIDsAfter() []openID {
+	for len(p.open) > 0 && p.open[0].latest <= p.seq {
+		heap.Pop(&p.open)
+	}
+	return p.open
+}
+
+// openID is a placed id and the stream sequence of its last version.
+type openID struct {
+	id     string
+	latest uint64
+}
+
+// openIDs is a min-heap by latest.
+type openIDs []openID
+
+func (h openIDs) Len() int           { return len(h) }
+func (h openIDs) Less(i, j int) bool { return h[i].latest < h[j].latest }
+func (h openIDs) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *openIDs) Push(x any)        { *h = append(*h, x.(openID)) }
+func (h *openIDs) Pop() any {
+	old := *h
+	v := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return v
+}
+
+// renderMessages renders the spooled history (which starts after pos.seq)
+// and feeds the messages in range to r, advancing pos. after, when not nil, runs after
 // each message the replay goes on from; an error from it ends the pass.
 func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Renderer,
 	h *history, counter *countingWriter, res *uploadResult, sel selector, pos *position, after func(*position) error,
@@ -438,7 +486,7 @@ func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Render
 		m       sourcev1.ChatMessage
 		counted = res.records // in the exported-messages counter
 	)
-	message := func(seq uint64, data []byte) (bool, error) {
+	message := func(seq uint64, data []byte, latest uint64) (bool, error) {
 		// Checks come before the message, so they report work done (see
 		// taskrun.Task.Tick).
 		if err := t.Tick(ctx, percent(pos.scanned, h.count), res.records, counter.n.Load()); err != nil {
@@ -450,21 +498,11 @@ func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Render
 		}
 
 		pos.scanned++
-		id, ok := messageID(data)
-		if ok {
-			if latest, dup := h.latest[string(id)]; dup {
-				if _, done := pos.emitted[string(id)]; done {
-					return true, nil // an older version's place was taken
-				}
-				pos.emitted[string(id)] = struct{}{}
-				if latest != seq {
-					raw, err := e.chat.GetMsg(ctx, latest)
-					if err != nil {
-						return false, fmt.Errorf("latest version of message %s: %w", id, err)
-					}
-					data = raw.Data
-				}
-			}
+		if data == nil {
+			return true, nil // an older version's place was taken
+		}
+		if latest != 0 {
+			pos.placed(data, latest)
 		}
 		if err := proto.Unmarshal(data, &m); err != nil {
 			// One corrupt message must not make the room unexportable.
@@ -488,12 +526,8 @@ func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Render
 		}
 		return sel == nil || !sel.done(), nil
 	}
-	var start uint64 // the subject's first message
-	if pos.seq > 0 {
-		start = pos.seq + 1
-	}
-	err := e.replayFrom(ctx, h, start, func(seq uint64, data []byte) (bool, error) {
-		more, err := message(seq, data)
+	err := h.spool.each(func(seq uint64, data []byte, latest uint64) (bool, error) {
+		more, err := message(seq, data, latest)
 		if err != nil {
 			return false, err
 		}

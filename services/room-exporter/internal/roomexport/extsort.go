@@ -1,0 +1,213 @@
+package roomexport
+
+import (
+	"bufio"
+	"cmp"
+	"container/heap"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+)
+
+// record is the unit the external sorter sorts: four words, compared in
+// order. What the words mean is the caller's (see spool.go).
+type record [4]uint64
+
+const recordBytes = 32
+
+func compareRecords(a, b record) int {
+	for i := range a {
+		if c := cmp.Compare(a[i], b[i]); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+// sorterRunRecords is how many records a sorter holds in memory before it
+// writes them out as a sorted run: 4 MiB, whatever the room's size.
+const sorterRunRecords = 128 << 10
+
+// sorterReadBuffer is each run's read buffer during the merge: 10,000,000
+// records make 77 runs, 2.5 MiB of buffers.
+const sorterReadBuffer = 32 << 10
+
+// sorter sorts any number of records with bounded memory: records are
+// collected in a buffer, each full buffer is sorted and appended to an
+// unlinked temporary file as a run, and reading merges the runs. It is
+// used by one goroutine.
+type sorter struct {
+	dir  string
+	buf  []record
+	file *os.File
+	w    *bufio.Writer
+	runs []int64 // end offset of each run written; runs follow each other
+	size int64
+}
+
+func newSorter(dir string) *sorter {
+	return &sorter{dir: dir}
+}
+
+// add appends r.
+func (s *sorter) add(r record) error {
+	if s.buf == nil {
+		s.buf = make([]record, 0, sorterRunRecords)
+	}
+	s.buf = append(s.buf, r)
+	if len(s.buf) == cap(s.buf) {
+		return s.spill()
+	}
+	return nil
+}
+
+func (s *sorter) spill() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	if s.file == nil {
+		f, err := createUnlinked(s.dir, "roomexport-sort-*")
+		if err != nil {
+			return err
+		}
+		s.file, s.w = f, bufio.NewWriterSize(f, 64<<10)
+	}
+	slices.SortFunc(s.buf, compareRecords)
+	var b [recordBytes]byte
+	for _, r := range s.buf {
+		for i, v := range r {
+			binary.LittleEndian.PutUint64(b[i*8:], v)
+		}
+		if _, err := s.w.Write(b[:]); err != nil {
+			return fmt.Errorf("sort run: %w", err)
+		}
+	}
+	s.size += int64(len(s.buf)) * recordBytes
+	s.runs = append(s.runs, s.size)
+	s.buf = s.buf[:0]
+	return nil
+}
+
+// sorted returns an iterator over every record added, in order. Records
+// are not added after it.
+func (s *sorter) sorted() (*mergeIter, error) {
+	if len(s.runs) == 0 {
+		// Everything fits in memory: no file at all.
+		slices.SortFunc(s.buf, compareRecords)
+		return &mergeIter{mem: s.buf}, nil
+	}
+	if err := s.spill(); err != nil {
+		return nil, err
+	}
+	if err := s.w.Flush(); err != nil {
+		return nil, fmt.Errorf("sort run: %w", err)
+	}
+	s.buf = nil
+	it := &mergeIter{}
+	var start int64
+	for _, end := range s.runs {
+		c := &runCursor{r: bufio.NewReaderSize(io.NewSectionReader(s.file, start, end-start), sorterReadBuffer)}
+		ok, err := c.advance()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			it.heap = append(it.heap, c)
+		}
+		start = end
+	}
+	heap.Init(&it.heap)
+	return it, nil
+}
+
+// close releases the run file.
+func (s *sorter) close() {
+	if s.file != nil {
+		s.file.Close()
+		s.file = nil
+	}
+	s.buf = nil
+}
+
+// mergeIter yields a sorter's records in order.
+type mergeIter struct {
+	mem  []record // when nothing was written out
+	heap runHeap
+}
+
+// next returns the next record, or false at the end.
+func (it *mergeIter) next() (record, bool, error) {
+	if it.heap == nil {
+		if len(it.mem) == 0 {
+			return record{}, false, nil
+		}
+		r := it.mem[0]
+		it.mem = it.mem[1:]
+		return r, true, nil
+	}
+	if len(it.heap) == 0 {
+		return record{}, false, nil
+	}
+	c := it.heap[0]
+	r := c.cur
+	ok, err := c.advance()
+	if err != nil {
+		return record{}, false, err
+	}
+	if ok {
+		heap.Fix(&it.heap, 0)
+	} else {
+		heap.Pop(&it.heap)
+	}
+	return r, true, nil
+}
+
+type runCursor struct {
+	r   *bufio.Reader
+	cur record
+}
+
+func (c *runCursor) advance() (bool, error) {
+	var b [recordBytes]byte
+	if _, err := io.ReadFull(c.r, b[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		return false, fmt.Errorf("sort run: %w", err)
+	}
+	for i := range c.cur {
+		c.cur[i] = binary.LittleEndian.Uint64(b[i*8:])
+	}
+	return true, nil
+}
+
+type runHeap []*runCursor
+
+func (h runHeap) Len() int           { return len(h) }
+func (h runHeap) Less(i, j int) bool { return compareRecords(h[i].cur, h[j].cur) < 0 }
+func (h runHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *runHeap) Push(x any)        { *h = append(*h, x.(*runCursor)) }
+func (h *runHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return c
+}
+
+// createUnlinked creates a temporary file in dir and removes its name at
+// once: the space is the open file's and goes back to the system when it is
+// closed, even if the process is killed.
+func createUnlinked(dir, pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, fmt.Errorf("spool file: %w", err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool file: %w", err)
+	}
+	return f, nil
+}
