@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -61,6 +63,9 @@ import (
 //	                               edited room has N/2 messages, N versions
 //	DATAPORT_BENCH_FORMATS=json,html  formats to run (json,html)
 //	DATAPORT_NATS_BIN              nats-server binary (bin/nats-server)
+//	DATAPORT_BENCH_PROFILE=dir     each child writes dir/<mode>-<room>-<format>.cpu.pprof
+//	                               and .allocs.pprof (go tool pprof), and its debug log
+//	                               (.log: how long the spooling pass took)
 //
 // Publishing the 2,000,000 versions takes about a minute on the 2-core dev
 // machine; each case then runs once (-benchtime=1x).
@@ -70,6 +75,7 @@ const (
 	envBenchMessages = "DATAPORT_BENCH_MESSAGES"
 	envBenchFormats  = "DATAPORT_BENCH_FORMATS"
 	envBenchChild    = "DATAPORT_BENCH_CHILD"
+	envBenchProfile  = "DATAPORT_BENCH_PROFILE"
 	benchResultTag   = "BENCH-RESULT "
 )
 
@@ -221,10 +227,22 @@ func TestPipelineBenchChild(t *testing.T) {
 	allocs := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
 	metrics.Read(allocs)
 	before := allocs[0].Value.Uint64()
+	logger := slog.New(slog.DiscardHandler)
+	if dir := os.Getenv(envBenchProfile); dir != "" {
+		base := filepath.Join(dir, spec.Mode+"-"+spec.Room+"-"+spec.Format)
+		stop := profile(t, base)
+		defer stop()
+		logs, err := os.Create(base + ".log")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logs.Close()
+		logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	var res childResult
 	switch spec.Mode {
 	case "dataport":
-		res, err = runDataport(ctx, t, js, store, spec)
+		res, err = runDataport(ctx, t, js, store, spec, logger)
 	case "baseline":
 		res, err = runBaseline(ctx, js, store, spec)
 	default:
@@ -242,13 +260,37 @@ func TestPipelineBenchChild(t *testing.T) {
 	fmt.Println(benchResultTag + string(out))
 }
 
-func runDataport(ctx context.Context, t *testing.T, js jetstream.JetStream, store *blob.Store, spec childSpec) (childResult, error) {
+// profile starts a CPU profile at base.cpu.pprof; the returned stop ends
+// it and writes the allocations to base.allocs.pprof.
+func profile(t *testing.T, base string) (stop func()) {
+	cpu, err := os.Create(base + ".cpu.pprof")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		cpu.Close()
+		f, err := os.Create(base + ".allocs.pprof")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func runDataport(ctx context.Context, t *testing.T, js jetstream.JetStream, store *blob.Store, spec childSpec, logger *slog.Logger) (childResult, error) {
 	runner, err := taskrun.New(ctx, taskrun.Options{JS: js, Store: store, Publisher: bus.NewPublisher(js, nil), Bucket: spec.Bucket,
-		Signer: bustest.TaskSigner(t), Name: "roomexport", NotAllowed: roomexport.ReasonNotAllowed})
+		Signer: bustest.TaskSigner(t), Name: "roomexport", NotAllowed: roomexport.ReasonNotAllowed, Logger: logger})
 	if err != nil {
 		return childResult{}, err
 	}
-	rooms, err := roomexport.New(ctx, roomexport.Options{JS: js, Store: store, Bucket: spec.Bucket})
+	rooms, err := roomexport.New(ctx, roomexport.Options{JS: js, Store: store, Bucket: spec.Bucket, Logger: logger})
 	if err != nil {
 		return childResult{}, err
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -74,46 +76,6 @@ type jsonRoom struct {
 	Usernames []string `json:"usernames,omitempty"`
 }
 
-type jsonUser struct {
-	ID       string `json:"_id"`
-	Username string `json:"username"`
-	Name     string `json:"name,omitempty"`
-}
-
-type jsonEditor struct {
-	ID       string `json:"_id"`
-	Username string `json:"username"`
-}
-
-type jsonFile struct {
-	ID   string `json:"_id"`
-	Name string `json:"name"`
-	Type string `json:"type,omitempty"`
-}
-
-type jsonAttachment struct {
-	Type        string `json:"type"`
-	Title       string `json:"title"`
-	TitleLink   string `json:"title_link"`
-	Description string `json:"description,omitempty"`
-}
-
-type jsonMessage struct {
-	ID          string           `json:"_id"`
-	RoomID      string           `json:"rid"`
-	Msg         string           `json:"msg"`
-	TS          string           `json:"ts"`
-	User        jsonUser         `json:"u"`
-	EditedAt    string           `json:"editedAt,omitempty"`
-	EditedBy    *jsonEditor      `json:"editedBy,omitempty"`
-	ThreadID    string           `json:"tmid,omitempty"`
-	ThreadCount uint32           `json:"tcount,omitempty"`
-	ThreadLast  string           `json:"tlm,omitempty"`
-	Type        string           `json:"t,omitempty"`
-	File        *jsonFile        `json:"file,omitempty"`
-	Attachments []jsonAttachment `json:"attachments,omitempty"`
-}
-
 // AssetPath is where an attachment's bytes sit inside a downloaded export,
 // relative to the document: "assets/<fileId>-<name>", with the name cleaned
 // like every file name so that no link can leave the archive.
@@ -122,39 +84,23 @@ func AssetPath(fileID, name string) string {
 }
 
 // jsonRenderer writes {"room": {...}, "messages": [...]} with one message
-// per line. Every message is encoded on its own, so memory does not depend
-// on how many there are.
+// per line. Every message is encoded on its own into a reused buffer, so
+// memory does not depend on how many there are.
+//
+// Messages are appended by hand (appendJSONMessage) rather than through
+// encoding/json, which spent most of an export's encoder time on
+// reflection and a string per timestamp; the bytes are encoding/json's
+// with SetEscapeHTML(false), field for field (TestJSONMessageEncoding
+// checks them against it).
 type jsonRenderer struct {
 	w   io.Writer
-	buf bytes.Buffer
-	enc *json.Encoder
+	buf []byte
 	n   int
-	// msg and its parts are reused for every message to keep allocations
-	// down to the strings encoding/json itself needs.
-	msg    jsonMessage
-	editor jsonEditor
-	file   jsonFile
-	atts   []jsonAttachment
 }
 
 // NewJSONRenderer returns the Rocket.Chat-compatible JSON renderer.
 func NewJSONRenderer(w io.Writer) Renderer {
-	r := &jsonRenderer{w: w}
-	r.enc = json.NewEncoder(&r.buf)
-	// Messages are data, not HTML: keep <, > and & readable.
-	r.enc.SetEscapeHTML(false)
-	return r
-}
-
-// encode writes v without the newline json.Encoder appends.
-func (r *jsonRenderer) encode(prefix string, v any) error {
-	r.buf.Reset()
-	r.buf.WriteString(prefix)
-	if err := r.enc.Encode(v); err != nil {
-		return fmt.Errorf("encode json: %w", err)
-	}
-	_, err := r.w.Write(bytes.TrimSuffix(r.buf.Bytes(), []byte("\n")))
-	return err
+	return &jsonRenderer{w: w, buf: make([]byte, 0, 4096)}
 }
 
 func (r *jsonRenderer) Begin(room *sourcev1.Room) error {
@@ -166,61 +112,179 @@ func (r *jsonRenderer) Begin(room *sourcev1.Room) error {
 		TS:        formatTime(room.GetCreatedAt()),
 		Usernames: room.GetUsernames(),
 	}
-	if err := r.encode(`{"room":`, jr); err != nil {
-		return err
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	// Rooms are data, not HTML: keep <, > and & readable.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(jr); err != nil {
+		return fmt.Errorf("encode json: %w", err)
 	}
-	_, err := io.WriteString(r.w, ",\n\"messages\":[")
+	r.buf = append(append(r.buf[:0], `{"room":`...), bytes.TrimSuffix(b.Bytes(), []byte("\n"))...)
+	r.buf = append(r.buf, ",\n\"messages\":["...)
+	_, err := r.w.Write(r.buf)
 	return err
 }
 
 func (r *jsonRenderer) Message(m *sourcev1.ChatMessage) error {
-	jm := &r.msg
-	r.atts = r.atts[:0]
-	*jm = jsonMessage{
-		ID:          m.GetId(),
-		RoomID:      m.GetRoomId(),
-		Msg:         m.GetText(),
-		TS:          formatTime(m.GetTs()),
-		User:        jsonUser{ID: m.GetUser().GetId(), Username: m.GetUser().GetUsername(), Name: m.GetUser().GetName()},
-		EditedAt:    formatTime(m.GetEditedAt()),
-		ThreadID:    m.GetThreadId(),
-		ThreadCount: m.GetThreadCount(),
-		ThreadLast:  formatTime(m.GetThreadLastMessage()),
-		Type:        m.GetSystemType(),
+	b := r.buf[:0]
+	if r.n > 0 {
+		b = append(b, ',')
 	}
-	if jm.TS == "" {
-		// ts is not optional in Rocket.Chat; an unset one reads as the epoch.
-		jm.TS = formatTime(&timestamppb.Timestamp{})
+	b = append(b, '\n')
+	b = appendJSONMessage(b, m)
+	r.buf = b
+	r.n++
+	_, err := r.w.Write(b)
+	return err
+}
+
+// appendJSONMessage appends m as the JSON object Rocket.Chat exports
+// (docs/ARCHITECTURE.md, "Room export JSON document"): fields in this
+// order, the optional ones only when set.
+func appendJSONMessage(b []byte, m *sourcev1.ChatMessage) []byte {
+	b = append(b, `{"_id":`...)
+	b = appendJSONString(b, m.GetId())
+	b = append(b, `,"rid":`...)
+	b = appendJSONString(b, m.GetRoomId())
+	b = append(b, `,"msg":`...)
+	b = appendJSONString(b, m.GetText())
+	b = append(b, `,"ts":`...)
+	// ts is not optional in Rocket.Chat; an unset one reads as the epoch.
+	b = appendJSONTime(b, m.GetTs().AsTime())
+	u := m.GetUser()
+	b = append(b, `,"u":{"_id":`...)
+	b = appendJSONString(b, u.GetId())
+	b = append(b, `,"username":`...)
+	b = appendJSONString(b, u.GetUsername())
+	if u.GetName() != "" {
+		b = append(b, `,"name":`...)
+		b = appendJSONString(b, u.GetName())
+	}
+	b = append(b, '}')
+	if t := m.GetEditedAt(); t != nil {
+		b = append(b, `,"editedAt":`...)
+		b = appendJSONTime(b, t.AsTime())
 	}
 	if e := m.GetEditedBy(); e != nil {
-		r.editor = jsonEditor{ID: e.GetId(), Username: e.GetUsername()}
-		jm.EditedBy = &r.editor
+		b = append(b, `,"editedBy":{"_id":`...)
+		b = appendJSONString(b, e.GetId())
+		b = append(b, `,"username":`...)
+		b = appendJSONString(b, e.GetUsername())
+		b = append(b, '}')
 	}
-	for i, a := range m.GetAttachments() {
-		if i == 0 {
-			r.file = jsonFile{ID: a.GetFileId(), Name: a.GetName(), Type: a.GetContentType()}
-			jm.File = &r.file
+	if v := m.GetThreadId(); v != "" {
+		b = append(b, `,"tmid":`...)
+		b = appendJSONString(b, v)
+	}
+	if n := m.GetThreadCount(); n != 0 {
+		b = append(b, `,"tcount":`...)
+		b = strconv.AppendUint(b, uint64(n), 10)
+	}
+	if t := m.GetThreadLastMessage(); t != nil {
+		b = append(b, `,"tlm":`...)
+		b = appendJSONTime(b, t.AsTime())
+	}
+	if v := m.GetSystemType(); v != "" {
+		b = append(b, `,"t":`...)
+		b = appendJSONString(b, v)
+	}
+	atts := m.GetAttachments()
+	if len(atts) > 0 {
+		a := atts[0]
+		b = append(b, `,"file":{"_id":`...)
+		b = appendJSONString(b, a.GetFileId())
+		b = append(b, `,"name":`...)
+		b = appendJSONString(b, a.GetName())
+		if a.GetContentType() != "" {
+			b = append(b, `,"type":`...)
+			b = appendJSONString(b, a.GetContentType())
 		}
-		title := a.GetTitle()
-		if title == "" {
-			title = a.GetName()
+		b = append(b, `},"attachments":[`...)
+		for i, a := range atts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			title := a.GetTitle()
+			if title == "" {
+				title = a.GetName()
+			}
+			b = append(b, `{"type":"file","title":`...)
+			b = appendJSONString(b, title)
+			b = append(b, `,"title_link":`...)
+			b = appendJSONString(b, AssetPath(a.GetFileId(), a.GetName()))
+			if a.GetDescription() != "" {
+				b = append(b, `,"description":`...)
+				b = appendJSONString(b, a.GetDescription())
+			}
+			b = append(b, '}')
 		}
-		r.atts = append(r.atts, jsonAttachment{
-			Type:        "file",
-			Title:       title,
-			TitleLink:   AssetPath(a.GetFileId(), a.GetName()),
-			Description: a.GetDescription(),
-		})
+		b = append(b, ']')
 	}
-	if len(r.atts) > 0 {
-		jm.Attachments = r.atts
+	return append(b, '}')
+}
+
+// appendJSONTime appends t as a JSON string in timeLayout.
+func appendJSONTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, timeLayout)
+	return append(b, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string the way encoding/json does
+// with SetEscapeHTML(false): quote, backslash and control characters
+// escaped (\b \f \n \r \t by name), invalid UTF-8 as \ufffd, U+2028 and
+// U+2029 escaped, everything else as is.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
 	}
-	prefix := "\n"
-	if r.n > 0 {
-		prefix = ",\n"
-	}
-	r.n++
-	return r.encode(prefix, jm)
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 func (r *jsonRenderer) End() error {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"strconv"
 	"time"
 
@@ -173,6 +174,15 @@ func (e *Exporter) discardCheckpoint(ctx context.Context, t *taskrun.Task) {
 	t.DeleteCheckpoint(ctx)
 }
 
+// pendingPart is a part being uploaded.
+type pendingPart struct {
+	done chan struct{} // closed when the upload ended
+	buf  []byte
+	cp   *checkpoint
+	part blob.Part
+	err  error
+}
+
 // partWriter collects the document's bytes for the next part and keeps
 // the SHA-256 and the byte count of the whole document.
 type partWriter struct {
@@ -222,7 +232,44 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 			return uploadResult{}, errors.Join(err, e.store.Abort(context.WithoutCancel(ctx), up))
 		}
 	}
+	// One part uploads while the next is rendered into the other buffer:
+	// the encoder does not wait for MinIO, nor MinIO for the encoder.
+	// inflight is that upload; settle waits for it and then saves the
+	// checkpoint taken when it was cut, so a checkpoint never names a
+	// part MinIO has not acknowledged.
+	var (
+		inflight *pendingPart
+		spare    []byte
+		issued   = len(parts) // part numbers handed out
+	)
+	settle := func() error {
+		if inflight == nil {
+			return nil
+		}
+		p := inflight
+		<-p.done
+		inflight, spare = nil, p.buf[:0]
+		if p.err != nil {
+			return fmt.Errorf("export part %d: %w", task.GetPart(), p.err)
+		}
+		parts = append(parts, p.part)
+		if p.cp == nil {
+			return nil
+		}
+		p.cp.Parts = slices.Clone(parts)
+		if t.SaveCheckpoint(ctx, p.cp) {
+			saved = true
+			log.DebugContext(ctx, "checkpoint saved", "part_number", len(parts), "stream_seq", p.cp.Seq, "records", p.cp.Records)
+			if e.opts.afterCheckpoint != nil {
+				return e.opts.afterCheckpoint(len(parts))
+			}
+		}
+		return nil
+	}
 	defer func() {
+		if inflight != nil {
+			<-inflight.done // the upload is ours until it ends
+		}
 		switch {
 		case err == nil:
 		case bus.IsPermanent(err) || errors.Is(err, blob.ErrUploadGone):
@@ -235,39 +282,38 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 		}
 	}()
 
-	flush := func() error {
-		n := len(parts) + 1
-		p, err := e.store.PutPart(ctx, up, n, bytes.NewReader(w.buf), int64(len(w.buf)))
-		if err != nil {
-			return fmt.Errorf("export part %d: %w", task.GetPart(), err)
+	// send starts uploading the part buffer; cp, when not nil, is the
+	// checkpoint to save once MinIO has it.
+	send := func(cp *checkpoint) error {
+		if err := settle(); err != nil {
+			return err
 		}
-		parts = append(parts, p)
-		w.buf = w.buf[:0]
+		issued++
+		p := &pendingPart{done: make(chan struct{}), buf: w.buf, cp: cp}
+		go func(n int) {
+			defer close(p.done)
+			p.part, p.err = e.store.PutPart(ctx, up, n, bytes.NewReader(p.buf), int64(len(p.buf)))
+		}(issued)
+		inflight = p
+		if spare == nil {
+			spare = make([]byte, 0, cap(w.buf))
+		}
+		w.buf, spare = spare, nil
 		return nil
 	}
 	after := func(pos *position) error {
 		if len(w.buf) < e.opts.PartSize {
 			return nil
 		}
-		if err := flush(); err != nil {
-			return err
-		}
-		if !canSave {
-			return nil
-		}
-		next, err := e.snapshot(key, task, meta, up, parts, w, state, &res, pos, h)
-		if err != nil {
-			log.WarnContext(ctx, "checkpoint not taken", "error", err)
-			return nil
-		}
-		if t.SaveCheckpoint(ctx, next) {
-			saved = true
-			log.DebugContext(ctx, "checkpoint saved", "part_number", len(parts), "stream_seq", pos.seq, "records", res.records)
-			if e.opts.afterCheckpoint != nil {
-				return e.opts.afterCheckpoint(len(parts))
+		var next *checkpoint
+		if canSave {
+			// Taken now, while the state is the cut's; saved by settle.
+			var err error
+			if next, err = e.snapshot(key, task, meta, up, w, state, &res, pos, h); err != nil {
+				log.WarnContext(ctx, "checkpoint not taken", "error", err)
 			}
 		}
-		return nil
+		return send(next)
 	}
 	if err := e.renderMessages(ctx, t, r, h, &w.count, &res, nil, pos, after); err != nil {
 		return uploadResult{}, err
@@ -275,10 +321,13 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 	if err := r.End(); err != nil {
 		return uploadResult{}, err
 	}
-	if len(w.buf) > 0 || len(parts) == 0 {
-		if err := flush(); err != nil {
+	if len(w.buf) > 0 || issued == 0 {
+		if err := send(nil); err != nil {
 			return uploadResult{}, err
 		}
+	}
+	if err := settle(); err != nil {
+		return uploadResult{}, err
 	}
 	info, err := e.store.Complete(ctx, up, parts)
 	if err != nil {
@@ -292,9 +341,10 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 	return res, nil
 }
 
-// snapshot captures the state right after a part was uploaded, when the
-// part buffer is empty and every byte written is in parts.
-func (e *Exporter) snapshot(key string, task *exportv1.ExportTask, meta Meta, up blob.MultipartUpload, parts []blob.Part,
+// snapshot captures the state right after a part was cut, when every
+// byte written is in the parts uploaded or uploading; parts are filled in
+// once they are all acknowledged.
+func (e *Exporter) snapshot(key string, task *exportv1.ExportTask, meta Meta, up blob.MultipartUpload,
 	w *partWriter, state resumable, res *uploadResult, pos *position, h *history,
 ) (*checkpoint, error) {
 	sum, err := w.sum.(encoding.BinaryMarshaler).MarshalBinary()
@@ -307,8 +357,8 @@ func (e *Exporter) snapshot(key string, task *exportv1.ExportTask, meta Meta, up
 	}
 	cp := &checkpoint{
 		Version: checkpointVersion, Key: key, Format: task.GetFormat().String(),
-		Upload: up, Parts: parts,
-		Seq: pos.seq, Scanned: pos.scanned, Records: res.records, Skipped: res.skipped, Bytes: w.count.n.Load(),
+		Upload: up,
+		Seq:    pos.seq, Scanned: pos.scanned, Records: res.records, Skipped: res.skipped, Bytes: w.count.n.Load(),
 		Hash: sum, Renderer: rs, Generated: meta.Generated,
 		Count: h.count, LastSeq: h.lastSeq,
 	}

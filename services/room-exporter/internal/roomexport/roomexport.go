@@ -208,10 +208,13 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	} else if h, err = e.lookupTaskHistory(ctx, task); err != nil {
 		return nil, err
 	}
+	spoolStart := time.Now()
 	if h.spool, err = e.spoolHistory(ctx, h, start); err != nil {
 		return nil, err
 	}
 	defer h.close()
+	t.Log.DebugContext(ctx, "history spooled", "from_seq", start, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
+		"planned", h.spool.planned, "duration", time.Since(spoolStart).String())
 	if f := task.GetRoom().GetFrom(); f != nil {
 		meta.From = f.AsTime()
 	}

@@ -53,7 +53,9 @@ const spoolReadBuffer = 256 << 10
 type spool struct {
 	data *os.File
 	size int64
-	plan *mergeIter
+	// planned counts the plan's records: versions of republished ids.
+	planned int
+	plan    *mergeIter
 	// sorters own the plan's files.
 	sorters []*sorter
 	seed    maphash.Seed
@@ -198,6 +200,7 @@ func (sp *spool) planRepeats(ids *os.File, again *bloom, plan *sorter) (*sorter,
 		if group < 2 {
 			return nil
 		}
+		sp.planned += group
 		return plan.add(record{first[2], planLatest, last[2], last[3]})
 	}
 	for {
