@@ -33,7 +33,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help node tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench clean images
+.PHONY: help node tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the five services, seed demo data"
@@ -41,7 +41,8 @@ help:
 	@echo "make test    install tools, check formatting and modules, run every test"
 	@echo "make proto   regenerate Go code from proto/ with the pinned buf"
 	@echo "make lint    buf lint + breaking check, go vet"
-	@echo "make bench   run the Go benchmarks"
+	@echo "make bench   run the Go benchmarks (bench-export-rooms too)"
+	@echo "make bench-export-rooms  room exports of 1,000,000 messages beside a minimal pipeline"
 	@echo "make test-typings  type-check the Rocket.Chat answers against Rocket.Chat's published typings"
 	@echo "make fuzz-smoke  run every fuzz target briefly (FUZZTIME=1000x executions each)"
 	@echo "make images  build the Docker images dataport/<service>:dev (needs a Docker engine)"
@@ -153,8 +154,15 @@ seed: build
 run: tools build $(if $(JAEGER),$(BIN)/.jaeger@$(JAEGER_VERSION))
 	DATAPORT_DEV_JAEGER=$(JAEGER) bash deploy/dev/run.sh
 
-bench: tools
+bench: tools bench-export-rooms
 	for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...); done
+
+# Room exports beside a minimal pipeline (docs/BENCHMARKS.md): real
+# nats-server and MinIO from bin/, DATAPORT_BENCH_MESSAGES messages
+# (1,000,000), each case once, then the encoders alone on one core.
+bench-export-rooms: tools
+	cd services/room-exporter && DATAPORT_BENCH_ROOMS=1 GOWORK=off go test -run '^$$' -bench BesideBaseline -benchtime=1x -timeout 60m ./internal/roomexport/
+	cd services/room-exporter && GOWORK=off go test -run '^$$' -bench Encode -benchmem -cpu 1 ./internal/roomexport/
 
 images:
 	@if ! docker info >/dev/null 2>&1; then \
