@@ -5,11 +5,15 @@
 // task runner (shared/taskrun), which owns their lifecycle: scope,
 // cancellation, progress and part events, checkpoint storage, cleanup.
 //
-// Memory per task is flat: messages are encoded one at a time into a part
-// buffer that is uploaded as one part of a multipart upload whenever it
-// reaches Options.PartSize, so the largest buffers are that part and the
-// replay's batch of messages. After each part a checkpoint lets a
-// redelivered task continue where the last attempt stopped (resume.go).
+// Memory per task is flat: the history is read once onto local disk
+// (spool.go, which also plans where republished messages go), then
+// messages are encoded one at a time into a part buffer that is uploaded
+// as one part of a multipart upload whenever it reaches Options.PartSize,
+// while the next part fills a second buffer. The largest buffers are
+// those two parts, the spool's buffers and its Bloom filters; local disk
+// holds about the room's encoded size while the part runs. After each
+// part a checkpoint lets a redelivered task continue where the last
+// attempt stopped (resume.go).
 package roomexport
 
 import (
@@ -60,7 +64,7 @@ type Options struct {
 	// PartSize is the size of the parts a room document is uploaded in
 	// and checkpointed at (DefaultPartSize when zero; at least
 	// blob.MinPartSize). A part is cut at the first message boundary at or
-	// after it, so memory per task is about one part.
+	// after it, so memory per task is about two parts (one uploading).
 	PartSize int
 
 	// Test seams, set through export_test.go: onReplay sees every message
