@@ -48,8 +48,19 @@ func BenchmarkRoomExport(b *testing.B) {
 // stream being read.
 //
 // Measured on the 2-core dev machine (go test -run MemoryIsFlat -v), peak
-// above baseline, with the resumable part writer (8 MiB parts,
-// checkpointed):
+// above baseline, with the history read once onto local disk and one part
+// uploading while the next renders (two 8 MiB part buffers):
+//
+//	json     100 messages (   26 KB object): +23.1 MiB
+//	json  10,000 messages (  2.1 MB object): +25.1 MiB
+//	json 100,000 messages ( 21.3 MB object): +24.7 MiB
+//	html     100 messages (   40 KB object): +24.2 MiB
+//	html  10,000 messages (  3.1 MB object): +25.1 MiB
+//	html 100,000 messages ( 31.1 MB object): +24.7 MiB
+//
+// The second part buffer is allocated at the first cut, so a room of one
+// part shows one. With the two-pass exporter and one part buffer
+// (checkpointed):
 //
 //	json     100 messages (   26 KB object): +23.4 MiB
 //	json  10,000 messages (  2.1 MB object): +18.1 MiB
@@ -63,9 +74,10 @@ func BenchmarkRoomExport(b *testing.B) {
 // run of that version with more sizes: 50k +32.5 MiB, 200k (52 MB object)
 // +32.3 MiB.
 //
-// The constant is mostly the one part buffer (Options.PartSize, 8 MiB by
-// default, preallocated, so even a tiny room shows it) plus the replay's
-// 256-message batch; the object size does not show. The HTML renderer adds
+// The constant is mostly the part buffers (Options.PartSize, 8 MiB by
+// default, the first preallocated, so even a tiny room shows it), the
+// spool's buffers and Bloom filters, plus the replay's 256-message batch;
+// the object size does not show. The HTML renderer adds
 // one reused message buffer and at most maxThreadRoots excerpts of thread
 // roots.
 func TestExportMemoryIsFlat(t *testing.T) {
