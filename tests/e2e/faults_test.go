@@ -61,30 +61,47 @@ const bigRoom = "BIGROOM"
 // byte-identical.
 func seedBigRoom(t *testing.T, js jetstream.JetStream, n, size int) {
 	t.Helper()
+	seedRoom(t, js, bigRoom, n, size)
+}
+
+// roomMessageID is the id of the i-th message seedRoom writes to room.
+func roomMessageID(room string, i int) string {
+	prefix := "big"
+	if room != bigRoom {
+		prefix = strings.ToLower(room)
+	}
+	return fmt.Sprintf("%s%07d", prefix, i)
+}
+
+// seedRoom is seedBigRoom for a room of any id, so a test can have a big
+// room and several smaller ones.
+func seedRoom(t *testing.T, js jetstream.JetStream, roomID string, n, size int) {
+	t.Helper()
 	ctx := t.Context()
 	base := time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
 	rooms, err := js.KeyValue(ctx, bus.BucketRooms)
 	require.NoError(t, err)
-	room, err := proto.Marshal(&sourcev1.Room{Id: bigRoom, Name: "big-room", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL,
+	room, err := proto.Marshal(&sourcev1.Room{Id: roomID, Name: strings.ToLower(roomID), Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL,
 		Topic: "fault tests", CreatedAt: timestamppb.New(base)})
 	require.NoError(t, err)
-	_, err = rooms.Put(ctx, bigRoom, room)
+	_, err = rooms.Put(ctx, roomID, room)
 	require.NoError(t, err)
 
-	subject, err := bus.ChatSubject(bigRoom)
+	subject, err := bus.ChatSubject(roomID)
 	require.NoError(t, err)
 	filler := strings.Repeat("lorem ipsum dolor sit amet ", size/27+1)[:size]
 	var futures []jetstream.PubAckFuture
 	for i := range n {
+		id := roomMessageID(roomID, i)
 		m, err := proto.Marshal(&sourcev1.ChatMessage{
-			Id:     fmt.Sprintf("big%07d", i),
-			RoomId: bigRoom,
+			Id:     id,
+			RoomId: roomID,
 			Text:   fmt.Sprintf("message %d: %s", i, filler),
 			Ts:     timestamppb.New(base.Add(time.Duration(i) * time.Second)),
 			User:   &sourcev1.UserRef{Id: "bigwriter", Username: "writer", Name: "Big Writer"},
 		})
 		require.NoError(t, err)
-		f, err := js.PublishAsync(subject, m, jetstream.WithMsgID(fmt.Sprintf("big.%d", i)))
+		f, err := js.PublishAsync(subject, m, jetstream.WithMsgID(id))
 		require.NoError(t, err)
 		futures = append(futures, f)
 		// In windows well under the client's limit of outstanding async
@@ -257,6 +274,12 @@ func mailsFor(t *testing.T, mailpitURL, id string) int {
 // It returns the number of missing or duplicated rows.
 func checkBigRoomFile(t *testing.T, job nativeJob, n int) int {
 	t.Helper()
+	return checkRoomFile(t, job, bigRoom, n)
+}
+
+// checkRoomFile is checkBigRoomFile for a room seedRoom wrote.
+func checkRoomFile(t *testing.T, job nativeJob, room string, n int) int {
+	t.Helper()
 	require.Len(t, job.Files, 1)
 	body := download(t, job.Files[0].URL)
 	sum := sha256.Sum256(body)
@@ -273,7 +296,7 @@ func checkBigRoomFile(t *testing.T, job nativeJob, n int) int {
 	}
 	bad := 0
 	for i := range n {
-		id := fmt.Sprintf("big%07d", i)
+		id := roomMessageID(room, i)
 		if c := seen[id]; c == 0 {
 			bad++
 		} else {

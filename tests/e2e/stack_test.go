@@ -94,6 +94,9 @@ type process struct {
 	env  []string
 	args []string
 	log  string
+	// ready, when set, is the URL that answers 200 once the process is
+	// ready (its /readyz); waitReady polls it.
+	ready string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -149,6 +152,13 @@ func (p *process) restart(t testing.TB) {
 	p.start(t)
 }
 
+// waitReady waits until the process answers its readiness URL.
+func (p *process) waitReady(t testing.TB) {
+	t.Helper()
+	require.NotEmpty(t, p.ready, "%s has no readiness URL", p.name)
+	waitHTTP(t, p.ready)
+}
+
 // logText is everything the process wrote so far, over all its runs.
 func (p *process) logText(t testing.TB) string {
 	t.Helper()
@@ -158,21 +168,27 @@ func (p *process) logText(t testing.TB) string {
 }
 
 // stop sends SIGTERM, as Kubernetes does, and kills after a grace period.
-func (p *process) stop() {
+func (p *process) stop() { p.stopWithin(15 * time.Second) }
+
+// stopWithin sends SIGTERM and kills after grace; it reports whether the
+// process exited by itself within grace.
+func (p *process) stopWithin(grace time.Duration) bool {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()
 	select {
 	case <-done:
-		return
+		return true
 	default:
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-done:
-	case <-time.After(15 * time.Second):
+		return true
+	case <-time.After(grace):
 		_ = cmd.Process.Kill()
 		<-done
+		return false
 	}
 }
 
@@ -199,11 +215,18 @@ type stack struct {
 	// a bad one.
 	taskSecret string
 
-	// nats is nil when the stack runs on a cluster (stackOptions.natsURL).
-	nats    *bustest.Server
-	natsURL string
-	minio   *blobtest.Server
-	gateway *process
+	// nats is nil when the stack runs on a cluster (stackOptions.natsURL)
+	// or on a nats-server process (natsProc).
+	nats *bustest.Server
+	// natsProc is the nats-server process of stackOptions.natsProcess.
+	natsProc *process
+	natsURL  string
+	minio    *blobtest.Server
+	gateway  *process
+	// gateways are every gateway replica, gateway first; gatewayURLs
+	// their base URLs in the same order.
+	gateways    []*process
+	gatewayURLs []string
 	// exporters are the room-exporter processes (room, user-data and mail
 	// tasks), recordExporters the record-exporter ones (record tasks).
 	exporters       []*process
@@ -226,6 +249,24 @@ type stackOptions struct {
 	// natsURL points the services at an existing NATS (e.g. a cluster);
 	// empty starts a single embedded server.
 	natsURL string
+	// natsProcess runs bin/nats-server as a child process instead of the
+	// embedded server, so a test can SIGTERM or kill -9 it.
+	natsProcess bool
+	// gateways is how many gateway replicas run; 0 means 1.
+	gateways int
+	// defaults drops the suite's test settings (short ack wait, quotas
+	// off): the services run with what a deployment gets.
+	defaults bool
+}
+
+// testSettings are what the suite changes from the defaults so that
+// redeliveries take seconds and one user may create many jobs quickly.
+var testSettings = []string{
+	"DATAPORT_TASK_ACK_WAIT=5s",
+	// Quotas are exercised by their own test; the others create many
+	// jobs quickly as one user.
+	"DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER=0",
+	"DATAPORT_CREATE_RATE_PER_MINUTE=0",
 }
 
 type credential struct {
@@ -264,8 +305,13 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	t.Helper()
 	bins := buildBinaries(t)
 	var nats *bustest.Server
+	var natsProc *process
 	natsURL := o.natsURL
-	if natsURL == "" {
+	switch {
+	case natsURL != "":
+	case o.natsProcess:
+		natsProc, natsURL = startNATSProcess(t)
+	default:
 		nats = bustest.StartBare(t)
 		natsURL = nats.URL
 	}
@@ -293,23 +339,23 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 		"DATAPORT_TASK_SECRET=" + taskSecret,
 		"DATAPORT_SMTP_HOST=127.0.0.1",
 		"DATAPORT_SMTP_PORT=" + smtpPort,
-		"DATAPORT_TASK_ACK_WAIT=5s",
 		"DATAPORT_LOG_LEVEL=debug",
-		// Quotas are exercised by their own test; the others create many
-		// jobs quickly as one user.
-		"DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER=0",
-		"DATAPORT_CREATE_RATE_PER_MINUTE=0",
+	}
+	if !o.defaults {
+		common = append(common, testSettings...)
 	}
 	common = append(common, o.env...)
 	env := func(extra ...string) []string { return append(append([]string{}, common...), extra...) }
 
-	s := &stack{nats: nats, natsURL: natsURL, minio: minio, taskSecret: taskSecret, httpAddrs: map[string]string{"gateway": gatewayAddr}}
+	s := &stack{nats: nats, natsProc: natsProc, natsURL: natsURL, minio: minio, taskSecret: taskSecret, httpAddrs: map[string]string{"gateway": gatewayAddr}}
 	var health []string
 	service := func(name, bin string) *process {
 		addr := infratest.FreeAddr(t)
 		health = append(health, addr)
 		s.httpAddrs[name] = addr
-		return startProcess(t, name, filepath.Join(bins, bin), env("DATAPORT_HEALTH_ADDR="+addr))
+		p := startProcess(t, name, filepath.Join(bins, bin), env("DATAPORT_HEALTH_ADDR="+addr))
+		p.ready = "http://" + addr + "/readyz"
+		return p
 	}
 	for i := range max(o.exporters, 1) {
 		name := "room-exporter"
@@ -327,8 +373,19 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	}
 	s.archiver = service("archiver", "archiver")
 	s.notifier = service("notifier", "notifier")
-	s.gateway = startProcess(t, "gateway", filepath.Join(bins, "gateway"), env("DATAPORT_HTTP_ADDR="+gatewayAddr))
-	waitHTTP(t, "http://"+gatewayAddr+"/readyz")
+	for i := range max(o.gateways, 1) {
+		name, addr := "gateway", gatewayAddr
+		if i > 0 {
+			name, addr = fmt.Sprintf("gateway-%d", i+1), infratest.FreeAddr(t)
+			s.httpAddrs[name] = addr
+		}
+		g := startProcess(t, name, filepath.Join(bins, "gateway"), env("DATAPORT_HTTP_ADDR="+addr))
+		g.ready = "http://" + addr + "/readyz"
+		s.gateways = append(s.gateways, g)
+		s.gatewayURLs = append(s.gatewayURLs, "http://"+addr)
+		waitHTTP(t, "http://"+addr+"/readyz")
+	}
+	s.gateway = s.gateways[0]
 	for _, addr := range health {
 		waitHTTP(t, "http://"+addr+"/readyz")
 	}
@@ -343,6 +400,21 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	readJSON(t, filepath.Join(devDir, "credentials.json"), &s.credentials)
 	readJSON(t, filepath.Join(devDir, "seed.json"), &s.seed)
 	return s
+}
+
+// startNATSProcess runs bin/nats-server with JetStream on free loopback
+// ports and waits until its JetStream is healthy. Restarting the process
+// reuses the port and the store directory.
+func startNATSProcess(t *testing.T) (*process, string) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(infratest.FreeAddr(t))
+	monitor := infratest.FreeAddr(t)
+	_, mport, _ := net.SplitHostPort(monitor)
+	p := startProcess(t, "nats-server", tool(t, "nats-server"), nil,
+		"-a", "127.0.0.1", "-p", port, "-m", mport, "-js", "-sd", t.TempDir(), "--name", "e2e-nats")
+	p.ready = "http://" + monitor + "/healthz"
+	waitHTTP(t, p.ready)
+	return p, "nats://127.0.0.1:" + port
 }
 
 // randomKey returns 32 random bytes in hex, as `openssl rand -hex 32`.
