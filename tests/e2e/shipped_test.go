@@ -1,13 +1,20 @@
 package e2e
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,11 +23,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/objects"
 )
 
 // The tests in this file run what a deployment runs: default deliveries,
@@ -141,6 +150,131 @@ func addAdmins(t *testing.T, js jetstream.JetStream, n int) []credential {
 		out = append(out, c)
 	}
 	return out
+}
+
+// bigAssets are the sizes of the files seedBigAssets uploads: 240 MiB in
+// all, what a 2-core CI machine zips in some seconds. The .bin files are
+// deflated by the archiver, the .png ones stored.
+var bigAssets = []struct {
+	name string
+	size int64
+}{
+	{"recording-1.bin", 48 << 20}, {"recording-2.bin", 48 << 20}, {"recording-3.bin", 48 << 20},
+	{"recording-4.bin", 48 << 20}, {"photo-1.png", 24 << 20}, {"photo-2.png", 24 << 20},
+}
+
+// seedBigAssets gives user u a room with one message of theirs per big
+// asset, attaching it, and uploads the assets (pseudo-random bytes) to the
+// assets bucket. It returns each asset's SHA-256 by its path in a data
+// download.
+func seedBigAssets(t *testing.T, s *stack, js jetstream.JetStream, u credential) map[string]string {
+	t.Helper()
+	const roomID = "FILESROOM"
+	base := time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC)
+	bustest.Put(t, js, bus.BucketRooms, roomID, &sourcev1.Room{Id: roomID, Name: "files-room",
+		Type: sourcev1.RoomType_ROOM_TYPE_PRIVATE, CreatedAt: timestamppb.New(base)})
+	bustest.Put(t, js, bus.BucketMemberships, u.UserID+"."+roomID, &sourcev1.Membership{
+		UserId: u.UserID, RoomId: roomID, Roles: []string{"owner"}, JoinedAt: timestamppb.New(base)})
+	subject, err := bus.ChatSubject(roomID)
+	require.NoError(t, err)
+	sums := map[string]string{}
+	for i, a := range bigAssets {
+		fileID := fmt.Sprintf("bigfile%d", i)
+		key := "assets/" + fileID + "/" + a.name
+		ct := "application/octet-stream"
+		if strings.HasSuffix(a.name, ".png") {
+			ct = "image/png"
+		}
+		var seed [32]byte
+		seed[0] = byte(i)
+		h := sha256.New()
+		body := io.TeeReader(io.LimitReader(rand.NewChaCha8(seed), a.size), h)
+		_, err := s.minio.Store.Upload(t.Context(), "dataport-assets", key, body, ct)
+		require.NoError(t, err)
+		sums["assets/"+fileID+"-"+a.name] = hex.EncodeToString(h.Sum(nil))
+		m, err := proto.Marshal(&sourcev1.ChatMessage{
+			Id: fmt.Sprintf("filesmsg%d", i), RoomId: roomID, Text: "here is " + a.name,
+			Ts:   timestamppb.New(base.Add(time.Duration(i) * time.Minute)),
+			User: &sourcev1.UserRef{Id: u.UserID, Username: u.Username, Name: u.Username},
+			Attachments: []*sourcev1.Attachment{{FileId: fileID, Name: a.name, ContentType: ct,
+				Size: uint64(a.size), ObjectKey: key, Title: a.name}},
+		})
+		require.NoError(t, err)
+		_, err = js.Publish(t.Context(), subject, m)
+		require.NoError(t, err)
+	}
+	return sums
+}
+
+// checkDataDownloadZip downloads the job's zip to a temporary file,
+// checks it against the job's SHA-256, opens it and checks every asset
+// entry against the uploaded bytes and the manifest. It returns the
+// entries checked and those missing, duplicated or wrong.
+func checkDataDownloadZip(t *testing.T, job nativeJob, assets map[string]string) (checked, bad int) {
+	t.Helper()
+	resp, err := http.Get(job.Files[0].URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	path := filepath.Join(t.TempDir(), "download.zip")
+	out, err := os.Create(path)
+	require.NoError(t, err)
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(out, h), resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, out.Close())
+	assert.Equal(t, job.Files[0].SHA256, hex.EncodeToString(h.Sum(nil)), "the zip is the one the archiver hashed")
+
+	zr, err := zip.OpenReader(path)
+	require.NoError(t, err)
+	defer zr.Close()
+	seen := map[string]int{}
+	var manifest struct {
+		Parts []struct {
+			Files []struct {
+				Name   string `json:"name"`
+				SHA256 string `json:"sha256"`
+			} `json:"files"`
+		} `json:"parts"`
+	}
+	for _, e := range zr.File {
+		r, err := e.Open()
+		require.NoError(t, err)
+		eh := sha256.New()
+		var buf bytes.Buffer
+		var w io.Writer = eh
+		if e.Name == "manifest.json" {
+			w = io.MultiWriter(eh, &buf)
+		}
+		_, err = io.Copy(w, r) // also checks the entry's CRC-32
+		require.NoError(t, err, "entry %s", e.Name)
+		r.Close()
+		if e.Name == "manifest.json" {
+			require.NoError(t, json.Unmarshal(buf.Bytes(), &manifest))
+			continue
+		}
+		if want, ok := assets[e.Name]; ok {
+			seen[e.Name]++
+			checked++
+			if !assert.Equal(t, want, hex.EncodeToString(eh.Sum(nil)), "asset %s", e.Name) {
+				bad++
+			}
+		}
+	}
+	inManifest := map[string]string{}
+	for _, p := range manifest.Parts {
+		for _, mf := range p.Files {
+			inManifest[mf.Name] = mf.SHA256
+		}
+	}
+	for name, want := range assets {
+		if seen[name] != 1 {
+			bad++
+		}
+		assert.Equal(t, 1, seen[name], "asset %s in the zip once", name)
+		assert.Equal(t, want, inManifest[name], "asset %s in the manifest", name)
+	}
+	return checked, bad
 }
 
 // TestFaultsWithTheDefaults breaks one stack running the default
@@ -326,6 +460,47 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 		}, 2*time.Minute, 200*time.Millisecond)
 		time.Sleep(2 * time.Second)
 		assert.Equal(t, 2, smtp.count(id), "at most one duplicate")
+	})
+
+	t.Run("archiver killed -9 while zipping a big data download", func(t *testing.T) {
+		u := users[3]
+		assets := seedBigAssets(t, s, js, u)
+		var first dataDownload
+		require.Equal(t, http.StatusOK, call(t, http.MethodGet, s.gatewayURL+"/api/v1/users.requestDataDownload?fullExport=false", &u, nil, &first))
+		require.True(t, first.Requested)
+		id := first.ExportOperation.ID
+		jt := newJobTracker()
+		jt.add(id, u)
+		all.add(id, u)
+		// The archive's multipart upload appears once zipping has begun.
+		prefix := objects.FilesPrefix(id)
+		require.EventuallyWithT(t, func(ct *assert.CollectT) {
+			ups, err := s.minio.Store.ListIncompleteUploads(t.Context(), "dataport-exports", prefix)
+			if assert.NoError(ct, err) {
+				assert.NotEmpty(ct, ups, "zipping has started")
+			}
+		}, 3*time.Minute, 50*time.Millisecond)
+		time.Sleep(time.Second)
+		j, err := getJob(t.Context(), s, u, id)
+		require.NoError(t, err)
+		require.Equal(t, "finalizing", j.State, "still zipping when killed")
+		s.archiver.kill()
+		killed := time.Now()
+		f.faults++
+		s.archiver.start(t)
+		s.archiver.waitReady(t)
+		jt.wait(t, s.gatewayURL, defaultsTimeout)
+		t.Logf("archive completed %v after the kill", time.Since(killed).Round(time.Millisecond))
+		job := jt.jobs[id]
+		require.Len(t, job.Files, 1)
+		checked, bad := checkDataDownloadZip(t, job, assets)
+		f.rowsChecked += checked
+		f.rowErrors += bad
+		ups, err := s.minio.Store.ListIncompleteUploads(t.Context(), "dataport-exports", prefix)
+		require.NoError(t, err)
+		t.Logf("zip of %.0f MiB verified (%d assets); %d unfinished upload of the killed attempt left to the stale-upload sweeper",
+			float64(job.Files[0].Size)/(1<<20), len(assets), len(ups))
+		assert.LessOrEqual(t, len(ups), 1, "only the killed attempt's upload is left")
 	})
 
 	t.Run("rolling restart of every service during 10 exports", func(t *testing.T) {
