@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -90,13 +91,16 @@ func startCluster(t *testing.T) *cluster {
 	return c
 }
 
-// TestClusterLosesANode runs Dataport on a three-node JetStream cluster with
-// every stream and bucket at R3, and shuts one node down in the middle of
-// exports: every job completes and the big room's file is complete.
+// TestClusterLosesANode runs Dataport with the default configuration on a
+// three-node JetStream cluster with every stream and bucket at R3. First
+// the leaders of the task stream, the exporter's consumer and the events
+// stream step down in the middle of exports; then the node that leads the
+// task stream is shut down in the middle of more. Every job completes and
+// every big-room file is the same to the byte.
 func TestClusterLosesANode(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t)
-	s := startStackWith(t, stackOptions{natsURL: c.url(), env: []string{"DATAPORT_STREAM_REPLICAS=3"}})
+	s := startStackWith(t, stackOptions{natsURL: c.url(), defaults: true, env: []string{"DATAPORT_STREAM_REPLICAS=3"}})
 	js := natsJS(t, c.url())
 
 	stream, err := js.Stream(t.Context(), bus.StreamExportTasks)
@@ -108,35 +112,112 @@ func TestClusterLosesANode(t *testing.T) {
 	const n = 5000
 	seedBigRoom(t, js, n, bigMessageSize)
 	admin := s.user(t, "admin")
-	ids := []string{
-		createRoomExport(t, s, admin, bigRoom, ""),
-		createRoomExport(t, s, admin, "GENERAL", ""),
-		createRoomExport(t, s, admin, bigRoom, ""),
+	var all []string
+	var f figures
+	want := ""
+	check := func(jobs map[string]nativeJob, id string) {
+		t.Helper()
+		f.rowErrors += checkBigRoomFile(t, jobs[id], n)
+		f.rowsChecked += n
+		if want == "" {
+			want = jobs[id].Files[0].SHA256
+		}
+		assert.Equal(t, want, jobs[id].Files[0].SHA256, "every export of the room is identical")
 	}
-	waitProcessing(t, s, admin, ids[0])
-	// Lose the node that leads the task stream, the worst case for work
-	// in flight.
-	victim := c.servers[0]
-	if ci := info.Cluster; ci != nil {
-		for _, srv := range c.servers {
-			if srv.Name() == ci.Leader {
-				victim = srv
+
+	t.Run("leaders step down mid-export", func(t *testing.T) {
+		ids := []string{createRoomExport(t, s, admin, bigRoom, ""), createRoomExport(t, s, admin, "GENERAL", ""), createRoomExport(t, s, admin, bigRoom, "")}
+		all = append(all, ids...)
+		waitProcessing(t, s, admin, ids[0])
+		for _, subj := range []string{
+			"$JS.API.STREAM.LEADER.STEPDOWN." + bus.StreamExportTasks,
+			"$JS.API.CONSUMER.LEADER.STEPDOWN." + bus.StreamExportTasks + "." + bus.ConsumerRoomExporter,
+			"$JS.API.STREAM.LEADER.STEPDOWN." + bus.StreamExportEvents,
+		} {
+			before := leaderOf(t, js, subj)
+			resp, err := js.Conn().Request(subj, nil, 10*time.Second)
+			require.NoError(t, err, subj)
+			assert.Contains(t, string(resp.Data), `"success":true`, "%s: %s", subj, resp.Data)
+			f.faults++
+			require.EventuallyWithT(t, func(ct *assert.CollectT) {
+				after := leaderOf(t, js, subj)
+				assert.NotEmpty(ct, after)
+				assert.NotEqual(ct, before, after)
+			}, 30*time.Second, 100*time.Millisecond, "a new leader for %s", subj)
+			t.Logf("%s: leader %s → %s", subj, before, leaderOf(t, js, subj))
+		}
+		unfinished := 0
+		for _, id := range ids {
+			if j, err := getJob(t.Context(), s, admin, id); err == nil && j.State != "completed" {
+				unfinished++
 			}
 		}
-	}
-	t.Logf("shutting down %s", victim.Name())
-	victim.Shutdown()
+		t.Logf("%d of %d jobs still unfinished after the three stepdowns", unfinished, len(ids))
+		jobs := waitAllCompleted(t, s, admin, ids, 3*time.Minute)
+		check(jobs, ids[0])
+		check(jobs, ids[2])
+	})
 
-	jobs := waitAllCompleted(t, s, admin, ids, 3*time.Minute)
-	rows := checkBigRoomFile(t, jobs[ids[0]], n) + checkBigRoomFile(t, jobs[ids[2]], n)
-	assert.Equal(t, jobs[ids[0]].Files[0].SHA256, jobs[ids[2]].Files[0].SHA256, "both exports of the room are identical")
-	lost := 0
+	t.Run("the task stream's leader node is shut down mid-export", func(t *testing.T) {
+		ids := []string{createRoomExport(t, s, admin, bigRoom, ""), createRoomExport(t, s, admin, "GENERAL", ""), createRoomExport(t, s, admin, bigRoom, "")}
+		all = append(all, ids...)
+		waitProcessing(t, s, admin, ids[0])
+		// Lose the node that leads the task stream, the worst case for work
+		// in flight.
+		info, err := stream.Info(t.Context())
+		require.NoError(t, err)
+		victim := c.servers[0]
+		if ci := info.Cluster; ci != nil {
+			for _, srv := range c.servers {
+				if srv.Name() == ci.Leader {
+					victim = srv
+				}
+			}
+		}
+		t.Logf("shutting down %s", victim.Name())
+		victim.Shutdown()
+		f.faults++
+		jobs := waitAllCompleted(t, s, admin, ids, 3*time.Minute)
+		check(jobs, ids[0])
+		check(jobs, ids[2])
+	})
+
+	jobs := waitAllCompleted(t, s, admin, all, time.Minute)
 	completed := completedEvents(t, js)
-	for _, id := range ids {
+	for _, id := range all {
 		if jobs[id].State != "completed" {
-			lost++
+			f.lost++
 		}
 		assert.Equal(t, 1, completed[id], "one completion event for %s", id)
 	}
-	figures{faults: 1, jobs: len(ids), lost: lost, rowsChecked: 2 * n, rowErrors: rows}.log(t, "cluster-node-loss")
+	f.jobs = len(all)
+	f.log(t, "cluster-leader-change-and-node-loss")
+}
+
+// leaderOf names the current leader of the stream or consumer a stepdown
+// subject addresses.
+func leaderOf(t *testing.T, js jetstream.JetStream, stepdown string) string {
+	t.Helper()
+	ctx := t.Context()
+	parts := strings.Split(stepdown, ".")
+	if parts[2] == "CONSUMER" {
+		cons, err := js.Consumer(ctx, parts[len(parts)-2], parts[len(parts)-1])
+		if err != nil {
+			return ""
+		}
+		info, err := cons.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			return ""
+		}
+		return info.Cluster.Leader
+	}
+	str, err := js.Stream(ctx, parts[len(parts)-1])
+	if err != nil {
+		return ""
+	}
+	info, err := str.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		return ""
+	}
+	return info.Cluster.Leader
 }
