@@ -14,12 +14,17 @@ import (
 // the clean run's to the byte.
 func TestMinIOOutageWithTheDefaults(t *testing.T) {
 	t.Parallel()
-	s := startStackWith(t, stackOptions{env: []string{
-		// Undo the suite's test settings (stack_test.go) back to the defaults.
-		"DATAPORT_TASK_ACK_WAIT=30s",
-		"DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER=5",
-		"DATAPORT_CREATE_RATE_PER_MINUTE=30",
-	}})
+	// A minute is longer than the default deliveries' back-offs (1 s
+	// doubling, 5 tries) ever were.
+	minioOutageWithTheDefaults(t, time.Minute, "minio-outage-defaults")
+}
+
+// minioOutageWithTheDefaults stops MinIO for outage while a big-room
+// export runs on a stack with the default configuration, then checks the
+// export against a clean run's.
+func minioOutageWithTheDefaults(t *testing.T, outage time.Duration, what string) {
+	t.Helper()
+	s := startStackWith(t, stackOptions{defaults: true})
 	js := natsJS(t, s.natsURL)
 	seedBigRoom(t, js, bigMessages, bigMessageSize)
 	admin := s.user(t, "admin")
@@ -35,13 +40,15 @@ func TestMinIOOutageWithTheDefaults(t *testing.T) {
 	before := len(s.exporters[0].logText(t))
 	s.minio.Stop()
 	f.faults++
-	// The outage is the scenario: a minute without storage, longer than
-	// the default deliveries' back-offs (1 s doubling, 5 tries) ever were.
+	// The outage is the scenario.
 	select {
-	case <-time.After(60 * time.Second):
+	case <-time.After(outage):
 	case <-t.Context().Done():
 		return
 	}
+	j, err := getJob(t.Context(), s, admin, id)
+	require.NoError(t, err)
+	assert.Equal(t, "processing", j.State, "the job waits for storage, neither failed nor done: %q", j.Error)
 	s.minio.Restart(t)
 	job := waitState(t, s, admin, id, "completed", 3*time.Minute)
 	require.Len(t, job.Files, 1)
@@ -59,5 +66,5 @@ func TestMinIOOutageWithTheDefaults(t *testing.T) {
 	if job.State != "completed" {
 		f.lost++
 	}
-	f.log(t, "minio-outage-defaults")
+	f.log(t, what)
 }

@@ -402,9 +402,12 @@ const (
 // in the end every job has exactly one completion event and one email.
 func TestCrashesAndOutages(t *testing.T) {
 	t.Parallel()
-	// Eight deliveries with the default back-off (1 s doubling) span more
-	// than a minute, which rides out the 30 s storage outage.
-	s := startStackWith(t, stackOptions{env: []string{"DATAPORT_TASK_MAX_DELIVER=8", "DATAPORT_EVENT_ACK_WAIT=5s"}})
+	// The default configuration (deliveries, quotas, dependency wait) but
+	// for the ack waits: each kill -9 here is followed by one ack wait
+	// before the task or event comes back, and the default 30 s would add
+	// two minutes without testing more. TestFaultsWithTheDefaults kills
+	// with the default ack waits.
+	s := startStackWith(t, stackOptions{defaults: true, env: []string{"DATAPORT_TASK_ACK_WAIT=5s", "DATAPORT_EVENT_ACK_WAIT=5s"}})
 	js := natsJS(t, s.natsURL)
 	seedBigRoom(t, js, bigMessages, bigMessageSize)
 	admin := s.user(t, "admin")
