@@ -277,6 +277,23 @@ func checkDataDownloadZip(t *testing.T, job nativeJob, assets map[string]string)
 	return checked, bad
 }
 
+// noBurnedDelivery checks an exporter's log of a fault for attempts
+// that failed and were handed back (a delivery used up), and logs how
+// it met the fault.
+func noBurnedDelivery(t *testing.T, exporterLog string) {
+	t.Helper()
+	counts := map[string]int{}
+	for line := range strings.Lines(exporterLog) {
+		for _, msg := range []string{"message failed; retrying", "dependency unavailable", "handing message back on shutdown", "resuming from message"} {
+			if strings.Contains(line, `"msg":"`+msg) {
+				counts[msg]++
+			}
+		}
+	}
+	t.Logf("exporter log during the fault: %v", counts)
+	assert.Zero(t, counts["message failed; retrying"], "the fault burned no delivery")
+}
+
 // TestFaultsWithTheDefaults breaks one stack running the default
 // configuration in turn: NATS stopped with SIGTERM and started again on
 // its store, nats-server killed -9 with 20 exports active, one of two
@@ -347,6 +364,7 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 		big := track(jt, admin, bigRoom)
 		mid := track(jt, users[1], midRoom)
 		waitProcessing(t, s, admin, big)
+		before := len(s.exporters[0].logText(t))
 		stopped := time.Now()
 		require.True(t, s.natsProc.stopWithin(k8sGracePeriod), "nats-server exited on SIGTERM")
 		s.natsProc.start(t)
@@ -356,6 +374,7 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 		jt.wait(t, s.gatewayURL, defaultsTimeout)
 		sameAs(t, jt, big, bigRoom, bigMessages, wantBig)
 		sameAs(t, jt, mid, midRoom, midMessages, wantMid)
+		noBurnedDelivery(t, s.exporters[0].logText(t)[before:])
 	})
 
 	t.Run("nats-server killed -9 with 20 exports active", func(t *testing.T) {
@@ -373,16 +392,20 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 				active++
 			}
 		}
+		before := len(s.exporters[0].logText(t))
 		s.natsProc.kill()
+		killed := time.Now()
 		f.faults++
 		t.Logf("nats-server killed with %d of %d exports unfinished", active, len(ids))
 		assert.GreaterOrEqual(t, active, 15, "most of the 20 exports were still running")
 		s.natsProc.start(t)
 		s.natsProc.waitReady(t)
 		jt.wait(t, s.gatewayURL, defaultsTimeout)
+		t.Logf("all 20 completed %v after the kill", time.Since(killed).Round(time.Millisecond))
 		for _, id := range ids {
 			sameAs(t, jt, id, midRoom, midMessages, wantMid)
 		}
+		noBurnedDelivery(t, s.exporters[0].logText(t)[before:])
 	})
 
 	t.Run("one of two gateways killed -9 under polling load", func(t *testing.T) {
