@@ -350,6 +350,21 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 	}
 	t.Logf("clean: batch of 10 big-room exports (and a mid-room one) %v", cleanBatch.Round(time.Millisecond))
 
+	// scenario logs a subtest's own figures when it ends.
+	scenario := func(t *testing.T, what string, jt *jobTracker) {
+		start := f
+		t.Cleanup(func() {
+			d := figures{faults: f.faults - start.faults, jobs: len(jt.created),
+				rowsChecked: f.rowsChecked - start.rowsChecked, rowErrors: f.rowErrors - start.rowErrors}
+			for id := range jt.created {
+				if jt.jobs[id].State != "completed" {
+					d.lost++
+				}
+			}
+			d.log(t, what)
+		})
+	}
+
 	sameAs := func(t *testing.T, jt *jobTracker, id, room string, n int, want string) {
 		t.Helper()
 		j := jt.jobs[id]
@@ -361,6 +376,7 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 
 	t.Run("NATS stopped with SIGTERM and started again mid-export", func(t *testing.T) {
 		jt := newJobTracker()
+		scenario(t, "nats-sigterm-restart", jt)
 		big := track(jt, admin, bigRoom)
 		mid := track(jt, users[1], midRoom)
 		waitProcessing(t, s, admin, big)
@@ -379,6 +395,7 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 
 	t.Run("nats-server killed -9 with 20 exports active", func(t *testing.T) {
 		jt := newJobTracker()
+		scenario(t, "nats-kill-20-exports", jt)
 		var ids []string
 		for _, u := range users {
 			for range perUserDefault {
@@ -411,6 +428,7 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 	t.Run("one of two gateways killed -9 under polling load", func(t *testing.T) {
 		lb := startLoadBalancer(t, s.gatewayURLs)
 		jt := newJobTracker()
+		scenario(t, "gateway-replica-killed", jt)
 		var ids []string
 		for i := range 6 {
 			ids = append(ids, track(jt, users[i%3], midRoom))
@@ -459,6 +477,7 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 
 	t.Run("notifier killed between the SMTP server's accept and its record", func(t *testing.T) {
 		jt := newJobTracker()
+		scenario(t, "notifier-smtp-window", jt)
 		id := track(jt, admin, midRoom)
 		killed := make(chan struct{})
 		smtp.onNextAccept(id, func() {
@@ -493,6 +512,7 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 		require.True(t, first.Requested)
 		id := first.ExportOperation.ID
 		jt := newJobTracker()
+		scenario(t, "archiver-killed-zipping", jt)
 		jt.add(id, u)
 		all.add(id, u)
 		// The archive's multipart upload appears once zipping has begun.
@@ -528,6 +548,7 @@ func TestFaultsWithTheDefaults(t *testing.T) {
 
 	t.Run("rolling restart of every service during 10 exports", func(t *testing.T) {
 		jt := newJobTracker()
+		scenario(t, "rolling-restart", jt)
 		var ids []string
 		for i := range 10 {
 			ids = append(ids, track(jt, users[i%2], bigRoom))

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -316,13 +317,19 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 		natsURL = nats.URL
 	}
 	minio := blobtest.Start(t)
+	// MinIO and the embedded NATS are stopped and started again on their
+	// ports by the fault tests.
+	reservePort(t, minio.Config.Endpoint)
+	if nats != nil {
+		reservePort(t, nats.URL)
+	}
 
-	smtpAddr, mailpitAddr := infratest.FreeAddr(t), infratest.FreeAddr(t)
+	smtpAddr, mailpitAddr := freeAddr(t), freeAddr(t)
 	startProcess(t, "mailpit", tool(t, "mailpit"), nil,
 		"--smtp", smtpAddr, "--listen", mailpitAddr, "--database", filepath.Join(t.TempDir(), "mailpit.db"))
 	waitHTTP(t, "http://"+mailpitAddr+"/livez")
 
-	gatewayAddr := infratest.FreeAddr(t)
+	gatewayAddr := freeAddr(t)
 	_, smtpPort, _ := net.SplitHostPort(smtpAddr)
 	taskSecret := randomKey(t)
 	common := []string{
@@ -350,7 +357,7 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	s := &stack{nats: nats, natsProc: natsProc, natsURL: natsURL, minio: minio, taskSecret: taskSecret, httpAddrs: map[string]string{"gateway": gatewayAddr}}
 	var health []string
 	service := func(name, bin string) *process {
-		addr := infratest.FreeAddr(t)
+		addr := freeAddr(t)
 		health = append(health, addr)
 		s.httpAddrs[name] = addr
 		p := startProcess(t, name, filepath.Join(bins, bin), env("DATAPORT_HEALTH_ADDR="+addr))
@@ -376,7 +383,7 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	for i := range max(o.gateways, 1) {
 		name, addr := "gateway", gatewayAddr
 		if i > 0 {
-			name, addr = fmt.Sprintf("gateway-%d", i+1), infratest.FreeAddr(t)
+			name, addr = fmt.Sprintf("gateway-%d", i+1), freeAddr(t)
 			s.httpAddrs[name] = addr
 		}
 		g := startProcess(t, name, filepath.Join(bins, "gateway"), env("DATAPORT_HTTP_ADDR="+addr))
@@ -407,14 +414,56 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 // reuses the port and the store directory.
 func startNATSProcess(t *testing.T) (*process, string) {
 	t.Helper()
-	_, port, _ := net.SplitHostPort(infratest.FreeAddr(t))
-	monitor := infratest.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	monitor := freeAddr(t)
 	_, mport, _ := net.SplitHostPort(monitor)
 	p := startProcess(t, "nats-server", tool(t, "nats-server"), nil,
 		"-a", "127.0.0.1", "-p", port, "-m", mport, "-js", "-sd", t.TempDir(), "--name", "e2e-nats")
 	p.ready = "http://" + monitor + "/healthz"
 	waitHTTP(t, p.ready)
 	return p, "nats://127.0.0.1:" + port
+}
+
+// ports are the loopback ports this test binary has handed out or seen
+// taken. The fault tests stop processes and start them again on the same
+// port; a port free for that moment must not go to another test's stack
+// starting meanwhile, which infratest.FreeAddr alone cannot know. It is
+// package state because the tests running in parallel share it.
+var ports = struct {
+	sync.Mutex
+	taken map[string]bool
+}{taken: map[string]bool{}}
+
+// freeAddr is infratest.FreeAddr that never returns a port handed out
+// (or reserved) before in this test binary.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	for {
+		addr := infratest.FreeAddr(t)
+		_, port, err := net.SplitHostPort(addr)
+		require.NoError(t, err)
+		ports.Lock()
+		taken := ports.taken[port]
+		ports.taken[port] = true
+		ports.Unlock()
+		if !taken {
+			return addr
+		}
+	}
+}
+
+// reservePort keeps freeAddr from handing out the port of addr (a URL or
+// host:port a server chose itself), which a restart will bind again.
+func reservePort(t testing.TB, addr string) {
+	t.Helper()
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		addr = u.Host
+	}
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err, "reserve %s", addr)
+	ports.Lock()
+	ports.taken[port] = true
+	ports.Unlock()
 }
 
 // randomKey returns 32 random bytes in hex, as `openssl rand -hex 32`.
