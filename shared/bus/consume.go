@@ -228,7 +228,11 @@ func Consume(ctx context.Context, c jetstream.Consumer, h Handler, o ConsumeOpti
 	}
 	defer func() { _ = backlog.Unregister() }()
 	name := c.CachedInfo().Name
-	it, err := c.Messages(jetstream.PullMaxMessages(o.Concurrency))
+	// A missed heartbeat (a consumer leader change, a server restart)
+	// means the pull request is gone, not that consuming failed: the
+	// iterator then issues a new one by itself. Reported, it ended the
+	// loop and so the service (TestClusterLosesANode's leader stepdowns).
+	it, err := c.Messages(jetstream.PullMaxMessages(o.Concurrency), jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
 		return fmt.Errorf("start consuming: %w", err)
 	}

@@ -168,7 +168,9 @@ func TestClusterLosesANode(t *testing.T) {
 	})
 
 	t.Run("the task stream's leader node is shut down mid-export", func(t *testing.T) {
-		ids := []string{createRoomExport(t, s, admin, bigRoom, ""), createRoomExport(t, s, admin, "GENERAL", ""), createRoomExport(t, s, admin, bigRoom, "")}
+		// The previous jobs' quota slots are released just after they show
+		// completed: createUnderQuota waits out a 429 in that moment.
+		ids := []string{createUnderQuota(t, s, admin, bigRoom), createUnderQuota(t, s, admin, "GENERAL"), createUnderQuota(t, s, admin, bigRoom)}
 		all = append(all, ids...)
 		waitProcessing(t, s, admin, ids[0])
 		// Lose the node that leads the task stream, the worst case for work
