@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,7 +83,20 @@ const (
 	minBatch = 64
 )
 
-var plainToken = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
+// plainToken reports whether s may stand for itself in a key: 1 to 32 of
+// [a-z0-9_]. It runs twice per job of every listing, where a regexp
+// cost a tenth of the listing.
+func plainToken(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
 
 func hashToken(s string) string {
 	if s == "" {
@@ -98,7 +110,7 @@ func nameToken(s string) string {
 	if s == "" {
 		return "-"
 	}
-	if plainToken.MatchString(s) {
+	if plainToken(s) {
 		return s
 	}
 	return hashToken(s)
