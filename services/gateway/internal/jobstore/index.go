@@ -607,12 +607,14 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 const buildWindow = 1024
 
 // scan calls fn with every job of the bucket, one at a time, holding none
-// of them, and stops at fn's first error. The watcher's "initial values done" marker is not trusted: a
-// key updated while the watch starts loses its older entry (history 1)
-// and the marker can come before the newer one. Every message is
-// delivered in stream order, and the message that was last when the scan
-// began is either still current or superseded by a newer one, so the scan
-// ends once it has seen a revision at least that sequence.
+// of them, and stops at fn's first error. It reads the bucket's stream
+// with an ordered pull consumer, the last message of each key, a batch of
+// scanBatch at a time: a watcher would buffer as much of the bucket as
+// the server sends ahead of fn (about 670 MiB at a million jobs). Every
+// message is delivered in stream order, and the message that was last
+// when the scan began is either still current or superseded by a newer
+// one, so the scan ends once it has seen a sequence at least that one, or
+// nothing is pending.
 func (s *Store) scan(ctx context.Context, fn func(*exportv1.Job) error) error {
 	stream, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
 	if err != nil {
@@ -626,36 +628,49 @@ func (s *Store) scan(ctx context.Context, fn func(*exportv1.Job) error) error {
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	w, err := s.kv.WatchAll(ctx)
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, InactiveThreshold: time.Minute,
+	})
 	if err != nil {
 		return err
 	}
-	defer func() { _ = w.Stop() }()
 	for {
-		var e jetstream.KeyValueEntry
-		var open bool
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, open = <-w.Updates():
+		batch, err := cons.Fetch(scanBatch, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return err
 		}
-		if !open {
-			return errors.New("watch stopped")
-		}
-		if e == nil {
-			continue
-		}
-		if e.Operation() == jetstream.KeyValuePut {
-			job := &exportv1.Job{}
-			if err := proto.Unmarshal(e.Value(), job); err != nil {
-				return fmt.Errorf("decode job %s: %w", e.Key(), err)
-			}
-			if err := fn(job); err != nil {
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			meta, err := msg.Metadata()
+			if err != nil {
 				return err
 			}
+			if h := msg.Headers(); h.Get("KV-Operation") == "" && h.Get("Nats-Marker-Reason") == "" {
+				job := &exportv1.Job{}
+				if err := proto.Unmarshal(msg.Data(), job); err != nil {
+					return fmt.Errorf("decode job %s: %w", msg.Subject(), err)
+				}
+				if err := fn(job); err != nil {
+					return err
+				}
+			}
+			if meta.Sequence.Stream >= last || meta.NumPending == 0 {
+				return nil
+			}
 		}
-		if e.Revision() >= last {
+		if err := batch.Error(); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if n == 0 {
+			// Every key of the bucket was deleted after the scan began.
 			return nil
 		}
 	}
 }
+
+// scanBatch is how many jobs scan asks for at once.
+const scanBatch = 256

@@ -151,7 +151,10 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 		}
 		sz := Size{Jobs: n, Fill: time.Since(start), Added: n - have}
 		have = n
-		fmt.Fprintf(log, "   filled %d in %s; starting the gateway\n", sz.Added, sz.Fill.Round(time.Millisecond))
+		fmt.Fprintf(log, "   filled %d in %s; waiting for NATS to settle, starting the gateway\n", sz.Added, sz.Fill.Round(time.Millisecond))
+		if err := ns.Settle(ctx, time.Minute); err != nil {
+			return report, err
+		}
 		m, err := g.cycle(ctx, func(p *Process, started time.Duration) error {
 			sz.Start = started
 			sz.Load = loadavg()

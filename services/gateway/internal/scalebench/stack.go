@@ -134,3 +134,50 @@ func WaitHTTP(ctx context.Context, p *Process, url string) error {
 		}
 	}
 }
+
+// cpuTime is the CPU time p has used (user and system), from
+// /proc/<pid>/stat in clock ticks of 10 ms.
+func (p *Process) cpuTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; the fields after it do not.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%s: short /proc stat", p.Name)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// Settle waits until p uses under a tenth of a core over a second (a
+// NATS server still writing out a fill would slow the first requests
+// down), or max has passed.
+func (p *Process) Settle(ctx context.Context, max time.Duration) error {
+	deadline := time.Now().Add(max)
+	prev, err := p.cpuTime()
+	if err != nil {
+		return err
+	}
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+		now, err := p.cpuTime()
+		if err != nil {
+			return err
+		}
+		if now-prev < 100*time.Millisecond {
+			return nil
+		}
+		prev = now
+	}
+	return nil
+}
