@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -560,8 +561,10 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 	// per entry.
 	prefix := "$KV." + s.index.Bucket() + "."
 	var inflight []jetstream.PubAckFuture
-	settle := func() error {
-		for _, f := range inflight {
+	// wait settles the oldest publishes until at most keep are in flight.
+	wait := func(keep int) error {
+		for len(inflight) > keep {
+			f := inflight[0]
 			select {
 			case <-f.Ok():
 			case err := <-f.Err():
@@ -569,8 +572,8 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+			inflight = inflight[1:]
 		}
-		inflight = inflight[:0]
 		return nil
 	}
 	err = s.scan(ctx, func(job *exportv1.Job) error {
@@ -585,13 +588,10 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 			}
 			inflight = append(inflight, f)
 		}
-		if len(inflight) >= buildWindow {
-			return settle()
-		}
-		return nil
+		return wait(buildWindow)
 	})
 	if err == nil {
-		err = settle()
+		err = wait(0)
 	}
 	if err != nil {
 		return false, fmt.Errorf("build index: %w", err)
@@ -603,18 +603,19 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 }
 
 // buildWindow bounds BuildIndex's unacknowledged publishes, below the
-// JetStream context's default limit of async publishes in flight (4,000).
+// JetStream context's default limit of async publishes in flight (4,000):
+// the oldest is waited for before more go out.
 const buildWindow = 1024
 
 // scan calls fn with every job of the bucket, one at a time, holding none
 // of them, and stops at fn's first error. It reads the bucket's stream
-// with an ordered pull consumer, the last message of each key, a batch of
-// scanBatch at a time: a watcher would buffer as much of the bucket as
-// the server sends ahead of fn (about 670 MiB at a million jobs). Every
-// message is delivered in stream order, and the message that was last
-// when the scan began is either still current or superseded by a newer
-// one, so the scan ends once it has seen a sequence at least that one, or
-// nothing is pending.
+// with an ordered pull consumer, the last message of each key, at most
+// scanBatch of them buffered: a watcher would buffer as much of the bucket
+// as the server sends ahead of fn (about 670 MiB at a million jobs).
+// Every message is delivered in stream order, and the message that was
+// last when the scan began is either still current or superseded by a
+// newer one, so the scan ends once it has seen a sequence at least that
+// one, or nothing is pending.
 func (s *Store) scan(ctx context.Context, fn func(*exportv1.Job) error) error {
 	stream, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
 	if err != nil {
@@ -634,43 +635,49 @@ func (s *Store) scan(ctx context.Context, fn func(*exportv1.Job) error) error {
 	if err != nil {
 		return err
 	}
+	msgs, err := cons.Messages(jetstream.PullMaxMessages(scanBatch))
+	if err != nil {
+		return err
+	}
+	defer msgs.Stop()
 	for {
-		batch, err := cons.Fetch(scanBatch, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return err
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			meta, err := msg.Metadata()
-			if err != nil {
-				return err
-			}
-			if h := msg.Headers(); h.Get("KV-Operation") == "" && h.Get("Nats-Marker-Reason") == "" {
-				job := &exportv1.Job{}
-				if err := proto.Unmarshal(msg.Data(), job); err != nil {
-					return fmt.Errorf("decode job %s: %w", msg.Subject(), err)
-				}
-				if err := fn(job); err != nil {
-					return err
-				}
-			}
-			if meta.Sequence.Stream >= last || meta.NumPending == 0 {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return err
-		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if n == 0 {
-			// Every key of the bucket was deleted after the scan began.
+		msg, err := msgs.Next(jetstream.NextMaxWait(5 * time.Second))
+		if errors.Is(err, nats.ErrTimeout) {
+			// Nothing came: done if nothing is pending (every key left
+			// was deleted after the scan began), else the server is slow.
+			ci, err := cons.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if ci.NumPending == 0 {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		if h := msg.Headers(); h.Get("KV-Operation") == "" && h.Get("Nats-Marker-Reason") == "" {
+			job := &exportv1.Job{}
+			if err := proto.Unmarshal(msg.Data(), job); err != nil {
+				return fmt.Errorf("decode job %s: %w", msg.Subject(), err)
+			}
+			if err := fn(job); err != nil {
+				return err
+			}
+		}
+		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
 			return nil
 		}
 	}
 }
 
-// scanBatch is how many jobs scan asks for at once.
+// scanBatch is how many jobs scan holds buffered at most.
 const scanBatch = 256
