@@ -187,10 +187,10 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 			return checkList("http://" + httpAddr)
 		})
 		mig.Memory = m
-		report.Migration = &mig
 		if err != nil {
 			return report, err
 		}
+		report.Migration = &mig
 		fmt.Fprintf(log, "   rebuilt and started in %s, VmHWM %s MiB; the admin's list answers from the new index\n", mig.Start.Round(time.Millisecond), MiB(m.HWM))
 	}
 	return report, nil
