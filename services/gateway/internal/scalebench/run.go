@@ -159,6 +159,9 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 			sz.Start = started
 			sz.Load = loadavg()
 			for _, s := range Scenarios("http://" + httpAddr) {
+				if err := ns.Settle(ctx, 20*time.Second); err != nil {
+					return err
+				}
 				r := Attack(s, c.Duration)
 				fmt.Fprintln(log, "  ", r)
 				sz.Results = append(sz.Results, r)
