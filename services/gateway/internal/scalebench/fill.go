@@ -2,6 +2,7 @@ package scalebench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -125,8 +126,7 @@ func Fill(ctx context.Context, jobs *jobstore.Store, from, to, workers int, mk f
 				if i >= to {
 					return nil
 				}
-				j := mk(i)
-				if _, err := jobs.Create(gctx, &exportv1.ExportRequested{JobId: j.GetId(), OccurredAt: j.GetCreatedAt(), Job: j}); err != nil {
+				if err := create(gctx, jobs, mk(i)); err != nil {
 					return fmt.Errorf("fill job %d: %w", i, err)
 				}
 				if n := done.Add(1); progress != nil && n%100_000 == 0 {
@@ -136,4 +136,21 @@ func Fill(ctx context.Context, jobs *jobstore.Store, from, to, workers int, mk f
 		})
 	}
 	return g.Wait()
+}
+
+// create creates j, retrying a few times: on a loaded machine a write may
+// time out after it took effect, and then the retry finds the job there.
+func create(ctx context.Context, jobs *jobstore.Store, j *exportv1.Job) error {
+	var err error
+	for attempt := range 5 {
+		_, err = jobs.Create(ctx, &exportv1.ExportRequested{JobId: j.GetId(), OccurredAt: j.GetCreatedAt(), Job: j})
+		if err == nil || (attempt > 0 && errors.Is(err, jobstore.ErrExists)) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+	}
+	return err
 }
