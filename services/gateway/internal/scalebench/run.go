@@ -159,6 +159,9 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 			sz.Start = started
 			sz.Load = loadavg()
 			for _, s := range Scenarios("http://" + httpAddr) {
+				// A few seconds first, not counted: the figures are of
+				// the steady state, not of the first connections.
+				Attack(s, warmUp)
 				if err := ns.Settle(ctx, 20*time.Second); err != nil {
 					return err
 				}
@@ -198,6 +201,9 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 	}
 	return report, nil
 }
+
+// warmUp is how long each scenario runs before it is measured.
+const warmUp = 3 * time.Second
 
 // fillWorkers is how many creates the fill keeps in flight.
 const fillWorkers = 256
