@@ -33,7 +33,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help node tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms clean images
+.PHONY: help node tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms bench-scale clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the five services, seed demo data"
@@ -41,8 +41,9 @@ help:
 	@echo "make test    install tools, check formatting and modules, run every test"
 	@echo "make proto   regenerate Go code from proto/ with the pinned buf"
 	@echo "make lint    buf lint + breaking check, go vet"
-	@echo "make bench   run the Go benchmarks (bench-export-rooms too)"
+	@echo "make bench   run the Go benchmarks (bench-export-rooms and bench-scale too)"
 	@echo "make bench-export-rooms  room exports of 1,000,000 messages beside a minimal pipeline"
+	@echo "make bench-scale  load-test the gateway process among 10k, 100k and 1M jobs (SCALE_SIZES=...)"
 	@echo "make test-typings  type-check the Rocket.Chat answers against Rocket.Chat's published typings"
 	@echo "make fuzz-smoke  run every fuzz target briefly (FUZZTIME=1000x executions each)"
 	@echo "make images  build the Docker images dataport/<service>:dev (needs a Docker engine)"
@@ -158,8 +159,17 @@ seed: build
 run: tools build $(if $(JAEGER),$(BIN)/.jaeger@$(JAEGER_VERSION))
 	DATAPORT_DEV_JAEGER=$(JAEGER) bash deploy/dev/run.sh
 
-bench: tools bench-export-rooms
+bench: tools bench-export-rooms bench-scale
 	for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...); done
+
+# The gateway among many jobs (issue 13): the built gateway, nats-server
+# and MinIO as separate processes, the projection filled to each of
+# SCALE_SIZES jobs of other owners, vegeta at fixed rates, the gateway's
+# RSS; figures in docs/BENCHMARKS.md. Several minutes at 1,000,000.
+SCALE_SIZES ?= 10000,100000,1000000
+bench-scale: tools
+	cd services/gateway && go build -ldflags "$(LDFLAGS)" -o $(BIN)/dataport-gateway . && \
+	  go run ./internal/scalebench/cmd/loadgen -bin $(BIN) -sizes $(SCALE_SIZES)
 
 # Room exports beside a minimal pipeline (docs/BENCHMARKS.md): real
 # nats-server and MinIO from bin/, DATAPORT_BENCH_MESSAGES messages

@@ -836,6 +836,7 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 	}
 	expandUser := strings.Contains(q.Get("expand"), "user")
 	text := strings.ToLower(q.Get("q"))
+	match := filterMemo(filter)
 	items := make([]item, 0, len(entries))
 	for _, e := range entries {
 		var u *sourcev1.User
@@ -843,8 +844,7 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 			u = d.owner(ctx, s, e.job.GetOwnerId())
 		}
 		it := d.render(e, s, u)
-		get := func(f string) (any, bool) { return itemValue(it, f) }
-		if !filter.Match(get) || (text != "" && !matchText(it, text)) {
+		if !match(it) || (text != "" && !matchText(it, text)) {
 			continue
 		}
 		items = append(items, it)
@@ -870,6 +870,37 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 	h.Set("Pagination-Limit", strconv.Itoa(limit))
 	h.Set("Pagination-Offset", strconv.Itoa(offset))
 	respond.JSON(w, http.StatusOK, page)
+}
+
+// filterMemo is f.Match over items, decided once per distinct combination
+// of the values f reads (f depends on nothing else): a caller's exports
+// share a few statuses, formats and resources, and matching a text value
+// tries it as a number and as a date first, which was a fifth of a large
+// list's time.
+func filterMemo(f recordquery.Filter) func(item) bool {
+	if f.IsZero() {
+		return func(item) bool { return true }
+	}
+	fields := f.Fields()
+	seen := map[string]bool{}
+	var key strings.Builder
+	return func(it item) bool {
+		key.Reset()
+		for _, name := range fields {
+			v, ok := itemValue(it, name)
+			if !ok {
+				v = nil
+			}
+			// The type and a quoted value: distinct values give distinct keys.
+			fmt.Fprintf(&key, "%T:%q;", v, v)
+		}
+		m, ok := seen[key.String()]
+		if !ok {
+			m = f.Match(func(name string) (any, bool) { return itemValue(it, name) })
+			seen[key.String()] = m
+		}
+		return m
+	}
 }
 
 // Bounds of the list's integer parameters.

@@ -1,0 +1,87 @@
+package scalebench
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+// Scenario is one kind of request sent at a fixed rate: an open model,
+// where a slow answer does not slow the next request down.
+type Scenario struct {
+	Name string
+	// Rate is requests per second.
+	Rate    int
+	Targets []vegeta.Target
+	// Want is the status every answer must have.
+	Want int
+}
+
+// Scenarios are the requests of issue 13 against the gateway at base.
+func Scenarios(base string) []Scenario {
+	rc := http.Header{"X-User-Id": {AdminID}, "X-Auth-Token": {AdminToken}}
+	reb := http.Header{"REB-APIKEY": {UserAPIKey}}
+	polls := make([]vegeta.Target, OwnJobs)
+	for i := range polls {
+		polls[i] = vegeta.Target{Method: http.MethodGet, URL: base + "/v1/exports/" + AdminJobID(i), Header: rc}
+	}
+	create := rc.Clone()
+	create.Set("Content-Type", "application/json")
+	// Polls first, lists last: a scenario that overloads the machine
+	// leaves less behind for the cheap ones.
+	return []Scenario{
+		{Name: "poll by id", Rate: 2000, Want: http.StatusOK, Targets: polls},
+		{Name: "create (Rocket.Chat rooms.export)", Rate: 50, Want: http.StatusOK,
+			Targets: []vegeta.Target{{Method: http.MethodPost, URL: base + "/api/v1/rooms.export", Header: create,
+				Body: []byte(`{"rid": "` + RoomGeneral + `", "type": "file", "format": "json"}`)}}},
+		{Name: "native list (100 of the caller's 1,000)", Rate: 20, Want: http.StatusOK,
+			Targets: []vegeta.Target{{Method: http.MethodGet, URL: base + "/v1/exports?limit=100", Header: rc}}},
+		{Name: "Rebilly list, filter + sort (100 of 1,000)", Rate: 5, Want: http.StatusOK,
+			Targets: []vegeta.Target{{Method: http.MethodGet, URL: base + "/data-exports?filter=status:completed&sort=-createdTime&limit=100", Header: reb}}},
+	}
+}
+
+// Result is what one scenario measured.
+type Result struct {
+	Scenario string
+	Rate     int
+	Requests uint64
+	P50, P99 time.Duration
+	Max      time.Duration
+	// Failed counts answers that were not Scenario.Want (or no answer).
+	Failed int
+	Codes  map[string]int
+}
+
+// Attack runs s for d and measures every answer.
+func Attack(s Scenario, d time.Duration) Result {
+	a := vegeta.NewAttacker(vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.Workers(32))
+	var m vegeta.Metrics
+	failed := 0
+	want := uint16(s.Want)
+	for res := range a.Attack(vegeta.NewStaticTargeter(s.Targets...), vegeta.Rate{Freq: s.Rate, Per: time.Second}, d, s.Name) {
+		m.Add(res)
+		if res.Code != want {
+			failed++
+		}
+	}
+	m.Close()
+	return Result{Scenario: s.Name, Rate: s.Rate, Requests: m.Requests, P50: m.Latencies.P50, P99: m.Latencies.P99,
+		Max: m.Latencies.Max, Failed: failed, Codes: m.StatusCodes}
+}
+
+// String is one line of a report.
+func (r Result) String() string {
+	codes := make([]string, 0, len(r.Codes))
+	for c, n := range r.Codes {
+		codes = append(codes, fmt.Sprintf("%s:%d", c, n))
+	}
+	slices.Sort(codes)
+	return fmt.Sprintf("%-45s %5d/s %7d req  p50 %7s  p99 %7s  max %7s  failed %d %v",
+		r.Scenario, r.Rate, r.Requests, ms(r.P50), ms(r.P99), ms(r.Max), r.Failed, codes)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
