@@ -332,6 +332,7 @@ func TestPagesCarryAStrictPolicy(t *testing.T) {
 		{"/console/", "text/html"},
 		{"/console/app.js", "javascript"},
 		{"/console/app.css", "text/css"},
+		{"/console/favicon.svg", "image/svg+xml"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			a := b.send(http.MethodGet, tc.path, "", nil)
