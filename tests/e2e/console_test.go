@@ -114,7 +114,8 @@ func TestConsoleSignInExportWatchDownload(t *testing.T) {
 	)
 	step("sign in", 30*time.Second,
 		chromedp.SetValue(chromedp.ID("sign-in-token"), admin.AuthToken),
-		chromedp.Click(chromedp.CSS("#sign-in button[type=submit]")),
+		// By keyboard: Enter in the field submits the form.
+		chromedp.SendKeys(chromedp.ID("sign-in-token"), "\r"),
 		chromedp.WaitVisible(chromedp.ID("exports")),
 	)
 	assert.Contains(t, text("#who"), admin.Username)

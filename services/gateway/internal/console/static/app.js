@@ -208,6 +208,34 @@
         h("a", { class: "button", href: "#/new/my-data" }, "Export my data"),
         h("a", { class: "button", href: "#/new/records" }, "New record export")),
       status, table);
+    // The stream opens before the list is read, so no change falls
+    // between the two; of a job seen in both, the newer one is kept.
+    const seen = new Map();
+    const upsert = (job) => {
+      const prev = seen.get(job.id);
+      if (prev && Date.parse(prev.updatedAt) > Date.parse(job.updatedAt)) return;
+      seen.set(job.id, job);
+      const row = exportRow(job);
+      const old = document.getElementById("row-" + job.id);
+      if (old) {
+        if (old.dataset.state !== job.state) announce("Export " + job.id + " is " + job.state);
+        old.replaceWith(row);
+      } else if (prev === undefined && listed) {
+        tbody.prepend(row);
+        status.hidden = true;
+        announce("Export " + job.id + " is " + job.state);
+      }
+    };
+    let listed = false;
+    const early = [];
+    const es = new EventSource("/v1/exports/events");
+    stream = es;
+    // Each event carries the whole job.
+    es.addEventListener("job", (ev) => {
+      const job = JSON.parse(ev.data);
+      if (listed) upsert(job);
+      else early.push(job);
+    });
     const r = await api("GET", "/v1/exports?limit=100");
     if (r.status === 401) return signInView("Your session has ended; sign in again.");
     if (!r.ok) {
@@ -216,25 +244,14 @@
       return;
     }
     const items = r.data.items || [];
-    status.textContent = items.length ? "" : "No exports yet.";
+    status.textContent = "No exports yet.";
     status.hidden = items.length > 0;
-    for (const job of items) tbody.append(exportRow(job));
-
-    // Live progress: each event carries the whole job.
-    const es = new EventSource("/v1/exports/events");
-    stream = es;
-    es.addEventListener("job", (ev) => {
-      const job = JSON.parse(ev.data);
-      const old = document.getElementById("row-" + job.id);
-      if (old) {
-        if (old.dataset.state !== job.state) announce("Export " + job.id + " is " + job.state);
-        old.replaceWith(exportRow(job));
-      } else {
-        tbody.prepend(exportRow(job));
-        status.hidden = true;
-        announce("Export " + job.id + " is " + job.state);
-      }
-    });
+    for (const job of items) {
+      seen.set(job.id, job);
+      tbody.append(exportRow(job));
+    }
+    listed = true;
+    for (const job of early) upsert(job);
   }
 
   // ----- one export -----
