@@ -33,7 +33,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help node tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms bench-scale clean images
+.PHONY: help node chromium tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms bench-scale clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the five services, seed demo data"
@@ -127,8 +127,14 @@ node:
 	@command -v node >/dev/null && command -v npm >/dev/null || \
 	  { echo "installing Node.js and npm with apt-get"; apt-get update -qq && apt-get install -y -qq nodejs npm; }
 
+# The console's browser test drives Debian's chromium headless
+# (chromedp); it fails, never skips, where chromium is missing.
+chromium:
+	@command -v chromium >/dev/null || \
+	  { echo "installing chromium with apt-get"; apt-get update -qq && apt-get install -y -qq chromium; }
+
 # The long fault tests (-tags longfaults) are left to test-faults.
-test-e2e: tools node
+test-e2e: tools node chromium
 	cd tests/e2e && GOWORK=off go test -count=1 -timeout 20m -v ./...
 
 # The Rocket.Chat typings check alone (test-unit runs it too): real

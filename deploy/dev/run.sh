@@ -114,6 +114,7 @@ cat <<TXT
 
 Dataport is running.
   gateway:     http://$http_addr
+  web console: $DATAPORT_PUBLIC_URL/console/   (sign in with user id $admin_id and token $admin_token)
   Mailpit UI:  http://127.0.0.1:$mailpit_port   (every email the notifier sends)
   logs:        $logs/
   metrics:     http://$http_addr/metrics, http://127.0.0.1:808{1,2,3,4}/metrics

@@ -20,6 +20,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/console"
 	"dataport.dev/services/gateway/internal/dialect/mytracker"
 	"dataport.dev/services/gateway/internal/dialect/native"
 	"dataport.dev/services/gateway/internal/dialect/rebilly"
@@ -270,6 +271,14 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	dog := watchdog.New(inf.NC, inf.JS, jobs, pub, watchdog.Options{
 		StuckAfter: c.StuckAfter, Logger: log, MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
 	})
+	// The console checks sign-ins with the API's own authenticators.
+	webConsole, err := console.Open(ctx, inf.JS, console.Options{
+		Tokens: authz, Keys: keys, Users: authz.Directory, PublicURL: c.PublicURL,
+		Replicas: d.Base.Topology.Replicas, Logger: log,
+	})
+	if err != nil {
+		return infra.Parts{}, err
+	}
 	router := httpapi.New(httpapi.Config{
 		Jobs:      jobs,
 		Auth:      authz,
@@ -284,6 +293,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 			},
 		},
 		Dialects:       []httpapi.Dialect{rocketChatAPI, rebillyAPI, myTrackerAPI},
+		Console:        webConsole,
 		Blob:           inf.Blob,
 		ExportBucket:   common.ExportBucket,
 		Links:          signer,

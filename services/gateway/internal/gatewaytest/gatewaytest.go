@@ -32,6 +32,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/console"
 	"dataport.dev/services/gateway/internal/dialect/mytracker"
 	"dataport.dev/services/gateway/internal/dialect/native"
 	"dataport.dev/services/gateway/internal/dialect/rebilly"
@@ -120,6 +121,8 @@ type Env struct {
 	// Metrics reads what the router and the job store recorded (request
 	// durations, jobmetrics), as main's MeterProvider would export it.
 	Metrics *sdkmetric.ManualReader
+	// Console is the web console, on the router as in main.
+	Console *console.Console
 
 	tokens countingTokens
 	keys   countingKeys
@@ -198,6 +201,10 @@ func New(tb testing.TB, o Options) *Env {
 	idem, err := idempotency.Open(ctx, e.NATS.JS, idempotency.Options{Logger: logger})
 	require.NoError(tb, err)
 	middleware := []func(http.Handler) http.Handler{idem.Handler}
+	e.Console, err = console.Open(ctx, e.NATS.JS, console.Options{
+		Tokens: e.Auth, Keys: e.Keys, Users: e.Auth.Directory, PublicURL: e.URL, Now: e.Clock.Now,
+	})
+	require.NoError(tb, err)
 	if limiter != nil {
 		middleware = append(middleware, limiter.Handler)
 	}
@@ -226,6 +233,7 @@ func New(tb testing.TB, o Options) *Env {
 				Limits: mytracker.Limits{MaxRowsPerChunk: 1000, MaxBytesPerChunk: 1 << 20, MaxRows: 1000000, MaxBytes: 4 << 30},
 			}),
 		},
+		Console:         e.Console,
 		Blob:            store,
 		ExportBucket:    ExportBucket,
 		Links:           signer,

@@ -2,7 +2,8 @@
 // the dialects: the native API (package dialect/native, always served)
 // and the others (dialect/rocketchat, dialect/rebilly, dialect/mytracker)
 // registered through Config.Dialects, and the description of all of them,
-// GET /openapi.json (package openapi).
+// GET /openapi.json (package openapi), and, when configured, the web
+// console (package console).
 //
 // Every request goes through the same path: tracing, panic recovery,
 // reading the body whole (readBodies), authentication once by the
@@ -33,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"dataport.dev/services/gateway/internal/console"
 	"dataport.dev/services/gateway/internal/dialect"
 	"dataport.dev/services/gateway/internal/dialect/native"
 	"dataport.dev/services/gateway/internal/jobstore"
@@ -67,6 +69,10 @@ type Config struct {
 	// Dialects add their routes to the router; each owns its paths and
 	// answers in its own shapes.
 	Dialects []Dialect
+	// Console, when set, serves the web console under /console/ and lets
+	// its session cookie authenticate native routes (console.Authenticate,
+	// after the header authentication, so the headers win).
+	Console *console.Console
 	// Middleware runs on every request after tracing, panic recovery,
 	// body reading and authentication, before routing: idempotency keys
 	// and quotas, which act on the job-creating requests of every
@@ -168,6 +174,9 @@ func New(cfg Config) *Router {
 	// them) or spends state on them (quotas). Authentication runs once,
 	// before the middleware that needs the caller.
 	mux.Use(a.traced, a.recovered, readBodies(cfg.MaxBodyBytes, cfg.BodyReadTimeout), dialect.Authenticate(cfg.Auth, cfg.Keys))
+	if cfg.Console != nil {
+		mux.Use(cfg.Console.Authenticate)
+	}
 	mux.Use(cfg.Middleware...)
 	// Unknown paths and methods answer in the shape of the dialect whose
 	// prefix the path has, like the dialect's own errors.
@@ -192,6 +201,9 @@ func New(cfg Config) *Router {
 	}).Routes(mux)
 	for _, d := range cfg.Dialects {
 		d.Routes(mux)
+	}
+	if cfg.Console != nil {
+		cfg.Console.Routes(mux)
 	}
 	return &Router{mux: mux}
 }
