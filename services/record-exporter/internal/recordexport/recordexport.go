@@ -420,7 +420,7 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 			}
 			for _, f := range s.files {
 				next.Files = append(next.Files, chunkFile{Name: f.GetName(), Key: f.GetObjectKey(), Size: f.GetSize(),
-					Records: f.GetRecords(), Sha256: f.GetSha256()})
+					Records: f.GetRecords(), Sha256: f.GetSha256(), Checksum: f.GetChecksumSha256()})
 			}
 			if !t.SaveCheckpoint(ctx, next) {
 				return nil
