@@ -24,11 +24,13 @@ import (
 // not be kept past the next decode unless it is a string or a number (the
 // strings are allocated per decode; nothing aliases the message bytes).
 type record struct {
-	id, org              string
-	created, updated     timestamp
-	keys                 []string
-	vals                 []any
-	entry, val, valMerge []byte // scratch for merged map entries and values
+	id, org          string
+	created, updated timestamp
+	keys             []string
+	vals             []any
+	// valMerge is scratch for a map entry whose value is given more than
+	// once.
+	valMerge []byte
 }
 
 // timestamp is a google.protobuf.Timestamp with its presence.
