@@ -152,7 +152,12 @@ func (s *Store) putMultipart(ctx context.Context, bucket, key string, r *ctxRead
 		}
 		return res.err
 	}
-	defer func() { _ = wait() }()
+	defer func() {
+		if err != nil {
+			cancel() // do not finish uploading a part that will be aborted
+		}
+		_ = wait()
+	}()
 	data := *first
 	for num := 1; ; num++ {
 		if num > MaxParts {
