@@ -20,9 +20,10 @@ import (
 // record is still skipped (decode_test.go compares the two, also as a
 // fuzz target).
 //
-// A record is reused from one message to the next: what get returns must
-// not be kept past the next decode unless it is a string or a number (the
-// strings are allocated per decode; nothing aliases the message bytes).
+// A record is reused from one message to the next, its slices refilled;
+// the values get returns stay valid after the next decode (a sorted
+// export keeps them): strings are copied out of the message and nested
+// values built afresh, so nothing aliases the message bytes.
 type record struct {
 	id, org          string
 	created, updated timestamp
