@@ -33,7 +33,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help node chromium tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms bench-scale clean images
+.PHONY: help node chromium tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms bench-export-records bench-scale clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the five services, seed demo data"
@@ -41,8 +41,9 @@ help:
 	@echo "make test    install tools, check formatting and modules, run every test"
 	@echo "make proto   regenerate Go code from proto/ with the pinned buf"
 	@echo "make lint    buf lint + breaking check, go vet"
-	@echo "make bench   run the Go benchmarks (bench-export-rooms and bench-scale too)"
+	@echo "make bench   run the Go benchmarks (bench-export-rooms, bench-export-records and bench-scale too)"
 	@echo "make bench-export-rooms  room exports of 1,000,000 messages beside a minimal pipeline"
+	@echo "make bench-export-records  record exports beside a minimal pipeline (BENCH_RECORDS=1000000)"
 	@echo "make bench-scale  load-test the gateway process among 10k, 100k and 1M jobs (SCALE_SIZES=...)"
 	@echo "make test-typings  type-check the Rocket.Chat answers against Rocket.Chat's published typings"
 	@echo "make fuzz-smoke  run every fuzz target briefly (FUZZTIME=1000x executions each)"
@@ -165,7 +166,7 @@ seed: build
 run: tools build $(if $(JAEGER),$(BIN)/.jaeger@$(JAEGER_VERSION))
 	DATAPORT_DEV_JAEGER=$(JAEGER) bash deploy/dev/run.sh
 
-bench: tools bench-export-rooms bench-scale
+bench: tools bench-export-rooms bench-export-records bench-scale
 	for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...); done
 
 # The gateway among many jobs (issue 13): the built gateway, nats-server
@@ -183,6 +184,17 @@ bench-scale: tools
 bench-export-rooms: tools
 	cd services/room-exporter && DATAPORT_BENCH_ROOMS=1 GOWORK=off go test -run '^$$' -bench BesideBaseline -benchtime=1x -timeout 60m ./internal/roomexport/
 	cd services/room-exporter && GOWORK=off go test -run '^$$' -bench Encode -benchmem -cpu 1 ./internal/roomexport/
+
+# Record exports (csv, json, xml) of BENCH_RECORDS generated transactions
+# beside a minimal pipeline in the same run, then the record encoders
+# against the standard library's at GOMAXPROCS=1. BENCH_PROFILE=<dir>
+# writes a CPU profile of every run there. See docs/BENCHMARKS.md.
+BENCH_RECORDS ?= 1000000
+bench-export-records: tools
+	cd services/record-exporter && GOWORK=off DATAPORT_BENCH_EXPORT=1 DATAPORT_BENCH_RECORDS=$(BENCH_RECORDS) \
+	  DATAPORT_BENCH_PROFILE=$(BENCH_PROFILE) \
+	  go test -run '^$$' -bench '^BenchmarkRecordExports$$' -benchtime 1x -timeout 60m ./internal/recordexport/
+	cd services/record-exporter && GOWORK=off go test -run '^$$' -bench '^BenchmarkEncode$$' -cpu 1 -benchmem ./internal/recordrender/
 
 images:
 	@if ! docker info >/dev/null 2>&1; then \

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -113,6 +114,17 @@ type Info struct {
 	// LastModified is zero in Upload results when the server did not report
 	// it; Stat returns the authoritative value.
 	LastModified time.Time
+	// SHA256 is the lower-case hex SHA-256 of the object's bytes, computed
+	// by Upload as they went up; empty in other results (the store keeps
+	// no whole-object SHA-256 of a multipart object).
+	SHA256 string
+	// ChecksumSHA256 is the object's S3 x-amz-checksum-sha256, which the
+	// store verified when it received the bytes and returns without them
+	// (Stat): the base64 SHA-256 of an object stored in one request, or
+	// the base64 SHA-256 of its parts' SHA-256s followed by "-<parts>" for
+	// a multipart one. Empty for objects stored without a checksum, and in
+	// List results. See HasSHA256.
+	ChecksumSHA256 string
 }
 
 // Store reads and writes objects. It is safe for concurrent use; create one
@@ -121,6 +133,8 @@ type Store struct {
 	client *minio.Client
 	core   minio.Core
 	region string
+	// parts holds Upload's PartSize buffers (*[]byte) between uploads.
+	parts sync.Pool
 }
 
 // New validates cfg and returns a Store. It does not contact the server;
@@ -191,69 +205,6 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Upload streams r, of unknown length, into bucket/key as a multipart
-// upload and returns what was stored. Memory use is one PartSize buffer per
-// call, whatever the object size. An empty contentType stores
-// application/octet-stream.
-//
-// On any error, including a read error from r or cancellation of ctx, the
-// multipart upload is aborted and no object becomes visible; an object
-// previously stored under key is left as it was. The one exception is
-// inherent to S3: if ctx ends after the server completed the upload but
-// before its answer arrived, the object exists although Upload reports an
-// error. Keys derived from job ids make a retry overwrite it.
-func (s *Store) Upload(ctx context.Context, bucket, key string, r io.Reader, contentType string) (Info, error) {
-	if err := checkObject(bucket, key); err != nil {
-		return Info{}, err
-	}
-	if contentType == "" {
-		contentType = defaultContentType
-	}
-	// minio-go only looks at ctx between parts; checking it on every read
-	// stops a long read of a slow producer as soon as the job is cancelled.
-	cr := &ctxReader{ctx: ctx, r: r}
-	up, err := s.client.PutObject(ctx, bucket, key, cr, -1, minio.PutObjectOptions{
-		ContentType: contentType,
-		PartSize:    PartSize,
-	})
-	if err != nil {
-		// A read error of r is the caller's; report it rather than whatever
-		// minio-go wrapped around it.
-		if cr.err != nil && !errors.Is(err, cr.err) {
-			err = fmt.Errorf("%w (read: %w)", translate(err), cr.err)
-		} else {
-			err = translate(err)
-		}
-		return Info{}, fmt.Errorf("upload %s/%s: %w", bucket, key, err)
-	}
-	return Info{
-		Key:          key,
-		Size:         up.Size,
-		ContentType:  contentType,
-		ETag:         up.ETag,
-		LastModified: up.LastModified.UTC(),
-	}, nil
-}
-
-// ctxReader fails reads once ctx is done and remembers r's own error.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-	err error // first non-EOF error, from ctx or r
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		c.err = err
-		return 0, err
-	}
-	n, err := c.r.Read(p)
-	if err != nil && err != io.EOF && c.err == nil {
-		c.err = err
-	}
-	return n, err
-}
-
 // Open starts a streaming GET of bucket/key. The caller must Close the
 // reader; reading stops when ctx ends. A missing object or bucket is
 // reported here, as ErrNotFound, not on the first Read.
@@ -283,12 +234,14 @@ func (b translatedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Stat returns the object's metadata, or ErrNotFound.
+// Stat returns the object's metadata, with the checksum the store keeps
+// (Info.ChecksumSHA256), or ErrNotFound. It reads no object bytes.
 func (s *Store) Stat(ctx context.Context, bucket, key string) (Info, error) {
 	if err := checkObject(bucket, key); err != nil {
 		return Info{}, err
 	}
-	oi, err := s.client.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+	// Checksum mode makes the answer carry the stored checksum.
+	oi, err := s.client.StatObject(ctx, bucket, key, minio.StatObjectOptions{Checksum: true})
 	if err != nil {
 		return Info{}, fmt.Errorf("stat %s/%s: %w", bucket, key, translate(err))
 	}
@@ -435,6 +388,8 @@ func infoOf(oi minio.ObjectInfo) Info {
 		ContentType:  oi.ContentType,
 		ETag:         oi.ETag,
 		LastModified: oi.LastModified.UTC(),
+		// Set only when asked for (Stat).
+		ChecksumSHA256: oi.ChecksumSHA256,
 	}
 }
 

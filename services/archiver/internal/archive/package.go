@@ -78,9 +78,10 @@ type PartsAsFiles struct {
 	Bucket string
 }
 
-// Package verifies every file of every part by streaming it through
-// SHA-256 and returns a copy of each File record, in part order and then
-// file order.
+// Package verifies every file of every part against the checksum the
+// object store keeps for it, reading only files whose checksum cannot
+// decide (verifyObject), and returns a copy of each File record, in part
+// order and then file order.
 func (p *PartsAsFiles) Package(ctx context.Context, _ Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
 	var files []*exportv1.File
 	for _, part := range parts {
@@ -121,6 +122,13 @@ func verifyFailed(p *exportv1.PartUploaded, f *exportv1.File, problem string) er
 // verifyObject checks the object of f against its recorded size and
 // SHA-256. It returns a description of what does not match, or an error
 // when the check itself could not be made (a transient storage failure).
+//
+// The object is not read when the store's checksum decides (storedProblem):
+// the store verified that checksum against the bytes as it received them,
+// and the exporter computed it and the SHA-256 in the same pass, so a
+// matching checksum is the recorded object. Only objects whose checksum
+// cannot be tied to the record (stored without one, or multipart with no
+// recorded checksum) are streamed through SHA-256.
 func verifyObject(ctx context.Context, objects Objects, bucket string, f *exportv1.File) (problem string, err error) {
 	key := f.GetObjectKey()
 	info, err := objects.Stat(ctx, bucket, key)
@@ -129,6 +137,9 @@ func verifyObject(ctx context.Context, objects Objects, bucket string, f *export
 	}
 	if info.Size < 0 || uint64(info.Size) != f.GetSize() {
 		return fmt.Sprintf("object is %d bytes, %d recorded", info.Size, f.GetSize()), nil
+	}
+	if problem, decided := storedProblem(info, f); decided {
+		return problem, nil
 	}
 	body, _, err := objects.Open(ctx, bucket, key)
 	if problem, err := openProblem(err); problem != "" || err != nil {
@@ -141,6 +152,29 @@ func verifyObject(ctx context.Context, objects Objects, bucket string, f *export
 		return "", fmt.Errorf("read %s: %w", key, err)
 	}
 	return compare(f, n, h.Sum(nil)), nil
+}
+
+// storedProblem compares the checksum the store keeps for the object
+// (info from Stat) with f's record: the recorded checksum when the
+// exporter reported one, else the recorded SHA-256 when the store's
+// checksum is one it determines (a whole-object or one-part checksum).
+// decided is false when neither applies and the object must be read.
+func storedProblem(info blob.Info, f *exportv1.File) (problem string, decided bool) {
+	stored := info.ChecksumSHA256
+	if want := f.GetChecksumSha256(); want != "" && stored != "" {
+		if stored != want {
+			return fmt.Sprintf("stored checksum is %s, %s recorded", stored, want), true
+		}
+		return "", true
+	}
+	match, decided := info.HasSHA256(f.GetSha256())
+	switch {
+	case !decided:
+		return "", false
+	case !match:
+		return fmt.Sprintf("stored checksum %s is not the one of sha256 %s recorded", stored, f.GetSha256()), true
+	}
+	return "", true
 }
 
 // openProblem sorts an error of Stat or Open into a verification problem

@@ -397,8 +397,9 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 		defer srt.close()
 	}
 	var (
-		matched uint64
-		maxRows = sc.GetMaxRows()
+		matched   uint64
+		maxRows   = sc.GetMaxRows()
+		rowValues = make([]any, len(p.fields))
 	)
 	if cp != nil {
 		matched = cp.Matched
@@ -420,7 +421,7 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 			}
 			for _, f := range s.files {
 				next.Files = append(next.Files, chunkFile{Name: f.GetName(), Key: f.GetObjectKey(), Size: f.GetSize(),
-					Records: f.GetRecords(), Sha256: f.GetSha256()})
+					Records: f.GetRecords(), Sha256: f.GetSha256(), Checksum: f.GetChecksumSha256()})
 			}
 			if !t.SaveCheckpoint(ctx, next) {
 				return nil
@@ -456,6 +457,13 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 		matched++
 		if maxRows > 0 && matched > maxRows {
 			return errTooMany
+		}
+		if srt == nil && !p.format.KeepsRows {
+			// The renderer is done with the row when Write returns.
+			for i, f := range p.fields {
+				rowValues[i], _ = get(f)
+			}
+			return s.write(recordrender.Row{ID: id, Values: rowValues})
 		}
 		it := item{id: id, values: make([]any, len(p.fields))}
 		for i, f := range p.fields {

@@ -161,6 +161,12 @@ func (e *env) download(t *testing.T, f *exportv1.File) []byte {
 	assert.EqualValues(t, len(b), f.GetSize())
 	sum := sha256.Sum256(b)
 	assert.Equal(t, hex.EncodeToString(sum[:]), f.GetSha256())
+	// The store's checksum travels with the file, so the archiver can
+	// verify it without this download.
+	st, err := e.store.Stat(t.Context(), bucket, f.GetObjectKey())
+	require.NoError(t, err)
+	assert.NotEmpty(t, f.GetChecksumSha256())
+	assert.Equal(t, st.ChecksumSHA256, f.GetChecksumSha256())
 	return b
 }
 

@@ -70,6 +70,10 @@ type chunkFile struct {
 	Size    uint64 `json:"size"`
 	Records uint64 `json:"records"`
 	Sha256  string `json:"sha256"`
+	// Checksum is the store's checksum (File.checksum_sha256); empty in
+	// checkpoints written before it was kept, whose files the archiver
+	// then reads to verify.
+	Checksum string `json:"checksum,omitempty"`
 }
 
 // resumable tells whether the plan's export can continue from a
@@ -143,7 +147,8 @@ func (e *Exporter) resumePoint(ctx context.Context, t *taskrun.Task, fp string) 
 func (cp *checkpoint) files(contentType string) []*exportv1.File {
 	out := make([]*exportv1.File, len(cp.Files))
 	for i, f := range cp.Files {
-		out[i] = &exportv1.File{Name: f.Name, ObjectKey: f.Key, Size: f.Size, Records: f.Records, Sha256: f.Sha256, ContentType: contentType}
+		out[i] = &exportv1.File{Name: f.Name, ObjectKey: f.Key, Size: f.Size, Records: f.Records, Sha256: f.Sha256,
+			ChecksumSha256: f.Checksum, ContentType: contentType}
 	}
 	return out
 }

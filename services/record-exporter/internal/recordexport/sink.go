@@ -3,11 +3,8 @@ package recordexport
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"strconv"
 	"strings"
@@ -22,8 +19,8 @@ import (
 
 // sink writes rows into one file, or into numbered chunk files when the
 // task sets row or byte limits, each uploaded as it is written:
-// renderer → buffer → byte counter → (gzip) → SHA-256, counter, pipe →
-// multipart upload.
+// renderer → buffer → byte counter → (gzip) → counter, pipe → upload,
+// which computes the file's SHA-256 and has the store verify its checksum.
 type sink struct {
 	ctx      context.Context
 	store    *blob.Store
@@ -60,7 +57,6 @@ type chunk struct {
 	raw       counter // bytes the renderer produced
 	stored    counter // bytes of the object
 	gz        *gzip.Writer
-	sum       hash.Hash
 	rows      uint64
 }
 
@@ -107,7 +103,7 @@ func (s *sink) nextName() string {
 
 // open starts the next file's upload and writes its header.
 func (s *sink) open() error {
-	c := &chunk{name: s.nextName(), done: make(chan uploadResult, 1), sum: sha256.New()}
+	c := &chunk{name: s.nextName(), done: make(chan uploadResult, 1)}
 	c.key = objects.PartKey(s.jobID, s.part, c.name)
 	pr, pw := io.Pipe()
 	c.pw = pw
@@ -118,7 +114,7 @@ func (s *sink) open() error {
 		pr.CloseWithError(err)
 		c.done <- uploadResult{info: info, err: err}
 	}()
-	var out io.Writer = io.MultiWriter(pw, c.sum, &c.stored)
+	var out io.Writer = countingWriter{w: pw, c: &c.stored}
 	if s.gzip {
 		c.gz = gzip.NewWriter(out)
 		out = c.gz
@@ -233,12 +229,13 @@ func (s *sink) closeChunk() error {
 	}
 	s.bytes += c.stored.n
 	s.files = append(s.files, &exportv1.File{
-		Name:        c.name,
-		ObjectKey:   c.key,
-		Size:        c.stored.n,
-		Records:     c.rows,
-		Sha256:      hex.EncodeToString(c.sum.Sum(nil)),
-		ContentType: s.contentType(),
+		Name:           c.name,
+		ObjectKey:      c.key,
+		Size:           c.stored.n,
+		Records:        c.rows,
+		Sha256:         res.info.SHA256,
+		ChecksumSha256: res.info.ChecksumSHA256,
+		ContentType:    s.contentType(),
 	})
 	return nil
 }

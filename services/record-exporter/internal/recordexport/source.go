@@ -74,19 +74,21 @@ func (e *Exporter) source(ctx context.Context, resource string, g *access.Grant,
 		if err != nil {
 			return nil, taskrun.Reject("invalid organization")
 		}
+		// One record, decoded into again for every message (decode.go).
+		var r record
+		get := r.get
 		return e.streamSource(ctx, e.records, bus.StreamRecords, []string{subject}, from, func(_ string, data []byte, f visit) error {
-			var r sourcev1.Record
-			if err := proto.Unmarshal(data, &r); err != nil {
+			if err := r.decode(data); err != nil {
 				*skipped++
 				return nil
 			}
-			if r.GetOrganizationId() != org {
+			if r.org != org {
 				// Published on the tenant's subject with another tenant's
 				// id: the record is not provably this tenant's.
 				*skipped++
 				return nil
 			}
-			return f(r.GetId(), recordGetter(&r))
+			return f(r.id, get)
 		})
 	case recordquery.ResourceMessages:
 		rooms, all, err := g.ReadableRooms(ctx)
@@ -331,33 +333,6 @@ func tsValue(t interface{ AsTime() time.Time }, present bool) (any, bool) {
 		return nil, false
 	}
 	return t.AsTime(), true
-}
-
-// recordGetter exposes a Record: id, createdTime and updatedTime from the
-// envelope (falling back to fields of the same name), anything else from
-// fields.
-func recordGetter(r *sourcev1.Record) getter {
-	return func(f string) (any, bool) {
-		switch f {
-		case "id":
-			if r.GetId() != "" {
-				return r.GetId(), true
-			}
-		case "createdTime":
-			if r.GetCreatedTime() != nil {
-				return r.GetCreatedTime().AsTime(), true
-			}
-		case "updatedTime":
-			if r.GetUpdatedTime() != nil {
-				return r.GetUpdatedTime().AsTime(), true
-			}
-		}
-		v, ok := r.GetFields().GetFields()[f]
-		if !ok {
-			return nil, false
-		}
-		return structValue(v), true
-	}
 }
 
 // structValue converts a protobuf Struct value to the types recordquery and

@@ -55,6 +55,10 @@ type Format struct {
 	Ext         string
 	ContentType string
 	New         func(w io.Writer, m Meta) Renderer
+	// KeepsRows is set for renderers that hold rows after Write returns
+	// (PDF, a page at a time). The others are done with a Row, and may be
+	// given the same Values slice refilled for every row.
+	KeepsRows bool
 }
 
 var formats = map[exportv1.Format]Format{
@@ -63,7 +67,7 @@ var formats = map[exportv1.Format]Format{
 	exportv1.Format_FORMAT_JSON_API: {Name: "json-api", Ext: "json", ContentType: "application/vnd.api+json", New: NewJSONAPI},
 	exportv1.Format_FORMAT_XML:      {Name: "xml", Ext: "xml", ContentType: "application/xml", New: NewXML},
 	exportv1.Format_FORMAT_JSONL:    {Name: "jsonl", Ext: "jsonl", ContentType: "application/x-ndjson", New: NewJSONL},
-	exportv1.Format_FORMAT_PDF:      {Name: "pdf", Ext: "pdf", ContentType: "application/pdf", New: NewPDF},
+	exportv1.Format_FORMAT_PDF:      {Name: "pdf", Ext: "pdf", ContentType: "application/pdf", New: NewPDF, KeepsRows: true},
 }
 
 // Lookup returns the format for a job's format; ok is false for formats

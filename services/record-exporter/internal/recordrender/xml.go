@@ -16,111 +16,154 @@ import (
 //	  <record id="txn_…"><id>txn_…</id><amount>12.5</amount>…</record>
 //	</records>
 //
-// through encoding/xml's token encoder, which escapes text and attributes.
-// Characters XML 1.0 does not allow (most C0 controls) are stripped first.
-// A field whose name is not a valid XML name becomes <field name="…">.
-// List values repeat an <item> element.
+// into a reused buffer, one write per record, escaping text and
+// attributes exactly as encoding/xml's token encoder does (which this
+// renderer used to go through, at about ten allocations a record; its
+// output is pinned by xml_ref_test.go). Characters XML 1.0 does not allow
+// (most C0 controls) are stripped first. A field whose name is not a
+// valid XML name becomes <field name="…">. List values repeat an <item>
+// element.
 type xmlRenderer struct {
-	w     io.Writer
-	enc   *xml.Encoder
-	m     Meta
-	names []xml.Name
-	attrs [][]xml.Attr
+	w   io.Writer
+	m   Meta
+	buf []byte
+	// open and close are each field's start and end tags, prebuilt.
+	open, close [][]byte
 }
 
 // NewXML returns an XML renderer.
 func NewXML(w io.Writer, m Meta) Renderer {
-	r := &xmlRenderer{w: w, enc: xml.NewEncoder(w), m: m}
+	r := &xmlRenderer{w: w, m: m, buf: make([]byte, 0, 1024)}
 	for _, f := range m.Fields {
 		if validXMLName(f) {
-			r.names = append(r.names, xml.Name{Local: f})
-			r.attrs = append(r.attrs, nil)
+			r.open = append(r.open, []byte("<"+f+">"))
+			r.close = append(r.close, []byte("</"+f+">"))
 		} else {
-			r.names = append(r.names, xml.Name{Local: "field"})
-			r.attrs = append(r.attrs, []xml.Attr{{Name: xml.Name{Local: "name"}, Value: StripInvalidXML(f)}})
+			r.open = append(r.open, appendEscaped([]byte(`<field name="`), StripInvalidXML(f), true, '"', '>'))
+			r.close = append(r.close, []byte("</field>"))
 		}
 	}
 	return r
 }
 
 func (r *xmlRenderer) Begin() error {
-	if _, err := io.WriteString(r.w, xml.Header); err != nil {
-		return err
-	}
-	return r.enc.EncodeToken(xml.StartElement{Name: xml.Name{Local: "records"},
-		Attr: []xml.Attr{{Name: xml.Name{Local: "resource"}, Value: StripInvalidXML(r.m.Resource)}}})
+	b := append(r.buf[:0], xml.Header...)
+	b = append(b, `<records resource="`...)
+	b = appendEscaped(b, StripInvalidXML(r.m.Resource), true, '"', '>')
+	return r.flush(b)
 }
 
 func (r *xmlRenderer) Write(row Row) error {
-	rec := xml.StartElement{Name: xml.Name{Local: "record"}}
+	b := r.buf[:0]
 	if row.ID != "" {
-		rec.Attr = []xml.Attr{{Name: xml.Name{Local: "id"}, Value: StripInvalidXML(row.ID)}}
+		b = append(b, `<record id="`...)
+		b = appendEscaped(b, StripInvalidXML(row.ID), true, '"', '>')
+	} else {
+		b = append(b, "<record>"...)
 	}
-	if err := r.enc.EncodeToken(rec); err != nil {
-		return err
-	}
-	for i, name := range r.names {
+	for i, open := range r.open {
 		var v any
 		if i < len(row.Values) {
 			v = row.Values[i]
 		}
-		start := xml.StartElement{Name: name, Attr: r.attrs[i]}
-		if err := r.enc.EncodeToken(start); err != nil {
-			return err
-		}
-		if err := r.value(v); err != nil {
-			return err
-		}
-		if err := r.enc.EncodeToken(start.End()); err != nil {
-			return err
-		}
+		b = append(b, open...)
+		b = appendXMLValue(b, v)
+		b = append(b, r.close[i]...)
 	}
-	if err := r.enc.EncodeToken(rec.End()); err != nil {
-		return err
-	}
-	// Flush per record keeps the encoder's buffer small; the caller's
-	// bufio batches the writes.
-	return r.enc.Flush()
+	b = append(b, "</record>"...)
+	return r.flush(b)
 }
 
-func (r *xmlRenderer) value(v any) error {
-	var items []string
+func appendXMLValue(b []byte, v any) []byte {
 	switch x := v.(type) {
 	case nil:
-		return nil
+		return b
+	case string:
+		return appendEscaped(b, StripInvalidXML(x), false)
 	case []string:
-		items = x
+		for _, s := range x {
+			b = append(b, "<item>"...)
+			b = appendEscaped(b, StripInvalidXML(s), false)
+			b = append(b, "</item>"...)
+		}
+		return b
 	case []any:
 		for _, e := range x {
-			items = append(items, recordquery.FormatValue(e))
+			b = append(b, "<item>"...)
+			b = appendEscaped(b, StripInvalidXML(recordquery.FormatValue(e)), false)
+			b = append(b, "</item>"...)
 		}
-	default:
-		return r.enc.EncodeToken(xml.CharData(StripInvalidXML(recordquery.FormatValue(v))))
+		return b
 	}
-	item := xml.StartElement{Name: xml.Name{Local: "item"}}
-	for _, s := range items {
-		if err := r.enc.EncodeToken(item); err != nil {
-			return err
-		}
-		if err := r.enc.EncodeToken(xml.CharData(StripInvalidXML(s))); err != nil {
-			return err
-		}
-		if err := r.enc.EncodeToken(item.End()); err != nil {
-			return err
-		}
-	}
-	return nil
+	return appendEscaped(b, StripInvalidXML(recordquery.FormatValue(v)), false)
 }
 
 func (r *xmlRenderer) End() error {
-	if err := r.enc.EncodeToken(xml.EndElement{Name: xml.Name{Local: "records"}}); err != nil {
-		return err
-	}
-	if err := r.enc.Flush(); err != nil {
-		return err
-	}
-	_, err := io.WriteString(r.w, "\n")
+	return r.flush(append(r.buf[:0], "</records>\n"...))
+}
+
+func (r *xmlRenderer) flush(b []byte) error {
+	r.buf = b
+	_, err := r.w.Write(b)
 	return err
+}
+
+// appendEscaped appends s escaped as encoding/xml escapes character data
+// (attr false: line feeds stay) and attribute values (attr true), then
+// the bytes of tail.
+func appendEscaped(b []byte, s string, attr bool, tail ...byte) []byte {
+	last := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, width := utf8.DecodeRuneInString(s[i:])
+			i += width
+			if xmlChar(r) && !(r == utf8.RuneError && width == 1) {
+				continue
+			}
+			b = append(b, s[last:i-width]...)
+			b = append(b, "\uFFFD"...)
+			last = i
+			continue
+		}
+		var esc string
+		switch c {
+		case '"':
+			esc = "&#34;"
+		case '\'':
+			esc = "&#39;"
+		case '&':
+			esc = "&amp;"
+		case '<':
+			esc = "&lt;"
+		case '>':
+			esc = "&gt;"
+		case '\t':
+			esc = "&#x9;"
+		case '\n':
+			if !attr {
+				i++
+				continue
+			}
+			esc = "&#xA;"
+		case '\r':
+			esc = "&#xD;"
+		default:
+			i++
+			if c < 0x20 {
+				b = append(b, s[last:i-1]...)
+				b = append(b, "\uFFFD"...)
+				last = i
+			}
+			continue
+		}
+		b = append(b, s[last:i]...)
+		b = append(b, esc...)
+		i++
+		last = i
+	}
+	b = append(b, s[last:]...)
+	return append(b, tail...)
 }
 
 // StripInvalidXML removes characters outside XML 1.0's Char production

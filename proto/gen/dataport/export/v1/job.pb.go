@@ -1003,9 +1003,18 @@ type File struct {
 	// Bucket holding object_key; empty means the exports bucket. Assets of a
 	// user-data download point into the assets bucket and are copied into
 	// the archive from there.
-	Bucket        string `protobuf:"bytes,7,opt,name=bucket,proto3" json:"bucket,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bucket string `protobuf:"bytes,7,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// The object's S3 checksum (x-amz-checksum-sha256) as the object store
+	// verified it while receiving the bytes: the base64 SHA-256 of an object
+	// stored in one request, or for a multipart one the base64 SHA-256 of
+	// its parts' SHA-256s followed by "-<parts>". The uploader computed it
+	// and sha256 from the same pass over the bytes, so the archiver verifies
+	// the object by comparing this with the checksum the store returns for
+	// it, without reading it again. Empty when the uploader sent none; the
+	// archiver then reads the object to check sha256.
+	ChecksumSha256 string `protobuf:"bytes,8,opt,name=checksum_sha256,json=checksumSha256,proto3" json:"checksum_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *File) Reset() {
@@ -1083,6 +1092,13 @@ func (x *File) GetContentType() string {
 func (x *File) GetBucket() string {
 	if x != nil {
 		return x.Bucket
+	}
+	return ""
+}
+
+func (x *File) GetChecksumSha256() string {
+	if x != nil {
+		return x.ChecksumSha256
 	}
 	return ""
 }
@@ -1668,7 +1684,7 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\bProgress\x12\x18\n" +
 	"\apercent\x18\x01 \x01(\rR\apercent\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xba\x01\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xe3\x01\n" +
 	"\x04File\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1677,7 +1693,8 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
-	"\x06bucket\x18\a \x01(\tR\x06bucket\"\x89\f\n" +
+	"\x06bucket\x18\a \x01(\tR\x06bucket\x12'\n" +
+	"\x0fchecksum_sha256\x18\b \x01(\tR\x0echecksumSha256\"\x89\f\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\x12/\n" +
