@@ -3,10 +3,7 @@ package roomexport
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 
 	"golang.org/x/sync/errgroup"
@@ -29,14 +26,15 @@ type sink struct {
 	key   string
 	pw    *io.PipeWriter
 	bw    *bufio.Writer
-	sum   hash.Hash
 	count countingWriter
 	info  blob.Info
 }
 
 // uploadObjects streams what write produces into one object per spec, all
 // uploaded at once, each through the same pipeline as a room document:
-// buffer → (SHA-256, byte counter, pipe) → multipart upload. write gets
+// buffer → (byte counter, pipe) → upload, which hashes the bytes once as
+// they go up and has the store check them (blob.Upload), so the archiver
+// verifies the part by its stored checksum without reading it again. write gets
 // one writer per spec, in order. On any error every upload is aborted.
 // The returned files carry name, key, size, SHA-256 and content type.
 func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask, specs []objectSpec,
@@ -47,8 +45,8 @@ func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask,
 	ws := make([]io.Writer, len(specs))
 	for i, spec := range specs {
 		pr, pw := io.Pipe()
-		s := &sink{spec: spec, key: objects.PartKey(task.GetJobId(), task.GetPart(), spec.name), pw: pw, sum: sha256.New()}
-		s.bw = bufio.NewWriterSize(io.MultiWriter(pw, s.sum, &s.count), 64<<10)
+		s := &sink{spec: spec, key: objects.PartKey(task.GetJobId(), task.GetPart(), spec.name), pw: pw}
+		s.bw = bufio.NewWriterSize(io.MultiWriter(pw, &s.count), 64<<10)
 		sinks[i], ws[i] = s, s.bw
 		g.Go(func() error {
 			var err error
@@ -79,11 +77,12 @@ func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask,
 			return nil, fmt.Errorf("export part %d: %s: stored %d bytes, wrote %d", task.GetPart(), s.spec.name, s.info.Size, size)
 		}
 		files[i] = &exportv1.File{
-			Name:        s.spec.name,
-			ObjectKey:   s.key,
-			Size:        size,
-			Sha256:      hex.EncodeToString(s.sum.Sum(nil)),
-			ContentType: s.spec.contentType,
+			Name:           s.spec.name,
+			ObjectKey:      s.key,
+			Size:           size,
+			Sha256:         s.info.SHA256,
+			ChecksumSha256: s.info.ChecksumSHA256,
+			ContentType:    s.spec.contentType,
 		}
 	}
 	return files, nil
