@@ -272,7 +272,9 @@ func writeProfileHTML(w io.Writer, p *jsonProfile, generated time.Time) error {
 }
 
 // exportChannels writes channels.json: one object per room of the user,
-// with the membership (joinedAt, roles).
+// with the membership (joinedAt, roles), one per line. Rocket.Chat's
+// download writes channels.json as JSON lines, not as one array, and the
+// tools that read its downloads read it line by line.
 func (e *Exporter) exportChannels(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
 	task := t.Task
 	if _, err := e.loadUser(ctx, task.GetUserId()); err != nil {
@@ -282,28 +284,17 @@ func (e *Exporter) exportChannels(ctx context.Context, t *taskrun.Task) (*taskru
 	if err != nil {
 		return nil, err
 	}
-	spec := objectSpec{name: targetName(task, "channels.json"), contentType: "application/json"}
+	spec := objectSpec{name: targetName(task, "channels.json"), contentType: "application/x-ndjson"}
 	files, err := e.uploadObjects(ctx, task, []objectSpec{spec}, func(_ context.Context, ws []io.Writer) error {
 		enc := json.NewEncoder(ws[0])
 		enc.SetEscapeHTML(false)
-		if _, err := io.WriteString(ws[0], "["); err != nil {
-			return err
-		}
-		for i, ur := range rooms {
-			sep := "\n"
-			if i > 0 {
-				sep = ",\n"
-			}
-			if _, err := io.WriteString(ws[0], sep); err != nil {
-				return err
-			}
-			// Encode appends a newline; harmless inside the array.
+		for _, ur := range rooms {
+			// Encode ends each object with the line's newline.
 			if err := enc.Encode(toJSONUserRoom(ur)); err != nil {
 				return fmt.Errorf("encode json: %w", err)
 			}
 		}
-		_, err := io.WriteString(ws[0], "]\n")
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, err

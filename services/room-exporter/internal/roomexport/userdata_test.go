@@ -100,9 +100,51 @@ func TestExportUserData(t *testing.T) {
 		assert.Equal(t, uint64(2), part.GetFile().GetRecords())
 		assert.Equal(t, exportv1.JobKind_JOB_KIND_USER_DATA, part.GetKind())
 		p := parsePage(t, h.download(t, part.GetFile().GetObjectKey()))
-		assert.Contains(t, text(p.tag("h1")[0]), "Direct messages: alice, bob")
+		// A personal download names other people by pseudonym, as
+		// Rocket.Chat's (hideUsers); the room export keeps names.
+		assert.Contains(t, text(p.tag("h1")[0]), "Direct messages: alice, "+roomexport.Pseudonym(jobID, "bob"))
 		assert.NotNil(t, p.byID("m-d1"))
 		assert.NotNil(t, p.byID("m-d2"))
+	})
+
+	t.Run("room part in JSON is Rocket.Chat's JSON lines, others pseudonymised", func(t *testing.T) {
+		job := jobID + "-json-lines"
+		task := userTask(job, 0, exportv1.PartKind_PART_KIND_ROOM, exportv1.Format_FORMAT_JSON)
+		task.Room = &exportv1.RoomScope{RoomId: "GEN"}
+		task.TargetFile = "general.json"
+		h.publishTask(t, job+".task.0", task)
+		var part exportv1.PartUploaded
+		h.event(t, bus.EventPart, job, &part)
+		assert.Equal(t, "general.json", part.GetFile().GetName())
+		assert.Equal(t, "application/x-ndjson", part.GetFile().GetContentType())
+		assert.Equal(t, uint64(3), part.GetFile().GetRecords())
+		data := string(h.download(t, part.GetFile().GetObjectKey()))
+		bobAs := roomexport.Pseudonym(job, "bob")
+		assert.Regexp(t, `^User_[0-9a-f]{10}$`, bobAs)
+		// Rocket.Chat's getMessageData, field for field and in its order.
+		want := `{"msg":"hello <script>alert(1)</script>","username":"alice","ts":"2026-05-01T09:01:00.001Z"}` + "\n" +
+			`{"msg":"my report (edited)","username":"alice","ts":"2026-05-01T09:02:00.002Z","attachments":[{"type":"file","title":"report.pdf","title_link":"assets/FA1-report.pdf","url":"assets/FA1-report.pdf","remote":false,"fileId":"FA1","fileName":"report.pdf"}]}` + "\n" +
+			`{"msg":"bob's file","username":"` + bobAs + `","ts":"2026-05-01T09:03:00.003Z","attachments":[{"type":"file","title":"bob.txt","title_link":"assets/FB1-bob.txt","url":"assets/FB1-bob.txt","remote":false,"fileId":"FB1","fileName":"bob.txt"}]}` + "\n"
+		assert.Equal(t, want, data)
+		assert.NotContains(t, data, "bob\"", "bob's username is not in alice's download")
+		assert.NotContains(t, data, "ubob")
+	})
+
+	t.Run("room part in HTML pseudonymises others too", func(t *testing.T) {
+		job := jobID + "-html-hidden"
+		task := userTask(job, 0, exportv1.PartKind_PART_KIND_ROOM, exportv1.Format_FORMAT_HTML)
+		task.Room = &exportv1.RoomScope{RoomId: "ualiceubob"}
+		h.publishTask(t, job+".task.0", task)
+		var part exportv1.PartUploaded
+		h.event(t, bus.EventPart, job, &part)
+		data := string(h.download(t, part.GetFile().GetObjectKey()))
+		bobAs := roomexport.Pseudonym(job, "bob")
+		p := parsePage(t, []byte(data))
+		assert.Contains(t, text(p.tag("h1")[0]), "Direct messages: alice, "+bobAs)
+		assert.Contains(t, text(p.byID("m-d1")), "Alice Example @alice", "alice's own name stays")
+		assert.Contains(t, text(p.byID("m-d2")), bobAs+" @"+bobAs)
+		assert.NotContains(t, data, "Bob")
+		assert.NotContains(t, data, "@bob")
 	})
 
 	t.Run("profile json", func(t *testing.T) {
@@ -154,9 +196,17 @@ func TestExportUserData(t *testing.T) {
 		h.event(t, bus.EventPart, job, &part)
 		assert.Equal(t, "channels.json", part.GetFile().GetName())
 		assert.Equal(t, uint64(2), part.GetFile().GetRecords())
+		// JSON lines, as Rocket.Chat writes channels.json: one room a line.
+		data := h.download(t, part.GetFile().GetObjectKey())
+		assert.Equal(t, "application/x-ndjson", part.GetFile().GetContentType())
+		lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+		require.Len(t, lines, 2, "%s", data)
 		var rooms []map[string]any
-		require.NoError(t, json.Unmarshal(h.download(t, part.GetFile().GetObjectKey()), &rooms))
-		require.Len(t, rooms, 2)
+		for _, l := range lines {
+			var r map[string]any
+			require.NoError(t, json.Unmarshal([]byte(l), &r), "line %q", l)
+			rooms = append(rooms, r)
+		}
 		byID := map[string]map[string]any{}
 		for _, r := range rooms {
 			byID[r["_id"].(string)] = r
