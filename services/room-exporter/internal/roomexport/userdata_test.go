@@ -46,8 +46,8 @@ func userTask(jobID string, part uint32, kind exportv1.PartKind, format exportv1
 }
 
 // userDataFixture is alice, member of #general and of a direct room with
-// bob, with two files of her own (one whose object is gone) and one of
-// bob's.
+// bob, with two files of her own (one whose object is gone), one of
+// bob's, and a file in a room of bob's she is not in.
 func userDataFixture(t *testing.T, h *harness) (pdf []byte) {
 	t.Helper()
 	alice := &sourcev1.UserRef{Id: "ualice", Username: "alice", Name: "Alice Example"}
@@ -66,6 +66,7 @@ func userDataFixture(t *testing.T, h *harness) (pdf []byte) {
 	pdf = []byte("%PDF-1.4 alice's report")
 	h.putAsset(t, "assets/FA1/report.pdf", "application/pdf", pdf)
 	h.putAsset(t, "assets/FB1/bob.txt", "text/plain", []byte("bob's"))
+	h.putAsset(t, "assets/FO1/secret.txt", "text/plain", []byte("not for alice"))
 	msg := func(id, room string, u *sourcev1.UserRef, i int, text string, atts ...*sourcev1.Attachment) *sourcev1.ChatMessage {
 		return &sourcev1.ChatMessage{Id: id, RoomId: room, User: u, Ts: timestamppb.New(msgTime(i)), Text: text, Attachments: atts}
 	}
@@ -77,7 +78,7 @@ func userDataFixture(t *testing.T, h *harness) (pdf []byte) {
 		msg("d2", "ualiceubob", bob, 5, "hi alice"),
 		// An edit of g2 republishes the same attachment.
 		msg("g2", "GEN", alice, 2, "my report (edited)", &sourcev1.Attachment{FileId: "FA1", Name: "report.pdf", ContentType: "application/pdf", ObjectKey: "assets/FA1/report.pdf"}),
-		msg("o1", "OTHER", bob, 6, "not alice's room"),
+		msg("o1", "OTHER", bob, 6, "not alice's room", &sourcev1.Attachment{FileId: "FO1", Name: "secret.txt", ObjectKey: "assets/FO1/secret.txt"}),
 	)
 	return pdf
 }
@@ -226,18 +227,27 @@ func TestExportUserData(t *testing.T) {
 		h.event(t, bus.EventPart, job, &part)
 		assert.Nil(t, part.GetFile(), "a multi-file part lists its files in files")
 		sum := sha256.Sum256(pdf)
-		want := &exportv1.File{
+		bobs := sha256.Sum256([]byte("bob's"))
+		// Every file of the messages alice's download holds, bob's in
+		// #general too (Rocket.Chat's download copies them all); the
+		// file of a room she is not in is not among them.
+		want := []*exportv1.File{{
 			Name: "assets/FA1-report.pdf", Bucket: assetBucket, ObjectKey: "assets/FA1/report.pdf",
 			Size: uint64(len(pdf)), Records: 1, Sha256: hex.EncodeToString(sum[:]), ContentType: "application/pdf",
+		}, {
+			Name: "assets/FB1-bob.txt", Bucket: assetBucket, ObjectKey: "assets/FB1/bob.txt",
+			Size: 5, Records: 1, Sha256: hex.EncodeToString(bobs[:]), ContentType: "text/plain",
+		}}
+		require.Len(t, part.GetFiles(), 2, "each file once, missing objects skipped: %v", part.GetFiles())
+		for i := range want {
+			assert.True(t, proto.Equal(want[i], part.GetFiles()[i]), "got %v", part.GetFiles()[i])
 		}
-		require.Len(t, part.GetFiles(), 1, "only alice's files, each once, missing objects skipped")
-		assert.True(t, proto.Equal(want, part.GetFiles()[0]), "got %v", part.GetFiles()[0])
 		assert.Empty(t, h.objects(t, job), "nothing is copied")
 
 		var progress exportv1.ExportProgress
 		h.event(t, bus.EventProgress, job, &progress)
 		assert.Equal(t, uint32(100), progress.GetProgress().GetPercent())
-		assert.Equal(t, uint64(1), progress.GetProgress().GetRecords())
+		assert.Equal(t, uint64(2), progress.GetProgress().GetRecords())
 	})
 
 	t.Run("another user's data is refused", func(t *testing.T) {
