@@ -51,3 +51,11 @@ func TestPersonalRendererHidesOthersInSystemMessages(t *testing.T) {
 	assert.NotContains(t, buf.String(), "Carol")
 	assert.Contains(t, buf.String(), "(edited by @"+carolAs)
 }
+
+func TestPersonalRendererKnowsEveryMessageField(t *testing.T) {
+	// hidingRenderer copies a message field by field (a struct copy would
+	// copy the message's internal lock); a field added to ChatMessage must
+	// be added to that copy too, or personal downloads would drop it.
+	fields := (&sourcev1.ChatMessage{}).ProtoReflect().Descriptor().Fields()
+	assert.Equal(t, 12, fields.Len(), "update hidingRenderer.Message for the new ChatMessage field")
+}
