@@ -154,14 +154,20 @@ func TestUserDataDownloadThroughEveryService(t *testing.T) {
 	checkManifest(t, entries)
 	assert.Contains(t, entries, "user.json")
 	assert.Contains(t, entries, "channels.json")
+	// A room file of a personal download is Rocket.Chat's: JSON lines of
+	// {msg, username, ts, attachments, type}, other people pseudonymised.
 	for _, r := range full.ExportOperation.RoomList {
-		var doc struct {
-			Room     map[string]any   `json:"room"`
-			Messages []map[string]any `json:"messages"`
+		lines := strings.Split(strings.TrimSuffix(string(entries[r.TargetFile]), "\n"), "\n")
+		assert.Len(t, lines, s.seed.Rooms[r.RoomID].Messages, "room %s", r.RoomID)
+		for _, l := range lines {
+			var m map[string]any
+			require.NoError(t, json.Unmarshal([]byte(l), &m), "%s: a JSON line: %q", r.TargetFile, l)
+			assert.Contains(t, m, "msg")
+			assert.Contains(t, m, "ts")
+			if u, _ := m["username"].(string); u != alice.Username {
+				assert.True(t, strings.HasPrefix(u, "User_"), "%s: someone else is pseudonymised, got %q", r.TargetFile, u)
+			}
 		}
-		require.NoError(t, json.Unmarshal(entries[r.TargetFile], &doc), "%s is JSON", r.TargetFile)
-		assert.Equal(t, r.RoomID, doc.Room["_id"])
-		assert.Len(t, doc.Messages, s.seed.Rooms[r.RoomID].Messages, "room %s", r.RoomID)
 	}
 	var user map[string]any
 	require.NoError(t, json.Unmarshal(entries["user.json"], &user))

@@ -1,9 +1,26 @@
 package roomexport
 
+import (
+	"io"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+)
+
 // SetTestHooks installs the test seams of o: onReplay sees the stream
 // sequence of every chat message the exporter reads (index and export
 // passes), afterCheckpoint runs after each saved checkpoint with the
 // number of parts it covers and may fail the attempt.
 func SetTestHooks(o *Options, onReplay func(seq uint64), afterCheckpoint func(part int) error) {
 	o.onReplay, o.afterCheckpoint = onReplay, afterCheckpoint
+}
+
+// Pseudonym is how username reads in job's personal download when it is
+// someone else's.
+func Pseudonym(job, username string) string { return newPseudonyms(job, "").name(username) }
+
+// NewPersonalRenderer is the renderer of a room file in job's personal
+// download of self's data, in JSON (lines) or HTML.
+func NewPersonalRenderer(w io.Writer, job, self string, json bool) Renderer {
+	f := formats()[exportv1.Format_FORMAT_HTML]
+	return personalFormat(f, json, job, self).New(w, Meta{})
 }

@@ -274,7 +274,8 @@ func (r *htmlRenderer) Message(m *sourcev1.ChatMessage) error {
 		b = appendEscaped(b, root)
 		b = append(b, `">`...)
 		if ex, ok := r.roots[root]; ok {
-			b = appendEscaped(b, ex)
+			// Formatted as the root shows it above, not its raw markdown.
+			b, r.tmp = appendExcerptFormatted(b, r.tmp, ex)
 		} else {
 			b = append(b, "the thread's first message"...)
 		}

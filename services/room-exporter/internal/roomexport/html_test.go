@@ -191,7 +191,19 @@ func TestHTMLRendererPage(t *testing.T) {
 				}
 			}
 			require.NotNil(t, ref, "%s links to its root", id)
-			assert.True(t, strings.HasPrefix(text(ref), "*bold* _italic_"), "the link shows the root's excerpt: %q", text(ref))
+			// The excerpt reads as the root reads above it: formatted, not
+			// its raw markdown ("*bold* _italic_"), and without a link of
+			// its own, since it is one link to the root already.
+			assert.True(t, strings.HasPrefix(text(ref), "bold italic x < y see https://example.com/a?b=1&c=2, snake_case_name"),
+				"the link shows the root's excerpt: %q", text(ref))
+			require.Len(t, within(ref, "strong"), 1)
+			assert.Equal(t, "bold", text(within(ref, "strong")[0]))
+			require.Len(t, within(ref, "em"), 1)
+			assert.Equal(t, "italic", text(within(ref, "em")[0]))
+			require.Len(t, within(ref, "code"), 1)
+			assert.Equal(t, "x < y", text(within(ref, "code")[0]))
+			assert.Empty(t, within(ref, "a"), "no link nested in the link to the root")
+			assert.NotContains(t, text(reply), "*bold*")
 		}
 	})
 
@@ -338,4 +350,24 @@ func BenchmarkHTMLRenderer(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestHTMLRendererFormatsThreadExcerpt(t *testing.T) {
+	// The line of the issue: a root whose text is markdown, and its reply.
+	u := &sourcev1.UserRef{Id: "u", Username: "alice"}
+	data := renderHTML(t, htmlRoom, roomexport.Meta{},
+		&sourcev1.ChatMessage{Id: "root", Ts: ts("2026-05-01T09:00:00Z"), User: u, Text: "*is waiting for feedback* again", ThreadCount: 1},
+		&sourcev1.ChatMessage{Id: "reply", Ts: ts("2026-05-01T09:01:00Z"), User: u, ThreadId: "root", Text: "ok"},
+		&sourcev1.ChatMessage{Id: "root2", Ts: ts("2026-05-01T09:02:00Z"), User: u, Text: "```go x := 1``` _and_ <b>", ThreadCount: 1},
+		&sourcev1.ChatMessage{Id: "reply2", Ts: ts("2026-05-01T09:03:00Z"), User: u, ThreadId: "root2", Text: "ok"},
+	)
+	assert.Contains(t, string(data), `<a href="#m-root"><strong>is waiting for feedback</strong> again</a>`)
+	p := parsePage(t, data)
+	ref := within(p.byID("m-reply2"), "a")
+	require.Len(t, ref, 1)
+	assert.Empty(t, within(ref[0], "pre"), "a fence in an excerpt reads inline")
+	require.Len(t, within(ref[0], "code"), 1)
+	assert.Equal(t, "go x := 1", text(within(ref[0], "code")[0]))
+	assert.Equal(t, "and", text(within(ref[0], "em")[0]))
+	assert.Contains(t, text(ref[0]), "<b>", "markup in the root stays text")
 }

@@ -37,9 +37,19 @@ func appendFormatted(b, tmp []byte, text string) ([]byte, []byte) {
 			continue
 		}
 		tmp = appendEscaped(tmp[:0], seg)
-		b = appendInline(b, tmp, 0)
+		b = appendInline(b, tmp, 0, true)
 	}
 	return b, tmp
+}
+
+// appendExcerptFormatted appends a thread root's excerpt formatted as the
+// root itself is, within the line of a reply. That line is one link to the
+// root, and links do not nest, so bare URLs stay text; a fence (the
+// excerpt is one line) reads as inline code, since a block cannot sit in
+// the line.
+func appendExcerptFormatted(b, tmp []byte, excerpt string) ([]byte, []byte) {
+	tmp = appendEscaped(tmp[:0], strings.ReplaceAll(excerpt, "```", "`"))
+	return appendInline(b, tmp, 0, false), tmp
 }
 
 // codeBlock drops the fence's line breaks and a language word on the
@@ -63,8 +73,9 @@ var emphasisTags = map[byte][2]string{
 	'~': {"<del>", "</del>"},
 }
 
-// appendInline formats one escaped stretch of text outside code blocks.
-func appendInline(b, s []byte, depth int) []byte {
+// appendInline formats one escaped stretch of text outside code blocks;
+// links says whether bare URLs become links.
+func appendInline(b, s []byte, depth int, links bool) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		boundary := i == 0 || !isWordByte(s[i-1])
@@ -84,12 +95,12 @@ func appendInline(b, s []byte, depth int) []byte {
 			if j := closing(s, i, c, true); j > 0 {
 				tags := emphasisTags[c]
 				b = append(b, tags[0]...)
-				b = appendInline(b, s[i+1:j], depth+1)
+				b = appendInline(b, s[i+1:j], depth+1, links)
 				b = append(b, tags[1]...)
 				i = j
 				continue
 			}
-		case c == 'h' && boundary:
+		case c == 'h' && boundary && links:
 			if n := urlLen(s[i:]); n > 0 {
 				url := s[i : i+n]
 				b = append(b, `<a href="`...)

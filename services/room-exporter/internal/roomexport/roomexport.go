@@ -190,6 +190,13 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	if err != nil {
 		return nil, err
 	}
+	if task.GetKind() == exportv1.JobKind_JOB_KIND_USER_DATA {
+		user, err := e.loadUser(ctx, task.GetUserId())
+		if err != nil {
+			return nil, err
+		}
+		format = personalFormat(format, task.GetFormat() == exportv1.Format_FORMAT_JSON, task.GetJobId(), user.GetUsername())
+	}
 	name := fileName(room.GetName(), room.GetId(), format.Ext)
 	if task.GetTargetFile() != "" {
 		name = objects.CleanFileName(task.GetTargetFile(), name)

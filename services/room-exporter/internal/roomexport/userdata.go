@@ -27,8 +27,8 @@ import (
 )
 
 // User-data download parts other than rooms: the user's profile
-// (user.html / user.json), their rooms (channels.json) and the files they
-// uploaded (assets/, by reference). See "User data download parts" in
+// (user.html / user.json), their rooms (channels.json) and the files
+// attached to their rooms' messages (assets/, by reference). See "User data download parts" in
 // docs/ARCHITECTURE.md.
 
 // userRoom is one room of the user with their membership.
@@ -266,13 +266,15 @@ func writeProfileHTML(w io.Writer, p *jsonProfile, generated time.Time) error {
 		b = strconv.AppendUint(b, r.Msgs, 10)
 		b = append(b, "</td></tr>\n"...)
 	}
-	b = append(b, "</table>\n</main>\n<footer>Exported by Dataport. Each room's messages are in their own file next to this page; files you uploaded are in the assets folder.</footer>\n</body>\n</html>\n"...)
+	b = append(b, "</table>\n</main>\n<footer>Exported by Dataport. Each room's messages are in their own file next to this page; the files attached to them are in the assets folder.</footer>\n</body>\n</html>\n"...)
 	_, err := w.Write(b)
 	return err
 }
 
 // exportChannels writes channels.json: one object per room of the user,
-// with the membership (joinedAt, roles).
+// with the membership (joinedAt, roles), one per line. Rocket.Chat's
+// download writes channels.json as JSON lines, not as one array, and the
+// tools that read its downloads read it line by line.
 func (e *Exporter) exportChannels(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
 	task := t.Task
 	if _, err := e.loadUser(ctx, task.GetUserId()); err != nil {
@@ -282,28 +284,17 @@ func (e *Exporter) exportChannels(ctx context.Context, t *taskrun.Task) (*taskru
 	if err != nil {
 		return nil, err
 	}
-	spec := objectSpec{name: targetName(task, "channels.json"), contentType: "application/json"}
+	spec := objectSpec{name: targetName(task, "channels.json"), contentType: "application/x-ndjson"}
 	files, err := e.uploadObjects(ctx, task, []objectSpec{spec}, func(_ context.Context, ws []io.Writer) error {
 		enc := json.NewEncoder(ws[0])
 		enc.SetEscapeHTML(false)
-		if _, err := io.WriteString(ws[0], "["); err != nil {
-			return err
-		}
-		for i, ur := range rooms {
-			sep := "\n"
-			if i > 0 {
-				sep = ",\n"
-			}
-			if _, err := io.WriteString(ws[0], sep); err != nil {
-				return err
-			}
-			// Encode appends a newline; harmless inside the array.
+		for _, ur := range rooms {
+			// Encode ends each object with the line's newline.
 			if err := enc.Encode(toJSONUserRoom(ur)); err != nil {
 				return fmt.Errorf("encode json: %w", err)
 			}
 		}
-		_, err := io.WriteString(ws[0], "]\n")
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -313,12 +304,14 @@ func (e *Exporter) exportChannels(ctx context.Context, t *taskrun.Task) (*taskru
 		Log: []any{"object_key", files[0].GetObjectKey(), "rooms", len(rooms)}}, nil
 }
 
-// exportAssets finds the files the user uploaded, by scanning their rooms
-// for their own messages with attachments, and reports them by reference:
+// exportAssets finds the files attached to the messages of the user's
+// rooms (anyone's: the download holds those messages, the user may read
+// them, and their links point into assets/, as in Rocket.Chat's download,
+// which copies every message's file), and reports them by reference:
 // one PartUploaded whose files point into the assets bucket
 // (bucket, object_key) under the name "assets/<fileId>-<name>" the room
 // documents link to. Nothing is copied; the SHA-256 is computed by
-// streaming each object once. Memory grows with the number of the user's
+// streaming each object once. Memory grows with the number of the rooms'
 // files (one File each), not with the rooms' sizes. A file whose object
 // is missing is skipped and logged.
 func (e *Exporter) exportAssets(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
@@ -354,9 +347,6 @@ func (e *Exporter) exportAssets(ctx context.Context, t *taskrun.Task) (*taskrun.
 				return false, context.Cause(ctx)
 			}
 			if err := proto.Unmarshal(data, &m); err != nil {
-				return true, nil
-			}
-			if m.GetUser().GetId() != userID {
 				return true, nil
 			}
 			for _, a := range m.GetAttachments() {

@@ -46,8 +46,8 @@ func userTask(jobID string, part uint32, kind exportv1.PartKind, format exportv1
 }
 
 // userDataFixture is alice, member of #general and of a direct room with
-// bob, with two files of her own (one whose object is gone) and one of
-// bob's.
+// bob, with two files of her own (one whose object is gone), one of
+// bob's, and a file in a room of bob's she is not in.
 func userDataFixture(t *testing.T, h *harness) (pdf []byte) {
 	t.Helper()
 	alice := &sourcev1.UserRef{Id: "ualice", Username: "alice", Name: "Alice Example"}
@@ -66,6 +66,7 @@ func userDataFixture(t *testing.T, h *harness) (pdf []byte) {
 	pdf = []byte("%PDF-1.4 alice's report")
 	h.putAsset(t, "assets/FA1/report.pdf", "application/pdf", pdf)
 	h.putAsset(t, "assets/FB1/bob.txt", "text/plain", []byte("bob's"))
+	h.putAsset(t, "assets/FO1/secret.txt", "text/plain", []byte("not for alice"))
 	msg := func(id, room string, u *sourcev1.UserRef, i int, text string, atts ...*sourcev1.Attachment) *sourcev1.ChatMessage {
 		return &sourcev1.ChatMessage{Id: id, RoomId: room, User: u, Ts: timestamppb.New(msgTime(i)), Text: text, Attachments: atts}
 	}
@@ -77,7 +78,7 @@ func userDataFixture(t *testing.T, h *harness) (pdf []byte) {
 		msg("d2", "ualiceubob", bob, 5, "hi alice"),
 		// An edit of g2 republishes the same attachment.
 		msg("g2", "GEN", alice, 2, "my report (edited)", &sourcev1.Attachment{FileId: "FA1", Name: "report.pdf", ContentType: "application/pdf", ObjectKey: "assets/FA1/report.pdf"}),
-		msg("o1", "OTHER", bob, 6, "not alice's room"),
+		msg("o1", "OTHER", bob, 6, "not alice's room", &sourcev1.Attachment{FileId: "FO1", Name: "secret.txt", ObjectKey: "assets/FO1/secret.txt"}),
 	)
 	return pdf
 }
@@ -100,9 +101,51 @@ func TestExportUserData(t *testing.T) {
 		assert.Equal(t, uint64(2), part.GetFile().GetRecords())
 		assert.Equal(t, exportv1.JobKind_JOB_KIND_USER_DATA, part.GetKind())
 		p := parsePage(t, h.download(t, part.GetFile().GetObjectKey()))
-		assert.Contains(t, text(p.tag("h1")[0]), "Direct messages: alice, bob")
+		// A personal download names other people by pseudonym, as
+		// Rocket.Chat's (hideUsers); the room export keeps names.
+		assert.Contains(t, text(p.tag("h1")[0]), "Direct messages: alice, "+roomexport.Pseudonym(jobID, "bob"))
 		assert.NotNil(t, p.byID("m-d1"))
 		assert.NotNil(t, p.byID("m-d2"))
+	})
+
+	t.Run("room part in JSON is Rocket.Chat's JSON lines, others pseudonymised", func(t *testing.T) {
+		job := jobID + "-json-lines"
+		task := userTask(job, 0, exportv1.PartKind_PART_KIND_ROOM, exportv1.Format_FORMAT_JSON)
+		task.Room = &exportv1.RoomScope{RoomId: "GEN"}
+		task.TargetFile = "general.json"
+		h.publishTask(t, job+".task.0", task)
+		var part exportv1.PartUploaded
+		h.event(t, bus.EventPart, job, &part)
+		assert.Equal(t, "general.json", part.GetFile().GetName())
+		assert.Equal(t, "application/x-ndjson", part.GetFile().GetContentType())
+		assert.Equal(t, uint64(3), part.GetFile().GetRecords())
+		data := string(h.download(t, part.GetFile().GetObjectKey()))
+		bobAs := roomexport.Pseudonym(job, "bob")
+		assert.Regexp(t, `^User_[0-9a-f]{10}$`, bobAs)
+		// Rocket.Chat's getMessageData, field for field and in its order.
+		want := `{"msg":"hello <script>alert(1)</script>","username":"alice","ts":"2026-05-01T09:01:00.001Z"}` + "\n" +
+			`{"msg":"my report (edited)","username":"alice","ts":"2026-05-01T09:02:00.002Z","attachments":[{"type":"file","title":"report.pdf","title_link":"assets/FA1-report.pdf","url":"assets/FA1-report.pdf","remote":false,"fileId":"FA1","fileName":"report.pdf"}]}` + "\n" +
+			`{"msg":"bob's file","username":"` + bobAs + `","ts":"2026-05-01T09:03:00.003Z","attachments":[{"type":"file","title":"bob.txt","title_link":"assets/FB1-bob.txt","url":"assets/FB1-bob.txt","remote":false,"fileId":"FB1","fileName":"bob.txt"}]}` + "\n"
+		assert.Equal(t, want, data)
+		assert.NotContains(t, data, "bob\"", "bob's username is not in alice's download")
+		assert.NotContains(t, data, "ubob")
+	})
+
+	t.Run("room part in HTML pseudonymises others too", func(t *testing.T) {
+		job := jobID + "-html-hidden"
+		task := userTask(job, 0, exportv1.PartKind_PART_KIND_ROOM, exportv1.Format_FORMAT_HTML)
+		task.Room = &exportv1.RoomScope{RoomId: "ualiceubob"}
+		h.publishTask(t, job+".task.0", task)
+		var part exportv1.PartUploaded
+		h.event(t, bus.EventPart, job, &part)
+		data := string(h.download(t, part.GetFile().GetObjectKey()))
+		bobAs := roomexport.Pseudonym(job, "bob")
+		p := parsePage(t, []byte(data))
+		assert.Contains(t, text(p.tag("h1")[0]), "Direct messages: alice, "+bobAs)
+		assert.Contains(t, text(p.byID("m-d1")), "Alice Example @alice", "alice's own name stays")
+		assert.Contains(t, text(p.byID("m-d2")), bobAs+" @"+bobAs)
+		assert.NotContains(t, data, "Bob")
+		assert.NotContains(t, data, "@bob")
 	})
 
 	t.Run("profile json", func(t *testing.T) {
@@ -154,9 +197,17 @@ func TestExportUserData(t *testing.T) {
 		h.event(t, bus.EventPart, job, &part)
 		assert.Equal(t, "channels.json", part.GetFile().GetName())
 		assert.Equal(t, uint64(2), part.GetFile().GetRecords())
+		// JSON lines, as Rocket.Chat writes channels.json: one room a line.
+		data := h.download(t, part.GetFile().GetObjectKey())
+		assert.Equal(t, "application/x-ndjson", part.GetFile().GetContentType())
+		lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+		require.Len(t, lines, 2, "%s", data)
 		var rooms []map[string]any
-		require.NoError(t, json.Unmarshal(h.download(t, part.GetFile().GetObjectKey()), &rooms))
-		require.Len(t, rooms, 2)
+		for _, l := range lines {
+			var r map[string]any
+			require.NoError(t, json.Unmarshal([]byte(l), &r), "line %q", l)
+			rooms = append(rooms, r)
+		}
 		byID := map[string]map[string]any{}
 		for _, r := range rooms {
 			byID[r["_id"].(string)] = r
@@ -176,18 +227,27 @@ func TestExportUserData(t *testing.T) {
 		h.event(t, bus.EventPart, job, &part)
 		assert.Nil(t, part.GetFile(), "a multi-file part lists its files in files")
 		sum := sha256.Sum256(pdf)
-		want := &exportv1.File{
+		bobs := sha256.Sum256([]byte("bob's"))
+		// Every file of the messages alice's download holds, bob's in
+		// #general too (Rocket.Chat's download copies them all); the
+		// file of a room she is not in is not among them.
+		want := []*exportv1.File{{
 			Name: "assets/FA1-report.pdf", Bucket: assetBucket, ObjectKey: "assets/FA1/report.pdf",
 			Size: uint64(len(pdf)), Records: 1, Sha256: hex.EncodeToString(sum[:]), ContentType: "application/pdf",
+		}, {
+			Name: "assets/FB1-bob.txt", Bucket: assetBucket, ObjectKey: "assets/FB1/bob.txt",
+			Size: 5, Records: 1, Sha256: hex.EncodeToString(bobs[:]), ContentType: "text/plain",
+		}}
+		require.Len(t, part.GetFiles(), 2, "each file once, missing objects skipped: %v", part.GetFiles())
+		for i := range want {
+			assert.True(t, proto.Equal(want[i], part.GetFiles()[i]), "got %v", part.GetFiles()[i])
 		}
-		require.Len(t, part.GetFiles(), 1, "only alice's files, each once, missing objects skipped")
-		assert.True(t, proto.Equal(want, part.GetFiles()[0]), "got %v", part.GetFiles()[0])
 		assert.Empty(t, h.objects(t, job), "nothing is copied")
 
 		var progress exportv1.ExportProgress
 		h.event(t, bus.EventProgress, job, &progress)
 		assert.Equal(t, uint32(100), progress.GetProgress().GetPercent())
-		assert.Equal(t, uint64(1), progress.GetProgress().GetRecords())
+		assert.Equal(t, uint64(2), progress.GetProgress().GetRecords())
 	})
 
 	t.Run("another user's data is refused", func(t *testing.T) {

@@ -1,0 +1,221 @@
+package roomexport
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+)
+
+// A room file of a personal data download is written as Rocket.Chat's
+// user data download writes it (exportRoomMessagesToFile with hideUsers):
+// in JSON mode one JSON object per line, {msg, username, ts, attachments,
+// type}, and in both modes everyone but the user whose data it is
+// pseudonymised. A room export (rooms.export) keeps every name and the
+// full message documents. See "User data download parts" in
+// docs/ARCHITECTURE.md.
+
+// pseudonyms replaces other people's usernames in a personal download.
+//
+// Rocket.Chat numbers them User_1, User_2, … in the order it meets them
+// while it exports the rooms one after the other. Here each room is its
+// own part, run in parallel on any exporter, so a shared counter would
+// need coordination; instead a pseudonym is derived from the job and the
+// username: the same person is the same User_<digest> in every room file
+// of one download, and unrelated between two downloads.
+type pseudonyms struct {
+	salt string
+	self string
+	// memo keeps what was derived; a room has few distinct senders.
+	memo map[string]string
+}
+
+func newPseudonyms(jobID, self string) *pseudonyms {
+	return &pseudonyms{salt: jobID, self: self, memo: map[string]string{}}
+}
+
+// name is username's pseudonym; the user's own name and "" stay as they
+// are.
+func (p *pseudonyms) name(username string) string {
+	if username == "" || username == p.self {
+		return username
+	}
+	if v, ok := p.memo[username]; ok {
+		return v
+	}
+	sum := sha256.Sum256([]byte(p.salt + "\x00" + username))
+	v := "User_" + hex.EncodeToString(sum[:5])
+	p.memo[username] = v
+	return v
+}
+
+// ref is u with its username pseudonymised and the name and id dropped
+// (either would tell who it is); the user's own ref is kept.
+func (p *pseudonyms) ref(u *sourcev1.UserRef) *sourcev1.UserRef {
+	if u == nil || u.GetUsername() == p.self {
+		return u
+	}
+	return &sourcev1.UserRef{Username: p.name(u.GetUsername())}
+}
+
+// subjectIsUsername lists the system messages whose text is the username
+// the event is about (see systemSentence).
+var subjectIsUsername = map[string]bool{
+	"uj": true, "ul": true, "au": true, "ru": true, "user-muted": true, "user-unmuted": true,
+}
+
+// errNotResumable is what a wrapper of a renderer that cannot resume says.
+var errNotResumable = errors.New("renderer cannot resume")
+
+// hidingRenderer pseudonymises other people before its inner renderer
+// sees a message or the room.
+type hidingRenderer struct {
+	inner Renderer
+	names *pseudonyms
+	// m is the rewritten copy: the caller's message is reused and must
+	// not change under it.
+	m sourcev1.ChatMessage
+}
+
+func (r *hidingRenderer) Begin(room *sourcev1.Room) error {
+	if len(room.GetUsernames()) == 0 {
+		return r.inner.Begin(room)
+	}
+	c := proto.CloneOf(room)
+	for i, u := range c.Usernames {
+		c.Usernames[i] = r.names.name(u)
+	}
+	return r.inner.Begin(c)
+}
+
+func (r *hidingRenderer) Message(m *sourcev1.ChatMessage) error {
+	// A shallow copy: only the fields replaced below differ, the rest are
+	// shared with m and not written to.
+	r.m = sourcev1.ChatMessage{
+		Id: m.GetId(), RoomId: m.GetRoomId(), Text: m.GetText(), Ts: m.GetTs(),
+		User: r.names.ref(m.GetUser()), EditedAt: m.GetEditedAt(), EditedBy: r.names.ref(m.GetEditedBy()),
+		ThreadId: m.GetThreadId(), ThreadCount: m.GetThreadCount(), ThreadLastMessage: m.GetThreadLastMessage(),
+		SystemType: m.GetSystemType(), Attachments: m.GetAttachments(),
+	}
+	if subjectIsUsername[m.GetSystemType()] {
+		r.m.Text = r.names.name(m.GetText())
+	}
+	return r.inner.Message(&r.m)
+}
+
+func (r *hidingRenderer) End() error { return r.inner.End() }
+
+// The pseudonyms derive from the job, so there is nothing of the
+// wrapper's own to save between attempts.
+func (r *hidingRenderer) saveState() ([]byte, error) {
+	if s, ok := r.inner.(resumable); ok {
+		return s.saveState()
+	}
+	return nil, errNotResumable
+}
+
+func (r *hidingRenderer) restoreState(data []byte) error {
+	if s, ok := r.inner.(resumable); ok {
+		return s.restoreState(data)
+	}
+	return errNotResumable
+}
+
+// personalFormat is format as a personal download's room file: JSON lines
+// in JSON mode, and other people pseudonymised.
+func personalFormat(format Format, json bool, jobID, self string) Format {
+	inner := format.New
+	if json {
+		format.ContentType = "application/x-ndjson"
+		inner = func(w io.Writer, _ Meta) Renderer { return &lineRenderer{w: w, buf: make([]byte, 0, 4096)} }
+	}
+	format.New = func(w io.Writer, meta Meta) Renderer {
+		return &hidingRenderer{inner: inner(w, meta), names: newPseudonyms(jobID, self)}
+	}
+	return format
+}
+
+// lineRenderer writes one JSON object per message and line, Rocket.Chat's
+// getMessageData: {"msg","username","ts"} then "attachments" and "type"
+// when the message has them. A system message's msg is its sentence, as
+// Rocket.Chat puts its translated sentence there. Nothing precedes or
+// follows the messages: the file is JSON lines, not one JSON document.
+type lineRenderer struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (r *lineRenderer) Begin(*sourcev1.Room) error { return nil }
+
+func (r *lineRenderer) Message(m *sourcev1.ChatMessage) error {
+	r.buf = appendLineMessage(r.buf[:0], m)
+	_, err := r.w.Write(r.buf)
+	return err
+}
+
+func (r *lineRenderer) End() error { return nil }
+
+// A line does not depend on the lines before it.
+func (r *lineRenderer) saveState() ([]byte, error) { return []byte("{}"), nil }
+func (r *lineRenderer) restoreState([]byte) error  { return nil }
+
+func appendLineMessage(b []byte, m *sourcev1.ChatMessage) []byte {
+	text := m.GetText()
+	if m.GetSystemType() != "" {
+		text = plainSystemSentence(m)
+	}
+	b = append(b, `{"msg":`...)
+	b = appendJSONString(b, text)
+	b = append(b, `,"username":`...)
+	b = appendJSONString(b, firstNonEmpty(m.GetUser().GetUsername(), m.GetUser().GetName()))
+	b = append(b, `,"ts":`...)
+	b = appendJSONTime(b, m.GetTs().AsTime())
+	if atts := m.GetAttachments(); len(atts) > 0 {
+		b = append(b, `,"attachments":[`...)
+		for i, a := range atts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendLineAttachment(b, a)
+		}
+		b = append(b, ']')
+	}
+	if t := m.GetSystemType(); t != "" {
+		b = append(b, `,"type":`...)
+		b = appendJSONString(b, t)
+	}
+	return append(b, "}\n"...)
+}
+
+// appendLineAttachment is Rocket.Chat's getAttachmentData for an uploaded
+// file: the links point to the file's place in the download (assets/…)
+// rather than to the server, and the fields Rocket.Chat leaves undefined
+// (so JSON.stringify drops them) are left out.
+func appendLineAttachment(b []byte, a *sourcev1.Attachment) []byte {
+	path := AssetPath(a.GetFileId(), a.GetName())
+	b = append(b, `{"type":"file","title":`...)
+	b = appendJSONString(b, firstNonEmpty(a.GetTitle(), a.GetName()))
+	b = append(b, `,"title_link":`...)
+	b = appendJSONString(b, path)
+	if ct := a.GetContentType(); strings.HasPrefix(ct, "image/") {
+		b = append(b, `,"image_url":`...)
+		b = appendJSONString(b, path)
+		b = append(b, `,"image_type":`...)
+		b = appendJSONString(b, ct)
+		b = append(b, `,"image_size":`...)
+		b = strconv.AppendUint(b, a.GetSize(), 10)
+	}
+	b = append(b, `,"url":`...)
+	b = appendJSONString(b, path)
+	b = append(b, `,"remote":false,"fileId":`...)
+	b = appendJSONString(b, a.GetFileId())
+	b = append(b, `,"fileName":`...)
+	b = appendJSONString(b, a.GetName())
+	return append(b, '}')
+}
