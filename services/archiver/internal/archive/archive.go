@@ -366,6 +366,7 @@ func (a *Archiver) job(ctx context.Context, jobID string, last *exportv1.PartUpl
 	if rec.GetCreatedAt() != nil {
 		j.Created = rec.GetCreatedAt().AsTime()
 	}
+	j.Name, j.FullExport = rec.GetName(), rec.GetFullExport()
 	if j.Kind == exportv1.JobKind_JOB_KIND_UNSPECIFIED {
 		j.Kind = rec.GetKind()
 	}

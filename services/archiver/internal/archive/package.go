@@ -26,6 +26,11 @@ type Job struct {
 	// not found. Archives use it as every entry's timestamp, so packaging
 	// the same parts twice gives the same bytes.
 	Created time.Time
+	// Name is the job's name (for a data download, its owner's display
+	// name) and FullExport its Rocket.Chat fullExport flag; from the job
+	// record, empty without one. They name a data download's zip.
+	Name       string
+	FullExport bool
 }
 
 // Packager turns a job's parts into the files its owner downloads, and

@@ -129,13 +129,30 @@ func (z *Zip) Package(ctx context.Context, job Job, parts []*exportv1.PartUpload
 		return nil, fmt.Errorf("archive of job %s: stored %d bytes, wrote %d", job.ID, info.Size, out.n)
 	}
 	return []*exportv1.File{{
-		Name:        objects.ArchiveName(job.ID),
+		Name:        archiveName(job),
 		ObjectKey:   key,
 		Size:        uint64(out.n),
 		Records:     res.m.Totals.Records,
 		Sha256:      hex.EncodeToString(out.h.Sum(nil)),
 		ContentType: "application/zip",
 	}}, nil
+}
+
+// archiveName is the zip's name as its owner sees it. A data download is
+// named as Rocket.Chat names one, "YYYY-MM-DD-<display name>[-data].zip"
+// (the day it was requested, "-data" for a full export), so tools that
+// read Rocket.Chat's downloads find what they expect; other archives, and
+// a download whose record names no one, keep "dataport-<job>.zip". The
+// object key stays derived from the job id either way.
+func archiveName(job Job) string {
+	if job.Kind != exportv1.JobKind_JOB_KIND_USER_DATA || job.Name == "" || job.Created.IsZero() {
+		return objects.ArchiveName(job.ID)
+	}
+	name := job.Created.UTC().Format("2006-01-02") + "-" + job.Name
+	if job.FullExport {
+		name += "-data"
+	}
+	return objects.CleanFileName(name+".zip", objects.ArchiveName(job.ID))
 }
 
 // write writes the whole archive to w and returns its manifest.

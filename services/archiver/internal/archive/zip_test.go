@@ -322,3 +322,32 @@ func TestSanitizeName(t *testing.T) {
 		})
 	}
 }
+
+// TestDataDownloadZipIsNamedAsRocketChatNamesIt: tools that read
+// Rocket.Chat's downloads expect "YYYY-MM-DD-<display name>[-data].zip";
+// the object stays under the job's own key.
+func TestDataDownloadZipIsNamedAsRocketChatNamesIt(t *testing.T) {
+	e := start(t)
+	for _, tc := range []struct {
+		full bool
+		want string
+	}{
+		{false, created.UTC().Format("2006-01-02") + "-Alice_Liddell.zip"},
+		{true, created.UTC().Format("2006-01-02") + "-Alice_Liddell-data.zip"},
+	} {
+		jobID := fmt.Sprintf("named-%t-%d", tc.full, time.Now().UnixNano())
+		data, err := proto.Marshal(&exportv1.Job{Id: jobID, OwnerId: owner, Kind: exportv1.JobKind_JOB_KIND_USER_DATA,
+			CreatedAt: timestamppb.New(created), Name: "Alice Liddell", FullExport: tc.full})
+		require.NoError(t, err)
+		_, err = e.jobs.Put(t.Context(), jobID, data)
+		require.NoError(t, err)
+		f := e.put(t, bucket, "jobs/"+jobID+"/parts/0/user.html", "user.html", "text/html", []byte("<p>me</p>"), 1)
+		e.publishPart(t, jobID, exportv1.JobKind_JOB_KIND_USER_DATA, 0, 1, 0, f)
+		e.waitOutcome(t, jobID)
+		var done exportv1.ExportCompleted
+		e.last(t, bus.EventCompleted, jobID, &done)
+		require.Len(t, done.GetFiles(), 1)
+		assert.Equal(t, tc.want, done.GetFiles()[0].GetName())
+		assert.Equal(t, "jobs/"+jobID+"/files/dataport-"+jobID+".zip", done.GetFiles()[0].GetObjectKey())
+	}
+}

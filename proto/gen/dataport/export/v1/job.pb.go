@@ -1142,7 +1142,8 @@ type Job struct {
 	ParentId string `protobuf:"bytes,22,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
 	// Tenant (Rebilly organization); empty for the default tenant.
 	OrganizationId string `protobuf:"bytes,23,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
-	// Client-chosen name (Rebilly "name").
+	// Client-chosen name (Rebilly "name"); for a Rocket.Chat data download,
+	// the user's display name, which names its zip.
 	Name string `protobuf:"bytes,24,opt,name=name,proto3" json:"name,omitempty"`
 	// Rocket.Chat users.requestDataDownload fullExport.
 	FullExport bool `protobuf:"varint,25,opt,name=full_export,json=fullExport,proto3" json:"full_export,omitempty"`

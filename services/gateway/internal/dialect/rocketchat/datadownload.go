@@ -211,6 +211,11 @@ func (d *API) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	job.FullExport = fullExport
+	// The archiver names the zip after the user, as Rocket.Chat does.
+	job.Name = user.GetName()
+	if job.Name == "" {
+		job.Name = user.GetUsername()
+	}
 	tasks := plan.DataDownload(user, rooms, fullExport, ext)
 	byID := make(map[string]*sourcev1.Room, len(rooms))
 	for _, room := range rooms {
