@@ -81,8 +81,9 @@ func RoomExport(job *exportv1.Job, room *sourcev1.Room, from, to *timestamppb.Ti
 
 // DataDownload lists the parts of a user's data download: one per room the
 // user is a member of, the profile, the channel list (full export only,
-// as in Rocket.Chat) and the files attached to the messages of those rooms. Room files are named
-// after the room; a name two rooms share falls back to the room id.
+// as in Rocket.Chat) and the files attached to the messages of those
+// rooms. Room files are named after the room; a name two rooms share
+// falls back to the room id.
 func DataDownload(user *sourcev1.User, rooms []*sourcev1.Room, fullExport bool, ext string) []*exportv1.ExportTask {
 	task := func(kind exportv1.PartKind, target string) *exportv1.ExportTask {
 		return &exportv1.ExportTask{PartKind: kind, UserId: user.GetId(), FullExport: fullExport, TargetFile: target}
