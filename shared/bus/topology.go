@@ -47,6 +47,7 @@ const (
 	BucketCheckpoints   = "export_checkpoints"
 	BucketOrgMembers    = "org_members"
 	BucketQuotas        = "quotas"
+	BucketResources     = "record_resources"
 )
 
 // Durable consumers. Every replica of a service binds the same durable, so
@@ -217,6 +218,11 @@ func withTTL(c jetstream.KeyValueConfig, ttl time.Duration) jetstream.KeyValueCo
 	return c
 }
 
+func withHistory(c jetstream.KeyValueConfig, n uint8) jetstream.KeyValueConfig {
+	c.History = n
+	return c
+}
+
 func withMarkerTTL(c jetstream.KeyValueConfig, ttl time.Duration) jetstream.KeyValueConfig {
 	c.LimitMarkerTTL = ttl
 	return c
@@ -305,6 +311,8 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		// Rate windows are dead a minute after they close and an idle
 		// caller's slot set is empty or stale, so a day bounds the bucket
 		// without ever cutting a live window short.
+		// History 5: a registration replaced by mistake can be read back.
+		withHistory(kv(BucketResources, "Exportable record resources by name, published by the host (shared/resources): fields, default fields, date field, owner organization."), 5),
 		withTTL(kv(BucketQuotas, "Per-principal create quotas, kept by the gateway: rate.<principal>.<minute> counters and active.<principal> slot sets."), QuotaTTL),
 	}
 }
