@@ -39,6 +39,7 @@ import (
 	"dataport.dev/shared/egress"
 	"dataport.dev/shared/infra"
 	"dataport.dev/shared/links"
+	"dataport.dev/shared/resources"
 )
 
 const (
@@ -240,8 +241,17 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	if _, err := schedules.IndexOrganizations(ctx); err != nil {
 		return infra.Parts{}, err
 	}
+	// Installations that predate the registry keep their built-in
+	// resources; the host registers its own.
+	registry, err := resources.Open(ctx, inf.JS)
+	if err != nil {
+		return infra.Parts{}, err
+	}
+	if err := registry.EnsureBuiltins(ctx); err != nil {
+		return infra.Parts{}, err
+	}
 	rebillyAPI := rebilly.New(rebilly.Config{
-		Directory: authz.Directory, Jobs: jobs, Schedules: schedules, Submitter: submitter,
+		Resources: registry, Directory: authz.Directory, Jobs: jobs, Schedules: schedules, Submitter: submitter,
 		Links: signer, Blob: inf.Blob, ExportBucket: common.ExportBucket, PublicURL: c.PublicURL, Location: c.Location, Logger: log,
 		Limits: plan.Limits{
 			MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,

@@ -50,6 +50,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/links"
+	"dataport.dev/shared/resources"
 )
 
 // Buckets of the MinIO server Options.MinIO starts.
@@ -111,9 +112,12 @@ type Env struct {
 	Pub   *bus.Publisher
 	// Auth and Keys are the credential checks the router uses, behind a
 	// count of their calls (TokenChecks, KeyChecks).
-	Auth  *auth.Service
-	Keys  *auth.KeyAuthenticator
-	Clock *Clock
+	Auth *auth.Service
+	Keys *auth.KeyAuthenticator
+	// Resources is the resource registry the Rebilly dialect validates
+	// against, with the built-in resources registered.
+	Resources *resources.Registry
+	Clock     *Clock
 	// Router is the gateway's handler; URL is the base URL of the HTTP
 	// server in front of it.
 	Router *httpapi.Router
@@ -177,6 +181,10 @@ func New(tb testing.TB, o Options) *Env {
 	require.NoError(tb, err)
 	e.tokens.Service, e.keys.KeyAuthenticator = e.Auth, e.Keys
 	e.Pub = bus.NewPublisher(e.NATS.JS, nil)
+	// As the gateway does at start.
+	e.Resources, err = resources.Open(ctx, e.NATS.JS)
+	require.NoError(tb, err)
+	require.NoError(tb, e.Resources.EnsureBuiltins(ctx))
 
 	var store *blob.Store
 	if o.MinIO {
@@ -223,7 +231,7 @@ func New(tb testing.TB, o Options) *Env {
 				DataDownloadInterval: DataDownloadInterval, Now: e.Clock.Now, Logger: logger,
 			}),
 			rebilly.New(rebilly.Config{
-				Directory: e.Auth.Directory, Jobs: jobs, Schedules: schedules,
+				Resources: e.Resources, Directory: e.Auth.Directory, Jobs: jobs, Schedules: schedules,
 				Submitter: submitter, Links: signer, Blob: store, ExportBucket: ExportBucket, PublicURL: e.URL,
 				Now: e.Clock.Now, Logger: logger,
 			}),

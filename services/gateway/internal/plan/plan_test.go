@@ -33,8 +33,9 @@ func fieldsOf(bad []plan.Invalid) []string {
 
 func TestRecords(t *testing.T) {
 	lim := plan.RecordsLimits{MaxFields: 2, MaxRows: 10, MaxBytes: 20}
-	sc, bad := plan.Records(plan.RecordsRequest{Resource: ptr("events"), MaxRowsPerChunk: 5, GzipChunks: true,
+	sc, bad, err := plan.Records(t.Context(), plan.Catalog{}, plan.RecordsRequest{Resource: ptr("events"), MaxRowsPerChunk: 5, GzipChunks: true,
 		DateRange: &plan.DateRangeRequest{Start: ptr("-7 days"), End: ptr("today")}}, nativeNames, now, time.UTC, lim)
+	require.NoError(t, err)
 	require.Nil(t, bad)
 	assert.NotEmpty(t, sc.GetFields(), "the resource's default columns")
 	assert.EqualValues(t, 10, sc.GetMaxRows())
@@ -60,10 +61,13 @@ func TestRecords(t *testing.T) {
 			nativeNames, []string{"records.dateRange.end"}},
 		{"range without ends", plan.RecordsRequest{Resource: ptr("events"), DateRange: &plan.DateRangeRequest{Field: ptr("nope")}},
 			rebillyNames, []string{"dateRange.field", "dateRange.start", "dateRange.end"}},
+		{"range on a number", plan.RecordsRequest{Resource: ptr("events"), DateRange: &plan.DateRangeRequest{Start: ptr("today"), End: ptr("now"), Field: ptr("revenue")}},
+			rebillyNames, []string{"dateRange.field"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			sc, bad := plan.Records(tc.req, tc.names, now, time.UTC, lim)
+			sc, bad, err := plan.Records(t.Context(), plan.Catalog{}, tc.req, tc.names, now, time.UTC, lim)
+			require.NoError(t, err)
 			assert.Nil(t, sc)
 			assert.Equal(t, tc.fields, fieldsOf(bad))
 		})

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -13,6 +14,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/schedule"
 	"dataport.dev/shared/recordquery"
+	"dataport.dev/shared/resources"
 )
 
 // RecordsRequest is what a record export asks for. Absent fields are nil
@@ -50,9 +52,60 @@ type RecordsLimits struct {
 	MaxRows, MaxBytes uint64
 }
 
-// Records validates req and returns the scope it asks for. Relative
-// dates are resolved against now in loc.
-func Records(req RecordsRequest, names RecordsFields, now time.Time, loc *time.Location, lim RecordsLimits) (*exportv1.RecordsScope, []Invalid) {
+// Resources finds the record resources an organization's exports may
+// name; *resources.Registry is the implementation.
+type Resources interface {
+	// Get returns the definition of name as org's exports see it, or an
+	// error wrapping resources.ErrNotFound (nonexistent, or another
+	// organization's).
+	Get(ctx context.Context, org, name string) (recordquery.Resource, error)
+	// Names lists the names org's exports may use.
+	Names(ctx context.Context, org string) ([]string, error)
+}
+
+// Catalog is what one organization's record exports may name.
+type Catalog struct {
+	// Registry is the host's resource registry; nil: the built-in
+	// resources only (recordquery.Builtins).
+	Registry Resources
+	// Organization is the export's organization, "" for none.
+	Organization string
+}
+
+// lookup returns the definition of name; ok is false when the
+// organization may not name it.
+func (c Catalog) lookup(ctx context.Context, name string) (recordquery.Resource, bool, error) {
+	if c.Registry == nil {
+		def, ok := recordquery.Builtin(name)
+		return def, ok, nil
+	}
+	def, err := c.Registry.Get(ctx, c.Organization, name)
+	switch {
+	case err == nil:
+		return def, true, nil
+	case errors.Is(err, resources.ErrNotFound):
+		return recordquery.Resource{}, false, nil
+	}
+	return recordquery.Resource{}, false, fmt.Errorf("resource %s: %w", name, err)
+}
+
+// known lists the names for an error message; a failed listing leaves
+// the message without them rather than failing the request.
+func (c Catalog) known(ctx context.Context) string {
+	names := recordquery.Resources()
+	if c.Registry != nil {
+		var err error
+		if names, err = c.Registry.Names(ctx, c.Organization); err != nil {
+			return "a registered resource"
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// Records validates req against the resources cat offers and returns the
+// scope it asks for. Relative dates are resolved against now in loc. The
+// error is a failed registry lookup (the request may be fine).
+func Records(ctx context.Context, cat Catalog, req RecordsRequest, names RecordsFields, now time.Time, loc *time.Location, lim RecordsLimits) (*exportv1.RecordsScope, []Invalid, error) {
 	var bad []Invalid
 	add := func(field, format string, args ...any) {
 		bad = append(bad, Invalid{Field: field, Message: fmt.Sprintf(format, args...)})
@@ -62,18 +115,22 @@ func Records(req RecordsRequest, names RecordsFields, now time.Time, loc *time.L
 		MaxRowsPerChunk: req.MaxRowsPerChunk, MaxBytesPerChunk: req.MaxBytesPerChunk, GzipChunks: req.GzipChunks,
 	}
 	if req.Resource == nil || *req.Resource == "" {
-		add(names.Resource, "is required (%s)", strings.Join(recordquery.Resources(), ", "))
-		return nil, bad
+		add(names.Resource, "is required (%s)", cat.known(ctx))
+		return nil, bad, nil
 	}
 	resource := *req.Resource
-	if _, ok := recordquery.Fields(resource); !ok {
-		add(names.Resource, "%q is not one of %s", resource, strings.Join(recordquery.Resources(), ", "))
-		return nil, bad
+	def, ok, err := cat.lookup(ctx, resource)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !ok {
+		add(names.Resource, "%q is not one of %s", resource, cat.known(ctx))
+		return nil, bad, nil
 	}
 	sc.Resource = resource
 	switch {
 	case req.Fields == nil:
-		sc.Fields = recordquery.DefaultFields(resource)
+		sc.Fields = def.Defaults()
 	case len(req.Fields) == 0:
 		add(names.Fields, "must name at least one field")
 	case len(req.Fields) > lim.MaxFields:
@@ -81,7 +138,7 @@ func Records(req RecordsRequest, names RecordsFields, now time.Time, loc *time.L
 	default:
 		if dup := recordquery.Duplicate(req.Fields); dup != "" {
 			add(names.Fields, "names %q twice; name each field once", dup)
-		} else if err := recordquery.ValidateFields(resource, req.Fields); err != nil {
+		} else if err := def.ValidateFields(req.Fields); err != nil {
 			add(names.Fields, "%v", err)
 		} else {
 			sc.Fields = req.Fields
@@ -89,7 +146,7 @@ func Records(req RecordsRequest, names RecordsFields, now time.Time, loc *time.L
 	}
 	if f, err := recordquery.ParseFilter(req.Filter); err != nil {
 		add(names.Filter, "%v", err)
-	} else if err := recordquery.ValidateFields(resource, f.Fields()); err != nil {
+	} else if err := def.ValidateFields(f.Fields()); err != nil {
 		add(names.Filter, "%v", err)
 	} else {
 		sc.Filter = req.Filter
@@ -101,7 +158,7 @@ func Records(req RecordsRequest, names RecordsFields, now time.Time, loc *time.L
 		for _, k := range keys {
 			fields = append(fields, k.Field)
 		}
-		if err := recordquery.ValidateFields(resource, fields); err != nil {
+		if err := def.ValidateFields(fields); err != nil {
 			add(names.Sort, "%v", err)
 		} else {
 			sc.Sort = req.Sort
@@ -109,11 +166,13 @@ func Records(req RecordsRequest, names RecordsFields, now time.Time, loc *time.L
 	}
 	sc.Q = req.Q
 	if dr := req.DateRange; dr != nil {
+		// Rebilly's documented default, kept in the scope as the request
+		// (or its default) named it.
 		field := "createdTime"
 		if dr.Field != nil && *dr.Field != "" {
 			field = *dr.Field
 		}
-		if err := recordquery.ValidateFields(resource, []string{field}); err != nil {
+		if err := def.ValidateDateField(field); err != nil {
 			add(names.DateRange+".field", "%v", err)
 		}
 		sc.DateRange = &exportv1.DateRange{Field: field}
@@ -134,9 +193,9 @@ func Records(req RecordsRequest, names RecordsFields, now time.Time, loc *time.L
 		}
 	}
 	if len(bad) > 0 {
-		return nil, bad
+		return nil, bad, nil
 	}
-	return sc, nil
+	return sc, nil, nil
 }
 
 // ResolveRange fills From/To from the range's expressions; relative ones
@@ -224,14 +283,15 @@ func Recurrence(instruction *string, start *string, field string, now time.Time,
 	return rec, nil
 }
 
-// Tenant refuses an export of organization records (transactions,
-// events) outside any organization; field names the resource.
+// Tenant refuses an export of organization records outside any
+// organization: every resource but the workspace's own (messages, rooms,
+// users) is kept per organization. field names the resource.
 func Tenant(sc *exportv1.RecordsScope, org, field string) []Invalid {
-	switch sc.GetResource() {
-	case recordquery.ResourceTransactions, recordquery.ResourceEvents:
-		if org == "" {
-			return []Invalid{{Field: field, Message: "this resource belongs to an organization; export it from an organization you are a member of"}}
-		}
+	if def, ok := recordquery.Builtin(sc.GetResource()); ok && def.SourceOf() != recordquery.SourceRecords {
+		return nil
+	}
+	if org == "" {
+		return []Invalid{{Field: field, Message: "this resource belongs to an organization; export it from an organization you are a member of"}}
 	}
 	return nil
 }

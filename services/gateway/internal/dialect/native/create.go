@@ -329,7 +329,10 @@ func (req *createRequest) checkRecords(c *checked, now time.Time, loc *time.Loca
 		}
 		rr.MaxRowsPerChunk, rr.MaxBytesPerChunk, rr.GzipChunks = ch.MaxRows, ch.MaxBytes, ch.Gzip
 	}
-	sc, invalid := plan.Records(rr, recordsFields, now, loc, lim.Records())
+	// The native API exports the built-in resources: the registry's
+	// lookup is by organization, which is resolved only in planRecords.
+	// A built-in catalog never fails.
+	sc, invalid, _ := plan.Records(context.Background(), plan.Catalog{}, rr, recordsFields, now, loc, lim.Records())
 	c.records = sc
 	return append(bad, invalid...)
 }

@@ -78,7 +78,10 @@ func FuzzDecodeRequest(f *testing.F) {
 			checkInvalid(t, body, bad)
 			return
 		}
-		job, bad := build(req, now, loc, lim)
+		job, bad, err := build(t.Context(), plan.Catalog{}, req, now, loc, lim)
+		if err != nil {
+			t.Fatalf("body %q: the built-in catalog failed: %v", body, err)
+		}
 		if bad != nil {
 			checkInvalid(t, body, bad)
 			return
@@ -93,7 +96,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		if bad != nil {
 			t.Fatalf("body %q: re-encoded as %s, rejected: %+v", body, again, bad)
 		}
-		job2, bad := build(req2, now, loc, lim)
+		job2, bad, _ := build(t.Context(), plan.Catalog{}, req2, now, loc, lim)
 		if bad != nil || !proto.Equal(job, job2) {
 			t.Fatalf("body %q: re-encoded as %s gives %v, %+v; want %v", body, again, job2, bad, job)
 		}

@@ -68,8 +68,11 @@ type Config struct {
 	Location *time.Location
 	// Limits bound each export; zero values take the defaults.
 	Limits plan.Limits
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Resources is the host's resource registry; nil: the built-in
+	// resources only.
+	Resources plan.Resources
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // API is the Rebilly data-exports API. It implements httpapi.Dialect.
@@ -84,6 +87,7 @@ type API struct {
 	publicURL string
 	loc       *time.Location
 	limits    plan.Limits
+	resources plan.Resources
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -93,7 +97,7 @@ func New(cfg Config) *API {
 	d := &API{
 		dir: cfg.Directory, jobs: cfg.Jobs, schedules: cfg.Schedules, submitter: cfg.Submitter,
 		links: cfg.Links, blob: cfg.Blob, exports: cfg.ExportBucket, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
-		loc: cfg.Location, limits: cfg.Limits.WithDefaults(), log: cfg.Logger, now: cfg.Now,
+		loc: cfg.Location, limits: cfg.Limits.WithDefaults(), resources: cfg.Resources, log: cfg.Logger, now: cfg.Now,
 	}
 	if d.loc == nil {
 		d.loc = time.UTC
@@ -251,7 +255,11 @@ func (d *API) put(w http.ResponseWriter, r *http.Request, s scope) {
 		return
 	}
 	existing := e.job
-	job, bad := build(req, d.now(), d.loc, d.limits)
+	job, bad, err := build(r.Context(), d.catalog(s.org), req, d.now(), d.loc, d.limits)
+	if err != nil {
+		d.internal(w, r, "look up the resource", err)
+		return
+	}
 	if bad == nil && job.GetRecurrence() != nil {
 		bad = []invalidField{{Field: "recurring", Message: "a one-off export stays one-off; delete it and create a recurring one"}}
 	}
@@ -356,7 +364,11 @@ func (d *API) replacements(ctx context.Context, old *exportv1.Job) int {
 }
 
 func (d *API) updateSchedule(w http.ResponseWriter, r *http.Request, s scope, req *request, old *exportv1.Job, rev uint64) {
-	job, bad := build(req, d.now(), d.loc, d.limits)
+	job, bad, err := build(r.Context(), d.catalog(old.GetOrganizationId()), req, d.now(), d.loc, d.limits)
+	if err != nil {
+		d.internal(w, r, "look up the resource", err)
+		return
+	}
 	if bad == nil && job.GetRecurrence() == nil {
 		bad = []invalidField{{Field: "recurring", Message: "a recurring export stays recurring; delete it to stop it"}}
 	}
@@ -398,7 +410,11 @@ func (d *API) updateSchedule(w http.ResponseWriter, r *http.Request, s scope, re
 // the id the client chose (id is then clientKey of it), or empty.
 func (d *API) store(w http.ResponseWriter, r *http.Request, s scope, req *request, id, clientID string) {
 	now := d.now()
-	job, bad := build(req, now, d.loc, d.limits)
+	job, bad, err := build(r.Context(), d.catalog(s.org), req, now, d.loc, d.limits)
+	if err != nil {
+		d.internal(w, r, "look up the resource", err)
+		return
+	}
 	if bad != nil {
 		writeInvalid(w, bad)
 		return
@@ -458,6 +474,16 @@ func (d *API) store(w http.ResponseWriter, r *http.Request, s scope, req *reques
 	d.log.InfoContext(ctx, "data export queued", "job_id", id, "user_id", job.GetOwnerId(), "organization_id", s.org)
 	w.Header().Set("Location", s.base+"/"+s.shownID(job))
 	d.respondItem(w, r, s, entry{job: job}, http.StatusCreated)
+}
+
+// catalog is what an export of org may name: the resources registered
+// for every organization or for org, so another organization's resource
+// answers as unknown, as if it did not exist.
+func (d *API) catalog(org string) plan.Catalog {
+	if d.resources == nil {
+		return plan.Catalog{}
+	}
+	return plan.Catalog{Registry: d.resources, Organization: org}
 }
 
 // checkTenant refuses an export of organization records (transactions,

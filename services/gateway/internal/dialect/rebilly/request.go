@@ -2,6 +2,7 @@ package rebilly
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,10 +93,11 @@ var recordsFields = plan.RecordsFields{
 // validID reports whether id can name an export.
 func validID(id string) bool { return len(id) <= maxIDLength && jobstore.ValidID(id) }
 
-// build validates req against lim and returns the job it asks for, with
-// Records and (for a recurring export) Recurrence filled in. Relative
-// dates are resolved against now in loc.
-func build(req *request, now time.Time, loc *time.Location, lim plan.Limits) (*exportv1.Job, []invalidField) {
+// build validates req against lim and the resources cat offers, and
+// returns the job it asks for, with Records and (for a recurring export)
+// Recurrence filled in. Relative dates are resolved against now in loc.
+// The error is a failed registry lookup.
+func build(ctx context.Context, cat plan.Catalog, req *request, now time.Time, loc *time.Location, lim plan.Limits) (*exportv1.Job, []invalidField, error) {
 	var bad []invalidField
 	add := func(field, format string, args ...any) {
 		bad = append(bad, invalidField{Field: field, Message: fmt.Sprintf(format, args...)})
@@ -127,7 +129,10 @@ func build(req *request, now time.Time, loc *time.Location, lim plan.Limits) (*e
 	if dr := req.DateRange; dr != nil {
 		rr.DateRange = &plan.DateRangeRequest{Start: dr.Start, End: dr.End, Field: dr.Field}
 	}
-	sc, invalid := plan.Records(rr, recordsFields, now, loc, lim.Records())
+	sc, invalid, err := plan.Records(ctx, cat, rr, recordsFields, now, loc, lim.Records())
+	if err != nil {
+		return nil, nil, err
+	}
 	bad = append(bad, invalid...)
 	job.Records = sc
 	emails, invalid := plan.Emails(req.EmailNotification, "emailNotification", lim.MaxEmailRecipients)
@@ -139,9 +144,9 @@ func build(req *request, now time.Time, loc *time.Location, lim plan.Limits) (*e
 		job.Recurrence = rec
 	}
 	if len(bad) > 0 {
-		return nil, bad
+		return nil, bad, nil
 	}
-	return job, nil
+	return job, nil, nil
 }
 
 // sameRequest reports whether two jobs ask for the same export, which is
