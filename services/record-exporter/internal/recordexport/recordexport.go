@@ -32,6 +32,7 @@ import (
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/recordquery"
+	"dataport.dev/shared/resources"
 	"dataport.dev/shared/taskrun"
 )
 
@@ -99,11 +100,14 @@ type Exporter struct {
 	chat    jetstream.Stream
 	rooms   jetstream.KeyValue
 	users   jetstream.KeyValue
-	store   *blob.Store
-	bucket  string
-	opts    Options
-	log     *slog.Logger
-	now     func() time.Time
+	// registry defines the resources; read at every run, so a resource
+	// the host registers is exportable at once.
+	registry *resources.Registry
+	store    *blob.Store
+	bucket   string
+	opts     Options
+	log      *slog.Logger
+	now      func() time.Time
 }
 
 // New returns an Exporter; the streams and buckets must exist.
@@ -139,6 +143,14 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 			return nil, fmt.Errorf("recordexport: bucket %s: %w", name, err)
 		}
 	}
+	if e.registry, err = resources.Open(ctx, o.JS); err != nil {
+		return nil, fmt.Errorf("recordexport: %w", err)
+	}
+	// Tasks of an installation that predates the registry name built-in
+	// resources; whichever service starts first registers them.
+	if err := e.registry.EnsureBuiltins(ctx); err != nil {
+		return nil, fmt.Errorf("recordexport: %w", err)
+	}
 	return e, nil
 }
 
@@ -151,7 +163,10 @@ func (e *Exporter) Register(r *taskrun.Runner) {
 type plan struct {
 	task *exportv1.ExportTask
 	// grant is what the task may read.
-	grant     *access.Grant
+	grant *access.Grant
+	// def is the resource's definition in the registry, as the task's
+	// organization sees it.
+	def       recordquery.Resource
 	resource  string
 	format    recordrender.Format
 	fields    []string // canonical column names, output order
@@ -164,63 +179,73 @@ type plan struct {
 	from, to  *time.Time
 }
 
-func canonicalAll(resource string, fs []string) []string {
+func canonicalAll(def recordquery.Resource, fs []string) []string {
 	out := make([]string, len(fs))
 	for i, f := range fs {
-		out[i] = recordquery.Canonical(resource, f)
+		out[i] = def.Canonical(f)
 	}
 	return out
 }
 
-// validate turns a task into a plan, rejecting what no retry can fix. The
-// gateway validates the same things; checking again keeps a bad task from
-// producing a wrong file. The runner checked the job id, the part number
-// and the part kind.
-func validate(task *exportv1.ExportTask) (*plan, error) {
+// check rejects what no retry can fix and needs no definition of the
+// resource: the format, the filter's and the sort's syntax.
+func check(task *exportv1.ExportTask) (recordrender.Format, error) {
 	sc := task.GetRecords()
-	p := &plan{task: task, resource: sc.GetResource(), q: sc.GetQ()}
-	if _, ok := recordquery.Fields(p.resource); !ok {
-		return nil, taskrun.Reject("unknown resource %q", p.resource)
+	format, ok := recordrender.Lookup(task.GetFormat())
+	if !ok {
+		return format, taskrun.Reject("format %s is not available for record exports", strings.ToLower(strings.TrimPrefix(task.GetFormat().String(), "FORMAT_")))
 	}
-	var ok bool
-	if p.format, ok = recordrender.Lookup(task.GetFormat()); !ok {
-		return nil, taskrun.Reject("format %s is not available for record exports", strings.ToLower(strings.TrimPrefix(task.GetFormat().String(), "FORMAT_")))
+	if _, err := recordquery.ParseFilter(sc.GetFilter()); err != nil {
+		return format, taskrun.Reject("%v", err)
+	}
+	if _, err := recordquery.ParseSort(sc.GetSort()); err != nil {
+		return format, taskrun.Reject("%v", err)
+	}
+	return format, nil
+}
+
+// validate turns a task into a plan against def, the resource's
+// definition, rejecting what no retry can fix. The gateway validates the
+// same things; checking again keeps a bad task (or one whose resource
+// changed since) from producing a wrong file. The runner checked the job
+// id, the part number and the part kind.
+func validate(task *exportv1.ExportTask, def recordquery.Resource) (*plan, error) {
+	sc := task.GetRecords()
+	p := &plan{task: task, def: def, resource: sc.GetResource(), q: sc.GetQ()}
+	var err error
+	if p.format, err = check(task); err != nil {
+		return nil, err
 	}
 	p.headers = sc.GetFields()
 	if len(p.headers) == 0 {
-		p.headers = recordquery.DefaultFields(p.resource)
+		p.headers = def.Defaults()
 	}
-	if err := recordquery.ValidateFields(p.resource, p.headers); err != nil {
+	if err := def.ValidateFields(p.headers); err != nil {
 		return nil, taskrun.Reject("fields: %v", err)
 	}
-	p.fields = canonicalAll(p.resource, p.headers)
-	var err error
-	if p.filter, err = recordquery.ParseFilter(sc.GetFilter()); err != nil {
-		return nil, taskrun.Reject("%v", err)
-	}
-	if err := recordquery.ValidateFields(p.resource, p.filter.Fields()); err != nil {
+	p.fields = canonicalAll(def, p.headers)
+	p.filter, _ = recordquery.ParseFilter(sc.GetFilter())
+	if err := def.ValidateFields(p.filter.Fields()); err != nil {
 		return nil, taskrun.Reject("filter: %v", err)
 	}
 	for i := range p.filter.Conds {
-		p.filter.Conds[i].Field = recordquery.Canonical(p.resource, p.filter.Conds[i].Field)
+		p.filter.Conds[i].Field = def.Canonical(p.filter.Conds[i].Field)
 	}
-	if p.sort, err = recordquery.ParseSort(sc.GetSort()); err != nil {
-		return nil, taskrun.Reject("%v", err)
-	}
-	if err := recordquery.ValidateFields(p.resource, recordquery.SortFields(p.sort)); err != nil {
+	p.sort, _ = recordquery.ParseSort(sc.GetSort())
+	if err := def.ValidateFields(recordquery.SortFields(p.sort)); err != nil {
 		return nil, taskrun.Reject("sort: %v", err)
 	}
 	for i := range p.sort {
-		p.sort[i].Field = recordquery.Canonical(p.resource, p.sort[i].Field)
+		p.sort[i].Field = def.Canonical(p.sort[i].Field)
 	}
-	p.text = recordquery.TextFields(p.resource)
+	p.text = def.Text()
 	dr := sc.GetDateRange()
-	p.dateField = recordquery.TimeField(p.resource)
+	p.dateField = def.TimeField()
 	if f := dr.GetField(); f != "" {
-		if err := recordquery.ValidateFields(p.resource, []string{f}); err != nil {
+		if err := def.ValidateDateField(f); err != nil {
 			return nil, taskrun.Reject("dateRange: %v", err)
 		}
-		p.dateField = recordquery.Canonical(p.resource, f)
+		p.dateField = def.Canonical(f)
 	}
 	if dr.GetFrom() != nil {
 		t := dr.GetFrom().AsTime()
@@ -287,10 +312,31 @@ func (p *plan) filterLines() []string {
 	return out
 }
 
-// Validate rejects a task whose plan no retry can fix.
+// Validate rejects a task no retry can fix before its scope is resolved;
+// what depends on the resource's definition is checked in Run, against
+// the registry as the task's organization sees it.
 func (e *Exporter) Validate(t *taskrun.Task) error {
-	_, err := validate(t.Task)
+	_, err := check(t.Task)
 	return err
+}
+
+// definition reads the task's resource from the registry. A resource that
+// is not registered, or registered for another organization than the
+// task's, is unknown: a retry cannot make the task readable.
+func (e *Exporter) definition(ctx context.Context, t *taskrun.Task) (recordquery.Resource, error) {
+	name := t.Task.GetRecords().GetResource()
+	org := ""
+	if t.Grant != nil {
+		org = t.Grant.Organization
+	}
+	def, err := e.registry.Get(ctx, org, name)
+	switch {
+	case errors.Is(err, resources.ErrNotFound):
+		return def, taskrun.Reject("unknown resource %q", name)
+	case err != nil:
+		return def, err
+	}
+	return def, nil
 }
 
 // Run produces the task's file(s). An export over max_rows or max_bytes
@@ -301,7 +347,11 @@ func (e *Exporter) Run(ctx context.Context, t *taskrun.Task) (*taskrun.Result, e
 	task := t.Task
 	trace.SpanFromContext(ctx).SetAttributes(attribute.String("dataport.resource", task.GetRecords().GetResource()))
 	t.Log = t.Log.With("resource", task.GetRecords().GetResource())
-	p, err := validate(task)
+	def, err := e.definition(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	p, err := validate(task, def)
 	if err != nil {
 		return nil, err
 	}
@@ -387,7 +437,7 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 		s.resume(cp.files(s.contentType()), cp.Rows)
 		res.scanned, res.skipped, res.resumed = cp.Scanned, cp.Skipped, true
 	}
-	src, err := e.source(ctx, p.resource, p.grant, &res.skipped, from)
+	src, err := e.source(ctx, p.def, p.grant, &res.skipped, from)
 	if err != nil {
 		return nil, err
 	}

@@ -83,8 +83,8 @@ func (p *plan) resumable() bool {
 	if sc.GetMaxRowsPerChunk() == 0 && sc.GetMaxBytesPerChunk() == 0 || len(p.sort) > 0 {
 		return false
 	}
-	switch p.resource {
-	case recordquery.ResourceTransactions, recordquery.ResourceEvents, recordquery.ResourceMessages:
+	switch p.def.SourceOf() {
+	case recordquery.SourceRecords, recordquery.SourceChat:
 		return true
 	}
 	return false

@@ -54,18 +54,20 @@ const replayBatch = 256
 // drops other rooms' messages before decoding them into anything.
 const maxFilterSubjects = 256
 
-// source returns the resource's records that g may read; from, when set,
-// continues a stream source where a checkpoint left it (ignored by
-// key-value sources, which callers do not resume).
+// source returns the records of the resource def defines that g may read;
+// from, when set, continues a stream source where a checkpoint left it
+// (ignored by key-value sources, which callers do not resume).
 //
-// What g reads: transactions and events of its organization only (the
-// subject holds the organization, so no other tenant's record is even
-// delivered); messages of the rooms it may read; rooms it may read (every
-// room with view-room-administration); its own user profile (every user's
-// with view-full-other-user-info).
-func (e *Exporter) source(ctx context.Context, resource string, g *access.Grant, skipped *uint64, from *resumeAt) (*source, error) {
-	switch resource {
-	case recordquery.ResourceTransactions, recordquery.ResourceEvents:
+// What g reads: records of its organization only (transactions, events
+// and every resource the host registers: the subject holds the
+// organization, so no other tenant's record is even delivered); messages
+// of the rooms it may read; rooms it may read (every room with
+// view-room-administration); its own user profile (every user's with
+// view-full-other-user-info).
+func (e *Exporter) source(ctx context.Context, def recordquery.Resource, g *access.Grant, skipped *uint64, from *resumeAt) (*source, error) {
+	resource := def.Name
+	switch def.SourceOf() {
+	case recordquery.SourceRecords:
 		org := g.Organization
 		if org == "" {
 			return nil, taskrun.Reject("%s belong to an organization, and the export names none you are a member of", resource)
@@ -90,7 +92,7 @@ func (e *Exporter) source(ctx context.Context, resource string, g *access.Grant,
 			}
 			return f(r.id, get)
 		})
-	case recordquery.ResourceMessages:
+	case recordquery.SourceChat:
 		rooms, all, err := g.ReadableRooms(ctx)
 		if err != nil {
 			return nil, err
@@ -123,7 +125,7 @@ func (e *Exporter) source(ctx context.Context, resource string, g *access.Grant,
 			}
 			return f(m.GetId(), messageGetter(&m))
 		})
-	case recordquery.ResourceRooms:
+	case recordquery.SourceRooms:
 		var keep func(*sourcev1.Room) (bool, error)
 		if !g.Has(access.PermViewRoomAdministration) {
 			keep = func(r *sourcev1.Room) (bool, error) { return g.CanReadRoom(ctx, r) }
@@ -141,7 +143,7 @@ func (e *Exporter) source(ctx context.Context, resource string, g *access.Grant,
 			}
 			return f(r.GetId(), roomGetter(&r))
 		})
-	case recordquery.ResourceUsers:
+	case recordquery.SourceUsers:
 		var only []string
 		if !g.Has(access.PermViewFullOtherUserInfo) {
 			only = []string{g.User.GetId()}
@@ -155,7 +157,7 @@ func (e *Exporter) source(ctx context.Context, resource string, g *access.Grant,
 			return f(u.GetId(), userGetter(&u))
 		})
 	}
-	return nil, fmt.Errorf("no source for resource %q", resource)
+	return nil, taskrun.Reject("no source %q for resource %q", def.Source, resource)
 }
 
 // streamSource replays a stream (the given subjects, or all when there
