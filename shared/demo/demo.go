@@ -11,6 +11,7 @@ package demo
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/recordquery"
 )
 
 // BaseTime is when the demo history starts. Message and record times fall
@@ -53,9 +55,14 @@ type Dataset struct {
 	OrgMemberships []*sourcev1.OrganizationMembership
 	// Messages holds each room's history by room id, in ts order.
 	Messages map[string][]*sourcev1.ChatMessage
-	// Records holds each resource's records ("transactions", "events") in
-	// created_time order; each belongs to one of Organizations.
+	// Records holds each resource's records ("transactions", "events",
+	// "customers", "subscriptions", "invoices") in created_time order;
+	// each belongs to one of Organizations.
 	Records map[string][]*sourcev1.Record
+	// Resources are the definitions Seed registers besides the built-in
+	// ones (customers, subscriptions, invoices), so the records above are
+	// exportable.
+	Resources []recordquery.Resource
 	// Assets are the files attached to messages, in order of appearance.
 	Assets []Asset
 }
@@ -240,13 +247,18 @@ func Generate() *Dataset {
 		d.Memberships = append(d.Memberships, members...)
 		d.Messages[room.GetId()] = msgs
 	}
-	d.Records[ResourceTransactions] = g.transactions(5000)
+	txns, customerIDs := g.transactions(5000)
+	d.Records[ResourceTransactions] = txns
 	d.Records[ResourceEvents] = g.events(5000)
 	for _, recs := range d.Records {
 		for i, r := range recs {
 			r.OrganizationId = orgOf(i)
 		}
 	}
+	// The billing resources draw from their own generator (and set their
+	// own organizations), after everything else.
+	maps.Copy(d.Records, billing(customerIDs))
+	d.Resources = BillingResources()
 	for _, m := range orgMemberSpecs {
 		d.OrgMemberships = append(d.OrgMemberships, &sourcev1.OrganizationMembership{
 			UserId: g.byUN[m.username].GetId(), OrganizationId: m.org, Roles: slices.Clone(m.roles),

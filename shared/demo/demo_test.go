@@ -17,6 +17,7 @@ import (
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/demo"
+	"dataport.dev/shared/recordquery"
 )
 
 var marshal = proto.MarshalOptions{Deterministic: true}
@@ -292,7 +293,7 @@ func TestGenerateInvariants(t *testing.T) {
 	})
 
 	t.Run("records", func(t *testing.T) {
-		assert.Equal(t, map[string]int{"transactions": 5000, "events": 5000}, d.Counts().Records)
+		assert.Equal(t, map[string]int{"transactions": 5000, "events": 5000, "customers": 300, "subscriptions": 422, "invoices": 1594}, d.Counts().Records)
 		str := func(r *sourcev1.Record, k string) string { return r.GetFields().GetFields()[k].GetStringValue() }
 		isNum := func(r *sourcev1.Record, k string) bool {
 			_, ok := r.GetFields().GetFields()[k].GetKind().(*structpb.Value_NumberValue)
@@ -335,6 +336,56 @@ func TestGenerateInvariants(t *testing.T) {
 			}
 			first, last := recs[0].GetCreatedTime().AsTime(), recs[len(recs)-1].GetCreatedTime().AsTime()
 			assert.Greater(t, last.Sub(first).Hours(), 24*150.0, "%s spread over about six months", res)
+		}
+	})
+
+	t.Run("billing records", func(t *testing.T) {
+		str := func(r *sourcev1.Record, k string) string { return r.GetFields().GetFields()[k].GetStringValue() }
+		defs := map[string]recordquery.Resource{}
+		for _, def := range d.Resources {
+			require.NoError(t, def.Validate())
+			defs[def.Name] = def
+		}
+		require.ElementsMatch(t, []string{"customers", "subscriptions", "invoices"}, slices.Collect(maps.Keys(defs)))
+		orgOf := map[string]string{}
+		for _, c := range d.Records["customers"] {
+			orgOf[c.GetId()] = c.GetOrganizationId()
+		}
+		subs := map[string]*sourcev1.Record{}
+		for _, s := range d.Records["subscriptions"] {
+			subs[s.GetId()] = s
+		}
+		txnCustomers := map[string]bool{}
+		for _, tx := range d.Records["transactions"] {
+			txnCustomers[str(tx, "customerId")] = true
+		}
+		for txc := range txnCustomers {
+			assert.Contains(t, orgOf, txc, "the customer a transaction names exists")
+		}
+		for res, def := range defs {
+			recs := d.Records[res]
+			assert.NotEmpty(t, recs, res)
+			for i, r := range recs {
+				assert.Equal(t, res, r.GetResource())
+				assert.Equal(t, r.GetId(), str(r, "id"))
+				assert.Contains(t, demo.Organizations, r.GetOrganizationId())
+				for k := range r.GetFields().GetFields() {
+					assert.Contains(t, def.Columns(), k, "%s of %s is a registered field", k, res)
+				}
+				if i > 0 {
+					assert.False(t, r.GetCreatedTime().AsTime().Before(recs[i-1].GetCreatedTime().AsTime()), "%s in created_time order", res)
+				}
+				if res == "customers" {
+					continue
+				}
+				assert.Equal(t, r.GetOrganizationId(), orgOf[str(r, "customerId")], "%s %s belongs to its customer's organization", res, r.GetId())
+				if res == "invoices" {
+					sub := subs[str(r, "subscriptionId")]
+					require.NotNil(t, sub, "invoice %s names a subscription", r.GetId())
+					assert.Equal(t, str(sub, "customerId"), str(r, "customerId"))
+					assert.Contains(t, []string{"paid", "unpaid", "past-due", "voided", "draft", "refunded", "partially-paid"}, str(r, "status"))
+				}
+			}
 		}
 	})
 }

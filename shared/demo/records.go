@@ -34,8 +34,9 @@ var (
 // recordTime formats times in record fields as Rebilly does.
 func recordTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// transactions generates n payment transactions in created_time order.
-func (g *generator) transactions(n int) []*sourcev1.Record {
+// transactions generates n payment transactions in created_time order,
+// and the ids of the customers they name.
+func (g *generator) transactions(n int) ([]*sourcev1.Record, []string) {
 	customers := make([]string, 300)
 	for i := range customers {
 		customers[i] = "cus_" + g.token(12, alnum)
@@ -78,7 +79,7 @@ func (g *generator) transactions(n int) []*sourcev1.Record {
 		}
 		out[i] = record(id, ResourceTransactions, created, updated, fields)
 	}
-	return out
+	return out, customers
 }
 
 // events generates n tracker events in created_time order.

@@ -19,6 +19,7 @@ import (
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/resources"
 )
 
 const (
@@ -52,6 +53,9 @@ func Seed(ctx context.Context, js jetstream.JetStream, store *blob.Store, assetB
 		return err
 	}
 	if err := seedAssets(ctx, store, assetBucket, d.Assets, log); err != nil {
+		return err
+	}
+	if err := seedResources(ctx, js, d); err != nil {
 		return err
 	}
 	for _, room := range d.Rooms {
@@ -93,6 +97,24 @@ func Seed(ctx context.Context, js jetstream.JetStream, store *blob.Store, assetB
 		}
 	}
 	log.InfoContext(ctx, "demo data seeded", "duration", time.Since(start).Round(time.Millisecond).String())
+	return nil
+}
+
+// seedResources registers the built-in resources and the data set's own
+// (d.Resources), so every resource with records is exportable.
+func seedResources(ctx context.Context, js jetstream.JetStream, d *Dataset) error {
+	reg, err := resources.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	if err := reg.EnsureBuiltins(ctx); err != nil {
+		return err
+	}
+	for _, def := range d.Resources {
+		if err := reg.Register(ctx, def); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/demo"
+	"dataport.dev/shared/resources"
 )
 
 const assetBucket = "dataport-assets"
@@ -122,6 +123,14 @@ func TestSeed(t *testing.T) {
 		require.NoError(t, demo.Seed(ctx, nats.JS, minio.Store, assetBucket, d, log))
 		t.Logf("first seed took %v", time.Since(start))
 		assert.Equal(t, d.Counts(), subjectCounts(t, nats.JS, d))
+		reg, err := resources.Open(ctx, nats.JS)
+		require.NoError(t, err)
+		for _, org := range demo.Organizations {
+			names, err := reg.Names(ctx, org)
+			require.NoError(t, err)
+			assert.Equal(t, []string{"customers", "events", "invoices", "messages", "rooms", "subscriptions", "transactions", "users"}, names,
+				"every resource with records is registered for %s", org)
+		}
 		chatSeq, recSeq := lastSeq(t, nats.JS, bus.StreamChatMessages), lastSeq(t, nats.JS, bus.StreamRecords)
 		users, err := nats.JS.KeyValue(ctx, bus.BucketUsers)
 		require.NoError(t, err)
@@ -309,7 +318,7 @@ func TestWriteFiles(t *testing.T) {
 	require.NoError(t, json.Unmarshal(raw, &seed))
 	assert.Equal(t, map[string]any{"messages": 4000.0}, seed["rooms"][demo.GeneralRoomID])
 	assert.Len(t, seed["rooms"], len(d.Rooms))
-	assert.Equal(t, map[string]any{"transactions": 5000.0, "events": 5000.0}, seed["records"])
+	assert.Equal(t, map[string]any{"transactions": 5000.0, "events": 5000.0, "customers": 300.0, "subscriptions": 422.0, "invoices": 1594.0}, seed["records"])
 	var counts demo.Counts
 	require.NoError(t, json.Unmarshal(raw, &counts))
 	assert.Equal(t, d.Counts(), counts)

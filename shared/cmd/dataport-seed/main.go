@@ -1,6 +1,7 @@
 // Command dataport-seed fills NATS and MinIO with Dataport's deterministic
 // demo data set (users, rooms, memberships, organizations, chat histories,
-// assets and records), gives its users credentials of this installation
+// assets and records), registers the record resources (the built-in ones
+// and Rebilly's customers, subscriptions and invoices), gives its users credentials of this installation
 // (kept in credentials.json across runs), and writes the demo credentials and expected counts to
 // $DATAPORT_DEV_DIR. Running it again changes nothing.
 package main
@@ -9,9 +10,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -121,7 +124,7 @@ func summary(w io.Writer, devDir string, d *demo.Dataset) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\n", name, r.GetId(), counts.Rooms[r.GetId()].Messages)
 	}
 	fmt.Fprintf(tw, "\nRESOURCE\tRECORDS\n")
-	for _, res := range []string{demo.ResourceTransactions, demo.ResourceEvents} {
+	for _, res := range slices.Sorted(maps.Keys(counts.Records)) {
 		fmt.Fprintf(tw, "%s\t%d\n", res, counts.Records[res])
 	}
 	fmt.Fprintf(tw, "\ncredentials: %s\ncounts:      %s\n",
