@@ -300,3 +300,28 @@ func TestFormatValue(t *testing.T) {
 	assert.Equal(t, "", FormatValue(nil))
 	assert.Equal(t, "true", FormatValue(true))
 }
+
+func TestResourceDefinitions(t *testing.T) {
+	for _, r := range Builtins() {
+		assert.NoError(t, r.Validate(), r.Name)
+		assert.True(t, r.Builtin, r.Name)
+		assert.True(t, r.VisibleTo("acme") && r.VisibleTo(""), "%s is every organization's", r.Name)
+	}
+	own := Resource{Name: "widgets", Organization: "acme",
+		Fields: []Field{{Name: "id"}, {Name: "size", Type: TypeNumber}, {Name: "label", Type: TypeString}, {Name: "at", Type: TypeDatetime}}}
+	require.NoError(t, own.Validate())
+	assert.True(t, own.VisibleTo("acme"))
+	assert.False(t, own.VisibleTo("globex"))
+	assert.False(t, own.VisibleTo(""))
+	assert.Equal(t, SourceRecords, own.SourceOf())
+	assert.Equal(t, []string{"id", "size", "label", "at"}, own.Defaults(), "every field when none are default")
+	assert.Equal(t, []string{"id", "label"}, own.Text(), "string and untyped fields when none are named")
+	assert.Equal(t, "createdTime", own.TimeField())
+	assert.NoError(t, own.ValidateDateField("at"))
+	assert.ErrorContains(t, own.ValidateDateField("size"), "not a date")
+	assert.ErrorContains(t, own.ValidateDateField("when"), `"when"`)
+	assert.NoError(t, own.ValidateDateField("id"), "an untyped field may hold dates")
+	cp := own.Clone()
+	cp.Fields[0].Name = "changed"
+	assert.Equal(t, "id", own.Fields[0].Name, "Clone copies the fields")
+}
