@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -51,6 +50,8 @@ const exitCodesHelp = `Exit codes:
 
 // App is what the commands read and write; main passes the process's.
 type App struct {
+	// Getenv reads the environment (main passes os.Getenv); nil: an
+	// empty environment, so nothing reads the process's by accident.
 	Getenv         func(string) string
 	Stdout, Stderr io.Writer
 	Version        string
@@ -213,7 +214,7 @@ override those. The native API takes a user id and a personal access token
 
 func (g *globals) getenv(k string) string {
 	if g.app.Getenv == nil {
-		return os.Getenv(k)
+		return ""
 	}
 	return g.app.Getenv(k)
 }
