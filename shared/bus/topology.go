@@ -308,11 +308,11 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		// A checkpoint outlives only the tasks that might resume it; one left
 		// by a task that never finished expires instead of lingering.
 		withTTL(kv(BucketCheckpoints, "Exporter checkpoints under <jobId>.<part>: how far a long export got, so a redelivered task resumes."), 7*24*time.Hour),
+		// History 5: a registration replaced by mistake can be read back.
+		withHistory(kv(BucketResources, "Exportable record resources by name, published by the host (shared/resources): fields, default fields, date field, owner organization."), 5),
 		// Rate windows are dead a minute after they close and an idle
 		// caller's slot set is empty or stale, so a day bounds the bucket
 		// without ever cutting a live window short.
-		// History 5: a registration replaced by mistake can be read back.
-		withHistory(kv(BucketResources, "Exportable record resources by name, published by the host (shared/resources): fields, default fields, date field, owner organization."), 5),
 		withTTL(kv(BucketQuotas, "Per-principal create quotas, kept by the gateway: rate.<principal>.<minute> counters and active.<principal> slot sets."), QuotaTTL),
 	}
 }

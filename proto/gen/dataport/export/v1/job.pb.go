@@ -1165,10 +1165,12 @@ type Job struct {
 	// What the job's tasks may read; copied into every task. Schedules keep
 	// it for their runs.
 	Scope *Scope `protobuf:"bytes,34,opt,name=scope,proto3" json:"scope,omitempty"`
-	// The id the client chose for the job (Rebilly PUT /data-exports/{id} or
-	// a create body's "id"), shown by the dialect in place of id. The job's
-	// own id is then derived from dialect, organization, owner and this id,
-	// so client ids of different owners or dialects never collide.
+	// The id the dialect shows in place of id: the one the client chose
+	// (Rebilly PUT /data-exports/{id} or a create body's "id"), whose job is
+	// stored under a key derived from dialect, organization, owner and this
+	// id so client ids of different owners or dialects never collide; or,
+	// for a Rebilly run, "<schedule's client id>-<unix time>" when that fits
+	// Rebilly's 50 characters (see the rebilly dialect's ids.go).
 	ClientId string `protobuf:"bytes,33,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// Who the job's concurrency slot is charged to (package quota); empty
 	// for jobs that hold no slot, such as scheduled runs.
