@@ -1,8 +1,6 @@
 package roomexport
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"strconv"
@@ -11,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/pseudonym"
 )
 
 // A room file of a personal data download is written as Rocket.Chat's
@@ -21,14 +20,9 @@ import (
 // full message documents. See "User data download parts" in
 // docs/ARCHITECTURE.md.
 
-// pseudonyms replaces other people's usernames in a personal download.
-//
-// Rocket.Chat numbers them User_1, User_2, … in the order it meets them
-// while it exports the rooms one after the other. Here each room is its
-// own part, run in parallel on any exporter, so a shared counter would
-// need coordination; instead a pseudonym is derived from the job and the
-// username: the same person is the same User_<digest> in every room file
-// of one download, and unrelated between two downloads.
+// pseudonyms replaces other people's usernames in a personal download
+// with pseudonym.Of: the gateway lists the same pseudonyms in the
+// operation's userNameTable.
 type pseudonyms struct {
 	salt string
 	self string
@@ -49,8 +43,7 @@ func (p *pseudonyms) name(username string) string {
 	if v, ok := p.memo[username]; ok {
 		return v
 	}
-	sum := sha256.Sum256([]byte(p.salt + "\x00" + username))
-	v := "User_" + hex.EncodeToString(sum[:5])
+	v := pseudonym.Of(p.salt, username)
 	p.memo[username] = v
 	return v
 }

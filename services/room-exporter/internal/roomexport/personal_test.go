@@ -9,6 +9,7 @@ import (
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/room-exporter/internal/roomexport"
+	"dataport.dev/shared/pseudonym"
 )
 
 func TestPersonalRendererHidesOthersInSystemMessages(t *testing.T) {
@@ -23,6 +24,7 @@ func TestPersonalRendererHidesOthersInSystemMessages(t *testing.T) {
 	carolAs := roomexport.Pseudonym("job-1", "carol")
 	assert.Equal(t, carolAs, roomexport.Pseudonym("job-1", "carol"), "the same person reads the same in every room file")
 	assert.NotEqual(t, carolAs, roomexport.Pseudonym("job-2", "carol"), "and differently in another download")
+	assert.Equal(t, pseudonym.Of("job-1", "carol"), carolAs, "the gateway's userNameTable names carol so")
 
 	var buf bytes.Buffer
 	r := roomexport.NewPersonalRenderer(&buf, "job-1", "alice", true)

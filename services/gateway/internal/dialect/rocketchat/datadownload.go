@@ -14,6 +14,7 @@ import (
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/objects"
+	"dataport.dev/shared/pseudonym"
 	"dataport.dev/shared/roomtype"
 )
 
@@ -53,8 +54,13 @@ type exportOperation struct {
 	// FileID is the zip's id in fileList once it exists, else "" (in
 	// Rocket.Chat, the id of the upload holding the zip).
 	FileID string `json:"fileId"`
-	// UserNameTable maps the ids of the people the operation names (the
-	// caller and the other participants of direct rooms) to usernames.
+	// UserNameTable is Rocket.Chat's hideUsers table: each username the
+	// download names mapped to what its files call that person, the
+	// caller's own to itself and everyone else's to their pseudonym
+	// (pseudonym.Of with the operation's id, as the room exporter writes
+	// them). It lists the caller and the other participants of the
+	// download's direct rooms: the people the projection can name without
+	// reading the rooms' messages.
 	UserNameTable map[string]string `json:"userNameTable"`
 	UserData      userData          `json:"userData"`
 	// GeneratedUserFile is true once the profile file is written.
@@ -274,14 +280,11 @@ func (d *API) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job)
 		AssetsPath:    partsPath,
 		FileList:      []fileData{},
 		GeneratedFile: "",
-		UserNameTable: map[string]string{},
+		UserNameTable: pseudonym.Table(id, user.GetUsername()),
 		UserData:      projectUser(user, created),
 		FullExport:    job.GetFullExport(),
 		UpdatedAt:     isoTime(job.GetUpdatedAt().AsTime()),
 		FilesExpired:  job.GetFilesExpired(),
-	}
-	if user.GetUsername() != "" {
-		op.UserNameTable[user.GetId()] = user.GetUsername()
 	}
 	if op.Status == statusFailed {
 		op.Reason = job.GetError()
@@ -296,8 +299,8 @@ func (d *API) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job)
 		switch p.GetKind() {
 		case exportv1.PartKind_PART_KIND_ROOM:
 			other := d.otherParticipant(r, user, p)
-			if other != nil {
-				op.UserNameTable[other.GetId()] = other.GetUsername()
+			if name := other.GetUsername(); name != "" && name != user.GetUsername() {
+				op.UserNameTable[name] = pseudonym.Of(id, name)
 			}
 			rd := roomData{
 				RoomID:        p.GetRoomId(),

@@ -21,6 +21,7 @@ import (
 	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/demo"
+	"dataport.dev/shared/pseudonym"
 )
 
 const dataDownload = "/api/v1/users.requestDataDownload"
@@ -179,6 +180,8 @@ func TestRequestDataDownloadPlans(t *testing.T) {
 	assert.Equal(t, []any{}, op["fileList"])
 	assert.Equal(t, "", op["generatedFile"])
 	assert.Equal(t, e.Clock.Now().UTC().Format("2006-01-02T15:04:05.000Z"), op["createdAt"])
+	// hideUsers' table is keyed by username; the caller reads as itself.
+	assert.Equal(t, map[string]any{"root": "root"}, op["userNameTable"])
 
 	// The operation is a job of the native API.
 	job, err := e.Jobs.Get(t.Context(), id)
@@ -251,10 +254,16 @@ func TestRequestDataDownloadPlans(t *testing.T) {
 	assertSeedShape(t, mine)
 	assert.Equal(t, true, mine["requested"])
 	assert.Equal(t, 2.0, mine["pendingOperationsBeforeMyRequest"], "both of admin's operations are ahead")
+	mineOp := operationOf(t, mine)
 	assert.Equal(t, []any{
 		room(gatewaytest.RoomDirect, gatewaytest.RoomDirect, "pending", gatewaytest.RoomDirect+".html", "d", 0, gatewaytest.Admin2ID),
 		room(gatewaytest.RoomPrivate, "staff", "pending", "staff.html", "p", 0, nil),
-	}, operationOf(t, mine)["roomList"])
+	}, mineOp["roomList"])
+	// The other participant of the direct room is named by the pseudonym
+	// the room exporter writes into that room's file in this download.
+	mineID := mineOp["_id"].(string)
+	assert.Equal(t, map[string]any{"alice": "alice", "root2": pseudonym.Of(mineID, "root2")}, mineOp["userNameTable"])
+	assert.Regexp(t, `^User_[0-9a-f]{10}$`, mineOp["userNameTable"].(map[string]any)["root2"])
 }
 
 // TestRequestDataDownloadFollowsTheJob publishes the other services'
