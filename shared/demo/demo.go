@@ -65,6 +65,9 @@ type Dataset struct {
 	Resources []recordquery.Resource
 	// Assets are the files attached to messages, in order of appearance.
 	Assets []Asset
+	// Avatars are the users' avatars (PNG) under objects.AvatarKey in the
+	// assets bucket; carol has none.
+	Avatars []Asset
 }
 
 // DemoUser is a user together with its clear-text credentials. Only
@@ -259,6 +262,7 @@ func Generate() *Dataset {
 	// own organizations), after everything else.
 	maps.Copy(d.Records, billing(customerIDs))
 	d.Resources = BillingResources()
+	d.Avatars = avatars(d.Users)
 	for _, m := range orgMemberSpecs {
 		d.OrgMemberships = append(d.OrgMemberships, &sourcev1.OrganizationMembership{
 			UserId: g.byUN[m.username].GetId(), OrganizationId: m.org, Roles: slices.Clone(m.roles),

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"image/png"
 	"maps"
 	"regexp"
 	"slices"
@@ -17,6 +18,7 @@ import (
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/demo"
+	"dataport.dev/shared/objects"
 	"dataport.dev/shared/recordquery"
 )
 
@@ -388,4 +390,33 @@ func TestGenerateInvariants(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAvatars: the demo users but carol have an avatar, a PNG under the
+// key the host contract names, so data downloads with and without one
+// are both in the demo.
+func TestAvatars(t *testing.T) {
+	d := demo.Generate()
+	got := map[string]demo.Asset{}
+	for _, a := range d.Avatars {
+		got[a.ObjectKey] = a
+	}
+	for _, u := range d.Users {
+		key, ok := objects.AvatarKey(u.User.GetUsername())
+		require.True(t, ok)
+		a, has := got[key]
+		if u.User.GetUsername() == "carol" {
+			assert.False(t, has, "carol has no avatar")
+			continue
+		}
+		if !assert.True(t, has, "%s has an avatar", u.User.GetUsername()) {
+			continue
+		}
+		assert.Equal(t, "image/png", a.ContentType)
+		img, err := png.Decode(bytes.NewReader(a.Data))
+		require.NoError(t, err)
+		assert.Equal(t, 64, img.Bounds().Dx())
+	}
+	assert.Len(t, d.Avatars, len(d.Users)-1)
+	assert.Equal(t, d.Avatars, demo.Generate().Avatars, "deterministic")
 }

@@ -52,7 +52,7 @@ func Seed(ctx context.Context, js jetstream.JetStream, store *blob.Store, assetB
 	if err := seedKV(ctx, js, d, log); err != nil {
 		return err
 	}
-	if err := seedAssets(ctx, store, assetBucket, d.Assets, log); err != nil {
+	if err := seedAssets(ctx, store, assetBucket, append(slices.Clip(d.Assets), d.Avatars...), log); err != nil {
 		return err
 	}
 	if err := seedResources(ctx, js, d); err != nil {

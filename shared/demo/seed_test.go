@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -206,7 +207,8 @@ func TestSeed(t *testing.T) {
 		_, err = members.Get(ctx, carol.User.GetId()+"."+dev.GetId())
 		assert.ErrorIs(t, err, jetstream.ErrKeyNotFound, "carol is not in dev-team")
 
-		for _, a := range d.Assets {
+		require.NotEmpty(t, d.Avatars)
+		for _, a := range append(slices.Clip(d.Assets), d.Avatars...) {
 			r, info, err := minio.Store.Open(ctx, assetBucket, a.ObjectKey)
 			if !assert.NoError(t, err, a.ObjectKey) {
 				continue

@@ -58,6 +58,23 @@ func ArchiveName(jobID string) string { return "dataport-" + jobID + ".zip" }
 // overwrites the same object instead of adding one.
 func ArchiveKey(jobID string) string { return FileKey(jobID, ArchiveName(jobID)) }
 
+// AvatarPrefix begins the keys of users' avatars in the assets bucket.
+// The host platform publishes a user's avatar there, under AvatarKey,
+// stored with the image's content type, as Rocket.Chat keeps one avatar
+// per username; a user without that object has no avatar. A personal
+// data download includes it as the entry "avatar".
+const AvatarPrefix = "avatars/"
+
+// AvatarKey is where the host platform publishes username's avatar in
+// the assets bucket; ok is false for a username no avatar can be stored
+// under ("" or one with a "/", which would leave the avatars' folder).
+func AvatarKey(username string) (key string, ok bool) {
+	if username == "" || strings.ContainsRune(username, '/') || username == "." || username == ".." {
+		return "", false
+	}
+	return AvatarPrefix + username, true
+}
+
 // maxFileName bounds a cleaned name so that object keys stay far below
 // S3's 1024-byte limit.
 const maxFileName = 200

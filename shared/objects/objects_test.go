@@ -82,3 +82,13 @@ func TestBucket(t *testing.T) {
 		})
 	}
 }
+
+func TestAvatarKey(t *testing.T) {
+	key, ok := objects.AvatarKey("alice.example")
+	assert.True(t, ok)
+	assert.Equal(t, "avatars/alice.example", key)
+	for _, bad := range []string{"", "../x", "a/b", ".", ".."} {
+		_, ok := objects.AvatarKey(bad)
+		assert.False(t, ok, "%q", bad)
+	}
+}

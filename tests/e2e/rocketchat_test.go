@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"dataport.dev/shared/demo"
 )
 
 type dataDownload struct {
@@ -34,8 +36,10 @@ type dataDownload struct {
 			TargetFile    string `json:"targetFile"`
 			Type          string `json:"type"`
 		} `json:"roomList"`
-		FullExport    bool   `json:"fullExport"`
-		GeneratedFile string `json:"generatedFile"`
+		FullExport      bool              `json:"fullExport"`
+		GeneratedFile   string            `json:"generatedFile"`
+		GeneratedAvatar bool              `json:"generatedAvatar"`
+		UserNameTable   map[string]string `json:"userNameTable"`
 	} `json:"exportOperation"`
 }
 
@@ -132,6 +136,15 @@ func TestUserDataDownloadThroughEveryService(t *testing.T) {
 	entries := readZip(t, body)
 	checkManifest(t, entries)
 	assert.Contains(t, entries, "user.html")
+	// The avatar the seeder published for alice, named as Rocket.Chat
+	// names it.
+	assert.True(t, html.ExportOperation.GeneratedAvatar)
+	for _, a := range demo.Generate().Avatars {
+		if a.ObjectKey == "avatars/"+alice.Username {
+			assert.Equal(t, a.Data, entries["avatar"], "the archive's avatar is alice's")
+		}
+	}
+	assert.Equal(t, alice.Username, html.ExportOperation.UserNameTable[alice.Username], "hideUsers' table: alice reads as herself")
 	for _, r := range html.ExportOperation.RoomList {
 		page, ok := entries[r.TargetFile]
 		if assert.True(t, ok, "archive has %s", r.TargetFile) {

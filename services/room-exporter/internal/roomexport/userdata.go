@@ -169,7 +169,8 @@ func targetName(task *exportv1.ExportTask, def string) string {
 	return objects.CleanFileName(task.GetTargetFile(), def)
 }
 
-// exportProfile writes user.json or user.html.
+// exportProfile writes user.json or user.html and adds the user's avatar
+// when the host platform published one (describeAvatar).
 // The format was validated (validateTask).
 func (e *Exporter) exportProfile(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
 	task := t.Task
@@ -211,8 +212,24 @@ func (e *Exporter) exportProfile(ctx context.Context, t *taskrun.Task) (*taskrun
 		return nil, err
 	}
 	files[0].Records = 1
-	return &taskrun.Result{Files: files, Records: 1, Bytes: files[0].GetSize(),
-		Log: []any{"object_key", files[0].GetObjectKey(), "rooms", len(rooms)}}, nil
+	// The avatar is read after the profile is stored, so a redelivered
+	// task sees the avatar as it is then. Its record makes the part's
+	// count 2, which is how the gateway knows to answer generatedAvatar
+	// (the projection keeps a part's count, not its files).
+	avatar, err := e.describeAvatar(ctx, user.GetUsername())
+	if err != nil {
+		return nil, err
+	}
+	if avatar != nil {
+		files = append(files, avatar)
+	}
+	var records, size uint64
+	for _, f := range files {
+		records += f.GetRecords()
+		size += f.GetSize()
+	}
+	return &taskrun.Result{Files: files, Records: records, Bytes: size,
+		Log: []any{"object_key", files[0].GetObjectKey(), "rooms", len(rooms), "avatar", avatar != nil}}, nil
 }
 
 // writeProfileHTML writes user.html: the profile and the user's rooms.

@@ -154,6 +154,7 @@ func TestExportUserData(t *testing.T) {
 		var part exportv1.PartUploaded
 		h.event(t, bus.EventPart, job, &part)
 		assert.Equal(t, "jobs/"+job+"/parts/1/user.json", part.GetFile().GetObjectKey())
+		assert.Empty(t, part.GetFiles(), "alice has no avatar: the profile alone")
 		data := h.download(t, part.GetFile().GetObjectKey())
 		assert.NotContains(t, string(data), strings.Repeat("a", 64), "no token hash")
 		assert.NotContains(t, string(data), strings.Repeat("b", 64), "no API key hash")
@@ -363,4 +364,39 @@ func TestExportCanceledJobDeletesUploadedParts(t *testing.T) {
 	assert.Empty(t, h.objects(t, jobID), "the canceled job's parts are gone")
 	assert.Equal(t, uint64(1), h.eventCount(t, bus.EventPart, jobID), "no part announced after the cancel")
 	assert.Zero(t, h.eventCount(t, bus.EventFailed, jobID), "a canceled job is not failed")
+}
+
+// TestExportProfileCarriesTheAvatar: the avatar the host platform
+// published for the user (assets bucket, avatars/<username>) goes with
+// the profile part as "avatar", by reference, and counts as a record;
+// a user without one gets the profile alone (the profile subtests of
+// TestExportUserData).
+func TestExportProfileCarriesTheAvatar(t *testing.T) {
+	h := start(t, nil)
+	userDataFixture(t, h)
+	png := []byte("\x89PNG\r\n\x1a\nalice's face")
+	h.putAsset(t, "avatars/alice", "image/png", png)
+	const job = "job-avatar"
+
+	h.publishTask(t, job+".task.1", userTask(job, 1, exportv1.PartKind_PART_KIND_USER_PROFILE, exportv1.Format_FORMAT_JSON))
+	var part exportv1.PartUploaded
+	h.event(t, bus.EventPart, job, &part)
+	assert.Nil(t, part.GetFile())
+	require.Len(t, part.GetFiles(), 2)
+	assert.Equal(t, "user.json", part.GetFiles()[0].GetName())
+	sum := sha256.Sum256(png)
+	avatar := part.GetFiles()[1]
+	assert.Equal(t, roomexport.AvatarFile, avatar.GetName())
+	assert.Equal(t, "avatar", avatar.GetName(), "Rocket.Chat's name, without an extension")
+	assert.Equal(t, assetBucket, avatar.GetBucket())
+	assert.Equal(t, "avatars/alice", avatar.GetObjectKey())
+	assert.Equal(t, "image/png", avatar.GetContentType())
+	assert.Equal(t, uint64(len(png)), avatar.GetSize())
+	assert.Equal(t, hex.EncodeToString(sum[:]), avatar.GetSha256())
+	assert.Equal(t, uint64(1), avatar.GetRecords())
+	assert.Equal(t, []string{"jobs/" + job + "/parts/1/user.json"}, h.objects(t, job), "the avatar is not copied")
+
+	var progress exportv1.ExportProgress
+	h.event(t, bus.EventProgress, job, &progress)
+	assert.Equal(t, uint64(2), progress.GetProgress().GetRecords(), "profile and avatar")
 }

@@ -65,7 +65,10 @@ type exportOperation struct {
 	UserData      userData          `json:"userData"`
 	// GeneratedUserFile is true once the profile file is written.
 	GeneratedUserFile bool `json:"generatedUserFile"`
-	// GeneratedAvatar is always false: Dataport exports no avatar.
+	// GeneratedAvatar is true once the profile part carried the user's
+	// avatar: the avatar the host platform published (objects.AvatarKey)
+	// is the profile part's second record, so a completed profile part
+	// that counts more than one record holds it.
 	GeneratedAvatar bool   `json:"generatedAvatar"`
 	FullExport      bool   `json:"fullExport"`
 	UpdatedAt       string `json:"_updatedAt"`
@@ -317,6 +320,7 @@ func (d *API) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job)
 			op.RoomList = append(op.RoomList, rd)
 		case exportv1.PartKind_PART_KIND_USER_PROFILE:
 			op.GeneratedUserFile = p.GetState() == exportv1.PartState_PART_STATE_COMPLETED
+			op.GeneratedAvatar = op.GeneratedUserFile && p.GetExported() > 1
 		case exportv1.PartKind_PART_KIND_ASSETS:
 			op.AssetsPath = strings.TrimSuffix(objects.PartPrefix(id, p.GetPart()), "/")
 		}

@@ -332,6 +332,8 @@ func TestRequestDataDownloadFollowsTheJob(t *testing.T) {
 	assert.Equal(t, false, done["requested"])
 	op = operationOf(t, done)
 	assert.Equal(t, zip.GetObjectKey(), op["generatedFile"])
+	assert.Equal(t, true, op["generatedUserFile"])
+	assert.Equal(t, false, op["generatedAvatar"], "the profile part came without an avatar")
 	url, _ := done["url"].(string)
 	assert.Regexp(t, `^`+regexp.QuoteMeta(e.URL+"/v1/exports/"+id+"/files/"+zip.GetName())+`\?exp=\d+&sig=[0-9a-f]+$`, url)
 	files := op["fileList"].([]any)

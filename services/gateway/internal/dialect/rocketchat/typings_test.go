@@ -161,9 +161,12 @@ func collectAnswers(t *testing.T) []answer {
 	require.Contains(t, fmt.Sprint(operationOf(t, direct)["roomList"]), gatewaytest.Admin2ID, "the direct room names the other participant")
 
 	now := timestamppb.Now
-	for part, name := range []string{"general.html", "staff.html", "user.html"} {
+	for part, name := range []string{"general.html", "staff.html"} {
 		require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventPart, id, fmt.Sprint(part), &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: uint32(part), PartsTotal: 4, File: &exportv1.File{Name: name, Records: 3}}))
 	}
+	// The profile part with the avatar the host published.
+	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventPart, id, "2", &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: 2, PartsTotal: 4,
+		Files: []*exportv1.File{{Name: "user.html", Records: 1}, {Name: "avatar", Bucket: "dataport-assets", ObjectKey: "avatars/root", Records: 1}}}))
 	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventPart, id, "3", &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: 3, PartsTotal: 4, Files: []*exportv1.File{{Name: "assets/a-x.png", Bucket: "dataport-assets"}}}))
 	zip := &exportv1.File{Name: "dataport-" + id + ".zip", ObjectKey: "jobs/" + id + "/files/dataport-" + id + ".zip", Size: 2048, Sha256: "ab12", ContentType: "application/zip", Records: 12}
 	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventCompleted, id, "", &exportv1.ExportCompleted{JobId: id, OccurredAt: now(), Files: []*exportv1.File{zip}, OwnerId: gatewaytest.AdminID, Kind: exportv1.JobKind_JOB_KIND_USER_DATA}))
@@ -173,6 +176,7 @@ func collectAnswers(t *testing.T) []answer {
 	require.Equal(t, "completed", doneOp["status"])
 	require.Len(t, doneOp["fileList"], 1)
 	require.Equal(t, true, doneOp["generatedUserFile"])
+	require.Equal(t, true, doneOp["generatedAvatar"])
 	require.NotNil(t, done["url"])
 
 	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventExpired, id, "", &exportv1.ExportExpired{JobId: id, OccurredAt: now()}))
