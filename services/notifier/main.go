@@ -57,6 +57,8 @@ type Config struct {
 	PublicURL     string
 	LinkSecret    string
 	LinkTTL       time.Duration
+	// AttachMaxBytes caps the files one room mail attaches.
+	AttachMaxBytes int
 }
 
 func loadConfig(l *config.Loader) (Config, error) {
@@ -80,6 +82,8 @@ func loadConfig(l *config.Loader) (Config, error) {
 	c.PublicURL = l.URL("DATAPORT_PUBLIC_URL", "http://127.0.0.1:8080", "public base URL of the gateway, used in download links")
 	c.LinkSecret = l.SigningSecret("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key that signs download links; must equal the gateway's (32+ random bytes outside development)")
 	c.LinkTTL = l.Duration("DATAPORT_LINK_TTL", 24*time.Hour, "how long emailed download links stay valid")
+	c.AttachMaxBytes = l.Int("DATAPORT_MAIL_ATTACH_MAX_BYTES", notify.DefaultAttachMaxBytes, 1, 1<<30,
+		"bytes of files one room mail attaches; files past it are sent as signed download links")
 	if err := l.Err(); err != nil {
 		return c, nil // infra.Run reports l's errors; the rest builds on valid values
 	}
@@ -146,7 +150,8 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		Topology:  d.Base.Topology,
 		Logger:    log,
 
-		MeterProvider: tel.MeterProvider,
+		MeterProvider:  tel.MeterProvider,
+		AttachMaxBytes: uint64(c.AttachMaxBytes),
 	})
 	if err != nil {
 		return infra.Parts{}, err

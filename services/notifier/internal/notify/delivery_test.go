@@ -1,14 +1,17 @@
 package notify_test
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,6 +198,72 @@ func TestRoomMail(t *testing.T) {
 		assert.Equal(t, textBody, strings.ReplaceAll(p.Text, "\r\n", "\n"))
 		assert.Equal(t, htmlBody, strings.TrimSpace(p.HTML))
 	}
+}
+
+// TestRoomMailAttachesOrLinksItsFiles: the files the mailed messages
+// carry (listed after the bodies, by reference into the assets bucket)
+// are attached while they fit the cap, linked with a signed link past it,
+// and a file gone by now is named as missing, never linked.
+func TestRoomMailAttachesOrLinksItsFiles(t *testing.T) {
+	const assetBucket = "dataport-assets"
+	e, store := startWithJobs(t, bustest.Topology(), nil, func(s *setup) { s.cfg.AttachMaxBytes = 100 })
+	require.NoError(t, store.EnsureBucket(t.Context(), assetBucket))
+	jobID := newJobID()
+	e.putJob(t, &exportv1.Job{
+		Id: jobID, OwnerId: alice.GetId(), Kind: exportv1.JobKind_JOB_KIND_ROOM_MAIL,
+		Mail: &exportv1.MailScope{ToEmails: []string{"bob@example.com"}, Subject: "Minutes"},
+	})
+	var files []*exportv1.File
+	for name, body := range map[string]string{"mail.html": "<div class=\"dataport-mail\"><p>see the notes</p></div>\n", "mail.txt": "alice: see the notes\n"} {
+		key := "jobs/" + jobID + "/parts/0/" + name
+		_, err := store.Upload(t.Context(), exportBucket, key, strings.NewReader(body), "text/plain")
+		require.NoError(t, err)
+		files = append(files, &exportv1.File{Name: name, ObjectKey: key, Size: uint64(len(body))})
+	}
+	slices.SortFunc(files, func(a, b *exportv1.File) int { return strings.Compare(a.GetName(), b.GetName()) })
+	notes := []byte("the notes, small enough to attach")
+	big := bytes.Repeat([]byte("x"), 500)
+	for key, data := range map[string][]byte{"assets/F1/notes.txt": notes, "assets/F2/big.bin": big} {
+		_, err := store.Upload(t.Context(), assetBucket, key, bytes.NewReader(data), "application/octet-stream")
+		require.NoError(t, err)
+	}
+	files = append(files,
+		&exportv1.File{Name: "F1-notes.txt", Bucket: assetBucket, ObjectKey: "assets/F1/notes.txt", Size: uint64(len(notes)), ContentType: "text/plain"},
+		&exportv1.File{Name: "F2-big.bin", Bucket: assetBucket, ObjectKey: "assets/F2/big.bin", Size: uint64(len(big)), ContentType: "application/octet-stream"},
+		// Deleted between the export and the mail.
+		&exportv1.File{Name: "F3-gone.png", Bucket: assetBucket, ObjectKey: "assets/F3/gone.png", Size: 10, ContentType: "image/png"},
+	)
+	ev := completed(jobID, files...)
+	ev.Kind = exportv1.JobKind_JOB_KIND_ROOM_MAIL
+	before := time.Now()
+	e.publish(t, bus.EventCompleted, jobID, "", ev)
+	evs := e.settle(t, jobID, 1)
+	after := time.Now()
+	assert.Empty(t, evs[0].GetError())
+
+	msgs := e.smtp.Messages()
+	require.Len(t, msgs, 1)
+	p, err := msgs[0].Parse()
+	require.NoError(t, err)
+	require.Len(t, p.Attachments, 1, "only what fits the cap is attached")
+	assert.Equal(t, "F1-notes.txt", p.Attachments[0].Name)
+	assert.Equal(t, "text/plain", p.Attachments[0].ContentType)
+	assert.Equal(t, notes, p.Attachments[0].Data)
+
+	assert.Contains(t, p.Text, "alice: see the notes")
+	assert.Contains(t, p.Text, "- F1-notes.txt (33 B): attached")
+	assert.Contains(t, p.Text, "- F2-big.bin (500 B): too large to attach, download until ")
+	assert.Contains(t, p.Text, "- F3-gone.png: missing, the file is no longer available")
+	links := linkRE.FindAllString(p.Text, -1)
+	require.Len(t, links, 1, "the big file is linked; the missing one is not")
+	checkLink(t, links[0], jobID, "F2-big.bin", before, after)
+
+	assert.Contains(t, p.HTML, `<p>see the notes</p>`)
+	assert.Contains(t, p.HTML, "F1-notes.txt (33 B): attached")
+	assert.Contains(t, p.HTML, "F3-gone.png: missing, the file is no longer available")
+	htmlLinks := linkRE.FindAllString(html.UnescapeString(p.HTML), -1)
+	require.Len(t, htmlLinks, 1)
+	checkLink(t, htmlLinks[0], jobID, "F2-big.bin", before, after)
 }
 
 func TestSMTPTransportSecurity(t *testing.T) {

@@ -167,7 +167,8 @@ func parseAddress(raw string) (mail.Address, error) {
 
 // roomMail builds the email of a room-mail job (Rocket.Chat rooms.export
 // with type "email"): the selected messages, rendered by the exporter as
-// mail.html and mail.txt, sent to the job's addresses with its subject.
+// mail.html and mail.txt, sent to the job's addresses with its subject,
+// with the files those messages carry attached or linked (mailFiles).
 func (n *Notifier) roomMail(ctx context.Context, o outcome, nt notification) (notification, error) {
 	scope := o.job.GetMail()
 	var to []mail.Address
@@ -220,6 +221,11 @@ func (n *Notifier) roomMail(ctx context.Context, o outcome, nt notification) (no
 		nt.problem = "room mail job completed without " + MailHTMLName + " or " + MailTextName
 		return nt, nil
 	}
+	files, attached, err := n.mailFiles(ctx, o.jobID, o.completed.GetFiles())
+	if err != nil {
+		return nt, err
+	}
+	e.Text, e.HTML, e.Attachments = appendFilesText(e.Text, files), appendFilesHTML(e.HTML, files), attached
 	// One message per address, as for notifications.
 	emails := make([]Email, 0, len(to))
 	for i, a := range to {

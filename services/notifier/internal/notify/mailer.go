@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -25,6 +26,16 @@ type Email struct {
 	MessageID string
 	Text      string
 	HTML      string
+	// Attachments are sent as files after the two bodies.
+	Attachments []Attachment
+}
+
+// Attachment is one file sent with an Email. Its name and content type
+// go into MIME headers and must be one line, like the other headers.
+type Attachment struct {
+	Name        string
+	ContentType string
+	Data        []byte
 }
 
 // Mailer delivers email. Send returns nil once the server accepted the
@@ -146,6 +157,13 @@ func (m *SMTPMailer) Send(ctx context.Context, e Email) error {
 	msg.SetDate()
 	msg.SetBodyString(gomail.TypeTextPlain, e.Text)
 	msg.AddAlternativeString(gomail.TypeTextHTML, e.HTML)
+	for _, a := range e.Attachments {
+		var opts []gomail.FileOption
+		if a.ContentType != "" {
+			opts = append(opts, gomail.WithFileContentType(gomail.ContentType(a.ContentType)))
+		}
+		msg.AttachReadSeeker(a.Name, bytes.NewReader(a.Data), opts...)
+	}
 
 	client, err := gomail.NewClient(m.host, m.opts...)
 	if err != nil {
@@ -164,6 +182,9 @@ func checkHeaders(e Email) error {
 	values := []string{e.From.Name, e.From.Address, e.Subject, e.MessageID}
 	for _, a := range e.To {
 		values = append(values, a.Name, a.Address)
+	}
+	for _, a := range e.Attachments {
+		values = append(values, a.Name, a.ContentType)
 	}
 	for _, v := range values {
 		if strings.ContainsAny(v, "\r\n") {

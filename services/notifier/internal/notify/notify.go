@@ -59,9 +59,11 @@ type Publisher interface {
 	PublishStatus(ctx context.Context, ev bus.Event, jobID, discriminator string, m proto.Message) error
 }
 
-// Objects reads the bodies of room-mail jobs. *blob.Store implements it.
+// Objects reads the bodies and files of room-mail jobs. *blob.Store
+// implements it.
 type Objects interface {
 	Open(ctx context.Context, bucket, key string) (io.ReadCloser, blob.Info, error)
+	Stat(ctx context.Context, bucket, key string) (blob.Info, error)
 }
 
 // Config holds a Notifier's dependencies.
@@ -74,9 +76,13 @@ type Config struct {
 	// Jobs reads a job's record for its extra addresses, room-mail scope
 	// and webhook URLs. Nil disables all three.
 	Jobs *jobview.Reader
-	// Objects and Bucket locate room-mail bodies (mail.html, mail.txt).
+	// Objects and Bucket locate room-mail bodies (mail.html, mail.txt)
+	// and the files the mailed messages carry.
 	Objects Objects
 	Bucket  string
+	// AttachMaxBytes caps the bytes of files one room mail attaches;
+	// files past it are linked instead. Zero means DefaultAttachMaxBytes.
+	AttachMaxBytes uint64
 	// Mailer delivers the email.
 	Mailer Mailer
 	// Webhooks posts webhook events; nil disables webhooks.
@@ -113,6 +119,7 @@ type Notifier struct {
 	jobs         *jobview.Reader
 	objects      Objects
 	bucket       string
+	attachMax    uint64
 	mailer       Mailer
 	webhooks     *Webhooks
 	links        *links.Signer
@@ -163,6 +170,9 @@ func New(c Config) (*Notifier, error) {
 	if c.MeterProvider == nil {
 		c.MeterProvider = metricnoop.NewMeterProvider()
 	}
+	if c.AttachMaxBytes == 0 {
+		c.AttachMaxBytes = DefaultAttachMaxBytes
+	}
 	sends, err := newSends(c.MeterProvider)
 	if err != nil {
 		return nil, fmt.Errorf("notify: %w", err)
@@ -174,6 +184,7 @@ func New(c Config) (*Notifier, error) {
 		jobs:         c.Jobs,
 		objects:      c.Objects,
 		bucket:       c.Bucket,
+		attachMax:    c.AttachMaxBytes,
 		mailer:       c.Mailer,
 		webhooks:     c.Webhooks,
 		links:        c.Links,

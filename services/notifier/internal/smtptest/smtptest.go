@@ -24,6 +24,7 @@ import (
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,61 +216,82 @@ type Parsed struct {
 	// text/html parts (or of the single body).
 	Text string
 	HTML string
+	// Attachments are the parts sent as files (Content-Disposition
+	// attachment), in order.
+	Attachments []Attachment
 }
 
-// Parse decodes m's headers and its text and HTML bodies, one level of
-// multipart deep, as multipart/alternative messages are built.
+// Attachment is one file of a message.
+type Attachment struct {
+	Name        string
+	ContentType string
+	Data        []byte
+}
+
+// Parse decodes m's headers, its text and HTML bodies and its
+// attachments, through nested multiparts (multipart/mixed holding a
+// multipart/alternative, as messages with files are built).
 func (m Message) Parse() (*Parsed, error) {
 	msg, err := mail.ReadMessage(bytes.NewReader(m.Data))
 	if err != nil {
 		return nil, fmt.Errorf("smtptest: read message: %w", err)
 	}
 	p := &Parsed{Header: msg.Header}
-	mediaType, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil {
-		return nil, fmt.Errorf("smtptest: content type: %w", err)
+	if err := p.part(textproto.MIMEHeader(msg.Header), msg.Body); err != nil {
+		return nil, err
 	}
-	if !strings.HasPrefix(mediaType, "multipart/") {
-		body, err := decode(msg.Body, msg.Header.Get("Content-Transfer-Encoding"))
-		if err != nil {
-			return nil, err
-		}
-		p.set(mediaType, body)
-		return p, nil
-	}
-	mr := multipart.NewReader(msg.Body, params["boundary"])
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			return p, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("smtptest: next part: %w", err)
-		}
-		// multipart.Reader already undoes quoted-printable (and drops the
-		// header); base64 is left to us.
-		body, err := decode(part, part.Header.Get("Content-Transfer-Encoding"))
-		if err != nil {
-			return nil, err
-		}
-		pt, _, err := mime.ParseMediaType(part.Header.Get("Content-Type"))
-		if err != nil {
-			return nil, fmt.Errorf("smtptest: part content type: %w", err)
-		}
-		p.set(pt, body)
-	}
+	return p, nil
 }
 
-func (p *Parsed) set(mediaType, body string) {
+// part takes one MIME part: a body, a file, or a multipart to descend.
+func (p *Parsed) part(h textproto.MIMEHeader, body io.Reader) error {
+	mediaType, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil {
+		return fmt.Errorf("smtptest: content type: %w", err)
+	}
+	if strings.HasPrefix(mediaType, "multipart/") {
+		mr := multipart.NewReader(body, params["boundary"])
+		for {
+			part, err := mr.NextPart()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("smtptest: next part: %w", err)
+			}
+			// multipart.Reader already undoes quoted-printable (and drops
+			// the header); base64 is left to decode.
+			if err := p.part(part.Header, part); err != nil {
+				return err
+			}
+		}
+	}
+	if disp, dparams, err := mime.ParseMediaType(h.Get("Content-Disposition")); err == nil && disp == "attachment" {
+		data, err := decodeBytes(body, h.Get("Content-Transfer-Encoding"))
+		if err != nil {
+			return err
+		}
+		name := dparams["filename"]
+		if name == "" {
+			name = params["name"]
+		}
+		p.Attachments = append(p.Attachments, Attachment{Name: name, ContentType: mediaType, Data: data})
+		return nil
+	}
+	text, err := decode(body, h.Get("Content-Transfer-Encoding"))
+	if err != nil {
+		return err
+	}
 	switch mediaType {
 	case "text/plain":
-		p.Text = body
+		p.Text = text
 	case "text/html":
-		p.HTML = body
+		p.HTML = text
 	}
+	return nil
 }
 
-func decode(r io.Reader, encoding string) (string, error) {
+func decodeBytes(r io.Reader, encoding string) ([]byte, error) {
 	switch strings.ToLower(encoding) {
 	case "base64":
 		r = base64.NewDecoder(base64.StdEncoding, r)
@@ -278,7 +300,15 @@ func decode(r io.Reader, encoding string) (string, error) {
 	}
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return "", fmt.Errorf("smtptest: decode %s body: %w", encoding, err)
+		return nil, fmt.Errorf("smtptest: decode %s part: %w", encoding, err)
+	}
+	return b, nil
+}
+
+func decode(r io.Reader, encoding string) (string, error) {
+	b, err := decodeBytes(r, encoding)
+	if err != nil {
+		return "", err
 	}
 	return strings.ReplaceAll(string(b), "\r\n", "\n"), nil
 }

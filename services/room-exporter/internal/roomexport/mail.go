@@ -2,12 +2,19 @@ package roomexport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/objects"
 	"dataport.dev/shared/taskrun"
 )
 
@@ -57,8 +64,12 @@ func (s *idSelector) keep(m *sourcev1.ChatMessage) bool {
 func (s *idSelector) done() bool { return s.remaining == 0 }
 
 // exportMail renders the messages a room mail selected, in the room's
-// order, as an HTML body fragment and its plain-text alternative. Ids
-// that are not in the room are skipped and counted.
+// order, as an HTML body fragment and its plain-text alternative, and
+// lists the files those messages carry after the two bodies, by
+// reference into the assets bucket (as the user-data assets part does),
+// for the notifier to attach or link. A file whose object is gone is
+// named in both bodies as missing instead, and not listed. Ids that are
+// not in the room are skipped and counted.
 func (e *Exporter) exportMail(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
 	task := t.Task
 	t.Log = t.Log.With("room_id", task.GetRoom().GetRoomId())
@@ -71,13 +82,17 @@ func (e *Exporter) exportMail(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	var (
 		res     uploadResult
 		counter countingWriter
+		assets  *mailAssets
 	)
 	specs := []objectSpec{
 		{name: MailHTMLFile, contentType: "text/html; charset=utf-8"},
 		{name: MailTextFile, contentType: "text/plain; charset=utf-8"},
 	}
 	files, err := e.uploadObjects(ctx, task, specs, func(ctx context.Context, ws []io.Writer) error {
-		r := &mailRenderer{html: newHTMLFragment(ws[0]), text: &textRenderer{w: ws[1]}}
+		// A retried upload renders again from the start: the files found
+		// are the last attempt's.
+		assets = &mailAssets{ctx: ctx, e: e, seen: map[string]bool{}}
+		r := &mailRenderer{html: newHTMLFragment(ws[0]), text: &textRenderer{w: ws[1]}, assets: assets}
 		return e.render(ctx, t, r, room, h, &counter, &res, sel)
 	})
 	if err != nil {
@@ -88,14 +103,98 @@ func (e *Exporter) exportMail(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 		f.Records = res.records
 		size += f.GetSize()
 	}
+	for _, f := range assets.files {
+		size += f.GetSize()
+	}
+	files = append(files, assets.files...)
 	return &taskrun.Result{Files: files, Records: res.records, Bytes: size, FileList: true,
-		Log: []any{"missing", sel.remaining}}, nil
+		Log: []any{"missing", sel.remaining, "files", len(assets.files), "files_missing", assets.missing}}, nil
+}
+
+// MailAssetName is the name under which a room mail's job lists a file a
+// message carries: "<fileId>-<name>", cleaned, so it is one path segment
+// of a download link and never a body's name (it always has the "-").
+func MailAssetName(fileID, name string) string {
+	return objects.CleanFileName(fileID+"-"+name, "file")
+}
+
+// missingSuffix follows the title of a file that a mailed message names
+// but whose object is gone.
+const missingSuffix = " (missing: the file is no longer available)"
+
+// mailAssets finds the files the mailed messages carry, each once.
+type mailAssets struct {
+	ctx     context.Context
+	e       *Exporter
+	seen    map[string]bool
+	files   []*exportv1.File
+	missing int
+	// gone remembers missing file ids, so a later version of a message
+	// names them missing too.
+	gone map[string]bool
+}
+
+// check looks m's attachments up. It returns m itself when every file is
+// there, else a copy whose missing files say so in their titles.
+func (a *mailAssets) check(m *sourcev1.ChatMessage) (*sourcev1.ChatMessage, error) {
+	var marked []*sourcev1.Attachment
+	for i, at := range m.GetAttachments() {
+		missing, err := a.lookup(at)
+		if err != nil {
+			return nil, err
+		}
+		if !missing {
+			continue
+		}
+		if marked == nil {
+			marked = slices.Clone(m.GetAttachments())
+		}
+		c := proto.CloneOf(at)
+		c.Title = firstNonEmpty(at.GetTitle(), at.GetName()) + missingSuffix
+		marked[i] = c
+	}
+	if marked == nil {
+		return m, nil
+	}
+	c := proto.CloneOf(m)
+	c.Attachments = marked
+	return c, nil
+}
+
+// lookup describes at's object once per file id and reports whether it is
+// missing.
+func (a *mailAssets) lookup(at *sourcev1.Attachment) (missing bool, err error) {
+	id := at.GetFileId()
+	if id == "" {
+		// Not an uploaded file (nothing to attach); named as it is.
+		return false, nil
+	}
+	if a.seen[id] {
+		return a.gone[id], nil
+	}
+	a.seen[id] = true
+	f, err := a.e.describeAsset(a.ctx, at)
+	if errors.Is(err, blob.ErrNotFound) {
+		if a.gone == nil {
+			a.gone = map[string]bool{}
+		}
+		a.gone[id] = true
+		a.missing++
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	f.Name = MailAssetName(id, at.GetName())
+	a.files = append(a.files, f)
+	return false, nil
 }
 
 // mailRenderer writes each message into both alternatives of the mail.
 type mailRenderer struct {
-	html *htmlRenderer
-	text *textRenderer
+	html   *htmlRenderer
+	text   *textRenderer
+	assets *mailAssets
 }
 
 func (r *mailRenderer) Begin(room *sourcev1.Room) error {
@@ -106,6 +205,10 @@ func (r *mailRenderer) Begin(room *sourcev1.Room) error {
 }
 
 func (r *mailRenderer) Message(m *sourcev1.ChatMessage) error {
+	m, err := r.assets.check(m)
+	if err != nil {
+		return err
+	}
 	if err := r.html.Message(m); err != nil {
 		return err
 	}

@@ -270,6 +270,10 @@ func TestExportRoomMail(t *testing.T) {
 	h.putRoom(t, &sourcev1.Room{Id: "MAIL", Name: "mailroom", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
 	msgs := roomMessages("MAIL", 8)
 	msgs[6].Text = "*important* <script>alert(1)</script>"
+	// msgs[5]'s report.pdf is in the assets bucket; this one is gone.
+	msgs[6].Attachments = []*sourcev1.Attachment{{FileId: "F6", Name: "gone.png", ContentType: "image/png", Size: 99, ObjectKey: "assets/F6/gone.png"}}
+	pdf := bytes.Repeat([]byte("%"), 1234)
+	h.putAsset(t, "assets/F5/report.pdf", "application/pdf", pdf)
 	edit := proto.Clone(msgs[6]).(*sourcev1.ChatMessage)
 	edit.Text = "*important*, corrected <script>alert(1)</script>"
 	edit.EditedAt = timestamppb.New(msgTime(7).Add(time.Second))
@@ -288,8 +292,19 @@ func TestExportRoomMail(t *testing.T) {
 	h.publishTask(t, jobID+".task.0", task)
 	var part exportv1.PartUploaded
 	h.event(t, bus.EventPart, jobID, &part)
-	require.Len(t, part.GetFiles(), 2)
+	require.Len(t, part.GetFiles(), 3, "both bodies and the one file still there")
 	htmlFile, txtFile := part.GetFiles()[0], part.GetFiles()[1]
+	// The file a message carries follows the bodies, by reference, for
+	// the notifier to attach or link.
+	att := part.GetFiles()[2]
+	pdfSum := sha256.Sum256(pdf)
+	assert.Equal(t, "F5-report.pdf", att.GetName())
+	assert.Equal(t, roomexport.MailAssetName("F5", "report.pdf"), att.GetName())
+	assert.Equal(t, assetBucket, att.GetBucket())
+	assert.Equal(t, "assets/F5/report.pdf", att.GetObjectKey())
+	assert.Equal(t, uint64(len(pdf)), att.GetSize())
+	assert.Equal(t, hex.EncodeToString(pdfSum[:]), att.GetSha256())
+	assert.Equal(t, "application/pdf", att.GetContentType())
 	assert.Equal(t, "mail.html", htmlFile.GetName())
 	assert.Equal(t, "text/html; charset=utf-8", htmlFile.GetContentType())
 	assert.Equal(t, "jobs/"+jobID+"/parts/0/mail.html", htmlFile.GetObjectKey())
@@ -318,6 +333,8 @@ func TestExportRoomMail(t *testing.T) {
 	assert.Contains(t, txt, "Messages from mailroom")
 	assert.Contains(t, txt, "*important*, corrected <script>alert(1)</script>")
 	assert.Contains(t, txt, "[attachment: report.pdf, application/pdf, 1.2 kB]")
+	assert.Contains(t, txt, "[attachment: gone.png (missing: the file is no longer available), image/png, 99 B]", "a missing file is named as missing")
+	assert.Contains(t, text(m6), "gone.png (missing: the file is no longer available)")
 	assert.NotContains(t, txt, msgs[0].GetText())
 }
 
