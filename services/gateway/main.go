@@ -297,6 +297,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		Submitter: submitter,
 		NativeCreate: native.Create{
 			Rooms: authz, Directory: authz.Directory, Schedules: schedules, Webhooks: egress.NewGuard(c.WebhookAllow), Location: c.Location,
+			Resources: registry,
 			Limits: plan.Limits{
 				MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
 				MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),

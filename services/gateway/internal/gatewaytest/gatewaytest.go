@@ -223,7 +223,7 @@ func New(tb testing.TB, o Options) *Env {
 		Publisher: e.Pub,
 		Submitter: submitter,
 		NativeCreate: native.Create{
-			Rooms: e.Auth, Directory: e.Auth.Directory, Schedules: schedules, Now: e.Clock.Now,
+			Rooms: e.Auth, Directory: e.Auth.Directory, Schedules: schedules, Resources: e.Resources, Now: e.Clock.Now,
 		},
 		Dialects: []httpapi.Dialect{
 			rocketchat.New(rocketchat.Config{

@@ -25,6 +25,7 @@ import (
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/egress"
+	"dataport.dev/shared/recordquery"
 )
 
 // dialectName is stored in Job.dialect of the jobs the native API creates.
@@ -54,6 +55,11 @@ type Create struct {
 	// Webhooks is the SSRF guard webhook URLs must pass; nil allows only
 	// public addresses.
 	Webhooks *egress.Guard
+	// Resources is the host's resource registry (shared/resources): a
+	// record export may name any resource registered for every
+	// organization or for the export's own, as in the Rebilly dialect.
+	// Nil: the built-in resources only.
+	Resources plan.Resources
 	// Location resolves relative dates of record exports ("today").
 	Location *time.Location
 	Limits   plan.Limits
@@ -176,6 +182,15 @@ type checked struct {
 	fullExport bool
 	org        string
 	records    *exportv1.RecordsScope
+	// recordsReq is a record export of a resource that is not built in:
+	// whether the caller's organization may name it, and which fields it
+	// has, is the registry's to say once the organization is known
+	// (planRecords) against the request's clock and limits. records is
+	// nil until then.
+	recordsReq *plan.RecordsRequest
+	now        time.Time
+	loc        *time.Location
+	limits     plan.RecordsLimits
 	recurrence *exportv1.Recurrence
 	emails     []string
 	webhooks   []string
@@ -329,12 +344,36 @@ func (req *createRequest) checkRecords(c *checked, now time.Time, loc *time.Loca
 		}
 		rr.MaxRowsPerChunk, rr.MaxBytesPerChunk, rr.GzipChunks = ch.MaxRows, ch.MaxBytes, ch.Gzip
 	}
-	// The native API exports the built-in resources: the registry's
-	// lookup is by organization, which is resolved only in planRecords.
-	// A built-in catalog never fails.
+	if rr.Resource != nil && *rr.Resource != "" {
+		if _, builtin := recordquery.Builtin(*rr.Resource); !builtin {
+			// The registry's lookup is by organization, which is resolved
+			// only in planRecords; the resource is checked there.
+			c.recordsReq = &rr
+			c.now, c.loc, c.limits = now, loc, lim.Records()
+			return bad
+		}
+	}
+	// A built-in resource is checked here, with every other field at
+	// once; a built-in catalog never fails.
 	sc, invalid, _ := plan.Records(context.Background(), plan.Catalog{}, rr, recordsFields, now, loc, lim.Records())
 	c.records = sc
 	return append(bad, invalid...)
+}
+
+// registeredRecords checks a record export of a resource that is not
+// built in against what org's exports may name in the registry: another
+// organization's resource answers as unknown, as if it did not exist.
+func (a *API) registeredRecords(ctx context.Context, c *checked, org string) ([]plan.Invalid, error) {
+	cat := plan.Catalog{}
+	if a.Create.Resources != nil {
+		cat = plan.Catalog{Registry: a.Create.Resources, Organization: org}
+	}
+	sc, bad, err := plan.Records(ctx, cat, *c.recordsReq, recordsFields, c.now, c.loc, c.limits)
+	if err != nil || len(bad) > 0 {
+		return bad, err
+	}
+	c.records = sc
+	return nil, nil
 }
 
 // checkWebhooks takes at most max distinct URLs that pass the guard.
@@ -527,6 +566,17 @@ func (a *API) planRecords(w http.ResponseWriter, r *http.Request, user *sourcev1
 			return nil, false
 		}
 		org = m.GetOrganizationId()
+	}
+	if c.recordsReq != nil {
+		bad, err := a.registeredRecords(ctx, c, org)
+		if err != nil {
+			a.internalError(w, r, "resource registry", err, "organization_id", org)
+			return nil, false
+		}
+		if bad != nil {
+			writeInvalid(w, http.StatusUnprocessableEntity, bad)
+			return nil, false
+		}
 	}
 	if bad := plan.Tenant(c.records, org, "records.resource"); bad != nil {
 		writeInvalid(w, http.StatusUnprocessableEntity, bad)
