@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,19 +26,35 @@ import (
 
 // The index (bucket bus.BucketJobIndex) answers every listing from keys
 // built for it, so a listing costs what the caller's own jobs cost and
-// never reads every job. Each key names one job; values are empty. The
+// never reads every job. Each entry names one job; values are empty. The
 // families:
 //
-//	own.<owner>.<dialect>.<org>.<kind>.<inverted created_at>.<job id>
+//	own.<owner>.<day>.<minute>.<dialect>.<org>.<kind>.<inverted created_at>.<job id>
 //	org.<dialect>.<org>.<inverted created_at>.<job id>   (jobs with an organization)
 //	par.<parent>.<inverted created_at>.<job id>          (runs of a schedule)
 //	act.<owner>.<created_at>.<job id>                    (unfinished jobs)
 //	run.<kind>.<created_at>.<job id>                     (unfinished jobs)
 //
+// and beside the owner entries, written with them and never removed:
+//
+//	own.<owner>.<day>            (the owner has jobs created that day)
+//	own.<owner>.<day>.<minute>   (the owner has jobs created that minute)
+//	cnt.<owner>                  (how many jobs the owner has, in decimal)
+//
 // Owners, organizations and parents are hashed into a token; dialects and
 // kinds are used as they are when they form a token. Timestamps are
 // nanoseconds, 19 digits, the inverted ones counted down from MaxInt64 so
-// that newest sorts first.
+// that newest sorts first; <day> (6 digits) and <minute> (9 digits) are
+// created_at's UTC day and minute since 1970, counted down the same way.
+//
+// An owner's page is read bucket by bucket, newest first: the owner's day
+// markers, then the minute markers of a day, then the entries of one
+// minute, each a direct get of the keys under one filter (kvbatch.Matching,
+// which never waits in the JetStream API queue), until the page is full.
+// A page of n jobs thus reads about n entries plus the markers of the
+// days and minutes it passes through, whatever else the owner or the
+// projection holds. The total a listing reports is the owner's counter,
+// not a count of entries.
 //
 // Entries are hints, verified against the job record on every read: an
 // entry counts only if the job exists and its own keys include the entry
@@ -48,13 +65,23 @@ import (
 //     job that exists is always indexed; an entry whose create failed or
 //     lost a race names a missing or different job and is ignored, and
 //     purged once it is older than staleEntry.
+//   - The owner entry is created (not put), and whoever creates it adds
+//     one to the owner's counter with a revision check, so each job is
+//     counted once however many replicas, replays and builds index it. A
+//     create that loses its id to another job takes its one back; a
+//     process that dies between its entry and its job leaves the counter
+//     one too high, and one that dies between its entry and the counter
+//     one too low.
 //   - act and run entries are purged when the job first becomes terminal;
 //     a purge lost to a crash leaves an entry that names an ended job,
 //     which reads ignore and purge.
 //   - Applying an ExportRequested that changes nothing (the copy from the
 //     stream) indexes its job if it is not yet: jobs created by a gateway
 //     that predates the index are picked up as their requests come back.
-//   - BuildIndex indexes every job of the old layout once, at start.
+//   - BuildIndex indexes every job of the projection once, at start; it
+//     runs again for a deployment whose index has the previous layout
+//     (owner entries without day and minute, no counters), whose entries
+//     no read of this layout matches.
 //
 // The indexed fields (owner, dialect, organization, kind, parent,
 // created_at) are never changed by reduce, so a job's keys are fixed for
@@ -66,9 +93,11 @@ const (
 	famParent  = "par"
 	famActive  = "act"
 	famRunning = "run"
-	// builtKey marks that BuildIndex has run to its end on this
-	// deployment.
-	builtKey = "meta.built"
+	famCount   = "cnt"
+	// builtKey marks that BuildIndex has built this layout to its end on
+	// this deployment. The previous layout's marker, meta.built, is left
+	// alone: it says nothing about this layout.
+	builtKey = "meta.built.v2"
 	// staleEntry is how long an entry may name a job that does not exist:
 	// Submit writes the job within submit.Timeout (15 s) of its entries.
 	staleEntry = 2 * time.Minute
@@ -134,14 +163,42 @@ func stamp(job *exportv1.Job) int64 {
 func forward(ns int64) string  { return fmt.Sprintf("%019d", ns) }
 func inverted(ns int64) string { return fmt.Sprintf("%019d", math.MaxInt64-ns) }
 
+// Owner buckets: a day and a minute of created_at, counted down so that
+// the newest sorts first, in fixed widths so that tokens compare as
+// strings.
+const (
+	nsPerMinute = int64(time.Minute)
+	nsPerDay    = int64(24 * time.Hour)
+	maxDay      = math.MaxInt64 / nsPerDay
+	maxMinute   = math.MaxInt64 / nsPerMinute
+)
+
+func dayToken(ns int64) string    { return fmt.Sprintf("%06d", maxDay-ns/nsPerDay) }
+func minuteToken(ns int64) string { return fmt.Sprintf("%09d", maxMinute-ns/nsPerMinute) }
+
+// ownKey is a job's owner entry; hash is hashToken or a memo of it.
+func ownKey(job *exportv1.Job, hash func(string) string) string {
+	ts := stamp(job)
+	return strings.Join([]string{famOwner, hash(job.GetOwnerId()), dayToken(ts), minuteToken(ts),
+		nameToken(job.GetDialect()), hash(job.GetOrganizationId()), kindToken(job.GetKind()), inverted(ts), job.GetId()}, ".")
+}
+
+// ownMarkers are the day and minute markers of a job's owner entry.
+func ownMarkers(job *exportv1.Job) []string {
+	ts := stamp(job)
+	day := famOwner + "." + hashToken(job.GetOwnerId()) + "." + dayToken(ts)
+	return []string{day, day + "." + minuteToken(ts)}
+}
+
+func countKey(ownerHash string) string { return famCount + "." + ownerHash }
+
 // lastingKeys are the entries a job keeps for its life.
 func lastingKeys(job *exportv1.Job) []string { return lastingKeysWith(job, hashToken) }
 
 // lastingKeysWith is lastingKeys with hash as hashToken (a memo of it).
 func lastingKeysWith(job *exportv1.Job, hash func(string) string) []string {
 	inv, id := inverted(stamp(job)), job.GetId()
-	keys := []string{strings.Join([]string{famOwner, hash(job.GetOwnerId()), nameToken(job.GetDialect()),
-		hash(job.GetOrganizationId()), kindToken(job.GetKind()), inv, id}, ".")}
+	keys := []string{ownKey(job, hash)}
 	if org := job.GetOrganizationId(); org != "" {
 		keys = append(keys, strings.Join([]string{famOrg, nameToken(job.GetDialect()), hash(org), inv, id}, "."))
 	}
@@ -223,20 +280,37 @@ func newestFirst(a, b entry) int {
 	return cmp.Compare(b.id, a.id)
 }
 
-// writeIndex puts job's entries: the lasting ones, and the unfinished ones
-// while the job runs. Puts are idempotent, so replicas and retries may
-// repeat them.
-func (s *Store) writeIndex(ctx context.Context, job *exportv1.Job) error {
+// writeIndex writes job's entries: the owner's markers, the owner entry,
+// and the other lasting ones, and the unfinished ones while the job runs.
+// Puts are idempotent, so replicas and retries may repeat them; the owner
+// entry is created, and counted reports whether this call created it
+// (and so counted the job).
+func (s *Store) writeIndex(ctx context.Context, job *exportv1.Job) (counted bool, err error) {
+	for _, k := range ownMarkers(job) {
+		if _, err := s.index.Put(ctx, k, nil); err != nil {
+			return false, fmt.Errorf("index job %s: %w", job.GetId(), err)
+		}
+	}
 	keys := lastingKeys(job)
+	switch _, err := s.index.Create(ctx, keys[0], nil); {
+	case err == nil:
+		if err := s.bump(ctx, hashToken(job.GetOwnerId()), 1); err != nil {
+			return false, fmt.Errorf("count job %s: %w", job.GetId(), err)
+		}
+		counted = true
+	case !errors.Is(err, jetstream.ErrKeyExists):
+		return false, fmt.Errorf("index job %s: %w", job.GetId(), err)
+	}
+	keys = keys[1:]
 	if !Terminal(job.GetState()) {
 		keys = append(keys, unfinishedKeys(job)...)
 	}
 	for _, k := range keys {
 		if _, err := s.index.Put(ctx, k, nil); err != nil {
-			return fmt.Errorf("index job %s: %w", job.GetId(), err)
+			return counted, fmt.Errorf("index job %s: %w", job.GetId(), err)
 		}
 	}
-	return nil
+	return counted, nil
 }
 
 // ensureIndexed indexes job unless its owner entry is there already.
@@ -248,7 +322,66 @@ func (s *Store) ensureIndexed(ctx context.Context, job *exportv1.Job) error {
 	if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("index job %s: %w", job.GetId(), err)
 	}
-	return s.writeIndex(ctx, job)
+	_, err = s.writeIndex(ctx, job)
+	return err
+}
+
+// uncount takes back the count of job, whose owner entry this call
+// created but whose create failed, unless the job now stored under its id
+// is the one the entry names (another applier of the same request won).
+// A failure leaves the counter one too high, which is not reported.
+func (s *Store) uncount(ctx context.Context, job *exportv1.Job) {
+	if stored, err := s.Get(ctx, job.GetId()); err == nil && holds(stored, lastingKeys(job)[0], hashToken) {
+		return
+	}
+	_ = s.bump(ctx, hashToken(job.GetOwnerId()), -1)
+}
+
+// bump adds delta to the counter of the owner hashed to ownerHash, with
+// a revision check, retried on conflicts.
+func (s *Store) bump(ctx context.Context, ownerHash string, delta int64) error {
+	key := countKey(ownerHash)
+	for attempt := 1; ; attempt++ {
+		var err error
+		e, gerr := s.index.Get(ctx, key)
+		switch {
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			_, err = s.index.Create(ctx, key, []byte(strconv.FormatInt(delta, 10)))
+		case gerr != nil:
+			return gerr
+		default:
+			n, perr := strconv.ParseInt(string(e.Value()), 10, 64)
+			if perr != nil {
+				return fmt.Errorf("counter %s: %w", key, perr)
+			}
+			_, err = s.index.Update(ctx, key, []byte(strconv.FormatInt(n+delta, 10)), e.Revision())
+		}
+		conflict := errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
+		if !conflict || attempt >= maxAttempts {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond)))):
+		}
+	}
+}
+
+// count is how many jobs ownerID has, read from its counter.
+func (s *Store) count(ctx context.Context, ownerID string) (int, error) {
+	e, err := s.index.Get(ctx, countKey(hashToken(ownerID)))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("count jobs: %w", err)
+	}
+	n, err := strconv.Atoi(string(e.Value()))
+	if err != nil {
+		return 0, fmt.Errorf("count jobs: %w", err)
+	}
+	return max(n, 0), nil
 }
 
 // unindexFinished purges the entries a job holds only while it runs.
@@ -270,6 +403,27 @@ func (s *Store) purge(ctx context.Context, key string) {
 // marker is listed until it expires (markerTTL); fetch recognises the
 // entry as stale like any other.
 func (s *Store) listEntries(ctx context.Context, filter string, inverted bool) ([]entry, error) {
+	keys, err := s.subjects(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	return parseEntries(keys, inverted), nil
+}
+
+func parseEntries(keys []string, inverted bool) []entry {
+	out := make([]entry, 0, len(keys))
+	for _, k := range keys {
+		if e, ok := parseEntry(k, inverted); ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// subjects lists the keys under filter through the stream's info, which
+// has no bound on how many it answers but waits in the JetStream API
+// queue.
+func (s *Store) subjects(ctx context.Context, filter string) ([]string, error) {
 	stream, err := s.indexStream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list index %s: %w", filter, err)
@@ -279,13 +433,43 @@ func (s *Store) listEntries(ctx context.Context, filter string, inverted bool) (
 	if err != nil {
 		return nil, fmt.Errorf("list index %s: %w", filter, err)
 	}
-	out := make([]entry, 0, len(info.State.Subjects))
+	out := make([]string, 0, len(info.State.Subjects))
 	for subject := range info.State.Subjects {
-		if e, ok := parseEntry(strings.TrimPrefix(subject, prefix), inverted); ok {
-			out = append(out, e)
-		}
+		out = append(out, strings.TrimPrefix(subject, prefix))
 	}
 	return out, nil
+}
+
+// keys lists the keys under filter, sorted: with one direct get when
+// they are few (the common case, a bucket of one owner), else through
+// the stream's info.
+func (s *Store) keys(ctx context.Context, filter string) ([]string, error) {
+	m, err := kvbatch.Matching(ctx, s.js, s.index, filter)
+	var out []string
+	switch {
+	case errors.Is(err, kvbatch.ErrTooMany):
+		if out, err = s.subjects(ctx, filter); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("list index %s: %w", filter, err)
+	default:
+		out = make([]string, 0, len(m))
+		for k := range m {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// lastTokens returns the last token of each key.
+func lastTokens(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k[strings.LastIndexByte(k, '.')+1:]
+	}
+	return out
 }
 
 // indexStream is the index bucket's stream, looked up once.
@@ -366,21 +550,29 @@ type Scope struct {
 }
 
 func (sc Scope) filter() (string, error) {
-	kind := "*"
-	if sc.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED {
-		kind = kindToken(sc.Kind)
-	}
 	switch {
 	case sc.Parent != "":
 		return famParent + "." + hashToken(sc.Parent) + ".>", nil
-	case sc.Owner != "" && sc.Dialect == "":
-		return strings.Join([]string{famOwner, hashToken(sc.Owner), "*", "*", kind, ">"}, "."), nil
 	case sc.Owner != "":
-		return strings.Join([]string{famOwner, hashToken(sc.Owner), nameToken(sc.Dialect), hashToken(sc.Organization), kind, ">"}, "."), nil
+		return sc.ownFilter("*", "*"), nil
 	case sc.Dialect != "" && sc.Organization != "":
 		return strings.Join([]string{famOrg, nameToken(sc.Dialect), hashToken(sc.Organization), ">"}, "."), nil
 	}
 	return "", fmt.Errorf("jobstore: scope %+v names no index", sc)
+}
+
+// ownFilter is the filter of sc's owner entries in one day and minute
+// ("*" for any); it names whole entries only, never the markers.
+func (sc Scope) ownFilter(day, minute string) string {
+	kind := "*"
+	if sc.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED {
+		kind = kindToken(sc.Kind)
+	}
+	dialect, org := "*", "*"
+	if sc.Dialect != "" {
+		dialect, org = nameToken(sc.Dialect), hashToken(sc.Organization)
+	}
+	return strings.Join([]string{famOwner, hashToken(sc.Owner), day, minute, dialect, org, kind, "*", "*"}, ".")
 }
 
 // matches checks what the filter cannot: tokens are hashes, so the job
@@ -438,48 +630,153 @@ type Page struct {
 	// Next is the cursor of the following page, "" when this page is the
 	// last.
 	Next string
-	// Total is how many index entries the scope holds: the number of its
-	// jobs (before Keep), read without reading them. An entry is written
-	// just before its job, so while a create is in flight, or after it
-	// failed until its entry is purged, Total may count one job the pages
-	// do not show.
+	// Total is how many jobs the scope holds (before Keep), read
+	// without reading them: for a scope of an owner alone, the owner's
+	// counter (see the package's index notes for how it may be off by
+	// one after a crash); for any other scope, the entries the listing
+	// read when it read them all (no Limit), else -1.
 	Total int
 }
 
-// Find lists the jobs q asks for, newest first. It reads the index
-// entries of q's scope and then only as many jobs as the page needs (all
-// of the scope's when Keep must see them), so its cost is bounded by the
-// scope's own jobs whatever the rest of the projection holds.
+// Find lists the jobs q asks for, newest first. An owner's jobs are read
+// bucket by bucket (see the index notes), the jobs only as many as the
+// page needs, so a page costs about its own size; other scopes read
+// their entries at once, then only the jobs the page needs. Keep sees
+// every job it is asked about, so a Keep that rejects most jobs reads
+// more of them.
 func (s *Store) Find(ctx context.Context, q Query) (Page, error) {
 	filter, err := q.filter()
 	if err != nil {
 		return Page{}, err
 	}
+	var after *entry
+	if q.After != "" {
+		a, err := parseCursor(q.After)
+		if err != nil {
+			return Page{}, err
+		}
+		after = &a
+	}
+	var page Page
+	if q.Owner != "" && q.Parent == "" {
+		page, err = s.findOwn(ctx, q, after)
+	} else {
+		page, err = s.findAll(ctx, q, filter, after)
+	}
+	if err != nil {
+		return Page{}, err
+	}
+	if q.Owner != "" && q.Parent == "" && q.Dialect == "" && q.Kind == exportv1.JobKind_JOB_KIND_UNSPECIFIED {
+		if page.Total, err = s.count(ctx, q.Owner); err != nil {
+			return Page{}, err
+		}
+	}
+	return page, nil
+}
+
+// findAll answers q from every entry under filter.
+func (s *Store) findAll(ctx context.Context, q Query, filter string, after *entry) (Page, error) {
 	entries, err := s.listEntries(ctx, filter, true)
 	if err != nil {
 		return Page{}, err
 	}
-	page := Page{Total: len(entries)}
+	page := Page{Total: -1}
+	if q.Limit == 0 {
+		page.Total = len(entries)
+	}
 	slices.SortFunc(entries, newestFirst)
-	if q.After != "" {
-		after, err := parseCursor(q.After)
+	entries = skipTo(entries, after)
+	full, used, err := s.take(ctx, q, &page, entries)
+	if err != nil {
+		return Page{}, err
+	}
+	if full && used < len(entries) {
+		page.Next = cursor(entries[used-1])
+	}
+	return page, nil
+}
+
+// findOwn answers q, a scope of one owner, from the owner's buckets,
+// newest first, skipping those wholly newer than after.
+func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error) {
+	owner := famOwner + "." + hashToken(q.Owner)
+	page := Page{Total: -1}
+	seen := 0
+	var afterDay, afterMinute string
+	if after != nil {
+		afterDay, afterMinute = dayToken(after.stamp), minuteToken(after.stamp)
+	}
+	days, err := s.keys(ctx, owner+".*")
+	if err != nil {
+		return Page{}, err
+	}
+	days = lastTokens(days)
+	for di, day := range days {
+		if day < afterDay {
+			continue
+		}
+		minutes, err := s.keys(ctx, owner+"."+day+".*")
 		if err != nil {
 			return Page{}, err
 		}
-		i, _ := slices.BinarySearchFunc(entries, after, newestFirst)
-		if i < len(entries) && newestFirst(entries[i], after) == 0 {
-			i++
+		minutes = lastTokens(minutes)
+		for mi, minute := range minutes {
+			if day == afterDay && minute < afterMinute {
+				continue
+			}
+			keys, err := s.keys(ctx, q.ownFilter(day, minute))
+			if err != nil {
+				return Page{}, err
+			}
+			entries := parseEntries(keys, true)
+			seen += len(entries)
+			slices.SortFunc(entries, newestFirst)
+			entries = skipTo(entries, after)
+			full, used, err := s.take(ctx, q, &page, entries)
+			if err != nil {
+				return Page{}, err
+			}
+			if full {
+				// More markers mean more entries, but for an entry whose
+				// job was never written: then the next page is empty.
+				if used < len(entries) || mi+1 < len(minutes) || di+1 < len(days) {
+					page.Next = cursor(entries[used-1])
+				}
+				return page, nil
+			}
 		}
-		entries = entries[i:]
 	}
-	for len(entries) > 0 && (q.Limit == 0 || len(page.Jobs) < q.Limit) {
-		n := len(entries)
+	if q.Limit == 0 && after == nil {
+		page.Total = seen
+	}
+	return page, nil
+}
+
+// skipTo drops the entries of a newest-first slice up to and including
+// the position after (nil: none).
+func skipTo(entries []entry, after *entry) []entry {
+	if after == nil {
+		return entries
+	}
+	i, _ := slices.BinarySearchFunc(entries, *after, newestFirst)
+	if i < len(entries) && newestFirst(entries[i], *after) == 0 {
+		i++
+	}
+	return entries[i:]
+}
+
+// take appends to page the jobs of entries that q accepts, in order,
+// until the page holds q.Limit jobs; full reports that it does, used how
+// many entries that took (all of them when not full).
+func (s *Store) take(ctx context.Context, q Query, page *Page, entries []entry) (full bool, used int, err error) {
+	for used < len(entries) {
+		n := len(entries) - used
 		if q.Limit > 0 {
 			n = min(n, max(q.Limit-len(page.Jobs), minBatch))
 		}
-		batch, err := s.fetch(ctx, entries[:n])
+		batch, err := s.fetch(ctx, entries[used:used+n])
 		if err != nil {
-			return Page{}, fmt.Errorf("list jobs: %w", err)
+			return false, 0, fmt.Errorf("list jobs: %w", err)
 		}
 		for i, job := range batch {
 			if job == nil || !q.matches(job) || (q.Keep != nil && !q.Keep(job)) {
@@ -487,15 +784,12 @@ func (s *Store) Find(ctx context.Context, q Query) (Page, error) {
 			}
 			page.Jobs = append(page.Jobs, job)
 			if q.Limit > 0 && len(page.Jobs) == q.Limit {
-				if i+1 < len(entries) {
-					page.Next = cursor(entries[i])
-				}
-				return page, nil
+				return true, used + i + 1, nil
 			}
 		}
-		entries = entries[n:]
+		used += n
 	}
-	return page, nil
+	return false, used, nil
 }
 
 // List returns ownerID's jobs, newest first.
@@ -542,14 +836,19 @@ func (s *Store) Unfinished(ctx context.Context, ownerID string, kind exportv1.Jo
 
 // BuildIndex indexes every job of the bucket unless that was done before
 // on this deployment: the one-time migration of a projection written
-// before the index existed. It reads every job once, so it runs at start,
-// never on a request. It streams: one job is decoded at a time, and its
-// entries are published asynchronously, at most buildWindow of them
-// unacknowledged, so a million jobs take one pass over the bucket and
-// little memory. It is idempotent and safe to run on several replicas at
-// once (every write is a put of an empty entry; a job that ends meanwhile
-// leaves at most a stale unfinished entry, which reads purge). built
-// reports whether this call did the work.
+// before the index existed, or indexed in the previous layout. It reads
+// every job once, so it runs at start, never on a request. It streams:
+// one job is decoded at a time, and its entries are published
+// asynchronously, at most buildWindow of them unacknowledged, so a
+// million jobs take one pass over the bucket and little memory. Owner
+// entries are published as creates (expecting no entry); each that
+// succeeds counts its job, and the counts are added to the owners'
+// counters in batches, so a job indexed already (by the write path, a
+// replay or another replica) is not counted twice. It is idempotent and
+// safe to run on several replicas at once (every other write is a put of
+// an empty entry; a job that ends meanwhile leaves at most a stale
+// unfinished entry, which reads purge). built reports whether this call
+// did the work.
 func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 	if _, err := s.index.Get(ctx, builtKey); err == nil {
 		return false, nil
@@ -560,38 +859,74 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 	// directly lets many be in flight at once instead of one round trip
 	// per entry.
 	prefix := "$KV." + s.index.Bucket() + "."
-	var inflight []jetstream.PubAckFuture
+	type pending struct {
+		f jetstream.PubAckFuture
+		// owner is the owner's hash for an owner entry, else "".
+		owner string
+	}
+	var inflight []pending
+	counts := map[string]int64{}
+	flush := func() error {
+		for owner, n := range counts {
+			if err := s.bump(ctx, owner, n); err != nil {
+				return fmt.Errorf("count jobs: %w", err)
+			}
+		}
+		clear(counts)
+		return nil
+	}
 	// wait settles the oldest publishes until at most keep are in flight.
 	wait := func(keep int) error {
 		for len(inflight) > keep {
-			f := inflight[0]
+			p := inflight[0]
 			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				return fmt.Errorf("index %s: %w", f.Msg().Subject, err)
+			case <-p.f.Ok():
+				if p.owner != "" {
+					counts[p.owner]++
+				}
+			case err := <-p.f.Err():
+				var apiErr *jetstream.APIError
+				if p.owner == "" || !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+					return fmt.Errorf("index %s: %w", p.f.Msg().Subject, err)
+				}
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 			inflight = inflight[1:]
 		}
+		if len(counts) >= buildCounts {
+			return flush()
+		}
+		return nil
+	}
+	publish := func(key, owner string, opts ...jetstream.PublishOpt) error {
+		f, err := s.js.PublishAsync(prefix+key, nil, opts...)
+		if err != nil {
+			return fmt.Errorf("index %s: %w", key, err)
+		}
+		inflight = append(inflight, pending{f: f, owner: owner})
 		return nil
 	}
 	err = s.scan(ctx, func(job *exportv1.Job) error {
-		keys := lastingKeys(job)
+		keys := append(ownMarkers(job), lastingKeys(job)[1:]...)
 		if !Terminal(job.GetState()) {
 			keys = append(keys, unfinishedKeys(job)...)
 		}
 		for _, k := range keys {
-			f, err := s.js.PublishAsync(prefix+k, nil)
-			if err != nil {
-				return fmt.Errorf("index job %s: %w", job.GetId(), err)
+			if err := publish(k, ""); err != nil {
+				return err
 			}
-			inflight = append(inflight, f)
+		}
+		if err := publish(lastingKeys(job)[0], hashToken(job.GetOwnerId()), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+			return err
 		}
 		return wait(buildWindow)
 	})
 	if err == nil {
 		err = wait(0)
+	}
+	if err == nil {
+		err = flush()
 	}
 	if err != nil {
 		return false, fmt.Errorf("build index: %w", err)
@@ -601,6 +936,10 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 	}
 	return true, nil
 }
+
+// buildCounts bounds the owners BuildIndex holds counts for before it
+// adds them to their counters.
+const buildCounts = 4096
 
 // buildWindow bounds BuildIndex's unacknowledged publishes, below the
 // JetStream context's default limit of async publishes in flight (4,000):

@@ -1,17 +1,22 @@
 package jobstore_test
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/services/gateway/internal/kvbatch"
 	"dataport.dev/shared/bus"
 )
 
@@ -128,6 +133,75 @@ func TestFindPagesWithACursor(t *testing.T) {
 	require.ErrorIs(t, err, jobstore.ErrBadCursor)
 }
 
+// TestFindPagesAcrossDaysAndMinutes spreads alice's jobs over days and
+// minutes, with more than one direct get's worth in a single minute, and
+// checks that pages of every size join up to her jobs, newest first, in
+// every scope, with the total from her counter.
+func TestFindPagesAcrossDaysAndMinutes(t *testing.T) {
+	store, _, _ := newStore(t)
+	ctx := t.Context()
+	var want []string // newest first
+	add := func(id, owner, dialect string, ts time.Time) {
+		j := newJob(id, owner)
+		j.Dialect, j.CreatedAt = dialect, timestamppb.New(ts)
+		require.NoError(t, create(ctx, store, j))
+	}
+	// The burst: one minute holding more entries than kvbatch.Matching
+	// answers at once.
+	burst := t0.Add(-48 * time.Hour)
+	for i := range kvbatch.MaxMatching + 10 {
+		add(fmt.Sprintf("burst-%04d", i), "alice", "native", burst.Add(time.Duration(i)*time.Millisecond))
+	}
+	spread := []time.Duration{0, time.Second, time.Minute, 90 * time.Second, time.Hour, 25 * time.Hour, 26 * time.Hour}
+	for i, d := range spread {
+		add(fmt.Sprintf("spread-%d", i), "alice", []string{"native", "rebilly"}[i%2], t0.Add(d))
+		add(fmt.Sprintf("bob-%d", i), "bob", "native", t0.Add(d))
+	}
+	for i := len(spread) - 1; i >= 0; i-- {
+		want = append(want, fmt.Sprintf("spread-%d", i))
+	}
+	for i := kvbatch.MaxMatching + 9; i >= 0; i-- {
+		want = append(want, fmt.Sprintf("burst-%04d", i))
+	}
+
+	for _, limit := range []int{1, 3, 100, 1000, 5000} {
+		var got []string
+		after := ""
+		for n := 0; ; n++ {
+			require.Less(t, n, len(want)+2, "the cursor must move")
+			page, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: after, Limit: limit})
+			require.NoError(t, err)
+			require.Equal(t, len(want), page.Total)
+			require.LessOrEqual(t, len(page.Jobs), limit)
+			got = append(got, ids(page.Jobs)...)
+			if page.Next == "" {
+				break
+			}
+			after = page.Next
+			if limit == 1 && len(got) == 12 {
+				break // far enough into the burst
+			}
+		}
+		if limit == 1 {
+			assert.Equal(t, want[:12], got)
+			continue
+		}
+		assert.Equal(t, want, got, "limit %d", limit)
+	}
+
+	rebilly, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice", Dialect: "rebilly"}, Limit: 2})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"spread-5", "spread-3"}, ids(rebilly.Jobs))
+	next, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice", Dialect: "rebilly"}, After: rebilly.Next, Limit: 2})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"spread-1"}, ids(next.Jobs))
+	assert.Empty(t, next.Next)
+	bob, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "bob"}, Limit: 3})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"bob-6", "bob-5", "bob-4"}, ids(bob.Jobs))
+	assert.Equal(t, len(spread), bob.Total)
+}
+
 func TestUnfinishedFollowsTheJobs(t *testing.T) {
 	store, _, _ := newStore(t)
 	ctx := t.Context()
@@ -178,14 +252,16 @@ func TestStaleEntriesAreIgnoredAndRepaired(t *testing.T) {
 	require.NoError(t, err)
 	// The crash: the unfinished entries come back after the job ended.
 	for _, k := range before {
-		_, err := index.Put(ctx, k, nil)
-		require.NoError(t, err)
+		if strings.HasPrefix(k, "act.") || strings.HasPrefix(k, "run.") {
+			_, err := index.Put(ctx, k, nil)
+			require.NoError(t, err)
+		}
 	}
 	// A create that wrote its entries and died before the job: copy the
 	// ended job's owner entry under another id.
 	var ghost string
 	for _, k := range before {
-		if k[:4] == "own." {
+		if strings.HasPrefix(k, "own.") && strings.HasSuffix(k, ".ended") {
 			ghost = k[:len(k)-len("ended")] + "ghost"
 		}
 	}
@@ -205,7 +281,14 @@ func TestStaleEntriesAreIgnoredAndRepaired(t *testing.T) {
 
 	after, err := index.Keys(ctx)
 	require.NoError(t, err)
-	assert.Len(t, after, 1, "the stale entries were purged, the owner entry stays: %v", after)
+	var entries []string
+	for _, k := range after {
+		if strings.HasSuffix(k, ".ended") || strings.HasSuffix(k, ".ghost") {
+			entries = append(entries, k)
+		}
+	}
+	assert.Len(t, entries, 1, "the stale entries were purged, the owner entry stays: %v", after)
+	assert.True(t, strings.HasPrefix(entries[0], "own."), entries)
 }
 
 // TestBuildIndexMigratesTheOldLayout writes jobs the way a gateway without
@@ -230,6 +313,18 @@ func TestBuildIndexMigratesTheOldLayout(t *testing.T) {
 			want = append([]string{j.GetId()}, want...)
 		}
 	}
+	// A deployment indexed in the previous layout: owner entries without
+	// day and minute for some jobs, and that layout's marker. None of it
+	// lists in this layout, and it does not stop the build.
+	index, err := srv.JS.KeyValue(ctx, bus.BucketJobIndex)
+	require.NoError(t, err)
+	for i := range 10 {
+		alice := sha256.Sum256([]byte("alice"))
+		_, err := index.Put(ctx, fmt.Sprintf("own.%x.-.-.-.%019d.old-%02d", alice[:16], i, i), nil)
+		require.NoError(t, err)
+	}
+	_, err = index.Put(ctx, "meta.built", []byte("2026-01-01T00:00:00Z"))
+	require.NoError(t, err)
 	replicas := make([]*jobstore.Store, 2)
 	for i := range replicas {
 		var err error
@@ -239,6 +334,10 @@ func TestBuildIndexMigratesTheOldLayout(t *testing.T) {
 	before, err := replicas[0].List(ctx, "alice")
 	require.NoError(t, err)
 	assert.Empty(t, before, "the old layout has no index")
+	// One job the new write path indexed before the build: it must not be
+	// counted twice.
+	_, err = replicas[0].Apply(ctx, requested(mustJob(t, kv, "old-38")))
+	require.NoError(t, err)
 
 	var wg sync.WaitGroup
 	builtBy := make([]bool, len(replicas))
@@ -259,6 +358,19 @@ func TestBuildIndexMigratesTheOldLayout(t *testing.T) {
 		got, err := r.List(ctx, "alice")
 		require.NoError(t, err)
 		assert.Equal(t, want, ids(got))
+		// Pages and the total, as GET /v1/exports reads them.
+		var paged []string
+		after := ""
+		for n := 0; n < 10; n++ {
+			page, err := r.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: after, Limit: 7})
+			require.NoError(t, err)
+			assert.Equal(t, 20, page.Total, "each job counted once")
+			paged = append(paged, ids(page.Jobs)...)
+			if after = page.Next; after == "" {
+				break
+			}
+		}
+		assert.Equal(t, want, paged)
 	}
 	unfinished, err := replicas[0].Unfinished(ctx, "bob", 0)
 	require.NoError(t, err)
@@ -280,4 +392,17 @@ func TestBuildIndexMigratesTheOldLayout(t *testing.T) {
 	got, err := replicas[1].List(ctx, "alice")
 	require.NoError(t, err)
 	assert.Equal(t, append([]string{"late"}, want...), ids(got))
+	page, err := replicas[1].Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, Limit: 1})
+	require.NoError(t, err)
+	assert.Equal(t, 21, page.Total)
+	assert.Equal(t, []string{"late"}, ids(page.Jobs))
+}
+
+func mustJob(t *testing.T, kv jetstream.KeyValue, id string) *exportv1.Job {
+	t.Helper()
+	e, err := kv.Get(t.Context(), id)
+	require.NoError(t, err)
+	job := &exportv1.Job{}
+	require.NoError(t, proto.Unmarshal(e.Value(), job))
+	return job
 }

@@ -252,10 +252,13 @@ func (s *Store) apply(ctx context.Context, ev Event) (*exportv1.Job, bool, error
 		if job == nil {
 			// Index first: a job that exists is always listed, and an
 			// entry whose job never gets written is ignored by reads.
-			if err := s.writeIndex(ctx, next); err != nil {
-				return nil, false, err
+			counted, ierr := s.writeIndex(ctx, next)
+			if ierr != nil {
+				return nil, false, ierr
 			}
-			_, err = s.kv.Create(ctx, id, data)
+			if _, err = s.kv.Create(ctx, id, data); err != nil && counted {
+				s.uncount(ctx, next)
+			}
 		} else {
 			_, err = s.kv.Update(ctx, id, data, rev)
 		}

@@ -2,8 +2,13 @@
 // request: the direct get "multi_last" of JetStream (nats-server 2.11+),
 // which answers the last message of each listed subject followed by an
 // end-of-batch marker. A listing that must read a thousand jobs then
-// costs one round trip per thousand keys instead of one per key. nats.go
-// has no call for it, so the request is spelled out here, in one place.
+// costs one round trip per thousand keys instead of one per key, and
+// Matching lists the keys under a wildcard the same way. nats.go has no
+// call for it, so the request is spelled out here, in one place.
+//
+// A direct get is served by the stream itself, not by the JetStream API
+// queue that stream-info and consumer requests wait in, so many of them
+// at once do not hold up each other or the rest of the API.
 package kvbatch
 
 import (
@@ -27,6 +32,34 @@ const maxPerRequest = 1024
 // so a server that drops the request cannot hang the caller.
 const timeout = 10 * time.Second
 
+// ErrTooMany is returned by Matching when more than MaxMatching keys
+// match: the server answers none of them then.
+var ErrTooMany = errors.New("kvbatch: too many matching keys")
+
+// MaxMatching is the most keys Matching answers (the server's bound on
+// one multi_last request).
+const MaxMatching = maxPerRequest
+
+// Matching returns the current values of the keys of kv that match
+// filter (a key with the subject wildcards * and >), by key: one request,
+// whose cost is that of the matching keys, whatever else the bucket
+// holds. Deleted and purged keys are absent. More than MaxMatching
+// matches fail with ErrTooMany.
+func Matching(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, filter string) (map[string][]byte, error) {
+	if filter == "" || strings.Contains(filter, " ") {
+		return nil, fmt.Errorf("kvbatch: invalid filter %q", filter)
+	}
+	prefix := "$KV." + kv.Bucket() + "."
+	out := map[string][]byte{}
+	if err := get(ctx, js.Conn(), "$JS.API.DIRECT.GET.KV_"+kv.Bucket(), prefix, []string{prefix + filter}, maxPerRequest, out); err != nil {
+		if errors.Is(err, ErrTooMany) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("kvbatch: keys %s of %s: %w", filter, kv.Bucket(), err)
+	}
+	return out, nil
+}
+
 // Get returns the current values of keys in kv, by key. Missing, deleted
 // and purged keys are absent from the map. Keys must be literal (no
 // wildcards); duplicates are read once.
@@ -43,14 +76,14 @@ func Get(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key
 			}
 			subjects[i] = prefix + k
 		}
-		if err := get(ctx, js.Conn(), api, prefix, subjects, out); err != nil {
+		if err := get(ctx, js.Conn(), api, prefix, subjects, len(subjects), out); err != nil {
 			return nil, fmt.Errorf("kvbatch: get %d keys of %s: %w", len(chunk), kv.Bucket(), err)
 		}
 	}
 	return out, nil
 }
 
-func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []string, out map[string][]byte) error {
+func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []string, batch int, out map[string][]byte) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -59,7 +92,7 @@ func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []stri
 	req, err := json.Marshal(struct {
 		MultiLast []string `json:"multi_last"`
 		Batch     int      `json:"batch"`
-	}{subjects, len(subjects)})
+	}{subjects, batch})
 	if err != nil {
 		return err
 	}
@@ -82,6 +115,8 @@ func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []stri
 		case "204", "404":
 			// End of batch, or none of the subjects has a message.
 			return nil
+		case "413":
+			return ErrTooMany
 		default:
 			return errors.New("status " + status + " " + msg.Header.Get("Description"))
 		}

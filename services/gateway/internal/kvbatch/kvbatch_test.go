@@ -49,3 +49,32 @@ func TestGetReadsCurrentValuesOfManyKeys(t *testing.T) {
 	_, err = kvbatch.Get(ctx, srv.JS, kv, []string{"key.*"})
 	require.Error(t, err)
 }
+
+func TestMatchingListsOnlyTheKeysUnderAFilter(t *testing.T) {
+	srv := bustest.Start(t)
+	ctx := t.Context()
+	kv, err := srv.JS.KeyValue(ctx, bus.BucketJobIndex)
+	require.NoError(t, err)
+	for i := range 3000 {
+		_, err := kv.Put(ctx, fmt.Sprintf("other.%04d", i), nil)
+		require.NoError(t, err)
+	}
+	for _, k := range []string{"a.1", "a.2", "a.2.deeper", "a.3"} {
+		_, err := kv.Put(ctx, k, []byte(k))
+		require.NoError(t, err)
+	}
+	require.NoError(t, kv.Purge(ctx, "a.3"))
+
+	got, err := kvbatch.Matching(ctx, srv.JS, kv, "a.*")
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]byte{"a.1": []byte("a.1"), "a.2": []byte("a.2")}, got)
+	deep, err := kvbatch.Matching(ctx, srv.JS, kv, "a.>")
+	require.NoError(t, err)
+	assert.Len(t, deep, 3)
+	none, err := kvbatch.Matching(ctx, srv.JS, kv, "b.*")
+	require.NoError(t, err)
+	assert.Empty(t, none)
+
+	_, err = kvbatch.Matching(ctx, srv.JS, kv, "other.*")
+	assert.ErrorIs(t, err, kvbatch.ErrTooMany, "more than %d keys match", kvbatch.MaxMatching)
+}
