@@ -440,36 +440,39 @@ func (s *Store) subjects(ctx context.Context, filter string) ([]string, error) {
 	return out, nil
 }
 
-// keys lists the keys under filter, sorted: with one direct get when
-// they are few (the common case, a bucket of one owner), else through
-// the stream's info.
-func (s *Store) keys(ctx context.Context, filter string) ([]string, error) {
+// keys lists the keys under filter, with their values: with one direct
+// get when they are few (the common case, a bucket of one owner), else
+// through the stream's info, without values.
+func (s *Store) keys(ctx context.Context, filter string) (map[string][]byte, error) {
 	m, err := kvbatch.Matching(ctx, s.js, s.index, filter)
-	var out []string
 	switch {
 	case errors.Is(err, kvbatch.ErrTooMany):
-		if out, err = s.subjects(ctx, filter); err != nil {
+		keys, err := s.subjects(ctx, filter)
+		if err != nil {
 			return nil, err
+		}
+		m = make(map[string][]byte, len(keys))
+		for _, k := range keys {
+			m[k] = nil
 		}
 	case err != nil:
 		return nil, fmt.Errorf("list index %s: %w", filter, err)
-	default:
-		out = make([]string, 0, len(m))
-		for k := range m {
-			out = append(out, k)
-		}
+	}
+	return m, nil
+}
+
+// tokens lists the keys under filter by their last token, sorted.
+func (s *Store) tokens(ctx context.Context, filter string) ([]string, error) {
+	m, err := s.keys(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k[strings.LastIndexByte(k, '.')+1:])
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-// lastTokens returns the last token of each key.
-func lastTokens(keys []string) []string {
-	out := make([]string, len(keys))
-	for i, k := range keys {
-		out[i] = k[strings.LastIndexByte(k, '.')+1:]
-	}
-	return out
 }
 
 // indexStream is the index bucket's stream, looked up once.
@@ -696,60 +699,79 @@ func (s *Store) findAll(ctx context.Context, q Query, filter string, after *entr
 	return page, nil
 }
 
-// findOwn answers q, a scope of one owner, from the owner's buckets,
-// newest first, skipping those wholly newer than after.
+// findOwn answers q, a scope of one owner, from the owner's buckets.
 func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error) {
-	owner := famOwner + "." + hashToken(q.Owner)
 	page := Page{Total: -1}
 	seen := 0
-	var afterDay, afterMinute string
-	if after != nil {
-		afterDay, afterMinute = dayToken(after.stamp), minuteToken(after.stamp)
-	}
-	days, err := s.keys(ctx, owner+".*")
+	err := s.walkOwn(ctx, q.Scope, after, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
+		seen += len(entries)
+		full, used, err := s.take(ctx, q, &page, entries)
+		if err != nil {
+			return false, err
+		}
+		if full {
+			// More markers mean more entries, but for an entry whose
+			// job was never written: then the next page is empty.
+			if used < len(entries) || !last {
+				page.Next = cursor(entries[used-1])
+			}
+		}
+		return full, nil
+	})
 	if err != nil {
 		return Page{}, err
-	}
-	days = lastTokens(days)
-	for di, day := range days {
-		if day < afterDay {
-			continue
-		}
-		minutes, err := s.keys(ctx, owner+"."+day+".*")
-		if err != nil {
-			return Page{}, err
-		}
-		minutes = lastTokens(minutes)
-		for mi, minute := range minutes {
-			if day == afterDay && minute < afterMinute {
-				continue
-			}
-			keys, err := s.keys(ctx, q.ownFilter(day, minute))
-			if err != nil {
-				return Page{}, err
-			}
-			entries := parseEntries(keys, true)
-			seen += len(entries)
-			slices.SortFunc(entries, newestFirst)
-			entries = skipTo(entries, after)
-			full, used, err := s.take(ctx, q, &page, entries)
-			if err != nil {
-				return Page{}, err
-			}
-			if full {
-				// More markers mean more entries, but for an entry whose
-				// job was never written: then the next page is empty.
-				if used < len(entries) || mi+1 < len(minutes) || di+1 < len(days) {
-					page.Next = cursor(entries[used-1])
-				}
-				return page, nil
-			}
-		}
 	}
 	if q.Limit == 0 && after == nil {
 		page.Total = seen
 	}
 	return page, nil
+}
+
+// walkOwn calls fn with the entries of sc (a scope of one owner) bucket
+// by bucket, newest first, each bucket's entries sorted newest first and
+// those up to after (nil: none) left out, with the entries' values (nil
+// for a bucket too large for one direct get); last reports that no
+// bucket follows. It stops when fn says so or fails.
+func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) error {
+	owner := famOwner + "." + hashToken(sc.Owner)
+	var afterDay, afterMinute string
+	if after != nil {
+		afterDay, afterMinute = dayToken(after.stamp), minuteToken(after.stamp)
+	}
+	days, err := s.tokens(ctx, owner+".*")
+	if err != nil {
+		return err
+	}
+	for di, day := range days {
+		if day < afterDay {
+			continue
+		}
+		minutes, err := s.tokens(ctx, owner+"."+day+".*")
+		if err != nil {
+			return err
+		}
+		for mi, minute := range minutes {
+			if day == afterDay && minute < afterMinute {
+				continue
+			}
+			values, err := s.keys(ctx, sc.ownFilter(day, minute))
+			if err != nil {
+				return err
+			}
+			entries := make([]entry, 0, len(values))
+			for k := range values {
+				if e, ok := parseEntry(k, true); ok {
+					entries = append(entries, e)
+				}
+			}
+			slices.SortFunc(entries, newestFirst)
+			stop, err := fn(skipTo(entries, after), values, mi+1 == len(minutes) && di+1 == len(days))
+			if stop || err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // skipTo drops the entries of a newest-first slice up to and including
@@ -899,25 +921,31 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 		}
 		return nil
 	}
-	publish := func(key, owner string, opts ...jetstream.PublishOpt) error {
-		f, err := s.js.PublishAsync(prefix+key, nil, opts...)
+	publish := func(key, owner string, value []byte, opts ...jetstream.PublishOpt) error {
+		f, err := s.js.PublishAsync(prefix+key, value, opts...)
 		if err != nil {
 			return fmt.Errorf("index %s: %w", key, err)
 		}
 		inflight = append(inflight, pending{f: f, owner: owner})
 		return nil
 	}
-	err = s.scan(ctx, func(job *exportv1.Job) error {
+	err = s.scan(ctx, func(job *exportv1.Job, rev uint64) error {
 		keys := append(ownMarkers(job), lastingKeys(job)[1:]...)
 		if !Terminal(job.GetState()) {
 			keys = append(keys, unfinishedKeys(job)...)
 		}
 		for _, k := range keys {
-			if err := publish(k, ""); err != nil {
+			if err := publish(k, "", nil); err != nil {
 				return err
 			}
 		}
-		if err := publish(lastingKeys(job)[0], hashToken(job.GetOwnerId()), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+		// An owner entry there already (written by a replica meanwhile)
+		// keeps its summary, which is at least as new as this one.
+		sum, err := encodeSummary(job, rev)
+		if err != nil {
+			return fmt.Errorf("index job %s: %w", job.GetId(), err)
+		}
+		if err := publish(lastingKeys(job)[0], hashToken(job.GetOwnerId()), sum, jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
 			return err
 		}
 		return wait(buildWindow)
@@ -946,7 +974,7 @@ const buildCounts = 4096
 // the oldest is waited for before more go out.
 const buildWindow = 1024
 
-// scan calls fn with every job of the bucket, one at a time, holding none
+// scan calls fn with every job of the bucket and its revision, one at a time, holding none
 // of them, and stops at fn's first error. It reads the bucket's stream
 // with an ordered pull consumer, the last message of each key, at most
 // scanBatch of them buffered: a watcher would buffer as much of the bucket
@@ -955,7 +983,7 @@ const buildWindow = 1024
 // last when the scan began is either still current or superseded by a
 // newer one, so the scan ends once it has seen a sequence at least that
 // one, or nothing is pending.
-func (s *Store) scan(ctx context.Context, fn func(*exportv1.Job) error) error {
+func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64) error) error {
 	stream, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
 	if err != nil {
 		return err
@@ -1008,7 +1036,7 @@ func (s *Store) scan(ctx context.Context, fn func(*exportv1.Job) error) error {
 			if err := proto.Unmarshal(msg.Data(), job); err != nil {
 				return fmt.Errorf("decode job %s: %w", msg.Subject(), err)
 			}
-			if err := fn(job); err != nil {
+			if err := fn(job, meta.Sequence.Stream); err != nil {
 				return err
 			}
 		}

@@ -406,3 +406,55 @@ func mustJob(t *testing.T, kv jetstream.KeyValue, id string) *exportv1.Job {
 	require.NoError(t, proto.Unmarshal(e.Value(), job))
 	return job
 }
+
+// TestSummariesFollowTheJobs checks that an owner's summaries are those
+// of the jobs as stored, after every kind of write, for jobs created,
+// replayed and migrated, and that an entry without a summary (a create
+// that died between its entry and its job) is read from its job.
+func TestSummariesFollowTheJobs(t *testing.T) {
+	store, kv, srv := newStore(t)
+	ctx := t.Context()
+	for i := range 6 {
+		require.NoError(t, create(ctx, store, scoped(fmt.Sprintf("s-%d", i), "alice", "rebilly", "acme", exportv1.JobKind_JOB_KIND_RECORDS, i)))
+	}
+	require.NoError(t, create(ctx, store, scoped("other", "bob", "rebilly", "acme", exportv1.JobKind_JOB_KIND_RECORDS, 3)))
+	for _, ev := range []jobstore.Event{queued("s-1", 10), progress("s-1", 11, 50, 123), completed("s-2", 12), failed("s-3", 13, true)} {
+		_, err := store.Apply(ctx, ev)
+		require.NoError(t, err)
+	}
+	// Migrated: a job straight in the bucket, indexed by BuildIndex.
+	old := scoped("s-old", "alice", "rebilly", "acme", exportv1.JobKind_JOB_KIND_RECORDS, 7)
+	data, err := proto.Marshal(old)
+	require.NoError(t, err)
+	_, err = kv.Create(ctx, old.GetId(), data)
+	require.NoError(t, err)
+	_, err = store.BuildIndex(ctx)
+	require.NoError(t, err)
+	// The summary of s-4 lost: its entry back to empty.
+	index, err := srv.JS.KeyValue(ctx, bus.BucketJobIndex)
+	require.NoError(t, err)
+	keys, err := index.Keys(ctx)
+	require.NoError(t, err)
+	for _, k := range keys {
+		if strings.HasPrefix(k, "own.") && strings.HasSuffix(k, ".s-4") {
+			_, err := index.Put(ctx, k, nil)
+			require.NoError(t, err)
+		}
+	}
+
+	got, err := store.Summaries(ctx, jobstore.Scope{Owner: "alice", Dialect: "rebilly", Organization: "acme"}, nil)
+	require.NoError(t, err)
+	want := []string{"s-old", "s-5", "s-4", "s-3", "s-2", "s-1", "s-0"}
+	require.Equal(t, want, ids(got))
+	for _, sum := range got {
+		job, err := store.Get(ctx, sum.GetId())
+		require.NoError(t, err)
+		assert.True(t, proto.Equal(jobstore.Summary(job), sum), "%s: %v, want %v", sum.GetId(), sum, jobstore.Summary(job))
+	}
+	kept, err := store.Summaries(ctx, jobstore.Scope{Owner: "alice"}, func(j *exportv1.Job) bool { return j.GetState() == exportv1.JobState_JOB_STATE_COMPLETED })
+	require.NoError(t, err)
+	assert.Equal(t, []string{"s-2"}, ids(kept))
+	org, err := store.Summaries(ctx, jobstore.Scope{Dialect: "rebilly", Organization: "acme"}, nil)
+	require.NoError(t, err)
+	assert.Len(t, org, 8)
+}

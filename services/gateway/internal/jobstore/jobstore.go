@@ -256,13 +256,16 @@ func (s *Store) apply(ctx context.Context, ev Event) (*exportv1.Job, bool, error
 			if ierr != nil {
 				return nil, false, ierr
 			}
-			if _, err = s.kv.Create(ctx, id, data); err != nil && counted {
+			if rev, err = s.kv.Create(ctx, id, data); err != nil && counted {
 				s.uncount(ctx, next)
 			}
 		} else {
-			_, err = s.kv.Update(ctx, id, data, rev)
+			rev, err = s.kv.Update(ctx, id, data, rev)
 		}
 		if err == nil {
+			if job == nil || !proto.Equal(Summary(job), Summary(next)) {
+				s.writeSummary(ctx, next, rev)
+			}
 			if !Terminal(job.GetState()) && Terminal(next.GetState()) {
 				if job != nil {
 					s.unindexFinished(ctx, next)

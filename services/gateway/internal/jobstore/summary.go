@@ -1,0 +1,164 @@
+package jobstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/kvbatch"
+)
+
+// Summary is the part of job that listings filter and sort by: what the
+// owner index entry's value holds, so that a listing that must filter or
+// sort all of an owner's jobs reads only the entries, and then in full
+// only the jobs of the page it answers. It holds the identity, scope and
+// request of the job (id, client id, owner, dialect, organization, kind,
+// parent, name, format, records scope, recipients, full_export), its
+// state, the records exported and the creation and update times; never
+// files, parts, errors or traces. It shares job's nested messages.
+func Summary(job *exportv1.Job) *exportv1.Job {
+	sum := &exportv1.Job{
+		Id: job.GetId(), ClientId: job.GetClientId(), OwnerId: job.GetOwnerId(), Dialect: job.GetDialect(),
+		OrganizationId: job.GetOrganizationId(), Kind: job.GetKind(), ParentId: job.GetParentId(), Name: job.GetName(),
+		Format: job.GetFormat(), Records: job.GetRecords(), NotifyEmails: job.GetNotifyEmails(), FullExport: job.GetFullExport(),
+		State: job.GetState(), CreatedAt: job.GetCreatedAt(), UpdatedAt: job.GetUpdatedAt(),
+	}
+	if p := job.GetProgress(); p.GetRecords() != 0 {
+		sum.Progress = &exportv1.Progress{Records: p.GetRecords()}
+	}
+	return sum
+}
+
+// A summary value is the job record's revision it was taken from, as a
+// uvarint, then the summary's protobuf. An owner entry is created empty,
+// before its job, and gets its first summary only once the job is
+// written, so an entry with a summary always names a job that exists
+// (jobs are never deleted); an empty one is a hint like any other.
+
+func encodeSummary(job *exportv1.Job, rev uint64) ([]byte, error) {
+	data, err := proto.Marshal(Summary(job))
+	if err != nil {
+		return nil, err
+	}
+	return append(binary.AppendUvarint(nil, rev), data...), nil
+}
+
+func decodeSummary(value []byte) (*exportv1.Job, uint64, bool) {
+	rev, n := binary.Uvarint(value)
+	if n <= 0 {
+		return nil, 0, false
+	}
+	job := &exportv1.Job{}
+	if proto.Unmarshal(value[n:], job) != nil {
+		return nil, 0, false
+	}
+	return job, rev, true
+}
+
+// writeSummary puts job's summary, taken at the job's revision rev, into
+// its owner entry unless the entry holds one of a later revision: two
+// appliers of one job's consecutive events may finish in either order,
+// and the later job must win. A failure leaves the previous summary,
+// which the job's next change replaces; it is not reported, since the job
+// itself is written.
+func (s *Store) writeSummary(ctx context.Context, job *exportv1.Job, rev uint64) {
+	key := lastingKeys(job)[0]
+	value, err := encodeSummary(job, rev)
+	if err != nil {
+		return
+	}
+	for range maxAttempts {
+		e, err := s.index.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if _, err = s.index.Create(ctx, key, value); err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
+				return
+			}
+		case err != nil:
+			return
+		default:
+			if _, have, ok := decodeSummary(e.Value()); ok && have >= rev {
+				return
+			}
+			if _, err = s.index.Update(ctx, key, value, e.Revision()); !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				return
+			}
+		}
+	}
+}
+
+// Summaries returns the summaries (see Summary) of sc's jobs that keep
+// accepts (nil: all), newest first. For a scope of one owner it reads
+// only the owner's index entries, and the jobs only of entries that have
+// no summary yet (a create in flight, or one that died); a summary may
+// lag its job by the moment between their writes. Other scopes read
+// their jobs in full.
+func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error) {
+	if sc.Owner == "" || sc.Parent != "" {
+		page, err := s.Find(ctx, Query{Scope: sc, Keep: keep})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]*exportv1.Job, len(page.Jobs))
+		for i, j := range page.Jobs {
+			out[i] = Summary(j)
+		}
+		return out, nil
+	}
+	var out []*exportv1.Job
+	err := s.walkOwn(ctx, sc, nil, func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
+		sums := make([]*exportv1.Job, len(entries))
+		var missing []entry
+		var at []int
+		for i, e := range entries {
+			if sum, _, ok := decodeSummary(values[e.key]); ok && sum.GetId() == e.id {
+				sums[i] = sum
+				continue
+			}
+			missing, at = append(missing, e), append(at, i)
+		}
+		if len(missing) > 0 {
+			jobs, err := s.fetch(ctx, missing)
+			if err != nil {
+				return false, fmt.Errorf("list jobs: %w", err)
+			}
+			for k, j := range jobs {
+				if j != nil {
+					sums[at[k]] = Summary(j)
+				}
+			}
+		}
+		for _, sum := range sums {
+			if sum != nil && sc.matches(sum) && (keep == nil || keep(sum)) {
+				out = append(out, sum)
+			}
+		}
+		return false, nil
+	})
+	return out, err
+}
+
+// GetMany returns the jobs of ids that exist, by id, with one request per
+// thousand ids.
+func (s *Store) GetMany(ctx context.Context, ids []string) (map[string]*exportv1.Job, error) {
+	valid := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return !ValidID(id) })
+	values, err := kvbatch.Get(ctx, s.js, s.kv, valid)
+	if err != nil {
+		return nil, fmt.Errorf("get jobs: %w", err)
+	}
+	out := make(map[string]*exportv1.Job, len(values))
+	for id, data := range values {
+		job := &exportv1.Job{}
+		if err := proto.Unmarshal(data, job); err != nil {
+			return nil, fmt.Errorf("decode job %s: %w", id, err)
+		}
+		out[id] = job
+	}
+	return out, nil
+}
