@@ -752,19 +752,54 @@ func (d *API) internal(w http.ResponseWriter, r *http.Request, what string, err 
 	writeInternal(w)
 }
 
-// scopedJobs reads the jobs s sees from the projection's index: the
-// caller's own in the organization, or, for an administrator, everyone's
-// in it. The cost is that of those jobs, never of the whole projection.
+// scopedJobs reads the summaries (jobstore.Summary) of the jobs s sees
+// from the projection's index: the caller's own in the organization, or,
+// for an administrator, everyone's in it. The cost is that of those
+// jobs' index entries, never of the whole projection; the jobs of the
+// page answered are read in full afterwards (fullPage).
 func (d *API) scopedJobs(ctx context.Context, s scope) ([]*exportv1.Job, error) {
 	sc := jobstore.Scope{Owner: s.user.GetId(), Dialect: dialectName, Organization: s.org}
 	if s.admin() && s.org != "" {
 		sc.Owner = ""
 	}
-	page, err := d.jobs.Find(ctx, jobstore.Query{Scope: sc, Keep: s.sees})
+	jobs, err := d.jobs.Summaries(ctx, sc, s.sees)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
-	return page.Jobs, nil
+	return jobs, nil
+}
+
+// fullPage replaces the summaries in page's entries (the job of a
+// one-off export, the run of a schedule) with the jobs as stored, read
+// with one request: the list filters and sorts by summaries, which hold
+// every field it does, but renders links and reasons from whole jobs. A
+// job gone meanwhile keeps its summary.
+func (d *API) fullPage(ctx context.Context, page []entry) error {
+	var ids []string
+	for _, e := range page {
+		switch {
+		case !e.schedule:
+			ids = append(ids, e.job.GetId())
+		case e.run != nil:
+			ids = append(ids, e.run.GetId())
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	jobs, err := d.jobs.GetMany(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for i, e := range page {
+		switch {
+		case !e.schedule && jobs[e.job.GetId()] != nil:
+			page[i].job = jobs[e.job.GetId()]
+		case e.schedule && e.run != nil && jobs[e.run.GetId()] != nil:
+			page[i].run = jobs[e.run.GetId()]
+		}
+	}
+	return nil
 }
 
 // latestRun is the newest run of the schedule id, or nil.
@@ -860,24 +895,26 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 	for _, j := range shown {
 		entries = append(entries, entry{job: j})
 	}
-	expandUser := strings.Contains(q.Get("expand"), "user")
+	// Filter and sort by the summaries' items: every field filter, sort
+	// and q read is in a summary; links, reasons and the embedded user
+	// are not, and come from the page's whole jobs below.
 	text := strings.ToLower(q.Get("q"))
 	match := filterMemo(filter)
-	items := make([]item, 0, len(entries))
+	type listed struct {
+		it item
+		e  entry
+	}
+	items := make([]listed, 0, len(entries))
 	for _, e := range entries {
-		var u *sourcev1.User
-		if expandUser {
-			u = d.owner(ctx, s, e.job.GetOwnerId())
-		}
-		it := d.render(e, s, u)
+		it := d.render(e, s, nil)
 		if !match(it) || (text != "" && !matchText(it, text)) {
 			continue
 		}
-		items = append(items, it)
+		items = append(items, listed{it, e})
 	}
-	slices.SortStableFunc(items, func(a, b item) int {
+	slices.SortStableFunc(items, func(a, b listed) int {
 		for _, k := range sortKeys {
-			c := compareField(a, b, k.Field)
+			c := compareField(a.it, b.it, k.Field)
 			if k.Desc {
 				c = -c
 			}
@@ -885,12 +922,28 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 				return c
 			}
 		}
-		return cmp.Compare(a.ID, b.ID)
+		return cmp.Compare(a.it.ID, b.it.ID)
 	})
 	total := len(items)
 	// Both bounds are at most total, so offset+limit cannot overflow.
 	lo := min(offset, total)
-	page := items[lo : lo+min(limit, total-lo)]
+	shownEntries := make([]entry, 0, min(limit, total-lo))
+	for _, l := range items[lo : lo+min(limit, total-lo)] {
+		shownEntries = append(shownEntries, l.e)
+	}
+	if err := d.fullPage(ctx, shownEntries); err != nil {
+		d.internal(w, r, "list jobs", err)
+		return
+	}
+	expandUser := strings.Contains(q.Get("expand"), "user")
+	page := make([]item, 0, len(shownEntries))
+	for _, e := range shownEntries {
+		var u *sourcev1.User
+		if expandUser {
+			u = d.owner(ctx, s, e.job.GetOwnerId())
+		}
+		page = append(page, d.render(e, s, u))
+	}
 	h := w.Header()
 	h.Set("Pagination-Total", strconv.Itoa(total))
 	h.Set("Pagination-Limit", strconv.Itoa(limit))
