@@ -189,6 +189,12 @@ func TestFindPagesAcrossDaysAndMinutes(t *testing.T) {
 		assert.Equal(t, want, got, "limit %d", limit)
 	}
 
+	// More than one direct get's worth: the summaries are read bucket by
+	// bucket.
+	sums, err := store.Summaries(ctx, jobstore.Scope{Owner: "alice"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, want, ids(sums))
+
 	rebilly, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice", Dialect: "rebilly"}, Limit: 2})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"spread-5", "spread-3"}, ids(rebilly.Jobs))

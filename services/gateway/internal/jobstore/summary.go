@@ -112,7 +112,7 @@ func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job
 		return out, nil
 	}
 	var out []*exportv1.Job
-	err := s.walkOwn(ctx, sc, nil, func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
+	add := func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
 		sums := make([]*exportv1.Job, len(entries))
 		var missing []entry
 		var at []int
@@ -140,7 +140,23 @@ func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job
 			}
 		}
 		return false, nil
-	})
+	}
+	// All of them at once when they fit one direct get (one round trip
+	// instead of one per bucket), else bucket by bucket.
+	values, err := kvbatch.Matching(ctx, s.js, s.index, sc.ownFilter("*", "*"))
+	switch {
+	case errors.Is(err, kvbatch.ErrTooMany):
+		err = s.walkOwn(ctx, sc, nil, add)
+	case err == nil:
+		entries := make([]entry, 0, len(values))
+		for k := range values {
+			if e, ok := parseEntry(k, true); ok {
+				entries = append(entries, e)
+			}
+		}
+		slices.SortFunc(entries, newestFirst)
+		_, err = add(entries, values, true)
+	}
 	return out, err
 }
 
