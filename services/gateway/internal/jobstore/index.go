@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -683,6 +684,11 @@ func (s *Store) findAll(ctx context.Context, q Query, filter string, after *entr
 	if err != nil {
 		return Page{}, err
 	}
+	return s.findAmong(ctx, q, entries, after)
+}
+
+// findAmong answers q from entries, all of q's scope.
+func (s *Store) findAmong(ctx context.Context, q Query, entries []entry, after *entry) (Page, error) {
 	page := Page{Total: -1}
 	if q.Limit == 0 {
 		page.Total = len(entries)
@@ -699,9 +705,21 @@ func (s *Store) findAll(ctx context.Context, q Query, filter string, after *entr
 	return page, nil
 }
 
-// findOwn answers q, a scope of one owner, from the owner's buckets.
+// findOwn answers q, a scope of one owner, from the owner's buckets. A
+// scope narrowed to a dialect or kind may hold few of the owner's
+// entries, spread over many buckets: its entries are read with one direct
+// get when they fit one, before walking the buckets.
 func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error) {
 	page := Page{Total: -1}
+	if q.Dialect != "" || q.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED {
+		values, err := kvbatch.Matching(ctx, s.js, s.index, q.ownFilter("*", "*"))
+		if err == nil {
+			return s.findAmong(ctx, q, parseEntries(slices.Collect(maps.Keys(values)), true), after)
+		}
+		if !errors.Is(err, kvbatch.ErrTooMany) {
+			return Page{}, fmt.Errorf("list index: %w", err)
+		}
+	}
 	seen := 0
 	err := s.walkOwn(ctx, q.Scope, after, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
 		seen += len(entries)
