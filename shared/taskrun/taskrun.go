@@ -121,6 +121,9 @@ type Result struct {
 	// one (chunked exports, asset lists); otherwise a single file goes in
 	// PartUploaded.file.
 	FileList bool
+	// Piece marks the single file as one piece of a split export's file
+	// (PartUploaded.piece), which the archiver joins with the other parts'.
+	Piece *exportv1.FilePiece
 	// Log holds extra slog attributes for the "part uploaded" line.
 	Log []any
 }
@@ -614,6 +617,7 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 	} else {
 		ev.Files = res.Files
 	}
+	ev.Piece = res.Piece
 	disc := strconv.FormatUint(uint64(task.GetPart()), 10)
 	if err := r.opts.Publisher.PublishStatus(ctx, bus.EventPart, task.GetJobId(), disc, ev); err != nil {
 		return fmt.Errorf("announce part %d: %w", task.GetPart(), err)

@@ -258,6 +258,9 @@ func validate(task *exportv1.ExportTask, def recordquery.Resource) (*plan, error
 	if p.from != nil && p.to != nil && p.to.Before(*p.from) {
 		return nil, taskrun.Reject("dateRange ends before it starts")
 	}
+	if err := checkRange(p); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -371,7 +374,8 @@ func (e *Exporter) Run(ctx context.Context, t *taskrun.Task) (*taskrun.Result, e
 	return &taskrun.Result{
 		Files: res.files, Records: res.rows, Bytes: res.bytes,
 		FileList: sc.GetMaxRowsPerChunk() > 0 || sc.GetMaxBytesPerChunk() > 0,
-		Log:      []any{"scanned", res.scanned, "skipped", res.skipped, "resumed", res.resumed},
+		Piece:    filePiece(res.piece, sc),
+		Log:      append([]any{"scanned", res.scanned, "skipped", res.skipped, "resumed", res.resumed}, rangeLog(task)...),
 	}, nil
 }
 
@@ -385,6 +389,7 @@ type result struct {
 	rows, bytes      uint64
 	scanned, skipped uint64
 	resumed          bool
+	piece            *piece
 }
 
 // run streams the records through filter, (sort) and renderer into the
@@ -406,6 +411,7 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 			Filters: p.filterLines(), Generated: e.now()},
 		base: base, single: single, gzip: sc.GetGzipChunks(),
 		maxRows: sc.GetMaxRowsPerChunk(), maxBytes: sc.GetMaxBytesPerChunk(), maxTotal: sc.GetMaxBytes(),
+		piece: pieceOf(task),
 	}
 	defer s.abort(errors.New("export stopped"))
 
@@ -426,6 +432,8 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 		}
 	}
 	if cp == nil {
+		// A range replays its own range only, from its first sequence.
+		from = rangeStart(task)
 		// A fresh start: what an earlier attempt left under the part's
 		// prefix goes, so the part holds exactly the files announced.
 		if err := t.ClearPart(ctx); err != nil {
@@ -545,7 +553,7 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 	if res.files, err = s.finish(); err != nil {
 		return nil, err
 	}
-	res.rows, res.bytes = s.rows, s.bytes
+	res.rows, res.bytes, res.piece = s.rows, s.bytes, s.piece
 	return res, nil
 }
 

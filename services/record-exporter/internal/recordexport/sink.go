@@ -41,6 +41,9 @@ type sink struct {
 	// not fit opens the next one: the moment a checkpoint can be taken.
 	// An error ends the export.
 	rotated func() error
+	// piece, when set, makes the one file a piece of a split export's
+	// file (split.go).
+	piece *piece
 
 	cur   *chunk
 	files []*exportv1.File
@@ -122,6 +125,12 @@ func (s *sink) open() error {
 	c.bw = bufio.NewWriterSize(countingWriter{w: out, c: &c.raw}, 64<<10)
 	c.r = s.format.New(c.bw, s.meta)
 	s.cur = c
+	if s.piece != nil && !s.piece.first {
+		if cont, ok := c.r.(recordrender.Continuer); ok {
+			s.piece.lead = cont.Continue()
+		}
+		return nil
+	}
 	if err := c.r.Begin(); err != nil {
 		return s.fail(err)
 	}
@@ -208,7 +217,13 @@ func (s *sink) resume(files []*exportv1.File, rows uint64) {
 
 func (s *sink) closeChunk() error {
 	c := s.cur
-	err := c.r.End()
+	var err error
+	switch f, ok := c.r.(recordrender.Flusher); {
+	case s.piece == nil || s.piece.last:
+		err = c.r.End()
+	case ok:
+		err = f.Flush()
+	}
 	if err == nil {
 		err = c.bw.Flush()
 	}

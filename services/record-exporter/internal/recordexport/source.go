@@ -211,6 +211,13 @@ func (e *Exporter) streamSource(ctx context.Context, stream jetstream.Stream, st
 		if err != nil {
 			return fmt.Errorf("replay %s: %w", streamName, err)
 		}
+		if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+			// Nothing at or after the start matches (a range whose
+			// messages are gone): waiting would never end.
+			it.Stop()
+			e.deleteConsumer(ctx, streamName, cons)
+			return nil
+		}
 		stopOnCancel := context.AfterFunc(ctx, it.Stop)
 		defer func() {
 			stopOnCancel()

@@ -50,7 +50,10 @@ func (r *csvRenderer) Write(row Row) error {
 	return r.w.Write(r.cells)
 }
 
-func (r *csvRenderer) End() error {
+func (r *csvRenderer) End() error { return r.Flush() }
+
+// Flush writes the buffered rows; CSV has no closing bytes.
+func (r *csvRenderer) Flush() error {
 	r.w.Flush()
 	return r.w.Error()
 }

@@ -94,6 +94,15 @@ func (r *jsonRenderer) Write(row Row) error {
 	return err
 }
 
+// Continue makes the rows of a piece after others start with their comma.
+func (r *jsonRenderer) Continue() int {
+	if r.mode == modeLines {
+		return 0
+	}
+	r.n = 1
+	return 1
+}
+
 func (r *jsonRenderer) End() error {
 	_, end := r.frame()
 	return r.writeFrame(end)

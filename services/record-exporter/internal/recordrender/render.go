@@ -48,6 +48,24 @@ type Renderer interface {
 	End() error
 }
 
+// Continuer is implemented by renderers whose rows depend on whether rows
+// came before them in the file (JSON's separating commas). Continue,
+// called before the first Write, makes the renderer write rows as rows
+// after others; it returns how many bytes the first row then starts with
+// that a file's first row would not (what joining pieces of a file leaves
+// out when no earlier piece held a row). Renderers without it write the
+// same rows wherever they stand (CSV, XML, JSON Lines).
+type Continuer interface {
+	Continue() int
+}
+
+// Flusher is implemented by renderers that buffer rows themselves (CSV):
+// Flush writes them out without closing the file, for a piece that ends
+// before the file does.
+type Flusher interface {
+	Flush() error
+}
+
 // Format is one output format.
 type Format struct {
 	// Name is the format's word ("csv", "json-api").
@@ -59,14 +77,19 @@ type Format struct {
 	// (PDF, a page at a time). The others are done with a Row, and may be
 	// given the same Values slice refilled for every row.
 	KeepsRows bool
+	// Splittable is set for formats whose file is the header, the rows
+	// and the closing bytes, each row rendered alone (with Continuer for
+	// what a row depends on): pieces of ranges of rows rendered apart
+	// join into the file one renderer writes. A PDF lays out pages.
+	Splittable bool
 }
 
 var formats = map[exportv1.Format]Format{
-	exportv1.Format_FORMAT_CSV:      {Name: "csv", Ext: "csv", ContentType: "text/csv; charset=utf-8", New: NewCSV},
-	exportv1.Format_FORMAT_JSON:     {Name: "json", Ext: "json", ContentType: "application/json", New: NewJSON},
-	exportv1.Format_FORMAT_JSON_API: {Name: "json-api", Ext: "json", ContentType: "application/vnd.api+json", New: NewJSONAPI},
-	exportv1.Format_FORMAT_XML:      {Name: "xml", Ext: "xml", ContentType: "application/xml", New: NewXML},
-	exportv1.Format_FORMAT_JSONL:    {Name: "jsonl", Ext: "jsonl", ContentType: "application/x-ndjson", New: NewJSONL},
+	exportv1.Format_FORMAT_CSV:      {Name: "csv", Splittable: true, Ext: "csv", ContentType: "text/csv; charset=utf-8", New: NewCSV},
+	exportv1.Format_FORMAT_JSON:     {Name: "json", Splittable: true, Ext: "json", ContentType: "application/json", New: NewJSON},
+	exportv1.Format_FORMAT_JSON_API: {Name: "json-api", Splittable: true, Ext: "json", ContentType: "application/vnd.api+json", New: NewJSONAPI},
+	exportv1.Format_FORMAT_XML:      {Name: "xml", Splittable: true, Ext: "xml", ContentType: "application/xml", New: NewXML},
+	exportv1.Format_FORMAT_JSONL:    {Name: "jsonl", Splittable: true, Ext: "jsonl", ContentType: "application/x-ndjson", New: NewJSONL},
 	exportv1.Format_FORMAT_PDF:      {Name: "pdf", Ext: "pdf", ContentType: "application/pdf", New: NewPDF, KeepsRows: true},
 }
 

@@ -47,7 +47,12 @@ type ExportTask struct {
 	// Whose data the task may read. The task's bytes are signed by the
 	// gateway (header Dataport-Task-Signature); exporters refuse unsigned
 	// or altered tasks.
-	Scope         *Scope `protobuf:"bytes,15,opt,name=scope,proto3" json:"scope,omitempty"`
+	Scope *Scope `protobuf:"bytes,15,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Set on the parts of a split record export (one big record stream in
+	// one file): the part reads only this range of the records stream and
+	// writes one piece of the file, which the archiver joins with the
+	// others'. Parts are ranges in stream order.
+	RecordRange   *RecordRange `protobuf:"bytes,40,opt,name=record_range,json=recordRange,proto3" json:"record_range,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -187,6 +192,136 @@ func (x *ExportTask) GetScope() *Scope {
 	return nil
 }
 
+func (x *ExportTask) GetRecordRange() *RecordRange {
+	if x != nil {
+		return x.RecordRange
+	}
+	return nil
+}
+
+// RecordRange is an inclusive range of stream sequences of the records
+// stream that one part of a split record export reads.
+type RecordRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FirstSeq      uint64                 `protobuf:"varint,1,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	LastSeq       uint64                 `protobuf:"varint,2,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordRange) Reset() {
+	*x = RecordRange{}
+	mi := &file_dataport_export_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordRange) ProtoMessage() {}
+
+func (x *RecordRange) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordRange.ProtoReflect.Descriptor instead.
+func (*RecordRange) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RecordRange) GetFirstSeq() uint64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
+}
+
+func (x *RecordRange) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+// FilePiece marks a part's file as one piece of a split export's file; the
+// file's name is the piece's. The first piece holds the format's header,
+// the last its closing bytes; each holds the rows of its range.
+type FilePiece struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes at the start of a piece other than the first that the joined
+	// file leaves out when no earlier piece held a row: the separator a
+	// JSON row starts with after other rows.
+	Lead uint32 `protobuf:"varint,1,opt,name=lead,proto3" json:"lead,omitempty"`
+	// The export's caps (RecordsScope max_rows, max_bytes; 0: none), which
+	// a range can only check for its own rows: the archiver checks the
+	// joined file against them.
+	MaxRows       uint64 `protobuf:"varint,2,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	MaxBytes      uint64 `protobuf:"varint,3,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilePiece) Reset() {
+	*x = FilePiece{}
+	mi := &file_dataport_export_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilePiece) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilePiece) ProtoMessage() {}
+
+func (x *FilePiece) ProtoReflect() protoreflect.Message {
+	mi := &file_dataport_export_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilePiece.ProtoReflect.Descriptor instead.
+func (*FilePiece) Descriptor() ([]byte, []int) {
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FilePiece) GetLead() uint32 {
+	if x != nil {
+		return x.Lead
+	}
+	return 0
+}
+
+func (x *FilePiece) GetMaxRows() uint64 {
+	if x != nil {
+		return x.MaxRows
+	}
+	return 0
+}
+
+func (x *FilePiece) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
 // ExportRequested records that a job was accepted.
 // Subject: exports.status.requested.<jobId> (stream EXPORT_EVENTS).
 // Producer: gateway. Consumers: gateway projection.
@@ -201,7 +336,7 @@ type ExportRequested struct {
 
 func (x *ExportRequested) Reset() {
 	*x = ExportRequested{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[1]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +348,7 @@ func (x *ExportRequested) String() string {
 func (*ExportRequested) ProtoMessage() {}
 
 func (x *ExportRequested) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[1]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +361,7 @@ func (x *ExportRequested) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequested.ProtoReflect.Descriptor instead.
 func (*ExportRequested) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{1}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ExportRequested) GetJobId() string {
@@ -263,7 +398,7 @@ type ExportQueued struct {
 
 func (x *ExportQueued) Reset() {
 	*x = ExportQueued{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[2]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +410,7 @@ func (x *ExportQueued) String() string {
 func (*ExportQueued) ProtoMessage() {}
 
 func (x *ExportQueued) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[2]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +423,7 @@ func (x *ExportQueued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportQueued.ProtoReflect.Descriptor instead.
 func (*ExportQueued) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ExportQueued) GetJobId() string {
@@ -321,7 +456,7 @@ type ExportProgress struct {
 
 func (x *ExportProgress) Reset() {
 	*x = ExportProgress{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[3]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +468,7 @@ func (x *ExportProgress) String() string {
 func (*ExportProgress) ProtoMessage() {}
 
 func (x *ExportProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[3]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +481,7 @@ func (x *ExportProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportProgress.ProtoReflect.Descriptor instead.
 func (*ExportProgress) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ExportProgress) GetJobId() string {
@@ -399,14 +534,16 @@ type PartUploaded struct {
 	OwnerId string  `protobuf:"bytes,7,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
 	// The part's objects when it produced several (chunked records, assets);
 	// then file is unset.
-	Files         []*File `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
+	Files []*File `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
+	// Set when file is one piece of a split record export's file.
+	Piece         *FilePiece `protobuf:"bytes,40,opt,name=piece,proto3" json:"piece,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartUploaded) Reset() {
 	*x = PartUploaded{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[4]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +555,7 @@ func (x *PartUploaded) String() string {
 func (*PartUploaded) ProtoMessage() {}
 
 func (x *PartUploaded) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[4]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +568,7 @@ func (x *PartUploaded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartUploaded.ProtoReflect.Descriptor instead.
 func (*PartUploaded) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PartUploaded) GetJobId() string {
@@ -490,6 +627,13 @@ func (x *PartUploaded) GetFiles() []*File {
 	return nil
 }
 
+func (x *PartUploaded) GetPiece() *FilePiece {
+	if x != nil {
+		return x.Piece
+	}
+	return nil
+}
+
 // ExportFinalizing says the archiver has every part and is building the
 // deliverable.
 // Subject: exports.status.finalizing.<jobId>.
@@ -504,7 +648,7 @@ type ExportFinalizing struct {
 
 func (x *ExportFinalizing) Reset() {
 	*x = ExportFinalizing{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[5]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +660,7 @@ func (x *ExportFinalizing) String() string {
 func (*ExportFinalizing) ProtoMessage() {}
 
 func (x *ExportFinalizing) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[5]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +673,7 @@ func (x *ExportFinalizing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportFinalizing.ProtoReflect.Descriptor instead.
 func (*ExportFinalizing) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExportFinalizing) GetJobId() string {
@@ -562,7 +706,7 @@ type ExportCompleted struct {
 
 func (x *ExportCompleted) Reset() {
 	*x = ExportCompleted{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[6]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +718,7 @@ func (x *ExportCompleted) String() string {
 func (*ExportCompleted) ProtoMessage() {}
 
 func (x *ExportCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[6]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +731,7 @@ func (x *ExportCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportCompleted.ProtoReflect.Descriptor instead.
 func (*ExportCompleted) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExportCompleted) GetJobId() string {
@@ -642,7 +786,7 @@ type ExportFailed struct {
 
 func (x *ExportFailed) Reset() {
 	*x = ExportFailed{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[7]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +798,7 @@ func (x *ExportFailed) String() string {
 func (*ExportFailed) ProtoMessage() {}
 
 func (x *ExportFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[7]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +811,7 @@ func (x *ExportFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportFailed.ProtoReflect.Descriptor instead.
 func (*ExportFailed) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExportFailed) GetJobId() string {
@@ -720,7 +864,7 @@ type ExportCanceled struct {
 
 func (x *ExportCanceled) Reset() {
 	*x = ExportCanceled{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[8]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +876,7 @@ func (x *ExportCanceled) String() string {
 func (*ExportCanceled) ProtoMessage() {}
 
 func (x *ExportCanceled) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[8]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +889,7 @@ func (x *ExportCanceled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportCanceled.ProtoReflect.Descriptor instead.
 func (*ExportCanceled) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExportCanceled) GetJobId() string {
@@ -788,7 +932,7 @@ type NotificationSent struct {
 
 func (x *NotificationSent) Reset() {
 	*x = NotificationSent{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[9]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +944,7 @@ func (x *NotificationSent) String() string {
 func (*NotificationSent) ProtoMessage() {}
 
 func (x *NotificationSent) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[9]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +957,7 @@ func (x *NotificationSent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotificationSent.ProtoReflect.Descriptor instead.
 func (*NotificationSent) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NotificationSent) GetJobId() string {
@@ -864,7 +1008,7 @@ type ExportExpired struct {
 
 func (x *ExportExpired) Reset() {
 	*x = ExportExpired{}
-	mi := &file_dataport_export_v1_events_proto_msgTypes[10]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1020,7 @@ func (x *ExportExpired) String() string {
 func (*ExportExpired) ProtoMessage() {}
 
 func (x *ExportExpired) ProtoReflect() protoreflect.Message {
-	mi := &file_dataport_export_v1_events_proto_msgTypes[10]
+	mi := &file_dataport_export_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1033,7 @@ func (x *ExportExpired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportExpired.ProtoReflect.Descriptor instead.
 func (*ExportExpired) Descriptor() ([]byte, []int) {
-	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_dataport_export_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExportExpired) GetJobId() string {
@@ -910,7 +1054,7 @@ var File_dataport_export_v1_events_proto protoreflect.FileDescriptor
 
 const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1fdataport/export/v1/events.proto\x12\x12dataport.export.v1\x1a\x1cdataport/export/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x04\n" +
+	"\x1fdataport/export/v1/events.proto\x12\x12dataport.export.v1\x1a\x1cdataport/export/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x05\n" +
 	"\n" +
 	"ExportTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
@@ -932,7 +1076,15 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04mail\x18\r \x01(\v2\x1d.dataport.export.v1.MailScopeR\x04mail\x12\x1f\n" +
 	"\vtarget_file\x18\x0e \x01(\tR\n" +
 	"targetFile\x12/\n" +
-	"\x05scope\x18\x0f \x01(\v2\x19.dataport.export.v1.ScopeR\x05scope\"\x90\x01\n" +
+	"\x05scope\x18\x0f \x01(\v2\x19.dataport.export.v1.ScopeR\x05scope\x12B\n" +
+	"\frecord_range\x18( \x01(\v2\x1f.dataport.export.v1.RecordRangeR\vrecordRange\"E\n" +
+	"\vRecordRange\x12\x1b\n" +
+	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12\x19\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"W\n" +
+	"\tFilePiece\x12\x12\n" +
+	"\x04lead\x18\x01 \x01(\rR\x04lead\x12\x19\n" +
+	"\bmax_rows\x18\x02 \x01(\x04R\amaxRows\x12\x1b\n" +
+	"\tmax_bytes\x18\x03 \x01(\x04R\bmaxBytes\"\x90\x01\n" +
 	"\x0fExportRequested\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -949,7 +1101,7 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04part\x18\x03 \x01(\rR\x04part\x12\x1f\n" +
 	"\vparts_total\x18\x04 \x01(\rR\n" +
 	"partsTotal\x128\n" +
-	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\xc1\x02\n" +
+	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\xf6\x02\n" +
 	"\fPartUploaded\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -960,7 +1112,8 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04file\x18\x05 \x01(\v2\x18.dataport.export.v1.FileR\x04file\x12/\n" +
 	"\x04kind\x18\x06 \x01(\x0e2\x1b.dataport.export.v1.JobKindR\x04kind\x12\x19\n" +
 	"\bowner_id\x18\a \x01(\tR\aownerId\x12.\n" +
-	"\x05files\x18\b \x03(\v2\x18.dataport.export.v1.FileR\x05files\"f\n" +
+	"\x05files\x18\b \x03(\v2\x18.dataport.export.v1.FileR\x05files\x123\n" +
+	"\x05piece\x18( \x01(\v2\x1d.dataport.export.v1.FilePieceR\x05piece\"f\n" +
 	"\x10ExportFinalizing\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1010,62 +1163,66 @@ func file_dataport_export_v1_events_proto_rawDescGZIP() []byte {
 	return file_dataport_export_v1_events_proto_rawDescData
 }
 
-var file_dataport_export_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_dataport_export_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_dataport_export_v1_events_proto_goTypes = []any{
 	(*ExportTask)(nil),            // 0: dataport.export.v1.ExportTask
-	(*ExportRequested)(nil),       // 1: dataport.export.v1.ExportRequested
-	(*ExportQueued)(nil),          // 2: dataport.export.v1.ExportQueued
-	(*ExportProgress)(nil),        // 3: dataport.export.v1.ExportProgress
-	(*PartUploaded)(nil),          // 4: dataport.export.v1.PartUploaded
-	(*ExportFinalizing)(nil),      // 5: dataport.export.v1.ExportFinalizing
-	(*ExportCompleted)(nil),       // 6: dataport.export.v1.ExportCompleted
-	(*ExportFailed)(nil),          // 7: dataport.export.v1.ExportFailed
-	(*ExportCanceled)(nil),        // 8: dataport.export.v1.ExportCanceled
-	(*NotificationSent)(nil),      // 9: dataport.export.v1.NotificationSent
-	(*ExportExpired)(nil),         // 10: dataport.export.v1.ExportExpired
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(JobKind)(0),                  // 12: dataport.export.v1.JobKind
-	(Format)(0),                   // 13: dataport.export.v1.Format
-	(*RoomScope)(nil),             // 14: dataport.export.v1.RoomScope
-	(PartKind)(0),                 // 15: dataport.export.v1.PartKind
-	(*RecordsScope)(nil),          // 16: dataport.export.v1.RecordsScope
-	(*MailScope)(nil),             // 17: dataport.export.v1.MailScope
-	(*Scope)(nil),                 // 18: dataport.export.v1.Scope
-	(*Job)(nil),                   // 19: dataport.export.v1.Job
-	(*Progress)(nil),              // 20: dataport.export.v1.Progress
-	(*File)(nil),                  // 21: dataport.export.v1.File
+	(*RecordRange)(nil),           // 1: dataport.export.v1.RecordRange
+	(*FilePiece)(nil),             // 2: dataport.export.v1.FilePiece
+	(*ExportRequested)(nil),       // 3: dataport.export.v1.ExportRequested
+	(*ExportQueued)(nil),          // 4: dataport.export.v1.ExportQueued
+	(*ExportProgress)(nil),        // 5: dataport.export.v1.ExportProgress
+	(*PartUploaded)(nil),          // 6: dataport.export.v1.PartUploaded
+	(*ExportFinalizing)(nil),      // 7: dataport.export.v1.ExportFinalizing
+	(*ExportCompleted)(nil),       // 8: dataport.export.v1.ExportCompleted
+	(*ExportFailed)(nil),          // 9: dataport.export.v1.ExportFailed
+	(*ExportCanceled)(nil),        // 10: dataport.export.v1.ExportCanceled
+	(*NotificationSent)(nil),      // 11: dataport.export.v1.NotificationSent
+	(*ExportExpired)(nil),         // 12: dataport.export.v1.ExportExpired
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(JobKind)(0),                  // 14: dataport.export.v1.JobKind
+	(Format)(0),                   // 15: dataport.export.v1.Format
+	(*RoomScope)(nil),             // 16: dataport.export.v1.RoomScope
+	(PartKind)(0),                 // 17: dataport.export.v1.PartKind
+	(*RecordsScope)(nil),          // 18: dataport.export.v1.RecordsScope
+	(*MailScope)(nil),             // 19: dataport.export.v1.MailScope
+	(*Scope)(nil),                 // 20: dataport.export.v1.Scope
+	(*Job)(nil),                   // 21: dataport.export.v1.Job
+	(*Progress)(nil),              // 22: dataport.export.v1.Progress
+	(*File)(nil),                  // 23: dataport.export.v1.File
 }
 var file_dataport_export_v1_events_proto_depIdxs = []int32{
-	11, // 0: dataport.export.v1.ExportTask.occurred_at:type_name -> google.protobuf.Timestamp
-	12, // 1: dataport.export.v1.ExportTask.kind:type_name -> dataport.export.v1.JobKind
-	13, // 2: dataport.export.v1.ExportTask.format:type_name -> dataport.export.v1.Format
-	14, // 3: dataport.export.v1.ExportTask.room:type_name -> dataport.export.v1.RoomScope
-	15, // 4: dataport.export.v1.ExportTask.part_kind:type_name -> dataport.export.v1.PartKind
-	16, // 5: dataport.export.v1.ExportTask.records:type_name -> dataport.export.v1.RecordsScope
-	17, // 6: dataport.export.v1.ExportTask.mail:type_name -> dataport.export.v1.MailScope
-	18, // 7: dataport.export.v1.ExportTask.scope:type_name -> dataport.export.v1.Scope
-	11, // 8: dataport.export.v1.ExportRequested.occurred_at:type_name -> google.protobuf.Timestamp
-	19, // 9: dataport.export.v1.ExportRequested.job:type_name -> dataport.export.v1.Job
-	11, // 10: dataport.export.v1.ExportQueued.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 11: dataport.export.v1.ExportProgress.occurred_at:type_name -> google.protobuf.Timestamp
-	20, // 12: dataport.export.v1.ExportProgress.progress:type_name -> dataport.export.v1.Progress
-	11, // 13: dataport.export.v1.PartUploaded.occurred_at:type_name -> google.protobuf.Timestamp
-	21, // 14: dataport.export.v1.PartUploaded.file:type_name -> dataport.export.v1.File
-	12, // 15: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
-	21, // 16: dataport.export.v1.PartUploaded.files:type_name -> dataport.export.v1.File
-	11, // 17: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 18: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
-	21, // 19: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
-	12, // 20: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
-	11, // 21: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 22: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 23: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 24: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	13, // 0: dataport.export.v1.ExportTask.occurred_at:type_name -> google.protobuf.Timestamp
+	14, // 1: dataport.export.v1.ExportTask.kind:type_name -> dataport.export.v1.JobKind
+	15, // 2: dataport.export.v1.ExportTask.format:type_name -> dataport.export.v1.Format
+	16, // 3: dataport.export.v1.ExportTask.room:type_name -> dataport.export.v1.RoomScope
+	17, // 4: dataport.export.v1.ExportTask.part_kind:type_name -> dataport.export.v1.PartKind
+	18, // 5: dataport.export.v1.ExportTask.records:type_name -> dataport.export.v1.RecordsScope
+	19, // 6: dataport.export.v1.ExportTask.mail:type_name -> dataport.export.v1.MailScope
+	20, // 7: dataport.export.v1.ExportTask.scope:type_name -> dataport.export.v1.Scope
+	1,  // 8: dataport.export.v1.ExportTask.record_range:type_name -> dataport.export.v1.RecordRange
+	13, // 9: dataport.export.v1.ExportRequested.occurred_at:type_name -> google.protobuf.Timestamp
+	21, // 10: dataport.export.v1.ExportRequested.job:type_name -> dataport.export.v1.Job
+	13, // 11: dataport.export.v1.ExportQueued.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 12: dataport.export.v1.ExportProgress.occurred_at:type_name -> google.protobuf.Timestamp
+	22, // 13: dataport.export.v1.ExportProgress.progress:type_name -> dataport.export.v1.Progress
+	13, // 14: dataport.export.v1.PartUploaded.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 15: dataport.export.v1.PartUploaded.file:type_name -> dataport.export.v1.File
+	14, // 16: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
+	23, // 17: dataport.export.v1.PartUploaded.files:type_name -> dataport.export.v1.File
+	2,  // 18: dataport.export.v1.PartUploaded.piece:type_name -> dataport.export.v1.FilePiece
+	13, // 19: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 20: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 21: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
+	14, // 22: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
+	13, // 23: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 24: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 25: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 26: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_events_proto_init() }
@@ -1080,7 +1237,7 @@ func file_dataport_export_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dataport_export_v1_events_proto_rawDesc), len(file_dataport_export_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
