@@ -104,6 +104,10 @@ type Config struct {
 	MaxSchedules   int
 	MaxRecipients  int
 	MaxFields      int
+	// SplitMinRecords and SplitParts plan big record exports as ranges
+	// (plan.Split).
+	SplitMinRecords int
+	SplitParts      int
 	// WebhookAllow is DATAPORT_WEBHOOK_ALLOWLIST, as the notifier reads
 	// it: the gateway refuses new exports' webhooks the notifier would.
 	WebhookAllow []string
@@ -142,6 +146,8 @@ func loadConfig(l *config.Loader) (Config, error) {
 	rawMaxRows := l.Int("DATAPORT_RAW_MAX_ROWS", 1000000, 1, 1<<40, "rows above which a raw export is rejected (Too many lines in one export)")
 	c.RecordMaxRows = l.Int("DATAPORT_RECORD_MAX_ROWS", defaultRecordMaxRows, 1, 1<<40, "rows above which a Rebilly data export (one-off or a recurring run) is rejected (Too many lines in one export); raw exports use DATAPORT_RAW_MAX_ROWS")
 	c.RecordMaxBytes = l.Int("DATAPORT_RECORD_MAX_BYTES", defaultRecordMaxBytes, 1<<10, 1<<44, "stored bytes above which any record export (Rebilly or myTracker raw) is rejected (Too much export data)")
+	c.SplitMinRecords = l.Int("DATAPORT_SPLIT_MIN_RECORDS", plan.DefaultSplitMinRecords, 1, 1<<40, "records on its stream subject from which a single-file record export is split into ranges taken by several record exporters and joined into one file")
+	c.SplitParts = l.Int("DATAPORT_SPLIT_PARTS", plan.DefaultSplitParts, 1, 256, "ranges a split record export is planned as (1: never split)")
 	c.MinInterval = l.Duration("DATAPORT_SCHEDULE_MIN_INTERVAL", schedule.DefaultMinInterval, "shortest time allowed between two occurrences of a recurring export's RRULE")
 	c.MaxSchedules = l.Int("DATAPORT_MAX_SCHEDULES_PER_USER", 10, 0, 100000, "active recurring exports one user may have before creates get 422 (0: no limit)")
 	c.MaxRecipients = l.Int("DATAPORT_MAX_EMAIL_RECIPIENTS", plan.DefaultMaxEmailRecipients, 1, 1000, "addresses one export's emailNotification may list")
@@ -250,9 +256,15 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	if err := registry.EnsureBuiltins(ctx); err != nil {
 		return infra.Parts{}, err
 	}
+	records, err := inf.JS.Stream(ctx, bus.StreamRecords)
+	if err != nil {
+		return infra.Parts{}, fmt.Errorf("stream %s: %w", bus.StreamRecords, err)
+	}
+	split := plan.Split{Subjects: plan.StreamSubjects{Stream: records}, MinRecords: uint64(c.SplitMinRecords), Parts: c.SplitParts}
 	rebillyAPI := rebilly.New(rebilly.Config{
 		Resources: registry, Directory: authz.Directory, Jobs: jobs, Schedules: schedules, Submitter: submitter,
 		Links: signer, Blob: inf.Blob, ExportBucket: common.ExportBucket, PublicURL: c.PublicURL, Location: c.Location, Logger: log,
+		Split: split,
 		Limits: plan.Limits{
 			MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
 			MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),
@@ -298,6 +310,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		NativeCreate: native.Create{
 			Rooms: authz, Directory: authz.Directory, Schedules: schedules, Webhooks: egress.NewGuard(c.WebhookAllow), Location: c.Location,
 			Resources: registry,
+			Split: split,
 			Limits: plan.Limits{
 				MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
 				MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),

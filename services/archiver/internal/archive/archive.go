@@ -94,11 +94,11 @@ func New(c Config) (*Archiver, error) {
 	case c.Publisher == nil:
 		return nil, errors.New("archive: publisher is required")
 	}
-	if c.Packager == nil {
-		c.Packager = NewDefaultPackager(c.Objects, c.Bucket)
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Packager == nil {
+		c.Packager = newDefaultPackager(c.Objects, c.Bucket, c.Logger)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -382,6 +382,7 @@ func (a *Archiver) fail(ctx context.Context, log *slog.Logger, part *exportv1.Pa
 		JobId:      part.GetJobId(),
 		OccurredAt: timestamppb.New(a.now()),
 		Reason:     reason,
+		Rejected:   isRejected(cause),
 		OwnerId:    part.GetOwnerId(),
 	}); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -64,13 +65,20 @@ func (b ByKind) Package(ctx context.Context, job Job, parts []*exportv1.PartUplo
 
 // NewDefaultPackager returns the packaging Dataport uses: a user-data
 // download becomes one zip archive with a manifest; room, records and
-// room-mail jobs deliver their parts' files as they are.
+// room-mail jobs deliver their parts' files as they are, but for the
+// pieces of a split record export, which are joined into one file.
 func NewDefaultPackager(objects Objects, bucket string) Packager {
+	return newDefaultPackager(objects, bucket, nil)
+}
+
+// newDefaultPackager is NewDefaultPackager logging to log. Parts that are
+// pieces of one file (a split record export) are joined (Joiner).
+func newDefaultPackager(objects Objects, bucket string, log *slog.Logger) Packager {
 	return ByKind{
 		Kinds: map[exportv1.JobKind]Packager{
 			exportv1.JobKind_JOB_KIND_USER_DATA: &Zip{Objects: objects, Bucket: bucket},
 		},
-		Default: &PartsAsFiles{Objects: objects, Bucket: bucket},
+		Default: &Joiner{Objects: objects, Bucket: bucket, Logger: log, Then: &PartsAsFiles{Objects: objects, Bucket: bucket}},
 	}
 }
 

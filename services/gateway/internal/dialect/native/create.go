@@ -63,6 +63,9 @@ type Create struct {
 	// Location resolves relative dates of record exports ("today").
 	Location *time.Location
 	Limits   plan.Limits
+	// Split plans big record exports as ranges taken by several
+	// exporters; the zero value never splits.
+	Split plan.Split
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -586,7 +589,12 @@ func (a *API) planRecords(w http.ResponseWriter, r *http.Request, user *sourcev1
 	job.Scope = access.ScopeFor(user, org)
 	job.Records = c.records
 	job.Recurrence = c.recurrence
-	return []*exportv1.ExportTask{plan.RecordsTask(job)}, true
+	// A failed look-up of the stream exports unsplit: the same file.
+	tasks, err := a.Create.Split.RecordsTasks(r.Context(), job)
+	if err != nil {
+		a.log.WarnContext(r.Context(), "export not split: its stream could not be read", "job_id", job.GetId(), "error", err)
+	}
+	return tasks, true
 }
 
 // ownSchedule returns the caller's recurring export id names, or nil when

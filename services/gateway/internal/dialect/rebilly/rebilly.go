@@ -68,6 +68,9 @@ type Config struct {
 	Location *time.Location
 	// Limits bound each export; zero values take the defaults.
 	Limits plan.Limits
+	// Split plans big exports as ranges taken by several exporters; the
+	// zero value never splits.
+	Split plan.Split
 	// Resources is the host's resource registry; nil: the built-in
 	// resources only.
 	Resources plan.Resources
@@ -88,6 +91,7 @@ type API struct {
 	loc       *time.Location
 	limits    plan.Limits
 	resources plan.Resources
+	split     plan.Split
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -97,7 +101,7 @@ func New(cfg Config) *API {
 	d := &API{
 		dir: cfg.Directory, jobs: cfg.Jobs, schedules: cfg.Schedules, submitter: cfg.Submitter,
 		links: cfg.Links, blob: cfg.Blob, exports: cfg.ExportBucket, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
-		loc: cfg.Location, limits: cfg.Limits.WithDefaults(), resources: cfg.Resources, log: cfg.Logger, now: cfg.Now,
+		loc: cfg.Location, limits: cfg.Limits.WithDefaults(), resources: cfg.Resources, split: cfg.Split, log: cfg.Logger, now: cfg.Now,
 	}
 	if d.loc == nil {
 		d.loc = time.UTC
@@ -313,7 +317,7 @@ func (d *API) replace(w http.ResponseWriter, r *http.Request, s scope, old, job 
 	job.CreatedAt, job.UpdatedAt = old.GetCreatedAt(), timestamppb.New(d.now())
 	sctx, cancel := context.WithTimeout(ctx, submit.Timeout)
 	defer cancel()
-	err := d.submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(job)})
+	err := d.submitter.Submit(sctx, job, bus.TaskRecords, d.recordsTasks(sctx, job))
 	if err != nil && !errors.Is(err, jobstore.ErrExists) {
 		d.internal(w, r, "submit the updated export", err)
 		return
@@ -463,7 +467,7 @@ func (d *API) store(w http.ResponseWriter, r *http.Request, s scope, req *reques
 	}
 	sctx, cancel := context.WithTimeout(ctx, submit.Timeout)
 	defer cancel()
-	switch err := d.submitter.Submit(sctx, job, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(job)}); {
+	switch err := d.submitter.Submit(sctx, job, bus.TaskRecords, d.recordsTasks(sctx, job)); {
 	case errors.Is(err, jobstore.ErrExists):
 		writeConflict(w, "The id is already in use.")
 		return
@@ -497,7 +501,16 @@ func checkTenant(job *exportv1.Job) []invalidField {
 var tooManySchedules = invalidField{Field: "recurring",
 	Message: "you have the most active recurring exports allowed; delete one before creating another"}
 
-func recordsTask(job *exportv1.Job) *exportv1.ExportTask { return plan.RecordsTask(job) }
+// recordsTasks plans the export's tasks: one, or ranges of a big stream
+// (plan.Split). A failed look-up of the stream exports unsplit, which
+// gives the same file.
+func (d *API) recordsTasks(ctx context.Context, job *exportv1.Job) []*exportv1.ExportTask {
+	tasks, err := d.split.RecordsTasks(ctx, job)
+	if err != nil {
+		d.log.WarnContext(ctx, "export not split: its stream could not be read", "job_id", job.GetId(), "error", err)
+	}
+	return tasks
+}
 
 // RunSchedule is the schedule.RunFunc of recurring data exports: the run
 // is a copy of the template whose relative dates are resolved at the
@@ -550,7 +563,7 @@ func (d *API) RunSchedule(ctx context.Context, sched *exportv1.Job, occurrence t
 			dr.From, dr.To = timestamppb.New(occurrence), timestamppb.New(occurrence)
 		}
 	}
-	err = d.submitter.Submit(ctx, run, bus.TaskRecords, []*exportv1.ExportTask{recordsTask(run)})
+	err = d.submitter.Submit(ctx, run, bus.TaskRecords, d.recordsTasks(ctx, run))
 	if errors.Is(err, jobstore.ErrExists) {
 		return nil
 	}

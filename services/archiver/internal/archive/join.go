@@ -1,0 +1,335 @@
+package archive
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/blob"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
+)
+
+// A split record export (recordexport's split.go) arrives as parts that
+// each carry one piece of one file (PartUploaded.piece): the first with
+// the format's header, the last with its closing bytes. Joiner joins them
+// into that file under the job's files prefix:
+//
+//   - server-side with S3 compose (blob.Compose) when every piece but the
+//     last holds at least blob.MinPartSize bytes, the S3 rule for parts;
+//     no byte of the file passes through the archiver on the way in, but
+//     the store keeps no whole-file SHA-256 of a composed object, so the
+//     joiner reads the file once to compute the one the manifest carries;
+//   - otherwise by streaming the pieces in order through blob.Upload,
+//     which computes the SHA-256 on the way (pieces under 5 MiB make a
+//     small file, whose one pass costs little).
+//
+// Either way the pieces are verified by the checksums the store kept for
+// them (verifyObject, without reading them), the file's SHA-256 is
+// computed from the joined bytes themselves, and the pieces are deleted
+// once the file exists. A join repeated after that (a redelivered last
+// part) finds the file with its expected size and reads it for its
+// SHA-256 again rather than failing on the deleted pieces.
+
+// Composer joins objects server-side; *blob.Store implements it. Compose
+// makes the object visible only once complete. A Joiner composes when its
+// Objects implement Composer, and deletes pieces when they have
+// Delete(ctx, bucket, key) error (deleting a missing key succeeds).
+type Composer interface {
+	Compose(ctx context.Context, bucket, key string, srcs []blob.ComposeSource, contentType string) (blob.Info, error)
+}
+
+// Rejection reasons of a split record export over its caps, in the words
+// the record exporter uses for an unsplit one (recordexport.ReasonTooManyRows
+// and ReasonTooMuchData): a range can check a cap only for its own rows.
+const (
+	ReasonTooManyRows = "Too many lines in one export"
+	ReasonTooMuchData = "Too much export data"
+)
+
+// Joiner packages jobs whose parts are pieces of one file, and hands
+// every other job to Then.
+type Joiner struct {
+	Objects Objects
+	// Bucket is the exports bucket.
+	Bucket string
+	// Then packages jobs without pieces.
+	Then Packager
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+}
+
+// rejectedError is a join refused for good because the export is over
+// its caps: the job ends rejected, as the exporter's own refusal would.
+type rejectedError struct{ sentence string }
+
+func (e *rejectedError) Error() string  { return e.sentence }
+func (e *rejectedError) Reason() string { return e.sentence }
+
+// Rejected marks the job rejected rather than failed (ExportFailed.rejected).
+func (e *rejectedError) Rejected() bool { return true }
+
+// isRejected reports whether the finaliser's cause is a rejection.
+func isRejected(err error) bool {
+	var r interface{ Rejected() bool }
+	return errors.As(err, &r) && r.Rejected()
+}
+
+// segment is the bytes one piece adds to the file.
+type segment struct {
+	piece        *exportv1.File
+	offset, size int64
+}
+
+// Package joins the job's pieces into one file, or hands a job without
+// pieces to Then.
+func (j *Joiner) Package(ctx context.Context, job Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
+	split := false
+	for _, p := range parts {
+		split = split || p.GetPiece() != nil
+	}
+	if !split {
+		return j.Then.Package(ctx, job, parts)
+	}
+	log := j.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	segs, f, err := layout(parts)
+	if err != nil {
+		return nil, err
+	}
+	f.ObjectKey = objects.FileKey(job.ID, f.GetName())
+	limits := parts[0].GetPiece()
+	switch {
+	case limits.GetMaxRows() > 0 && f.GetRecords() > limits.GetMaxRows():
+		j.deletePieces(ctx, log, parts)
+		return nil, bus.Permanent(&rejectedError{ReasonTooManyRows})
+	case limits.GetMaxBytes() > 0 && f.GetSize() > limits.GetMaxBytes():
+		j.deletePieces(ctx, log, parts)
+		return nil, bus.Permanent(&rejectedError{ReasonTooMuchData})
+	}
+	start := time.Now()
+	if done, err := j.joinedBefore(ctx, f); done || err != nil {
+		if err == nil {
+			j.deletePieces(ctx, log, parts)
+		}
+		return []*exportv1.File{f}, err
+	}
+	for _, p := range parts {
+		pf := p.GetFile()
+		problem, err := verifyObject(ctx, j.Objects, j.Bucket, pf)
+		if err != nil {
+			return nil, fmt.Errorf("verify piece %d (%s): %w", p.GetPart(), pf.GetName(), err)
+		}
+		if problem != "" {
+			return nil, verifyFailed(p, pf, problem)
+		}
+	}
+	method := "stream"
+	composer, ok := j.Objects.(Composer)
+	if ok && composable(segs) {
+		method = "compose"
+		err = j.compose(ctx, composer, segs, f)
+	} else {
+		err = j.stream(ctx, segs, f)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log.InfoContext(ctx, "pieces joined", "job_id", job.ID, "method", method, "pieces", len(parts),
+		"size", f.GetSize(), "records", f.GetRecords(), "join_ms", time.Since(start).Milliseconds())
+	j.deletePieces(ctx, log, parts)
+	return []*exportv1.File{f}, nil
+}
+
+// layout checks that every part is one piece and returns the segments of
+// the file in part order and the file's record (without key and
+// SHA-256). A piece other than the first leaves out its lead when no
+// earlier piece held a row: its first row is then the file's first.
+func layout(parts []*exportv1.PartUploaded) ([]segment, *exportv1.File, error) {
+	first := parts[0].GetFile()
+	f := &exportv1.File{Name: first.GetName(), ContentType: first.GetContentType()}
+	var segs []segment
+	rows := false
+	for i, p := range parts {
+		pf := p.GetFile()
+		if p.GetPiece() == nil || pf == nil || len(p.GetFiles()) > 0 {
+			return nil, nil, bus.Permanent(bus.Worded(fmt.Sprintf("part %d is not a piece of the export's file", p.GetPart()),
+				fmt.Errorf("job %s: parts mix pieces and files", p.GetJobId())))
+		}
+		var skip uint64
+		if i > 0 && !rows && pf.GetRecords() > 0 {
+			skip = uint64(p.GetPiece().GetLead())
+		}
+		if skip > pf.GetSize() {
+			return nil, nil, verifyFailed(p, pf, fmt.Sprintf("piece of %d bytes cannot leave out %d", pf.GetSize(), skip))
+		}
+		rows = rows || pf.GetRecords() > 0
+		if n := pf.GetSize() - skip; n > 0 {
+			segs = append(segs, segment{piece: pf, offset: int64(skip), size: int64(n)})
+		}
+		f.Size += pf.GetSize() - skip
+		f.Records += pf.GetRecords()
+	}
+	return segs, f, nil
+}
+
+// composable tells whether S3 compose takes the segments: all but the
+// last at least a part's minimum size, and not too many.
+func composable(segs []segment) bool {
+	if len(segs) == 0 || len(segs) > blob.MaxParts {
+		return false
+	}
+	for _, s := range segs[:len(segs)-1] {
+		if s.size < blob.MinPartSize {
+			return false
+		}
+	}
+	return true
+}
+
+// joinedBefore finishes f from a file an earlier join left: compose and
+// upload make an object visible only complete, and only the joiner writes
+// the job's files, so an object of f's size is the join of these pieces.
+func (j *Joiner) joinedBefore(ctx context.Context, f *exportv1.File) (bool, error) {
+	info, err := j.Objects.Stat(ctx, j.Bucket, f.GetObjectKey())
+	switch {
+	case errors.Is(err, blob.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("look for joined %s: %w", f.GetName(), err)
+	case info.Size < 0 || uint64(info.Size) != f.GetSize():
+		return false, nil
+	}
+	return true, j.hash(ctx, f)
+}
+
+func (j *Joiner) compose(ctx context.Context, c Composer, segs []segment, f *exportv1.File) error {
+	srcs := make([]blob.ComposeSource, len(segs))
+	for i, s := range segs {
+		info, err := j.Objects.Stat(ctx, j.Bucket, s.piece.GetObjectKey())
+		if err != nil {
+			return fmt.Errorf("stat piece %s: %w", s.piece.GetObjectKey(), err)
+		}
+		// The ETag ties the compose to the verified object.
+		srcs[i] = blob.ComposeSource{Key: s.piece.GetObjectKey(), Offset: s.offset, Size: s.size, ETag: info.ETag}
+	}
+	info, err := c.Compose(ctx, j.Bucket, f.GetObjectKey(), srcs, f.GetContentType())
+	if err != nil {
+		return fmt.Errorf("compose %s: %w", f.GetName(), err)
+	}
+	if info.Size != int64(f.GetSize()) {
+		return fmt.Errorf("compose %s: stored %d bytes, %d expected", f.GetName(), info.Size, f.GetSize())
+	}
+	return j.hash(ctx, f)
+}
+
+// hash reads the joined file once for its SHA-256.
+func (j *Joiner) hash(ctx context.Context, f *exportv1.File) error {
+	body, _, err := j.Objects.Open(ctx, j.Bucket, f.GetObjectKey())
+	if err != nil {
+		return fmt.Errorf("read joined %s: %w", f.GetName(), err)
+	}
+	defer body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, body)
+	if err != nil {
+		return fmt.Errorf("read joined %s: %w", f.GetName(), err)
+	}
+	if n != int64(f.GetSize()) {
+		return fmt.Errorf("joined %s holds %d bytes, %d expected", f.GetName(), n, f.GetSize())
+	}
+	f.Sha256 = hex.EncodeToString(h.Sum(nil))
+	return nil
+}
+
+// stream uploads the segments one after the other; Upload computes the
+// SHA-256 and has the store check its checksum.
+func (j *Joiner) stream(ctx context.Context, segs []segment, f *exportv1.File) error {
+	r := &segmentReader{ctx: ctx, objects: j.Objects, bucket: j.Bucket, segs: segs}
+	defer r.close()
+	info, err := j.Objects.Upload(ctx, j.Bucket, f.GetObjectKey(), r, f.GetContentType())
+	if err != nil {
+		return fmt.Errorf("join %s: %w", f.GetName(), err)
+	}
+	if info.Size != int64(f.GetSize()) {
+		return fmt.Errorf("join %s: stored %d bytes, %d expected", f.GetName(), info.Size, f.GetSize())
+	}
+	f.Sha256, f.ChecksumSha256 = info.SHA256, info.ChecksumSHA256
+	return nil
+}
+
+// segmentReader reads the segments in order, opening one piece at a time.
+type segmentReader struct {
+	ctx     context.Context
+	objects Objects
+	bucket  string
+	segs    []segment
+	cur     io.ReadCloser
+	left    io.Reader
+}
+
+func (r *segmentReader) Read(p []byte) (int, error) {
+	for {
+		if r.left == nil {
+			if len(r.segs) == 0 {
+				return 0, io.EOF
+			}
+			s := r.segs[0]
+			r.segs = r.segs[1:]
+			body, _, err := r.objects.Open(r.ctx, r.bucket, s.piece.GetObjectKey())
+			if err != nil {
+				return 0, fmt.Errorf("open piece %s: %w", s.piece.GetObjectKey(), err)
+			}
+			r.cur = body
+			if _, err := io.CopyN(io.Discard, body, s.offset); err != nil {
+				return 0, fmt.Errorf("read piece %s: %w", s.piece.GetObjectKey(), err)
+			}
+			r.left = io.LimitReader(body, s.size)
+		}
+		n, err := r.left.Read(p)
+		if err == io.EOF {
+			r.close()
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+func (r *segmentReader) close() {
+	if r.cur != nil {
+		_ = r.cur.Close()
+	}
+	r.cur, r.left = nil, nil
+}
+
+// deletePieces removes the pieces once the file exists (or will never be
+// delivered). A failure only leaves them to the retention sweep, which
+// deletes everything under the job's prefix.
+func (j *Joiner) deletePieces(ctx context.Context, log *slog.Logger, parts []*exportv1.PartUploaded) {
+	d, ok := j.Objects.(interface {
+		Delete(ctx context.Context, bucket, key string) error
+	})
+	if !ok {
+		return
+	}
+	for _, p := range parts {
+		key := p.GetFile().GetObjectKey()
+		if key == "" {
+			continue
+		}
+		if err := d.Delete(ctx, j.Bucket, key); err != nil {
+			log.WarnContext(ctx, "piece not deleted", "job_id", p.GetJobId(), "part", p.GetPart(), "error", err)
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package plan
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/recordquery"
+)
+
+// Defaults of Split.
+const (
+	// DefaultSplitMinRecords is the least number of records on an
+	// export's subject for which it is split: below it one exporter
+	// finishes in seconds, and joining costs a read of the file.
+	DefaultSplitMinRecords = 1_000_000
+	// DefaultSplitParts is how many ranges a split export has: enough to
+	// keep a few exporter replicas busy on one export, few enough that
+	// each piece of a million-record export stays over S3's 5 MiB part
+	// minimum and is composed server-side.
+	DefaultSplitParts = 4
+)
+
+// Subjects tells how many messages a subject of the records stream holds
+// and where they lie. StreamSubjects is the implementation.
+type Subjects interface {
+	// Span returns the number of messages on subject and the sequences
+	// of its first and last; all zero for an empty subject.
+	Span(ctx context.Context, subject string) (count, first, last uint64, err error)
+}
+
+// StreamSubjects reads subjects' spans from a stream (the records
+// stream).
+type StreamSubjects struct{ Stream jetstream.Stream }
+
+// Span implements Subjects with a subject-filtered stream info and two
+// direct reads; no message is read beyond the first and the last.
+func (s StreamSubjects) Span(ctx context.Context, subject string) (count, first, last uint64, err error) {
+	info, err := s.Stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("stream info %s: %w", subject, err)
+	}
+	for _, n := range info.State.Subjects {
+		count += n
+	}
+	if count == 0 {
+		return 0, 0, 0, nil
+	}
+	firstMsg, err := s.Stream.GetMsg(ctx, info.State.FirstSeq, jetstream.WithGetMsgSubject(subject))
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("first message of %s: %w", subject, err)
+	}
+	lastMsg, err := s.Stream.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("last message of %s: %w", subject, err)
+	}
+	return count, firstMsg.Sequence, lastMsg.Sequence, nil
+}
+
+// Split plans big record exports as several range parts of one file
+// (ExportTask.record_range): each exporter replica takes a range of the
+// stream, and the archiver joins the pieces. The zero value never splits.
+type Split struct {
+	// Subjects counts the records of an export; nil: no split.
+	Subjects Subjects
+	// MinRecords is the least number of records on the export's subject
+	// for a split (DefaultSplitMinRecords when 0).
+	MinRecords uint64
+	// Parts is the number of ranges (DefaultSplitParts when 0; 1: no
+	// split).
+	Parts int
+}
+
+// splittableFormats are the formats whose file is header, rows and
+// closing bytes, each row rendered alone (recordrender's Splittable).
+var splittableFormats = map[exportv1.Format]bool{
+	exportv1.Format_FORMAT_CSV: true, exportv1.Format_FORMAT_JSON: true, exportv1.Format_FORMAT_JSON_API: true,
+	exportv1.Format_FORMAT_XML: true, exportv1.Format_FORMAT_JSONL: true,
+}
+
+// RecordsTasks are the tasks of a record export (or of one run of a
+// recurring one): RecordsTask's one task, or, for a single-file export of
+// a records-stream resource whose subject holds at least MinRecords
+// messages, Parts tasks over consecutive ranges of the subject's stream
+// sequences, in stream order. Sorted, chunked and compressed exports and
+// PDF keep one task: their files depend on rows across the whole stream.
+//
+// The ranges split the sequences between the subject's first and last
+// message evenly; that balances the work when the subject's messages are
+// spread evenly over that span (one big stream, or tenants publishing
+// alike), and only makes some ranges shorter otherwise. An error is a
+// failed look-up of the subject; the caller may submit RecordsTask's one
+// task instead, which exports the same file.
+func (s Split) RecordsTasks(ctx context.Context, job *exportv1.Job) ([]*exportv1.ExportTask, error) {
+	one := []*exportv1.ExportTask{RecordsTask(job)}
+	sc := job.GetRecords()
+	parts := s.Parts
+	if parts == 0 {
+		parts = DefaultSplitParts
+	}
+	if s.Subjects == nil || parts < 2 || !splittableFormats[job.GetFormat()] ||
+		sc.GetSort() != "" || sc.GetMaxRowsPerChunk() > 0 || sc.GetMaxBytesPerChunk() > 0 || sc.GetGzipChunks() {
+		return one, nil
+	}
+	if def, ok := recordquery.Builtin(sc.GetResource()); ok && def.SourceOf() != recordquery.SourceRecords {
+		return one, nil
+	}
+	subject, err := bus.RecordSubject(sc.GetResource(), job.GetScope().GetOrganizationId())
+	if err != nil {
+		// No organization: the exporter rejects the task with its reason.
+		return one, nil
+	}
+	count, first, last, err := s.Subjects.Span(ctx, subject)
+	if err != nil {
+		return one, err
+	}
+	minRecords := s.MinRecords
+	if minRecords == 0 {
+		minRecords = DefaultSplitMinRecords
+	}
+	if count < minRecords || last-first+1 < uint64(parts) {
+		return one, nil
+	}
+	span := last - first + 1
+	tasks := make([]*exportv1.ExportTask, parts)
+	for i := range tasks {
+		from := first + span*uint64(i)/uint64(parts)
+		to := first + span*uint64(i+1)/uint64(parts) - 1
+		t := RecordsTask(job)
+		t.RecordRange = &exportv1.RecordRange{FirstSeq: from, LastSeq: to}
+		tasks[i] = t
+	}
+	return tasks, nil
+}
