@@ -208,6 +208,7 @@ func (j *Joiner) joinedBefore(ctx context.Context, f *exportv1.File) (bool, erro
 	case info.Size < 0 || uint64(info.Size) != f.GetSize():
 		return false, nil
 	}
+	f.ChecksumSha256 = info.ChecksumSHA256
 	return true, j.hash(ctx, f)
 }
 
