@@ -33,7 +33,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help node chromium tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms bench-export-records bench-scale clean images
+.PHONY: help node chromium tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms bench-export-records bench-split-records bench-scale clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the five services, seed demo data"
@@ -44,6 +44,7 @@ help:
 	@echo "make bench   run the Go benchmarks (bench-export-rooms, bench-export-records and bench-scale too)"
 	@echo "make bench-export-rooms  room exports of 1,000,000 messages beside a minimal pipeline"
 	@echo "make bench-export-records  record exports beside a minimal pipeline (BENCH_RECORDS=1000000)"
+	@echo "make bench-split-records  one big record export by 1 and by 2 record exporters (SPLIT_RECORDS=10000000)"
 	@echo "make bench-scale  load-test the gateway process among 10k, 100k and 1M jobs (SCALE_SIZES=...)"
 	@echo "make test-typings  type-check the Rocket.Chat answers against Rocket.Chat's published typings"
 	@echo "make fuzz-smoke  run every fuzz target briefly (FUZZTIME=1000x executions each)"
@@ -166,7 +167,7 @@ seed: build
 run: tools build $(if $(JAEGER),$(BIN)/.jaeger@$(JAEGER_VERSION))
 	DATAPORT_DEV_JAEGER=$(JAEGER) bash deploy/dev/run.sh
 
-bench: tools bench-export-rooms bench-export-records bench-scale
+bench: tools bench-export-rooms bench-export-records bench-split-records bench-scale
 	for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...); done
 
 # The gateway among many jobs (issue 13): the built gateway, nats-server
@@ -195,6 +196,17 @@ bench-export-records: tools
 	  DATAPORT_BENCH_PROFILE=$(BENCH_PROFILE) \
 	  go test -run '^$$' -bench '^BenchmarkRecordExports$$' -benchtime 1x -timeout 60m ./internal/recordexport/
 	cd services/record-exporter && GOWORK=off go test -run '^$$' -bench '^BenchmarkEncode$$' -cpu 1 -benchmem ./internal/recordrender/
+
+# One big record stream (SPLIT_RECORDS transactions, 10,000,000) exported
+# into one file by 1 and by 2 record-exporter processes, the ranges
+# joined by the archiver (docs/BENCHMARKS.md, "Split record exports"):
+# the built binaries, nats-server and MinIO as their own processes.
+SPLIT_RECORDS ?= 10000000
+SPLIT_FORMATS ?= csv
+bench-split-records: tools
+	cd services/record-exporter && GOWORK=off DATAPORT_BENCH_SPLIT=1 DATAPORT_BENCH_RECORDS=$(SPLIT_RECORDS) \
+	  DATAPORT_BENCH_FORMATS=$(SPLIT_FORMATS) \
+	  go test -run '^$$' -bench '^BenchmarkSplitExport$$' -benchtime 1x -timeout 120m ./internal/recordexport/
 
 images:
 	@if ! docker info >/dev/null 2>&1; then \

@@ -1,0 +1,444 @@
+package recordexport_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/access"
+	"dataport.dev/shared/blobtest"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+	sharedconfig "dataport.dev/shared/config"
+	"dataport.dev/shared/objects"
+	"dataport.dev/shared/taskrun/taskruntest"
+)
+
+// envSplitBench enables BenchmarkSplitExport (make bench-split-records);
+// DATAPORT_BENCH_RECORDS (default 10,000,000) and DATAPORT_BENCH_FORMATS
+// (default csv) apply too.
+const envSplitBench = "DATAPORT_BENCH_SPLIT"
+
+// splitBenchTaskSecret signs the bench's tasks; the exporter processes
+// get it as DATAPORT_TASK_SECRET.
+const splitBenchTaskSecret = "split-bench-task-signing-key-0123456789abcdef"
+
+// splitCase is one way to run the same export.
+type splitCase struct {
+	name      string
+	exporters int // record-exporter processes consuming tasks
+	parts     int // range parts (1: today's single task)
+}
+
+// splitResult is what one case measured.
+type splitResult struct {
+	splitCase
+	format          string
+	total, exporter time.Duration // request → completed; → last piece
+	join            joinLog
+	size, records   uint64
+	sha256          string
+	cpu             map[string]time.Duration
+	// load is the machine's 1-minute load average when the case ended:
+	// other work on the machine takes cores from the case.
+	load string
+}
+
+// joinLog is the archiver's "pieces joined" line.
+type joinLog struct {
+	Method   string `json:"method"`
+	JoinMs   int64  `json:"join_ms"`
+	VerifyMs int64  `json:"verify_ms"`
+	WriteMs  int64  `json:"write_ms"`
+	HashMs   int64  `json:"hash_ms"`
+}
+
+// BenchmarkSplitExport exports one big record stream into one file with
+// one record-exporter process and with two (the real binaries, each
+// taking one task at a time, as a one-CPU pod would), the archiver
+// process joining the pieces, NATS and MinIO as their own processes:
+//
+//   - 1 exporter, 1 part: today's unsplit export, the reference;
+//   - 1 exporter, 2 parts: the ranges one after the other, which adds the
+//     join and nothing else;
+//   - 2 exporters, 2 parts and 2 exporters, 4 parts: the ranges at once.
+//
+// Every case must produce the same file (size, records and SHA-256). It
+// prints the time from the tasks' publication to ExportCompleted, the
+// exporters' share of it and the join's (compose or stream, then the
+// read that hashes a composed file), the speedup over the reference and
+// the CPU each process used, which shows what the 2 cores were spent on.
+func BenchmarkSplitExport(b *testing.B) {
+	if os.Getenv(envSplitBench) == "" {
+		b.Skipf("set %s=1 (make bench-split-records) to run the split export harness", envSplitBench)
+	}
+	n := 10_000_000
+	if s := os.Getenv(envRecords); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n <= 0 {
+			b.Fatalf("%s=%q: want a positive number", envRecords, s)
+		}
+	}
+	formats := []string{"csv"}
+	if s := os.Getenv(envFormats); s != "" {
+		formats = strings.Split(s, ",")
+	}
+	root, ok := findRoot()
+	if !ok {
+		b.Fatal("repository root not found")
+	}
+	bins := buildServices(b, root, "record-exporter", "archiver")
+	nc, natsPid := startNATSProcess(b)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ms := blobtest.Start(b, sharedconfig.DefaultExportBucket)
+	env := []string{
+		"DATAPORT_ENV=development",
+		"DATAPORT_NATS_URL=" + nc.ConnectedUrl(),
+		"DATAPORT_S3_ENDPOINT=" + ms.Config.Endpoint,
+		"DATAPORT_S3_ACCESS_KEY=" + ms.Config.AccessKey,
+		"DATAPORT_S3_SECRET_KEY=" + ms.Config.SecretKey,
+		"DATAPORT_TASK_SECRET=" + splitBenchTaskSecret,
+		"DATAPORT_EXPORTER_CONCURRENCY=1",
+		"DATAPORT_LOG_LEVEL=info",
+		// Room for 10,000,000 rows and their bytes.
+		"DATAPORT_RECORD_MAX_BYTES=" + strconv.Itoa(1<<44),
+	}
+	joins := make(chan joinLog, 16)
+	archiver := startService(b, filepath.Join(bins, "archiver"), "archiver", env, func(line []byte) {
+		var l struct {
+			Msg string `json:"msg"`
+			joinLog
+		}
+		if json.Unmarshal(line, &l) == nil && l.Msg == "pieces joined" {
+			joins <- l.joinLog
+		}
+	})
+	exporters := []*service{startService(b, filepath.Join(bins, "record-exporter"), "record-exporter-1", env, nil)}
+
+	subject, err := bus.RecordSubject("transactions", benchOrg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	user := &sourcev1.User{Id: "bench-operator", Username: "bench", Roles: []string{"admin", "compliance-officer"}}
+	bustest.Put(b, js, bus.BucketUsers, user.GetId(), user)
+	bustest.Put(b, js, bus.BucketOrgMembers, user.GetId()+"."+benchOrg, &sourcev1.OrganizationMembership{UserId: user.GetId(), OrganizationId: benchOrg})
+	start := time.Now()
+	publishRecords(b, js, subject, n)
+	b.Logf("published %d records in %v", n, time.Since(start).Round(time.Millisecond))
+	stream, err := js.Stream(b.Context(), bus.StreamRecords)
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, err := stream.GetMsg(b.Context(), 1, jetstream.WithGetMsgSubject(subject))
+	if err != nil {
+		b.Fatal(err)
+	}
+	last, err := stream.GetLastMsgForSubject(b.Context(), subject)
+	if err != nil {
+		b.Fatal(err)
+	}
+	minioPid := pidOf(b, "minio", ms.Config.Endpoint)
+	procs := func() map[string]int {
+		m := map[string]int{"nats-server": natsPid, "minio": minioPid, "archiver": archiver.cmd.Process.Pid, "bench": os.Getpid()}
+		for _, x := range exporters {
+			m[x.name] = x.cmd.Process.Pid
+		}
+		return m
+	}
+
+	cases := []splitCase{{"1 exporter, unsplit", 1, 1}, {"1 exporter, 2 ranges", 1, 2}, {"2 exporters, 2 ranges", 2, 2}, {"2 exporters, 4 ranges", 2, 4}}
+	var results []splitResult
+	pub := bus.NewPublisher(js, nil)
+	signer, err := bus.NewTaskSigner([]byte(splitBenchTaskSecret))
+	if err != nil {
+		b.Fatal(err)
+	}
+	seq := 0
+	for _, format := range formats {
+		f, ok := exportv1.Format_value["FORMAT_"+strings.ToUpper(strings.ReplaceAll(format, "-", "_"))]
+		if !ok {
+			b.Fatalf("format %q", format)
+		}
+		for _, c := range cases {
+			for len(exporters) < c.exporters {
+				exporters = append(exporters, startService(b, filepath.Join(bins, "record-exporter"),
+					fmt.Sprintf("record-exporter-%d", len(exporters)+1), env, nil))
+			}
+			seq++
+			id := fmt.Sprintf("split-%s-%d", format, seq)
+			bustest.Put(b, js, bus.BucketJobs, id, &exportv1.Job{Id: id, Name: "bench", State: exportv1.JobState_JOB_STATE_PROCESSING, Kind: exportv1.JobKind_JOB_KIND_RECORDS})
+			before := cpuTimes(b, procs())
+			t0 := time.Now()
+			span := last.Sequence - first.Sequence + 1
+			for i := range c.parts {
+				task := &exportv1.ExportTask{JobId: id, Kind: exportv1.JobKind_JOB_KIND_RECORDS, PartKind: exportv1.PartKind_PART_KIND_RECORDS,
+					Format: exportv1.Format(f), OwnerId: user.GetId(), Part: uint32(i), PartsTotal: uint32(c.parts),
+					Records: &exportv1.RecordsScope{Resource: "transactions"}, Scope: access.ScopeFor(user, benchOrg)}
+				if c.parts > 1 {
+					// As plan.Split plans them.
+					task.RecordRange = &exportv1.RecordRange{FirstSeq: first.Sequence + span*uint64(i)/uint64(c.parts),
+						LastSeq: first.Sequence + span*uint64(i+1)/uint64(c.parts) - 1}
+				}
+				taskSubject, err := bus.TaskSubject(bus.TaskRecords)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := pub.PublishTask(b.Context(), signer, taskSubject, id+".task."+strconv.Itoa(i), task); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var done exportv1.ExportCompleted
+			deadline := time.Now().Add(time.Hour)
+			for !taskruntest.LastEvent(b, js, bus.EventCompleted, id, &done) {
+				var failed exportv1.ExportFailed
+				if taskruntest.LastEvent(b, js, bus.EventFailed, id, &failed) {
+					b.Fatalf("%s: failed: %s", c.name, failed.GetReason())
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("%s: not completed within an hour", c.name)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			total := time.Since(t0)
+			var lastPart exportv1.PartUploaded
+			if !taskruntest.LastEvent(b, js, bus.EventPart, id, &lastPart) {
+				b.Fatal("no part event")
+			}
+			r := splitResult{splitCase: c, format: format, total: total, exporter: lastPart.GetOccurredAt().AsTime().Sub(t0),
+				cpu: since(before, cpuTimes(b, procs())), load: loadAverage()}
+			if c.parts > 1 {
+				select {
+				case r.join = <-joins:
+				case <-time.After(10 * time.Second):
+					b.Fatal("no join logged")
+				}
+			}
+			if len(done.GetFiles()) != 1 {
+				b.Fatalf("%s: %d files", c.name, len(done.GetFiles()))
+			}
+			file := done.GetFiles()[0]
+			r.size, r.records, r.sha256 = file.GetSize(), file.GetRecords(), file.GetSha256()
+			if r.records != uint64(n) {
+				b.Fatalf("%s: %d records, want %d", c.name, r.records, n)
+			}
+			if len(results) > 0 && results[len(results)-1].format == format && results[len(results)-1].sha256 != r.sha256 {
+				b.Fatalf("%s: the file differs from the unsplit export's (sha256 %s, not %s)", c.name, r.sha256, results[len(results)-1].sha256)
+			}
+			results = append(results, r)
+			b.Logf("%s %s: %v (exporters %v, join %+v)", format, c.name, total.Round(time.Millisecond), r.exporter.Round(time.Millisecond), r.join)
+			// Free the disk for the next case.
+			for _, key := range blobtest.Keys(b, ms.Store, sharedconfig.DefaultExportBucket, objects.JobPrefix(id)) {
+				if err := ms.Store.Delete(b.Context(), sharedconfig.DefaultExportBucket, key); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	fmt.Printf("\nsplit record export of %d records into one file, %d CPUs, exporters take one task at a time\n", n, runtime.NumCPU())
+	fmt.Printf("%-6s %-22s %9s %11s %7s %10s %8s %-8s %9s %8s %5s  %s\n", "format", "case", "total s", "rows/s", "speedup",
+		"exporter s", "join s", "method", "write s", "hash s", "load", "CPU s by process")
+	var ref time.Duration
+	for _, r := range results {
+		if r.parts == 1 {
+			ref = r.total
+		}
+		fmt.Printf("%-6s %-22s %9.2f %11.0f %7.2f %10.2f %8.2f %-8s %9.2f %8.2f %5s  %s\n", r.format, r.name, r.total.Seconds(),
+			float64(r.records)/r.total.Seconds(), ref.Seconds()/r.total.Seconds(), r.exporter.Seconds(), float64(r.join.JoinMs)/1000,
+			r.join.Method, float64(r.join.WriteMs)/1000, float64(r.join.HashMs)/1000, r.load, cpuLine(r.cpu))
+	}
+	if len(results) > 0 {
+		fmt.Printf("file: %.1f MiB; peak RSS: %s\n", mib(results[0].size), rssLine(b, exporters, archiver))
+	}
+}
+
+// buildServices builds the named services' binaries into a temporary
+// directory.
+func buildServices(b *testing.B, root string, names ...string) string {
+	b.Helper()
+	dir := b.TempDir()
+	for _, name := range names {
+		// In the module's directory, so GOWORK=off builds it too.
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), ".")
+		cmd.Dir = filepath.Join(root, "services", name)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("build %s: %v\n%s", name, err, out)
+		}
+	}
+	return dir
+}
+
+// service is a running service process.
+type service struct {
+	name string
+	cmd  *exec.Cmd
+}
+
+// startService runs bin with env and a free health address, waits for
+// its readiness and hands every line it logs to onLine (nil: dropped).
+func startService(b *testing.B, bin, name string, env []string, onLine func([]byte)) *service {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(bin)
+	cmd.Env = append(append(os.Environ(), env...), "DATAPORT_HEALTH_ADDR="+addr)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start %s: %v", name, err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if onLine != nil {
+				onLine(sc.Bytes())
+			}
+		}
+	}()
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		wg.Wait()
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return &service{name: name, cmd: cmd}
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s not ready: %v\n%s", name, err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startNATSProcess is startNATS with the server's process id.
+func startNATSProcess(b *testing.B) (*nats.Conn, int) {
+	b.Helper()
+	nc := startNATS(b)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(nc.ConnectedUrl(), "nats://"))
+	return nc, pidOf(b, "nats-server", "-p "+port)
+}
+
+// pidOf finds the process whose command line names bin and holds arg.
+func pidOf(b *testing.B, bin, arg string) int {
+	b.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		cmdline := strings.ReplaceAll(string(raw), "\x00", " ")
+		if strings.Contains(cmdline, bin) && strings.Contains(cmdline, arg) {
+			return pid
+		}
+	}
+	b.Fatalf("no %s process with %q", bin, arg)
+	return 0
+}
+
+// cpuTimes reads each process's user+system CPU time.
+func cpuTimes(b *testing.B, pids map[string]int) map[string]time.Duration {
+	b.Helper()
+	out := make(map[string]time.Duration, len(pids))
+	for name, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command name, which may hold spaces.
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		// Linux reports clock ticks of 1/100 s (USER_HZ).
+		out[name] = time.Duration(utime+stime) * 10 * time.Millisecond
+	}
+	return out
+}
+
+// loadAverage is /proc/loadavg's 1-minute figure.
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(raw))[0]
+}
+
+func since(before, after map[string]time.Duration) map[string]time.Duration {
+	out := make(map[string]time.Duration, len(after))
+	for k, v := range after {
+		out[k] = v - before[k]
+	}
+	return out
+}
+
+func cpuLine(cpu map[string]time.Duration) string {
+	var parts []string
+	for _, name := range []string{"record-exporter-1", "record-exporter-2", "nats-server", "minio", "archiver", "bench"} {
+		if d, ok := cpu[name]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.1f", strings.TrimPrefix(name, "record-"), d.Seconds()))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func rssLine(b *testing.B, exporters []*service, archiver *service) string {
+	var parts []string
+	for _, s := range append(append([]*service{}, exporters...), archiver) {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if kb, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				v, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")))
+				parts = append(parts, fmt.Sprintf("%s %.0f MiB", s.name, float64(v)/1024))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
+}
