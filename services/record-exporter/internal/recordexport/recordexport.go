@@ -431,15 +431,22 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 			return nil, err
 		}
 	}
-	if cp == nil {
-		// A range replays its own range only, from its first sequence.
+	switch {
+	case task.GetRecordRange() != nil:
+		// A range replays its own range only. Its one piece is not
+		// cleared first: a redelivered range (a task that waited in a
+		// consumer's buffer past its ack wait runs twice) writes the
+		// same bytes under the same key, and the upload replaces the
+		// object only once complete, so the piece an earlier attempt
+		// announced stays readable while the archiver may be joining it.
 		from = rangeStart(task)
+	case cp == nil:
 		// A fresh start: what an earlier attempt left under the part's
 		// prefix goes, so the part holds exactly the files announced.
 		if err := t.ClearPart(ctx); err != nil {
 			return nil, err
 		}
-	} else {
+	default:
 		from = &resumeAt{seq: cp.Seq, lastSeq: cp.LastSeq, total: cp.Total}
 		s.meta.Generated = cp.Generated
 		s.resume(cp.files(s.contentType()), cp.Rows)

@@ -110,12 +110,17 @@ func TestSplitExportIsTheUnsplitFile(t *testing.T) {
 	// records were read, as a killed exporter would.
 	var crashAfter atomic.Int64
 	var crash atomic.Pointer[context.CancelFunc]
+	// during, when set, runs at every record read.
+	var during atomic.Pointer[func()]
 	x := e.exporter(t, func(o *config) {
 		recordexport.SetTestHooks(&o.Options, func(uint64) {
 			if crashAfter.Add(-1) == 0 {
 				if c := crash.Load(); c != nil {
 					(*c)()
 				}
+			}
+			if f := during.Load(); f != nil {
+				(*f)()
 			}
 		}, nil)
 	})
@@ -184,8 +189,20 @@ func TestSplitExportIsTheUnsplitFile(t *testing.T) {
 		parts := e.parts(t, tasks[0].GetJobId(), 3)
 		first := e.download(t, parts[1].GetFile())
 		assert.True(t, bytes.Equal(want, e.join(t, parts)), "joined after the retry")
-		// Redelivered once more after it was announced: the same piece.
+		// Redelivered once more after it was announced (a task that waited
+		// in a consumer's buffer past its ack wait): the announced piece
+		// stays readable while the range runs again, since the archiver
+		// may be joining it, and is replaced by the same bytes.
+		var missing atomic.Int32
+		check := func() {
+			if _, err := e.store.Stat(t.Context(), bucket, parts[1].GetFile().GetObjectKey()); err != nil {
+				missing.Add(1)
+			}
+		}
+		during.Store(&check)
 		require.NoError(t, x.Export(t.Context(), tasks[1]))
+		during.Store(nil)
+		assert.Zero(t, missing.Load(), "the piece was gone while its range ran again")
 		again := e.parts(t, tasks[0].GetJobId(), 3)
 		assert.True(t, bytes.Equal(first, e.download(t, again[1].GetFile())))
 		assert.Equal(t, parts[1].GetFile().GetSha256(), again[1].GetFile().GetSha256())
