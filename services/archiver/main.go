@@ -105,7 +105,10 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 			// Verifying streams whole objects; a few at once keeps one big
 			// job from holding up every other.
 			Concurrency: 4,
-			Heartbeat:   d.Base.Topology.EventAckWait / 3,
+			// A big zip takes longer than the events' ack wait; an event
+			// pulled ahead of a free slot would be delivered again.
+			FetchWhenFree: true,
+			Heartbeat:     d.Base.Topology.EventAckWait / 3,
 			Tracer:      tel.TracerProvider.Tracer("dataport.dev/services/archiver"),
 			Propagator:  tel.Propagator(),
 		}}},

@@ -365,3 +365,42 @@ func TestReasonDropsThePermanentMarker(t *testing.T) {
 	// Error text names internals; only worded errors reach people.
 	assert.Equal(t, bus.DefaultReason, bus.Reason(errors.New("timeout")))
 }
+
+// TestFetchWhenFreePullsNothingAhead: with every slot busy for longer
+// than the ack wait, messages behind the running one must not be pulled
+// ahead (they would get no in-progress acks and be delivered again).
+func TestFetchWhenFreePullsNothingAhead(t *testing.T) {
+	for _, whenFree := range []bool{false, true} {
+		t.Run(map[bool]string{false: "buffered", true: "when free"}[whenFree], func(t *testing.T) {
+			srv := bustest.StartBare(t)
+			c := newStream(t, srv.JS, "T9", time.Second, 5)
+			var runs, redelivered atomic.Int32
+			h := func(ctx context.Context, msg jetstream.Msg) error {
+				runs.Add(1)
+				if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 {
+					redelivered.Add(1)
+				}
+				select {
+				case <-time.After(1500 * time.Millisecond): // longer than the ack wait
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			runConsume(t, c, h, bus.ConsumeOptions{Concurrency: 1, Heartbeat: 200 * time.Millisecond, FetchWhenFree: whenFree})
+			publishN(t, srv.JS, "T9.task", 3)
+			require.Eventually(t, func() bool {
+				np, ap := pending(t, c)
+				return np == 0 && ap == 0 && runs.Load() >= 3
+			}, 30*time.Second, 50*time.Millisecond)
+			if whenFree {
+				assert.EqualValues(t, 3, runs.Load(), "each message runs once")
+				assert.Zero(t, redelivered.Load(), "no message waited past its ack wait")
+			} else {
+				// The buffered loop is kept for quick handlers; this shows
+				// what FetchWhenFree is for.
+				assert.Positive(t, redelivered.Load(), "a message pulled ahead outlives its ack wait")
+			}
+		})
+	}
+}

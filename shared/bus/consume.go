@@ -173,6 +173,14 @@ type ConsumeOptions struct {
 	// redeliveries) and observes the consumer's backlog; nil records
 	// nothing.
 	Meter metric.Meter
+	// FetchWhenFree pulls a message only once a slot is free, instead of
+	// keeping up to Concurrency messages buffered ahead. Set it for
+	// handlers that run for minutes (export tasks): a message buffered
+	// ahead gets no in-progress acks, so it outlives its AckWait while
+	// the slots are busy and is delivered again, to be run twice. Quick
+	// handlers are better served by the buffer, which saves a round trip
+	// per message.
+	FetchWhenFree bool
 }
 
 func (o *ConsumeOptions) defaults() {
@@ -228,6 +236,9 @@ func Consume(ctx context.Context, c jetstream.Consumer, h Handler, o ConsumeOpti
 	}
 	defer func() { _ = backlog.Unregister() }()
 	name := c.CachedInfo().Name
+	if o.FetchWhenFree {
+		return consumeWhenFree(ctx, c, name, h, &o, metrics)
+	}
 	// A missed heartbeat (a consumer leader change, a server restart)
 	// means the pull request is gone, not that consuming failed: the
 	// iterator then issues a new one by itself. Reported, it ended the
@@ -278,6 +289,73 @@ func Consume(ctx context.Context, c jetstream.Consumer, h Handler, o ConsumeOpti
 	<-watchDone
 	it.Stop()
 
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(o.Grace):
+		cancelHandlers()
+		<-done
+	}
+	return loopErr
+}
+
+// consumeWhenFree is Consume's loop for FetchWhenFree: take a slot, then
+// pull one message for it, so nothing waits unacknowledged for a slot.
+func consumeWhenFree(ctx context.Context, c jetstream.Consumer, name string, h Handler, o *ConsumeOptions, metrics *consumeMetrics) error {
+	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+	slots := make(chan struct{}, o.Concurrency)
+	var wg sync.WaitGroup
+	var loopErr error
+	backoff := time.Duration(0)
+loop:
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			break loop
+		}
+		// The pull request lives at most the client's default 30 s and
+		// ends with ctx, so shutdown does not wait for it.
+		msg, err := c.Next(jetstream.FetchContext(ctx))
+		if err != nil {
+			<-slots
+			switch {
+			case ctx.Err() != nil:
+				break loop
+			case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoHeartbeat):
+				// Nothing to do for a while, or the pull request was lost
+				// to a leader change: ask again.
+				backoff = 0
+				continue
+			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+				loopErr = fmt.Errorf("next message: %w", err)
+				break loop
+			}
+			// An outage: the client reconnects by itself; ask again with
+			// a growing pause instead of spinning.
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			o.Logger.WarnContext(ctx, "pull failed; asking again", "consumer", name, "error", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				break loop
+			}
+			continue
+		}
+		backoff = 0
+		if ctx.Err() != nil {
+			_ = msg.Nak()
+			<-slots
+			break loop
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			handle(handlerCtx, name, msg, h, o, metrics)
+		}()
+	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {

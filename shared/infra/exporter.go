@@ -85,6 +85,9 @@ func RunExporter(ctx context.Context, getenv func(string) string, stdout io.Writ
 				HTTP: HTTP{Addr: c.HealthAddr},
 				Consumers: []Consumer{{Consumer: cons, Handler: exp.Handle, Options: bus.ConsumeOptions{
 					Concurrency: c.Concurrency,
+					// A task runs for minutes; one pulled ahead of a free
+					// slot would outlive its ack wait and run twice.
+					FetchWhenFree: true,
 					// In-progress acks well inside AckWait/2, as JetStream advises.
 					Heartbeat: topo.TaskAckWait / 3,
 					// The probe server stops at once; leave the rest of
