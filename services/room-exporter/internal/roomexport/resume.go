@@ -198,19 +198,23 @@ func (w *partWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// upload streams the document into a multipart upload of key, one part
-// per Options.PartSize bytes (cut at message boundaries), saving a
-// checkpoint after each part; with cp it continues cp's upload instead.
+// upload streams the document src yields into a multipart upload of key,
+// one part per Options.PartSize bytes (cut at message boundaries), saving
+// a checkpoint after each part unless provisional (a speculative render,
+// whose bytes are not final until its verdict); with cp it continues cp's
+// upload instead. An errSpeculationFailed from src aborts the upload.
 // A permanent failure aborts the upload; a transient failure (a
 // cancellation too, whose cleanup is the runner's: roomPart.Discard)
 // keeps it and the checkpoint for the redelivered task.
 func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
-	meta Meta, room *sourcev1.Room, h *history, key string, cp *checkpoint,
+	meta Meta, room *sourcev1.Room, h *history, key string, cp *checkpoint, src versions, provisional bool,
 ) (res uploadResult, err error) {
 	task, log := t.Task, t.Log
 	w := &partWriter{buf: make([]byte, 0, e.opts.PartSize+64<<10), sum: sha256.New()}
 	r := format.New(w, meta)
 	state, canSave := r.(resumable)
+	canSave = canSave && !provisional
+	ender, _ := r.(memberEnder)
 	pos := newPosition()
 	var (
 		up    blob.MultipartUpload
@@ -305,6 +309,13 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 		if len(w.buf) < e.opts.PartSize {
 			return nil
 		}
+		if ender != nil {
+			// The part ends with the compressed stream's member, so the
+			// state at the cut is one a checkpoint can hold.
+			if err := ender.endMember(); err != nil {
+				return err
+			}
+		}
 		var next *checkpoint
 		if canSave {
 			// Taken now, while the state is the cut's; saved by settle.
@@ -315,7 +326,7 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 		}
 		return send(next)
 	}
-	if err := e.renderMessages(ctx, t, r, h, &w.count, &res, nil, pos, after); err != nil {
+	if err := e.renderMessages(ctx, t, r, src, h.count, &w.count, &res, nil, pos, after); err != nil {
 		return uploadResult{}, err
 	}
 	if err := r.End(); err != nil {

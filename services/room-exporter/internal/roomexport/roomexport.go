@@ -219,20 +219,28 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	} else if h, err = e.lookupTaskHistory(ctx, task); err != nil {
 		return nil, err
 	}
-	spoolStart := time.Now()
-	if h.spool, err = e.spoolHistory(ctx, h, start); err != nil {
-		return nil, err
-	}
 	defer h.close()
-	t.Log.DebugContext(ctx, "history spooled", "from_seq", start, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
-		"planned", h.spool.planned, "duration", time.Since(spoolStart).String())
 	if f := task.GetRoom().GetFrom(); f != nil {
 		meta.From = f.AsTime()
 	}
 	if to := task.GetRoom().GetTo(); to != nil {
 		meta.To = to.AsTime()
 	}
-	res, err := e.upload(ctx, t, format, meta, room, h, key, cp)
+	var res uploadResult
+	if cp == nil {
+		// A fresh part renders while it reads (speculate.go).
+		res, err = e.speculate(ctx, t, format, meta, room, h, key)
+	} else {
+		// A resumed part continues a planned render, whose checkpoint
+		// holds the ids it placed.
+		spoolStart := time.Now()
+		if h.spool, err = e.spoolHistory(ctx, h, start, nil); err != nil {
+			return nil, err
+		}
+		t.Log.DebugContext(ctx, "history spooled", "from_seq", start, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
+			"planned", h.spool.planned, "duration", time.Since(spoolStart).String())
+		res, err = e.upload(ctx, t, format, meta, room, h, key, cp, h.spool.each, false)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +267,7 @@ func (e *Exporter) prepareRoom(ctx context.Context, task *exportv1.ExportTask) (
 	if err != nil {
 		return nil, nil, err
 	}
-	if h.spool, err = e.spoolHistory(ctx, h, 0); err != nil {
+	if h.spool, err = e.spoolHistory(ctx, h, 0, nil); err != nil {
 		return nil, nil, err
 	}
 	return room, h, nil
@@ -411,7 +419,7 @@ func (e *Exporter) render(ctx context.Context, t *taskrun.Task, r Renderer,
 	if err := r.Begin(room); err != nil {
 		return err
 	}
-	if err := e.renderMessages(ctx, t, r, h, counter, res, sel, newPosition(), nil); err != nil {
+	if err := e.renderMessages(ctx, t, r, h.spool.each, h.count, counter, res, sel, newPosition(), nil); err != nil {
 		return err
 	}
 	return r.End()
@@ -480,11 +488,16 @@ func (h *openIDs) Pop() any {
 	return v
 }
 
-// renderMessages renders the spooled history (which starts after pos.seq)
-// and feeds the messages in range to r, advancing pos. after, when not nil, runs after
-// each message the replay goes on from; an error from it ends the pass.
-func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Renderer,
-	h *history, counter *countingWriter, res *uploadResult, sel selector, pos *position, after func(*position) error,
+// versions is how a render gets a history's versions, in stream order:
+// spool.each (planned) or feed.each (speculative).
+type versions func(f func(seq uint64, data []byte, latest uint64) (bool, error)) error
+
+// renderMessages renders the history src yields (which starts after
+// pos.seq; total is its size, for progress) and feeds the messages in
+// range to r, advancing pos. after, when not nil, runs after each message
+// the replay goes on from; an error from it ends the pass.
+func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Renderer, src versions, total uint64,
+	counter *countingWriter, res *uploadResult, sel selector, pos *position, after func(*position) error,
 ) error {
 	task, log := t.Task, t.Log
 	var from, to time.Time
@@ -503,7 +516,7 @@ func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Render
 	message := func(seq uint64, data []byte, latest uint64) (bool, error) {
 		// Checks come before the message, so they report work done (see
 		// taskrun.Task.Tick).
-		if err := t.Tick(ctx, percent(pos.scanned, h.count), res.records, counter.n.Load()); err != nil {
+		if err := t.Tick(ctx, percent(pos.scanned, total), res.records, counter.n.Load()); err != nil {
 			return false, err
 		}
 		if res.records-counted >= countBatch {
@@ -540,7 +553,7 @@ func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Render
 		}
 		return sel == nil || !sel.done(), nil
 	}
-	err := h.spool.each(func(seq uint64, data []byte, latest uint64) (bool, error) {
+	err := src(func(seq uint64, data []byte, latest uint64) (bool, error) {
 		more, err := message(seq, data, latest)
 		if err != nil {
 			return false, err
