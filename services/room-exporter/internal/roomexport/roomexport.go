@@ -72,6 +72,12 @@ type Options struct {
 	// checkpoint and may fail the attempt as a crash would.
 	onReplay        func(seq uint64)
 	afterCheckpoint func(part int) error
+	// noSpeculation makes every part render from the spool after the
+	// read, as a part whose history holds republished ids does;
+	// recentIDs, when not zero, replaces the size of the table that
+	// confirms a republished id during the read (spool.go).
+	noSpeculation bool
+	recentIDs     int
 }
 
 // Exporter produces the room exporter's parts: it is the taskrun.Kind of
@@ -227,7 +233,7 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 		meta.To = to.AsTime()
 	}
 	var res uploadResult
-	if cp == nil {
+	if cp == nil && !e.opts.noSpeculation {
 		// A fresh part renders while it reads (speculate.go).
 		res, err = e.speculate(ctx, t, format, meta, room, h, key)
 	} else {
@@ -323,6 +329,11 @@ func (e *Exporter) validateTask(task *exportv1.ExportTask, kind exportv1.PartKin
 	case exportv1.PartKind_PART_KIND_ROOM:
 		if _, ok := e.formats[task.GetFormat()]; !ok {
 			return taskrun.Reject("format %s not supported yet", taskrun.EnumWord(task.GetFormat().String(), "FORMAT_"))
+		}
+		// A user's data download has its own JSON and HTML room files
+		// (personal.go); the other room formats are room exports'.
+		if f := task.GetFormat(); task.GetKind() == exportv1.JobKind_JOB_KIND_USER_DATA && f != exportv1.Format_FORMAT_JSON && f != exportv1.Format_FORMAT_HTML {
+			return taskrun.Reject("format %s not supported for a user's data", taskrun.EnumWord(f.String(), "FORMAT_"))
 		}
 	case exportv1.PartKind_PART_KIND_USER_PROFILE:
 		if f := task.GetFormat(); f != exportv1.Format_FORMAT_JSON && f != exportv1.Format_FORMAT_HTML {

@@ -2,6 +2,7 @@ package roomexport
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -116,7 +117,7 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 		recent  []idHash
 	)
 	if fd != nil {
-		recent = make([]idHash, recentIDs)
+		recent = make([]idHash, cmp.Or(e.opts.recentIDs, recentIDs))
 	}
 	sp.sorters = append(sp.sorters, skips)
 	err = e.replayFrom(ctx, h, start, func(seq uint64, data []byte) (bool, error) {
@@ -152,12 +153,12 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 		if seen.testAndAdd(hid) {
 			again.testAndAdd(hid)
 			repeats = true
-			if recent != nil && recent[hid.a%recentIDs] == hid {
+			if recent != nil && recent[hid.a%uint64(len(recent))] == hid {
 				fd.abandon()
 			}
 		}
 		if recent != nil {
-			recent[hid.a%recentIDs] = hid
+			recent[hid.a%uint64(len(recent))] = hid
 		}
 		binary.LittleEndian.PutUint64(rec[0:], hid.a)
 		binary.LittleEndian.PutUint64(rec[8:], hid.b)
