@@ -103,7 +103,7 @@ func TestSpeculativeRenderIsThePlannedRender(t *testing.T) {
 	if testing.Short() {
 		t.Skip("publishes 30k messages twice")
 	}
-	const n = 30_000
+	n := raceMessages(30_000)
 	rig := newSpeculationRig(t, 0, func(h *harness) {
 		h.putRoom(t, &sourcev1.Room{Id: "SPEC", Name: "spec", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
 		msgs := append(hostileMessages("SPEC"), bigMessages("SPEC", n)...)
@@ -123,7 +123,7 @@ func TestAbandonedSpeculationLeavesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("publishes 30k messages four times")
 	}
-	const n = 30_000
+	n := raceMessages(30_000)
 	publish := func(h *harness) {
 		h.putRoom(t, &sourcev1.Room{Id: "EDITS", Name: "edits", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
 		msgs := bigMessages("EDITS", n)
@@ -147,6 +147,16 @@ func TestAbandonedSpeculationLeavesNothing(t *testing.T) {
 			rig.compare(t, "edits", func(id string) *exportv1.ExportTask { return roomTask(id, "EDITS", nil, nil) }, false)
 		})
 	}
+}
+
+// raceMessages is n, or a tenth of it under the race detector, which
+// slows the encoders tenfold: the goroutines of the speculative render are
+// the same whatever the room's size, only the part count differs (one).
+func raceMessages(n int) int {
+	if raceEnabled {
+		return n / 10
+	}
+	return n
 }
 
 // bigMessages are n messages of some 400 bytes of text that compresses
