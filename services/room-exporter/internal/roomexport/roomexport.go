@@ -233,9 +233,10 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 		meta.To = to.AsTime()
 	}
 	var res uploadResult
-	if cp == nil && !e.opts.noSpeculation {
-		// A fresh part renders while it reads (speculate.go).
-		res, err = e.speculate(ctx, t, format, meta, room, h, key)
+	if cp == nil && !e.opts.noSpeculation || cp.speculative() {
+		// A fresh part renders while it reads (speculate.go), and so
+		// does one that continues a speculative render.
+		res, err = e.speculate(ctx, t, format, meta, room, h, key, cp)
 	} else {
 		// A resumed part continues a planned render, whose checkpoint
 		// holds the ids it placed.

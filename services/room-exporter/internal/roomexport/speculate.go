@@ -30,10 +30,15 @@ import (
 // speculative render feeds the renderer exactly the versions the planned
 // render would, in the same order, with the same time printed.
 //
-// A speculative render saves no checkpoints: its bytes are final only
-// when the read has ended. An attempt that dies during it starts over,
-// which costs what a death during the read itself cost before (the
-// render was waiting for it); the planned render checkpoints as before.
+// A speculative render checkpoints its parts like the planned one, with
+// a version of its own (speculativeCheckpointVersion): its bytes are
+// final only if the whole history holds no republished id, so an attempt
+// that resumes it reads the history again from its start (onto the
+// spool, for the verdict and a possible fallback) but renders only what
+// comes after the checkpoint, into the same upload. If that read finds a
+// republished id, the checkpointed upload is aborted and the part is
+// rendered from the spool as planned, printing the first attempt's time:
+// the same bytes as a clean run either way.
 
 // errSpeculationFailed ends a speculative render whose history holds a
 // republished id; the part is then rendered from the spool.
@@ -62,6 +67,9 @@ type feed struct {
 	verdict error
 	batch   []version
 	ended   bool
+	// through is the stream sequence a resumed render's checkpoint
+	// covers: versions up to it are in the uploaded parts already.
+	through uint64
 }
 
 func newFeed(ctx context.Context) *feed {
@@ -120,6 +128,9 @@ func (f *feed) each(fn func(seq uint64, data []byte, latest uint64) (bool, error
 			if !taking {
 				break
 			}
+			if v.seq <= f.through {
+				continue
+			}
 			more, err := fn(v.seq, v.data, 0)
 			if err != nil {
 				return err
@@ -131,15 +142,19 @@ func (f *feed) each(fn func(seq uint64, data []byte, latest uint64) (bool, error
 }
 
 // speculate reads h's history onto local disk while rendering it into an
-// upload of key, and falls back to the planned render from the spool when
-// the history holds a republished id (see above). h.spool is set when it
+// upload of key (continuing cp's, a speculative checkpoint, when not
+// nil), and falls back to the planned render from the spool when the
+// history holds a republished id (see above). h.spool is set when it
 // returns, for the caller to close.
 func (e *Exporter) speculate(ctx context.Context, t *taskrun.Task, format Format, meta Meta,
-	room *sourcev1.Room, h *history, key string,
+	room *sourcev1.Room, h *history, key string, cp *checkpoint,
 ) (uploadResult, error) {
 	readCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	fd := newFeed(readCtx)
+	if cp != nil {
+		fd.through = cp.Seq
+	}
 	spooled := make(chan error, 1)
 	began := time.Now()
 	go func() {
@@ -152,7 +167,7 @@ func (e *Exporter) speculate(ctx context.Context, t *taskrun.Task, format Format
 		fd.end(verdict)
 		spooled <- err
 	}()
-	res, err := e.upload(ctx, t, format, meta, room, h, key, nil, fd.each, true)
+	res, err := e.upload(ctx, t, format, meta, room, h, key, cp, fd.each, true)
 	if err != nil && !errors.Is(err, errSpeculationFailed) {
 		cancel(err)
 	}
@@ -169,4 +184,9 @@ func (e *Exporter) speculate(ctx context.Context, t *taskrun.Task, format Format
 		return e.upload(ctx, t, format, meta, room, h, key, nil, h.spool.each, false)
 	}
 	return res, err
+}
+
+// speculative reports whether cp was saved by a speculative render.
+func (cp *checkpoint) speculative() bool {
+	return cp != nil && cp.Version == speculativeCheckpointVersion
 }

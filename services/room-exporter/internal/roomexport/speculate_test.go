@@ -3,12 +3,15 @@ package roomexport_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
@@ -177,4 +180,81 @@ func bigMessages(roomID string, n int) []*sourcev1.ChatMessage {
 		msgs[i] = m
 	}
 	return msgs
+}
+
+// TestSpeculativeRenderResumes kills a speculative render after the
+// checkpoint of its first part and lets the task be redelivered. With no
+// republished id the resumed attempt continues the same upload and makes
+// the clean run's bytes; with an id republished at the very end (found
+// only when the read ends: the table of recent ids holds one) it aborts
+// the checkpointed upload and renders the part as planned, again the
+// clean run's bytes. Either way nothing else is left in MinIO and the
+// checkpoint is gone.
+func TestSpeculativeRenderResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 30k messages twice")
+	}
+	const n = 30_000
+	for _, tc := range []struct {
+		name      string
+		republish bool
+	}{{"no republished id", false}, {"an id republished at the end", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				crashArmed atomic.Bool
+				crashed    atomic.Bool
+				logs       logtest.Buffer
+			)
+			h := start(t, func(o *config) {
+				o.PartSize = blob.MinPartSize
+				o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+				roomexport.SetSpeculation(&o.Options, false, 1)
+				roomexport.SetTestHooks(&o.Options, nil, func(part int) error {
+					if part == 1 && crashArmed.CompareAndSwap(true, false) {
+						crashed.Store(true)
+						return errors.New("injected crash after the checkpoint of part 1")
+					}
+					return nil
+				})
+			})
+			h.putRoom(t, &sourcev1.Room{Id: "SPECRES", Name: "specres"})
+			msgs := bigMessages("SPECRES", n)
+			if tc.republish {
+				late := proto.CloneOf(msgs[3])
+				late.Text = "edited at last"
+				msgs = append(msgs, late)
+			}
+			h.publishMessages(t, msgs...)
+			checkpoints, err := h.js.KeyValue(t.Context(), bus.BucketCheckpoints)
+			require.NoError(t, err)
+			run := func(jobID string) *exportv1.File {
+				h.publishTask(t, jobID+".task.0", roomTask(jobID, "SPECRES", nil, nil))
+				var part exportv1.PartUploaded
+				h.event(t, bus.EventPart, jobID, &part)
+				return part.GetFile()
+			}
+			clean := run("specres-clean")
+			require.Greater(t, clean.GetSize(), uint64(blob.MinPartSize), "at least two parts")
+			crashArmed.Store(true)
+			resumed := run("specres-resumed")
+			require.True(t, crashed.Load(), "the first attempt was killed after part 1")
+
+			require.Len(t, logs.Records(t, "resuming from message", "specres-resumed"), 1)
+			spooled := logs.Records(t, "history spooled", "specres-resumed")
+			require.Len(t, spooled, 1, "the killed attempt never finished its read")
+			assert.Equal(t, float64(0), spooled[0]["from_seq"], "the resumed attempt read the whole history again")
+			assert.Equal(t, !tc.republish, spooled[0]["speculative"], "whether the resumed attempt kept the speculative document")
+			assert.Equal(t, clean.GetSha256(), resumed.GetSha256(), "the clean run's bytes")
+			assert.Equal(t, clean.GetSize(), resumed.GetSize())
+			assert.Equal(t, clean.GetRecords(), resumed.GetRecords())
+			sum := sha256.Sum256(h.download(t, resumed.GetObjectKey()))
+			assert.Equal(t, clean.GetSha256(), hex.EncodeToString(sum[:]))
+			assert.Equal(t, []string{resumed.GetObjectKey()}, h.objects(t, "specres-resumed"))
+			ups, err := h.store.ListIncompleteUploads(t.Context(), bucket, "jobs/")
+			require.NoError(t, err)
+			assert.Empty(t, ups, "no multipart upload is left")
+			_, err = checkpoints.Get(t.Context(), "specres-resumed.0")
+			assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+		})
+	}
 }
