@@ -6,8 +6,10 @@
 // cancellation, progress and part events, checkpoint storage, cleanup.
 //
 // Memory per task is flat: the history is read once onto local disk
-// (spool.go, which also plans where republished messages go), then
-// messages are encoded one at a time into a part buffer that is uploaded
+// (spool.go, which also plans where republished messages go) while it is
+// rendered speculatively (speculate.go), or, when a message was
+// republished, rendered after the read from there; messages are encoded
+// one at a time into a part buffer that is uploaded
 // as one part of a multipart upload whenever it reaches Options.PartSize,
 // while the next part fills a second buffer. The largest buffers are
 // those two parts, the spool's buffers and its Bloom filters; local disk
