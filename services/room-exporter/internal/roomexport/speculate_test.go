@@ -192,9 +192,11 @@ func bigMessages(roomID string, n int) []*sourcev1.ChatMessage {
 // checkpoint is gone.
 func TestSpeculativeRenderResumes(t *testing.T) {
 	if testing.Short() {
-		t.Skip("publishes 10k messages twice")
+		t.Skip("publishes 30k messages twice")
 	}
-	const n = 10_000 // 6 MB of JSON: two 5 MiB parts
+	// 18 MB of JSON: the first part's checkpoint lands while the first
+	// attempt still reads.
+	const n = 30_000
 	for _, tc := range []struct {
 		name      string
 		republish bool
