@@ -194,8 +194,9 @@ func TestSpeculativeRenderResumes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("publishes 30k messages twice")
 	}
-	// 18 MB of JSON: the first part's checkpoint lands while the first
-	// attempt still reads.
+	// 18 MB of JSON, four 5 MiB parts: part 1's checkpoint is saved when
+	// part 2 is cut, and the read is never more than four batches ahead
+	// of the render, so the kill comes while the first attempt reads.
 	const n = 30_000
 	for _, tc := range []struct {
 		name      string
