@@ -64,10 +64,28 @@ func Room(ctx context.Context, rooms Rooms, user *sourcev1.User, roomID string) 
 	return room, nil
 }
 
+// roomFileExts are the formats of a room's document and their file
+// extensions; the room exporter writes the same. A room's CSV is always
+// gzip-compressed (.csv.gz).
+var roomFileExts = map[exportv1.Format]string{
+	exportv1.Format_FORMAT_JSON:  ".json",
+	exportv1.Format_FORMAT_HTML:  ".html",
+	exportv1.Format_FORMAT_JSONL: ".jsonl",
+	exportv1.Format_FORMAT_CSV:   ".csv.gz",
+}
+
+// RoomFileExt is the file extension of a room document in format f, and
+// false when rooms are not exported in f. A dialect may offer fewer
+// (Rocket.Chat's rooms.export takes only its own html and json).
+func RoomFileExt(f exportv1.Format) (string, bool) {
+	ext, ok := roomFileExts[f]
+	return ext, ok
+}
+
 // RoomExport fills job (a JOB_KIND_ROOM job) with the room and range to
 // export and its parts, and returns its one task: the room's messages
 // from from to to (nil: open) as one file named after the room with ext
-// (".json", ".html").
+// (RoomFileExt).
 func RoomExport(job *exportv1.Job, room *sourcev1.Room, from, to *timestamppb.Timestamp, ext string) []*exportv1.ExportTask {
 	job.Room = &exportv1.RoomScope{RoomId: room.GetId(), From: from, To: to}
 	tasks := []*exportv1.ExportTask{{

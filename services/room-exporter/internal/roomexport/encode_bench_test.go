@@ -1,9 +1,13 @@
 package roomexport_test
 
 import (
+	"compress/gzip"
+	"encoding/csv"
 	"encoding/json"
 	"html/template"
 	"io"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,8 +18,10 @@ import (
 // The encoders alone, on the benchmark room's message mix, beside the
 // standard library doing the same job the obvious way: encoding/json of a
 // struct with Rocket.Chat's field names, html/template executing one
-// message block. make bench-export-rooms runs them with -cpu 1
-// (GOMAXPROCS=1): one core's throughput. Bytes per message differ a little
+// message block, encoding/json's Encoder for a line per message, and
+// encoding/csv's Writer behind compress/gzip for the CSV. make
+// bench-export-rooms runs them with -cpu 1 (GOMAXPROCS=1): one core's
+// throughput. Bytes per message differ a little
 // (html/template escapes more, the stdlib JSON has no markup pass), so
 // compare MB/s as well as ns/op.
 
@@ -63,6 +69,92 @@ func benchRenderer(b *testing.B, newRenderer func(io.Writer) roomexport.Renderer
 
 func BenchmarkEncodeJSON(b *testing.B) {
 	benchRenderer(b, func(w io.Writer) roomexport.Renderer { return roomexport.NewJSONRenderer(w) })
+}
+
+func BenchmarkEncodeJSONL(b *testing.B) {
+	benchRenderer(b, roomexport.NewJSONLRenderer)
+}
+
+// BenchmarkEncodeCSVGzip counts the uncompressed CSV bytes (SetBytes), as
+// its stdlib twin does: MB/s is CSV made and compressed per second.
+func BenchmarkEncodeCSVGzip(b *testing.B) {
+	msgs := encodeBenchRoom()
+	var c countWriter
+	r := roomexport.NewCSVGzipRenderer(io.Discard)
+	if err := r.Begin(&sourcev1.Room{Id: "ENC", Name: "enc"}); err != nil {
+		b.Fatal(err)
+	}
+	csvBytes(b, msgs, &c)
+	b.SetBytes(c.n / encodeBenchMessages)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := r.Message(msgs[i%encodeBenchMessages]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// csvBytes writes msgs as uncompressed CSV rows into c through the stdlib
+// encoder, to size the benchmark's bytes per message.
+func csvBytes(b *testing.B, msgs []*sourcev1.ChatMessage, c *countWriter) {
+	w := csv.NewWriter(c)
+	for _, m := range msgs {
+		if err := w.Write(stdCSVRow(m, nil)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w.Flush()
+}
+
+func stdTime(t interface{ AsTime() time.Time }) string {
+	return t.AsTime().UTC().Format(stdTimeLayout)
+}
+
+// stdCSVRow is the row of roomexport.CSVColumns the obvious way, into
+// row's storage.
+func stdCSVRow(m *sourcev1.ChatMessage, row []string) []string {
+	row = append(row[:0], m.GetId(), stdTime(m.GetTs()), m.GetUser().GetId(), m.GetUser().GetUsername(), m.GetUser().GetName(),
+		m.GetText(), m.GetSystemType(), m.GetThreadId())
+	tcount, tlm, edited := "", "", ""
+	if m.GetThreadCount() != 0 {
+		tcount = strconv.Itoa(int(m.GetThreadCount()))
+	}
+	if m.GetThreadLastMessage() != nil {
+		tlm = stdTime(m.GetThreadLastMessage())
+	}
+	if m.GetEditedAt() != nil {
+		edited = stdTime(m.GetEditedAt())
+	}
+	var files []string
+	for _, a := range m.GetAttachments() {
+		files = append(files, roomexport.AssetPath(a.GetFileId(), a.GetName()))
+	}
+	return append(row, tcount, tlm, edited, m.GetEditedBy().GetUsername(), strings.Join(files, " "))
+}
+
+func BenchmarkEncodeCSVGzipStdlib(b *testing.B) {
+	msgs := encodeBenchRoom()
+	var c countWriter
+	csvBytes(b, msgs, &c)
+	zw := gzip.NewWriter(io.Discard)
+	w := csv.NewWriter(zw)
+	var row []string
+	b.SetBytes(c.n / encodeBenchMessages)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		row = stdCSVRow(msgs[i%encodeBenchMessages], row)
+		if err := w.Write(row); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	w.Flush()
+	if err := zw.Close(); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func BenchmarkEncodeHTML(b *testing.B) {
@@ -125,6 +217,10 @@ func BenchmarkEncodeJSONStdlib(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkEncodeJSONLStdlib is BenchmarkEncodeJSONStdlib's encoder: a
+// line per message is what json.Encoder writes anyway.
+func BenchmarkEncodeJSONLStdlib(b *testing.B) { BenchmarkEncodeJSONStdlib(b) }
 
 var stdMessageTemplate = template.Must(template.New("msg").Parse(`<div class="msg{{if .SystemType}} sys{{else if .ThreadId}} reply{{end}}" id="m-{{.Id}}">
 <div class="meta"><span class="name">{{.User.Name}}</span> <span class="user">@{{.User.Username}}</span> <time datetime="{{.TS}}">{{.Shown}}</time>{{if .Edited}} <span class="edited">(edited by @{{.EditedBy}})</span>{{end}}</div>

@@ -14,6 +14,14 @@ func SetTestHooks(o *Options, onReplay func(seq uint64), afterCheckpoint func(pa
 	o.onReplay, o.afterCheckpoint = onReplay, afterCheckpoint
 }
 
+// SetSpeculation sets the speculative render's test seams of o: off
+// renders every part from the spool after the read; recent, when not
+// zero, is the size of the table of recent ids that confirms a
+// republished id during the read (1 leaves the verdict to the read's end).
+func SetSpeculation(o *Options, off bool, recent int) {
+	o.noSpeculation, o.recentIDs = off, recent
+}
+
 // Pseudonym is how username reads in job's personal download when it is
 // someone else's.
 func Pseudonym(job, username string) string { return newPseudonyms(job, "").name(username) }

@@ -61,7 +61,9 @@ import (
 //	                               the plain `go test -bench .` loop skips it)
 //	DATAPORT_BENCH_MESSAGES=N      messages of the full room (1,000,000); the
 //	                               edited room has N/2 messages, N versions
-//	DATAPORT_BENCH_FORMATS=json,html  formats to run (json,html)
+//	DATAPORT_BENCH_FORMATS=json,html,jsonl,csv.gz  formats to run (all four)
+//	DATAPORT_BENCH_CASES=full,edited  rooms to run (both): full is the room of N
+//	                               messages, edited the every-message-edited one
 //	DATAPORT_NATS_BIN              nats-server binary (bin/nats-server)
 //	DATAPORT_BENCH_PROFILE=dir     each child writes dir/<mode>-<room>-<format>.cpu.pprof
 //	                               and .allocs.pprof (go tool pprof), and its debug log
@@ -74,6 +76,7 @@ const (
 	envBenchRooms    = "DATAPORT_BENCH_ROOMS"
 	envBenchMessages = "DATAPORT_BENCH_MESSAGES"
 	envBenchFormats  = "DATAPORT_BENCH_FORMATS"
+	envBenchCases    = "DATAPORT_BENCH_CASES"
 	envBenchChild    = "DATAPORT_BENCH_CHILD"
 	envBenchProfile  = "DATAPORT_BENCH_PROFILE"
 	benchResultTag   = "BENCH-RESULT "
@@ -105,8 +108,10 @@ type childResult struct {
 }
 
 var benchFormats = map[string]exportv1.Format{
-	"json": exportv1.Format_FORMAT_JSON,
-	"html": exportv1.Format_FORMAT_HTML,
+	"json":   exportv1.Format_FORMAT_JSON,
+	"html":   exportv1.Format_FORMAT_HTML,
+	"jsonl":  exportv1.Format_FORMAT_JSONL,
+	"csv.gz": exportv1.Format_FORMAT_CSV,
 }
 
 func BenchmarkBesideBaseline(b *testing.B) {
@@ -120,13 +125,23 @@ func BenchmarkBesideBaseline(b *testing.B) {
 			b.Fatalf("%s=%q: want a count of at least 2", envBenchMessages, v)
 		}
 	}
-	formats := []string{"json", "html"}
+	formats := []string{"json", "html", "jsonl", "csv.gz"}
 	if v := os.Getenv(envBenchFormats); v != "" {
 		formats = strings.Split(v, ",")
 	}
 	for _, f := range formats {
 		if _, ok := benchFormats[f]; !ok {
-			b.Fatalf("format %q: the room exporter renders json and html", f)
+			b.Fatalf("format %q: the room exporter renders json, html, jsonl and csv.gz", f)
+		}
+	}
+	rooms := map[string]bool{"full": true, "edited": true}
+	if v := os.Getenv(envBenchCases); v != "" {
+		rooms = map[string]bool{}
+		for _, c := range strings.Split(v, ",") {
+			if c != "full" && c != "edited" {
+				b.Fatalf("%s: case %q is not full or edited", envBenchCases, c)
+			}
+			rooms[c] = true
 		}
 	}
 
@@ -147,11 +162,15 @@ func BenchmarkBesideBaseline(b *testing.B) {
 	bustest.Put(b, js, bus.BucketUsers, "u-owner", owner)
 
 	start := time.Now()
-	bustest.Put(b, js, bus.BucketRooms, "FULL", &sourcev1.Room{Id: "FULL", Name: "full", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
-	publishBenchRoom(b, js, "FULL", n, false)
-	bustest.Put(b, js, bus.BucketRooms, "EDITED", &sourcev1.Room{Id: "EDITED", Name: "edited", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
-	publishBenchRoom(b, js, "EDITED", n/2, true)
-	b.Logf("published %d + %d versions in %s", n, n/2*2, time.Since(start).Round(time.Millisecond))
+	if rooms["full"] {
+		bustest.Put(b, js, bus.BucketRooms, "FULL", &sourcev1.Room{Id: "FULL", Name: "full", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+		publishBenchRoom(b, js, "FULL", n, false)
+	}
+	if rooms["edited"] {
+		bustest.Put(b, js, bus.BucketRooms, "EDITED", &sourcev1.Room{Id: "EDITED", Name: "edited", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+		publishBenchRoom(b, js, "EDITED", n/2, true)
+	}
+	b.Logf("published the rooms (%d messages each) in %s", n, time.Since(start).Round(time.Millisecond))
 
 	cases := []struct {
 		name, room string
@@ -163,6 +182,9 @@ func BenchmarkBesideBaseline(b *testing.B) {
 	}
 	run := 0
 	for _, c := range cases {
+		if !rooms[c.name] {
+			continue
+		}
 		for _, format := range formats {
 			if c.name == "edited" && format != "json" {
 				continue // the edited room's cost is the replay, not the encoder
@@ -358,6 +380,10 @@ func runBaseline(ctx context.Context, js jetstream.JetStream, store *blob.Store,
 		r = roomexport.NewJSONRenderer(bw)
 	case "html":
 		r = roomexport.NewHTMLRenderer(bw, roomexport.Meta{Generated: began})
+	case "jsonl":
+		r = roomexport.NewJSONLRenderer(bw)
+	case "csv.gz":
+		r = roomexport.NewCSVGzipRenderer(bw)
 	}
 	var records uint64
 	err = func() error {

@@ -52,6 +52,13 @@ func formats() map[exportv1.Format]Format {
 		exportv1.Format_FORMAT_JSON: {ContentType: "application/json", Ext: ".json",
 			New: func(w io.Writer, _ Meta) Renderer { return NewJSONRenderer(w) }},
 		exportv1.Format_FORMAT_HTML: {ContentType: "text/html; charset=utf-8", Ext: ".html", New: NewHTMLRenderer},
+		exportv1.Format_FORMAT_JSONL: {ContentType: "application/x-ndjson", Ext: ".jsonl",
+			New: func(w io.Writer, _ Meta) Renderer { return NewJSONLRenderer(w) }},
+		// A room's CSV is always gzip-compressed: the object is the
+		// compressed file (application/gzip, no Content-Encoding), so a
+		// download saves it as .csv.gz rather than a client inflating it.
+		exportv1.Format_FORMAT_CSV: {ContentType: "application/gzip", Ext: ".csv.gz",
+			New: func(w io.Writer, _ Meta) Renderer { return NewCSVGzipRenderer(w) }},
 	}
 }
 

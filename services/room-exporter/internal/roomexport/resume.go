@@ -36,8 +36,15 @@ import (
 // restored. See the "Resume" section of docs/RELIABILITY.md.
 
 // checkpointVersion changes when the checkpoint's meaning does; an
-// unknown version is discarded and the part starts over.
-const checkpointVersion = 1
+// unknown version is discarded and the part starts over. A speculative
+// render's checkpoint (speculate.go) has a version of its own, so that an
+// exporter that does not know it starts over rather than resume it as a
+// planned one: its bytes are final only if the whole history holds no
+// republished id, which its resume reads again to find out.
+const (
+	checkpointVersion            = 1
+	speculativeCheckpointVersion = 2
+)
 
 // checkpoint is how far a room part's export got. It is JSON: it is the
 // exporter's private state, read only by the exporter that wrote it or a
@@ -124,7 +131,7 @@ func (e *Exporter) resumePoint(ctx context.Context, t *taskrun.Task, key string)
 		return nil, nil
 	}
 	switch {
-	case cp.Version != checkpointVersion:
+	case cp.Version != checkpointVersion && cp.Version != speculativeCheckpointVersion:
 		return discard("version " + strconv.Itoa(cp.Version))
 	case cp.Key != key || cp.Upload.Bucket != e.bucket || cp.Upload.Key != key:
 		return discard("object key changed")
@@ -198,19 +205,23 @@ func (w *partWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// upload streams the document into a multipart upload of key, one part
-// per Options.PartSize bytes (cut at message boundaries), saving a
-// checkpoint after each part; with cp it continues cp's upload instead.
+// upload streams the document src yields into a multipart upload of key,
+// one part per Options.PartSize bytes (cut at message boundaries), saving
+// a checkpoint after each part (a speculative one when provisional: the
+// render of a speculate, whose bytes are final only with its verdict);
+// with cp it continues cp's upload instead. An errSpeculationFailed from
+// src aborts the upload and deletes its checkpoint.
 // A permanent failure aborts the upload; a transient failure (a
 // cancellation too, whose cleanup is the runner's: roomPart.Discard)
 // keeps it and the checkpoint for the redelivered task.
 func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
-	meta Meta, room *sourcev1.Room, h *history, key string, cp *checkpoint,
+	meta Meta, room *sourcev1.Room, h *history, key string, cp *checkpoint, src versions, provisional bool,
 ) (res uploadResult, err error) {
 	task, log := t.Task, t.Log
 	w := &partWriter{buf: make([]byte, 0, e.opts.PartSize+64<<10), sum: sha256.New()}
 	r := format.New(w, meta)
 	state, canSave := r.(resumable)
+	ender, _ := r.(memberEnder)
 	pos := newPosition()
 	var (
 		up    blob.MultipartUpload
@@ -272,6 +283,15 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 		}
 		switch {
 		case err == nil:
+		case errors.Is(err, errSpeculationFailed):
+			// The speculative document is not the answer: neither its
+			// upload nor its checkpoint may outlive it.
+			if saved {
+				t.DeleteCheckpoint(ctx)
+			}
+			if aerr := e.store.Abort(context.WithoutCancel(ctx), up); aerr != nil {
+				log.WarnContext(ctx, "speculative upload not aborted", "upload_id", up.UploadID, "error", aerr)
+			}
 		case bus.IsPermanent(err) || errors.Is(err, blob.ErrUploadGone):
 			e.discardCheckpoint(ctx, t)
 			fallthrough
@@ -305,17 +325,24 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 		if len(w.buf) < e.opts.PartSize {
 			return nil
 		}
+		if ender != nil {
+			// The part ends with the compressed stream's member, so the
+			// state at the cut is one a checkpoint can hold.
+			if err := ender.endMember(); err != nil {
+				return err
+			}
+		}
 		var next *checkpoint
 		if canSave {
 			// Taken now, while the state is the cut's; saved by settle.
 			var err error
-			if next, err = e.snapshot(key, task, meta, up, w, state, &res, pos, h); err != nil {
+			if next, err = e.snapshot(key, task, meta, up, w, state, &res, pos, h, provisional); err != nil {
 				log.WarnContext(ctx, "checkpoint not taken", "error", err)
 			}
 		}
 		return send(next)
 	}
-	if err := e.renderMessages(ctx, t, r, h, &w.count, &res, nil, pos, after); err != nil {
+	if err := e.renderMessages(ctx, t, r, src, h.count, &w.count, &res, nil, pos, after); err != nil {
 		return uploadResult{}, err
 	}
 	if err := r.End(); err != nil {
@@ -345,7 +372,7 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 // byte written is in the parts uploaded or uploading; parts are filled in
 // once they are all acknowledged.
 func (e *Exporter) snapshot(key string, task *exportv1.ExportTask, meta Meta, up blob.MultipartUpload,
-	w *partWriter, state resumable, res *uploadResult, pos *position, h *history,
+	w *partWriter, state resumable, res *uploadResult, pos *position, h *history, speculative bool,
 ) (*checkpoint, error) {
 	sum, err := w.sum.(encoding.BinaryMarshaler).MarshalBinary()
 	if err != nil {
@@ -361,6 +388,9 @@ func (e *Exporter) snapshot(key string, task *exportv1.ExportTask, meta Meta, up
 		Seq:    pos.seq, Scanned: pos.scanned, Records: res.records, Skipped: res.skipped, Bytes: w.count.n.Load(),
 		Hash: sum, Renderer: rs, Generated: meta.Generated,
 		Count: h.count, LastSeq: h.lastSeq,
+	}
+	if speculative {
+		cp.Version = speculativeCheckpointVersion
 	}
 	if pos.untracked {
 		return nil, fmt.Errorf("more than %d republished messages span the part boundary", maxOpenIDs)

@@ -6,8 +6,10 @@
 // cancellation, progress and part events, checkpoint storage, cleanup.
 //
 // Memory per task is flat: the history is read once onto local disk
-// (spool.go, which also plans where republished messages go), then
-// messages are encoded one at a time into a part buffer that is uploaded
+// (spool.go, which also plans where republished messages go) while it is
+// rendered speculatively (speculate.go), or, when a message was
+// republished, rendered after the read from there; messages are encoded
+// one at a time into a part buffer that is uploaded
 // as one part of a multipart upload whenever it reaches Options.PartSize,
 // while the next part fills a second buffer. The largest buffers are
 // those two parts, the spool's buffers and its Bloom filters; local disk
@@ -72,6 +74,12 @@ type Options struct {
 	// checkpoint and may fail the attempt as a crash would.
 	onReplay        func(seq uint64)
 	afterCheckpoint func(part int) error
+	// noSpeculation makes every part render from the spool after the
+	// read, as a part whose history holds republished ids does;
+	// recentIDs, when not zero, replaces the size of the table that
+	// confirms a republished id during the read (spool.go).
+	noSpeculation bool
+	recentIDs     int
 }
 
 // Exporter produces the room exporter's parts: it is the taskrun.Kind of
@@ -219,20 +227,29 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	} else if h, err = e.lookupTaskHistory(ctx, task); err != nil {
 		return nil, err
 	}
-	spoolStart := time.Now()
-	if h.spool, err = e.spoolHistory(ctx, h, start); err != nil {
-		return nil, err
-	}
 	defer h.close()
-	t.Log.DebugContext(ctx, "history spooled", "from_seq", start, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
-		"planned", h.spool.planned, "duration", time.Since(spoolStart).String())
 	if f := task.GetRoom().GetFrom(); f != nil {
 		meta.From = f.AsTime()
 	}
 	if to := task.GetRoom().GetTo(); to != nil {
 		meta.To = to.AsTime()
 	}
-	res, err := e.upload(ctx, t, format, meta, room, h, key, cp)
+	var res uploadResult
+	if cp == nil && !e.opts.noSpeculation || cp.speculative() {
+		// A fresh part renders while it reads (speculate.go), and so
+		// does one that continues a speculative render.
+		res, err = e.speculate(ctx, t, format, meta, room, h, key, cp)
+	} else {
+		// A resumed part continues a planned render, whose checkpoint
+		// holds the ids it placed.
+		spoolStart := time.Now()
+		if h.spool, err = e.spoolHistory(ctx, h, start, nil); err != nil {
+			return nil, err
+		}
+		t.Log.DebugContext(ctx, "history spooled", "from_seq", start, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
+			"planned", h.spool.planned, "duration", time.Since(spoolStart).String())
+		res, err = e.upload(ctx, t, format, meta, room, h, key, cp, h.spool.each, false)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +276,7 @@ func (e *Exporter) prepareRoom(ctx context.Context, task *exportv1.ExportTask) (
 	if err != nil {
 		return nil, nil, err
 	}
-	if h.spool, err = e.spoolHistory(ctx, h, 0); err != nil {
+	if h.spool, err = e.spoolHistory(ctx, h, 0, nil); err != nil {
 		return nil, nil, err
 	}
 	return room, h, nil
@@ -315,6 +332,11 @@ func (e *Exporter) validateTask(task *exportv1.ExportTask, kind exportv1.PartKin
 	case exportv1.PartKind_PART_KIND_ROOM:
 		if _, ok := e.formats[task.GetFormat()]; !ok {
 			return taskrun.Reject("format %s not supported yet", taskrun.EnumWord(task.GetFormat().String(), "FORMAT_"))
+		}
+		// A user's data download has its own JSON and HTML room files
+		// (personal.go); the other room formats are room exports'.
+		if f := task.GetFormat(); task.GetKind() == exportv1.JobKind_JOB_KIND_USER_DATA && f != exportv1.Format_FORMAT_JSON && f != exportv1.Format_FORMAT_HTML {
+			return taskrun.Reject("format %s not supported for a user's data", taskrun.EnumWord(f.String(), "FORMAT_"))
 		}
 	case exportv1.PartKind_PART_KIND_USER_PROFILE:
 		if f := task.GetFormat(); f != exportv1.Format_FORMAT_JSON && f != exportv1.Format_FORMAT_HTML {
@@ -411,7 +433,7 @@ func (e *Exporter) render(ctx context.Context, t *taskrun.Task, r Renderer,
 	if err := r.Begin(room); err != nil {
 		return err
 	}
-	if err := e.renderMessages(ctx, t, r, h, counter, res, sel, newPosition(), nil); err != nil {
+	if err := e.renderMessages(ctx, t, r, h.spool.each, h.count, counter, res, sel, newPosition(), nil); err != nil {
 		return err
 	}
 	return r.End()
@@ -480,11 +502,16 @@ func (h *openIDs) Pop() any {
 	return v
 }
 
-// renderMessages renders the spooled history (which starts after pos.seq)
-// and feeds the messages in range to r, advancing pos. after, when not nil, runs after
-// each message the replay goes on from; an error from it ends the pass.
-func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Renderer,
-	h *history, counter *countingWriter, res *uploadResult, sel selector, pos *position, after func(*position) error,
+// versions is how a render gets a history's versions, in stream order:
+// spool.each (planned) or feed.each (speculative).
+type versions func(f func(seq uint64, data []byte, latest uint64) (bool, error)) error
+
+// renderMessages renders the history src yields (which starts after
+// pos.seq; total is its size, for progress) and feeds the messages in
+// range to r, advancing pos. after, when not nil, runs after each message
+// the replay goes on from; an error from it ends the pass.
+func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Renderer, src versions, total uint64,
+	counter *countingWriter, res *uploadResult, sel selector, pos *position, after func(*position) error,
 ) error {
 	task, log := t.Task, t.Log
 	var from, to time.Time
@@ -503,7 +530,7 @@ func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Render
 	message := func(seq uint64, data []byte, latest uint64) (bool, error) {
 		// Checks come before the message, so they report work done (see
 		// taskrun.Task.Tick).
-		if err := t.Tick(ctx, percent(pos.scanned, h.count), res.records, counter.n.Load()); err != nil {
+		if err := t.Tick(ctx, percent(pos.scanned, total), res.records, counter.n.Load()); err != nil {
 			return false, err
 		}
 		if res.records-counted >= countBatch {
@@ -540,7 +567,7 @@ func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Render
 		}
 		return sel == nil || !sel.done(), nil
 	}
-	err := h.spool.each(func(seq uint64, data []byte, latest uint64) (bool, error) {
+	err := src(func(seq uint64, data []byte, latest uint64) (bool, error) {
 		more, err := message(seq, data, latest)
 		if err != nil {
 			return false, err

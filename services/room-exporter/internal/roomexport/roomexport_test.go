@@ -482,13 +482,13 @@ func TestExportTerminatedTaskFailsJob(t *testing.T) {
 			reason: "room NOPE not found",
 		},
 		{
-			name: "csv is not a room format",
+			name: "xml is not a room format",
 			task: func(jobID string) *exportv1.ExportTask {
 				task := roomTask(jobID, "R3", nil, nil)
-				task.Format = exportv1.Format_FORMAT_CSV
+				task.Format = exportv1.Format_FORMAT_XML
 				return task
 			},
-			reason: "format csv not supported yet",
+			reason: "format xml not supported yet",
 		},
 		{
 			name: "records kind",

@@ -2,6 +2,7 @@ package roomexport
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -74,10 +75,20 @@ func hashID(seed maphash.Seed, id []byte) idHash {
 	return idHash{a, h.Sum64()}
 }
 
+// recentIDs is the size of the table of recent id hashes that confirms a
+// Bloom filter's "seen" (speculate.go): 1 MiB. Each slot keeps the last
+// id hashed to it, so an id published again within some tens of
+// thousands of messages (an edit, a thread's new reply count) is found
+// at once, and a hit is never a false one.
+const recentIDs = 1 << 16
+
 // spoolHistory reads h's subject from stream sequence start (0 for the
 // first message) to h.lastSeq into a spool. Versions of ids in h.emitted
 // (rendered by an earlier attempt, see resume.go) are planned as skipped.
-func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64) (sp *spool, err error) {
+// fd, when not nil, gets every version as it is read, and is abandoned as
+// soon as an id is known to be published again (speculate.go); the
+// caller ends it.
+func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, fd *feed) (sp *spool, err error) {
 	sp = &spool{seed: maphash.MakeSeed()}
 	defer func() {
 		if err != nil {
@@ -103,7 +114,11 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64) (
 		n       int
 		hdr     [2 * binary.MaxVarintLen64]byte
 		rec     [recordBytes]byte
+		recent  []idHash
 	)
+	if fd != nil {
+		recent = make([]idHash, cmp.Or(e.opts.recentIDs, recentIDs))
+	}
 	sp.sorters = append(sp.sorters, skips)
 	err = e.replayFrom(ctx, h, start, func(seq uint64, data []byte) (bool, error) {
 		if n++; n%1024 == 0 && ctx.Err() != nil {
@@ -128,6 +143,9 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64) (
 			return false, fmt.Errorf("spool: %w", err)
 		}
 		sp.size += int64(k + len(data))
+		if fd != nil {
+			fd.add(seq, data)
+		}
 		if !ok {
 			return true, nil // undecodable or placed already: never planned
 		}
@@ -135,6 +153,12 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64) (
 		if seen.testAndAdd(hid) {
 			again.testAndAdd(hid)
 			repeats = true
+			if recent != nil && recent[hid.a%uint64(len(recent))] == hid {
+				fd.abandon()
+			}
+		}
+		if recent != nil {
+			recent[hid.a%uint64(len(recent))] = hid
 		}
 		binary.LittleEndian.PutUint64(rec[0:], hid.a)
 		binary.LittleEndian.PutUint64(rec[8:], hid.b)

@@ -115,7 +115,8 @@ type createRequest struct {
 
 // Kinds and the formats each takes; the first is the default.
 var kindFormats = map[string][]exportv1.Format{
-	"room":      {exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_HTML},
+	"room": {exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_HTML, exportv1.Format_FORMAT_JSONL,
+		exportv1.Format_FORMAT_CSV},
 	"user-data": {exportv1.Format_FORMAT_HTML, exportv1.Format_FORMAT_JSON},
 	"records": {exportv1.Format_FORMAT_CSV, exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_JSON_API,
 		exportv1.Format_FORMAT_XML, exportv1.Format_FORMAT_PDF, exportv1.Format_FORMAT_JSONL},
@@ -201,10 +202,26 @@ type checked struct {
 
 // ext is the file extension of a room or user-data export.
 func (c *checked) ext() string {
-	if c.format == exportv1.Format_FORMAT_HTML {
-		return ".html"
+	if ext, ok := plan.RoomFileExt(c.format); ok {
+		return ext
 	}
 	return ".json"
+}
+
+// formatWord is format's word in the native API for an export of kind: a
+// room's CSV is gzip-compressed, and says so ("csv.gz").
+func formatWord(kind exportv1.JobKind, format exportv1.Format) string {
+	if format == exportv1.Format_FORMAT_CSV && kind == exportv1.JobKind_JOB_KIND_ROOM {
+		return "csv.gz"
+	}
+	return word(format)
+}
+
+// kindOf is the job kind of a kind word of the create request.
+var kindOf = map[string]exportv1.JobKind{
+	"room":      exportv1.JobKind_JOB_KIND_ROOM,
+	"user-data": exportv1.JobKind_JOB_KIND_USER_DATA,
+	"records":   exportv1.JobKind_JOB_KIND_RECORDS,
 }
 
 // check validates what can be told from the body alone; relative dates
@@ -248,8 +265,9 @@ func (req *createRequest) check(now time.Time, loc *time.Location, lim plan.Limi
 			c.format = exportv1.Format_FORMAT_UNSPECIFIED
 			var words []string
 			for _, f := range formats {
-				words = append(words, word(f))
-				if word(f) == *req.Format {
+				w := formatWord(kindOf[kind], f)
+				words = append(words, w)
+				if w == *req.Format {
 					c.format = f
 				}
 			}

@@ -81,6 +81,35 @@ func TestCreateRoomExport(t *testing.T) {
 	assert.Nil(t, e.Job(t, v["id"].(string)).GetRoom().GetFrom(), "no dates: the whole history")
 }
 
+// TestCreateRoomExportLineFormats creates room exports in the native
+// API's formats beyond Rocket.Chat's: the format reads back as asked and
+// the file is named with its extension.
+func TestCreateRoomExportLineFormats(t *testing.T) {
+	e := gatewaytest.New(t, gatewaytest.Options{})
+	for _, tc := range []struct {
+		format string
+		want   exportv1.Format
+		file   string
+	}{
+		{"jsonl", exportv1.Format_FORMAT_JSONL, "staff.jsonl"},
+		{"csv.gz", exportv1.Format_FORMAT_CSV, "staff.csv.gz"},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			v := create(t, e, gatewaytest.AsAdmin, `{"kind": "room", "format": "`+tc.format+`", "room": {"id": "`+gatewaytest.RoomPrivate+`"}}`)
+			assert.Equal(t, tc.format, v["format"])
+			id := v["id"].(string)
+			assert.Equal(t, tc.want, e.Job(t, id).GetFormat())
+			tasks := e.TasksOf(t, "exports.tasks.room", id)
+			require.Len(t, tasks, 1)
+			assert.Equal(t, tc.file, tasks[0].GetTargetFile())
+			assert.Equal(t, tc.want, tasks[0].GetFormat())
+			r := e.Do(t, http.MethodGet, "/v1/exports/"+id, gatewaytest.AsAdmin, "")
+			require.Equal(t, http.StatusOK, r.Status)
+			assert.Equal(t, tc.format, r.JSON(t)["format"])
+		})
+	}
+}
+
 func TestCreateUserDataExport(t *testing.T) {
 	e := gatewaytest.New(t, gatewaytest.Options{})
 	v := create(t, e, gatewaytest.AsUser, `{"kind": "user-data"}`)

@@ -163,7 +163,7 @@ func (a *API) view(job *exportv1.Job) exportView {
 	v := exportView{
 		ID:     job.GetId(),
 		Kind:   word(job.GetKind()),
-		Format: word(job.GetFormat()),
+		Format: formatWord(job.GetKind(), job.GetFormat()),
 		State:  word(job.GetState()),
 		Progress: progressView{
 			Percent: job.GetProgress().GetPercent(),

@@ -97,6 +97,10 @@ func TestRoomsExportErrors(t *testing.T) {
 		{"missing format", gatewaytest.AsAdmin, `{"rid": "GENERAL", "type": "file"}`, http.StatusBadRequest, rcInvalidFmt},
 		{"unsupported format", gatewaytest.AsAdmin, `{"rid": "GENERAL", "type": "file", "format": "pdf"}`, http.StatusBadRequest, rcInvalidFmt},
 		{"format in capitals", gatewaytest.AsAdmin, `{"rid": "GENERAL", "type": "file", "format": "JSON"}`, http.StatusBadRequest, rcInvalidFmt},
+		// The native API's other room formats are not Rocket.Chat's.
+		{"jsonl is native only", gatewaytest.AsAdmin, `{"rid": "GENERAL", "type": "file", "format": "jsonl"}`, http.StatusBadRequest, rcInvalidFmt},
+		{"csv.gz is native only", gatewaytest.AsAdmin, `{"rid": "GENERAL", "type": "file", "format": "csv.gz"}`, http.StatusBadRequest, rcInvalidFmt},
+		{"csv is native only", gatewaytest.AsAdmin, `{"rid": "GENERAL", "type": "file", "format": "csv"}`, http.StatusBadRequest, rcInvalidFmt},
 
 		// Invalid dates.
 		{"dateFrom not a date", gatewaytest.AsAdmin, `{"rid": "GENERAL", "type": "file", "format": "json", "dateFrom": "yesterday"}`, http.StatusBadRequest, rcInvalidDates},

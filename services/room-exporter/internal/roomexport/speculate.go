@@ -1,0 +1,192 @@
+package roomexport
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/taskrun"
+)
+
+// A fresh room part does not wait for its history to be read before it
+// renders. What goes at a position is only known at the end of the read
+// (spool.go), but in the common case the answer is "the version read
+// there": no id was published twice. So the render runs beside the read,
+// on every version as it arrives, into a multipart upload of its own
+// (speculate), and:
+//
+//   - if the read ends with no id seen twice (exactly: the spool's plan is
+//     empty), the speculative document is the answer and is completed:
+//     one pass, and the render is done when the read is;
+//   - as soon as an id is known to be republished (the Bloom filter's
+//     hit is confirmed by a table of recent ids, spool.go), or when the
+//     read ends with a non-empty plan, the speculative render is
+//     abandoned: its upload is aborted (no object, no pending multipart
+//     upload is left), and the part is rendered from the spool and its
+//     plan as before, while or after the read finishes.
+//
+// Both paths write the same bytes for a room without republished ids: the
+// speculative render feeds the renderer exactly the versions the planned
+// render would, in the same order, with the same time printed.
+//
+// A speculative render checkpoints its parts like the planned one, with
+// a version of its own (speculativeCheckpointVersion): its bytes are
+// final only if the whole history holds no republished id, so an attempt
+// that resumes it reads the history again from its start (onto the
+// spool, for the verdict and a possible fallback) but renders only what
+// comes after the checkpoint, into the same upload. If that read finds a
+// republished id, the checkpointed upload is aborted and the part is
+// rendered from the spool as planned, printing the first attempt's time:
+// the same bytes as a clean run either way.
+
+// errSpeculationFailed ends a speculative render whose history holds a
+// republished id; the part is then rendered from the spool.
+var errSpeculationFailed = errors.New("roomexport: a message was republished; speculative render abandoned")
+
+// feedBatch is how many versions the read hands to the render at once.
+const feedBatch = 256
+
+// version is one message version as read from the stream; data is the
+// message's own (nats.go copies every payload), so it may outlive the
+// read's callback.
+type version struct {
+	seq  uint64
+	data []byte
+}
+
+// feed carries the versions the spool reads to a speculative render on
+// another goroutine. add, abandon and end are the reader's (one goroutine);
+// each is the render's.
+type feed struct {
+	ctx  context.Context // the read's: a render that never starts taking cancels it
+	ch   chan []version
+	done chan struct{} // closed when the render takes no more versions
+	// verdict is written before ch is closed: nil when the speculative
+	// render is the answer, errSpeculationFailed, or the read's error.
+	verdict error
+	batch   []version
+	ended   bool
+	// through is the stream sequence a resumed render's checkpoint
+	// covers: versions up to it are in the uploaded parts already.
+	through uint64
+}
+
+func newFeed(ctx context.Context) *feed {
+	return &feed{ctx: ctx, ch: make(chan []version, 4), done: make(chan struct{}), batch: make([]version, 0, feedBatch)}
+}
+
+// add hands a version to the render.
+func (f *feed) add(seq uint64, data []byte) {
+	if f.ended {
+		return
+	}
+	if f.batch = append(f.batch, version{seq, data}); len(f.batch) == feedBatch {
+		f.flush()
+	}
+}
+
+func (f *feed) flush() {
+	if len(f.batch) == 0 {
+		return
+	}
+	select {
+	case f.ch <- f.batch:
+	case <-f.done:
+	case <-f.ctx.Done():
+	}
+	f.batch = make([]version, 0, feedBatch)
+}
+
+// abandon ends the feed at once: a republished id was found. The read
+// goes on without it.
+func (f *feed) abandon() { f.end(errSpeculationFailed) }
+
+// end delivers the rest of the versions (only when verdict is nil) and
+// the verdict; later calls do nothing.
+func (f *feed) end(verdict error) {
+	if f.ended {
+		return
+	}
+	if verdict == nil {
+		f.flush()
+	}
+	f.verdict, f.ended = verdict, true
+	f.batch = nil
+	close(f.ch)
+}
+
+// each feeds the versions to fn as spool.each does (latest is always 0:
+// the speculation is that nothing was republished), then returns the
+// verdict. When fn stops early (the end of the range) each still waits
+// for the verdict: a version after the range can change a message in it.
+func (f *feed) each(fn func(seq uint64, data []byte, latest uint64) (bool, error)) error {
+	defer close(f.done)
+	taking := true
+	for batch := range f.ch {
+		for _, v := range batch {
+			if !taking {
+				break
+			}
+			if v.seq <= f.through {
+				continue
+			}
+			more, err := fn(v.seq, v.data, 0)
+			if err != nil {
+				return err
+			}
+			taking = more
+		}
+	}
+	return f.verdict
+}
+
+// speculate reads h's history onto local disk while rendering it into an
+// upload of key (continuing cp's, a speculative checkpoint, when not
+// nil), and falls back to the planned render from the spool when the
+// history holds a republished id (see above). h.spool is set when it
+// returns, for the caller to close.
+func (e *Exporter) speculate(ctx context.Context, t *taskrun.Task, format Format, meta Meta,
+	room *sourcev1.Room, h *history, key string, cp *checkpoint,
+) (uploadResult, error) {
+	readCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	fd := newFeed(readCtx)
+	if cp != nil {
+		fd.through = cp.Seq
+	}
+	spooled := make(chan error, 1)
+	began := time.Now()
+	go func() {
+		sp, err := e.spoolHistory(readCtx, h, 0, fd)
+		verdict := err
+		if err == nil && sp.planned > 0 {
+			verdict = errSpeculationFailed
+		}
+		h.spool = sp
+		fd.end(verdict)
+		spooled <- err
+	}()
+	res, err := e.upload(ctx, t, format, meta, room, h, key, cp, fd.each, true)
+	if err != nil && !errors.Is(err, errSpeculationFailed) {
+		cancel(err)
+	}
+	serr := <-spooled
+	abandoned := errors.Is(err, errSpeculationFailed)
+	if serr == nil {
+		t.Log.DebugContext(ctx, "history spooled", "from_seq", 0, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
+			"planned", h.spool.planned, "speculative", !abandoned, "duration", time.Since(began).String())
+	}
+	switch {
+	case abandoned && serr != nil:
+		return uploadResult{}, serr
+	case abandoned:
+		return e.upload(ctx, t, format, meta, room, h, key, nil, h.spool.each, false)
+	}
+	return res, err
+}
+
+// speculative reports whether cp was saved by a speculative render.
+func (cp *checkpoint) speculative() bool {
+	return cp != nil && cp.Version == speculativeCheckpointVersion
+}
