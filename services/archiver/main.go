@@ -109,8 +109,8 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 			// pulled ahead of a free slot would be delivered again.
 			FetchWhenFree: true,
 			Heartbeat:     d.Base.Topology.EventAckWait / 3,
-			Tracer:      tel.TracerProvider.Tracer("dataport.dev/services/archiver"),
-			Propagator:  tel.Propagator(),
+			Tracer:        tel.TracerProvider.Tracer("dataport.dev/services/archiver"),
+			Propagator:    tel.Propagator(),
 		}}},
 		Loops:    []func(context.Context) error{sweeper.Run},
 		LogAttrs: []any{"consumer", bus.ConsumerArchiver},
