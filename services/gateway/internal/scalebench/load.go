@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -54,6 +56,21 @@ type Result struct {
 	// Failed counts answers that were not Scenario.Want (or no answer).
 	Failed int
 	Codes  map[string]int
+	want   int
+}
+
+// failures names the answers that were not the wanted status, by status
+// ("0" is no answer: a timeout or a refused connection), such as
+// "503 ×120, 0 ×3".
+func (r Result) failures() string {
+	var parts []string
+	for c, n := range r.Codes {
+		if c != strconv.Itoa(r.want) {
+			parts = append(parts, fmt.Sprintf("%s ×%d", c, n))
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
 
 // Attack runs s for d and measures every answer.
@@ -70,7 +87,7 @@ func Attack(s Scenario, d time.Duration) Result {
 	}
 	m.Close()
 	return Result{Scenario: s.Name, Rate: s.Rate, Requests: m.Requests, P50: m.Latencies.P50, P99: m.Latencies.P99,
-		Max: m.Latencies.Max, Failed: failed, Codes: m.StatusCodes}
+		Max: m.Latencies.Max, Failed: failed, Codes: m.StatusCodes, want: s.Want}
 }
 
 // String is one line of a report.
