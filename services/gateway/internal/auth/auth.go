@@ -6,7 +6,8 @@
 // live in the KV bucket bus.BucketUsers with only the SHA-256 of their
 // token and API key, so the gateway never holds a usable credential. The
 // gateway's authentication middleware (dialect.Authenticate) calls these
-// once per request. Permissions and room access are package access's rules
+// once per request; with a Cache, a credential accepted recently is
+// accepted again without a read until its user changes. Permissions and room access are package access's rules
 // (Rocket.Chat's role table; public channels with view-c-room, private
 // groups and direct conversations for members only).
 package auth

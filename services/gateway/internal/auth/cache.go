@@ -18,8 +18,9 @@ import (
 // Defaults of CacheOptions.
 const (
 	// DefaultCacheSize bounds the credentials kept: more than the callers
-	// one replica serves within a TTL, and a few MiB at most.
-	DefaultCacheSize = 10000
+	// one replica serves within a TTL, at about 1 KiB each (a user as
+	// stored, its key and the bookkeeping) under 4 MiB.
+	DefaultCacheSize = 4096
 	// DefaultCacheTTL is how long a credential is trusted without a read
 	// even if its invalidation were lost. The watch ends an entry as soon
 	// as its user changes; the TTL is only the safety net behind it.

@@ -10,10 +10,11 @@ import (
 )
 
 // Defaults of Config.MaxInFlight and Config.MaxEventStreams. At the
-// benchmarks' rates a replica has a few dozen requests in flight; 256
-// lets a burst or a stall of a second or so queue, while what the
-// requests hold (goroutines, buffers, bodies of up to MaxBodyBytes) stays
-// within tens of MiB.
+// benchmarks' rates (2,000 polls a second) a replica has a few dozen
+// requests in flight; 256 lets a burst or a short stall queue, while what
+// they hold stays small: a request is a goroutine and its buffers, tens
+// of KiB, plus its body, which is under a KiB for every create a dialect
+// takes (MaxBodyBytes bounds a hostile one).
 const (
 	DefaultMaxInFlight     = 256
 	DefaultMaxEventStreams = 1024
