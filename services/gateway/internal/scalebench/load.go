@@ -2,6 +2,7 @@ package scalebench
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -56,7 +57,9 @@ type Result struct {
 	// Failed counts answers that were not Scenario.Want (or no answer).
 	Failed int
 	Codes  map[string]int
-	want   int
+	// Peak is the gateway's most while the scenario was measured.
+	Peak Peak
+	want int
 }
 
 // failures names the answers that were not the wanted status, by status
@@ -75,7 +78,16 @@ func (r Result) failures() string {
 
 // Attack runs s for d and measures every answer.
 func Attack(s Scenario, d time.Duration) Result {
-	a := vegeta.NewAttacker(vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.Workers(32))
+	// vegeta's own transport, but ours, so that the connections it opened
+	// are closed when the scenario ends: the next scenario's peaks are
+	// then its own, not this one's idle connections.
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: vegeta.DefaultConnections,
+		MaxConnsPerHost:     vegeta.DefaultMaxConnections,
+	}
+	defer tr.CloseIdleConnections()
+	a := vegeta.NewAttacker(vegeta.Client(&http.Client{Transport: tr}), vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.Workers(32))
 	var m vegeta.Metrics
 	failed := 0
 	want := uint16(s.Want)
@@ -97,8 +109,8 @@ func (r Result) String() string {
 		codes = append(codes, fmt.Sprintf("%s:%d", c, n))
 	}
 	slices.Sort(codes)
-	return fmt.Sprintf("%-45s %5d/s %7d req  p50 %7s  p99 %7s  max %7s  failed %d %v",
-		r.Scenario, r.Rate, r.Requests, ms(r.P50), ms(r.P99), ms(r.Max), r.Failed, codes)
+	return fmt.Sprintf("%-45s %5d/s %7d req  p50 %7s  p99 %7s  max %7s  failed %d %v  peak VmRSS %s MiB, %d connections",
+		r.Scenario, r.Rate, r.Requests, ms(r.P50), ms(r.P99), ms(r.Max), r.Failed, codes, MiB(r.Peak.RSS), r.Peak.Conns)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }

@@ -37,6 +37,17 @@ func (r *Report) Markdown(w io.Writer) {
 		}
 		row(cells...)
 	}
+	for i, res := range r.Sizes[0].Results {
+		cells := []string{fmt.Sprintf("peak VmRSS MiB / connections, %s", res.Scenario)}
+		for _, s := range r.Sizes {
+			if i >= len(s.Results) {
+				cells = append(cells, "-")
+				continue
+			}
+			cells = append(cells, fmt.Sprintf("%s / %d", MiB(s.Results[i].Peak.RSS), s.Results[i].Peak.Conns))
+		}
+		row(cells...)
+	}
 	line := func(name string, f func(Size) string) {
 		cells := []string{name}
 		for _, s := range r.Sizes {

@@ -179,7 +179,9 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 				if err := ns.Settle(ctx, 20*time.Second); err != nil {
 					return err
 				}
+				stop := samplePeaks(ctx, p, portOf(httpAddr), 100*time.Millisecond)
 				r := Attack(s, c.Duration)
+				r.Peak = stop()
 				fmt.Fprintln(log, "  ", r)
 				sz.Results = append(sz.Results, r)
 			}
