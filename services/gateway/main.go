@@ -97,6 +97,10 @@ type Config struct {
 	JWT            auth.KeyConfig
 	MaxBody        int
 	BodyTimeout    time.Duration
+	MaxInFlight    int
+	MaxStreams     int
+	AuthCacheSize  int
+	AuthCacheTTL   time.Duration
 	RawLimits      mytracker.Limits
 	RecordMaxRows  int
 	RecordMaxBytes int
@@ -141,6 +145,10 @@ func loadConfig(l *config.Loader) (Config, error) {
 	}
 	c.MaxBody = l.Int("DATAPORT_HTTP_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, 1024, 64<<20, "largest request body accepted (bytes); larger ones get 413")
 	c.BodyTimeout = l.Duration("DATAPORT_HTTP_BODY_TIMEOUT", httpapi.DefaultBodyReadTimeout, "time a client has to send a request body, read before any work; slower ones get 408")
+	c.MaxInFlight = l.Int("DATAPORT_MAX_IN_FLIGHT", httpapi.DefaultMaxInFlight, 0, 1<<20, "API requests one replica serves at once; more get 503 with Retry-After at once, so memory stays bounded under overload (0: no limit; probes, /metrics and event streams are not counted)")
+	c.MaxStreams = l.Int("DATAPORT_MAX_EVENT_STREAMS", httpapi.DefaultMaxEventStreams, 0, 1<<20, "server-sent event streams (GET /v1/exports/events, /v1/exports/{id}/events) one replica keeps open at once; more get 503 with Retry-After (0: no limit)")
+	c.AuthCacheSize = l.Int("DATAPORT_AUTH_CACHE_SIZE", auth.DefaultCacheSize, 0, 1<<24, "credentials one replica keeps after accepting them, so a poll reads only its job; ended at once by a watch of the users when one changes (0: no cache)")
+	c.AuthCacheTTL = l.Duration("DATAPORT_AUTH_CACHE_TTL", auth.DefaultCacheTTL, "longest a cached credential is used without reading its user again, a safety net behind the watch")
 	rawRowsPerChunk := l.Int("DATAPORT_RAW_MAX_ROWS_PER_CHUNK", 100000, 1, 1<<31-1, "rows per chunk file of a myTracker raw export")
 	rawBytesPerChunk := l.Int("DATAPORT_RAW_MAX_BYTES_PER_CHUNK", 64<<20, 1024, 1<<40, "uncompressed bytes per chunk file of a myTracker raw export")
 	rawMaxRows := l.Int("DATAPORT_RAW_MAX_ROWS", 1000000, 1, 1<<40, "rows above which a raw export is rejected (Too many lines in one export)")
@@ -214,7 +222,21 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	} else if built {
 		log.InfoContext(ctx, "job index built from the projection")
 	}
-	authz, err := auth.Open(ctx, inf.JS)
+	kvs := map[string]jetstream.KeyValue{}
+	for _, name := range []string{bus.BucketUsers, bus.BucketUserIndex, bus.BucketJobs, bus.BucketSchedules, bus.BucketCounters} {
+		if kvs[name], err = inf.JS.KeyValue(ctx, name); err != nil {
+			return infra.Parts{}, fmt.Errorf("open bucket %s: %w", name, err)
+		}
+	}
+	// One cache for both authenticators: a change of a user ends its
+	// entries of every kind.
+	var credentials *auth.Cache
+	var loops []func(context.Context) error
+	if c.AuthCacheSize > 0 {
+		credentials = auth.NewCache(kvs[bus.BucketUsers], kvs[bus.BucketUserIndex], auth.CacheOptions{Size: c.AuthCacheSize, TTL: c.AuthCacheTTL, Logger: log})
+		loops = append(loops, credentials.Run)
+	}
+	authz, err := auth.Open(ctx, inf.JS, auth.WithCache(credentials))
 	if err != nil {
 		return infra.Parts{}, err
 	}
@@ -226,13 +248,9 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 	pub := bus.NewPublisher(inf.JS, tel.Propagator())
 	submitter := submit.New(jobs, pub, c.TaskSigner, nil, submit.WithAdmission(limiter))
 	signer := links.NewRotating(c.PublicURL, c.LinkKeys, c.LinkTTL, nil)
-	kvs := map[string]jetstream.KeyValue{}
-	for _, name := range []string{bus.BucketUsers, bus.BucketUserIndex, bus.BucketJobs, bus.BucketSchedules, bus.BucketCounters} {
-		if kvs[name], err = inf.JS.KeyValue(ctx, name); err != nil {
-			return infra.Parts{}, fmt.Errorf("open bucket %s: %w", name, err)
-		}
-	}
-	keys, err := auth.NewKeyAuthenticator(kvs[bus.BucketUsers], kvs[bus.BucketUserIndex], c.JWT)
+	jwtConfig := c.JWT
+	jwtConfig.Cache = credentials
+	keys, err := auth.NewKeyAuthenticator(kvs[bus.BucketUsers], kvs[bus.BucketUserIndex], jwtConfig)
 	if err != nil {
 		// The HS256 key length was checked with the rest of the
 		// configuration, so what is left is the RS256 key.
@@ -330,6 +348,8 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		Middleware:      []func(http.Handler) http.Handler{idem.Handler, limiter.Handler},
 		MaxBodyBytes:    int64(c.MaxBody),
 		BodyReadTimeout: c.BodyTimeout,
+		MaxInFlight:     noLimitBelowOne(c.MaxInFlight),
+		MaxEventStreams: noLimitBelowOne(c.MaxStreams),
 		WriteTimeout:    d.Base.HTTP.Write,
 	})
 
@@ -342,6 +362,15 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 			Tracer:      tel.TracerProvider.Tracer("dataport.dev/services/gateway/projection"),
 			Propagator:  tel.Propagator(),
 		}}},
-		Loops: []func(context.Context) error{dog.Run, scheduler.Run},
+		Loops: append(loops, dog.Run, scheduler.Run),
 	}, nil
+}
+
+// noLimitBelowOne maps a variable's 0 ("no limit") to the router's
+// negative one, whose zero means the default.
+func noLimitBelowOne(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }

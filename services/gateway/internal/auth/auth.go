@@ -6,7 +6,8 @@
 // live in the KV bucket bus.BucketUsers with only the SHA-256 of their
 // token and API key, so the gateway never holds a usable credential. The
 // gateway's authentication middleware (dialect.Authenticate) calls these
-// once per request. Permissions and room access are package access's rules
+// once per request; with a Cache, a credential accepted recently is
+// accepted again without a read until its user changes. Permissions and room access are package access's rules
 // (Rocket.Chat's role table; public channels with view-c-room, private
 // groups and direct conversations for members only).
 package auth
@@ -43,22 +44,39 @@ func ValidID(id string) bool { return access.ValidID(id) }
 // access's, which the exporters apply again to every task. It is safe for
 // concurrent use.
 type Service struct {
-	// Directory reads users, rooms and memberships.
+	// Directory reads users, rooms and memberships. Its reads are never
+	// cached: only Authenticate uses the cache.
 	*access.Directory
+	cache *Cache
 }
 
+// Option configures a Service.
+type Option func(*Service)
+
+// WithCache lets Authenticate answer from c for credentials it recently
+// accepted (Cache); without it every call reads the user.
+func WithCache(c *Cache) Option { return func(s *Service) { s.cache = c } }
+
 // New returns a Service over the four buckets and the users' index.
-func New(users, rooms, memberships, orgMembers, userIndex jetstream.KeyValue) *Service {
-	return &Service{Directory: access.NewDirectory(users, rooms, memberships, orgMembers, userIndex)}
+func New(users, rooms, memberships, orgMembers, userIndex jetstream.KeyValue, opts ...Option) *Service {
+	return newService(access.NewDirectory(users, rooms, memberships, orgMembers, userIndex), opts)
 }
 
 // Open looks up the buckets (declared by bus.EnsureTopology).
-func Open(ctx context.Context, js jetstream.JetStream) (*Service, error) {
+func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Service, error) {
 	dir, err := access.OpenDirectory(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{Directory: dir}, nil
+	return newService(dir, opts), nil
+}
+
+func newService(dir *access.Directory, opts []Option) *Service {
+	s := &Service{Directory: dir}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // TokenHash is the lower-case hex SHA-256 of a token, as stored in
@@ -74,6 +92,12 @@ func (s *Service) Authenticate(ctx context.Context, userID, token string) (*sour
 	if token == "" || !ValidID(userID) {
 		return nil, ErrUnauthenticated
 	}
+	hash := TokenHash(token)
+	key := tokenCacheKey(userID, hash)
+	if u, ok := s.cache.get(key); ok {
+		return u, nil
+	}
+	t := s.cache.ticket()
 	u, found, err := s.User(ctx, userID)
 	if err != nil {
 		return nil, fmt.Errorf("authenticate %s: %w", userID, err)
@@ -84,10 +108,11 @@ func (s *Service) Authenticate(ctx context.Context, userID, token string) (*sour
 	if !found {
 		stored = strings.Repeat("0", sha256.Size*2)
 	}
-	ok := subtle.ConstantTimeCompare([]byte(TokenHash(token)), []byte(stored)) == 1
+	ok := subtle.ConstantTimeCompare([]byte(hash), []byte(stored)) == 1
 	if !found || !ok || u.GetAuthTokenSha256() == "" {
 		return nil, ErrUnauthenticated
 	}
+	s.cache.put(t, key, userID, u)
 	return u, nil
 }
 

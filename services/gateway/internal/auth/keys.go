@@ -35,6 +35,7 @@ type KeyAuthenticator struct {
 	audience    string
 	maxLifetime time.Duration
 	now         func() time.Time
+	cache       *Cache
 }
 
 // MinHS256KeyBytes is the shortest HS256 key accepted: RFC 7518, section
@@ -62,6 +63,10 @@ type KeyConfig struct {
 	MaxLifetime time.Duration
 	// Now is the clock for expiry checks; nil means time.Now.
 	Now func() time.Time
+	// Cache, when set, answers for API keys and JWT subjects recently
+	// accepted (Cache). A JWT is still verified on every request; only
+	// the read of its subject is saved.
+	Cache *Cache
 }
 
 // NewKeyAuthenticator returns a KeyAuthenticator over the users bucket and
@@ -69,7 +74,7 @@ type KeyConfig struct {
 // access.IndexUser). It fails on an HS256 key shorter than
 // MinHS256KeyBytes and on an unparsable RS256 key.
 func NewKeyAuthenticator(users, userIndex jetstream.KeyValue, cfg KeyConfig) (*KeyAuthenticator, error) {
-	a := &KeyAuthenticator{users: users, userIndex: userIndex, now: cfg.Now, issuer: cfg.Issuer, audience: cfg.Audience, maxLifetime: cfg.MaxLifetime}
+	a := &KeyAuthenticator{users: users, userIndex: userIndex, now: cfg.Now, issuer: cfg.Issuer, audience: cfg.Audience, maxLifetime: cfg.MaxLifetime, cache: cfg.Cache}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -104,6 +109,11 @@ func (a *KeyAuthenticator) APIKey(ctx context.Context, key string) (*sourcev1.Us
 		return nil, ErrUnauthenticated
 	}
 	want := TokenHash(key)
+	ck := apiKeyCacheKey(want)
+	if u, ok := a.cache.get(ck); ok {
+		return u, nil
+	}
+	t := a.cache.ticket()
 	entry, _ := access.APIKeyEntry(want)
 	e, err := a.userIndex.Get(ctx, entry)
 	switch {
@@ -112,13 +122,15 @@ func (a *KeyAuthenticator) APIKey(ctx context.Context, key string) (*sourcev1.Us
 	case err != nil:
 		return nil, fmt.Errorf("look up API key: %w", err)
 	}
-	u, err := a.user(ctx, string(e.Value()))
+	userID := string(e.Value())
+	u, err := a.user(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
 	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(u.GetApiKeySha256()))) != 1 {
 		return nil, ErrUnauthenticated
 	}
+	a.cache.put(t, ck, userID, u)
 	return u, nil
 }
 
@@ -181,7 +193,17 @@ func (a *KeyAuthenticator) Bearer(ctx context.Context, token string) (*sourcev1.
 	if err != nil || claims.Subject == "" || a.tooLong(claims) {
 		return nil, ErrUnauthenticated
 	}
-	return a.user(ctx, claims.Subject)
+	ck := subjectCacheKey(claims.Subject)
+	if u, ok := a.cache.get(ck); ok {
+		return u, nil
+	}
+	t := a.cache.ticket()
+	u, err := a.user(ctx, claims.Subject)
+	if err != nil {
+		return nil, err
+	}
+	a.cache.put(t, ck, claims.Subject, u)
+	return u, nil
 }
 
 // tooLong reports whether a verified token is valid for longer than the

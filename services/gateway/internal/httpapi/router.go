@@ -5,8 +5,8 @@
 // GET /openapi.json (package openapi), and, when configured, the web
 // console (package console).
 //
-// Every request goes through the same path: tracing, panic recovery,
-// reading the body whole (readBodies), authentication once by the
+// Every request goes through the same path: tracing, panic recovery, a
+// cap on requests in flight (limited), reading the body whole (readBodies), authentication once by the
 // credential of the route's dialect (dialect.Authenticate, which puts the
 // principal in the request's context), the configured middleware
 // (idempotency keys, quotas), then the dialect's handler, which reads the
@@ -84,6 +84,15 @@ type Config struct {
 	// BodyReadTimeout is how long a client has to send a request body; a
 	// slower one is refused with 408. Zero means DefaultBodyReadTimeout.
 	BodyReadTimeout time.Duration
+	// MaxInFlight is the most requests served at once; more are answered
+	// 503 with Retry-After in their dialect's shape (api.limited). The
+	// probes, /metrics and event streams are not counted. Zero means
+	// DefaultMaxInFlight, a negative value no limit.
+	MaxInFlight int
+	// MaxEventStreams is the most server-sent event streams open at once,
+	// counted apart from other requests; more are answered 503. Zero
+	// means DefaultMaxEventStreams, a negative value no limit.
+	MaxEventStreams int
 	// WriteTimeout is the server's write timeout, which a download renews
 	// before every write so a large file can stream for as long as the
 	// client keeps reading. Zero means infra.DefaultWriteTimeout.
@@ -158,6 +167,12 @@ func New(cfg Config) *Router {
 	if cfg.BodyReadTimeout <= 0 {
 		cfg.BodyReadTimeout = DefaultBodyReadTimeout
 	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.MaxEventStreams == 0 {
+		cfg.MaxEventStreams = DefaultMaxEventStreams
+	}
 	a := &api{
 		Config: cfg,
 		log:    cfg.Logger,
@@ -169,11 +184,14 @@ func New(cfg Config) *Router {
 		metric.WithUnit("s"), metric.WithDescription("Duration of HTTP server requests, by method, route and status."),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
 	mux := chi.NewRouter()
-	// Bodies are read before authentication (a lookup) and the
-	// configured middleware, which reads them too (idempotency hashes
-	// them) or spends state on them (quotas). Authentication runs once,
-	// before the middleware that needs the caller.
-	mux.Use(a.traced, a.recovered, readBodies(cfg.MaxBodyBytes, cfg.BodyReadTimeout), dialect.Authenticate(cfg.Auth, cfg.Keys))
+	// The cap on requests in flight comes before anything a request
+	// holds memory or a lookup for, and after tracing, so refusals are
+	// counted in the request metric. Bodies are read before
+	// authentication (a lookup) and the configured middleware, which
+	// reads them too (idempotency hashes them) or spends state on them
+	// (quotas). Authentication runs once, before the middleware that
+	// needs the caller.
+	mux.Use(a.traced, a.recovered, a.limited, readBodies(cfg.MaxBodyBytes, cfg.BodyReadTimeout), dialect.Authenticate(cfg.Auth, cfg.Keys))
 	if cfg.Console != nil {
 		mux.Use(cfg.Console.Authenticate)
 	}

@@ -2,8 +2,11 @@ package scalebench
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -54,11 +57,37 @@ type Result struct {
 	// Failed counts answers that were not Scenario.Want (or no answer).
 	Failed int
 	Codes  map[string]int
+	// Peak is the gateway's most while the scenario was measured.
+	Peak Peak
+	want int
+}
+
+// failures names the answers that were not the wanted status, by status
+// ("0" is no answer: a timeout or a refused connection), such as
+// "503 ×120, 0 ×3".
+func (r Result) failures() string {
+	var parts []string
+	for c, n := range r.Codes {
+		if c != strconv.Itoa(r.want) {
+			parts = append(parts, fmt.Sprintf("%s ×%d", c, n))
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
 
 // Attack runs s for d and measures every answer.
 func Attack(s Scenario, d time.Duration) Result {
-	a := vegeta.NewAttacker(vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.Workers(32))
+	// vegeta's own transport, but ours, so that the connections it opened
+	// are closed when the scenario ends: the next scenario's peaks are
+	// then its own, not this one's idle connections.
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: vegeta.DefaultConnections,
+		MaxConnsPerHost:     vegeta.DefaultMaxConnections,
+	}
+	defer tr.CloseIdleConnections()
+	a := vegeta.NewAttacker(vegeta.Client(&http.Client{Transport: tr}), vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.Workers(32))
 	var m vegeta.Metrics
 	failed := 0
 	want := uint16(s.Want)
@@ -70,7 +99,7 @@ func Attack(s Scenario, d time.Duration) Result {
 	}
 	m.Close()
 	return Result{Scenario: s.Name, Rate: s.Rate, Requests: m.Requests, P50: m.Latencies.P50, P99: m.Latencies.P99,
-		Max: m.Latencies.Max, Failed: failed, Codes: m.StatusCodes}
+		Max: m.Latencies.Max, Failed: failed, Codes: m.StatusCodes, want: s.Want}
 }
 
 // String is one line of a report.
@@ -80,8 +109,8 @@ func (r Result) String() string {
 		codes = append(codes, fmt.Sprintf("%s:%d", c, n))
 	}
 	slices.Sort(codes)
-	return fmt.Sprintf("%-45s %5d/s %7d req  p50 %7s  p99 %7s  max %7s  failed %d %v",
-		r.Scenario, r.Rate, r.Requests, ms(r.P50), ms(r.P99), ms(r.Max), r.Failed, codes)
+	return fmt.Sprintf("%-45s %5d/s %7d req  p50 %7s  p99 %7s  max %7s  failed %d %v  peak VmRSS %s MiB, %d connections",
+		r.Scenario, r.Rate, r.Requests, ms(r.P50), ms(r.P99), ms(r.Max), r.Failed, codes, MiB(r.Peak.RSS), r.Peak.Conns)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }

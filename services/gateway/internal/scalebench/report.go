@@ -31,9 +31,20 @@ func (r *Report) Markdown(w io.Writer) {
 			x := s.Results[i]
 			c := fmt.Sprintf("%s / %s", msShort(x.P50), msShort(x.P99))
 			if x.Failed > 0 {
-				c += fmt.Sprintf(" (%d of %d failed)", x.Failed, x.Requests)
+				c += fmt.Sprintf(" (%d of %d failed: %s)", x.Failed, x.Requests, x.failures())
 			}
 			cells = append(cells, c)
+		}
+		row(cells...)
+	}
+	for i, res := range r.Sizes[0].Results {
+		cells := []string{fmt.Sprintf("peak VmRSS MiB / connections, %s", res.Scenario)}
+		for _, s := range r.Sizes {
+			if i >= len(s.Results) {
+				cells = append(cells, "-")
+				continue
+			}
+			cells = append(cells, fmt.Sprintf("%s / %d", MiB(s.Results[i].Peak.RSS), s.Results[i].Peak.Conns))
 		}
 		row(cells...)
 	}
@@ -44,6 +55,7 @@ func (r *Report) Markdown(w io.Writer) {
 		}
 		row(cells...)
 	}
+	line("gateway VmRSS once ready, idle (MiB)", func(s Size) string { return MiB(s.Idle.RSS) })
 	line("gateway VmRSS after the load (MiB)", func(s Size) string { return MiB(s.Memory.RSS) })
 	line("gateway VmHWM, its peak (MiB)", func(s Size) string { return MiB(s.Memory.HWM) })
 	line("gateway start to ready", func(s Size) string { return s.Start.Round(time.Millisecond).String() })
@@ -51,6 +63,7 @@ func (r *Report) Markdown(w io.Writer) {
 		return fmt.Sprintf("%s in %s", thousands(s.Added), s.Fill.Round(100*time.Millisecond))
 	})
 	line("load average before the load", func(s Size) string { return s.Load })
+	line("load average after the load", func(s Size) string { return s.LoadAfter })
 	if m := r.Migration; m != nil {
 		fmt.Fprintf(w, "\nIndex rebuilt at start over %s jobs of other owners (plus %s of the callers): ready in %s, VmRSS %s MiB, VmHWM %s MiB (load average %s).\n",
 			thousands(m.Jobs), thousands(2*OwnJobs), m.Start.Round(time.Millisecond), MiB(m.Memory.RSS), MiB(m.Memory.HWM), m.Load)

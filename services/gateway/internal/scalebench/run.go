@@ -34,6 +34,10 @@ type Config struct {
 	// Migrate drops the index after the last size and measures the start
 	// that rebuilds it.
 	Migrate bool
+	// GatewayEnv are more KEY=value settings of the gateway, after the
+	// run's own (so they win), such as DATAPORT_AUTH_CACHE_SIZE=0 to
+	// measure without the credential cache.
+	GatewayEnv []string
 }
 
 // Size is what was measured with one projection size.
@@ -45,11 +49,14 @@ type Size struct {
 	Added int
 	// Start is from the gateway's exec to its first 200 on /readyz.
 	Start time.Duration
-	// Memory is the gateway's after the load.
+	// Idle is the gateway's memory once ready, before the load; Memory
+	// is after the load.
+	Idle    Memory
 	Memory  Memory
 	Results []Result
-	// Load is /proc/loadavg before the load.
-	Load string
+	// Load and LoadAfter are /proc/loadavg before and after the load:
+	// other processes on the machine share its cores with the servers.
+	Load, LoadAfter string
 }
 
 // Report is every size's figures, and the migration's.
@@ -126,6 +133,7 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 		"DATAPORT_MAX_CONCURRENT_EXPORTS_PER_USER=0",
 		"DATAPORT_CREATE_RATE_PER_MINUTE=100000",
 	}}
+	g.env = append(g.env, c.GatewayEnv...)
 	// A first start over the empty projection marks the index built, as
 	// on a deployment that had the index from its first job.
 	if _, err := g.cycle(ctx, nil); err != nil {
@@ -158,6 +166,12 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 		m, err := g.cycle(ctx, func(p *Process, started time.Duration) error {
 			sz.Start = started
 			sz.Load = loadavg()
+			idle, err := p.Memory()
+			if err != nil {
+				return err
+			}
+			sz.Idle = idle
+			defer func() { sz.LoadAfter = loadavg() }()
 			for _, s := range Scenarios("http://" + httpAddr) {
 				// A few seconds first, not counted: the figures are of
 				// the steady state, not of the first connections.
@@ -165,7 +179,9 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 				if err := ns.Settle(ctx, 20*time.Second); err != nil {
 					return err
 				}
+				stop := samplePeaks(ctx, p, portOf(httpAddr), 100*time.Millisecond)
 				r := Attack(s, c.Duration)
+				r.Peak = stop()
 				fmt.Fprintln(log, "  ", r)
 				sz.Results = append(sz.Results, r)
 			}

@@ -44,9 +44,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&sizes, "sizes", "10000,100000,1000000", "comma-separated numbers of other owners' jobs to measure at, ascending")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "how long each request kind is sent at its rate")
 	fs.BoolVar(&c.Migrate, "migrate", true, "after the last size, drop the index and time the gateway's start that rebuilds it")
+	var env string
+	fs.StringVar(&env, "gateway-env", "", "comma-separated KEY=value settings of the gateway beyond the run's own, e.g. DATAPORT_AUTH_CACHE_SIZE=0")
 	fs.StringVar(&c.Dir, "dir", "", "state and log directory (default: a new temporary one, removed at the end)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	for kv := range strings.SplitSeq(env, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if k, _, ok := strings.Cut(kv, "="); !ok || !strings.HasPrefix(k, "DATAPORT_") {
+			return fmt.Errorf("-gateway-env %q: want DATAPORT_NAME=value", kv)
+		}
+		c.GatewayEnv = append(c.GatewayEnv, kv)
 	}
 	for s := range strings.SplitSeq(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
