@@ -166,7 +166,7 @@ func (t *Task) DeleteCheckpoint(ctx context.Context) {
 // start that must hold exactly the files it announces.
 func (t *Task) ClearPart(ctx context.Context) error {
 	prefix := objects.PartPrefix(t.Task.GetJobId(), t.Task.GetPart())
-	n, err := t.r.deletePrefix(ctx, prefix)
+	n, err := t.r.deletePrefix(ctx, prefix, nil)
 	if err != nil {
 		return err
 	}

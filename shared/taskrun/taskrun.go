@@ -111,6 +111,18 @@ type Discarder interface {
 	Discard(ctx context.Context, t *Task)
 }
 
+// Keeper is a Kind whose unfinished part may leave finished files worth
+// keeping: the chunks a chunked record export stored before its job was
+// canceled or it failed. Finished returns them (it runs before Discard and
+// before the checkpoint, which usually lists them, is deleted); the Runner
+// keeps their objects while deleting the rest of the part's, and
+// announces them as the job's partial results: in ExportFailed, or in a
+// partial PartUploaded for a canceled job. An error or nothing keeps
+// nothing, which is what a Kind without Keeper gets.
+type Keeper interface {
+	Finished(ctx context.Context, t *Task) ([]*exportv1.File, error)
+}
+
 // Result is a finished part.
 type Result struct {
 	Files []*exportv1.File
@@ -357,13 +369,15 @@ func (r *Runner) Terminated(ctx context.Context, msg jetstream.Msg, cause error)
 func (r *Runner) Fail(ctx context.Context, task *exportv1.ExportTask, cause error) {
 	ctx = context.WithoutCancel(ctx)
 	t := r.newTask(task)
-	r.discard(ctx, t, objects.PartPrefix(task.GetJobId(), task.GetPart()))
+	kept := r.finished(ctx, t)
+	r.discard(ctx, t, objects.PartPrefix(task.GetJobId(), task.GetPart()), kept)
 	ev := &exportv1.ExportFailed{
-		JobId:      task.GetJobId(),
-		OccurredAt: timestamppb.New(r.opts.Now()),
-		Reason:     bus.ReasonFor(ctx, cause),
-		Rejected:   IsRejected(cause),
-		OwnerId:    task.GetOwnerId(),
+		JobId:        task.GetJobId(),
+		OccurredAt:   timestamppb.New(r.opts.Now()),
+		Reason:       bus.ReasonFor(ctx, cause),
+		Rejected:     IsRejected(cause),
+		OwnerId:      task.GetOwnerId(),
+		PartialFiles: kept,
 	}
 	if err := r.opts.Publisher.PublishStatus(ctx, bus.EventFailed, task.GetJobId(), "", ev); err != nil {
 		t.Log.ErrorContext(ctx, "could not fail job of terminated task", "error", err, "cause", cause)
@@ -611,6 +625,7 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 		PartsTotal: partsTotal(task),
 		Kind:       task.GetKind(),
 		OwnerId:    task.GetOwnerId(),
+		PartKind:   t.Kind,
 	}
 	if len(res.Files) == 1 && !res.FileList {
 		ev.File = res.Files[0]
@@ -631,19 +646,70 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 // first removes them; later ones find little or nothing, so the job's
 // remaining tasks are acked at once. Failing to delete is retried like
 // any transient failure.
+//
+// A Keeper's part is the exception: its finished files are the job's
+// partial results, announced in a partial PartUploaded, and only this
+// part's other objects are deleted, since the job's other parts (split
+// record exports) keep theirs the same way and a finished part's files
+// are partial results too. Retention deletes what is kept with the job.
 func (r *Runner) canceled(ctx context.Context, t *Task) error {
 	ctx = context.WithoutCancel(ctx)
-	return r.discard(ctx, t, objects.PartsPrefix(t.Task.GetJobId()))
+	if _, ok := r.kinds[t.Kind].(Keeper); !ok {
+		return r.discard(ctx, t, objects.PartsPrefix(t.Task.GetJobId()), nil)
+	}
+	kept := r.finished(ctx, t)
+	if err := r.discard(ctx, t, objects.PartPrefix(t.Task.GetJobId(), t.Task.GetPart()), kept); err != nil {
+		return err
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	task := t.Task
+	ev := &exportv1.PartUploaded{
+		JobId:      task.GetJobId(),
+		OccurredAt: timestamppb.New(r.opts.Now()),
+		Part:       task.GetPart(),
+		PartsTotal: partsTotal(task),
+		Kind:       task.GetKind(),
+		OwnerId:    task.GetOwnerId(),
+		PartKind:   t.Kind,
+		Files:      kept,
+		Partial:    true,
+	}
+	disc := "partial." + strconv.FormatUint(uint64(task.GetPart()), 10)
+	if err := r.opts.Publisher.PublishStatus(ctx, bus.EventPart, task.GetJobId(), disc, ev); err != nil {
+		// The checkpoint is gone, so a retry would find nothing to keep;
+		// the objects stay until retention.
+		t.Log.WarnContext(ctx, "partial results of canceled job not announced", "files", len(kept), "error", err)
+		return nil
+	}
+	t.Log.InfoContext(ctx, "kept partial results of canceled job", "files", len(kept))
+	return nil
+}
+
+// finished asks a Keeper for the part's finished files; nil for other
+// kinds, and when it cannot tell (logged: the files are then deleted).
+func (r *Runner) finished(ctx context.Context, t *Task) []*exportv1.File {
+	k, ok := r.kinds[t.Kind].(Keeper)
+	if !ok {
+		return nil
+	}
+	files, err := k.Finished(ctx, t)
+	if err != nil {
+		t.Log.WarnContext(ctx, "finished files of the part unknown; not kept", "error", err)
+		return nil
+	}
+	return files
 }
 
 // discard frees what attempts at the task left (the kind's Discarder,
-// the checkpoint) and deletes the objects under prefix.
-func (r *Runner) discard(ctx context.Context, t *Task, prefix string) error {
+// the checkpoint) and deletes the objects under prefix but those of keep.
+func (r *Runner) discard(ctx context.Context, t *Task, prefix string, keep []*exportv1.File) error {
 	if d, ok := r.kinds[t.Kind].(Discarder); ok {
 		d.Discard(ctx, t)
 	}
 	t.DeleteCheckpoint(ctx)
-	n, err := r.deletePrefix(ctx, prefix)
+	n, err := r.deletePrefix(ctx, prefix, keep)
 	if err != nil {
 		t.Log.WarnContext(ctx, "export objects not deleted", "prefix", prefix, "error", err)
 		return err
@@ -654,18 +720,28 @@ func (r *Runner) discard(ctx context.Context, t *Task, prefix string) error {
 	return nil
 }
 
-// deletePrefix deletes the exports bucket's objects under prefix.
-func (r *Runner) deletePrefix(ctx context.Context, prefix string) (int, error) {
+// deletePrefix deletes the exports bucket's objects under prefix, but
+// the objects of keep, and returns how many it deleted.
+func (r *Runner) deletePrefix(ctx context.Context, prefix string, keep []*exportv1.File) (int, error) {
 	objs, err := r.opts.Store.List(ctx, r.opts.Bucket, prefix)
 	if err != nil {
 		return 0, fmt.Errorf("list %s: %w", prefix, err)
 	}
-	for _, o := range objs {
-		if err := r.opts.Store.Delete(ctx, r.opts.Bucket, o.Key); err != nil && !errors.Is(err, blob.ErrNotFound) {
-			return 0, fmt.Errorf("delete %s: %w", o.Key, err)
-		}
+	kept := make(map[string]bool, len(keep))
+	for _, f := range keep {
+		kept[f.GetObjectKey()] = true
 	}
-	return len(objs), nil
+	n := 0
+	for _, o := range objs {
+		if kept[o.Key] {
+			continue
+		}
+		if err := r.opts.Store.Delete(ctx, r.opts.Bucket, o.Key); err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return n, fmt.Errorf("delete %s: %w", o.Key, err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // partsTotal treats a task without a plan size as a one-part job.

@@ -138,6 +138,10 @@ func (a *Archiver) HandlePart(ctx context.Context, seq uint64, part *exportv1.Pa
 	if err := validate(part); err != nil {
 		return bus.Permanent(err)
 	}
+	if part.GetPartial() {
+		// What a canceled part kept, for the projection; not a report.
+		return nil
+	}
 	jobID := part.GetJobId()
 	parts, err := a.reportedParts(ctx, seq, part)
 	if err != nil {
@@ -246,7 +250,8 @@ func (a *Archiver) readParts(ctx context.Context, seq uint64, jobID string, part
 			return nil
 		}
 		var p exportv1.PartUploaded
-		if err := proto.Unmarshal(msg.Data(), &p); err != nil || p.GetJobId() != jobID || validate(&p) != nil || p.GetPart() >= uint32(len(parts)) {
+		if err := proto.Unmarshal(msg.Data(), &p); err != nil || p.GetJobId() != jobID || validate(&p) != nil ||
+			p.GetPart() >= uint32(len(parts)) || p.GetPartial() {
 			// Its own handler terminated it; it never counted as a report.
 			continue
 		}
@@ -308,7 +313,7 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, parts []*expo
 	if err != nil {
 		return err
 	}
-	files, err := a.packager.Package(ctx, job, parts)
+	d, err := deliver(ctx, a.packager, job, parts)
 	if err != nil {
 		if bus.IsPermanent(err) {
 			// Packagers word their permanent errors (bus.Worded) as
@@ -317,16 +322,22 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, parts []*expo
 		}
 		return fmt.Errorf("package job %s: %w", jobID, err)
 	}
+	manifest, err := a.writeManifest(ctx, job, parts, d)
+	if err != nil {
+		return err
+	}
 	if err := a.publisher.PublishStatus(ctx, bus.EventCompleted, jobID, "", &exportv1.ExportCompleted{
 		JobId:      jobID,
 		OccurredAt: timestamppb.New(a.now()),
-		Files:      files,
+		Files:      d.Files,
 		OwnerId:    last.GetOwnerId(),
 		Kind:       job.Kind,
+		Manifest:   manifest,
+		Archive:    d.Archive,
 	}); err != nil {
 		return err
 	}
-	log.InfoContext(ctx, "job completed", "files", len(files))
+	log.InfoContext(ctx, "job completed", "files", len(d.Files), "archive", d.Archive.GetName())
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -48,6 +50,33 @@ type Packager interface {
 	Package(ctx context.Context, job Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error)
 }
 
+// Delivery is what packaging a job delivers: its files, for a room export
+// with attachments the archive of the room document and its assets, and
+// what each part produced as the job's manifest lists it (nil: each part's
+// files under their own names).
+type Delivery struct {
+	Files   []*exportv1.File
+	Archive *exportv1.File
+	Parts   []ManifestPart
+}
+
+// Deliverer is a Packager that says more than the files: an archive
+// beside them, or the names its parts' files have in the job's archive.
+// The Archiver uses Deliver when the packager has it, Package otherwise;
+// both follow the contract of Package.
+type Deliverer interface {
+	Deliver(ctx context.Context, job Job, parts []*exportv1.PartUploaded) (Delivery, error)
+}
+
+// deliver runs p's Deliver, or its Package.
+func deliver(ctx context.Context, p Packager, job Job, parts []*exportv1.PartUploaded) (Delivery, error) {
+	if d, ok := p.(Deliverer); ok {
+		return d.Deliver(ctx, job, parts)
+	}
+	files, err := p.Package(ctx, job, parts)
+	return Delivery{Files: files}, err
+}
+
 // ByKind packages each job with the packager registered for its kind, or
 // with Default.
 type ByKind struct {
@@ -63,10 +92,20 @@ func (b ByKind) Package(ctx context.Context, job Job, parts []*exportv1.PartUplo
 	return b.Default.Package(ctx, job, parts)
 }
 
+// Deliver hands the job to the packager of its kind.
+func (b ByKind) Deliver(ctx context.Context, job Job, parts []*exportv1.PartUploaded) (Delivery, error) {
+	if p, ok := b.Kinds[job.Kind]; ok {
+		return deliver(ctx, p, job, parts)
+	}
+	return deliver(ctx, b.Default, job, parts)
+}
+
 // NewDefaultPackager returns the packaging Dataport uses: a user-data
-// download becomes one zip archive with a manifest; room, records and
-// room-mail jobs deliver their parts' files as they are, but for the
-// pieces of a split record export, which are joined into one file.
+// download becomes one zip archive with a manifest; a room export delivers
+// its room document, and bundles it with the room's attachments in a zip
+// when it has any (RoomArchive); records and room-mail jobs deliver their
+// parts' files as they are, but for the pieces of a split record export,
+// which are joined into one file.
 func NewDefaultPackager(objects Objects, bucket string) Packager {
 	return newDefaultPackager(objects, bucket, nil)
 }
@@ -77,9 +116,58 @@ func newDefaultPackager(objects Objects, bucket string, log *slog.Logger) Packag
 	return ByKind{
 		Kinds: map[exportv1.JobKind]Packager{
 			exportv1.JobKind_JOB_KIND_USER_DATA: &Zip{Objects: objects, Bucket: bucket},
+			exportv1.JobKind_JOB_KIND_ROOM:      &RoomArchive{Objects: objects, Bucket: bucket},
 		},
 		Default: &Joiner{Objects: objects, Bucket: bucket, Logger: log, Then: &PartsAsFiles{Objects: objects, Bucket: bucket}},
 	}
+}
+
+// RoomArchive packages a room export. The room document is delivered as
+// it is, as PartsAsFiles would: clients that download "general.json"
+// keep getting it. When the job has an assets part that lists files, the
+// document and those files also go into a zip with assets/, the way
+// Rocket.Chat delivers a room export of type file (its document links to
+// assets/<file>), as the job's archive; an attachment whose object is
+// missing has no entry and is listed as missing in the archive's and the
+// job's manifests. A room without attachments is its document alone.
+type RoomArchive struct {
+	Objects Objects
+	// Bucket is the exports bucket, where the archive goes.
+	Bucket string
+}
+
+// Package delivers the room document; Deliver says what else there is.
+func (p *RoomArchive) Package(ctx context.Context, job Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
+	d, err := p.Deliver(ctx, job, parts)
+	return d.Files, err
+}
+
+// Deliver verifies the room document, and builds the archive when there
+// are attachments.
+func (p *RoomArchive) Deliver(ctx context.Context, job Job, parts []*exportv1.PartUploaded) (Delivery, error) {
+	var docs []*exportv1.PartUploaded
+	assets := 0
+	for _, part := range parts {
+		if part.GetPartKind() == exportv1.PartKind_PART_KIND_ASSETS {
+			assets += len(partFiles(part))
+			continue
+		}
+		docs = append(docs, part)
+	}
+	files, err := (&PartsAsFiles{Objects: p.Objects, Bucket: p.Bucket}).Package(ctx, job, docs)
+	if err != nil || assets == 0 {
+		return Delivery{Files: files}, err
+	}
+	name := objects.ArchiveName(job.ID)
+	if len(files) > 0 {
+		stem := strings.TrimSuffix(files[0].GetName(), path.Ext(files[0].GetName()))
+		name = objects.CleanFileName(stem+".zip", name)
+	}
+	archive, m, err := (&Zip{Objects: p.Objects, Bucket: p.Bucket}).pack(ctx, job, parts, name)
+	if err != nil {
+		return Delivery{}, err
+	}
+	return Delivery{Files: files, Archive: archive, Parts: m.Parts}, nil
 }
 
 // PartsAsFiles delivers the parts as they are: a one-part room export is
@@ -99,6 +187,10 @@ func (p *PartsAsFiles) Package(ctx context.Context, _ Job, parts []*exportv1.Par
 	var files []*exportv1.File
 	for _, part := range parts {
 		for _, f := range partFiles(part) {
+			if f.GetMissing() {
+				// Listed by the job's manifest, never delivered.
+				continue
+			}
 			problem, err := verifyObject(ctx, p.Objects, objects.Bucket(f, p.Bucket), f)
 			if err != nil {
 				return nil, fmt.Errorf("verify part %d (%s): %w", part.GetPart(), f.GetName(), err)

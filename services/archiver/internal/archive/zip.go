@@ -56,7 +56,10 @@ type Zip struct {
 	Level int
 }
 
-// Manifest is the content of manifest.json.
+// Manifest is the content of manifest.json: the last entry of an archive,
+// describing every other entry, and the manifest every completed job
+// carries beside its files (Job.manifest), which also lists the files as
+// they are downloaded.
 type Manifest struct {
 	Version int    `json:"version"`
 	JobID   string `json:"jobId"`
@@ -64,9 +67,16 @@ type Manifest struct {
 	Kind string `json:"kind"`
 	// Created is the job's creation time (RFC 3339, UTC), also the
 	// timestamp of every entry; empty when unknown.
-	Created string         `json:"created,omitempty"`
-	Parts   []ManifestPart `json:"parts"`
-	Totals  ManifestTotals `json:"totals"`
+	Created string `json:"created,omitempty"`
+	// Files are the job's files as its owner downloads them (by these
+	// names), and Archive the zip of a room export with attachments; only
+	// in a job's manifest, not in an archive's own.
+	Files   []ManifestFile `json:"files,omitempty"`
+	Archive *ManifestFile  `json:"archive,omitempty"`
+	// Parts are what each part produced: the entries of the job's archive
+	// when there is one, else the files.
+	Parts  []ManifestPart `json:"parts"`
+	Totals ManifestTotals `json:"totals"`
 }
 
 // ManifestPart lists one part's entries.
@@ -84,13 +94,39 @@ type ManifestFile struct {
 	// SHA256 is the lower-case hex SHA-256 of the entry's (uncompressed)
 	// bytes, as the exporter recorded it and the archiver verified it.
 	SHA256 string `json:"sha256"`
+	// Missing says the file could not be delivered: its object is gone
+	// (an attachment deleted since its message was sent). It has no
+	// entry, size or SHA-256; it is listed so nothing links to it
+	// unannounced.
+	Missing bool `json:"missing,omitempty"`
 }
 
-// ManifestTotals sums the entries, manifest excluded.
+// ManifestTotals sums the entries, manifest excluded; Missing counts the
+// files listed as missing, which Files does not.
 type ManifestTotals struct {
 	Files   int    `json:"files"`
 	Size    uint64 `json:"size"`
 	Records uint64 `json:"records"`
+	Missing int    `json:"missing,omitempty"`
+}
+
+// manifestFile describes f as listed under name.
+func manifestFile(name string, f *exportv1.File) ManifestFile {
+	if f.GetMissing() {
+		return ManifestFile{Name: name, Missing: true}
+	}
+	return ManifestFile{Name: name, Size: f.GetSize(), Records: f.GetRecords(), SHA256: f.GetSha256()}
+}
+
+// add counts mf into the totals.
+func (t *ManifestTotals) add(mf ManifestFile) {
+	if mf.Missing {
+		t.Missing++
+		return
+	}
+	t.Files++
+	t.Size += mf.Size
+	t.Records += mf.Records
 }
 
 // errUploadStopped tells the zip writer that the upload quit reading.
@@ -99,6 +135,23 @@ var errUploadStopped = errors.New("archive upload stopped reading")
 // Package streams the job's archive into the exports bucket and returns it
 // as the job's one file.
 func (z *Zip) Package(ctx context.Context, job Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
+	d, err := z.Deliver(ctx, job, parts)
+	return d.Files, err
+}
+
+// Deliver is Package with the archive's entries, which the job's manifest
+// lists by part.
+func (z *Zip) Deliver(ctx context.Context, job Job, parts []*exportv1.PartUploaded) (Delivery, error) {
+	f, m, err := z.pack(ctx, job, parts, archiveName(job))
+	if err != nil {
+		return Delivery{}, err
+	}
+	return Delivery{Files: []*exportv1.File{f}, Parts: m.Parts}, nil
+}
+
+// pack streams the archive of parts, named name, to the job's archive key
+// and returns it with its manifest.
+func (z *Zip) pack(ctx context.Context, job Job, parts []*exportv1.PartUploaded, name string) (*exportv1.File, *Manifest, error) {
 	key := objects.ArchiveKey(job.ID)
 	pr, pw := io.Pipe()
 	out := &digestWriter{w: pw, h: sha256.New()}
@@ -120,22 +173,22 @@ func (z *Zip) Package(ctx context.Context, job Job, parts []*exportv1.PartUpload
 	res := <-done
 	switch {
 	case res.err != nil && (upErr == nil || bus.IsPermanent(res.err)):
-		return nil, res.err
+		return nil, nil, res.err
 	case upErr != nil:
-		return nil, fmt.Errorf("upload archive of job %s: %w", job.ID, upErr)
+		return nil, nil, fmt.Errorf("upload archive of job %s: %w", job.ID, upErr)
 	case info.Size != out.n:
 		// Upload read less than was written: never expected, but an
 		// archive of another length than its digest must not be offered.
-		return nil, fmt.Errorf("archive of job %s: stored %d bytes, wrote %d", job.ID, info.Size, out.n)
+		return nil, nil, fmt.Errorf("archive of job %s: stored %d bytes, wrote %d", job.ID, info.Size, out.n)
 	}
-	return []*exportv1.File{{
-		Name:        archiveName(job),
+	return &exportv1.File{
+		Name:        name,
 		ObjectKey:   key,
 		Size:        uint64(out.n),
 		Records:     res.m.Totals.Records,
 		Sha256:      hex.EncodeToString(out.h.Sum(nil)),
 		ContentType: "application/zip",
-	}}, nil
+	}, res.m, nil
 }
 
 // archiveName is the zip's name as its owner sees it. A data download is
@@ -178,13 +231,16 @@ func (z *Zip) write(ctx context.Context, w io.Writer, job Job, parts []*exportv1
 		mp := ManifestPart{Part: p.GetPart(), Files: []ManifestFile{}}
 		for _, f := range partFiles(p) {
 			name := names.unique(SanitizeName(f.GetName()))
-			if err := z.copyEntry(ctx, zw, p, f, name, modified); err != nil {
-				return nil, err
+			// A missing file gets no entry: the manifest says it is
+			// missing, where an entry would have to pretend.
+			if !f.GetMissing() {
+				if err := z.copyEntry(ctx, zw, p, f, name, modified); err != nil {
+					return nil, err
+				}
 			}
-			mp.Files = append(mp.Files, ManifestFile{Name: name, Size: f.GetSize(), Records: f.GetRecords(), SHA256: f.GetSha256()})
-			m.Totals.Files++
-			m.Totals.Size += f.GetSize()
-			m.Totals.Records += f.GetRecords()
+			mf := manifestFile(name, f)
+			mp.Files = append(mp.Files, mf)
+			m.Totals.add(mf)
 		}
 		m.Parts = append(m.Parts, mp)
 	}

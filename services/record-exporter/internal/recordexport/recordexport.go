@@ -417,6 +417,7 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 
 	res := &result{}
 	var (
+		done bool // the sink finished every file
 		cp   *checkpoint
 		from *resumeAt
 		fp   string
@@ -473,12 +474,17 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 		// Right after a chunk was stored, before the row at src.seq opens
 		// the next one: that row is already counted, not yet written.
 		var lastSaved time.Time
-		s.rotated = func() error {
-			now := e.now()
-			if e.opts.CheckpointInterval > 0 && now.Sub(lastSaved) < e.opts.CheckpointInterval {
-				return nil
+		// A rotation the interval skipped is saved when the run ends
+		// without finishing: a retry then resumes from the latest chunk,
+		// and a canceled or failed part keeps every finished chunk as a
+		// partial result (Finished).
+		var unsaved *checkpoint
+		defer func() {
+			if unsaved != nil && !done {
+				t.SaveCheckpoint(context.WithoutCancel(ctx), unsaved)
 			}
-			lastSaved = now
+		}()
+		s.rotated = func() error {
 			next := &checkpoint{
 				Version: checkpointVersion, Task: fp, Seq: src.seq, LastSeq: src.lastSeq, Total: src.total,
 				Scanned: res.scanned - 1, Skipped: res.skipped, Matched: matched - 1, Rows: s.rows,
@@ -488,6 +494,12 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 				next.Files = append(next.Files, chunkFile{Name: f.GetName(), Key: f.GetObjectKey(), Size: f.GetSize(),
 					Records: f.GetRecords(), Sha256: f.GetSha256(), Checksum: f.GetChecksumSha256()})
 			}
+			now := e.now()
+			if e.opts.CheckpointInterval > 0 && now.Sub(lastSaved) < e.opts.CheckpointInterval {
+				unsaved = next
+				return nil
+			}
+			lastSaved, unsaved = now, nil
 			if !t.SaveCheckpoint(ctx, next) {
 				return nil
 			}
@@ -561,6 +573,7 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 		return nil, err
 	}
 	res.rows, res.bytes, res.piece = s.rows, s.bytes, s.piece
+	done = true
 	return res, nil
 }
 

@@ -536,7 +536,15 @@ type PartUploaded struct {
 	// then file is unset.
 	Files []*File `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
 	// Set when file is one piece of a split record export's file.
-	Piece         *FilePiece `protobuf:"bytes,40,opt,name=piece,proto3" json:"piece,omitempty"`
+	Piece *FilePiece `protobuf:"bytes,40,opt,name=piece,proto3" json:"piece,omitempty"`
+	// partial marks the finished files of a part whose job was canceled
+	// before the part finished: they are kept as the job's partial
+	// results (Job.partial_files). A partial event is not a report of the
+	// part; the archiver ignores it.
+	Partial bool `protobuf:"varint,20,opt,name=partial,proto3" json:"partial,omitempty"`
+	// What the part is (a room document, a room's or user's assets, ...);
+	// unset in events of exporters that predate it.
+	PartKind      PartKind `protobuf:"varint,21,opt,name=part_kind,json=partKind,proto3,enum=dataport.export.v1.PartKind" json:"part_kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -634,6 +642,20 @@ func (x *PartUploaded) GetPiece() *FilePiece {
 	return nil
 }
 
+func (x *PartUploaded) GetPartial() bool {
+	if x != nil {
+		return x.Partial
+	}
+	return false
+}
+
+func (x *PartUploaded) GetPartKind() PartKind {
+	if x != nil {
+		return x.PartKind
+	}
+	return PartKind_PART_KIND_UNSPECIFIED
+}
+
 // ExportFinalizing says the archiver has every part and is building the
 // deliverable.
 // Subject: exports.status.finalizing.<jobId>.
@@ -694,12 +716,17 @@ func (x *ExportFinalizing) GetOccurredAt() *timestamppb.Timestamp {
 // Subject: exports.status.completed.<jobId>.
 // Producer: archiver. Consumers: gateway projection, notifier.
 type ExportCompleted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
-	Files         []*File                `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
-	OwnerId       string                 `protobuf:"bytes,4,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
-	Kind          JobKind                `protobuf:"varint,5,opt,name=kind,proto3,enum=dataport.export.v1.JobKind" json:"kind,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	Files      []*File                `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
+	OwnerId    string                 `protobuf:"bytes,4,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	Kind       JobKind                `protobuf:"varint,5,opt,name=kind,proto3,enum=dataport.export.v1.JobKind" json:"kind,omitempty"`
+	// The job's manifest (Job.manifest) and, for a room export with
+	// attachments, the zip of the room document and its assets
+	// (Job.archive).
+	Manifest      *File `protobuf:"bytes,20,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Archive       *File `protobuf:"bytes,21,opt,name=archive,proto3" json:"archive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -769,6 +796,20 @@ func (x *ExportCompleted) GetKind() JobKind {
 	return JobKind_JOB_KIND_UNSPECIFIED
 }
 
+func (x *ExportCompleted) GetManifest() *File {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *ExportCompleted) GetArchive() *File {
+	if x != nil {
+		return x.Archive
+	}
+	return nil
+}
+
 // ExportFailed ends a job that could not be completed.
 // Subject: exports.status.failed.<jobId>.
 // Producers: room-exporter, archiver. Consumers: gateway projection, notifier.
@@ -778,8 +819,12 @@ type ExportFailed struct {
 	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
 	Reason     string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// True when the request itself can never succeed (state REJECTED).
-	Rejected      bool   `protobuf:"varint,4,opt,name=rejected,proto3" json:"rejected,omitempty"`
-	OwnerId       string `protobuf:"bytes,5,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	Rejected bool   `protobuf:"varint,4,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	OwnerId  string `protobuf:"bytes,5,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	// The finished files the failed part leaves as partial results
+	// (Job.partial_files), e.g. the chunks a chunked record export stored
+	// before it went over its byte cap.
+	PartialFiles  []*File `protobuf:"bytes,20,rep,name=partial_files,json=partialFiles,proto3" json:"partial_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -847,6 +892,13 @@ func (x *ExportFailed) GetOwnerId() string {
 		return x.OwnerId
 	}
 	return ""
+}
+
+func (x *ExportFailed) GetPartialFiles() []*File {
+	if x != nil {
+		return x.PartialFiles
+	}
+	return nil
 }
 
 // ExportCanceled ends a job at its owner's request.
@@ -1101,7 +1153,7 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04part\x18\x03 \x01(\rR\x04part\x12\x1f\n" +
 	"\vparts_total\x18\x04 \x01(\rR\n" +
 	"partsTotal\x128\n" +
-	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\xf6\x02\n" +
+	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\xcb\x03\n" +
 	"\fPartUploaded\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1113,25 +1165,30 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04kind\x18\x06 \x01(\x0e2\x1b.dataport.export.v1.JobKindR\x04kind\x12\x19\n" +
 	"\bowner_id\x18\a \x01(\tR\aownerId\x12.\n" +
 	"\x05files\x18\b \x03(\v2\x18.dataport.export.v1.FileR\x05files\x123\n" +
-	"\x05piece\x18( \x01(\v2\x1d.dataport.export.v1.FilePieceR\x05piece\"f\n" +
+	"\x05piece\x18( \x01(\v2\x1d.dataport.export.v1.FilePieceR\x05piece\x12\x18\n" +
+	"\apartial\x18\x14 \x01(\bR\apartial\x129\n" +
+	"\tpart_kind\x18\x15 \x01(\x0e2\x1c.dataport.export.v1.PartKindR\bpartKind\"f\n" +
 	"\x10ExportFinalizing\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"occurredAt\"\xe1\x01\n" +
+	"occurredAt\"\xcb\x02\n" +
 	"\x0fExportCompleted\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"occurredAt\x12.\n" +
 	"\x05files\x18\x03 \x03(\v2\x18.dataport.export.v1.FileR\x05files\x12\x19\n" +
 	"\bowner_id\x18\x04 \x01(\tR\aownerId\x12/\n" +
-	"\x04kind\x18\x05 \x01(\x0e2\x1b.dataport.export.v1.JobKindR\x04kind\"\xb1\x01\n" +
+	"\x04kind\x18\x05 \x01(\x0e2\x1b.dataport.export.v1.JobKindR\x04kind\x124\n" +
+	"\bmanifest\x18\x14 \x01(\v2\x18.dataport.export.v1.FileR\bmanifest\x122\n" +
+	"\aarchive\x18\x15 \x01(\v2\x18.dataport.export.v1.FileR\aarchive\"\xf0\x01\n" +
 	"\fExportFailed\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"occurredAt\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1a\n" +
 	"\brejected\x18\x04 \x01(\bR\brejected\x12\x19\n" +
-	"\bowner_id\x18\x05 \x01(\tR\aownerId\"|\n" +
+	"\bowner_id\x18\x05 \x01(\tR\aownerId\x12=\n" +
+	"\rpartial_files\x18\x14 \x03(\v2\x18.dataport.export.v1.FileR\fpartialFiles\"|\n" +
 	"\x0eExportCanceled\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1210,19 +1267,23 @@ var file_dataport_export_v1_events_proto_depIdxs = []int32{
 	14, // 16: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
 	23, // 17: dataport.export.v1.PartUploaded.files:type_name -> dataport.export.v1.File
 	2,  // 18: dataport.export.v1.PartUploaded.piece:type_name -> dataport.export.v1.FilePiece
-	13, // 19: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 20: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
-	23, // 21: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
-	14, // 22: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
-	13, // 23: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 24: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 25: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 26: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	17, // 19: dataport.export.v1.PartUploaded.part_kind:type_name -> dataport.export.v1.PartKind
+	13, // 20: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 21: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 22: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
+	14, // 23: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
+	23, // 24: dataport.export.v1.ExportCompleted.manifest:type_name -> dataport.export.v1.File
+	23, // 25: dataport.export.v1.ExportCompleted.archive:type_name -> dataport.export.v1.File
+	13, // 26: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 27: dataport.export.v1.ExportFailed.partial_files:type_name -> dataport.export.v1.File
+	13, // 28: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 29: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 30: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_events_proto_init() }

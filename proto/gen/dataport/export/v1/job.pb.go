@@ -1013,8 +1013,13 @@ type File struct {
 	// it, without reading it again. Empty when the uploader sent none; the
 	// archiver then reads the object to check sha256.
 	ChecksumSha256 string `protobuf:"bytes,8,opt,name=checksum_sha256,json=checksumSha256,proto3" json:"checksum_sha256,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The file could not be delivered because its object is missing (an
+	// asset deleted after the message that links to it was sent). It stays
+	// listed, so the manifest says what is missing instead of an archive
+	// entry or link leading nowhere; size and sha256 are then empty.
+	Missing       bool `protobuf:"varint,20,opt,name=missing,proto3" json:"missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *File) Reset() {
@@ -1103,6 +1108,13 @@ func (x *File) GetChecksumSha256() string {
 	return ""
 }
 
+func (x *File) GetMissing() bool {
+	if x != nil {
+		return x.Missing
+	}
+	return false
+}
+
 // Job is the projection of one export job, kept by the gateway in the
 // export_jobs KV bucket under the job id. Every dialect reads it; only the
 // gateway writes it, from its own requests and from status events, with
@@ -1183,7 +1195,20 @@ type Job struct {
 	// beside trace_id: work on the job that no message of it starts (the
 	// watchdog failing it, the retention sweep expiring it) is traced as a
 	// child of it, so it shows in the job's one trace.
-	SpanId        string `protobuf:"bytes,37,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
+	SpanId string `protobuf:"bytes,37,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
+	// The manifest of a completed job (manifest.json beside its files):
+	// each delivered file's name, size, SHA-256 and record count, by part.
+	// Downloadable like a file, but not one of files, whose count and
+	// order the dialects promise their clients.
+	Manifest *File `protobuf:"bytes,50,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// What a failed or canceled job had finished before it ended: the
+	// chunk files of its chunked record parts, kept (and downloadable)
+	// until retention deletes the job's objects.
+	PartialFiles []*File `protobuf:"bytes,51,rep,name=partial_files,json=partialFiles,proto3" json:"partial_files,omitempty"`
+	// A room export's room document bundled with the attachment files it
+	// links to (a zip with assets/, as Rocket.Chat delivers a room export);
+	// files keeps the room document itself.
+	Archive       *File `protobuf:"bytes,52,opt,name=archive,proto3" json:"archive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1477,6 +1502,27 @@ func (x *Job) GetSpanId() string {
 	return ""
 }
 
+func (x *Job) GetManifest() *File {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *Job) GetPartialFiles() []*File {
+	if x != nil {
+		return x.PartialFiles
+	}
+	return nil
+}
+
+func (x *Job) GetArchive() *File {
+	if x != nil {
+		return x.Archive
+	}
+	return nil
+}
+
 // StageTimes are the moments a job entered its stages; unset for a stage
 // it has not reached (or skipped).
 type StageTimes struct {
@@ -1687,7 +1733,7 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\bProgress\x12\x18\n" +
 	"\apercent\x18\x01 \x01(\rR\apercent\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xe3\x01\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xfd\x01\n" +
 	"\x04File\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1697,7 +1743,8 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
 	"\x06bucket\x18\a \x01(\tR\x06bucket\x12'\n" +
-	"\x0fchecksum_sha256\x18\b \x01(\tR\x0echecksumSha256\"\x89\f\n" +
+	"\x0fchecksum_sha256\x18\b \x01(\tR\x0echecksumSha256\x12\x18\n" +
+	"\amissing\x18\x14 \x01(\bR\amissing\"\xb2\r\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\x12/\n" +
@@ -1743,7 +1790,10 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\tclient_id\x18! \x01(\tR\bclientId\x12'\n" +
 	"\x0fquota_principal\x18# \x01(\tR\x0equotaPrincipal\x126\n" +
 	"\x06stages\x18$ \x01(\v2\x1e.dataport.export.v1.StageTimesR\x06stages\x12\x17\n" +
-	"\aspan_id\x18% \x01(\tR\x06spanId\"\xbb\x02\n" +
+	"\aspan_id\x18% \x01(\tR\x06spanId\x124\n" +
+	"\bmanifest\x182 \x01(\v2\x18.dataport.export.v1.FileR\bmanifest\x12=\n" +
+	"\rpartial_files\x183 \x03(\v2\x18.dataport.export.v1.FileR\fpartialFiles\x122\n" +
+	"\aarchive\x184 \x01(\v2\x18.dataport.export.v1.FileR\aarchive\"\xbb\x02\n" +
 	"\n" +
 	"StageTimes\x127\n" +
 	"\tqueued_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bqueuedAt\x12?\n" +
@@ -1861,17 +1911,20 @@ var file_dataport_export_v1_job_proto_depIdxs = []int32{
 	16, // 22: dataport.export.v1.Job.notifications:type_name -> dataport.export.v1.NotificationStatus
 	5,  // 23: dataport.export.v1.Job.scope:type_name -> dataport.export.v1.Scope
 	15, // 24: dataport.export.v1.Job.stages:type_name -> dataport.export.v1.StageTimes
-	17, // 25: dataport.export.v1.StageTimes.queued_at:type_name -> google.protobuf.Timestamp
-	17, // 26: dataport.export.v1.StageTimes.processing_at:type_name -> google.protobuf.Timestamp
-	17, // 27: dataport.export.v1.StageTimes.finalizing_at:type_name -> google.protobuf.Timestamp
-	17, // 28: dataport.export.v1.StageTimes.ended_at:type_name -> google.protobuf.Timestamp
-	17, // 29: dataport.export.v1.StageTimes.notified_at:type_name -> google.protobuf.Timestamp
-	17, // 30: dataport.export.v1.NotificationStatus.at:type_name -> google.protobuf.Timestamp
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	13, // 25: dataport.export.v1.Job.manifest:type_name -> dataport.export.v1.File
+	13, // 26: dataport.export.v1.Job.partial_files:type_name -> dataport.export.v1.File
+	13, // 27: dataport.export.v1.Job.archive:type_name -> dataport.export.v1.File
+	17, // 28: dataport.export.v1.StageTimes.queued_at:type_name -> google.protobuf.Timestamp
+	17, // 29: dataport.export.v1.StageTimes.processing_at:type_name -> google.protobuf.Timestamp
+	17, // 30: dataport.export.v1.StageTimes.finalizing_at:type_name -> google.protobuf.Timestamp
+	17, // 31: dataport.export.v1.StageTimes.ended_at:type_name -> google.protobuf.Timestamp
+	17, // 32: dataport.export.v1.StageTimes.notified_at:type_name -> google.protobuf.Timestamp
+	17, // 33: dataport.export.v1.NotificationStatus.at:type_name -> google.protobuf.Timestamp
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_job_proto_init() }
