@@ -166,9 +166,9 @@ func validate(p *exportv1.PartUploaded) error {
 		return fmt.Errorf("part event of job %s: part %d out of range (parts_total %d)", p.GetJobId(), p.GetPart(), p.GetPartsTotal())
 	}
 	// A part may have no file at all: an assets part of a user who
-	// uploaded nothing.
+	// uploaded nothing. A missing file may not know where it was.
 	for _, f := range partFiles(p) {
-		if f.GetObjectKey() == "" {
+		if f.GetObjectKey() == "" && !f.GetMissing() {
 			return fmt.Errorf("part event of job %s: part %d has a file without object key", p.GetJobId(), p.GetPart())
 		}
 	}

@@ -122,11 +122,13 @@ func newDefaultPackager(objects Objects, bucket string, log *slog.Logger) Packag
 	}
 }
 
-// RoomArchive packages a room export. The room document is delivered as
-// it is, as PartsAsFiles would: clients that download "general.json"
-// keep getting it. When the job has an assets part that lists files, the
-// document and those files also go into a zip with assets/, the way
-// Rocket.Chat delivers a room export of type file (its document links to
+// RoomArchive packages a room export. Its room part lists the room
+// document first and then the attachments its messages link to (by
+// reference into the assets bucket, or missing). The document is
+// delivered as it is, as PartsAsFiles would: clients that download
+// "general.json" keep getting it. When there are attachments, the
+// document and they also go into a zip with assets/, the way Rocket.Chat
+// delivers a room export of type file (its document links to
 // assets/<file>), as the job's archive; an attachment whose object is
 // missing has no entry and is listed as missing in the archive's and the
 // job's manifests. A room without attachments is its document alone.
@@ -145,17 +147,20 @@ func (p *RoomArchive) Package(ctx context.Context, job Job, parts []*exportv1.Pa
 // Deliver verifies the room document, and builds the archive when there
 // are attachments.
 func (p *RoomArchive) Deliver(ctx context.Context, job Job, parts []*exportv1.PartUploaded) (Delivery, error) {
-	var docs []*exportv1.PartUploaded
-	assets := 0
-	for _, part := range parts {
-		if part.GetPartKind() == exportv1.PartKind_PART_KIND_ASSETS {
-			assets += len(partFiles(part))
-			continue
+	docs := make([]*exportv1.PartUploaded, len(parts))
+	attachments := 0
+	for i, part := range parts {
+		fs := partFiles(part)
+		docs[i] = part
+		if len(fs) > 1 {
+			doc := proto.CloneOf(part)
+			doc.File, doc.Files = fs[0], nil
+			docs[i] = doc
+			attachments += len(fs) - 1
 		}
-		docs = append(docs, part)
 	}
 	files, err := (&PartsAsFiles{Objects: p.Objects, Bucket: p.Bucket}).Package(ctx, job, docs)
-	if err != nil || assets == 0 {
+	if err != nil || attachments == 0 {
 		return Delivery{Files: files}, err
 	}
 	name := objects.ArchiveName(job.ID)

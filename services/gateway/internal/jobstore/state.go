@@ -132,6 +132,7 @@ func request(job *exportv1.Job) *exportv1.Job {
 	r := proto.CloneOf(job)
 	r.State, r.Progress, r.Files, r.Error, r.UpdatedAt = exportv1.JobState_JOB_STATE_UNSPECIFIED, nil, nil, "", nil
 	r.ExpiresAt, r.FilesExpired = nil, false
+	r.Manifest, r.Archive, r.PartialFiles = nil, nil, nil
 	r.Notified, r.NotifyError, r.Notifications = false, "", nil
 	r.Stages = nil
 	for _, p := range r.GetParts() {
@@ -174,6 +175,14 @@ func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) 
 		}
 		changed = grow(job, pc, rec, by) || changed
 	case *exportv1.PartUploaded:
+		if e.GetPartial() {
+			// Finished files a canceled part kept; the job has usually
+			// ended by the time they are announced.
+			if from != exportv1.JobState_JOB_STATE_COMPLETED {
+				changed = addPartial(job, e.GetFiles())
+			}
+			break
+		}
 		if terminal {
 			break
 		}
@@ -200,6 +209,7 @@ func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) 
 		}
 		job.State = exportv1.JobState_JOB_STATE_COMPLETED
 		job.Files = e.GetFiles()
+		job.Manifest, job.Archive, job.PartialFiles = e.GetManifest(), e.GetArchive(), nil
 		for _, p := range job.GetParts() {
 			p.State = exportv1.PartState_PART_STATE_COMPLETED
 		}
@@ -222,6 +232,7 @@ func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) 
 			job.State = exportv1.JobState_JOB_STATE_REJECTED
 		}
 		job.Error = e.GetReason()
+		addPartial(job, e.GetPartialFiles())
 		changed = true
 	case *exportv1.ExportCanceled:
 		if terminal {
@@ -348,4 +359,24 @@ func applyNotification(job *exportv1.Job, e *exportv1.NotificationSent) bool {
 	}
 	job.Notifications = append(job.Notifications, status)
 	return true
+}
+
+// addPartial adds files to the job's partial results, once each (by
+// object key: a part's kept files may be announced again), and reports
+// whether any was new.
+func addPartial(job *exportv1.Job, files []*exportv1.File) bool {
+	have := make(map[string]bool, len(job.GetPartialFiles()))
+	for _, f := range job.GetPartialFiles() {
+		have[f.GetObjectKey()] = true
+	}
+	added := false
+	for _, f := range files {
+		if f.GetObjectKey() == "" || have[f.GetObjectKey()] {
+			continue
+		}
+		have[f.GetObjectKey()] = true
+		job.PartialFiles = append(job.PartialFiles, f)
+		added = true
+	}
+	return added
 }

@@ -234,6 +234,10 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	if to := task.GetRoom().GetTo(); to != nil {
 		meta.To = to.AsTime()
 	}
+	var linked *assetCollector // a room export delivers its attachments (assets.go)
+	if task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM {
+		format = collectAssets(format, &linked)
+	}
 	var res uploadResult
 	if cp == nil && !e.opts.noSpeculation || cp.speculative() {
 		// A fresh part renders while it reads (speculate.go), and so
@@ -261,7 +265,13 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 		Sha256:      res.sha256,
 		ContentType: format.ContentType,
 	}
-	return &taskrun.Result{Files: []*exportv1.File{file}, Records: res.records, Bytes: res.size,
+	files := []*exportv1.File{file}
+	if task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM {
+		if files, err = e.withRoomAssets(ctx, t, file, linked, cp != nil); err != nil {
+			return nil, err
+		}
+	}
+	return &taskrun.Result{Files: files, FileList: len(files) > 1, Records: res.records, Bytes: res.size,
 		Log: []any{"object_key", key, "skipped", res.skipped, "parts", res.parts, "resumed", cp != nil}}, nil
 }
 

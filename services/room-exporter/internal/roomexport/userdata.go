@@ -330,7 +330,8 @@ func (e *Exporter) exportChannels(ctx context.Context, t *taskrun.Task) (*taskru
 // documents link to. Nothing is copied; the SHA-256 is computed by
 // streaming each object once. Memory grows with the number of the rooms'
 // files (one File each), not with the rooms' sizes. A file whose object
-// is missing is skipped and logged.
+// is missing is listed as missing (missingAsset), for the archive's
+// manifest to say so.
 func (e *Exporter) exportAssets(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
 	task, log := t.Task, t.Log
 	userID := task.GetUserId()
@@ -374,7 +375,8 @@ func (e *Exporter) exportAssets(ctx context.Context, t *taskrun.Task) (*taskrun.
 				f, err := e.describeAsset(ctx, a)
 				if errors.Is(err, blob.ErrNotFound) {
 					missing++
-					log.WarnContext(ctx, "asset object missing", "file_id", a.GetFileId(), "object_key", a.GetObjectKey())
+					log.WarnContext(ctx, "asset object missing; listed as missing", "file_id", a.GetFileId(), "object_key", a.GetObjectKey())
+					files = append(files, e.missingAsset(a))
 					continue
 				}
 				if err != nil {

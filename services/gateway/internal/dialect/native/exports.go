@@ -49,6 +49,16 @@ type exportView struct {
 	// TraceID is the trace of the request that created the job: every
 	// service's spans for the job are in it (docs/OBSERVABILITY.md).
 	TraceID string `json:"traceId,omitempty"`
+	// Manifest (manifest.json: each file's name, size, SHA-256 and
+	// record count) and Archive (a room export's document zipped with
+	// its attachments under assets/) come with a completed job, beside
+	// files rather than in it, so files stays the data files.
+	Manifest *fileView `json:"manifest,omitempty"`
+	Archive  *fileView `json:"archive,omitempty"`
+	// PartialFiles are what a failed or canceled job had finished (the
+	// chunks of a chunked record export), downloadable until retention
+	// deletes them, as Shopify's partialDataUrl.
+	PartialFiles []fileView `json:"partialFiles,omitempty"`
 }
 
 type recurrenceView struct {
@@ -205,23 +215,58 @@ func (a *API) view(job *exportv1.Job) exportView {
 		})
 	}
 	if job.GetState() != exportv1.JobState_JOB_STATE_COMPLETED {
+		for _, f := range job.GetPartialFiles() {
+			v.PartialFiles = append(v.PartialFiles, a.fileView(job, f))
+		}
 		return v
 	}
 	for _, f := range job.GetFiles() {
-		fv := fileView{
-			Name:    f.GetName(),
-			Size:    f.GetSize(),
-			Records: f.GetRecords(),
-			SHA256:  f.GetSha256(),
-		}
-		// Deleted files keep their entry but get no link.
-		if !job.GetFilesExpired() {
-			link, exp := a.Links.URL(job.GetId(), f.GetName())
-			fv.URL, fv.ExpiresAt = link, rfc3339(exp)
-		}
-		v.Files = append(v.Files, fv)
+		v.Files = append(v.Files, a.fileView(job, f))
+	}
+	if f := job.GetManifest(); f != nil {
+		fv := a.fileView(job, f)
+		v.Manifest = &fv
+	}
+	if f := job.GetArchive(); f != nil {
+		fv := a.fileView(job, f)
+		v.Archive = &fv
 	}
 	return v
+}
+
+// fileView is one of job's files with a freshly signed link; deleted
+// files keep their entry but get no link.
+func (a *API) fileView(job *exportv1.Job, f *exportv1.File) fileView {
+	fv := fileView{
+		Name:    f.GetName(),
+		Size:    f.GetSize(),
+		Records: f.GetRecords(),
+		SHA256:  f.GetSha256(),
+	}
+	if !job.GetFilesExpired() {
+		link, exp := a.Links.URL(job.GetId(), f.GetName())
+		fv.URL, fv.ExpiresAt = link, rfc3339(exp)
+	}
+	return fv
+}
+
+// downloadable is the file of job that name downloads: one of a
+// completed job's files, its manifest or its archive, or one of the
+// partial results of a job that ended unfinished.
+func downloadable(job *exportv1.Job, name string) *exportv1.File {
+	var candidates []*exportv1.File
+	switch job.GetState() {
+	case exportv1.JobState_JOB_STATE_COMPLETED:
+		candidates = append(append(candidates, job.GetFiles()...), job.GetManifest(), job.GetArchive())
+	case exportv1.JobState_JOB_STATE_FAILED, exportv1.JobState_JOB_STATE_REJECTED, exportv1.JobState_JOB_STATE_CANCELED:
+		candidates = job.GetPartialFiles()
+	}
+	for _, f := range candidates {
+		if f != nil && f.GetName() == name && !f.GetMissing() {
+			return f
+		}
+	}
+	return nil
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
@@ -255,15 +300,7 @@ func (a *API) download(w http.ResponseWriter, r *http.Request) {
 		a.internalError(w, r, "get job", err, "job_id", id)
 		return
 	}
-	var file *exportv1.File
-	if job.GetState() == exportv1.JobState_JOB_STATE_COMPLETED {
-		for _, f := range job.GetFiles() {
-			if f.GetName() == name {
-				file = f
-				break
-			}
-		}
-	}
+	file := downloadable(job, name)
 	switch {
 	case file == nil:
 		WriteError(w, http.StatusNotFound, "file not found")
