@@ -136,6 +136,10 @@ type Result struct {
 	// Piece marks the single file as one piece of a split export's file
 	// (PartUploaded.piece), which the archiver joins with the other parts'.
 	Piece *exportv1.FilePiece
+	// Attachments are files the part's single file links to and that are
+	// delivered with it (a room export's assets): announced in
+	// PartUploaded.files beside PartUploaded.file.
+	Attachments []*exportv1.File
 	// Log holds extra slog attributes for the "part uploaded" line.
 	Log []any
 }
@@ -628,9 +632,9 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 		PartKind:   t.Kind,
 	}
 	if len(res.Files) == 1 && !res.FileList {
-		ev.File = res.Files[0]
+		ev.File, ev.Files = res.Files[0], res.Attachments
 	} else {
-		ev.Files = res.Files
+		ev.Files = append(res.Files, res.Attachments...)
 	}
 	ev.Piece = res.Piece
 	disc := strconv.FormatUint(uint64(task.GetPart()), 10)

@@ -122,9 +122,10 @@ func newDefaultPackager(objects Objects, bucket string, log *slog.Logger) Packag
 	}
 }
 
-// RoomArchive packages a room export. Its room part lists the room
-// document first and then the attachments its messages link to (by
-// reference into the assets bucket, or missing). The document is
+// RoomArchive packages a room export. Its room part announces the room
+// document (PartUploaded.file) and beside it the attachments its messages
+// link to (PartUploaded.files: by reference into the assets bucket, or
+// missing). The document is
 // delivered as it is, as PartsAsFiles would: clients that download
 // "general.json" keep getting it. When there are attachments, the
 // document and they also go into a zip with assets/, the way Rocket.Chat
@@ -150,13 +151,12 @@ func (p *RoomArchive) Deliver(ctx context.Context, job Job, parts []*exportv1.Pa
 	docs := make([]*exportv1.PartUploaded, len(parts))
 	attachments := 0
 	for i, part := range parts {
-		fs := partFiles(part)
 		docs[i] = part
-		if len(fs) > 1 {
+		if part.GetFile() != nil && len(part.GetFiles()) > 0 {
 			doc := proto.CloneOf(part)
-			doc.File, doc.Files = fs[0], nil
+			doc.Files = nil
 			docs[i] = doc
-			attachments += len(fs) - 1
+			attachments += len(part.GetFiles())
 		}
 	}
 	files, err := (&PartsAsFiles{Objects: p.Objects, Bucket: p.Bucket}).Package(ctx, job, docs)
@@ -210,15 +210,13 @@ func (p *PartsAsFiles) Package(ctx context.Context, _ Job, parts []*exportv1.Par
 }
 
 // partFiles returns the files of a part: its files when it produced
-// several, else its single file.
+// several, else its single file followed by the files it links to (a
+// room export's attachments).
 func partFiles(p *exportv1.PartUploaded) []*exportv1.File {
-	if len(p.GetFiles()) > 0 {
-		return p.GetFiles()
-	}
 	if p.GetFile() != nil {
-		return []*exportv1.File{p.GetFile()}
+		return append([]*exportv1.File{p.GetFile()}, p.GetFiles()...)
 	}
-	return nil
+	return p.GetFiles()
 }
 
 // verifyFailed is the permanent error of a file that does not match its

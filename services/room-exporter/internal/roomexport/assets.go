@@ -2,6 +2,7 @@ package roomexport
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 
@@ -15,12 +16,11 @@ import (
 
 // A room export of type file delivers the files its document links to,
 // as Rocket.Chat's does (a zip of the document and assets/): the room
-// part lists them after its document, by reference into the assets
-// bucket, and the archiver zips them with it (the job's archive) while
+// part announces them beside its document (PartUploaded.files, by
+// reference into the assets bucket), and the archiver zips them with it (the job's archive) while
 // the document stays the job's file. The list is what the renderer was
 // given, so it is exactly the attachments of the messages the document
-// holds; a part resumed from a checkpoint did not see the messages
-// before it, and lists them from the history instead (roomAttachments).
+// holds; a resumed part gets those before its checkpoint from it.
 
 // assetCollector is a Renderer that remembers the attachments of the
 // messages it passes on, in order and once each.
@@ -56,37 +56,61 @@ func (c *assetCollector) Message(m *sourcev1.ChatMessage) error {
 
 func (c *assetCollector) End() error { return c.inner.End() }
 
-// The collected list is not part of the state: a resumed part lists its
-// attachments from the history.
+// collectorState is an assetCollector's checkpointed state: the inner
+// renderer's and the attachments so far, so a resumed part lists the
+// attachments of the messages before its checkpoint without reading them
+// again. About 100 bytes an attachment: a room with many thousands of
+// them outgrows taskrun.MaxCheckpointBytes, and then resumes from an
+// earlier checkpoint only.
+type collectorState struct {
+	Inner  json.RawMessage `json:"inner"`
+	Assets [][4]string     `json:"assets"` // file id, name, object key, content type
+}
+
 func (c *assetCollector) saveState() ([]byte, error) {
-	if s, ok := c.inner.(resumable); ok {
-		return s.saveState()
+	s, ok := c.inner.(resumable)
+	if !ok {
+		return nil, errNotResumable
 	}
-	return nil, errNotResumable
+	inner, err := s.saveState()
+	if err != nil {
+		return nil, err
+	}
+	st := collectorState{Inner: inner, Assets: make([][4]string, 0, len(c.list))}
+	for _, a := range c.list {
+		st.Assets = append(st.Assets, [4]string{a.GetFileId(), a.GetName(), a.GetObjectKey(), a.GetContentType()})
+	}
+	return json.Marshal(st)
 }
 
 func (c *assetCollector) restoreState(data []byte) error {
-	if s, ok := c.inner.(resumable); ok {
-		return s.restoreState(data)
+	s, ok := c.inner.(resumable)
+	if !ok {
+		return errNotResumable
 	}
-	return errNotResumable
+	var st collectorState
+	if err := json.Unmarshal(data, &st); err != nil || st.Inner == nil {
+		// A checkpoint from before attachments were collected: the part
+		// starts over rather than miss them.
+		return errors.New("checkpoint holds no attachment list")
+	}
+	c.list = c.list[:0]
+	for _, a := range st.Assets {
+		c.seen[a[0]] = true
+		c.list = append(c.list, &sourcev1.Attachment{FileId: a[0], Name: a[1], ObjectKey: a[2], ContentType: a[3]})
+	}
+	return s.restoreState(st.Inner)
 }
 
-// withRoomAssets returns the room part's files: its document, then the
-// attachments its messages link to (collected by c, or read from the
-// history when the part was resumed or c saw nothing because it never
-// ran), each described by reading its object once.
-func (e *Exporter) withRoomAssets(ctx context.Context, t *taskrun.Task, doc *exportv1.File, c *assetCollector, resumed bool) ([]*exportv1.File, error) {
-	var list []*sourcev1.Attachment
-	if c != nil && !resumed {
-		list = c.list
-	} else {
-		var err error
-		if list, err = e.roomAttachments(ctx, t); err != nil {
-			return nil, err
-		}
+// roomAssets returns the files the room part's messages link to, as c
+// collected them (with those before the checkpoint of a resumed part),
+// each described by reading its object once.
+func (e *Exporter) roomAssets(ctx context.Context, t *taskrun.Task, c *assetCollector) ([]*exportv1.File, error) {
+	if c == nil {
+		return nil, nil
 	}
-	files := []*exportv1.File{doc}
+	list := c.list
+	var files []*exportv1.File
 	missing := 0
 	for _, a := range list {
 		if ctx.Err() != nil {
@@ -105,78 +129,9 @@ func (e *Exporter) withRoomAssets(ctx context.Context, t *taskrun.Task, doc *exp
 		files = append(files, f)
 	}
 	if len(list) > 0 {
-		t.Log.InfoContext(ctx, "room attachments listed", "attachments", len(list), "missing", missing, "from_history", c == nil || resumed)
+		t.Log.InfoContext(ctx, "room attachments listed", "attachments", len(list), "missing", missing)
 	}
 	return files, nil
-}
-
-// roomAttachments lists the attachments of the messages the task's room
-// document holds, from the history: the latest version of each message
-// in the task's range, as the document renders it (an edit may drop or
-// change an attachment), in order of first appearance, once each.
-// Memory grows with the messages that carry attachments.
-func (e *Exporter) roomAttachments(ctx context.Context, t *taskrun.Task) ([]*sourcev1.Attachment, error) {
-	task := t.Task
-	h, err := e.lookupTaskHistory(ctx, task)
-	if err != nil {
-		return nil, err
-	}
-	scope := task.GetRoom()
-	type carried struct {
-		inRange     bool
-		attachments []*sourcev1.Attachment
-	}
-	var (
-		order []string // message ids in order of first appearance
-		byID  = map[string]*carried{}
-		n     int
-		m     sourcev1.ChatMessage
-	)
-	err = e.replay(ctx, h, func(_ uint64, data []byte) (bool, error) {
-		if n++; n%1024 == 0 && ctx.Err() != nil {
-			return false, context.Cause(ctx)
-		}
-		if err := proto.Unmarshal(data, &m); err != nil {
-			return true, nil // the document skips it too
-		}
-		c := byID[m.GetId()]
-		if c == nil {
-			if len(m.GetAttachments()) == 0 {
-				return true, nil
-			}
-			ts := m.GetTs().AsTime()
-			c = &carried{inRange: (scope.GetFrom() == nil || !ts.Before(scope.GetFrom().AsTime())) &&
-				(scope.GetTo() == nil || !ts.After(scope.GetTo().AsTime()))}
-			byID[m.GetId()] = c
-			order = append(order, m.GetId())
-		}
-		// The latest version's attachments are the ones shown.
-		c.attachments = c.attachments[:0]
-		for _, a := range m.GetAttachments() {
-			c.attachments = append(c.attachments, proto.CloneOf(a))
-		}
-		return true, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	var (
-		list []*sourcev1.Attachment
-		seen = map[string]bool{}
-	)
-	for _, id := range order {
-		c := byID[id]
-		if !c.inRange {
-			continue
-		}
-		for _, a := range c.attachments {
-			if a.GetFileId() != "" && !seen[a.GetFileId()] {
-				seen[a.GetFileId()] = true
-				list = append(list, a)
-			}
-		}
-	}
-	return list, nil
 }
 
 // missingAsset is the listing of an attachment whose object is gone: its

@@ -265,13 +265,13 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 		Sha256:      res.sha256,
 		ContentType: format.ContentType,
 	}
-	files := []*exportv1.File{file}
+	var assets []*exportv1.File
 	if task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM {
-		if files, err = e.withRoomAssets(ctx, t, file, linked, cp != nil); err != nil {
+		if assets, err = e.roomAssets(ctx, t, linked); err != nil {
 			return nil, err
 		}
 	}
-	return &taskrun.Result{Files: files, FileList: len(files) > 1, Records: res.records, Bytes: res.size,
+	return &taskrun.Result{Files: []*exportv1.File{file}, Attachments: assets, Records: res.records, Bytes: res.size,
 		Log: []any{"object_key", key, "skipped", res.skipped, "parts", res.parts, "resumed", cp != nil}}, nil
 }
 

@@ -390,10 +390,10 @@ func (e *Exporter) exportAssets(ctx context.Context, t *taskrun.Task) (*taskrun.
 		if err != nil {
 			return nil, err
 		}
-		t.ProgressStep(ctx, uint32(min((i+1)*100/len(rooms), 99)), uint64(len(files)), size, "r"+strconv.Itoa(i))
+		t.ProgressStep(ctx, uint32(min((i+1)*100/len(rooms), 99)), uint64(len(files)-missing), size, "r"+strconv.Itoa(i))
 	}
 	// A list even of one file: the assets part is always a file list.
-	return &taskrun.Result{Files: files, Records: uint64(len(files)), Bytes: size, FileList: true,
+	return &taskrun.Result{Files: files, Records: uint64(len(files) - missing), Bytes: size, FileList: true,
 		Log: []any{"missing", missing, "rooms", len(rooms)}}, nil
 }
 

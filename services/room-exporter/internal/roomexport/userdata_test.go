@@ -231,15 +231,18 @@ func TestExportUserData(t *testing.T) {
 		bobs := sha256.Sum256([]byte("bob's"))
 		// Every file of the messages alice's download holds, bob's in
 		// #general too (Rocket.Chat's download copies them all); the
-		// file of a room she is not in is not among them.
+		// file of a room she is not in is not among them. A file whose
+		// object is gone is listed as missing, for the manifest.
 		want := []*exportv1.File{{
+			Name: "assets/FA2-gone.png", Bucket: assetBucket, ObjectKey: "assets/FA2/gone.png", Missing: true,
+		}, {
 			Name: "assets/FA1-report.pdf", Bucket: assetBucket, ObjectKey: "assets/FA1/report.pdf",
 			Size: uint64(len(pdf)), Records: 1, Sha256: hex.EncodeToString(sum[:]), ContentType: "application/pdf",
 		}, {
 			Name: "assets/FB1-bob.txt", Bucket: assetBucket, ObjectKey: "assets/FB1/bob.txt",
 			Size: 5, Records: 1, Sha256: hex.EncodeToString(bobs[:]), ContentType: "text/plain",
 		}}
-		require.Len(t, part.GetFiles(), 2, "each file once, missing objects skipped: %v", part.GetFiles())
+		require.Len(t, part.GetFiles(), 3, "each file once, missing objects listed as missing: %v", part.GetFiles())
 		for i := range want {
 			assert.True(t, proto.Equal(want[i], part.GetFiles()[i]), "got %v", part.GetFiles()[i])
 		}

@@ -533,7 +533,8 @@ type PartUploaded struct {
 	Kind    JobKind `protobuf:"varint,6,opt,name=kind,proto3,enum=dataport.export.v1.JobKind" json:"kind,omitempty"`
 	OwnerId string  `protobuf:"bytes,7,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
 	// The part's objects when it produced several (chunked records, assets);
-	// then file is unset.
+	// then file is unset. Beside file, the files it links to that are
+	// delivered with it: a room export's attachments (assets/...).
 	Files []*File `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
 	// Set when file is one piece of a split record export's file.
 	Piece *FilePiece `protobuf:"bytes,40,opt,name=piece,proto3" json:"piece,omitempty"`
