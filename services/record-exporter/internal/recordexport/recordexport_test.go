@@ -432,14 +432,16 @@ func TestRecordExports(t *testing.T) {
 		assert.Equal(t, len(txns), total)
 	})
 
-	t.Run("over max_rows is rejected and leaves no objects", func(t *testing.T) {
+	t.Run("over max_rows is rejected and keeps only the finished chunks", func(t *testing.T) {
 		task := e.task(t, exportv1.Format_FORMAT_CSV, &exportv1.RecordsScope{Resource: "events", MaxRows: 2000, MaxRowsPerChunk: 500, GzipChunks: true})
 		require.True(t, taskrun.IsRejected(x.Export(t.Context(), task)), "the task is rejected")
 		var failed exportv1.ExportFailed
 		require.True(t, e.event(t, bus.EventFailed, task.GetJobId(), &failed))
 		assert.True(t, failed.GetRejected())
 		assert.Equal(t, "Too many lines in one export", failed.GetReason())
-		assert.Empty(t, e.objects(t, "jobs/"+task.GetJobId()+"/"))
+		// The fourth chunk was full but still open when row 2001 came.
+		assert.Len(t, failed.GetPartialFiles(), 3, "the chunks finished before row 2001")
+		e.keptAsPartial(t, task.GetJobId(), failed.GetPartialFiles())
 		assert.False(t, e.event(t, bus.EventPart, task.GetJobId(), &exportv1.PartUploaded{}))
 
 		ok := e.task(t, exportv1.Format_FORMAT_CSV, &exportv1.RecordsScope{Resource: "events", MaxRows: uint64(len(events))})
@@ -447,7 +449,7 @@ func TestRecordExports(t *testing.T) {
 		assert.EqualValues(t, len(events), e.part(t, ok.GetJobId()).GetFile().GetRecords())
 	})
 
-	t.Run("over max_bytes is rejected and leaves no objects", func(t *testing.T) {
+	t.Run("over max_bytes is rejected and keeps only the finished chunks", func(t *testing.T) {
 		size := func(p *exportv1.PartUploaded) uint64 {
 			if f := p.GetFile(); f != nil {
 				return f.GetSize()
@@ -486,7 +488,10 @@ func TestRecordExports(t *testing.T) {
 				require.True(t, e.event(t, bus.EventFailed, task.GetJobId(), &failed))
 				assert.True(t, failed.GetRejected())
 				assert.Equal(t, "Too much export data", failed.GetReason())
-				assert.Empty(t, e.objects(t, "jobs/"+task.GetJobId()+"/"))
+				e.keptAsPartial(t, task.GetJobId(), failed.GetPartialFiles())
+				if tc.scope.GetMaxRowsPerChunk() > 0 {
+					assert.NotEmpty(t, failed.GetPartialFiles(), "chunks finished under the cap are kept")
+				}
 				assert.False(t, e.event(t, bus.EventPart, task.GetJobId(), &exportv1.PartUploaded{}))
 
 				fits := proto.CloneOf(tc.scope)
@@ -565,7 +570,7 @@ func TestRecordExportCancel(t *testing.T) {
 	x := e.exporter(t, func(o *config) { o.Runner.ProgressRecords = 200; o.Runner.MaxDeliver = topo.TaskMaxDeliver })
 	taskruntest.Consume(t, e.ns.JS, topo, bus.ConsumerRecordExporter, x.Runner, bus.ConsumeOptions{})
 
-	t.Run("canceled mid-export stops and deletes its objects", func(t *testing.T) {
+	t.Run("canceled mid-export stops and keeps only its finished chunks", func(t *testing.T) {
 		// Small chunks: many objects are uploaded while the export runs.
 		task := e.task(t, exportv1.Format_FORMAT_PDF, &exportv1.RecordsScope{Resource: "events", MaxRowsPerChunk: 100})
 		progress, err := bus.StatusSubject(bus.EventProgress, task.GetJobId())
@@ -588,14 +593,16 @@ func TestRecordExportCancel(t *testing.T) {
 		canceledAt := time.Now()
 		e.putJob(t, &exportv1.Job{Id: task.GetJobId(), State: exportv1.JobState_JOB_STATE_CANCELED})
 
-		prefix := "jobs/" + task.GetJobId() + "/"
+		var kept exportv1.PartUploaded
 		require.Eventually(t, func() bool {
 			info, err := e.ns.JS.Stream(t.Context(), bus.StreamExportTasks)
 			require.NoError(t, err)
-			return info.CachedInfo().State.Msgs == 0 && len(e.objects(t, prefix)) == 0
-		}, 10*time.Second, 20*time.Millisecond, "task acked and objects deleted")
+			return info.CachedInfo().State.Msgs == 0 && e.event(t, bus.EventPart, task.GetJobId(), &kept)
+		}, 10*time.Second, 20*time.Millisecond, "task acked and partial results announced")
 		assert.Less(t, time.Since(canceledAt), 5*time.Second)
-		assert.False(t, e.event(t, bus.EventPart, task.GetJobId(), &exportv1.PartUploaded{}), "no part announced")
+		assert.True(t, kept.GetPartial(), "the only part event is the partial results, not the part")
+		assert.GreaterOrEqual(t, len(kept.GetFiles()), 3, "the chunks closed within the first 400 rows at least")
+		e.keptAsPartial(t, task.GetJobId(), kept.GetFiles())
 	})
 
 	t.Run("rejected through the consume loop", func(t *testing.T) {

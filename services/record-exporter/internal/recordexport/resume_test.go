@@ -190,7 +190,7 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 		}
 	})
 
-	t.Run("a canceled job deletes the kept chunks and the checkpoint", func(t *testing.T) {
+	t.Run("a canceled job keeps the finished chunks as partial results and deletes the checkpoint", func(t *testing.T) {
 		ctx := t.Context()
 		task := e.task(t, exportv1.Format_FORMAT_CSV, scope())
 		crash.at.Store(2)
@@ -198,7 +198,10 @@ func TestChunkedExportResumesFromCheckpoint(t *testing.T) {
 		require.NotEmpty(t, e.objects(t, "jobs/"+task.GetJobId()+"/"))
 		e.putJob(t, &exportv1.Job{Id: task.GetJobId(), State: exportv1.JobState_JOB_STATE_CANCELED})
 		require.NoError(t, x.Export(ctx, task))
-		assert.Empty(t, e.objects(t, "jobs/"+task.GetJobId()+"/"))
+		kept := e.part(t, task.GetJobId())
+		assert.True(t, kept.GetPartial())
+		assert.Len(t, kept.GetFiles(), 2, "the two chunks checkpointed before the crash")
+		e.keptAsPartial(t, task.GetJobId(), kept.GetFiles())
 		_, err := checkpoints.Get(ctx, task.GetJobId()+".0")
 		assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
 	})
@@ -236,10 +239,11 @@ func TestCheckpointInterval(t *testing.T) {
 	assert.EqualValues(t, 1, saved[0]["chunks"])
 }
 
-// TestChunkedExportGivenUpDeletesChunks checks the other end: when the
-// consumer gives up on a task (its last delivery failed), the chunks the
-// attempts kept and the checkpoint are deleted and the job fails.
-func TestChunkedExportGivenUpDeletesChunks(t *testing.T) {
+// TestChunkedExportGivenUpKeepsFinishedChunks checks the other end: when
+// the consumer gives up on a task (its last delivery failed), the job
+// fails, the checkpoint is deleted, and the chunks the attempts finished
+// are kept as the job's partial results, nothing else.
+func TestChunkedExportGivenUpKeepsFinishedChunks(t *testing.T) {
 	e := setup(t)
 	var crash crashSwitch
 	crash.always.Store(true)
@@ -258,7 +262,8 @@ func TestChunkedExportGivenUpDeletesChunks(t *testing.T) {
 	assert.NotContains(t, failed.GetReason(), "injected crash", "the cause is for the logs")
 	assert.False(t, failed.GetRejected())
 	require.True(t, crash.crashed.Load())
-	assert.Empty(t, e.objects(t, "jobs/"+task.GetJobId()+"/"), "no chunk left behind")
+	assert.NotEmpty(t, failed.GetPartialFiles(), "the chunks finished before the crash")
+	e.keptAsPartial(t, task.GetJobId(), failed.GetPartialFiles())
 	checkpoints, err := e.ns.JS.KeyValue(t.Context(), bus.BucketCheckpoints)
 	require.NoError(t, err)
 	_, err = checkpoints.Get(t.Context(), task.GetJobId()+".0")
