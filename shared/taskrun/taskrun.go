@@ -651,18 +651,13 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 // remaining tasks are acked at once. Failing to delete is retried like
 // any transient failure.
 //
-// A Keeper's part is the exception: its finished files are the job's
-// partial results, announced in a partial PartUploaded, and only this
-// part's other objects are deleted, since the job's other parts (split
-// record exports) keep theirs the same way and a finished part's files
-// are partial results too. Retention deletes what is kept with the job.
+// A Keeper's finished files are kept: they are the job's partial
+// results, announced in a partial PartUploaded, and retention deletes
+// them with the job.
 func (r *Runner) canceled(ctx context.Context, t *Task) error {
 	ctx = context.WithoutCancel(ctx)
-	if _, ok := r.kinds[t.Kind].(Keeper); !ok {
-		return r.discard(ctx, t, objects.PartsPrefix(t.Task.GetJobId()), nil)
-	}
 	kept := r.finished(ctx, t)
-	if err := r.discard(ctx, t, objects.PartPrefix(t.Task.GetJobId(), t.Task.GetPart()), kept); err != nil {
+	if err := r.discard(ctx, t, objects.PartsPrefix(t.Task.GetJobId()), kept); err != nil {
 		return err
 	}
 	if len(kept) == 0 {
