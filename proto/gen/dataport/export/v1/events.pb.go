@@ -521,7 +521,8 @@ func (x *ExportProgress) GetProgress() *Progress {
 
 // PartUploaded says one part's object is durable in the exports bucket.
 // Subject: exports.status.part.<jobId>.
-// Producer: room-exporter. Consumers: archiver, gateway projection.
+// Producers: room-exporter, record-exporter. Consumers: archiver, gateway
+// projection.
 type PartUploaded struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -813,7 +814,8 @@ func (x *ExportCompleted) GetArchive() *File {
 
 // ExportFailed ends a job that could not be completed.
 // Subject: exports.status.failed.<jobId>.
-// Producers: room-exporter, archiver. Consumers: gateway projection, notifier.
+// Producers: room-exporter, record-exporter, archiver. Consumers: gateway
+// projection, notifier.
 type ExportFailed struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
