@@ -15,13 +15,6 @@ import (
 	"dataport.dev/shared/objects"
 )
 
-// A job's manifest is a file of its own (Job.manifest), downloadable
-// through the same signed links as the job's files but not one of them:
-// every dialect promises its clients a number of files (Rebilly one,
-// Rocket.Chat's zip, myTracker's chunks), which a manifest among them
-// would break. Its object lives under the job's prefix, so retention and
-// Rebilly's DELETE remove it with the files.
-
 // jobManifest describes what job d delivers: its files under the names
 // they are downloaded by, its archive, and what each part produced (the
 // archive's entries when d has them).
@@ -58,6 +51,13 @@ func jobManifest(job Job, parts []*exportv1.PartUploaded, d Delivery) *Manifest 
 // writeManifest stores the job's manifest next to its files and returns
 // it as a file. The bytes depend only on the job and its parts, so a
 // second finalisation overwrites the object with the same bytes.
+//
+// The manifest is a file of its own (Job.manifest), downloadable through
+// the same signed links as the job's files but not one of them: every
+// dialect promises its clients a number of files (Rebilly one,
+// Rocket.Chat's zip, myTracker's chunks), which a manifest among them
+// would break. Its object lives under the job's prefix, so retention and
+// Rebilly's DELETE remove it with the files.
 func (a *Archiver) writeManifest(ctx context.Context, job Job, parts []*exportv1.PartUploaded, d Delivery) (*exportv1.File, error) {
 	data, err := json.MarshalIndent(jobManifest(job, parts, d), "", "  ")
 	if err != nil {

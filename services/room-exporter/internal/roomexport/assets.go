@@ -17,10 +17,11 @@ import (
 // A room export of type file delivers the files its document links to,
 // as Rocket.Chat's does (a zip of the document and assets/): the room
 // part announces them beside its document (PartUploaded.files, by
-// reference into the assets bucket), and the archiver zips them with it (the job's archive) while
-// the document stays the job's file. The list is what the renderer was
-// given, so it is exactly the attachments of the messages the document
-// holds; a resumed part gets those before its checkpoint from it.
+// reference into the assets bucket), and the archiver zips them with it
+// (the job's archive) while the document stays the job's file. The list
+// is what the renderer was given, so it is exactly the attachments of the
+// messages the document holds; a resumed part gets those before its
+// checkpoint from the checkpoint.
 
 // assetCollector is a Renderer that remembers the attachments of the
 // messages it passes on, in order and once each.
