@@ -328,7 +328,7 @@ func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
 		NativeCreate: native.Create{
 			Rooms: authz, Directory: authz.Directory, Schedules: schedules, Webhooks: egress.NewGuard(c.WebhookAllow), Location: c.Location,
 			Resources: registry,
-			Split: split,
+			Split:     split,
 			Limits: plan.Limits{
 				MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
 				MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),
