@@ -140,6 +140,11 @@ type Result struct {
 	// delivered with it (a room export's assets): announced in
 	// PartUploaded.files beside PartUploaded.file.
 	Attachments []*exportv1.File
+	// HiddenUsernames and HiddenUsernamesTruncated go into
+	// PartUploaded as they are: whom a personal download's room file
+	// pseudonymised.
+	HiddenUsernames          []string
+	HiddenUsernamesTruncated bool
 	// Log holds extra slog attributes for the "part uploaded" line.
 	Log []any
 }
@@ -630,6 +635,9 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 		Kind:       task.GetKind(),
 		OwnerId:    task.GetOwnerId(),
 		PartKind:   t.Kind,
+
+		HiddenUsernames:          res.HiddenUsernames,
+		HiddenUsernamesTruncated: res.HiddenUsernamesTruncated,
 	}
 	if len(res.Files) == 1 && !res.FileList {
 		ev.File, ev.Files = res.Files[0], res.Attachments

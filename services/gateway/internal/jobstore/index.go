@@ -1066,3 +1066,109 @@ func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64)
 
 // scanBatch is how many jobs scan holds buffered at most.
 const scanBatch = 256
+
+// Latest returns the newest job of sc, a scope of one owner, whose
+// summary (see Summary) keep accepts, or nil when none does. It reads the
+// owner's day markers, then the entries of sc one day at a time, newest
+// day first (one direct get each, or the day's minutes one by one when
+// the day holds more entries than one get answers), and stops at the
+// first day with a match: its cost is the days it passes through and
+// the entries of sc in them, and one job. Entries without a summary yet
+// are judged by their job. The job itself is read and checked again,
+// since a summary may lag its job by the moment between their writes.
+func (s *Store) Latest(ctx context.Context, sc Scope, keep func(*exportv1.Job) bool) (*exportv1.Job, error) {
+	if sc.Owner == "" || sc.Parent != "" {
+		return nil, fmt.Errorf("jobstore: Latest needs a scope of one owner, not %+v", sc)
+	}
+	owner := famOwner + "." + hashToken(sc.Owner)
+	days, err := s.tokens(ctx, owner+".*")
+	if err != nil {
+		return nil, err
+	}
+	for _, day := range days {
+		values, err := kvbatch.Matching(ctx, s.js, s.index, sc.ownFilter(day, "*"))
+		if errors.Is(err, kvbatch.ErrTooMany) {
+			job, err := s.latestInMinutes(ctx, sc, owner, day, keep)
+			if job != nil || err != nil {
+				return job, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list index: %w", err)
+		}
+		if job, err := s.latestAmong(ctx, sc, values, keep); job != nil || err != nil {
+			return job, err
+		}
+	}
+	return nil, nil
+}
+
+// latestInMinutes is Latest within one day too large for one direct get.
+func (s *Store) latestInMinutes(ctx context.Context, sc Scope, owner, day string, keep func(*exportv1.Job) bool) (*exportv1.Job, error) {
+	minutes, err := s.tokens(ctx, owner+"."+day+".*")
+	if err != nil {
+		return nil, err
+	}
+	for _, minute := range minutes {
+		values, err := s.keys(ctx, sc.ownFilter(day, minute))
+		if err != nil {
+			return nil, err
+		}
+		if job, err := s.latestAmong(ctx, sc, values, keep); job != nil || err != nil {
+			return job, err
+		}
+	}
+	return nil, nil
+}
+
+// latestAmong is the newest job of sc among the owner entries values
+// (key to summary) that keep accepts, or nil.
+func (s *Store) latestAmong(ctx context.Context, sc Scope, values map[string][]byte, keep func(*exportv1.Job) bool) (*exportv1.Job, error) {
+	entries := parseEntries(slices.Collect(maps.Keys(values)), true)
+	slices.SortFunc(entries, newestFirst)
+	for _, e := range entries {
+		if sum, _, ok := decodeSummary(values[e.key]); ok && sum.GetId() == e.id && (!sc.matches(sum) || !keep(sum)) {
+			continue
+		}
+		jobs, err := s.fetch(ctx, []entry{e})
+		if err != nil {
+			return nil, fmt.Errorf("get job: %w", err)
+		}
+		if job := jobs[0]; job != nil && sc.matches(job) && keep(Summary(job)) {
+			return job, nil
+		}
+	}
+	return nil, nil
+}
+
+// UnfinishedBefore counts the jobs of kind that have not ended and were
+// created before t: the queue ahead of a job created at t. It counts the
+// kind's unfinished entries and reads no job: one direct get when they
+// are at most kvbatch.MaxMatching, else the stream's subject list. The
+// count may be a little high: an entry whose purge a crash lost counts
+// until a listing of unfinished jobs (the watchdog's) purges it, and past
+// kvbatch.MaxMatching entries so do entries purged within markerTTL.
+func (s *Store) UnfinishedBefore(ctx context.Context, kind exportv1.JobKind, t time.Time) (int, error) {
+	filter := famRunning + "." + kindToken(kind) + ".*.*"
+	values, err := kvbatch.Matching(ctx, s.js, s.index, filter)
+	var keys []string
+	switch {
+	case errors.Is(err, kvbatch.ErrTooMany):
+		if keys, err = s.subjects(ctx, filter); err != nil {
+			return 0, err
+		}
+	case err != nil:
+		return 0, fmt.Errorf("count unfinished jobs: %w", err)
+	default:
+		keys = slices.Collect(maps.Keys(values))
+	}
+	before := t.UnixNano()
+	n := 0
+	for _, e := range parseEntries(keys, false) {
+		if e.stamp < before {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -464,3 +464,96 @@ func TestSummariesFollowTheJobs(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, org, 8)
 }
+
+// TestLatestFindsTheNewestMatchWalkingBack: Latest answers the newest of
+// an owner's jobs of a kind that keep accepts, from the newest day back,
+// whatever other kinds and owners are in between, through a day that
+// holds more entries than one direct get answers.
+func TestLatestFindsTheNewestMatchWalkingBack(t *testing.T) {
+	store, _, _ := newStore(t)
+	ctx := t.Context()
+	user := exportv1.JobKind_JOB_KIND_USER_DATA
+	add := func(id, owner string, kind exportv1.JobKind, full bool, ts time.Time) {
+		j := scoped(id, owner, "rocketchat", "", kind, 0)
+		j.CreatedAt, j.FullExport = timestamppb.New(ts), full
+		require.NoError(t, create(ctx, store, j))
+	}
+	add("full-old", "alice", user, true, t0.Add(-72*time.Hour))
+	add("html-old", "alice", user, false, t0.Add(-71*time.Hour))
+	// A busy day: more of alice's user-data entries than one direct get
+	// answers, over several minutes.
+	busy := t0.Add(-48 * time.Hour)
+	for i := range kvbatch.MaxMatching + 10 {
+		add(fmt.Sprintf("busy-%04d", i), "alice", user, false, busy.Add(time.Duration(i)*100*time.Millisecond))
+	}
+	// The newest day holds only other kinds and other owners.
+	for i := range 5 {
+		add(fmt.Sprintf("room-%d", i), "alice", exportv1.JobKind_JOB_KIND_ROOM, false, t0.Add(time.Duration(i)*time.Minute))
+		add(fmt.Sprintf("bob-%d", i), "bob", user, true, t0.Add(time.Duration(i)*time.Minute))
+	}
+
+	scope := jobstore.Scope{Owner: "alice", Kind: user}
+	full := func(want bool) func(*exportv1.Job) bool {
+		return func(j *exportv1.Job) bool { return j.GetFullExport() == want }
+	}
+	got, err := store.Latest(ctx, scope, full(false))
+	require.NoError(t, err)
+	require.NotNil(t, got)
+	assert.Equal(t, fmt.Sprintf("busy-%04d", kvbatch.MaxMatching+9), got.GetId())
+	assert.Equal(t, exportv1.JobState_JOB_STATE_PENDING, got.GetState(), "the job itself, not its summary")
+
+	got, err = store.Latest(ctx, scope, full(true))
+	require.NoError(t, err)
+	require.NotNil(t, got)
+	assert.Equal(t, "full-old", got.GetId(), "bob's newer full exports are not alice's")
+
+	got, err = store.Latest(ctx, jobstore.Scope{Owner: "alice", Kind: exportv1.JobKind_JOB_KIND_RECORDS}, full(false))
+	require.NoError(t, err)
+	assert.Nil(t, got)
+	got, err = store.Latest(ctx, jobstore.Scope{Owner: "nobody", Kind: user}, full(false))
+	require.NoError(t, err)
+	assert.Nil(t, got)
+
+	// A summary lags its job only for a moment; what Latest answers is
+	// the job as stored.
+	_, err = store.Apply(ctx, completed("full-old", 10))
+	require.NoError(t, err)
+	got, err = store.Latest(ctx, scope, full(true))
+	require.NoError(t, err)
+	assert.Equal(t, exportv1.JobState_JOB_STATE_COMPLETED, got.GetState())
+
+	_, err = store.Latest(ctx, jobstore.Scope{Dialect: "rebilly", Organization: "acme"}, full(false))
+	assert.Error(t, err, "Latest is for one owner's jobs")
+}
+
+// TestUnfinishedBeforeCountsTheQueue: the queue ahead of a job is every
+// owner's unfinished jobs of its kind created before it; ended jobs and
+// other kinds do not count.
+func TestUnfinishedBeforeCountsTheQueue(t *testing.T) {
+	store, _, _ := newStore(t)
+	ctx := t.Context()
+	user := exportv1.JobKind_JOB_KIND_USER_DATA
+	for i, owner := range []string{"alice", "bob", "alice", "carol"} {
+		require.NoError(t, create(ctx, store, scoped(fmt.Sprintf("u-%d", i), owner, "rocketchat", "", user, i)))
+	}
+	require.NoError(t, create(ctx, store, scoped("room-0", "alice", "rocketchat", "", exportv1.JobKind_JOB_KIND_ROOM, 0)))
+	count := func(sec int) int {
+		t.Helper()
+		n, err := store.UnfinishedBefore(ctx, user, at(sec).AsTime())
+		require.NoError(t, err)
+		return n
+	}
+	assert.Equal(t, 0, count(0), "nothing before the first")
+	assert.Equal(t, 2, count(2), "u-0 and u-1")
+	assert.Equal(t, 4, count(100))
+
+	_, err := store.Apply(ctx, completed("u-0", 20))
+	require.NoError(t, err)
+	_, err = store.Apply(ctx, canceled("u-1", 21))
+	require.NoError(t, err)
+	assert.Equal(t, 0, count(2), "ended jobs leave the queue")
+	assert.Equal(t, 2, count(100))
+	n, err := store.UnfinishedBefore(ctx, exportv1.JobKind_JOB_KIND_ROOM, at(100).AsTime())
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+}

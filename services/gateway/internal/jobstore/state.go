@@ -2,6 +2,7 @@ package jobstore
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -135,6 +136,7 @@ func request(job *exportv1.Job) *exportv1.Job {
 	r.Manifest, r.Archive, r.PartialFiles = nil, nil, nil
 	r.Notified, r.NotifyError, r.Notifications = false, "", nil
 	r.Stages = nil
+	r.HiddenUsernames, r.HiddenUsernamesTruncated = nil, false
 	for _, p := range r.GetParts() {
 		p.State, p.Exported = exportv1.PartState_PART_STATE_UNSPECIFIED, 0
 	}
@@ -183,10 +185,13 @@ func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) 
 			}
 			break
 		}
+		// Whom a part's file hid is true of the files whenever the event
+		// is applied, even after the job ended.
+		changed = mergeHidden(job, e.GetHiddenUsernames(), e.GetHiddenUsernamesTruncated())
 		if terminal {
 			break
 		}
-		changed = advance(job, exportv1.JobState_JOB_STATE_PROCESSING)
+		changed = advance(job, exportv1.JobState_JOB_STATE_PROCESSING) || changed
 		if p := partStatus(job, e.GetPart()); p != nil {
 			if advancePart(p, exportv1.PartState_PART_STATE_COMPLETED) {
 				p.Exported, changed = uploadedRecords(e), true
@@ -337,6 +342,34 @@ func uploadedRecords(e *exportv1.PartUploaded) uint64 {
 		n += f.GetRecords()
 	}
 	return n
+}
+
+// MaxHiddenUsernames bounds a job's hidden_usernames, so that a download
+// of many busy rooms keeps a small record (every event rewrites it).
+// Past it the job keeps the first names in sort order and says it
+// dropped some (hidden_usernames_truncated); Rocket.Chat's userNameTable
+// then lacks the others.
+const MaxHiddenUsernames = 1000
+
+// mergeHidden adds names (hidden by one room part) to job's, keeping the
+// union sorted and its first MaxHiddenUsernames: the outcome is the same
+// whatever order the parts' events come in, and however often.
+func mergeHidden(job *exportv1.Job, names []string, truncated bool) bool {
+	if len(names) == 0 && !truncated {
+		return false
+	}
+	merged := slices.Concat(job.GetHiddenUsernames(), names)
+	slices.Sort(merged)
+	merged = slices.DeleteFunc(slices.Compact(merged), func(n string) bool { return n == "" })
+	if len(merged) > MaxHiddenUsernames {
+		merged, truncated = merged[:MaxHiddenUsernames], true
+	}
+	truncated = truncated || job.GetHiddenUsernamesTruncated()
+	if slices.Equal(merged, job.GetHiddenUsernames()) && truncated == job.GetHiddenUsernamesTruncated() {
+		return false
+	}
+	job.HiddenUsernames, job.HiddenUsernamesTruncated = merged, truncated
+	return true
 }
 
 // applyNotification records e as its channel's outcome unless that channel

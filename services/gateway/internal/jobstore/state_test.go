@@ -1,6 +1,7 @@
 package jobstore
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -142,7 +143,8 @@ func TestRequestRecognisesItsJobAfterEveryEvent(t *testing.T) {
 		bus.EventRequested:  {&exportv1.ExportRequested{JobId: "j", OccurredAt: at(1), Job: pending()}},
 		bus.EventQueued:     {&exportv1.ExportQueued{JobId: "j", OccurredAt: at(1)}},
 		bus.EventProgress:   {progress(0, 40, 4, 2), progress(1, 10, 1, 3)},
-		bus.EventPart:       {&exportv1.PartUploaded{JobId: "j", OccurredAt: at(4), Part: 0, PartsTotal: 2, File: &exportv1.File{Name: "a.json", Records: 5}}},
+		bus.EventPart: {&exportv1.PartUploaded{JobId: "j", OccurredAt: at(4), Part: 0, PartsTotal: 2, File: &exportv1.File{Name: "a.json", Records: 5},
+			HiddenUsernames: []string{"bob"}, HiddenUsernamesTruncated: true}},
 		bus.EventFinalizing: {&exportv1.ExportFinalizing{JobId: "j", OccurredAt: at(5)}},
 		bus.EventCompleted:  {&exportv1.ExportCompleted{JobId: "j", OccurredAt: at(6), Files: []*exportv1.File{{Name: "a.json", Records: 5, Size: 10}}}},
 		bus.EventFailed:     {&exportv1.ExportFailed{JobId: "j", OccurredAt: at(6), Reason: "boom"}},
@@ -238,4 +240,57 @@ func TestStagesRecordWhenEachStageBegan(t *testing.T) {
 	canceled := fold(t, pending(), &exportv1.ExportCanceled{JobId: "j", OccurredAt: at(3), Reason: "Canceled by user"})
 	assert.Equal(t, at(3).AsTime(), canceled.GetStages().GetEndedAt().AsTime())
 	assert.Nil(t, canceled.GetStages().GetProcessingAt(), "a skipped stage has no stamp")
+}
+
+// TestHiddenUsernamesAreTheUnionOfTheParts: each room part says whom its
+// file hid; the job holds the union, sorted, the same in any order and
+// however often the events come, capped at MaxHiddenUsernames.
+func TestHiddenUsernamesAreTheUnionOfTheParts(t *testing.T) {
+	part := func(n uint32, s int, names ...string) *exportv1.PartUploaded {
+		return &exportv1.PartUploaded{JobId: "j", OccurredAt: at(s), Part: n, PartsTotal: 2,
+			File: &exportv1.File{Name: "room.json"}, HiddenUsernames: names}
+	}
+	a, b := part(0, 2, "carol", "dave"), part(1, 3, "bob", "carol")
+	completed := &exportv1.ExportCompleted{JobId: "j", OccurredAt: at(4), Files: []*exportv1.File{{Name: "a.zip"}}}
+	want := []string{"bob", "carol", "dave"}
+	for name, events := range map[string][]Event{
+		"in order":                     {a, b, completed},
+		"reversed":                     {b, a, completed},
+		"redelivered":                  {a, b, a, b, completed},
+		"a part applied after the end": {a, completed, b},
+	} {
+		t.Run(name, func(t *testing.T) {
+			job := fold(t, pending(), events...)
+			assert.Equal(t, want, job.GetHiddenUsernames())
+			assert.False(t, job.GetHiddenUsernamesTruncated())
+		})
+	}
+
+	t.Run("applying a part again changes nothing", func(t *testing.T) {
+		job := fold(t, pending(), a, b)
+		changed, err := reduce(job, a, 0)
+		require.NoError(t, err)
+		assert.False(t, changed)
+	})
+
+	t.Run("capped, keeping the first names in sort order", func(t *testing.T) {
+		many := make([]string, MaxHiddenUsernames)
+		for i := range many {
+			many[i] = fmt.Sprintf("u%05d", i+1)
+		}
+		job := fold(t, pending(), part(0, 2, many...), part(1, 3, "u00000", "zed"))
+		require.Len(t, job.GetHiddenUsernames(), MaxHiddenUsernames)
+		assert.Equal(t, "u00000", job.GetHiddenUsernames()[0])
+		assert.Equal(t, fmt.Sprintf("u%05d", MaxHiddenUsernames-1), job.GetHiddenUsernames()[MaxHiddenUsernames-1])
+		assert.NotContains(t, job.GetHiddenUsernames(), "zed")
+		assert.True(t, job.GetHiddenUsernamesTruncated(), "the job says it dropped names")
+	})
+
+	t.Run("a part that dropped names says so on the job", func(t *testing.T) {
+		p := part(0, 2, "bob")
+		p.HiddenUsernamesTruncated = true
+		job := fold(t, pending(), p)
+		assert.Equal(t, []string{"bob"}, job.GetHiddenUsernames())
+		assert.True(t, job.GetHiddenUsernamesTruncated())
+	})
 }

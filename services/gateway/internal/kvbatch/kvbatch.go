@@ -96,8 +96,13 @@ func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []stri
 	if err != nil {
 		return err
 	}
+	// The answer is at most batch messages and the end-of-batch marker,
+	// so a channel of that size never drops one. SubscribeSync would
+	// allocate its default 65,536 slots (512 KiB) per call, which was
+	// most of what a listing of a few keys cost the gateway.
+	msgs := make(chan *nats.Msg, batch+1)
 	inbox := nc.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	sub, err := nc.ChanSubscribe(inbox, msgs)
 	if err != nil {
 		return err
 	}
@@ -106,9 +111,11 @@ func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []stri
 		return err
 	}
 	for {
-		msg, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return err
+		var msg *nats.Msg
+		select {
+		case msg = <-msgs:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		switch status := msg.Header.Get("Status"); status {
 		case "":

@@ -30,5 +30,6 @@ func Pseudonym(job, username string) string { return newPseudonyms(job, "").name
 // download of self's data, in JSON (lines) or HTML.
 func NewPersonalRenderer(w io.Writer, job, self string, json bool) Renderer {
 	f := formats()[exportv1.Format_FORMAT_HTML]
-	return personalFormat(f, json, job, self).New(w, Meta{})
+	f, _ = personalFormat(f, json, job, self)
+	return f.New(w, Meta{})
 }

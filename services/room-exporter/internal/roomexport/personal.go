@@ -1,8 +1,11 @@
 package roomexport
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -22,16 +25,42 @@ import (
 
 // pseudonyms replaces other people's usernames in a personal download
 // with pseudonym.Of: the gateway lists the same pseudonyms in the
-// operation's userNameTable.
+// operation's userNameTable, from the names the room part reports as
+// hidden (hidden).
 type pseudonyms struct {
 	salt string
 	self string
-	// memo keeps what was derived; a room has few distinct senders.
+	// memo keeps what was derived; a room has few distinct senders. Its
+	// keys are the names the file hides.
 	memo map[string]string
+	// restored are names hidden before the checkpoint this attempt
+	// resumed from, and restoredTruncated whether there were more.
+	restored          []string
+	restoredTruncated bool
 }
 
 func newPseudonyms(jobID, self string) *pseudonyms {
 	return &pseudonyms{salt: jobID, self: self, memo: map[string]string{}}
+}
+
+// MaxHiddenNames bounds the usernames a room part reports as hidden
+// (PartUploaded.hidden_usernames): the announcement and the job record
+// stay small however many people wrote in a room. Past it the part
+// reports the first names in sort order and says it left some out; the
+// gateway's userNameTable then lacks the others.
+const MaxHiddenNames = 1000
+
+// hidden is the usernames pseudonymised so far, in this attempt and the
+// ones it resumed, sorted, at most MaxHiddenNames of them, and whether
+// there were more.
+func (p *pseudonyms) hidden() (names []string, truncated bool) {
+	names = append(slices.Collect(maps.Keys(p.memo)), p.restored...)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if len(names) > MaxHiddenNames {
+		names, truncated = names[:MaxHiddenNames], true
+	}
+	return names, truncated || p.restoredTruncated
 }
 
 // name is username's pseudonym; the user's own name and "" stay as they
@@ -104,34 +133,59 @@ func (r *hidingRenderer) Message(m *sourcev1.ChatMessage) error {
 
 func (r *hidingRenderer) End() error { return r.inner.End() }
 
-// The pseudonyms derive from the job, so there is nothing of the
-// wrapper's own to save between attempts.
+// hidingState is a hidingRenderer's checkpoint: the pseudonyms derive
+// from the job, but which names the part hid before the checkpoint is
+// known only from the messages it will not read again.
+type hidingState struct {
+	Hidden    []string `json:"hidden,omitempty"`
+	Truncated bool     `json:"hidden_truncated,omitempty"`
+	// Renderer is the inner renderer's state. A checkpoint written
+	// before names were kept is that state alone, without this field.
+	Renderer json.RawMessage `json:"renderer"`
+}
+
 func (r *hidingRenderer) saveState() ([]byte, error) {
-	if s, ok := r.inner.(resumable); ok {
-		return s.saveState()
+	s, ok := r.inner.(resumable)
+	if !ok {
+		return nil, errNotResumable
 	}
-	return nil, errNotResumable
+	inner, err := s.saveState()
+	if err != nil {
+		return nil, err
+	}
+	st := hidingState{Renderer: inner}
+	st.Hidden, st.Truncated = r.names.hidden()
+	return json.Marshal(st)
 }
 
 func (r *hidingRenderer) restoreState(data []byte) error {
-	if s, ok := r.inner.(resumable); ok {
+	s, ok := r.inner.(resumable)
+	if !ok {
+		return errNotResumable
+	}
+	var st hidingState
+	if json.Unmarshal(data, &st) != nil || st.Renderer == nil {
 		return s.restoreState(data)
 	}
-	return errNotResumable
+	r.names.restored, r.names.restoredTruncated = st.Hidden, st.Truncated
+	return s.restoreState(st.Renderer)
 }
 
 // personalFormat is format as a personal download's room file: JSON lines
-// in JSON mode, and other people pseudonymised.
-func personalFormat(format Format, json bool, jobID, self string) Format {
+// in JSON mode, and other people pseudonymised. names is what every
+// renderer of the format hides people with: once the file is written, it
+// knows whom the file hid.
+func personalFormat(format Format, json bool, jobID, self string) (_ Format, names *pseudonyms) {
 	inner := format.New
 	if json {
 		format.ContentType = "application/x-ndjson"
 		inner = func(w io.Writer, _ Meta) Renderer { return &lineRenderer{w: w, buf: make([]byte, 0, 4096)} }
 	}
+	names = newPseudonyms(jobID, self)
 	format.New = func(w io.Writer, meta Meta) Renderer {
-		return &hidingRenderer{inner: inner(w, meta), names: newPseudonyms(jobID, self)}
+		return &hidingRenderer{inner: inner(w, meta), names: names}
 	}
-	return format
+	return format, names
 }
 
 // lineRenderer writes one JSON object per message and line, Rocket.Chat's

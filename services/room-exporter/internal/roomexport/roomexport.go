@@ -198,12 +198,13 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	if err != nil {
 		return nil, err
 	}
+	var names *pseudonyms
 	if task.GetKind() == exportv1.JobKind_JOB_KIND_USER_DATA {
 		user, err := e.loadUser(ctx, task.GetUserId())
 		if err != nil {
 			return nil, err
 		}
-		format = personalFormat(format, task.GetFormat() == exportv1.Format_FORMAT_JSON, task.GetJobId(), user.GetUsername())
+		format, names = personalFormat(format, task.GetFormat() == exportv1.Format_FORMAT_JSON, task.GetJobId(), user.GetUsername())
 	}
 	name := fileName(room.GetName(), room.GetId(), format.Ext)
 	if task.GetTargetFile() != "" {
@@ -271,8 +272,14 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 			return nil, err
 		}
 	}
-	return &taskrun.Result{Files: []*exportv1.File{file}, Attachments: assets, Records: res.records, Bytes: res.size,
-		Log: []any{"object_key", key, "skipped", res.skipped, "parts", res.parts, "resumed", cp != nil}}, nil
+	result := &taskrun.Result{Files: []*exportv1.File{file}, Attachments: assets, Records: res.records, Bytes: res.size,
+		Log: []any{"object_key", key, "skipped", res.skipped, "parts", res.parts, "resumed", cp != nil}}
+	if names != nil {
+		// Only this part read the room's messages: the gateway's
+		// userNameTable learns whom the file hid from its announcement.
+		result.HiddenUsernames, result.HiddenUsernamesTruncated = names.hidden()
+	}
+	return result, nil
 }
 
 // prepareRoom loads the task's room and reads its history onto local

@@ -129,6 +129,10 @@ func TestExportUserData(t *testing.T) {
 		assert.Equal(t, want, data)
 		assert.NotContains(t, data, "bob\"", "bob's username is not in alice's download")
 		assert.NotContains(t, data, "ubob")
+		// bob only wrote in the channel: the announcement tells the
+		// gateway whom the file hid, for the userNameTable.
+		assert.Equal(t, []string{"bob"}, part.GetHiddenUsernames())
+		assert.False(t, part.GetHiddenUsernamesTruncated())
 	})
 
 	t.Run("room part in HTML pseudonymises others too", func(t *testing.T) {

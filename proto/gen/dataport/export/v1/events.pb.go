@@ -546,9 +546,16 @@ type PartUploaded struct {
 	Partial bool `protobuf:"varint,20,opt,name=partial,proto3" json:"partial,omitempty"`
 	// What the part is (a room document, a room's or user's assets, ...);
 	// unset in events of exporters that predate it.
-	PartKind      PartKind `protobuf:"varint,21,opt,name=part_kind,json=partKind,proto3,enum=dataport.export.v1.PartKind" json:"part_kind,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PartKind PartKind `protobuf:"varint,21,opt,name=part_kind,json=partKind,proto3,enum=dataport.export.v1.PartKind" json:"part_kind,omitempty"`
+	// For a room part of a user-data download: the usernames its file
+	// replaced by pseudonyms, sorted, at most the exporter's cap of them.
+	// Only the exporter reads the messages, so only it knows who wrote in
+	// a channel; the projection collects them for the userNameTable.
+	HiddenUsernames []string `protobuf:"bytes,60,rep,name=hidden_usernames,json=hiddenUsernames,proto3" json:"hidden_usernames,omitempty"`
+	// Whether the file hid more usernames than hidden_usernames holds.
+	HiddenUsernamesTruncated bool `protobuf:"varint,61,opt,name=hidden_usernames_truncated,json=hiddenUsernamesTruncated,proto3" json:"hidden_usernames_truncated,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *PartUploaded) Reset() {
@@ -656,6 +663,20 @@ func (x *PartUploaded) GetPartKind() PartKind {
 		return x.PartKind
 	}
 	return PartKind_PART_KIND_UNSPECIFIED
+}
+
+func (x *PartUploaded) GetHiddenUsernames() []string {
+	if x != nil {
+		return x.HiddenUsernames
+	}
+	return nil
+}
+
+func (x *PartUploaded) GetHiddenUsernamesTruncated() bool {
+	if x != nil {
+		return x.HiddenUsernamesTruncated
+	}
+	return false
 }
 
 // ExportFinalizing says the archiver has every part and is building the
@@ -1156,7 +1177,7 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04part\x18\x03 \x01(\rR\x04part\x12\x1f\n" +
 	"\vparts_total\x18\x04 \x01(\rR\n" +
 	"partsTotal\x128\n" +
-	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\xcb\x03\n" +
+	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\xb4\x04\n" +
 	"\fPartUploaded\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1170,7 +1191,9 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x05files\x18\b \x03(\v2\x18.dataport.export.v1.FileR\x05files\x123\n" +
 	"\x05piece\x18( \x01(\v2\x1d.dataport.export.v1.FilePieceR\x05piece\x12\x18\n" +
 	"\apartial\x18\x14 \x01(\bR\apartial\x129\n" +
-	"\tpart_kind\x18\x15 \x01(\x0e2\x1c.dataport.export.v1.PartKindR\bpartKind\"f\n" +
+	"\tpart_kind\x18\x15 \x01(\x0e2\x1c.dataport.export.v1.PartKindR\bpartKind\x12)\n" +
+	"\x10hidden_usernames\x18< \x03(\tR\x0fhiddenUsernames\x12<\n" +
+	"\x1ahidden_usernames_truncated\x18= \x01(\bR\x18hiddenUsernamesTruncated\"f\n" +
 	"\x10ExportFinalizing\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +

@@ -1208,9 +1208,17 @@ type Job struct {
 	// A room export's room document bundled with the attachment files it
 	// links to (a zip with assets/, as Rocket.Chat delivers a room export);
 	// files keeps the room document itself.
-	Archive       *File `protobuf:"bytes,52,opt,name=archive,proto3" json:"archive,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Archive *File `protobuf:"bytes,52,opt,name=archive,proto3" json:"archive,omitempty"`
+	// For a user-data download: the usernames its room files replaced by
+	// pseudonyms (the union of its room parts' PartUploaded
+	// hidden_usernames), sorted, at most the projection's cap of them (the
+	// first in sort order). The gateway builds Rocket.Chat's userNameTable
+	// from them. Written by the projection's reducer only.
+	HiddenUsernames []string `protobuf:"bytes,60,rep,name=hidden_usernames,json=hiddenUsernames,proto3" json:"hidden_usernames,omitempty"`
+	// Whether more usernames were hidden than hidden_usernames holds.
+	HiddenUsernamesTruncated bool `protobuf:"varint,61,opt,name=hidden_usernames_truncated,json=hiddenUsernamesTruncated,proto3" json:"hidden_usernames_truncated,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -1523,6 +1531,20 @@ func (x *Job) GetArchive() *File {
 	return nil
 }
 
+func (x *Job) GetHiddenUsernames() []string {
+	if x != nil {
+		return x.HiddenUsernames
+	}
+	return nil
+}
+
+func (x *Job) GetHiddenUsernamesTruncated() bool {
+	if x != nil {
+		return x.HiddenUsernamesTruncated
+	}
+	return false
+}
+
 // StageTimes are the moments a job entered its stages; unset for a stage
 // it has not reached (or skipped).
 type StageTimes struct {
@@ -1744,7 +1766,7 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
 	"\x06bucket\x18\a \x01(\tR\x06bucket\x12'\n" +
 	"\x0fchecksum_sha256\x18\b \x01(\tR\x0echecksumSha256\x12\x18\n" +
-	"\amissing\x18\x14 \x01(\bR\amissing\"\xb2\r\n" +
+	"\amissing\x18\x14 \x01(\bR\amissing\"\x9b\x0e\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\x12/\n" +
@@ -1793,7 +1815,9 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\aspan_id\x18% \x01(\tR\x06spanId\x124\n" +
 	"\bmanifest\x182 \x01(\v2\x18.dataport.export.v1.FileR\bmanifest\x12=\n" +
 	"\rpartial_files\x183 \x03(\v2\x18.dataport.export.v1.FileR\fpartialFiles\x122\n" +
-	"\aarchive\x184 \x01(\v2\x18.dataport.export.v1.FileR\aarchive\"\xbb\x02\n" +
+	"\aarchive\x184 \x01(\v2\x18.dataport.export.v1.FileR\aarchive\x12)\n" +
+	"\x10hidden_usernames\x18< \x03(\tR\x0fhiddenUsernames\x12<\n" +
+	"\x1ahidden_usernames_truncated\x18= \x01(\bR\x18hiddenUsernamesTruncated\"\xbb\x02\n" +
 	"\n" +
 	"StageTimes\x127\n" +
 	"\tqueued_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bqueuedAt\x12?\n" +

@@ -58,9 +58,11 @@ type exportOperation struct {
 	// download names mapped to what its files call that person, the
 	// caller's own to itself and everyone else's to their pseudonym
 	// (pseudonym.Of with the operation's id, as the room exporter writes
-	// them). It lists the caller and the other participants of the
-	// download's direct rooms: the people the projection can name without
-	// reading the rooms' messages.
+	// them). It lists the caller, the other participants of the
+	// download's direct rooms, and everyone the room files hid: each room
+	// part reports whom it pseudonymised (only the exporter reads the
+	// messages, so only it knows who wrote in a channel), and the job
+	// collects them, at most jobstore.MaxHiddenUsernames.
 	UserNameTable map[string]string `json:"userNameTable"`
 	UserData      userData          `json:"userData"`
 	// GeneratedUserFile is true once the profile file is written.
@@ -79,6 +81,9 @@ type exportOperation struct {
 	ExpiresAt string `json:"expiresAt,omitempty"`
 	// FilesExpired is true once they have been.
 	FilesExpired bool `json:"filesExpired,omitempty"`
+	// UserNameTableTruncated is true when the files hid more people than
+	// the job keeps names of: those are missing from UserNameTable.
+	UserNameTableTruncated bool `json:"userNameTableTruncated,omitempty"`
 }
 
 // userData is the exportOperation's IUser: a projection of the caller
@@ -159,49 +164,47 @@ func (d *API) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 	fullExport := r.URL.Query().Get("fullExport") == "true"
 	now := d.cfg.Now()
 
-	// The caller's last operation of this kind comes from their own jobs,
-	// the queue ahead of it from the unfinished ones: both from the
-	// projection's index, never from every job.
-	mine, err := d.cfg.Jobs.Find(ctx, jobstore.Query{
-		Scope: jobstore.Scope{Owner: user.GetId(), Kind: exportv1.JobKind_JOB_KIND_USER_DATA},
-		Keep:  func(j *exportv1.Job) bool { return j.GetFullExport() == fullExport },
-		Limit: 1,
-	})
+	// The caller's last operation of this kind is the newest of their
+	// user-data jobs with this fullExport, found by walking their index
+	// newest first; the queue ahead of it is counted from the unfinished
+	// user-data entries. Neither reads more jobs than the one it answers.
+	last, err := d.cfg.Jobs.Latest(ctx, jobstore.Scope{Owner: user.GetId(), Kind: exportv1.JobKind_JOB_KIND_USER_DATA},
+		func(j *exportv1.Job) bool { return j.GetFullExport() == fullExport })
 	if err != nil {
-		d.log.ErrorContext(ctx, "list data downloads", "user_id", user.GetId(), "error", err)
-		writeInternal(w)
-		return
-	}
-	unfinished, err := d.cfg.Jobs.Unfinished(ctx, "", exportv1.JobKind_JOB_KIND_USER_DATA)
-	if err != nil {
-		d.log.ErrorContext(ctx, "list running data downloads", "error", err)
+		d.log.ErrorContext(ctx, "find last data download", "user_id", user.GetId(), "error", err)
 		writeInternal(w)
 		return
 	}
 	// pendingBefore counts every user's operations still running that were
 	// requested before t: the queue ahead of an operation made at t.
-	pendingBefore := func(t time.Time) int {
-		n := 0
-		for _, j := range unfinished {
-			if j.GetCreatedAt().AsTime().Before(t) {
-				n++
-			}
+	pendingBefore := func(t time.Time) (int, bool) {
+		n, err := d.cfg.Jobs.UnfinishedBefore(ctx, exportv1.JobKind_JOB_KIND_USER_DATA, t)
+		if err != nil {
+			d.log.ErrorContext(ctx, "count running data downloads", "error", err)
+			writeInternal(w)
+			return 0, false
 		}
-		return n
+		return n, true
 	}
 
-	if len(mine.Jobs) > 0 && d.blocks(mine.Jobs[0], now) {
-		last := mine.Jobs[0]
+	if last != nil && d.blocks(last, now) {
+		ahead, ok := pendingBefore(last.GetCreatedAt().AsTime())
+		if !ok {
+			return
+		}
 		respond.JSON(w, http.StatusOK, dataDownloadOK{
 			Requested:                        false,
 			ExportOperation:                  d.operation(r, user, last),
 			URL:                              d.downloadURL(last),
-			PendingOperationsBeforeMyRequest: pendingBefore(last.GetCreatedAt().AsTime()),
+			PendingOperationsBeforeMyRequest: ahead,
 			Success:                          true,
 		})
 		return
 	}
-	ahead := pendingBefore(now)
+	ahead, ok := pendingBefore(now)
+	if !ok {
+		return
+	}
 
 	rooms, err := d.cfg.Auth.MemberRooms(ctx, user)
 	if err != nil {
@@ -288,6 +291,13 @@ func (d *API) operation(r *http.Request, user *sourcev1.User, job *exportv1.Job)
 		FullExport:    job.GetFullExport(),
 		UpdatedAt:     isoTime(job.GetUpdatedAt().AsTime()),
 		FilesExpired:  job.GetFilesExpired(),
+
+		UserNameTableTruncated: job.GetHiddenUsernamesTruncated(),
+	}
+	for _, name := range job.GetHiddenUsernames() {
+		if name != user.GetUsername() {
+			op.UserNameTable[name] = pseudonym.Of(id, name)
+		}
 	}
 	if op.Status == statusFailed {
 		op.Reason = job.GetError()

@@ -63,7 +63,7 @@ const seedOperation = `{
 // the files are gone (each only when it says something).
 var (
 	extraTop = []string{"url", "pendingOperationsBeforeMyRequest"}
-	extraOp  = []string{"fileId", "userNameTable", "userData", "generatedUserFile", "generatedAvatar", "reason", "expiresAt", "filesExpired"}
+	extraOp  = []string{"fileId", "userNameTable", "userData", "generatedUserFile", "generatedAvatar", "reason", "expiresAt", "filesExpired", "userNameTableTruncated"}
 )
 
 var isoMillis = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
@@ -264,6 +264,43 @@ func TestRequestDataDownloadPlans(t *testing.T) {
 	mineID := mineOp["_id"].(string)
 	assert.Equal(t, map[string]any{"alice": "alice", "root2": pseudonym.Of(mineID, "root2")}, mineOp["userNameTable"])
 	assert.Regexp(t, `^User_[0-9a-f]{10}$`, mineOp["userNameTable"].(map[string]any)["root2"])
+}
+
+// TestUserNameTableNamesWhoWroteOnlyInAChannel: carol shares no direct
+// room with the caller and only wrote in #general; the room part says
+// its file hid her, and the table names her by the pseudonym the room
+// exporter wrote there (pseudonym.Of with the operation's id, which
+// roomexport's tests check against the file).
+func TestUserNameTableNamesWhoWroteOnlyInAChannel(t *testing.T) {
+	e := gatewaytest.New(t, gatewaytest.Options{Projection: true})
+	first := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").JSON(t)
+	op := operationOf(t, first)
+	id := op["_id"].(string)
+	assert.Equal(t, map[string]any{"root": "root"}, op["userNameTable"], "nobody is known to be hidden yet")
+
+	require.NoError(t, e.Pub.PublishStatus(t.Context(), bus.EventPart, id, "0", &exportv1.PartUploaded{
+		JobId: id, OccurredAt: timestamppb.Now(), Part: 0, PartsTotal: 4, File: &exportv1.File{Name: "general.html", Records: 8},
+		HiddenUsernames: []string{"carol"},
+	}))
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
+		body := e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").JSON(t)
+		op := operationOf(t, body)
+		assert.Equal(c, id, op["_id"])
+		assert.Equal(c, map[string]any{"root": "root", "carol": pseudonym.Of(id, "carol")}, op["userNameTable"])
+		assert.NotContains(c, op, "userNameTableTruncated", "every hidden name is listed")
+	})
+
+	// A part that hid more people than it could name says so, and so
+	// does the answer.
+	require.NoError(t, e.Pub.PublishStatus(t.Context(), bus.EventPart, id, "1", &exportv1.PartUploaded{
+		JobId: id, OccurredAt: timestamppb.Now(), Part: 1, PartsTotal: 4, File: &exportv1.File{Name: "staff.html", Records: 3},
+		HiddenUsernames: []string{"dave"}, HiddenUsernamesTruncated: true,
+	}))
+	gatewaytest.Eventually(t, func(c *assert.CollectT) {
+		op := operationOf(t, e.Do(t, http.MethodGet, dataDownload, gatewaytest.AsAdmin, "").JSON(t))
+		assert.Equal(c, pseudonym.Of(id, "dave"), op["userNameTable"].(map[string]any)["dave"])
+		assert.Equal(c, true, op["userNameTableTruncated"])
+	})
 }
 
 // TestRequestDataDownloadFollowsTheJob publishes the other services'

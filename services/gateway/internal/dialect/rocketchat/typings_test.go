@@ -162,7 +162,10 @@ func collectAnswers(t *testing.T) []answer {
 
 	now := timestamppb.Now
 	for part, name := range []string{"general.html", "staff.html"} {
-		require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventPart, id, fmt.Sprint(part), &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: uint32(part), PartsTotal: 4, File: &exportv1.File{Name: name, Records: 3}}))
+		// The room files hid someone, and one of them more people than
+		// it could name: the table and its truncation flag are typed too.
+		require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventPart, id, fmt.Sprint(part), &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: uint32(part), PartsTotal: 4, File: &exportv1.File{Name: name, Records: 3},
+			HiddenUsernames: []string{"carol"}, HiddenUsernamesTruncated: part == 1}))
 	}
 	// The profile part with the avatar the host published.
 	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventPart, id, "2", &exportv1.PartUploaded{JobId: id, OccurredAt: now(), Part: 2, PartsTotal: 4,
@@ -180,6 +183,8 @@ func collectAnswers(t *testing.T) []answer {
 	require.Len(t, doneOp["fileList"], 1)
 	require.Equal(t, true, doneOp["generatedUserFile"])
 	require.Equal(t, true, doneOp["generatedAvatar"])
+	require.Contains(t, doneOp["userNameTable"], "carol")
+	require.Equal(t, true, doneOp["userNameTableTruncated"])
 	require.NotNil(t, done["url"])
 
 	require.NoError(t, e.Pub.PublishStatus(ctx, bus.EventExpired, id, "", &exportv1.ExportExpired{JobId: id, OccurredAt: now()}))

@@ -40,6 +40,7 @@ type OperationExtras = {
 	reason?: string;
 	expiresAt?: string;
 	filesExpired?: boolean;
+	userNameTableTruncated?: boolean;
 };
 
 type Operation = Omit<OperationPublished, 'roomList' | 'fileList'> &
