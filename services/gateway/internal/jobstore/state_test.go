@@ -140,9 +140,9 @@ func TestStepCreatesOnlyFromARequest(t *testing.T) {
 // here.
 func TestRequestRecognisesItsJobAfterEveryEvent(t *testing.T) {
 	samples := map[bus.Event][]Event{
-		bus.EventRequested:  {&exportv1.ExportRequested{JobId: "j", OccurredAt: at(1), Job: pending()}},
-		bus.EventQueued:     {&exportv1.ExportQueued{JobId: "j", OccurredAt: at(1)}},
-		bus.EventProgress:   {progress(0, 40, 4, 2), progress(1, 10, 1, 3)},
+		bus.EventRequested: {&exportv1.ExportRequested{JobId: "j", OccurredAt: at(1), Job: pending()}},
+		bus.EventQueued:    {&exportv1.ExportQueued{JobId: "j", OccurredAt: at(1)}},
+		bus.EventProgress:  {progress(0, 40, 4, 2), progress(1, 10, 1, 3)},
 		bus.EventPart: {&exportv1.PartUploaded{JobId: "j", OccurredAt: at(4), Part: 0, PartsTotal: 2, File: &exportv1.File{Name: "a.json", Records: 5},
 			HiddenUsernames: []string{"bob"}, HiddenUsernamesTruncated: true}},
 		bus.EventFinalizing: {&exportv1.ExportFinalizing{JobId: "j", OccurredAt: at(5)}},
