@@ -22,8 +22,8 @@
 //
 // Listings never read the whole bucket: the same write path keeps an
 // index in bus.BucketJobIndex (one key per job and listing, see index.go)
-// that List, Find, Summaries and Unfinished read, so a listing costs what
-// the jobs it names cost.
+// that List, Find, Summaries, Latest, Unfinished and UnfinishedBefore
+// read, so a listing costs what the jobs it names cost.
 package jobstore
 
 import (

@@ -175,23 +175,21 @@ func (d *API) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 		writeInternal(w)
 		return
 	}
-	// pendingBefore counts every user's operations still running that were
-	// requested before t: the queue ahead of an operation made at t.
-	pendingBefore := func(t time.Time) (int, bool) {
-		n, err := d.cfg.Jobs.UnfinishedBefore(ctx, exportv1.JobKind_JOB_KIND_USER_DATA, t)
-		if err != nil {
-			d.log.ErrorContext(ctx, "count running data downloads", "error", err)
-			writeInternal(w)
-			return 0, false
-		}
-		return n, true
+	// The queue ahead of an operation is every user's operations still
+	// running that were requested before it: before the last one when it
+	// is the answer, else before now.
+	blocked := last != nil && d.blocks(last, now)
+	since := now
+	if blocked {
+		since = last.GetCreatedAt().AsTime()
 	}
-
-	if last != nil && d.blocks(last, now) {
-		ahead, ok := pendingBefore(last.GetCreatedAt().AsTime())
-		if !ok {
-			return
-		}
+	ahead, err := d.cfg.Jobs.UnfinishedBefore(ctx, exportv1.JobKind_JOB_KIND_USER_DATA, since)
+	if err != nil {
+		d.log.ErrorContext(ctx, "count running data downloads", "error", err)
+		writeInternal(w)
+		return
+	}
+	if blocked {
 		respond.JSON(w, http.StatusOK, dataDownloadOK{
 			Requested:                        false,
 			ExportOperation:                  d.operation(r, user, last),
@@ -199,10 +197,6 @@ func (d *API) requestDataDownload(w http.ResponseWriter, r *http.Request) {
 			PendingOperationsBeforeMyRequest: ahead,
 			Success:                          true,
 		})
-		return
-	}
-	ahead, ok := pendingBefore(now)
-	if !ok {
 		return
 	}
 
