@@ -364,9 +364,18 @@ func (s *Store) bump(ctx context.Context, ownerHash string, delta int64) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond)))):
+		case <-time.After(counterBackoff(attempt)):
 		}
 	}
+}
+
+// counterBackoff is a full-jitter pause that doubles up to 64 ms: one
+// owner's counter is contended by every create of that owner at once (a
+// burst of scheduled runs, a bulk fill), and pauses growing only by a
+// millisecond per attempt let 16 writers use up maxAttempts.
+func counterBackoff(attempt int) time.Duration {
+	ceiling := time.Millisecond << min(attempt, 6)
+	return time.Duration(rand.Int64N(int64(ceiling)))
 }
 
 // count is how many jobs ownerID has, read from its counter.

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -556,4 +557,23 @@ func TestUnfinishedBeforeCountsTheQueue(t *testing.T) {
 	n, err := store.UnfinishedBefore(ctx, exportv1.JobKind_JOB_KIND_ROOM, at(100).AsTime())
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
+}
+
+// TestConcurrentCreatesOfOneOwnerAreAllCounted: every create of one owner
+// bumps the same counter, so a burst of them contends for it; each must
+// still succeed and be counted once.
+func TestConcurrentCreatesOfOneOwnerAreAllCounted(t *testing.T) {
+	store, _, _ := newStore(t)
+	ctx := t.Context()
+	const n = 48
+	var g errgroup.Group
+	for i := range n {
+		g.Go(func() error {
+			return create(ctx, store, scoped(fmt.Sprintf("burst-%d", i), "alice", "native", "", exportv1.JobKind_JOB_KIND_ROOM, i))
+		})
+	}
+	require.NoError(t, g.Wait())
+	page, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, Limit: 1})
+	require.NoError(t, err)
+	assert.Equal(t, n, page.Total)
 }
