@@ -288,15 +288,7 @@ func Consume(ctx context.Context, c jetstream.Consumer, h Handler, o ConsumeOpti
 	close(stopWatch)
 	<-watchDone
 	it.Stop()
-
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(o.Grace):
-		cancelHandlers()
-		<-done
-	}
+	awaitHandlers(&wg, o.Grace, cancelHandlers)
 	return loopErr
 }
 
@@ -356,15 +348,21 @@ loop:
 			handle(handlerCtx, name, msg, h, o, metrics)
 		}()
 	}
+	awaitHandlers(&wg, o.Grace, cancelHandlers)
+	return loopErr
+}
+
+// awaitHandlers waits for running handlers, canceling their contexts
+// once grace has passed.
+func awaitHandlers(wg *sync.WaitGroup, grace time.Duration, cancel context.CancelFunc) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(o.Grace):
-		cancelHandlers()
+	case <-time.After(grace):
+		cancel()
 		<-done
 	}
-	return loopErr
 }
 
 // handle runs h on msg in a span named and attributed as the semantic

@@ -623,11 +623,10 @@ func (r *Runner) run(ctx context.Context, t *Task, k Kind) (*Result, error) {
 	return res, nil
 }
 
-// announce publishes the final progress and PartUploaded.
-func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
+// partUploaded is the PartUploaded of t, without what its run produced.
+func (r *Runner) partUploaded(t *Task) *exportv1.PartUploaded {
 	task := t.Task
-	t.Progress(ctx, 100, res.Records, res.Bytes)
-	ev := &exportv1.PartUploaded{
+	return &exportv1.PartUploaded{
 		JobId:      task.GetJobId(),
 		OccurredAt: timestamppb.New(r.opts.Now()),
 		Part:       task.GetPart(),
@@ -635,10 +634,15 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 		Kind:       task.GetKind(),
 		OwnerId:    task.GetOwnerId(),
 		PartKind:   t.Kind,
-
-		HiddenUsernames:          res.HiddenUsernames,
-		HiddenUsernamesTruncated: res.HiddenUsernamesTruncated,
 	}
+}
+
+// announce publishes the final progress and PartUploaded.
+func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
+	task := t.Task
+	t.Progress(ctx, 100, res.Records, res.Bytes)
+	ev := r.partUploaded(t)
+	ev.HiddenUsernames, ev.HiddenUsernamesTruncated = res.HiddenUsernames, res.HiddenUsernamesTruncated
 	if len(res.Files) == 1 && !res.FileList {
 		ev.File, ev.Files = res.Files[0], res.Attachments
 	} else {
@@ -672,17 +676,8 @@ func (r *Runner) canceled(ctx context.Context, t *Task) error {
 		return nil
 	}
 	task := t.Task
-	ev := &exportv1.PartUploaded{
-		JobId:      task.GetJobId(),
-		OccurredAt: timestamppb.New(r.opts.Now()),
-		Part:       task.GetPart(),
-		PartsTotal: partsTotal(task),
-		Kind:       task.GetKind(),
-		OwnerId:    task.GetOwnerId(),
-		PartKind:   t.Kind,
-		Files:      kept,
-		Partial:    true,
-	}
+	ev := r.partUploaded(t)
+	ev.Files, ev.Partial = kept, true
 	disc := "partial." + strconv.FormatUint(uint64(task.GetPart()), 10)
 	if err := r.opts.Publisher.PublishStatus(ctx, bus.EventPart, task.GetJobId(), disc, ev); err != nil {
 		// The checkpoint is gone, so a retry would find nothing to keep;
