@@ -473,7 +473,7 @@
     formView("New room export", "Exports a room's messages and files you may read.",
       [h("fieldset", {}, h("legend", {}, "Room"),
         input("room.id", "Room id", { required: true, hint: "The room's id, such as GENERAL." }),
-        input("format", "Format", { options: ["json", "html"] }),
+        input("format", "Format", { options: ["json", "html", "jsonl", "csv.gz"] }),
         input("room.from", "From", { type: "date", hint: "First day to include (optional)." }),
         input("room.to", "To", { type: "date", hint: "Last day to include (optional)." }),
         input("name", "Name", { hint: "Optional; names the export." })),

@@ -116,10 +116,10 @@ func newExportRoomCmd(g *globals) *cobra.Command {
 			return g.create(cmd, b, &c)
 		},
 	}
-	c.flags(cmd, "json (default) or html")
+	c.flags(cmd, "json (default), html, jsonl (one message per line) or csv.gz")
 	cmd.Flags().StringVar(&from, "from", "", "first day (YYYY-MM-DD) or instant (RFC 3339); default: the beginning")
 	cmd.Flags().StringVar(&to, "to", "", "last day (YYYY-MM-DD) or instant (RFC 3339); default: now")
-	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"json", "html"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"json", "html", "jsonl", "csv.gz"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
