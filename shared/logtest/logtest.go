@@ -6,6 +6,7 @@ package logtest
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -49,4 +50,35 @@ func (b *Buffer) Records(t testing.TB, msgPrefix, jobID string) []map[string]any
 		}
 	}
 	return out
+}
+
+// Warnings returns a handler that writes records of level Warn and above
+// to t's log, so a test that hangs or fails shows why the code under test
+// was retrying. Records logged after t's cleanups began are dropped:
+// t.Log panics once the test is over.
+func Warnings(t testing.TB) slog.Handler {
+	w := &testWriter{t: t}
+	t.Cleanup(w.close)
+	return slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn})
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
 }

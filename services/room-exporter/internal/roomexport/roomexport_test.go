@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/logtest"
 	"dataport.dev/shared/taskrun"
 	"dataport.dev/shared/taskrun/taskruntest"
 )
@@ -66,6 +68,13 @@ func start(t testing.TB, configure func(*config)) *harness {
 	}
 	if configure != nil {
 		configure(&o)
+	}
+	// Warnings reach the test's log too: a test that fails or hangs shows
+	// what the runner was retrying.
+	if warn := logtest.Warnings(t); o.Logger == nil {
+		o.Logger = slog.New(warn)
+	} else {
+		o.Logger = slog.New(slog.NewMultiHandler(o.Logger.Handler(), warn))
 	}
 	if o.Runner.Bucket == "" {
 		o.Runner.Bucket = o.Bucket
