@@ -442,14 +442,17 @@ func (r *Runner) attempts(ctx context.Context, t *Task, start time.Time) error {
 	var down time.Time // when the current outage began; zero while none
 	var res *Result    // the part, once a run finished it
 	backoff := firstDependencyBackoff
+	// An outage is measured on the real clock, not Options.Now: the
+	// backoff waits in real time, and a clock a test holds still would
+	// otherwise make the outage never last long enough to give up.
 	for {
-		began := r.opts.Now()
+		began := time.Now()
 		err := r.attempt(ctx, t, start, &res)
 		what := unavailable(err)
 		if what == "" || ctx.Err() != nil {
 			return err
 		}
-		now := r.opts.Now()
+		now := time.Now()
 		if down.IsZero() || now.Sub(began) >= outageReset {
 			down, backoff = began, firstDependencyBackoff
 		}

@@ -193,6 +193,9 @@ func (p roomPart) Discard(ctx context.Context, t *taskrun.Task) { p.e.abortCheck
 func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
 	task := t.Task
 	format := e.formats[task.GetFormat()]
+	// The attempt's records name the room; the runner's logger is put back
+	// after it, or an attempt retried after an outage would name it twice.
+	defer func(log *slog.Logger) { t.Log = log }(t.Log)
 	t.Log = t.Log.With("room_id", task.GetRoom().GetRoomId())
 	room, err := e.loadTaskRoom(ctx, task)
 	if err != nil {

@@ -85,6 +85,12 @@ func start(t testing.TB, configure func(*config)) *harness {
 	if o.Runner.Now == nil {
 		o.Runner.Now = o.Now
 	}
+	if o.Runner.DependencyWait == 0 {
+		// Not the default 30 minutes: a dependency still failing after a
+		// minute on loopback is a bug for the test to report, not an
+		// outage to wait out until the test binary's timeout.
+		o.Runner.DependencyWait = time.Minute
+	}
 	if o.Runner.MeterProvider == nil {
 		o.Runner.MeterProvider = o.MeterProvider
 	}
