@@ -33,7 +33,7 @@ func TestServeEndsStreamsWhenShutdownBegins(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- infra.Serve(ctx, addr, stream, infra.HTTPTimeouts{}, time.Minute, slog.New(slog.DiscardHandler))
+		done <- infra.Serve(ctx, addr, stream, infra.HTTPLimits{}, time.Minute, slog.New(slog.DiscardHandler))
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 

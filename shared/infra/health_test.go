@@ -50,15 +50,16 @@ func TestReadyzTellsOnlyReadyOrNot(t *testing.T) {
 	assert.Contains(t, logs.String(), "connection refused", "the cause is logged instead")
 }
 
-func TestLoadHTTPTimeouts(t *testing.T) {
+func TestLoadHTTPLimits(t *testing.T) {
 	t.Parallel()
 	l := config.New(func(string) string { return "" })
-	assert.Equal(t, infra.HTTPTimeouts{
+	assert.Equal(t, infra.HTTPLimits{
 		ReadHeader: infra.DefaultReadHeaderTimeout,
 		Read:       infra.DefaultReadTimeout,
 		Write:      infra.DefaultWriteTimeout,
 		Idle:       infra.DefaultIdleTimeout,
-	}, infra.LoadHTTPTimeouts(l))
+		MaxConns:   infra.DefaultMaxConns,
+	}, infra.LoadHTTPLimits(l))
 	require.NoError(t, l.Err())
 
 	l = config.New(func(k string) string {
@@ -67,9 +68,10 @@ func TestLoadHTTPTimeouts(t *testing.T) {
 			"DATAPORT_HTTP_READ_TIMEOUT":        "5s",
 			"DATAPORT_HTTP_WRITE_TIMEOUT":       "7s",
 			"DATAPORT_HTTP_IDLE_TIMEOUT":        "1m",
+			"DATAPORT_HTTP_MAX_CONNS":           "64",
 		}[k]
 	})
-	assert.Equal(t, infra.HTTPTimeouts{ReadHeader: 2 * time.Second, Read: 5 * time.Second, Write: 7 * time.Second, Idle: time.Minute}, infra.LoadHTTPTimeouts(l))
+	assert.Equal(t, infra.HTTPLimits{ReadHeader: 2 * time.Second, Read: 5 * time.Second, Write: 7 * time.Second, Idle: time.Minute, MaxConns: 64}, infra.LoadHTTPLimits(l))
 	require.NoError(t, l.Err())
 }
 
@@ -84,7 +86,7 @@ func TestServeDropsClientsThatNeverSendHeaders(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- infra.Serve(ctx, addr, http.NotFoundHandler(),
-			infra.HTTPTimeouts{ReadHeader: 50 * time.Millisecond}, time.Second, slog.New(slog.DiscardHandler))
+			infra.HTTPLimits{ReadHeader: 50 * time.Millisecond}, time.Second, slog.New(slog.DiscardHandler))
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 

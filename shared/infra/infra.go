@@ -187,10 +187,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// HTTPTimeouts bound how long one client may hold a server connection, so
-// slow or idle clients cannot pin goroutines and file descriptors. A zero
-// field takes its default.
-type HTTPTimeouts struct {
+// HTTPLimits bound what one client may hold of a server: how long a
+// connection (timeouts, so slow or idle clients cannot pin goroutines and
+// file descriptors) and how many connections all clients together may
+// hold open (MaxConns, so memory stays bounded when they open them faster
+// than the server answers). A zero field takes its default.
+type HTTPLimits struct {
 	// ReadHeader is the time to read a request's headers
 	// (DATAPORT_HTTP_READ_HEADER_TIMEOUT, default 10s).
 	ReadHeader time.Duration
@@ -205,9 +207,15 @@ type HTTPTimeouts struct {
 	// Idle is how long a keep-alive connection may wait for its next
 	// request (DATAPORT_HTTP_IDLE_TIMEOUT, default 120s).
 	Idle time.Duration
+	// MaxConns is the most connections the server holds open at once
+	// (DATAPORT_HTTP_MAX_CONNS, default DefaultMaxConns), event streams
+	// and idle keep-alives included. At the limit the connection idle the
+	// longest is closed to make room; when none is idle the new one is
+	// answered 503 with Retry-After: 1 and closed (see connLimit).
+	MaxConns int
 }
 
-// Defaults of HTTPTimeouts.
+// Defaults of HTTPLimits.
 const (
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultReadTimeout       = 30 * time.Second
@@ -215,19 +223,20 @@ const (
 	DefaultIdleTimeout       = 120 * time.Second
 )
 
-// LoadHTTPTimeouts reads the server timeouts every service's HTTP listener
-// uses.
-func LoadHTTPTimeouts(l *config.Loader) HTTPTimeouts {
-	return HTTPTimeouts{
+// LoadHTTPLimits reads the limits every service's HTTP listener uses.
+func LoadHTTPLimits(l *config.Loader) HTTPLimits {
+	return HTTPLimits{
 		ReadHeader: l.Duration("DATAPORT_HTTP_READ_HEADER_TIMEOUT", DefaultReadHeaderTimeout, "time a client has to send a request's headers"),
 		Read:       l.Duration("DATAPORT_HTTP_READ_TIMEOUT", DefaultReadTimeout, "time a client has to send a whole request, headers and body"),
 		Write:      l.Duration("DATAPORT_HTTP_WRITE_TIMEOUT", DefaultWriteTimeout, "time to write a response; downloads get it afresh for every write"),
 		Idle:       l.Duration("DATAPORT_HTTP_IDLE_TIMEOUT", DefaultIdleTimeout, "how long an idle keep-alive connection stays open"),
+		MaxConns: l.Int("DATAPORT_HTTP_MAX_CONNS", DefaultMaxConns, 1, 1<<20,
+			"connections one listener holds open at once; at the limit the longest idle one is closed, else a new one gets 503 with Retry-After"),
 	}
 }
 
 // withDefaults fills zero fields.
-func (t HTTPTimeouts) withDefaults() HTTPTimeouts {
+func (t HTTPLimits) withDefaults() HTTPLimits {
 	set := func(d *time.Duration, def time.Duration) {
 		if *d <= 0 {
 			*d = def
@@ -237,20 +246,25 @@ func (t HTTPTimeouts) withDefaults() HTTPTimeouts {
 	set(&t.Read, DefaultReadTimeout)
 	set(&t.Write, DefaultWriteTimeout)
 	set(&t.Idle, DefaultIdleTimeout)
+	if t.MaxConns <= 0 {
+		t.MaxConns = DefaultMaxConns
+	}
 	return t
 }
 
-// Serve runs an HTTP server on addr with the timeouts t until ctx ends,
+// Serve runs an HTTP server on addr with the limits t until ctx ends,
 // then shuts it down, letting open requests finish within shutdown. The
 // listener is opened before Serve returns control to the server loop, so a
 // port clash is reported at once.
-func Serve(ctx context.Context, addr string, h http.Handler, t HTTPTimeouts, shutdown time.Duration, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
+func Serve(ctx context.Context, addr string, h http.Handler, t HTTPLimits, shutdown time.Duration, log *slog.Logger) error {
+	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	t = t.withDefaults()
+	ln := newConnLimit(tcp, t.MaxConns, log)
 	srv := &http.Server{
+		ConnState:         ln.connState,
 		Handler:           h,
 		ReadHeaderTimeout: t.ReadHeader,
 		ReadTimeout:       t.Read,

@@ -41,17 +41,17 @@ type Service[C any] struct {
 }
 
 // Base is the configuration every service shares: config.LoadCommon,
-// LoadTopology and LoadHTTPTimeouts.
+// LoadTopology and LoadHTTPLimits.
 type Base struct {
 	Common   config.Common
 	Topology bus.Topology
-	HTTP     HTTPTimeouts
+	HTTP     HTTPLimits
 }
 
 // LoadBase reads the variables every service shares through l.
 func LoadBase(l *config.Loader) Base {
 	common := config.LoadCommon(l)
-	return Base{Common: common, Topology: LoadTopology(l, common), HTTP: LoadHTTPTimeouts(l)}
+	return Base{Common: common, Topology: LoadTopology(l, common), HTTP: LoadHTTPLimits(l)}
 }
 
 // Deps are what Run has set up when it calls Build.

@@ -1,0 +1,196 @@
+package infra
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// DefaultMaxConns is the default of HTTPLimits.MaxConns. Every open
+// connection costs the server a goroutine and its buffers (about 30 KiB
+// measured on the gateway) whether a request runs on it or not, so the
+// limit is what bounds a replica's memory when clients open connections
+// faster than it answers: 1,024 of them are about 30 MiB.
+const DefaultMaxConns = 1024
+
+// refusalLinger is how long a refused connection is given to take its
+// answer: the refusal is written at once, but closing a socket whose
+// request is still unread sends a reset, which may make the client drop
+// the answer before reading it, so the refuser waits (as net/http does
+// for the same reason) for the client to hang up first.
+const refusalLinger = 500 * time.Millisecond
+
+// maxLingering bounds the refused connections waited on at once, so a
+// flood of them costs a fixed amount; beyond it a refusal is closed at
+// once and its client may see a reset instead of the 503.
+const maxLingering = 64
+
+// connLimit is a listener that holds at most max connections open. At the
+// limit it first closes the connection that has been idle (between
+// keep-alive requests) the longest, so idle keep-alives never keep a new
+// client out; only when every connection is busy is the new one refused:
+// answered 503 with Retry-After at once and closed.
+//
+// Refusing rather than leaving the connection unaccepted (as
+// netutil.LimitListener does) is deliberate: an unaccepted connection
+// waits in the kernel's backlog, where its client hears nothing until its
+// own timeout, and an open-model client (a browser, a load balancer, a
+// load generator) opens still more meanwhile; a 503 tells it at once to
+// back off or try another replica, as the gateway's cap on requests in
+// flight does for requests.
+type connLimit struct {
+	net.Listener
+	max     int
+	refusal []byte
+	log     *slog.Logger
+
+	mu   sync.Mutex
+	open int
+	// idle holds the connections waiting for their next request, with
+	// when they became idle.
+	idle map[net.Conn]time.Time
+	// lingering counts refused connections waiting for their client to
+	// hang up.
+	lingering int
+	// refused counts refusals since lastWarned, so a flood is one warning
+	// every warnEvery, not one line per connection.
+	refused    int
+	lastWarned time.Time
+}
+
+const warnEvery = 10 * time.Second
+
+func newConnLimit(ln net.Listener, max int, log *slog.Logger) *connLimit {
+	body := fmt.Sprintf("the server has as many connections open as it can (%d); retry in 1 s\n", max)
+	refusal := fmt.Sprintf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+		"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	return &connLimit{Listener: ln, max: max, refusal: []byte(refusal), log: log, idle: map[net.Conn]time.Time{}}
+}
+
+// Accept returns the next connection the limit admits, refusing those it
+// does not on the way.
+func (l *connLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		if l.open < l.max {
+			l.open++
+			l.mu.Unlock()
+			return &limitedConn{Conn: c, l: l}, nil
+		}
+		victim := l.oldestIdle()
+		if victim == nil {
+			l.mu.Unlock()
+			l.refuse(c)
+			continue
+		}
+		// The victim's slot passes to c: the count stays as it is, and
+		// the victim's Close does not give the slot back.
+		delete(l.idle, victim)
+		victim.(*limitedConn).handedOver = true
+		l.mu.Unlock()
+		_ = victim.(*limitedConn).Conn.Close()
+		return &limitedConn{Conn: c, l: l}, nil
+	}
+}
+
+// oldestIdle is the connection idle the longest, or nil. Called with mu
+// held; it is a scan, but one that runs only at the limit.
+func (l *connLimit) oldestIdle() net.Conn {
+	var oldest net.Conn
+	var since time.Time
+	for c, t := range l.idle {
+		if oldest == nil || t.Before(since) {
+			oldest, since = c, t
+		}
+	}
+	return oldest
+}
+
+// connState is the server's ConnState hook: it keeps the set of idle
+// connections. A connection closed while idle, or by a keep-alive of the
+// client that sends its next request at the moment the limit reclaims it,
+// is the same race every HTTP/1.1 client handles for the idle timeout.
+func (l *connLimit) connState(c net.Conn, s http.ConnState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s == http.StateIdle {
+		if lc, ok := c.(*limitedConn); ok && !lc.handedOver {
+			l.idle[c] = time.Now()
+		}
+		return
+	}
+	delete(l.idle, c)
+}
+
+func (l *connLimit) refuse(c net.Conn) {
+	l.mu.Lock()
+	l.refused++
+	if now := time.Now(); now.Sub(l.lastWarned) >= warnEvery {
+		l.log.Warn("refusing connections: the server has as many open as it may",
+			"max_conns", l.max, "refused", l.refused)
+		l.refused, l.lastWarned = 0, now
+	}
+	linger := l.lingering < maxLingering
+	if linger {
+		l.lingering++
+	}
+	l.mu.Unlock()
+
+	// A fresh socket's send buffer is empty, so the short answer does not
+	// block the accept loop; the deadline is for a broken one.
+	_ = c.SetDeadline(time.Now().Add(refusalLinger))
+	_, err := c.Write(l.refusal)
+	if !linger || err != nil {
+		_ = c.Close()
+		if linger {
+			l.doneLingering()
+		}
+		return
+	}
+	go func() {
+		defer l.doneLingering()
+		defer c.Close()
+		if tc, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = tc.CloseWrite()
+		}
+		// Until the client hangs up or the deadline passes.
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	}()
+}
+
+func (l *connLimit) doneLingering() {
+	l.mu.Lock()
+	l.lingering--
+	l.mu.Unlock()
+}
+
+// limitedConn gives its slot back when it is closed, once.
+type limitedConn struct {
+	net.Conn
+	l *connLimit
+	// handedOver is set (under l.mu) when the limit closed this idle
+	// connection to give its slot to a new one.
+	handedOver bool
+	once       sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		defer c.l.mu.Unlock()
+		delete(c.l.idle, c)
+		if !c.handedOver {
+			c.l.open--
+		}
+	})
+	return err
+}
