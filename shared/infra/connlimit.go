@@ -1,6 +1,7 @@
 package infra
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,17 +18,20 @@ import (
 // faster than it answers: 1,024 of them are about 30 MiB.
 const DefaultMaxConns = 1024
 
-// refusalLinger is how long a refused connection is given to take its
-// answer: the refusal is written at once, but closing a socket whose
-// request is still unread sends a reset, which may make the client drop
-// the answer before reading it, so the refuser waits (as net/http does
-// for the same reason) for the client to hang up first.
-const refusalLinger = 500 * time.Millisecond
+// refusalWait bounds how long a refused connection is served: the time
+// for its client to send its request's headers, take the answer and hang
+// up. The refuser answers only after the headers, since a response that
+// comes before its request is one an HTTP client discards ("unsolicited
+// response"), and closes only after the client, since closing a socket
+// whose request is still unread sends a reset, which may make the client
+// drop the answer unread (net/http lingers for the same reason).
+const refusalWait = time.Second
 
-// maxLingering bounds the refused connections waited on at once, so a
-// flood of them costs a fixed amount; beyond it a refusal is closed at
-// once and its client may see a reset instead of the 503.
-const maxLingering = 64
+// maxRefusing bounds the refused connections served at once (each a
+// goroutine and a small buffer, about 10 KiB), so that a flood of them
+// costs a fixed amount; beyond it a refused connection is closed at once,
+// and its client sees the connection end without an answer.
+const maxRefusing = 128
 
 // connLimit is a listener that holds at most max connections open. At the
 // limit it first closes the connection that has been idle (between
@@ -53,9 +57,8 @@ type connLimit struct {
 	// idle holds the connections waiting for their next request, with
 	// when they became idle.
 	idle map[net.Conn]time.Time
-	// lingering counts refused connections waiting for their client to
-	// hang up.
-	lingering int
+	// refusing counts the refused connections being answered.
+	refusing int
 	// refused counts refusals since lastWarned, so a flood is one warning
 	// every warnEvery, not one line per connection.
 	refused    int
@@ -138,26 +141,29 @@ func (l *connLimit) refuse(c net.Conn) {
 			"max_conns", l.max, "refused", l.refused)
 		l.refused, l.lastWarned = 0, now
 	}
-	linger := l.lingering < maxLingering
-	if linger {
-		l.lingering++
+	serve := l.refusing < maxRefusing
+	if serve {
+		l.refusing++
 	}
 	l.mu.Unlock()
-
-	// A fresh socket's send buffer is empty, so the short answer does not
-	// block the accept loop; the deadline is for a broken one.
-	_ = c.SetDeadline(time.Now().Add(refusalLinger))
-	_, err := c.Write(l.refusal)
-	if !linger || err != nil {
+	if !serve {
 		_ = c.Close()
-		if linger {
-			l.doneLingering()
-		}
 		return
 	}
 	go func() {
-		defer l.doneLingering()
-		defer c.Close()
+		defer func() {
+			_ = c.Close()
+			l.mu.Lock()
+			l.refusing--
+			l.mu.Unlock()
+		}()
+		_ = c.SetDeadline(time.Now().Add(refusalWait))
+		if !readHead(c) {
+			return
+		}
+		if _, err := c.Write(l.refusal); err != nil {
+			return
+		}
 		if tc, ok := c.(interface{ CloseWrite() error }); ok {
 			_ = tc.CloseWrite()
 		}
@@ -166,10 +172,27 @@ func (l *connLimit) refuse(c net.Conn) {
 	}()
 }
 
-func (l *connLimit) doneLingering() {
-	l.mu.Lock()
-	l.lingering--
-	l.mu.Unlock()
+// readHead reads from c up to the end of a request's headers (an empty
+// line) and reports whether it came within 8 KiB; what follows it (a
+// body) is left unread and drained with the rest.
+func readHead(c net.Conn) bool {
+	var buf [1024]byte
+	var tail []byte
+	for read := 0; read < 8<<10; {
+		n, err := c.Read(buf[:])
+		read += n
+		tail = append(tail, buf[:n]...)
+		if bytes.Contains(tail, []byte("\r\n\r\n")) {
+			return true
+		}
+		if len(tail) > 3 {
+			tail = append(tail[:0], tail[len(tail)-3:]...)
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return false
 }
 
 // limitedConn gives its slot back when it is closed, once.

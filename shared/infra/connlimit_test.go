@@ -125,6 +125,13 @@ func TestServeHoldsAtMostMaxConnsAndRefusesTheRest(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return running.Load() == max }, 10*time.Second, time.Millisecond,
 		"the limit's worth of requests are running")
+	// net/http's client, which discards a response that comes before its
+	// request, reads the refusal as the answer to its request.
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/work")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
 	close(release)
 	wg.Wait()
 	close(results)
