@@ -270,8 +270,12 @@ func (a *api) traced(next http.Handler) http.Handler {
 			span.SetStatus(codes.Error, http.StatusText(status))
 		}
 		a.duration.Record(context.WithoutCancel(ctx), time.Since(start).Seconds(), metric.WithAttributes(attrs...))
-		a.log.DebugContext(ctx, "http request", "method", r.Method, "route", route,
-			"status", status, "duration_ms", time.Since(start).Milliseconds())
+		// Checked first: the arguments alone (a slice and three boxed
+		// values) would be allocated on every request even with debug off.
+		if a.log.Enabled(ctx, slog.LevelDebug) {
+			a.log.DebugContext(ctx, "http request", "method", r.Method, "route", route,
+				"status", status, "duration_ms", time.Since(start).Milliseconds())
+		}
 	})
 }
 

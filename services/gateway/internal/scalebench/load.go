@@ -63,8 +63,9 @@ type Result struct {
 }
 
 // failures names the answers that were not the wanted status, by status
-// ("0" is no answer: a timeout or a refused connection), such as
-// "503 ×120, 0 ×3".
+// ("0" is no answer: a timeout or a connection closed unanswered; "503
+// conns" the connection bound's refusal, "503" the cap on requests in
+// flight's), such as "503 ×120, 503 conns ×40, 0 ×3".
 func (r Result) failures() string {
 	var parts []string
 	for c, n := range r.Codes {
@@ -91,15 +92,32 @@ func Attack(s Scenario, d time.Duration) Result {
 	var m vegeta.Metrics
 	failed := 0
 	want := uint16(s.Want)
+	codes := map[string]int{}
 	for res := range a.Attack(vegeta.NewStaticTargeter(s.Targets...), vegeta.Rate{Freq: s.Rate, Per: time.Second}, d, s.Name) {
 		m.Add(res)
 		if res.Code != want {
 			failed++
 		}
+		codes[code(res)]++
 	}
 	m.Close()
 	return Result{Scenario: s.Name, Rate: s.Rate, Requests: m.Requests, P50: m.Latencies.P50, P99: m.Latencies.P99,
-		Max: m.Latencies.Max, Failed: failed, Codes: m.StatusCodes, want: s.Want}
+		Max: m.Latencies.Max, Failed: failed, Codes: codes, want: s.Want}
+}
+
+// connRefusal begins the body of the 503 with which infra.Serve refuses a
+// connection beyond DATAPORT_HTTP_MAX_CONNS; the cap on requests in
+// flight answers 503 in the dialect's JSON instead.
+const connRefusal = "the server has as many connections open as it can"
+
+// code is res's status for the report, the connection bound's 503 told
+// apart from the cap on requests in flight's: "503 conns".
+func code(res *vegeta.Result) string {
+	c := strconv.Itoa(int(res.Code))
+	if res.Code == http.StatusServiceUnavailable && strings.HasPrefix(string(res.Body), connRefusal) {
+		c += " conns"
+	}
+	return c
 }
 
 // String is one line of a report.

@@ -121,15 +121,31 @@ const (
 )
 
 // getExport implements GET /v1/exports/{id}: a job, or a recurring
-// export created here.
+// export created here. The job is looked up first, since polls of jobs
+// are by far the most frequent request: a poll is then one read, and
+// only an id that names no job of the caller costs the schedule's read
+// too. Job and schedule ids come from one random generator and never
+// coincide, so the order changes no answer.
 func (a *API) getExport(w http.ResponseWriter, r *http.Request) {
-	if sched := a.ownSchedule(r, chi.URLParam(r, "id")); sched != nil {
+	u := a.user(w, r)
+	if u == nil {
+		return
+	}
+	id := chi.URLParam(r, "id")
+	job, err := a.Jobs.Get(r.Context(), id)
+	if err == nil && job.GetOwnerId() == u.GetId() {
+		respond.JSON(w, http.StatusOK, a.view(job))
+		return
+	}
+	if sched := a.ownSchedule(r, id); sched != nil {
 		respond.JSON(w, http.StatusOK, a.view(sched))
 		return
 	}
-	if job := a.ownJob(w, r); job != nil {
-		respond.JSON(w, http.StatusOK, a.view(job))
+	if err != nil && !errors.Is(err, jobstore.ErrNotFound) {
+		a.internalError(w, r, "get job", err, "job_id", id)
+		return
 	}
+	WriteError(w, http.StatusNotFound, msgNotFound)
 }
 
 // listExports implements GET /v1/exports?limit=&after=: one page of the
