@@ -59,7 +59,12 @@ type Result struct {
 	Codes  map[string]int
 	// Peak is the gateway's most while the scenario was measured.
 	Peak Peak
-	want int
+	// GatewayCPU and NATSCPU are the CPU time (user and system) the
+	// gateway and the NATS server used per request while the scenario was
+	// measured: what a request costs them, whatever the machine's load
+	// does to its latency (in ticks of 10 ms over the whole scenario).
+	GatewayCPU, NATSCPU time.Duration
+	want                int
 }
 
 // failures names the answers that were not the wanted status, by status
@@ -127,8 +132,8 @@ func (r Result) String() string {
 		codes = append(codes, fmt.Sprintf("%s:%d", c, n))
 	}
 	slices.Sort(codes)
-	return fmt.Sprintf("%-45s %5d/s %7d req  p50 %7s  p99 %7s  max %7s  failed %d %v  peak VmRSS %s MiB, %d connections",
-		r.Scenario, r.Rate, r.Requests, ms(r.P50), ms(r.P99), ms(r.Max), r.Failed, codes, MiB(r.Peak.RSS), r.Peak.Conns)
+	return fmt.Sprintf("%-45s %5d/s %7d req  p50 %7s  p99 %7s  max %7s  failed %d %v  peak VmRSS %s MiB, %d connections  CPU per request: gateway %s, NATS %s",
+		r.Scenario, r.Rate, r.Requests, ms(r.P50), ms(r.P99), ms(r.Max), r.Failed, codes, MiB(r.Peak.RSS), r.Peak.Conns, ms(r.GatewayCPU), ms(r.NATSCPU))
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }

@@ -48,6 +48,18 @@ func (r *Report) Markdown(w io.Writer) {
 		}
 		row(cells...)
 	}
+	for i, res := range r.Sizes[0].Results {
+		cells := []string{fmt.Sprintf("CPU ms per request, gateway / NATS, %s", res.Scenario)}
+		for _, s := range r.Sizes {
+			if i >= len(s.Results) {
+				cells = append(cells, "-")
+				continue
+			}
+			x := s.Results[i]
+			cells = append(cells, fmt.Sprintf("%.3f / %.3f", float64(x.GatewayCPU.Microseconds())/1000, float64(x.NATSCPU.Microseconds())/1000))
+		}
+		row(cells...)
+	}
 	line := func(name string, f func(Size) string) {
 		cells := []string{name}
 		for _, s := range r.Sizes {

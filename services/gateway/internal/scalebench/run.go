@@ -180,8 +180,18 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 					return err
 				}
 				stop := samplePeaks(ctx, p, portOf(httpAddr), 100*time.Millisecond)
+				gw0, err1 := p.cpuTime()
+				ns0, err2 := ns.cpuTime()
 				r := Attack(s, c.Duration)
 				r.Peak = stop()
+				gw1, err3 := p.cpuTime()
+				ns1, err4 := ns.cpuTime()
+				if err := errors.Join(err1, err2, err3, err4); err != nil {
+					return err
+				}
+				if r.Requests > 0 {
+					r.GatewayCPU, r.NATSCPU = (gw1-gw0)/time.Duration(r.Requests), (ns1-ns0)/time.Duration(r.Requests)
+				}
 				fmt.Fprintln(log, "  ", r)
 				sz.Results = append(sz.Results, r)
 			}
