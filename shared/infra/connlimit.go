@@ -40,7 +40,8 @@ const maxRefusing = 128
 // limit it first closes the connection that has been idle (between
 // keep-alive requests) the longest, so idle keep-alives never keep a new
 // client out; only when every connection is busy is the new one refused:
-// answered 503 with Retry-After at once and closed.
+// answered 503 with Retry-After as soon as its request's headers are in,
+// and closed.
 //
 // Refusing rather than leaving the connection unaccepted (as
 // netutil.LimitListener does) is deliberate: an unaccepted connection
