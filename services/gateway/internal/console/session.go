@@ -255,6 +255,11 @@ func view(s *session, u *sourcev1.User) sessionView {
 }
 
 func (c *Console) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if respond.Abandoned(r) {
+		c.log.DebugContext(r.Context(), what+": the client went away", "error", err)
+		w.WriteHeader(respond.StatusClientClosedRequest)
+		return
+	}
 	c.log.ErrorContext(r.Context(), what, "error", err)
 	native.WriteError(w, http.StatusInternalServerError, "internal error")
 }

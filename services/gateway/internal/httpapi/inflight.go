@@ -14,10 +14,12 @@ import (
 // requests in flight; 256 lets a burst or a short stall queue, while what
 // they hold stays small: a request is a goroutine and its buffers, tens
 // of KiB, plus its body, which is under a KiB for every create a dialect
-// takes (MaxBodyBytes bounds a hostile one).
+// takes (MaxBodyBytes bounds a hostile one). Streams and requests together
+// fit the listener's default bound on connections (infra, 512), so a
+// replica full of streams still takes requests.
 const (
 	DefaultMaxInFlight     = 256
-	DefaultMaxEventStreams = 1024
+	DefaultMaxEventStreams = 256
 )
 
 // overloadRetryAfter is the Retry-After of a refusal, in seconds: a

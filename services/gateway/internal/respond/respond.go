@@ -21,3 +21,12 @@ func JSONAs(w http.ResponseWriter, contentType string, status int, v any) {
 	// The status is sent; a failed write means the client went away.
 	_ = json.NewEncoder(w).Encode(v)
 }
+
+// StatusClientClosedRequest is the status an answer to a request whose
+// client went away gets (nginx's 499): nobody reads it, and it is not a
+// failure of the service, so metrics and logs must not count it as a 500.
+const StatusClientClosedRequest = 499
+
+// Abandoned reports whether r's client went away (or its deadline
+// passed) before the answer: the error then says only that.
+func Abandoned(r *http.Request) bool { return r.Context().Err() != nil }

@@ -27,6 +27,7 @@ import (
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/principal"
+	"dataport.dev/services/gateway/internal/respond"
 	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/infra"
@@ -140,6 +141,11 @@ func (a *API) ownJob(w http.ResponseWriter, r *http.Request) *exportv1.Job {
 // internalError logs what failed, where it is handled, and answers 500
 // without the cause: NATS or MinIO failed, not the request.
 func (a *API) internalError(w http.ResponseWriter, r *http.Request, what string, err error, attrs ...any) {
+	if respond.Abandoned(r) {
+		a.log.DebugContext(r.Context(), what+": the client went away", append(attrs, "error", err)...)
+		w.WriteHeader(respond.StatusClientClosedRequest)
+		return
+	}
 	a.log.ErrorContext(r.Context(), what, append(attrs, "error", err)...)
 	WriteError(w, http.StatusInternalServerError, "internal error")
 }
