@@ -78,7 +78,7 @@ const (
 // part, or references to objects elsewhere) and returns them; the Runner
 // announces them. ctx ends with cause jobview.ErrCanceled when the job is
 // canceled while Run runs: Run then returns any error, and the Runner
-// deletes the job's part objects. Errors are transient (the task is
+// deletes the part's objects (but a Keeper's finished files). Errors are transient (the task is
 // redelivered and may resume from its checkpoint) unless they are
 // bus.Permanent or a Reject. Run must be idempotent: object keys derive
 // from the job id and part, so a second run overwrites the first. Run is
@@ -659,26 +659,31 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 	return nil
 }
 
-// canceled deletes every part object of a canceled job: the ones this
-// task may have uploaded and those of the job's other tasks, done here or
-// by other replicas. Whichever task of the job notices the cancellation
-// first removes them; later ones find little or nothing, so the job's
-// remaining tasks are acked at once. Failing to delete is retried like
-// any transient failure.
+// canceled cleans up after a task whose job was canceled. Each part
+// deletes only its own objects: another part's task may still be running
+// and keeps its own finished files, which a job-wide delete would remove
+// before that part could report them. The exception is the objects of
+// parts the job's record shows completed: their tasks are done, so no one
+// else will delete them. The job's remaining tasks find their own prefix
+// empty and are acked at once. Failing to delete is retried like any
+// transient failure.
 //
 // A Keeper's finished files are kept: they are the job's partial
 // results, announced in a partial PartUploaded, and retention deletes
 // them with the job.
 func (r *Runner) canceled(ctx context.Context, t *Task) error {
 	ctx = context.WithoutCancel(ctx)
+	task := t.Task
 	kept := r.finished(ctx, t)
-	if err := r.discard(ctx, t, objects.PartsPrefix(t.Task.GetJobId()), kept); err != nil {
+	if err := r.discard(ctx, t, objects.PartPrefix(task.GetJobId(), task.GetPart()), kept); err != nil {
+		return err
+	}
+	if err := r.deleteCompleted(ctx, t); err != nil {
 		return err
 	}
 	if len(kept) == 0 {
 		return nil
 	}
-	task := t.Task
 	ev := r.partUploaded(t)
 	ev.Files, ev.Partial = kept, true
 	disc := "partial." + strconv.FormatUint(uint64(task.GetPart()), 10)
@@ -689,6 +694,32 @@ func (r *Runner) canceled(ctx context.Context, t *Task) error {
 		return nil
 	}
 	t.Log.InfoContext(ctx, "kept partial results of canceled job", "files", len(kept))
+	return nil
+}
+
+// deleteCompleted deletes the objects of the canceled job's other parts
+// that its record shows completed (announced). A part announced after
+// the record was read is left to retention, as is one the projection has
+// not marked yet.
+func (r *Runner) deleteCompleted(ctx context.Context, t *Task) error {
+	job, err := r.jobs.Get(ctx, t.Task.GetJobId())
+	if err != nil {
+		return err
+	}
+	for _, p := range job.GetParts() {
+		if p.GetPart() == t.Task.GetPart() || p.GetState() != exportv1.PartState_PART_STATE_COMPLETED {
+			continue
+		}
+		prefix := objects.PartPrefix(t.Task.GetJobId(), p.GetPart())
+		n, err := r.deletePrefix(ctx, prefix, nil)
+		if err != nil {
+			t.Log.WarnContext(ctx, "export objects not deleted", "prefix", prefix, "error", err)
+			return err
+		}
+		if n > 0 {
+			t.Log.InfoContext(ctx, "deleted export objects of a completed part", "prefix", prefix, "objects", n)
+		}
+	}
 	return nil
 }
 

@@ -275,17 +275,28 @@ func TestRunnerCancelStopsTheRun(t *testing.T) {
 		return nil, ctx.Err()
 	}
 	e.run.Register(exportv1.PartKind_PART_KIND_RECORDS, &k)
-	e.setJob(t, "jc", exportv1.JobState_JOB_STATE_PROCESSING)
-	// Another part of the same job, already uploaded by another task.
-	_, err := e.store.Upload(t.Context(), bucket, objects.PartKey("jc", 1, "b.csv"), strings.NewReader("x"), "text/csv")
-	require.NoError(t, err)
+	// The job's other parts: part 1 was uploaded and announced by another
+	// task, which is done; part 2's task is still running elsewhere and
+	// cleans up its own objects when it notices the cancellation.
+	parts := func(state exportv1.JobState) *exportv1.Job {
+		return &exportv1.Job{Id: "jc", State: state, Parts: []*exportv1.PartStatus{
+			{Part: 0, State: exportv1.PartState_PART_STATE_EXPORTING},
+			{Part: 1, State: exportv1.PartState_PART_STATE_COMPLETED},
+			{Part: 2, State: exportv1.PartState_PART_STATE_EXPORTING},
+		}}
+	}
+	e.put(t, bus.BucketJobs, "jc", parts(exportv1.JobState_JOB_STATE_PROCESSING))
+	for part, name := range map[uint32]string{1: "b.csv", 2: "c.csv"} {
+		_, err := e.store.Upload(t.Context(), bucket, objects.PartKey("jc", part, name), strings.NewReader("x"), "text/csv")
+		require.NoError(t, err)
+	}
 
 	done := make(chan error, 1)
 	tk := task("jc", exportv1.PartKind_PART_KIND_RECORDS)
-	tk.PartsTotal = 2
+	tk.PartsTotal = 3
 	go func() { done <- e.run.Export(t.Context(), tk) }()
 	<-started
-	e.setJob(t, "jc", exportv1.JobState_JOB_STATE_CANCELED)
+	e.put(t, bus.BucketJobs, "jc", parts(exportv1.JobState_JOB_STATE_CANCELED))
 	select {
 	case err := <-done:
 		require.NoError(t, err, "a canceled task is acked")
@@ -293,7 +304,8 @@ func TestRunnerCancelStopsTheRun(t *testing.T) {
 		t.Fatal("the run did not stop on cancellation")
 	}
 	assert.ErrorIs(t, cause, jobview.ErrCanceled)
-	assert.Empty(t, e.objects(t, objects.JobPrefix("jc")), "every part of the job is deleted")
+	assert.Equal(t, []string{objects.PartKey("jc", 2, "c.csv")}, e.objects(t, objects.JobPrefix("jc")),
+		"the canceled part and the completed one are deleted; the running part's objects are its own")
 	assert.False(t, e.checkpoint(t, "jc"))
 	assert.EqualValues(t, 1, k.discards.Load())
 	assert.False(t, e.event(t, bus.EventPart, "jc", &exportv1.PartUploaded{}))

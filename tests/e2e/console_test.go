@@ -158,18 +158,34 @@ func TestConsoleSignInExportWatchDownload(t *testing.T) {
 	assert.Contains(t, text("#job"), "100%")
 	shownSHA := text("#files td.mono")
 
+	type file struct {
+		Name   string
+		Size   int64
+		SHA256 string
+	}
 	var job struct {
-		State string
-		Files []struct {
-			Name   string
-			Size   int64
-			SHA256 string
-		}
+		State    string
+		Files    []file
+		Manifest *file
+		Archive  *file
 	}
 	require.Equal(t, 200, call(t, "GET", s.gatewayURL+"/v1/exports/"+id, &admin, nil, &job))
 	require.Equal(t, "completed", job.State)
 	require.Len(t, job.Files, 1)
 	assert.Equal(t, job.Files[0].SHA256, shownSHA, "the page shows the file's SHA-256")
+	// Beside the file, the page offers what the API answers: the
+	// manifest, and the zip when the room had attachments.
+	require.NotNil(t, job.Manifest, "every completed delivery has a manifest")
+	assert.Equal(t, "Download "+job.Manifest.Name, text("#manifest a.download"))
+	assert.Equal(t, job.Manifest.SHA256, text("#manifest td.mono"))
+	if job.Archive != nil {
+		assert.Equal(t, "Download "+job.Archive.Name, text("#archive a.download"))
+		assert.Equal(t, job.Archive.SHA256, text("#archive td.mono"))
+	} else {
+		gone, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("archive") === null`))
+		require.NoError(t, err)
+		assert.True(t, gone, "no archive, no archive table")
+	}
 
 	// The browser downloads the file through its signed link.
 	_, err = chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
@@ -215,6 +231,39 @@ func TestConsoleSignInExportWatchDownload(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(artifactsDir, "console-export-completed-phone.png"), shot, 0o644))
 	step("back to the desktop width", 10*time.Second, chromedp.EmulateViewport(1280, 900))
+
+	// A canceled chunked export's page lists the chunks it kept, with
+	// their links.
+	var chunked deliveredJob
+	require.Equal(t, 201, call(t, "POST", s.gatewayURL+"/v1/exports", &admin, map[string]any{
+		"kind": "records", "format": "jsonl",
+		"records": map[string]any{"resource": "messages", "chunking": map[string]any{"maxRows": 100, "gzip": true}},
+	}, &chunked))
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		cur := getDelivered(t, s, admin, chunked.ID)
+		assert.GreaterOrEqual(c, cur.Progress.Records, 300, "state %s", cur.State)
+		assert.NotEqual(c, "completed", cur.State, "the export must still run when it is canceled")
+	}, 60*time.Second, 5*time.Millisecond)
+	require.Equal(t, 200, call(t, "POST", s.gatewayURL+"/v1/exports/"+chunked.ID+"/cancel", &admin, nil, nil))
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		chunked = getDelivered(t, s, admin, chunked.ID)
+		assert.Equal(c, "canceled", chunked.State)
+		assert.NotEmpty(c, chunked.PartialFiles, "finished chunks are announced")
+	}, 60*time.Second, 100*time.Millisecond)
+	step("open the canceled export", 30*time.Second,
+		// The console routes by its fragment: a change of it is no page load.
+		chromedp.Evaluate[chromedp.Void](`location.hash = "#/exports/`+chunked.ID+`"`),
+		chromedp.WaitVisible(chromedp.CSS("#partial-files a.download")),
+	)
+	assert.Equal(t, "canceled", text("#job-state"))
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#partial-files tbody tr").length`))
+	require.NoError(t, err)
+	assert.Equal(t, len(chunked.PartialFiles), rows, "one row per kept chunk")
+	assert.Equal(t, "Download "+chunked.PartialFiles[0].Name, text("#partial-files a.download"))
+	assert.Equal(t, chunked.PartialFiles[0].SHA256, text("#partial-files td.mono"))
+	href, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#partial-files a.download").href`))
+	require.NoError(t, err)
+	assert.Contains(t, href, "/v1/exports/"+chunked.ID+"/files/"+chunked.PartialFiles[0].Name+"?exp=")
 
 	// The list shows the export completed; signing out ends the session.
 	step("open my exports", 30*time.Second,

@@ -184,8 +184,11 @@ func (s *Sweeper) expiresAt(job *exportv1.Job) time.Time {
 	if job.GetExpiresAt() != nil {
 		return job.GetExpiresAt().AsTime()
 	}
-	// updated_at is when the job ended or later (a notification), so this
-	// errs on the side of keeping files a little longer.
+	// The gateway's projection sets expires_at when any job ends; a
+	// record without it ended before that rule covered failed and
+	// canceled jobs. updated_at is when the job ended or later (a
+	// notification), so this errs on the side of keeping files a little
+	// longer.
 	return job.GetUpdatedAt().AsTime().Add(s.c.Retention)
 }
 

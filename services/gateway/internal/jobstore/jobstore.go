@@ -83,11 +83,12 @@ type Store struct {
 // Option configures a Store.
 type Option func(*Store)
 
-// WithRetention sets how long a completed job's files are kept: applying
-// ExportCompleted sets the job's expires_at to the event's occurred_at plus
-// d, so every replica computes the same instant. The archiver's sweeper
-// reads the same setting (DATAPORT_RETENTION) and deletes the files then.
-// Zero leaves expires_at unset.
+// WithRetention sets how long an ended job's files are kept: applying
+// ExportCompleted, ExportFailed or ExportCanceled sets the job's
+// expires_at to the event's occurred_at plus d, so every replica computes
+// the same instant, and a failed or canceled job's partial results say
+// until when they stay. The archiver's sweeper deletes the files at
+// expires_at. Zero leaves expires_at unset.
 func WithRetention(d time.Duration) Option {
 	return func(s *Store) { s.retention = d }
 }

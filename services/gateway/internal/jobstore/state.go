@@ -144,7 +144,7 @@ func request(job *exportv1.Job) *exportv1.Job {
 }
 
 // reduce folds ev into job in place and reports whether anything changed.
-// retention is how long a completed job's files are kept (0: no expiry).
+// retention is how long an ended job's files are kept (0: no expiry).
 // An ExportRequested for a job created by another request (another owner,
 // another creation time, anything it was created with) fails with
 // ErrExists: the id is taken.
@@ -218,9 +218,7 @@ func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) 
 		for _, p := range job.GetParts() {
 			p.State = exportv1.PartState_PART_STATE_COMPLETED
 		}
-		if t := e.GetOccurredAt(); retention > 0 && t.IsValid() {
-			job.ExpiresAt = timestamppb.New(t.AsTime().Add(retention))
-		}
+		expire(job, e.GetOccurredAt(), retention)
 		var records, size uint64
 		for _, f := range e.GetFiles() {
 			records += f.GetRecords()
@@ -238,6 +236,7 @@ func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) 
 		}
 		job.Error = e.GetReason()
 		addPartial(job, e.GetPartialFiles())
+		expire(job, e.GetOccurredAt(), retention)
 		changed = true
 	case *exportv1.ExportCanceled:
 		if terminal {
@@ -245,6 +244,7 @@ func reduce(job *exportv1.Job, ev Event, retention time.Duration) (bool, error) 
 		}
 		job.State = exportv1.JobState_JOB_STATE_CANCELED
 		job.Error = e.GetReason()
+		expire(job, e.GetOccurredAt(), retention)
 		changed = true
 	case *exportv1.ExportExpired:
 		// Allowed on any state: the sweeper deletes whatever files a job
@@ -392,6 +392,18 @@ func applyNotification(job *exportv1.Job, e *exportv1.NotificationSent) bool {
 	}
 	job.Notifications = append(job.Notifications, status)
 	return true
+}
+
+// expire sets when the files of a job that ended at end are deleted:
+// retention after it ended, whether it completed, failed, was rejected
+// or canceled (what a failed or canceled job keeps is its partial
+// results). This is the one rule; the archiver's sweeper deletes at
+// expires_at, and every replica computes the same instant from the
+// event. retention 0 leaves expires_at unset.
+func expire(job *exportv1.Job, end *timestamppb.Timestamp, retention time.Duration) {
+	if retention > 0 && end.IsValid() {
+		job.ExpiresAt = timestamppb.New(end.AsTime().Add(retention))
+	}
 }
 
 // addPartial adds files to the job's partial results, once each (by

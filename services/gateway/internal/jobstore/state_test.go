@@ -67,10 +67,23 @@ func TestReduceMovesOnlyForward(t *testing.T) {
 				}
 			}},
 		{"canceled is final", []Event{canceled, completed}, exportv1.JobState_JOB_STATE_CANCELED,
-			func(t *testing.T, j *exportv1.Job) { assert.Equal(t, "Canceled by user", j.GetError()) }},
+			func(t *testing.T, j *exportv1.Job) {
+				assert.Equal(t, "Canceled by user", j.GetError())
+				assert.Equal(t, t0.Add(12*time.Second+24*time.Hour), j.GetExpiresAt().AsTime(),
+					"what a canceled job kept expires a retention after the cancellation")
+			}},
 		{"a rejection says why", []Event{&exportv1.ExportFailed{JobId: "j", OccurredAt: at(3), Reason: "Too many lines in one export", Rejected: true}},
 			exportv1.JobState_JOB_STATE_REJECTED,
-			func(t *testing.T, j *exportv1.Job) { assert.Equal(t, "Too many lines in one export", j.GetError()) }},
+			func(t *testing.T, j *exportv1.Job) {
+				assert.Equal(t, "Too many lines in one export", j.GetError())
+				assert.Equal(t, t0.Add(3*time.Second+24*time.Hour), j.GetExpiresAt().AsTime(), "a rejected job's files expire too")
+			}},
+		{"a failure keeps its expiry through later events", []Event{failed, completed, canceled,
+			&exportv1.NotificationSent{JobId: "j", OccurredAt: at(20), Recipients: []string{"a@example.com"}}}, exportv1.JobState_JOB_STATE_FAILED,
+			func(t *testing.T, j *exportv1.Job) {
+				assert.Equal(t, t0.Add(11*time.Second+24*time.Hour), j.GetExpiresAt().AsTime(),
+					"files expire a retention after the failure, not after the notification")
+			}},
 		{"notifications and expiry still apply to an ended job", []Event{completed,
 			&exportv1.NotificationSent{JobId: "j", OccurredAt: at(20), Recipients: []string{"a@example.com"}},
 			&exportv1.ExportExpired{JobId: "j", OccurredAt: at(30)}}, exportv1.JobState_JOB_STATE_COMPLETED,

@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"strings"
 	texttemplate "text/template"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -293,9 +294,7 @@ func (n *Notifier) recipient(ctx context.Context, ownerID string) (mail.Address,
 	return mail.Address{Name: name, Address: addr.Address}, nil
 }
 
-// fileView is one file line of the completed email.
-
-// fileView is one file line of the completed email.
+// fileView is one file line of an email.
 type fileView struct {
 	Name   string
 	Size   string
@@ -305,13 +304,44 @@ type fileView struct {
 
 // mailView is what the templates render.
 type mailView struct {
-	Name    string
-	JobID   string
-	Kind    string
-	Files   []fileView
+	Name  string
+	JobID string
+	Kind  string
+	Files []fileView
+	// Manifest and Archive are a completed job's manifest.json and its
+	// zip (a room export with its attachments), when it has them.
+	Manifest, Archive *fileView
+	// Partial are the files a failed job finished before it stopped.
+	Partial []fileView
 	Expires string
 	Reason  string
 	Advice  string
+}
+
+// fileLink is f's line with a link signed until exp.
+func (n *Notifier) fileLink(jobID string, f *exportv1.File, exp time.Time) fileView {
+	return fileView{
+		Name:   f.GetName(),
+		Size:   humanSize(f.GetSize()),
+		SHA256: f.GetSha256(),
+		URL:    n.links.URLUntil(jobID, f.GetName(), exp),
+	}
+}
+
+// partialFiles are the failed job's partial results: those its failure
+// event names and those its record holds (a part that failed before, or
+// a canceled part's), each once. A file without an object is left out.
+func partialFiles(o outcome) []*exportv1.File {
+	var out []*exportv1.File
+	seen := map[string]bool{}
+	for _, f := range append(append([]*exportv1.File(nil), o.failed.GetPartialFiles()...), o.job.GetPartialFiles()...) {
+		if f.GetMissing() || f.GetObjectKey() == "" || seen[f.GetName()] {
+			continue
+		}
+		seen[f.GetName()] = true
+		out = append(out, f)
+	}
+	return out
 }
 
 // compose renders the job's email to one recipient. The caller sets the
@@ -328,17 +358,20 @@ func (n *Notifier) compose(o outcome, to mail.Address) (Email, error) {
 	}
 	var text *texttemplate.Template
 	var html *htmltemplate.Template
+	exp := n.now().Add(n.linkTTL)
+	v.Expires = exp.UTC().Format("Monday, 2 January 2006 at 15:04 MST")
 	if c := o.completed; c != nil {
-		exp := n.now().Add(n.linkTTL)
 		v.Kind = kindText(c.GetKind())
-		v.Expires = exp.UTC().Format("Monday, 2 January 2006 at 15:04 MST")
 		for _, f := range c.GetFiles() {
-			v.Files = append(v.Files, fileView{
-				Name:   f.GetName(),
-				Size:   humanSize(f.GetSize()),
-				SHA256: f.GetSha256(),
-				URL:    n.links.URLUntil(o.jobID, f.GetName(), exp),
-			})
+			v.Files = append(v.Files, n.fileLink(o.jobID, f, exp))
+		}
+		if f := c.GetManifest(); f != nil {
+			fv := n.fileLink(o.jobID, f, exp)
+			v.Manifest = &fv
+		}
+		if f := c.GetArchive(); f != nil {
+			fv := n.fileLink(o.jobID, f, exp)
+			v.Archive = &fv
 		}
 		e.Subject = SubjectCompleted
 		switch len(v.Files) {
@@ -358,6 +391,9 @@ func (n *Notifier) compose(o outcome, to mail.Address) (Email, error) {
 			v.Advice = "this request cannot succeed as it was made. Change it (for example a shorter date range or fewer rooms) and request the export again."
 		} else {
 			v.Advice = "request the export again. If it fails again, contact support and mention the export id " + o.jobID + "."
+		}
+		for _, f := range partialFiles(o) {
+			v.Partial = append(v.Partial, n.fileLink(o.jobID, f, exp))
 		}
 		e.Subject = SubjectFailed
 		text, html = n.failedText, n.failedHTML

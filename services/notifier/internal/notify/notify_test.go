@@ -540,3 +540,115 @@ func TestClaimLeftByCrashedAttempt(t *testing.T) {
 		})
 	}
 }
+
+// tagRE matches an HTML tag, for reading a body's words.
+var tagRE = regexp.MustCompile(`<[^>]*>`)
+
+// bodies are an email's text body and its HTML body's words, links kept:
+// each anchor's href is written out before its text.
+func bodies(p *smtptest.Parsed) map[string]string {
+	withHrefs := regexp.MustCompile(`<a href="([^"]*)">`).ReplaceAllString(p.HTML, "$1 ")
+	return map[string]string{"text": p.Text, "html": html.UnescapeString(tagRE.ReplaceAllString(withHrefs, ""))}
+}
+
+// messageOf returns the parsed email sent for the job.
+func (e *env) messageOf(t *testing.T, jobID string) *smtptest.Parsed {
+	t.Helper()
+	for _, m := range e.smtp.Messages() {
+		if strings.Contains(string(m.Data), jobID) {
+			p, err := m.Parse()
+			require.NoError(t, err)
+			return p
+		}
+	}
+	require.FailNow(t, "no email", "job %s", jobID)
+	return nil
+}
+
+// TestCompletedEmailLinksManifestAndArchive: a room export delivered as a
+// zip with its attachments, and a manifest, gets signed links to both
+// beside its file's, in both bodies.
+func TestCompletedEmailLinksManifestAndArchive(t *testing.T) {
+	e := start(t, bustest.Topology())
+	e.putUser(t, alice)
+	jobID := newJobID()
+	ev := completed(jobID, &exportv1.File{Name: "general.html", ObjectKey: "jobs/" + jobID + "/files/general.html", Size: 2048})
+	ev.Archive = &exportv1.File{Name: "general.zip", ObjectKey: "jobs/" + jobID + "/files/general.zip", Size: 5 << 20, Sha256: strings.Repeat("ab", 32)}
+	ev.Manifest = &exportv1.File{Name: "manifest.json", ObjectKey: "jobs/" + jobID + "/files/manifest.json", Size: 512}
+	before := time.Now()
+	e.publish(t, bus.EventCompleted, jobID, "", ev)
+	e.waitNotified(t, jobID)
+	after := time.Now()
+
+	p := e.messageOf(t, jobID)
+	assert.Equal(t, "Your Dataport export is ready: general.html", decodeHeader(t, p.Header.Get("Subject")),
+		"the subject names the data files")
+	for body, text := range bodies(p) {
+		t.Run(body, func(t *testing.T) {
+			assert.Contains(t, text, "general.zip (5.0 MiB)")
+			assert.Contains(t, text, strings.Repeat("ab", 32), "the archive's SHA-256")
+			assert.Contains(t, text, "manifest.json (512 B)")
+			links := linkRE.FindAllString(text, -1)
+			require.Len(t, links, 3, "links in %s body:\n%s", body, text)
+			checkLink(t, links[0], jobID, "general.html", before, after)
+			checkLink(t, links[1], jobID, "general.zip", before, after)
+			checkLink(t, links[2], jobID, "manifest.json", before, after)
+		})
+	}
+	assert.Contains(t, p.HTML, `">general.zip</a>`)
+	assert.Contains(t, p.HTML, `">manifest.json</a>`)
+}
+
+// TestFailedEmailListsPartialResults: a job that failed after finishing
+// some chunks lists them with signed links, those of its failure event
+// and those its record holds, each once; a failure without any lists
+// none.
+func TestFailedEmailListsPartialResults(t *testing.T) {
+	e := start(t, bustest.Topology())
+	e.putUser(t, alice)
+	jobID := newJobID()
+	chunk := func(n int) *exportv1.File {
+		name := fmt.Sprintf("events.%d.csv", n)
+		return &exportv1.File{Name: name, ObjectKey: "jobs/" + jobID + "/parts/0/" + name, Size: 1024, Records: 100, Sha256: strings.Repeat("0"+strconv.Itoa(n), 32)}
+	}
+	// Part 1 failed first and its chunk is on the record; part 0's
+	// failure event names its own two and, again, part 1's.
+	e.putJob(t, &exportv1.Job{Id: jobID, OwnerId: alice.GetId(), PartialFiles: []*exportv1.File{chunk(2)}})
+	before := time.Now()
+	e.publish(t, bus.EventFailed, jobID, "", &exportv1.ExportFailed{
+		JobId: jobID, OccurredAt: timestamppb.Now(), Reason: "Too much export data", Rejected: true, OwnerId: alice.GetId(),
+		PartialFiles: []*exportv1.File{chunk(0), chunk(1), chunk(2), {Name: "gone.csv", Missing: true}},
+	})
+	e.waitNotified(t, jobID)
+	after := time.Now()
+
+	p := e.messageOf(t, jobID)
+	for body, text := range bodies(p) {
+		t.Run(body, func(t *testing.T) {
+			assert.Contains(t, text, "Too much export data")
+			assert.Contains(t, text, "finished before the export stopped")
+			assert.Contains(t, text, "events.0.csv (1.0 KiB)")
+			assert.Contains(t, text, chunk(1).GetSha256())
+			assert.NotContains(t, text, "gone.csv", "a file without an object gets no line")
+			links := linkRE.FindAllString(text, -1)
+			require.Len(t, links, 3, "links in %s body:\n%s", body, text)
+			for i, l := range links {
+				checkLink(t, l, jobID, chunk(i).GetName(), before, after)
+			}
+			assert.Contains(t, text, "expire")
+		})
+	}
+
+	t.Run("none kept", func(t *testing.T) {
+		jobID := newJobID()
+		e.publish(t, bus.EventFailed, jobID, "", &exportv1.ExportFailed{
+			JobId: jobID, OccurredAt: timestamppb.Now(), Reason: "boom", OwnerId: alice.GetId(),
+		})
+		e.waitNotified(t, jobID)
+		p := e.messageOf(t, jobID)
+		for _, text := range []string{p.Text, p.HTML} {
+			assert.NotContains(t, text, "finished before")
+			assert.Empty(t, linkRE.FindAllString(text, -1))
+		}
+	})
+}

@@ -533,6 +533,11 @@ func (e *Exporter) run(ctx context.Context, t *taskrun.Task, p *plan) (*result, 
 		}
 		matched++
 		if maxRows > 0 && matched > maxRows {
+			// The row over the cap is counted as the one that would
+			// open the next chunk, as when a chunk rotates.
+			if err := s.rotateIfFull(); err != nil {
+				return err
+			}
 			return errTooMany
 		}
 		if srt == nil && !p.format.KeepsRows {

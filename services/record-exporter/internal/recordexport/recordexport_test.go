@@ -439,8 +439,9 @@ func TestRecordExports(t *testing.T) {
 		require.True(t, e.event(t, bus.EventFailed, task.GetJobId(), &failed))
 		assert.True(t, failed.GetRejected())
 		assert.Equal(t, "Too many lines in one export", failed.GetReason())
-		// The fourth chunk was full but still open when row 2001 came.
-		assert.Len(t, failed.GetPartialFiles(), 3, "the chunks finished before row 2001")
+		// The fourth chunk was full but still open when row 2001 came:
+		// it is kept too.
+		assert.Len(t, failed.GetPartialFiles(), 4, "every full chunk before row 2001")
 		e.keptAsPartial(t, task.GetJobId(), failed.GetPartialFiles())
 		assert.False(t, e.event(t, bus.EventPart, task.GetJobId(), &exportv1.PartUploaded{}))
 

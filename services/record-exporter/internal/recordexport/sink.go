@@ -142,15 +142,8 @@ func (s *sink) open() error {
 // a chunk closes at the first row that reaches the limit: it holds at most
 // one row and the format's closing bytes more.
 func (s *sink) write(row recordrender.Row) error {
-	if s.cur != nil && s.chunked() && s.cur.rows > 0 && s.full() {
-		if err := s.closeChunk(); err != nil {
-			return err
-		}
-		if s.rotated != nil {
-			if err := s.rotated(); err != nil {
-				return err
-			}
-		}
+	if err := s.rotateIfFull(); err != nil {
+		return err
 	}
 	if s.cur == nil {
 		if err := s.open(); err != nil {
@@ -167,6 +160,23 @@ func (s *sink) write(row recordrender.Row) error {
 	// that crosses it.
 	if s.maxTotal > 0 && s.bytes+s.cur.stored.n+uint64(s.cur.bw.Buffered()) > s.maxTotal {
 		return s.fail(errTooMuch)
+	}
+	return nil
+}
+
+// rotateIfFull closes the current chunk if it reached a limit and runs
+// rotated. write calls it before each row; the run calls it when a row
+// cap ends the export, so a chunk that is full but was still open (no
+// row past it was written) counts as finished and is kept.
+func (s *sink) rotateIfFull() error {
+	if s.cur == nil || !s.chunked() || s.cur.rows == 0 || !s.full() {
+		return nil
+	}
+	if err := s.closeChunk(); err != nil {
+		return err
+	}
+	if s.rotated != nil {
+		return s.rotated()
 	}
 	return nil
 }

@@ -234,7 +234,14 @@ func TestSplitExportIsTheUnsplitFile(t *testing.T) {
 		require.NoError(t, x.Export(t.Context(), tasks[2]))
 		prefix := "jobs/" + tasks[0].GetJobId() + "/"
 		require.Len(t, e.objects(t, prefix), 2, "two pieces before the cancellation")
-		e.putJob(t, &exportv1.Job{Id: tasks[0].GetJobId(), State: exportv1.JobState_JOB_STATE_CANCELED})
+		// The record as the projection has it: the announced pieces'
+		// parts are completed, so the range that notices the cancellation
+		// deletes them as well as its own.
+		e.putJob(t, &exportv1.Job{Id: tasks[0].GetJobId(), State: exportv1.JobState_JOB_STATE_CANCELED, Parts: []*exportv1.PartStatus{
+			{Part: 0, State: exportv1.PartState_PART_STATE_COMPLETED},
+			{Part: 1, State: exportv1.PartState_PART_STATE_EXPORTING},
+			{Part: 2, State: exportv1.PartState_PART_STATE_COMPLETED},
+		}})
 		require.NoError(t, x.Export(t.Context(), tasks[1]))
 		require.Eventually(t, func() bool { return len(e.objects(t, prefix)) == 0 }, 10*time.Second, 20*time.Millisecond,
 			"every piece of the job deleted")

@@ -256,6 +256,20 @@
 
   // ----- one export -----
 
+  // fileTable lists files with their download links (none once they
+  // expired), sizes, record counts and SHA-256.
+  function fileTable(id, files) {
+    return h("table", { class: "cards", id },
+      h("thead", {}, h("tr", {}, ["File", "Size", "Records", "SHA-256"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, files.map((f) => h("tr", {},
+        h("td", { "data-label": "File" }, f.url
+          ? h("a", { href: f.url, download: f.name, class: "download" }, "Download " + f.name)
+          : f.name),
+        h("td", { "data-label": "Size" }, formatBytes(f.size)),
+        h("td", { "data-label": "Records" }, String(f.records)),
+        h("td", { "data-label": "SHA-256", class: "mono" }, f.sha256)))));
+  }
+
   function detailBody(job) {
     const facts = h("dl", { class: "facts" },
       h("dt", {}, "Kind"), h("dd", {}, job.kind),
@@ -279,15 +293,23 @@
     if (!files.length) {
       parts.push(h("p", { class: "empty" }, terminal.has(job.state) ? "No files." : "Files appear here when the export completes."));
     } else {
-      parts.push(h("table", { class: "cards", id: "files" },
-        h("thead", {}, h("tr", {}, ["File", "Size", "Records", "SHA-256"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, files.map((f) => h("tr", {},
-          h("td", { "data-label": "File" }, f.url
-            ? h("a", { href: f.url, download: f.name, class: "download" }, "Download " + f.name)
-            : f.name),
-          h("td", { "data-label": "Size" }, formatBytes(f.size)),
-          h("td", { "data-label": "Records" }, String(f.records)),
-          h("td", { "data-label": "SHA-256", class: "mono" }, f.sha256))))));
+      parts.push(fileTable("files", files));
+    }
+    if (job.archive) {
+      parts.push(h("h2", {}, "Archive"),
+        h("p", {}, "Everything in one zip, with the files the export links to."),
+        fileTable("archive", [job.archive]));
+    }
+    if (job.manifest) {
+      parts.push(h("h2", {}, "Manifest"),
+        h("p", {}, "Each file's size, record count and SHA-256, to check a download against."),
+        fileTable("manifest", [job.manifest]));
+    }
+    if (job.partialFiles && job.partialFiles.length) {
+      parts.push(h("h2", {}, "Partial results"),
+        h("p", {}, "Finished before the export stopped: each file holds whole records, but not all of them." +
+          (job.expiresAt ? " Kept until " + formatTime(job.expiresAt) + "." : "")),
+        fileTable("partial-files", job.partialFiles));
     }
     if (job.notifications && job.notifications.length) {
       parts.push(h("h2", {}, "Notifications"),

@@ -32,8 +32,9 @@ type exportView struct {
 	Error     string       `json:"error"`
 	CreatedAt string       `json:"createdAt"`
 	UpdatedAt string       `json:"updatedAt"`
-	// ExpiresAt is when a completed job's files are deleted; FilesExpired
-	// says they have been (the files stay listed, without links).
+	// ExpiresAt is when an ended job's files (a failed or canceled one's
+	// partial files) are deleted; FilesExpired says they have been (the
+	// files stay listed, without links).
 	ExpiresAt    string `json:"expiresAt,omitempty"`
 	FilesExpired bool   `json:"filesExpired,omitempty"`
 	// Parts is the plan of a job with several parts and where each

@@ -2,12 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -24,6 +28,11 @@ func gateway(t *testing.T, created chan<- map[string]any) *httptest.Server {
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(status)
 			fmt.Fprintf(w, `{"type":"about:blank","title":%q,"status":%d,"detail":%q}`, http.StatusText(status), status, detail)
+		}
+		if name, ok := strings.CutPrefix(r.URL.Path, "/dl/"); ok {
+			// A signed link: no credentials.
+			fmt.Fprint(w, fileContent[name])
+			return
 		}
 		if r.Header.Get("X-Auth-Token") != "tok" {
 			problem(http.StatusUnauthorized, "missing or invalid credentials")
@@ -47,6 +56,12 @@ func gateway(t *testing.T, created chan<- map[string]any) *httptest.Server {
 			w.Header().Set("Content-Type", "text/event-stream")
 			fmt.Fprint(w, "id: 1\nevent: job\ndata: {\"id\":\"j1\",\"kind\":\"records\",\"state\":\"processing\",\"progress\":{\"percent\":40,\"records\":400,\"bytes\":4000}}\n\n")
 			fmt.Fprint(w, "id: 2\nevent: job\ndata: {\"id\":\"j1\",\"kind\":\"records\",\"state\":\"failed\",\"error\":\"the source went away\",\"progress\":{\"percent\":40}}\n\n")
+		case "GET /v1/exports/j2":
+			fmt.Fprintf(w, `{"id":"j2","kind":"room","format":"html","state":"completed","progress":{"percent":100,"records":3,"bytes":30},
+				"files":[%s],"archive":%s,"manifest":%s}`, fileJSON(r, "general.html", 3), fileJSON(r, "general.zip", 0), fileJSON(r, "manifest.json", 0))
+		case "GET /v1/exports/j3":
+			fmt.Fprintf(w, `{"id":"j3","kind":"records","format":"csv","state":"canceled","error":"Canceled by user","progress":{"percent":40},
+				"files":[],"partialFiles":[%s,%s]}`, fileJSON(r, "events.0.csv", 100), fileJSON(r, "events.1.csv", 100))
 		case "POST /v1/exports/j1/cancel":
 			problem(http.StatusConflict, "the export has already ended")
 		default:
@@ -55,6 +70,19 @@ func gateway(t *testing.T, created chan<- map[string]any) *httptest.Server {
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// fileContent is what the fake gateway's signed links serve.
+var fileContent = map[string]string{
+	"general.html": "<html>general</html>", "general.zip": "PK zip bytes", "manifest.json": `{"files":[]}`,
+	"events.0.csv": "id\n1\n", "events.1.csv": "id\n2\n",
+}
+
+// fileJSON is the native answer's entry of a file the fake gateway serves.
+func fileJSON(r *http.Request, name string, records int) string {
+	sum := sha256.Sum256([]byte(fileContent[name]))
+	return fmt.Sprintf(`{"name":%q,"size":%d,"records":%d,"sha256":%q,"url":"http://%s/dl/%s"}`,
+		name, len(fileContent[name]), records, hex.EncodeToString(sum[:]), r.Host, name)
 }
 
 func run(t *testing.T, url string, args ...string) (int, string, string) {
@@ -140,4 +168,74 @@ func TestDescribeShowsRateAndETA(t *testing.T) {
 	e := &client.Export{State: "processing"}
 	e.Progress.Percent, e.Progress.Records, e.Progress.Bytes = 50, 5000, 5_000_000
 	assert.Equal(t, "processing · 5000 records · 5.0 MB · 1.0 MB/s · ETA 4s", describe(e, 4e9, 0, 0, 1_000_000))
+}
+
+// TestStatusAndDownloadShowArchiveManifestAndPartialFiles: status lists
+// what the native answer holds beside the files, and download fetches
+// each on request, verified.
+func TestStatusAndDownloadShowArchiveManifestAndPartialFiles(t *testing.T) {
+	t.Parallel()
+	srv := gateway(t, nil)
+
+	code, out, errOut := run(t, srv.URL, "status", "j2")
+	require.Equal(t, ExitOK, code, errOut)
+	assert.Regexp(t, `Files +general\.html  20 B  3 records`, out)
+	assert.Regexp(t, `Archive +general\.zip  12 B  sha256 [0-9a-f]{64}`, out)
+	assert.Regexp(t, `Manifest +manifest\.json  12 B  sha256 [0-9a-f]{64}`, out)
+
+	code, out, errOut = run(t, srv.URL, "status", "j3")
+	require.Equal(t, ExitOK, code, errOut)
+	assert.Regexp(t, `Partial files +events\.0\.csv  5 B  100 records`, out)
+	assert.Contains(t, out, "events.1.csv")
+	assert.Contains(t, out, "dataport download j3 --partial")
+
+	downloaded := func(t *testing.T, dir string) []string {
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		var names []string
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			require.NoError(t, err)
+			assert.Equal(t, fileContent[e.Name()], string(b), e.Name())
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"files", []string{"j2"}, []string{"general.html"}},
+		{"archive and manifest", []string{"j2", "--archive", "--manifest"}, []string{"general.zip", "manifest.json"}},
+		{"files and manifest", []string{"j2", "--manifest"}, []string{"general.html", "manifest.json"}},
+		{"one by name", []string{"j2", "--file", "manifest.json"}, []string{"manifest.json"}},
+		{"partial", []string{"j3", "--partial"}, []string{"events.0.csv", "events.1.csv"}},
+		{"one partial", []string{"j3", "--partial", "--file", "events.1.csv"}, []string{"events.1.csv"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			code, out, errOut := run(t, srv.URL, append([]string{"download", "--no-progress", "--dir", dir}, tc.args...)...)
+			require.Equal(t, ExitOK, code, errOut)
+			assert.Equal(t, tc.want, downloaded(t, dir))
+			assert.Contains(t, out, "verified (downloaded)")
+		})
+	}
+
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"canceled without --partial", []string{"j3"}, ExitFailed, "kept 2 partial files: dataport download j3 --partial"},
+		{"partial of a completed export", []string{"j2", "--partial"}, ExitNotFound, "not partial ones"},
+		{"partial and archive", []string{"j3", "--partial", "--archive"}, ExitUsage, "none of the others can be"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := run(t, srv.URL, append([]string{"download", "--no-progress", "--dir", t.TempDir()}, tc.args...)...)
+			assert.Equal(t, tc.code, code, errOut)
+			assert.Contains(t, errOut, tc.stderr)
+		})
+	}
 }

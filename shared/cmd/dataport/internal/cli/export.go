@@ -237,5 +237,5 @@ func (g *globals) create(cmd *cobra.Command, b createBody, c *common) error {
 	if err != nil || c.download == "" {
 		return err
 	}
-	return g.downloadAll(cmd, api, final, c.download, "")
+	return g.downloadAll(cmd, api, final, c.download, which{})
 }

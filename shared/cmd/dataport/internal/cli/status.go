@@ -192,12 +192,25 @@ func printExport(w io.Writer, e *client.Export) {
 	if e.ExpiresAt != "" {
 		row("Expires", "%s", e.ExpiresAt)
 	}
-	for i, f := range e.Files {
-		k := ""
-		if i == 0 {
-			k = "Files"
+	files := func(label string, fs []client.File) {
+		for i, f := range fs {
+			k := ""
+			if i == 0 {
+				k = label
+			}
+			row(k, "%s  %s  %d records  sha256 %s", f.Name, humanBytes(f.Size), f.Records, f.SHA256)
 		}
-		row(k, "%s  %s  %d records  sha256 %s", f.Name, humanBytes(f.Size), f.Records, f.SHA256)
+	}
+	files("Files", e.Files)
+	if e.Archive != nil {
+		row("Archive", "%s  %s  sha256 %s", e.Archive.Name, humanBytes(e.Archive.Size), e.Archive.SHA256)
+	}
+	if e.Manifest != nil {
+		row("Manifest", "%s  %s  sha256 %s", e.Manifest.Name, humanBytes(e.Manifest.Size), e.Manifest.SHA256)
+	}
+	if len(e.PartialFiles) > 0 {
+		files("Partial files", e.PartialFiles)
+		row("", "%s", "(finished before the export stopped: dataport download "+e.ID+" --partial)")
 	}
 	if e.FilesExpired {
 		row("", "%s", "(the files have expired and were deleted)")

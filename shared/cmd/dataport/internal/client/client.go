@@ -50,6 +50,14 @@ type Export struct {
 	TraceID      string `json:"traceId,omitempty"`
 	// Recurrence is set on a recurring export (a schedule).
 	Recurrence *Recurrence `json:"recurrence,omitempty"`
+	// Manifest (each file's size, records and SHA-256) and Archive (a
+	// room export zipped with its attachments) come with a completed
+	// export when it has them.
+	Manifest *File `json:"manifest,omitempty"`
+	Archive  *File `json:"archive,omitempty"`
+	// PartialFiles are what a failed, rejected or canceled export
+	// finished before it stopped, downloadable until retention.
+	PartialFiles []File `json:"partialFiles,omitempty"`
 	// Raw is the answer as the gateway sent it, for -o json.
 	Raw json.RawMessage `json:"-"`
 }
@@ -70,7 +78,8 @@ type Progress struct {
 	Bytes   uint64 `json:"bytes"`
 }
 
-// File is one file of a completed export; URL is its signed link.
+// File is one file of an export (a data file, its manifest or archive,
+// or a partial result); URL is its signed link.
 type File struct {
 	Name      string `json:"name"`
 	Size      uint64 `json:"size"`
