@@ -22,6 +22,13 @@ func SetSpeculation(o *Options, off bool, recent int) {
 	o.noSpeculation, o.recentIDs = off, recent
 }
 
+// SetSpeculationWindow bounds the speculative render's window of versions
+// not yet rendered, in which later versions of an id are applied to its
+// first, to versions and bytes (the defaults when zero).
+func SetSpeculationWindow(o *Options, versions, bytes int) {
+	o.windowVersions, o.windowBytes = versions, bytes
+}
+
 // Pseudonym is how username reads in job's personal download when it is
 // someone else's.
 func Pseudonym(job, username string) string { return newPseudonyms(job, "").name(username) }

@@ -39,11 +39,14 @@ import (
 // unknown version is discarded and the part starts over. A speculative
 // render's checkpoint (speculate.go) has a version of its own, so that an
 // exporter that does not know it starts over rather than resume it as a
-// planned one: its bytes are final only if the whole history holds no
-// republished id, which its resume reads again to find out.
+// planned one: its bytes are final only if the window resolves every
+// republished id of the whole history, which its resume reads again to
+// find out. The window's bounds shape those bytes, so a change of
+// windowVersions or windowBytes needs a new version (2 was the render
+// without a window).
 const (
 	checkpointVersion            = 1
-	speculativeCheckpointVersion = 2
+	speculativeCheckpointVersion = 3
 )
 
 // checkpoint is how far a room part's export got. It is JSON: it is the

@@ -77,9 +77,11 @@ type Options struct {
 	// noSpeculation makes every part render from the spool after the
 	// read, as a part whose history holds republished ids does;
 	// recentIDs, when not zero, replaces the size of the table that
-	// confirms a republished id during the read (spool.go).
-	noSpeculation bool
-	recentIDs     int
+	// confirms a republished id during the read, windowVersions and
+	// windowBytes the bounds of the window that applies later versions
+	// (window.go).
+	noSpeculation                          bool
+	recentIDs, windowVersions, windowBytes int
 }
 
 // Exporter produces the room exporter's parts: it is the taskrun.Kind of

@@ -1,6 +1,7 @@
 package roomexport
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
@@ -11,53 +12,62 @@ import (
 
 // A fresh room part does not wait for its history to be read before it
 // renders. What goes at a position is only known at the end of the read
-// (spool.go), but in the common case the answer is "the version read
-// there": no id was published twice. So the render runs beside the read,
-// on every version as it arrives, into a multipart upload of its own
+// (spool.go), but the answer can be known much earlier: republished ids
+// are mostly published again soon after their first version. So the
+// render runs beside the read, on every version as it leaves a bounded
+// window of versions not yet rendered, where later versions are applied
+// to their first (window.go), into a multipart upload of its own
 // (speculate), and:
 //
-//   - if the read ends with no id seen twice (exactly: the spool's plan is
-//     empty), the speculative document is the answer and is completed:
-//     one pass, and the render is done when the read is;
-//   - as soon as an id is known to be republished (the Bloom filter's
-//     hit is confirmed by a table of recent ids, spool.go), or when the
-//     read ends with a non-empty plan, the speculative render is
-//     abandoned: its upload is aborted (no object, no pending multipart
-//     upload is left), and the part is rendered from the spool and its
-//     plan as before, while or after the read finishes.
+//   - if the read ends with every republished version applied in the
+//     window (exactly: the window's counts match the spool's plan, see
+//     window.resolved), the speculative document is the answer and is
+//     completed: one pass, and the render is done when the read is;
+//   - as soon as an id is known to be republished after its first
+//     version left the window (the Bloom filter's hit is confirmed by a
+//     table of recent ids), or when the read ends with a plan the window
+//     did not resolve, the speculative render is abandoned: its upload is
+//     aborted (no object, no pending multipart upload is left), and the
+//     part is rendered from the spool and its plan as before, after the
+//     read.
 //
-// Both paths write the same bytes for a room without republished ids: the
-// speculative render feeds the renderer exactly the versions the planned
-// render would, in the same order, with the same time printed.
+// Both paths write the same bytes: the speculative render feeds the
+// renderer exactly the versions the planned render would, in the same
+// order, with the same time printed.
 //
 // A speculative render checkpoints its parts like the planned one, with
-// a version of its own (speculativeCheckpointVersion): its bytes are
-// final only if the whole history holds no republished id, so an attempt
-// that resumes it reads the history again from its start (onto the
-// spool, for the verdict and a possible fallback) but renders only what
-// comes after the checkpoint, into the same upload. If that read finds a
-// republished id, the checkpointed upload is aborted and the part is
-// rendered from the spool as planned, printing the first attempt's time:
-// the same bytes as a clean run either way.
+// a version of its own (speculativeCheckpointVersion), covering only
+// versions that left the window: its bytes are final only if the whole
+// history is resolved by the window, so an attempt that resumes it reads
+// the history again from its start (onto the spool, for the verdict and
+// a possible fallback, and through the window, which is rebuilt as it
+// was) but renders only what comes after the checkpoint, into the same
+// upload. If the window does not resolve that history, the checkpointed
+// upload is aborted and the part is rendered from the spool as planned,
+// printing the first attempt's time: the same bytes as a clean run
+// either way.
 
 // errSpeculationFailed ends a speculative render whose history holds a
-// republished id; the part is then rendered from the spool.
+// republished id the window did not resolve; the part is then rendered
+// from the spool.
 var errSpeculationFailed = errors.New("roomexport: a message was republished; speculative render abandoned")
 
 // feedBatch is how many versions the read hands to the render at once.
 const feedBatch = 256
 
-// version is one message version as read from the stream; data is the
+// version is what the render gets at one stream sequence: data is the
 // message's own (nats.go copies every payload), so it may outlive the
-// read's callback.
+// read's callback; it is a later version's when latest, that version's
+// sequence, is not zero, and nil for a later version applied already.
 type version struct {
-	seq  uint64
-	data []byte
+	seq    uint64
+	data   []byte
+	latest uint64
 }
 
-// feed carries the versions the spool reads to a speculative render on
-// another goroutine. add, abandon and end are the reader's (one goroutine);
-// each is the render's.
+// feed carries the versions the spool reads, through the window, to a
+// speculative render on another goroutine. add, abandon and end are the
+// reader's (one goroutine); each is the render's.
 type feed struct {
 	ctx  context.Context // the read's: a render that never starts taking cancels it
 	ch   chan []version
@@ -67,21 +77,35 @@ type feed struct {
 	verdict error
 	batch   []version
 	ended   bool
+	win     *window
 	// through is the stream sequence a resumed render's checkpoint
 	// covers: versions up to it are in the uploaded parts already.
 	through uint64
 }
 
-func newFeed(ctx context.Context) *feed {
-	return &feed{ctx: ctx, ch: make(chan []version, 4), done: make(chan struct{}), batch: make([]version, 0, feedBatch)}
+func newFeed(ctx context.Context, win *window) *feed {
+	return &feed{ctx: ctx, ch: make(chan []version, 4), done: make(chan struct{}), batch: make([]version, 0, feedBatch), win: win}
 }
 
-// add hands a version to the render.
-func (f *feed) add(seq uint64, data []byte) {
+// add puts the version read at seq into the window (see window.add for
+// hid, keyed and seen) and hands the versions that leave it to the
+// render, or abandons the feed when the version shows the speculation
+// wrong.
+func (f *feed) add(seq uint64, data []byte, hid idHash, keyed, seen bool) {
 	if f.ended {
 		return
 	}
-	if f.batch = append(f.batch, version{seq, data}); len(f.batch) == feedBatch {
+	if !f.win.add(seq, data, hid, keyed, seen) {
+		f.abandon()
+		return
+	}
+	for f.win.over() {
+		f.send(f.win.pop())
+	}
+}
+
+func (f *feed) send(v version) {
+	if f.batch = append(f.batch, v); len(f.batch) == feedBatch {
 		f.flush()
 	}
 }
@@ -102,22 +126,26 @@ func (f *feed) flush() {
 // goes on without it.
 func (f *feed) abandon() { f.end(errSpeculationFailed) }
 
-// end delivers the rest of the versions (only when verdict is nil) and
-// the verdict; later calls do nothing.
+// end delivers the rest of the versions, the window's too (only when
+// verdict is nil), and the verdict; later calls do nothing.
 func (f *feed) end(verdict error) {
 	if f.ended {
 		return
 	}
 	if verdict == nil {
+		for f.win.n > 0 {
+			f.send(f.win.pop())
+		}
 		f.flush()
 	}
+	f.win.drop()
 	f.verdict, f.ended = verdict, true
-	f.batch = nil
+	f.batch, f.win = nil, nil
 	close(f.ch)
 }
 
-// each feeds the versions to fn as spool.each does (latest is always 0:
-// the speculation is that nothing was republished), then returns the
+// each feeds the versions to fn as spool.each does (the speculation is
+// that the window applied every later version), then returns the
 // verdict. When fn stops early (the end of the range) each still waits
 // for the verdict: a version after the range can change a message in it.
 func (f *feed) each(fn func(seq uint64, data []byte, latest uint64) (bool, error)) error {
@@ -131,7 +159,7 @@ func (f *feed) each(fn func(seq uint64, data []byte, latest uint64) (bool, error
 			if v.seq <= f.through {
 				continue
 			}
-			more, err := fn(v.seq, v.data, 0)
+			more, err := fn(v.seq, v.data, v.latest)
 			if err != nil {
 				return err
 			}
@@ -151,16 +179,21 @@ func (e *Exporter) speculate(ctx context.Context, t *taskrun.Task, format Format
 ) (uploadResult, error) {
 	readCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	fd := newFeed(readCtx)
+	win := newWindow(cmp.Or(e.opts.windowVersions, windowVersions), cmp.Or(e.opts.windowBytes, windowBytes), e.opts.recentIDs)
+	fd := newFeed(readCtx, win)
 	if cp != nil {
 		fd.through = cp.Seq
 	}
+	// The ids a resumed checkpoint placed are the window's to find again
+	// (and the render's, restored from cp): the spool is the whole
+	// history, for the verdict and for a planned render from its start.
+	h.emitted = nil
 	spooled := make(chan error, 1)
 	began := time.Now()
 	go func() {
 		sp, err := e.spoolHistory(readCtx, h, 0, fd)
 		verdict := err
-		if err == nil && sp.planned > 0 {
+		if err == nil && !win.resolved(sp.republished, sp.planned) {
 			verdict = errSpeculationFailed
 		}
 		h.spool = sp
@@ -175,7 +208,8 @@ func (e *Exporter) speculate(ctx context.Context, t *taskrun.Task, format Format
 	abandoned := errors.Is(err, errSpeculationFailed)
 	if serr == nil {
 		t.Log.DebugContext(ctx, "history spooled", "from_seq", 0, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
-			"planned", h.spool.planned, "speculative", !abandoned, "duration", time.Since(began).String())
+			"planned", h.spool.planned, "window_applied", win.applied, "speculative", !abandoned,
+			"duration", time.Since(began).String())
 	}
 	switch {
 	case abandoned && serr != nil:

@@ -3,6 +3,7 @@ package roomexport_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,7 +38,9 @@ type speculationRig struct {
 	logs          *logtest.Buffer
 }
 
-func newSpeculationRig(t *testing.T, recent int, publish func(h *harness)) *speculationRig {
+// newSpeculationRig starts the rig; seams, when not nil, sets the
+// speculative exporter's test seams (SetSpeculation, SetSpeculationWindow).
+func newSpeculationRig(t *testing.T, seams func(o *roomexport.Options), publish func(h *harness)) *speculationRig {
 	t.Helper()
 	generated := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	rig := &speculationRig{logs: new(logtest.Buffer)}
@@ -45,7 +48,9 @@ func newSpeculationRig(t *testing.T, recent int, publish func(h *harness)) *spec
 		o.PartSize = blob.MinPartSize
 		o.Now = func() time.Time { return generated }
 		o.Logger = slog.New(slog.NewJSONHandler(rig.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		roomexport.SetSpeculation(&o.Options, false, recent)
+		if seams != nil {
+			seams(&o.Options)
+		}
 	})
 	rig.planned = start(t, func(o *config) {
 		o.PartSize = blob.MinPartSize
@@ -75,8 +80,12 @@ func exportChecked(t *testing.T, h *harness, task *exportv1.ExportTask) *exportv
 	return f
 }
 
-func (rig *speculationRig) compare(t *testing.T, jobID string, task func(jobID string) *exportv1.ExportTask, speculative bool) {
+// compare exports the task in every format with both exporters and
+// checks the same bytes, and which path the speculative one took; it
+// returns the speculative documents by format.
+func (rig *speculationRig) compare(t *testing.T, jobID string, task func(jobID string) *exportv1.ExportTask, speculative bool) map[exportv1.Format][]byte {
 	t.Helper()
+	docs := make(map[exportv1.Format][]byte)
 	for _, format := range speculationFormats {
 		word := strings.ToLower(strings.TrimPrefix(format.String(), "FORMAT_"))
 		t.Run(word, func(t *testing.T) {
@@ -90,12 +99,14 @@ func (rig *speculationRig) compare(t *testing.T, jobID string, task func(jobID s
 			assert.Equal(t, want.GetSha256(), got.GetSha256(), "the same bytes as the planned render")
 			assert.Equal(t, want.GetSize(), got.GetSize())
 			assert.Equal(t, want.GetRecords(), got.GetRecords())
+			docs[format] = rig.spec.download(t, got.GetObjectKey())
 
 			spooled := rig.logs.Records(t, "history spooled", id)
 			require.Len(t, spooled, 1)
 			assert.Equal(t, speculative, spooled[0]["speculative"], "which path rendered the part")
 		})
 	}
+	return docs
 }
 
 // TestSpeculativeRenderIsThePlannedRender exports a room in which no id
@@ -107,7 +118,7 @@ func TestSpeculativeRenderIsThePlannedRender(t *testing.T) {
 		t.Skip("publishes 30k messages twice")
 	}
 	n := raceMessages(30_000)
-	rig := newSpeculationRig(t, 0, func(h *harness) {
+	rig := newSpeculationRig(t, nil, func(h *harness) {
 		h.putRoom(t, &sourcev1.Room{Id: "SPEC", Name: "spec", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
 		msgs := append(hostileMessages("SPEC"), bigMessages("SPEC", n)...)
 		h.publishMessages(t, msgs...)
@@ -116,12 +127,13 @@ func TestSpeculativeRenderIsThePlannedRender(t *testing.T) {
 	rig.compare(t, "range", func(id string) *exportv1.ExportTask { return roomTask(id, "SPEC", at(100), at(20_000)) }, true)
 }
 
-// TestAbandonedSpeculationLeavesNothing exports rooms with a republished
-// id. Found during the read (an edit a little later) or only at its end
-// (the table of recent ids is too small to see it: the edit comes after
-// several parts were uploaded), the speculative render is abandoned, its
-// upload aborted, and the part is the planned render, with nothing else
-// left in MinIO.
+// TestAbandonedSpeculationLeavesNothing exports rooms with ids
+// republished after their first version left the window (of 20 versions
+// here). Found during the read (an edit a little later) or only at its
+// end (the table of recent ids is too small to see it: the edit comes
+// after several parts were uploaded), the speculative render is
+// abandoned, its upload aborted, and the part is the planned render, with
+// nothing else left in MinIO.
 func TestAbandonedSpeculationLeavesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("publishes 30k messages four times")
@@ -146,8 +158,137 @@ func TestAbandonedSpeculationLeavesNothing(t *testing.T) {
 		recent int
 	}{{"found during the read", 0}, {"found at the end", 1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			rig := newSpeculationRig(t, tc.recent, publish)
+			rig := newSpeculationRig(t, func(o *roomexport.Options) {
+				roomexport.SetSpeculation(o, false, tc.recent)
+				roomexport.SetSpeculationWindow(o, 20, 0)
+			}, publish)
 			rig.compare(t, "edits", func(id string) *exportv1.ExportTask { return roomTask(id, "EDITS", nil, nil) }, false)
+		})
+	}
+}
+
+// republication is a later version of msgs[of], published right after
+// msgs[after] (and after the republications listed before it there).
+type republication struct {
+	of, after int
+	change    func(m *sourcev1.ChatMessage)
+}
+
+// edit republishes msgs[of] after msgs[after] with a new text, as an edit.
+func edit(of, after int) republication {
+	return republication{of, after, func(m *sourcev1.ChatMessage) {
+		m.Text = fmt.Sprintf("message %d, edited after %d", of, after)
+		m.EditedAt = timestamppb.New(msgTime(after))
+		m.EditedBy = &sourcev1.UserRef{Id: "u-editor", Username: "editor"}
+	}}
+}
+
+// republished is msgs in order with the later versions rs inserted; each
+// later version starts from the one published before it.
+func republished(msgs []*sourcev1.ChatMessage, rs ...republication) []*sourcev1.ChatMessage {
+	last := make(map[int]*sourcev1.ChatMessage)
+	after := make(map[int][]republication)
+	for _, r := range rs {
+		after[r.after] = append(after[r.after], r)
+	}
+	out := make([]*sourcev1.ChatMessage, 0, len(msgs)+len(rs))
+	for i, m := range msgs {
+		out = append(out, m)
+		last[i] = m
+		for _, r := range after[i] {
+			v := proto.CloneOf(last[r.of])
+			r.change(v)
+			last[r.of] = v
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// TestSpeculativeRenderAppliesEditsInItsWindow exports a room in which
+// many ids are republished soon after their first version: every fifth
+// message edited 40 messages later, one message three times, thread roots
+// whose reply count and text change after their first reply, the last
+// messages edited at the very end of the history. Every later version
+// finds its first in the window, so the part stays speculative (one
+// pass), and its bytes are the planned render's in every format, whole
+// and over a range; in HTML a reply names its root's last version.
+func TestSpeculativeRenderAppliesEditsInItsWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 36k messages twice")
+	}
+	n := raceMessages(30_000)
+	var rs []republication
+	for i := 100; i+40 < n; i += 5 {
+		rs = append(rs, edit(i, i+40))
+	}
+	rs = append(rs, edit(7, 10), edit(7, 20), edit(7, 30))
+	roots := []int{51, 1002, n - 8}
+	for _, r := range roots {
+		// The reply two messages after its root; the root's new count and
+		// text one message after the reply.
+		rs = append(rs, republication{r, r + 3, func(m *sourcev1.ChatMessage) {
+			m.Text = fmt.Sprintf("root %d, *last* version", r)
+			m.ThreadCount, m.ThreadLastMessage = 1, timestamppb.New(msgTime(r+2))
+		}})
+	}
+	rs = append(rs, edit(n-3, n-1), edit(n-2, n-1))
+	publish := func(h *harness) {
+		h.putRoom(t, &sourcev1.Room{Id: "WIN", Name: "win", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+		msgs := bigMessages("WIN", n)
+		for _, r := range roots {
+			msgs[r+2].ThreadId = msgs[r].GetId()
+		}
+		h.publishMessages(t, append(hostileMessages("WIN"), republished(msgs, rs...)...)...)
+	}
+	rig := newSpeculationRig(t, nil, publish)
+	docs := rig.compare(t, "edits", func(id string) *exportv1.ExportTask { return roomTask(id, "WIN", nil, nil) }, true)
+	html := string(docs[exportv1.Format_FORMAT_HTML])
+	for _, r := range roots {
+		ref := fmt.Sprintf(`in thread of <a href="#m-WIN-m%06d">root %d, <strong>last</strong> version</a>`, r, r)
+		assert.True(t, strings.Contains(html, ref), "the reply names its root's last version: %s", ref)
+	}
+	assert.True(t, strings.Contains(html, "message 7, edited after 30"), "message 7's last version")
+	assert.False(t, strings.Contains(html, "message 7, edited after 20"), "message 7's earlier version")
+	rig.compare(t, "range", func(id string) *exportv1.ExportTask { return roomTask(id, "WIN", at(100), at(20_000)) }, true)
+}
+
+// TestSpeculationPastItsWindowIsAbandoned exports rooms in which an id is
+// republished after its first version left the window, bounded in
+// versions or in bytes: the speculative render is abandoned (during the
+// read, or at its end when the table of recent ids cannot confirm the
+// id), and the part is the planned render, byte for byte, with nothing
+// else left in MinIO. An id republished in two bursts, each within the
+// window, is one such id: the window sees two messages where the plan
+// has one.
+func TestSpeculationPastItsWindowIsAbandoned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 20k messages ten times")
+	}
+	n := raceMessages(20_000)
+	inWindow := []republication{edit(30, 33), edit(40, 41), edit(40, 42)}
+	for _, tc := range []struct {
+		name           string
+		recent         int
+		versions, size int
+		rs             []republication
+	}{
+		{"an edit past the window", 0, 64, 0, []republication{edit(10, 200)}},
+		{"a third republication past the window", 0, 64, 0, []republication{edit(10, 12), edit(10, 14), edit(10, 300)}},
+		{"a third republication past the window, found at the end", 1, 64, 0,
+			[]republication{edit(10, 12), edit(10, 14), edit(10, 300)}},
+		{"an id republished in two bursts", 1, 64, 0, []republication{edit(10, 12), edit(10, 300), edit(10, 302)}},
+		{"an edit past a window full of bytes", 0, 0, 16 << 10, []republication{edit(10, 100)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newSpeculationRig(t, func(o *roomexport.Options) {
+				roomexport.SetSpeculation(o, false, tc.recent)
+				roomexport.SetSpeculationWindow(o, tc.versions, tc.size)
+			}, func(h *harness) {
+				h.putRoom(t, &sourcev1.Room{Id: "PAST", Name: "past", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+				h.publishMessages(t, republished(bigMessages("PAST", n), append(tc.rs, inWindow...)...)...)
+			})
+			rig.compare(t, "past", func(id string) *exportv1.ExportTask { return roomTask(id, "PAST", nil, nil) }, false)
 		})
 	}
 }
@@ -201,20 +342,31 @@ func TestSpeculativeRenderResumes(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		republish bool
-	}{{"no republished id", false}, {"an id republished at the end", true}} {
+		edits     bool
+	}{{"no republished id", false, false}, {"an id republished at the end", true, false}, {"edits in the window", false, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var (
-				crashArmed atomic.Bool
-				crashed    atomic.Bool
-				logs       logtest.Buffer
+				crashArmed  atomic.Bool
+				crashed     atomic.Bool
+				logs        logtest.Buffer
+				checkpoints atomic.Value // jetstream.KeyValue
+				killed      atomic.Pointer[[]byte]
 			)
 			h := start(t, func(o *config) {
 				o.PartSize = blob.MinPartSize
 				o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 				roomexport.SetSpeculation(&o.Options, false, 1)
+				// A window of 1,000 versions keeps the read behind the
+				// render by less than a part, so the kill comes while
+				// the first attempt reads.
+				roomexport.SetSpeculationWindow(&o.Options, 1000, 0)
 				roomexport.SetTestHooks(&o.Options, nil, func(part int) error {
 					if part == 1 && crashArmed.CompareAndSwap(true, false) {
 						crashed.Store(true)
+						if e, err := checkpoints.Load().(jetstream.KeyValue).Get(t.Context(), "specres-resumed.0"); err == nil {
+							v := e.Value()
+							killed.Store(&v)
+						}
 						return errors.New("injected crash after the checkpoint of part 1")
 					}
 					return nil
@@ -222,14 +374,25 @@ func TestSpeculativeRenderResumes(t *testing.T) {
 			})
 			h.putRoom(t, &sourcev1.Room{Id: "SPECRES", Name: "specres"})
 			msgs := bigMessages("SPECRES", n)
+			if tc.edits {
+				// Every third message edited 50 messages later: whatever
+				// message a part ends with, some before it have versions
+				// after it.
+				var rs []republication
+				for i := 0; i+50 < n; i += 3 {
+					rs = append(rs, edit(i, i+50))
+				}
+				msgs = republished(msgs, rs...)
+			}
 			if tc.republish {
 				late := proto.CloneOf(msgs[3])
 				late.Text = "edited at last"
 				msgs = append(msgs, late)
 			}
 			h.publishMessages(t, msgs...)
-			checkpoints, err := h.js.KeyValue(t.Context(), bus.BucketCheckpoints)
+			kv, err := h.js.KeyValue(t.Context(), bus.BucketCheckpoints)
 			require.NoError(t, err)
+			checkpoints.Store(kv)
 			run := func(jobID string) *exportv1.File {
 				h.publishTask(t, jobID+".task.0", roomTask(jobID, "SPECRES", nil, nil))
 				var part exportv1.PartUploaded
@@ -241,6 +404,17 @@ func TestSpeculativeRenderResumes(t *testing.T) {
 			crashArmed.Store(true)
 			resumed := run("specres-resumed")
 			require.True(t, crashed.Load(), "the first attempt was killed after part 1")
+			require.NotNil(t, killed.Load(), "the checkpoint of part 1 was read")
+			var cp struct {
+				V    int               `json:"v"`
+				Seq  uint64            `json:"seq"`
+				Dups []json.RawMessage `json:"dups"`
+			}
+			require.NoError(t, json.Unmarshal(*killed.Load(), &cp))
+			assert.Equal(t, 3, cp.V, "a speculative checkpoint")
+			if tc.edits {
+				assert.NotEmpty(t, cp.Dups, "the checkpoint names placed ids whose later versions follow it")
+			}
 
 			require.Len(t, logs.Records(t, "resuming from message", "specres-resumed"), 1)
 			spooled := logs.Records(t, "history spooled", "specres-resumed")
@@ -256,7 +430,7 @@ func TestSpeculativeRenderResumes(t *testing.T) {
 			ups, err := h.store.ListIncompleteUploads(t.Context(), bucket, "jobs/")
 			require.NoError(t, err)
 			assert.Empty(t, ups, "no multipart upload is left")
-			_, err = checkpoints.Get(t.Context(), "specres-resumed.0")
+			_, err = kv.Get(t.Context(), "specres-resumed.0")
 			assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
 		})
 	}

@@ -2,7 +2,6 @@ package roomexport
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -60,6 +59,10 @@ type spool struct {
 	// sorters own the plan's files.
 	sorters []*sorter
 	seed    maphash.Seed
+
+	// republished counts the ids (id hashes) whose versions planned
+	// counts.
+	republished int
 }
 
 // idHash is a 128-bit hash of a message id: collisions among a room's ids
@@ -75,18 +78,10 @@ func hashID(seed maphash.Seed, id []byte) idHash {
 	return idHash{a, h.Sum64()}
 }
 
-// recentIDs is the size of the table of recent id hashes that confirms a
-// Bloom filter's "seen" (speculate.go): 1 MiB. Each slot keeps the last
-// id hashed to it, so an id published again within some tens of
-// thousands of messages (an edit, a thread's new reply count) is found
-// at once, and a hit is never a false one.
-const recentIDs = 1 << 16
-
 // spoolHistory reads h's subject from stream sequence start (0 for the
 // first message) to h.lastSeq into a spool. Versions of ids in h.emitted
 // (rendered by an earlier attempt, see resume.go) are planned as skipped.
-// fd, when not nil, gets every version as it is read, and is abandoned as
-// soon as an id is known to be published again (speculate.go); the
+// fd, when not nil, gets every version as it is read (speculate.go); the
 // caller ends it.
 func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, fd *feed) (sp *spool, err error) {
 	sp = &spool{seed: maphash.MakeSeed()}
@@ -114,11 +109,7 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 		n       int
 		hdr     [2 * binary.MaxVarintLen64]byte
 		rec     [recordBytes]byte
-		recent  []idHash
 	)
-	if fd != nil {
-		recent = make([]idHash, cmp.Or(e.opts.recentIDs, recentIDs))
-	}
 	sp.sorters = append(sp.sorters, skips)
 	err = e.replayFrom(ctx, h, start, func(seq uint64, data []byte) (bool, error) {
 		if n++; n%1024 == 0 && ctx.Err() != nil {
@@ -143,22 +134,22 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 			return false, fmt.Errorf("spool: %w", err)
 		}
 		sp.size += int64(k + len(data))
+		var (
+			hid       idHash
+			maybeSeen bool
+		)
+		if ok {
+			hid = hashID(sp.seed, id)
+			if maybeSeen = seen.testAndAdd(hid); maybeSeen {
+				again.testAndAdd(hid)
+				repeats = true
+			}
+		}
 		if fd != nil {
-			fd.add(seq, data)
+			fd.add(seq, data, hid, ok, maybeSeen)
 		}
 		if !ok {
 			return true, nil // undecodable or placed already: never planned
-		}
-		hid := hashID(sp.seed, id)
-		if seen.testAndAdd(hid) {
-			again.testAndAdd(hid)
-			repeats = true
-			if recent != nil && recent[hid.a%uint64(len(recent))] == hid {
-				fd.abandon()
-			}
-		}
-		if recent != nil {
-			recent[hid.a%uint64(len(recent))] = hid
 		}
 		binary.LittleEndian.PutUint64(rec[0:], hid.a)
 		binary.LittleEndian.PutUint64(rec[8:], hid.b)
@@ -225,6 +216,7 @@ func (sp *spool) planRepeats(ids *os.File, again *bloom, plan *sorter) (*sorter,
 			return nil
 		}
 		sp.planned += group
+		sp.republished++
 		return plan.add(record{first[2], planLatest, last[2], last[3]})
 	}
 	for {
