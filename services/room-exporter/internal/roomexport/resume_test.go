@@ -86,6 +86,11 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 		o.PartSize = blob.MinPartSize
 		o.Now = func() time.Time { return generated } // HTML prints it
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		// The edits come 9,000 messages later, past a speculative window
+		// of 1,000 versions: the part is the planned render, whose resume
+		// reads only what follows its checkpoint (a speculative render's
+		// resume reads the history again: TestSpeculativeRenderResumes).
+		roomexport.SetSpeculationWindow(&o.Options, 1000, 0)
 		roomexport.SetTestHooks(&o.Options, func(seq uint64) {
 			if crashed.Load() {
 				readsAfter.Add(1)
