@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
@@ -78,6 +79,9 @@ type feed struct {
 	batch   []version
 	ended   bool
 	win     *window
+	// verified: the window alone showed the speculative render right
+	// (window.verify), so the spool needs no plan.
+	verified bool
 	// through is the stream sequence a resumed render's checkpoint
 	// covers: versions up to it are in the uploaded parts already.
 	through uint64
@@ -88,14 +92,14 @@ func newFeed(ctx context.Context, win *window) *feed {
 }
 
 // add puts the version read at seq into the window (see window.add for
-// hid, keyed and seen) and hands the versions that leave it to the
+// id, hid, keyed and seen) and hands the versions that leave it to the
 // render, or abandons the feed when the version shows the speculation
 // wrong.
-func (f *feed) add(seq uint64, data []byte, hid idHash, keyed, seen bool) {
+func (f *feed) add(seq uint64, data, id []byte, hid idHash, keyed, seen bool) {
 	if f.ended {
 		return
 	}
-	if !f.win.add(seq, data, hid, keyed, seen) {
+	if !f.win.add(seq, data, id, hid, keyed, seen) {
 		f.abandon()
 		return
 	}
@@ -120,6 +124,14 @@ func (f *feed) flush() {
 	case <-f.ctx.Done():
 	}
 	f.batch = make([]version, 0, feedBatch)
+}
+
+// verify is called by the spool at the end of the read, with its id
+// records, before it plans: true means the speculative render is the
+// answer and no plan is needed.
+func (f *feed) verify(ids *os.File) bool {
+	f.verified = !f.ended && f.win.verify(ids)
+	return f.verified
 }
 
 // abandon ends the feed at once: a republished id was found. The read
@@ -193,7 +205,7 @@ func (e *Exporter) speculate(ctx context.Context, t *taskrun.Task, format Format
 	go func() {
 		sp, err := e.spoolHistory(readCtx, h, 0, fd)
 		verdict := err
-		if err == nil && !win.resolved(sp.republished, sp.planned) {
+		if err == nil && !fd.verified && !win.resolved(sp.republished, sp.planned) {
 			verdict = errSpeculationFailed
 		}
 		h.spool = sp
@@ -208,7 +220,7 @@ func (e *Exporter) speculate(ctx context.Context, t *taskrun.Task, format Format
 	abandoned := errors.Is(err, errSpeculationFailed)
 	if serr == nil {
 		t.Log.DebugContext(ctx, "history spooled", "from_seq", 0, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
-			"planned", h.spool.planned, "window_applied", win.applied, "speculative", !abandoned,
+			"planned", h.spool.planned, "window_applied", win.applied, "window_verified", fd.verified, "speculative", !abandoned,
 			"duration", time.Since(began).String())
 	}
 	switch {

@@ -146,7 +146,7 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 			}
 		}
 		if fd != nil {
-			fd.add(seq, data, hid, ok, maybeSeen)
+			fd.add(seq, data, id, hid, ok, maybeSeen)
 		}
 		if !ok {
 			return true, nil // undecodable or placed already: never planned
@@ -170,7 +170,8 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 		return nil, fmt.Errorf("spool ids: %w", err)
 	}
 	plan := skips
-	if repeats {
+	// A speculative render the window shows right needs no plan.
+	if repeats && (fd == nil || !fd.verify(ids)) {
 		if plan, err = sp.planRepeats(ids, again, skips); err != nil {
 			return nil, err
 		}

@@ -1,8 +1,13 @@
 package roomexport
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
 )
 
 // The speculative render (speculate.go) does not take a version as soon
@@ -32,6 +37,10 @@ const (
 	windowVersions = 16 << 10
 	windowBytes    = 4 << 20
 )
+
+// maxSuspects bounds the ids the window cannot tell apart from
+// republished ones without the history (see verify): 1.5 MiB at most.
+const maxSuspects = 1 << 16
 
 // recentIDs is the size of the table of recent id hashes that confirms a
 // Bloom filter's "seen" for an id no longer in the window: 1 MiB. Each
@@ -67,12 +76,19 @@ type window struct {
 	// runs counts the entries a later version was applied to, applied the
 	// versions of those entries (first ones included): see resolved.
 	runs, applied int
+	// suspects are the entries the Bloom filter had seen, by id hash,
+	// with the sequence of the last such entry: a first version unless
+	// the history holds an earlier version (verify). suspectsLost: there
+	// were more than maxSuspects.
+	suspects     map[idHash]uint64
+	suspectsLost bool
 }
 
 func newWindow(versions, bytes, recent int) *window {
 	return &window{
 		ring:        make([]pending, min(256, versions+1)),
 		index:       make(map[idHash]uint64),
+		suspects:    make(map[idHash]uint64),
 		maxVersions: versions,
 		maxBytes:    bytes,
 		recent:      make([]idHash, cmp.Or(recent, recentIDs)),
@@ -81,11 +97,11 @@ func newWindow(versions, bytes, recent int) *window {
 
 // add puts the version read at seq into the window: applied to its id's
 // first version when that is still there, else as an entry of its own.
-// keyed says data's id was read (hid is its hash); seen is the Bloom
-// filter's "may have been seen before". add reports false when the id is
-// known to be republished after its first version left the window: the
-// speculative render is wrong.
-func (w *window) add(seq uint64, data []byte, hid idHash, keyed, seen bool) bool {
+// keyed says data's id, id, was read (hid is its hash); seen is the
+// Bloom filter's "may have been seen before". add reports false when the
+// id is known to be republished after its first version left the window:
+// the speculative render is wrong.
+func (w *window) add(seq uint64, data, id []byte, hid idHash, keyed, seen bool) bool {
 	if !keyed {
 		w.push(pending{version: version{seq: seq, data: data}})
 		return true
@@ -94,8 +110,7 @@ func (w *window) add(seq uint64, data []byte, hid idHash, keyed, seen bool) bool
 	if seen {
 		if num, ok := w.index[hid]; ok {
 			e := &w.ring[(w.head+int(num-w.out))%len(w.ring)]
-			first, _ := messageID(e.data)
-			if again, _ := messageID(data); !bytes.Equal(first, again) {
+			if first, _ := messageID(e.data); !bytes.Equal(first, id) {
 				return false // two ids share a hash: the planned render reports it
 			}
 			if e.latest == 0 {
@@ -111,6 +126,11 @@ func (w *window) add(seq uint64, data []byte, hid idHash, keyed, seen bool) bool
 		}
 		if *slot == hid {
 			return false
+		}
+		if len(w.suspects) < maxSuspects {
+			w.suspects[hid] = seq
+		} else {
+			w.suspectsLost = true
 		}
 	}
 	*slot = hid
@@ -151,14 +171,44 @@ func (w *window) pop() version {
 }
 
 // drop forgets the window's versions (an abandoned render's window holds
-// payloads nobody will render); its counts stay.
+// payloads nobody will render); its counts and suspects stay.
 func (w *window) drop() {
 	w.ring, w.index, w.recent, w.n, w.bytes = nil, nil, nil, 0, 0
 }
 
+// verify tells, from the spool's id records (ids, spool.go: 128-bit id
+// hash, seq, offset, in stream order), whether the window applied every
+// republished version of the history, without the plan's sorts; false
+// when it cannot tell (the plan's counts then decide, resolved). Every
+// entry of the window is an id's first version if the Bloom filter had
+// not seen its id, and a suspect otherwise: it is one exactly when no
+// record of its id comes before it. With every entry a first version,
+// every later version was applied to its id's first, as the plan would
+// have it.
+func (w *window) verify(ids *os.File) bool {
+	if w.suspectsLost {
+		return false
+	}
+	if len(w.suspects) == 0 {
+		return true
+	}
+	r := bufio.NewReaderSize(io.NewSectionReader(ids, 0, 1<<62), 64<<10)
+	var b [recordBytes]byte
+	for {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			// The end, or an error the plan will report.
+			return errors.Is(err, io.EOF)
+		}
+		hid := idHash{binary.LittleEndian.Uint64(b[0:]), binary.LittleEndian.Uint64(b[8:])}
+		if q, ok := w.suspects[hid]; ok && binary.LittleEndian.Uint64(b[16:]) < q {
+			return false
+		}
+	}
+}
+
 // resolved reports whether the window applied every republished version
 // of the history, given the spool's exact count of republished ids and
-// of their versions. The window merges versions of one id only, and
+// of their versions (when verify could not tell). The window merges versions of one id only, and
 // consecutive ones (those read while the entry was in the window), so an
 // id's versions fall into runs, each run an entry of its own. With
 // applied ≤ planned per id, equal totals mean every version of every
