@@ -21,9 +21,10 @@ import (
 // (speculate), and:
 //
 //   - if the read ends with every republished version applied in the
-//     window (exactly: the window's counts match the spool's plan, see
-//     window.resolved), the speculative document is the answer and is
-//     completed: one pass, and the render is done when the read is;
+//     window (exactly: window.verify, or the window's counts against
+//     the spool's plan, window.resolved), the speculative document is
+//     the answer and is completed: one pass, and the render is done when
+//     the read is;
 //   - as soon as an id is known to be republished after its first
 //     version left the window (the Bloom filter's hit is confirmed by a
 //     table of recent ids), or when the read ends with a plan the window

@@ -23,7 +23,8 @@ import (
 // planned render's versions. Only an id republished after its first
 // version left the window makes the speculative document wrong: the read
 // abandons it at once when the table of recent ids confirms the Bloom
-// filter's hit, or the verdict at the read's end finds it (resolved).
+// filter's hit, or the verdict at the read's end finds it (verify,
+// resolved).
 //
 // Whether a version is applied depends only on the history, never on
 // timing, so a resumed attempt that reads the history again from its
