@@ -57,6 +57,15 @@ func (c *assetCollector) Message(m *sourcev1.ChatMessage) error {
 
 func (c *assetCollector) End() error { return c.inner.End() }
 
+// endMember passes a part cut on to a compressed renderer (memberEnder),
+// or the collector would hide it and a csv.gz part never be resumable.
+func (c *assetCollector) endMember() error {
+	if m, ok := c.inner.(memberEnder); ok {
+		return m.endMember()
+	}
+	return nil
+}
+
 // collectorState is an assetCollector's checkpointed state: the inner
 // renderer's and the attachments so far, so a resumed part lists the
 // attachments of the messages before its checkpoint without reading them

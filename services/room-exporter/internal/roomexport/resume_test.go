@@ -227,7 +227,8 @@ func TestExportStaleCheckpointStartsOver(t *testing.T) {
 func TestCSVGzipExportResumesFromCheckpoint(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		// Under the race detector gzip makes this minutes; the resumed
-		// path's goroutines are TestExportResumesFromCheckpoint's.
+		// path's goroutines are TestExportResumesFromCheckpoint's, and
+		// make test-unit runs this one without -race (NORACE_TESTS).
 		t.Skip("publishes and compresses 45k messages of 500 bytes")
 	}
 	const n = 45_000

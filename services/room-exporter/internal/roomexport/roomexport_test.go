@@ -123,6 +123,17 @@ func (h *harness) putJob(t testing.TB, id string, state exportv1.JobState) {
 	require.NoError(t, h.setJobState(id, state))
 }
 
+// putJobRecord writes job as the gateway's projection would.
+func (h *harness) putJobRecord(t testing.TB, job *exportv1.Job) {
+	t.Helper()
+	kv, err := h.js.KeyValue(t.Context(), bus.BucketJobs)
+	require.NoError(t, err)
+	data, err := proto.Marshal(job)
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), job.GetId(), data)
+	require.NoError(t, err)
+}
+
 // setJobState writes the job record as the gateway's projection would.
 func (h *harness) setJobState(id string, state exportv1.JobState) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -380,7 +380,10 @@ func TestExportCanceledJobDeletesUploadedParts(t *testing.T) {
 	h.event(t, bus.EventPart, jobID, &part)
 	require.Equal(t, []string{"jobs/" + jobID + "/parts/1/user.json"}, h.objects(t, jobID))
 
-	h.putJob(t, jobID, exportv1.JobState_JOB_STATE_CANCELED)
+	// The projection has marked part 1 completed when the cancel lands:
+	// the later parts' tasks delete its file, nobody else would.
+	h.putJobRecord(t, &exportv1.Job{Id: jobID, State: exportv1.JobState_JOB_STATE_CANCELED, Kind: exportv1.JobKind_JOB_KIND_USER_DATA,
+		Parts: []*exportv1.PartStatus{{Part: 1, State: exportv1.PartState_PART_STATE_COMPLETED}, {Part: 2}, {Part: 3}}})
 	h.publishTask(t, jobID+".task.2", userTask(jobID, 2, exportv1.PartKind_PART_KIND_CHANNELS, exportv1.Format_FORMAT_JSON))
 	h.publishTask(t, jobID+".task.3", userTask(jobID, 3, exportv1.PartKind_PART_KIND_ASSETS, exportv1.Format_FORMAT_JSON))
 	h.waitTasksSettled(t, 3)
