@@ -117,3 +117,10 @@ func Bucket(f *exportv1.File, exports string) string {
 	}
 	return exports
 }
+
+// AttachmentListKey is where a part whose attachments are too many for its
+// PartUploaded lists them (PartUploaded.attachment_list). No document is
+// named so: every document's name ends with its format's extension.
+func AttachmentListKey(jobID string, part uint32) string {
+	return PartPrefix(jobID, part) + "attachments.list.pb"
+}

@@ -648,6 +648,13 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 	ev.HiddenUsernames, ev.HiddenUsernamesTruncated = res.HiddenUsernames, res.HiddenUsernamesTruncated
 	if len(res.Files) == 1 && !res.FileList {
 		ev.File, ev.Files = res.Files[0], res.Attachments
+		if len(res.Attachments) > MaxInlineAttachments {
+			list, err := r.attachmentList(ctx, t, res.Attachments)
+			if err != nil {
+				return err
+			}
+			ev.Files, ev.AttachmentList = nil, list
+		}
 	} else {
 		ev.Files = append(res.Files, res.Attachments...)
 	}

@@ -1,9 +1,11 @@
 package taskrun_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -187,6 +190,53 @@ func TestRunnerDispatchesOnceAndAnnounces(t *testing.T) {
 		assert.Nil(t, part.GetFile())
 		assert.Len(t, part.GetFiles(), 1)
 	})
+
+	// A room with thousands of attachments: inline they would make an
+	// event NATS refuses, so past MaxInlineAttachments they go in a list
+	// object the event names, and the list holds every one, in order.
+	for _, n := range []int{taskrun.MaxInlineAttachments, 20 * taskrun.MaxInlineAttachments} {
+		t.Run(fmt.Sprintf("%d attachments", n), func(t *testing.T) {
+			jobID := fmt.Sprintf("att%d", n)
+			attachments := make([]*exportv1.File, n)
+			for i := range attachments {
+				attachments[i] = &exportv1.File{Bucket: "assets", ObjectKey: fmt.Sprintf("assets/f%06d/photo of the team outing.jpeg", i),
+					Name: fmt.Sprintf("assets/f%06d-photo of the team outing.jpeg", i), Size: 123456, Records: 1,
+					Sha256: strings.Repeat("ab", 32), ContentType: "image/jpeg"}
+			}
+			records.run = func(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
+				f, err := writeFile(ctx, e.store, t, "room.json")
+				if err != nil {
+					return nil, err
+				}
+				return &taskrun.Result{Files: []*exportv1.File{f}, Attachments: attachments}, nil
+			}
+			require.NoError(t, e.run.Export(t.Context(), task(jobID, exportv1.PartKind_PART_KIND_RECORDS)))
+			var part exportv1.PartUploaded
+			require.True(t, e.event(t, bus.EventPart, jobID, &part), "the part is announced")
+			assert.Equal(t, "room.json", part.GetFile().GetName())
+			list := part.GetAttachmentList()
+			if n <= taskrun.MaxInlineAttachments {
+				assert.Nil(t, list)
+				assert.Len(t, part.GetFiles(), n, "inline")
+				return
+			}
+			assert.Empty(t, part.GetFiles())
+			require.NotNil(t, list)
+			assert.EqualValues(t, n, list.GetRecords())
+			r, info, err := e.store.Open(t.Context(), bucket, list.GetObjectKey())
+			require.NoError(t, err)
+			defer r.Close()
+			assert.EqualValues(t, info.Size, list.GetSize())
+			br := bufio.NewReader(r)
+			for i := range n {
+				var f exportv1.File
+				require.NoError(t, protodelim.UnmarshalFrom(br, &f), "file %d", i)
+				require.True(t, proto.Equal(attachments[i], &f), "file %d", i)
+			}
+			_, err = br.ReadByte()
+			assert.ErrorIs(t, err, io.EOF, "nothing after the last file")
+		})
+	}
 }
 
 func TestRunnerRejectsAndTerminates(t *testing.T) {

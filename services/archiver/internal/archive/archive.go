@@ -313,6 +313,12 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, parts []*expo
 	if err != nil {
 		return err
 	}
+	if parts, err = withAttachments(ctx, a.objects, a.bucket, parts); err != nil {
+		if bus.IsPermanent(err) {
+			return a.fail(ctx, log, last, err)
+		}
+		return err
+	}
 	d, err := deliver(ctx, a.packager, job, parts)
 	if err != nil {
 		if bus.IsPermanent(err) {

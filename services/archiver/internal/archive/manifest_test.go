@@ -11,11 +11,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/archiver/internal/archive"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/objects"
 )
 
 // manifestOf reads the manifest a completed job carries and checks its
@@ -185,4 +187,58 @@ func TestPartialPartEventsAreNotReports(t *testing.T) {
 	require.EventuallyWithT(t, func(c *assert.CollectT) { e.settled(t, c) }, waitFor, tick)
 	assert.Zero(t, e.count(t, bus.EventFinalizing, jobID))
 	assert.Zero(t, e.count(t, bus.EventCompleted, jobID))
+}
+
+// TestAttachmentListIsReadBack: a room part with more attachments than fit
+// its event lists them in an object (PartUploaded.attachment_list); the
+// archive and the manifest are those of the same attachments announced
+// inline, and a list whose bytes changed fails the job with a sentence.
+func TestAttachmentListIsReadBack(t *testing.T) {
+	e := start(t)
+	png := bytes.Repeat([]byte{0x89, 'P', 'N', 'G'}, 500)
+	var listed []*exportv1.File
+	for i := range 3 {
+		listed = append(listed, e.put(t, assetBucket, fmt.Sprintf("assets/l%d/a.png", i), fmt.Sprintf("assets/l%d-a.png", i), "image/png", png, 1))
+	}
+	var buf bytes.Buffer
+	for _, f := range listed {
+		_, err := protodelim.MarshalTo(&buf, f)
+		require.NoError(t, err)
+	}
+	publish := func(jobID string, list []byte) {
+		e.putJob(t, jobID, exportv1.JobKind_JOB_KIND_ROOM)
+		doc := e.put(t, bucket, "jobs/"+jobID+"/parts/0/general.json", "general.json", "application/json", []byte(`{"messages":[]}`), 0)
+		lf := e.put(t, bucket, objects.AttachmentListKey(jobID, 0), "attachments.list.pb", "application/x-protobuf", buf.Bytes(), uint64(len(listed)))
+		if list != nil {
+			// Changed after the part announced it.
+			e.put(t, bucket, objects.AttachmentListKey(jobID, 0), "attachments.list.pb", "application/x-protobuf", list, uint64(len(listed)))
+		}
+		require.NoError(t, e.pub.PublishStatus(t.Context(), bus.EventPart, jobID, "0", &exportv1.PartUploaded{
+			JobId: jobID, OccurredAt: timestamppb.Now(), Part: 0, PartsTotal: 1, Kind: exportv1.JobKind_JOB_KIND_ROOM, OwnerId: owner,
+			PartKind: exportv1.PartKind_PART_KIND_ROOM, File: doc, AttachmentList: lf,
+		}))
+		e.waitOutcome(t, jobID)
+	}
+
+	jobID := fmt.Sprintf("roomlist-%d", time.Now().UnixNano())
+	publish(jobID, nil)
+	require.Zero(t, e.count(t, bus.EventFailed, jobID))
+	var done exportv1.ExportCompleted
+	e.last(t, bus.EventCompleted, jobID, &done)
+	require.NotNil(t, done.GetArchive())
+	entries := zipEntries(t, e.readObject(t, done.GetArchive().GetObjectKey()))
+	for _, f := range listed {
+		assert.Equal(t, png, entries[f.GetName()], f.GetName())
+	}
+	m := manifestOf(t, e, &done)
+	require.Len(t, m.Parts, 1)
+	assert.Len(t, m.Parts[0].Files, 1+len(listed), "the document and every listed attachment")
+	assert.NotContains(t, entries, "attachments.list.pb", "the list is not delivered")
+
+	bad := fmt.Sprintf("roomlist-bad-%d", time.Now().UnixNano())
+	publish(bad, buf.Bytes()[:buf.Len()-1])
+	var failed exportv1.ExportFailed
+	e.last(t, bus.EventFailed, bad, &failed)
+	assert.Contains(t, failed.GetReason(), "The list of the export's attachments was changed after it was written")
+	assert.NotContains(t, failed.GetReason(), "jobs/", "no object key in the user's reason")
 }

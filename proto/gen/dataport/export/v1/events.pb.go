@@ -539,6 +539,12 @@ type PartUploaded struct {
 	Files []*File `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
 	// Set when file is one piece of a split record export's file.
 	Piece *FilePiece `protobuf:"bytes,40,opt,name=piece,proto3" json:"piece,omitempty"`
+	// Beside file, when its attachments are too many for one event (NATS
+	// refuses a message over its max_payload, 1 MiB by default): the object
+	// in the export bucket that lists them instead of files, as
+	// length-delimited File messages (google.golang.org/protobuf's
+	// protodelim). Its records are the number of files it lists.
+	AttachmentList *File `protobuf:"bytes,47,opt,name=attachment_list,json=attachmentList,proto3" json:"attachment_list,omitempty"`
 	// partial marks the finished files of a part whose job was canceled
 	// before the part finished: they are kept as the job's partial
 	// results (Job.partial_files). A partial event is not a report of the
@@ -647,6 +653,13 @@ func (x *PartUploaded) GetFiles() []*File {
 func (x *PartUploaded) GetPiece() *FilePiece {
 	if x != nil {
 		return x.Piece
+	}
+	return nil
+}
+
+func (x *PartUploaded) GetAttachmentList() *File {
+	if x != nil {
+		return x.AttachmentList
 	}
 	return nil
 }
@@ -1177,7 +1190,7 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04part\x18\x03 \x01(\rR\x04part\x12\x1f\n" +
 	"\vparts_total\x18\x04 \x01(\rR\n" +
 	"partsTotal\x128\n" +
-	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\xb4\x04\n" +
+	"\bprogress\x18\x05 \x01(\v2\x1c.dataport.export.v1.ProgressR\bprogress\"\xf7\x04\n" +
 	"\fPartUploaded\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1189,7 +1202,8 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\x04kind\x18\x06 \x01(\x0e2\x1b.dataport.export.v1.JobKindR\x04kind\x12\x19\n" +
 	"\bowner_id\x18\a \x01(\tR\aownerId\x12.\n" +
 	"\x05files\x18\b \x03(\v2\x18.dataport.export.v1.FileR\x05files\x123\n" +
-	"\x05piece\x18( \x01(\v2\x1d.dataport.export.v1.FilePieceR\x05piece\x12\x18\n" +
+	"\x05piece\x18( \x01(\v2\x1d.dataport.export.v1.FilePieceR\x05piece\x12A\n" +
+	"\x0fattachment_list\x18/ \x01(\v2\x18.dataport.export.v1.FileR\x0eattachmentList\x12\x18\n" +
 	"\apartial\x18\x14 \x01(\bR\apartial\x129\n" +
 	"\tpart_kind\x18\x15 \x01(\x0e2\x1c.dataport.export.v1.PartKindR\bpartKind\x12)\n" +
 	"\x10hidden_usernames\x18< \x03(\tR\x0fhiddenUsernames\x12<\n" +
@@ -1293,23 +1307,24 @@ var file_dataport_export_v1_events_proto_depIdxs = []int32{
 	14, // 16: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
 	23, // 17: dataport.export.v1.PartUploaded.files:type_name -> dataport.export.v1.File
 	2,  // 18: dataport.export.v1.PartUploaded.piece:type_name -> dataport.export.v1.FilePiece
-	17, // 19: dataport.export.v1.PartUploaded.part_kind:type_name -> dataport.export.v1.PartKind
-	13, // 20: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 21: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
-	23, // 22: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
-	14, // 23: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
-	23, // 24: dataport.export.v1.ExportCompleted.manifest:type_name -> dataport.export.v1.File
-	23, // 25: dataport.export.v1.ExportCompleted.archive:type_name -> dataport.export.v1.File
-	13, // 26: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
-	23, // 27: dataport.export.v1.ExportFailed.partial_files:type_name -> dataport.export.v1.File
-	13, // 28: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 29: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 30: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	23, // 19: dataport.export.v1.PartUploaded.attachment_list:type_name -> dataport.export.v1.File
+	17, // 20: dataport.export.v1.PartUploaded.part_kind:type_name -> dataport.export.v1.PartKind
+	13, // 21: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 22: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 23: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
+	14, // 24: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
+	23, // 25: dataport.export.v1.ExportCompleted.manifest:type_name -> dataport.export.v1.File
+	23, // 26: dataport.export.v1.ExportCompleted.archive:type_name -> dataport.export.v1.File
+	13, // 27: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 28: dataport.export.v1.ExportFailed.partial_files:type_name -> dataport.export.v1.File
+	13, // 29: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 30: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 31: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_events_proto_init() }
