@@ -62,21 +62,34 @@ func decodeSummary(value []byte) (*exportv1.Job, uint64, bool) {
 }
 
 // writeSummary puts job's summary, taken at the job's revision rev, into
-// its owner entry unless the entry holds one of a later revision: two
-// appliers of one job's consecutive events may finish in either order,
-// and the later job must win. A failure leaves the previous summary,
-// which the job's next change replaces; it is not reported, since the job
-// itself is written.
+// its owner and organization entries unless an entry holds one of a later
+// revision: two appliers of one job's consecutive events may finish in
+// either order, and the later job must win. An entry that is missing (a
+// job indexed by a replica of the previous layout has no organization
+// entry) is created, with its markers. A failure leaves the previous
+// summary, which the job's next change replaces; it is not reported,
+// since the job itself is written.
 func (s *Store) writeSummary(ctx context.Context, job *exportv1.Job, rev uint64) {
-	key := lastingKeys(job)[0]
 	value, err := encodeSummary(job, rev)
 	if err != nil {
 		return
 	}
+	s.putSummary(ctx, ownKey(job, hashToken), ownMarkers(job), value, rev)
+	if k := orgKey(job, hashToken); k != "" {
+		s.putSummary(ctx, k, orgMarkers(job), value, rev)
+	}
+}
+
+func (s *Store) putSummary(ctx context.Context, key string, markers []string, value []byte, rev uint64) {
 	for range maxAttempts {
 		e, err := s.index.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
+			for _, m := range markers {
+				if _, err := s.index.Put(ctx, m, nil); err != nil {
+					return
+				}
+			}
 			if _, err = s.index.Create(ctx, key, value); err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
 				return
 			}
@@ -94,12 +107,27 @@ func (s *Store) writeSummary(ctx context.Context, job *exportv1.Job, rev uint64)
 }
 
 // Summaries returns the summaries (see Summary) of sc's jobs that keep
-// accepts (nil: all), newest first. For a scope of one owner it reads
-// only the owner's index entries, and the jobs only of entries that have
-// no summary yet (a create in flight, or one that died); a summary may
-// lag its job by the moment between their writes. Other scopes read
+// accepts (nil: all), newest first. For a scope of one owner, or of one
+// organization and dialect (every owner's: an administrator's view), it
+// reads only the scope's index entries, and the jobs only of entries that
+// have no summary yet (a create in flight, or one that died); a summary
+// may lag its job by the moment between their writes. Other scopes read
 // their jobs in full.
 func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error) {
+	var out []*exportv1.Job
+	add := func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
+		sums, err := s.summaries(ctx, entries, values)
+		for _, sum := range sums {
+			if sum != nil && sc.matches(sum) && (keep == nil || keep(sum)) {
+				out = append(out, sum)
+			}
+		}
+		return false, err
+	}
+	if sc.orgWide() {
+		err := s.walkOrg(ctx, sc, add)
+		return out, err
+	}
 	if sc.Owner == "" || sc.Parent != "" {
 		page, err := s.Find(ctx, Query{Scope: sc, Keep: keep})
 		if err != nil {
@@ -110,36 +138,6 @@ func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job
 			out[i] = Summary(j)
 		}
 		return out, nil
-	}
-	var out []*exportv1.Job
-	add := func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
-		sums := make([]*exportv1.Job, len(entries))
-		var missing []entry
-		var at []int
-		for i, e := range entries {
-			if sum, _, ok := decodeSummary(values[e.key]); ok && sum.GetId() == e.id {
-				sums[i] = sum
-				continue
-			}
-			missing, at = append(missing, e), append(at, i)
-		}
-		if len(missing) > 0 {
-			jobs, err := s.fetch(ctx, missing)
-			if err != nil {
-				return false, fmt.Errorf("list jobs: %w", err)
-			}
-			for k, j := range jobs {
-				if j != nil {
-					sums[at[k]] = Summary(j)
-				}
-			}
-		}
-		for _, sum := range sums {
-			if sum != nil && sc.matches(sum) && (keep == nil || keep(sum)) {
-				out = append(out, sum)
-			}
-		}
-		return false, nil
 	}
 	// All of them at once when they fit one direct get (one round trip
 	// instead of one per bucket), else bucket by bucket.
@@ -158,6 +156,34 @@ func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job
 		_, err = add(entries, values, true)
 	}
 	return out, err
+}
+
+// summaries are the summaries of entries, in their order, from values
+// (entry key to value) or, for an entry without one, from its job (nil
+// for an entry whose job does not hold it).
+func (s *Store) summaries(ctx context.Context, entries []entry, values map[string][]byte) ([]*exportv1.Job, error) {
+	sums := make([]*exportv1.Job, len(entries))
+	var missing []entry
+	var at []int
+	for i, e := range entries {
+		if sum, _, ok := decodeSummary(values[e.key]); ok && sum.GetId() == e.id {
+			sums[i] = sum
+			continue
+		}
+		missing, at = append(missing, e), append(at, i)
+	}
+	if len(missing) > 0 {
+		jobs, err := s.fetch(ctx, missing)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		for k, j := range jobs {
+			if j != nil {
+				sums[at[k]] = Summary(j)
+			}
+		}
+	}
+	return sums, nil
 }
 
 // GetMany returns the jobs of ids that exist, by id, with one request per
