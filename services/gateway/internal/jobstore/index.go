@@ -1153,17 +1153,29 @@ const buildCounts = 4096
 // the oldest is waited for before more go out.
 const buildWindow = 1024
 
-// scan calls fn with every job of the bucket and its revision, one at a time, holding none
-// of them, and stops at fn's first error. It reads the bucket's stream
-// with an ordered pull consumer, the last message of each key, at most
-// scanBatch of them buffered: a watcher would buffer as much of the bucket
-// as the server sends ahead of fn (about 670 MiB at a million jobs).
-// Every message is delivered in stream order, and the message that was
-// last when the scan began is either still current or superseded by a
-// newer one, so the scan ends once it has seen a sequence at least that
-// one, or nothing is pending.
+// scan calls fn with every job of the bucket and its revision, one at a
+// time, holding none of them, and stops at fn's first error.
 func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64) error) error {
-	stream, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
+	return s.scanStream(ctx, "KV_"+s.kv.Bucket(), jetstream.OrderedConsumerConfig{}, func(msg jetstream.Msg, seq uint64) error {
+		job := &exportv1.Job{}
+		if err := proto.Unmarshal(msg.Data(), job); err != nil {
+			return fmt.Errorf("decode job %s: %w", msg.Subject(), err)
+		}
+		return fn(job, seq)
+	})
+}
+
+// scanStream calls fn with the last message of each subject of a KV
+// bucket's stream (narrowed by cfg's filters and options) that holds a
+// value, not a delete or purge, one at a time. It reads with an ordered
+// pull consumer, at most scanBatch messages buffered: a watcher would
+// buffer as much of the bucket as the server sends ahead of fn (about 670
+// MiB at a million jobs). Every message is delivered in stream order, and
+// the message that was last when the scan began is either still current
+// or superseded by a newer one, so the scan ends once it has seen a
+// sequence at least that one, or nothing is pending.
+func (s *Store) scanStream(ctx context.Context, name string, cfg jetstream.OrderedConsumerConfig, fn func(msg jetstream.Msg, seq uint64) error) error {
+	stream, err := s.js.Stream(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -1175,11 +1187,17 @@ func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64)
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, InactiveThreshold: time.Minute,
-	})
+	cfg.DeliverPolicy, cfg.InactiveThreshold = jetstream.DeliverLastPerSubjectPolicy, time.Minute
+	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	// A filter that matches nothing ends here, not after a wait for a
+	// first message that never comes.
+	if ci, err := cons.Info(ctx); err != nil {
+		return err
+	} else if ci.NumPending == 0 {
+		return nil
 	}
 	msgs, err := cons.Messages(jetstream.PullMaxMessages(scanBatch))
 	if err != nil {
@@ -1211,11 +1229,7 @@ func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64)
 			return err
 		}
 		if h := msg.Headers(); h.Get("KV-Operation") == "" && h.Get("Nats-Marker-Reason") == "" {
-			job := &exportv1.Job{}
-			if err := proto.Unmarshal(msg.Data(), job); err != nil {
-				return fmt.Errorf("decode job %s: %w", msg.Subject(), err)
-			}
-			if err := fn(job, meta.Sequence.Stream); err != nil {
+			if err := fn(msg, meta.Sequence.Stream); err != nil {
 				return err
 			}
 		}
@@ -1225,7 +1239,7 @@ func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64)
 	}
 }
 
-// scanBatch is how many jobs scan holds buffered at most.
+// scanBatch is how many messages scanStream holds buffered at most.
 const scanBatch = 256
 
 // Latest returns the newest job of sc, a scope of one owner, whose
