@@ -18,9 +18,8 @@ const (
 	// oldOwnerEntries are v1's owner entries: seven tokens, where this
 	// layout's owner keys have three, four or nine.
 	oldOwnerEntries = famOwner + ".*.*.*.*.*.*"
-	// oldOrgEntries are v1's and v2's organization entries, five tokens,
-	// like this layout's minute markers, told apart by their fourth token
-	// (a 19-digit timestamp, not a 9-digit minute).
+	// oldOrgEntries are v1's and v2's organization entries: five tokens,
+	// where this layout's have six.
 	oldOrgEntries = famOrg + ".*.*.*.*"
 )
 
@@ -90,9 +89,6 @@ func (s *Store) PurgeOldLayout(ctx context.Context, grace time.Duration) (wait t
 		FilterSubjects: []string{prefix + oldOwnerEntries, prefix + oldOrgEntries}, HeadersOnly: true,
 	}, func(msg jetstream.Msg, _ uint64) error {
 		key := strings.TrimPrefix(msg.Subject(), prefix)
-		if !oldEntry(key) {
-			return nil
-		}
 		g.Go(func() error {
 			if err := s.index.Purge(gctx, key, jetstream.PurgeTTL(markerTTL)); err != nil {
 				return fmt.Errorf("purge %s: %w", key, err)
@@ -111,17 +107,4 @@ func (s *Store) PurgeOldLayout(ctx context.Context, grace time.Duration) (wait t
 		return 0, fmt.Errorf("purge old index layout: %w", err)
 	}
 	return 0, nil
-}
-
-// oldEntry reports whether key, matched by oldOwnerEntries or
-// oldOrgEntries, is an entry of an earlier layout.
-func oldEntry(key string) bool {
-	tokens := strings.Split(key, ".")
-	switch {
-	case tokens[0] == famOwner:
-		return len(tokens) == 7
-	case tokens[0] == famOrg:
-		return len(tokens) == 5 && len(tokens[3]) == 19
-	}
-	return false
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,7 +67,7 @@ func decodeSummary(value []byte) (*exportv1.Job, uint64, bool) {
 // revision: two appliers of one job's consecutive events may finish in
 // either order, and the later job must win. An entry that is missing (a
 // job indexed by a replica of the previous layout has no organization
-// entry) is created, with its markers. A failure leaves the previous
+// entry) is created, with its markers (the owner entry's). A failure leaves the previous
 // summary, which the job's next change replaces; it is not reported,
 // since the job itself is written.
 func (s *Store) writeSummary(ctx context.Context, job *exportv1.Job, rev uint64) {
@@ -76,7 +77,7 @@ func (s *Store) writeSummary(ctx context.Context, job *exportv1.Job, rev uint64)
 	}
 	s.putSummary(ctx, ownKey(job, hashToken), ownMarkers(job), value, rev)
 	if k := orgKey(job, hashToken); k != "" {
-		s.putSummary(ctx, k, orgMarkers(job), value, rev)
+		s.putSummary(ctx, k, nil, value, rev)
 	}
 }
 
@@ -125,7 +126,13 @@ func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job
 		return false, err
 	}
 	if sc.orgWide() {
-		err := s.walkOrg(ctx, sc, add)
+		values, err := s.keyValues(ctx, sc.orgFilter())
+		if err != nil {
+			return nil, err
+		}
+		entries := parseEntries(slices.Collect(maps.Keys(values)), true)
+		slices.SortFunc(entries, newestFirst)
+		_, err = add(entries, values, true)
 		return out, err
 	}
 	if sc.Owner == "" || sc.Parent != "" {
