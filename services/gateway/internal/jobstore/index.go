@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -529,40 +528,6 @@ func (s *Store) keys(ctx context.Context, filter string) (map[string][]byte, err
 		return nil, fmt.Errorf("list index %s: %w", filter, err)
 	}
 	return m, nil
-}
-
-// keyValues is keys with the values also of a filter too large for one
-// direct get: its keys from the stream's info, then their values a
-// thousand per direct get, fetchers of them at once.
-func (s *Store) keyValues(ctx context.Context, filter string) (map[string][]byte, error) {
-	m, err := kvbatch.Matching(ctx, s.js, s.index, filter)
-	if err == nil {
-		return m, nil
-	}
-	if !errors.Is(err, kvbatch.ErrTooMany) {
-		return nil, fmt.Errorf("list index %s: %w", filter, err)
-	}
-	keys, err := s.subjects(ctx, filter)
-	if err != nil {
-		return nil, err
-	}
-	m = make(map[string][]byte, len(keys))
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(fetchers)
-	for chunk := range slices.Chunk(keys, kvbatch.MaxMatching) {
-		g.Go(func() error {
-			values, err := kvbatch.Get(gctx, s.js, s.index, chunk)
-			if err != nil {
-				return fmt.Errorf("list index %s: %w", filter, err)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			maps.Copy(m, values)
-			return nil
-		})
-	}
-	return m, g.Wait()
 }
 
 // tokens lists the keys under filter by their last token, sorted.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -126,7 +127,7 @@ func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job
 		return false, err
 	}
 	if sc.orgWide() {
-		values, err := s.keyValues(ctx, sc.orgFilter())
+		values, err := s.orgValues(ctx, sc)
 		if err != nil {
 			return nil, err
 		}
@@ -210,4 +211,33 @@ func (s *Store) GetMany(ctx context.Context, ids []string) (map[string]*exportv1
 		out[id] = job
 	}
 	return out, nil
+}
+
+// orgValues are the organization entries of sc (a scope of one
+// organization and dialect) with their values, by key: one direct get
+// when they are few, else streamed from the index's stream by an ordered
+// consumer filtered to them (the last message of each key, a batch at a
+// time), whose cost is that of the entries: a direct get of a thousand
+// literal keys costs the server a look-up of each, and a hundred of them
+// took longer than reading every job.
+func (s *Store) orgValues(ctx context.Context, sc Scope) (map[string][]byte, error) {
+	filter := sc.orgFilter()
+	m, err := kvbatch.Matching(ctx, s.js, s.index, filter)
+	if err == nil {
+		return m, nil
+	}
+	if !errors.Is(err, kvbatch.ErrTooMany) {
+		return nil, fmt.Errorf("list index %s: %w", filter, err)
+	}
+	prefix := "$KV." + s.index.Bucket() + "."
+	m = map[string][]byte{}
+	err = s.scanStream(ctx, "KV_"+s.index.Bucket(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{prefix + filter}},
+		func(msg jetstream.Msg, _ uint64) error {
+			m[strings.TrimPrefix(msg.Subject(), prefix)] = msg.Data()
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("list index %s: %w", filter, err)
+	}
+	return m, nil
 }
