@@ -9,37 +9,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 	// DATAPORT_TIMEZONE must resolve in a distroless image without tzdata.
 	_ "time/tzdata"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/auth"
-	"dataport.dev/services/gateway/internal/console"
+	"dataport.dev/services/gateway/internal/compose"
 	"dataport.dev/services/gateway/internal/dialect/mytracker"
-	"dataport.dev/services/gateway/internal/dialect/native"
-	"dataport.dev/services/gateway/internal/dialect/rebilly"
 	"dataport.dev/services/gateway/internal/dialect/rocketchat"
 	"dataport.dev/services/gateway/internal/httpapi"
-	"dataport.dev/services/gateway/internal/idempotency"
-	"dataport.dev/services/gateway/internal/jobmetrics"
-	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/plan"
-	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/services/gateway/internal/schedule"
-	"dataport.dev/services/gateway/internal/submit"
-	"dataport.dev/services/gateway/internal/watchdog"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/config"
-	"dataport.dev/shared/egress"
 	"dataport.dev/shared/infra"
-	"dataport.dev/shared/links"
-	"dataport.dev/shared/resources"
 )
 
 const (
@@ -79,42 +64,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 // Config is the gateway's own configuration; infra.Run loads the shared
 // variables (NATS, MinIO, topology, HTTP timeouts, shutdown) besides it.
 // Each field holds the variable loadConfig reads for it, documented there
-// and in the README.
+// and in the README; what the composition root needs is compose.Config.
 type Config struct {
-	HTTPAddr             string
-	OpsAddr              string
-	PublicURL            string
-	TaskSigner           *bus.TaskSigner
-	LinkKeys             [][]byte
-	LinkTTL              time.Duration
-	Retention            time.Duration
-	DataDownloadInterval time.Duration
-	MaxConcurrent        int
-	RatePerMinute        int
-	StuckAfter           time.Duration
-	// Location is DATAPORT_TIMEZONE, resolved.
-	Location       *time.Location
-	JWT            auth.KeyConfig
-	MaxBody        int
-	BodyTimeout    time.Duration
-	MaxInFlight    int
-	MaxStreams     int
-	AuthCacheSize  int
-	AuthCacheTTL   time.Duration
-	RawLimits      mytracker.Limits
-	RecordMaxRows  int
-	RecordMaxBytes int
-	MinInterval    time.Duration
-	MaxSchedules   int
-	MaxRecipients  int
-	MaxFields      int
-	// SplitMinRecords and SplitParts plan big record exports as ranges
-	// (plan.Split).
-	SplitMinRecords int
-	SplitParts      int
-	// WebhookAllow is DATAPORT_WEBHOOK_ALLOWLIST, as the notifier reads
-	// it: the gateway refuses new exports' webhooks the notifier would.
-	WebhookAllow []string
+	HTTPAddr string
+	OpsAddr  string
+	compose.Config
 }
 
 // loadConfig reads the gateway's variables and cross-checks them.
@@ -124,6 +78,8 @@ func loadConfig(l *config.Loader) (Config, error) {
 		HTTPAddr: httpAddr,
 		OpsAddr: l.HostPort("DATAPORT_OPS_ADDR", "", "listen address of a second server with only /metrics and the probes; when set, /metrics leaves the API port "+
 			"(set it wherever the API port is published, as the Kubernetes manifests do)"),
+	}
+	c.Config = compose.Config{
 		PublicURL:  l.URL("DATAPORT_PUBLIC_URL", "http://"+httpAddr, "base URL of the gateway as users reach it; download links start with it"),
 		TaskSigner: infra.LoadTaskSigner(l),
 		LinkKeys: l.SigningKeyRing("DATAPORT_LINK_SECRET", defaultLinkSecret, "HMAC key that signs download links (32+ random bytes outside development)",
@@ -181,196 +137,33 @@ func loadConfig(l *config.Loader) (Config, error) {
 	return c, errors.Join(tzErr, keyErr, intervalErr)
 }
 
-// build is the gateway's composition root: the job store and its guards,
-// the dialects on one router with the probes, and the loops that keep jobs
-// moving (the projection of status events, the scheduler, the watchdog).
+// build hands the gateway's composition (package compose, which the
+// tests' environment shares) to infra.Run: its router, the projection's
+// consumer and the loops that keep jobs moving.
 func build(ctx context.Context, d infra.Deps, c Config) (infra.Parts, error) {
-	inf, tel, common, log := d.Infra, d.Telemetry, d.Base.Common, d.Telemetry.Logger
+	tel, log := d.Telemetry, d.Telemetry.Logger
 	if string(c.LinkKeys[0]) == defaultLinkSecret {
 		// Only reachable with DATAPORT_ENV=development: elsewhere the
 		// default is refused by loadConfig.
 		log.WarnContext(ctx, "DATAPORT_LINK_SECRET is not set: download links are signed with a well-known development key; set it in any shared deployment")
 	}
-
-	// The limiter repairs lost slot releases from the projection, and the
-	// projection releases a job's slot when the job ends.
-	var jobs *jobstore.Store
-	limiter, err := quota.Open(ctx, inf.JS, quota.Options{
-		MaxConcurrent: c.MaxConcurrent,
-		RatePerMinute: c.RatePerMinute,
-		Jobs:          quota.JobLookupFunc(func(ctx context.Context, id string) (*exportv1.Job, error) { return jobs.Get(ctx, id) }),
-		Logger:        log,
-	})
+	g, err := compose.New(ctx, compose.Deps{
+		NC: d.Infra.NC, JS: d.Infra.JS, Topology: d.Base.Topology, Blob: d.Infra.Blob, ExportBucket: d.Base.Common.ExportBucket,
+		WriteTimeout: d.Base.HTTP.Write, Logger: log,
+		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Propagator: tel.Propagator(),
+	}, c.Config)
 	if err != nil {
 		return infra.Parts{}, err
 	}
-	// Every change of a job is written once over all replicas; the job
-	// metrics count there.
-	recorder, err := jobmetrics.New(tel.MeterProvider)
-	if err != nil {
-		return infra.Parts{}, fmt.Errorf("job metrics: %w", err)
-	}
-	jobs, err = jobstore.Open(ctx, inf.JS, jobstore.WithRetention(c.Retention), jobstore.WithOnTerminal(limiter.ReleaseTerminal),
-		jobstore.WithOnChange(recorder.Observe))
-	if err != nil {
-		return infra.Parts{}, err
-	}
-	// Jobs of a projection older than its index become listable before
-	// this replica serves (once per deployment).
-	if built, err := jobs.BuildIndex(ctx); err != nil {
-		return infra.Parts{}, err
-	} else if built {
-		log.InfoContext(ctx, "job index built from the projection")
-	}
-	kvs := map[string]jetstream.KeyValue{}
-	for _, name := range []string{bus.BucketUsers, bus.BucketUserIndex, bus.BucketJobs, bus.BucketSchedules, bus.BucketCounters} {
-		if kvs[name], err = inf.JS.KeyValue(ctx, name); err != nil {
-			return infra.Parts{}, fmt.Errorf("open bucket %s: %w", name, err)
-		}
-	}
-	// One cache for both authenticators: a change of a user ends its
-	// entries of every kind.
-	var credentials *auth.Cache
-	var loops []func(context.Context) error
-	if c.AuthCacheSize > 0 {
-		credentials = auth.NewCache(kvs[bus.BucketUsers], kvs[bus.BucketUserIndex], auth.CacheOptions{Size: c.AuthCacheSize, TTL: c.AuthCacheTTL, Logger: log})
-		loops = append(loops, credentials.Run)
-	}
-	authz, err := auth.Open(ctx, inf.JS, auth.WithCache(credentials))
-	if err != nil {
-		return infra.Parts{}, err
-	}
-	consumer, err := bus.EnsureConsumer(ctx, inf.JS, d.Base.Topology, bus.ConsumerGatewayProjection)
-	if err != nil {
-		return infra.Parts{}, err
-	}
-
-	pub := bus.NewPublisher(inf.JS, tel.Propagator())
-	submitter := submit.New(jobs, pub, c.TaskSigner, nil, submit.WithAdmission(limiter))
-	signer := links.NewRotating(c.PublicURL, c.LinkKeys, c.LinkTTL, nil)
-	jwtConfig := c.JWT
-	jwtConfig.Cache = credentials
-	keys, err := auth.NewKeyAuthenticator(kvs[bus.BucketUsers], kvs[bus.BucketUserIndex], jwtConfig)
-	if err != nil {
-		// The HS256 key length was checked with the rest of the
-		// configuration, so what is left is the RS256 key.
-		return infra.Parts{}, fmt.Errorf("bad configuration: DATAPORT_JWT_RS256_PUBLIC_KEY: %w", err)
-	}
-	if _, err := keys.IndexUsers(ctx); err != nil {
-		return infra.Parts{}, err
-	}
-	schedules := schedule.NewStore(kvs[bus.BucketSchedules], schedule.WithMaxPerOwner(c.MaxSchedules), schedule.WithBatchReads(inf.JS))
-	// Schedules created before the organization index are listed for
-	// their organization's administrators from now on.
-	if _, err := schedules.IndexOrganizations(ctx); err != nil {
-		return infra.Parts{}, err
-	}
-	// Installations that predate the registry keep their built-in
-	// resources; the host registers its own.
-	registry, err := resources.Open(ctx, inf.JS)
-	if err != nil {
-		return infra.Parts{}, err
-	}
-	if err := registry.EnsureBuiltins(ctx); err != nil {
-		return infra.Parts{}, err
-	}
-	records, err := inf.JS.Stream(ctx, bus.StreamRecords)
-	if err != nil {
-		return infra.Parts{}, fmt.Errorf("stream %s: %w", bus.StreamRecords, err)
-	}
-	split := plan.Split{Subjects: plan.StreamSubjects{Stream: records}, MinRecords: uint64(c.SplitMinRecords), Parts: c.SplitParts}
-	rebillyAPI := rebilly.New(rebilly.Config{
-		Resources: registry, Directory: authz.Directory, Jobs: jobs, Schedules: schedules, Submitter: submitter,
-		Links: signer, Blob: inf.Blob, ExportBucket: common.ExportBucket, PublicURL: c.PublicURL, Location: c.Location, Logger: log,
-		Split: split,
-		Limits: plan.Limits{
-			MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
-			MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),
-		},
-	})
-	myTrackerAPI := mytracker.New(mytracker.Config{
-		Directory: authz.Directory, Jobs: jobs, Counters: kvs[bus.BucketCounters], Submitter: submitter, Links: signer, Location: c.Location, Logger: log,
-		Limits: c.RawLimits,
-	})
-	// A run that would take its owner over the unfinished-export limit is
-	// skipped rather than queued behind the others.
-	scheduler := schedule.New(schedules, rebillyAPI.RunSchedule, schedule.Options{
-		Admission: schedule.UnfinishedLimit(quota.ActiveJobs(jobs), c.MaxConcurrent),
-		Logger:    log, TracerProvider: tel.TracerProvider,
-	})
-	rocketChatAPI := rocketchat.New(rocketchat.Config{
-		Jobs: jobs, Auth: authz, Submitter: submitter, Links: signer,
-		DataDownloadInterval: c.DataDownloadInterval, Logger: log,
-	})
-	// Idempotency scopes keys by the principal the router's
-	// authentication put in the request's context.
-	idem, err := idempotency.Open(ctx, inf.JS, idempotency.Options{Logger: log})
-	if err != nil {
-		return infra.Parts{}, err
-	}
-	dog := watchdog.New(inf.NC, inf.JS, jobs, pub, watchdog.Options{
-		StuckAfter: c.StuckAfter, Logger: log, MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
-	})
-	// The console checks sign-ins with the API's own authenticators.
-	webConsole, err := console.Open(ctx, inf.JS, console.Options{
-		Tokens: authz, Keys: keys, Users: authz.Directory, PublicURL: c.PublicURL,
-		Replicas: d.Base.Topology.Replicas, Logger: log,
-	})
-	if err != nil {
-		return infra.Parts{}, err
-	}
-	router := httpapi.New(httpapi.Config{
-		Jobs:      jobs,
-		Auth:      authz,
-		Keys:      keys,
-		Publisher: pub,
-		Submitter: submitter,
-		NativeCreate: native.Create{
-			Rooms: authz, Directory: authz.Directory, Schedules: schedules, Webhooks: egress.NewGuard(c.WebhookAllow), Location: c.Location,
-			Resources: registry,
-			Split:     split,
-			Limits: plan.Limits{
-				MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
-				MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),
-			},
-		},
-		Dialects:       []httpapi.Dialect{rocketChatAPI, rebillyAPI, myTrackerAPI},
-		Console:        webConsole,
-		Blob:           inf.Blob,
-		ExportBucket:   common.ExportBucket,
-		Links:          signer,
-		Logger:         log,
-		TracerProvider: tel.TracerProvider,
-		MeterProvider:  tel.MeterProvider,
-		Propagator:     tel.Propagator(),
-		// After authentication; idempotency first, so a replayed create
-		// does not spend quota.
-		Middleware:      []func(http.Handler) http.Handler{idem.Handler, limiter.Handler},
-		MaxBodyBytes:    int64(c.MaxBody),
-		BodyReadTimeout: c.BodyTimeout,
-		MaxInFlight:     noLimitBelowOne(c.MaxInFlight),
-		MaxEventStreams: noLimitBelowOne(c.MaxStreams),
-		WriteTimeout:    d.Base.HTTP.Write,
-	})
-
 	// The projection keeps applying events until the API is down, so
 	// every request's writes reach the job records; then it drains.
 	return infra.Parts{
-		HTTP: infra.HTTP{Addr: c.HTTPAddr, Handler: router, OpsAddr: c.OpsAddr},
-		Consumers: []infra.Consumer{{Consumer: consumer, Handler: jobs.Projection(log), Options: bus.ConsumeOptions{
+		HTTP: infra.HTTP{Addr: c.HTTPAddr, Handler: g.Router, OpsAddr: c.OpsAddr},
+		Consumers: []infra.Consumer{{Consumer: g.Projection, Handler: g.ProjectionHandler, Options: bus.ConsumeOptions{
 			Concurrency: projectionConcurrency,
 			Tracer:      tel.TracerProvider.Tracer("dataport.dev/services/gateway/projection"),
 			Propagator:  tel.Propagator(),
 		}}},
-		Loops: append(loops, dog.Run, scheduler.Run),
+		Loops: g.Loops(),
 	}, nil
-}
-
-// noLimitBelowOne maps a variable's 0 ("no limit") to the router's
-// negative one, whose zero means the default.
-func noLimitBelowOne(n int) int {
-	if n <= 0 {
-		return -1
-	}
-	return n
 }

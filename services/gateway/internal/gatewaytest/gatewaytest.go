@@ -1,6 +1,7 @@
 // Package gatewaytest is the gateway's one test environment: the real
-// router with every dialect, composed as services/gateway/main.go composes
-// it, over a real embedded NATS JetStream server (shared/bustest) and, on
+// router with every dialect, composed by the constructor
+// services/gateway/main.go uses (package compose), credential cache and
+// quotas included, over a real embedded NATS JetStream server (shared/bustest) and, on
 // request, a real MinIO (shared/blobtest), behind a real HTTP server. It
 // seeds a small directory of users, rooms, memberships and organizations,
 // sends requests as those users in each dialect's credentials and reads
@@ -15,7 +16,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/protobuf/proto"
@@ -32,24 +33,19 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/auth"
+	"dataport.dev/services/gateway/internal/compose"
 	"dataport.dev/services/gateway/internal/console"
+	"dataport.dev/services/gateway/internal/dialect"
 	"dataport.dev/services/gateway/internal/dialect/mytracker"
-	"dataport.dev/services/gateway/internal/dialect/native"
-	"dataport.dev/services/gateway/internal/dialect/rebilly"
-	"dataport.dev/services/gateway/internal/dialect/rocketchat"
 	"dataport.dev/services/gateway/internal/httpapi"
-	"dataport.dev/services/gateway/internal/idempotency"
-	"dataport.dev/services/gateway/internal/jobmetrics"
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/principal"
 	"dataport.dev/services/gateway/internal/quota"
 	"dataport.dev/services/gateway/internal/schedule"
-	"dataport.dev/services/gateway/internal/submit"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
-	"dataport.dev/shared/links"
 	"dataport.dev/shared/resources"
 )
 
@@ -75,7 +71,7 @@ func LinkSecret() []byte { return []byte("test-link-secret") }
 
 // Options adds parts to the environment; the zero value is the router
 // over NATS with the directory seeded, without MinIO, the projection or
-// quotas.
+// quota limits (the quota middleware runs, with no limit to enforce).
 type Options struct {
 	// MinIO starts a real MinIO with ExportBucket and AssetBucket
 	// (downloads, demo assets). Without it the blob store points at a
@@ -87,8 +83,8 @@ type Options struct {
 	// NoFixtures leaves the directory empty, for tests that seed their
 	// own (the demo data set).
 	NoFixtures bool
-	// Limits wires the quota middleware and admission as the gateway
-	// does; nil: no quotas.
+	// Limits are the quotas' limits (MaxConcurrent, RatePerMinute); nil:
+	// none.
 	Limits *quota.Options
 	// WriteTimeout is the HTTP server's WriteTimeout (0: none). The
 	// router keeps its default per-write budget for downloads, so a test
@@ -114,6 +110,9 @@ type Env struct {
 	// count of their calls (TokenChecks, KeyChecks).
 	Auth *auth.Service
 	Keys *auth.KeyAuthenticator
+	// Credentials is the credential cache in front of them, watching the
+	// users as in the gateway.
+	Credentials *auth.Cache
 	// Resources is the resource registry the Rebilly dialect validates
 	// against, with the built-in resources registered.
 	Resources *resources.Registry
@@ -145,48 +144,8 @@ func New(tb testing.TB, o Options) *Env {
 		seed(tb, e.NATS)
 	}
 
-	// As in main: the limiter repairs lost slot releases from the jobs,
-	// and the jobs release a slot when a job ends.
-	var (
-		jobs      *jobstore.Store
-		limiter   *quota.Limiter
-		err       error
-		storeOpts = []jobstore.Option{jobstore.WithRetention(Retention)}
-		subOpts   []submit.Option
-	)
-	if o.Limits != nil {
-		lo := *o.Limits
-		lo.Now = e.Clock.Now
-		lo.Jobs = quota.JobLookupFunc(func(ctx context.Context, id string) (*exportv1.Job, error) { return jobs.Get(ctx, id) })
-		limiter, err = quota.Open(ctx, e.NATS.JS, lo)
-		require.NoError(tb, err)
-		storeOpts = append(storeOpts, jobstore.WithOnTerminal(limiter.ReleaseTerminal))
-		subOpts = append(subOpts, submit.WithAdmission(limiter))
-	}
-	// As in main: the job metrics count the projection's transitions.
-	e.Metrics = sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Metrics))
-	recorder, err := jobmetrics.New(mp)
-	require.NoError(tb, err)
-	storeOpts = append(storeOpts, jobstore.WithOnChange(recorder.Observe))
-	jobs, err = jobstore.Open(ctx, e.NATS.JS, storeOpts...)
-	require.NoError(tb, err)
-	e.Jobs = jobs
-	e.Auth, err = auth.Open(ctx, e.NATS.JS)
-	require.NoError(tb, err)
-	e.Keys, err = auth.NewKeyAuthenticator(e.KV(tb, bus.BucketUsers), e.KV(tb, bus.BucketUserIndex), auth.KeyConfig{HS256Secret: JWTSecret, Now: e.Clock.Now})
-	require.NoError(tb, err)
-	// As the gateway does at start.
-	_, err = e.Keys.IndexUsers(ctx)
-	require.NoError(tb, err)
-	e.tokens.Service, e.keys.KeyAuthenticator = e.Auth, e.Keys
-	e.Pub = bus.NewPublisher(e.NATS.JS, nil)
-	// As the gateway does at start.
-	e.Resources, err = resources.Open(ctx, e.NATS.JS)
-	require.NoError(tb, err)
-	require.NoError(tb, e.Resources.EnsureBuiltins(ctx))
-
 	var store *blob.Store
+	var err error
 	if o.MinIO {
 		e.MinIO = blobtest.Start(tb)
 		store = e.MinIO.Store
@@ -202,68 +161,53 @@ func New(tb testing.TB, o Options) *Env {
 	e.URL = "http://" + srv.Listener.Addr().String()
 	tp := sdktrace.NewTracerProvider()
 	tb.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	signer := links.New(e.URL, LinkSecret(), LinkTTL, nil)
-	submitter := submit.New(jobs, e.Pub, bustest.TaskSigner(tb), e.Clock.Now, subOpts...)
+	e.Metrics = sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Metrics))
 	logger := slog.New(slog.DiscardHandler)
-	schedules := schedule.NewStore(e.KV(tb, bus.BucketSchedules), schedule.WithBatchReads(e.NATS.JS))
-	idem, err := idempotency.Open(ctx, e.NATS.JS, idempotency.Options{Logger: logger})
-	require.NoError(tb, err)
-	middleware := []func(http.Handler) http.Handler{idem.Handler}
-	e.Console, err = console.Open(ctx, e.NATS.JS, console.Options{
-		Tokens: e.Auth, Keys: e.Keys, Users: e.Auth.Directory, PublicURL: e.URL, Now: e.Clock.Now,
-	})
-	require.NoError(tb, err)
-	if limiter != nil {
-		middleware = append(middleware, limiter.Handler)
+	// The gateway as main composes it, with the production defaults
+	// where a test sets nothing.
+	c := compose.Config{
+		PublicURL: e.URL, TaskSigner: bustest.TaskSigner(tb), LinkKeys: [][]byte{LinkSecret()}, LinkTTL: LinkTTL,
+		Retention: Retention, DataDownloadInterval: DataDownloadInterval, StuckAfter: 15 * time.Minute,
+		JWT:     auth.KeyConfig{HS256Secret: JWTSecret},
+		MaxBody: int(o.MaxBody), BodyTimeout: o.BodyTimeout,
+		MaxInFlight: httpapi.DefaultMaxInFlight, MaxStreams: httpapi.DefaultMaxEventStreams,
+		AuthCacheSize: auth.DefaultCacheSize, AuthCacheTTL: auth.DefaultCacheTTL,
+		RawLimits:     mytracker.Limits{MaxRowsPerChunk: 1000, MaxBytesPerChunk: 1 << 20, MaxRows: 1000000, MaxBytes: 4 << 30},
+		RecordMaxRows: 10000000, RecordMaxBytes: 4 << 30,
+		MinInterval: schedule.DefaultMinInterval, MaxSchedules: 10,
 	}
-	e.Router = httpapi.New(httpapi.Config{
-		Jobs:      jobs,
-		Auth:      &e.tokens,
-		Keys:      &e.keys,
-		Publisher: e.Pub,
-		Submitter: submitter,
-		NativeCreate: native.Create{
-			Rooms: e.Auth, Directory: e.Auth.Directory, Schedules: schedules, Resources: e.Resources, Now: e.Clock.Now,
-		},
-		Dialects: []httpapi.Dialect{
-			rocketchat.New(rocketchat.Config{
-				Jobs: jobs, Auth: e.Auth, Submitter: submitter, Links: signer,
-				DataDownloadInterval: DataDownloadInterval, Now: e.Clock.Now, Logger: logger,
-			}),
-			rebilly.New(rebilly.Config{
-				Resources: e.Resources, Directory: e.Auth.Directory, Jobs: jobs, Schedules: schedules,
-				Submitter: submitter, Links: signer, Blob: store, ExportBucket: ExportBucket, PublicURL: e.URL,
-				Now: e.Clock.Now, Logger: logger,
-			}),
-			mytracker.New(mytracker.Config{
-				Directory: e.Auth.Directory, Jobs: jobs, Counters: e.KV(tb, bus.BucketCounters), Submitter: submitter,
-				Links: signer, Now: e.Clock.Now, Logger: logger,
-				Limits: mytracker.Limits{MaxRowsPerChunk: 1000, MaxBytesPerChunk: 1 << 20, MaxRows: 1000000, MaxBytes: 4 << 30},
-			}),
-		},
-		Console:         e.Console,
-		Blob:            store,
-		ExportBucket:    ExportBucket,
-		Links:           signer,
-		Logger:          logger,
-		TracerProvider:  tp,
-		MeterProvider:   mp,
-		Middleware:      middleware,
-		MaxBodyBytes:    o.MaxBody,
-		BodyReadTimeout: o.BodyTimeout,
-	})
+	if o.Limits != nil {
+		c.MaxConcurrent, c.RatePerMinute = o.Limits.MaxConcurrent, o.Limits.RatePerMinute
+	}
+	g, err := compose.New(ctx, compose.Deps{
+		NC: e.NATS.Conn, JS: e.NATS.JS, Topology: bustest.Topology(), Blob: store, ExportBucket: ExportBucket,
+		Logger: logger, TracerProvider: tp, MeterProvider: mp, Propagator: propagation.TraceContext{},
+	}, c, compose.WithClock(e.Clock.Now), compose.WithCredentialChecks(
+		func(tokens dialect.TokenAuthenticator, keys dialect.KeyAuthenticator) (dialect.TokenAuthenticator, dialect.KeyAuthenticator) {
+			e.tokens.TokenAuthenticator, e.keys.KeyAuthenticator = tokens, keys
+			return &e.tokens, &e.keys
+		}))
+	require.NoError(tb, err)
+	e.Jobs, e.Auth, e.Keys, e.Pub, e.Resources, e.Console, e.Router = g.Jobs, g.Auth, g.Keys, g.Publisher, g.Resources, g.Console, g.Router
+	e.Credentials = g.Credentials
+	// The credential cache answers only while its watch runs, as in the
+	// gateway.
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan error, 1)
+	go func() { watched <- g.Credentials.Run(watchCtx) }()
+	tb.Cleanup(func() { stopWatch(); <-watched })
+	require.Eventually(tb, g.Credentials.Watching, 10*time.Second, time.Millisecond, "the credential cache watches the users")
 	srv.Config.Handler = e.Router
 	srv.Config.WriteTimeout = o.WriteTimeout
 	srv.Start()
 	tb.Cleanup(srv.Close)
 
 	if o.Projection {
-		consumer, err := bus.EnsureConsumer(ctx, e.NATS.JS, bustest.Topology(), bus.ConsumerGatewayProjection)
-		require.NoError(tb, err)
 		cctx, stop := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			done <- bus.Consume(cctx, consumer, jobs.Projection(logger), bus.ConsumeOptions{
+			done <- bus.Consume(cctx, g.Projection, g.ProjectionHandler, bus.ConsumeOptions{
 				Concurrency: 4,
 				NakDelay:    func(uint64) time.Duration { return 50 * time.Millisecond },
 			})
@@ -403,21 +347,21 @@ func (c *Clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// countingTokens is auth.Service's Authenticate, counted, so tests can
+// countingTokens is the router's token check, counted, so tests can
 // tell that a request was authenticated once.
 type countingTokens struct {
-	*auth.Service
+	dialect.TokenAuthenticator
 	calls atomic.Int32
 }
 
 func (c *countingTokens) Authenticate(ctx context.Context, userID, token string) (*sourcev1.User, error) {
 	c.calls.Add(1)
-	return c.Service.Authenticate(ctx, userID, token)
+	return c.TokenAuthenticator.Authenticate(ctx, userID, token)
 }
 
-// countingKeys is auth.KeyAuthenticator's Header, counted.
+// countingKeys is the router's key check, counted.
 type countingKeys struct {
-	*auth.KeyAuthenticator
+	dialect.KeyAuthenticator
 	calls atomic.Int32
 }
 

@@ -27,11 +27,10 @@ import (
 
 // The index (bucket bus.BucketJobIndex) answers every listing from keys
 // built for it, so a listing costs what the caller's own jobs cost and
-// never reads every job. Each entry names one job; values are empty. The
-// families:
+// never reads every job. Each entry names one job. The families:
 //
 //	own.<owner>.<day>.<minute>.<dialect>.<org>.<kind>.<inverted created_at>.<job id>
-//	org.<dialect>.<org>.<inverted created_at>.<job id>   (jobs with an organization)
+//	org.<org>.<dialect>.<kind>.<inverted created_at>.<job id>   (jobs with an organization)
 //	par.<parent>.<inverted created_at>.<job id>          (runs of a schedule)
 //	act.<owner>.<created_at>.<job id>                    (unfinished jobs)
 //	run.<kind>.<created_at>.<job id>                     (unfinished jobs)
@@ -41,6 +40,11 @@ import (
 //	own.<owner>.<day>            (the owner has jobs created that day)
 //	own.<owner>.<day>.<minute>   (the owner has jobs created that minute)
 //	cnt.<owner>                  (how many jobs the owner has, in decimal)
+//
+// Owner and organization entries hold the job's summary (summary.go);
+// the others are empty. Organizations have no counter: nothing reads one
+// (the Rebilly list counts the summaries it filters), and every create of
+// every member would contend for the one key.
 //
 // Owners, organizations and parents are hashed into a token; dialects and
 // kinds are used as they are when they form a token. Timestamps are
@@ -57,6 +61,14 @@ import (
 // projection holds. The total a listing reports is the owner's counter,
 // not a count of entries.
 //
+// An organization's entries are only ever read all at once (an
+// administrator's Rebilly list filters, sorts and counts all of them), so
+// they have no day and minute buckets: walking buckets costs a round trip
+// per minute with jobs, about 1,700 for 100,000 jobs a second apart.
+// Their keys are listed with one stream-info request per 100,000, and
+// their values (the summaries) read a thousand per direct get, a few at
+// once; never the jobs.
+//
 // Entries are hints, verified against the job record on every read: an
 // entry counts only if the job exists and its own keys include the entry
 // (and, for act and run, the job has not ended). That is what keeps the
@@ -72,7 +84,8 @@ import (
 //     create that loses its id to another job takes its one back; a
 //     process that dies between its entry and its job leaves the counter
 //     one too high, and one that dies between its entry and the counter
-//     one too low.
+//     one too low. The organization entry is created too, so that no
+//     replay or build empties the summary it holds.
 //   - act and run entries are purged when the job first becomes terminal;
 //     a purge lost to a crash leaves an entry that names an ended job,
 //     which reads ignore and purge.
@@ -80,9 +93,13 @@ import (
 //     stream) indexes its job if it is not yet: jobs created by a gateway
 //     that predates the index are picked up as their requests come back.
 //   - BuildIndex indexes every job of the projection once, at start; it
-//     runs again for a deployment whose index has the previous layout
-//     (owner entries without day and minute, no counters), whose entries
-//     no read of this layout matches.
+//     runs again for a deployment whose index has an earlier layout,
+//     whose entries no read of this layout matches. Earlier layouts:
+//     v1 owner entries own.<owner>.<dialect>.<org>.<kind>.<inv>.<job>
+//     (marker meta.built), and v1 and v2 organization entries
+//     org.<dialect>.<org>.<inv>.<job> without summaries (v2's marker
+//     meta.built.v2). PurgeOldLayout removes them once no replica of the
+//     old code can still be running (see there).
 //
 // The indexed fields (owner, dialect, organization, kind, parent,
 // created_at) are never changed by reduce, so a job's keys are fixed for
@@ -96,9 +113,9 @@ const (
 	famRunning = "run"
 	famCount   = "cnt"
 	// builtKey marks that BuildIndex has built this layout to its end on
-	// this deployment. The previous layout's marker, meta.built, is left
-	// alone: it says nothing about this layout.
-	builtKey = "meta.built.v2"
+	// this deployment; its value is when. The earlier layouts' markers
+	// say nothing about this layout; PurgeOldLayout removes them.
+	builtKey = "meta.built.v3"
 	// staleEntry is how long an entry may name a job that does not exist:
 	// Submit writes the job within submit.Timeout (15 s) of its entries.
 	staleEntry = 2 * time.Minute
@@ -191,22 +208,47 @@ func ownMarkers(job *exportv1.Job) []string {
 	return []string{day, day + "." + minuteToken(ts)}
 }
 
+// orgBase is the common prefix of an organization's entries of one
+// dialect.
+func orgBase(org, dialect string, hash func(string) string) string {
+	return famOrg + "." + hash(org) + "." + nameToken(dialect)
+}
+
+// orgKey is a job's organization entry, "" for a job of no organization.
+func orgKey(job *exportv1.Job, hash func(string) string) string {
+	org := job.GetOrganizationId()
+	if org == "" {
+		return ""
+	}
+	return strings.Join([]string{orgBase(org, job.GetDialect(), hash), kindToken(job.GetKind()), inverted(stamp(job)), job.GetId()}, ".")
+}
+
 func countKey(ownerHash string) string { return famCount + "." + ownerHash }
 
-// lastingKeys are the entries a job keeps for its life.
+// lastingKeys are the entries a job keeps for its life: the owner entry
+// first, then the organization entry if the job has an organization.
 func lastingKeys(job *exportv1.Job) []string { return lastingKeysWith(job, hashToken) }
 
 // lastingKeysWith is lastingKeys with hash as hashToken (a memo of it).
 func lastingKeysWith(job *exportv1.Job, hash func(string) string) []string {
-	inv, id := inverted(stamp(job)), job.GetId()
 	keys := []string{ownKey(job, hash)}
-	if org := job.GetOrganizationId(); org != "" {
-		keys = append(keys, strings.Join([]string{famOrg, nameToken(job.GetDialect()), hash(org), inv, id}, "."))
+	if k := orgKey(job, hash); k != "" {
+		keys = append(keys, k)
 	}
-	if p := job.GetParentId(); p != "" {
-		keys = append(keys, strings.Join([]string{famParent, hash(p), inv, id}, "."))
+	if k := parentKey(job, hash); k != "" {
+		keys = append(keys, k)
 	}
 	return keys
+}
+
+// parentKey is a run's entry under its schedule, "" for a job that is no
+// run.
+func parentKey(job *exportv1.Job, hash func(string) string) string {
+	p := job.GetParentId()
+	if p == "" {
+		return ""
+	}
+	return strings.Join([]string{famParent, hash(p), inverted(stamp(job)), job.GetId()}, ".")
 }
 
 // unfinishedKeys are the entries a job holds until it ends.
@@ -281,19 +323,18 @@ func newestFirst(a, b entry) int {
 	return cmp.Compare(b.id, a.id)
 }
 
-// writeIndex writes job's entries: the owner's markers, the owner entry,
-// and the other lasting ones, and the unfinished ones while the job runs.
-// Puts are idempotent, so replicas and retries may repeat them; the owner
-// entry is created, and counted reports whether this call created it
-// (and so counted the job).
+// writeIndex writes job's entries: the markers, the owner entry, and the
+// other lasting ones, and the unfinished ones while the job runs. Puts
+// are idempotent, so replicas and retries may repeat them; the owner and
+// organization entries are created, and counted reports whether this
+// call created the owner entry (and so counted the job).
 func (s *Store) writeIndex(ctx context.Context, job *exportv1.Job) (counted bool, err error) {
 	for _, k := range ownMarkers(job) {
 		if _, err := s.index.Put(ctx, k, nil); err != nil {
 			return false, fmt.Errorf("index job %s: %w", job.GetId(), err)
 		}
 	}
-	keys := lastingKeys(job)
-	switch _, err := s.index.Create(ctx, keys[0], nil); {
+	switch _, err := s.index.Create(ctx, ownKey(job, hashToken), nil); {
 	case err == nil:
 		if err := s.bump(ctx, hashToken(job.GetOwnerId()), 1); err != nil {
 			return false, fmt.Errorf("count job %s: %w", job.GetId(), err)
@@ -302,7 +343,15 @@ func (s *Store) writeIndex(ctx context.Context, job *exportv1.Job) (counted bool
 	case !errors.Is(err, jetstream.ErrKeyExists):
 		return false, fmt.Errorf("index job %s: %w", job.GetId(), err)
 	}
-	keys = keys[1:]
+	if k := orgKey(job, hashToken); k != "" {
+		if _, err := s.index.Create(ctx, k, nil); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return counted, fmt.Errorf("index job %s: %w", job.GetId(), err)
+		}
+	}
+	var keys []string
+	if k := parentKey(job, hashToken); k != "" {
+		keys = append(keys, k)
+	}
 	if !Terminal(job.GetState()) {
 		keys = append(keys, unfinishedKeys(job)...)
 	}
@@ -314,17 +363,27 @@ func (s *Store) writeIndex(ctx context.Context, job *exportv1.Job) (counted bool
 	return counted, nil
 }
 
-// ensureIndexed indexes job unless its owner entry is there already.
-func (s *Store) ensureIndexed(ctx context.Context, job *exportv1.Job) error {
-	_, err := s.index.Get(ctx, lastingKeys(job)[0])
-	if err == nil {
-		return nil
+// ensureIndexed indexes job unless its owner and organization entries
+// are there already: a job that a replica of the previous layout indexed
+// has the owner entry of this layout but not the organization entry.
+// An entry it adds gets job's summary.
+func (s *Store) ensureIndexed(ctx context.Context, job *exportv1.Job, rev uint64) error {
+	keys := []string{ownKey(job, hashToken)}
+	if k := orgKey(job, hashToken); k != "" {
+		keys = append(keys, k)
 	}
-	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+	have, err := kvbatch.Get(ctx, s.js, s.index, keys)
+	if err != nil {
 		return fmt.Errorf("index job %s: %w", job.GetId(), err)
 	}
-	_, err = s.writeIndex(ctx, job)
-	return err
+	if len(have) == len(keys) {
+		return nil
+	}
+	if _, err = s.writeIndex(ctx, job); err != nil {
+		return err
+	}
+	s.writeSummary(ctx, job, rev)
+	return nil
 }
 
 // uncount takes back the count of job, whose owner entry this call
@@ -569,7 +628,7 @@ func (sc Scope) filter() (string, error) {
 	case sc.Owner != "":
 		return sc.ownFilter("*", "*"), nil
 	case sc.Dialect != "" && sc.Organization != "":
-		return strings.Join([]string{famOrg, nameToken(sc.Dialect), hashToken(sc.Organization), ">"}, "."), nil
+		return sc.orgFilter(), nil
 	}
 	return "", fmt.Errorf("jobstore: scope %+v names no index", sc)
 }
@@ -586,6 +645,22 @@ func (sc Scope) ownFilter(day, minute string) string {
 		dialect, org = nameToken(sc.Dialect), hashToken(sc.Organization)
 	}
 	return strings.Join([]string{famOwner, hashToken(sc.Owner), day, minute, dialect, org, kind, "*", "*"}, ".")
+}
+
+// orgFilter is the filter of sc's organization entries (a scope of an
+// organization and dialect without owner).
+func (sc Scope) orgFilter() string {
+	kind := "*"
+	if sc.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED {
+		kind = kindToken(sc.Kind)
+	}
+	return strings.Join([]string{orgBase(sc.Organization, sc.Dialect, hashToken), kind, "*", "*"}, ".")
+}
+
+// orgWide reports whether sc is one organization's jobs of one dialect,
+// every owner's.
+func (sc Scope) orgWide() bool {
+	return sc.Owner == "" && sc.Parent == "" && sc.Dialect != "" && sc.Organization != ""
 }
 
 // matches checks what the filter cannot: tokens are hashes, so the job
@@ -889,13 +964,14 @@ func (s *Store) Unfinished(ctx context.Context, ownerID string, kind exportv1.Jo
 
 // BuildIndex indexes every job of the bucket unless that was done before
 // on this deployment: the one-time migration of a projection written
-// before the index existed, or indexed in the previous layout. It reads
+// before the index existed, or indexed in an earlier layout. It reads
 // every job once, so it runs at start, never on a request. It streams:
 // one job is decoded at a time, and its entries are published
 // asynchronously, at most buildWindow of them unacknowledged, so a
 // million jobs take one pass over the bucket and little memory. Owner
-// entries are published as creates (expecting no entry); each that
-// succeeds counts its job, and the counts are added to the owners'
+// and organization entries are published as creates (expecting no
+// entry), with the job's summary; each owner entry that succeeds counts
+// its job, and the counts are added to the owners'
 // counters in batches, so a job indexed already (by the write path, a
 // replay or another replica) is not counted twice. It is idempotent and
 // safe to run on several replicas at once (every other write is a put of
@@ -908,6 +984,17 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, fmt.Errorf("build index: %w", err)
 	}
+	if err := s.build(ctx); err != nil {
+		return false, err
+	}
+	if _, err := s.index.Put(ctx, builtKey, []byte(s.now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return false, fmt.Errorf("build index: %w", err)
+	}
+	return true, nil
+}
+
+// build is BuildIndex's pass over every job, whatever the marker says.
+func (s *Store) build(ctx context.Context) error {
 	// A put of a KV entry is a publish on its subject; publishing
 	// directly lets many be in flight at once instead of one round trip
 	// per entry.
@@ -916,6 +1003,8 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 		f jetstream.PubAckFuture
 		// owner is the owner's hash for an owner entry, else "".
 		owner string
+		// create: an entry expected not to exist, which may exist.
+		create bool
 	}
 	var inflight []pending
 	counts := map[string]int64{}
@@ -939,7 +1028,7 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 				}
 			case err := <-p.f.Err():
 				var apiErr *jetstream.APIError
-				if p.owner == "" || !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+				if !p.create || !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
 					return fmt.Errorf("index %s: %w", p.f.Msg().Subject, err)
 				}
 			case <-ctx.Done():
@@ -952,32 +1041,45 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 		}
 		return nil
 	}
-	publish := func(key, owner string, value []byte, opts ...jetstream.PublishOpt) error {
+	publish := func(key string, value []byte, p pending) error {
+		var opts []jetstream.PublishOpt
+		if p.create {
+			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(0))
+		}
 		f, err := s.js.PublishAsync(prefix+key, value, opts...)
 		if err != nil {
 			return fmt.Errorf("index %s: %w", key, err)
 		}
-		inflight = append(inflight, pending{f: f, owner: owner})
+		p.f = f
+		inflight = append(inflight, p)
 		return nil
 	}
-	err = s.scan(ctx, func(job *exportv1.Job, rev uint64) error {
-		keys := append(ownMarkers(job), lastingKeys(job)[1:]...)
+	err := s.scan(ctx, func(job *exportv1.Job, rev uint64) error {
+		keys := ownMarkers(job)
+		if k := parentKey(job, hashToken); k != "" {
+			keys = append(keys, k)
+		}
 		if !Terminal(job.GetState()) {
 			keys = append(keys, unfinishedKeys(job)...)
 		}
 		for _, k := range keys {
-			if err := publish(k, "", nil); err != nil {
+			if err := publish(k, nil, pending{}); err != nil {
 				return err
 			}
 		}
-		// An owner entry there already (written by a replica meanwhile)
-		// keeps its summary, which is at least as new as this one.
+		// An entry there already (written by a replica meanwhile) keeps
+		// its summary, which is at least as new as this one.
 		sum, err := encodeSummary(job, rev)
 		if err != nil {
 			return fmt.Errorf("index job %s: %w", job.GetId(), err)
 		}
-		if err := publish(lastingKeys(job)[0], hashToken(job.GetOwnerId()), sum, jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+		if err := publish(ownKey(job, hashToken), sum, pending{owner: hashToken(job.GetOwnerId()), create: true}); err != nil {
 			return err
+		}
+		if k := orgKey(job, hashToken); k != "" {
+			if err := publish(k, sum, pending{create: true}); err != nil {
+				return err
+			}
 		}
 		return wait(buildWindow)
 	})
@@ -988,12 +1090,9 @@ func (s *Store) BuildIndex(ctx context.Context) (built bool, err error) {
 		err = flush()
 	}
 	if err != nil {
-		return false, fmt.Errorf("build index: %w", err)
+		return fmt.Errorf("build index: %w", err)
 	}
-	if _, err := s.index.Put(ctx, builtKey, []byte(s.now().UTC().Format(time.RFC3339))); err != nil {
-		return false, fmt.Errorf("build index: %w", err)
-	}
-	return true, nil
+	return nil
 }
 
 // buildCounts bounds the owners BuildIndex holds counts for before it
@@ -1005,17 +1104,29 @@ const buildCounts = 4096
 // the oldest is waited for before more go out.
 const buildWindow = 1024
 
-// scan calls fn with every job of the bucket and its revision, one at a time, holding none
-// of them, and stops at fn's first error. It reads the bucket's stream
-// with an ordered pull consumer, the last message of each key, at most
-// scanBatch of them buffered: a watcher would buffer as much of the bucket
-// as the server sends ahead of fn (about 670 MiB at a million jobs).
-// Every message is delivered in stream order, and the message that was
-// last when the scan began is either still current or superseded by a
-// newer one, so the scan ends once it has seen a sequence at least that
-// one, or nothing is pending.
+// scan calls fn with every job of the bucket and its revision, one at a
+// time, holding none of them, and stops at fn's first error.
 func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64) error) error {
-	stream, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
+	return s.scanStream(ctx, "KV_"+s.kv.Bucket(), jetstream.OrderedConsumerConfig{}, func(msg jetstream.Msg, seq uint64) error {
+		job := &exportv1.Job{}
+		if err := proto.Unmarshal(msg.Data(), job); err != nil {
+			return fmt.Errorf("decode job %s: %w", msg.Subject(), err)
+		}
+		return fn(job, seq)
+	})
+}
+
+// scanStream calls fn with the last message of each subject of a KV
+// bucket's stream (narrowed by cfg's filters and options) that holds a
+// value, not a delete or purge, one at a time. It reads with an ordered
+// pull consumer, at most scanBatch messages buffered: a watcher would
+// buffer as much of the bucket as the server sends ahead of fn (about 670
+// MiB at a million jobs). Every message is delivered in stream order, and
+// the message that was last when the scan began is either still current
+// or superseded by a newer one, so the scan ends once it has seen a
+// sequence at least that one, or nothing is pending.
+func (s *Store) scanStream(ctx context.Context, name string, cfg jetstream.OrderedConsumerConfig, fn func(msg jetstream.Msg, seq uint64) error) error {
+	stream, err := s.js.Stream(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -1027,11 +1138,17 @@ func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64)
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, InactiveThreshold: time.Minute,
-	})
+	cfg.DeliverPolicy, cfg.InactiveThreshold = jetstream.DeliverLastPerSubjectPolicy, time.Minute
+	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	// A filter that matches nothing ends here, not after a wait for a
+	// first message that never comes.
+	if ci, err := cons.Info(ctx); err != nil {
+		return err
+	} else if ci.NumPending == 0 {
+		return nil
 	}
 	msgs, err := cons.Messages(jetstream.PullMaxMessages(scanBatch))
 	if err != nil {
@@ -1063,11 +1180,7 @@ func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64)
 			return err
 		}
 		if h := msg.Headers(); h.Get("KV-Operation") == "" && h.Get("Nats-Marker-Reason") == "" {
-			job := &exportv1.Job{}
-			if err := proto.Unmarshal(msg.Data(), job); err != nil {
-				return fmt.Errorf("decode job %s: %w", msg.Subject(), err)
-			}
-			if err := fn(job, meta.Sequence.Stream); err != nil {
+			if err := fn(msg, meta.Sequence.Stream); err != nil {
 				return err
 			}
 		}
@@ -1077,7 +1190,7 @@ func (s *Store) scan(ctx context.Context, fn func(job *exportv1.Job, rev uint64)
 	}
 }
 
-// scanBatch is how many jobs scan holds buffered at most.
+// scanBatch is how many messages scanStream holds buffered at most.
 const scanBatch = 256
 
 // Latest returns the newest job of sc, a scope of one owner, whose

@@ -306,9 +306,14 @@ func TestBuildIndexMigratesTheOldLayout(t *testing.T) {
 	_, kv, srv := newStore(t)
 	ctx := t.Context()
 	var want []string
+	var wantOrg []string
 	for i := range 40 {
 		j := newJob(fmt.Sprintf("old-%02d", i), []string{"alice", "bob"}[i%2])
 		j.CreatedAt = at(i)
+		if i%3 == 0 {
+			j.Dialect, j.OrganizationId = "rebilly", "acme"
+			wantOrg = append([]string{j.GetId()}, wantOrg...)
+		}
 		if i%4 == 0 {
 			j.State = exportv1.JobState_JOB_STATE_COMPLETED
 		}
@@ -320,17 +325,16 @@ func TestBuildIndexMigratesTheOldLayout(t *testing.T) {
 			want = append([]string{j.GetId()}, want...)
 		}
 	}
-	// A deployment indexed in the previous layout: owner entries without
-	// day and minute for some jobs, and that layout's marker. None of it
-	// lists in this layout, and it does not stop the build.
+	// A deployment indexed in the earlier layouts: v1 owner entries
+	// without day and minute, v2 organization entries without summaries,
+	// and their markers. None of it lists in this layout, and it does not
+	// stop the build.
 	index, err := srv.JS.KeyValue(ctx, bus.BucketJobIndex)
 	require.NoError(t, err)
-	for i := range 10 {
-		alice := sha256.Sum256([]byte("alice"))
-		_, err := index.Put(ctx, fmt.Sprintf("own.%x.-.-.-.%019d.old-%02d", alice[:16], i, i), nil)
-		require.NoError(t, err)
-	}
+	putOldLayout(t, index, 10)
 	_, err = index.Put(ctx, "meta.built", []byte("2026-01-01T00:00:00Z"))
+	require.NoError(t, err)
+	_, err = index.Put(ctx, "meta.built.v2", []byte("2026-02-01T00:00:00Z"))
 	require.NoError(t, err)
 	replicas := make([]*jobstore.Store, 2)
 	for i := range replicas {
@@ -379,6 +383,14 @@ func TestBuildIndexMigratesTheOldLayout(t *testing.T) {
 		}
 		assert.Equal(t, want, paged)
 	}
+	// An administrator's view: the organization's summaries, from its
+	// entries alone.
+	org, err := replicas[1].Summaries(ctx, jobstore.Scope{Dialect: "rebilly", Organization: "acme"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, wantOrg, ids(org))
+	orgPage, err := replicas[0].Find(ctx, jobstore.Query{Scope: jobstore.Scope{Dialect: "rebilly", Organization: "acme"}})
+	require.NoError(t, err)
+	assert.Equal(t, wantOrg, ids(orgPage.Jobs))
 	unfinished, err := replicas[0].Unfinished(ctx, "bob", 0)
 	require.NoError(t, err)
 	assert.Len(t, unfinished, 20)
@@ -403,6 +415,24 @@ func TestBuildIndexMigratesTheOldLayout(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 21, page.Total)
 	assert.Equal(t, []string{"late"}, ids(page.Jobs))
+}
+
+// putOldLayout writes n entries of each earlier layout for jobs old-00
+// ... of alice in acme: v1 owner entries (seven tokens) and v1/v2
+// organization entries (five tokens, the timestamp fourth).
+func putOldLayout(t *testing.T, index jetstream.KeyValue, n int) []string {
+	t.Helper()
+	alice, acme := sha256.Sum256([]byte("alice")), sha256.Sum256([]byte("acme"))
+	var keys []string
+	for i := range n {
+		keys = append(keys, fmt.Sprintf("own.%x.-.-.-.%019d.old-%02d", alice[:16], i, i),
+			fmt.Sprintf("org.rebilly.%x.%019d.old-%02d", acme[:16], i, i))
+	}
+	for _, k := range keys {
+		_, err := index.Put(t.Context(), k, nil)
+		require.NoError(t, err)
+	}
+	return keys
 }
 
 func mustJob(t *testing.T, kv jetstream.KeyValue, id string) *exportv1.Job {

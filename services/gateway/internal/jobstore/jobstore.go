@@ -240,7 +240,7 @@ func (s *Store) apply(ctx context.Context, ev Event) (*exportv1.Job, bool, error
 				// A job created before the index existed, or by a
 				// gateway that predates it, is indexed when its request
 				// comes back from the stream.
-				if err := s.ensureIndexed(ctx, job); err != nil {
+				if err := s.ensureIndexed(ctx, job, rev); err != nil {
 					return nil, false, err
 				}
 			}

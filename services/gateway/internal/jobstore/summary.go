@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -62,21 +64,34 @@ func decodeSummary(value []byte) (*exportv1.Job, uint64, bool) {
 }
 
 // writeSummary puts job's summary, taken at the job's revision rev, into
-// its owner entry unless the entry holds one of a later revision: two
-// appliers of one job's consecutive events may finish in either order,
-// and the later job must win. A failure leaves the previous summary,
-// which the job's next change replaces; it is not reported, since the job
-// itself is written.
+// its owner and organization entries unless an entry holds one of a later
+// revision: two appliers of one job's consecutive events may finish in
+// either order, and the later job must win. An entry that is missing (a
+// job indexed by a replica of the previous layout has no organization
+// entry) is created, with its markers (the owner entry's). A failure leaves the previous
+// summary, which the job's next change replaces; it is not reported,
+// since the job itself is written.
 func (s *Store) writeSummary(ctx context.Context, job *exportv1.Job, rev uint64) {
-	key := lastingKeys(job)[0]
 	value, err := encodeSummary(job, rev)
 	if err != nil {
 		return
 	}
+	s.putSummary(ctx, ownKey(job, hashToken), ownMarkers(job), value, rev)
+	if k := orgKey(job, hashToken); k != "" {
+		s.putSummary(ctx, k, nil, value, rev)
+	}
+}
+
+func (s *Store) putSummary(ctx context.Context, key string, markers []string, value []byte, rev uint64) {
 	for range maxAttempts {
 		e, err := s.index.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
+			for _, m := range markers {
+				if _, err := s.index.Put(ctx, m, nil); err != nil {
+					return
+				}
+			}
 			if _, err = s.index.Create(ctx, key, value); err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
 				return
 			}
@@ -94,12 +109,33 @@ func (s *Store) writeSummary(ctx context.Context, job *exportv1.Job, rev uint64)
 }
 
 // Summaries returns the summaries (see Summary) of sc's jobs that keep
-// accepts (nil: all), newest first. For a scope of one owner it reads
-// only the owner's index entries, and the jobs only of entries that have
-// no summary yet (a create in flight, or one that died); a summary may
-// lag its job by the moment between their writes. Other scopes read
+// accepts (nil: all), newest first. For a scope of one owner, or of one
+// organization and dialect (every owner's: an administrator's view), it
+// reads only the scope's index entries, and the jobs only of entries that
+// have no summary yet (a create in flight, or one that died); a summary
+// may lag its job by the moment between their writes. Other scopes read
 // their jobs in full.
 func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error) {
+	var out []*exportv1.Job
+	add := func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
+		sums, err := s.summaries(ctx, entries, values)
+		for _, sum := range sums {
+			if sum != nil && sc.matches(sum) && (keep == nil || keep(sum)) {
+				out = append(out, sum)
+			}
+		}
+		return false, err
+	}
+	if sc.orgWide() {
+		values, err := s.orgValues(ctx, sc)
+		if err != nil {
+			return nil, err
+		}
+		entries := parseEntries(slices.Collect(maps.Keys(values)), true)
+		slices.SortFunc(entries, newestFirst)
+		_, err = add(entries, values, true)
+		return out, err
+	}
 	if sc.Owner == "" || sc.Parent != "" {
 		page, err := s.Find(ctx, Query{Scope: sc, Keep: keep})
 		if err != nil {
@@ -110,36 +146,6 @@ func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job
 			out[i] = Summary(j)
 		}
 		return out, nil
-	}
-	var out []*exportv1.Job
-	add := func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
-		sums := make([]*exportv1.Job, len(entries))
-		var missing []entry
-		var at []int
-		for i, e := range entries {
-			if sum, _, ok := decodeSummary(values[e.key]); ok && sum.GetId() == e.id {
-				sums[i] = sum
-				continue
-			}
-			missing, at = append(missing, e), append(at, i)
-		}
-		if len(missing) > 0 {
-			jobs, err := s.fetch(ctx, missing)
-			if err != nil {
-				return false, fmt.Errorf("list jobs: %w", err)
-			}
-			for k, j := range jobs {
-				if j != nil {
-					sums[at[k]] = Summary(j)
-				}
-			}
-		}
-		for _, sum := range sums {
-			if sum != nil && sc.matches(sum) && (keep == nil || keep(sum)) {
-				out = append(out, sum)
-			}
-		}
-		return false, nil
 	}
 	// All of them at once when they fit one direct get (one round trip
 	// instead of one per bucket), else bucket by bucket.
@@ -160,6 +166,34 @@ func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job
 	return out, err
 }
 
+// summaries are the summaries of entries, in their order, from values
+// (entry key to value) or, for an entry without one, from its job (nil
+// for an entry whose job does not hold it).
+func (s *Store) summaries(ctx context.Context, entries []entry, values map[string][]byte) ([]*exportv1.Job, error) {
+	sums := make([]*exportv1.Job, len(entries))
+	var missing []entry
+	var at []int
+	for i, e := range entries {
+		if sum, _, ok := decodeSummary(values[e.key]); ok && sum.GetId() == e.id {
+			sums[i] = sum
+			continue
+		}
+		missing, at = append(missing, e), append(at, i)
+	}
+	if len(missing) > 0 {
+		jobs, err := s.fetch(ctx, missing)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		for k, j := range jobs {
+			if j != nil {
+				sums[at[k]] = Summary(j)
+			}
+		}
+	}
+	return sums, nil
+}
+
 // GetMany returns the jobs of ids that exist, by id, with one request per
 // thousand ids.
 func (s *Store) GetMany(ctx context.Context, ids []string) (map[string]*exportv1.Job, error) {
@@ -177,4 +211,33 @@ func (s *Store) GetMany(ctx context.Context, ids []string) (map[string]*exportv1
 		out[id] = job
 	}
 	return out, nil
+}
+
+// orgValues are the organization entries of sc (a scope of one
+// organization and dialect) with their values, by key: one direct get
+// when they are few, else streamed from the index's stream by an ordered
+// consumer filtered to them (the last message of each key, a batch at a
+// time), whose cost is that of the entries: a direct get of a thousand
+// literal keys costs the server a look-up of each, and a hundred of them
+// took longer than reading every job.
+func (s *Store) orgValues(ctx context.Context, sc Scope) (map[string][]byte, error) {
+	filter := sc.orgFilter()
+	m, err := kvbatch.Matching(ctx, s.js, s.index, filter)
+	if err == nil {
+		return m, nil
+	}
+	if !errors.Is(err, kvbatch.ErrTooMany) {
+		return nil, fmt.Errorf("list index %s: %w", filter, err)
+	}
+	prefix := "$KV." + s.index.Bucket() + "."
+	m = map[string][]byte{}
+	err = s.scanStream(ctx, "KV_"+s.index.Bucket(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{prefix + filter}},
+		func(msg jetstream.Msg, _ uint64) error {
+			m[strings.TrimPrefix(msg.Subject(), prefix)] = msg.Data()
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("list index %s: %w", filter, err)
+	}
+	return m, nil
 }

@@ -18,8 +18,10 @@ import (
 
 // TestListFromSummariesAnswersAsFromJobs lists a varied set of exports
 // (every state, formats, resources, client ids, recipients, records
-// counts, files, a schedule) with many queries, then wipes the summaries
-// from the index, so that the list reads every job in full, and checks
+// counts, files, a schedule) with many queries, as each owner and as an
+// administrator of the organization (everyone's exports, from the
+// organization's entries), then wipes the summaries from the owner and
+// organization entries, so that the list reads every job in full, and checks
 // that every answer and its Pagination-* headers are byte for byte the
 // same: the index's summaries are those of the jobs as stored, after
 // every kind of write. TestSummariesCarryEveryListedField shows that a
@@ -73,33 +75,39 @@ func TestListFromSummariesAnswersAsFromJobs(t *testing.T) {
 		"filter=format:csv;resource:rooms", "sort=recordCount", "sort=-recordCount,createdTime&limit=4", "filter=recordCount:>150", "q=export%202",
 		"q=MINE", "sort=emailNotification,-id", "filter=emailNotification:ops@example.com", "sort=scheduledTime&offset=5", "limit=0",
 		"sort=-userId&expand=user", "sort=status", "offset=1000", "sort=updatedTime&limit=1&offset=7"}
+	orgBase := "/experimental/organizations/acme/data-exports"
 	answer := func() []string {
 		var out []string
-		for _, who := range []string{aliceKey, bobKey, adminKey} {
+		for _, ask := range []struct{ who, path string }{{aliceKey, base}, {bobKey, base}, {adminKey, base}, {adminKey, orgBase}, {bobKey, orgBase}} {
 			for _, q := range queries {
-				r := e.do(t, http.MethodGet, base+"?"+q, key(who), "")
+				r := e.do(t, http.MethodGet, ask.path+"?"+q, key(ask.who), "")
 				require.Equal(t, http.StatusOK, r.status, "%s: %s", q, r.body)
 				h := r.header
-				out = append(out, fmt.Sprintf("%s %s\n%s %s %s\n%s", who, q, h.Get("Pagination-Total"), h.Get("Pagination-Limit"), h.Get("Pagination-Offset"), r.body))
+				out = append(out, fmt.Sprintf("%s %s %s\n%s %s %s\n%s", ask.who, ask.path, q, h.Get("Pagination-Total"), h.Get("Pagination-Limit"), h.Get("Pagination-Offset"), r.body))
 			}
 		}
 		return out
 	}
 	fromSummaries := answer()
+	// The administrator sees everyone's exports, more than any owner.
+	require.Contains(t, fromSummaries[2*len(queries)], "bob")
+	require.Contains(t, fromSummaries[2*len(queries)], "alice")
 
 	index, err := e.nats.JS.KeyValue(ctx, bus.BucketJobIndex)
 	require.NoError(t, err)
 	keys, err := index.Keys(ctx)
 	require.NoError(t, err)
-	wiped := 0
+	wiped := map[string]int{}
 	for _, k := range keys {
-		if strings.HasPrefix(k, "own.") && strings.Count(k, ".") == 8 {
+		fam, _, _ := strings.Cut(k, ".")
+		if fam == "own" && strings.Count(k, ".") == 8 || fam == "org" && strings.Count(k, ".") == 5 {
 			_, err := index.Put(ctx, k, nil)
 			require.NoError(t, err)
-			wiped++
+			wiped[fam]++
 		}
 	}
-	require.Positive(t, wiped)
+	require.Positive(t, wiped["own"])
+	require.Equal(t, wiped["own"], wiped["org"], "every export is in its organization's entries")
 	fromJobs := answer()
 	for i := range fromJobs {
 		assert.Equal(t, fromJobs[i], fromSummaries[i])

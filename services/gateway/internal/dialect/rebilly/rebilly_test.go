@@ -150,7 +150,8 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		storeOpts = append(storeOpts, jobstore.WithOnTerminal(limiter.ReleaseTerminal))
 	}
 	jobs = jobstore.New(nats.JS, jobsKV, kv(bus.BucketJobIndex), storeOpts...)
-	sched := schedule.NewStore(kv(bus.BucketSchedules), opts...)
+	// Batch reads as the gateway does.
+	sched := schedule.NewStore(kv(bus.BucketSchedules), append([]schedule.StoreOption{schedule.WithBatchReads(nats.JS)}, opts...)...)
 	// Everyone works for acme, where root administers exports; bob also
 	// for globex.
 	orgs := kv(bus.BucketOrgMembers)
@@ -211,7 +212,7 @@ func (r resp) list(t *testing.T) []map[string]any {
 	return m
 }
 
-func (e *env) do(t *testing.T, method, path string, hdr map[string]string, body string) resp {
+func (e *env) do(t testing.TB, method, path string, hdr map[string]string, body string) resp {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
