@@ -44,8 +44,8 @@ import (
 //  1. Index (room_render unset, planned by the gateway): the range is read
 //     once onto local disk and rendered as one exporter would render a
 //     room made of only its messages (speculate.go, falling back to the
-//     spool's plan for ids republished inside the range), into the
-//     piece's object; while it is read, its id table is collected (one
+//     spool's plan for ids republished inside the range), into a piece
+//     object of its own; while it is read, its id table is collected (one
 //     record per distinct id: 128-bit hash of the id, first and last
 //     sequence in the range; sorted by hash with bounded memory). Then
 //     it writes the table and its report (the piece's File, its
@@ -60,8 +60,9 @@ import (
 //     announces its index stage's piece as it is: nothing is read
 //     again. That is every range of a room whose edits stay within a
 //     range, the common case, so a split room reads its history once. A
-//     range with cross ids reads its range again and renders it with the
-//     cross list applied on top of its own plan: a version of an id an
+//     range with cross ids reads its range again and renders it, under
+//     the part's own key, with the cross list applied on top of its own
+//     plan: a version of an id an
 //     earlier range holds is skipped; an id first seen here is rendered
 //     in its last version over all ranges, read from the stream by
 //     sequence when it lies in a later range.
@@ -76,6 +77,11 @@ const (
 	splitTableName  = "split/ids"
 	splitReportName = "split/report.json"
 	splitCrossName  = "split/cross"
+	// splitPiecePrefix holds the index stage's piece: never the render
+	// stage's key, so an index stage that runs again (a redelivery) can
+	// only replace its own piece, with the same bytes, and never a piece
+	// the render stage rendered again.
+	splitPiecePrefix = "split/pieces/"
 )
 
 // Cross list record kinds (word 1; word 0 is the id's first sequence in
@@ -269,6 +275,7 @@ func (e *Exporter) indexRange(ctx context.Context, t *taskrun.Task, format Forma
 	room *sourcev1.Room, name, key string,
 ) (*taskrun.Result, error) {
 	task := t.Task
+	key = splitKey(task.GetJobId(), task.GetPart(), splitPiecePrefix+name)
 	h, err := e.rangeHistory(ctx, task)
 	if err != nil {
 		return nil, err
@@ -309,6 +316,9 @@ func (e *Exporter) indexRange(ctx context.Context, t *taskrun.Task, format Forma
 	if err := e.writeReport(ctx, task, part); err != nil {
 		return nil, err
 	}
+	// The upload's checkpoints name a completed upload now, and a range
+	// is never resumed: the report is what the render stage reads.
+	t.DeleteCheckpoint(ctx)
 	published, err := e.publishRenderStage(ctx, t)
 	if err != nil {
 		return nil, err

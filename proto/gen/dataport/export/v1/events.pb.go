@@ -24,7 +24,9 @@ const (
 
 // ExportTask asks an exporter to produce one part of a job.
 // Subject: exports.tasks.<kind> (stream EXPORT_TASKS, work queue).
-// Producer: gateway. Consumers: room-exporter (durable "room-exporter").
+// Producers: gateway; room-exporter (the render stage of a split room
+// export). Consumers: room-exporter (durable "room-exporter"),
+// record-exporter (durable "record-exporter", exports.tasks.records).
 type ExportTask struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
