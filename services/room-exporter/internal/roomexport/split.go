@@ -158,7 +158,7 @@ func (e *Exporter) exportRange(ctx context.Context, t *taskrun.Task) (*taskrun.R
 	if task.GetRoomRender() {
 		return e.renderRange(ctx, t, format, meta, room, name, key)
 	}
-	return e.indexRange(ctx, t, format, meta, room, name, key)
+	return e.indexRange(ctx, t, format, meta, room, name)
 }
 
 // rangeHistory is the history of the task's range: from the subject's
@@ -272,10 +272,10 @@ func rangePiece(task *exportv1.ExportTask, format Format) (Format, *exportv1.Fil
 // messages were the room's, write its id table and report, and publish
 // the render stage when it is the last range to report.
 func (e *Exporter) indexRange(ctx context.Context, t *taskrun.Task, format Format, meta Meta,
-	room *sourcev1.Room, name, key string,
+	room *sourcev1.Room, name string,
 ) (*taskrun.Result, error) {
 	task := t.Task
-	key = splitKey(task.GetJobId(), task.GetPart(), splitPiecePrefix+name)
+	key := splitKey(task.GetJobId(), task.GetPart(), splitPiecePrefix+name)
 	h, err := e.rangeHistory(ctx, task)
 	if err != nil {
 		return nil, err
@@ -343,10 +343,7 @@ func tableHash(id []byte) (a, b uint64) {
 // record (hash, sequence) per version, sorted by hash with bounded
 // memory; write groups each id's records into its first and last
 // sequence.
-type idTable struct {
-	byHash *sorter
-	err    error
-}
+type idTable struct{ byHash *sorter }
 
 func newIDTable() *idTable { return &idTable{byHash: newSorter(os.TempDir())} }
 
