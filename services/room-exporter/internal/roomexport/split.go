@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"time"
@@ -137,6 +138,9 @@ func (e *Exporter) exportRange(ctx context.Context, t *taskrun.Task) (*taskrun.R
 	task := t.Task
 	format := e.formats[task.GetFormat()]
 	rr := task.GetRoomRange()
+	// Put back after the attempt, as exportRoom does: a retried attempt
+	// must not name the room twice.
+	defer func(log *slog.Logger) { t.Log = log }(t.Log)
 	t.Log = t.Log.With("room_id", task.GetRoom().GetRoomId(), "room_range", fmt.Sprintf("%d-%d", rr.GetFirstSeq(), rr.GetLastSeq()),
 		"render_stage", task.GetRoomRender())
 	room, err := e.loadTaskRoom(ctx, task)
