@@ -190,10 +190,14 @@ func (p part) Validate(t *taskrun.Task) error { return p.e.validateTask(t.Task, 
 func (p part) Authorize(ctx context.Context, t *taskrun.Task) error { return p.e.authorize(ctx, t) }
 
 // roomPart is the room document kind, whose checkpoint names a multipart
-// upload to abort when the part will not be resumed.
+// upload to abort when the part will not be resumed, and whose ranges of
+// a split export leave state for each other.
 type roomPart struct{ part }
 
-func (p roomPart) Discard(ctx context.Context, t *taskrun.Task) { p.e.abortCheckpointed(ctx, t) }
+func (p roomPart) Discard(ctx context.Context, t *taskrun.Task) {
+	p.e.abortCheckpointed(ctx, t)
+	p.e.discardSplit(ctx, t) // a split room export's ranges (split.go)
+}
 
 // exportRoom renders one room's messages in range: a room export's only
 // part, or one room of a user-data download.

@@ -746,3 +746,37 @@ func (e *Exporter) laterVersion(ctx context.Context, data []byte, seq uint64) ([
 	}
 	return msg.Data, nil
 }
+
+// discardSplit deletes the split state of every range of the task's
+// export (pieces of index stages, id tables, reports, cross lists) when
+// the task is canceled or fails for good: a range that handed off has no
+// announced part, so the runner, which deletes the canceled part's own
+// objects and those of completed parts only, would leave them to the
+// retention sweep. Announced pieces are not split state; a range still
+// running finds the job canceled itself and deletes its own objects.
+func (e *Exporter) discardSplit(ctx context.Context, t *taskrun.Task) {
+	task := t.Task
+	if task.GetRoomRange() == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	deleted := 0
+	for i := range task.GetPartsTotal() {
+		prefix := objects.PartPrefix(task.GetJobId(), i) + "split/"
+		infos, err := e.store.List(ctx, e.bucket, prefix)
+		if err != nil {
+			t.Log.WarnContext(ctx, "split state not listed", "prefix", prefix, "error", err)
+			continue
+		}
+		for _, info := range infos {
+			if err := e.store.Delete(ctx, e.bucket, info.Key); err != nil {
+				t.Log.WarnContext(ctx, "split state not deleted", "object_key", info.Key, "error", err)
+				continue
+			}
+			deleted++
+		}
+	}
+	if deleted > 0 {
+		t.Log.InfoContext(ctx, "deleted split state", "objects", deleted)
+	}
+}
