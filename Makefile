@@ -33,7 +33,7 @@ TOOL_STAMPS := \
 	$(BIN)/.buf@$(BUF_VERSION) \
 	$(BIN)/.protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
-.PHONY: help node chromium tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms bench-export-records bench-split-records bench-scale clean images
+.PHONY: help node chromium tools proto lint test test-unit test-typings fuzz-smoke test-e2e test-faults check-modules fmt-check run seed build bench bench-export-rooms bench-export-records bench-split-records bench-split-rooms bench-scale clean images
 
 help:
 	@echo "make run     start NATS, MinIO, Mailpit and the five services, seed demo data"
@@ -45,6 +45,7 @@ help:
 	@echo "make bench-export-rooms  room exports of 1,000,000 messages beside a minimal pipeline"
 	@echo "make bench-export-records  record exports beside a minimal pipeline (BENCH_RECORDS=1000000)"
 	@echo "make bench-split-records  one big record export by 1 and by 2 record exporters (SPLIT_RECORDS=10000000)"
+	@echo "make bench-split-rooms  one big room export by 1 and by 2 room exporters (SPLIT_ROOM_MESSAGES=10000000)"
 	@echo "make bench-scale  load-test the gateway process among 10k, 100k and 1M jobs (SCALE_SIZES=...)"
 	@echo "make test-typings  type-check the Rocket.Chat answers against Rocket.Chat's published typings"
 	@echo "make fuzz-smoke  run every fuzz target briefly (FUZZTIME=1000x executions each)"
@@ -210,10 +211,17 @@ bench-export-records: tools
 # the built binaries, nats-server and MinIO as their own processes.
 SPLIT_RECORDS ?= 10000000
 SPLIT_FORMATS ?= csv
+SPLIT_ROOM_MESSAGES ?= 10000000
+SPLIT_ROOM_FORMATS ?= json
 bench-split-records: tools
 	cd services/record-exporter && GOWORK=off DATAPORT_BENCH_SPLIT=1 DATAPORT_BENCH_RECORDS=$(SPLIT_RECORDS) \
 	  DATAPORT_BENCH_FORMATS=$(SPLIT_FORMATS) \
 	  go test -run '^$$' -bench '^BenchmarkSplitExport$$' -benchtime 1x -timeout 120m ./internal/recordexport/
+
+bench-split-rooms: tools
+	cd services/room-exporter && GOWORK=off DATAPORT_BENCH_SPLIT_ROOMS=1 DATAPORT_BENCH_MESSAGES=$(SPLIT_ROOM_MESSAGES) \
+	  DATAPORT_BENCH_FORMATS=$(SPLIT_ROOM_FORMATS) \
+	  go test -run '^$$' -bench '^BenchmarkSplitRoomExport$$' -benchtime 1x -timeout 120m ./internal/roomexport/
 
 images:
 	@if ! docker info >/dev/null 2>&1; then \

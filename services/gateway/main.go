@@ -110,7 +110,7 @@ func loadConfig(l *config.Loader) (Config, error) {
 	rawMaxRows := l.Int("DATAPORT_RAW_MAX_ROWS", 1000000, 1, 1<<40, "rows above which a raw export is rejected (Too many lines in one export)")
 	c.RecordMaxRows = l.Int("DATAPORT_RECORD_MAX_ROWS", defaultRecordMaxRows, 1, 1<<40, "rows above which a Rebilly data export (one-off or a recurring run) is rejected (Too many lines in one export); raw exports use DATAPORT_RAW_MAX_ROWS")
 	c.RecordMaxBytes = l.Int("DATAPORT_RECORD_MAX_BYTES", defaultRecordMaxBytes, 1<<10, 1<<44, "stored bytes above which any record export (Rebilly or myTracker raw) is rejected (Too much export data)")
-	c.SplitMinRecords = l.Int("DATAPORT_SPLIT_MIN_RECORDS", plan.DefaultSplitMinRecords, 1, 1<<40, "records on its stream subject from which a single-file record export is split into ranges taken by several record exporters and joined into one file")
+	c.SplitMinRecords = l.Int("DATAPORT_SPLIT_MIN_RECORDS", plan.DefaultSplitMinRecords, 1, 1<<40, "records on its stream subject from which a single-file record export (or messages in its room from which a JSON, JSON lines or csv.gz room export) is split into ranges taken by several exporters and joined into one file")
 	c.SplitParts = l.Int("DATAPORT_SPLIT_PARTS", plan.DefaultSplitParts, 1, 256, "ranges a split record export is planned as (1: never split)")
 	c.MinInterval = l.Duration("DATAPORT_SCHEDULE_MIN_INTERVAL", schedule.DefaultMinInterval, "shortest time allowed between two occurrences of a recurring export's RRULE")
 	c.MaxSchedules = l.Int("DATAPORT_MAX_SCHEDULES_PER_USER", 10, 0, 100000, "active recurring exports one user may have before creates get 422 (0: no limit)")

@@ -41,6 +41,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 				AssetBucket:   d.Common.AssetBucket,
 				Logger:        d.Telemetry.Logger,
 				MeterProvider: d.Telemetry.MeterProvider,
+				// A split room export's last range queues the render
+				// stage, signed as the gateway signs tasks.
+				Publisher: bus.NewPublisher(d.Infra.JS, d.Telemetry.Propagator()),
+				Signer:    d.Signer,
 			})
 			if err != nil {
 				return err

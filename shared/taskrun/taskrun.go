@@ -147,6 +147,11 @@ type Result struct {
 	HiddenUsernamesTruncated bool
 	// Log holds extra slog attributes for the "part uploaded" line.
 	Log []any
+	// Handoff ends the task without announcing its part: the run did
+	// its share and queued the task that will announce the part (a split
+	// room export's index stage, whose render stage announces the
+	// piece). Files may then be empty.
+	Handoff bool
 }
 
 // Options configure a Runner. JS, Store, Publisher, Bucket and Signer are
@@ -538,6 +543,10 @@ func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time, done **R
 		t.Log.InfoContext(ctx, "job canceled after its part was uploaded")
 		return errCanceled
 	}
+	if res.Handoff {
+		t.Log.InfoContext(ctx, "part handed off", append([]any{"duration", r.opts.Now().Sub(start).String()}, res.Log...)...)
+		return nil
+	}
 	if err := r.announce(ctx, t, res); err != nil {
 		return err
 	}
@@ -620,7 +629,7 @@ func (r *Runner) run(ctx context.Context, t *Task, k Kind) (*Result, error) {
 		return nil, errCanceled
 	case err != nil:
 		return nil, err
-	case res == nil || len(res.Files) == 0 && !res.FileList:
+	case res == nil || len(res.Files) == 0 && !res.FileList && !res.Handoff:
 		return nil, bus.Permanent(fmt.Errorf("part kind %s produced no file", EnumWord(t.Kind.String(), "PART_KIND_")))
 	}
 	return res, nil

@@ -237,6 +237,15 @@ func TestRunnerDispatchesOnceAndAnnounces(t *testing.T) {
 			assert.ErrorIs(t, err, io.EOF, "nothing after the last file")
 		})
 	}
+
+	t.Run("a handed-off part is not announced", func(t *testing.T) {
+		records.run = func(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
+			return &taskrun.Result{Handoff: true, Records: 3}, nil
+		}
+		require.NoError(t, e.run.Export(t.Context(), task("j3", exportv1.PartKind_PART_KIND_RECORDS)),
+			"no file is no error when the part is handed off")
+		assert.False(t, e.event(t, bus.EventPart, "j3", &exportv1.PartUploaded{}), "no part event")
+	})
 }
 
 func TestRunnerRejectsAndTerminates(t *testing.T) {

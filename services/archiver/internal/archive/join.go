@@ -16,7 +16,8 @@ import (
 	"dataport.dev/shared/objects"
 )
 
-// A split record export (recordexport's split.go) arrives as parts that
+// A split record export (recordexport's split.go), or a split room export
+// (roomexport's split.go, through RoomArchive), arrives as parts that
 // each carry one piece of one file (PartUploaded.piece): the first with
 // the format's header, the last with its closing bytes. Joiner joins them
 // into that file under the job's files prefix:
@@ -63,6 +64,11 @@ type Joiner struct {
 	Then Packager
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// ClosingLead makes the last piece leave out its lead, too, when no
+	// piece held a row, even if it holds none itself: a split room
+	// document's closing bytes differ by whether any message came before
+	// them (JSON's "\n]}\n" after messages, "]}\n" after none).
+	ClosingLead bool
 }
 
 // rejectedError is a join refused for good because the export is over
@@ -101,7 +107,7 @@ func (j *Joiner) Package(ctx context.Context, job Job, parts []*exportv1.PartUpl
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	segs, f, err := layout(parts)
+	segs, f, err := layout(parts, j.ClosingLead)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +171,7 @@ func (j *Joiner) Package(ctx context.Context, job Job, parts []*exportv1.PartUpl
 // the file in part order and the file's record (without key and
 // SHA-256). A piece other than the first leaves out its lead when no
 // earlier piece held a row: its first row is then the file's first.
-func layout(parts []*exportv1.PartUploaded) ([]segment, *exportv1.File, error) {
+func layout(parts []*exportv1.PartUploaded, closingLead bool) ([]segment, *exportv1.File, error) {
 	first := parts[0].GetFile()
 	f := &exportv1.File{Name: first.GetName(), ContentType: first.GetContentType()}
 	var segs []segment
@@ -177,7 +183,7 @@ func layout(parts []*exportv1.PartUploaded) ([]segment, *exportv1.File, error) {
 				fmt.Errorf("job %s: parts mix pieces and files", p.GetJobId())))
 		}
 		var skip uint64
-		if i > 0 && !rows && pf.GetRecords() > 0 {
+		if i > 0 && !rows && (pf.GetRecords() > 0 || closingLead && i == len(parts)-1) {
 			skip = uint64(p.GetPiece().GetLead())
 		}
 		if skip > pf.GetSize() {

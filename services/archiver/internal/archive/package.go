@@ -116,7 +116,7 @@ func newDefaultPackager(objects Objects, bucket string, log *slog.Logger) Packag
 	return ByKind{
 		Kinds: map[exportv1.JobKind]Packager{
 			exportv1.JobKind_JOB_KIND_USER_DATA: &Zip{Objects: objects, Bucket: bucket},
-			exportv1.JobKind_JOB_KIND_ROOM:      &RoomArchive{Objects: objects, Bucket: bucket},
+			exportv1.JobKind_JOB_KIND_ROOM:      &RoomArchive{Objects: objects, Bucket: bucket, Logger: log},
 		},
 		Default: &Joiner{Objects: objects, Bucket: bucket, Logger: log, Then: &PartsAsFiles{Objects: objects, Bucket: bucket}},
 	}
@@ -137,6 +137,26 @@ type RoomArchive struct {
 	Objects Objects
 	// Bucket is the exports bucket, where the archive goes.
 	Bucket string
+	// Logger logs the joins of split room exports; nil discards.
+	Logger *slog.Logger
+}
+
+// joinedRoomPart is the one room part a split room export's pieces make:
+// the joined document and the pieces' attachments, each once.
+func joinedRoomPart(parts []*exportv1.PartUploaded, doc *exportv1.File) *exportv1.PartUploaded {
+	joined := &exportv1.PartUploaded{JobId: parts[0].GetJobId(), Part: 0, PartsTotal: 1, Kind: parts[0].GetKind(),
+		OwnerId: parts[0].GetOwnerId(), PartKind: parts[0].GetPartKind(), File: doc}
+	seen := map[string]bool{}
+	for _, part := range parts {
+		for _, f := range part.GetFiles() {
+			k := f.GetBucket() + "/" + f.GetObjectKey() + "/" + f.GetName()
+			if !seen[k] {
+				seen[k] = true
+				joined.Files = append(joined.Files, f)
+			}
+		}
+	}
+	return joined
 }
 
 // Package delivers the room document; Deliver says what else there is.
@@ -146,12 +166,17 @@ func (p *RoomArchive) Package(ctx context.Context, job Job, parts []*exportv1.Pa
 }
 
 // Deliver verifies the room document, and builds the archive when there
-// are attachments.
+// are attachments. The parts of a split room export are pieces of the
+// document, joined first (Joiner); the archive then holds the joined
+// document and every piece's attachments, each once, in part order (the
+// order one exporter lists them in: first link first).
 func (p *RoomArchive) Deliver(ctx context.Context, job Job, parts []*exportv1.PartUploaded) (Delivery, error) {
 	docs := make([]*exportv1.PartUploaded, len(parts))
 	attachments := 0
+	split := false
 	for i, part := range parts {
 		docs[i] = part
+		split = split || part.GetPiece() != nil
 		if part.GetFile() != nil && len(part.GetFiles()) > 0 {
 			doc := proto.CloneOf(part)
 			doc.Files = nil
@@ -159,7 +184,16 @@ func (p *RoomArchive) Deliver(ctx context.Context, job Job, parts []*exportv1.Pa
 			attachments += len(part.GetFiles())
 		}
 	}
-	files, err := (&PartsAsFiles{Objects: p.Objects, Bucket: p.Bucket}).Package(ctx, job, docs)
+	var files []*exportv1.File
+	var err error
+	if split {
+		files, err = (&Joiner{Objects: p.Objects, Bucket: p.Bucket, Logger: p.Logger, ClosingLead: true}).Package(ctx, job, docs)
+		if err == nil && attachments > 0 {
+			parts = []*exportv1.PartUploaded{joinedRoomPart(parts, files[0])}
+		}
+	} else {
+		files, err = (&PartsAsFiles{Objects: p.Objects, Bucket: p.Bucket}).Package(ctx, job, docs)
+	}
 	if err != nil || attachments == 0 {
 		return Delivery{Files: files}, err
 	}

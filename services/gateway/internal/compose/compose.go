@@ -73,8 +73,8 @@ type Config struct {
 	MaxSchedules   int
 	MaxRecipients  int
 	MaxFields      int
-	// SplitMinRecords and SplitParts plan big record exports as ranges
-	// (plan.Split).
+	// SplitMinRecords and SplitParts plan big record and room exports as
+	// ranges (plan.Split): a room's threshold counts its messages.
 	SplitMinRecords int
 	SplitParts      int
 	// WebhookAllow is DATAPORT_WEBHOOK_ALLOWLIST, as the notifier reads
@@ -247,7 +247,12 @@ func New(ctx context.Context, d Deps, c Config, opts ...Option) (*Gateway, error
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", bus.StreamRecords, err)
 	}
-	split := plan.Split{Subjects: plan.StreamSubjects{Stream: records}, MinRecords: uint64(c.SplitMinRecords), Parts: c.SplitParts}
+	chat, err := d.JS.Stream(ctx, bus.StreamChatMessages)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", bus.StreamChatMessages, err)
+	}
+	split := plan.Split{Subjects: plan.StreamSubjects{Stream: records}, Rooms: plan.StreamSubjects{Stream: chat},
+		MinRecords: uint64(c.SplitMinRecords), Parts: c.SplitParts}
 	limits := plan.Limits{
 		MinInterval: c.MinInterval, MaxEmailRecipients: c.MaxRecipients, MaxFields: c.MaxFields,
 		MaxRows: uint64(c.RecordMaxRows), MaxBytes: uint64(c.RecordMaxBytes),
@@ -269,7 +274,7 @@ func New(ctx context.Context, d Deps, c Config, opts ...Option) (*Gateway, error
 	}).Run
 	rocketChatAPI := rocketchat.New(rocketchat.Config{
 		Jobs: jobs, Auth: g.Auth, Submitter: submitter, Links: signer,
-		DataDownloadInterval: c.DataDownloadInterval, Logger: log, Now: o.now,
+		DataDownloadInterval: c.DataDownloadInterval, Split: split, Logger: log, Now: o.now,
 	})
 	// Idempotency scopes keys by the principal the router's
 	// authentication put in the request's context.

@@ -5,8 +5,10 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/recordquery"
 )
@@ -63,9 +65,15 @@ func (s StreamSubjects) Span(ctx context.Context, subject string) (count, first,
 // Split plans big record exports as several range parts of one file
 // (ExportTask.record_range): each exporter replica takes a range of the
 // stream, and the archiver joins the pieces. The zero value never splits.
+//
+// Room exports split the same way (RoomTasks), with the same threshold
+// counted in messages and the same number of parts.
 type Split struct {
 	// Subjects counts the records of an export; nil: no split.
 	Subjects Subjects
+	// Rooms counts the messages of a room export's room (the chat
+	// stream); nil: room exports are not split.
+	Rooms Subjects
 	// MinRecords is the least number of records on the export's subject
 	// for a split (DefaultSplitMinRecords when 0).
 	MinRecords uint64
@@ -133,5 +141,61 @@ func (s Split) RecordsTasks(ctx context.Context, job *exportv1.Job) ([]*exportv1
 		t.RecordRange = &exportv1.RecordRange{FirstSeq: from, LastSeq: to}
 		tasks[i] = t
 	}
+	return tasks, nil
+}
+
+// splittableRoomFormats are the room formats whose document is header,
+// messages and closing bytes, each message rendered alone; HTML's thread
+// excerpts reach across the room.
+var splittableRoomFormats = map[exportv1.Format]bool{
+	exportv1.Format_FORMAT_JSON: true, exportv1.Format_FORMAT_JSONL: true, exportv1.Format_FORMAT_CSV: true,
+}
+
+// RoomTasks are the tasks of a room export whose one task (RoomExport's)
+// is task: that task, or, when the room's chat subject holds at least
+// MinRecords messages and the format is JSON, JSON lines or csv.gz,
+// Parts tasks over consecutive ranges of the subject's stream sequences
+// (ExportTask.room_range), in stream order; job.Parts is planned again
+// for them (room holds the name and type the parts show). Each range
+// runs an index stage and a render stage (the room exporter's split.go)
+// and the archiver joins the pieces into the one document.
+//
+// An error is a failed look-up of the subject; the caller may submit the
+// one task, which exports the same document.
+func (s Split) RoomTasks(ctx context.Context, job *exportv1.Job, room *sourcev1.Room, task *exportv1.ExportTask) ([]*exportv1.ExportTask, error) {
+	one := []*exportv1.ExportTask{task}
+	parts := s.Parts
+	if parts == 0 {
+		parts = DefaultSplitParts
+	}
+	if s.Rooms == nil || parts < 2 || !splittableRoomFormats[job.GetFormat()] || job.GetKind() != exportv1.JobKind_JOB_KIND_ROOM {
+		return one, nil
+	}
+	subject, err := bus.ChatSubject(task.GetRoom().GetRoomId())
+	if err != nil {
+		return one, nil // the exporter rejects the task with its reason
+	}
+	count, first, last, err := s.Rooms.Span(ctx, subject)
+	if err != nil {
+		return one, err
+	}
+	minMessages := s.MinRecords
+	if minMessages == 0 {
+		minMessages = DefaultSplitMinRecords
+	}
+	if count < minMessages || last-first+1 < uint64(parts) {
+		return one, nil
+	}
+	span := last - first + 1
+	tasks := make([]*exportv1.ExportTask, parts)
+	for i := range tasks {
+		t := proto.CloneOf(task)
+		t.RoomRange = &exportv1.RecordRange{
+			FirstSeq: first + span*uint64(i)/uint64(parts),
+			LastSeq:  first + span*uint64(i+1)/uint64(parts) - 1,
+		}
+		tasks[i] = t
+	}
+	job.Parts = Parts(tasks, map[string]*sourcev1.Room{room.GetId(): room})
 	return tasks, nil
 }

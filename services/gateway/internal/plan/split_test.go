@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/plan"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
@@ -87,6 +88,81 @@ func TestSplitPlansRanges(t *testing.T) {
 			require.NoError(t, err)
 			require.Len(t, tasks, 1)
 			assert.Nil(t, tasks[0].GetRecordRange())
+		})
+	}
+}
+
+// TestSplitPlansRoomRanges: on a real chat stream, a room export of a
+// room at or over the threshold, in JSON, JSON lines or csv.gz, is
+// planned as consecutive ranges covering the room subject's first to last
+// message, one part each; HTML, a smaller room or no stream keep the one
+// task, untouched.
+func TestSplitPlansRoomRanges(t *testing.T) {
+	srv := bustest.Start(t)
+	ctx := t.Context()
+	publish := func(room string, n int) {
+		subject, err := bus.ChatSubject(room)
+		require.NoError(t, err)
+		for i := range n {
+			_, err := srv.JS.Publish(ctx, subject, fmt.Appendf(nil, "%s-%d", room, i))
+			require.NoError(t, err)
+		}
+	}
+	publish("OTHER", 4)
+	publish("BIG", 50)
+	publish("OTHER", 3)
+	publish("BIG", 53)
+	publish("OTHER", 2)
+	stream, err := srv.JS.Stream(ctx, bus.StreamChatMessages)
+	require.NoError(t, err)
+	rooms := plan.StreamSubjects{Stream: stream}
+	room := &sourcev1.Room{Id: "BIG", Name: "big", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL}
+	planned := func(s plan.Split, format exportv1.Format) (*exportv1.Job, []*exportv1.ExportTask) {
+		job := &exportv1.Job{Id: "j1", OwnerId: "u1", Format: format, Kind: exportv1.JobKind_JOB_KIND_ROOM}
+		one := plan.RoomExport(job, room, nil, nil, ".json")
+		tasks, err := s.RoomTasks(ctx, job, room, one[0])
+		require.NoError(t, err)
+		return job, tasks
+	}
+	split := plan.Split{Rooms: rooms, MinRecords: 100, Parts: 4}
+
+	for _, format := range []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_JSONL, exportv1.Format_FORMAT_CSV} {
+		t.Run(format.String(), func(t *testing.T) {
+			job, tasks := planned(split, format)
+			require.Len(t, tasks, 4)
+			require.Len(t, job.GetParts(), 4, "one part per range")
+			next := uint64(5)
+			for i, task := range tasks {
+				rr := task.GetRoomRange()
+				require.NotNil(t, rr, "task %d", i)
+				assert.Equal(t, next, rr.GetFirstSeq(), "task %d starts where the one before ended", i)
+				assert.InDelta(t, 106.0/4, float64(rr.GetLastSeq()-rr.GetFirstSeq()+1), 1, "even ranges")
+				assert.False(t, task.GetRoomRender(), "the gateway plans the index stage")
+				assert.Nil(t, task.GetRecordRange())
+				assert.Equal(t, exportv1.PartKind_PART_KIND_ROOM, task.GetPartKind())
+				assert.Equal(t, "big.json", task.GetTargetFile())
+				assert.Equal(t, "BIG", task.GetRoom().GetRoomId())
+				assert.Equal(t, "big", job.GetParts()[i].GetRoomName())
+				next = rr.GetLastSeq() + 1
+			}
+			assert.EqualValues(t, 111, next, "the last range ends at the room's last message")
+		})
+	}
+
+	for name, c := range map[string]struct {
+		split  plan.Split
+		format exportv1.Format
+	}{
+		"below the threshold": {plan.Split{Rooms: rooms, MinRecords: 104, Parts: 4}, exportv1.Format_FORMAT_JSON},
+		"one part":            {plan.Split{Rooms: rooms, MinRecords: 1, Parts: 1}, exportv1.Format_FORMAT_JSON},
+		"no chat stream":      {plan.Split{Subjects: rooms, MinRecords: 1, Parts: 4}, exportv1.Format_FORMAT_JSON},
+		"html":                {split, exportv1.Format_FORMAT_HTML},
+	} {
+		t.Run(name, func(t *testing.T) {
+			job, tasks := planned(c.split, c.format)
+			require.Len(t, tasks, 1)
+			assert.Nil(t, tasks[0].GetRoomRange())
+			assert.Len(t, job.GetParts(), 1)
 		})
 	}
 }

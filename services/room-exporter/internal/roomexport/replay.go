@@ -35,6 +35,12 @@ type history struct {
 	emitted map[string]struct{}
 	// spool is the history read, once, onto local disk.
 	spool *spool
+	// firstSeq, when not zero, is where a split export's range starts
+	// (split.go): replays start there at the earliest.
+	firstSeq uint64
+	// onVersion, when not nil, sees every version a replay reads, before
+	// the replay's callback (a range's id table, split.go).
+	onVersion func(seq uint64, data []byte) error
 }
 
 // close releases the spool.
@@ -80,6 +86,7 @@ func (e *Exporter) replay(ctx context.Context, h *history, f func(seq uint64, da
 // subject's first message): a resumed export skips what its checkpoint
 // covers without reading it.
 func (e *Exporter) replayFrom(ctx context.Context, h *history, start uint64, f func(seq uint64, data []byte) (bool, error)) error {
+	start = max(start, h.firstSeq)
 	if h.lastSeq == 0 || start > h.lastSeq {
 		return nil
 	}
@@ -128,6 +135,11 @@ func (e *Exporter) replayFrom(ctx context.Context, h *history, start uint64, f f
 			// The last message seen at start was removed meanwhile and a
 			// newer one arrived: the history as of the start is complete.
 			return nil
+		}
+		if h.onVersion != nil {
+			if err := h.onVersion(seq, msg.Data()); err != nil {
+				return err
+			}
 		}
 		more, err := f(seq, msg.Data())
 		if err != nil || !more {

@@ -69,6 +69,11 @@ type Options struct {
 	// after it, so memory per task is about two parts (one uploading).
 	PartSize int
 
+	// Publisher and Signer publish a split room export's render stage
+	// (split.go); only range tasks need them.
+	Publisher *bus.Publisher
+	Signer    *bus.TaskSigner
+
 	// Test seams, set through export_test.go: onReplay sees every message
 	// read from the chat stream, afterCheckpoint runs after each saved
 	// checkpoint and may fail the attempt as a crash would.
@@ -185,15 +190,22 @@ func (p part) Validate(t *taskrun.Task) error { return p.e.validateTask(t.Task, 
 func (p part) Authorize(ctx context.Context, t *taskrun.Task) error { return p.e.authorize(ctx, t) }
 
 // roomPart is the room document kind, whose checkpoint names a multipart
-// upload to abort when the part will not be resumed.
+// upload to abort when the part will not be resumed, and whose ranges of
+// a split export leave state for each other.
 type roomPart struct{ part }
 
-func (p roomPart) Discard(ctx context.Context, t *taskrun.Task) { p.e.abortCheckpointed(ctx, t) }
+func (p roomPart) Discard(ctx context.Context, t *taskrun.Task) {
+	p.e.abortCheckpointed(ctx, t)
+	p.e.discardSplit(ctx, t) // a split room export's ranges (split.go)
+}
 
 // exportRoom renders one room's messages in range: a room export's only
 // part, or one room of a user-data download.
 func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
 	task := t.Task
+	if task.GetRoomRange() != nil {
+		return e.exportRange(ctx, t) // a range of a split room export (split.go)
+	}
 	format := e.formats[task.GetFormat()]
 	// The attempt's records name the room; the runner's logger is put back
 	// after it, or an attempt retried after an outage would name it twice.
@@ -359,6 +371,9 @@ func (e *Exporter) validateTask(task *exportv1.ExportTask, kind exportv1.PartKin
 		// (personal.go); the other room formats are room exports'.
 		if f := task.GetFormat(); task.GetKind() == exportv1.JobKind_JOB_KIND_USER_DATA && f != exportv1.Format_FORMAT_JSON && f != exportv1.Format_FORMAT_HTML {
 			return taskrun.Reject("format %s not supported for a user's data", taskrun.EnumWord(f.String(), "FORMAT_"))
+		}
+		if err := e.checkRoomRange(task); err != nil {
+			return err
 		}
 	case exportv1.PartKind_PART_KIND_USER_PROFILE:
 		if f := task.GetFormat(); f != exportv1.Format_FORMAT_JSON && f != exportv1.Format_FORMAT_HTML {

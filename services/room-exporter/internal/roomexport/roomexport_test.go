@@ -62,7 +62,7 @@ func start(t testing.TB, configure func(*config)) *harness {
 
 	topo := bustest.Topology()
 	o := config{
-		Options: roomexport.Options{JS: ns.JS, Store: ms.Store, Bucket: bucket},
+		Options: roomexport.Options{JS: ns.JS, Store: ms.Store, Bucket: bucket, Publisher: h.pub, Signer: bustest.TaskSigner(t)},
 		Runner: taskrun.Options{JS: ns.JS, Store: ms.Store, Publisher: h.pub, MaxDeliver: topo.TaskMaxDeliver,
 			Signer: bustest.TaskSigner(t), Name: "roomexport", NotAllowed: roomexport.ReasonNotAllowed},
 	}

@@ -24,7 +24,9 @@ const (
 
 // ExportTask asks an exporter to produce one part of a job.
 // Subject: exports.tasks.<kind> (stream EXPORT_TASKS, work queue).
-// Producer: gateway. Consumers: room-exporter (durable "room-exporter").
+// Producers: gateway; room-exporter (the render stage of a split room
+// export). Consumers: room-exporter (durable "room-exporter"),
+// record-exporter (durable "record-exporter", exports.tasks.records).
 type ExportTask struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -52,7 +54,16 @@ type ExportTask struct {
 	// one file): the part reads only this range of the records stream and
 	// writes one piece of the file, which the archiver joins with the
 	// others'. Parts are ranges in stream order.
-	RecordRange   *RecordRange `protobuf:"bytes,40,opt,name=record_range,json=recordRange,proto3" json:"record_range,omitempty"`
+	RecordRange *RecordRange `protobuf:"bytes,40,opt,name=record_range,json=recordRange,proto3" json:"record_range,omitempty"`
+	// Set on the parts of a split room export (one big room in one file):
+	// the part reads only this range of the chat stream's sequences. A
+	// task without room_render is the range's index stage, which writes
+	// its id table and a speculative piece; the index stage that finds
+	// every range's table publishes the render stage, the same tasks with
+	// room_render set, which announce the pieces (docs/ARCHITECTURE.md,
+	// "Split room exports").
+	RoomRange     *RecordRange `protobuf:"bytes,41,opt,name=room_range,json=roomRange,proto3" json:"room_range,omitempty"`
+	RoomRender    bool         `protobuf:"varint,42,opt,name=room_render,json=roomRender,proto3" json:"room_render,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -199,8 +210,23 @@ func (x *ExportTask) GetRecordRange() *RecordRange {
 	return nil
 }
 
-// RecordRange is an inclusive range of stream sequences of the records
-// stream that one part of a split record export reads.
+func (x *ExportTask) GetRoomRange() *RecordRange {
+	if x != nil {
+		return x.RoomRange
+	}
+	return nil
+}
+
+func (x *ExportTask) GetRoomRender() bool {
+	if x != nil {
+		return x.RoomRender
+	}
+	return false
+}
+
+// RecordRange is an inclusive range of stream sequences that one part of
+// a split export reads: of the records stream (record_range) or of the
+// chat stream (room_range).
 type RecordRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FirstSeq      uint64                 `protobuf:"varint,1,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
@@ -537,7 +563,7 @@ type PartUploaded struct {
 	// then file is unset. Beside file, the files it links to that are
 	// delivered with it: a room export's attachments (assets/...).
 	Files []*File `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
-	// Set when file is one piece of a split record export's file.
+	// Set when file is one piece of a split record or room export's file.
 	Piece *FilePiece `protobuf:"bytes,40,opt,name=piece,proto3" json:"piece,omitempty"`
 	// Beside file, when its attachments are too many for one event (NATS
 	// refuses a message over its max_payload, 1 MiB by default): the object
@@ -1143,7 +1169,7 @@ var File_dataport_export_v1_events_proto protoreflect.FileDescriptor
 
 const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1fdataport/export/v1/events.proto\x12\x12dataport.export.v1\x1a\x1cdataport/export/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x05\n" +
+	"\x1fdataport/export/v1/events.proto\x12\x12dataport.export.v1\x1a\x1cdataport/export/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x06\n" +
 	"\n" +
 	"ExportTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12;\n" +
@@ -1166,7 +1192,11 @@ const file_dataport_export_v1_events_proto_rawDesc = "" +
 	"\vtarget_file\x18\x0e \x01(\tR\n" +
 	"targetFile\x12/\n" +
 	"\x05scope\x18\x0f \x01(\v2\x19.dataport.export.v1.ScopeR\x05scope\x12B\n" +
-	"\frecord_range\x18( \x01(\v2\x1f.dataport.export.v1.RecordRangeR\vrecordRange\"E\n" +
+	"\frecord_range\x18( \x01(\v2\x1f.dataport.export.v1.RecordRangeR\vrecordRange\x12>\n" +
+	"\n" +
+	"room_range\x18) \x01(\v2\x1f.dataport.export.v1.RecordRangeR\troomRange\x12\x1f\n" +
+	"\vroom_render\x18* \x01(\bR\n" +
+	"roomRender\"E\n" +
 	"\vRecordRange\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"W\n" +
@@ -1297,34 +1327,35 @@ var file_dataport_export_v1_events_proto_depIdxs = []int32{
 	19, // 6: dataport.export.v1.ExportTask.mail:type_name -> dataport.export.v1.MailScope
 	20, // 7: dataport.export.v1.ExportTask.scope:type_name -> dataport.export.v1.Scope
 	1,  // 8: dataport.export.v1.ExportTask.record_range:type_name -> dataport.export.v1.RecordRange
-	13, // 9: dataport.export.v1.ExportRequested.occurred_at:type_name -> google.protobuf.Timestamp
-	21, // 10: dataport.export.v1.ExportRequested.job:type_name -> dataport.export.v1.Job
-	13, // 11: dataport.export.v1.ExportQueued.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 12: dataport.export.v1.ExportProgress.occurred_at:type_name -> google.protobuf.Timestamp
-	22, // 13: dataport.export.v1.ExportProgress.progress:type_name -> dataport.export.v1.Progress
-	13, // 14: dataport.export.v1.PartUploaded.occurred_at:type_name -> google.protobuf.Timestamp
-	23, // 15: dataport.export.v1.PartUploaded.file:type_name -> dataport.export.v1.File
-	14, // 16: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
-	23, // 17: dataport.export.v1.PartUploaded.files:type_name -> dataport.export.v1.File
-	2,  // 18: dataport.export.v1.PartUploaded.piece:type_name -> dataport.export.v1.FilePiece
-	23, // 19: dataport.export.v1.PartUploaded.attachment_list:type_name -> dataport.export.v1.File
-	17, // 20: dataport.export.v1.PartUploaded.part_kind:type_name -> dataport.export.v1.PartKind
-	13, // 21: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 22: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
-	23, // 23: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
-	14, // 24: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
-	23, // 25: dataport.export.v1.ExportCompleted.manifest:type_name -> dataport.export.v1.File
-	23, // 26: dataport.export.v1.ExportCompleted.archive:type_name -> dataport.export.v1.File
-	13, // 27: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
-	23, // 28: dataport.export.v1.ExportFailed.partial_files:type_name -> dataport.export.v1.File
-	13, // 29: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 30: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
-	13, // 31: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	1,  // 9: dataport.export.v1.ExportTask.room_range:type_name -> dataport.export.v1.RecordRange
+	13, // 10: dataport.export.v1.ExportRequested.occurred_at:type_name -> google.protobuf.Timestamp
+	21, // 11: dataport.export.v1.ExportRequested.job:type_name -> dataport.export.v1.Job
+	13, // 12: dataport.export.v1.ExportQueued.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 13: dataport.export.v1.ExportProgress.occurred_at:type_name -> google.protobuf.Timestamp
+	22, // 14: dataport.export.v1.ExportProgress.progress:type_name -> dataport.export.v1.Progress
+	13, // 15: dataport.export.v1.PartUploaded.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 16: dataport.export.v1.PartUploaded.file:type_name -> dataport.export.v1.File
+	14, // 17: dataport.export.v1.PartUploaded.kind:type_name -> dataport.export.v1.JobKind
+	23, // 18: dataport.export.v1.PartUploaded.files:type_name -> dataport.export.v1.File
+	2,  // 19: dataport.export.v1.PartUploaded.piece:type_name -> dataport.export.v1.FilePiece
+	23, // 20: dataport.export.v1.PartUploaded.attachment_list:type_name -> dataport.export.v1.File
+	17, // 21: dataport.export.v1.PartUploaded.part_kind:type_name -> dataport.export.v1.PartKind
+	13, // 22: dataport.export.v1.ExportFinalizing.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 23: dataport.export.v1.ExportCompleted.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 24: dataport.export.v1.ExportCompleted.files:type_name -> dataport.export.v1.File
+	14, // 25: dataport.export.v1.ExportCompleted.kind:type_name -> dataport.export.v1.JobKind
+	23, // 26: dataport.export.v1.ExportCompleted.manifest:type_name -> dataport.export.v1.File
+	23, // 27: dataport.export.v1.ExportCompleted.archive:type_name -> dataport.export.v1.File
+	13, // 28: dataport.export.v1.ExportFailed.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 29: dataport.export.v1.ExportFailed.partial_files:type_name -> dataport.export.v1.File
+	13, // 30: dataport.export.v1.ExportCanceled.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 31: dataport.export.v1.NotificationSent.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 32: dataport.export.v1.ExportExpired.occurred_at:type_name -> google.protobuf.Timestamp
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_dataport_export_v1_events_proto_init() }

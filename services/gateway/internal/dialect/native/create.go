@@ -545,7 +545,13 @@ func (a *API) planRoom(w http.ResponseWriter, r *http.Request, user *sourcev1.Us
 		a.internalError(w, r, "check room", err, "room_id", c.roomID)
 		return nil, false
 	}
-	return plan.RoomExport(job, room, c.from, c.to, c.ext()), true
+	tasks := plan.RoomExport(job, room, c.from, c.to, c.ext())
+	// A failed look-up of the room's stream exports unsplit: the same
+	// document.
+	if tasks, err = a.Create.Split.RoomTasks(r.Context(), job, room, tasks[0]); err != nil {
+		a.log.WarnContext(r.Context(), "room export not split: its stream could not be read", "job_id", job.GetId(), "error", err)
+	}
+	return tasks, true
 }
 
 func (a *API) planUserData(w http.ResponseWriter, r *http.Request, user *sourcev1.User, job *exportv1.Job, c *checked) ([]*exportv1.ExportTask, bool) {

@@ -53,7 +53,10 @@ type Config struct {
 	// DataDownloadInterval is how long a user waits between two data
 	// downloads of the same kind; 0 means DefaultDataDownloadInterval.
 	DataDownloadInterval time.Duration
-	Logger               *slog.Logger
+	// Split plans a big room's export as ranges (plan.Split.RoomTasks);
+	// the zero value never splits.
+	Split  plan.Split
+	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

@@ -139,6 +139,11 @@ func (d *API) roomsExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tasks := plan.RoomExport(job, room, from, to, ext)
+	// A failed look-up of the room's stream exports unsplit: the same
+	// document.
+	if tasks, err = d.cfg.Split.RoomTasks(ctx, job, room, tasks[0]); err != nil {
+		d.log.WarnContext(ctx, "room export not split: its stream could not be read", "job_id", job.GetId(), "error", err)
+	}
 	if err := d.submitJob(ctx, job, bus.TaskRoom, tasks); err != nil {
 		if !errors.Is(err, submit.ErrNotAdmitted) {
 			d.log.ErrorContext(ctx, "submit export", "job_id", job.GetId(), "error", err)

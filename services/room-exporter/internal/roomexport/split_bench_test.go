@@ -1,0 +1,492 @@
+package roomexport_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/access"
+	"dataport.dev/shared/blobtest"
+	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
+	sharedconfig "dataport.dev/shared/config"
+	"dataport.dev/shared/objects"
+	"dataport.dev/shared/taskrun/taskruntest"
+)
+
+// envSplitRoomBench runs BenchmarkSplitRoomExport (make
+// bench-split-rooms); DATAPORT_BENCH_MESSAGES is the room's size
+// (10,000,000) and DATAPORT_BENCH_FORMATS its formats (json) there too.
+const envSplitRoomBench = "DATAPORT_BENCH_SPLIT_ROOMS"
+
+// splitRoomBenchSecret signs the bench's tasks; the processes get it as
+// DATAPORT_TASK_SECRET.
+const splitRoomBenchSecret = "split-room-bench-task-signing-key-0123456789"
+
+// roomSplitCase is one way to run the same room export.
+type roomSplitCase struct {
+	name      string
+	exporters int // room-exporter processes consuming tasks
+	parts     int // ranges (1: today's single task)
+}
+
+type roomSplitResult struct {
+	roomSplitCase
+	format          string
+	total, exporter time.Duration // request → completed; → last piece announced
+	join            roomJoinLog
+	size, records   uint64
+	sha256          string
+	cpu             map[string]time.Duration
+	load            string
+}
+
+// roomJoinLog is the archiver's "pieces joined" line.
+type roomJoinLog struct {
+	Method  string `json:"method"`
+	JoinMs  int64  `json:"join_ms"`
+	WriteMs int64  `json:"write_ms"`
+	HashMs  int64  `json:"hash_ms"`
+}
+
+// BenchmarkSplitRoomExport exports one big room into one document with
+// one room-exporter process and with two (the real binaries, each taking
+// one task at a time, as a one-CPU pod would), the archiver process
+// joining the pieces, NATS and MinIO as their own processes:
+//
+//   - 1 exporter, unsplit: today's export, the reference;
+//   - 1 exporter, 2 ranges: the ranges one after the other, which adds
+//     the split's own costs (id tables, merge, render stage, join);
+//   - 2 exporters, 2 ranges and 2 exporters, 4 ranges: the ranges at once.
+//
+// The room's messages are edited within about 100 messages, as chat is,
+// so no range renders twice. Every case must produce the same document
+// (size, messages, SHA-256).
+func BenchmarkSplitRoomExport(b *testing.B) {
+	if os.Getenv(envSplitRoomBench) == "" {
+		b.Skipf("set %s=1 (make bench-split-rooms) to run the split room export harness", envSplitRoomBench)
+	}
+	n := 10_000_000
+	if s := os.Getenv(envBenchMessages); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n <= 0 {
+			b.Fatalf("%s=%q: want a positive number", envBenchMessages, s)
+		}
+	}
+	formats := []string{"json"}
+	if s := os.Getenv(envBenchFormats); s != "" {
+		formats = strings.Split(s, ",")
+	}
+	root := repoRoot(b)
+	bins := buildBenchServices(b, root, "room-exporter", "archiver")
+	url := startNATSProcess(b)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(url, "nats://"))
+	natsPid := benchPidOf(b, "nats-server", "-p "+port)
+	ms := blobtest.Start(b, sharedconfig.DefaultExportBucket)
+	env := []string{
+		"DATAPORT_ENV=development",
+		"DATAPORT_NATS_URL=" + url,
+		"DATAPORT_S3_ENDPOINT=" + ms.Config.Endpoint,
+		"DATAPORT_S3_ACCESS_KEY=" + ms.Config.AccessKey,
+		"DATAPORT_S3_SECRET_KEY=" + ms.Config.SecretKey,
+		"DATAPORT_TASK_SECRET=" + splitRoomBenchSecret,
+		"DATAPORT_EXPORTER_CONCURRENCY=1",
+		// A queued range waits a whole range behind the one slot.
+		"DATAPORT_TASK_ACK_WAIT=30m",
+		"DATAPORT_LOG_LEVEL=info",
+	}
+	joins := make(chan roomJoinLog, 16)
+	archiver := startBenchService(b, filepath.Join(bins, "archiver"), "archiver", env, func(line []byte) {
+		var l struct {
+			Msg string `json:"msg"`
+			roomJoinLog
+		}
+		if json.Unmarshal(line, &l) == nil && l.Msg == "pieces joined" {
+			joins <- l.roomJoinLog
+		}
+	})
+	exporters := []*benchService{startBenchService(b, filepath.Join(bins, "room-exporter"), "room-exporter-1", env, nil)}
+
+	const roomID = "BIGROOM"
+	user := &sourcev1.User{Id: "bench-operator", Username: "bench", Roles: []string{"admin", "compliance-officer"}}
+	bustest.Put(b, js, bus.BucketUsers, user.GetId(), user)
+	bustest.Put(b, js, bus.BucketRooms, roomID, &sourcev1.Room{Id: roomID, Name: "big-room", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+	start := time.Now()
+	publishSplitBenchRoom(b, js, roomID, n)
+	b.Logf("published %d messages in %v", n, time.Since(start).Round(time.Millisecond))
+	subject, err := bus.ChatSubject(roomID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stream, err := js.Stream(b.Context(), bus.StreamChatMessages)
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, err := stream.GetMsg(b.Context(), 1, jetstream.WithGetMsgSubject(subject))
+	if err != nil {
+		b.Fatal(err)
+	}
+	last, err := stream.GetLastMsgForSubject(b.Context(), subject)
+	if err != nil {
+		b.Fatal(err)
+	}
+	minioPid := benchPidOf(b, "minio", ms.Config.Endpoint)
+	procs := func() map[string]int {
+		m := map[string]int{"nats-server": natsPid, "minio": minioPid, "archiver": archiver.cmd.Process.Pid}
+		for _, x := range exporters {
+			m[x.name] = x.cmd.Process.Pid
+		}
+		return m
+	}
+	cases := []roomSplitCase{{"1 exporter, unsplit", 1, 1}, {"1 exporter, 2 ranges", 1, 2}, {"2 exporters, 2 ranges", 2, 2}, {"2 exporters, 4 ranges", 2, 4}}
+	pub := bus.NewPublisher(js, nil)
+	signer, err := bus.NewTaskSigner([]byte(splitRoomBenchSecret))
+	if err != nil {
+		b.Fatal(err)
+	}
+	taskSubject, err := bus.TaskSubject(bus.TaskRoom)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var results []roomSplitResult
+	seq := 0
+	for _, format := range formats {
+		f, ok := benchFormats[format]
+		if !ok {
+			b.Fatalf("format %q", format)
+		}
+		for _, c := range cases {
+			for len(exporters) < c.exporters {
+				exporters = append(exporters, startBenchService(b, filepath.Join(bins, "room-exporter"),
+					fmt.Sprintf("room-exporter-%d", len(exporters)+1), env, nil))
+			}
+			seq++
+			id := fmt.Sprintf("roomsplit-%s-%d", format, seq)
+			bustest.Put(b, js, bus.BucketJobs, id, &exportv1.Job{Id: id, Name: "bench", State: exportv1.JobState_JOB_STATE_PROCESSING, Kind: exportv1.JobKind_JOB_KIND_ROOM})
+			before := benchCPUTimes(b, procs())
+			t0 := time.Now()
+			span := last.Sequence - first.Sequence + 1
+			for i := range c.parts {
+				task := &exportv1.ExportTask{JobId: id, Kind: exportv1.JobKind_JOB_KIND_ROOM, PartKind: exportv1.PartKind_PART_KIND_ROOM,
+					Format: f, OwnerId: user.GetId(), Part: uint32(i), PartsTotal: uint32(c.parts),
+					Room: &exportv1.RoomScope{RoomId: roomID}, Scope: access.ScopeFor(user, "")}
+				if c.parts > 1 {
+					// As plan.Split.RoomTasks plans them.
+					task.RoomRange = &exportv1.RecordRange{FirstSeq: first.Sequence + span*uint64(i)/uint64(c.parts),
+						LastSeq: first.Sequence + span*uint64(i+1)/uint64(c.parts) - 1}
+				}
+				if err := pub.PublishTask(b.Context(), signer, taskSubject, id+".task."+strconv.Itoa(i), task); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var done exportv1.ExportCompleted
+			deadline := time.Now().Add(time.Hour)
+			for !taskruntest.LastEvent(b, js, bus.EventCompleted, id, &done) {
+				var failed exportv1.ExportFailed
+				if taskruntest.LastEvent(b, js, bus.EventFailed, id, &failed) {
+					b.Fatalf("%s: failed: %s", c.name, failed.GetReason())
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("%s: not completed within an hour", c.name)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			total := time.Since(t0)
+			var lastPart exportv1.PartUploaded
+			if !taskruntest.LastEvent(b, js, bus.EventPart, id, &lastPart) {
+				b.Fatal("no part event")
+			}
+			r := roomSplitResult{roomSplitCase: c, format: format, total: total, exporter: lastPart.GetOccurredAt().AsTime().Sub(t0),
+				cpu: benchSince(before, benchCPUTimes(b, procs())), load: benchLoad()}
+			if c.parts > 1 {
+				select {
+				case r.join = <-joins:
+				case <-time.After(10 * time.Second):
+					b.Fatal("no join logged")
+				}
+			}
+			if len(done.GetFiles()) != 1 {
+				b.Fatalf("%s: %d files", c.name, len(done.GetFiles()))
+			}
+			file := done.GetFiles()[0]
+			r.size, r.records, r.sha256 = file.GetSize(), file.GetRecords(), file.GetSha256()
+			if r.records != uint64(n) {
+				b.Fatalf("%s: %d messages, want %d", c.name, r.records, n)
+			}
+			if len(results) > 0 && results[len(results)-1].format == format && results[len(results)-1].sha256 != r.sha256 {
+				b.Fatalf("%s: the document differs from the unsplit export's (sha256 %s, not %s)", c.name, r.sha256, results[len(results)-1].sha256)
+			}
+			results = append(results, r)
+			b.Logf("%s %s: %v (exporters %v, join %+v)", format, c.name, total.Round(time.Millisecond), r.exporter.Round(time.Millisecond), r.join)
+			// Free the disk for the next case.
+			for _, key := range blobtest.Keys(b, ms.Store, sharedconfig.DefaultExportBucket, objects.JobPrefix(id)) {
+				if err := ms.Store.Delete(b.Context(), sharedconfig.DefaultExportBucket, key); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	fmt.Printf("\nsplit room export of %d messages into one document, %d CPUs, exporters take one task at a time\n", n, runtime.NumCPU())
+	fmt.Printf("%-6s %-22s %9s %11s %7s %10s %8s %-8s %9s %8s %5s  %s\n", "format", "case", "total s", "msg/s", "speedup",
+		"exporter s", "join s", "method", "write s", "hash s", "load", "CPU s by process")
+	var ref time.Duration
+	for _, r := range results {
+		if r.parts == 1 {
+			ref = r.total
+		}
+		fmt.Printf("%-6s %-22s %9.2f %11.0f %7.2f %10.2f %8.2f %-8s %9.2f %8.2f %5s  %s\n", r.format, r.name, r.total.Seconds(),
+			float64(r.records)/r.total.Seconds(), ref.Seconds()/r.total.Seconds(), r.exporter.Seconds(), float64(r.join.JoinMs)/1000,
+			r.join.Method, float64(r.join.WriteMs)/1000, float64(r.join.HashMs)/1000, r.load, benchCPULine(r.cpu))
+	}
+	if len(results) > 0 {
+		fmt.Printf("document: %.1f MiB; peak RSS: %s\n", mib(results[0].size), benchRSSLine(b, append(exporters, archiver)))
+	}
+}
+
+// publishSplitBenchRoom publishes n messages of the pipeline bench's
+// shape without attachments (whose look-ups in the assets bucket would
+// be the same in every case), every hundredth one edited some 100
+// messages later.
+func publishSplitBenchRoom(b *testing.B, js jetstream.JetStream, room string, n int) {
+	b.Helper()
+	subject, err := bus.ChatSubject(room)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := newMessageGen(room)
+	pending := 0
+	publish := func(m *sourcev1.ChatMessage) {
+		data, err := proto.Marshal(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := js.PublishAsync(subject, data); err != nil {
+			b.Fatal(err)
+		}
+		if pending++; pending == 4000 {
+			waitPublished(b, js)
+			pending = 0
+		}
+	}
+	var edits []*sourcev1.ChatMessage
+	for i := range n {
+		m := g.message(i)
+		m.Attachments = nil
+		publish(m)
+		if i%100 == 0 {
+			edits = append(edits, m)
+		}
+		if len(edits) > 0 && i%100 == 99 {
+			publish(g.edit(edits[0]))
+			edits = edits[1:]
+		}
+	}
+	for _, m := range edits {
+		publish(g.edit(m))
+	}
+	waitPublished(b, js)
+}
+
+// repoRoot is the repository's top directory.
+func repoRoot(b *testing.B) string {
+	b.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			b.Fatal("repository root (go.work) not found")
+		}
+		dir = parent
+	}
+}
+
+// buildBenchServices builds the named services into a temporary
+// directory, each in its module's directory so GOWORK=off builds it too.
+func buildBenchServices(b *testing.B, root string, names ...string) string {
+	b.Helper()
+	dir := b.TempDir()
+	for _, name := range names {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), ".")
+		cmd.Dir = filepath.Join(root, "services", name)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("build %s: %v\n%s", name, err, out)
+		}
+	}
+	return dir
+}
+
+type benchService struct {
+	name string
+	cmd  *exec.Cmd
+}
+
+// startBenchService runs bin with env and a free health address, waits
+// for its readiness and hands every line it logs to onLine (nil: dropped).
+func startBenchService(b *testing.B, bin, name string, env []string, onLine func([]byte)) *benchService {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(bin)
+	cmd.Env = append(append(os.Environ(), env...), "DATAPORT_HEALTH_ADDR="+addr)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start %s: %v", name, err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if onLine != nil {
+				onLine(sc.Bytes())
+			}
+		}
+	})
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		wg.Wait()
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return &benchService{name: name, cmd: cmd}
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s not ready: %v\n%s", name, err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// benchPidOf finds the process whose command line names bin and holds arg.
+func benchPidOf(b *testing.B, bin, arg string) int {
+	b.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		cmdline := strings.ReplaceAll(string(raw), "\x00", " ")
+		if strings.Contains(cmdline, bin) && strings.Contains(cmdline, arg) {
+			return pid
+		}
+	}
+	b.Fatalf("no %s process with %q", bin, arg)
+	return 0
+}
+
+// benchCPUTimes reads each process's user+system CPU time.
+func benchCPUTimes(b *testing.B, pids map[string]int) map[string]time.Duration {
+	b.Helper()
+	out := make(map[string]time.Duration, len(pids))
+	for name, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		// Clock ticks of 1/100 s (USER_HZ).
+		out[name] = time.Duration(utime+stime) * 10 * time.Millisecond
+	}
+	return out
+}
+
+func benchLoad() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(raw))[0]
+}
+
+func benchSince(before, after map[string]time.Duration) map[string]time.Duration {
+	out := make(map[string]time.Duration, len(after))
+	for k, v := range after {
+		out[k] = v - before[k]
+	}
+	return out
+}
+
+func benchCPULine(cpu map[string]time.Duration) string {
+	var parts []string
+	for _, name := range []string{"room-exporter-1", "room-exporter-2", "nats-server", "minio", "archiver"} {
+		if d, ok := cpu[name]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.1f", strings.TrimPrefix(name, "room-"), d.Seconds()))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func benchRSSLine(b *testing.B, procs []*benchService) string {
+	var parts []string
+	for _, s := range procs {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if kb, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				v, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")))
+				parts = append(parts, fmt.Sprintf("%s %.0f MiB", s.name, float64(v)/1024))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
+}
