@@ -28,19 +28,31 @@ func compareRecords(a, b record) int {
 }
 
 // sorterRunRecords is how many records a sorter holds in memory before it
-// writes them out as a sorted run: 4 MiB, whatever the room's size.
-const sorterRunRecords = 128 << 10
+// writes them out as a sorted run: 1 MiB, whatever the room's size. A
+// bigger run saves merge work but is live heap beside the part buffers
+// for the whole plan, doubled by the collector's headroom.
+const sorterRunRecords = 32 << 10
 
-// sorterReadBuffer is each run's read buffer during the merge: 10,000,000
-// records make 77 runs, 2.5 MiB of buffers.
-const sorterReadBuffer = 32 << 10
+// sorterFanIn is how many runs one merge reads at once, each through a
+// sorterReadBuffer: 1 MiB of buffers. A sorter with more runs first
+// merges them in groups of sorterFanIn into longer runs (one more pass
+// over the file per factor of sorterFanIn: 2,097,152 records, 64 MiB of
+// ids, still sort in one pass), so the merge's memory does not grow with
+// the number of records either.
+const sorterFanIn = 64
+
+// sorterReadBuffer is each run's read buffer during a merge.
+const sorterReadBuffer = 16 << 10
 
 // sorter sorts any number of records with bounded memory: records are
 // collected in a buffer, each full buffer is sorted and appended to an
-// unlinked temporary file as a run, and reading merges the runs. It is
+// unlinked temporary file as a run, and reading merges the runs (after
+// merging groups of them while there are more than sorterFanIn). It is
 // used by one goroutine.
 type sorter struct {
-	dir  string
+	dir string
+	// run is how many records make a run: sorterRunRecords, less in tests.
+	run  int
 	buf  []record
 	file *os.File
 	w    *bufio.Writer
@@ -49,13 +61,13 @@ type sorter struct {
 }
 
 func newSorter(dir string) *sorter {
-	return &sorter{dir: dir}
+	return &sorter{dir: dir, run: sorterRunRecords}
 }
 
 // add appends r.
 func (s *sorter) add(r record) error {
 	if s.buf == nil {
-		s.buf = make([]record, 0, sorterRunRecords)
+		s.buf = make([]record, 0, s.run)
 	}
 	s.buf = append(s.buf, r)
 	if len(s.buf) == cap(s.buf) {
@@ -76,13 +88,9 @@ func (s *sorter) spill() error {
 		s.file, s.w = f, bufio.NewWriterSize(f, 64<<10)
 	}
 	slices.SortFunc(s.buf, compareRecords)
-	var b [recordBytes]byte
 	for _, r := range s.buf {
-		for i, v := range r {
-			binary.LittleEndian.PutUint64(b[i*8:], v)
-		}
-		if _, err := s.w.Write(b[:]); err != nil {
-			return fmt.Errorf("sort run: %w", err)
+		if err := writeRecord(s.w, r); err != nil {
+			return err
 		}
 	}
 	s.size += int64(len(s.buf)) * recordBytes
@@ -106,10 +114,66 @@ func (s *sorter) sorted() (*mergeIter, error) {
 		return nil, fmt.Errorf("sort run: %w", err)
 	}
 	s.buf = nil
-	it := &mergeIter{}
-	var start int64
-	for _, end := range s.runs {
-		c := &runCursor{r: bufio.NewReaderSize(io.NewSectionReader(s.file, start, end-start), sorterReadBuffer)}
+	for len(s.runs) > sorterFanIn {
+		if err := s.mergePass(); err != nil {
+			return nil, err
+		}
+	}
+	return mergeRuns(s.file, 0, s.runs)
+}
+
+// mergePass merges the runs in groups of sorterFanIn into a new run file,
+// which replaces the old one.
+func (s *sorter) mergePass() error {
+	f, err := createUnlinked(s.dir, "roomexport-sort-*")
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 64<<10)
+	var (
+		runs  []int64
+		size  int64
+		start int64
+	)
+	for group := range slices.Chunk(s.runs, sorterFanIn) {
+		it, err := mergeRuns(s.file, start, group)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		for {
+			r, ok, err := it.next()
+			if err != nil {
+				f.Close()
+				return err
+			}
+			if !ok {
+				break
+			}
+			if err := writeRecord(w, r); err != nil {
+				f.Close()
+				return err
+			}
+			size += recordBytes
+		}
+		runs = append(runs, size)
+		start = group[len(group)-1]
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return fmt.Errorf("sort run: %w", err)
+	}
+	s.file.Close()
+	s.file, s.w, s.runs, s.size = f, w, runs, size
+	return nil
+}
+
+// mergeRuns returns an iterator over the runs of f that follow each other
+// from offset start, each ending at the next of ends.
+func mergeRuns(f *os.File, start int64, ends []int64) (*mergeIter, error) {
+	it := &mergeIter{heap: make(runHeap, 0, len(ends))}
+	for _, end := range ends {
+		c := &runCursor{r: bufio.NewReaderSize(io.NewSectionReader(f, start, end-start), sorterReadBuffer)}
 		ok, err := c.advance()
 		if err != nil {
 			return nil, err
@@ -121,6 +185,17 @@ func (s *sorter) sorted() (*mergeIter, error) {
 	}
 	heap.Init(&it.heap)
 	return it, nil
+}
+
+func writeRecord(w *bufio.Writer, r record) error {
+	var b [recordBytes]byte
+	for i, v := range r {
+		binary.LittleEndian.PutUint64(b[i*8:], v)
+	}
+	if _, err := w.Write(b[:]); err != nil {
+		return fmt.Errorf("sort run: %w", err)
+	}
+	return nil
 }
 
 // close releases the run file.

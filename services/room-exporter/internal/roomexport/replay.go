@@ -203,15 +203,19 @@ type bloom struct {
 	m    uint64
 }
 
+// A filter gets bloomBitsPerItem bits per id up to a cap (spool.go picks
+// it); past the cap its false hits grow, and each one only costs its
+// id's records a place in the exact check's sort (spool.planRepeats). Four
+// hashes are close to the best at the cap, where false hits matter, and
+// touch fewer cache lines per id than the seven that are best at ten bits.
 const (
-	bloomBitsPerItem = 10 // about 1% false positives with bloomHashes
-	bloomHashes      = 7
+	bloomBitsPerItem = 10 // about 1.2% false positives with bloomHashes
+	bloomHashes      = 4
 	bloomMinBits     = 1 << 16
-	bloomMaxBits     = 1 << 26 // 8 MiB
 )
 
-func newBloom(items uint64) *bloom {
-	m := min(max(items*bloomBitsPerItem, bloomMinBits), bloomMaxBits)
+func newBloom(items, maxBits uint64) *bloom {
+	m := min(max(items*bloomBitsPerItem, bloomMinBits), max(maxBits, bloomMinBits))
 	m = (m + 63) &^ 63
 	return &bloom{bits: make([]uint64, m/64), m: m}
 }

@@ -325,7 +325,7 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 		return nil
 	}
 	after := func(pos *position) error {
-		if len(w.buf) < e.opts.PartSize {
+		if len(w.buf) < partSize(e.opts.PartSize, issued+1) {
 			return nil
 		}
 		if ender != nil {

@@ -87,3 +87,23 @@ func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask,
 	}
 	return files, nil
 }
+
+// Part sizes past the first parts: partsAtBase parts of the base size
+// hold 24 GiB at 5 MiB, some 80,000,000 messages of JSON, and rooms that
+// big are rare; doubling every partsPerDoubling parts after that keeps a
+// document of up to 327 GiB within blob.MaxParts, and only such a room
+// pays for bigger part buffers.
+const (
+	partsAtBase      = 5000
+	partsPerDoubling = 1000
+)
+
+// partSize is the size at which part n (from 1) of a document is cut,
+// given the base part size: a function of n alone, so a resumed upload
+// cuts its next parts where the first attempt would have.
+func partSize(base, n int) int {
+	if n <= partsAtBase {
+		return base
+	}
+	return base << min((n-partsAtBase-1)/partsPerDoubling+1, 8)
+}
