@@ -19,7 +19,7 @@ import (
 var resumeLine = regexp.MustCompile(`"msg":"resuming from message (\d+)"`)
 
 // TestKilledExporterResumesFromCheckpoint kills -9 the exporter right
-// after the first checkpoint of a big room's export (one 8 MiB part
+// after the first checkpoint of a big room's export (one part
 // uploaded), starts it again, and checks that the redelivered task
 // continued from the checkpoint instead of starting over and that the
 // file is byte-identical to a clean export of the same room.

@@ -1,7 +1,6 @@
 package roomexport
 
 import (
-	"bytes"
 	"container/heap"
 	"context"
 	"crypto/sha256"
@@ -11,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -187,25 +187,26 @@ func (e *Exporter) discardCheckpoint(ctx context.Context, t *taskrun.Task) {
 // pendingPart is a part being uploaded.
 type pendingPart struct {
 	done chan struct{} // closed when the upload ended
-	buf  []byte
+	file *partFile
 	cp   *checkpoint
 	part blob.Part
 	err  error
 }
 
-// partWriter collects the document's bytes for the next part and keeps
-// the SHA-256 and the byte count of the whole document.
+// partWriter collects the document's bytes for the next part (in a
+// partFile, upload.go) and keeps the SHA-256 and the byte count of the
+// whole document.
 type partWriter struct {
-	buf   []byte
+	part  *partFile
 	sum   hash.Hash
 	count countingWriter
 }
 
 func (w *partWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	w.sum.Write(p)
-	w.count.n.Add(uint64(len(p)))
-	return len(p), nil
+	n, err := w.part.Write(p)
+	w.sum.Write(p[:n])
+	w.count.n.Add(uint64(n))
+	return n, err
 }
 
 // upload streams the document src yields into a multipart upload of key,
@@ -221,7 +222,24 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 	meta Meta, room *sourcev1.Room, h *history, key string, cp *checkpoint, src versions, provisional bool,
 ) (res uploadResult, err error) {
 	task, log := t.Task, t.Log
-	w := &partWriter{buf: make([]byte, 0, e.opts.PartSize+64<<10), sum: sha256.New()}
+	var files []*partFile
+	defer func() {
+		// Runs last: the deferred wait below has seen the upload end.
+		for _, f := range files {
+			f.close()
+		}
+	}()
+	newPart := func() (*partFile, error) {
+		f, err := newPartFile(os.TempDir())
+		if err == nil {
+			files = append(files, f)
+		}
+		return f, err
+	}
+	w := &partWriter{sum: sha256.New()}
+	if w.part, err = newPart(); err != nil {
+		return uploadResult{}, err
+	}
 	r := format.New(w, meta)
 	state, canSave := r.(resumable)
 	ender, _ := r.(memberEnder)
@@ -253,7 +271,7 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 	// part MinIO has not acknowledged.
 	var (
 		inflight *pendingPart
-		spare    []byte
+		spare    *partFile
 		issued   = len(parts) // part numbers handed out
 	)
 	settle := func() error {
@@ -262,7 +280,8 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 		}
 		p := inflight
 		<-p.done
-		inflight, spare = nil, p.buf[:0]
+		inflight, spare = nil, p.file
+		spare.reset()
 		if p.err != nil {
 			return fmt.Errorf("export part %d: %w", task.GetPart(), p.err)
 		}
@@ -311,21 +330,27 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 		if err := settle(); err != nil {
 			return err
 		}
+		body, err := w.part.contents()
+		if err != nil {
+			return err
+		}
+		if spare == nil {
+			if spare, err = newPart(); err != nil {
+				return err
+			}
+		}
 		issued++
-		p := &pendingPart{done: make(chan struct{}), buf: w.buf, cp: cp}
+		p := &pendingPart{done: make(chan struct{}), file: w.part, cp: cp}
 		go func(n int) {
 			defer close(p.done)
-			p.part, p.err = e.store.PutPart(ctx, up, n, bytes.NewReader(p.buf), int64(len(p.buf)))
+			p.part, p.err = e.store.PutPart(ctx, up, n, body, body.Size())
 		}(issued)
 		inflight = p
-		if spare == nil {
-			spare = make([]byte, 0, cap(w.buf))
-		}
-		w.buf, spare = spare, nil
+		w.part, spare = spare, nil
 		return nil
 	}
 	after := func(pos *position) error {
-		if len(w.buf) < partSize(e.opts.PartSize, issued+1) {
+		if w.part.len() < partSize(e.opts.PartSize, issued+1) {
 			return nil
 		}
 		if ender != nil {
@@ -351,7 +376,7 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 	if err := r.End(); err != nil {
 		return uploadResult{}, err
 	}
-	if len(w.buf) > 0 || issued == 0 {
+	if w.part.len() > 0 || issued == 0 {
 		if err := send(nil); err != nil {
 			return uploadResult{}, err
 		}

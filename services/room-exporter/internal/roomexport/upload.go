@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"golang.org/x/sync/errgroup"
 
@@ -107,3 +108,61 @@ func partSize(base, n int) int {
 	}
 	return base << min((n-partsAtBase-1)/partsPerDoubling+1, 8)
 }
+
+// partWriteBuffer is a partFile's write buffer.
+const partWriteBuffer = 64 << 10
+
+// partFile holds one part of a room document on local disk, beside the
+// spool, from its first byte until MinIO has acknowledged it. A part in
+// memory would be Options.PartSize of heap twice over (one part filling,
+// one uploading), doubled again by the collector's headroom: the biggest
+// cost of a room export that does not depend on the room. In an unlinked
+// file it is page cache, written once by the renderer and read once by
+// the upload; a file is reused for the document's every other part, so
+// local disk holds at most two parts per task.
+type partFile struct {
+	f *os.File
+	w *bufio.Writer
+	n int
+}
+
+func newPartFile(dir string) (*partFile, error) {
+	f, err := createUnlinked(dir, "roomexport-part-*")
+	if err != nil {
+		return nil, err
+	}
+	p := &partFile{f: f}
+	p.w = bufio.NewWriterSize(io.NewOffsetWriter(f, 0), partWriteBuffer)
+	return p, nil
+}
+
+func (p *partFile) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += n
+	if err != nil {
+		return n, fmt.Errorf("part file: %w", err)
+	}
+	return n, nil
+}
+
+// len is how many bytes the part holds.
+func (p *partFile) len() int { return p.n }
+
+// contents returns the part's bytes to upload; the reader seeks, so
+// minio-go can retry a failed request without a copy. The part is not
+// written to until reset.
+func (p *partFile) contents() (*io.SectionReader, error) {
+	if err := p.w.Flush(); err != nil {
+		return nil, fmt.Errorf("part file: %w", err)
+	}
+	return io.NewSectionReader(p.f, 0, int64(p.n)), nil
+}
+
+// reset empties the part for the next one, which overwrites it from the
+// start: the file stays as big as the biggest part it held.
+func (p *partFile) reset() {
+	p.n = 0
+	p.w.Reset(io.NewOffsetWriter(p.f, 0))
+}
+
+func (p *partFile) close() { p.f.Close() }
