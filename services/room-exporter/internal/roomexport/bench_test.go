@@ -48,8 +48,20 @@ func BenchmarkRoomExport(b *testing.B) {
 // stream being read.
 //
 // Measured on the 2-core dev machine (go test -run MemoryIsFlat -v), peak
-// above baseline, with the history read once onto local disk and one part
-// uploading while the next renders (two 8 MiB part buffers):
+// above baseline, with the parts written to local disk (two part files,
+// upload.go) and the Bloom filters capped at 4 + 1 MiB:
+//
+//	json     100 messages (   26 KB object): +17.0 MiB
+//	json  10,000 messages (  2.1 MB object): + 8.0 MiB
+//	json 100,000 messages ( 21.3 MB object): +17.9 MiB
+//	html     100 messages (   40 KB object): +17.8 MiB
+//	html  10,000 messages (  3.1 MB object): + 8.0 MiB
+//	html 100,000 messages ( 31.1 MB object): +17.8 MiB
+//
+// (the 10,000-message rows started from a baseline some 8 MiB higher,
+// left by the 100-message export's NATS server caches). With the history
+// read once onto local disk and one part uploading while the next
+// renders from two 8 MiB part buffers on the heap:
 //
 //	json     100 messages (   26 KB object): +23.1 MiB
 //	json  10,000 messages (  2.1 MB object): +25.1 MiB
@@ -74,9 +86,11 @@ func BenchmarkRoomExport(b *testing.B) {
 // run of that version with more sizes: 50k +32.5 MiB, 200k (52 MB object)
 // +32.3 MiB.
 //
-// The constant is mostly the part buffers (Options.PartSize, 8 MiB by
-// default, the first preallocated, so even a tiny room shows it), the
-// spool's buffers and Bloom filters, plus the replay's 256-message batch;
+// The constant was mostly the part buffers (Options.PartSize, 8 MiB by
+// default then, the first preallocated, so even a tiny room showed it);
+// now it is the spool's buffers and Bloom filters, the table of recent
+// ids, the replay's 256-message batch and the embedded NATS server's own
+// allocations;
 // the object size does not show. The HTML renderer adds
 // one reused message buffer and at most maxThreadRoots excerpts of thread
 // roots.

@@ -29,8 +29,8 @@ func compareRecords(a, b record) int {
 
 // sorterRunRecords is how many records a sorter holds in memory before it
 // writes them out as a sorted run: 1 MiB, whatever the room's size. A
-// bigger run saves merge work but is live heap beside the part buffers
-// for the whole plan, doubled by the collector's headroom.
+// bigger run saves merge work but is live heap for the whole plan,
+// doubled by the collector's headroom.
 const sorterRunRecords = 32 << 10
 
 // sorterFanIn is how many runs one merge reads at once, each through a

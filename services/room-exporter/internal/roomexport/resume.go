@@ -324,7 +324,7 @@ func (e *Exporter) upload(ctx context.Context, t *taskrun.Task, format Format,
 		}
 	}()
 
-	// send starts uploading the part buffer; cp, when not nil, is the
+	// send starts uploading the part file; cp, when not nil, is the
 	// checkpoint to save once MinIO has it.
 	send := func(cp *checkpoint) error {
 		if err := settle(); err != nil {

@@ -9,11 +9,11 @@
 // (spool.go, which also plans where republished messages go) while it is
 // rendered speculatively (speculate.go), or, when a message was
 // republished, rendered after the read from there; messages are encoded
-// one at a time into a part buffer that is uploaded
-// as one part of a multipart upload whenever it reaches Options.PartSize,
-// while the next part fills a second buffer. The largest buffers are
-// those two parts, the spool's buffers and its Bloom filters; local disk
-// holds about the room's encoded size while the part runs. After each
+// one at a time into a part file on local disk that is uploaded as one
+// part of a multipart upload whenever it reaches Options.PartSize, while
+// the next part fills a second file (upload.go). The largest buffers are
+// the spool's and its Bloom filters; local disk holds about the room's
+// encoded size plus two parts while the part runs. After each
 // part a checkpoint lets a redelivered task continue where the last
 // attempt stopped (resume.go).
 package roomexport

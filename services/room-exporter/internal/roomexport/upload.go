@@ -93,7 +93,7 @@ func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask,
 // hold 24 GiB at 5 MiB, some 80,000,000 messages of JSON, and rooms that
 // big are rare; doubling every partsPerDoubling parts after that keeps a
 // document of up to 327 GiB within blob.MaxParts, and only such a room
-// pays for bigger part buffers.
+// pays for bigger part files.
 const (
 	partsAtBase      = 5000
 	partsPerDoubling = 1000
