@@ -89,7 +89,7 @@ func (s *sorter) spill() error {
 	}
 	slices.SortFunc(s.buf, compareRecords)
 	for _, r := range s.buf {
-		if err := writeRecord(s.w, r); err != nil {
+		if err := writeRunRecord(s.w, r); err != nil {
 			return err
 		}
 	}
@@ -150,7 +150,7 @@ func (s *sorter) mergePass() error {
 			if !ok {
 				break
 			}
-			if err := writeRecord(w, r); err != nil {
+			if err := writeRunRecord(w, r); err != nil {
 				f.Close()
 				return err
 			}
@@ -187,7 +187,7 @@ func mergeRuns(f *os.File, start int64, ends []int64) (*mergeIter, error) {
 	return it, nil
 }
 
-func writeRecord(w *bufio.Writer, r record) error {
+func writeRunRecord(w *bufio.Writer, r record) error {
 	var b [recordBytes]byte
 	for i, v := range r {
 		binary.LittleEndian.PutUint64(b[i*8:], v)
