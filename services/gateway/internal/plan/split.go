@@ -121,24 +121,14 @@ func (s Split) RecordsTasks(ctx context.Context, job *exportv1.Job) ([]*exportv1
 		// No organization: the exporter rejects the task with its reason.
 		return one, nil
 	}
-	count, first, last, err := s.Subjects.Span(ctx, subject)
-	if err != nil {
+	ranges, err := s.ranges(ctx, s.Subjects, subject)
+	if err != nil || ranges == nil {
 		return one, err
 	}
-	minRecords := s.MinRecords
-	if minRecords == 0 {
-		minRecords = DefaultSplitMinRecords
-	}
-	if count < minRecords || last-first+1 < uint64(parts) {
-		return one, nil
-	}
-	span := last - first + 1
-	tasks := make([]*exportv1.ExportTask, parts)
-	for i := range tasks {
-		from := first + span*uint64(i)/uint64(parts)
-		to := first + span*uint64(i+1)/uint64(parts) - 1
+	tasks := make([]*exportv1.ExportTask, len(ranges))
+	for i, r := range ranges {
 		t := RecordsTask(job)
-		t.RecordRange = &exportv1.RecordRange{FirstSeq: from, LastSeq: to}
+		t.RecordRange = r
 		tasks[i] = t
 	}
 	return tasks, nil
@@ -175,27 +165,46 @@ func (s Split) RoomTasks(ctx context.Context, job *exportv1.Job, room *sourcev1.
 	if err != nil {
 		return one, nil // the exporter rejects the task with its reason
 	}
-	count, first, last, err := s.Rooms.Span(ctx, subject)
-	if err != nil {
+	ranges, err := s.ranges(ctx, s.Rooms, subject)
+	if err != nil || ranges == nil {
 		return one, err
 	}
-	minMessages := s.MinRecords
-	if minMessages == 0 {
-		minMessages = DefaultSplitMinRecords
-	}
-	if count < minMessages || last-first+1 < uint64(parts) {
-		return one, nil
-	}
-	span := last - first + 1
-	tasks := make([]*exportv1.ExportTask, parts)
-	for i := range tasks {
+	tasks := make([]*exportv1.ExportTask, len(ranges))
+	for i, r := range ranges {
 		t := proto.CloneOf(task)
-		t.RoomRange = &exportv1.RecordRange{
-			FirstSeq: first + span*uint64(i)/uint64(parts),
-			LastSeq:  first + span*uint64(i+1)/uint64(parts) - 1,
-		}
+		t.RoomRange = r
 		tasks[i] = t
 	}
 	job.Parts = Parts(tasks, map[string]*sourcev1.Room{room.GetId(): room})
 	return tasks, nil
+}
+
+// ranges are the consecutive slices of subject's span of stream sequences
+// a split export's parts take, or nil when the subject holds fewer than
+// MinRecords messages (or fewer sequences than parts).
+func (s Split) ranges(ctx context.Context, subjects Subjects, subject string) ([]*exportv1.RecordRange, error) {
+	count, first, last, err := subjects.Span(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	parts := s.Parts
+	if parts == 0 {
+		parts = DefaultSplitParts
+	}
+	minRecords := s.MinRecords
+	if minRecords == 0 {
+		minRecords = DefaultSplitMinRecords
+	}
+	if count < minRecords || last-first+1 < uint64(parts) {
+		return nil, nil
+	}
+	span := last - first + 1
+	ranges := make([]*exportv1.RecordRange, parts)
+	for i := range ranges {
+		ranges[i] = &exportv1.RecordRange{
+			FirstSeq: first + span*uint64(i)/uint64(parts),
+			LastSeq:  first + span*uint64(i+1)/uint64(parts) - 1,
+		}
+	}
+	return ranges, nil
 }
