@@ -22,6 +22,24 @@ import (
 // ErrCanceled is the cause of a Watch context whose job was canceled.
 var ErrCanceled = errors.New("jobview: job canceled")
 
+// ErrFailed is the cause of a Watch context whose job failed or was
+// rejected while the task ran: another part's failure ended the job, so
+// what this part would still produce is wanted by no one.
+var ErrFailed = errors.New("jobview: job failed")
+
+// Ended is the cause that stops work on a job in the state its record
+// shows: ErrCanceled, ErrFailed, or nil while the job may still complete.
+// A completed or expired job is not among them: its parts are done.
+func Ended(job *exportv1.Job) error {
+	switch job.GetState() {
+	case exportv1.JobState_JOB_STATE_CANCELED:
+		return ErrCanceled
+	case exportv1.JobState_JOB_STATE_FAILED, exportv1.JobState_JOB_STATE_REJECTED:
+		return ErrFailed
+	}
+	return nil
+}
+
 // Reader reads job records. It is safe for concurrent use.
 type Reader struct {
 	kv  jetstream.KeyValue
@@ -90,27 +108,26 @@ func (r *Reader) IDs(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// Canceled reports whether the job's record says canceled; a job without
-// a record is not.
-func (r *Reader) Canceled(ctx context.Context, id string) (bool, error) {
+// Ended is Ended of the job's record: cause is nil for a job without a
+// record.
+func (r *Reader) Ended(ctx context.Context, id string) (cause, err error) {
 	job, err := r.Get(ctx, id)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return job.GetState() == exportv1.JobState_JOB_STATE_CANCELED, nil
+	return Ended(job), nil
 }
 
-// Watch returns a context derived from ctx that is canceled, with cause
-// ErrCanceled, as soon as the job's record says canceled: a running task
-// learns of a cancellation when the gateway writes it instead of polling
-// the record. The watch reads the current record first, so a job canceled
-// before the call ends the context at once. stop releases the watch; call
-// it when the task ends.
+// Watch returns a context derived from ctx that is canceled, with the
+// cause Ended gives (ErrCanceled, ErrFailed), as soon as the job's record
+// says it was canceled or failed: a running task learns of it when the
+// record is written instead of polling it. The watch reads the current
+// record first, so a job that ended before the call ends the context at
+// once. stop releases the watch; call it when the task ends.
 //
 // A watch that breaks (its connection lost for good) does not cancel the
 // context: whoever acts on the job's state last (announcing a part) reads
-// the record with Canceled, so a lost watch delays a cancellation, never
-// loses it.
+// the record with Ended, so a lost watch delays a stop, never loses it.
 func (r *Reader) Watch(ctx context.Context, id string) (context.Context, context.CancelFunc, error) {
 	if err := bus.Token(id); err != nil {
 		return nil, nil, fmt.Errorf("watch job: %w", err)
@@ -135,8 +152,8 @@ func (r *Reader) Watch(ctx context.Context, id string) (context.Context, context
 				if entry == nil {
 					continue // the end of the initial values
 				}
-				if job := r.decode(wctx, id, entry.Value()); job.GetState() == exportv1.JobState_JOB_STATE_CANCELED {
-					cancel(ErrCanceled)
+				if cause := Ended(r.decode(wctx, id, entry.Value())); cause != nil {
+					cancel(cause)
 					return
 				}
 			}

@@ -41,9 +41,20 @@ func TestGet(t *testing.T) {
 	job, err = r.Get(ctx, "j1")
 	require.NoError(t, err)
 	assert.Equal(t, "Weekly", job.GetName())
-	canceled, err := r.Canceled(ctx, "j1")
+	cause, err := r.Ended(ctx, "j1")
 	require.NoError(t, err)
-	assert.False(t, canceled)
+	assert.NoError(t, cause, "a processing job has not ended")
+	for state, want := range map[exportv1.JobState]error{
+		exportv1.JobState_JOB_STATE_CANCELED:  jobview.ErrCanceled,
+		exportv1.JobState_JOB_STATE_FAILED:    jobview.ErrFailed,
+		exportv1.JobState_JOB_STATE_REJECTED:  jobview.ErrFailed,
+		exportv1.JobState_JOB_STATE_COMPLETED: nil,
+	} {
+		put(t, ns, &exportv1.Job{Id: "j4", State: state})
+		cause, err := r.Ended(ctx, "j4")
+		require.NoError(t, err)
+		assert.Equal(t, want, cause, state.String())
+	}
 
 	kv, err := ns.JS.KeyValue(ctx, "export_jobs")
 	require.NoError(t, err)
@@ -55,7 +66,7 @@ func TestGet(t *testing.T) {
 
 	ids, err := r.IDs(ctx)
 	require.NoError(t, err)
-	assert.ElementsMatch(t, []string{"j1", "junk"}, ids)
+	assert.ElementsMatch(t, []string{"j1", "j4", "junk"}, ids)
 }
 
 func TestWatchEndsTheContextWhenTheJobIsCanceled(t *testing.T) {
@@ -80,6 +91,25 @@ func TestWatchEndsTheContextWhenTheJobIsCanceled(t *testing.T) {
 		assert.ErrorIs(t, context.Cause(wctx), jobview.ErrCanceled)
 	case <-time.After(10 * time.Second):
 		t.Fatal("cancellation did not reach the watch")
+	}
+}
+
+func TestWatchEndsTheContextWhenTheJobFails(t *testing.T) {
+	ns := bustest.Start(t)
+	ctx := t.Context()
+	r, err := jobview.Open(ctx, ns.JS, nil)
+	require.NoError(t, err)
+
+	put(t, ns, &exportv1.Job{Id: "j5", State: exportv1.JobState_JOB_STATE_PROCESSING})
+	wctx, stop, err := r.Watch(ctx, "j5")
+	require.NoError(t, err)
+	defer stop()
+	put(t, ns, &exportv1.Job{Id: "j5", State: exportv1.JobState_JOB_STATE_FAILED, Error: "Part 2 failed."})
+	select {
+	case <-wctx.Done():
+		assert.ErrorIs(t, context.Cause(wctx), jobview.ErrFailed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job's failure did not reach the watch")
 	}
 }
 

@@ -42,6 +42,10 @@ type Task struct {
 	r            *Runner
 	lastProgress time.Time
 	lastRecords  uint64
+	// done is the part once a run finished it, before its announcement:
+	// an outage that hits the announcement must not cost the whole part
+	// again, and a job that fails meanwhile keeps it as partial results.
+	done *Result
 }
 
 func (r *Runner) newTask(task *exportv1.ExportTask) *Task {

@@ -77,8 +77,9 @@ const (
 // Run writes the task's objects (under objects.PartPrefix of its job and
 // part, or references to objects elsewhere) and returns them; the Runner
 // announces them. ctx ends with cause jobview.ErrCanceled when the job is
-// canceled while Run runs: Run then returns any error, and the Runner
-// deletes the part's objects (but a Keeper's finished files). Errors are transient (the task is
+// canceled while Run runs, jobview.ErrFailed when another part fails it:
+// Run then returns any error, and the Runner deletes the part's objects
+// (but a Keeper's finished files). Errors are transient (the task is
 // redelivered and may resume from its checkpoint) unless they are
 // bus.Permanent or a Reject. Run must be idempotent: object keys derive
 // from the job id and part, so a second run overwrites the first. Run is
@@ -403,8 +404,8 @@ func (r *Runner) Fail(ctx context.Context, task *exportv1.ExportTask, cause erro
 // Export runs a decoded task: validation, dispatch by part kind, scope,
 // cancellation, the kind's Run, and the announcement with PartUploaded.
 // Its verdict is Handle's, before the last-delivery rule: nil when the
-// part is announced or the job was canceled (its part objects are then
-// deleted), a bus.Permanent error (Reject for rejections) the caller
+// part is announced or its job ended without it (canceled, or failed by
+// another part: see ended), a bus.Permanent error (Reject for rejections) the caller
 // should terminate and Fail, any other error for a retry, which keeps the
 // part's checkpoint.
 func (r *Runner) Export(ctx context.Context, task *exportv1.ExportTask) (err error) {
@@ -419,7 +420,9 @@ func (r *Runner) Export(ctx context.Context, task *exportv1.ExportTask) (err err
 	defer func() {
 		switch {
 		case errors.Is(err, errCanceled):
-			outcome, err = "canceled", r.canceled(ctx, t)
+			outcome, err = "canceled", r.ended(ctx, t, errCanceled)
+		case errors.Is(err, errJobFailed):
+			outcome, err = "stopped", r.ended(ctx, t, errJobFailed)
 		case bus.IsPermanent(err):
 			outcome = "terminated"
 		case err != nil:
@@ -445,14 +448,13 @@ func (r *Runner) Export(ctx context.Context, task *exportv1.ExportTask) (err err
 // meanwhile. An outage longer than Options.DependencyWait fails the job.
 func (r *Runner) attempts(ctx context.Context, t *Task, start time.Time) error {
 	var down time.Time // when the current outage began; zero while none
-	var res *Result    // the part, once a run finished it
 	backoff := firstDependencyBackoff
 	// An outage is measured on the real clock, not Options.Now: the
 	// backoff waits in real time, and a clock a test holds still would
 	// otherwise make the outage never last long enough to give up.
 	for {
 		began := time.Now()
-		err := r.attempt(ctx, t, start, &res)
+		err := r.attempt(ctx, t, start)
 		what := unavailable(err)
 		if what == "" || ctx.Err() != nil {
 			return err
@@ -487,7 +489,7 @@ func (r *Runner) attempts(ctx context.Context, t *Task, start time.Time) error {
 // job's reason, or returns "" when err is the task's own failure.
 func unavailable(err error) string {
 	switch {
-	case err == nil || bus.IsPermanent(err) || errors.Is(err, errCanceled):
+	case err == nil || bus.IsPermanent(err) || errors.Is(err, errCanceled) || errors.Is(err, errJobFailed):
 		return ""
 	case errors.Is(err, blob.ErrUnavailable):
 		return "the file storage"
@@ -515,33 +517,32 @@ func words(d time.Duration) string {
 }
 
 // attempt is one try at the task: prepare, run, announce. A part already
-// run (*done) is only announced: an outage that hit the announcement must
-// not cost the whole part again.
-func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time, done **Result) error {
+// run (t.done) is only announced.
+func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time) error {
 	task := t.Task
-	if *done == nil {
+	if t.done == nil {
 		k, err := r.prepare(ctx, t)
 		if err != nil {
 			return err
 		}
-		if t.Job.GetState() == exportv1.JobState_JOB_STATE_CANCELED {
-			t.Log.InfoContext(ctx, "job canceled before its part started")
-			return errCanceled
+		if err := endedBy(jobview.Ended(t.Job)); err != nil {
+			t.Log.InfoContext(ctx, "job ended before its part started", "ended", err.Error())
+			return err
 		}
-		if *done, err = r.run(ctx, t, k); err != nil {
+		if t.done, err = r.run(ctx, t, k); err != nil {
 			return err
 		}
 	}
-	res := *done
-	// Once more before announcing: a part finished after its job was
-	// canceled (and a watch that broke) is deleted, not announced.
-	canceled, err := r.jobs.Canceled(ctx, task.GetJobId())
+	res := t.done
+	// Once more before announcing: a part finished after its job ended
+	// (and a watch that broke) is not announced as a part of it.
+	cause, err := r.jobs.Ended(ctx, task.GetJobId())
 	if err != nil {
 		return err
 	}
-	if canceled {
-		t.Log.InfoContext(ctx, "job canceled after its part was uploaded")
-		return errCanceled
+	if err := endedBy(cause); err != nil {
+		t.Log.InfoContext(ctx, "job ended after its part was uploaded", "ended", err.Error())
+		return err
 	}
 	if res.Handoff {
 		t.Log.InfoContext(ctx, "part handed off", append([]any{"duration", r.opts.Now().Sub(start).String()}, res.Log...)...)
@@ -566,9 +567,25 @@ func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time, done **R
 	return nil
 }
 
-// errCanceled ends an Export whose job was canceled; it never leaves
-// Export.
-var errCanceled = errors.New("job canceled")
+// errCanceled ends an Export whose job was canceled, errJobFailed one
+// whose job failed elsewhere (another part, the watchdog) before this part
+// was announced; neither leaves Export.
+var (
+	errCanceled  = errors.New("job canceled")
+	errJobFailed = errors.New("job failed")
+)
+
+// endedBy is the Export error for a job that ended with cause (jobview's
+// ErrCanceled or ErrFailed), nil while the job may still complete.
+func endedBy(cause error) error {
+	switch {
+	case errors.Is(cause, jobview.ErrCanceled):
+		return errCanceled
+	case errors.Is(cause, jobview.ErrFailed):
+		return errJobFailed
+	}
+	return nil
+}
 
 // prepare validates the task, finds its kind and checks its scope; it
 // reads the job record into t.Job.
@@ -611,8 +628,9 @@ func (r *Runner) prepare(ctx context.Context, t *Task) (Kind, error) {
 	return k, nil
 }
 
-// run runs the kind under a watch of the job: a cancellation ends the
-// run's context at once instead of at the next poll.
+// run runs the kind under a watch of the job: a cancellation, or the
+// job's failure in another part, ends the run's context at once instead
+// of at the next poll.
 func (r *Runner) run(ctx context.Context, t *Task, k Kind) (*Result, error) {
 	wctx, stop, err := r.jobs.Watch(ctx, t.Task.GetJobId())
 	if err != nil {
@@ -621,12 +639,17 @@ func (r *Runner) run(ctx context.Context, t *Task, k Kind) (*Result, error) {
 	t.Progress(wctx, 0, 0, 0)
 	res, err := k.Run(wctx, t)
 	// Read before stop, which ends wctx with a cause of its own.
-	canceled := errors.Is(context.Cause(wctx), jobview.ErrCanceled)
+	ended := endedBy(context.Cause(wctx))
 	stop()
 	switch {
-	case canceled:
-		t.Log.InfoContext(ctx, "job canceled; export stopped", "error", err)
-		return nil, errCanceled
+	case ended != nil:
+		t.Log.InfoContext(ctx, "job ended; export stopped", "ended", ended.Error(), "error", err)
+		if err != nil {
+			res = nil
+		}
+		// A run that finished all the same is returned: a failed job
+		// keeps it as partial results (ended).
+		return res, ended
 	case err != nil:
 		return nil, err
 	case res == nil || len(res.Files) == 0 && !res.FileList && !res.Handoff:
@@ -675,27 +698,34 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 	return nil
 }
 
-// canceled cleans up after a task whose job was canceled. Each part
-// deletes only its own objects: another part's task may still be running
-// and keeps its own finished files, which a job-wide delete would remove
-// before that part could report them. The exception is the objects of
-// parts the job's record shows completed: their tasks are done, so no one
-// else will delete them. The job's remaining tasks find their own prefix
-// empty and are acked at once. Failing to delete is retried like any
-// transient failure.
+// ended cleans up after a task whose job ended without it: canceled
+// (why is errCanceled), or failed in another part or by the watchdog
+// (errJobFailed), so nothing it would still produce completes the job.
+// Each part deletes only its own objects: another part's task may still
+// be running and keeps its own finished files, which a job-wide delete
+// would remove before that part could report them. Failing to delete is
+// retried like any transient failure.
 //
-// A Keeper's finished files are kept: they are the job's partial
-// results, announced in a partial PartUploaded, and retention deletes
-// them with the job.
-func (r *Runner) canceled(ctx context.Context, t *Task) error {
+// What the part finished is kept as the job's partial results, announced
+// in a partial PartUploaded; retention deletes them with the job: a
+// Keeper's finished files, and for a failed job the whole part when it
+// was done but not yet announced. A canceled job also loses the objects
+// of the parts its record shows completed: their tasks are done, so no
+// one else deletes them (a failed job keeps them for retention).
+func (r *Runner) ended(ctx context.Context, t *Task, why error) error {
 	ctx = context.WithoutCancel(ctx)
 	task := t.Task
 	kept := r.finished(ctx, t)
+	if why == errJobFailed && t.done != nil && !t.done.Handoff {
+		kept = t.done.Files
+	}
 	if err := r.discard(ctx, t, objects.PartPrefix(task.GetJobId(), task.GetPart()), kept); err != nil {
 		return err
 	}
-	if err := r.deleteCompleted(ctx, t); err != nil {
-		return err
+	if why == errCanceled {
+		if err := r.deleteCompleted(ctx, t); err != nil {
+			return err
+		}
 	}
 	if len(kept) == 0 {
 		return nil
@@ -706,10 +736,10 @@ func (r *Runner) canceled(ctx context.Context, t *Task) error {
 	if err := r.opts.Publisher.PublishStatus(ctx, bus.EventPart, task.GetJobId(), disc, ev); err != nil {
 		// The checkpoint is gone, so a retry would find nothing to keep;
 		// the objects stay until retention.
-		t.Log.WarnContext(ctx, "partial results of canceled job not announced", "files", len(kept), "error", err)
+		t.Log.WarnContext(ctx, "partial results of ended job not announced", "ended", why.Error(), "files", len(kept), "error", err)
 		return nil
 	}
-	t.Log.InfoContext(ctx, "kept partial results of canceled job", "files", len(kept))
+	t.Log.InfoContext(ctx, "kept partial results of ended job", "ended", why.Error(), "files", len(kept))
 	return nil
 }
 

@@ -375,6 +375,112 @@ func TestRunnerCancelStopsTheRun(t *testing.T) {
 	})
 }
 
+// keeperKind is a fakeKind whose finished files are what finished says.
+type keeperKind struct {
+	fakeKind
+	finished []*exportv1.File
+}
+
+func (k *keeperKind) Finished(context.Context, *taskrun.Task) ([]*exportv1.File, error) {
+	return k.finished, nil
+}
+
+func TestRunnerStopsWhenAnotherPartFailsTheJob(t *testing.T) {
+	e := setup(t, nil)
+	failed := func(id string) *exportv1.Job {
+		return &exportv1.Job{Id: id, State: exportv1.JobState_JOB_STATE_FAILED, Error: "Part 1 failed.", Parts: []*exportv1.PartStatus{
+			{Part: 0, State: exportv1.PartState_PART_STATE_EXPORTING},
+			{Part: 1, State: exportv1.PartState_PART_STATE_EXPORTING},
+			{Part: 2, State: exportv1.PartState_PART_STATE_COMPLETED},
+		}}
+	}
+	partTask := func(id string) *exportv1.ExportTask {
+		tk := task(id, exportv1.PartKind_PART_KIND_RECORDS)
+		tk.PartsTotal = 3
+		return tk
+	}
+	export := func(t *testing.T, tk *exportv1.ExportTask) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- e.run.Export(t.Context(), tk) }()
+		select {
+		case err := <-done:
+			require.NoError(t, err, "a task whose job failed elsewhere is acked")
+		case <-time.After(10 * time.Second):
+			t.Fatal("the run did not stop when the job failed")
+		}
+	}
+
+	t.Run("running part keeps its finished chunks", func(t *testing.T) {
+		var k keeperKind
+		var cause error
+		k.run = func(ctx context.Context, tk *taskrun.Task) (*taskrun.Result, error) {
+			f, err := writeFile(ctx, e.store, tk, "a-1.csv")
+			if err != nil {
+				return nil, err
+			}
+			k.finished = []*exportv1.File{f}
+			if _, err := writeFile(ctx, e.store, tk, "a-2.csv"); err != nil {
+				return nil, err
+			}
+			// Another part fails the job while this one is on its second chunk.
+			e.put(t, bus.BucketJobs, "jf", failed("jf"))
+			<-ctx.Done()
+			cause = context.Cause(ctx)
+			return nil, ctx.Err()
+		}
+		e.run.Register(exportv1.PartKind_PART_KIND_RECORDS, &k)
+		e.put(t, bus.BucketJobs, "jf", &exportv1.Job{Id: "jf", State: exportv1.JobState_JOB_STATE_PROCESSING})
+		_, err := e.store.Upload(t.Context(), bucket, objects.PartKey("jf", 2, "c.csv"), strings.NewReader("x"), "text/csv")
+		require.NoError(t, err)
+
+		export(t, partTask("jf"))
+		assert.ErrorIs(t, cause, jobview.ErrFailed)
+		assert.Equal(t, []string{objects.PartKey("jf", 0, "a-1.csv"), objects.PartKey("jf", 2, "c.csv")},
+			e.objects(t, objects.JobPrefix("jf")),
+			"the finished chunk and the completed part stay; the unfinished chunk is deleted")
+		var ev exportv1.PartUploaded
+		require.True(t, e.event(t, bus.EventPart, "jf", &ev), "the finished chunk is announced")
+		assert.True(t, ev.GetPartial())
+		require.Len(t, ev.GetFiles(), 1)
+		assert.Equal(t, objects.PartKey("jf", 0, "a-1.csv"), ev.GetFiles()[0].GetObjectKey())
+		assert.False(t, e.event(t, bus.EventFailed, "jf", &exportv1.ExportFailed{}), "the job had failed already")
+		assert.False(t, e.checkpoint(t, "jf"))
+	})
+
+	t.Run("finished part is kept whole", func(t *testing.T) {
+		var k keeperKind
+		k.run = func(ctx context.Context, tk *taskrun.Task) (*taskrun.Result, error) {
+			f, err := writeFile(ctx, e.store, tk, "whole.csv")
+			if err != nil {
+				return nil, err
+			}
+			e.put(t, bus.BucketJobs, "jw", failed("jw"))
+			<-ctx.Done() // the failure is seen; the part is done all the same
+			return &taskrun.Result{Files: []*exportv1.File{f}, Records: 1}, nil
+		}
+		e.run.Register(exportv1.PartKind_PART_KIND_RECORDS, &k)
+		e.put(t, bus.BucketJobs, "jw", &exportv1.Job{Id: "jw", State: exportv1.JobState_JOB_STATE_PROCESSING})
+
+		export(t, partTask("jw"))
+		assert.Equal(t, []string{objects.PartKey("jw", 0, "whole.csv")}, e.objects(t, objects.JobPrefix("jw")))
+		var ev exportv1.PartUploaded
+		require.True(t, e.event(t, bus.EventPart, "jw", &ev))
+		assert.True(t, ev.GetPartial(), "a part of a failed job is a partial result, not a completed part")
+		require.Len(t, ev.GetFiles(), 1)
+		assert.Equal(t, "whole.csv", ev.GetFiles()[0].GetName())
+	})
+
+	t.Run("failed before it starts", func(t *testing.T) {
+		var k keeperKind
+		e.run.Register(exportv1.PartKind_PART_KIND_RECORDS, &k)
+		e.put(t, bus.BucketJobs, "jb", failed("jb"))
+		export(t, partTask("jb"))
+		assert.EqualValues(t, 0, k.runs.Load(), "the kind does not run")
+		assert.False(t, e.event(t, bus.EventPart, "jb", &exportv1.PartUploaded{}))
+	})
+}
+
 func TestRunnerCheckpoints(t *testing.T) {
 	e := setup(t, nil)
 	type state struct {
