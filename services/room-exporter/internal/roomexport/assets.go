@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"sync/atomic"
 
@@ -87,6 +88,15 @@ func (c *assetCollector) saveState() ([]byte, error) {
 	inner, err := s.saveState()
 	if err != nil {
 		return nil, err
+	}
+	// A list that would not fit is not encoded at all: every part of a
+	// big room would encode all of it again only to have it refused.
+	size := len(inner)
+	for _, a := range c.list {
+		size += len(a.GetFileId()) + len(a.GetName()) + len(a.GetObjectKey()) + len(a.GetContentType()) + len(`["","","",""],`)
+	}
+	if size > taskrun.MaxCheckpointBytes {
+		return nil, fmt.Errorf("%d attachments are more than a checkpoint holds", len(c.list))
 	}
 	st := collectorState{Inner: inner, Assets: make([][4]string, 0, len(c.list))}
 	for _, a := range c.list {

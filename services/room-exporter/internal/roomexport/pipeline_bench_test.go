@@ -65,8 +65,10 @@ import (
 //	DATAPORT_BENCH_CASES=full,edited  rooms to run (both): full is the room of N
 //	                               messages, edited the every-message-edited one
 //	DATAPORT_NATS_BIN              nats-server binary (bin/nats-server)
-//	DATAPORT_BENCH_PROFILE=dir     each child writes dir/<mode>-<room>-<format>.cpu.pprof
-//	                               and .allocs.pprof (go tool pprof), and its debug log
+//	DATAPORT_BENCH_PROFILE=dir     each child writes dir/<mode>-<room>-<format>.cpu.pprof,
+//	                               .allocs.pprof and .peak.heap.pprof (the heap as
+//	                               the collection that found the largest live heap
+//	                               left it; go tool pprof), and its debug log
 //	                               (.log: how long the spooling pass took)
 //
 // Publishing the 2,000,000 versions takes about a minute on the 2-core dev
@@ -103,6 +105,10 @@ type childResult struct {
 	// Allocated is the heap allocated during the run (runtime/metrics
 	// /gc/heap/allocs:bytes), whatever was freed again.
 	Allocated uint64 `json:"allocated"`
+	// PeakHeap is the largest live heap any collection during the run
+	// found (runtime/metrics /gc/heap/live:bytes): what the heap's
+	// headroom (GOGC) multiplies into RSS.
+	PeakHeap uint64 `json:"peak_heap"`
 	// PeakRSS is the child's VmHWM, filled in by the parent from rusage.
 	PeakRSS uint64 `json:"-"`
 }
@@ -210,11 +216,13 @@ func BenchmarkBesideBaseline(b *testing.B) {
 					b.ReportMetric(dpRate/baseRate, "ratio")
 					b.ReportMetric(float64(dp.PeakRSS)/(1<<20), "dataport-RSS-MiB")
 					b.ReportMetric(float64(base.PeakRSS)/(1<<20), "baseline-RSS-MiB")
+					b.ReportMetric(float64(dp.PeakHeap)/(1<<20), "dataport-live-heap-MiB")
+					b.ReportMetric(float64(base.PeakHeap)/(1<<20), "baseline-live-heap-MiB")
 					b.ReportMetric(float64(dp.Allocated)/float64(dp.Records), "dataport-B/msg")
 					b.ReportMetric(float64(base.Allocated)/float64(base.Records), "baseline-B/msg")
-					b.Logf("%s %s: dataport %d msgs in %s (%.0f msgs/s, %.1f MB, peak RSS %.1f MiB); baseline %d versions in %s (%.0f /s, peak RSS %.1f MiB); ratio %.2f",
-						c.name, format, dp.Records, dp.Elapsed.Round(time.Millisecond), dpRate, float64(dp.Bytes)/1e6, float64(dp.PeakRSS)/(1<<20),
-						base.Records, base.Elapsed.Round(time.Millisecond), baseRate, float64(base.PeakRSS)/(1<<20), dpRate/baseRate)
+					b.Logf("%s %s: dataport %d msgs in %s (%.0f msgs/s, %.1f MB, peak RSS %.1f MiB, live heap %.1f MiB); baseline %d versions in %s (%.0f /s, peak RSS %.1f MiB, live heap %.1f MiB); ratio %.2f",
+						c.name, format, dp.Records, dp.Elapsed.Round(time.Millisecond), dpRate, float64(dp.Bytes)/1e6, float64(dp.PeakRSS)/(1<<20), float64(dp.PeakHeap)/(1<<20),
+						base.Records, base.Elapsed.Round(time.Millisecond), baseRate, float64(base.PeakRSS)/(1<<20), float64(base.PeakHeap)/(1<<20), dpRate/baseRate)
 				}
 			})
 		}
@@ -250,10 +258,12 @@ func TestPipelineBenchChild(t *testing.T) {
 	metrics.Read(allocs)
 	before := allocs[0].Value.Uint64()
 	logger := slog.New(slog.DiscardHandler)
+	peakProfile := ""
 	if dir := os.Getenv(envBenchProfile); dir != "" {
 		base := filepath.Join(dir, spec.Mode+"-"+spec.Room+"-"+spec.Format)
 		stop := profile(t, base)
 		defer stop()
+		peakProfile = base + ".peak.heap.pprof"
 		logs, err := os.Create(base + ".log")
 		if err != nil {
 			t.Fatal(err)
@@ -261,6 +271,7 @@ func TestPipelineBenchChild(t *testing.T) {
 		defer logs.Close()
 		logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	peak := watchHeap(peakProfile)
 	var res childResult
 	switch spec.Mode {
 	case "dataport":
@@ -275,6 +286,9 @@ func TestPipelineBenchChild(t *testing.T) {
 	}
 	metrics.Read(allocs)
 	res.Allocated = allocs[0].Value.Uint64() - before
+	if res.PeakHeap, err = peak(); err != nil {
+		t.Fatal(err)
+	}
 	out, err := json.Marshal(res)
 	if err != nil {
 		t.Fatal(err)
@@ -304,6 +318,60 @@ func profile(t *testing.T, base string) (stop func()) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// watchHeap samples the live heap every 10 ms until the returned stop,
+// which reports the largest. With a path it also writes the heap profile
+// there whenever the live heap is 5% above the largest written so far:
+// the profile of the last collection, the one that measured it, so the
+// file ends as the heap at its peak (the allocs profile at the end shows
+// only what the run left).
+func watchHeap(path string) (stop func() (uint64, error)) {
+	done := make(chan struct{})
+	type result struct {
+		peak uint64
+		err  error
+	}
+	out := make(chan result, 1)
+	go func() {
+		live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var res result
+		var written uint64
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			metrics.Read(live)
+			v := live[0].Value.Uint64()
+			res.peak = max(res.peak, v)
+			if path != "" && res.err == nil && v > written+written/20 {
+				written = v
+				res.err = writeHeapProfile(path)
+			}
+			select {
+			case <-done:
+				out <- res
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() (uint64, error) {
+		close(done)
+		r := <-out
+		return r.peak, r.err
+	}
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func runDataport(ctx context.Context, t *testing.T, js jetstream.JetStream, store *blob.Store, spec childSpec, logger *slog.Logger) (childResult, error) {

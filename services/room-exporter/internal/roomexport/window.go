@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 )
 
 // The speculative render (speculate.go) does not take a version as soon
@@ -40,8 +41,12 @@ const (
 )
 
 // maxSuspects bounds the ids the window cannot tell apart from
-// republished ones without the history (see verify): 1.5 MiB at most.
-const maxSuspects = 1 << 16
+// republished ones without the history (see verify): 384 KiB at most, 24
+// bytes each. A room of a few million versions has more (the Bloom
+// filter's false hits grow with it, see spool.go) and is then checked by
+// the plan, whose sort of the false hits' records costs local disk, not
+// memory.
+const maxSuspects = 1 << 14
 
 // recentIDs is the size of the table of recent id hashes that confirms a
 // Bloom filter's "seen" for an id no longer in the window: 1 MiB. Each
@@ -68,7 +73,7 @@ type window struct {
 	// out is how many entries have left the window: the oldest entry's
 	// number, as the index counts them.
 	out   uint64
-	index map[idHash]uint64 // id hash → number of its first version's entry
+	index idIndex // id hash → number of its first version's entry
 	bytes int
 	// maxVersions, maxBytes bound the window; recent confirms republished
 	// ids whose first version left it.
@@ -78,22 +83,33 @@ type window struct {
 	// versions of those entries (first ones included): see resolved.
 	runs, applied int
 	// suspects are the entries the Bloom filter had seen, by id hash,
-	// with the sequence of the last such entry: a first version unless
-	// the history holds an earlier version (verify). suspectsLost: there
-	// were more than maxSuspects.
-	suspects     map[idHash]uint64
+	// with their sequences, in stream order: each a first version unless
+	// the history holds an earlier version of its id (verify).
+	// suspectsLost: there were more than maxSuspects.
+	suspects     []suspect
 	suspectsLost bool
 }
 
+// suspect is an entry whose id the Bloom filter had seen.
+type suspect struct {
+	hid idHash
+	seq uint64
+}
+
 func newWindow(versions, bytes, recent int) *window {
-	return &window{
+	w := &window{
 		ring:        make([]pending, min(256, versions+1)),
-		index:       make(map[idHash]uint64),
-		suspects:    make(map[idHash]uint64),
 		maxVersions: versions,
 		maxBytes:    bytes,
 		recent:      make([]idHash, cmp.Or(recent, recentIDs)),
 	}
+	w.index.reset(w, len(w.ring))
+	return w
+}
+
+// entry returns the window's entry number num (out ≤ num < out+n).
+func (w *window) entry(num uint64) *pending {
+	return &w.ring[(w.head+int(num-w.out))%len(w.ring)]
 }
 
 // add puts the version read at seq into the window: applied to its id's
@@ -109,8 +125,8 @@ func (w *window) add(seq uint64, data, id []byte, hid idHash, keyed, seen bool) 
 	}
 	slot := &w.recent[hid.a%uint64(len(w.recent))]
 	if seen {
-		if num, ok := w.index[hid]; ok {
-			e := &w.ring[(w.head+int(num-w.out))%len(w.ring)]
+		if num, ok := w.index.get(hid); ok {
+			e := w.entry(num)
 			if first, _ := messageID(e.data); !bytes.Equal(first, id) {
 				return false // two ids share a hash: the planned render reports it
 			}
@@ -128,15 +144,16 @@ func (w *window) add(seq uint64, data, id []byte, hid idHash, keyed, seen bool) 
 		if *slot == hid {
 			return false
 		}
-		if len(w.suspects) < maxSuspects {
-			w.suspects[hid] = seq
+		if len(w.suspects) < maxSuspects && !w.suspectsLost {
+			w.suspects = append(w.suspects, suspect{hid, seq})
 		} else {
-			w.suspectsLost = true
+			w.suspects, w.suspectsLost = nil, true
 		}
 	}
 	*slot = hid
-	w.index[hid] = w.out + uint64(w.n)
+	num := w.out + uint64(w.n)
 	w.push(pending{version: version{seq: seq, data: data}, hid: hid, keyed: true})
+	w.index.put(hid, num)
 	return true
 }
 
@@ -146,6 +163,7 @@ func (w *window) push(p pending) {
 		k := copy(ring, w.ring[w.head:])
 		copy(ring[k:], w.ring[:w.head])
 		w.ring, w.head = ring, 0
+		w.index.reset(w, len(ring))
 	}
 	w.ring[(w.head+w.n)%len(w.ring)] = p
 	w.n++
@@ -160,10 +178,10 @@ func (w *window) over() bool {
 // pop takes the oldest version out of the window.
 func (w *window) pop() version {
 	p := w.ring[w.head]
-	w.ring[w.head] = pending{} // the payload is the renderer's now
-	if p.keyed && w.index[p.hid] == w.out {
-		delete(w.index, p.hid)
+	if p.keyed {
+		w.index.remove(p.hid, w.out)
 	}
+	w.ring[w.head] = pending{} // the payload is the renderer's now
 	w.head = (w.head + 1) % len(w.ring)
 	w.n--
 	w.out++
@@ -174,7 +192,7 @@ func (w *window) pop() version {
 // drop forgets the window's versions (an abandoned render's window holds
 // payloads nobody will render); its counts and suspects stay.
 func (w *window) drop() {
-	w.ring, w.index, w.recent, w.n, w.bytes = nil, nil, nil, 0, 0
+	w.ring, w.index, w.recent, w.n, w.bytes = nil, idIndex{}, nil, 0, 0
 }
 
 // verify tells, from the spool's id records (ids, spool.go: 128-bit id
@@ -193,6 +211,13 @@ func (w *window) verify(ids *os.File) bool {
 	if len(w.suspects) == 0 {
 		return true
 	}
+	// By hash, each id's last suspect only: an earlier record of its id
+	// than that one's is what tells.
+	sus := w.suspects
+	slices.SortFunc(sus, func(x, y suspect) int {
+		return cmp.Or(cmp.Compare(x.hid.a, y.hid.a), cmp.Compare(x.hid.b, y.hid.b), cmp.Compare(y.seq, x.seq))
+	})
+	sus = slices.CompactFunc(sus, func(x, y suspect) bool { return x.hid == y.hid })
 	r := bufio.NewReaderSize(io.NewSectionReader(ids, 0, 1<<62), 64<<10)
 	var b [recordBytes]byte
 	for {
@@ -201,7 +226,10 @@ func (w *window) verify(ids *os.File) bool {
 			return errors.Is(err, io.EOF)
 		}
 		hid := idHash{binary.LittleEndian.Uint64(b[0:]), binary.LittleEndian.Uint64(b[8:])}
-		if q, ok := w.suspects[hid]; ok && binary.LittleEndian.Uint64(b[16:]) < q {
+		i, ok := slices.BinarySearchFunc(sus, hid, func(x suspect, h idHash) int {
+			return cmp.Or(cmp.Compare(x.hid.a, h.a), cmp.Compare(x.hid.b, h.b))
+		})
+		if ok && binary.LittleEndian.Uint64(b[16:]) < sus[i].seq {
 			return false
 		}
 	}
@@ -219,4 +247,78 @@ func (w *window) verify(ids *os.File) bool {
 // which is the plan.
 func (w *window) resolved(republished, planned int) bool {
 	return w.runs == republished && w.applied == planned
+}
+
+// idIndex finds a window entry by its id hash: open addressing with
+// linear probing over entry numbers, the hashes being the entries' own,
+// at most two-thirds full. A Go map would cost three times as much here, and
+// grow with the room: the window deletes as often as it inserts, and a
+// map's deleted slots are only reclaimed by growing it. The table grows
+// only with the ring, so its size is set by the window's bounds, not by
+// the room (256 KiB for 16,384 versions).
+type idIndex struct {
+	w     *window
+	slots []uint64 // entry number + 1; 0 is a free slot
+	mask  uint64
+}
+
+// reset sizes the table for a ring of n entries and indexes the window's
+// keyed entries again, oldest first, so a later entry of one hash wins as
+// put has it.
+func (x *idIndex) reset(w *window, n int) {
+	size := 1
+	for size < n+n/2 {
+		size <<= 1
+	}
+	*x = idIndex{w: w, slots: make([]uint64, size), mask: uint64(size - 1)}
+	for i := range w.n {
+		if e := &w.ring[(w.head+i)%len(w.ring)]; e.keyed {
+			x.put(e.hid, w.out+uint64(i))
+		}
+	}
+}
+
+// find returns the slot of hid, or the free slot where it would go.
+func (x *idIndex) find(hid idHash) (int, bool) {
+	for i := hid.a & x.mask; ; i = (i + 1) & x.mask {
+		s := x.slots[i]
+		if s == 0 {
+			return int(i), false
+		}
+		if x.w.entry(s-1).hid == hid {
+			return int(i), true
+		}
+	}
+}
+
+func (x *idIndex) get(hid idHash) (uint64, bool) {
+	i, ok := x.find(hid)
+	return x.slots[i] - 1, ok
+}
+
+// put maps hid to entry number num, which is in the window.
+func (x *idIndex) put(hid idHash, num uint64) {
+	i, _ := x.find(hid)
+	x.slots[i] = num + 1
+}
+
+// remove forgets hid if it maps to entry number num, which is still in
+// the window: the entries the others' slots name are found through it.
+// Later slots of the probe shift back into the hole, so a lookup never
+// stops at a slot that was freed.
+func (x *idIndex) remove(hid idHash, num uint64) {
+	i, ok := x.find(hid)
+	if !ok || x.slots[i] != num+1 {
+		return
+	}
+	hole := uint64(i)
+	for j := (hole + 1) & x.mask; x.slots[j] != 0; j = (j + 1) & x.mask {
+		home := x.w.entry(x.slots[j]-1).hid.a & x.mask
+		// The slot at j stays unless the hole lies on its probe, between
+		// its home and j.
+		if (j-home)&x.mask >= (j-hole)&x.mask {
+			x.slots[hole], hole = x.slots[j], j
+		}
+	}
+	x.slots[hole] = 0
 }
