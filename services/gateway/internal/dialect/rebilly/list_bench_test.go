@@ -51,8 +51,15 @@ func BenchmarkAdminOrgList(b *testing.B) {
 }
 
 // fillOrg writes n Rebilly exports of acme, half of them completed, into
-// the jobs bucket with asynchronous publishes.
-func fillOrg(b *testing.B, e *env, n int, gap time.Duration) {
+// the jobs bucket with asynchronous publishes: export i is org-<i>,
+// created at now - (n-i)*gap, completed when i is even (else failed),
+// named "Export <i mod 7>" and owned by owner-<i mod 1000>.
+func fillOrg(b testing.TB, e *env, n int, gap time.Duration) {
+	fillOrgOwned(b, e, n, gap, func(i int) string { return fmt.Sprintf("owner-%04d", i%1000) })
+}
+
+// fillOrgOwned is fillOrg with export i owned by owner(i).
+func fillOrgOwned(b testing.TB, e *env, n int, gap time.Duration, owner func(i int) string) {
 	b.Helper()
 	t0 := now.Add(-time.Duration(n) * gap)
 	var futures []jetstream.PubAckFuture
@@ -62,7 +69,7 @@ func fillOrg(b *testing.B, e *env, n int, gap time.Duration) {
 			state = exportv1.JobState_JOB_STATE_FAILED
 		}
 		created := timestamppb.New(t0.Add(time.Duration(i) * gap))
-		j := &exportv1.Job{Id: fmt.Sprintf("org-%07d", i), OwnerId: fmt.Sprintf("owner-%04d", i%1000),
+		j := &exportv1.Job{Id: fmt.Sprintf("org-%07d", i), OwnerId: owner(i),
 			Kind: exportv1.JobKind_JOB_KIND_RECORDS, Dialect: "rebilly", OrganizationId: "acme", Name: fmt.Sprintf("Export %d", i%7),
 			Format: exportv1.Format_FORMAT_CSV, Records: &exportv1.RecordsScope{Resource: "transactions"},
 			State: state, CreatedAt: created, UpdatedAt: created}
