@@ -70,10 +70,11 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 	sel := newSelection(sortKeys, offset+limit)
 	match := filterMemo(filter)
 	text := strings.ToLower(q.Get("q"))
-	// consider renders e as filter, sort and q read it (from summaries:
-	// every field they read is in one) and keeps it if it matches.
+	// consider takes e's item as filter, sort and q read it (from
+	// summaries: every field they read is in one) and keeps it if it
+	// matches.
 	consider := func(e entry) (listed, bool) {
-		it := d.render(e, s, nil)
+		it := listedFields(e, s)
 		if !match(it) || (text != "" && !matchText(it, text)) {
 			return listed{}, false
 		}
@@ -390,24 +391,42 @@ func filterMemo(f recordquery.Filter) func(item) bool {
 	}
 	fields := f.Fields()
 	seen := map[string]bool{}
-	var key strings.Builder
+	var key []byte
 	return func(it item) bool {
-		key.Reset()
+		key = key[:0]
 		for _, name := range fields {
-			v, ok := itemValue(it, name)
-			if !ok {
-				v = nil
-			}
-			// The type and a quoted value: distinct values give distinct keys.
-			fmt.Fprintf(&key, "%T:%q;", v, v)
+			v, _ := itemValue(it, name)
+			key = appendMemoKey(key, v)
 		}
-		m, ok := seen[key.String()]
+		m, ok := seen[string(key)]
 		if !ok {
 			m = f.Match(func(name string) (any, bool) { return itemValue(it, name) })
-			seen[key.String()] = m
+			seen[string(key)] = m
 		}
 		return m
 	}
+}
+
+// appendMemoKey appends v, one of itemValue's values, tagged with its
+// type and quoted, so that distinct values give distinct keys; fmt's %T
+// and %q did the same at a tenth of a large list's time.
+func appendMemoKey(key []byte, v any) []byte {
+	switch x := v.(type) {
+	case string:
+		key = strconv.AppendQuote(append(key, 's'), x)
+	case float64:
+		key = strconv.AppendFloat(append(key, 'f'), x, 'g', -1, 64)
+	case time.Time:
+		key = x.AppendFormat(append(key, 't'), time.RFC3339Nano)
+	case []string:
+		key = append(key, 'l')
+		for _, e := range x {
+			key = strconv.AppendQuote(key, e)
+		}
+	default:
+		key = append(key, 'n')
+	}
+	return append(key, ';')
 }
 
 // Bounds of the list's integer parameters. offset+limit is at most

@@ -3,6 +3,8 @@ package rebilly_test
 import (
 	"fmt"
 	"net/http"
+	"runtime"
+	"runtime/metrics"
 	"testing"
 	"time"
 
@@ -22,7 +24,11 @@ import (
 // BuildIndex, as a migrated deployment's are, so the same benchmark runs
 // against any layout:
 //
-//	go test -run '^$' -bench BenchmarkAdminOrgList -benchtime 20x ./internal/dialect/rebilly/
+//	go test -run '^$' -bench BenchmarkAdminOrgList -benchtime 5x -benchmem ./internal/dialect/rebilly/
+//
+// Besides time and allocations per list it reports peak-heap-MiB: the
+// most the process's heap grew above its size before the lists, which is
+// what lists hold at once (and their garbage not yet collected).
 func BenchmarkAdminOrgList(b *testing.B) {
 	const jobs = 100_000
 	for _, tc := range []struct {
@@ -40,13 +46,49 @@ func BenchmarkAdminOrgList(b *testing.B) {
 			require.Equal(b, http.StatusOK, r.status, "%s", r.body)
 			require.Equal(b, fmt.Sprint(jobs/2), r.header.Get("Pagination-Total"))
 			b.ReportAllocs()
+			runtime.GC()
+			stop := sampleHeap()
 			b.ResetTimer()
 			for b.Loop() {
 				if r := e.do(b, http.MethodGet, path, key(adminKey), ""); r.status != http.StatusOK {
 					b.Fatalf("%d %s", r.status, r.body)
 				}
 			}
+			b.StopTimer()
+			idle, peak := stop()
+			b.ReportMetric(float64(peak-idle)/(1<<20), "peak-heap-MiB")
 		})
+	}
+}
+
+// sampleHeap samples the heap's size (live objects and garbage not yet
+// swept, of the whole process: the embedded NATS server's included)
+// every millisecond until the returned function is called, which answers
+// the size at the start and the largest seen. B/op counts every byte a
+// list allocates and frees as it streams; this is what a list holds at
+// once, above what the process held before.
+func sampleHeap() func() (idle, peak uint64) {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	read := func() uint64 { metrics.Read(sample); return sample[0].Value.Uint64() }
+	idle := read()
+	done, result := make(chan struct{}), make(chan uint64)
+	go func() {
+		peak := idle
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				result <- peak
+				return
+			case <-tick.C:
+				peak = max(peak, read())
+			}
+		}
+	}()
+	return func() (uint64, uint64) {
+		close(done)
+		return idle, <-result
 	}
 }
 
