@@ -796,7 +796,9 @@ func (s *Store) findAmong(ctx context.Context, q Query, entries []entry, after *
 // findOwn answers q, a scope of one owner, from the owner's buckets. A
 // scope narrowed to a dialect or kind may hold few of the owner's
 // entries, spread over many buckets: its entries are read with one direct
-// get when they fit one, before walking the buckets.
+// get when they fit one, before walking the buckets. Entries are
+// gathered across buckets until they could fill the page, and the jobs of
+// those read with one request, not one per bucket.
 func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error) {
 	page := Page{Total: -1}
 	if q.Dialect != "" || q.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED {
@@ -808,22 +810,37 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 			return Page{}, fmt.Errorf("list index: %w", err)
 		}
 	}
-	seen := 0
-	err := s.walkOwn(ctx, q.Scope, after, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
-		seen += len(entries)
-		full, used, err := s.take(ctx, q, &page, entries)
+	seen, full := 0, false
+	var gathered []entry
+	// settle reads the jobs of the gathered entries into the page; done
+	// reports that the page is full, with its cursor set when more
+	// entries follow (more markers mean more entries, but for an entry
+	// whose job was never written: then the next page is empty).
+	settle := func(last bool) (done bool, err error) {
+		filled, used, err := s.take(ctx, q, &page, gathered)
 		if err != nil {
 			return false, err
 		}
-		if full {
-			// More markers mean more entries, but for an entry whose
-			// job was never written: then the next page is empty.
-			if used < len(entries) || !last {
-				page.Next = cursor(entries[used-1])
+		if full = filled; full {
+			if used < len(gathered) || !last {
+				page.Next = cursor(gathered[used-1])
 			}
+			return true, nil
 		}
-		return full, nil
+		gathered = gathered[:0]
+		return false, nil
+	}
+	err := s.walkOwn(ctx, q.Scope, after, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
+		seen += len(entries)
+		gathered = append(gathered, entries...)
+		if q.Limit > 0 && len(gathered) < q.Limit-len(page.Jobs) && !last {
+			return false, nil
+		}
+		return settle(last)
 	})
+	if err == nil && !full && len(gathered) > 0 {
+		_, err = settle(true)
+	}
 	if err != nil {
 		return Page{}, err
 	}
@@ -837,7 +854,12 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 // by bucket, newest first, each bucket's entries sorted newest first and
 // those up to after (nil: none) left out, with the entries' values (nil
 // for a bucket too large for one direct get); last reports that no
-// bucket follows. It stops when fn says so or fails.
+// bucket follows. It stops when fn says so or fails. A bucket is a day
+// when the day's entries fit one direct get, else a minute of it; the
+// day's get and its minute markers are asked for at once, and minutes a
+// growing few at once, so that a walk's round trips one after the other
+// are few: the days, then each day's entries or markers, then the
+// minutes.
 func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) error {
 	owner := famOwner + "." + hashToken(sc.Owner)
 	var afterDay, afterMinute string
@@ -848,37 +870,65 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(ent
 	if err != nil {
 		return err
 	}
+	sorted := func(values map[string][]byte) []entry {
+		entries := parseEntries(slices.Collect(maps.Keys(values)), true)
+		slices.SortFunc(entries, newestFirst)
+		return skipTo(entries, after)
+	}
 	for di, day := range days {
 		if day < afterDay {
 			continue
 		}
-		minutes, err := s.tokens(ctx, owner+"."+day+".*")
-		if err != nil {
+		lastDay := di+1 == len(days)
+		var dayValues map[string][]byte
+		var minutes []string
+		var dayErr error
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error {
+			dayValues, dayErr = kvbatch.Matching(gctx, s.js, s.index, sc.ownFilter(day, "*"))
+			if errors.Is(dayErr, kvbatch.ErrTooMany) {
+				return nil
+			}
+			return dayErr
+		})
+		g.Go(func() (err error) { minutes, err = s.tokens(gctx, owner+"."+day+".*"); return err })
+		if err := g.Wait(); err != nil {
 			return err
 		}
-		for mi, minute := range minutes {
-			if day == afterDay && minute < afterMinute {
-				continue
-			}
-			values, err := s.keys(ctx, sc.ownFilter(day, minute))
-			if err != nil {
-				return err
-			}
-			entries := make([]entry, 0, len(values))
-			for k := range values {
-				if e, ok := parseEntry(k, true); ok {
-					entries = append(entries, e)
-				}
-			}
-			slices.SortFunc(entries, newestFirst)
-			stop, err := fn(skipTo(entries, after), values, mi+1 == len(minutes) && di+1 == len(days))
+		if dayErr == nil {
+			stop, err := fn(sorted(dayValues), dayValues, lastDay)
 			if stop || err != nil {
 				return err
+			}
+			continue
+		}
+		if day == afterDay {
+			minutes = slices.DeleteFunc(minutes, func(m string) bool { return m < afterMinute })
+		}
+		for start, ahead := 0, 1; start < len(minutes); start, ahead = start+ahead, min(ahead*2, minutesAhead) {
+			chunk := minutes[start:min(start+ahead, len(minutes))]
+			values := make([]map[string][]byte, len(chunk))
+			g, gctx := errgroup.WithContext(ctx)
+			for i, minute := range chunk {
+				g.Go(func() (err error) { values[i], err = s.keys(gctx, sc.ownFilter(day, minute)); return err })
+			}
+			if err := g.Wait(); err != nil {
+				return err
+			}
+			for i := range chunk {
+				last := lastDay && start+i+1 == len(minutes)
+				stop, err := fn(sorted(values[i]), values[i], last)
+				if stop || err != nil {
+					return err
+				}
 			}
 		}
 	}
 	return nil
 }
+
+// minutesAhead bounds the minute buckets walkOwn reads at once.
+const minutesAhead = 4
 
 // skipTo drops the entries of a newest-first slice up to and including
 // the position after (nil: none).
