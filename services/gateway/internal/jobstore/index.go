@@ -851,60 +851,39 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 }
 
 // walkOwn calls fn with the entries of sc (a scope of one owner) bucket
-// by bucket, newest first, each bucket's entries sorted newest first and
-// those up to after (nil: none) left out, with the entries' values (nil
-// for a bucket too large for one direct get); last reports that no
-// bucket follows. It stops when fn says so or fails. A bucket is a day
-// when the day's entries fit one direct get, else a minute of it; the
-// day's get and its minute markers are asked for at once, and minutes a
-// growing few at once, so that a walk's round trips one after the other
-// are few: the days, then each day's entries or markers, then the
-// minutes.
+// by bucket (a minute of created_at), newest first, each bucket's
+// entries sorted newest first and those up to after (nil: none) left
+// out, with the entries' values (nil for a bucket too large for one
+// direct get); last reports that no bucket follows. It stops when fn
+// says so or fails. The owner's minute markers are read with one direct
+// get when they fit one (else the day markers, then each day's minute
+// markers), and the minutes' entries a growing few minutes at once, so
+// that a walk takes few round trips one after the other. A day's entries
+// are not read at once: a get answers every entry with its summary, and
+// reading a thousand entries for a page of a hundred cost more than the
+// round trips it saved.
 func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) error {
 	owner := famOwner + "." + hashToken(sc.Owner)
 	var afterDay, afterMinute string
 	if after != nil {
 		afterDay, afterMinute = dayToken(after.stamp), minuteToken(after.stamp)
 	}
-	days, err := s.tokens(ctx, owner+".*")
+	days, minutesOf, err := s.ownMinutes(ctx, owner)
 	if err != nil {
 		return err
-	}
-	sorted := func(values map[string][]byte) []entry {
-		entries := parseEntries(slices.Collect(maps.Keys(values)), true)
-		slices.SortFunc(entries, newestFirst)
-		return skipTo(entries, after)
 	}
 	for di, day := range days {
 		if day < afterDay {
 			continue
 		}
-		lastDay := di+1 == len(days)
-		var dayValues map[string][]byte
-		var minutes []string
-		var dayErr error
-		g, gctx := errgroup.WithContext(ctx)
-		g.Go(func() error {
-			dayValues, dayErr = kvbatch.Matching(gctx, s.js, s.index, sc.ownFilter(day, "*"))
-			if errors.Is(dayErr, kvbatch.ErrTooMany) {
-				return nil
-			}
-			return dayErr
-		})
-		g.Go(func() (err error) { minutes, err = s.tokens(gctx, owner+"."+day+".*"); return err })
-		if err := g.Wait(); err != nil {
+		minutes, err := minutesOf(day)
+		if err != nil {
 			return err
-		}
-		if dayErr == nil {
-			stop, err := fn(sorted(dayValues), dayValues, lastDay)
-			if stop || err != nil {
-				return err
-			}
-			continue
 		}
 		if day == afterDay {
 			minutes = slices.DeleteFunc(minutes, func(m string) bool { return m < afterMinute })
 		}
+		lastDay := di+1 == len(days)
 		for start, ahead := 0, 1; start < len(minutes); start, ahead = start+ahead, min(ahead*2, minutesAhead) {
 			chunk := minutes[start:min(start+ahead, len(minutes))]
 			values := make([]map[string][]byte, len(chunk))
@@ -916,8 +895,9 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(ent
 				return err
 			}
 			for i := range chunk {
-				last := lastDay && start+i+1 == len(minutes)
-				stop, err := fn(sorted(values[i]), values[i], last)
+				entries := parseEntries(slices.Collect(maps.Keys(values[i])), true)
+				slices.SortFunc(entries, newestFirst)
+				stop, err := fn(skipTo(entries, after), values[i], lastDay && start+i+1 == len(minutes))
 				if stop || err != nil {
 					return err
 				}
@@ -925,6 +905,37 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(ent
 		}
 	}
 	return nil
+}
+
+// ownMinutes lists the days of owner (an owner entries' prefix) with
+// jobs, sorted newest first, and answers each day's minutes with jobs,
+// sorted the same way: from the owner's minute markers, read with one
+// direct get, or, when they are more than one answers, from the day
+// markers and each day's minute markers as it is asked for.
+func (s *Store) ownMinutes(ctx context.Context, owner string) (days []string, minutesOf func(day string) ([]string, error), err error) {
+	markers, err := kvbatch.Matching(ctx, s.js, s.index, owner+".*.*")
+	switch {
+	case errors.Is(err, kvbatch.ErrTooMany):
+		days, err := s.tokens(ctx, owner+".*")
+		if err != nil {
+			return nil, nil, err
+		}
+		return days, func(day string) ([]string, error) { return s.tokens(ctx, owner+"."+day+".*") }, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("list index: %w", err)
+	}
+	byDay := map[string][]string{}
+	for k := range markers {
+		rest := strings.TrimPrefix(k, owner+".")
+		day, minute, _ := strings.Cut(rest, ".")
+		byDay[day] = append(byDay[day], minute)
+	}
+	days = slices.Sorted(maps.Keys(byDay))
+	return days, func(day string) ([]string, error) {
+		minutes := byDay[day]
+		slices.Sort(minutes)
+		return minutes, nil
+	}, nil
 }
 
 // minutesAhead bounds the minute buckets walkOwn reads at once.
