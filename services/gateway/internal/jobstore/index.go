@@ -830,7 +830,13 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 		gathered = gathered[:0]
 		return false, nil
 	}
-	err := s.walkOwn(ctx, q.Scope, after, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
+	need := func() int {
+		if q.Limit == 0 {
+			return 0
+		}
+		return max(q.Limit-len(page.Jobs)-len(gathered), 1)
+	}
+	err := s.walkOwn(ctx, q.Scope, after, need, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
 		seen += len(entries)
 		gathered = append(gathered, entries...)
 		if q.Limit > 0 && len(gathered) < q.Limit-len(page.Jobs) && !last {
@@ -857,12 +863,13 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 // direct get); last reports that no bucket follows. It stops when fn
 // says so or fails. The owner's minute markers are read with one direct
 // get when they fit one (else the day markers, then each day's minute
-// markers), and the minutes' entries a growing few minutes at once, so
-// that a walk takes few round trips one after the other. A day's entries
+// markers), and the minutes' entries several minutes at once, as many as
+// need (how many more entries fn wants; 0: all of them) says are likely
+// to be enough, so that a walk takes few round trips one after the other. A day's entries
 // are not read at once: a get answers every entry with its summary, and
 // reading a thousand entries for a page of a hundred cost more than the
 // round trips it saved.
-func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) error {
+func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func() int, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) error {
 	owner := famOwner + "." + hashToken(sc.Owner)
 	var afterDay, afterMinute string
 	if after != nil {
@@ -872,6 +879,9 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(ent
 	if err != nil {
 		return err
 	}
+	// read and seen are the minutes read so far and their entries (the
+	// skipped ones too: they tell how full a minute is).
+	read, seen := 0, 0
 	for di, day := range days {
 		if day < afterDay {
 			continue
@@ -884,7 +894,16 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(ent
 			minutes = slices.DeleteFunc(minutes, func(m string) bool { return m < afterMinute })
 		}
 		lastDay := di+1 == len(days)
-		for start, ahead := 0, 1; start < len(minutes); start, ahead = start+ahead, min(ahead*2, minutesAhead) {
+		for start := 0; start < len(minutes); {
+			// As many minutes as the entries still wanted likely fill,
+			// judged by the minutes read so far: reading more costs the
+			// server a message per entry, fewer a round trip.
+			ahead := minutesAhead
+			if want := need(); want > 0 && seen > 0 {
+				ahead = min(max((want*read+seen-1)/seen, 1), minutesAhead)
+			} else if want > 0 {
+				ahead = 1
+			}
 			chunk := minutes[start:min(start+ahead, len(minutes))]
 			values := make([]map[string][]byte, len(chunk))
 			g, gctx := errgroup.WithContext(ctx)
@@ -897,11 +916,14 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(ent
 			for i := range chunk {
 				entries := parseEntries(slices.Collect(maps.Keys(values[i])), true)
 				slices.SortFunc(entries, newestFirst)
-				stop, err := fn(skipTo(entries, after), values[i], lastDay && start+i+1 == len(minutes))
+				read, seen = read+1, seen+len(entries)
+				entries = skipTo(entries, after)
+				stop, err := fn(entries, values[i], lastDay && start+i+1 == len(minutes))
 				if stop || err != nil {
 					return err
 				}
 			}
+			start += len(chunk)
 		}
 	}
 	return nil

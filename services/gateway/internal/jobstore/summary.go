@@ -181,7 +181,7 @@ func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1
 	values, err := kvbatch.Matching(ctx, s.js, s.index, sc.ownFilter("*", "*"))
 	switch {
 	case errors.Is(err, kvbatch.ErrTooMany):
-		return s.walkOwn(ctx, sc, nil, func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
+		return s.walkOwn(ctx, sc, nil, func() int { return 0 }, func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
 			return false, add(entries, values)
 		})
 	case err != nil:
