@@ -401,11 +401,18 @@ func filterMemo(f recordquery.Filter) func(item) bool {
 		m, ok := seen[string(key)]
 		if !ok {
 			m = f.Match(func(name string) (any, bool) { return itemValue(it, name) })
-			seen[string(key)] = m
+			// A filter on a field of many values (a time, an id) would
+			// remember every export's: the list holds its page, not that.
+			if len(seen) < maxMemo {
+				seen[string(key)] = m
+			}
 		}
 		return m
 	}
 }
+
+// maxMemo bounds the combinations filterMemo remembers.
+const maxMemo = 4096
 
 // appendMemoKey appends v, one of itemValue's values, tagged with its
 // type and quoted, so that distinct values give distinct keys; fmt's %T
