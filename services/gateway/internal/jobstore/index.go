@@ -796,7 +796,9 @@ func (s *Store) findAmong(ctx context.Context, q Query, entries []entry, after *
 // findOwn answers q, a scope of one owner, from the owner's buckets. A
 // scope narrowed to a dialect or kind may hold few of the owner's
 // entries, spread over many buckets: its entries are read with one direct
-// get when they fit one, before walking the buckets.
+// get when they fit one, before walking the buckets. Entries are
+// gathered across buckets until they could fill the page, and the jobs of
+// those read with one request, not one per bucket.
 func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error) {
 	page := Page{Total: -1}
 	if q.Dialect != "" || q.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED {
@@ -808,22 +810,43 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 			return Page{}, fmt.Errorf("list index: %w", err)
 		}
 	}
-	seen := 0
-	err := s.walkOwn(ctx, q.Scope, after, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
-		seen += len(entries)
-		full, used, err := s.take(ctx, q, &page, entries)
+	seen, full := 0, false
+	var gathered []entry
+	// settle reads the jobs of the gathered entries into the page; done
+	// reports that the page is full, with its cursor set when more
+	// entries follow (more markers mean more entries, but for an entry
+	// whose job was never written: then the next page is empty).
+	settle := func(last bool) (done bool, err error) {
+		filled, used, err := s.take(ctx, q, &page, gathered)
 		if err != nil {
 			return false, err
 		}
-		if full {
-			// More markers mean more entries, but for an entry whose
-			// job was never written: then the next page is empty.
-			if used < len(entries) || !last {
-				page.Next = cursor(entries[used-1])
+		if full = filled; full {
+			if used < len(gathered) || !last {
+				page.Next = cursor(gathered[used-1])
 			}
+			return true, nil
 		}
-		return full, nil
+		gathered = gathered[:0]
+		return false, nil
+	}
+	need := func() int {
+		if q.Limit == 0 {
+			return 0
+		}
+		return max(q.Limit-len(page.Jobs)-len(gathered), 1)
+	}
+	err := s.walkOwn(ctx, q.Scope, after, need, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
+		seen += len(entries)
+		gathered = append(gathered, entries...)
+		if q.Limit > 0 && len(gathered) < q.Limit-len(page.Jobs) && !last {
+			return false, nil
+		}
+		return settle(last)
 	})
+	if err == nil && !full && len(gathered) > 0 {
+		_, err = settle(true)
+	}
 	if err != nil {
 		return Page{}, err
 	}
@@ -834,51 +857,111 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 }
 
 // walkOwn calls fn with the entries of sc (a scope of one owner) bucket
-// by bucket, newest first, each bucket's entries sorted newest first and
-// those up to after (nil: none) left out, with the entries' values (nil
-// for a bucket too large for one direct get); last reports that no
-// bucket follows. It stops when fn says so or fails.
-func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) error {
+// by bucket (a minute of created_at), newest first, each bucket's
+// entries sorted newest first and those up to after (nil: none) left
+// out, with the entries' values (nil for a bucket too large for one
+// direct get); last reports that no bucket follows. It stops when fn
+// says so or fails. The owner's minute markers are read with one direct
+// get when they fit one (else the day markers, then each day's minute
+// markers), and the minutes' entries several minutes at once, as many as
+// need (how many more entries fn wants; 0: all of them) says are likely
+// to be enough, so that a walk takes few round trips one after the other. A day's entries
+// are not read at once: a get answers every entry with its summary, and
+// reading a thousand entries for a page of a hundred cost more than the
+// round trips it saved.
+func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func() int, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) error {
 	owner := famOwner + "." + hashToken(sc.Owner)
 	var afterDay, afterMinute string
 	if after != nil {
 		afterDay, afterMinute = dayToken(after.stamp), minuteToken(after.stamp)
 	}
-	days, err := s.tokens(ctx, owner+".*")
+	days, minutesOf, err := s.ownMinutes(ctx, owner)
 	if err != nil {
 		return err
 	}
+	// read and seen are the minutes read so far and their entries (the
+	// skipped ones too: they tell how full a minute is).
+	read, seen := 0, 0
 	for di, day := range days {
 		if day < afterDay {
 			continue
 		}
-		minutes, err := s.tokens(ctx, owner+"."+day+".*")
+		minutes, err := minutesOf(day)
 		if err != nil {
 			return err
 		}
-		for mi, minute := range minutes {
-			if day == afterDay && minute < afterMinute {
-				continue
+		if day == afterDay {
+			minutes = slices.DeleteFunc(minutes, func(m string) bool { return m < afterMinute })
+		}
+		lastDay := di+1 == len(days)
+		for start := 0; start < len(minutes); {
+			// As many minutes as the entries still wanted likely fill,
+			// judged by the minutes read so far: reading more costs the
+			// server a message per entry, fewer a round trip.
+			ahead := minutesAhead
+			if want := need(); want > 0 && seen > 0 {
+				ahead = min(max((want*read+seen-1)/seen, 1), minutesAhead)
+			} else if want > 0 {
+				ahead = 1
 			}
-			values, err := s.keys(ctx, sc.ownFilter(day, minute))
-			if err != nil {
+			chunk := minutes[start:min(start+ahead, len(minutes))]
+			values := make([]map[string][]byte, len(chunk))
+			g, gctx := errgroup.WithContext(ctx)
+			for i, minute := range chunk {
+				g.Go(func() (err error) { values[i], err = s.keys(gctx, sc.ownFilter(day, minute)); return err })
+			}
+			if err := g.Wait(); err != nil {
 				return err
 			}
-			entries := make([]entry, 0, len(values))
-			for k := range values {
-				if e, ok := parseEntry(k, true); ok {
-					entries = append(entries, e)
+			for i := range chunk {
+				entries := parseEntries(slices.Collect(maps.Keys(values[i])), true)
+				slices.SortFunc(entries, newestFirst)
+				read, seen = read+1, seen+len(entries)
+				entries = skipTo(entries, after)
+				stop, err := fn(entries, values[i], lastDay && start+i+1 == len(minutes))
+				if stop || err != nil {
+					return err
 				}
 			}
-			slices.SortFunc(entries, newestFirst)
-			stop, err := fn(skipTo(entries, after), values, mi+1 == len(minutes) && di+1 == len(days))
-			if stop || err != nil {
-				return err
-			}
+			start += len(chunk)
 		}
 	}
 	return nil
 }
+
+// ownMinutes lists the days of owner (an owner entries' prefix) with
+// jobs, sorted newest first, and answers each day's minutes with jobs,
+// sorted the same way: from the owner's minute markers, read with one
+// direct get, or, when they are more than one answers, from the day
+// markers and each day's minute markers as it is asked for.
+func (s *Store) ownMinutes(ctx context.Context, owner string) (days []string, minutesOf func(day string) ([]string, error), err error) {
+	markers, err := kvbatch.Matching(ctx, s.js, s.index, owner+".*.*")
+	switch {
+	case errors.Is(err, kvbatch.ErrTooMany):
+		days, err := s.tokens(ctx, owner+".*")
+		if err != nil {
+			return nil, nil, err
+		}
+		return days, func(day string) ([]string, error) { return s.tokens(ctx, owner+"."+day+".*") }, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("list index: %w", err)
+	}
+	byDay := map[string][]string{}
+	for k := range markers {
+		rest := strings.TrimPrefix(k, owner+".")
+		day, minute, _ := strings.Cut(rest, ".")
+		byDay[day] = append(byDay[day], minute)
+	}
+	days = slices.Sorted(maps.Keys(byDay))
+	return days, func(day string) ([]string, error) {
+		minutes := byDay[day]
+		slices.Sort(minutes)
+		return minutes, nil
+	}, nil
+}
+
+// minutesAhead bounds the minute buckets walkOwn reads at once.
+const minutesAhead = 4
 
 // skipTo drops the entries of a newest-first slice up to and including
 // the position after (nil: none).

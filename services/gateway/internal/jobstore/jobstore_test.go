@@ -26,7 +26,7 @@ func at(sec int) *timestamppb.Timestamp {
 	return timestamppb.New(t0.Add(time.Duration(sec) * time.Second))
 }
 
-func newStore(t *testing.T) (*jobstore.Store, jetstream.KeyValue, *bustest.Server) {
+func newStore(t testing.TB) (*jobstore.Store, jetstream.KeyValue, *bustest.Server) {
 	t.Helper()
 	srv := bustest.Start(t)
 	kv, err := srv.JS.KeyValue(t.Context(), bus.BucketJobs)

@@ -1,6 +1,7 @@
 package jobstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -109,62 +110,160 @@ func (s *Store) putSummary(ctx context.Context, key string, markers []string, va
 }
 
 // Summaries returns the summaries (see Summary) of sc's jobs that keep
-// accepts (nil: all), newest first. For a scope of one owner, or of one
-// organization and dialect (every owner's: an administrator's view), it
-// reads only the scope's index entries, and the jobs only of entries that
-// have no summary yet (a create in flight, or one that died); a summary
-// may lag its job by the moment between their writes. Other scopes read
-// their jobs in full.
+// accepts (nil: all), newest first. It is EachSummary collected and
+// sorted; a listing that needs only a page of them should stream them
+// with EachSummary instead of holding them all.
 func (s *Store) Summaries(ctx context.Context, sc Scope, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error) {
 	var out []*exportv1.Job
-	add := func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
-		sums, err := s.summaries(ctx, entries, values)
-		for _, sum := range sums {
-			if sum != nil && sc.matches(sum) && (keep == nil || keep(sum)) {
-				out = append(out, sum)
-			}
+	err := s.EachSummary(ctx, sc, func(sum *exportv1.Job) error {
+		if keep == nil || keep(sum) {
+			out = append(out, sum)
 		}
-		return false, err
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	slices.SortFunc(out, NewestFirst)
+	return out, nil
+}
+
+// NewestFirst is the order of every listing of jobs: created_at
+// descending (as the index keys carry it), then id descending.
+func NewestFirst(a, b *exportv1.Job) int {
+	if c := cmp.Compare(stamp(b), stamp(a)); c != 0 {
+		return c
+	}
+	return cmp.Compare(b.GetId(), a.GetId())
+}
+
+// EachSummary calls fn with the summary (see Summary) of each of sc's
+// jobs, once each, in no particular order, and stops at fn's first
+// error. For a scope of one owner, or of one organization and dialect
+// (every owner's: an administrator's view), it reads only the scope's
+// index entries, and the jobs only of entries that have no summary yet (a
+// create in flight, or one that died); a summary may lag its job by the
+// moment between their writes. Other scopes read their jobs in full. It
+// holds at most a batch of entries at a time, never the scope's: an
+// organization's hundred thousand summaries stream through fn.
+func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1.Job) error) error {
 	if sc.orgWide() {
-		values, err := s.orgValues(ctx, sc)
-		if err != nil {
-			return nil, err
-		}
-		entries := parseEntries(slices.Collect(maps.Keys(values)), true)
-		slices.SortFunc(entries, newestFirst)
-		_, err = add(entries, values, true)
-		return out, err
+		return s.eachOrgSummary(ctx, sc, fn)
 	}
 	if sc.Owner == "" || sc.Parent != "" {
-		page, err := s.Find(ctx, Query{Scope: sc, Keep: keep})
+		page, err := s.Find(ctx, Query{Scope: sc})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		out := make([]*exportv1.Job, len(page.Jobs))
-		for i, j := range page.Jobs {
-			out[i] = Summary(j)
+		for _, j := range page.Jobs {
+			if err := fn(Summary(j)); err != nil {
+				return err
+			}
 		}
-		return out, nil
+		return nil
+	}
+	add := func(entries []entry, values map[string][]byte) error {
+		sums, err := s.summaries(ctx, entries, values)
+		if err != nil {
+			return err
+		}
+		for _, sum := range sums {
+			if sum != nil && sc.matches(sum) {
+				if err := fn(sum); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	}
 	// All of them at once when they fit one direct get (one round trip
 	// instead of one per bucket), else bucket by bucket.
 	values, err := kvbatch.Matching(ctx, s.js, s.index, sc.ownFilter("*", "*"))
 	switch {
 	case errors.Is(err, kvbatch.ErrTooMany):
-		err = s.walkOwn(ctx, sc, nil, add)
-	case err == nil:
-		entries := make([]entry, 0, len(values))
-		for k := range values {
-			if e, ok := parseEntry(k, true); ok {
-				entries = append(entries, e)
+		return s.walkOwn(ctx, sc, nil, func() int { return 0 }, func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
+			return false, add(entries, values)
+		})
+	case err != nil:
+		return fmt.Errorf("list index: %w", err)
+	}
+	return add(parseEntries(slices.Collect(maps.Keys(values)), true), values)
+}
+
+// eachOrgSummary is EachSummary for an organization-wide scope: one
+// direct get when its entries are few, else streamed from the index's
+// stream by an ordered consumer filtered to them (the last message of
+// each key, a batch at a time), whose cost is that of the entries: a
+// direct get of a thousand literal keys costs the server a look-up of
+// each, and a hundred of them took longer than reading every job.
+// Entries without a summary are read from their jobs a batch at a time.
+func (s *Store) eachOrgSummary(ctx context.Context, sc Scope, fn func(sum *exportv1.Job) error) error {
+	filter := sc.orgFilter()
+	var missing []entry
+	flush := func() error {
+		if len(missing) == 0 {
+			return nil
+		}
+		jobs, err := s.fetch(ctx, missing)
+		missing = missing[:0]
+		if err != nil {
+			return fmt.Errorf("list jobs: %w", err)
+		}
+		for _, j := range jobs {
+			if j != nil && sc.matches(j) {
+				if err := fn(Summary(j)); err != nil {
+					return err
+				}
 			}
 		}
-		slices.SortFunc(entries, newestFirst)
-		_, err = add(entries, values, true)
+		return nil
 	}
-	return out, err
+	one := func(key string, value []byte) error {
+		e, ok := parseEntry(key, true)
+		if !ok {
+			return nil
+		}
+		sum, _, ok := decodeSummary(value)
+		if !ok || sum.GetId() != e.id {
+			if missing = append(missing, e); len(missing) == missingBatch {
+				return flush()
+			}
+			return nil
+		}
+		if !sc.matches(sum) {
+			return nil
+		}
+		return fn(sum)
+	}
+	m, err := kvbatch.Matching(ctx, s.js, s.index, filter)
+	switch {
+	case err == nil:
+		for k, v := range m {
+			if err := one(k, v); err != nil {
+				return err
+			}
+		}
+		return flush()
+	case !errors.Is(err, kvbatch.ErrTooMany):
+		return fmt.Errorf("list index %s: %w", filter, err)
+	}
+	prefix := "$KV." + s.index.Bucket() + "."
+	err = s.scanStream(ctx, "KV_"+s.index.Bucket(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{prefix + filter}},
+		func(msg jetstream.Msg, _ uint64) error {
+			return one(strings.TrimPrefix(msg.Subject(), prefix), msg.Data())
+		})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return fmt.Errorf("list index %s: %w", filter, err)
+	}
+	return nil
 }
+
+// missingBatch is how many entries without a summary EachSummary holds
+// before it reads their jobs.
+const missingBatch = 1000
 
 // summaries are the summaries of entries, in their order, from values
 // (entry key to value) or, for an entry without one, from its job (nil
@@ -211,33 +310,4 @@ func (s *Store) GetMany(ctx context.Context, ids []string) (map[string]*exportv1
 		out[id] = job
 	}
 	return out, nil
-}
-
-// orgValues are the organization entries of sc (a scope of one
-// organization and dialect) with their values, by key: one direct get
-// when they are few, else streamed from the index's stream by an ordered
-// consumer filtered to them (the last message of each key, a batch at a
-// time), whose cost is that of the entries: a direct get of a thousand
-// literal keys costs the server a look-up of each, and a hundred of them
-// took longer than reading every job.
-func (s *Store) orgValues(ctx context.Context, sc Scope) (map[string][]byte, error) {
-	filter := sc.orgFilter()
-	m, err := kvbatch.Matching(ctx, s.js, s.index, filter)
-	if err == nil {
-		return m, nil
-	}
-	if !errors.Is(err, kvbatch.ErrTooMany) {
-		return nil, fmt.Errorf("list index %s: %w", filter, err)
-	}
-	prefix := "$KV." + s.index.Bucket() + "."
-	m = map[string][]byte{}
-	err = s.scanStream(ctx, "KV_"+s.index.Bucket(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{prefix + filter}},
-		func(msg jetstream.Msg, _ uint64) error {
-			m[strings.TrimPrefix(msg.Subject(), prefix)] = msg.Data()
-			return nil
-		})
-	if err != nil {
-		return nil, fmt.Errorf("list index %s: %w", filter, err)
-	}
-	return m, nil
 }

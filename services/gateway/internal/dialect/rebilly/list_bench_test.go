@@ -3,6 +3,8 @@ package rebilly_test
 import (
 	"fmt"
 	"net/http"
+	"runtime"
+	"runtime/metrics"
 	"testing"
 	"time"
 
@@ -22,7 +24,11 @@ import (
 // BuildIndex, as a migrated deployment's are, so the same benchmark runs
 // against any layout:
 //
-//	go test -run '^$' -bench BenchmarkAdminOrgList -benchtime 20x ./internal/dialect/rebilly/
+//	go test -run '^$' -bench BenchmarkAdminOrgList -benchtime 5x -benchmem ./internal/dialect/rebilly/
+//
+// Besides time and allocations per list it reports peak-live-MiB: the
+// most the process's live heap grew above its size before the lists,
+// which is what lists hold at once.
 func BenchmarkAdminOrgList(b *testing.B) {
 	const jobs = 100_000
 	for _, tc := range []struct {
@@ -40,19 +46,62 @@ func BenchmarkAdminOrgList(b *testing.B) {
 			require.Equal(b, http.StatusOK, r.status, "%s", r.body)
 			require.Equal(b, fmt.Sprint(jobs/2), r.header.Get("Pagination-Total"))
 			b.ReportAllocs()
+			runtime.GC()
+			stop := sampleHeap()
 			b.ResetTimer()
 			for b.Loop() {
 				if r := e.do(b, http.MethodGet, path, key(adminKey), ""); r.status != http.StatusOK {
 					b.Fatalf("%d %s", r.status, r.body)
 				}
 			}
+			b.StopTimer()
+			idle, peak := stop()
+			b.ReportMetric(float64(peak-idle)/(1<<20), "peak-live-MiB")
 		})
 	}
 }
 
+// sampleHeap samples the live heap (as the last garbage collection
+// marked it, of the whole process: the embedded NATS server's included)
+// every millisecond until the returned function is called, which answers
+// the size at the start and the largest seen. B/op counts every byte a
+// list allocates and frees as it streams; this is what lists hold at
+// once, above what the process held before.
+func sampleHeap() func() (idle, peak uint64) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	read := func() uint64 { metrics.Read(sample); return sample[0].Value.Uint64() }
+	idle := read()
+	done, result := make(chan struct{}), make(chan uint64)
+	go func() {
+		peak := idle
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				result <- peak
+				return
+			case <-tick.C:
+				peak = max(peak, read())
+			}
+		}
+	}()
+	return func() (uint64, uint64) {
+		close(done)
+		return idle, <-result
+	}
+}
+
 // fillOrg writes n Rebilly exports of acme, half of them completed, into
-// the jobs bucket with asynchronous publishes.
-func fillOrg(b *testing.B, e *env, n int, gap time.Duration) {
+// the jobs bucket with asynchronous publishes: export i is org-<i>,
+// created at now - (n-i)*gap, completed when i is even (else failed),
+// named "Export <i mod 7>" and owned by owner-<i mod 1000>.
+func fillOrg(b testing.TB, e *env, n int, gap time.Duration) {
+	fillOrgOwned(b, e, n, gap, func(i int) string { return fmt.Sprintf("owner-%04d", i%1000) })
+}
+
+// fillOrgOwned is fillOrg with export i owned by owner(i).
+func fillOrgOwned(b testing.TB, e *env, n int, gap time.Duration, owner func(i int) string) {
 	b.Helper()
 	t0 := now.Add(-time.Duration(n) * gap)
 	var futures []jetstream.PubAckFuture
@@ -62,7 +111,7 @@ func fillOrg(b *testing.B, e *env, n int, gap time.Duration) {
 			state = exportv1.JobState_JOB_STATE_FAILED
 		}
 		created := timestamppb.New(t0.Add(time.Duration(i) * gap))
-		j := &exportv1.Job{Id: fmt.Sprintf("org-%07d", i), OwnerId: fmt.Sprintf("owner-%04d", i%1000),
+		j := &exportv1.Job{Id: fmt.Sprintf("org-%07d", i), OwnerId: owner(i),
 			Kind: exportv1.JobKind_JOB_KIND_RECORDS, Dialect: "rebilly", OrganizationId: "acme", Name: fmt.Sprintf("Export %d", i%7),
 			Format: exportv1.Format_FORMAT_CSV, Records: &exportv1.RecordsScope{Resource: "transactions"},
 			State: state, CreatedAt: created, UpdatedAt: created}

@@ -14,7 +14,6 @@
 package rebilly
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +21,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -43,7 +41,6 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/links"
 	"dataport.dev/shared/objects"
-	"dataport.dev/shared/recordquery"
 )
 
 const dialectName = "rebilly"
@@ -626,21 +623,6 @@ func (d *API) hidden(ctx context.Context, id string) bool {
 	return err == nil && h
 }
 
-// visible drops the jobs deleted through this API (Hide), reading only
-// the markers of jobs: the cost of the caller's jobs, not of every job
-// ever deleted.
-func (d *API) visible(ctx context.Context, jobs []*exportv1.Job) ([]*exportv1.Job, error) {
-	ids := make([]string, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.GetId()
-	}
-	hidden, err := d.schedules.Hidden(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	return slices.DeleteFunc(slices.Clone(jobs), func(j *exportv1.Job) bool { return hidden[j.GetId()] }), nil
-}
-
 // scopedSchedules reads the schedules s may see from the schedules'
 // indexes: the caller's own, or the organization's for an administrator.
 func (d *API) scopedSchedules(ctx context.Context, s scope) ([]*exportv1.Job, error) {
@@ -765,56 +747,6 @@ func (d *API) internal(w http.ResponseWriter, r *http.Request, what string, err 
 	writeInternal(w)
 }
 
-// scopedJobs reads the summaries (jobstore.Summary) of the jobs s sees
-// from the projection's index: the caller's own in the organization, or,
-// for an administrator, everyone's in it. The cost is that of those
-// jobs' index entries, never of the whole projection; the jobs of the
-// page answered are read in full afterwards (fullPage).
-func (d *API) scopedJobs(ctx context.Context, s scope) ([]*exportv1.Job, error) {
-	sc := jobstore.Scope{Owner: s.user.GetId(), Dialect: dialectName, Organization: s.org}
-	if s.admin() && s.org != "" {
-		sc.Owner = ""
-	}
-	jobs, err := d.jobs.Summaries(ctx, sc, s.sees)
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	return jobs, nil
-}
-
-// fullPage replaces the summaries in page's entries (the job of a
-// one-off export, the run of a schedule) with the jobs as stored, read
-// with one request: the list filters and sorts by summaries, which hold
-// every field it does, but renders links and reasons from whole jobs. A
-// job gone meanwhile keeps its summary.
-func (d *API) fullPage(ctx context.Context, page []entry) error {
-	var ids []string
-	for _, e := range page {
-		switch {
-		case !e.schedule:
-			ids = append(ids, e.job.GetId())
-		case e.run != nil:
-			ids = append(ids, e.run.GetId())
-		}
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	jobs, err := d.jobs.GetMany(ctx, ids)
-	if err != nil {
-		return err
-	}
-	for i, e := range page {
-		switch {
-		case !e.schedule && jobs[e.job.GetId()] != nil:
-			page[i].job = jobs[e.job.GetId()]
-		case e.schedule && e.run != nil && jobs[e.run.GetId()] != nil:
-			page[i].run = jobs[e.run.GetId()]
-		}
-	}
-	return nil
-}
-
 // latestRun is the newest run of the schedule id, or nil.
 func (d *API) latestRun(ctx context.Context, id string) (*exportv1.Job, error) {
 	page, err := d.jobs.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Parent: id}, Limit: 1})
@@ -822,273 +754,6 @@ func (d *API) latestRun(ctx context.Context, id string) (*exportv1.Job, error) {
 		return nil, err
 	}
 	return page.Jobs[0], nil
-}
-
-// latestRuns maps schedule ids to their newest run among jobs (a
-// schedule's runs share its owner and organization, so a scope's jobs hold
-// the runs of the schedules it sees).
-func latestRuns(jobs []*exportv1.Job) map[string]*exportv1.Job {
-	out := map[string]*exportv1.Job{}
-	for _, j := range jobs {
-		p := j.GetParentId()
-		if p == "" {
-			continue
-		}
-		if cur, ok := out[p]; !ok || j.GetCreatedAt().AsTime().After(cur.GetCreatedAt().AsTime()) {
-			out[p] = j
-		}
-	}
-	return out
-}
-
-// list implements GET /data-exports.
-func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
-	q := query(r)
-	var bad []invalidField
-	limit, bl := intParam(q, "limit", 100, 0, maxLimit)
-	offset, bo := intParam(q, "offset", 0, 0, maxOffset)
-	for _, b := range []*invalidField{bl, bo} {
-		if b != nil {
-			bad = append(bad, *b)
-		}
-	}
-	filter, err := recordquery.ParseFilter(q.Get("filter"))
-	if err != nil {
-		bad = append(bad, invalidField{Field: "filter", Message: err.Error()})
-	} else {
-		for _, f := range filter.Fields() {
-			if !slices.Contains(itemFields, f) {
-				bad = append(bad, invalidField{Field: "filter", Message: fmt.Sprintf("unknown field %q (known: %s)", f, strings.Join(itemFields, ", "))})
-				break
-			}
-		}
-	}
-	sortKeys, err := recordquery.ParseSort(strings.Join(q["sort"], ","))
-	if err != nil {
-		bad = append(bad, invalidField{Field: "sort", Message: err.Error()})
-	} else {
-		for _, k := range sortKeys {
-			if !slices.Contains(itemFields, k.Field) {
-				bad = append(bad, invalidField{Field: "sort", Message: fmt.Sprintf("unknown field %q (known: %s)", k.Field, strings.Join(itemFields, ", "))})
-				break
-			}
-		}
-	}
-	if len(sortKeys) == 0 {
-		sortKeys = []recordquery.SortKey{{Field: "createdTime", Desc: true}}
-	}
-	bad = append(bad, d.checkExpand(r)...)
-	if len(bad) > 0 {
-		writeInvalid(w, bad)
-		return
-	}
-	ctx := r.Context()
-	jobs, err := d.scopedJobs(ctx, s)
-	if err != nil {
-		d.internal(w, r, "list jobs", err)
-		return
-	}
-	scheds, err := d.scopedSchedules(ctx, s)
-	if err != nil {
-		d.internal(w, r, "list schedules", err)
-		return
-	}
-	runs := latestRuns(jobs)
-	var entries []entry
-	for _, sc := range scheds {
-		if s.sees(sc) {
-			entries = append(entries, entry{job: sc, schedule: true, run: runs[sc.GetId()]})
-		}
-	}
-	shown, err := d.visible(ctx, jobs)
-	if err != nil {
-		d.internal(w, r, "list deleted", err)
-		return
-	}
-	for _, j := range shown {
-		entries = append(entries, entry{job: j})
-	}
-	// Filter and sort by the summaries' items: every field filter, sort
-	// and q read is in a summary; links, reasons and the embedded user
-	// are not, and come from the page's whole jobs below.
-	text := strings.ToLower(q.Get("q"))
-	match := filterMemo(filter)
-	type listed struct {
-		it item
-		e  entry
-	}
-	items := make([]listed, 0, len(entries))
-	for _, e := range entries {
-		it := d.render(e, s, nil)
-		if !match(it) || (text != "" && !matchText(it, text)) {
-			continue
-		}
-		items = append(items, listed{it, e})
-	}
-	slices.SortStableFunc(items, func(a, b listed) int {
-		for _, k := range sortKeys {
-			c := compareField(a.it, b.it, k.Field)
-			if k.Desc {
-				c = -c
-			}
-			if c != 0 {
-				return c
-			}
-		}
-		return cmp.Compare(a.it.ID, b.it.ID)
-	})
-	total := len(items)
-	// Both bounds are at most total, so offset+limit cannot overflow.
-	lo := min(offset, total)
-	shownEntries := make([]entry, 0, min(limit, total-lo))
-	for _, l := range items[lo : lo+min(limit, total-lo)] {
-		shownEntries = append(shownEntries, l.e)
-	}
-	if err := d.fullPage(ctx, shownEntries); err != nil {
-		d.internal(w, r, "list jobs", err)
-		return
-	}
-	expandUser := strings.Contains(q.Get("expand"), "user")
-	page := make([]item, 0, len(shownEntries))
-	for _, e := range shownEntries {
-		var u *sourcev1.User
-		if expandUser {
-			u = d.owner(ctx, s, e.job.GetOwnerId())
-		}
-		page = append(page, d.render(e, s, u))
-	}
-	h := w.Header()
-	h.Set("Pagination-Total", strconv.Itoa(total))
-	h.Set("Pagination-Limit", strconv.Itoa(limit))
-	h.Set("Pagination-Offset", strconv.Itoa(offset))
-	respond.JSON(w, http.StatusOK, page)
-}
-
-// filterMemo is f.Match over items, decided once per distinct combination
-// of the values f reads (f depends on nothing else): a caller's exports
-// share a few statuses, formats and resources, and matching a text value
-// tries it as a number and as a date first, which was a fifth of a large
-// list's time.
-func filterMemo(f recordquery.Filter) func(item) bool {
-	if f.IsZero() {
-		return func(item) bool { return true }
-	}
-	fields := f.Fields()
-	seen := map[string]bool{}
-	var key strings.Builder
-	return func(it item) bool {
-		key.Reset()
-		for _, name := range fields {
-			v, ok := itemValue(it, name)
-			if !ok {
-				v = nil
-			}
-			// The type and a quoted value: distinct values give distinct keys.
-			fmt.Fprintf(&key, "%T:%q;", v, v)
-		}
-		m, ok := seen[key.String()]
-		if !ok {
-			m = f.Match(func(name string) (any, bool) { return itemValue(it, name) })
-			seen[key.String()] = m
-		}
-		return m
-	}
-}
-
-// Bounds of the list's integer parameters.
-const (
-	maxLimit  = 1000
-	maxOffset = 1 << 31
-)
-
-// intParam reads an integer query parameter within [lo, hi]; def when it
-// is absent. Anything else (not a number, out of range, too large for an
-// int64) is Rebilly's 422 on that parameter.
-func intParam(q url.Values, name string, def, lo, hi int) (int, *invalidField) {
-	v, ok := q[name]
-	if !ok || v[0] == "" {
-		return def, nil
-	}
-	n, err := strconv.ParseInt(v[0], 10, 64)
-	if err != nil || n < int64(lo) || n > int64(hi) {
-		return def, &invalidField{Field: name, Message: fmt.Sprintf("must be an integer from %d to %d", lo, hi)}
-	}
-	return int(n), nil
-}
-
-// itemFields are the fields list sort and filter accept.
-var itemFields = []string{"id", "name", "format", "resource", "status", "userId", "recordCount",
-	"scheduledTime", "createdTime", "updatedTime", "emailNotification", "fields"}
-
-func itemValue(it item, f string) (any, bool) {
-	switch f {
-	case "id":
-		return it.ID, true
-	case "name":
-		return it.Name, true
-	case "format":
-		return it.Format, true
-	case "resource":
-		return it.Resource, true
-	case "status":
-		return it.Status, true
-	case "userId":
-		return it.UserID, true
-	case "recordCount":
-		return float64(it.RecordCount), true
-	case "scheduledTime":
-		if it.ScheduledTime == nil {
-			return nil, false
-		}
-		t, _ := time.Parse(time.RFC3339, *it.ScheduledTime)
-		return t, true
-	case "createdTime":
-		t, _ := time.Parse(time.RFC3339, it.CreatedTime)
-		return t, true
-	case "updatedTime":
-		t, _ := time.Parse(time.RFC3339, it.UpdatedTime)
-		return t, true
-	case "emailNotification":
-		return it.EmailNotification, true
-	case "fields":
-		return it.Fields, true
-	}
-	return nil, false
-}
-
-func compareField(a, b item, f string) int {
-	va, _ := itemValue(a, f)
-	vb, _ := itemValue(b, f)
-	switch x := va.(type) {
-	case string:
-		y, _ := vb.(string)
-		return cmp.Compare(strings.ToLower(x), strings.ToLower(y))
-	case float64:
-		y, _ := vb.(float64)
-		return cmp.Compare(x, y)
-	case time.Time:
-		y, _ := vb.(time.Time)
-		return x.Compare(y)
-	case []string:
-		y, _ := vb.([]string)
-		return cmp.Compare(strings.Join(x, ","), strings.Join(y, ","))
-	case nil:
-		if vb == nil {
-			return 0
-		}
-		return -1
-	}
-	return 0
-}
-
-// matchText is q: a case-insensitive substring of a text field.
-func matchText(it item, q string) bool {
-	for _, s := range []string{it.ID, it.Name, it.Format, it.Resource, it.Status, it.UserID} {
-		if strings.Contains(strings.ToLower(s), q) {
-			return true
-		}
-	}
-	return false
 }
 
 // query parses the query string splitting on "&" only: Rebilly filters

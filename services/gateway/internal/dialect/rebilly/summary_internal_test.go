@@ -18,7 +18,8 @@ import (
 // TestSummariesCarryEveryListedField is the list's contract with
 // jobstore.Summary: the list filters, sorts and searches items rendered
 // from summaries, so every field those read must come out of a summary
-// exactly as out of the whole job, for one-off exports and for schedules
+// exactly as out of the whole job (and listedFields, what the list takes
+// of every export, as render gives them), for one-off exports and for schedules
 // with a run, in every state, with and without the optional fields.
 func TestSummariesCarryEveryListedField(t *testing.T) {
 	d := &API{links: links.New("https://dl.example", []byte("0123456789abcdef0123456789abcdef"), time.Hour, time.Now)}
@@ -74,11 +75,16 @@ func TestSummariesCarryEveryListedField(t *testing.T) {
 	for _, v := range viewers {
 		for _, p := range pairs {
 			full, sum := d.render(p[0], v, nil), d.render(p[1], v, nil)
+			// What the list takes of every export it considers.
+			listed := listedFields(p[1], v)
 			for _, f := range itemFields {
 				a, aok := itemValue(full, f)
 				b, bok := itemValue(sum, f)
 				if aok != bok || !reflect.DeepEqual(a, b) || compareField(full, sum, f) != 0 {
 					t.Errorf("%s as %s: %s is %v in the job, %v in its summary", full.ID, v.user.GetId(), f, a, b)
+				}
+				if c, cok := itemValue(listed, f); cok != bok || !reflect.DeepEqual(c, b) {
+					t.Errorf("%s as %s: %s is %v in the listed fields, %v rendered", full.ID, v.user.GetId(), f, c, b)
 				}
 			}
 			for _, q := range []string{"", "usd", "export 3", "csv", "completed", "u2", "client", "job-1"} {

@@ -103,22 +103,10 @@ type entry struct {
 // export the way viewer addresses it (scope.shownID), under viewer's
 // collection URL.
 func (d *API) render(e entry, viewer scope, user *sourcev1.User) item {
+	it := listedFields(e, viewer)
 	j := e.job
 	sc := j.GetRecords()
-	base, id := viewer.base, viewer.shownID(j)
-	it := item{
-		ID:                id,
-		Name:              j.GetName(),
-		Format:            formatWord(j.GetFormat()),
-		Resource:          sc.GetResource(),
-		Arguments:         arguments{Filter: sc.GetFilter(), Sort: sc.GetSort(), Q: sc.GetQ()},
-		EmailNotification: nonNil(j.GetNotifyEmails()),
-		Fields:            nonNil(sc.GetFields()),
-		UserID:            j.GetOwnerId(),
-		CreatedTime:       rfc3339(j.GetCreatedAt().AsTime()),
-		UpdatedTime:       rfc3339(j.GetUpdatedAt().AsTime()),
-		Status:            statusWord(j.GetState()),
-	}
+	it.Arguments = arguments{Filter: sc.GetFilter(), Sort: sc.GetSort(), Q: sc.GetQ()}
 	if dr := sc.GetDateRange(); dr != nil {
 		it.DateRange = &dateRange{Start: dr.GetStart(), End: dr.GetEnd(), Field: dr.GetField()}
 	}
@@ -127,7 +115,54 @@ func (d *API) render(e entry, viewer scope, user *sourcev1.User) item {
 	if e.schedule {
 		rec := j.GetRecurrence()
 		it.Recurring = &recurring{Instruction: rec.GetInstruction(), Start: rfc3339(rec.GetStart().AsTime())}
-		if n := rec.GetNext(); n != nil {
+		result = e.run
+	}
+	if result != nil {
+		switch result.GetState() {
+		case exportv1.JobState_JOB_STATE_FAILED, exportv1.JobState_JOB_STATE_REJECTED, exportv1.JobState_JOB_STATE_CANCELED:
+			it.Reason = result.GetError()
+		}
+	}
+	// No "user" link: Dataport does not serve Rebilly's users API, and a
+	// link must lead somewhere. The owner is userId, and expand=user
+	// embeds them.
+	base, id := viewer.base, it.ID
+	it.Links = []link{{Rel: "self", Href: base + "/" + id}}
+	if result != nil && result.GetState() == exportv1.JobState_JOB_STATE_COMPLETED && len(result.GetFiles()) > 0 {
+		f := result.GetFiles()[0]
+		href, exp := d.links.URL(result.GetId(), f.GetName())
+		it.Links = append(it.Links,
+			link{Rel: "fileDownload", Href: base + "/" + id + "/download"},
+			link{Rel: "signedLink", Href: href, ExpiredTime: rfc3339(exp)})
+	}
+	if user != nil {
+		it.Embedded = &embedded{User: viewUser(user)}
+	}
+	return it
+}
+
+// listedFields is the part of e's item that a list filters, sorts and
+// searches by (itemFields), as render gives it: the list takes it for
+// every export it considers, and renders in full only the page's.
+func listedFields(e entry, viewer scope) item {
+	j := e.job
+	sc := j.GetRecords()
+	it := item{
+		ID:                viewer.shownID(j),
+		Name:              j.GetName(),
+		Format:            formatWord(j.GetFormat()),
+		Resource:          sc.GetResource(),
+		EmailNotification: nonNil(j.GetNotifyEmails()),
+		Fields:            nonNil(sc.GetFields()),
+		UserID:            j.GetOwnerId(),
+		CreatedTime:       rfc3339(j.GetCreatedAt().AsTime()),
+		UpdatedTime:       rfc3339(j.GetUpdatedAt().AsTime()),
+		Status:            statusWord(j.GetState()),
+	}
+	// What a run produced: for a schedule its latest run, else the job.
+	result := j
+	if e.schedule {
+		if n := j.GetRecurrence().GetNext(); n != nil {
 			s := rfc3339(n.AsTime())
 			it.ScheduledTime = &s
 		}
@@ -145,25 +180,7 @@ func (d *API) render(e entry, viewer scope, user *sourcev1.User) item {
 		it.ScheduledTime = &s
 	}
 	if result != nil {
-		switch result.GetState() {
-		case exportv1.JobState_JOB_STATE_FAILED, exportv1.JobState_JOB_STATE_REJECTED, exportv1.JobState_JOB_STATE_CANCELED:
-			it.Reason = result.GetError()
-		}
 		it.RecordCount = result.GetProgress().GetRecords()
-	}
-	// No "user" link: Dataport does not serve Rebilly's users API, and a
-	// link must lead somewhere. The owner is userId, and expand=user
-	// embeds them.
-	it.Links = []link{{Rel: "self", Href: base + "/" + id}}
-	if result != nil && result.GetState() == exportv1.JobState_JOB_STATE_COMPLETED && len(result.GetFiles()) > 0 {
-		f := result.GetFiles()[0]
-		href, exp := d.links.URL(result.GetId(), f.GetName())
-		it.Links = append(it.Links,
-			link{Rel: "fileDownload", Href: base + "/" + id + "/download"},
-			link{Rel: "signedLink", Href: href, ExpiredTime: rfc3339(exp)})
-	}
-	if user != nil {
-		it.Embedded = &embedded{User: viewUser(user)}
 	}
 	return it
 }
