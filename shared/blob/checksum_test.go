@@ -47,17 +47,22 @@ func TestUploadChecksums(t *testing.T) {
 			match, decided := st.HasSHA256(wantHex)
 			other := sha256.Sum256([]byte("something else"))
 			otherMatch, otherDecided := st.HasSHA256(hex.EncodeToString(other[:]))
+			sum, whole := st.ObjectSHA256()
 			switch tc.parts {
 			case 0:
 				assert.Equal(t, base64.StdEncoding.EncodeToString(want[:]), st.ChecksumSHA256)
+				assert.True(t, whole, "an object stored in one request has its SHA-256 in its checksum")
+				assert.Equal(t, wantHex, sum)
 				assert.True(t, match && decided)
 				assert.True(t, !otherMatch && otherDecided)
 			case 1:
 				assert.True(t, strings.HasSuffix(st.ChecksumSHA256, "-1"), st.ChecksumSHA256)
+				assert.False(t, whole, "a composite checksum does not give the object's SHA-256")
 				assert.True(t, match && decided)
 				assert.True(t, !otherMatch && otherDecided)
 			default:
 				assert.True(t, strings.HasSuffix(st.ChecksumSHA256, "-"+string(rune('0'+tc.parts))), st.ChecksumSHA256)
+				assert.False(t, whole, "a composite checksum does not give the object's SHA-256")
 				assert.False(t, decided, "a composite of several parts cannot be tied to the whole SHA-256")
 			}
 
@@ -82,5 +87,7 @@ func TestUploadChecksums(t *testing.T) {
 	t.Run("NoChecksumDecidesNothing", func(t *testing.T) {
 		match, decided := blob.Info{}.HasSHA256(hex.EncodeToString(make([]byte, sha256.Size)))
 		assert.False(t, match || decided)
+		_, whole := blob.Info{}.ObjectSHA256()
+		assert.False(t, whole)
 	})
 }

@@ -259,6 +259,22 @@ func (i Info) HasSHA256(sum string) (match, decided bool) {
 	return false, false
 }
 
+// ObjectSHA256 returns the object's SHA-256 (lower-case hex) from the
+// store's checksum (ChecksumSHA256, as Stat returns it), and false when
+// the checksum does not give it: there is none, or it is the composite of
+// a multipart object's parts, from which the whole object's SHA-256
+// cannot be worked out (a describer then reads the object).
+func (i Info) ObjectSHA256() (string, bool) {
+	if i.ChecksumSHA256 == "" || strings.Contains(i.ChecksumSHA256, "-") {
+		return "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(i.ChecksumSHA256)
+	if err != nil || len(raw) != sha256.Size {
+		return "", false
+	}
+	return hex.EncodeToString(raw), true
+}
+
 // buffer returns a PartSize buffer, reused across uploads: a chunked
 // export uploads many objects, and a fresh 16 MiB each time is garbage the
 // collector must keep finding.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"log/slog"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -13,7 +14,9 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/logtest"
 )
 
 // TestRoomExportListsTheAttachmentsItsDocumentLinksTo: a room export
@@ -87,4 +90,60 @@ func TestRoomExportListsTheAttachmentsItsDocumentLinksTo(t *testing.T) {
 	}
 	assert.Subset(t, links, []string{"assets/F1-report.pdf", "assets/F3-new.txt", "assets/F4-gone.png"})
 	assert.NotContains(t, links, "assets/F2-old.txt")
+}
+
+// TestRoomExportDescribesAttachmentsFromTheirChecksums: on real MinIO, an
+// attachment stored with a SHA-256 checksum (as blob.Store.Upload and any
+// S3 PUT with x-amz-checksum-sha256 store it) is listed with its size and
+// SHA-256 from its metadata, without reading it, and one stored without
+// (here a server-side copy, which keeps no whole-object checksum) is read
+// once; the manifest's sizes and SHA-256s are right either way, and the
+// part's log says how many were read.
+func TestRoomExportDescribesAttachmentsFromTheirChecksums(t *testing.T) {
+	var logs logtest.Buffer
+	h := start(t, func(o *config) {
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	h.putRoom(t, &sourcev1.Room{Id: "ROOMS", Name: "sums", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+	checked := []byte("uploaded with its checksum")
+	h.putAsset(t, "assets/C1/checked.txt", "text/plain", checked)
+	copied := []byte("copied on the server, no checksum kept")
+	h.putAsset(t, "assets/tmp/source.txt", "text/plain", copied)
+	_, err := h.store.Compose(t.Context(), assetBucket, "assets/C2/copied.txt",
+		[]blob.ComposeSource{{Key: "assets/tmp/source.txt"}}, "text/plain")
+	require.NoError(t, err)
+	st, err := h.store.Stat(t.Context(), assetBucket, "assets/C2/copied.txt")
+	require.NoError(t, err)
+	_, whole := st.ObjectSHA256()
+	require.False(t, whole, "the copy has no whole-object checksum: %q", st.ChecksumSHA256)
+
+	u := &sourcev1.UserRef{Id: "u1", Username: "ann"}
+	h.publishMessages(t,
+		&sourcev1.ChatMessage{Id: "s1", RoomId: "ROOMS", User: u, Ts: timestamppb.New(msgTime(1)), Text: "checked",
+			Attachments: []*sourcev1.Attachment{{FileId: "C1", Name: "checked.txt", ObjectKey: "assets/C1/checked.txt"}}},
+		&sourcev1.ChatMessage{Id: "s2", RoomId: "ROOMS", User: u, Ts: timestamppb.New(msgTime(2)), Text: "copied",
+			Attachments: []*sourcev1.Attachment{{FileId: "C2", Name: "copied.txt", ObjectKey: "assets/C2/copied.txt"}}},
+	)
+	const jobID = "job-room-sums"
+	h.publishTask(t, jobID+".task", roomTask(jobID, "ROOMS", nil, nil))
+	var part exportv1.PartUploaded
+	h.event(t, bus.EventPart, jobID, &part)
+
+	sum := func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+	want := []*exportv1.File{{
+		Name: "assets/C1-checked.txt", Bucket: assetBucket, ObjectKey: "assets/C1/checked.txt",
+		Size: uint64(len(checked)), Records: 1, Sha256: sum(checked), ContentType: "text/plain",
+	}, {
+		Name: "assets/C2-copied.txt", Bucket: assetBucket, ObjectKey: "assets/C2/copied.txt",
+		Size: uint64(len(copied)), Records: 1, Sha256: sum(copied), ContentType: "text/plain",
+	}}
+	require.Len(t, part.GetFiles(), len(want), "%v", part.GetFiles())
+	for i := range want {
+		assert.True(t, proto.Equal(want[i], part.GetFiles()[i]), "want %v, got %v", want[i], part.GetFiles()[i])
+	}
+	listed := logs.Records(t, "room attachments listed", jobID)
+	require.Len(t, listed, 1)
+	assert.EqualValues(t, 2, listed[0]["attachments"])
+	assert.EqualValues(t, 0, listed[0]["missing"])
+	assert.EqualValues(t, 1, listed[0]["read_in_full"], "only the object without a checksum is read")
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -34,6 +35,7 @@ import (
 	"dataport.dev/shared/blobtest"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	sharedconfig "dataport.dev/shared/config"
 	"dataport.dev/shared/taskrun"
 )
 
@@ -64,6 +66,9 @@ import (
 //	DATAPORT_BENCH_FORMATS=json,html,jsonl,csv.gz  formats to run (all four)
 //	DATAPORT_BENCH_CASES=full,edited  rooms to run (both): full is the room of N
 //	                               messages, edited the every-message-edited one
+//	DATAPORT_BENCH_ASSETS=stored   every attachment's object is in the assets bucket,
+//	                               stored with a SHA-256 checksum (stored, the default),
+//	                               or none is (missing: every one listed as missing)
 //	DATAPORT_NATS_BIN              nats-server binary (bin/nats-server)
 //	DATAPORT_BENCH_PROFILE=dir     each child writes dir/<mode>-<room>-<format>.cpu.pprof,
 //	                               .allocs.pprof and .peak.heap.pprof (the heap as
@@ -81,6 +86,7 @@ const (
 	envBenchCases    = "DATAPORT_BENCH_CASES"
 	envBenchChild    = "DATAPORT_BENCH_CHILD"
 	envBenchProfile  = "DATAPORT_BENCH_PROFILE"
+	envBenchAssets   = "DATAPORT_BENCH_ASSETS"
 	benchResultTag   = "BENCH-RESULT "
 )
 
@@ -164,19 +170,28 @@ func BenchmarkBesideBaseline(b *testing.B) {
 	if err := bus.EnsureTopology(b.Context(), js, bustest.Topology()); err != nil {
 		b.Fatal(err)
 	}
-	ms := blobtest.Start(b, bucket)
+	ms := blobtest.Start(b, bucket, sharedconfig.DefaultAssetBucket)
 	bustest.Put(b, js, bus.BucketUsers, "u-owner", owner)
+	var assets *blob.Store // the attachments' objects go there unless they are to be missing
+	switch v := os.Getenv(envBenchAssets); v {
+	case "", "stored":
+		assets = ms.Store
+	case "missing":
+	default:
+		b.Fatalf("%s=%q: want stored or missing", envBenchAssets, v)
+	}
 
 	start := time.Now()
+	var attachments int
 	if rooms["full"] {
 		bustest.Put(b, js, bus.BucketRooms, "FULL", &sourcev1.Room{Id: "FULL", Name: "full", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
-		publishBenchRoom(b, js, "FULL", n, false)
+		attachments += publishBenchRoom(b, js, assets, "FULL", n, false)
 	}
 	if rooms["edited"] {
 		bustest.Put(b, js, bus.BucketRooms, "EDITED", &sourcev1.Room{Id: "EDITED", Name: "edited", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
-		publishBenchRoom(b, js, "EDITED", n/2, true)
+		attachments += publishBenchRoom(b, js, assets, "EDITED", n/2, true)
 	}
-	b.Logf("published the rooms (%d messages each) in %s", n, time.Since(start).Round(time.Millisecond))
+	b.Logf("published the rooms (%d messages each, %d attachments, stored: %t) in %s", n, attachments, assets != nil, time.Since(start).Round(time.Millisecond))
 
 	cases := []struct {
 		name, room string
@@ -590,15 +605,34 @@ func startNATSProcess(b *testing.B) string {
 const editLag = 100
 
 // publishBenchRoom publishes n messages of room; with edited, every
-// message is published again editLag messages later, edited.
-func publishBenchRoom(b *testing.B, js jetstream.JetStream, room string, n int, edited bool) {
+// message is published again editLag messages later, edited. It stores
+// every attachment's object in the assets bucket of assets (blob.Store.Upload,
+// as the seeder stores them: with a SHA-256 checksum), unless assets is
+// nil, and returns how many attachments the room has.
+func publishBenchRoom(b *testing.B, js jetstream.JetStream, assets *blob.Store, room string, n int, edited bool) int {
 	b.Helper()
 	subject, err := bus.ChatSubject(room)
 	if err != nil {
 		b.Fatal(err)
 	}
 	g := newMessageGen(room)
-	var pending int
+	var (
+		pending  int
+		uploads  errgroup.Group
+		uploaded int
+	)
+	uploads.SetLimit(8)
+	store := func(a *sourcev1.Attachment) {
+		uploaded++
+		if assets == nil {
+			return
+		}
+		uploads.Go(func() error {
+			data := bytes.Repeat([]byte{byte(a.GetSize())}, int(a.GetSize()))
+			_, err := assets.Upload(b.Context(), sharedconfig.DefaultAssetBucket, a.GetObjectKey(), bytes.NewReader(data), a.GetContentType())
+			return err
+		})
+	}
 	publish := func(m *sourcev1.ChatMessage) {
 		data, err := proto.Marshal(m)
 		if err != nil {
@@ -616,6 +650,9 @@ func publishBenchRoom(b *testing.B, js jetstream.JetStream, room string, n int, 
 	for i := range n {
 		m := g.message(i)
 		publish(m)
+		for _, a := range m.GetAttachments() {
+			store(a)
+		}
 		if !edited {
 			continue
 		}
@@ -629,6 +666,10 @@ func publishBenchRoom(b *testing.B, js jetstream.JetStream, room string, n int, 
 		publish(g.edit(m))
 	}
 	waitPublished(b, js)
+	if err := uploads.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	return uploaded
 }
 
 // messageGen makes a deterministic room history shaped like the demo data:
@@ -678,8 +719,10 @@ func (g *messageGen) message(i int) *sourcev1.ChatMessage {
 		m.ThreadId = g.roots[g.rng.IntN(len(g.roots))]
 	case p < 11:
 		id := fmt.Sprintf("file%010d", i)
+		// Small files: the bench stores every one, and what listing one
+		// costs does not depend on its size unless it is read.
 		m.Attachments = []*sourcev1.Attachment{{FileId: id, Name: "report.pdf", ContentType: "application/pdf",
-			Size: uint64(1000 + g.rng.IntN(1<<20)), ObjectKey: "assets/" + id, Title: "Quarterly report"}}
+			Size: uint64(1000 + g.rng.IntN(1<<12)), ObjectKey: "assets/" + id, Title: "Quarterly report"}}
 	case p < 14:
 		m.ThreadCount = uint32(1 + g.rng.IntN(20))
 		m.ThreadLastMessage = timestamppb.New(m.GetTs().AsTime().Add(time.Hour))

@@ -261,7 +261,10 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	}
 	var linked *assetCollector // a room export delivers its attachments (assets.go)
 	if task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM {
-		format = collectAssets(format, &linked)
+		// Described while the render runs, not after it.
+		ahead := e.listAhead(ctx)
+		defer ahead.stop()
+		format = collectAssetsAhead(format, &linked, ahead)
 	}
 	var res uploadResult
 	if cp == nil && !e.opts.noSpeculation || cp.speculative() {

@@ -2,8 +2,6 @@ package roomexport
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -395,35 +393,4 @@ func (e *Exporter) exportAssets(ctx context.Context, t *taskrun.Task) (*taskrun.
 	// A list even of one file: the assets part is always a file list.
 	return &taskrun.Result{Files: files, Records: uint64(len(files) - missing), Bytes: size, FileList: true,
 		Log: []any{"missing", missing, "rooms", len(rooms)}}, nil
-}
-
-// describeAsset streams one asset object to learn its size and SHA-256.
-func (e *Exporter) describeAsset(ctx context.Context, a *sourcev1.Attachment) (*exportv1.File, error) {
-	key := a.GetObjectKey()
-	if key == "" {
-		return nil, blob.ErrNotFound
-	}
-	r, info, err := e.store.Open(ctx, e.opts.AssetBucket, key)
-	if err != nil {
-		return nil, fmt.Errorf("open asset %s: %w", key, err)
-	}
-	defer r.Close()
-	sum := sha256.New()
-	n, err := io.Copy(sum, r)
-	if err != nil {
-		return nil, fmt.Errorf("read asset %s: %w", key, err)
-	}
-	ct := info.ContentType
-	if a.GetContentType() != "" {
-		ct = a.GetContentType()
-	}
-	return &exportv1.File{
-		Bucket:      e.opts.AssetBucket,
-		ObjectKey:   key,
-		Name:        AssetPath(a.GetFileId(), a.GetName()),
-		Size:        uint64(n),
-		Records:     1,
-		Sha256:      hex.EncodeToString(sum.Sum(nil)),
-		ContentType: ct,
-	}, nil
 }
