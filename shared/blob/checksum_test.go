@@ -84,6 +84,21 @@ func TestUploadChecksums(t *testing.T) {
 		require.NoError(t, s.PutWithChecksumForTest(t.Context(), "sums", "right", []byte("these bytes"), base64.StdEncoding.EncodeToString(right[:])))
 	})
 
+	t.Run("PutKeepsTheWholeChecksum", func(t *testing.T) {
+		data := []byte("a small file from memory")
+		want := sha256.Sum256(data)
+		info, err := s.Put(t.Context(), "sums", "put", data, "text/plain")
+		require.NoError(t, err)
+		assert.Equal(t, hex.EncodeToString(want[:]), info.SHA256)
+		st, err := s.Stat(t.Context(), "sums", "put")
+		require.NoError(t, err)
+		assert.Equal(t, int64(len(data)), st.Size)
+		assert.Equal(t, "text/plain", st.ContentType)
+		sum, whole := st.ObjectSHA256()
+		assert.True(t, whole)
+		assert.Equal(t, hex.EncodeToString(want[:]), sum)
+	})
+
 	t.Run("NoChecksumDecidesNothing", func(t *testing.T) {
 		match, decided := blob.Info{}.HasSHA256(hex.EncodeToString(make([]byte, sha256.Size)))
 		assert.False(t, match || decided)

@@ -77,6 +77,27 @@ func (s *Store) Upload(ctx context.Context, bucket, key string, r io.Reader, con
 	return info, nil
 }
 
+// Put stores data, an object already in memory, as Upload would: in one
+// request with its SHA-256 checksum when it is at most PartSize, so that
+// Stat gives its SHA-256 (Info.ObjectSHA256), without taking one of
+// Upload's part buffers; a bigger one goes through Upload.
+func (s *Store) Put(ctx context.Context, bucket, key string, data []byte, contentType string) (Info, error) {
+	if len(data) > PartSize {
+		return s.Upload(ctx, bucket, key, bytes.NewReader(data), contentType)
+	}
+	if err := checkObject(bucket, key); err != nil {
+		return Info{}, err
+	}
+	if contentType == "" {
+		contentType = defaultContentType
+	}
+	info, err := s.putSingle(ctx, bucket, key, data, contentType)
+	if err != nil {
+		return Info{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
+	}
+	return info, nil
+}
+
 // putSingle stores data in one PUT carrying its SHA-256 twice: as the
 // signed payload hash and as the checksum the store keeps.
 func (s *Store) putSingle(ctx context.Context, bucket, key string, data []byte, contentType string) (Info, error) {

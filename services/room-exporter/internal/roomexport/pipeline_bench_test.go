@@ -606,9 +606,10 @@ const editLag = 100
 
 // publishBenchRoom publishes n messages of room; with edited, every
 // message is published again editLag messages later, edited. It stores
-// every attachment's object in the assets bucket of assets (blob.Store.Upload,
-// as the seeder stores them: with a SHA-256 checksum), unless assets is
-// nil, and returns how many attachments the room has.
+// every attachment's object in the assets bucket of assets (in one
+// request with its SHA-256 checksum, as the seeder's blob.Store.Upload
+// stores a small file), unless assets is nil, and returns how many
+// attachments the room has.
 func publishBenchRoom(b *testing.B, js jetstream.JetStream, assets *blob.Store, room string, n int, edited bool) int {
 	b.Helper()
 	subject, err := bus.ChatSubject(room)
@@ -628,8 +629,11 @@ func publishBenchRoom(b *testing.B, js jetstream.JetStream, assets *blob.Store, 
 			return
 		}
 		uploads.Go(func() error {
+			// Put, not Upload: Upload's 16 MiB part buffers would raise
+			// this process's peak RSS, which a child's ru_maxrss includes
+			// (the child starts as a copy of it).
 			data := bytes.Repeat([]byte{byte(a.GetSize())}, int(a.GetSize()))
-			_, err := assets.Upload(b.Context(), sharedconfig.DefaultAssetBucket, a.GetObjectKey(), bytes.NewReader(data), a.GetContentType())
+			_, err := assets.Put(b.Context(), sharedconfig.DefaultAssetBucket, a.GetObjectKey(), data, a.GetContentType())
 			return err
 		})
 	}
