@@ -324,6 +324,9 @@ func (l *assetLister) dispatch() {
 // lister is closed with nothing queued, or stopped.
 func (l *assetLister) next() (*sourcev1.Attachment, bool) {
 	for {
+		if l.ctx.Err() != nil {
+			return nil, false
+		}
 		l.mu.Lock()
 		if len(l.queue) > 0 {
 			a := l.queue[0]

@@ -172,10 +172,10 @@ func BenchmarkBesideBaseline(b *testing.B) {
 	}
 	ms := blobtest.Start(b, bucket, sharedconfig.DefaultAssetBucket)
 	bustest.Put(b, js, bus.BucketUsers, "u-owner", owner)
-	var assets *blob.Store // the attachments' objects go there unless they are to be missing
+	var assets *benchAssets // stores the attachments' objects unless they are to be missing
 	switch v := os.Getenv(envBenchAssets); v {
 	case "", "stored":
-		assets = ms.Store
+		assets = startBenchAssets(b.Context(), ms.Store)
 	case "missing":
 	default:
 		b.Fatalf("%s=%q: want stored or missing", envBenchAssets, v)
@@ -191,7 +191,8 @@ func BenchmarkBesideBaseline(b *testing.B) {
 		bustest.Put(b, js, bus.BucketRooms, "EDITED", &sourcev1.Room{Id: "EDITED", Name: "edited", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
 		attachments += publishBenchRoom(b, js, assets, "EDITED", n/2, true)
 	}
-	b.Logf("published the rooms (%d messages each, %d attachments, stored: %t) in %s", n, attachments, assets != nil, time.Since(start).Round(time.Millisecond))
+	stored := assets.wait(b)
+	b.Logf("published the rooms (%d messages each, %d attachments, %d objects stored) in %s", n, attachments, stored, time.Since(start).Round(time.Millisecond))
 
 	cases := []struct {
 		name, room string
@@ -605,37 +606,20 @@ func startNATSProcess(b *testing.B) string {
 const editLag = 100
 
 // publishBenchRoom publishes n messages of room; with edited, every
-// message is published again editLag messages later, edited. It stores
-// every attachment's object in the assets bucket of assets (in one
-// request with its SHA-256 checksum, as the seeder's blob.Store.Upload
-// stores a small file), unless assets is nil, and returns how many
+// message is published again editLag messages later, edited. It hands
+// every attachment to assets (nil: none is stored) and returns how many
 // attachments the room has.
-func publishBenchRoom(b *testing.B, js jetstream.JetStream, assets *blob.Store, room string, n int, edited bool) int {
+func publishBenchRoom(b *testing.B, js jetstream.JetStream, assets *benchAssets, room string, n int, edited bool) int {
 	b.Helper()
 	subject, err := bus.ChatSubject(room)
 	if err != nil {
 		b.Fatal(err)
 	}
 	g := newMessageGen(room)
-	var (
-		pending  int
-		uploads  errgroup.Group
-		uploaded int
-	)
-	uploads.SetLimit(8)
+	var pending, attachments int
 	store := func(a *sourcev1.Attachment) {
-		uploaded++
-		if assets == nil {
-			return
-		}
-		uploads.Go(func() error {
-			// Put, not Upload: Upload's 16 MiB part buffers would raise
-			// this process's peak RSS, which a child's ru_maxrss includes
-			// (the child starts as a copy of it).
-			data := bytes.Repeat([]byte{byte(a.GetSize())}, int(a.GetSize()))
-			_, err := assets.Put(b.Context(), sharedconfig.DefaultAssetBucket, a.GetObjectKey(), data, a.GetContentType())
-			return err
-		})
+		attachments++
+		assets.add(a)
 	}
 	publish := func(m *sourcev1.ChatMessage) {
 		data, err := proto.Marshal(m)
@@ -670,10 +654,59 @@ func publishBenchRoom(b *testing.B, js jetstream.JetStream, assets *blob.Store, 
 		publish(g.edit(m))
 	}
 	waitPublished(b, js)
-	if err := uploads.Wait(); err != nil {
+	return attachments
+}
+
+// benchAssets stores attachments' objects in the assets bucket, each key
+// once (the rooms' generators name their files alike), on goroutines of
+// their own, so the publishing does not wait for the store.
+type benchAssets struct {
+	store *blob.Store
+	ch    chan *sourcev1.Attachment
+	keys  map[string]bool
+	g     errgroup.Group
+}
+
+func startBenchAssets(ctx context.Context, store *blob.Store) *benchAssets {
+	s := &benchAssets{store: store, ch: make(chan *sourcev1.Attachment, 1<<16), keys: map[string]bool{}}
+	for range 32 {
+		s.g.Go(func() error {
+			for a := range s.ch {
+				// Put, not Upload: Upload's 16 MiB part buffers would
+				// raise this process's peak RSS, which a child's
+				// ru_maxrss includes (the child starts as a copy of it).
+				data := bytes.Repeat([]byte{byte(a.GetSize())}, int(a.GetSize()))
+				if _, err := store.Put(ctx, sharedconfig.DefaultAssetBucket, a.GetObjectKey(), data, a.GetContentType()); err != nil {
+					for range s.ch {
+					}
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return s
+}
+
+// add queues a's object; a nil benchAssets stores nothing.
+func (s *benchAssets) add(a *sourcev1.Attachment) {
+	if s == nil || s.keys[a.GetObjectKey()] {
+		return
+	}
+	s.keys[a.GetObjectKey()] = true
+	s.ch <- a
+}
+
+// wait returns when every queued object is stored, and how many there are.
+func (s *benchAssets) wait(b *testing.B) int {
+	if s == nil {
+		return 0
+	}
+	close(s.ch)
+	if err := s.g.Wait(); err != nil {
 		b.Fatal(err)
 	}
-	return uploaded
+	return len(s.keys)
 }
 
 // messageGen makes a deterministic room history shaped like the demo data:
