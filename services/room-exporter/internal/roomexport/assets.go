@@ -205,9 +205,17 @@ func assetGone(err error) bool {
 	return errors.Is(err, blob.ErrNotFound) || errors.Is(err, blob.ErrInvalidArgument)
 }
 
-// assetReaders is how many attachments are described at once: enough
-// to hide the object store's latency, few enough to leave it to others.
-const assetReaders = 8
+// assetReaders is how many attachments roomAssets describes at once
+// after the render: enough to hide the object store's latency, few enough
+// to leave it to others. aheadReaders is how many an assetLister
+// describes at once during the render, which shares the store with the
+// part uploads and the two cores with the read and the broker: two keep
+// the listing's share small while the render runs, and what they have
+// not reached when it ends roomAssets describes, assetReaders at a time.
+const (
+	assetReaders = 8
+	aheadReaders = 2
+)
 
 // described is the outcome of describing one attachment; done is false
 // for one not described yet.
@@ -224,11 +232,11 @@ func (e *Exporter) describeListed(ctx context.Context, a *sourcev1.Attachment) d
 }
 
 // An assetLister describes a room part's attachments while the part
-// renders, so that listing them adds nothing after the render on a room
+// renders, so that listing them adds little after the render on a room
 // with thousands of attachments (a third of an edited room's export when
 // they were read one after the other at its end). It holds one result
 // per attachment, about the size of the list itself, and at most
-// assetReaders object requests at a time; the render only queues.
+// aheadReaders object requests at a time; the render only queues.
 // want is called by the render's goroutine; wait and result by the
 // part's, after the render; stop ends it whatever happened.
 type assetLister struct {
@@ -296,7 +304,7 @@ func (l *assetLister) signal() {
 func (l *assetLister) dispatch() {
 	defer close(l.finished)
 	var g errgroup.Group
-	g.SetLimit(assetReaders)
+	g.SetLimit(aheadReaders)
 	defer func() { _ = g.Wait() }()
 	for {
 		a, ok := l.next()
@@ -321,13 +329,18 @@ func (l *assetLister) dispatch() {
 }
 
 // next takes the next queued attachment, waiting for one; false once the
-// lister is closed with nothing queued, or stopped.
+// lister is closed (what is still queued is roomAssets' to describe) or
+// stopped.
 func (l *assetLister) next() (*sourcev1.Attachment, bool) {
 	for {
 		if l.ctx.Err() != nil {
 			return nil, false
 		}
 		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return nil, false
+		}
 		if len(l.queue) > 0 {
 			a := l.queue[0]
 			l.queue[0] = nil
@@ -335,11 +348,7 @@ func (l *assetLister) next() (*sourcev1.Attachment, bool) {
 			l.mu.Unlock()
 			return a, true
 		}
-		closed := l.closed
 		l.mu.Unlock()
-		if closed {
-			return nil, false
-		}
 		select {
 		case <-l.wake:
 		case <-l.ctx.Done():
@@ -348,8 +357,8 @@ func (l *assetLister) next() (*sourcev1.Attachment, bool) {
 	}
 }
 
-// wait takes no more attachments and returns when every queued one is
-// described.
+// wait takes no more attachments, starts describing no more, and returns
+// when those it started are described.
 func (l *assetLister) wait() {
 	l.mu.Lock()
 	l.closed = true

@@ -40,3 +40,8 @@ func NewPersonalRenderer(w io.Writer, job, self string, json bool) Renderer {
 	f, _ = personalFormat(f, json, job, self)
 	return f.New(w, Meta{})
 }
+
+// SetListAhead turns off, with false, the describing of a room part's
+// attachments during its render (assets.go): they are all described
+// after it.
+func SetListAhead(o *Options, on bool) { o.noListAhead = !on }

@@ -94,6 +94,9 @@ type Options struct {
 	// (window.go).
 	noSpeculation                          bool
 	recentIDs, windowVersions, windowBytes int
+	// noListAhead describes a room part's attachments only after its
+	// render, for the benchmark's comparison.
+	noListAhead bool
 }
 
 // Exporter produces the room exporter's parts: it is the taskrun.Kind of
@@ -262,8 +265,11 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	var linked *assetCollector // a room export delivers its attachments (assets.go)
 	if task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM {
 		// Described while the render runs, not after it.
-		ahead := e.listAhead(ctx)
-		defer ahead.stop()
+		var ahead *assetLister
+		if !e.opts.noListAhead {
+			ahead = e.listAhead(ctx)
+			defer ahead.stop()
+		}
 		format = collectAssetsAhead(format, &linked, ahead)
 	}
 	var res uploadResult
