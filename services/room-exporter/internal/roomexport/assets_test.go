@@ -14,6 +14,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/room-exporter/internal/roomexport"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/logtest"
@@ -100,9 +101,18 @@ func TestRoomExportListsTheAttachmentsItsDocumentLinksTo(t *testing.T) {
 // once; the manifest's sizes and SHA-256s are right either way, and the
 // part's log says how many were read.
 func TestRoomExportDescribesAttachmentsFromTheirChecksums(t *testing.T) {
+	for _, ahead := range []bool{false, true} {
+		t.Run(map[bool]string{false: "after-the-render", true: "beside-the-render"}[ahead], func(t *testing.T) {
+			testDescribesAttachmentsFromTheirChecksums(t, ahead)
+		})
+	}
+}
+
+func testDescribesAttachmentsFromTheirChecksums(t *testing.T, ahead bool) {
 	var logs logtest.Buffer
 	h := start(t, func(o *config) {
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		roomexport.SetListAhead(&o.Options, ahead)
 	})
 	h.putRoom(t, &sourcev1.Room{Id: "ROOMS", Name: "sums", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
 	checked := []byte("uploaded with its checksum")
