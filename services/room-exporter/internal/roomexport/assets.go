@@ -232,14 +232,13 @@ func (e *Exporter) describeListed(ctx context.Context, a *sourcev1.Attachment) d
 }
 
 // An assetLister describes a room part's attachments while the part
-// renders, so that listing them would add little after the render. It is
-// off unless Options.listAhead: on the 2-core benchmark machine, where
-// MinIO and the broker share the cores with the exporter, the stats slowed
-// the read of an edited room's history by more than they saved after it
-// (docs/BENCHMARKS.md, "Attachments by their checksum"); with the store on
-// hosts of its own, a stat is mostly waiting. It holds one result per
-// attachment, about the size of the list itself, and at most aheadReaders
-// object requests at a time; the render only queues.
+// renders, so that listing them adds little after the render on a room
+// with thousands of attachments (a third of an edited room's export when
+// they were read one after the other at its end; docs/BENCHMARKS.md,
+// "Attachments by their checksum"). It holds one result per attachment,
+// about the size of the list itself, and at most aheadReaders object
+// requests at a time, so that the part uploads, which share the store,
+// are not kept waiting; the render only queues.
 // want is called by the render's goroutine; wait and result by the
 // part's, after the render; stop ends it whatever happened.
 type assetLister struct {

@@ -41,7 +41,7 @@ func NewPersonalRenderer(w io.Writer, job, self string, json bool) Renderer {
 	return f.New(w, Meta{})
 }
 
-// SetListAhead turns on the describing of a room part's attachments
-// during its render (assets.go, assetLister), for the benchmark's
-// comparison: by default they are described after it.
-func SetListAhead(o *Options, on bool) { o.listAhead = on }
+// SetListAhead turns off, with false, the describing of a room part's
+// attachments during its render (assets.go, assetLister), for the
+// benchmark's comparison: they are then all described after it.
+func SetListAhead(o *Options, on bool) { o.noListAhead = !on }

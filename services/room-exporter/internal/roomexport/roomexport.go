@@ -94,9 +94,9 @@ type Options struct {
 	// (window.go).
 	noSpeculation                          bool
 	recentIDs, windowVersions, windowBytes int
-	// listAhead describes a room part's attachments during its render
-	// (assetLister), for the benchmark's comparison.
-	listAhead bool
+	// noListAhead describes a room part's attachments only after its
+	// render, for the benchmark's comparison.
+	noListAhead bool
 }
 
 // Exporter produces the room exporter's parts: it is the taskrun.Kind of
@@ -264,8 +264,9 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	}
 	var linked *assetCollector // a room export delivers its attachments (assets.go)
 	if task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM {
+		// Described beside the render (assetLister), not only after it.
 		var ahead *assetLister
-		if e.opts.listAhead {
+		if !e.opts.noListAhead {
 			ahead = e.listAhead(ctx)
 			defer ahead.stop()
 		}
