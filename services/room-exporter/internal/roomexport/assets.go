@@ -183,7 +183,9 @@ func (e *Exporter) roomAssets(ctx context.Context, t *taskrun.Task, c *assetColl
 	for i, a := range list {
 		switch d := found[i]; {
 		case assetGone(d.err):
-			t.Log.WarnContext(ctx, "asset object missing; listed as missing", "file_id", a.GetFileId(), "object_key", a.GetObjectKey())
+			if missing < missingLogged {
+				t.Log.WarnContext(ctx, "asset object missing; listed as missing", "file_id", a.GetFileId(), "object_key", a.GetObjectKey())
+			}
 			files[i] = e.missingAsset(a)
 			missing++
 		default:
@@ -193,7 +195,11 @@ func (e *Exporter) roomAssets(ctx context.Context, t *taskrun.Task, c *assetColl
 			}
 		}
 	}
-	if len(list) > 0 {
+	switch {
+	case missing > missingLogged:
+		t.Log.WarnContext(ctx, "room attachments listed; more objects missing than logged one by one",
+			"attachments", len(list), "missing", missing, "logged", missingLogged, "read_in_full", read)
+	case len(list) > 0:
 		t.Log.InfoContext(ctx, "room attachments listed", "attachments", len(list), "missing", missing, "read_in_full", read)
 	}
 	return files, nil
@@ -212,9 +218,14 @@ func assetGone(err error) bool {
 // part uploads and the two cores with the read and the broker: two keep
 // the listing's share small while the render runs, and what they have
 // not reached when it ends roomAssets describes, assetReaders at a time.
+//
+// missingLogged is how many missing objects a room names in the log one
+// by one: a store that lost a room's files by the thousand says so in one
+// record with the count, not in a record per file.
 const (
-	assetReaders = 8
-	aheadReaders = 2
+	assetReaders  = 8
+	aheadReaders  = 2
+	missingLogged = 10
 )
 
 // described is the outcome of describing one attachment; done is false
