@@ -134,16 +134,17 @@ func (s Split) RecordsTasks(ctx context.Context, job *exportv1.Job) ([]*exportv1
 	return tasks, nil
 }
 
-// splittableRoomFormats are the room formats whose document is header,
-// messages and closing bytes, each message rendered alone; HTML's thread
-// excerpts reach across the room.
+// splittableRoomFormats are the room formats the room exporter splits:
+// every one it renders (HTML's thread excerpts and footer reach across
+// ranges, and its render stage carries them over).
 var splittableRoomFormats = map[exportv1.Format]bool{
 	exportv1.Format_FORMAT_JSON: true, exportv1.Format_FORMAT_JSONL: true, exportv1.Format_FORMAT_CSV: true,
+	exportv1.Format_FORMAT_HTML: true,
 }
 
 // RoomTasks are the tasks of a room export whose one task (RoomExport's)
 // is task: that task, or, when the room's chat subject holds at least
-// MinRecords messages and the format is JSON, JSON lines or csv.gz,
+// MinRecords messages and the format is JSON, JSON lines, csv.gz or HTML,
 // Parts tasks over consecutive ranges of the subject's stream sequences
 // (ExportTask.room_range), in stream order; job.Parts is planned again
 // for them (room holds the name and type the parts show). Each range

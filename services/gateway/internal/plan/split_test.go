@@ -93,9 +93,9 @@ func TestSplitPlansRanges(t *testing.T) {
 }
 
 // TestSplitPlansRoomRanges: on a real chat stream, a room export of a
-// room at or over the threshold, in JSON, JSON lines or csv.gz, is
-// planned as consecutive ranges covering the room subject's first to last
-// message, one part each; HTML, a smaller room or no stream keep the one
+// room at or over the threshold, in JSON, JSON lines, csv.gz or HTML,
+// is planned as consecutive ranges covering the room subject's first to
+// last message, one part each; a smaller room or no stream keep the one
 // task, untouched.
 func TestSplitPlansRoomRanges(t *testing.T) {
 	srv := bustest.Start(t)
@@ -126,7 +126,8 @@ func TestSplitPlansRoomRanges(t *testing.T) {
 	}
 	split := plan.Split{Rooms: rooms, MinRecords: 100, Parts: 4}
 
-	for _, format := range []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_JSONL, exportv1.Format_FORMAT_CSV} {
+	for _, format := range []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_JSONL, exportv1.Format_FORMAT_CSV,
+		exportv1.Format_FORMAT_HTML} {
 		t.Run(format.String(), func(t *testing.T) {
 			job, tasks := planned(split, format)
 			require.Len(t, tasks, 4)
@@ -153,10 +154,10 @@ func TestSplitPlansRoomRanges(t *testing.T) {
 		split  plan.Split
 		format exportv1.Format
 	}{
-		"below the threshold": {plan.Split{Rooms: rooms, MinRecords: 104, Parts: 4}, exportv1.Format_FORMAT_JSON},
-		"one part":            {plan.Split{Rooms: rooms, MinRecords: 1, Parts: 1}, exportv1.Format_FORMAT_JSON},
-		"no chat stream":      {plan.Split{Subjects: rooms, MinRecords: 1, Parts: 4}, exportv1.Format_FORMAT_JSON},
-		"html":                {split, exportv1.Format_FORMAT_HTML},
+		"below the threshold":      {plan.Split{Rooms: rooms, MinRecords: 104, Parts: 4}, exportv1.Format_FORMAT_JSON},
+		"one part":                 {plan.Split{Rooms: rooms, MinRecords: 1, Parts: 1}, exportv1.Format_FORMAT_JSON},
+		"no chat stream":           {plan.Split{Subjects: rooms, MinRecords: 1, Parts: 4}, exportv1.Format_FORMAT_JSON},
+		"html below the threshold": {plan.Split{Rooms: rooms, MinRecords: 104, Parts: 4}, exportv1.Format_FORMAT_HTML},
 	} {
 		t.Run(name, func(t *testing.T) {
 			job, tasks := planned(c.split, c.format)

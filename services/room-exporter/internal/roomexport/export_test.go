@@ -45,3 +45,7 @@ func NewPersonalRenderer(w io.Writer, job, self string, json bool) Renderer {
 // attachments during its render (assets.go, assetLister), for the
 // benchmark's comparison: they are then all described after it.
 func SetListAhead(o *Options, on bool) { o.noListAhead = !on }
+
+// MaxThreadRoots is how many thread roots an HTML page keeps excerpts of
+// for later replies.
+const MaxThreadRoots = maxThreadRoots

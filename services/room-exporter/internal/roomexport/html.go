@@ -79,6 +79,10 @@ type htmlRenderer struct {
 	roots    map[string]string
 	rootRing []string
 	rootNext int
+
+	// rec, when not nil, records the thread roots and the replies whose
+	// root is not kept, for a split export's other ranges (splithtml.go).
+	rec *rootRecorder
 }
 
 // NewHTMLRenderer returns the renderer of the HTML page of a room export.
@@ -277,6 +281,9 @@ func (r *htmlRenderer) Message(m *sourcev1.ChatMessage) error {
 			// Formatted as the root shows it above, not its raw markdown.
 			b, r.tmp = appendExcerptFormatted(b, r.tmp, ex)
 		} else {
+			if r.rec != nil {
+				r.rec.miss(root)
+			}
 			b = append(b, "the thread's first message"...)
 		}
 		b = append(b, "</a></div>\n"...)
@@ -295,7 +302,9 @@ func (r *htmlRenderer) Message(m *sourcev1.ChatMessage) error {
 		b = append(b, "</ul>\n"...)
 	}
 	if n := m.GetThreadCount(); n > 0 {
-		r.rememberRoot(m)
+		if id, ex, ok := r.rememberRoot(m); ok && r.rec != nil {
+			r.rec.root(id, ex)
+		}
 		b = append(b, `<div class="thread">💬 `...)
 		b = strconv.AppendUint(b, uint64(n), 10)
 		if n == 1 {
@@ -316,16 +325,28 @@ func (r *htmlRenderer) Message(m *sourcev1.ChatMessage) error {
 }
 
 // rememberRoot keeps m's excerpt for its later replies, forgetting the
-// oldest root once maxThreadRoots are kept.
-func (r *htmlRenderer) rememberRoot(m *sourcev1.ChatMessage) {
-	id := m.GetId()
+// oldest root once maxThreadRoots are kept, and returns what it kept.
+func (r *htmlRenderer) rememberRoot(m *sourcev1.ChatMessage) (id, ex string, kept bool) {
+	id = m.GetId()
 	if _, ok := r.roots[id]; ok {
-		return
+		return "", "", false
 	}
-	ex := excerpt(m.GetText())
-	if ex == "" {
-		ex = "message by @" + m.GetUser().GetUsername()
+	ex = rootExcerpt(m)
+	r.keepRoot(id, ex)
+	return id, ex, true
+}
+
+// rootExcerpt is how a reply names its thread root m.
+func rootExcerpt(m *sourcev1.ChatMessage) string {
+	if ex := excerpt(m.GetText()); ex != "" {
+		return ex
 	}
+	return "message by @" + m.GetUser().GetUsername()
+}
+
+// keepRoot adds a root's excerpt to the ring, forgetting the oldest one
+// when full.
+func (r *htmlRenderer) keepRoot(id, ex string) {
 	if len(r.rootRing) < maxThreadRoots {
 		r.rootRing = append(r.rootRing, id)
 	} else {
@@ -475,17 +496,22 @@ func (r *htmlRenderer) End() error {
 	if r.fragment {
 		b = append(b, "</div>\n"...)
 	} else {
-		b = append(b, "</main>\n<footer>"...)
-		b = strconv.AppendInt(b, int64(r.n), 10)
-		if r.n == 1 {
-			b = append(b, " message"...)
-		} else {
-			b = append(b, " messages"...)
-		}
-		b = append(b, ". Exported by Dataport. Attachments are in the assets folder next to this page.</footer>\n</body>\n</html>\n"...)
+		b = appendHTMLClosing(b, uint64(r.n))
 	}
 	r.buf = b
 	return r.flush()
+}
+
+// appendHTMLClosing appends the page's closing bytes after n messages.
+func appendHTMLClosing(b []byte, n uint64) []byte {
+	b = append(b, "</main>\n<footer>"...)
+	b = strconv.AppendUint(b, n, 10)
+	if n == 1 {
+		b = append(b, " message"...)
+	} else {
+		b = append(b, " messages"...)
+	}
+	return append(b, ". Exported by Dataport. Attachments are in the assets folder next to this page.</footer>\n</body>\n</html>\n"...)
 }
 
 // appendEscaped appends s with &, <, >, " and ' escaped, the same set as

@@ -579,6 +579,8 @@ func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Render
 	var (
 		m       sourcev1.ChatMessage
 		counted = res.records // in the exported-messages counter
+		// A split HTML range records where its thread roots are (splithtml.go).
+		seqs, _ = r.(seqObserver)
 	)
 	message := func(seq uint64, data []byte, latest uint64) (bool, error) {
 		// Checks come before the message, so they report work done (see
@@ -613,6 +615,9 @@ func (e *Exporter) renderMessages(ctx context.Context, t *taskrun.Task, r Render
 			return true, nil
 		}
 		if !hasFrom || !ts.Before(from) {
+			if seqs != nil {
+				seqs.atSeq(seq)
+			}
 			if err := r.Message(&m); err != nil {
 				return false, err
 			}

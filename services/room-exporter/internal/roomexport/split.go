@@ -102,12 +102,14 @@ type rangeReport struct {
 	Part json.RawMessage `json:"part"`
 }
 
-// splittable reports whether rooms in format f can be split: documents
-// whose messages are written one after another with nothing that spans
-// them. HTML's thread excerpts need a thread root's last version across
-// ranges, which the render stage does not look up yet.
+// splittable reports whether rooms in format f can be split. HTML's
+// thread excerpts and footer span ranges; splithtml.go carries them.
 func splittable(f exportv1.Format) bool {
-	return f == exportv1.Format_FORMAT_JSON || f == exportv1.Format_FORMAT_JSONL || f == exportv1.Format_FORMAT_CSV
+	switch f {
+	case exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_JSONL, exportv1.Format_FORMAT_CSV, exportv1.Format_FORMAT_HTML:
+		return true
+	}
+	return false
 }
 
 // checkRoomRange rejects a range task that cannot be a split room
@@ -191,12 +193,28 @@ func (e *Exporter) rangeHistory(ctx context.Context, task *exportv1.ExportTask) 
 
 // pieceFormat is f writing one piece of a split document (see
 // pieceRenderer).
-func pieceFormat(f Format, first, last bool) Format {
+func pieceFormat(f Format, spec pieceSpec) Format {
 	inner := f.New
 	f.New = func(w io.Writer, meta Meta) Renderer {
-		return &pieceRenderer{r: inner(w, meta), first: first, last: last}
+		p := &pieceRenderer{r: inner(w, meta), pieceSpec: spec}
+		if h, ok := p.r.(*htmlRenderer); ok && spec.html != nil && spec.html.record {
+			h.rec = newRootRecorder()
+			spec.html.recs = append(spec.html.recs, h.rec)
+		}
+		return p
 	}
 	return f
+}
+
+// pieceSpec is which piece of the document a renderer writes.
+type pieceSpec struct {
+	first, last bool
+	// open leaves out the last piece's closing bytes (an HTML page's
+	// index stage: its footer counts the messages of every range).
+	open bool
+	// html is an HTML range's context (splithtml.go); nil in other
+	// formats.
+	html *htmlPiece
 }
 
 // pieceLead is the lead of a piece in format f: JSON's comma before the
@@ -216,16 +234,25 @@ func pieceLead(f exportv1.Format, first bool) uint32 {
 // messages after others (JSON's leading comma). A compressed piece ends
 // its last member, so pieces are whole gzip members.
 type pieceRenderer struct {
-	r           Renderer
-	first, last bool
+	r Renderer
+	pieceSpec
 }
 
 func (p *pieceRenderer) Begin(room *sourcev1.Room) error {
 	if p.first {
 		return p.r.Begin(room)
 	}
-	if j, ok := p.r.(*jsonRenderer); ok {
-		j.n = 1
+	switch r := p.r.(type) {
+	case *jsonRenderer:
+		r.n = 1
+	case *htmlRenderer:
+		// The page as one exporter holds it when it reaches this range.
+		if p.html != nil {
+			for _, root := range p.html.seed {
+				r.keepRoot(root.id, root.excerpt)
+			}
+			r.n = int(p.html.before)
+		}
 	}
 	return nil
 }
@@ -233,7 +260,7 @@ func (p *pieceRenderer) Begin(room *sourcev1.Room) error {
 func (p *pieceRenderer) Message(m *sourcev1.ChatMessage) error { return p.r.Message(m) }
 
 func (p *pieceRenderer) End() error {
-	if p.last {
+	if p.last && !p.open {
 		return p.r.End()
 	}
 	if m, ok := p.r.(memberEnder); ok {
@@ -265,11 +292,13 @@ func (p *pieceRenderer) restoreState(data []byte) error {
 	return s.restoreState(data)
 }
 
-// rangePiece is the task's piece of the document: its format and the
-// FilePiece its announcement carries.
-func rangePiece(task *exportv1.ExportTask, format Format) (Format, *exportv1.FilePiece) {
-	first, last := task.GetPart() == 0, task.GetPart()+1 >= task.GetPartsTotal()
-	return pieceFormat(format, first, last), &exportv1.FilePiece{Lead: pieceLead(task.GetFormat(), first)}
+// rangePiece is the task's piece of the document, with hp an HTML
+// range's context (nil in other formats): its format and the FilePiece
+// its announcement carries.
+func rangePiece(task *exportv1.ExportTask, format Format, hp *htmlPiece) (Format, *exportv1.FilePiece) {
+	spec := pieceSpec{first: task.GetPart() == 0, last: task.GetPart()+1 >= task.GetPartsTotal(), html: hp}
+	spec.open = spec.last && hp != nil && hp.record
+	return pieceFormat(format, spec), &exportv1.FilePiece{Lead: pieceLead(task.GetFormat(), spec.first)}
 }
 
 // indexRange is the index stage: render the range's piece as if its
@@ -288,9 +317,17 @@ func (e *Exporter) indexRange(ctx context.Context, t *taskrun.Task, format Forma
 	table := newIDTable()
 	defer table.close()
 	h.onVersion = table.add
-	pf, piece := rangePiece(task, format)
+	var hp *htmlPiece
+	if task.GetFormat() == exportv1.Format_FORMAT_HTML {
+		hp = &htmlPiece{record: true}
+		defer hp.close()
+	}
+	pf, piece := rangePiece(task, format, hp)
 	var linked *assetCollector
 	pf = collectAssets(pf, &linked)
+	if hp != nil {
+		pf = observeSeqs(pf, hp)
+	}
 	var res uploadResult
 	if e.opts.noSpeculation {
 		if h.spool, err = e.spoolHistory(ctx, h, 0, nil); err != nil {
@@ -310,6 +347,11 @@ func (e *Exporter) indexRange(ctx context.Context, t *taskrun.Task, format Forma
 	ids, err := e.writeTable(ctx, task, table)
 	if err != nil {
 		return nil, err
+	}
+	if hp != nil {
+		if err := e.writeRootLists(ctx, task, hp.recorder()); err != nil {
+			return nil, err
+		}
 	}
 	part := &exportv1.PartUploaded{
 		File: &exportv1.File{Name: name, ObjectKey: key, Size: res.size, Records: res.records, Sha256: res.sha256,
@@ -586,11 +628,13 @@ func (e *Exporter) mergeTables(ctx context.Context, task *exportv1.ExportTask) (
 		if len(group) > 1 {
 			cross++
 			first, last := group[0], group[len(group)-1]
-			if err := writeRecord(ws[first], record{heads[first][2], crossLatest, heads[last][3]}); err != nil {
+			// Word 3 is the id's last version in the range, which an HTML
+			// range's index stage showed (splithtml.go).
+			if err := writeRecord(ws[first], record{heads[first][2], crossLatest, heads[last][3], heads[first][3]}); err != nil {
 				return 0, fmt.Errorf("cross list: %w", err)
 			}
 			for _, i := range group[1:] {
-				if err := writeRecord(ws[i], record{heads[i][2], crossSkip}); err != nil {
+				if err := writeRecord(ws[i], record{heads[i][2], crossSkip, 0, heads[i][3]}); err != nil {
 					return 0, fmt.Errorf("cross list: %w", err)
 				}
 			}
@@ -626,7 +670,19 @@ func (e *Exporter) renderRange(ctx context.Context, t *taskrun.Task, format Form
 	if err != nil {
 		return nil, fmt.Errorf("cross list of part %d: %w", task.GetPart(), err)
 	}
-	if info.Size == 0 {
+	var hp *htmlPiece
+	again := info.Size > 0
+	if task.GetFormat() == exportv1.Format_FORMAT_HTML {
+		var hit bool
+		if hp, hit, err = e.htmlContext(ctx, task); err != nil {
+			return nil, err
+		}
+		again = again || hit
+		if !again && task.GetPart()+1 >= task.GetPartsTotal() {
+			return e.closePage(ctx, t, indexed, hp.before, key)
+		}
+	}
+	if !again {
 		f := indexed.GetFile()
 		stored, err := e.store.Stat(ctx, e.bucket, f.GetObjectKey())
 		if err != nil {
@@ -656,7 +712,7 @@ func (e *Exporter) renderRange(ctx context.Context, t *taskrun.Task, format Form
 	if err != nil {
 		return nil, err
 	}
-	pf, piece := rangePiece(task, format)
+	pf, piece := rangePiece(task, format, hp)
 	var linked *assetCollector
 	pf = collectAssets(pf, &linked)
 	res, err := e.upload(ctx, t, pf, meta, room, h, key, nil, e.crossVersions(ctx, h.spool.each, it), false)

@@ -26,7 +26,7 @@ import (
 	"dataport.dev/shared/logtest"
 )
 
-var splitFormats = []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_JSONL, exportv1.Format_FORMAT_CSV}
+var splitFormats = []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_JSONL, exportv1.Format_FORMAT_CSV, exportv1.Format_FORMAT_HTML}
 
 // roomRangeTasks splits task into n range parts, as the gateway's
 // planner does: even slices of the sequences between the room subject's
@@ -232,7 +232,8 @@ func edited(m *sourcev1.ChatMessage, v int) *sourcev1.ChatMessage {
 
 // TestSplitRoomExportIsTheUnsplitDocument: the pieces of a room export
 // split into ranges of the chat stream join into the document one
-// exporter writes over the whole room, in JSON, JSON lines and csv.gz:
+// exporter writes over the whole room, in JSON, JSON lines, csv.gz and
+// HTML:
 // with no republished id (then no range is read twice), with edits
 // crossing every range boundary, with an id republished in three ranges,
 // with a range holding none of the room's messages, within a date range.
@@ -323,47 +324,66 @@ func TestSplitRoomExportIsTheUnsplitDocument(t *testing.T) {
 
 	t.Run("a range retried after a crash", func(t *testing.T) {
 		rig.putRoom(t, &sourcev1.Room{Id: "CRASH", Name: "crash", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
-		msgs := roomMessages("CRASH", 300)
+		msgs := threadedMessages("CRASH", 300)
 		stream := append([]*sourcev1.ChatMessage{}, msgs...)
 		stream = append(stream, edited(msgs[10], 1), edited(msgs[150], 1))
 		rig.publishMessages(t, stream...)
-		want, _ := rig.unsplit(t, roomTask("crash-whole", "CRASH", nil, nil))
-		tasks := rig.roomRangeTasks(t, roomTask("crash-split", "CRASH", nil, nil), 3)
-		require.NoError(t, rig.exp.Export(t.Context(), tasks[0]))
-		require.NoError(t, rig.exp.Export(t.Context(), tasks[2]))
-		ctx, cancel := context.WithCancel(t.Context())
-		rig.crash.Store(&cancel)
-		rig.crashAfter.Store(30)
-		require.Error(t, rig.exp.Export(ctx, tasks[1]), "the first attempt crashes")
-		rig.crash.Store(nil)
-		assert.Zero(t, rig.eventCount(t, bus.EventPart, "crash-split"), "nothing announced before every range is indexed")
-		require.NoError(t, rig.exp.Export(t.Context(), tasks[1]))
-		parts := rig.splitParts(t, "crash-split", 3)
-		assert.Equal(t, string(want), string(rig.joinRoomPieces(t, parts)), "joined after the retry")
+		for _, format := range []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_HTML} {
+			word := strings.ToLower(strings.TrimPrefix(format.String(), "FORMAT_"))
+			t.Run(word, func(t *testing.T) {
+				task := func(id string) *exportv1.ExportTask {
+					rt := roomTask(id, "CRASH", nil, nil)
+					rt.Format = format
+					return rt
+				}
+				jobID := "crash-split-" + word
+				want, _ := rig.unsplit(t, task("crash-whole-"+word))
+				tasks := rig.roomRangeTasks(t, task(jobID), 3)
+				require.NoError(t, rig.exp.Export(t.Context(), tasks[0]))
+				require.NoError(t, rig.exp.Export(t.Context(), tasks[2]))
+				ctx, cancel := context.WithCancel(t.Context())
+				rig.crash.Store(&cancel)
+				rig.crashAfter.Store(30)
+				require.Error(t, rig.exp.Export(ctx, tasks[1]), "the first attempt crashes")
+				rig.crash.Store(nil)
+				assert.Zero(t, rig.eventCount(t, bus.EventPart, jobID), "nothing announced before every range is indexed")
+				require.NoError(t, rig.exp.Export(t.Context(), tasks[1]))
+				parts := rig.splitParts(t, jobID, 3)
+				assert.Equal(t, string(want), string(rig.joinRoomPieces(t, parts)), "joined after the retry")
+			})
+		}
 	})
 }
 
 // TestCanceledSplitRoomExportLeavesNothing: a split room export canceled
-// between its ranges' index stages leaves no piece, table or report, and
-// announces no part.
+// between its ranges' index stages leaves no piece, table, report or
+// (HTML) root list, and announces no part.
 func TestCanceledSplitRoomExportLeavesNothing(t *testing.T) {
 	rig := newSplitRig(t)
 	rig.putRoom(t, &sourcev1.Room{Id: "CANCEL", Name: "cancel", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
-	msgs := roomMessages("CANCEL", 200)
+	msgs := threadedMessages("CANCEL", 200)
 	rig.publishMessages(t, append(msgs, edited(msgs[1], 1))...)
-	tasks := rig.roomRangeTasks(t, roomTask("cancel-split", "CANCEL", nil, nil), 3)
-	rig.putJob(t, "cancel-split", exportv1.JobState_JOB_STATE_PROCESSING)
-	require.NoError(t, rig.exp.Export(t.Context(), tasks[0]))
-	require.NoError(t, rig.exp.Export(t.Context(), tasks[2]))
-	require.NotEmpty(t, rig.objects(t, "cancel-split"), "two ranges indexed")
-	rig.putJob(t, "cancel-split", exportv1.JobState_JOB_STATE_CANCELED)
-	require.NoError(t, rig.exp.Export(t.Context(), tasks[1]))
-	require.Eventually(t, func() bool { return len(rig.objects(t, "cancel-split")) == 0 }, 10*time.Second, 20*time.Millisecond,
-		"every object of the job deleted")
-	ups, err := rig.store.ListIncompleteUploads(t.Context(), bucket, "jobs/cancel-split/")
-	require.NoError(t, err)
-	assert.Empty(t, ups, "no multipart upload is left")
-	assert.Zero(t, rig.eventCount(t, bus.EventPart, "cancel-split"), "no part announced")
+	for _, format := range []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_HTML} {
+		word := strings.ToLower(strings.TrimPrefix(format.String(), "FORMAT_"))
+		t.Run(word, func(t *testing.T) {
+			jobID := "cancel-split-" + word
+			task := roomTask(jobID, "CANCEL", nil, nil)
+			task.Format = format
+			tasks := rig.roomRangeTasks(t, task, 3)
+			rig.putJob(t, jobID, exportv1.JobState_JOB_STATE_PROCESSING)
+			require.NoError(t, rig.exp.Export(t.Context(), tasks[0]))
+			require.NoError(t, rig.exp.Export(t.Context(), tasks[2]))
+			require.NotEmpty(t, rig.objects(t, jobID), "two ranges indexed")
+			rig.putJob(t, jobID, exportv1.JobState_JOB_STATE_CANCELED)
+			require.NoError(t, rig.exp.Export(t.Context(), tasks[1]))
+			require.Eventually(t, func() bool { return len(rig.objects(t, jobID)) == 0 }, 10*time.Second, 20*time.Millisecond,
+				"every object of the job deleted")
+			ups, err := rig.store.ListIncompleteUploads(t.Context(), bucket, "jobs/"+jobID+"/")
+			require.NoError(t, err)
+			assert.Empty(t, ups, "no multipart upload is left")
+			assert.Zero(t, rig.eventCount(t, bus.EventPart, jobID), "no part announced")
+		})
+	}
 }
 
 // TestRoomRangeTasksThatCannotBeSplitAreRejected: the exporter refuses a
@@ -372,7 +392,7 @@ func TestRoomRangeTasksThatCannotBeSplitAreRejected(t *testing.T) {
 	rig := newSplitRig(t)
 	rig.putRoom(t, &sourcev1.Room{Id: "REJ", Name: "rej", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
 	for name, edit := range map[string]func(*exportv1.ExportTask){
-		"html":        func(t *exportv1.ExportTask) { t.Format = exportv1.Format_FORMAT_HTML },
+		"pdf":         func(t *exportv1.ExportTask) { t.Format = exportv1.Format_FORMAT_PDF },
 		"one part":    func(t *exportv1.ExportTask) { t.PartsTotal = 1 },
 		"empty range": func(t *exportv1.ExportTask) { t.RoomRange.LastSeq = 0 },
 		"render only": func(t *exportv1.ExportTask) { t.RoomRange, t.RoomRender = nil, true },
@@ -386,4 +406,156 @@ func TestRoomRangeTasksThatCannotBeSplitAreRejected(t *testing.T) {
 			assert.True(t, bus.IsPermanent(err), "rejected for good: %v", err)
 		})
 	}
+}
+
+// threadedMessages is roomMessages with threads: every tenth message
+// from the tenth on is a thread root, and two in ten reply to a root up
+// to some 80 messages back, so replies land in other ranges than their
+// roots.
+func threadedMessages(roomID string, n int) []*sourcev1.ChatMessage {
+	msgs := roomMessages(roomID, n)
+	for i := 10; i < n; i++ {
+		switch i % 10 {
+		case 5:
+			msgs[i].ThreadCount = 2
+			msgs[i].ThreadLastMessage = timestamppb.New(msgTime(i + 40))
+		case 3, 8:
+			root := i - i%10 + 5 - 10*(i/10%8)
+			if root < 10 {
+				root += 10 * (i / 10 % 8)
+			}
+			if root < i {
+				msgs[i].ThreadId = msgs[root].GetId()
+			}
+		}
+	}
+	return msgs
+}
+
+// splitHTML exports task unsplit and split into n ranges as HTML, checks
+// that the joined pieces are the unsplit page byte for byte, and returns
+// the page and which ranges rendered again.
+func (rig *splitRig) splitHTML(t *testing.T, id string, task func(jobID string) *exportv1.ExportTask, n int) (string, []bool) {
+	t.Helper()
+	whole := task(id + "-whole")
+	whole.Format = exportv1.Format_FORMAT_HTML
+	want, _ := rig.unsplit(t, whole)
+	parted := task(id + "-split")
+	parted.Format = exportv1.Format_FORMAT_HTML
+	got, _ := rig.split(t, parted, n)
+	require.Equal(t, string(want), string(got), "the joined pieces are the unsplit page")
+	return string(got), rig.rendered(t, parted.GetJobId(), n)
+}
+
+// TestSplitHTMLRoomExportIsTheUnsplitPage: a split HTML room export is
+// the page one exporter writes, byte for byte, where the page carries
+// context from one range into the next: a reply names its thread root by
+// an excerpt when the root is in an earlier range (in the root's last
+// version, which may be in a later range), up to the number of roots the
+// page keeps; the footer counts every range's messages.
+func TestSplitHTMLRoomExportIsTheUnsplitPage(t *testing.T) {
+	rig := newSplitRig(t)
+	roomTask := func(roomID string, from, to *time.Time) func(string) *exportv1.ExportTask {
+		return func(id string) *exportv1.ExportTask { return roomTask(id, roomID, from, to) }
+	}
+
+	t.Run("threads across ranges", func(t *testing.T) {
+		rig.putRoom(t, &sourcev1.Room{Id: "THREADS", Name: "threads", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+		rig.publishMessages(t, threadedMessages("THREADS", 400)...)
+		page, rendered := rig.splitHTML(t, "threads", roomTask("THREADS", nil, nil), 4)
+		// Message 308 (range 3) replies to 245 (range 2).
+		assert.Contains(t, page, `<a href="#m-THREADS-m000245">message 245 in THREADS`, "a reply names a root of another range")
+		assert.NotContains(t, page, "the thread's first message", "every root is kept")
+		assert.Contains(t, page, "<footer>400 messages.", "the footer counts every range")
+		assert.Equal(t, []bool{false, true, true, true}, rendered, "ranges with replies to earlier ranges are rendered again")
+
+		page, _ = rig.splitHTML(t, "threads-dates", roomTask("THREADS", at(120), at(330)), 4)
+		assert.Contains(t, page, "<footer>211 messages.")
+	})
+
+	t.Run("threads without replies across ranges", func(t *testing.T) {
+		rig.putRoom(t, &sourcev1.Room{Id: "LOCAL", Name: "local", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+		msgs := roomMessages("LOCAL", 300)
+		for i := 10; i < len(msgs); i += 10 {
+			msgs[i].ThreadCount = 1
+			msgs[i+1].ThreadId = msgs[i].GetId()
+		}
+		// A reply to a root that is in no range.
+		msgs[200].ThreadId = "LOCAL-gone"
+		rig.publishMessages(t, msgs...)
+		page, rendered := rig.splitHTML(t, "local", roomTask("LOCAL", nil, nil), 3)
+		assert.Contains(t, page, "<footer>300 messages.")
+		assert.Equal(t, []bool{false, false, false}, rendered, "no range is rendered again; the last one gets the footer")
+	})
+
+	t.Run("roots edited in later ranges", func(t *testing.T) {
+		rig.putRoom(t, &sourcev1.Room{Id: "REROOT", Name: "reroot", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+		msgs := threadedMessages("REROOT", 300)
+		var stream []*sourcev1.ChatMessage
+		for i, m := range msgs {
+			stream = append(stream, m)
+			switch {
+			case i >= 100 && i%10 == 0:
+				// Root i-85 gets a new text, mostly in a later range.
+				stream = append(stream, edited(msgs[i-85], 1))
+			case i == 251:
+				// Message 12 becomes a root only in a later range, and
+				// message 252 replies to it.
+				e := edited(msgs[12], 2)
+				e.ThreadCount = 1
+				stream = append(stream, e)
+				msgs[252].ThreadId = msgs[12].GetId()
+			}
+		}
+		rig.publishMessages(t, stream...)
+		page, rendered := rig.splitHTML(t, "reroot", roomTask("REROOT", nil, nil), 3)
+		assert.Contains(t, page, `<a href="#m-REROOT-m000165">message 165 in REROOT: the quick brown fox jumps over the lazy dog (edit 1)`,
+			"a reply names its root in the root's last version")
+		assert.Contains(t, page, `<a href="#m-REROOT-m000012">message 12 in REROOT`, "a root made by a later version is named")
+		assert.Contains(t, page, "<footer>300 messages.")
+		assert.Equal(t, []bool{true, true, true}, rendered)
+	})
+
+	t.Run("more roots than the page keeps", func(t *testing.T) {
+		rig.putRoom(t, &sourcev1.Room{Id: "MANY", Name: "many", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
+		// Every message a root; from message 3000 on, every sixth replies
+		// to the root about MaxThreadRoots roots back, either side of the
+		// last one the page still keeps. The second range starts before
+		// message 3000, so its replies' roots are the first range's.
+		var msgs []*sourcev1.ChatMessage
+		roots := 0
+		for i := 0; len(msgs) < 5000; i++ {
+			m := fixtureMessage("MANY", i)
+			m.SystemType = ""
+			if roots >= 3000 && i%6 == 0 {
+				m.ThreadId = fmt.Sprintf("MANY-m%06d", rootIndex(msgs, roots-roottarget(i)))
+			} else {
+				m.ThreadCount = 1
+				roots++
+			}
+			msgs = append(msgs, m)
+		}
+		rig.publishMessages(t, msgs...)
+		page, rendered := rig.splitHTML(t, "many", roomTask("MANY", nil, nil), 2)
+		assert.Contains(t, page, "the thread's first message", "some roots are too far back")
+		assert.Contains(t, page, "<footer>5000 messages.")
+		assert.Equal(t, []bool{false, true}, rendered)
+	})
+}
+
+// roottarget is how many roots back the reply at message i points:
+// around roomexport.MaxThreadRoots, either side of the window's edge.
+func roottarget(i int) int { return roomexport.MaxThreadRoots - 4 + i/6%9 }
+
+// rootIndex is the message index of the k-th root (0-based) of msgs.
+func rootIndex(msgs []*sourcev1.ChatMessage, k int) int {
+	for i, m := range msgs {
+		if m.GetThreadCount() > 0 {
+			if k == 0 {
+				return i
+			}
+			k--
+		}
+	}
+	return 0
 }
