@@ -38,6 +38,9 @@ const maxThreadRoots = 4096
 // excerptRunes is the length of a thread root's excerpt in a reply.
 const excerptRunes = 80
 
+// unkeptRootWords name a reply's thread root whose excerpt is not kept.
+const unkeptRootWords = "the thread's first message"
+
 const htmlStyle = `body{font:15px/1.45 -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f2329;background:#fff;margin:0 auto;max-width:52rem;padding:1rem 1.25rem}
 header{border-bottom:2px solid #e4e7ea;margin-bottom:1rem;padding-bottom:.5rem}
 h1{font-size:1.5rem;margin:.2rem 0}
@@ -70,6 +73,7 @@ type htmlRenderer struct {
 	buf      []byte
 	tmp      []byte
 	n        int
+	written  uint64 // bytes flushed to w
 
 	// roots remembers the excerpt of recent thread roots so a reply can
 	// name the message it answers. A reply can come long after its root;
@@ -121,7 +125,8 @@ func roomTypeWords(t sourcev1.RoomType) string {
 }
 
 func (r *htmlRenderer) flush() error {
-	_, err := r.w.Write(r.buf)
+	n, err := r.w.Write(r.buf)
+	r.written += uint64(n)
 	r.buf = r.buf[:0]
 	return err
 }
@@ -282,9 +287,9 @@ func (r *htmlRenderer) Message(m *sourcev1.ChatMessage) error {
 			b, r.tmp = appendExcerptFormatted(b, r.tmp, ex)
 		} else {
 			if r.rec != nil {
-				r.rec.miss(root)
+				r.rec.miss(root, r.written+uint64(len(b)))
 			}
-			b = append(b, "the thread's first message"...)
+			b = append(b, unkeptRootWords...)
 		}
 		b = append(b, "</a></div>\n"...)
 	}

@@ -70,7 +70,9 @@ import (
 //
 // The index stage's report is the whole hand-off between the stages, so a
 // range retried at either stage (crash, redelivery) does its stage again
-// from the start and writes the same bytes.
+// from the start and writes the same bytes. An HTML page also carries
+// thread excerpts and its message count from range to range; its ranges
+// hand off root and miss lists besides (splithtml.go).
 
 // Object names of a range's split state, under the part's prefix; a
 // cleaned file name never holds a "/", so none can be a piece's.
@@ -677,9 +679,8 @@ func (e *Exporter) renderRange(ctx context.Context, t *taskrun.Task, format Form
 		if hp, hit, err = e.htmlContext(ctx, task); err != nil {
 			return nil, err
 		}
-		again = again || hit
-		if !again && task.GetPart()+1 >= task.GetPartsTotal() {
-			return e.closePage(ctx, t, indexed, hp.before, key)
+		if last := task.GetPart()+1 >= task.GetPartsTotal(); !again && (hit || last) {
+			return e.patchPiece(ctx, t, indexed, hp, key, last)
 		}
 	}
 	if !again {

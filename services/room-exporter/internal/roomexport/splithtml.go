@@ -2,7 +2,7 @@ package roomexport
 
 import (
 	"bufio"
-	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -147,15 +147,17 @@ func (r *rootRecorder) root(id, excerpt string) {
 	r.kept++
 }
 
-// miss records a reply whose root the range did not keep. Past
+// miss records a reply whose root the range did not keep, and the
+// offset in the piece of the words that say so (unkeptRootWords). Past
 // maxThreadRoots roots of the range's own, no root of an earlier range
 // can be kept for a reply any more.
-func (r *rootRecorder) miss(root string) {
+func (r *rootRecorder) miss(root string, offset uint64) {
 	if r.err != nil || r.kept >= maxThreadRoots {
 		return
 	}
 	b := binary.AppendUvarint(r.buf[:0], r.kept)
 	b = appendBytes(b, root)
+	b = binary.AppendUvarint(b, offset)
 	r.buf = b
 	_, r.err = r.mw.Write(b)
 }
@@ -283,13 +285,15 @@ func (e *Exporter) htmlContext(ctx context.Context, task *exportv1.ExportTask) (
 		}
 		tails = append(tails, roots)
 		have += len(roots)
-		hp.before += count
+		if last {
+			hp.before += count
+		}
 	}
 	for i := len(tails) - 1; i >= 0; i-- {
 		hp.seed = append(hp.seed, tails[i]...)
 	}
 	hp.seed = hp.seed[max(0, len(hp.seed)-maxThreadRoots):]
-	hit, err := e.missesHit(ctx, task, hp.seed)
+	hit, err := e.seedHit(ctx, task, hp.seed)
 	if err != nil {
 		return nil, false, err
 	}
@@ -406,62 +410,144 @@ func (e *Exporter) shownVersion(ctx context.Context, task *exportv1.ExportTask, 
 	return &m, true, nil
 }
 
-// missesHit reports whether a reply on the task's miss list finds its
-// root in seed: then the index piece named it without its excerpt, which
-// the joined page shows.
-func (e *Exporter) missesHit(ctx context.Context, task *exportv1.ExportTask, seed []threadRoot) (bool, error) {
+// seedHits finds, on a range's miss list, the replies whose root is in
+// the ring seed a range starts with: the joined page names those roots
+// by their excerpts where the index piece has unkeptRootWords.
+type seedHits struct {
+	seed []threadRoot
+	at   map[string]int
+	list *listReader
+}
+
+func newSeedHits(seed []threadRoot, list *listReader) *seedHits {
+	h := &seedHits{seed: seed, at: make(map[string]int, len(seed)), list: list}
+	for i, r := range seed {
+		h.at[r.id] = i
+	}
+	return h
+}
+
+// next returns the next hit: the offset of its words in the piece and
+// the root's excerpt.
+func (h *seedHits) next() (uint64, string, bool, error) {
+	for {
+		ownBefore, ok, err := h.list.uvarint()
+		if !ok || err != nil {
+			return 0, "", false, err
+		}
+		root, err := h.list.str()
+		if err != nil {
+			return 0, "", false, err
+		}
+		offset, ok, err := h.list.uvarint()
+		if !ok || err != nil {
+			return 0, "", false, cmp.Or(err, io.ErrUnexpectedEOF)
+		}
+		// Kept when fewer than maxThreadRoots roots came after it.
+		if s, ok := h.at[root]; ok && uint64(len(h.seed)-1-s)+ownBefore < maxThreadRoots {
+			return offset, h.seed[s].excerpt, true, nil
+		}
+	}
+}
+
+// seedHit reports whether the task's miss list has a hit in seed.
+func (e *Exporter) seedHit(ctx context.Context, task *exportv1.ExportTask, seed []threadRoot) (bool, error) {
 	if len(seed) == 0 {
 		return false, nil
-	}
-	at := make(map[string]int, len(seed))
-	for i, r := range seed {
-		at[r.id] = i
 	}
 	body, lr, err := e.openList(ctx, task.GetJobId(), task.GetPart(), splitMissesName)
 	if err != nil {
 		return false, err
 	}
 	defer body.Close()
-	for {
-		ownBefore, ok, err := lr.uvarint()
-		if err != nil {
-			return false, fmt.Errorf("miss list of part %d: %w", task.GetPart(), err)
-		}
-		if !ok {
-			return false, nil
-		}
-		root, err := lr.str()
-		if err != nil {
-			return false, fmt.Errorf("miss list of part %d: %w", task.GetPart(), err)
-		}
-		// Kept when fewer than maxThreadRoots roots came after it.
-		if s, ok := at[root]; ok && uint64(len(seed)-1-s)+ownBefore < maxThreadRoots {
-			return true, nil
-		}
+	_, _, hit, err := newSeedHits(seed, lr).next()
+	if err != nil {
+		return false, fmt.Errorf("miss list of part %d: %w", task.GetPart(), err)
 	}
+	return hit, nil
 }
 
-// closePage announces the last range's index piece with the page's
-// closing bytes appended, counting every range's messages; the piece is
-// copied through the exporter, not rendered again.
-func (e *Exporter) closePage(ctx context.Context, t *taskrun.Task, indexed *exportv1.PartUploaded, before uint64, key string) (*taskrun.Result, error) {
+// patchPiece announces the range's index piece as the joined page has
+// it: each reply on its miss list whose root is in the ring the range
+// starts with names the root by its excerpt, and the last range's piece
+// ends with the page's closing bytes, counting every range's messages.
+// Only those bytes differ from what the index stage rendered (the
+// ring and the count are the renderer's only state that spans
+// messages), so the piece is copied through the exporter with them
+// changed: the range is not read or rendered again.
+func (e *Exporter) patchPiece(ctx context.Context, t *taskrun.Task, indexed *exportv1.PartUploaded, hp *htmlPiece,
+	key string, closing bool,
+) (*taskrun.Result, error) {
+	task := t.Task
 	f := indexed.GetFile()
 	body, _, err := e.store.Open(ctx, e.bucket, f.GetObjectKey())
 	if err != nil {
-		return nil, fmt.Errorf("piece of part %d: %w", t.Task.GetPart(), err)
+		return nil, fmt.Errorf("piece of part %d: %w", task.GetPart(), err)
 	}
 	defer body.Close()
-	closing := appendHTMLClosing(nil, before+f.GetRecords())
-	size := f.GetSize() + uint64(len(closing))
-	info, err := e.store.Upload(ctx, e.bucket, key, io.MultiReader(io.LimitReader(body, int64(f.GetSize())), bytes.NewReader(closing)), f.GetContentType())
+	misses, lr, err := e.openList(ctx, task.GetJobId(), task.GetPart(), splitMissesName)
+	if err != nil {
+		return nil, err
+	}
+	defer misses.Close()
+	pr, pw := io.Pipe()
+	patched := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var err error
+		patched, err = writePatched(pw, io.LimitReader(body, int64(f.GetSize())), f.GetSize(), newSeedHits(hp.seed, lr))
+		if err == nil && closing {
+			_, err = pw.Write(appendHTMLClosing(nil, hp.before+f.GetRecords()))
+		}
+		pw.CloseWithError(err)
+	}()
+	info, err := e.store.Upload(ctx, e.bucket, key, pr, f.GetContentType())
+	pr.CloseWithError(errors.New("upload ended")) // ends the writer if the upload stopped early
+	<-done
 	if err != nil {
 		return nil, fmt.Errorf("upload %s: %w", key, err)
 	}
-	if info.Size != int64(size) {
-		return nil, fmt.Errorf("piece of part %d: stored %d bytes, %d expected", t.Task.GetPart(), info.Size, size)
-	}
-	file := &exportv1.File{Name: f.GetName(), ObjectKey: key, Size: size, Records: f.GetRecords(), Sha256: info.SHA256,
+	file := &exportv1.File{Name: f.GetName(), ObjectKey: key, Size: uint64(info.Size), Records: f.GetRecords(), Sha256: info.SHA256,
 		ChecksumSha256: info.ChecksumSHA256, ContentType: f.GetContentType()}
 	return &taskrun.Result{Files: []*exportv1.File{file}, Attachments: indexed.GetFiles(), Piece: indexed.GetPiece(),
-		Records: file.GetRecords(), Bytes: size, Log: []any{"object_key", key, "rendered", false, "closed", true}}, nil
+		Records: file.GetRecords(), Bytes: file.GetSize(),
+		Log: []any{"object_key", key, "rendered", false, "excerpts_added", patched, "closed", closing}}, nil
+}
+
+// writePatched copies the piece (size bytes) to w with each hit's
+// unkeptRootWords replaced by the root's excerpt, formatted as a reply
+// shows it, and returns the number of hits.
+func writePatched(w io.Writer, piece io.Reader, size uint64, hits *seedHits) (int, error) {
+	var pos uint64
+	var b, tmp []byte
+	n := 0
+	for {
+		offset, ex, ok, err := hits.next()
+		if err != nil {
+			return n, fmt.Errorf("miss list: %w", err)
+		}
+		if !ok {
+			break
+		}
+		if offset < pos || offset+uint64(len(unkeptRootWords)) > size {
+			return n, fmt.Errorf("miss list: offset %d out of the piece", offset)
+		}
+		if _, err := io.CopyN(w, piece, int64(offset-pos)); err != nil {
+			return n, fmt.Errorf("copy piece: %w", err)
+		}
+		if _, err := io.CopyN(io.Discard, piece, int64(len(unkeptRootWords))); err != nil {
+			return n, fmt.Errorf("copy piece: %w", err)
+		}
+		b, tmp = appendExcerptFormatted(b[:0], tmp, ex)
+		if _, err := w.Write(b); err != nil {
+			return n, err
+		}
+		pos = offset + uint64(len(unkeptRootWords))
+		n++
+	}
+	if _, err := io.CopyN(w, piece, int64(size-pos)); err != nil {
+		return n, fmt.Errorf("copy piece: %w", err)
+	}
+	return n, nil
 }
