@@ -27,19 +27,22 @@ import (
 //
 // So the index stage of an HTML range also writes its root list (every
 // thread root it shows: position, id, excerpt, in page order) and its
-// miss list (every reply whose root it did not keep, with the number of
-// its own roots before it), and the last range's piece leaves out the
-// page's closing bytes. The render stage of range j then rebuilds, from
-// the earlier ranges' reports, root lists and cross lists (an id in a
-// cross list is skipped there, or shown there in a later version read
-// from the stream), what one exporter would hold when it reached range
-// j: the ring of the last maxThreadRoots roots and, for the last range,
-// the number of messages shown. A range renders again when its cross
-// list is not empty or when a reply on its miss list would find its
-// root in that ring; otherwise its index piece stands, and the last
-// range's gets its closing bytes appended (a copy inside the store, no
-// render). Nothing waits for another range's render stage: everything
-// read is written by index stages, which have all finished.
+// miss list (every reply whose root it did not keep: the root's id, the
+// number of the range's own roots before it, and the offset in the piece
+// of the unkeptRootWords it shows instead), and the last range's piece
+// leaves out the page's closing bytes. The render stage of range j then
+// rebuilds, from the earlier ranges' reports, root lists and cross lists
+// (an id in a cross list is skipped there, or shown there in a later
+// version read from the stream), what one exporter would hold when it
+// reached range j: the ring of the last maxThreadRoots roots and, for the
+// last range, the number of messages shown. A range with cross ids
+// renders again with that ring and count. Otherwise, when a reply on its
+// miss list finds its root in the ring, or it is the last range, its
+// piece is copied with only those bytes changed (patchPiece): the ring
+// and the count are the renderer's only state that spans messages. Any
+// other range's index piece stands as it is. Nothing waits for another
+// range's render stage: everything read is written by index stages,
+// which have all finished.
 
 // Object names of an HTML range's lists (see split.go's names).
 const (
