@@ -17,7 +17,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -44,12 +43,14 @@ var ErrInvalidArgument = errors.New("blob: invalid argument")
 var ErrUnavailable = errors.New("blob: object store unavailable")
 
 const (
-	// PartSize is the multipart part size Upload uses. It must be set
-	// explicitly: with an unknown length and no PartSize, minio-go sizes its
-	// part buffer for a 5 TiB object and allocates about 528 MiB per upload
-	// (minio-go #848, #1473). 16 MiB × 10,000 parts allows objects of about
-	// 156 GiB while each upload buffers at most one part.
-	PartSize = 16 << 20
+	// PartSize is the size of Upload's parts (the first PartsAtBase;
+	// PartSizeAt gives the rest). It must be set explicitly: with an
+	// unknown length and no part size, minio-go sizes its part buffer for
+	// a 5 TiB object and allocates about 528 MiB per upload (minio-go
+	// #848, #1473). Upload's parts are on local disk (PartFile), not on
+	// the heap, so the smallest part S3 takes costs the least disk and
+	// page cache; 10,000 parts still hold 327 GiB.
+	PartSize = MinPartSize
 
 	// MaxPresignTTL is the longest lifetime SigV4 allows a presigned URL.
 	MaxPresignTTL = 7 * 24 * time.Hour
@@ -133,8 +134,8 @@ type Store struct {
 	client *minio.Client
 	core   minio.Core
 	region string
-	// parts holds Upload's PartSize buffers (*[]byte) between uploads.
-	parts sync.Pool
+	// partDir is where Upload's part files go (os.TempDir() when empty).
+	partDir string
 }
 
 // New validates cfg and returns a Store. It does not contact the server;

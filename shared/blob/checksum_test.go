@@ -27,6 +27,7 @@ func TestUploadChecksums(t *testing.T) {
 		parts int // 0: one request
 	}{
 		{"empty", 0, 0},
+		{"within-a-read", 60 << 10, 0},
 		{"small", 3 * mib, 0},
 		{"one-full-part", blob.PartSize, 1},
 		{"two-full-parts", 2 * blob.PartSize, 2},

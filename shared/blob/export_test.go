@@ -21,3 +21,11 @@ func (s *Store) PutWithChecksumForTest(ctx context.Context, bucket, key string, 
 		minio.PutObjectOptions{UserMetadata: map[string]string{headerChecksumSHA256: checksum}})
 	return translate(err)
 }
+
+// WithPartDirForTest returns a Store like s whose Upload keeps its part
+// files in dir, so tests can see where the parts wait.
+func (s *Store) WithPartDirForTest(dir string) *Store {
+	c := *s
+	c.partDir = dir
+	return &c
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strconv"
 	"strings"
@@ -39,9 +40,12 @@ var ErrChecksumMismatch = errors.New("blob: stored checksum differs from the upl
 // An empty contentType stores application/octet-stream.
 //
 // An object up to PartSize goes up in one request; a larger one as a
-// multipart upload of PartSize parts, of which one is uploaded while the
-// next is read: memory is two PartSize buffers per call while it runs,
-// whatever the object size, and the buffers are reused by later calls.
+// multipart upload of parts PartSizeAt(PartSize, n) long, of which one is
+// uploaded while the next is read. The parts wait on local disk, in two
+// unlinked PartFiles (in os.TempDir()) reused for every other part, not
+// on the heap: memory is a read buffer per call whatever the object size,
+// and local disk holds at most two parts. An object that ends within the
+// first read buffer goes up from memory without touching the disk.
 //
 // On any error, including a read error from r or cancellation of ctx, the
 // multipart upload is aborted and no object becomes visible; an object
@@ -59,17 +63,16 @@ func (s *Store) Upload(ctx context.Context, bucket, key string, r io.Reader, con
 	// Checking ctx on every read stops a long read of a slow producer as
 	// soon as the job is cancelled, not only between requests.
 	cr := &ctxReader{ctx: ctx, r: r}
-	buf := s.buffer()
-	defer s.release(buf)
-	n, err := io.ReadFull(cr, *buf)
+	buf := make([]byte, uploadReadBuffer)
+	n, err := io.ReadFull(cr, buf)
 	var info Info
 	switch {
 	case err == io.EOF || err == io.ErrUnexpectedEOF:
-		info, err = s.putSingle(ctx, bucket, key, (*buf)[:n], contentType)
+		info, err = s.putSingle(ctx, bucket, key, bytes.NewReader(buf[:n]), int64(n), sha256.Sum256(buf[:n]), contentType)
 	case err != nil:
 		err = cr.readError(err)
 	default:
-		info, err = s.putMultipart(ctx, bucket, key, cr, buf, contentType)
+		info, err = s.putFromFiles(ctx, bucket, key, &spool{r: cr, buf: buf, whole: sha256.New(), part: sha256.New()}, contentType)
 	}
 	if err != nil {
 		return Info{}, fmt.Errorf("upload %s/%s: %w", bucket, key, err)
@@ -79,8 +82,8 @@ func (s *Store) Upload(ctx context.Context, bucket, key string, r io.Reader, con
 
 // Put stores data, an object already in memory, as Upload would: in one
 // request with its SHA-256 checksum when it is at most PartSize, so that
-// Stat gives its SHA-256 (Info.ObjectSHA256), without taking one of
-// Upload's part buffers; a bigger one goes through Upload.
+// Stat gives its SHA-256 (Info.ObjectSHA256), without Upload's copy into
+// a part file; a bigger one goes through Upload.
 func (s *Store) Put(ctx context.Context, bucket, key string, data []byte, contentType string) (Info, error) {
 	if len(data) > PartSize {
 		return s.Upload(ctx, bucket, key, bytes.NewReader(data), contentType)
@@ -91,19 +94,56 @@ func (s *Store) Put(ctx context.Context, bucket, key string, data []byte, conten
 	if contentType == "" {
 		contentType = defaultContentType
 	}
-	info, err := s.putSingle(ctx, bucket, key, data, contentType)
+	info, err := s.putSingle(ctx, bucket, key, bytes.NewReader(data), int64(len(data)), sha256.Sum256(data), contentType)
 	if err != nil {
 		return Info{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 	}
 	return info, nil
 }
 
-// putSingle stores data in one PUT carrying its SHA-256 twice: as the
-// signed payload hash and as the checksum the store keeps.
-func (s *Store) putSingle(ctx context.Context, bucket, key string, data []byte, contentType string) (Info, error) {
-	sum := sha256.Sum256(data)
+// uploadReadBuffer is the size of Upload's reads from its source, and the
+// biggest object it uploads from memory.
+const uploadReadBuffer = 64 << 10
+
+// spool copies Upload's source into part files, hashing the bytes of the
+// part and of the whole object as they pass.
+type spool struct {
+	r     *ctxReader
+	buf   []byte // full of the source's first bytes until the first fill
+	whole hash.Hash
+	part  hash.Hash
+	ended bool // the source returned io.EOF
+}
+
+// fill appends the source's next bytes to p until p holds want bytes or
+// the source ends.
+func (sp *spool) fill(p *PartFile, want int) error {
+	for !sp.ended && p.Len() < want {
+		chunk := sp.buf[:min(len(sp.buf), want-p.Len())]
+		n, err := sp.r.Read(chunk)
+		if n > 0 {
+			if _, werr := p.Write(chunk[:n]); werr != nil {
+				return werr
+			}
+			sp.part.Write(chunk[:n])
+			sp.whole.Write(chunk[:n])
+		}
+		switch {
+		case err == io.EOF:
+			sp.ended = true
+		case err != nil:
+			return sp.r.readError(err)
+		}
+	}
+	return nil
+}
+
+// putSingle stores size bytes of body (a seeker, so minio-go can retry)
+// in one PUT carrying their SHA-256 twice: as the signed payload hash and
+// as the checksum the store keeps.
+func (s *Store) putSingle(ctx context.Context, bucket, key string, body io.ReadSeeker, size int64, sum [sha256.Size]byte, contentType string) (Info, error) {
 	checksum := base64.StdEncoding.EncodeToString(sum[:])
-	up, err := s.core.PutObject(ctx, bucket, key, bytes.NewReader(data), int64(len(data)), "", hex.EncodeToString(sum[:]),
+	up, err := s.core.PutObject(ctx, bucket, key, body, size, "", hex.EncodeToString(sum[:]),
 		minio.PutObjectOptions{
 			ContentType:          contentType,
 			DisableContentSha256: true, // the payload hash is given: no streaming signature pass over the bytes
@@ -117,7 +157,7 @@ func (s *Store) putSingle(ctx context.Context, bucket, key string, data []byte, 
 	}
 	return Info{
 		Key:            key,
-		Size:           int64(len(data)),
+		Size:           size,
 		ContentType:    contentType,
 		ETag:           up.ETag,
 		LastModified:   up.LastModified.UTC(),
@@ -126,11 +166,47 @@ func (s *Store) putSingle(ctx context.Context, bucket, key string, data []byte, 
 	}, nil
 }
 
-// putMultipart uploads first (a full buffer already read from r) and the
-// rest of r as parts with SHA-256 checksums, and completes the upload with
+// putFromFiles uploads what sp's source holds beyond its first read
+// buffer: in one PUT from a part file if it ends within the first part,
+// as a multipart upload otherwise.
+func (s *Store) putFromFiles(ctx context.Context, bucket, key string, sp *spool, contentType string) (Info, error) {
+	var files [2]*PartFile
+	defer func() {
+		// Runs last: putMultipart has seen every part's upload end.
+		for _, f := range files {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
+	first, err := NewPartFile(s.partDir)
+	if err != nil {
+		return Info{}, err
+	}
+	files[0] = first
+	if _, err := first.Write(sp.buf); err != nil {
+		return Info{}, err
+	}
+	sp.part.Write(sp.buf)
+	sp.whole.Write(sp.buf)
+	if err := sp.fill(first, PartSizeAt(PartSize, 1)); err != nil {
+		return Info{}, err
+	}
+	if sp.ended {
+		body, err := first.Contents()
+		if err != nil {
+			return Info{}, err
+		}
+		return s.putSingle(ctx, bucket, key, body, body.Size(), [sha256.Size]byte(sp.part.Sum(nil)), contentType)
+	}
+	return s.putMultipart(ctx, bucket, key, sp, &files, contentType)
+}
+
+// putMultipart uploads the first part file (full) and the rest of sp's
+// source as parts with SHA-256 checksums, and completes the upload with
 // their composite checksum, which the store checks against the parts it
-// holds.
-func (s *Store) putMultipart(ctx context.Context, bucket, key string, r *ctxReader, first *[]byte, contentType string) (info Info, err error) {
+// holds. One part uploads from one file while the next fills the other.
+func (s *Store) putMultipart(ctx context.Context, bucket, key string, sp *spool, files *[2]*PartFile, contentType string) (info Info, err error) {
 	id, err := s.core.NewMultipartUpload(ctx, bucket, key, minio.PutObjectOptions{
 		ContentType:  contentType,
 		UserMetadata: map[string]string{headerChecksumAlgo: "SHA256"},
@@ -150,18 +226,14 @@ func (s *Store) putMultipart(ctx context.Context, bucket, key string, r *ctxRead
 		}
 	}()
 
-	second := s.buffer()
-	defer s.release(second)
-	bufs := [2]*[]byte{first, second}
 	var (
-		whole    = sha256.New()
 		parts    []minio.CompletePart
 		sums     []byte // the parts' raw SHA-256s, for the composite
 		size     int64
 		inFlight chan partResult
 	)
-	// wait collects the part in flight, if any; after it the buffer that
-	// part used may be refilled.
+	// wait collects the part in flight, if any; after it the file that
+	// part was read from may be refilled.
 	wait := func() error {
 		if inFlight == nil {
 			return nil
@@ -179,23 +251,26 @@ func (s *Store) putMultipart(ctx context.Context, bucket, key string, r *ctxRead
 		}
 		_ = wait()
 	}()
-	data := *first
+	cur := files[0]
 	for num := 1; ; num++ {
 		if num > MaxParts {
-			return Info{}, fmt.Errorf("%w: object larger than %d parts of %d bytes", ErrInvalidArgument, MaxParts, PartSize)
+			return Info{}, fmt.Errorf("%w: object larger than %d parts hold", ErrInvalidArgument, MaxParts)
 		}
-		whole.Write(data)
-		sum := sha256.Sum256(data)
+		sum := [sha256.Size]byte(sp.part.Sum(nil))
 		sums = append(sums, sum[:]...)
 		checksum := base64.StdEncoding.EncodeToString(sum[:])
 		parts = append(parts, minio.CompletePart{PartNumber: num, ChecksumSHA256: checksum})
-		size += int64(len(data))
+		size += int64(cur.Len())
 		if err := wait(); err != nil {
 			return Info{}, err
 		}
+		body, err := cur.Contents()
+		if err != nil {
+			return Info{}, err
+		}
 		inFlight = make(chan partResult, 1)
-		go func(num int, data []byte, sumHex, checksum string, done chan<- partResult) {
-			op, err := s.core.PutObjectPart(ctx, bucket, key, id, num, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{
+		go func(num int, body *io.SectionReader, sumHex, checksum string, done chan<- partResult) {
+			op, err := s.core.PutObjectPart(ctx, bucket, key, id, num, body, body.Size(), minio.PutObjectPartOptions{
 				Sha256Hex:            sumHex,
 				DisableContentSha256: true,
 				CustomHeader:         map[string][]string{headerChecksumSHA256: {checksum}},
@@ -204,17 +279,25 @@ func (s *Store) putMultipart(ctx context.Context, bucket, key string, r *ctxRead
 				err = fmt.Errorf("part %d: %w", num, translate(err))
 			}
 			done <- partResult{num: num, etag: op.ETag, err: err}
-		}(num, data, hex.EncodeToString(sum[:]), checksum, inFlight)
+		}(num, body, hex.EncodeToString(sum[:]), checksum, inFlight)
 
-		next := bufs[num%2]
-		n, rerr := io.ReadFull(r, *next)
-		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
-			return Info{}, r.readError(rerr)
+		// The other file's part, if any, was collected by wait above.
+		next := files[num%2]
+		if next == nil {
+			if next, err = NewPartFile(s.partDir); err != nil {
+				return Info{}, err
+			}
+			files[num%2] = next
 		}
-		if n == 0 {
+		next.Reset()
+		sp.part.Reset()
+		if err := sp.fill(next, PartSizeAt(PartSize, num+1)); err != nil {
+			return Info{}, err
+		}
+		if next.Len() == 0 {
 			break
 		}
-		data = (*next)[:n]
+		cur = next
 	}
 	if err := wait(); err != nil {
 		return Info{}, err
@@ -236,7 +319,7 @@ func (s *Store) putMultipart(ctx context.Context, bucket, key string, r *ctxRead
 		ContentType:    contentType,
 		ETag:           ui.ETag,
 		LastModified:   ui.LastModified.UTC(),
-		SHA256:         hex.EncodeToString(whole.Sum(nil)),
+		SHA256:         hex.EncodeToString(sp.whole.Sum(nil)),
 		ChecksumSHA256: composite,
 	}, nil
 }
@@ -295,19 +378,6 @@ func (i Info) ObjectSHA256() (string, bool) {
 	}
 	return hex.EncodeToString(raw), true
 }
-
-// buffer returns a PartSize buffer, reused across uploads: a chunked
-// export uploads many objects, and a fresh 16 MiB each time is garbage the
-// collector must keep finding.
-func (s *Store) buffer() *[]byte {
-	if b, ok := s.parts.Get().(*[]byte); ok {
-		return b
-	}
-	b := make([]byte, PartSize)
-	return &b
-}
-
-func (s *Store) release(b *[]byte) { s.parts.Put(b) }
 
 // ctxReader fails reads once ctx is done and remembers r's own error.
 type ctxReader struct {

@@ -29,8 +29,8 @@ const (
 	publishBatch = 1000
 	// batchTimeout bounds the wait for one batch's acks when ctx has none.
 	batchTimeout = 30 * time.Second
-	// uploadWorkers uploads assets in parallel; each upload holds one
-	// blob.PartSize buffer, so keep it small.
+	// uploadWorkers uploads assets in parallel; each upload holds up to
+	// two blob.PartSize part files on local disk, so keep it small.
 	uploadWorkers = 4
 )
 

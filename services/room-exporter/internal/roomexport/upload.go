@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"golang.org/x/sync/errgroup"
 
@@ -89,80 +88,37 @@ func (e *Exporter) uploadObjects(ctx context.Context, task *exportv1.ExportTask,
 	return files, nil
 }
 
-// Part sizes past the first parts: partsAtBase parts of the base size
-// hold 24 GiB at 5 MiB, some 80,000,000 messages of JSON, and rooms that
-// big are rare; doubling every partsPerDoubling parts after that keeps a
-// document of up to 327 GiB within blob.MaxParts, and only such a room
-// pays for bigger part files.
-const (
-	partsAtBase      = 5000
-	partsPerDoubling = 1000
-)
+// partsAtBase parts of the base size come before parts grow
+// (blob.PartSizeAt).
+const partsAtBase = blob.PartsAtBase
 
 // partSize is the size at which part n (from 1) of a document is cut,
 // given the base part size: a function of n alone, so a resumed upload
 // cuts its next parts where the first attempt would have.
-func partSize(base, n int) int {
-	if n <= partsAtBase {
-		return base
-	}
-	return base << min((n-partsAtBase-1)/partsPerDoubling+1, 8)
-}
-
-// partWriteBuffer is a partFile's write buffer.
-const partWriteBuffer = 64 << 10
+func partSize(base, n int) int { return blob.PartSizeAt(base, n) }
 
 // partFile holds one part of a room document on local disk, beside the
-// spool, from its first byte until MinIO has acknowledged it. A part in
-// memory would be Options.PartSize of heap twice over (one part filling,
-// one uploading), doubled again by the collector's headroom: the biggest
-// cost of a room export that does not depend on the room. In an unlinked
-// file it is page cache, written once by the renderer and read once by
-// the upload; a file is reused for the document's every other part, so
-// local disk holds at most two parts per task.
-type partFile struct {
-	f *os.File
-	w *bufio.Writer
-	n int
-}
+// spool, from its first byte until MinIO has acknowledged it
+// (blob.PartFile): page cache, not heap. A file is reused for the
+// document's every other part, so local disk holds at most two parts per
+// task.
+type partFile struct{ *blob.PartFile }
 
 func newPartFile(dir string) (*partFile, error) {
-	f, err := createUnlinked(dir, "roomexport-part-*")
+	p, err := blob.NewPartFile(dir)
 	if err != nil {
 		return nil, err
 	}
-	p := &partFile{f: f}
-	p.w = bufio.NewWriterSize(io.NewOffsetWriter(f, 0), partWriteBuffer)
-	return p, nil
+	return &partFile{p}, nil
 }
 
-func (p *partFile) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	p.n += n
-	if err != nil {
-		return n, fmt.Errorf("part file: %w", err)
-	}
-	return n, nil
-}
-
-// len is how many bytes the part holds.
-func (p *partFile) len() int { return p.n }
+func (p *partFile) len() int { return p.Len() }
 
 // contents returns the part's bytes to upload; the reader seeks, so
 // minio-go can retry a failed request without a copy. The part is not
 // written to until reset.
-func (p *partFile) contents() (*io.SectionReader, error) {
-	if err := p.w.Flush(); err != nil {
-		return nil, fmt.Errorf("part file: %w", err)
-	}
-	return io.NewSectionReader(p.f, 0, int64(p.n)), nil
-}
+func (p *partFile) contents() (*io.SectionReader, error) { return p.Contents() }
 
-// reset empties the part for the next one, which overwrites it from the
-// start: the file stays as big as the biggest part it held.
-func (p *partFile) reset() {
-	p.n = 0
-	p.w.Reset(io.NewOffsetWriter(p.f, 0))
-}
+func (p *partFile) reset() { p.Reset() }
 
-func (p *partFile) close() { p.f.Close() }
+func (p *partFile) close() { p.Close() }
