@@ -430,17 +430,24 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// BenchmarkUploadUnknownLength shows that Upload's memory is bounded by one
-// part, not by the object: allocated bytes per op stay near blob.PartSize
-// (16 MiB) whatever the object size.
+// BenchmarkUploadUnknownLength shows that Upload's memory is bounded by
+// its read buffer, not by the object or the part size: its parts wait in
+// part files on local disk.
 //
-// Measured here (2-core AMD EPYC, MinIO on loopback, go1.26, -benchtime 10x):
+// Measured here (2-core AMD EPYC, MinIO on loopback, go1.26, -benchtime
+// 10x, 2026-12-01 23:16–23:18 UTC at load 37, two runs each, alternating
+// with the parent commit whose Upload held two pooled 16 MiB buffers):
 //
-//	1MiB   ~17.2 MB/op  ~1.6k allocs/op   25-37 MB/s
-//	32MiB  ~19.8 MB/op  ~25.7k allocs/op  139-156 MB/s
+//	        before: 16 MiB parts in memory   after: 5 MiB parts on disk
+//	1MiB    ~1.74 MB/op  225 allocs/op       ~0.19 MB/op  236 allocs/op
+//	32MiB   ~3.53 MB/op  1.1k allocs/op      ~0.61 MB/op  2.2k allocs/op
 //
-// For contrast, the same 1 MiB upload through minio-go with size -1 and no
-// PartSize allocated 554 MB/op (the ~528 MiB of the DESIGN trap).
+// (before: the pool hands the buffers from one op to the next; each first
+// use allocated 16 MiB.) Throughput at that load was 3–33 MB/s either way,
+// the machine's; on a quieter one the 16 MiB parts made 25–37 MB/s (1MiB)
+// and 139–156 MB/s (32MiB). For contrast, the same 1 MiB upload through
+// minio-go with size -1 and no PartSize allocated 554 MB/op (the ~528 MiB
+// of the DESIGN trap).
 func BenchmarkUploadUnknownLength(b *testing.B) {
 	srv := blobtest.Start(b)
 	const bucket = "bench"
