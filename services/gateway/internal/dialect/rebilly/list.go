@@ -210,8 +210,9 @@ type listed struct {
 	schedule int
 }
 
-// sortValue is one sort key's value of an item, in the form compareField
-// compares it: lower-cased text, a number, or a time in seconds.
+// sortValue is one sort key's value of an item, in the form the list
+// compares it: lower-cased text, a number, or a time in seconds; a field
+// an item lacks sorts first.
 type sortValue struct {
 	null bool
 	text string
@@ -237,8 +238,8 @@ func (a sortValue) compare(b sortValue) int {
 	return cmp.Compare(a.secs, b.secs)
 }
 
-// sortValueOf is the sort value of it's field f, as compareField reads
-// it: text fields lower-cased, lists joined with commas, times parsed.
+// sortValueOf is the sort value of it's field f: text fields
+// lower-cased, lists joined with commas, times parsed.
 func sortValueOf(it item, f string) sortValue {
 	v, _ := itemValue(it, f)
 	switch x := v.(type) {
@@ -497,31 +498,6 @@ func itemValue(it item, f string) (any, bool) {
 		return it.Fields, true
 	}
 	return nil, false
-}
-
-func compareField(a, b item, f string) int {
-	va, _ := itemValue(a, f)
-	vb, _ := itemValue(b, f)
-	switch x := va.(type) {
-	case string:
-		y, _ := vb.(string)
-		return cmp.Compare(strings.ToLower(x), strings.ToLower(y))
-	case float64:
-		y, _ := vb.(float64)
-		return cmp.Compare(x, y)
-	case time.Time:
-		y, _ := vb.(time.Time)
-		return x.Compare(y)
-	case []string:
-		y, _ := vb.([]string)
-		return cmp.Compare(strings.Join(x, ","), strings.Join(y, ","))
-	case nil:
-		if vb == nil {
-			return 0
-		}
-		return -1
-	}
-	return 0
 }
 
 // matchText is q: a case-insensitive substring of a text field.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,39 @@ import (
 	"dataport.dev/shared/recordquery"
 )
 
+// testAPI is an API with links only: what rendering an item needs.
+func testAPI() *API {
+	return &API{links: links.New("https://dl.example", []byte("0123456789abcdef0123456789abcdef"), time.Hour, time.Now)}
+}
+
+// compareField is how the list compared two items by a field before it
+// kept sort values (sortValue): the reference the selection's order is
+// checked against.
+func compareField(a, b item, f string) int {
+	va, _ := itemValue(a, f)
+	vb, _ := itemValue(b, f)
+	switch x := va.(type) {
+	case string:
+		y, _ := vb.(string)
+		return cmp.Compare(strings.ToLower(x), strings.ToLower(y))
+	case float64:
+		y, _ := vb.(float64)
+		return cmp.Compare(x, y)
+	case time.Time:
+		y, _ := vb.(time.Time)
+		return x.Compare(y)
+	case []string:
+		y, _ := vb.([]string)
+		return cmp.Compare(strings.Join(x, ","), strings.Join(y, ","))
+	case nil:
+		if vb == nil {
+			return 0
+		}
+		return -1
+	}
+	return 0
+}
+
 // TestSelectionListsAsTheSortedList checks the list's bounded selection
 // against the list as it was first written: every item rendered, sorted
 // stably with compareField and the id, schedules first and then the jobs
@@ -26,7 +60,7 @@ import (
 // both directions, several keys at once, and offsets and limits around
 // and beyond the count.
 func TestSelectionListsAsTheSortedList(t *testing.T) {
-	d := &API{links: links.New("https://dl.example", []byte("0123456789abcdef0123456789abcdef"), time.Hour, time.Now)}
+	d := testAPI()
 	// u1 is shown its client ids: several exports share one.
 	viewer := scope{user: &sourcev1.User{Id: "u1"}, base: "https://gw/organizations/acme/data-exports", org: "acme"}
 	t0 := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)

@@ -11,7 +11,6 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
-	"dataport.dev/shared/links"
 	"dataport.dev/shared/recordquery"
 )
 
@@ -22,7 +21,7 @@ import (
 // of every export, as render gives them), for one-off exports and for schedules
 // with a run, in every state, with and without the optional fields.
 func TestSummariesCarryEveryListedField(t *testing.T) {
-	d := &API{links: links.New("https://dl.example", []byte("0123456789abcdef0123456789abcdef"), time.Hour, time.Now)}
+	d := testAPI()
 	viewers := []scope{
 		{user: &sourcev1.User{Id: "u1"}, base: "https://gw/data-exports"},
 		{user: &sourcev1.User{Id: "admin"}, base: "https://gw/organizations/acme/data-exports", org: "acme"},
