@@ -419,10 +419,10 @@ func (r *Runner) Export(ctx context.Context, task *exportv1.ExportTask) (err err
 	outcome := "ok"
 	defer func() {
 		switch {
-		case errors.Is(err, errCanceled):
-			outcome, err = "canceled", r.ended(ctx, t, errCanceled)
-		case errors.Is(err, errJobFailed):
-			outcome, err = "stopped", r.ended(ctx, t, errJobFailed)
+		case errors.Is(err, jobview.ErrCanceled):
+			outcome, err = "canceled", r.ended(ctx, t, jobview.ErrCanceled)
+		case errors.Is(err, jobview.ErrFailed):
+			outcome, err = "stopped", r.ended(ctx, t, jobview.ErrFailed)
 		case bus.IsPermanent(err):
 			outcome = "terminated"
 		case err != nil:
@@ -489,7 +489,7 @@ func (r *Runner) attempts(ctx context.Context, t *Task, start time.Time) error {
 // job's reason, or returns "" when err is the task's own failure.
 func unavailable(err error) string {
 	switch {
-	case err == nil || bus.IsPermanent(err) || errors.Is(err, errCanceled) || errors.Is(err, errJobFailed):
+	case err == nil || bus.IsPermanent(err) || errors.Is(err, jobview.ErrCanceled) || errors.Is(err, jobview.ErrFailed):
 		return ""
 	case errors.Is(err, blob.ErrUnavailable):
 		return "the file storage"
@@ -525,7 +525,7 @@ func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time) error {
 		if err != nil {
 			return err
 		}
-		if err := endedBy(jobview.Ended(t.Job)); err != nil {
+		if err := jobview.Ended(t.Job); err != nil {
 			t.Log.InfoContext(ctx, "job ended before its part started", "ended", err.Error())
 			return err
 		}
@@ -540,9 +540,9 @@ func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := endedBy(cause); err != nil {
-		t.Log.InfoContext(ctx, "job ended after its part was uploaded", "ended", err.Error())
-		return err
+	if cause != nil {
+		t.Log.InfoContext(ctx, "job ended after its part was uploaded", "ended", cause.Error())
+		return cause
 	}
 	if res.Handoff {
 		t.Log.InfoContext(ctx, "part handed off", append([]any{"duration", r.opts.Now().Sub(start).String()}, res.Log...)...)
@@ -564,26 +564,6 @@ func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time) error {
 	attrs := append([]any{"records", res.Records, "bytes", res.Bytes, "files", len(res.Files),
 		"duration", r.opts.Now().Sub(start).String()}, res.Log...)
 	t.Log.InfoContext(ctx, "part uploaded", attrs...)
-	return nil
-}
-
-// errCanceled ends an Export whose job was canceled, errJobFailed one
-// whose job failed elsewhere (another part, the watchdog) before this part
-// was announced; neither leaves Export.
-var (
-	errCanceled  = errors.New("job canceled")
-	errJobFailed = errors.New("job failed")
-)
-
-// endedBy is the Export error for a job that ended with cause (jobview's
-// ErrCanceled or ErrFailed), nil while the job may still complete.
-func endedBy(cause error) error {
-	switch {
-	case errors.Is(cause, jobview.ErrCanceled):
-		return errCanceled
-	case errors.Is(cause, jobview.ErrFailed):
-		return errJobFailed
-	}
 	return nil
 }
 
@@ -639,10 +619,10 @@ func (r *Runner) run(ctx context.Context, t *Task, k Kind) (*Result, error) {
 	t.Progress(wctx, 0, 0, 0)
 	res, err := k.Run(wctx, t)
 	// Read before stop, which ends wctx with a cause of its own.
-	ended := endedBy(context.Cause(wctx))
+	ended := context.Cause(wctx)
 	stop()
 	switch {
-	case ended != nil:
+	case errors.Is(ended, jobview.ErrCanceled) || errors.Is(ended, jobview.ErrFailed):
 		t.Log.InfoContext(ctx, "job ended; export stopped", "ended", ended.Error(), "error", err)
 		if err != nil {
 			res = nil
@@ -699,8 +679,8 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 }
 
 // ended cleans up after a task whose job ended without it: canceled
-// (why is errCanceled), or failed in another part or by the watchdog
-// (errJobFailed), so nothing it would still produce completes the job.
+// (why is jobview.ErrCanceled), or failed in another part or by the
+// watchdog (jobview.ErrFailed), so nothing it would still produce completes the job.
 // Each part deletes only its own objects: another part's task may still
 // be running and keeps its own finished files, which a job-wide delete
 // would remove before that part could report them. Failing to delete is
@@ -716,13 +696,13 @@ func (r *Runner) ended(ctx context.Context, t *Task, why error) error {
 	ctx = context.WithoutCancel(ctx)
 	task := t.Task
 	kept := r.finished(ctx, t)
-	if why == errJobFailed && t.done != nil && !t.done.Handoff {
+	if why == jobview.ErrFailed && t.done != nil && !t.done.Handoff {
 		kept = t.done.Files
 	}
 	if err := r.discard(ctx, t, objects.PartPrefix(task.GetJobId(), task.GetPart()), kept); err != nil {
 		return err
 	}
-	if why == errCanceled {
+	if why == jobview.ErrCanceled {
 		if err := r.deleteCompleted(ctx, t); err != nil {
 			return err
 		}
