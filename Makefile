@@ -100,8 +100,25 @@ check-modules:
 # The room exporter's tests that skip themselves under -race.
 NORACE_TESTS := TestCSVGzipExportResumesFromCheckpoint
 
+# The modules' unit tests run TEST_JOBS at a time, the slowest first:
+# much of their time is spent waiting on the nats-server and MinIO they
+# start, so two cores carry more than one module's binaries. Each
+# module's output is printed whole when it ends, then a line per module
+# with its time; any failure fails the target once all have ended. The
+# timeout leaves room for a package sharing the cores with two others.
+TEST_JOBS ?= 3
+UNIT_SLOW_FIRST := services/room-exporter services/gateway
+UNIT_MODULES := $(UNIT_SLOW_FIRST) $(filter-out tests/e2e $(UNIT_SLOW_FIRST),$(MODULES))
+TEST_LOGS := $(CURDIR)/.dataport/test-logs
 test-unit: tools node
-	for m in $(filter-out tests/e2e,$(MODULES)); do echo "== go test $$m"; (cd $$m && GOWORK=off go test -race -count=1 -timeout 15m ./...); done
+	@rm -rf $(TEST_LOGS) && mkdir -p $(TEST_LOGS)
+	@printf '%s\n' $(UNIT_MODULES) | xargs -P $(TEST_JOBS) -I{} bash -c '\
+	  log=$(TEST_LOGS)/$$(echo {} | tr / _); start=$$SECONDS; \
+	  rc=0; (cd {} && GOWORK=off go test -race -count=1 -timeout 20m ./...) >$$log.out 2>&1 || rc=$$?; \
+	  echo "$$((SECONDS - start)) s, exit $$rc: {}" >$$log.sum; \
+	  flock $(TEST_LOGS)/.print bash -c "echo \"== go test {}\"; cat $$log.out; echo \"== go test {}: exit $$rc after $$((SECONDS - start)) s\""; \
+	  exit $$rc' || { echo "== test-unit failed:"; grep -v 'exit 0:' $(TEST_LOGS)/*.sum; exit 1; }
+	@echo "== test-unit times:"; cat $(TEST_LOGS)/*.sum
 	@# Tests too slow under the race detector (gzip of 45k messages) skip
 	@# themselves there and run here without it, so they still run.
 	echo "== go test services/room-exporter (without -race: $(NORACE_TESTS))"
@@ -117,17 +134,17 @@ test-unit: tools node
 # the deadline on a loaded machine without any failing input
 # (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 1000x
+# Two targets at a time: each fuzzes with one worker beside its coordinator.
+FUZZ_JOBS ?= 2
 fuzz-smoke:
 	@for m in $(filter-out tests/e2e,$(MODULES)); do \
 	  dirs=$$(cd $$m && { grep -rl --include='*_test.go' '^func Fuzz' . || true; } | xargs -r -n1 dirname | sort -u); \
 	  [ -n "$$dirs" ] || continue; \
 	  (cd $$m && GOWORK=off go test -list '^Fuzz' $$dirs) | \
-	    awk '/^Fuzz/ { t[n++] = $$1 } /^ok/ { for (i = 0; i < n; i++) print $$2, t[i]; n = 0 }' | \
-	  while read -r pkg f; do \
-	    echo "== fuzz $$pkg $$f"; \
-	    (cd $$m && GOWORK=off go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg) | grep -v '^fuzz: elapsed'; \
-	  done; \
-	done
+	    awk -v m=$$m '/^Fuzz/ { t[n++] = $$1 } /^ok/ { for (i = 0; i < n; i++) print m, $$2, t[i]; n = 0 }'; \
+	done | xargs -P $(FUZZ_JOBS) -L1 bash -c '\
+	  out=$$(cd $$0 && GOWORK=off go test -run "^$$" -fuzz "^$$2\$$" -fuzztime $(FUZZTIME) -parallel 1 $$1 2>&1) && rc=0 || rc=$$?; \
+	  printf "== fuzz %s %s\n%s\n" "$$1" "$$2" "$$(grep -v "^fuzz: elapsed" <<<"$$out")"; exit $$rc'
 
 # The Rebilly SDK test runs the SDK under Node.js, and the gateway's unit
 # tests type-check the Rocket.Chat answers with tsc (npm fetches the
