@@ -40,19 +40,21 @@ type attachmentList struct {
 	n      int
 	first  map[uint64]int64
 	others map[string]struct{}
-	seed   maphash.Seed
+	hash   func(id string) uint64
 	buf    []byte
 }
 
 func newAttachmentList() *attachmentList {
-	return &attachmentList{first: map[uint64]int64{}, others: map[string]struct{}{}, seed: maphash.MakeSeed()}
+	seed := maphash.MakeSeed()
+	return &attachmentList{first: map[uint64]int64{}, others: map[string]struct{}{},
+		hash: func(id string) uint64 { return maphash.String(seed, id) }}
 }
 
 // add appends a unless an attachment with its file id is listed already,
 // and reports whether it did.
 func (l *attachmentList) add(a *sourcev1.Attachment) (bool, error) {
 	id := a.GetFileId()
-	h := maphash.String(l.seed, id)
+	h := l.hash(id)
 	off, taken := l.first[h]
 	if taken {
 		e, err := l.entryAt(off)

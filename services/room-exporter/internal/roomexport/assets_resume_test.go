@@ -36,6 +36,9 @@ func attachedMessages(roomID string, n, per int) (msgs []*sourcev1.ChatMessage, 
 	}
 	for i := range n {
 		m := fixtureMessage(roomID, i)
+		for _, a := range m.GetAttachments() {
+			want = append(want, "assets/"+a.GetFileId()+"-"+a.GetName())
+		}
 		for k := range per {
 			id := fmt.Sprintf("F%d-%d", i, k)
 			want = append(want, "assets/"+id+"-f.txt")
@@ -59,7 +62,7 @@ func attachedMessages(roomID string, n, per int) (msgs []*sourcev1.ChatMessage, 
 // the list inline), made from the crashed attempt's: it still resumes.
 func TestExportResumesALongAttachmentList(t *testing.T) {
 	if testing.Short() {
-		t.Skip("publishes 8,000 messages with 48,000 attachments")
+		t.Skip("publishes 27,000 messages with 70,000 attachments")
 	}
 	var (
 		crashArmed atomic.Bool
@@ -84,7 +87,7 @@ func TestExportResumesALongAttachmentList(t *testing.T) {
 		inline bool // rewrite the checkpoint as one with the list inline
 	}{
 		{name: "segments", n: 7000, per: 6},
-		{name: "inline list", n: 10_000, per: 1, inline: true},
+		{name: "inline list", n: 20_000, per: 1, inline: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -169,7 +172,7 @@ func TestExportResumesALongAttachmentList(t *testing.T) {
 				assert.True(t, f.GetMissing(), "no object was stored for %s", f.GetName())
 				got = append(got, f.GetName())
 			}
-			require.Len(t, got, len(want), "every attachment once")
+			require.Equal(t, len(want), len(got), "every attachment once")
 			for i := range want {
 				if want[i] != got[i] {
 					require.Equal(t, want[i], got[i], "attachment %d", i)
