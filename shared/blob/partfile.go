@@ -78,7 +78,9 @@ func (p *PartFile) Len() int { return p.n }
 
 // Contents returns the part's bytes to upload; the reader seeks, so
 // minio-go can retry a failed request without a copy. The part must not
-// be written to until Reset.
+// be written to while the reader is read; bytes written afterwards are
+// appended past the reader's end, so a file that only grows (a list
+// spilled to disk) can be read back between writes.
 func (p *PartFile) Contents() (*io.SectionReader, error) {
 	if err := p.w.Flush(); err != nil {
 		return nil, fmt.Errorf("part file: %w", err)

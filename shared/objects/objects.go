@@ -124,3 +124,17 @@ func Bucket(f *exportv1.File, exports string) string {
 func AttachmentListKey(jobID string, part uint32) string {
 	return PartPrefix(jobID, part) + "attachments.list.pb"
 }
+
+// AttachmentSegmentPrefix is the prefix of the segments of a part's
+// attachment list that its checkpoints name: the attachments collected
+// between two checkpoints, so a checkpoint stays small however many the
+// part has. The part deletes them once its document is complete, when no
+// checkpoint can be resumed any more.
+func AttachmentSegmentPrefix(jobID string, part uint32) string {
+	return PartPrefix(jobID, part) + "attachments.seg/"
+}
+
+// AttachmentSegmentKey is segment n (from 0) of a part's attachment list.
+func AttachmentSegmentKey(jobID string, part uint32, n int) string {
+	return AttachmentSegmentPrefix(jobID, part) + strconv.Itoa(n) + ".pb"
+}

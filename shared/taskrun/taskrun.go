@@ -141,6 +141,11 @@ type Result struct {
 	// delivered with it (a room export's assets): announced in
 	// PartUploaded.files beside PartUploaded.file.
 	Attachments []*exportv1.File
+	// AttachmentList, instead of Attachments, is a list of them that the
+	// kind already uploaded (Task.UploadAttachmentList): announced in
+	// PartUploaded.attachment_list, for a part with more than
+	// MaxInlineAttachments that it does not hold in memory.
+	AttachmentList *exportv1.File
 	// HiddenUsernames and HiddenUsernamesTruncated go into
 	// PartUploaded as they are: whom a personal download's room file
 	// pseudonymised.
@@ -660,7 +665,10 @@ func (r *Runner) announce(ctx context.Context, t *Task, res *Result) error {
 	ev.HiddenUsernames, ev.HiddenUsernamesTruncated = res.HiddenUsernames, res.HiddenUsernamesTruncated
 	if len(res.Files) == 1 && !res.FileList {
 		ev.File, ev.Files = res.Files[0], res.Attachments
-		if len(res.Attachments) > MaxInlineAttachments {
+		switch {
+		case res.AttachmentList != nil:
+			ev.Files, ev.AttachmentList = nil, res.AttachmentList
+		case len(res.Attachments) > MaxInlineAttachments:
 			list, err := r.attachmentList(ctx, t, res.Attachments)
 			if err != nil {
 				return err

@@ -1,17 +1,20 @@
 package roomexport
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
+	"os"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protodelim"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
@@ -26,33 +29,43 @@ import (
 // (the job's archive) while the document stays the job's file. The list
 // is what the renderer was given, so it is exactly the attachments of the
 // messages the document holds; a resumed part gets those before its
-// checkpoint from the checkpoint.
+// checkpoint from the segments of the list its checkpoint names.
 
 // assetCollector is a Renderer that remembers the attachments of the
-// messages it passes on, in order and once each.
+// messages it passes on, in order and once each, on local disk
+// (attachmentList). Its checkpoints name the segments of the list it
+// uploaded at each of them (segs), not the list itself.
 type assetCollector struct {
 	inner Renderer
-	seen  map[string]bool
-	list  []*sourcev1.Attachment
+	list  *attachmentList
 	// ahead, when not nil, describes each attachment as soon as it is
 	// collected, beside the render (listAhead).
 	ahead *assetLister
+	segs  *segmentStore
+	// segments are uploaded, holding the list's first segListed
+	// attachments, its first segEnd bytes.
+	segments, segListed int
+	segEnd              int64
 }
 
 // collectAssets wraps format's renderers in an assetCollector, which
-// *list receives once New has run.
-func collectAssets(format Format, into **assetCollector) Format {
-	return collectAssetsAhead(format, into, nil)
+// *into receives once New has run; its checkpoints keep the list in the
+// task's segments. The caller closes *into.
+func (e *Exporter) collectAssets(ctx context.Context, task *exportv1.ExportTask, format Format, into **assetCollector) Format {
+	return e.collectAssetsAhead(ctx, task, format, into, nil)
 }
 
 // collectAssetsAhead is collectAssets with the attachments handed to
 // ahead as they are collected, so that roomAssets finds them described
 // when the render ends. Every renderer New makes (a speculative render
-// and the planned one that replaces it) shares ahead.
-func collectAssetsAhead(format Format, into **assetCollector, ahead *assetLister) Format {
+// and the planned one that replaces it) shares ahead; a new one closes
+// the collector it replaces.
+func (e *Exporter) collectAssetsAhead(ctx context.Context, task *exportv1.ExportTask, format Format, into **assetCollector, ahead *assetLister) Format {
 	inner := format.New
+	segs := &segmentStore{ctx: ctx, store: e.store, bucket: e.bucket, jobID: task.GetJobId(), part: task.GetPart()}
 	format.New = func(w io.Writer, meta Meta) Renderer {
-		c := &assetCollector{inner: inner(w, meta), seen: map[string]bool{}, ahead: ahead}
+		(*into).close()
+		c := &assetCollector{inner: inner(w, meta), list: newAttachmentList(), ahead: ahead, segs: segs}
 		*into = c
 		return c
 	}
@@ -63,17 +76,32 @@ func (c *assetCollector) Begin(room *sourcev1.Room) error { return c.inner.Begin
 
 func (c *assetCollector) Message(m *sourcev1.ChatMessage) error {
 	for _, a := range m.GetAttachments() {
-		if a.GetFileId() != "" && !c.seen[a.GetFileId()] {
-			c.seen[a.GetFileId()] = true
-			a := proto.CloneOf(a)
-			c.list = append(c.list, a)
-			c.ahead.want(a)
+		if a.GetFileId() == "" {
+			continue
+		}
+		if err := c.add(a); err != nil {
+			return err
 		}
 	}
 	return c.inner.Message(m)
 }
 
+func (c *assetCollector) add(a *sourcev1.Attachment) error {
+	added, err := c.list.add(a)
+	if added {
+		c.ahead.want(a)
+	}
+	return err
+}
+
 func (c *assetCollector) End() error { return c.inner.End() }
+
+// close releases the list's file; a nil collector does nothing.
+func (c *assetCollector) close() {
+	if c != nil {
+		c.list.close()
+	}
+}
 
 // endMember passes a part cut on to a compressed renderer (memberEnder),
 // or the collector would hide it and a csv.gz part never be resumable.
@@ -85,16 +113,25 @@ func (c *assetCollector) endMember() error {
 }
 
 // collectorState is an assetCollector's checkpointed state: the inner
-// renderer's and the attachments so far, so a resumed part lists the
-// attachments of the messages before its checkpoint without reading them
-// again. About 100 bytes an attachment: a room with many thousands of
-// them outgrows taskrun.MaxCheckpointBytes, and then resumes from an
-// earlier checkpoint only.
+// renderer's, and how many segments hold the attachments so far, so a
+// resumed part lists the attachments of the messages before its
+// checkpoint without reading them again. A segment is what was collected
+// since the checkpoint before, so a checkpoint costs the same at the
+// 1,000th part as at the first. Assets is the list itself, as
+// checkpoints carried it before segments (about 100 bytes an attachment,
+// up to taskrun.MaxCheckpointBytes): still read, never written.
 type collectorState struct {
-	Inner  json.RawMessage `json:"inner"`
-	Assets [][4]string     `json:"assets"` // file id, name, object key, content type
+	Inner    json.RawMessage `json:"inner"`
+	Segments int             `json:"segments,omitempty"`
+	Listed   int             `json:"listed,omitempty"`
+	Assets   [][4]string     `json:"assets,omitempty"` // file id, name, object key, content type
 }
 
+// saveState uploads what was collected since the last segment as the
+// next one. It runs at a part cut, before the part it closes is
+// acknowledged, so the checkpoint that names the segment is saved only
+// after it is stored; a segment no saved checkpoint names yet is
+// harmless, and the next one starts where the last uploaded one ended.
 func (c *assetCollector) saveState() ([]byte, error) {
 	s, ok := c.inner.(resumable)
 	if !ok {
@@ -104,20 +141,17 @@ func (c *assetCollector) saveState() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A list that would not fit is not encoded at all: every part of a
-	// big room would encode all of it again only to have it refused.
-	size := len(inner)
-	for _, a := range c.list {
-		size += len(a.GetFileId()) + len(a.GetName()) + len(a.GetObjectKey()) + len(a.GetContentType()) + len(`["","","",""],`)
+	if c.list.n > c.segListed {
+		body, err := c.list.section(c.segEnd)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.segs.put(c.segments, body); err != nil {
+			return nil, err
+		}
+		c.segments, c.segListed, c.segEnd = c.segments+1, c.list.n, c.list.size()
 	}
-	if size > taskrun.MaxCheckpointBytes {
-		return nil, fmt.Errorf("%d attachments are more than a checkpoint holds", len(c.list))
-	}
-	st := collectorState{Inner: inner, Assets: make([][4]string, 0, len(c.list))}
-	for _, a := range c.list {
-		st.Assets = append(st.Assets, [4]string{a.GetFileId(), a.GetName(), a.GetObjectKey(), a.GetContentType()})
-	}
-	return json.Marshal(st)
+	return json.Marshal(collectorState{Inner: inner, Segments: c.segments, Listed: c.segListed})
 }
 
 func (c *assetCollector) restoreState(data []byte) error {
@@ -131,78 +165,124 @@ func (c *assetCollector) restoreState(data []byte) error {
 		// starts over rather than miss them.
 		return errors.New("checkpoint holds no attachment list")
 	}
-	c.list = c.list[:0]
+	c.list.close()
+	c.list = newAttachmentList()
 	for _, a := range st.Assets {
-		c.seen[a[0]] = true
-		at := &sourcev1.Attachment{FileId: a[0], Name: a[1], ObjectKey: a[2], ContentType: a[3]}
-		c.list = append(c.list, at)
-		c.ahead.want(at)
+		if err := c.add(&sourcev1.Attachment{FileId: a[0], Name: a[1], ObjectKey: a[2], ContentType: a[3]}); err != nil {
+			return err
+		}
+	}
+	for n := range st.Segments {
+		if err := c.segs.each(n, c.add); err != nil {
+			return err
+		}
+	}
+	if want := len(st.Assets) + st.Listed; c.list.n != want {
+		return fmt.Errorf("attachment segments hold %d attachments, the checkpoint %d", c.list.n, want)
+	}
+	// An inline list goes into the next segment with what follows it.
+	c.segments, c.segListed, c.segEnd = st.Segments, st.Listed, int64(0)
+	if st.Assets == nil {
+		c.segEnd = c.list.size()
 	}
 	return s.restoreState(st.Inner)
 }
+
+// listBatch is how many attachments roomAssets describes before it
+// writes them out in order: what it holds of the list at a time.
+const listBatch = 256
 
 // roomAssets returns the files the room part's messages link to, as c
 // collected them (with those before the checkpoint of a resumed part),
 // each described by its object's metadata (describeAsset), assetReaders
 // at a time; those c's lister (if any) described during the render are
-// taken from it.
-func (e *Exporter) roomAssets(ctx context.Context, t *taskrun.Task, c *assetCollector) ([]*exportv1.File, error) {
+// taken from it. The listing is on local disk; the caller closes it.
+// The document's upload is complete by now, so no checkpoint can resume
+// it: the list's segments are deleted.
+func (e *Exporter) roomAssets(ctx context.Context, t *taskrun.Task, c *assetCollector) (*assetListing, error) {
 	if c == nil {
 		return nil, nil
 	}
-	list := c.list
-	found := make([]described, len(list))
 	if c.ahead != nil {
 		c.ahead.wait()
-		for i, a := range list {
-			found[i] = c.ahead.result(a)
-		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(assetReaders)
-	for i, a := range list {
-		if found[i].done {
-			continue
-		}
-		g.Go(func() error {
-			found[i] = e.describeListed(gctx, a)
-			if err := found[i].err; err != nil && !assetGone(err) {
-				return err // the others stop: the part fails anyway
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
+	out, err := newAssetListing()
+	if err != nil {
 		return nil, err
 	}
-	files := make([]*exportv1.File, len(list))
 	var missing, read int
-	for i, a := range list {
-		switch d := found[i]; {
-		case assetGone(d.err):
-			if missing < missingLogged {
-				t.Log.WarnContext(ctx, "asset object missing; listed as missing", "file_id", a.GetFileId(), "object_key", a.GetObjectKey())
+	batch := make([]*sourcev1.Attachment, 0, listBatch)
+	found := make([]described, listBatch)
+	flush := func() error {
+		found := found[:len(batch)]
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(assetReaders)
+		for i, a := range batch {
+			if c.ahead != nil {
+				var err error
+				if found[i], err = c.ahead.result(a); err != nil {
+					return err
+				}
 			}
-			files[i] = e.missingAsset(a)
-			missing++
-		default:
-			files[i] = d.file
-			if d.read {
+			if found[i].done {
+				continue
+			}
+			g.Go(func() error {
+				found[i] = e.describeListed(gctx, a)
+				if err := found[i].err; err != nil && !assetGone(err) {
+					return err // the others stop: the part fails anyway
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return err
+		}
+		for i, a := range batch {
+			f := found[i].file
+			switch d := found[i]; {
+			case assetGone(d.err):
+				if missing < missingLogged {
+					t.Log.WarnContext(ctx, "asset object missing; listed as missing", "file_id", a.GetFileId(), "object_key", a.GetObjectKey())
+				}
+				f = e.missingAsset(a)
+				missing++
+			case d.read:
 				read++
 			}
+			if err := out.add(f); err != nil {
+				return err
+			}
+			found[i] = described{}
 		}
+		batch = batch[:0]
+		return nil
 	}
+	err = c.list.each(func(a *sourcev1.Attachment) error {
+		if batch = append(batch, a); len(batch) < listBatch {
+			return nil
+		}
+		return flush()
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		out.close()
+		return nil, err
+	}
+	c.segs.deleteAll(ctx, t)
 	switch {
 	case missing > missingLogged:
 		t.Log.WarnContext(ctx, "room attachments listed; more objects missing than logged one by one",
-			"attachments", len(list), "missing", missing, "logged", missingLogged, "read_in_full", read)
-	case len(list) > 0:
-		t.Log.InfoContext(ctx, "room attachments listed", "attachments", len(list), "missing", missing, "read_in_full", read)
+			"attachments", out.n, "missing", missing, "logged", missingLogged, "read_in_full", read)
+	case out.n > 0:
+		t.Log.InfoContext(ctx, "room attachments listed", "attachments", out.n, "missing", missing, "read_in_full", read)
 	}
-	return files, nil
+	return out, nil
 }
 
 // assetGone reports a describe error that lists the attachment as
@@ -246,10 +326,12 @@ func (e *Exporter) describeListed(ctx context.Context, a *sourcev1.Attachment) d
 // renders, so that listing them adds little after the render on a room
 // with thousands of attachments (a third of an edited room's export when
 // they were read one after the other at its end; docs/BENCHMARKS.md,
-// "Attachments by their checksum"). It holds one result per attachment,
-// about the size of the list itself, and at most aheadReaders object
+// "Attachments by their checksum"). It makes at most aheadReaders object
 // requests at a time, so that the part uploads, which share the store,
-// are not kept waiting; the render only queues.
+// are not kept waiting; the render only queues, and what arrives while
+// aheadQueued are waiting is left to roomAssets. The descriptions go to
+// an unlinked local file; in memory it keeps a hash of each described
+// attachment and where its description is.
 // want is called by the render's goroutine; wait and result by the
 // part's, after the render; stop ends it whatever happened.
 type assetLister struct {
@@ -257,9 +339,15 @@ type assetLister struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	queue   []*sourcev1.Attachment
-	results map[assetKey]described // queued ones have done false until described
+	mu    sync.Mutex
+	queue []*sourcev1.Attachment
+	// known maps a hash of an attachment's assetKey to 1 + the offset of
+	// its description in out, 0 while it is queued or being described.
+	// Two keys with one hash share an entry: the second is described by
+	// roomAssets, which checks the key of what it reads.
+	known   map[uint64]int64
+	seed    maphash.Seed
+	out     *blob.PartFile // created by the first description
 	closed  bool
 	wake    chan struct{} // a queued attachment or closed, for the dispatcher
 	started bool
@@ -268,6 +356,11 @@ type assetLister struct {
 	finished chan struct{}
 }
 
+// aheadQueued is the most attachments an assetLister holds waiting: a
+// render far ahead of the describing leaves the rest to roomAssets
+// rather than queue the room's every attachment in memory.
+const aheadQueued = 1024
+
 // assetKey is what describeAsset's answer depends on.
 type assetKey struct{ fileID, name, objectKey, contentType string }
 
@@ -275,10 +368,20 @@ func keyOf(a *sourcev1.Attachment) assetKey {
 	return assetKey{a.GetFileId(), a.GetName(), a.GetObjectKey(), a.GetContentType()}
 }
 
+func (l *assetLister) hash(a *sourcev1.Attachment) uint64 {
+	var h maphash.Hash
+	h.SetSeed(l.seed)
+	for _, s := range []string{a.GetFileId(), a.GetName(), a.GetObjectKey(), a.GetContentType()} {
+		h.WriteString(s)
+		h.WriteByte(0)
+	}
+	return h.Sum64()
+}
+
 // listAhead returns a lister whose requests end with ctx or stop.
 func (e *Exporter) listAhead(ctx context.Context) *assetLister {
 	ctx, cancel := context.WithCancel(ctx)
-	return &assetLister{e: e, ctx: ctx, cancel: cancel, results: map[assetKey]described{},
+	return &assetLister{e: e, ctx: ctx, cancel: cancel, known: map[uint64]int64{}, seed: maphash.MakeSeed(),
 		wake: make(chan struct{}, 1), finished: make(chan struct{})}
 }
 
@@ -288,13 +391,13 @@ func (l *assetLister) want(a *sourcev1.Attachment) {
 	if l == nil {
 		return
 	}
-	k := keyOf(a)
+	k := l.hash(a)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.results[k]; ok || l.closed {
+	if _, ok := l.known[k]; ok || l.closed || len(l.queue) >= aheadQueued {
 		return
 	}
-	l.results[k] = described{}
+	l.known[k] = 0
 	l.queue = append(l.queue, a)
 	if !l.started {
 		// Started by the first attachment: a room without any costs no
@@ -312,7 +415,7 @@ func (l *assetLister) signal() {
 	}
 }
 
-// dispatch describes the queued attachments, assetReaders at a time,
+// dispatch describes the queued attachments, aheadReaders at a time,
 // until the lister is closed and its queue empty, or stopped.
 func (l *assetLister) dispatch() {
 	defer close(l.finished)
@@ -333,12 +436,54 @@ func (l *assetLister) dispatch() {
 				l.cancel()
 				return nil
 			}
-			l.mu.Lock()
-			l.results[keyOf(a)] = d
-			l.mu.Unlock()
+			if err := l.keep(a, d); err != nil {
+				l.cancel() // a local disk failing: roomAssets tries it again
+			}
 			return nil
 		})
 	}
+}
+
+// Description records in out: a flags byte, then the attachment and,
+// unless it is gone, its File, each delimited.
+const (
+	describedRead byte = 1 << iota
+	describedGone
+)
+
+// keep writes d, a's description, to out.
+func (l *assetLister) keep(a *sourcev1.Attachment, d described) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.out == nil {
+		f, err := blob.NewPartFile(os.TempDir())
+		if err != nil {
+			return err
+		}
+		l.out = f
+	}
+	off := int64(l.out.Len())
+	var flags byte
+	if d.read {
+		flags |= describedRead
+	}
+	if d.err != nil {
+		flags |= describedGone
+	}
+	if _, err := l.out.Write([]byte{flags}); err != nil {
+		return err
+	}
+	key := &sourcev1.Attachment{FileId: a.GetFileId(), Name: a.GetName(), ObjectKey: a.GetObjectKey(), ContentType: a.GetContentType()}
+	if _, err := protodelim.MarshalTo(l.out, key); err != nil {
+		return err
+	}
+	if d.err == nil {
+		if _, err := protodelim.MarshalTo(l.out, d.file); err != nil {
+			return err
+		}
+	}
+	l.known[l.hash(a)] = off + 1
+	return nil
 }
 
 // next takes the next queued attachment, waiting for one; false once the
@@ -375,6 +520,7 @@ func (l *assetLister) next() (*sourcev1.Attachment, bool) {
 func (l *assetLister) wait() {
 	l.mu.Lock()
 	l.closed = true
+	l.queue = nil
 	started := l.started
 	l.mu.Unlock()
 	if started {
@@ -383,17 +529,54 @@ func (l *assetLister) wait() {
 	}
 }
 
-// result is a's description, if the lister has it.
-func (l *assetLister) result(a *sourcev1.Attachment) described {
+// result is a's description, if the lister has it (done is false if
+// not); an error only when its description cannot be read back.
+func (l *assetLister) result(a *sourcev1.Attachment) (described, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.results[keyOf(a)]
+	off := l.known[l.hash(a)] - 1
+	if off < 0 {
+		return described{}, nil
+	}
+	r, err := l.out.Contents()
+	if err != nil {
+		return described{}, err
+	}
+	br := bufio.NewReaderSize(io.NewSectionReader(r, off, r.Size()-off), 512)
+	flags, err := br.ReadByte()
+	if err != nil {
+		return described{}, fmt.Errorf("attachment description: %w", err)
+	}
+	var key sourcev1.Attachment
+	if err := protodelim.UnmarshalFrom(br, &key); err != nil {
+		return described{}, fmt.Errorf("attachment description: %w", err)
+	}
+	if keyOf(&key) != keyOf(a) {
+		return described{}, nil // another attachment with the same hash
+	}
+	d := described{read: flags&describedRead != 0, done: true}
+	if flags&describedGone != 0 {
+		d.err = blob.ErrNotFound
+		return d, nil
+	}
+	d.file = new(exportv1.File)
+	if err := protodelim.UnmarshalFrom(br, d.file); err != nil {
+		return described{}, fmt.Errorf("attachment description: %w", err)
+	}
+	return d, nil
 }
 
-// stop cancels what is still being described and waits for it.
+// stop cancels what is still being described, waits for it and releases
+// the descriptions' file.
 func (l *assetLister) stop() {
 	l.cancel()
 	l.wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.out != nil {
+		l.out.Close()
+		l.out = nil
+	}
 }
 
 // missingAsset is the listing of an attachment whose object is gone: its

@@ -43,10 +43,17 @@ import (
 // republished id of the whole history, which its resume reads again to
 // find out. The window's bounds shape those bytes, so a change of
 // windowVersions or windowBytes needs a new version (2 was the render
-// without a window).
+// without a window). 4 and 5 name the room's attachments by the segments
+// of the list (collectorState) where 1 and 3 carried the list inline:
+// this exporter still resumes those, and one that predates segments
+// starts a 4 or 5 over rather than resume it without the attachments
+// before it.
 const (
-	checkpointVersion            = 1
-	speculativeCheckpointVersion = 3
+	checkpointVersion            = 4
+	speculativeCheckpointVersion = 5
+
+	inlineListCheckpointVersion            = 1
+	inlineListSpeculativeCheckpointVersion = 3
 )
 
 // checkpoint is how far a room part's export got. It is JSON: it is the
@@ -132,6 +139,13 @@ func (e *Exporter) resumePoint(ctx context.Context, t *taskrun.Task, key string)
 		log.WarnContext(ctx, "checkpoint not usable; starting the part over", "reason", why)
 		e.discardCheckpoint(ctx, t)
 		return nil, nil
+	}
+	// The inline list is all that changed (collectorState.Assets reads it).
+	switch cp.Version {
+	case inlineListCheckpointVersion:
+		cp.Version = checkpointVersion
+	case inlineListSpeculativeCheckpointVersion:
+		cp.Version = speculativeCheckpointVersion
 	}
 	switch {
 	case cp.Version != checkpointVersion && cp.Version != speculativeCheckpointVersion:

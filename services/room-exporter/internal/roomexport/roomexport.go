@@ -270,7 +270,8 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 			ahead = e.listAhead(ctx)
 			defer ahead.stop()
 		}
-		format = collectAssetsAhead(format, &linked, ahead)
+		format = e.collectAssetsAhead(ctx, task, format, &linked, ahead)
+		defer func() { linked.close() }()
 	}
 	var res uploadResult
 	if cp == nil && !e.opts.noSpeculation || cp.speculative() {
@@ -299,14 +300,18 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 		Sha256:      res.sha256,
 		ContentType: format.ContentType,
 	}
-	var assets []*exportv1.File
+	result := &taskrun.Result{Files: []*exportv1.File{file}, Records: res.records, Bytes: res.size,
+		Log: []any{"object_key", key, "skipped", res.skipped, "parts", res.parts, "resumed", cp != nil}}
 	if task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM {
-		if assets, err = e.roomAssets(ctx, t, linked); err != nil {
+		assets, err := e.roomAssets(ctx, t, linked)
+		if err != nil {
+			return nil, err
+		}
+		defer assets.close()
+		if err := announceAssets(ctx, t, result, assets); err != nil {
 			return nil, err
 		}
 	}
-	result := &taskrun.Result{Files: []*exportv1.File{file}, Attachments: assets, Records: res.records, Bytes: res.size,
-		Log: []any{"object_key", key, "skipped", res.skipped, "parts", res.parts, "resumed", cp != nil}}
 	if names != nil {
 		// Only this part read the room's messages: the gateway's
 		// userNameTable learns whom the file hid from its announcement.

@@ -411,7 +411,7 @@ func TestSpeculativeRenderResumes(t *testing.T) {
 				Dups []json.RawMessage `json:"dups"`
 			}
 			require.NoError(t, json.Unmarshal(*killed.Load(), &cp))
-			assert.Equal(t, 3, cp.V, "a speculative checkpoint")
+			assert.Equal(t, 5, cp.V, "a speculative checkpoint (one naming its attachment segments)")
 			if tc.edits {
 				assert.NotEmpty(t, cp.Dups, "the checkpoint names placed ids whose later versions follow it")
 			}

@@ -326,7 +326,8 @@ func (e *Exporter) indexRange(ctx context.Context, t *taskrun.Task, format Forma
 	}
 	pf, piece := rangePiece(task, format, hp)
 	var linked *assetCollector
-	pf = collectAssets(pf, &linked)
+	pf = e.collectAssets(ctx, task, pf, &linked)
+	defer func() { linked.close() }()
 	if hp != nil {
 		pf = observeSeqs(pf, hp)
 	}
@@ -342,7 +343,14 @@ func (e *Exporter) indexRange(ctx context.Context, t *taskrun.Task, format Forma
 	if err != nil {
 		return nil, err
 	}
-	assets, err := e.roomAssets(ctx, t, linked)
+	listing, err := e.roomAssets(ctx, t, linked)
+	if err != nil {
+		return nil, err
+	}
+	defer listing.close()
+	// The report holds the range's list: what the render stage
+	// announces.
+	assets, err := listing.files()
 	if err != nil {
 		return nil, err
 	}
@@ -715,7 +723,8 @@ func (e *Exporter) renderRange(ctx context.Context, t *taskrun.Task, format Form
 	}
 	pf, piece := rangePiece(task, format, hp)
 	var linked *assetCollector
-	pf = collectAssets(pf, &linked)
+	pf = e.collectAssets(ctx, task, pf, &linked)
+	defer func() { linked.close() }()
 	res, err := e.upload(ctx, t, pf, meta, room, h, key, nil, e.crossVersions(ctx, h.spool.each, it), false)
 	if err != nil {
 		return nil, err
@@ -724,10 +733,15 @@ func (e *Exporter) renderRange(ctx context.Context, t *taskrun.Task, format Form
 	if err != nil {
 		return nil, err
 	}
+	defer assets.close()
 	file := &exportv1.File{Name: name, ObjectKey: key, Size: res.size, Records: res.records, Sha256: res.sha256,
 		ContentType: format.ContentType}
-	return &taskrun.Result{Files: []*exportv1.File{file}, Attachments: assets, Piece: piece, Records: res.records, Bytes: res.size,
-		Log: []any{"object_key", key, "rendered", true, "cross", info.Size / recordBytes, "skipped", res.skipped}}, nil
+	result := &taskrun.Result{Files: []*exportv1.File{file}, Piece: piece, Records: res.records, Bytes: res.size,
+		Log: []any{"object_key", key, "rendered", true, "cross", info.Size / recordBytes, "skipped", res.skipped}}
+	if err := announceAssets(ctx, t, result, assets); err != nil {
+		return nil, err
+	}
+	return result, nil
 }
 
 // readCross reads a cross list into a sorter by sequence.
