@@ -39,7 +39,8 @@ import (
 //
 //	own.<owner>.<day>            (the owner has jobs created that day)
 //	own.<owner>.<day>.<minute>   (the owner has jobs created that minute)
-//	cnt.<owner>                  (how many jobs the owner has, in decimal)
+//	cnt.<owner>.<shard>          (jobs of the owner counted there, in decimal)
+//	cnt.<owner>                  (the same, written by earlier versions)
 //
 // Owner and organization entries hold the job's summary (summary.go);
 // the others are empty. Organizations have no counter: nothing reads one
@@ -79,13 +80,23 @@ import (
 //     lost a race names a missing or different job and is ignored, and
 //     purged once it is older than staleEntry.
 //   - The owner entry is created (not put), and whoever creates it adds
-//     one to the owner's counter with a revision check, so each job is
-//     counted once however many replicas, replays and builds index it. A
-//     create that loses its id to another job takes its one back; a
-//     process that dies between its entry and its job leaves the counter
-//     one too high, and one that dies between its entry and the counter
-//     one too low. The organization entry is created too, so that no
-//     replay or build empties the summary it holds.
+//     one to the owner's counter, so each job is counted once however
+//     many replicas, replays and builds index it. The counter is the sum
+//     of counterShards keys (and the one key earlier versions wrote), a
+//     job counted in the shard its entry hashes to: every create of one
+//     owner contends for its counter, and a burst of them (scheduled
+//     runs, a bulk fill) used up the retries of a single key. Each
+//     addition is a revision-checked write retried with a fresh read
+//     and the same Nats-Msg-Id (see bump), so a retry after an answer
+//     that was lost adds nothing twice. A create whose count or job
+//     write fails takes its one back and purges its owner entry, so
+//     that the create tried again creates the entry and counts anew; a
+//     twin applier of the same request whose job got written meanwhile
+//     is re-indexed when the request comes back from the stream (below).
+//     A process that dies between its entry and its job leaves the
+//     counter one too high, and one that dies between its entry and the
+//     counter one too low. The organization entry is created too, so
+//     that no replay or build empties the summary it holds.
 //   - act and run entries are purged when the job first becomes terminal;
 //     a purge lost to a crash leaves an entry that names an ended job,
 //     which reads ignore and purge.
@@ -223,8 +234,6 @@ func orgKey(job *exportv1.Job, hash func(string) string) string {
 	return strings.Join([]string{orgBase(org, job.GetDialect(), hash), kindToken(job.GetKind()), inverted(stamp(job)), job.GetId()}, ".")
 }
 
-func countKey(ownerHash string) string { return famCount + "." + ownerHash }
-
 // lastingKeys are the entries a job keeps for its life: the owner entry
 // first, then the organization entry if the job has an organization.
 func lastingKeys(job *exportv1.Job) []string { return lastingKeysWith(job, hashToken) }
@@ -326,26 +335,32 @@ func newestFirst(a, b entry) int {
 // writeIndex writes job's entries: the markers, the owner entry, and the
 // other lasting ones, and the unfinished ones while the job runs. Puts
 // are idempotent, so replicas and retries may repeat them; the owner and
-// organization entries are created, and counted reports whether this
-// call created the owner entry (and so counted the job).
-func (s *Store) writeIndex(ctx context.Context, job *exportv1.Job) (counted bool, err error) {
+// organization entries are created. count is the job's count when this
+// call created the owner entry (and so counted the job), else nil; a
+// count that fails purges the entry it was for and fails the call.
+func (s *Store) writeIndex(ctx context.Context, job *exportv1.Job) (count *jobCount, err error) {
 	for _, k := range ownMarkers(job) {
 		if _, err := s.index.Put(ctx, k, nil); err != nil {
-			return false, fmt.Errorf("index job %s: %w", job.GetId(), err)
+			return nil, fmt.Errorf("index job %s: %w", job.GetId(), err)
 		}
 	}
-	switch _, err := s.index.Create(ctx, ownKey(job, hashToken), nil); {
+	key := ownKey(job, hashToken)
+	switch rev, err := s.index.Create(ctx, key, nil); {
 	case err == nil:
-		if err := s.bump(ctx, hashToken(job.GetOwnerId()), 1); err != nil {
-			return false, fmt.Errorf("count job %s: %w", job.GetId(), err)
+		c := &jobCount{entry: key, owner: hashToken(job.GetOwnerId()), op: strconv.FormatUint(rev, 10)}
+		if err := s.bump(ctx, c.key(), 1, "count."+c.op); err != nil {
+			// The create tried again must find no entry, or it would
+			// not count the job.
+			s.purge(ctx, key)
+			return nil, fmt.Errorf("count job %s: %w", job.GetId(), err)
 		}
-		counted = true
+		count = c
 	case !errors.Is(err, jetstream.ErrKeyExists):
-		return false, fmt.Errorf("index job %s: %w", job.GetId(), err)
+		return nil, fmt.Errorf("index job %s: %w", job.GetId(), err)
 	}
 	if k := orgKey(job, hashToken); k != "" {
 		if _, err := s.index.Create(ctx, k, nil); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return counted, fmt.Errorf("index job %s: %w", job.GetId(), err)
+			return count, fmt.Errorf("index job %s: %w", job.GetId(), err)
 		}
 	}
 	var keys []string
@@ -357,10 +372,26 @@ func (s *Store) writeIndex(ctx context.Context, job *exportv1.Job) (counted bool
 	}
 	for _, k := range keys {
 		if _, err := s.index.Put(ctx, k, nil); err != nil {
-			return counted, fmt.Errorf("index job %s: %w", job.GetId(), err)
+			return count, fmt.Errorf("index job %s: %w", job.GetId(), err)
 		}
 	}
-	return counted, nil
+	return count, nil
+}
+
+// jobCount is the one a job's owner entry added to its owner's counter.
+type jobCount struct {
+	// entry is the owner entry, owner the owner's hash.
+	entry, owner string
+	// op names the count: the revision that created the entry, unique in
+	// the index's stream.
+	op string
+}
+
+// key is the counter shard the count went to: the one the entry hashes
+// to, so that an owner's creates spread over every shard.
+func (c *jobCount) key() string {
+	sum := sha256.Sum256([]byte(c.entry))
+	return shardKey(c.owner, int(sum[0])%counterShards)
 }
 
 // ensureIndexed indexes job unless its owner and organization entries
@@ -386,46 +417,90 @@ func (s *Store) ensureIndexed(ctx context.Context, job *exportv1.Job, rev uint64
 	return nil
 }
 
-// uncount takes back the count of job, whose owner entry this call
-// created but whose create failed, unless the job now stored under its id
-// is the one the entry names (another applier of the same request won).
-// A failure leaves the counter one too high, which is not reported.
-func (s *Store) uncount(ctx context.Context, job *exportv1.Job) {
-	if stored, err := s.Get(ctx, job.GetId()); err == nil && holds(stored, lastingKeys(job)[0], hashToken) {
+// uncount takes back count, the count of job, whose owner entry this
+// call created but whose create failed, and purges the entry, when no
+// job or another job is stored under its id; not when the job stored is
+// the one the entry names (another applier of the same request won, or
+// the write landed though its answer was lost), nor when that cannot be
+// read. The one is taken back before the entry goes, so that a failure
+// of either leaves the entry and its count together: a create tried
+// again then counts the job once.
+func (s *Store) uncount(ctx context.Context, job *exportv1.Job, count *jobCount) {
+	stored, err := s.Get(ctx, job.GetId())
+	if (err == nil && holds(stored, count.entry, hashToken)) || (err != nil && !errors.Is(err, ErrNotFound)) {
 		return
 	}
-	_ = s.bump(ctx, hashToken(job.GetOwnerId()), -1)
+	if s.bump(ctx, count.key(), -1, "uncount."+count.op) == nil {
+		s.purge(ctx, count.entry)
+	}
 }
 
-// bump adds delta to the counter of the owner hashed to ownerHash, with
-// a revision check, retried on conflicts.
-func (s *Store) bump(ctx context.Context, ownerHash string, delta int64) error {
-	key := countKey(ownerHash)
-	for attempt := 1; ; attempt++ {
-		var err error
+// counterShards is how many keys an owner's counter is spread over. A
+// count reads them all with one direct get; sixteen cut the contenders
+// for one key in a burst of 256 creates of one owner to about sixteen.
+const counterShards = 16
+
+// shardKey is shard n of the counter of the owner hashed to ownerHash.
+func shardKey(ownerHash string, n int) string {
+	return famCount + "." + ownerHash + "." + strconv.FormatInt(int64(n), 16)
+}
+
+// countKeys are every key of the owner's counter: the shards, and the
+// one key earlier versions counted in.
+func countKeys(ownerHash string) []string {
+	keys := []string{famCount + "." + ownerHash}
+	for n := range counterShards {
+		keys = append(keys, shardKey(ownerHash, n))
+	}
+	return keys
+}
+
+// counterAttempts bounds the writes of one bump.
+const counterAttempts = 48
+
+// bump adds delta to the counter key. Each attempt reads the key afresh
+// and writes the sum with a revision check and op (which names this
+// change, the same in every attempt) as the write's Nats-Msg-Id. The
+// server drops a write whose id it has stored within the stream's
+// duplicate window (two minutes) and answers it as a success, so an
+// attempt after one whose answer was lost (a timeout on a loaded
+// machine, a reconnect) adds nothing twice: either the earlier write
+// landed, and the fresh read finds it and the write is dropped, or it
+// did not, and this one lands. That is why every error is retried, not
+// only a conflict. Conflicts back off with full jitter.
+func (s *Store) bump(ctx context.Context, key string, delta int64, op string) error {
+	subject := "$KV." + s.index.Bucket() + "." + key
+	var err error
+	for attempt := 1; attempt <= counterAttempts; attempt++ {
+		if attempt > 1 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("counter %s: %w (after %v)", key, ctx.Err(), err)
+			case <-time.After(counterBackoff(attempt - 1)):
+			}
+		}
+		var n int64
+		var rev uint64
 		e, gerr := s.index.Get(ctx, key)
 		switch {
 		case errors.Is(gerr, jetstream.ErrKeyNotFound):
-			_, err = s.index.Create(ctx, key, []byte(strconv.FormatInt(delta, 10)))
+			// Counters are never deleted: no entry means no message.
 		case gerr != nil:
-			return gerr
+			err = gerr
+			continue
 		default:
-			n, perr := strconv.ParseInt(string(e.Value()), 10, 64)
-			if perr != nil {
-				return fmt.Errorf("counter %s: %w", key, perr)
+			if n, err = strconv.ParseInt(string(e.Value()), 10, 64); err != nil {
+				return fmt.Errorf("counter %s: %w", key, err)
 			}
-			_, err = s.index.Update(ctx, key, []byte(strconv.FormatInt(n+delta, 10)), e.Revision())
+			rev = e.Revision()
 		}
-		conflict := errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
-		if !conflict || attempt >= maxAttempts {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(counterBackoff(attempt)):
+		_, err = s.js.Publish(ctx, subject, []byte(strconv.FormatInt(n+delta, 10)),
+			jetstream.WithMsgID(op), jetstream.WithExpectLastSequencePerSubject(rev))
+		if err == nil {
+			return nil
 		}
 	}
+	return fmt.Errorf("counter %s: %d attempts: %w", key, counterAttempts, err)
 }
 
 // counterBackoff is a full-jitter pause that doubles up to 64 ms: one
@@ -437,20 +512,22 @@ func counterBackoff(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(ceiling)))
 }
 
-// count is how many jobs ownerID has, read from its counter.
+// count is how many jobs ownerID has, read from its counter's keys with
+// one direct get.
 func (s *Store) count(ctx context.Context, ownerID string) (int, error) {
-	e, err := s.index.Get(ctx, countKey(hashToken(ownerID)))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
-	}
+	values, err := kvbatch.Get(ctx, s.js, s.index, countKeys(hashToken(ownerID)))
 	if err != nil {
 		return 0, fmt.Errorf("count jobs: %w", err)
 	}
-	n, err := strconv.Atoi(string(e.Value()))
-	if err != nil {
-		return 0, fmt.Errorf("count jobs: %w", err)
+	total := 0
+	for k, v := range values {
+		n, err := strconv.Atoi(string(v))
+		if err != nil {
+			return 0, fmt.Errorf("count jobs: counter %s: %w", k, err)
+		}
+		total += n
 	}
-	return max(n, 0), nil
+	return max(total, 0), nil
 }
 
 // unindexFinished purges the entries a job holds only while it runs.
@@ -1093,7 +1170,8 @@ func (s *Store) build(ctx context.Context) error {
 	counts := map[string]int64{}
 	flush := func() error {
 		for owner, n := range counts {
-			if err := s.bump(ctx, owner, n); err != nil {
+			op := fmt.Sprintf("build.%016x%016x", rand.Uint64(), rand.Uint64())
+			if err := s.bump(ctx, shardKey(owner, rand.IntN(counterShards)), n, op); err != nil {
 				return fmt.Errorf("count jobs: %w", err)
 			}
 		}

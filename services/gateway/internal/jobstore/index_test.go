@@ -2,6 +2,7 @@ package jobstore_test
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -590,20 +591,74 @@ func TestUnfinishedBeforeCountsTheQueue(t *testing.T) {
 }
 
 // TestConcurrentCreatesOfOneOwnerAreAllCounted: every create of one owner
-// bumps the same counter, so a burst of them contends for it; each must
-// still succeed and be counted once.
+// adds to the owner's counter, so a burst of them contends for it. Each
+// job is asked for several times at once (a client retrying, a second
+// replica applying the same request), as the bench's fill and a burst of
+// scheduled runs do; every job must be created once, counted once and
+// listed once.
 func TestConcurrentCreatesOfOneOwnerAreAllCounted(t *testing.T) {
 	store, _, _ := newStore(t)
 	ctx := t.Context()
-	const n = 48
+	const jobs, repeats = 200, 3
 	var g errgroup.Group
-	for i := range n {
+	var mu sync.Mutex
+	created := map[string]int{}
+	for i := range jobs * repeats {
 		g.Go(func() error {
-			return create(ctx, store, scoped(fmt.Sprintf("burst-%d", i), "alice", "native", "", exportv1.JobKind_JOB_KIND_ROOM, i))
+			j := scoped(fmt.Sprintf("burst-%03d", i%jobs), "alice", "native", "", exportv1.JobKind_JOB_KIND_ROOM, i%jobs)
+			// Like the bench's fill: a create that failed is tried
+			// again, and one that finds its job created by a twin is
+			// done.
+			var err error
+			for range 5 {
+				if err = create(ctx, store, j); err == nil || errors.Is(err, jobstore.ErrExists) {
+					break
+				}
+			}
+			if err == nil {
+				mu.Lock()
+				created[j.GetId()]++
+				mu.Unlock()
+				return nil
+			}
+			if errors.Is(err, jobstore.ErrExists) {
+				return nil
+			}
+			return err
 		})
 	}
 	require.NoError(t, g.Wait())
+	assert.Len(t, created, jobs)
+	for id, n := range created {
+		assert.Equal(t, 1, n, "job %s created by one request", id)
+	}
 	page, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, Limit: 1})
 	require.NoError(t, err)
-	assert.Equal(t, n, page.Total)
+	assert.Equal(t, jobs, page.Total, "the counter")
+	all, err := store.List(ctx, "alice")
+	require.NoError(t, err)
+	want := make([]string, jobs)
+	for i := range jobs {
+		want[jobs-1-i] = fmt.Sprintf("burst-%03d", i)
+	}
+	assert.Equal(t, want, ids(all), "the index lists every job once, newest first")
+}
+
+// TestCounterAddsTheEarlierSingleKey: a deployment upgraded from a
+// version that counted an owner's jobs in one key keeps that count; the
+// jobs created since add to it.
+func TestCounterAddsTheEarlierSingleKey(t *testing.T) {
+	store, _, srv := newStore(t)
+	ctx := t.Context()
+	index, err := srv.JS.KeyValue(ctx, bus.BucketJobIndex)
+	require.NoError(t, err)
+	alice := sha256.Sum256([]byte("alice"))
+	_, err = index.Put(ctx, fmt.Sprintf("cnt.%x", alice[:16]), []byte("40"))
+	require.NoError(t, err)
+	for i := range 3 {
+		require.NoError(t, create(ctx, store, scoped(fmt.Sprintf("new-%d", i), "alice", "native", "", exportv1.JobKind_JOB_KIND_ROOM, i)))
+	}
+	page, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, Limit: 1})
+	require.NoError(t, err)
+	assert.Equal(t, 43, page.Total)
 }

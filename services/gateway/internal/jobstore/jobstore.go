@@ -253,12 +253,12 @@ func (s *Store) apply(ctx context.Context, ev Event) (*exportv1.Job, bool, error
 		if job == nil {
 			// Index first: a job that exists is always listed, and an
 			// entry whose job never gets written is ignored by reads.
-			counted, ierr := s.writeIndex(ctx, next)
+			count, ierr := s.writeIndex(ctx, next)
 			if ierr != nil {
 				return nil, false, ierr
 			}
-			if rev, err = s.kv.Create(ctx, id, data); err != nil && counted {
-				s.uncount(ctx, next)
+			if rev, err = s.kv.Create(ctx, id, data); err != nil && count != nil {
+				s.uncount(ctx, next, count)
 			}
 		} else {
 			rev, err = s.kv.Update(ctx, id, data, rev)
