@@ -519,6 +519,11 @@ func (s *Store) count(ctx context.Context, ownerID string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("count jobs: %w", err)
 	}
+	return sumCounter(values)
+}
+
+// sumCounter adds up the keys of a counter, read by key.
+func sumCounter(values map[string][]byte) (int, error) {
 	total := 0
 	for k, v := range values {
 		n, err := strconv.Atoi(string(v))
@@ -825,22 +830,9 @@ func (s *Store) Find(ctx context.Context, q Query) (Page, error) {
 	if q.Owner == "" || q.Parent != "" {
 		return s.findAll(ctx, q, filter, after)
 	}
-	if q.Dialect != "" || q.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED {
-		return s.findOwn(ctx, q, after)
-	}
-	// The owner's counter is one read that does not depend on the page,
-	// so it runs beside the page's reads instead of after them: a round
-	// trip less per listing.
-	var page Page
-	var total int
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) { page, err = s.findOwn(gctx, q, after); return err })
-	g.Go(func() (err error) { total, err = s.count(gctx, q.Owner); return err })
-	if err := g.Wait(); err != nil {
-		return Page{}, err
-	}
-	page.Total = total
-	return page, nil
+	// The owner's counter does not depend on the page, so it is read
+	// with the walk's first get: a request less per listing.
+	return s.findOwn(ctx, q, after, q.Dialect == "" && q.Kind == exportv1.JobKind_JOB_KIND_UNSPECIFIED)
 }
 
 // findAll answers q from every entry under filter.
@@ -875,8 +867,9 @@ func (s *Store) findAmong(ctx context.Context, q Query, entries []entry, after *
 // entries, spread over many buckets: its entries are read with one direct
 // get when they fit one, before walking the buckets. Entries are
 // gathered across buckets until they could fill the page, and the jobs of
-// those read with one request, not one per bucket.
-func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error) {
+// those read with one request, not one per bucket. With counted, the
+// page's Total is the owner's counter, read with the walk's first get.
+func (s *Store) findOwn(ctx context.Context, q Query, after *entry, counted bool) (Page, error) {
 	page := Page{Total: -1}
 	if q.Dialect != "" || q.Kind != exportv1.JobKind_JOB_KIND_UNSPECIFIED {
 		values, err := kvbatch.Matching(ctx, s.js, s.index, q.ownFilter("*", "*"))
@@ -913,7 +906,11 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 		}
 		return max(q.Limit-len(page.Jobs)-len(gathered), 1)
 	}
-	err := s.walkOwn(ctx, q.Scope, after, need, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
+	var also []string
+	if counted {
+		also = countKeys(hashToken(q.Owner))
+	}
+	counter, err := s.walkOwn(ctx, q.Scope, after, need, also, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
 		seen += len(entries)
 		gathered = append(gathered, entries...)
 		if q.Limit > 0 && len(gathered) < q.Limit-len(page.Jobs) && !last {
@@ -927,8 +924,16 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 	if err != nil {
 		return Page{}, err
 	}
-	if q.Limit == 0 && after == nil {
+	switch {
+	case counted && counter != nil:
+		page.Total, err = sumCounter(counter)
+	case counted:
+		page.Total, err = s.count(ctx, q.Owner)
+	case q.Limit == 0 && after == nil:
 		page.Total = seen
+	}
+	if err != nil {
+		return Page{}, err
 	}
 	return page, nil
 }
@@ -940,21 +945,49 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry) (Page, error
 // direct get); last reports that no bucket follows. It stops when fn
 // says so or fails. The owner's minute markers are read with one direct
 // get when they fit one (else the day markers, then each day's minute
-// markers), and the minutes' entries several minutes at once, as many as
-// need (how many more entries fn wants; 0: all of them) says are likely
-// to be enough, so that a walk takes few round trips one after the other. A day's entries
-// are not read at once: a get answers every entry with its summary, and
-// reading a thousand entries for a page of a hundred cost more than the
-// round trips it saved.
-func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func() int, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) error {
+// markers), and the minutes' entries several minutes at once, with one
+// direct get, as many as need (how many more entries fn wants; 0: all of
+// them) says are likely to be enough, so that a walk takes few round
+// trips one after the other. The first get also reads what needs no
+// marker: the entries of the cursor's minute, which a page after a
+// cursor starts with, and the keys under also (the caller's own reads
+// that do not depend on the walk, such as the owner's counter), whose
+// values walkOwn returns, or nil when the first get could not carry them
+// (too many keys in all), and then the caller reads them itself. A
+// day's entries are not read at once: a get answers every entry with its
+// summary, and reading a thousand entries for a page of a hundred cost
+// more than the round trips it saved.
+func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func() int, also []string, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) (map[string][]byte, error) {
 	owner := famOwner + "." + hashToken(sc.Owner)
 	var afterDay, afterMinute string
+	first := also
 	if after != nil {
 		afterDay, afterMinute = dayToken(after.stamp), minuteToken(after.stamp)
+		first = append(slices.Clip(first), sc.ownFilter(afterDay, afterMinute))
 	}
-	days, minutesOf, err := s.ownMinutes(ctx, owner)
+	days, minutesOf, extra, err := s.ownMinutes(ctx, owner, first)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	// The cursor's minute, when the first get read it.
+	var cursorMinute map[string][]byte
+	var alsoValues map[string][]byte
+	if extra != nil {
+		alsoValues = map[string][]byte{}
+		prefix := owner + "." + afterDay + "." + afterMinute + "."
+		for k, v := range extra {
+			if after != nil && strings.HasPrefix(k, prefix) {
+				if cursorMinute == nil {
+					cursorMinute = map[string][]byte{}
+				}
+				cursorMinute[k] = v
+				continue
+			}
+			alsoValues[k] = v
+		}
+		if after != nil && cursorMinute == nil {
+			cursorMinute = map[string][]byte{}
+		}
 	}
 	// read and seen are the minutes read so far and their entries (the
 	// skipped ones too: they tell how full a minute is).
@@ -965,30 +998,32 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func()
 		}
 		minutes, err := minutesOf(day)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if day == afterDay {
 			minutes = slices.DeleteFunc(minutes, func(m string) bool { return m < afterMinute })
 		}
 		lastDay := di+1 == len(days)
 		for start := 0; start < len(minutes); {
-			// As many minutes as the entries still wanted likely fill,
-			// judged by the minutes read so far: reading more costs the
-			// server a message per entry, fewer a round trip.
-			ahead := minutesAhead
-			if want := need(); want > 0 && seen > 0 {
-				ahead = min(max((want*read+seen-1)/seen, 1), minutesAhead)
-			} else if want > 0 {
-				ahead = 1
-			}
-			chunk := minutes[start:min(start+ahead, len(minutes))]
-			values := make([]map[string][]byte, len(chunk))
-			g, gctx := errgroup.WithContext(ctx)
-			for i, minute := range chunk {
-				g.Go(func() (err error) { values[i], err = s.keys(gctx, sc.ownFilter(day, minute)); return err })
-			}
-			if err := g.Wait(); err != nil {
-				return err
+			var chunk []string
+			var values []map[string][]byte
+			if cursorMinute != nil && day == afterDay && minutes[start] == afterMinute {
+				chunk, values = minutes[start:start+1], []map[string][]byte{cursorMinute}
+			} else {
+				// As many minutes as the entries still wanted likely
+				// fill, judged by the minutes read so far: reading more
+				// costs the server a message per entry, fewer a round
+				// trip.
+				ahead := minutesAhead
+				if want := need(); want > 0 && seen > 0 {
+					ahead = min(max((want*read+seen-1)/seen, 1), minutesAhead)
+				} else if want > 0 {
+					ahead = 1
+				}
+				chunk = minutes[start:min(start+ahead, len(minutes))]
+				if values, err = s.minuteEntries(ctx, sc, owner, day, chunk); err != nil {
+					return nil, err
+				}
 			}
 			for i := range chunk {
 				entries := parseEntries(slices.Collect(maps.Keys(values[i])), true)
@@ -997,35 +1032,83 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func()
 				entries = skipTo(entries, after)
 				stop, err := fn(entries, values[i], lastDay && start+i+1 == len(minutes))
 				if stop || err != nil {
-					return err
+					return alsoValues, err
 				}
 			}
 			start += len(chunk)
 		}
 	}
-	return nil
+	return alsoValues, nil
+}
+
+// minuteEntries reads sc's entries in the minutes of day, one map each:
+// with one direct get when they fit one, else one request per minute at
+// once (a minute too large for a direct get answers its keys alone).
+func (s *Store) minuteEntries(ctx context.Context, sc Scope, owner, day string, minutes []string) ([]map[string][]byte, error) {
+	values := make([]map[string][]byte, len(minutes))
+	filters := make([]string, len(minutes))
+	for i, m := range minutes {
+		filters[i] = sc.ownFilter(day, m)
+	}
+	all, err := kvbatch.MatchingAny(ctx, s.js, s.index, filters...)
+	switch {
+	case err == nil:
+		at := make(map[string]int, len(minutes))
+		for i, m := range minutes {
+			at[m] = i
+			values[i] = map[string][]byte{}
+		}
+		for k, v := range all {
+			minute, _, _ := strings.Cut(strings.TrimPrefix(k, owner+"."+day+"."), ".")
+			if i, ok := at[minute]; ok {
+				values[i][k] = v
+			}
+		}
+		return values, nil
+	case !errors.Is(err, kvbatch.ErrTooMany):
+		return nil, fmt.Errorf("list index: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for i, f := range filters {
+		g.Go(func() (err error) { values[i], err = s.keys(gctx, f); return err })
+	}
+	return values, g.Wait()
 }
 
 // ownMinutes lists the days of owner (an owner entries' prefix) with
 // jobs, sorted newest first, and answers each day's minutes with jobs,
 // sorted the same way: from the owner's minute markers, read with one
 // direct get, or, when they are more than one answers, from the day
-// markers and each day's minute markers as it is asked for.
-func (s *Store) ownMinutes(ctx context.Context, owner string) (days []string, minutesOf func(day string) ([]string, error), err error) {
-	markers, err := kvbatch.Matching(ctx, s.js, s.index, owner+".*.*")
+// markers and each day's minute markers as it is asked for. The keys
+// under extra are read with the minute markers and answered as they are
+// (nil when they did not fit that get: the caller reads them itself).
+func (s *Store) ownMinutes(ctx context.Context, owner string, extra []string) (days []string, minutesOf func(day string) ([]string, error), got map[string][]byte, err error) {
+	markersOf := owner + ".*.*"
+	all, err := kvbatch.MatchingAny(ctx, s.js, s.index, append([]string{markersOf}, extra...)...)
+	if errors.Is(err, kvbatch.ErrTooMany) && len(extra) > 0 {
+		all, err = kvbatch.Matching(ctx, s.js, s.index, markersOf)
+	} else if err == nil {
+		got = map[string][]byte{}
+	}
 	switch {
 	case errors.Is(err, kvbatch.ErrTooMany):
 		days, err := s.tokens(ctx, owner+".*")
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return days, func(day string) ([]string, error) { return s.tokens(ctx, owner+"."+day+".*") }, nil
+		return days, func(day string) ([]string, error) { return s.tokens(ctx, owner+"."+day+".*") }, nil, nil
 	case err != nil:
-		return nil, nil, fmt.Errorf("list index: %w", err)
+		return nil, nil, nil, fmt.Errorf("list index: %w", err)
 	}
 	byDay := map[string][]string{}
-	for k := range markers {
-		rest := strings.TrimPrefix(k, owner+".")
+	for k, v := range all {
+		rest, ok := strings.CutPrefix(k, owner+".")
+		if !ok || strings.Count(rest, ".") != 1 {
+			if got != nil {
+				got[k] = v
+			}
+			continue
+		}
 		day, minute, _ := strings.Cut(rest, ".")
 		byDay[day] = append(byDay[day], minute)
 	}
@@ -1034,7 +1117,7 @@ func (s *Store) ownMinutes(ctx context.Context, owner string) (days []string, mi
 		minutes := byDay[day]
 		slices.Sort(minutes)
 		return minutes, nil
-	}, nil
+	}, got, nil
 }
 
 // minutesAhead bounds the minute buckets walkOwn reads at once.

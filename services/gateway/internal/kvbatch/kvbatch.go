@@ -46,16 +46,32 @@ const MaxMatching = maxPerRequest
 // holds. Deleted and purged keys are absent. More than MaxMatching
 // matches fail with ErrTooMany.
 func Matching(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, filter string) (map[string][]byte, error) {
-	if filter == "" || strings.Contains(filter, " ") {
-		return nil, fmt.Errorf("kvbatch: invalid filter %q", filter)
+	return MatchingAny(ctx, js, kv, filter)
+}
+
+// MatchingAny is Matching for the keys that match any of filters (keys
+// with wildcards, or literal keys), still one request: reads that do not
+// depend on each other's answers (a listing's buckets and its counter)
+// cost one round trip together. More than MaxMatching keys in all fail
+// with ErrTooMany.
+func MatchingAny(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, filters ...string) (map[string][]byte, error) {
+	if len(filters) == 0 {
+		return map[string][]byte{}, nil
 	}
 	prefix := "$KV." + kv.Bucket() + "."
+	subjects := make([]string, len(filters))
+	for i, f := range filters {
+		if f == "" || strings.Contains(f, " ") {
+			return nil, fmt.Errorf("kvbatch: invalid filter %q", f)
+		}
+		subjects[i] = prefix + f
+	}
 	out := map[string][]byte{}
-	if err := get(ctx, js.Conn(), "$JS.API.DIRECT.GET.KV_"+kv.Bucket(), prefix, []string{prefix + filter}, maxPerRequest, out); err != nil {
+	if err := get(ctx, js.Conn(), "$JS.API.DIRECT.GET.KV_"+kv.Bucket(), prefix, subjects, maxPerRequest, out); err != nil {
 		if errors.Is(err, ErrTooMany) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("kvbatch: keys %s of %s: %w", filter, kv.Bucket(), err)
+		return nil, fmt.Errorf("kvbatch: keys %s of %s: %w", strings.Join(filters, " "), kv.Bucket(), err)
 	}
 	return out, nil
 }

@@ -77,4 +77,10 @@ func TestMatchingListsOnlyTheKeysUnderAFilter(t *testing.T) {
 
 	_, err = kvbatch.Matching(ctx, srv.JS, kv, "other.*")
 	assert.ErrorIs(t, err, kvbatch.ErrTooMany, "more than %d keys match", kvbatch.MaxMatching)
+
+	union, err := kvbatch.MatchingAny(ctx, srv.JS, kv, "a.*", "other.0042", "a.2.*", "b.*")
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]byte{"a.1": []byte("a.1"), "a.2": []byte("a.2"), "a.2.deeper": []byte("a.2.deeper"), "other.0042": {}}, union)
+	_, err = kvbatch.MatchingAny(ctx, srv.JS, kv, "a.*", "other.*")
+	assert.ErrorIs(t, err, kvbatch.ErrTooMany, "more than %d keys match in all", kvbatch.MaxMatching)
 }

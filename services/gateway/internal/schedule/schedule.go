@@ -636,13 +636,9 @@ func (s *Store) IndexOrganizations(ctx context.Context) (int, error) {
 // listIndexed reads the schedules whose index keys match filter (stale
 // keys of deleted schedules are skipped) and keeps those keep accepts.
 func (s *Store) listIndexed(ctx context.Context, filter string, keep func(*exportv1.Job) bool) ([]*exportv1.Job, error) {
-	keys, err := s.kv.ListKeysFiltered(ctx, filter)
+	ids, err := s.indexedIDs(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("list schedules: %w", err)
-	}
-	var ids []string
-	for k := range keys.Keys() {
-		ids = append(ids, k[strings.LastIndexByte(k, '.')+1:])
 	}
 	var out []*exportv1.Job
 	add := func(id string, data []byte) error {
@@ -680,6 +676,36 @@ func (s *Store) listIndexed(ctx context.Context, filter string, keep func(*expor
 		}
 	}
 	return out, nil
+}
+
+// indexedIDs are the schedule ids of the index keys under filter: with
+// one direct get when batch reads are on and the keys fit one (a caller
+// has a few schedules), else by a key listing, which creates a consumer
+// and waits in the JetStream API queue: a round trip or three more on
+// every list.
+func (s *Store) indexedIDs(ctx context.Context, filter string) ([]string, error) {
+	var ids []string
+	if s.js != nil {
+		m, err := kvbatch.Matching(ctx, s.js, s.kv, filter)
+		if err == nil {
+			for k := range m {
+				ids = append(ids, k[strings.LastIndexByte(k, '.')+1:])
+			}
+			slices.Sort(ids)
+			return ids, nil
+		}
+		if !errors.Is(err, kvbatch.ErrTooMany) {
+			return nil, err
+		}
+	}
+	keys, err := s.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	for k := range keys.Keys() {
+		ids = append(ids, k[strings.LastIndexByte(k, '.')+1:])
+	}
+	return ids, nil
 }
 
 // IsHidden reports whether id was marked with Hide: one read.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
@@ -67,6 +70,7 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 		return
 	}
 	ctx := r.Context()
+	g, gctx := errgroup.WithContext(ctx)
 	sel := newSelection(sortKeys, offset+limit)
 	match := filterMemo(filter)
 	text := strings.ToLower(q.Get("q"))
@@ -93,7 +97,7 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 		for i, l := range pending {
 			ids[i] = l.e.job.GetId()
 		}
-		hidden, err := d.schedules.Hidden(ctx, ids)
+		hidden, err := d.schedules.Hidden(gctx, ids)
 		if err != nil {
 			return fmt.Errorf("list deleted: %w", err)
 		}
@@ -110,7 +114,16 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 	// what its schedule shows (ties: the listing order's first, the
 	// greater id).
 	runs := map[string]*exportv1.Job{}
-	err = d.jobs.EachSummary(ctx, d.jobScope(s), func(sum *exportv1.Job) error {
+	// The scope's schedules do not depend on its jobs: they are read
+	// beside the walk, a round trip less per list.
+	var scheds []*exportv1.Job
+	g.Go(func() (err error) {
+		if scheds, err = d.scopedSchedules(gctx, s); err != nil {
+			return fmt.Errorf("list schedules: %w", err)
+		}
+		return nil
+	})
+	err = d.jobs.EachSummary(gctx, d.jobScope(s), func(sum *exportv1.Job) error {
 		if !s.sees(sum) {
 			return nil
 		}
@@ -131,13 +144,8 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 	if err == nil {
 		err = settle()
 	}
-	if err != nil {
+	if err := errors.Join(err, g.Wait()); err != nil {
 		d.internal(w, r, "list jobs", err)
-		return
-	}
-	scheds, err := d.scopedSchedules(ctx, s)
-	if err != nil {
-		d.internal(w, r, "list schedules", err)
 		return
 	}
 	for i, sc := range scheds {
