@@ -815,6 +815,16 @@ type Page struct {
 // every job it is asked about, so a Keep that rejects most jobs reads
 // more of them.
 func (s *Store) Find(ctx context.Context, q Query) (Page, error) {
+	release, err := s.enterListing(ctx)
+	if err != nil {
+		return Page{}, err
+	}
+	defer release()
+	return s.find(ctx, q)
+}
+
+// find is Find within a listing's slot.
+func (s *Store) find(ctx context.Context, q Query) (Page, error) {
 	filter, err := q.filter()
 	if err != nil {
 		return Page{}, err

@@ -1,6 +1,7 @@
 package jobstore_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"dataport.dev/services/gateway/internal/jobstore"
 	"dataport.dev/services/gateway/internal/kvbatch"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/bustest"
 )
 
 func ids(jobs []*exportv1.Job) []string {
@@ -661,4 +663,35 @@ func TestCounterAddsTheEarlierSingleKey(t *testing.T) {
 	page, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, Limit: 1})
 	require.NoError(t, err)
 	assert.Equal(t, 43, page.Total)
+}
+
+// TestListingsWaitForASlot: with one listing at a time, a listing asked
+// for while another runs waits, and gives up when its context ends; once
+// the first is done the next runs.
+func TestListingsWaitForASlot(t *testing.T) {
+	srv := bustest.Start(t)
+	ctx := t.Context()
+	store, err := jobstore.Open(ctx, srv.JS, jobstore.WithConcurrentListings(1))
+	require.NoError(t, err)
+	require.NoError(t, create(ctx, store, scoped("a-1", "alice", "rebilly", "acme", exportv1.JobKind_JOB_KIND_RECORDS, 1)))
+
+	inside, release := make(chan struct{}), make(chan struct{})
+	var g errgroup.Group
+	g.Go(func() error {
+		return store.EachSummary(ctx, jobstore.Scope{Owner: "alice"}, func(*exportv1.Job) error {
+			close(inside)
+			<-release
+			return nil
+		})
+	})
+	<-inside
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = store.Find(gone, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}})
+	require.ErrorIs(t, err, context.Canceled, "the one slot is taken")
+	close(release)
+	require.NoError(t, g.Wait())
+	page, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a-1"}, ids(page.Jobs))
 }

@@ -78,6 +78,8 @@ type Store struct {
 	retention  time.Duration
 	onTerminal func(context.Context, *exportv1.Job)
 	onChange   func(ctx context.Context, before, after *exportv1.Job)
+	// listings holds a token per Find and EachSummary under way.
+	listings chan struct{}
 }
 
 // Option configures a Store.
@@ -118,15 +120,44 @@ func WithOnChange(fn func(ctx context.Context, before, after *exportv1.Job)) Opt
 	return func(s *Store) { s.onChange = fn }
 }
 
+// WithConcurrentListings bounds the Find and EachSummary calls under way
+// at once to n (default DefaultConcurrentListings); the others wait for a
+// slot, or for their context. What a listing holds (its index entries'
+// messages, the jobs or summaries it decodes, a page's selection) is
+// most of what a gateway holds during a burst of lists: with a hundred
+// lists in flight on a machine that gave them no core, it held them all
+// at once, and the gateway's RSS followed. Lists are NATS round trips
+// and decoding, so a few at a time keep the cores and the server as busy
+// as a hundred do.
+func WithConcurrentListings(n int) Option {
+	return func(s *Store) { s.listings = make(chan struct{}, max(n, 1)) }
+}
+
+// DefaultConcurrentListings is how many listings a Store runs at once
+// unless WithConcurrentListings says otherwise.
+const DefaultConcurrentListings = 8
+
 // New returns a Store over the jobs bucket kv and its index bucket index
 // (see index.go); js is the JetStream context they live in (the one-time
 // index build reads the jobs bucket's stream).
 func New(js jetstream.JetStream, kv, index jetstream.KeyValue, opts ...Option) *Store {
-	s := &Store{js: js, kv: kv, index: index, now: time.Now}
+	s := &Store{js: js, kv: kv, index: index, now: time.Now, listings: make(chan struct{}, DefaultConcurrentListings)}
 	for _, o := range opts {
 		o(s)
 	}
 	return s
+}
+
+// enterListing waits for a listing's slot (see WithConcurrentListings);
+// release gives it back. Listings never nest, so a listing holds one
+// slot at most.
+func (s *Store) enterListing(ctx context.Context) (release func(), err error) {
+	select {
+	case s.listings <- struct{}{}:
+		return func() { <-s.listings }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("list jobs: %w", ctx.Err())
+	}
 }
 
 // Open looks up the jobs bucket and its index (declared by

@@ -147,11 +147,16 @@ func NewestFirst(a, b *exportv1.Job) int {
 // holds at most a batch of entries at a time, never the scope's: an
 // organization's hundred thousand summaries stream through fn.
 func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1.Job) error) error {
+	release, err := s.enterListing(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if sc.orgWide() {
 		return s.eachOrgSummary(ctx, sc, fn)
 	}
 	if sc.Owner == "" || sc.Parent != "" {
-		page, err := s.Find(ctx, Query{Scope: sc})
+		page, err := s.find(ctx, Query{Scope: sc})
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ package respond
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 )
 
@@ -20,6 +21,32 @@ func JSONAs(w http.ResponseWriter, contentType string, status int, v any) {
 	w.WriteHeader(status)
 	// The status is sent; a failed write means the client went away.
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Array writes items as one JSON array to w, each element encoded as it
+// is written (with each(item) as its value), so that a page of a hundred
+// jobs is never one buffer of a hundred jobs' JSON: the encoder builds a
+// whole value in memory before it writes, and a burst of lists held a
+// body each. The bytes are those json.Marshal gives the array of each's
+// values. A failed write means the client went away; Array stops then.
+func Array[T any](w io.Writer, items []T, each func(T) any) error {
+	if _, err := io.WriteString(w, "["); err != nil {
+		return err
+	}
+	for i, it := range items {
+		b, err := json.Marshal(each(it))
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			b = append([]byte{','}, b...)
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, "]")
+	return err
 }
 
 // StatusClientClosedRequest is the status an answer to a request whose

@@ -2,8 +2,11 @@ package scalebench_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"sync"
@@ -88,30 +91,7 @@ func timed(b *testing.B, op func(b *testing.B)) {
 }
 
 func BenchmarkRequestsAmongManyJobs(b *testing.B) {
-	e := gatewaytest.New(b, gatewaytest.Options{})
-	t0 := time.Now().Add(-24 * time.Hour).UTC()
-	n := otherJobs(b)
-	fill(b, e.Jobs, n, func(i int) *exportv1.Job {
-		return &exportv1.Job{Id: fmt.Sprintf("other-%07d", i), OwnerId: fmt.Sprintf("owner-%04d", i%1000),
-			Kind: exportv1.JobKind_JOB_KIND_RECORDS, Dialect: "rebilly", OrganizationId: gatewaytest.Org,
-			State: exportv1.JobState_JOB_STATE_COMPLETED, CreatedAt: timestamppb.New(t0.Add(time.Duration(i) * time.Millisecond))}
-	})
-	fill(b, e.Jobs, ownJobs, func(i int) *exportv1.Job {
-		return &exportv1.Job{Id: fmt.Sprintf("admin-%04d", i), OwnerId: gatewaytest.AdminID,
-			Kind: exportv1.JobKind_JOB_KIND_ROOM, Dialect: "rocketchat", Room: &exportv1.RoomScope{RoomId: gatewaytest.RoomGeneral},
-			State: exportv1.JobState_JOB_STATE_COMPLETED, CreatedAt: timestamppb.New(t0.Add(time.Duration(i) * time.Second))}
-	})
-	fill(b, e.Jobs, ownJobs, func(i int) *exportv1.Job {
-		state := exportv1.JobState_JOB_STATE_COMPLETED
-		if i%2 == 0 {
-			state = exportv1.JobState_JOB_STATE_FAILED
-		}
-		return &exportv1.Job{Id: fmt.Sprintf("alice-%04d", i), OwnerId: gatewaytest.UserID,
-			Kind: exportv1.JobKind_JOB_KIND_RECORDS, Dialect: "rebilly", OrganizationId: gatewaytest.Org,
-			State: state, CreatedAt: timestamppb.New(t0.Add(time.Duration(i) * time.Second))}
-	})
-	b.Logf("projection: %d jobs of other owners, %d of each caller", n, ownJobs)
-
+	e := filled(b)
 	get := func(b *testing.B, path string, c gatewaytest.Creds) {
 		r := e.Do(b, http.MethodGet, path, c, "")
 		if r.Status != http.StatusOK {
@@ -140,4 +120,132 @@ func BenchmarkRequestsAmongManyJobs(b *testing.B) {
 	b.Run("rocketchat-data-download-poll", func(b *testing.B) {
 		timed(b, func(b *testing.B) { get(b, "/api/v1/users.requestDataDownload", gatewaytest.AsUser) })
 	})
+}
+
+// filled is the in-process gateway over a projection of
+// DATAPORT_BENCH_JOBS jobs of other owners and ownJobs of the admin
+// (Rocket.Chat room exports) and of alice (Rebilly exports).
+func filled(b *testing.B) *gatewaytest.Env {
+	e := gatewaytest.New(b, gatewaytest.Options{})
+	t0 := time.Now().Add(-24 * time.Hour).UTC()
+	n := otherJobs(b)
+	fill(b, e.Jobs, n, func(i int) *exportv1.Job {
+		return &exportv1.Job{Id: fmt.Sprintf("other-%07d", i), OwnerId: fmt.Sprintf("owner-%04d", i%1000),
+			Kind: exportv1.JobKind_JOB_KIND_RECORDS, Dialect: "rebilly", OrganizationId: gatewaytest.Org,
+			State: exportv1.JobState_JOB_STATE_COMPLETED, CreatedAt: timestamppb.New(t0.Add(time.Duration(i) * time.Millisecond))}
+	})
+	fill(b, e.Jobs, ownJobs, func(i int) *exportv1.Job {
+		return &exportv1.Job{Id: fmt.Sprintf("admin-%04d", i), OwnerId: gatewaytest.AdminID,
+			Kind: exportv1.JobKind_JOB_KIND_ROOM, Dialect: "rocketchat", Room: &exportv1.RoomScope{RoomId: gatewaytest.RoomGeneral},
+			State: exportv1.JobState_JOB_STATE_COMPLETED, CreatedAt: timestamppb.New(t0.Add(time.Duration(i) * time.Second))}
+	})
+	fill(b, e.Jobs, ownJobs, func(i int) *exportv1.Job {
+		state := exportv1.JobState_JOB_STATE_COMPLETED
+		if i%2 == 0 {
+			state = exportv1.JobState_JOB_STATE_FAILED
+		}
+		return &exportv1.Job{Id: fmt.Sprintf("alice-%04d", i), OwnerId: gatewaytest.UserID,
+			Kind: exportv1.JobKind_JOB_KIND_RECORDS, Dialect: "rebilly", OrganizationId: gatewaytest.Org,
+			State: state, CreatedAt: timestamppb.New(t0.Add(time.Duration(i) * time.Second))}
+	})
+	b.Logf("projection: %d jobs of other owners, %d of each caller", n, ownJobs)
+	return e
+}
+
+// BenchmarkListBurst sends burst lists at once, as a loaded machine's
+// queue releases them, and reports the most the live heap grew above its
+// size before the burst (peak-live-MiB): what lists in flight hold at
+// once, which a gateway's RSS follows. Bodies are read and dropped, so
+// the client holds none.
+//
+//	go test -run '^$' -bench BenchmarkListBurst -benchtime 10x ./internal/scalebench/
+func BenchmarkListBurst(b *testing.B) {
+	const burst = 100
+	e := filled(b)
+	for _, tc := range []struct {
+		name, path string
+		c          gatewaytest.Creds
+	}{
+		{"native-list", "/v1/exports?limit=100", gatewaytest.AsAdmin},
+		{"rebilly-list-filter-sort", "/data-exports?filter=status:completed&sort=-createdTime&limit=100", gatewaytest.APIKey(gatewaytest.UserAPIKey)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: burst}}
+			defer client.CloseIdleConnections()
+			list := func() error {
+				req, err := http.NewRequestWithContext(b.Context(), http.MethodGet, e.URL+tc.path, nil)
+				if err != nil {
+					return err
+				}
+				for k, v := range map[string]string{"X-User-Id": tc.c.User, "X-Auth-Token": tc.c.Token, "REB-APIKEY": tc.c.APIKey} {
+					if v != "" {
+						req.Header.Set(k, v)
+					}
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					return err
+				}
+				defer func() { _ = resp.Body.Close() }()
+				if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+					return err
+				}
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("GET %s: %d", tc.path, resp.StatusCode)
+				}
+				return nil
+			}
+			require.NoError(b, list())
+			var peak uint64
+			var ds []time.Duration
+			for b.Loop() {
+				runtime.GC()
+				stop := sampleHeap()
+				start := time.Now()
+				var wg sync.WaitGroup
+				errs := make(chan error, burst)
+				for range burst {
+					wg.Go(func() { errs <- list() })
+				}
+				wg.Wait()
+				ds = append(ds, time.Since(start))
+				idle, top := stop()
+				peak = max(peak, top-min(idle, top))
+				close(errs)
+				for err := range errs {
+					require.NoError(b, err)
+				}
+			}
+			percentiles(b, ds)
+			b.ReportMetric(float64(peak)/(1<<20), "peak-live-MiB")
+		})
+	}
+}
+
+// sampleHeap samples the live heap every millisecond until the returned
+// function is called, which answers the live heap at the start and the
+// most seen.
+func sampleHeap() func() (idle, peak uint64) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	read := func() uint64 { metrics.Read(sample); return sample[0].Value.Uint64() }
+	idle := read()
+	done, result := make(chan struct{}), make(chan uint64)
+	go func() {
+		peak := idle
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				result <- peak
+				return
+			case <-tick.C:
+				peak = max(peak, read())
+			}
+		}
+	}()
+	return func() (uint64, uint64) {
+		close(done)
+		return idle, <-result
+	}
 }

@@ -1,6 +1,7 @@
 package native
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -102,9 +103,10 @@ type fileView struct {
 	ExpiresAt string `json:"expiresAt,omitempty"`
 }
 
-type listView struct {
-	Items []exportView `json:"items"`
-	Total int          `json:"total"`
+// listTail is what the body of GET /v1/exports holds after its items
+// (written first, see listExports): {"items":[...],"total":...,"next":...}.
+type listTail struct {
+	Total int `json:"total"`
 	// Next is the cursor of the following page (after=), absent on the
 	// last one.
 	Next string `json:"next,omitempty"`
@@ -177,11 +179,23 @@ func (a *API) listExports(w http.ResponseWriter, r *http.Request) {
 		a.internalError(w, r, "list jobs", err, "user_id", u.GetId())
 		return
 	}
-	out := listView{Items: make([]exportView, 0, len(page.Jobs)), Total: page.Total, Next: page.Next}
-	for _, j := range page.Jobs {
-		out.Items = append(out.Items, a.view(j))
+	// The items are rendered and encoded one at a time as they are
+	// written (respond.Array), then the tail's fields close the object.
+	tail, err := json.Marshal(listTail{Total: page.Total, Next: page.Next})
+	if err != nil {
+		a.internalError(w, r, "list jobs", err, "user_id", u.GetId())
+		return
 	}
-	respond.JSON(w, http.StatusOK, out)
+	tail[0] = ','
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.WriteString(w, `{"items":`); err != nil {
+		return
+	}
+	if err := respond.Array(w, page.Jobs, func(j *exportv1.Job) any { return a.view(j) }); err != nil {
+		return
+	}
+	_, _ = w.Write(append(tail, '\n'))
 }
 
 // view renders a job; files get freshly signed links, and only once the

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -163,19 +164,23 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 		return
 	}
 	expandUser := strings.Contains(q.Get("expand"), "user")
-	page := make([]item, 0, len(shownEntries))
-	for _, e := range shownEntries {
-		var u *sourcev1.User
-		if expandUser {
-			u = d.owner(ctx, s, e.job.GetOwnerId())
-		}
-		page = append(page, d.render(e, s, u))
-	}
 	h := w.Header()
 	h.Set("Pagination-Total", strconv.Itoa(sel.total))
 	h.Set("Pagination-Limit", strconv.Itoa(limit))
 	h.Set("Pagination-Offset", strconv.Itoa(offset))
-	respond.JSON(w, http.StatusOK, page)
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	// Each item is rendered and encoded as it is written, not the page
+	// built first (respond.Array).
+	if err := respond.Array(w, shownEntries, func(e entry) any {
+		var u *sourcev1.User
+		if expandUser {
+			u = d.owner(ctx, s, e.job.GetOwnerId())
+		}
+		return d.render(e, s, u)
+	}); err == nil {
+		_, _ = io.WriteString(w, "\n")
+	}
 }
 
 // hiddenBatch is how many matching jobs the list holds before it reads
