@@ -53,14 +53,16 @@ import (
 // that newest sorts first; <day> (6 digits) and <minute> (9 digits) are
 // created_at's UTC day and minute since 1970, counted down the same way.
 //
-// An owner's page is read bucket by bucket, newest first: the owner's day
-// markers, then the minute markers of a day, then the entries of one
-// minute, each a direct get of the keys under one filter (kvbatch.Matching,
+// An owner's page is read bucket by bucket, newest first: the owner's
+// minute markers (or, past what one get answers, its day markers and
+// then a day's minute markers), then the entries of a few minutes, each
+// a direct get of the keys under one or more filters (kvbatch.MatchingAny,
 // which never waits in the JetStream API queue), until the page is full.
-// A page of n jobs thus reads about n entries plus the markers of the
-// days and minutes it passes through, whatever else the owner or the
-// projection holds. The total a listing reports is the owner's counter,
-// not a count of entries.
+// Reads that need no marker ride on the first get: the owner's counter,
+// and the cursor's minute of a page after a cursor. A page of n jobs
+// thus reads about n entries plus the markers of the days and minutes it
+// passes through, whatever else the owner or the projection holds. The
+// total a listing reports is the owner's counter, not a count of entries.
 //
 // An organization's entries are only ever read all at once (an
 // administrator's Rebilly list filters, sorts and counts all of them), so
@@ -234,11 +236,9 @@ func orgKey(job *exportv1.Job, hash func(string) string) string {
 	return strings.Join([]string{orgBase(org, job.GetDialect(), hash), kindToken(job.GetKind()), inverted(stamp(job)), job.GetId()}, ".")
 }
 
-// lastingKeys are the entries a job keeps for its life: the owner entry
-// first, then the organization entry if the job has an organization.
-func lastingKeys(job *exportv1.Job) []string { return lastingKeysWith(job, hashToken) }
-
-// lastingKeysWith is lastingKeys with hash as hashToken (a memo of it).
+// lastingKeysWith are the entries a job keeps for its life: the owner
+// entry first, then the organization entry if the job has an
+// organization, then its schedule's; hash is hashToken or a memo of it.
 func lastingKeysWith(job *exportv1.Job, hash func(string) string) []string {
 	keys := []string{ownKey(job, hash)}
 	if k := orgKey(job, hash); k != "" {
@@ -506,7 +506,7 @@ func (s *Store) bump(ctx context.Context, key string, delta int64, op string) er
 // counterBackoff is a full-jitter pause that doubles up to 64 ms: one
 // owner's counter is contended by every create of that owner at once (a
 // burst of scheduled runs, a bulk fill), and pauses growing only by a
-// millisecond per attempt let 16 writers use up maxAttempts.
+// millisecond per attempt let 16 writers use up their attempts.
 func counterBackoff(attempt int) time.Duration {
 	ceiling := time.Millisecond << min(attempt, 6)
 	return time.Duration(rand.Int64N(int64(ceiling)))
