@@ -534,8 +534,15 @@ func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time) error {
 			t.Log.InfoContext(ctx, "job ended before its part started", "ended", err.Error())
 			return err
 		}
+		if t.Job.GetState() == exportv1.JobState_JOB_STATE_COMPLETED {
+			// Every part was reported and delivered: this is a repeated
+			// delivery of a task already done, and what it would write the
+			// archiver may already have cleaned up.
+			t.Log.InfoContext(ctx, "job already completed; part not run again")
+			return nil
+		}
 		if t.done, err = r.run(ctx, t, k); err != nil {
-			return err
+			return r.completedMeanwhile(ctx, t, err)
 		}
 	}
 	res := t.done
@@ -569,6 +576,24 @@ func (r *Runner) attempt(ctx context.Context, t *Task, start time.Time) error {
 	attrs := append([]any{"records", res.Records, "bytes", res.Bytes, "files", len(res.Files),
 		"duration", r.opts.Now().Sub(start).String()}, res.Log...)
 	t.Log.InfoContext(ctx, "part uploaded", attrs...)
+	return nil
+}
+
+// completedMeanwhile is the verdict on a run that failed with err: nil
+// when the job completed while it ran. Only a repeated run of a part can
+// see that (the job completes once every part is reported), and the
+// archiver deletes a split export's state, which a repeated range reads,
+// once the job is completed; failing, or retrying until the last delivery
+// fails the job, would undo a job that is done.
+func (r *Runner) completedMeanwhile(ctx context.Context, t *Task, err error) error {
+	if errors.Is(err, jobview.ErrCanceled) || errors.Is(err, jobview.ErrFailed) {
+		return err
+	}
+	job, jerr := r.jobs.Get(ctx, t.Task.GetJobId())
+	if jerr != nil || job.GetState() != exportv1.JobState_JOB_STATE_COMPLETED {
+		return err
+	}
+	t.Log.InfoContext(ctx, "job completed while its part ran again; nothing left to do", "error", err)
 	return nil
 }
 

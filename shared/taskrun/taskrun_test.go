@@ -604,3 +604,44 @@ func TestTickReportsAndStops(t *testing.T) {
 	}
 	assert.Equal(t, []uint64{0, 10, 20, 30, 35}, reports, "start, every ProgressRecords, final")
 }
+
+// TestRunnerLeavesCompletedJobsAlone: a task delivered again after its job
+// completed does not run, and a repeated run that fails because its job
+// completed meanwhile (the archiver deleted the split state it reads)
+// ends without failing the job; the same failure while the job is still
+// being exported is retried.
+func TestRunnerLeavesCompletedJobsAlone(t *testing.T) {
+	e := setup(t, nil)
+	outer := t
+	var k fakeKind
+	k.run = func(ctx context.Context, t *taskrun.Task) (*taskrun.Result, error) {
+		if t.Task.GetJobId() == "jc-meanwhile" {
+			e.setJob(outer, t.Task.GetJobId(), exportv1.JobState_JOB_STATE_COMPLETED)
+		}
+		return nil, fmt.Errorf("range report of part 0: %w", blob.ErrNotFound)
+	}
+	e.run.Register(exportv1.PartKind_PART_KIND_RECORDS, &k)
+
+	t.Run("completed before", func(t *testing.T) {
+		e.setJob(t, "jc-before", exportv1.JobState_JOB_STATE_COMPLETED)
+		require.NoError(t, e.run.Export(t.Context(), task("jc-before", exportv1.PartKind_PART_KIND_RECORDS)))
+		assert.Zero(t, k.runs.Load(), "not run")
+	})
+	t.Run("completed meanwhile", func(t *testing.T) {
+		e.setJob(t, "jc-meanwhile", exportv1.JobState_JOB_STATE_PROCESSING)
+		require.NoError(t, e.run.Export(t.Context(), task("jc-meanwhile", exportv1.PartKind_PART_KIND_RECORDS)))
+		assert.EqualValues(t, 1, k.runs.Load())
+	})
+	t.Run("still processing", func(t *testing.T) {
+		e.setJob(t, "jc-processing", exportv1.JobState_JOB_STATE_PROCESSING)
+		err := e.run.Export(t.Context(), task("jc-processing", exportv1.PartKind_PART_KIND_RECORDS))
+		require.ErrorIs(t, err, blob.ErrNotFound, "retried")
+		assert.False(t, bus.IsPermanent(err))
+	})
+	for _, id := range []string{"jc-before", "jc-meanwhile", "jc-processing"} {
+		var m exportv1.ExportFailed
+		assert.False(t, e.event(t, bus.EventFailed, id, &m), "%s: no failure", id)
+		var p exportv1.PartUploaded
+		assert.False(t, e.event(t, bus.EventPart, id, &p), "%s: no part", id)
+	}
+}

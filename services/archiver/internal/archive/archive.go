@@ -299,6 +299,11 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, parts []*expo
 	if ended != "" {
 		// Re-verifying would stream every part again for nothing.
 		log.InfoContext(ctx, "job already ended; nothing to finalise", "event", string(ended))
+		if ended == bus.EventCompleted {
+			// A crash after the completion was stored, or a range that ran
+			// twice and reported again, may have left what Clean deletes.
+			a.clean(ctx, Job{ID: jobID, Kind: last.GetKind(), OwnerID: last.GetOwnerId()}, parts)
+		}
 		return nil
 	}
 	if err := a.publisher.PublishStatus(ctx, bus.EventFinalizing, jobID, "", &exportv1.ExportFinalizing{
@@ -344,7 +349,17 @@ func (a *Archiver) finalize(ctx context.Context, log *slog.Logger, parts []*expo
 		return err
 	}
 	log.InfoContext(ctx, "job completed", "files", len(d.Files), "archive", d.Archive.GetName())
+	a.clean(ctx, job, parts)
 	return nil
+}
+
+// clean lets the packager delete what packaging left and the delivery no
+// longer needs (Cleaner), once the job's completion is stored: a crash
+// before that redoes the packaging, which may still need it.
+func (a *Archiver) clean(ctx context.Context, job Job, parts []*exportv1.PartUploaded) {
+	if c, ok := a.packager.(Cleaner); ok {
+		c.Clean(ctx, job, parts)
+	}
 }
 
 // ended returns the terminal event already stored for the job, or "".

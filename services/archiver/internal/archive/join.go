@@ -32,18 +32,38 @@ import (
 //     small file, whose one pass costs little).
 //
 // Either way the pieces are verified by the checksums the store kept for
-// them (verifyObject, without reading them), the file's SHA-256 is
-// computed from the joined bytes themselves, and the pieces are deleted
-// once the file exists. A join repeated after that (a redelivered last
-// part) finds the file with its expected size and reads it for its
-// SHA-256 again rather than failing on the deleted pieces.
+// them (verifyObject, without reading them) and the file's SHA-256 is
+// computed from the joined bytes themselves. A join repeated (a
+// redelivered last part) finds the file with its expected size and reads
+// it for its SHA-256 again, so it ends well whether or not the pieces are
+// still there. They and everything else the ranges left under the job's
+// parts prefix go once the job's completion is stored (Clean), not before:
+// until then a crash or a repeated range may still need them.
 
 // Composer joins objects server-side; *blob.Store implements it. Compose
 // makes the object visible only once complete. A Joiner composes when its
-// Objects implement Composer, and deletes pieces when they have
-// Delete(ctx, bucket, key) error (deleting a missing key succeeds).
+// Objects implement Composer, and deletes pieces and split state when they
+// implement Deleter.
 type Composer interface {
 	Compose(ctx context.Context, bucket, key string, srcs []blob.ComposeSource, contentType string) (blob.Info, error)
+}
+
+// Deleter lists and deletes objects; *blob.Store implements it. List
+// returns the objects under prefix; deleting a missing key succeeds.
+type Deleter interface {
+	List(ctx context.Context, bucket, prefix string) ([]blob.Info, error)
+	Delete(ctx context.Context, bucket, key string) error
+}
+
+// Cleaner is a Packager whose packaging leaves objects that the delivered
+// files no longer need. The Archiver calls Clean once the job's
+// ExportCompleted is stored, and again whenever it handles one of the
+// job's part events after that (a redelivered last part, a range that ran
+// twice reporting again), so Clean must be idempotent. It is best effort:
+// what it cannot delete is left to the retention sweep, which deletes
+// everything under the job's prefix.
+type Cleaner interface {
+	Clean(ctx context.Context, job Job, parts []*exportv1.PartUploaded)
 }
 
 // Rejection reasons of a split record export over its caps, in the words
@@ -96,11 +116,7 @@ type segment struct {
 // Package joins the job's pieces into one file, or hands a job without
 // pieces to Then.
 func (j *Joiner) Package(ctx context.Context, job Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
-	split := false
-	for _, p := range parts {
-		split = split || p.GetPiece() != nil
-	}
-	if !split {
+	if !isSplit(parts) {
 		return j.Then.Package(ctx, job, parts)
 	}
 	log := j.Logger
@@ -123,9 +139,6 @@ func (j *Joiner) Package(ctx context.Context, job Job, parts []*exportv1.PartUpl
 	}
 	start := time.Now()
 	if done, err := j.joinedBefore(ctx, f); done || err != nil {
-		if err == nil {
-			j.deletePieces(ctx, log, parts)
-		}
 		return []*exportv1.File{f}, err
 	}
 	for _, p := range parts {
@@ -163,8 +176,17 @@ func (j *Joiner) Package(ctx context.Context, job Job, parts []*exportv1.PartUpl
 	log.InfoContext(ctx, "pieces joined", "job_id", job.ID, "method", method, "pieces", len(parts),
 		"size", f.GetSize(), "records", f.GetRecords(), "join_ms", done.Sub(start).Milliseconds(),
 		"verify_ms", verified.Sub(start).Milliseconds(), "write_ms", hashed.Sub(verified).Milliseconds(), "hash_ms", hashMs)
-	j.deletePieces(ctx, log, parts)
 	return []*exportv1.File{f}, nil
+}
+
+// isSplit reports whether the parts are pieces of one file.
+func isSplit(parts []*exportv1.PartUploaded) bool {
+	for _, p := range parts {
+		if p.GetPiece() != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // layout checks that every part is one piece and returns the segments of
@@ -335,13 +357,11 @@ func (r *segmentReader) close() {
 	r.cur, r.left = nil, nil
 }
 
-// deletePieces removes the pieces once the file exists (or will never be
-// delivered). A failure only leaves them to the retention sweep, which
-// deletes everything under the job's prefix.
+// deletePieces removes the pieces of an export that will never be
+// delivered (over its caps). A failure only leaves them to the retention
+// sweep, which deletes everything under the job's prefix.
 func (j *Joiner) deletePieces(ctx context.Context, log *slog.Logger, parts []*exportv1.PartUploaded) {
-	d, ok := j.Objects.(interface {
-		Delete(ctx context.Context, bucket, key string) error
-	})
+	d, ok := j.Objects.(Deleter)
 	if !ok {
 		return
 	}
@@ -353,5 +373,55 @@ func (j *Joiner) deletePieces(ctx context.Context, log *slog.Logger, parts []*ex
 		if err := d.Delete(ctx, j.Bucket, key); err != nil {
 			log.WarnContext(ctx, "piece not deleted", "job_id", p.GetJobId(), "part", p.GetPart(), "error", err)
 		}
+	}
+}
+
+// Clean deletes what the parts of a joined split export left under the
+// job's parts prefix: the pieces (those announced, and an index stage's
+// or a repeated range's that were not) and a split room export's state
+// (id tables, reports, cross lists, root and miss lists). The joined
+// file, the archive and the manifest are under the files prefix and
+// stay; so does a part's attachment list (objects.AttachmentListKey),
+// which describes what the archive holds. Jobs whose parts are not pieces
+// deliver their parts' objects themselves and lose nothing.
+//
+// It runs only once the completion is stored: a join repeated before
+// that (the archiver crashed after writing the file) still finds what it
+// verifies, and a range still running by then finds its job completed
+// and ends without needing anything here (taskrun).
+func (j *Joiner) Clean(ctx context.Context, job Job, parts []*exportv1.PartUploaded) {
+	d, ok := j.Objects.(Deleter)
+	if !ok || !isSplit(parts) {
+		return
+	}
+	log := j.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx = context.WithoutCancel(ctx)
+	prefix := objects.PartsPrefix(job.ID)
+	infos, err := d.List(ctx, j.Bucket, prefix)
+	if err != nil {
+		log.WarnContext(ctx, "split export's leftovers not listed; left to retention", "job_id", job.ID, "prefix", prefix, "error", err)
+		return
+	}
+	keep := make(map[string]bool, len(parts))
+	for i := range parts {
+		keep[objects.AttachmentListKey(job.ID, uint32(i))] = true
+	}
+	deleted, failed := 0, 0
+	for _, info := range infos {
+		if keep[info.Key] {
+			continue
+		}
+		if err := d.Delete(ctx, j.Bucket, info.Key); err != nil {
+			failed++
+			log.WarnContext(ctx, "split export's leftover not deleted; left to retention", "job_id", job.ID, "object_key", info.Key, "error", err)
+			continue
+		}
+		deleted++
+	}
+	if deleted > 0 || failed > 0 {
+		log.InfoContext(ctx, "deleted split export's leftovers", "job_id", job.ID, "objects", deleted, "failed", failed)
 	}
 }

@@ -82,8 +82,8 @@ func rows(seed string, n int) string {
 // left out when no earlier piece held a row), with the SHA-256 of those
 // bytes; composed server-side when every piece but the last reaches S3's
 // part minimum (the file then read once, for its SHA-256), streamed
-// otherwise (each piece read once). The pieces are deleted, and joining
-// again afterwards gives the same file.
+// otherwise (each piece read once). Joining again gives the same file,
+// with the pieces and once they are cleaned up.
 func TestJoinPieces(t *testing.T) {
 	e := prepare(t)
 	big1, big2 := rows("a", blob.MinPartSize), rows("b", blob.MinPartSize+100)
@@ -129,12 +129,17 @@ func TestJoinPieces(t *testing.T) {
 			assert.Equal(t, "application/json", f.GetContentType())
 			assert.True(t, bytes.Equal([]byte(tc.want), e.read(t, f.GetObjectKey())), "joined bytes")
 			assert.Equal(t, tc.opens, reads.opens.Load(), "object reads (%s)", tc.method)
+			job := archive.Job{ID: jobID, Kind: exportv1.JobKind_JOB_KIND_RECORDS}
+			again, err := pkg.Package(t.Context(), job, parts)
+			require.NoError(t, err, "joined again, as after a crash before the completion was stored")
+			assert.Empty(t, cmpFiles(files, again))
+
+			pkg.(archive.Cleaner).Clean(t.Context(), job, parts)
 			for _, p := range parts {
 				_, err := e.store.Stat(t.Context(), bucket, p.GetFile().GetObjectKey())
 				assert.ErrorIs(t, err, blob.ErrNotFound, "piece %d deleted", p.GetPart())
 			}
-
-			again, err := pkg.Package(t.Context(), archive.Job{ID: jobID, Kind: exportv1.JobKind_JOB_KIND_RECORDS}, parts)
+			again, err = pkg.Package(t.Context(), job, parts)
 			require.NoError(t, err, "joined again after the pieces are gone")
 			assert.Empty(t, cmpFiles(files, again))
 		})

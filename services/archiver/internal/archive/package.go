@@ -100,6 +100,17 @@ func (b ByKind) Deliver(ctx context.Context, job Job, parts []*exportv1.PartUplo
 	return deliver(ctx, b.Default, job, parts)
 }
 
+// Clean hands the job to the packager of its kind when it is a Cleaner.
+func (b ByKind) Clean(ctx context.Context, job Job, parts []*exportv1.PartUploaded) {
+	p, ok := b.Kinds[job.Kind]
+	if !ok {
+		p = b.Default
+	}
+	if c, ok := p.(Cleaner); ok {
+		c.Clean(ctx, job, parts)
+	}
+}
+
 // NewDefaultPackager returns the packaging Dataport uses: a user-data
 // download becomes one zip archive with a manifest; a room export delivers
 // its room document, and bundles it with the room's attachments in a zip
@@ -207,6 +218,12 @@ func (p *RoomArchive) Deliver(ctx context.Context, job Job, parts []*exportv1.Pa
 		return Delivery{}, err
 	}
 	return Delivery{Files: files, Archive: archive, Parts: m.Parts}, nil
+}
+
+// Clean deletes what a split room export's ranges left (Joiner.Clean);
+// the parts of an unsplit one are its delivery.
+func (p *RoomArchive) Clean(ctx context.Context, job Job, parts []*exportv1.PartUploaded) {
+	(&Joiner{Objects: p.Objects, Bucket: p.Bucket, Logger: p.Logger}).Clean(ctx, job, parts)
 }
 
 // PartsAsFiles delivers the parts as they are: a one-part room export is
