@@ -65,6 +65,29 @@ func LastEvent(t testing.TB, js jetstream.JetStream, ev bus.Event, jobID string,
 	return true
 }
 
+// WaitOutcome waits up to within for jobID's ExportCompleted or
+// ExportFailed and returns the one that came, the other nil; it fails the
+// test if neither does. Benchmarks that run whole exports wait with it,
+// under a bound that covers their largest case.
+func WaitOutcome(t testing.TB, js jetstream.JetStream, jobID string, within time.Duration) (*exportv1.ExportCompleted, *exportv1.ExportFailed) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var done exportv1.ExportCompleted
+		if LastEvent(t, js, bus.EventCompleted, jobID, &done) {
+			return &done, nil
+		}
+		var failed exportv1.ExportFailed
+		if LastEvent(t, js, bus.EventFailed, jobID, &failed) {
+			return nil, &failed
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s neither completed nor failed within %v", jobID, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // WaitEvent waits up to two minutes for jobID's status event of kind ev
 // and decodes the last one into m; it fails the test if none comes. The
 // bound is generous because it is only a bound: a long export under -race

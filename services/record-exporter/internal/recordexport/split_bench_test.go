@@ -1,19 +1,14 @@
 package recordexport_test
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +23,8 @@ import (
 	"dataport.dev/shared/bustest"
 	sharedconfig "dataport.dev/shared/config"
 	"dataport.dev/shared/objects"
+	"dataport.dev/shared/procstat"
+	"dataport.dev/shared/servicetest"
 	"dataport.dev/shared/taskrun/taskruntest"
 )
 
@@ -55,7 +52,7 @@ type splitResult struct {
 	join            joinLog
 	size, records   uint64
 	sha256          string
-	cpu             map[string]time.Duration
+	cpu             procstat.Times
 	// load is the machine's 1-minute load average when the case ended:
 	// other work on the machine takes cores from the case.
 	load string
@@ -100,11 +97,7 @@ func BenchmarkSplitExport(b *testing.B) {
 	if s := os.Getenv(envFormats); s != "" {
 		formats = strings.Split(s, ",")
 	}
-	root, ok := findRoot()
-	if !ok {
-		b.Fatal("repository root not found")
-	}
-	bins := buildServices(b, root, "record-exporter", "archiver")
+	bins := servicetest.Build(b, "record-exporter", "archiver")
 	nc, natsPid := startNATSProcess(b)
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -130,7 +123,7 @@ func BenchmarkSplitExport(b *testing.B) {
 		"DATAPORT_RECORD_MAX_BYTES=" + strconv.Itoa(1<<44),
 	}
 	joins := make(chan joinLog, 16)
-	archiver := startService(b, filepath.Join(bins, "archiver"), "archiver", env, func(line []byte) {
+	archiver := servicetest.Start(b, filepath.Join(bins, "archiver"), "archiver", env, func(line []byte) {
 		var l struct {
 			Msg string `json:"msg"`
 			joinLog
@@ -139,7 +132,7 @@ func BenchmarkSplitExport(b *testing.B) {
 			joins <- l.joinLog
 		}
 	})
-	exporters := []*service{startService(b, filepath.Join(bins, "record-exporter"), "record-exporter-1", env, nil)}
+	exporters := []*servicetest.Process{servicetest.Start(b, filepath.Join(bins, "record-exporter"), "exporter-1", env, nil)}
 
 	subject, err := bus.RecordSubject("transactions", benchOrg)
 	if err != nil {
@@ -163,11 +156,11 @@ func BenchmarkSplitExport(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	minioPid := pidOf(b, "minio", ms.Config.Endpoint)
-	procs := func() map[string]int {
-		m := map[string]int{"nats-server": natsPid, "minio": minioPid, "archiver": archiver.cmd.Process.Pid, "bench": os.Getpid()}
+	minioPid := servicetest.Find(b, "minio", ms.Config.Endpoint)
+	procs := func() procstat.Processes {
+		m := procstat.Processes{"nats-server": natsPid, "minio": minioPid, "archiver": archiver.Pid(), "bench": os.Getpid()}
 		for _, x := range exporters {
-			m[x.name] = x.cmd.Process.Pid
+			m[x.Name] = x.Pid()
 		}
 		return m
 	}
@@ -187,13 +180,13 @@ func BenchmarkSplitExport(b *testing.B) {
 		}
 		for _, c := range cases {
 			for len(exporters) < c.exporters {
-				exporters = append(exporters, startService(b, filepath.Join(bins, "record-exporter"),
-					fmt.Sprintf("record-exporter-%d", len(exporters)+1), env, nil))
+				exporters = append(exporters, servicetest.Start(b, filepath.Join(bins, "record-exporter"),
+					fmt.Sprintf("exporter-%d", len(exporters)+1), env, nil))
 			}
 			seq++
 			id := fmt.Sprintf("split-%s-%d", format, seq)
 			bustest.Put(b, js, bus.BucketJobs, id, &exportv1.Job{Id: id, Name: "bench", State: exportv1.JobState_JOB_STATE_PROCESSING, Kind: exportv1.JobKind_JOB_KIND_RECORDS})
-			before := cpuTimes(b, procs())
+			before := servicetest.CPUTimes(b, procs())
 			t0 := time.Now()
 			span := last.Sequence - first.Sequence + 1
 			for i := range c.parts {
@@ -213,17 +206,9 @@ func BenchmarkSplitExport(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			var done exportv1.ExportCompleted
-			deadline := time.Now().Add(time.Hour)
-			for !taskruntest.LastEvent(b, js, bus.EventCompleted, id, &done) {
-				var failed exportv1.ExportFailed
-				if taskruntest.LastEvent(b, js, bus.EventFailed, id, &failed) {
-					b.Fatalf("%s: failed: %s", c.name, failed.GetReason())
-				}
-				if time.Now().After(deadline) {
-					b.Fatalf("%s: not completed within an hour", c.name)
-				}
-				time.Sleep(20 * time.Millisecond)
+			done, failed := taskruntest.WaitOutcome(b, js, id, time.Hour)
+			if failed != nil {
+				b.Fatalf("%s: failed: %s", c.name, failed.GetReason())
 			}
 			total := time.Since(t0)
 			var lastPart exportv1.PartUploaded
@@ -231,7 +216,7 @@ func BenchmarkSplitExport(b *testing.B) {
 				b.Fatal("no part event")
 			}
 			r := splitResult{splitCase: c, format: format, total: total, exporter: lastPart.GetOccurredAt().AsTime().Sub(t0),
-				cpu: since(before, cpuTimes(b, procs())), load: loadAverage()}
+				cpu: servicetest.CPUTimes(b, procs()).Since(before), load: procstat.LoadAverage()}
 			if c.parts > 1 {
 				select {
 				case r.join = <-joins:
@@ -270,86 +255,11 @@ func BenchmarkSplitExport(b *testing.B) {
 		}
 		fmt.Printf("%-6s %-22s %9.2f %11.0f %7.2f %10.2f %8.2f %-8s %9.2f %8.2f %5s  %s\n", r.format, r.name, r.total.Seconds(),
 			float64(r.records)/r.total.Seconds(), ref.Seconds()/r.total.Seconds(), r.exporter.Seconds(), float64(r.join.JoinMs)/1000,
-			r.join.Method, float64(r.join.WriteMs)/1000, float64(r.join.HashMs)/1000, r.load, cpuLine(r.cpu))
+			r.join.Method, float64(r.join.WriteMs)/1000, float64(r.join.HashMs)/1000, r.load,
+			r.cpu.Line("exporter-1", "exporter-2", "nats-server", "minio", "archiver", "bench"))
 	}
 	if len(results) > 0 {
-		fmt.Printf("file: %.1f MiB; peak RSS: %s\n", mib(results[0].size), rssLine(b, exporters, archiver))
-	}
-}
-
-// buildServices builds the named services' binaries into a temporary
-// directory.
-func buildServices(b *testing.B, root string, names ...string) string {
-	b.Helper()
-	dir := b.TempDir()
-	for _, name := range names {
-		// In the module's directory, so GOWORK=off builds it too.
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), ".")
-		cmd.Dir = filepath.Join(root, "services", name)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("build %s: %v\n%s", name, err, out)
-		}
-	}
-	return dir
-}
-
-// service is a running service process.
-type service struct {
-	name string
-	cmd  *exec.Cmd
-}
-
-// startService runs bin with env and a free health address, waits for
-// its readiness and hands every line it logs to onLine (nil: dropped).
-func startService(b *testing.B, bin, name string, env []string, onLine func([]byte)) *service {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin)
-	cmd.Env = append(append(os.Environ(), env...), "DATAPORT_HEALTH_ADDR="+addr)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start %s: %v", name, err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if onLine != nil {
-				onLine(sc.Bytes())
-			}
-		}
-	}()
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		wg.Wait()
-		_ = cmd.Wait()
-	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return &service{name: name, cmd: cmd}
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s not ready: %v\n%s", name, err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+		fmt.Printf("file: %.1f MiB; peak RSS: %s\n", mib(results[0].size), servicetest.PeakRSSLine(b, append(exporters, archiver)...))
 	}
 }
 
@@ -358,93 +268,5 @@ func startNATSProcess(b *testing.B) (*nats.Conn, int) {
 	b.Helper()
 	nc := startNATS(b)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(nc.ConnectedUrl(), "nats://"))
-	return nc, pidOf(b, "nats-server", "-p "+port)
-}
-
-// pidOf finds the process whose command line names bin and holds arg.
-func pidOf(b *testing.B, bin, arg string) int {
-	b.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		cmdline := strings.ReplaceAll(string(raw), "\x00", " ")
-		if strings.Contains(cmdline, bin) && strings.Contains(cmdline, arg) {
-			return pid
-		}
-	}
-	b.Fatalf("no %s process with %q", bin, arg)
-	return 0
-}
-
-// cpuTimes reads each process's user+system CPU time.
-func cpuTimes(b *testing.B, pids map[string]int) map[string]time.Duration {
-	b.Helper()
-	out := make(map[string]time.Duration, len(pids))
-	for name, pid := range pids {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		// Fields after the command name, which may hold spaces.
-		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
-		utime, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		// Linux reports clock ticks of 1/100 s (USER_HZ).
-		out[name] = time.Duration(utime+stime) * 10 * time.Millisecond
-	}
-	return out
-}
-
-// loadAverage is /proc/loadavg's 1-minute figure.
-func loadAverage() string {
-	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Fields(string(raw))[0]
-}
-
-func since(before, after map[string]time.Duration) map[string]time.Duration {
-	out := make(map[string]time.Duration, len(after))
-	for k, v := range after {
-		out[k] = v - before[k]
-	}
-	return out
-}
-
-func cpuLine(cpu map[string]time.Duration) string {
-	var parts []string
-	for _, name := range []string{"record-exporter-1", "record-exporter-2", "nats-server", "minio", "archiver", "bench"} {
-		if d, ok := cpu[name]; ok {
-			parts = append(parts, fmt.Sprintf("%s %.1f", strings.TrimPrefix(name, "record-"), d.Seconds()))
-		}
-	}
-	return strings.Join(parts, ", ")
-}
-
-func rssLine(b *testing.B, exporters []*service, archiver *service) string {
-	var parts []string
-	for _, s := range append(append([]*service{}, exporters...), archiver) {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, line := range strings.Split(string(raw), "\n") {
-			if kb, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-				v, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")))
-				parts = append(parts, fmt.Sprintf("%s %.0f MiB", s.name, float64(v)/1024))
-			}
-		}
-	}
-	return strings.Join(parts, ", ")
+	return nc, servicetest.Find(b, "nats-server", "-p "+port)
 }

@@ -9,14 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +30,8 @@ import (
 	"dataport.dev/shared/bustest"
 	sharedconfig "dataport.dev/shared/config"
 	"dataport.dev/shared/objects"
+	"dataport.dev/shared/procstat"
+	"dataport.dev/shared/servicetest"
 	"dataport.dev/shared/taskrun/taskruntest"
 )
 
@@ -87,7 +86,7 @@ type roomSplitResult struct {
 	join            roomJoinLog
 	size, records   uint64
 	sha256          string
-	cpu             map[string]time.Duration
+	cpu             procstat.Times
 	load            string
 }
 
@@ -127,8 +126,7 @@ func BenchmarkSplitRoomExport(b *testing.B) {
 	if s := os.Getenv(envBenchFormats); s != "" {
 		formats = strings.Split(s, ",")
 	}
-	root := repoRoot(b)
-	bins := buildBenchServices(b, root, "room-exporter", "archiver")
+	bins := servicetest.Build(b, "room-exporter", "archiver")
 	url := startNATSProcess(b)
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -140,7 +138,7 @@ func BenchmarkSplitRoomExport(b *testing.B) {
 		b.Fatal(err)
 	}
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(url, "nats://"))
-	natsPid := benchPidOf(b, "nats-server", "-p "+port)
+	natsPid := servicetest.Find(b, "nats-server", "-p "+port)
 	ms := blobtest.Start(b, sharedconfig.DefaultExportBucket)
 	env := []string{
 		"DATAPORT_ENV=development",
@@ -155,7 +153,7 @@ func BenchmarkSplitRoomExport(b *testing.B) {
 		"DATAPORT_LOG_LEVEL=info",
 	}
 	joins := make(chan roomJoinLog, 16)
-	archiver := startBenchService(b, filepath.Join(bins, "archiver"), "archiver", env, func(line []byte) {
+	archiver := servicetest.Start(b, filepath.Join(bins, "archiver"), "archiver", env, func(line []byte) {
 		var l struct {
 			Msg string `json:"msg"`
 			roomJoinLog
@@ -164,7 +162,7 @@ func BenchmarkSplitRoomExport(b *testing.B) {
 			joins <- l.roomJoinLog
 		}
 	})
-	exporters := []*benchService{startBenchService(b, filepath.Join(bins, "room-exporter"), "room-exporter-1", env, nil)}
+	exporters := []*servicetest.Process{servicetest.Start(b, filepath.Join(bins, "room-exporter"), "exporter-1", env, nil)}
 
 	const roomID = "BIGROOM"
 	user := &sourcev1.User{Id: "bench-operator", Username: "bench", Roles: []string{"admin", "compliance-officer"}}
@@ -189,11 +187,11 @@ func BenchmarkSplitRoomExport(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	minioPid := benchPidOf(b, "minio", ms.Config.Endpoint)
-	procs := func() map[string]int {
-		m := map[string]int{"nats-server": natsPid, "minio": minioPid, "archiver": archiver.cmd.Process.Pid}
+	minioPid := servicetest.Find(b, "minio", ms.Config.Endpoint)
+	procs := func() procstat.Processes {
+		m := procstat.Processes{"nats-server": natsPid, "minio": minioPid, "archiver": archiver.Pid()}
 		for _, x := range exporters {
-			m[x.name] = x.cmd.Process.Pid
+			m[x.Name] = x.Pid()
 		}
 		return m
 	}
@@ -216,13 +214,13 @@ func BenchmarkSplitRoomExport(b *testing.B) {
 		}
 		for _, c := range cases {
 			for len(exporters) < c.exporters {
-				exporters = append(exporters, startBenchService(b, filepath.Join(bins, "room-exporter"),
-					fmt.Sprintf("room-exporter-%d", len(exporters)+1), env, nil))
+				exporters = append(exporters, servicetest.Start(b, filepath.Join(bins, "room-exporter"),
+					fmt.Sprintf("exporter-%d", len(exporters)+1), env, nil))
 			}
 			seq++
 			id := fmt.Sprintf("roomsplit-%s-%d", format, seq)
 			bustest.Put(b, js, bus.BucketJobs, id, &exportv1.Job{Id: id, Name: "bench", State: exportv1.JobState_JOB_STATE_PROCESSING, Kind: exportv1.JobKind_JOB_KIND_ROOM})
-			before := benchCPUTimes(b, procs())
+			before := servicetest.CPUTimes(b, procs())
 			t0 := time.Now()
 			span := last.Sequence - first.Sequence + 1
 			for i := range c.parts {
@@ -238,17 +236,9 @@ func BenchmarkSplitRoomExport(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			var done exportv1.ExportCompleted
-			deadline := time.Now().Add(time.Hour)
-			for !taskruntest.LastEvent(b, js, bus.EventCompleted, id, &done) {
-				var failed exportv1.ExportFailed
-				if taskruntest.LastEvent(b, js, bus.EventFailed, id, &failed) {
-					b.Fatalf("%s: failed: %s", c.name, failed.GetReason())
-				}
-				if time.Now().After(deadline) {
-					b.Fatalf("%s: not completed within an hour", c.name)
-				}
-				time.Sleep(20 * time.Millisecond)
+			done, failed := taskruntest.WaitOutcome(b, js, id, time.Hour)
+			if failed != nil {
+				b.Fatalf("%s: failed: %s", c.name, failed.GetReason())
 			}
 			total := time.Since(t0)
 			var lastPart exportv1.PartUploaded
@@ -256,7 +246,7 @@ func BenchmarkSplitRoomExport(b *testing.B) {
 				b.Fatal("no part event")
 			}
 			r := roomSplitResult{roomSplitCase: c, format: format, total: total, exporter: lastPart.GetOccurredAt().AsTime().Sub(t0),
-				cpu: benchSince(before, benchCPUTimes(b, procs())), load: benchLoad()}
+				cpu: servicetest.CPUTimes(b, procs()).Since(before), load: procstat.LoadAverage()}
 			if c.parts > 1 {
 				select {
 				case r.join = <-joins:
@@ -298,10 +288,11 @@ func BenchmarkSplitRoomExport(b *testing.B) {
 		}
 		fmt.Printf("%-6s %-22s %9.2f %11.0f %7.2f %10.2f %8.2f %-8s %9.2f %8.2f %5s  %s\n", r.format, r.name, r.total.Seconds(),
 			float64(r.records)/r.total.Seconds(), ref.Seconds()/r.total.Seconds(), r.exporter.Seconds(), float64(r.join.JoinMs)/1000,
-			r.join.Method, float64(r.join.WriteMs)/1000, float64(r.join.HashMs)/1000, r.load, benchCPULine(r.cpu))
+			r.join.Method, float64(r.join.WriteMs)/1000, float64(r.join.HashMs)/1000, r.load,
+			r.cpu.Line("exporter-1", "exporter-2", "nats-server", "minio", "archiver"))
 	}
 	if len(results) > 0 {
-		fmt.Printf("document: %.1f MiB; peak RSS: %s\n", mib(results[0].size), benchRSSLine(b, append(exporters, archiver)))
+		fmt.Printf("document: %.1f MiB; peak RSS: %s\n", mib(results[0].size), servicetest.PeakRSSLine(b, append(exporters, archiver)...))
 	}
 }
 
@@ -347,181 +338,4 @@ func publishSplitBenchRoom(b *testing.B, js jetstream.JetStream, room string, n 
 		publish(g.edit(m))
 	}
 	waitPublished(b, js)
-}
-
-// repoRoot is the repository's top directory.
-func repoRoot(b *testing.B) string {
-	b.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			b.Fatal("repository root (go.work) not found")
-		}
-		dir = parent
-	}
-}
-
-// buildBenchServices builds the named services into a temporary
-// directory, each in its module's directory so GOWORK=off builds it too.
-func buildBenchServices(b *testing.B, root string, names ...string) string {
-	b.Helper()
-	dir := b.TempDir()
-	for _, name := range names {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), ".")
-		cmd.Dir = filepath.Join(root, "services", name)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("build %s: %v\n%s", name, err, out)
-		}
-	}
-	return dir
-}
-
-type benchService struct {
-	name string
-	cmd  *exec.Cmd
-}
-
-// startBenchService runs bin with env and a free health address, waits
-// for its readiness and hands every line it logs to onLine (nil: dropped).
-func startBenchService(b *testing.B, bin, name string, env []string, onLine func([]byte)) *benchService {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin)
-	cmd.Env = append(append(os.Environ(), env...), "DATAPORT_HEALTH_ADDR="+addr)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start %s: %v", name, err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if onLine != nil {
-				onLine(sc.Bytes())
-			}
-		}
-	})
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		wg.Wait()
-		_ = cmd.Wait()
-	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return &benchService{name: name, cmd: cmd}
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s not ready: %v\n%s", name, err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// benchPidOf finds the process whose command line names bin and holds arg.
-func benchPidOf(b *testing.B, bin, arg string) int {
-	b.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		cmdline := strings.ReplaceAll(string(raw), "\x00", " ")
-		if strings.Contains(cmdline, bin) && strings.Contains(cmdline, arg) {
-			return pid
-		}
-	}
-	b.Fatalf("no %s process with %q", bin, arg)
-	return 0
-}
-
-// benchCPUTimes reads each process's user+system CPU time.
-func benchCPUTimes(b *testing.B, pids map[string]int) map[string]time.Duration {
-	b.Helper()
-	out := make(map[string]time.Duration, len(pids))
-	for name, pid := range pids {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
-		utime, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		// Clock ticks of 1/100 s (USER_HZ).
-		out[name] = time.Duration(utime+stime) * 10 * time.Millisecond
-	}
-	return out
-}
-
-func benchLoad() string {
-	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Fields(string(raw))[0]
-}
-
-func benchSince(before, after map[string]time.Duration) map[string]time.Duration {
-	out := make(map[string]time.Duration, len(after))
-	for k, v := range after {
-		out[k] = v - before[k]
-	}
-	return out
-}
-
-func benchCPULine(cpu map[string]time.Duration) string {
-	var parts []string
-	for _, name := range []string{"room-exporter-1", "room-exporter-2", "nats-server", "minio", "archiver"} {
-		if d, ok := cpu[name]; ok {
-			parts = append(parts, fmt.Sprintf("%s %.1f", strings.TrimPrefix(name, "room-"), d.Seconds()))
-		}
-	}
-	return strings.Join(parts, ", ")
-}
-
-func benchRSSLine(b *testing.B, procs []*benchService) string {
-	var parts []string
-	for _, s := range procs {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, line := range strings.Split(string(raw), "\n") {
-			if kb, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-				v, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")))
-				parts = append(parts, fmt.Sprintf("%s %.0f MiB", s.name, float64(v)/1024))
-			}
-		}
-	}
-	return strings.Join(parts, ", ")
 }
