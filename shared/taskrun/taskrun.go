@@ -409,10 +409,11 @@ func (r *Runner) Fail(ctx context.Context, task *exportv1.ExportTask, cause erro
 // Export runs a decoded task: validation, dispatch by part kind, scope,
 // cancellation, the kind's Run, and the announcement with PartUploaded.
 // Its verdict is Handle's, before the last-delivery rule: nil when the
-// part is announced or its job ended without it (canceled, or failed by
-// another part: see ended), a bus.Permanent error (Reject for rejections) the caller
-// should terminate and Fail, any other error for a retry, which keeps the
-// part's checkpoint.
+// part is announced, when its job ended without it (canceled, or failed by
+// another part: see ended), or when the job completed before or while
+// this repeated run of the part ran (completedMeanwhile); a bus.Permanent
+// error (Reject for rejections) the caller should terminate and Fail, any
+// other error for a retry, which keeps the part's checkpoint.
 func (r *Runner) Export(ctx context.Context, task *exportv1.ExportTask) (err error) {
 	start := r.opts.Now()
 	t := r.newTask(task)
