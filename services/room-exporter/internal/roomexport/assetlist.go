@@ -25,29 +25,28 @@ import (
 // memory: the collector appends each to an unlinked local file
 // (attachmentList), the descriptions go to another (assetLister), and
 // the listing roomAssets writes to a third (assetListing), from which a
-// long list is streamed into its object. What stays in memory is a hash
-// and an offset per attachment for the exact dedup, and bounded buffers.
+// long list is streamed into its object. What stays in memory is a slot
+// of 8 bytes per attachment in each of two tables (offsetIndex: the
+// list's, for the exact dedup, and the descriptions'), and bounded
+// buffers.
 
 // attachmentList is a collector's attachments, in order and once each
 // (by file id), as delimited sourcev1.Attachment messages of the four
 // fields the listing uses, in an unlinked local file (blob.PartFile).
-// Dedup is exact: first maps a hash of a file id to the offset of the
-// first entry with that hash, whose id is read back to compare, and the
-// rare ids whose hash an earlier, different id took are kept whole in
-// others. It is not safe for concurrent use.
+// Dedup is exact: index finds the entries whose slot matches a hash of
+// the file id, whose ids are read back to compare. It is not safe for
+// concurrent use.
 type attachmentList struct {
-	file   *blob.PartFile // created by the first attachment
-	n      int
-	first  map[uint64]int64
-	others map[string]struct{}
-	hash   func(id string) uint64
-	buf    []byte
+	file  *blob.PartFile // created by the first attachment
+	n     int
+	index offsetIndex
+	hash  func(id string) uint64
+	buf   []byte
 }
 
 func newAttachmentList() *attachmentList {
 	seed := maphash.MakeSeed()
-	return &attachmentList{first: map[uint64]int64{}, others: map[string]struct{}{},
-		hash: func(id string) uint64 { return maphash.String(seed, id) }}
+	return &attachmentList{hash: func(id string) uint64 { return maphash.String(seed, id) }}
 }
 
 // add appends a unless an attachment with its file id is listed already,
@@ -55,18 +54,12 @@ func newAttachmentList() *attachmentList {
 func (l *attachmentList) add(a *sourcev1.Attachment) (bool, error) {
 	id := a.GetFileId()
 	h := l.hash(id)
-	off, taken := l.first[h]
-	if taken {
+	listed, err := l.index.candidates(h, func(off int64) (bool, error) {
 		e, err := l.entryAt(off)
-		if err != nil {
-			return false, err
-		}
-		if e.GetFileId() == id {
-			return false, nil
-		}
-		if _, ok := l.others[id]; ok {
-			return false, nil
-		}
+		return err == nil && e.GetFileId() == id, err
+	})
+	if listed || err != nil {
+		return false, err
 	}
 	if l.file == nil {
 		f, err := blob.NewPartFile(os.TempDir())
@@ -75,18 +68,39 @@ func (l *attachmentList) add(a *sourcev1.Attachment) (bool, error) {
 		}
 		l.file = f
 	}
+	if l.index.full() {
+		if err := l.index.grow(l.rehash); err != nil {
+			return false, fmt.Errorf("attachment list: %w", err)
+		}
+	}
 	at := int64(l.file.Len())
 	entry := &sourcev1.Attachment{FileId: id, Name: a.GetName(), ObjectKey: a.GetObjectKey(), ContentType: a.GetContentType()}
 	if _, err := protodelim.MarshalTo(l.file, entry); err != nil {
 		return false, fmt.Errorf("attachment list: %w", err)
 	}
-	if taken {
-		l.others[id] = struct{}{}
-	} else {
-		l.first[h] = at
+	if err := l.index.put(h, at); err != nil {
+		return false, fmt.Errorf("attachment list: %w", err)
 	}
 	l.n++
 	return true, nil
+}
+
+// rehash puts every entry of the list into a grown index.
+func (l *attachmentList) rehash(put func(h uint64, off int64) error) error {
+	if l.n == 0 {
+		return nil
+	}
+	r, err := l.section(0)
+	if err != nil {
+		return err
+	}
+	var e sourcev1.Attachment
+	return eachDelimited(r, func(off int64, body []byte) error {
+		if err := proto.Unmarshal(body, &e); err != nil {
+			return fmt.Errorf("entry at %d: %w", off, err)
+		}
+		return put(l.hash(e.GetFileId()), off)
+	})
 }
 
 // entryAt reads the entry at byte offset off.

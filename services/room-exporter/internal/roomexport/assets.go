@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
@@ -330,8 +332,9 @@ func (e *Exporter) describeListed(ctx context.Context, a *sourcev1.Attachment) d
 // requests at a time, so that the part uploads, which share the store,
 // are not kept waiting; the render only queues, and what arrives while
 // aheadQueued are waiting is left to roomAssets. The descriptions go to
-// an unlinked local file; in memory it keeps a hash of each described
-// attachment and where its description is.
+// an unlinked local file; in memory it keeps a slot of 8 bytes per
+// description (offsetIndex) and the hashes of those queued or being
+// described.
 // want is called by the render's goroutine; wait and result by the
 // part's, after the render; stop ends it whatever happened.
 type assetLister struct {
@@ -341,13 +344,17 @@ type assetLister struct {
 
 	mu    sync.Mutex
 	queue []*sourcev1.Attachment
-	// known maps a hash of an attachment's assetKey to 1 + the offset of
-	// its description in out, 0 while it is queued or being described.
-	// Two keys with one hash share an entry: the second is described by
-	// roomAssets, which checks the key of what it reads.
-	known   map[uint64]int64
+	// index finds a description in out by a hash of its assetKey;
+	// pending holds the hashes of those queued or being described (at
+	// most aheadQueued + aheadReaders, and what a failed describe left).
+	// An attachment whose hash or slot another one's took is not
+	// described here but by roomAssets, which checks the key of what it
+	// reads: the lister is a cache of descriptions, not their record.
+	index   offsetIndex
+	pending map[uint64]struct{}
 	seed    maphash.Seed
-	out     *blob.PartFile // created by the first description
+	hash    func(*sourcev1.Attachment) uint64 // seededHash
+	out     *blob.PartFile                    // created by the first description
 	closed  bool
 	wake    chan struct{} // a queued attachment or closed, for the dispatcher
 	started bool
@@ -368,7 +375,7 @@ func keyOf(a *sourcev1.Attachment) assetKey {
 	return assetKey{a.GetFileId(), a.GetName(), a.GetObjectKey(), a.GetContentType()}
 }
 
-func (l *assetLister) hash(a *sourcev1.Attachment) uint64 {
+func (l *assetLister) seededHash(a *sourcev1.Attachment) uint64 {
 	var h maphash.Hash
 	h.SetSeed(l.seed)
 	for _, s := range []string{a.GetFileId(), a.GetName(), a.GetObjectKey(), a.GetContentType()} {
@@ -381,8 +388,10 @@ func (l *assetLister) hash(a *sourcev1.Attachment) uint64 {
 // listAhead returns a lister whose requests end with ctx or stop.
 func (e *Exporter) listAhead(ctx context.Context) *assetLister {
 	ctx, cancel := context.WithCancel(ctx)
-	return &assetLister{e: e, ctx: ctx, cancel: cancel, known: map[uint64]int64{}, seed: maphash.MakeSeed(),
+	l := &assetLister{e: e, ctx: ctx, cancel: cancel, pending: map[uint64]struct{}{}, seed: maphash.MakeSeed(),
 		wake: make(chan struct{}, 1), finished: make(chan struct{})}
+	l.hash = l.seededHash
+	return l
 }
 
 // want queues a for describing, once per attachment; a nil lister does
@@ -394,10 +403,10 @@ func (l *assetLister) want(a *sourcev1.Attachment) {
 	k := l.hash(a)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.known[k]; ok || l.closed || len(l.queue) >= aheadQueued {
+	if _, ok := l.pending[k]; ok || l.closed || len(l.queue) >= aheadQueued || l.index.mayHave(k) {
 		return
 	}
-	l.known[k] = 0
+	l.pending[k] = struct{}{}
 	l.queue = append(l.queue, a)
 	if !l.started {
 		// Started by the first attachment: a room without any costs no
@@ -462,6 +471,13 @@ func (l *assetLister) keep(a *sourcev1.Attachment, d described) error {
 		}
 		l.out = f
 	}
+	k := l.hash(a)
+	delete(l.pending, k)
+	if l.index.full() {
+		if err := l.index.grow(l.rehash); err != nil {
+			return err
+		}
+	}
 	off := int64(l.out.Len())
 	var flags byte
 	if d.read {
@@ -482,8 +498,60 @@ func (l *assetLister) keep(a *sourcev1.Attachment, d described) error {
 			return err
 		}
 	}
-	l.known[l.hash(a)] = off + 1
-	return nil
+	return l.index.put(k, off)
+}
+
+// rehash puts every description of out into a grown index.
+func (l *assetLister) rehash(put func(h uint64, off int64) error) error {
+	if l.index.n == 0 && l.out.Len() == 0 {
+		return nil
+	}
+	r, err := l.out.Contents()
+	if err != nil {
+		return err
+	}
+	br := bufio.NewReaderSize(r, 64<<10)
+	var off int64
+	var key sourcev1.Attachment
+	var body []byte
+	for {
+		flags, err := br.ReadByte()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("attachment description at %d: %w", off, err)
+		}
+		size, err := binary.ReadUvarint(br)
+		if err != nil {
+			return fmt.Errorf("attachment description at %d: %w", off, err)
+		}
+		if uint64(cap(body)) < size {
+			body = make([]byte, size)
+		}
+		body = body[:size]
+		if _, err := io.ReadFull(br, body); err != nil {
+			return fmt.Errorf("attachment description at %d: %w", off, err)
+		}
+		if err := proto.Unmarshal(body, &key); err != nil {
+			return fmt.Errorf("attachment description at %d: %w", off, err)
+		}
+		if err := put(l.hash(&key), off); err != nil {
+			return err
+		}
+		next := 1 + int64(uvarintLen(size)) + int64(size)
+		if flags&describedGone == 0 {
+			size, err := binary.ReadUvarint(br)
+			if err != nil {
+				return fmt.Errorf("attachment description at %d: %w", off, err)
+			}
+			if _, err := br.Discard(int(size)); err != nil {
+				return fmt.Errorf("attachment description at %d: %w", off, err)
+			}
+			next += int64(uvarintLen(size)) + int64(size)
+		}
+		off += next
+	}
 }
 
 // next takes the next queued attachment, waiting for one; false once the
@@ -534,10 +602,22 @@ func (l *assetLister) wait() {
 func (l *assetLister) result(a *sourcev1.Attachment) (described, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	off := l.known[l.hash(a)] - 1
-	if off < 0 {
-		return described{}, nil
+	want := keyOf(a)
+	var d described
+	_, err := l.index.candidates(l.hash(a), func(off int64) (bool, error) {
+		var err error
+		d, err = l.descriptionAt(off, want)
+		return d.done, err
+	})
+	if err != nil {
+		return described{}, err
 	}
+	return d, nil
+}
+
+// descriptionAt reads the description at off, if it is the one of the
+// attachment whose key is want (done is false if not).
+func (l *assetLister) descriptionAt(off int64, want assetKey) (described, error) {
 	r, err := l.out.Contents()
 	if err != nil {
 		return described{}, err
@@ -551,8 +631,8 @@ func (l *assetLister) result(a *sourcev1.Attachment) (described, error) {
 	if err := protodelim.UnmarshalFrom(br, &key); err != nil {
 		return described{}, fmt.Errorf("attachment description: %w", err)
 	}
-	if keyOf(&key) != keyOf(a) {
-		return described{}, nil // another attachment with the same hash
+	if keyOf(&key) != want {
+		return described{}, nil // another attachment with the same slot
 	}
 	d := described{read: flags&describedRead != 0, done: true}
 	if flags&describedGone != 0 {
