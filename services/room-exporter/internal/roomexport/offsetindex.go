@@ -11,9 +11,10 @@ import (
 // offsetIndex finds records of an append-only local file by a 64-bit
 // hash of their key: open addressing with linear probing over packed
 // slots, each the record's offset and 24 bits of its hash, at most
-// seven-eighths full. A Go map of hash to offset cost some 40 bytes per
-// record at 200,000 records (docs/BENCHMARKS.md, "Room memory"); a slot
-// is 8, 9 to 18 per record as the table doubles. The hash is not kept
+// seven-eighths full. A Go map of hash to offset cost 26 to 40 bytes a
+// record in the heap profile of a room of 40,000 attachments
+// (docs/BENCHMARKS.md, "Packed indexes"), and grows with the room; a
+// slot is 8 bytes, 9 to 18 a record as the table doubles. The hash is not kept
 // whole, so a match is only a candidate, which the owner reads back
 // from its file to compare keys, and growing rehashes the records from
 // the file (rehash), sequentially: the file is the index's truth, and
