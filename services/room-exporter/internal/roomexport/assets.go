@@ -503,9 +503,6 @@ func (l *assetLister) keep(a *sourcev1.Attachment, d described) error {
 
 // rehash puts every description of out into a grown index.
 func (l *assetLister) rehash(put func(h uint64, off int64) error) error {
-	if l.index.n == 0 && l.out.Len() == 0 {
-		return nil
-	}
 	r, err := l.out.Contents()
 	if err != nil {
 		return err
