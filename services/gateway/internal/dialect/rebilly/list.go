@@ -313,8 +313,8 @@ type selection struct {
 	kept  []listed
 	total int
 	// slab is where listing takes each export's sort values from, a
-	// block at a time: one allocation per export was a tenth of a
-	// list's allocations. A block lives while an export kept holds it.
+	// block at a time instead of an allocation per export. A block lives
+	// while an export kept holds it, so it is small.
 	slab []sortValue
 }
 

@@ -30,8 +30,8 @@ type item struct {
 	Links     []link     `json:"_links"`
 	Embedded  *embedded  `json:"_embedded,omitempty"`
 	// secs holds the times as the list sorts by them, taken with the
-	// text (listedFields): parsing back the text it had just formatted
-	// was a large part of a list's time per export.
+	// text (listedFields), so that the list does not parse back, for
+	// every export it considers, the text it has just formatted.
 	secs itemSecs
 }
 
