@@ -252,20 +252,57 @@ func (a sortValue) compare(b sortValue) int {
 }
 
 // sortValueOf is the sort value of it's field f: text fields
-// lower-cased, lists joined with commas, times parsed.
+// lower-cased, lists joined with commas, times parsed (or, in an item
+// of listedFields, taken as it took them). It reads the fields directly,
+// not through itemValue: boxing each value in an interface was an
+// allocation per export and key.
 func sortValueOf(it item, f string) sortValue {
-	v, _ := itemValue(it, f)
-	switch x := v.(type) {
-	case string:
-		return sortValue{text: strings.ToLower(x)}
-	case float64:
-		return sortValue{num: x}
-	case time.Time:
-		return sortValue{secs: x.Unix()}
-	case []string:
-		return sortValue{text: strings.Join(x, ",")}
+	switch f {
+	case "id":
+		return sortValue{text: strings.ToLower(it.ID)}
+	case "name":
+		return sortValue{text: strings.ToLower(it.Name)}
+	case "format":
+		return sortValue{text: strings.ToLower(it.Format)}
+	case "resource":
+		return sortValue{text: strings.ToLower(it.Resource)}
+	case "status":
+		return sortValue{text: strings.ToLower(it.Status)}
+	case "userId":
+		return sortValue{text: strings.ToLower(it.UserID)}
+	case "recordCount":
+		return sortValue{num: float64(it.RecordCount)}
+	case "scheduledTime":
+		if it.ScheduledTime == nil {
+			return sortValue{null: true}
+		}
+		if it.secs.set {
+			return sortValue{secs: it.secs.scheduled}
+		}
+		return sortValue{secs: parsedSecs(*it.ScheduledTime)}
+	case "createdTime":
+		if it.secs.set {
+			return sortValue{secs: it.secs.created}
+		}
+		return sortValue{secs: parsedSecs(it.CreatedTime)}
+	case "updatedTime":
+		if it.secs.set {
+			return sortValue{secs: it.secs.updated}
+		}
+		return sortValue{secs: parsedSecs(it.UpdatedTime)}
+	case "emailNotification":
+		return sortValue{text: strings.Join(it.EmailNotification, ",")}
+	case "fields":
+		return sortValue{text: strings.Join(it.Fields, ",")}
 	}
 	return sortValue{null: true}
+}
+
+// parsedSecs is s, an item's time, in Unix seconds (the zero time's if
+// it is none).
+func parsedSecs(s string) int64 {
+	t, _ := time.Parse(time.RFC3339, s)
+	return t.Unix()
 }
 
 // selection keeps the best max listed exports in the order of keys (a
@@ -275,6 +312,10 @@ type selection struct {
 	max   int
 	kept  []listed
 	total int
+	// slab is where listing takes each export's sort values from, a
+	// block at a time instead of an allocation per export. A block lives
+	// while an export kept holds it, so it is small.
+	slab []sortValue
 }
 
 func newSelection(keys []recordquery.SortKey, max int) *selection {
@@ -284,12 +325,21 @@ func newSelection(keys []recordquery.SortKey, max int) *selection {
 }
 
 func (sel *selection) listing(e entry, it item) listed {
-	l := listed{e: e, id: it.ID, keys: make([]sortValue, len(sel.keys)), schedule: -1}
+	n := len(sel.keys)
+	if len(sel.slab) < n {
+		sel.slab = make([]sortValue, n*slabExports)
+	}
+	l := listed{e: e, id: it.ID, keys: sel.slab[:n:n], schedule: -1}
+	sel.slab = sel.slab[n:]
 	for i, k := range sel.keys {
 		l.keys[i] = sortValueOf(it, k.Field)
 	}
 	return l
 }
+
+// slabExports is how many exports' sort values a selection allocates
+// at once.
+const slabExports = 64
 
 // before reports whether a is listed before b.
 func (sel *selection) before(a, b listed) bool {
@@ -409,8 +459,7 @@ func filterMemo(f recordquery.Filter) func(item) bool {
 	return func(it item) bool {
 		key = key[:0]
 		for _, name := range fields {
-			v, _ := itemValue(it, name)
-			key = appendMemoKey(key, v)
+			key = appendFieldKey(key, it, name)
 		}
 		m, ok := seen[string(key)]
 		if !ok {
@@ -423,6 +472,31 @@ func filterMemo(f recordquery.Filter) func(item) bool {
 		}
 		return m
 	}
+}
+
+// appendFieldKey is appendMemoKey of it's field name, the text fields
+// read directly: boxing each in an interface (itemValue) was an
+// allocation per export and field.
+func appendFieldKey(key []byte, it item, name string) []byte {
+	var s string
+	switch name {
+	case "id":
+		s = it.ID
+	case "name":
+		s = it.Name
+	case "format":
+		s = it.Format
+	case "resource":
+		s = it.Resource
+	case "status":
+		s = it.Status
+	case "userId":
+		s = it.UserID
+	default:
+		v, _ := itemValue(it, name)
+		return appendMemoKey(key, v)
+	}
+	return append(strconv.AppendQuote(append(key, 's'), s), ';')
 }
 
 // maxMemo bounds the combinations filterMemo remembers.

@@ -139,3 +139,34 @@ func fillOrgOwned(b testing.TB, e *env, n int, gap time.Duration, owner func(i i
 		}
 	}
 }
+
+// BenchmarkOwnerList measures one owner's list as the control-plane
+// bench asks it (filter, sort and Pagination-Total over every one of the
+// owner's exports): alice owns 1,000 of the organization's 20,000
+// exports (the first two of every forty), half of them completed. What a list costs is
+// decoding, filtering and ordering the owner's summaries; the others'
+// are never read.
+//
+//	go test -run '^$' -bench BenchmarkOwnerList -benchmem -count 5 ./internal/dialect/rebilly/
+func BenchmarkOwnerList(b *testing.B) {
+	const jobs, own = 20_000, 1000
+	e := newEnv(b)
+	fillOrgOwned(b, e, jobs, time.Second, func(i int) string {
+		if i%40 < 2 {
+			return "alice"
+		}
+		return fmt.Sprintf("owner-%04d", i%1000)
+	})
+	_, err := e.jobs.BuildIndex(b.Context())
+	require.NoError(b, err)
+	path := base + "?filter=status:completed&sort=-createdTime&limit=100"
+	r := e.do(b, http.MethodGet, path, key(aliceKey), "")
+	require.Equal(b, http.StatusOK, r.status, "%s", r.body)
+	require.Equal(b, fmt.Sprint(own/2), r.header.Get("Pagination-Total"))
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := e.do(b, http.MethodGet, path, key(aliceKey), ""); r.status != http.StatusOK {
+			b.Fatalf("%d %s", r.status, r.body)
+		}
+	}
+}

@@ -51,11 +51,22 @@ var formats = map[string]exportv1.Format{
 	"jsonl":    exportv1.Format_FORMAT_JSONL,
 }
 
+// formatWord is the inverse of formats, spelled out: a list takes it for
+// every export it considers, and a switch needs no map iterator.
 func formatWord(f exportv1.Format) string {
-	for w, v := range formats {
-		if v == f {
-			return w
-		}
+	switch f {
+	case exportv1.Format_FORMAT_CSV:
+		return "csv"
+	case exportv1.Format_FORMAT_JSON:
+		return "json"
+	case exportv1.Format_FORMAT_JSON_API:
+		return "json-api"
+	case exportv1.Format_FORMAT_XML:
+		return "xml"
+	case exportv1.Format_FORMAT_PDF:
+		return "pdf"
+	case exportv1.Format_FORMAT_JSONL:
+		return "jsonl"
 	}
 	return ""
 }

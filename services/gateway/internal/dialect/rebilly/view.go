@@ -29,6 +29,18 @@ type item struct {
 	DateRange *dateRange `json:"dateRange"`
 	Links     []link     `json:"_links"`
 	Embedded  *embedded  `json:"_embedded,omitempty"`
+	// secs holds the times as the list sorts by them, taken with the
+	// text (listedFields), so that the list does not parse back, for
+	// every export it considers, the text it has just formatted.
+	secs itemSecs
+}
+
+// itemSecs are an item's created, updated and scheduled times in Unix
+// seconds, as time.Parse of their RFC 3339 text gives them; set is false
+// in an item that listedFields did not build (its text is parsed then).
+type itemSecs struct {
+	set                         bool
+	created, updated, scheduled int64
 }
 
 type arguments struct {
@@ -68,6 +80,18 @@ type userView struct {
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// listedSecs is t in seconds as time.Parse reads rfc3339(t) back: the
+// whole seconds of t for years 1 to 9999; outside them the text is
+// parsed, as the list always did (a year it cannot parse sorts as the
+// zero time).
+func listedSecs(t time.Time) int64 {
+	if y := t.UTC().Year(); y >= 1 && y <= 9999 {
+		return t.Unix()
+	}
+	p, _ := time.Parse(time.RFC3339, rfc3339(t))
+	return p.Unix()
+}
 
 // statusWord maps job states onto Rebilly's words; finalizing is still
 // "processing" to a Rebilly client, rejected is "failed" with a reason.
@@ -147,6 +171,7 @@ func (d *API) render(e entry, viewer scope, user *sourcev1.User) item {
 func listedFields(e entry, viewer scope) item {
 	j := e.job
 	sc := j.GetRecords()
+	created, updated := j.GetCreatedAt().AsTime(), j.GetUpdatedAt().AsTime()
 	it := item{
 		ID:                viewer.shownID(j),
 		Name:              j.GetName(),
@@ -155,9 +180,10 @@ func listedFields(e entry, viewer scope) item {
 		EmailNotification: nonNil(j.GetNotifyEmails()),
 		Fields:            nonNil(sc.GetFields()),
 		UserID:            j.GetOwnerId(),
-		CreatedTime:       rfc3339(j.GetCreatedAt().AsTime()),
-		UpdatedTime:       rfc3339(j.GetUpdatedAt().AsTime()),
+		CreatedTime:       rfc3339(created),
+		UpdatedTime:       rfc3339(updated),
 		Status:            statusWord(j.GetState()),
+		secs:              itemSecs{set: true, created: listedSecs(created), updated: listedSecs(updated)},
 	}
 	// What a run produced: for a schedule its latest run, else the job.
 	result := j
@@ -165,19 +191,22 @@ func listedFields(e entry, viewer scope) item {
 		if n := j.GetRecurrence().GetNext(); n != nil {
 			s := rfc3339(n.AsTime())
 			it.ScheduledTime = &s
+			it.secs.scheduled = listedSecs(n.AsTime())
 		}
 		result = e.run
 		it.Status = "pending"
 		if e.run != nil {
 			it.Status = statusWord(e.run.GetState())
-			if t := e.run.GetUpdatedAt().AsTime(); t.After(j.GetUpdatedAt().AsTime()) {
+			if t := e.run.GetUpdatedAt().AsTime(); t.After(updated) {
 				it.UpdatedTime = rfc3339(t)
+				it.secs.updated = listedSecs(t)
 			}
 		}
 	} else {
 		// A one-off export (or a run) is scheduled when it was requested.
 		s := it.CreatedTime
 		it.ScheduledTime = &s
+		it.secs.scheduled = it.secs.created
 	}
 	if result != nil {
 		it.RecordCount = result.GetProgress().GetRecords()
