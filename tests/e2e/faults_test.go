@@ -256,13 +256,6 @@ func completedEvents(t *testing.T, js jetstream.JetStream) map[string]int {
 	return out
 }
 
-// mailsFor counts the emails Mailpit holds that mention job id.
-func mailsFor(t *testing.T, mailpitURL, id string) int {
-	t.Helper()
-	n, _ := mails(t, mailpitURL, id)
-	return n
-}
-
 // mails returns how many emails Mailpit holds that name the job, and how
 // many distinct Message-IDs they carry: a notifier killed after the mail
 // server accepted a message and before it recorded the send sends it
