@@ -1,6 +1,7 @@
 // Package procstat reads what Linux's /proc says of processes and of the
 // machine: a process's CPU time and peak resident memory, which process
-// runs a given command line, and the load average. Benchmarks that run
+// runs a given command line, and the load average; and, for in-process
+// benchmarks, this process's live heap (SampleHeap). Benchmarks that run
 // Dataport as its real processes (the services, NATS, MinIO) report with
 // it what each process spent on a case and how busy the shared machine
 // was meanwhile, the figures docs/BENCHMARKS.md puts beside every timing.

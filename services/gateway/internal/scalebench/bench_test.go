@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"runtime/metrics"
 	"slices"
 	"strconv"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/gatewaytest"
 	"dataport.dev/services/gateway/internal/jobstore"
+	"dataport.dev/shared/procstat"
 )
 
 // ownJobs is how many jobs the callers have, in each of two dialects.
@@ -200,7 +200,7 @@ func BenchmarkListBurst(b *testing.B) {
 			var ds []time.Duration
 			for b.Loop() {
 				runtime.GC()
-				stop := sampleHeap()
+				stop := procstat.SampleHeap()
 				start := time.Now()
 				var wg sync.WaitGroup
 				errs := make(chan error, burst)
@@ -219,33 +219,5 @@ func BenchmarkListBurst(b *testing.B) {
 			percentiles(b, ds)
 			b.ReportMetric(float64(peak)/(1<<20), "peak-live-MiB")
 		})
-	}
-}
-
-// sampleHeap samples the live heap every millisecond until the returned
-// function is called, which answers the live heap at the start and the
-// most seen.
-func sampleHeap() func() (idle, peak uint64) {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	read := func() uint64 { metrics.Read(sample); return sample[0].Value.Uint64() }
-	idle := read()
-	done, result := make(chan struct{}), make(chan uint64)
-	go func() {
-		peak := idle
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				result <- peak
-				return
-			case <-tick.C:
-				peak = max(peak, read())
-			}
-		}
-	}()
-	return func() (uint64, uint64) {
-		close(done)
-		return idle, <-result
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
-	"runtime/metrics"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/shared/procstat"
 )
 
 // BenchmarkAdminOrgList measures an administrator's organization-wide
@@ -47,7 +47,7 @@ func BenchmarkAdminOrgList(b *testing.B) {
 			require.Equal(b, fmt.Sprint(jobs/2), r.header.Get("Pagination-Total"))
 			b.ReportAllocs()
 			runtime.GC()
-			stop := sampleHeap()
+			stop := procstat.SampleHeap()
 			b.ResetTimer()
 			for b.Loop() {
 				if r := e.do(b, http.MethodGet, path, key(adminKey), ""); r.status != http.StatusOK {
@@ -58,37 +58,6 @@ func BenchmarkAdminOrgList(b *testing.B) {
 			idle, peak := stop()
 			b.ReportMetric(float64(peak-idle)/(1<<20), "peak-live-MiB")
 		})
-	}
-}
-
-// sampleHeap samples the live heap (as the last garbage collection
-// marked it, of the whole process: the embedded NATS server's included)
-// every millisecond until the returned function is called, which answers
-// the size at the start and the largest seen. B/op counts every byte a
-// list allocates and frees as it streams; this is what lists hold at
-// once, above what the process held before.
-func sampleHeap() func() (idle, peak uint64) {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	read := func() uint64 { metrics.Read(sample); return sample[0].Value.Uint64() }
-	idle := read()
-	done, result := make(chan struct{}), make(chan uint64)
-	go func() {
-		peak := idle
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				result <- peak
-				return
-			case <-tick.C:
-				peak = max(peak, read())
-			}
-		}
-	}()
-	return func() (uint64, uint64) {
-		close(done)
-		return idle, <-result
 	}
 }
 
