@@ -253,23 +253,14 @@ func (a sortValue) compare(b sortValue) int {
 
 // sortValueOf is the sort value of it's field f: text fields
 // lower-cased, lists joined with commas, times parsed (or, in an item
-// of listedFields, taken as it took them). It reads the fields directly,
-// not through itemValue: boxing each value in an interface was an
-// allocation per export and key.
+// of listedFields, taken as it took them). It reads the fields directly
+// (textField), not through itemValue: boxing each value in an interface
+// was an allocation per export and key.
 func sortValueOf(it item, f string) sortValue {
+	if s, ok := textField(it, f); ok {
+		return sortValue{text: strings.ToLower(s)}
+	}
 	switch f {
-	case "id":
-		return sortValue{text: strings.ToLower(it.ID)}
-	case "name":
-		return sortValue{text: strings.ToLower(it.Name)}
-	case "format":
-		return sortValue{text: strings.ToLower(it.Format)}
-	case "resource":
-		return sortValue{text: strings.ToLower(it.Resource)}
-	case "status":
-		return sortValue{text: strings.ToLower(it.Status)}
-	case "userId":
-		return sortValue{text: strings.ToLower(it.UserID)}
 	case "recordCount":
 		return sortValue{num: float64(it.RecordCount)}
 	case "scheduledTime":
@@ -475,24 +466,10 @@ func filterMemo(f recordquery.Filter) func(item) bool {
 }
 
 // appendFieldKey is appendMemoKey of it's field name, the text fields
-// read directly: boxing each in an interface (itemValue) was an
-// allocation per export and field.
+// read by textField, unboxed.
 func appendFieldKey(key []byte, it item, name string) []byte {
-	var s string
-	switch name {
-	case "id":
-		s = it.ID
-	case "name":
-		s = it.Name
-	case "format":
-		s = it.Format
-	case "resource":
-		s = it.Resource
-	case "status":
-		s = it.Status
-	case "userId":
-		s = it.UserID
-	default:
+	s, ok := textField(it, name)
+	if !ok {
 		v, _ := itemValue(it, name)
 		return appendMemoKey(key, v)
 	}
@@ -552,19 +529,10 @@ var itemFields = []string{"id", "name", "format", "resource", "status", "userId"
 	"scheduledTime", "createdTime", "updatedTime", "emailNotification", "fields"}
 
 func itemValue(it item, f string) (any, bool) {
+	if s, ok := textField(it, f); ok {
+		return s, true
+	}
 	switch f {
-	case "id":
-		return it.ID, true
-	case "name":
-		return it.Name, true
-	case "format":
-		return it.Format, true
-	case "resource":
-		return it.Resource, true
-	case "status":
-		return it.Status, true
-	case "userId":
-		return it.UserID, true
 	case "recordCount":
 		return float64(it.RecordCount), true
 	case "scheduledTime":
@@ -585,6 +553,28 @@ func itemValue(it item, f string) (any, bool) {
 		return it.Fields, true
 	}
 	return nil, false
+}
+
+// textField is it's text field f, as a string: the sort values and the
+// filter memo's keys read it so, without itemValue's boxing in an
+// interface (an allocation per export and field). ok is false for the
+// fields that are not text.
+func textField(it item, f string) (s string, ok bool) {
+	switch f {
+	case "id":
+		return it.ID, true
+	case "name":
+		return it.Name, true
+	case "format":
+		return it.Format, true
+	case "resource":
+		return it.Resource, true
+	case "status":
+		return it.Status, true
+	case "userId":
+		return it.UserID, true
+	}
+	return "", false
 }
 
 // matchText is q: a case-insensitive substring of a text field.
