@@ -499,6 +499,74 @@ func TestSummariesFollowTheJobs(t *testing.T) {
 	assert.Len(t, org, 8)
 }
 
+// TestSummariesEndWithTheLastRevision: appliers of one job's events in two
+// replicas race to write its summary. However their writes interleave,
+// the owner and organization entries end with the summary of the job's
+// last revision, and they are stored without headers, which every
+// listing would otherwise pay for on each entry it reads.
+func TestSummariesEndWithTheLastRevision(t *testing.T) {
+	store, kv, srv := newStore(t)
+	ctx := t.Context()
+	index, err := srv.JS.KeyValue(ctx, bus.BucketJobIndex)
+	require.NoError(t, err)
+	other := jobstore.New(srv.JS, kv, index)
+	job := scoped("raced", "alice", "rebilly", "acme", exportv1.JobKind_JOB_KIND_RECORDS, 1)
+	require.NoError(t, create(ctx, store, job))
+	_, err = store.Apply(ctx, queued("raced", 2))
+	require.NoError(t, err)
+	var g errgroup.Group
+	for w := range 8 {
+		s := store
+		if w%2 == 1 {
+			s = other
+		}
+		g.Go(func() error {
+			for i := w; i < 64; i += 8 {
+				if _, err := s.Apply(ctx, progress("raced", 3+i, uint32(i), uint64(100+i))); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+
+	final, err := store.Get(ctx, "raced")
+	require.NoError(t, err)
+	got, err := store.Summaries(ctx, jobstore.Scope{Owner: "alice"}, nil)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.True(t, proto.Equal(jobstore.Summary(final), got[0]), "owner entry: %v, want %v", got[0], jobstore.Summary(final))
+	org, err := store.Summaries(ctx, jobstore.Scope{Dialect: "rebilly", Organization: "acme"}, nil)
+	require.NoError(t, err)
+	require.Len(t, org, 1)
+	assert.True(t, proto.Equal(jobstore.Summary(final), org[0]), "organization entry: %v, want %v", org[0], jobstore.Summary(final))
+
+	stream, err := srv.JS.Stream(ctx, "KV_"+bus.BucketJobIndex)
+	require.NoError(t, err)
+	keys, err := index.Keys(ctx)
+	require.NoError(t, err)
+	entries := 0
+	for _, k := range keys {
+		if !strings.HasSuffix(k, ".raced") || !(strings.HasPrefix(k, "own.") || strings.HasPrefix(k, "org.")) {
+			continue
+		}
+		entries++
+		msg, err := stream.GetLastMsgForSubject(ctx, "$KV."+bus.BucketJobIndex+"."+k)
+		require.NoError(t, err)
+		for h := range msg.Header {
+			// The direct get answers with the message's stream,
+			// subject, sequence and time; anything else was stored.
+			switch h {
+			case jetstream.StreamHeader, jetstream.SubjectHeader, jetstream.SequenceHeader, jetstream.TimeStampHeaer:
+			default:
+				t.Errorf("entry %s is stored with header %s", k, h)
+			}
+		}
+	}
+	assert.Equal(t, 2, entries, "the owner and the organization entry")
+}
+
 // TestLatestFindsTheNewestMatchWalkingBack: Latest answers the newest of
 // an owner's jobs of a kind that keep accepts, from the newest day back,
 // whatever other kinds and owners are in between, through a day that
