@@ -70,7 +70,22 @@ func fillOrg(b testing.TB, e *env, n int, gap time.Duration) {
 	fillOrgOwned(b, e, n, gap, func(i int) string { return fmt.Sprintf("owner-%04d", i%1000) })
 }
 
-// fillOrgOwned is fillOrg with export i owned by owner(i).
+// orgExport is the organization's export i of n created gap apart from
+// t0, owned by owner: every other one completed, the rest failed.
+func orgExport(t0 time.Time, gap time.Duration, i int, owner string) *exportv1.Job {
+	state := exportv1.JobState_JOB_STATE_COMPLETED
+	if i%2 == 1 {
+		state = exportv1.JobState_JOB_STATE_FAILED
+	}
+	created := timestamppb.New(t0.Add(time.Duration(i) * gap))
+	return &exportv1.Job{Id: fmt.Sprintf("org-%07d", i), OwnerId: owner,
+		Kind: exportv1.JobKind_JOB_KIND_RECORDS, Dialect: "rebilly", OrganizationId: "acme", Name: fmt.Sprintf("Export %d", i%7),
+		Format: exportv1.Format_FORMAT_CSV, Records: &exportv1.RecordsScope{Resource: "transactions"},
+		State: state, CreatedAt: created, UpdatedAt: created}
+}
+
+// fillOrgOwned is fillOrg with export i owned by owner(i); an export
+// whose owner is "" is left out.
 func fillOrgOwned(b testing.TB, e *env, n int, gap time.Duration, owner func(i int) string) {
 	b.Helper()
 	t0 := now.Add(-time.Duration(n) * gap)
@@ -79,15 +94,7 @@ func fillOrgOwned(b testing.TB, e *env, n int, gap time.Duration, owner func(i i
 		if owner(i) == "" {
 			continue
 		}
-		state := exportv1.JobState_JOB_STATE_COMPLETED
-		if i%2 == 1 {
-			state = exportv1.JobState_JOB_STATE_FAILED
-		}
-		created := timestamppb.New(t0.Add(time.Duration(i) * gap))
-		j := &exportv1.Job{Id: fmt.Sprintf("org-%07d", i), OwnerId: owner(i),
-			Kind: exportv1.JobKind_JOB_KIND_RECORDS, Dialect: "rebilly", OrganizationId: "acme", Name: fmt.Sprintf("Export %d", i%7),
-			Format: exportv1.Format_FORMAT_CSV, Records: &exportv1.RecordsScope{Resource: "transactions"},
-			State: state, CreatedAt: created, UpdatedAt: created}
+		j := orgExport(t0, gap, i, owner(i))
 		data, err := proto.Marshal(j)
 		require.NoError(b, err)
 		f, err := e.nats.JS.PublishAsync("$KV."+e.jobsKV.Bucket()+"."+j.GetId(), data)
@@ -144,16 +151,8 @@ func BenchmarkOwnerList(b *testing.B) {
 			continue
 		}
 		g.Go(func() error {
-			state := exportv1.JobState_JOB_STATE_COMPLETED
-			if i%2 == 1 {
-				state = exportv1.JobState_JOB_STATE_FAILED
-			}
-			created := timestamppb.New(t0.Add(time.Duration(i) * time.Second))
-			j := &exportv1.Job{Id: fmt.Sprintf("org-%07d", i), OwnerId: "alice",
-				Kind: exportv1.JobKind_JOB_KIND_RECORDS, Dialect: "rebilly", OrganizationId: "acme", Name: fmt.Sprintf("Export %d", i%7),
-				Format: exportv1.Format_FORMAT_CSV, Records: &exportv1.RecordsScope{Resource: "transactions"},
-				State: state, CreatedAt: created, UpdatedAt: created}
-			_, err := e.jobs.Create(b.Context(), &exportv1.ExportRequested{JobId: j.GetId(), OccurredAt: created, Job: j})
+			j := orgExport(t0, time.Second, i, "alice")
+			_, err := e.jobs.Create(b.Context(), &exportv1.ExportRequested{JobId: j.GetId(), OccurredAt: j.GetCreatedAt(), Job: j})
 			return err
 		})
 	}
