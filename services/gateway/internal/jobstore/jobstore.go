@@ -31,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"regexp"
 	"sync"
 	"time"
 
@@ -60,12 +59,23 @@ var (
 // message redelivery) takes over.
 const maxAttempts = 32
 
-// idPattern is what job ids may look like: the KV key alphabet minus '.'
-// and '/', so that an id is also a single subject token.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,128}$`)
-
-// ValidID reports whether id can name a job.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+// ValidID reports whether id can name a job: 1 to 128 of the KV key
+// alphabet minus '.' and '/' ([A-Za-z0-9_=-]), so that an id is also a
+// single subject token. Checked on every poll, so by hand: the regular
+// expression it replaced was a visible share of a poll's CPU profile.
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '=', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Store reads and writes jobs. It is safe for concurrent use.
 type Store struct {
