@@ -19,7 +19,7 @@ const lastTimeout = 5 * time.Second
 // last message, as kv.Get does. What nats.go's Get spends besides the
 // request itself (a JSON request body the direct get does not send, the
 // subject formatted, the key matched against a regular expression, the
-// timestamp parsed, the context wrapped in a timeout) was about a third
+// timestamp parsed, the context wrapped in a timeout) was about a fifth
 // of what a poll's handler cost the gateway, so the request is spelled
 // out here, beside the batched ones. It is safe for concurrent use.
 type Keys struct {
