@@ -354,7 +354,8 @@ func LoadConfig[C any](getenv func(string) string, stdout io.Writer, name string
 // NewTelemetry sets up a program's logs, traces and metrics: JSON logs to
 // out (nil: stderr) at logLevel, OTLP export when getenv has
 // OTEL_EXPORTER_OTLP_ENDPOINT (the SDK reads the other OTEL_ variables),
-// traces only when OTEL_METRICS_EXPORTER is "none".
+// traces only when OTEL_METRICS_EXPORTER is "none"; without an endpoint
+// or OTEL_TRACES_SAMPLER, spans carry ids and record nothing.
 func NewTelemetry(ctx context.Context, getenv func(string) string, name, version, logLevel string, out io.Writer) (*telemetry.Telemetry, error) {
 	return telemetry.Setup(ctx, telemetry.Options{
 		Service:      name,
@@ -365,5 +366,6 @@ func NewTelemetry(ctx context.Context, getenv func(string) string, name, version
 		// The standard variable's "none"; other values (otlp, the
 		// default) change nothing.
 		NoOTLPMetrics: getenv("OTEL_METRICS_EXPORTER") == "none",
+		TracesSampler: getenv("OTEL_TRACES_SAMPLER"),
 	})
 }

@@ -4,7 +4,8 @@
 // Setup returns a JSON slog.Logger that stamps every record with the service
 // name and, when the context carries a valid span, its trace_id and span_id;
 // an OpenTelemetry SDK TracerProvider and MeterProvider that export over
-// OTLP/HTTP when an endpoint is given; a Prometheus exposition of every
+// OTLP/HTTP when an endpoint is given (without one, a TracerProvider whose
+// spans carry ids and record nothing); a Prometheus exposition of every
 // metric (MetricsHandler, served on /metrics by infra.Run) whether or not an
 // endpoint is given; and the W3C TraceContext propagator.
 //
@@ -83,7 +84,7 @@ type Options struct {
 	// OTEL_EXPORTER_OTLP_ENDPOINT (e.g. "http://otel-collector:4318");
 	// traces go to <endpoint>/v1/traces and metrics to <endpoint>/v1/metrics.
 	// Empty means nothing is exported: spans still get ids (so logs carry
-	// trace ids and traceparent propagates) but are dropped when they end.
+	// trace ids and traceparent propagates) but record nothing.
 	// The other standard OTEL_EXPORTER_OTLP_* variables (headers, timeout,
 	// compression, certificates) are read by the exporters themselves.
 	OTLPEndpoint string
@@ -92,6 +93,12 @@ type Options struct {
 	// it from OTEL_METRICS_EXPORTER=none, as the SDKs read that variable.
 	// MetricsHandler serves them either way.
 	NoOTLPMetrics bool
+	// TracesSampler is OTEL_TRACES_SAMPLER, which the SDK reads itself.
+	// Without an endpoint and with it empty (the default sampler), spans
+	// only carry ids: nothing would read what an SDK span records. With a
+	// sampler named, the SDK's provider runs as with an endpoint, so the
+	// sampler decides the sampled flag that traceparent carries on.
+	TracesSampler string
 }
 
 // Telemetry holds what Setup built. The exported fields are ready to use and
@@ -100,7 +107,9 @@ type Telemetry struct {
 	// Logger writes JSON lines to Options.Out. Log with the *Context
 	// methods (InfoContext, ...) so records carry trace_id and span_id.
 	Logger *slog.Logger
-	// TracerProvider is an SDK tracer provider; pass it to constructors.
+	// TracerProvider is an SDK tracer provider, or, when nothing is
+	// exported, one whose spans carry the same ids but record nothing;
+	// pass it to constructors.
 	TracerProvider trace.TracerProvider
 	// MeterProvider is an SDK meter provider; pass it to constructors.
 	MeterProvider metric.MeterProvider
@@ -173,7 +182,12 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 			mpOpts = append(mpOpts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me)))
 		}
 	}
-	tp := sdktrace.NewTracerProvider(tpOpts...)
+	var tp *sdktrace.TracerProvider
+	var tracers trace.TracerProvider = &idsOnly{}
+	if o.OTLPEndpoint != "" || o.TracesSampler != "" {
+		tp = sdktrace.NewTracerProvider(tpOpts...)
+		tracers = tp
+	}
 	mp := sdkmetric.NewMeterProvider(mpOpts...)
 
 	prop := propagation.TraceContext{}
@@ -187,7 +201,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 
 	return &Telemetry{
 		Logger:         logger,
-		TracerProvider: tp,
+		TracerProvider: tracers,
 		MeterProvider:  mp,
 		tp:             tp,
 		mp:             mp,
@@ -217,8 +231,10 @@ func (t *Telemetry) Propagator() propagation.TextMapPropagator {
 func (t *Telemetry) Shutdown(ctx context.Context) error {
 	t.shutdownOnce.Do(func() {
 		var errs []error
-		if err := t.tp.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("telemetry: shut down tracer provider: %w", err))
+		if t.tp != nil {
+			if err := t.tp.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("telemetry: shut down tracer provider: %w", err))
+			}
 		}
 		if err := t.mp.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("telemetry: shut down meter provider: %w", err))

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"dataport.dev/shared/telemetry"
 )
@@ -355,4 +356,49 @@ func TestInJobTraceParentsWorkOnTheJobsSpan(t *testing.T) {
 	assert.Equal(t, spanID, ended[0].Parent().SpanID().String(), "as a child of the span that created the job")
 	assert.NotEqual(t, traceID, ended[1].SpanContext().TraceID().String(), "without a span id the work starts its own trace")
 	assert.False(t, ended[1].Parent().IsValid())
+}
+
+func TestWithoutEndpointSpansCarryTheSDKsIDs(t *testing.T) {
+	tel := setup(t, telemetry.Options{Service: "gateway", Out: io.Discard})
+	tracer := tel.TracerProvider.Tracer("test")
+
+	ctx, root := tracer.Start(t.Context(), "request")
+	defer root.End()
+	sc := root.SpanContext()
+	require.True(t, sc.IsValid(), "a span has a trace id and a span id")
+	assert.True(t, sc.IsSampled(), "sampled, as the SDK's default sampler marks a root")
+	assert.False(t, root.IsRecording(), "nothing is exported, so nothing is recorded")
+
+	// bus.Publisher starts its send span from the request's span's provider.
+	_, child := trace.SpanFromContext(ctx).TracerProvider().Tracer("bus").Start(ctx, "send")
+	assert.Equal(t, sc.TraceID(), child.SpanContext().TraceID(), "a child is in its parent's trace")
+	assert.NotEqual(t, sc.SpanID(), child.SpanContext().SpanID(), "with a span id of its own")
+	assert.True(t, child.SpanContext().IsSampled())
+
+	_, other := tracer.Start(t.Context(), "request")
+	assert.NotEqual(t, sc.TraceID(), other.SpanContext().TraceID(), "each root starts a trace")
+
+	_, fresh := tracer.Start(ctx, "run", trace.WithNewRoot())
+	assert.NotEqual(t, sc.TraceID(), fresh.SpanContext().TraceID(), "WithNewRoot leaves the parent's trace")
+
+	// A caller's traceparent that is not sampled stays so (ParentBased),
+	// with its trace state.
+	ts, err := trace.ParseTraceState("vendor=x")
+	require.NoError(t, err)
+	remote := trace.NewSpanContext(trace.SpanContextConfig{TraceID: sc.TraceID(), SpanID: sc.SpanID(), TraceState: ts, Remote: true})
+	_, unsampled := tracer.Start(trace.ContextWithRemoteSpanContext(t.Context(), remote), "request")
+	assert.Equal(t, sc.TraceID(), unsampled.SpanContext().TraceID())
+	assert.False(t, unsampled.SpanContext().IsSampled())
+	assert.Equal(t, "vendor=x", unsampled.SpanContext().TraceState().String())
+
+	carrier := propagation.MapCarrier{}
+	tel.Propagator().Inject(ctx, carrier)
+	assert.Equal(t, "00-"+sc.TraceID().String()+"-"+sc.SpanID().String()+"-01", carrier["traceparent"])
+}
+
+func TestWithASamplerSpansAreTheSDKs(t *testing.T) {
+	tel := setup(t, telemetry.Options{Service: "gateway", Out: io.Discard, TracesSampler: "parentbased_always_on"})
+	_, span := tel.TracerProvider.Tracer("test").Start(t.Context(), "request")
+	defer span.End()
+	assert.True(t, span.IsRecording(), "the SDK's span, for the sampler to decide")
 }

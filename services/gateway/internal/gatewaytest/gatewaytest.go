@@ -25,9 +25,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -47,6 +49,7 @@ import (
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
 	"dataport.dev/shared/resources"
+	"dataport.dev/shared/telemetry"
 )
 
 // Buckets of the MinIO server Options.MinIO starts.
@@ -96,6 +99,11 @@ type Options struct {
 	BodyTimeout time.Duration
 	// Start is the clock's first reading; zero: now.
 	Start time.Time
+	// Telemetry replaces the environment's tracer and meter providers,
+	// propagator and logger with the service's own (infra.NewTelemetry),
+	// for benchmarks that measure a request as a deployment's defaults
+	// instrument it; Env.Metrics is nil then.
+	Telemetry *telemetry.Telemetry
 }
 
 // Env is one composed gateway and its infrastructure, torn down when the
@@ -159,11 +167,21 @@ func New(tb testing.TB, o Options) *Env {
 	// The server's address is the public URL, so signed links point at it.
 	srv := httptest.NewUnstartedServer(nil)
 	e.URL = "http://" + srv.Listener.Addr().String()
-	tp := sdktrace.NewTracerProvider()
-	tb.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	e.Metrics = sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Metrics))
-	logger := slog.New(slog.DiscardHandler)
+	var (
+		tp     trace.TracerProvider
+		mp     metric.MeterProvider
+		prop   propagation.TextMapPropagator = propagation.TraceContext{}
+		logger                               = slog.New(slog.DiscardHandler)
+	)
+	if tel := o.Telemetry; tel != nil {
+		tp, mp, prop, logger = tel.TracerProvider, tel.MeterProvider, tel.Propagator(), tel.Logger
+		tb.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	} else {
+		sdktp := sdktrace.NewTracerProvider()
+		tb.Cleanup(func() { _ = sdktp.Shutdown(context.Background()) })
+		e.Metrics = sdkmetric.NewManualReader()
+		tp, mp = sdktp, sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Metrics))
+	}
 	// The gateway as main composes it, with the production defaults
 	// where a test sets nothing.
 	c := compose.Config{
@@ -182,7 +200,7 @@ func New(tb testing.TB, o Options) *Env {
 	}
 	g, err := compose.New(ctx, compose.Deps{
 		NC: e.NATS.Conn, JS: e.NATS.JS, Topology: bustest.Topology(), Blob: store, ExportBucket: ExportBucket,
-		Logger: logger, TracerProvider: tp, MeterProvider: mp, Propagator: propagation.TraceContext{},
+		Logger: logger, TracerProvider: tp, MeterProvider: mp, Propagator: prop,
 	}, c, compose.WithClock(e.Clock.Now), compose.WithCredentialChecks(
 		func(tokens dialect.TokenAuthenticator, keys dialect.KeyAuthenticator) (dialect.TokenAuthenticator, dialect.KeyAuthenticator) {
 			e.tokens.TokenAuthenticator, e.keys.KeyAuthenticator = tokens, keys

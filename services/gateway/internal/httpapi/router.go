@@ -134,6 +134,7 @@ type api struct {
 	// duration is the semantic conventions' http.server.request.duration:
 	// its count by route and status is the request and error rate.
 	duration metric.Float64Histogram
+	series   seriesCache
 }
 
 // HeaderTraceID is the response header naming the request's trace, for
@@ -238,12 +239,14 @@ const instrumentation = "dataport.dev/services/gateway/internal/httpapi"
 func (a *api) traced(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := a.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := a.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(
-				semconv.HTTPRequestMethodKey.String(r.Method),
-				semconv.URLPath(r.URL.Path),
-			))
+		ctx, span := a.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
+		// A span that records nothing (no exporter) takes no attributes
+		// and no name: building them was most of what tracing cost a poll.
+		recording := span.IsRecording()
+		if recording {
+			span.SetAttributes(semconv.HTTPRequestMethodKey.String(r.Method), semconv.URLPath(r.URL.Path))
+		}
 		if sc := span.SpanContext(); sc.IsValid() {
 			a.Propagator.Inject(ctx, propagation.HeaderCarrier(w.Header()))
 			w.Header().Set(HeaderTraceID, sc.TraceID().String())
@@ -260,16 +263,18 @@ func (a *api) traced(next http.Handler) http.Handler {
 		if rc := chi.RouteContext(ctx); rc != nil {
 			route = rc.RoutePattern()
 		}
-		attrs := []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(r.Method), semconv.HTTPResponseStatusCode(status)}
-		if route != "" {
-			span.SetName(r.Method + " " + route)
-			attrs = append(attrs, semconv.HTTPRoute(route))
+		if recording {
+			attrs := []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(r.Method), semconv.HTTPResponseStatusCode(status)}
+			if route != "" {
+				span.SetName(r.Method + " " + route)
+				attrs = append(attrs, semconv.HTTPRoute(route))
+			}
+			span.SetAttributes(attrs...)
+			if status >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(status))
+			}
 		}
-		span.SetAttributes(attrs...)
-		if status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(status))
-		}
-		a.duration.Record(context.WithoutCancel(ctx), time.Since(start).Seconds(), metric.WithAttributes(attrs...))
+		a.duration.Record(context.WithoutCancel(ctx), time.Since(start).Seconds(), a.series.of(r.Method, route, status))
 		// Checked first: the arguments alone (a slice and three boxed
 		// values) would be allocated on every request even with debug off.
 		if a.log.Enabled(ctx, slog.LevelDebug) {

@@ -31,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"regexp"
 	"sync"
 	"time"
 
@@ -40,6 +39,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/kvbatch"
 	"dataport.dev/shared/bus"
 )
 
@@ -60,17 +60,29 @@ var (
 // message redelivery) takes over.
 const maxAttempts = 32
 
-// idPattern is what job ids may look like: the KV key alphabet minus '.'
-// and '/', so that an id is also a single subject token.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,128}$`)
-
-// ValidID reports whether id can name a job.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+// ValidID reports whether id can name a job: 1 to 128 of the KV key
+// alphabet minus '.' and '/' ([A-Za-z0-9_=-]), so that an id is also a
+// single subject token. Checked on every poll, so by hand: the regular
+// expression it replaced was a visible share of a poll's CPU profile.
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '=', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Store reads and writes jobs. It is safe for concurrent use.
 type Store struct {
 	js         jetstream.JetStream
 	kv         jetstream.KeyValue
+	jobs       *kvbatch.Keys
 	index      jetstream.KeyValue
 	now        func() time.Time
 	streamMu   sync.Mutex
@@ -141,7 +153,7 @@ const DefaultConcurrentListings = 8
 // (see index.go); js is the JetStream context they live in (the one-time
 // index build reads the jobs bucket's stream).
 func New(js jetstream.JetStream, kv, index jetstream.KeyValue, opts ...Option) *Store {
-	s := &Store{js: js, kv: kv, index: index, now: time.Now, listings: make(chan struct{}, DefaultConcurrentListings)}
+	s := &Store{js: js, kv: kv, jobs: kvbatch.NewKeys(js, kv), index: index, now: time.Now, listings: make(chan struct{}, DefaultConcurrentListings)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -184,7 +196,9 @@ func (s *Store) get(ctx context.Context, id string) (*exportv1.Job, uint64, erro
 	if !ValidID(id) {
 		return nil, 0, fmt.Errorf("job %q: %w", id, ErrNotFound)
 	}
-	e, err := s.kv.Get(ctx, id)
+	// One direct get, read as kv.Get reads it (see kvbatch.Keys): every
+	// poll is one.
+	data, rev, err := s.jobs.Last(ctx, id)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil, 0, fmt.Errorf("job %s: %w", id, ErrNotFound)
@@ -192,10 +206,10 @@ func (s *Store) get(ctx context.Context, id string) (*exportv1.Job, uint64, erro
 		return nil, 0, fmt.Errorf("get job %s: %w", id, err)
 	}
 	job := &exportv1.Job{}
-	if err := proto.Unmarshal(e.Value(), job); err != nil {
+	if err := proto.Unmarshal(data, job); err != nil {
 		return nil, 0, fmt.Errorf("decode job %s: %w", id, err)
 	}
-	return job, e.Revision(), nil
+	return job, rev, nil
 }
 
 // Event is a status event: every exportv1 status message has a job id and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -575,4 +576,25 @@ func TestListSeesEveryJobWhileJobsChange(t *testing.T) {
 	}
 	close(stop)
 	<-done
+}
+
+func TestValidID(t *testing.T) {
+	for _, tt := range []struct {
+		id   string
+		want bool
+	}{
+		{"Zk3-xQ_9=", true},
+		{strings.Repeat("a", 128), true},
+		{strings.Repeat("a", 129), false},
+		{"", false},
+		{"a.b", false},
+		{"a/b", false},
+		{"a*", false},
+		{"a>", false},
+		{"a b", false},
+		{"job\n", false},
+		{"jöb", false},
+	} {
+		assert.Equal(t, tt.want, jobstore.ValidID(tt.id), "%q", tt.id)
+	}
 }
