@@ -42,10 +42,10 @@ func TestRoomExportListsTheAttachmentsItsDocumentLinksTo(t *testing.T) {
 		msg("m1", 1, att("F1", "report.pdf", "application/pdf")),
 		msg("m2", 2, att("F2", "old.txt", "text/plain")),
 		msg("m3", 3, att("F4", "gone.png", "image/png")),
-		msg("m4", 4, att("F1", "report.pdf", "application/pdf")), // the same file again
+		msg("m4", 4, att("F1", "report.pdf", "application/pdf"), // the same file again
+			&sourcev1.Attachment{FileId: "F6", Name: "lost.txt"}), // no object at all
 		msg("m5", 9, att("F5", "late.txt", "text/plain")),
 		msg("m2", 2, att("F3", "new.txt", "text/plain")), // m2 edited
-		msg("m6", 4, &sourcev1.Attachment{FileId: "F6", Name: "lost.txt"}),
 	)
 	const jobID = "job-room-assets"
 	h.publishTask(t, jobID+".task", roomTask(jobID, "ROOMA", nil, at(5)))
@@ -54,7 +54,7 @@ func TestRoomExportListsTheAttachmentsItsDocumentLinksTo(t *testing.T) {
 
 	require.NotNil(t, part.GetFile(), "the document is the part's file")
 	assert.Equal(t, "with-files.json", part.GetFile().GetName())
-	assert.Equal(t, uint64(5), part.GetFile().GetRecords())
+	assert.Equal(t, uint64(4), part.GetFile().GetRecords())
 	assert.Equal(t, exportv1.PartKind_PART_KIND_ROOM, part.GetPartKind())
 	want := []*exportv1.File{{
 		Name: "assets/F1-report.pdf", Bucket: assetBucket, ObjectKey: "assets/F1/report.pdf",
