@@ -2,8 +2,10 @@
 // a job and, once all of a job's parts are reported, builds the job's
 // deliverable files (a zip archive with a manifest for user-data
 // downloads, the parts themselves otherwise), verifying each part's object
-// against the size and SHA-256 the exporter reported on the way, and
-// publishes ExportCompleted, or ExportFailed when a part does not verify.
+// against the size and SHA-256 the exporter reported on the way (or, for
+// the attachments a room part lists by reference only, taking them from
+// the bytes it copies), and publishes ExportCompleted, or ExportFailed
+// when a part does not verify.
 //
 // The archiver keeps no part state of its own: the EXPORT_EVENTS stream,
 // which holds every PartUploaded, is the one home of a job's parts.

@@ -32,10 +32,24 @@ func jobManifest(job Job, parts []*exportv1.PartUploaded, d Delivery) *Manifest 
 	}
 	m.Parts = d.Parts
 	if m.Parts == nil {
+		var delivered map[string]*exportv1.File
 		for _, p := range parts {
 			mp := ManifestPart{Part: p.GetPart(), Files: []ManifestFile{}}
 			for _, f := range partFiles(p) {
-				mp.Files = append(mp.Files, manifestFile(f.GetName(), f))
+				mf := manifestFile(f.GetName(), f)
+				if f.GetDescribedOnDelivery() && !f.GetMissing() {
+					// Its size and SHA-256 are those of the file as
+					// delivered (PartsAsFiles read it); not delivered,
+					// its object was not found.
+					if delivered == nil {
+						delivered = deliveredByObject(d.Files)
+					}
+					mf = ManifestFile{Name: f.GetName(), Missing: true}
+					if df, ok := delivered[objectID(f)]; ok {
+						mf = manifestFile(f.GetName(), df)
+					}
+				}
+				mp.Files = append(mp.Files, mf)
 			}
 			m.Parts = append(m.Parts, mp)
 		}
@@ -47,6 +61,17 @@ func jobManifest(job Job, parts []*exportv1.PartUploaded, d Delivery) *Manifest 
 	}
 	return m
 }
+
+// deliveredByObject indexes files by the object each was delivered from.
+func deliveredByObject(files []*exportv1.File) map[string]*exportv1.File {
+	out := make(map[string]*exportv1.File, len(files))
+	for _, f := range files {
+		out[objectID(f)] = f
+	}
+	return out
+}
+
+func objectID(f *exportv1.File) string { return f.GetBucket() + "/" + f.GetObjectKey() }
 
 // writeManifest stores the job's manifest next to its files and returns
 // it as a file. The bytes depend only on the job and its parts, so a

@@ -126,7 +126,7 @@ func NewDefaultPackager(objects Objects, bucket string) Packager {
 func newDefaultPackager(objects Objects, bucket string, log *slog.Logger) Packager {
 	return ByKind{
 		Kinds: map[exportv1.JobKind]Packager{
-			exportv1.JobKind_JOB_KIND_USER_DATA: &Zip{Objects: objects, Bucket: bucket},
+			exportv1.JobKind_JOB_KIND_USER_DATA: &Zip{Objects: objects, Bucket: bucket, Logger: log},
 			exportv1.JobKind_JOB_KIND_ROOM:      &RoomArchive{Objects: objects, Bucket: bucket, Logger: log},
 		},
 		Default: &Joiner{Objects: objects, Bucket: bucket, Logger: log, Then: &PartsAsFiles{Objects: objects, Bucket: bucket}},
@@ -135,8 +135,9 @@ func newDefaultPackager(objects Objects, bucket string, log *slog.Logger) Packag
 
 // RoomArchive packages a room export. Its room part announces the room
 // document (PartUploaded.file) and beside it the attachments its messages
-// link to (PartUploaded.files: by reference into the assets bucket, or
-// missing). The document is
+// link to (PartUploaded.files: by reference into the assets bucket, their
+// sizes and SHA-256s left to the archive's copy, or described by an
+// exporter from before File.described_on_delivery). The document is
 // delivered as it is, as PartsAsFiles would: clients that download
 // "general.json" keep getting it. When there are attachments, the
 // document and they also go into a zip with assets/, the way Rocket.Chat
@@ -148,7 +149,8 @@ type RoomArchive struct {
 	Objects Objects
 	// Bucket is the exports bucket, where the archive goes.
 	Bucket string
-	// Logger logs the joins of split room exports; nil discards.
+	// Logger logs the joins of split room exports and the attachments
+	// found missing; nil discards.
 	Logger *slog.Logger
 }
 
@@ -213,7 +215,7 @@ func (p *RoomArchive) Deliver(ctx context.Context, job Job, parts []*exportv1.Pa
 		stem := strings.TrimSuffix(files[0].GetName(), path.Ext(files[0].GetName()))
 		name = objects.CleanFileName(stem+".zip", name)
 	}
-	archive, m, err := (&Zip{Objects: p.Objects, Bucket: p.Bucket}).pack(ctx, job, parts, name)
+	archive, m, err := (&Zip{Objects: p.Objects, Bucket: p.Bucket, Logger: p.Logger}).pack(ctx, job, parts, name)
 	if err != nil {
 		return Delivery{}, err
 	}
@@ -238,13 +240,28 @@ type PartsAsFiles struct {
 // Package verifies every file of every part against the checksum the
 // object store keeps for it, reading only files whose checksum cannot
 // decide (verifyObject), and returns a copy of each File record, in part
-// order and then file order.
+// order and then file order. A file listed by reference only
+// (described_on_delivery) has no record to verify: it is read to take its
+// size and SHA-256, and is not delivered when its object is not found.
 func (p *PartsAsFiles) Package(ctx context.Context, _ Job, parts []*exportv1.PartUploaded) ([]*exportv1.File, error) {
 	var files []*exportv1.File
 	for _, part := range parts {
 		for _, f := range partFiles(part) {
 			if f.GetMissing() {
 				// Listed by the job's manifest, never delivered.
+				continue
+			}
+			if f.GetDescribedOnDelivery() {
+				// Only room parts list files so, and RoomArchive zips
+				// their attachments; should one be delivered as it is,
+				// it is described as the archive's copy would.
+				d, err := describeObject(ctx, p.Objects, objects.Bucket(f, p.Bucket), f)
+				if err != nil {
+					return nil, fmt.Errorf("describe part %d (%s): %w", part.GetPart(), f.GetName(), err)
+				}
+				if d != nil {
+					files = append(files, d)
+				}
 				continue
 			}
 			problem, err := verifyObject(ctx, p.Objects, objects.Bucket(f, p.Bucket), f)
@@ -311,6 +328,27 @@ func verifyObject(ctx context.Context, objects Objects, bucket string, f *export
 		return "", fmt.Errorf("read %s: %w", key, err)
 	}
 	return compare(f, n, h.Sum(nil)), nil
+}
+
+// describeObject reads the object of f, a file listed by reference only,
+// and returns a copy of f with the size and SHA-256 of its bytes, or nil
+// when the object is not found (or its key cannot name one).
+func describeObject(ctx context.Context, objects Objects, bucket string, f *exportv1.File) (*exportv1.File, error) {
+	body, _, err := objects.Open(ctx, bucket, f.GetObjectKey())
+	if problem, err := openProblem(err); problem != "" {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, body)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", f.GetObjectKey(), err)
+	}
+	d := proto.CloneOf(f)
+	d.Size, d.Sha256, d.DescribedOnDelivery = uint64(n), hex.EncodeToString(h.Sum(nil)), false
+	return d, nil
 }
 
 // storedProblem compares the checksum the store keeps for the object

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"archive/zip"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"path"
 	"strings"
 	"time"
@@ -39,7 +41,10 @@ var zipEpoch = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
 // manifest.json. The archive is streamed from the parts' objects through
 // the zip writer into a multipart upload, so neither memory nor local disk
 // ever holds it; each part's bytes are hashed as they pass and checked
-// against the recorded SHA-256 and size.
+// against the recorded SHA-256 and size. Files listed by reference only
+// (a room export's attachments, File.described_on_delivery) have no
+// record to check: the manifest takes their size and SHA-256 from those
+// bytes, and lists one whose object is not found as missing.
 //
 // The output is deterministic: fixed entry timestamps (the job's creation
 // time), a stable order, stable names and a deterministic compressor, so
@@ -54,6 +59,9 @@ type Zip struct {
 	Bucket string
 	// Level is the deflate level (default flate.DefaultCompression).
 	Level int
+	// Logger names the attachments found missing while zipping; nil
+	// discards.
+	Logger *slog.Logger
 }
 
 // Manifest is the content of manifest.json: the last entry of an archive,
@@ -92,12 +100,15 @@ type ManifestFile struct {
 	Size    uint64 `json:"size"`
 	Records uint64 `json:"records"`
 	// SHA256 is the lower-case hex SHA-256 of the entry's (uncompressed)
-	// bytes, as the exporter recorded it and the archiver verified it.
+	// bytes, as the exporter recorded it and the archiver verified it, or
+	// for a file listed by reference only (a room export's attachment,
+	// File.described_on_delivery) as the archiver hashed it while
+	// copying it; Size likewise.
 	SHA256 string `json:"sha256"`
 	// Missing says the file could not be delivered: its object is gone
-	// (an attachment deleted since its message was sent). It has no
-	// entry, size or SHA-256; it is listed so nothing links to it
-	// unannounced.
+	// (an attachment deleted since its message was sent), as the exporter
+	// found or the archive's copy did. It has no entry, size or SHA-256;
+	// it is listed so nothing links to it unannounced.
 	Missing bool `json:"missing,omitempty"`
 }
 
@@ -227,23 +238,33 @@ func (z *Zip) write(ctx context.Context, w io.Writer, job Job, parts []*exportv1
 		m.Created = modified.Format(time.RFC3339)
 	}
 	names := newNamer(ManifestName)
+	gone := missingLog{log: z.Logger, jobID: job.ID}
 	for _, p := range parts {
 		mp := ManifestPart{Part: p.GetPart(), Files: []ManifestFile{}}
 		for _, f := range partFiles(p) {
 			name := names.unique(SanitizeName(f.GetName()))
+			mf := manifestFile(name, f)
 			// A missing file gets no entry: the manifest says it is
 			// missing, where an entry would have to pretend.
 			if !f.GetMissing() {
-				if err := z.copyEntry(ctx, zw, p, f, name, modified); err != nil {
+				got, err := z.copyEntry(ctx, zw, p, f, name, modified)
+				if err != nil {
 					return nil, err
 				}
+				switch {
+				case got.missing:
+					mf = ManifestFile{Name: name, Missing: true}
+					gone.add(ctx, f)
+				case f.GetDescribedOnDelivery():
+					mf.Size, mf.SHA256 = got.size, got.sha256
+				}
 			}
-			mf := manifestFile(name, f)
 			mp.Files = append(mp.Files, mf)
 			m.Totals.add(mf)
 		}
 		m.Parts = append(m.Parts, mp)
 	}
+	gone.done(ctx)
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, bus.Permanent(bus.Worded("Building the archive failed; please try again.", fmt.Errorf("manifest: %w", err)))
@@ -261,35 +282,88 @@ func (z *Zip) write(ctx context.Context, w io.Writer, job Job, parts []*exportv1
 	return m, nil
 }
 
+// copied is what copyEntry took from an object's bytes.
+type copied struct {
+	size   uint64
+	sha256 string
+	// missing: the file was listed by reference only and its object is
+	// not there; it has no entry.
+	missing bool
+}
+
 // copyEntry streams one part file into the archive as entry name, hashing
-// its bytes on the way, and fails permanently when they are not what the
-// exporter recorded.
-func (z *Zip) copyEntry(ctx context.Context, zw *zip.Writer, p *exportv1.PartUploaded, f *exportv1.File, name string, modified time.Time) error {
+// its bytes on the way. A file the exporter described fails permanently
+// when they are not what it recorded; one it listed by reference only
+// (described_on_delivery) is described by them, and is missing when its
+// object is not found.
+func (z *Zip) copyEntry(ctx context.Context, zw *zip.Writer, p *exportv1.PartUploaded, f *exportv1.File, name string, modified time.Time) (copied, error) {
 	bucket, key := objects.Bucket(f, z.Bucket), f.GetObjectKey()
-	body, _, err := z.Objects.Open(ctx, bucket, key)
+	body, info, err := z.Objects.Open(ctx, bucket, key)
 	if problem, err := openProblem(err); problem != "" {
-		return verifyFailed(p, f, problem)
+		if f.GetDescribedOnDelivery() {
+			// Nothing vouched for this object: an attachment deleted
+			// since its message was sent, not a part that changed.
+			return copied{missing: true}, nil
+		}
+		return copied{}, verifyFailed(p, f, problem)
 	} else if err != nil {
-		return fmt.Errorf("open part %d (%s): %w", p.GetPart(), f.GetName(), err)
+		return copied{}, fmt.Errorf("open part %d (%s): %w", p.GetPart(), f.GetName(), err)
 	}
 	defer body.Close()
+	ct := f.GetContentType()
+	if f.GetDescribedOnDelivery() {
+		// The exporter listed the attachment's content type as its
+		// message gave it, if at all; the store's is the object's own.
+		ct = cmp.Or(ct, info.ContentType)
+	}
 	method := zip.Deflate
-	if storedAsIs(name, f.GetContentType()) {
+	if storedAsIs(name, ct) {
 		method = zip.Store
 	}
 	ew, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method, Modified: modified})
 	if err != nil {
-		return fmt.Errorf("archive entry %s: %w", name, err)
+		return copied{}, fmt.Errorf("archive entry %s: %w", name, err)
 	}
 	h := sha256.New()
 	n, err := io.Copy(ew, io.TeeReader(body, h))
 	if err != nil {
-		return fmt.Errorf("copy part %d (%s) into the archive: %w", p.GetPart(), f.GetName(), err)
+		return copied{}, fmt.Errorf("copy part %d (%s) into the archive: %w", p.GetPart(), f.GetName(), err)
 	}
-	if problem := compare(f, n, h.Sum(nil)); problem != "" {
-		return verifyFailed(p, f, problem)
+	sum := h.Sum(nil)
+	if !f.GetDescribedOnDelivery() {
+		if problem := compare(f, n, sum); problem != "" {
+			return copied{}, verifyFailed(p, f, problem)
+		}
 	}
-	return nil
+	return copied{size: uint64(n), sha256: hex.EncodeToString(sum)}, nil
+}
+
+// missingLogged is how many attachments found missing an archive names in
+// the log one by one: a store that lost a room's files by the thousand
+// says so in one record with the count, not in a record per file.
+const missingLogged = 10
+
+// missingLog logs the attachments an archive found missing.
+type missingLog struct {
+	log   *slog.Logger
+	jobID string
+	n     int
+}
+
+func (m *missingLog) add(ctx context.Context, f *exportv1.File) {
+	if m.n < missingLogged && m.log != nil {
+		m.log.WarnContext(ctx, "attachment object missing; listed as missing", "job_id", m.jobID,
+			"name", f.GetName(), "object_key", f.GetObjectKey())
+	}
+	m.n++
+}
+
+// done logs how many went unnamed.
+func (m *missingLog) done(ctx context.Context) {
+	if m.n > missingLogged && m.log != nil {
+		m.log.WarnContext(ctx, "attachments listed as missing; more than logged one by one", "job_id", m.jobID,
+			"missing", m.n, "logged", missingLogged)
+	}
 }
 
 // digestWriter hashes and counts what it passes on.

@@ -23,12 +23,10 @@ import (
 // A room's attachments are as many as its messages allow (200,000 in the
 // benchmark's room of 10,000,000 messages), so nothing holds them in
 // memory: the collector appends each to an unlinked local file
-// (attachmentList), the descriptions go to another (assetLister), and
-// the listing roomAssets writes to a third (assetListing), from which a
-// long list is streamed into its object. What stays in memory is a slot
-// of 8 bytes per attachment in each of two tables (offsetIndex: the
-// list's, for the exact dedup, and the descriptions'), and bounded
-// buffers.
+// (attachmentList), and the listing roomAssets writes to another
+// (assetListing), from which a long list is streamed into its object.
+// What stays in memory is a slot of 8 bytes per attachment (offsetIndex,
+// for the list's exact dedup), and bounded buffers.
 
 // attachmentList is a collector's attachments, in order and once each
 // (by file id), as delimited sourcev1.Attachment messages of the four

@@ -8,9 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
-	"dataport.dev/shared/blob"
 )
 
 // TestAttachmentListDedupIsExact: the list keeps every file id once, in
@@ -62,59 +60,6 @@ func TestAttachmentListDedupIsExact(t *testing.T) {
 			}))
 			assert.Equal(t, want, got)
 			assert.Equal(t, len(want), l.n)
-		})
-	}
-}
-
-// TestAssetListerFindsEveryDescription: what the lister described it
-// gives back, each attachment its own description, past the growth of
-// its index and when attachments share a hash; an attachment it did not
-// describe it reports as not described.
-func TestAssetListerFindsEveryDescription(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		mask uint64
-	}{
-		{name: "seeded hash", mask: ^uint64(0)},
-		{name: "every key one of 256 hashes", mask: 0xff},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			l := (&Exporter{}).listAhead(t.Context())
-			defer l.stop()
-			l.hash = func(a *sourcev1.Attachment) uint64 { return l.seededHash(a) & tc.mask }
-			attachment := func(i int) *sourcev1.Attachment {
-				id := fmt.Sprintf("F%d", i)
-				return &sourcev1.Attachment{FileId: id, Name: "n" + id, ObjectKey: "k/" + id}
-			}
-			const n = 3000
-			for i := range n {
-				a := attachment(i)
-				d := described{file: &exportv1.File{Name: a.GetName(), Size: uint64(i)}, read: i%3 == 0, done: true}
-				if i%5 == 0 {
-					d = described{err: blob.ErrNotFound, done: true}
-				}
-				require.NoError(t, l.keep(a, d))
-			}
-			for i := range n {
-				d, err := l.result(attachment(i))
-				require.NoError(t, err)
-				require.True(t, d.done, i)
-				if i%5 == 0 {
-					assert.ErrorIs(t, d.err, blob.ErrNotFound, i)
-					continue
-				}
-				assert.Equal(t, "nF"+fmt.Sprint(i), d.file.GetName())
-				assert.Equal(t, uint64(i), d.file.GetSize())
-				assert.Equal(t, i%3 == 0, d.read, i)
-			}
-			d, err := l.result(attachment(n))
-			require.NoError(t, err)
-			assert.False(t, d.done, "never described")
-			other := attachment(1)
-			other.Name = "renamed"
-			d, err = l.result(other)
-			require.NoError(t, err)
-			assert.False(t, d.done, "described under another name")
 		})
 	}
 }

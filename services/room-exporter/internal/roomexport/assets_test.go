@@ -1,8 +1,6 @@
 package roomexport_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"testing"
@@ -14,7 +12,6 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
-	"dataport.dev/services/room-exporter/internal/roomexport"
 	"dataport.dev/shared/blob"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/logtest"
@@ -24,12 +21,13 @@ import (
 // announces its document in file and, beside it in files, the files the
 // document's messages link to (assets/<id>-<name>), as they are shown: an
 // edited message's latest attachment only, none of a message out of
-// range, each once, and a file whose object is gone as missing.
+// range, each once. They are listed by reference, whether their objects
+// are there or not (the archive's copy finds that out); one that names no
+// object at all is missing already.
 func TestRoomExportListsTheAttachmentsItsDocumentLinksTo(t *testing.T) {
 	h := start(t, nil)
 	h.putRoom(t, &sourcev1.Room{Id: "ROOMA", Name: "with-files", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
-	report := []byte("%PDF-1.4 the report")
-	h.putAsset(t, "assets/F1/report.pdf", "application/pdf", report)
+	h.putAsset(t, "assets/F1/report.pdf", "application/pdf", []byte("%PDF-1.4 the report"))
 	h.putAsset(t, "assets/F2/old.txt", "text/plain", []byte("replaced by an edit"))
 	h.putAsset(t, "assets/F3/new.txt", "text/plain", []byte("the edit's file"))
 	h.putAsset(t, "assets/F5/late.txt", "text/plain", []byte("after the range"))
@@ -44,7 +42,8 @@ func TestRoomExportListsTheAttachmentsItsDocumentLinksTo(t *testing.T) {
 		msg("m1", 1, att("F1", "report.pdf", "application/pdf")),
 		msg("m2", 2, att("F2", "old.txt", "text/plain")),
 		msg("m3", 3, att("F4", "gone.png", "image/png")),
-		msg("m4", 4, att("F1", "report.pdf", "application/pdf")), // the same file again
+		msg("m4", 4, att("F1", "report.pdf", "application/pdf"), // the same file again
+			&sourcev1.Attachment{FileId: "F6", Name: "lost.txt"}), // no object at all
 		msg("m5", 9, att("F5", "late.txt", "text/plain")),
 		msg("m2", 2, att("F3", "new.txt", "text/plain")), // m2 edited
 	)
@@ -57,16 +56,17 @@ func TestRoomExportListsTheAttachmentsItsDocumentLinksTo(t *testing.T) {
 	assert.Equal(t, "with-files.json", part.GetFile().GetName())
 	assert.Equal(t, uint64(4), part.GetFile().GetRecords())
 	assert.Equal(t, exportv1.PartKind_PART_KIND_ROOM, part.GetPartKind())
-	sum := sha256.Sum256(report)
-	edit := sha256.Sum256([]byte("the edit's file"))
 	want := []*exportv1.File{{
 		Name: "assets/F1-report.pdf", Bucket: assetBucket, ObjectKey: "assets/F1/report.pdf",
-		Size: uint64(len(report)), Records: 1, Sha256: hex.EncodeToString(sum[:]), ContentType: "application/pdf",
+		Records: 1, ContentType: "application/pdf", DescribedOnDelivery: true,
 	}, {
 		Name: "assets/F3-new.txt", Bucket: assetBucket, ObjectKey: "assets/F3/new.txt",
-		Size: uint64(len("the edit's file")), Records: 1, Sha256: hex.EncodeToString(edit[:]), ContentType: "text/plain",
+		Records: 1, ContentType: "text/plain", DescribedOnDelivery: true,
 	}, {
-		Name: "assets/F4-gone.png", Bucket: assetBucket, ObjectKey: "assets/F4/gone.png", ContentType: "image/png", Missing: true,
+		Name: "assets/F4-gone.png", Bucket: assetBucket, ObjectKey: "assets/F4/gone.png",
+		Records: 1, ContentType: "image/png", DescribedOnDelivery: true,
+	}, {
+		Name: "assets/F6-lost.txt", Bucket: assetBucket, Missing: true,
 	}}
 	require.Len(t, part.GetFiles(), len(want), "%v", part.GetFiles())
 	for i := range want {
@@ -89,36 +89,25 @@ func TestRoomExportListsTheAttachmentsItsDocumentLinksTo(t *testing.T) {
 			links = append(links, a.TitleLink)
 		}
 	}
-	assert.Subset(t, links, []string{"assets/F1-report.pdf", "assets/F3-new.txt", "assets/F4-gone.png"})
+	assert.Subset(t, links, []string{"assets/F1-report.pdf", "assets/F3-new.txt", "assets/F4-gone.png", "assets/F6-lost.txt"})
 	assert.NotContains(t, links, "assets/F2-old.txt")
 }
 
-// TestRoomExportDescribesAttachmentsFromTheirChecksums: on real MinIO, an
-// attachment stored with a SHA-256 checksum (as blob.Store.Upload and any
-// S3 PUT with x-amz-checksum-sha256 store it) is listed with its size and
-// SHA-256 from its metadata, without reading it, and one stored without
-// (here a server-side copy, which keeps no whole-object checksum) is read
-// once; the manifest's sizes and SHA-256s are right either way, and the
-// part's log says how many were read.
-func TestRoomExportDescribesAttachmentsFromTheirChecksums(t *testing.T) {
-	for _, ahead := range []bool{false, true} {
-		t.Run(map[bool]string{false: "after-the-render", true: "beside-the-render"}[ahead], func(t *testing.T) {
-			testDescribesAttachmentsFromTheirChecksums(t, ahead)
-		})
-	}
-}
-
-func testDescribesAttachmentsFromTheirChecksums(t *testing.T, ahead bool) {
+// TestRoomExportLeavesDescribingAttachmentsToTheArchive: on real MinIO,
+// the room exporter lists an attachment stored with a SHA-256 checksum,
+// one stored without (a server-side copy, which keeps no whole-object
+// checksum) and one whose object is gone alike: by reference, with no
+// size or SHA-256, which the archiver takes from the bytes it zips (the
+// archiver's TestRoomArchiveDescribesAttachmentsFromTheBytesItZips). Had
+// the exporter asked the store about any, the three would differ.
+func TestRoomExportLeavesDescribingAttachmentsToTheArchive(t *testing.T) {
 	var logs logtest.Buffer
 	h := start(t, func(o *config) {
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		roomexport.SetListAhead(&o.Options, ahead)
 	})
 	h.putRoom(t, &sourcev1.Room{Id: "ROOMS", Name: "sums", Type: sourcev1.RoomType_ROOM_TYPE_CHANNEL})
-	checked := []byte("uploaded with its checksum")
-	h.putAsset(t, "assets/C1/checked.txt", "text/plain", checked)
-	copied := []byte("copied on the server, no checksum kept")
-	h.putAsset(t, "assets/tmp/source.txt", "text/plain", copied)
+	h.putAsset(t, "assets/C1/checked.txt", "text/plain", []byte("uploaded with its checksum"))
+	h.putAsset(t, "assets/tmp/source.txt", "text/plain", []byte("copied on the server, no checksum kept"))
 	_, err := h.store.Compose(t.Context(), assetBucket, "assets/C2/copied.txt",
 		[]blob.ComposeSource{{Key: "assets/tmp/source.txt"}}, "text/plain")
 	require.NoError(t, err)
@@ -133,19 +122,20 @@ func testDescribesAttachmentsFromTheirChecksums(t *testing.T, ahead bool) {
 			Attachments: []*sourcev1.Attachment{{FileId: "C1", Name: "checked.txt", ObjectKey: "assets/C1/checked.txt"}}},
 		&sourcev1.ChatMessage{Id: "s2", RoomId: "ROOMS", User: u, Ts: timestamppb.New(msgTime(2)), Text: "copied",
 			Attachments: []*sourcev1.Attachment{{FileId: "C2", Name: "copied.txt", ObjectKey: "assets/C2/copied.txt"}}},
+		&sourcev1.ChatMessage{Id: "s3", RoomId: "ROOMS", User: u, Ts: timestamppb.New(msgTime(3)), Text: "gone",
+			Attachments: []*sourcev1.Attachment{{FileId: "C3", Name: "gone.txt", ObjectKey: "assets/C3/gone.txt"}}},
 	)
 	const jobID = "job-room-sums"
 	h.publishTask(t, jobID+".task", roomTask(jobID, "ROOMS", nil, nil))
 	var part exportv1.PartUploaded
 	h.event(t, bus.EventPart, jobID, &part)
 
-	sum := func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 	want := []*exportv1.File{{
-		Name: "assets/C1-checked.txt", Bucket: assetBucket, ObjectKey: "assets/C1/checked.txt",
-		Size: uint64(len(checked)), Records: 1, Sha256: sum(checked), ContentType: "text/plain",
+		Name: "assets/C1-checked.txt", Bucket: assetBucket, ObjectKey: "assets/C1/checked.txt", Records: 1, DescribedOnDelivery: true,
 	}, {
-		Name: "assets/C2-copied.txt", Bucket: assetBucket, ObjectKey: "assets/C2/copied.txt",
-		Size: uint64(len(copied)), Records: 1, Sha256: sum(copied), ContentType: "text/plain",
+		Name: "assets/C2-copied.txt", Bucket: assetBucket, ObjectKey: "assets/C2/copied.txt", Records: 1, DescribedOnDelivery: true,
+	}, {
+		Name: "assets/C3-gone.txt", Bucket: assetBucket, ObjectKey: "assets/C3/gone.txt", Records: 1, DescribedOnDelivery: true,
 	}}
 	require.Len(t, part.GetFiles(), len(want), "%v", part.GetFiles())
 	for i := range want {
@@ -153,7 +143,5 @@ func testDescribesAttachmentsFromTheirChecksums(t *testing.T, ahead bool) {
 	}
 	listed := logs.Records(t, "room attachments listed", jobID)
 	require.Len(t, listed, 1)
-	assert.EqualValues(t, 2, listed[0]["attachments"])
-	assert.EqualValues(t, 0, listed[0]["missing"])
-	assert.EqualValues(t, 1, listed[0]["read_in_full"], "only the object without a checksum is read")
+	assert.EqualValues(t, 3, listed[0]["attachments"])
 }

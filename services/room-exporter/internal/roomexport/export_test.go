@@ -41,11 +41,6 @@ func NewPersonalRenderer(w io.Writer, job, self string, json bool) Renderer {
 	return f.New(w, Meta{})
 }
 
-// SetListAhead turns off, with false, the describing of a room part's
-// attachments during its render (assets.go, assetLister), for the
-// benchmark's comparison: they are then all described after it.
-func SetListAhead(o *Options, on bool) { o.noListAhead = !on }
-
 // MaxThreadRoots is how many thread roots an HTML page keeps excerpts of
 // for later replies.
 const MaxThreadRoots = maxThreadRoots

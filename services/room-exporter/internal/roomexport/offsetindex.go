@@ -56,13 +56,6 @@ func (x *offsetIndex) candidates(h uint64, f func(off int64) (bool, error)) (boo
 	}
 }
 
-// mayHave reports whether a record's slot matches h, without reading it
-// back: false means no record has hash h.
-func (x *offsetIndex) mayHave(h uint64) bool {
-	ok, _ := x.candidates(h, func(int64) (bool, error) { return true, nil })
-	return ok
-}
-
 // full reports whether put must grow the table first.
 func (x *offsetIndex) full() bool { return x.n+1 > len(x.slots)/8*7 }
 

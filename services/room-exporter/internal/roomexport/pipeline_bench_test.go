@@ -68,12 +68,11 @@ import (
 //	                               messages, edited the every-message-edited one
 //	DATAPORT_BENCH_ASSETS=stored   every attachment's object is in the assets bucket,
 //	                               stored with a SHA-256 checksum (stored, the default),
-//	                               or none is (missing: every one listed as missing)
+//	                               or none is (missing); the exporter lists them by
+//	                               reference either way, and asks the store about none
 //	DATAPORT_NATS_BIN              nats-server binary (bin/nats-server)
-//	DATAPORT_BENCH_PROFILE=dir     each child writes dir/<mode>-<room>-<format>.cpu.pprof,
-//	                               (mode dataport, baseline, or dataport-after: the
-//	                               edited room's export again with its attachments
-//	                               described only after the render)
+//	DATAPORT_BENCH_PROFILE=dir     each child writes dir/<mode>-<room>-<format>.cpu.pprof
+//	                               (mode dataport or baseline),
 //	                               .allocs.pprof and .peak.heap.pprof (the heap as
 //	                               the collection that found the largest live heap
 //	                               left it; go tool pprof), and its debug log
@@ -104,9 +103,6 @@ type childSpec struct {
 	Bucket   string      `json:"bucket"`
 	JobID    string      `json:"job_id"`
 	Messages uint64      `json:"messages"`
-	// ListAfter describes the attachments after the render only
-	// (roomexport.SetListAhead).
-	ListAfter bool `json:"list_after"`
 }
 
 // childResult is what a child reports on stdout.
@@ -225,15 +221,6 @@ func BenchmarkBesideBaseline(b *testing.B) {
 					dp := runBenchChild(b, spec)
 					spec.Mode = "baseline"
 					base := runBenchChild(b, spec)
-					var after childResult
-					if c.name == "edited" {
-						// The same export with the attachments described
-						// only after the render, right after the baseline.
-						run++
-						spec.Mode, spec.JobID, spec.ListAfter = "dataport", fmt.Sprintf("bench-%d-after", run), true
-						after = runBenchChild(b, spec)
-						spec.ListAfter = false
-					}
 					if dp.Records != c.messages {
 						b.Fatalf("dataport exported %d messages, want %d", dp.Records, c.messages)
 					}
@@ -254,12 +241,6 @@ func BenchmarkBesideBaseline(b *testing.B) {
 					b.Logf("%s %s: dataport %d msgs in %s (%.0f msgs/s, %.1f MB, peak RSS %.1f MiB, live heap %.1f MiB); baseline %d versions in %s (%.0f /s, peak RSS %.1f MiB, live heap %.1f MiB); ratio %.2f",
 						c.name, format, dp.Records, dp.Elapsed.Round(time.Millisecond), dpRate, float64(dp.Bytes)/1e6, float64(dp.PeakRSS)/(1<<20), float64(dp.PeakHeap)/(1<<20),
 						base.Records, base.Elapsed.Round(time.Millisecond), baseRate, float64(base.PeakRSS)/(1<<20), float64(base.PeakHeap)/(1<<20), dpRate/baseRate)
-					if after.Records > 0 {
-						afterRate := float64(after.Records) / after.Elapsed.Seconds()
-						b.ReportMetric(afterRate/baseRate, "ratio-listed-after")
-						b.Logf("%s %s, attachments listed after the render: dataport %d msgs in %s (%.0f msgs/s); ratio %.2f",
-							c.name, format, after.Records, after.Elapsed.Round(time.Millisecond), afterRate, afterRate/baseRate)
-					}
 				}
 			})
 		}
@@ -297,11 +278,7 @@ func TestPipelineBenchChild(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 	peakProfile := ""
 	if dir := os.Getenv(envBenchProfile); dir != "" {
-		mode := spec.Mode
-		if spec.ListAfter {
-			mode += "-after"
-		}
-		base := filepath.Join(dir, mode+"-"+spec.Room+"-"+spec.Format)
+		base := filepath.Join(dir, spec.Mode+"-"+spec.Room+"-"+spec.Format)
 		stop := profile(t, base)
 		defer stop()
 		peakProfile = base + ".peak.heap.pprof"
@@ -421,9 +398,7 @@ func runDataport(ctx context.Context, t *testing.T, js jetstream.JetStream, stor
 	if err != nil {
 		return childResult{}, err
 	}
-	opts := roomexport.Options{JS: js, Store: store, Bucket: spec.Bucket, Logger: logger}
-	roomexport.SetListAhead(&opts, !spec.ListAfter)
-	rooms, err := roomexport.New(ctx, opts)
+	rooms, err := roomexport.New(ctx, roomexport.Options{JS: js, Store: store, Bucket: spec.Bucket, Logger: logger})
 	if err != nil {
 		return childResult{}, err
 	}

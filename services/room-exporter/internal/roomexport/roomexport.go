@@ -94,9 +94,6 @@ type Options struct {
 	// (window.go).
 	noSpeculation                          bool
 	recentIDs, windowVersions, windowBytes int
-	// noListAhead describes a room part's attachments only after its
-	// render, for the benchmark's comparison.
-	noListAhead bool
 }
 
 // Exporter produces the room exporter's parts: it is the taskrun.Kind of
@@ -264,13 +261,7 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 	}
 	var linked *assetCollector // a room export delivers its attachments (assets.go)
 	if task.GetKind() == exportv1.JobKind_JOB_KIND_ROOM {
-		// Described beside the render (assetLister), not only after it.
-		var ahead *assetLister
-		if !e.opts.noListAhead {
-			ahead = e.listAhead(ctx)
-			defer ahead.stop()
-		}
-		format = e.collectAssetsAhead(ctx, task, format, &linked, ahead)
+		format = e.collectAssets(ctx, task, format, &linked)
 		defer func() { linked.close() }()
 	}
 	var res uploadResult

@@ -1017,9 +1017,18 @@ type File struct {
 	// asset deleted after the message that links to it was sent). It stays
 	// listed, so the manifest says what is missing instead of an archive
 	// entry or link leading nowhere; size and sha256 are then empty.
-	Missing       bool `protobuf:"varint,20,opt,name=missing,proto3" json:"missing,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Missing bool `protobuf:"varint,20,opt,name=missing,proto3" json:"missing,omitempty"`
+	// The file is listed by reference only: size, sha256 and
+	// checksum_sha256 are empty, and whether its object is there at all is
+	// not known yet. Whoever delivers it takes its size and SHA-256 from
+	// the bytes it copies (the archiver, zipping a room export's
+	// attachments, reads every one anyway), and lists it as missing when
+	// its object is not found. A room part's attachments are listed so:
+	// describing each in the exporter was an object request per attachment
+	// that the archive's copy makes again.
+	DescribedOnDelivery bool `protobuf:"varint,21,opt,name=described_on_delivery,json=describedOnDelivery,proto3" json:"described_on_delivery,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *File) Reset() {
@@ -1111,6 +1120,13 @@ func (x *File) GetChecksumSha256() string {
 func (x *File) GetMissing() bool {
 	if x != nil {
 		return x.Missing
+	}
+	return false
+}
+
+func (x *File) GetDescribedOnDelivery() bool {
+	if x != nil {
+		return x.DescribedOnDelivery
 	}
 	return false
 }
@@ -1755,7 +1771,7 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\bProgress\x12\x18\n" +
 	"\apercent\x18\x01 \x01(\rR\apercent\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xfd\x01\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xb1\x02\n" +
 	"\x04File\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1766,7 +1782,8 @@ const file_dataport_export_v1_job_proto_rawDesc = "" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x16\n" +
 	"\x06bucket\x18\a \x01(\tR\x06bucket\x12'\n" +
 	"\x0fchecksum_sha256\x18\b \x01(\tR\x0echecksumSha256\x12\x18\n" +
-	"\amissing\x18\x14 \x01(\bR\amissing\"\x9b\x0e\n" +
+	"\amissing\x18\x14 \x01(\bR\amissing\x122\n" +
+	"\x15described_on_delivery\x18\x15 \x01(\bR\x13describedOnDelivery\"\x9b\x0e\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\x12/\n" +
