@@ -42,9 +42,10 @@ const (
 
 // maxSuspects bounds the ids the window cannot tell apart from
 // republished ones without the history (see verify): 384 KiB at most, 24
-// bytes each. A room of a few million versions has more (the Bloom
-// filter's false hits grow with it, see spool.go) and is then checked by
-// the plan, whose sort of the false hits' records costs local disk, not
+// bytes each. A room of more than about 1,300,000 versions has more (the
+// Bloom filter's false hits grow with it past its cap, and a room too big
+// for filters has every entry a suspect, see spool.go) and is then
+// checked by the plan, whose sort of the records costs local disk, not
 // memory.
 const maxSuspects = 1 << 14
 
