@@ -44,10 +44,11 @@ import (
 // where its group of one is dropped, so the plan is exact whatever the
 // filters say. Up to about 840,000 versions the filters have their ten
 // bits an id and the sort gets some 0.3% false candidates; at 2,800,000
-// (three bits an id, bloomMaxIDs) about 9%. A bigger room gets no
-// filters at all: seen would hold under three bits an id, so that most
-// ids would be candidates anyway (57% at 10,000,000 with 1 MiB), and its
-// bits would be memory spent on a sort nearly as long as the whole one.
+// (three bits an id, bloomMaxIDs) about 11%. A bigger room gets no
+// filters at all: seen would hold fewer bits an id and pass ever more ids
+// (19% at 4,000,000, 57% at 10,000,000), again would fill behind it (46%
+// and all of the records sorted), and their bits would be memory spent
+// on a sort nearly as long as the whole one.
 // Such a room's id records go straight into a sorter as they are read
 // (its runs sorted on the read's goroutine, which mostly waits for the
 // broker), and every one of them is planned as above: the same plan, from
@@ -105,10 +106,10 @@ func hashID(seed maphash.Seed, id []byte) idHash {
 // Caps of the two filters: seen holds every id, again the ids seen twice
 // (true republications and seen's false hits), sized for a quarter of the
 // versions. Past bloomMaxIDs versions no filter is built (see above).
-// Together they are 1.25 MiB at most, which is what a room of millions of
-// versions holds beyond one of thousands; with caps of 4 and 1 MiB a room
-// of 10,000,000 versions held 5 MiB more to sort 7.5% of its records
-// rather than all of them.
+// Together they are 1.25 MiB at most, what they cost a room of millions
+// of versions more than one of thousands (20 KiB). With caps of 4 and 1
+// MiB a room of 10,000,000 versions held 5 MiB to sort 7.4% of its id
+// records rather than all of them.
 const (
 	seenBloomBits  = 8 << 20 // 1 MiB
 	againBloomBits = 2 << 20 // 256 KiB

@@ -116,7 +116,8 @@ func (w *window) entry(num uint64) *pending {
 // add puts the version read at seq into the window: applied to its id's
 // first version when that is still there, else as an entry of its own.
 // keyed says data's id, id, was read (hid is its hash); seen is the
-// Bloom filter's "may have been seen before". add reports false when the
+// Bloom filter's "may have been seen before" (always, when the spool has
+// no filter). add reports false when the
 // id is known to be republished after its first version left the window:
 // the speculative render is wrong.
 func (w *window) add(seq uint64, data, id []byte, hid idHash, keyed, seen bool) bool {
