@@ -29,6 +29,10 @@ func SetSpeculationWindow(o *Options, versions, bytes int) {
 	o.windowVersions, o.windowBytes = versions, bytes
 }
 
+// SetBloomMaxIDs sets the size of the largest room whose spool builds its
+// Bloom filters; a bigger one sorts every id record (spool.go).
+func SetBloomMaxIDs(o *Options, n int) { o.bloomMaxIDs = n }
+
 // Pseudonym is how username reads in job's personal download when it is
 // someone else's.
 func Pseudonym(job, username string) string { return newPseudonyms(job, "").name(username) }

@@ -3,7 +3,6 @@ package roomexport
 import (
 	"bufio"
 	"cmp"
-	"container/heap"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -183,7 +182,7 @@ func mergeRuns(f *os.File, start int64, ends []int64) (*mergeIter, error) {
 		}
 		start = end
 	}
-	heap.Init(&it.heap)
+	it.heap.init()
 	return it, nil
 }
 
@@ -232,11 +231,12 @@ func (it *mergeIter) next() (record, bool, error) {
 	if err != nil {
 		return record{}, false, err
 	}
-	if ok {
-		heap.Fix(&it.heap, 0)
-	} else {
-		heap.Pop(&it.heap)
+	if !ok {
+		last := len(it.heap) - 1
+		it.heap[0], it.heap[last] = it.heap[last], nil
+		it.heap = it.heap[:last]
 	}
+	it.heap.down(0)
 	return r, true, nil
 }
 
@@ -259,17 +259,34 @@ func (c *runCursor) advance() (bool, error) {
 	return true, nil
 }
 
+// runHeap is a min-heap of run cursors by their current record. It is
+// not a container/heap.Interface: a merge of every id record of a big
+// room (spool.go) spends its time here, and a typed heap compares without
+// the interface's indirect calls.
 type runHeap []*runCursor
 
-func (h runHeap) Len() int           { return len(h) }
-func (h runHeap) Less(i, j int) bool { return compareRecords(h[i].cur, h[j].cur) < 0 }
-func (h runHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *runHeap) Push(x any)        { *h = append(*h, x.(*runCursor)) }
-func (h *runHeap) Pop() any {
-	old := *h
-	c := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return c
+func (h runHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+// down moves h[i] down to its place.
+func (h runHeap) down(i int) {
+	for {
+		j := 2*i + 1
+		if j >= len(h) {
+			return
+		}
+		if r := j + 1; r < len(h) && compareRecords(h[r].cur, h[j].cur) < 0 {
+			j = r
+		}
+		if compareRecords(h[j].cur, h[i].cur) >= 0 {
+			return
+		}
+		h[i], h[j] = h[j], h[i]
+		i = j
+	}
 }
 
 // createUnlinked creates a temporary file in dir and removes its name at

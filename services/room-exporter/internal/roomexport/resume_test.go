@@ -69,6 +69,24 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 	if testing.Short() {
 		t.Skip("publishes 60k messages")
 	}
+	testExportResumesFromCheckpoint(t, 0,
+		exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_HTML, exportv1.Format_FORMAT_JSONL)
+}
+
+// TestUnfilteredExportResumesFromCheckpoint is the same for a room
+// exported as one too big for the spool's Bloom filters is: the resumed
+// attempt's spool sorts every id record beside the ids its checkpoint
+// placed.
+func TestUnfilteredExportResumesFromCheckpoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 60k messages")
+	}
+	testExportResumesFromCheckpoint(t, 1, exportv1.Format_FORMAT_JSON)
+}
+
+// testExportResumesFromCheckpoint runs the resume in each format, with
+// roomexport.SetBloomMaxIDs(bloomMaxIDs) unless it is 0.
+func testExportResumesFromCheckpoint(t *testing.T, bloomMaxIDs int, formats ...exportv1.Format) {
 	const (
 		roomID = "RESUME"
 		n      = 60_000
@@ -91,6 +109,7 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 		// reads only what follows its checkpoint (a speculative render's
 		// resume reads the history again: TestSpeculativeRenderResumes).
 		roomexport.SetSpeculationWindow(&o.Options, 1000, 0)
+		roomexport.SetBloomMaxIDs(&o.Options, bloomMaxIDs)
 		roomexport.SetTestHooks(&o.Options, func(seq uint64) {
 			if crashed.Load() {
 				readsAfter.Add(1)
@@ -109,7 +128,7 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 	checkpoints, err := h.js.KeyValue(t.Context(), bus.BucketCheckpoints)
 	require.NoError(t, err)
 
-	for _, format := range []exportv1.Format{exportv1.Format_FORMAT_JSON, exportv1.Format_FORMAT_HTML, exportv1.Format_FORMAT_JSONL} {
+	for _, format := range formats {
 		word := strings.ToLower(strings.TrimPrefix(format.String(), "FORMAT_"))
 		t.Run(word, func(t *testing.T) {
 			run := func(jobID string) *exportv1.File {
@@ -144,6 +163,11 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 			assert.Equal(t, fmt.Sprintf("resuming from message %d", from), resumes[0]["msg"])
 			assert.Equal(t, float64(2), resumes[0]["parts_done"])
 			assert.Greater(t, resumes[0]["records_done"].(float64), float64(n/10), "two parts' worth of messages were kept")
+			spooled := logs.Records(t, "history spooled", jobID)
+			require.NotEmpty(t, spooled)
+			for _, r := range spooled {
+				assert.Equal(t, bloomMaxIDs == 0, r["filtered"], "whether the spool kept its Bloom filters")
+			}
 
 			// What a user checks: the same file, byte for byte.
 			assert.Equal(t, clean.GetSha256(), resumed.GetSha256())

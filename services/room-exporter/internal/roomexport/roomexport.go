@@ -94,6 +94,9 @@ type Options struct {
 	// (window.go).
 	noSpeculation                          bool
 	recentIDs, windowVersions, windowBytes int
+	// bloomMaxIDs, when not zero, replaces the size of the largest room
+	// whose spool builds its Bloom filters (spool.go).
+	bloomMaxIDs int
 }
 
 // Exporter produces the room exporter's parts: it is the taskrun.Kind of
@@ -277,7 +280,8 @@ func (e *Exporter) exportRoom(ctx context.Context, t *taskrun.Task) (*taskrun.Re
 			return nil, err
 		}
 		t.Log.DebugContext(ctx, "history spooled", "from_seq", start, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
-			"planned", h.spool.planned, "duration", time.Since(spoolStart).String())
+			"planned", h.spool.planned, "filtered", h.spool.filtered, "plan_duration", h.spool.planTook.String(), "speculative", false,
+			"duration", time.Since(spoolStart).String())
 		res, err = e.upload(ctx, t, format, meta, room, h, key, cp, h.spool.each, false)
 	}
 	if err != nil {

@@ -135,6 +135,12 @@ func (f *feed) verify(ids *os.File) bool {
 	return f.verified
 }
 
+// unfiltered tells the feed that the spool has no Bloom filters: every
+// version's id may have been seen, so the window could only tell a first
+// version from a suspect with the whole history, and the plan's counts
+// decide (window.resolved).
+func (f *feed) unfiltered() { f.win.suspects, f.win.suspectsLost = nil, true }
+
 // abandon ends the feed at once: a republished id was found. The read
 // goes on without it.
 func (f *feed) abandon() { f.end(errSpeculationFailed) }
@@ -221,7 +227,8 @@ func (e *Exporter) speculate(ctx context.Context, t *taskrun.Task, format Format
 	abandoned := errors.Is(err, errSpeculationFailed)
 	if serr == nil {
 		t.Log.DebugContext(ctx, "history spooled", "from_seq", 0, "last_seq", h.lastSeq, "spool_bytes", h.spool.size,
-			"planned", h.spool.planned, "window_applied", win.applied, "window_verified", fd.verified, "speculative", !abandoned,
+			"planned", h.spool.planned, "filtered", h.spool.filtered, "plan_duration", h.spool.planTook.String(),
+			"window_applied", win.applied, "window_verified", fd.verified, "speculative", !abandoned,
 			"duration", time.Since(began).String())
 	}
 	switch {

@@ -2,6 +2,7 @@ package roomexport
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"hash/maphash"
 	"io"
 	"os"
+	"time"
 )
 
 // A room's history is read from JetStream once. ChatMessage's contract is
@@ -33,22 +35,30 @@ import (
 // later version (skip it), and the plan is sorted by seq. The render pass
 // then reads data sequentially and the plan beside it: no second read of
 // the stream, no random read of JetStream, and memory is the buffers and
-// filters (at most 4 + 1 MiB of Bloom bits, seenBloomBits and
+// filters (at most 1 MiB + 256 KiB of Bloom bits, seenBloomBits and
 // againBloomBits), whatever the room's size or number of edits. Local
 // reads of a last version hit the page cache.
 //
 // The caps trade memory for exact work: a false hit of seen puts an id
 // into again, and a false hit of again puts an id's record into the sort,
 // where its group of one is dropped, so the plan is exact whatever the
-// filters say. Up to about 3,000,000 versions the filters have their ten
-// bits an id and the sort gets some 0.3% false candidates; at 10,000,000
-// about 7.5% (750,000 records, 24 MB of sort on local disk, well under
-// a second); a room far bigger degrades towards sorting every id record,
-// on local disk with the same memory.
+// filters say. Up to about 840,000 versions the filters have their ten
+// bits an id and the sort gets some 0.3% false candidates; at 2,800,000
+// (three bits an id, bloomMaxIDs) about 11%. A bigger room gets no
+// filters at all: seen would hold fewer bits an id and pass ever more ids
+// (19% at 4,000,000, 57% at 10,000,000), again would fill behind it (46%
+// and all of the records sorted), and their bits would be memory spent
+// on a sort nearly as long as the whole one.
+// Such a room's id records go straight into a sorter as they are read
+// (its runs sorted on the read's goroutine, which mostly waits for the
+// broker), and every one of them is planned as above: the same plan, from
+// one merge after the read, with the memory of the sorter's buffers
+// (1 MiB), not of filters that grow with the room up to their cap.
 //
 // Local disk is what grows: about the room's encoded size plus 32 bytes
-// per version, in unlinked files of os.TempDir ($TMPDIR), gone when the
-// export ends or the process dies.
+// per version (64 while an unfiltered room's sort merges its runs), in
+// unlinked files of os.TempDir ($TMPDIR), gone when the export ends or
+// the process dies.
 
 // Plan record kinds (word 1 of a plan record; word 0 is the seq).
 const (
@@ -73,6 +83,11 @@ type spool struct {
 	// republished counts the ids (id hashes) whose versions planned
 	// counts.
 	republished int
+	// filtered: the read kept Bloom filters (see above). planTook is the
+	// time from the read's end to the plan's (the window's verify or the
+	// sorts), what a room pays for the filters it had or lacked.
+	filtered bool
+	planTook time.Duration
 }
 
 // idHash is a 128-bit hash of a message id: collisions among a room's ids
@@ -90,10 +105,15 @@ func hashID(seed maphash.Seed, id []byte) idHash {
 
 // Caps of the two filters: seen holds every id, again the ids seen twice
 // (true republications and seen's false hits), sized for a quarter of the
-// versions.
+// versions. Past bloomMaxIDs versions no filter is built (see above).
+// Together they are 1.25 MiB at most, what they cost a room of millions
+// of versions more than one of thousands (20 KiB). With caps of 4 and 1
+// MiB a room of 10,000,000 versions held 5 MiB to sort 7.4% of its id
+// records rather than all of them.
 const (
-	seenBloomBits  = 32 << 20 // 4 MiB
-	againBloomBits = 8 << 20  // 1 MiB
+	seenBloomBits  = 8 << 20 // 1 MiB
+	againBloomBits = 2 << 20 // 256 KiB
+	bloomMaxIDs    = seenBloomBits / 3
 )
 
 // spoolHistory reads h's subject from stream sequence start (0 for the
@@ -112,23 +132,37 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 	if sp.data, err = createUnlinked(dir, "roomexport-data-*"); err != nil {
 		return nil, err
 	}
-	ids, err := createUnlinked(dir, "roomexport-ids-*")
-	if err != nil {
-		return nil, err
-	}
-	defer ids.Close()
 	var (
 		dw      = bufio.NewWriterSize(sp.data, 256<<10)
-		iw      = bufio.NewWriterSize(ids, 64<<10)
-		seen    = newBloom(h.count, seenBloomBits)
-		again   = newBloom(h.count/4, againBloomBits)
 		skips   = newSorter(dir) // versions an earlier attempt placed
 		repeats bool
 		n       int
 		hdr     [2 * binary.MaxVarintLen64]byte
 		rec     [recordBytes]byte
+		// Filtered: seen and again, and the id records in stream order
+		// in ids. Unfiltered: every id record in byID.
+		seen, again *bloom
+		ids         *os.File
+		iw          *bufio.Writer
+		byID        *sorter
 	)
 	sp.sorters = append(sp.sorters, skips)
+	if h.count <= uint64(cmp.Or(e.opts.bloomMaxIDs, bloomMaxIDs)) {
+		sp.filtered = true
+		seen, again = newBloom(h.count, seenBloomBits), newBloom(h.count/4, againBloomBits)
+		if ids, err = createUnlinked(dir, "roomexport-ids-*"); err != nil {
+			return nil, err
+		}
+		defer ids.Close()
+		iw = bufio.NewWriterSize(ids, 64<<10)
+	} else {
+		byID = newSorter(dir)
+		sp.sorters = append(sp.sorters, byID)
+		repeats = true // unknown until the sort
+		if fd != nil {
+			fd.unfiltered()
+		}
+	}
 	err = e.replayFrom(ctx, h, start, func(seq uint64, data []byte) (bool, error) {
 		if n++; n%1024 == 0 && ctx.Err() != nil {
 			return false, context.Cause(ctx)
@@ -153,14 +187,18 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 		}
 		sp.size += int64(k + len(data))
 		var (
-			hid       idHash
-			maybeSeen bool
+			hid idHash
+			// Without filters any id may have been seen: the window
+			// looks each one up.
+			maybeSeen = seen == nil
 		)
 		if ok {
 			hid = hashID(sp.seed, id)
-			if maybeSeen = seen.testAndAdd(hid); maybeSeen {
-				again.testAndAdd(hid)
-				repeats = true
+			if seen != nil {
+				if maybeSeen = seen.testAndAdd(hid); maybeSeen {
+					again.testAndAdd(hid)
+					repeats = true
+				}
 			}
 		}
 		if fd != nil {
@@ -168,6 +206,9 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 		}
 		if !ok {
 			return true, nil // undecodable or placed already: never planned
+		}
+		if byID != nil {
+			return true, byID.add(record{hid.a, hid.b, seq, uint64(off)})
 		}
 		binary.LittleEndian.PutUint64(rec[0:], hid.a)
 		binary.LittleEndian.PutUint64(rec[8:], hid.b)
@@ -184,19 +225,27 @@ func (e *Exporter) spoolHistory(ctx context.Context, h *history, start uint64, f
 	if err := dw.Flush(); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	if err := iw.Flush(); err != nil {
-		return nil, fmt.Errorf("spool ids: %w", err)
-	}
-	plan := skips
-	// A speculative render the window shows right needs no plan.
-	if repeats && (fd == nil || !fd.verify(ids)) {
-		if plan, err = sp.planRepeats(ids, again, skips); err != nil {
+	planStart, plan := time.Now(), skips
+	switch {
+	case byID != nil:
+		if plan, err = sp.planGroups(byID, skips); err != nil {
 			return nil, err
+		}
+	case repeats:
+		if err := iw.Flush(); err != nil {
+			return nil, fmt.Errorf("spool ids: %w", err)
+		}
+		// A speculative render the window shows right needs no plan.
+		if fd == nil || !fd.verify(ids) {
+			if plan, err = sp.planRepeats(ids, again, skips); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if sp.plan, err = plan.sorted(); err != nil {
 		return nil, err
 	}
+	sp.planTook = time.Since(planStart)
 	return sp, nil
 }
 
@@ -222,6 +271,12 @@ func (sp *spool) planRepeats(ids *os.File, again *bloom, plan *sorter) (*sorter,
 			return nil, err
 		}
 	}
+	return sp.planGroups(byID, plan)
+}
+
+// planGroups adds to plan the plan of the id records byID holds (hash,
+// seq, offset), any that may be republished, and closes byID.
+func (sp *spool) planGroups(byID *sorter, plan *sorter) (*sorter, error) {
 	it, err := byID.sorted()
 	if err != nil {
 		return nil, err

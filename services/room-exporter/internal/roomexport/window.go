@@ -42,9 +42,10 @@ const (
 
 // maxSuspects bounds the ids the window cannot tell apart from
 // republished ones without the history (see verify): 384 KiB at most, 24
-// bytes each. A room of a few million versions has more (the Bloom
-// filter's false hits grow with it, see spool.go) and is then checked by
-// the plan, whose sort of the false hits' records costs local disk, not
+// bytes each. A room of more than about 1,300,000 versions has more (the
+// Bloom filter's false hits grow with it past its cap, and a room too big
+// for filters has every entry a suspect, see spool.go) and is then
+// checked by the plan, whose sort of the records costs local disk, not
 // memory.
 const maxSuspects = 1 << 14
 
@@ -115,7 +116,8 @@ func (w *window) entry(num uint64) *pending {
 // add puts the version read at seq into the window: applied to its id's
 // first version when that is still there, else as an entry of its own.
 // keyed says data's id, id, was read (hid is its hash); seen is the
-// Bloom filter's "may have been seen before". add reports false when the
+// Bloom filter's "may have been seen before" (always, when the spool has
+// no filter). add reports false when the
 // id is known to be republished after its first version left the window:
 // the speculative render is wrong.
 func (w *window) add(seq uint64, data, id []byte, hid idHash, keyed, seen bool) bool {
