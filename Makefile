@@ -98,7 +98,7 @@ check-modules:
 	for m in $(MODULES); do echo "== $$m"; (cd $$m && GOWORK=off go build ./... && GOWORK=off go vet ./...); done
 
 # The room exporter's tests that skip themselves under -race.
-NORACE_TESTS := TestCSVGzipExportResumesFromCheckpoint
+NORACE_TESTS := TestCSVGzipExportResumesFromCheckpoint|TestExportResumesALongAttachmentList|TestSpeculativeRenderResumes|TestWindowIndexFindsEveryEntry
 
 # The modules' unit tests run TEST_JOBS at a time, the slowest first:
 # much of their time is spent waiting on the nats-server and MinIO they

@@ -12,6 +12,7 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
+	"dataport.dev/services/room-exporter/internal/roomexport"
 	"dataport.dev/shared/bus"
 )
 
@@ -49,7 +50,7 @@ func BenchmarkRoomExport(b *testing.B) {
 //
 //	go test -run '^$' -bench ExportMemory -benchtime=1x ./internal/roomexport/
 func BenchmarkExportMemory(b *testing.B) {
-	if raceEnabled {
+	if roomexport.RaceEnabled {
 		b.Skip("the race detector's shadow memory distorts heap figures")
 	}
 	h := start(b, nil)

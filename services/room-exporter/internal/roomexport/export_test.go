@@ -48,3 +48,6 @@ func NewPersonalRenderer(w io.Writer, job, self string, json bool) Renderer {
 // MaxThreadRoots is how many thread roots an HTML page keeps excerpts of
 // for later replies.
 const MaxThreadRoots = maxThreadRoots
+
+// RaceEnabled is raceEnabled, for the package's external tests.
+const RaceEnabled = raceEnabled

@@ -1,5 +1,5 @@
 //go:build !race
 
-package roomexport_test
+package roomexport
 
 const raceEnabled = false

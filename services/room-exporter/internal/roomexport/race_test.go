@@ -1,6 +1,6 @@
 //go:build race
 
-package roomexport_test
+package roomexport
 
 // raceEnabled is true under the race detector, whose instrumentation
 // distorts allocation figures and slows large exports tenfold.

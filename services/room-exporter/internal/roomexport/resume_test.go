@@ -249,7 +249,7 @@ func TestExportStaleCheckpointStartsOver(t *testing.T) {
 // gzip member, so the state at a cut fits in a checkpoint, and the
 // stored file reads back as one CSV.
 func TestCSVGzipExportResumesFromCheckpoint(t *testing.T) {
-	if testing.Short() || raceEnabled {
+	if testing.Short() || roomexport.RaceEnabled {
 		// Under the race detector gzip makes this minutes; the resumed
 		// path's goroutines are TestExportResumesFromCheckpoint's, and
 		// make test-unit runs this one without -race (NORACE_TESTS).

@@ -297,7 +297,7 @@ func TestSpeculationPastItsWindowIsAbandoned(t *testing.T) {
 // slows the encoders tenfold: the goroutines of the speculative render are
 // the same whatever the room's size, only the part count differs (one).
 func raceMessages(n int) int {
-	if raceEnabled {
+	if roomexport.RaceEnabled {
 		return n / 10
 	}
 	return n
@@ -332,7 +332,11 @@ func bigMessages(roomID string, n int) []*sourcev1.ChatMessage {
 // clean run's bytes. Either way nothing else is left in MinIO and the
 // checkpoint is gone.
 func TestSpeculativeRenderResumes(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || roomexport.RaceEnabled {
+		// Under the race detector this is over a minute; the speculative
+		// render's goroutines run under it in the other speculation
+		// tests, and make test-unit runs this one without -race
+		// (NORACE_TESTS).
 		t.Skip("publishes 30k messages twice")
 	}
 	// 18 MB of JSON, four 5 MiB parts: part 1's checkpoint is saved when
