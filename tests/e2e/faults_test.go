@@ -228,16 +228,27 @@ func waitAllCompleted(t *testing.T, s *stack, c credential, ids []string, timeou
 }
 
 // waitProcessing waits until the exporter is inside job id: the job is
-// processing and has reported records.
+// processing and has reported records. A job that ends before it is
+// seen processing fails the test at once, with its state and error,
+// rather than after the wait.
 func waitProcessing(t *testing.T, s *stack, c credential, id string) {
 	t.Helper()
-	require.EventuallyWithT(t, func(ct *assert.CollectT) {
-		j, err := getJob(t.Context(), s, c, id)
-		if !assert.NoError(ct, err) {
-			return
+	const wait = 60 * time.Second
+	var last nativeJob
+	var readErr error
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		last, readErr = getJob(t.Context(), s, c, id)
+		if readErr != nil {
+			continue
 		}
-		assert.Equal(ct, "processing", j.State)
-	}, 60*time.Second, 20*time.Millisecond)
+		switch last.State {
+		case "processing":
+			return
+		case "finalizing", "completed", "failed", "rejected", "canceled":
+			require.FailNowf(t, "job ended before it was seen processing", "job %s is %s (error %q)", id, last.State, last.Error)
+		}
+	}
+	require.FailNowf(t, "job not processing", "job %s after %s: state %q, error %q, last read error %v", id, wait, last.State, last.Error, readErr)
 }
 
 // completedEvents counts ExportCompleted events per job in EXPORT_EVENTS.
