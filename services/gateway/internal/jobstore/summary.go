@@ -93,6 +93,7 @@ func (s *Store) writeSummary(ctx context.Context, job *exportv1.Job, rev uint64)
 		if k := orgKey(job, hashToken); k != "" {
 			s.putSummary(ctx, k, nil, value, rev)
 		}
+		s.writeBlock(ctx, job, rev)
 		e, err := s.kv.Get(ctx, job.GetId())
 		if err != nil || e.Revision() <= rev {
 			return
@@ -189,10 +190,21 @@ func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1
 		}
 		return nil
 	}
+	blocks, err := s.readBlocks(ctx, sc.Owner)
+	if err != nil {
+		return err
+	}
+	if blocks.complete {
+		return eachBlockSummary(blocks, sc, fn)
+	}
+	repair := &blockRepair{b: blocks}
 	add := func(entries []entry, values map[string][]byte) error {
 		sums, err := s.summaries(ctx, entries, values)
 		if err != nil {
 			return err
+		}
+		for _, e := range entries {
+			repair.add(e, values[e.key])
 		}
 		for _, sum := range sums {
 			if sum != nil && sc.matches(sum) {
@@ -208,14 +220,18 @@ func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1
 	values, err := kvbatch.Matching(ctx, s.js, s.index, sc.ownFilter("*", "*"))
 	switch {
 	case errors.Is(err, kvbatch.ErrTooMany):
-		_, err := s.walkOwn(ctx, sc, nil, func() int { return 0 }, nil, func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
+		_, err = s.walkOwn(ctx, sc, nil, func() int { return 0 }, nil, func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
 			return false, add(entries, values)
 		})
-		return err
 	case err != nil:
 		return fmt.Errorf("list index: %w", err)
+	default:
+		err = add(parseEntries(slices.Collect(maps.Keys(values)), true), values)
 	}
-	return add(parseEntries(slices.Collect(maps.Keys(values)), true), values)
+	if err == nil {
+		repair.apply(ctx, s)
+	}
+	return err
 }
 
 // eachOrgSummary is EachSummary for an organization-wide scope: one

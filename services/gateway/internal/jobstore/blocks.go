@@ -1,0 +1,275 @@
+package jobstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
+	"dataport.dev/services/gateway/internal/kvbatch"
+)
+
+// Summary blocks: beside its owner entry, a job's summary is kept in one
+// of its owner's blockShards blocks,
+//
+//	blk.<owner>.<shard>   (the summaries of the owner's jobs whose id hashes to shard)
+//
+// so that a listing that must read all of an owner's summaries (the
+// Rebilly list filters, sorts and counts them) reads blockShards messages
+// instead of one per job. A direct get of a thousand entries cost the
+// server a subject look-up and a message each, and the client a message
+// each to parse: about two thirds of such a list's CPU (docs/BENCHMARKS.md,
+// "One owner's Rebilly list").
+//
+// A block is written with a revision check (read, merge, write only if
+// no one wrote meanwhile, else again), and a job's record in it is
+// replaced only by one of a later revision of the job, so two replicas'
+// writers of one owner's jobs lose none of each other's records and each
+// record ends with its job's last revision that a writer put.
+//
+// The blocks are used only when they are complete: when they hold as
+// many records as the owner's counter counts jobs. A job is counted
+// before it is written and put into its block after, so in between (a
+// create in flight), and for jobs no block holds (indexed by a previous
+// version or by BuildIndex, whose block write failed, or that did not fit
+// maxBlockBytes), the listing reads the owner entries as before, and puts
+// the summaries it read there into the blocks that lack them, so that the
+// next listing finds them complete. A block records only written jobs,
+// so a complete count means every counted job is there. The one case it
+// misses is a counter one too low (a gateway that died between an owner
+// entry and its count, see the index's comment) together with a job not
+// yet in its block; the job's next change puts it there.
+//
+// A job changed by a replica of the previous version, which writes no
+// blocks, keeps its earlier summary in its block until a replica of this
+// version writes its next change: during a rolling upgrade the Rebilly
+// list may filter and count such a job by its earlier state (the page
+// itself is rendered from the jobs as stored).
+const (
+	famBlock    = "blk"
+	blockShards = 16
+	// maxBlockBytes bounds a block: a job that would make its block
+	// larger is left out of it (its owner's listings then read the
+	// entries), well under the server's default maximum message (1 MiB).
+	// Sixteen of them hold about fifty thousand summaries.
+	maxBlockBytes = 512 << 10
+	// blockAttempts bounds the writes of one block change.
+	blockAttempts = 48
+	// blockVersion is the first byte of a block's value.
+	blockVersion = 1
+)
+
+// blockKey is the block of the owner hashed to ownerHash that holds the
+// job id's summary.
+func blockKey(ownerHash, id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return blockPrefix(ownerHash) + strconv.FormatInt(int64(sum[0])%blockShards, 16)
+}
+
+func blockPrefix(ownerHash string) string { return famBlock + "." + ownerHash + "." }
+
+// blockRecord is one job's summary in a block: the job's id, the job
+// record's revision the summary was taken from, and the summary's
+// protobuf.
+type blockRecord struct {
+	id  string
+	rev uint64
+	sum []byte
+}
+
+// decodeBlock splits a block's value into its records; ok is false for a
+// value this version does not read.
+func decodeBlock(v []byte) (recs []blockRecord, ok bool) {
+	if len(v) == 0 || v[0] != blockVersion {
+		return nil, false
+	}
+	v = v[1:]
+	for len(v) > 0 {
+		var r blockRecord
+		n, k := binary.Uvarint(v)
+		if k <= 0 || uint64(len(v)-k) < n {
+			return nil, false
+		}
+		r.id, v = string(v[k:k+int(n)]), v[k+int(n):]
+		if r.rev, k = binary.Uvarint(v); k <= 0 {
+			return nil, false
+		}
+		v = v[k:]
+		if n, k = binary.Uvarint(v); k <= 0 || uint64(len(v)-k) < n {
+			return nil, false
+		}
+		r.sum, v = v[k:k+int(n)], v[k+int(n):]
+		recs = append(recs, r)
+	}
+	return recs, true
+}
+
+func encodeBlock(recs []blockRecord) []byte {
+	out := []byte{blockVersion}
+	for _, r := range recs {
+		out = binary.AppendUvarint(out, uint64(len(r.id)))
+		out = append(out, r.id...)
+		out = binary.AppendUvarint(out, r.rev)
+		out = binary.AppendUvarint(out, uint64(len(r.sum)))
+		out = append(out, r.sum...)
+	}
+	return out
+}
+
+// mergeBlock puts recs (of the jobs of one block, key) into the block: a
+// record replaces the job's only if it is of a later revision, and a job
+// not there yet is added if the block stays within maxBlockBytes. Each
+// attempt reads the block afresh and writes it with a revision check;
+// every error is retried (a write whose answer was lost is found by the
+// next read, and merging again changes nothing). A failure leaves the
+// block as it was, which makes its owner's listings read the entries
+// (see famBlock), so it is not reported.
+func (s *Store) mergeBlock(ctx context.Context, key string, recs []blockRecord) {
+	subject := "$KV." + s.index.Bucket() + "." + key
+	for attempt := 1; attempt <= blockAttempts; attempt++ {
+		if attempt > 1 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(counterBackoff(attempt - 1)):
+			}
+		}
+		var have []blockRecord
+		var rev uint64
+		size := 1
+		e, err := s.index.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			continue
+		default:
+			var ok bool
+			if have, ok = decodeBlock(e.Value()); !ok {
+				return
+			}
+			rev, size = e.Revision(), len(e.Value())
+		}
+		changed := false
+		for _, r := range recs {
+			i := slices.IndexFunc(have, func(h blockRecord) bool { return h.id == r.id })
+			switch {
+			case i >= 0 && have[i].rev < r.rev:
+				size += len(r.sum) - len(have[i].sum)
+				have[i], changed = r, true
+			case i < 0:
+				grow := len(r.id) + len(r.sum) + 3*binary.MaxVarintLen64
+				if size+grow > maxBlockBytes {
+					continue
+				}
+				size += grow
+				have, changed = append(have, r), true
+			}
+		}
+		if !changed {
+			return
+		}
+		if _, err := s.js.Publish(ctx, subject, encodeBlock(have), jetstream.WithExpectLastSequencePerSubject(rev)); err == nil {
+			return
+		}
+	}
+}
+
+// writeBlock puts job's summary, taken at the job's revision rev, into
+// its block.
+func (s *Store) writeBlock(ctx context.Context, job *exportv1.Job, rev uint64) {
+	data, err := proto.Marshal(Summary(job))
+	if err != nil {
+		return
+	}
+	s.mergeBlock(ctx, blockKey(hashToken(job.GetOwnerId()), job.GetId()), []blockRecord{{id: job.GetId(), rev: rev, sum: data}})
+}
+
+// ownerBlocks is what an owner's blocks say: the records, by job id,
+// and whether they are complete (as many as the owner's counter).
+type ownerBlocks struct {
+	ownerHash string
+	recs      map[string]blockRecord
+	complete  bool
+}
+
+// readBlocks reads sc's owner's blocks and counter with one direct get.
+func (s *Store) readBlocks(ctx context.Context, owner string) (ownerBlocks, error) {
+	oh := hashToken(owner)
+	values, err := kvbatch.MatchingAny(ctx, s.js, s.index, append([]string{blockPrefix(oh) + "*"}, countKeys(oh)...)...)
+	if err != nil {
+		return ownerBlocks{}, fmt.Errorf("list blocks: %w", err)
+	}
+	b := ownerBlocks{ownerHash: oh, recs: map[string]blockRecord{}}
+	counts := map[string][]byte{}
+	valid := true
+	for k, v := range values {
+		if !strings.HasPrefix(k, famBlock+".") {
+			counts[k] = v
+			continue
+		}
+		recs, ok := decodeBlock(v)
+		valid = valid && ok
+		for _, r := range recs {
+			b.recs[r.id] = r
+		}
+	}
+	total, err := sumCounter(counts)
+	if err != nil {
+		return ownerBlocks{}, err
+	}
+	b.complete = valid && total == len(b.recs)
+	return b, nil
+}
+
+// eachBlockSummary calls fn with the summaries in b of sc's jobs.
+func eachBlockSummary(b ownerBlocks, sc Scope, fn func(sum *exportv1.Job) error) error {
+	for _, r := range b.recs {
+		sum := &exportv1.Job{}
+		if proto.Unmarshal(r.sum, sum) != nil || sum.GetId() != r.id || !sc.matches(sum) {
+			continue
+		}
+		if err := fn(sum); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blockRepair collects the summaries a listing read from owner entries
+// that the owner's blocks lack or hold at an earlier revision, by block.
+type blockRepair struct {
+	b     ownerBlocks
+	byKey map[string][]blockRecord
+}
+
+func (r *blockRepair) add(e entry, value []byte) {
+	sum, rev, ok := decodeSummary(value)
+	if !ok || sum.GetId() != e.id {
+		return
+	}
+	_, n := binary.Uvarint(value)
+	if have, ok := r.b.recs[e.id]; ok && have.rev >= rev {
+		return
+	}
+	if r.byKey == nil {
+		r.byKey = map[string][]blockRecord{}
+	}
+	k := blockKey(r.b.ownerHash, e.id)
+	r.byKey[k] = append(r.byKey[k], blockRecord{id: e.id, rev: rev, sum: slices.Clone(value[n:])})
+}
+
+// apply merges what was collected into the blocks.
+func (r *blockRepair) apply(ctx context.Context, s *Store) {
+	for k, recs := range r.byKey {
+		s.mergeBlock(ctx, k, recs)
+	}
+}
