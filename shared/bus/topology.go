@@ -295,7 +295,7 @@ func (t Topology) KeyValueConfigs() []jetstream.KeyValueConfig {
 		kv(BucketJobs, "Export job projection, written only by the gateway."),
 		// Entries of ended jobs are purged with a marker that expires, so
 		// listings of running jobs never wade through tombstones.
-		withMarkerTTL(kv(BucketJobIndex, "Index of the job projection, kept with it by the gateway: own.<owner>.<day>.<minute>... -> revision and summary, day and minute markers, cnt.<owner> counters, org.<org>.<dialect>... -> summary, par.<parent>..., act.<owner>..., run.<kind>..., meta.built.v3."), time.Minute),
+		withMarkerTTL(kv(BucketJobIndex, "Index of the job projection, kept with it by the gateway: own.<owner>.<day>.<minute>... -> revision and summary, day and minute markers, cnt.<owner> counters, blk.<owner>.<shard> -> summaries of the owner's jobs, org.<org>.<dialect>... -> summary, par.<parent>..., act.<owner>..., run.<kind>..., meta.built.v3."), time.Minute),
 		kv(BucketRooms, "Rooms by id."),
 		kv(BucketUsers, "Users by id, credentials hashed."),
 		kv(BucketUserIndex, "Index of the users bucket, written with the users: apikey.<sha256 hex> and username.<hash> -> user id."),

@@ -41,6 +41,7 @@ import (
 //	own.<owner>.<day>.<minute>   (the owner has jobs created that minute)
 //	cnt.<owner>.<shard>          (jobs of the owner counted there, in decimal)
 //	cnt.<owner>                  (the same, written by earlier versions)
+//	blk.<owner>.<shard>          (summaries of the owner's jobs, see blocks.go)
 //
 // Owner and organization entries hold the job's summary (summary.go);
 // the others are empty. Organizations have no counter: nothing reads one

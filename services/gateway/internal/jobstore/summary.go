@@ -65,7 +65,8 @@ func decodeSummary(value []byte) (*exportv1.Job, uint64, bool) {
 }
 
 // writeSummary puts job's summary, taken at the job's revision rev, into
-// its owner and organization entries unless an entry holds one of a later
+// its owner and organization entries and its owner's summary block
+// (blocks.go, revision-checked) unless they hold one of a later
 // revision: two appliers of one job's consecutive events may finish in
 // either order, and the later job must win. An entry that is missing (a
 // job indexed by a replica of the previous layout has no organization
@@ -162,11 +163,14 @@ func NewestFirst(a, b *exportv1.Job) int {
 
 // EachSummary calls fn with the summary (see Summary) of each of sc's
 // jobs, once each, in no particular order, and stops at fn's first
-// error. For a scope of one owner, or of one organization and dialect
-// (every owner's: an administrator's view), it reads only the scope's
-// index entries, and the jobs only of entries that have no summary yet (a
-// create in flight, or one that died); a summary may lag its job by the
-// moment between their writes. Other scopes read their jobs in full. It
+// error. For a scope of one owner it reads the owner's summary blocks
+// (blocks.go) when they hold every one of the owner's jobs; else, and for
+// a scope of one organization and dialect (every owner's: an
+// administrator's view), it reads only the scope's index entries, and
+// the jobs only of entries that have no summary yet (a create in flight,
+// or one that died), and puts the owner's summaries it read into the
+// blocks that lack them; a summary may lag its job by the moment between
+// their writes. Other scopes read their jobs in full. It
 // holds at most a batch of entries at a time, never the scope's: an
 // organization's hundred thousand summaries stream through fn.
 func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1.Job) error) error {
