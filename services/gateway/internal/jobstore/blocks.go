@@ -60,8 +60,10 @@ const (
 	// maxBlockBytes bounds a block: a job that would make its block
 	// larger is left out of it (its owner's listings then read the
 	// entries), well under the server's default maximum message (1 MiB).
-	// Sixteen of them hold about fifty thousand summaries.
-	maxBlockBytes = 512 << 10
+	// Sixteen of them hold about twelve thousand summaries (of about 170
+	// bytes); the bound is lower than the message's because each change
+	// of a job rewrites its whole block.
+	maxBlockBytes = 128 << 10
 	// blockAttempts bounds the writes of one block change.
 	blockAttempts = 48
 	// blockVersion is the first byte of a block's value.
