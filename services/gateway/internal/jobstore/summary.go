@@ -170,9 +170,11 @@ func NewestFirst(a, b *exportv1.Job) int {
 // the jobs only of entries that have no summary yet (a create in flight,
 // or one that died), and puts the owner's summaries it read into the
 // blocks that lack them; a summary may lag its job by the moment between
-// their writes. Other scopes read their jobs in full. It
-// holds at most a batch of entries at a time, never the scope's: an
-// organization's hundred thousand summaries stream through fn.
+// their writes. Other scopes read their jobs in full. An owner's listing
+// holds the owner's blocks (or, reading the entries, the summaries to
+// merge into them): bounded by the owner's jobs. An organization's holds
+// at most a batch of entries at a time, never the scope's: its hundred
+// thousand summaries stream through fn.
 func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1.Job) error) error {
 	release, err := s.enterListing(ctx)
 	if err != nil {
