@@ -185,14 +185,11 @@ func (s *Store) mergeBlock(ctx context.Context, key string, recs []blockRecord) 
 	}
 }
 
-// writeBlock puts job's summary, taken at the job's revision rev, into
-// its block.
-func (s *Store) writeBlock(ctx context.Context, job *exportv1.Job, rev uint64) {
-	data, err := proto.Marshal(Summary(job))
-	if err != nil {
-		return
-	}
-	s.mergeBlock(ctx, blockKey(hashToken(job.GetOwnerId()), job.GetId()), []blockRecord{{id: job.GetId(), rev: rev, sum: data}})
+// writeBlock puts job's summary value (encodeSummary's, taken at the
+// job's revision rev) into its block.
+func (s *Store) writeBlock(ctx context.Context, job *exportv1.Job, rev uint64, value []byte) {
+	_, n := binary.Uvarint(value)
+	s.mergeBlock(ctx, blockKey(hashToken(job.GetOwnerId()), job.GetId()), []blockRecord{{id: job.GetId(), rev: rev, sum: value[n:]}})
 }
 
 // ownerBlocks is what an owner's blocks say: the records, by job id,

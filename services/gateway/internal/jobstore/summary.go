@@ -94,7 +94,7 @@ func (s *Store) writeSummary(ctx context.Context, job *exportv1.Job, rev uint64)
 		if k := orgKey(job, hashToken); k != "" {
 			s.putSummary(ctx, k, nil, value, rev)
 		}
-		s.writeBlock(ctx, job, rev)
+		s.writeBlock(ctx, job, rev, value)
 		e, err := s.kv.Get(ctx, job.GetId())
 		if err != nil || e.Revision() <= rev {
 			return
