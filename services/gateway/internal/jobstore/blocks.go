@@ -50,10 +50,15 @@ import (
 // yet in its block; the job's next change puts it there.
 //
 // A job changed by a replica of the previous version, which writes no
-// blocks, keeps its earlier summary in its block until a replica of this
-// version writes its next change: during a rolling upgrade the Rebilly
-// list may filter and count such a job by its earlier state (the page
-// itself is rendered from the jobs as stored).
+// blocks, keeps its earlier summary in its block. The listing reads the
+// owner's unfinished entries beside the blocks (as few as the owner's
+// running jobs), and a job its block shows unfinished that holds no
+// unfinished entry has ended since: a job's summary is written before
+// its unfinished entries are purged, by every version. Such jobs are
+// read from their owner entries, which every version writes, and put
+// into their blocks. So a job ended during a rolling upgrade is listed
+// in its final state; a change between two unfinished states made by
+// the previous version shows once the job ends.
 const (
 	famBlock    = "blk"
 	blockShards = 16
@@ -188,29 +193,49 @@ func (s *Store) mergeBlock(ctx context.Context, key string, recs []blockRecord) 
 // writeBlock puts job's summary value (encodeSummary's, taken at the
 // job's revision rev) into its block.
 func (s *Store) writeBlock(ctx context.Context, job *exportv1.Job, rev uint64, value []byte) {
+	if s.noBlocks {
+		return
+	}
 	_, n := binary.Uvarint(value)
 	s.mergeBlock(ctx, blockKey(hashToken(job.GetOwnerId()), job.GetId()), []blockRecord{{id: job.GetId(), rev: rev, sum: value[n:]}})
 }
 
 // ownerBlocks is what an owner's blocks say: the records, by job id,
-// and whether they are complete (as many as the owner's counter).
+// whether they are complete (as many as the owner's counter), and the
+// ids of the owner's jobs that hold an unfinished entry.
 type ownerBlocks struct {
-	ownerHash string
-	recs      map[string]blockRecord
-	complete  bool
+	ownerHash  string
+	recs       map[string]blockRecord
+	complete   bool
+	unfinished map[string]bool
 }
 
-// readBlocks reads sc's owner's blocks and counter with one direct get.
+// readBlocks reads sc's owner's blocks, counter and unfinished entries
+// with one direct get. An owner with more unfinished jobs than one
+// request answers gets blocks that are not complete: its listing reads
+// the entries.
 func (s *Store) readBlocks(ctx context.Context, owner string) (ownerBlocks, error) {
 	oh := hashToken(owner)
-	values, err := kvbatch.MatchingAny(ctx, s.js, s.index, append([]string{blockPrefix(oh) + "*"}, countKeys(oh)...)...)
+	active := famActive + "." + oh + ".*.*"
+	filters := append([]string{blockPrefix(oh) + "*", active}, countKeys(oh)...)
+	values, err := kvbatch.MatchingAny(ctx, s.js, s.index, filters...)
+	if errors.Is(err, kvbatch.ErrTooMany) {
+		values, err = kvbatch.MatchingAny(ctx, s.js, s.index, slices.Delete(filters, 1, 2)...)
+		active = ""
+	}
 	if err != nil {
 		return ownerBlocks{}, fmt.Errorf("list blocks: %w", err)
 	}
-	b := ownerBlocks{ownerHash: oh, recs: map[string]blockRecord{}}
+	b := ownerBlocks{ownerHash: oh, recs: map[string]blockRecord{}, unfinished: map[string]bool{}}
 	counts := map[string][]byte{}
-	valid := true
+	valid := active != ""
 	for k, v := range values {
+		if strings.HasPrefix(k, famActive+".") {
+			if e, ok := parseEntry(k, false); ok {
+				b.unfinished[e.id] = true
+			}
+			continue
+		}
 		if !strings.HasPrefix(k, famBlock+".") {
 			counts[k] = v
 			continue
@@ -229,17 +254,56 @@ func (s *Store) readBlocks(ctx context.Context, owner string) (ownerBlocks, erro
 	return b, nil
 }
 
-// eachBlockSummary calls fn with the summaries in b of sc's jobs.
-func eachBlockSummary(b ownerBlocks, sc Scope, fn func(sum *exportv1.Job) error) error {
+// eachBlockSummary calls fn with the summaries in b of sc's jobs. A job
+// its block shows unfinished that holds no unfinished entry has ended
+// since its block was written (see famBlock): it is read from its owner
+// entry instead, and its block repaired.
+func (s *Store) eachBlockSummary(ctx context.Context, b ownerBlocks, sc Scope, fn func(sum *exportv1.Job) error) error {
+	var ended []*exportv1.Job
 	for _, r := range b.recs {
 		sum := &exportv1.Job{}
-		if proto.Unmarshal(r.sum, sum) != nil || sum.GetId() != r.id || !sc.matches(sum) {
+		if proto.Unmarshal(r.sum, sum) != nil || sum.GetId() != r.id {
+			continue
+		}
+		if !Terminal(sum.GetState()) && !b.unfinished[r.id] {
+			ended = append(ended, sum)
+			continue
+		}
+		if !sc.matches(sum) {
 			continue
 		}
 		if err := fn(sum); err != nil {
 			return err
 		}
 	}
+	repair := &blockRepair{b: b}
+	for chunk := range slices.Chunk(ended, kvbatch.MaxMatching) {
+		keys := make([]string, len(chunk))
+		for i, sum := range chunk {
+			keys[i] = ownKey(sum, hashToken)
+		}
+		values, err := kvbatch.MatchingAny(ctx, s.js, s.index, keys...)
+		if err != nil {
+			return fmt.Errorf("list index: %w", err)
+		}
+		for i, sum := range chunk {
+			// An entry with no later summary (the job's summary write
+			// failed before its purge) leaves the block's.
+			if v := values[keys[i]]; v != nil {
+				if fresh, rev, ok := decodeSummary(v); ok && fresh.GetId() == sum.GetId() && rev > b.recs[sum.GetId()].rev {
+					repair.add(entry{key: keys[i], id: sum.GetId()}, v)
+					sum = fresh
+				}
+			}
+			if !sc.matches(sum) {
+				continue
+			}
+			if err := fn(sum); err != nil {
+				return err
+			}
+		}
+	}
+	repair.apply(ctx, s)
 	return nil
 }
 

@@ -140,3 +140,39 @@ func TestOwnerSummariesOfJobsIndexedBeforeBlocks(t *testing.T) {
 	require.NoError(t, err)
 	requireOwnSummaries(t, store, "alice", want)
 }
+
+// TestOwnerSummariesOfJobsEndedByThePreviousVersion: during a rolling
+// upgrade a replica of the previous version, which writes no summary
+// blocks, ends some of alice's exports that her blocks hold as queued.
+// Her listing shows them ended, as stored, and so does the next one.
+func TestOwnerSummariesOfJobsEndedByThePreviousVersion(t *testing.T) {
+	store, _, srv := newStore(t)
+	ctx := t.Context()
+	previous, err := jobstore.Open(ctx, srv.JS, jobstore.AsPreviousVersion())
+	require.NoError(t, err)
+	const n = 12
+	id := func(i int) string { return fmt.Sprintf("c-%02d", i) }
+	for i := range n {
+		require.NoError(t, create(ctx, store, scoped(id(i), "alice", "rebilly", "acme", exportv1.JobKind_JOB_KIND_RECORDS, i)))
+		_, err := store.Apply(ctx, queued(id(i), 20))
+		require.NoError(t, err)
+	}
+	want := newestFirstIDs("c", n)
+	requireOwnSummaries(t, store, "alice", want)
+
+	for i := range 5 {
+		end := completed(id(i), 30)
+		if i == 4 {
+			end = failed(id(i), 30, false)
+		}
+		_, err := previous.Apply(ctx, end)
+		require.NoError(t, err)
+	}
+	requireOwnSummaries(t, store, "alice", want)
+	requireOwnSummaries(t, store, "alice", want)
+	done, err := store.Summaries(ctx, jobstore.Scope{Owner: "alice"}, func(j *exportv1.Job) bool {
+		return j.GetState() == exportv1.JobState_JOB_STATE_COMPLETED
+	})
+	require.NoError(t, err)
+	assert.Equal(t, []string{id(3), id(2), id(1), id(0)}, ids(done))
+}

@@ -92,6 +92,9 @@ type Store struct {
 	onChange   func(ctx context.Context, before, after *exportv1.Job)
 	// listings holds a token per Find and EachSummary under way.
 	listings chan struct{}
+	// noBlocks makes the store write what the previous version wrote,
+	// no summary blocks: for tests of a rolling upgrade (export_test.go).
+	noBlocks bool
 }
 
 // Option configures a Store.

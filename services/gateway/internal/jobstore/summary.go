@@ -201,7 +201,7 @@ func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1
 		return err
 	}
 	if blocks.complete {
-		return eachBlockSummary(blocks, sc, fn)
+		return s.eachBlockSummary(ctx, blocks, sc, fn)
 	}
 	repair := &blockRepair{b: blocks}
 	add := func(entries []entry, values map[string][]byte) error {
