@@ -141,7 +141,6 @@ func encodeBlock(recs []blockRecord) []byte {
 // block as it was, which makes its owner's listings read the entries
 // (see famBlock), so it is not reported.
 func (s *Store) mergeBlock(ctx context.Context, key string, recs []blockRecord) {
-	subject := "$KV." + s.index.Bucket() + "." + key
 	for attempt := 1; attempt <= blockAttempts; attempt++ {
 		if attempt > 1 {
 			select {
@@ -184,7 +183,15 @@ func (s *Store) mergeBlock(ctx context.Context, key string, recs []blockRecord) 
 		if !changed {
 			return
 		}
-		if _, err := s.js.Publish(ctx, subject, encodeBlock(have), jetstream.WithExpectLastSequencePerSubject(rev)); err == nil {
+		// Create, not an update at revision 0: a purged block keeps its
+		// purge marker, which Create writes over and an expected
+		// revision of 0 never matches.
+		if rev == 0 {
+			_, err = s.index.Create(ctx, key, encodeBlock(have))
+		} else {
+			_, err = s.index.Update(ctx, key, encodeBlock(have), rev)
+		}
+		if err == nil {
 			return
 		}
 	}

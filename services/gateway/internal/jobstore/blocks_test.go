@@ -136,6 +136,7 @@ func TestOwnerSummariesOfJobsIndexedBeforeBlocks(t *testing.T) {
 	require.NotEmpty(t, blocks)
 	require.NoError(t, index.Purge(ctx, blocks[0]))
 	requireOwnSummaries(t, store, "alice", want)
+	assert.Contains(t, blockKeys(t, index), blocks[0], "the listing wrote the purged block again")
 	_, err = store.Apply(ctx, queued("b-10", 60))
 	require.NoError(t, err)
 	requireOwnSummaries(t, store, "alice", want)
