@@ -1,7 +1,6 @@
 package roomexport
 
 import (
-	"container/heap"
 	"context"
 	"crypto/sha256"
 	"encoding"
@@ -461,7 +460,7 @@ func (e *Exporter) restore(cp *checkpoint, w *partWriter, r Renderer, res *uploa
 	pos.seq, pos.scanned = cp.Seq, cp.Scanned
 	for _, d := range cp.Dups {
 		if d.Emitted && d.Latest > cp.Seq {
-			heap.Push(&pos.open, openID{id: string(d.ID), latest: d.Latest})
+			pos.open.push(openID{id: string(d.ID), latest: d.Latest})
 		}
 	}
 	return nil
