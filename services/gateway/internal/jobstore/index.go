@@ -921,7 +921,7 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry, counted bool
 	if counted {
 		also = countKeys(hashToken(q.Owner))
 	}
-	counter, err := s.walkOwn(ctx, q.Scope, after, need, also, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
+	counter, err := s.walkOwn(ctx, q.Scope, after, need, also, true, func(entries []entry, _ map[string][]byte, last bool) (bool, error) {
 		seen += len(entries)
 		gathered = append(gathered, entries...)
 		if q.Limit > 0 && len(gathered) < q.Limit-len(page.Jobs) && !last {
@@ -952,42 +952,74 @@ func (s *Store) findOwn(ctx context.Context, q Query, after *entry, counted bool
 // walkOwn calls fn with the entries of sc (a scope of one owner) bucket
 // by bucket (a minute of created_at), newest first, each bucket's
 // entries sorted newest first and those up to after (nil: none) left
-// out, with the entries' values (nil for a bucket too large for one
-// direct get); last reports that no bucket follows. It stops when fn
-// says so or fails. The owner's minute markers are read with one direct
-// get when they fit one (else the day markers, then each day's minute
+// out, with the entries' values (nil for a bucket read by its keys
+// alone); last reports that no bucket follows. It stops when fn says so
+// or fails. The owner's minute markers are read with one direct get
+// when they fit one (else the day markers, then each day's minute
 // markers), and the minutes' entries several minutes at once, with one
 // direct get, as many as need (how many more entries fn wants; 0: all of
 // them) says are likely to be enough, so that a walk takes few round
-// trips one after the other. The first get also reads what needs no
-// marker: the entries of the cursor's minute, which a page after a
-// cursor starts with, and the keys under also (the caller's own reads
-// that do not depend on the walk, such as the owner's counter), whose
-// values walkOwn returns, or nil when the first get could not carry them
-// (too many keys in all), and then the caller reads them itself. A
-// day's entries are not read at once: a get answers every entry with its
-// summary, and reading a thousand entries for a page of a hundred cost
-// more than the round trips it saved.
-func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func() int, also []string, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) (map[string][]byte, error) {
+// trips one after the other. The first get also reads the keys under
+// also (the caller's own reads that do not depend on the walk, such as
+// the owner's counter), whose values walkOwn returns, or nil when the
+// first get could not carry them (too many keys in all), and then the
+// caller reads them itself. A page after a cursor starts with the
+// cursor's minute, which needs no marker: it rides on the first get, or,
+// with keysOnly, is read beside it.
+//
+// With keysOnly (a caller that ignores the values, wanting need
+// entries), a minute's entries cost about what the page needs whatever
+// the minute holds: a get answers every entry with its summary, a
+// message each, and a page of 100 in a minute of 800 jobs (a burst of
+// creates) cost eight times the page. So the minutes are read with a
+// get bounded to a little more than need (see keysBound), and minutes
+// that hold more are listed by their keys (see minuteEntries). A day's
+// entries are never read at once, for the same reason.
+func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func() int, also []string, keysOnly bool, fn func(entries []entry, values map[string][]byte, last bool) (stop bool, err error)) (map[string][]byte, error) {
 	owner := famOwner + "." + hashToken(sc.Owner)
+	bound := func() int {
+		if !keysOnly {
+			return 0
+		}
+		return keysBound(need())
+	}
 	var afterDay, afterMinute string
 	first := also
+	var cursorRead chan minuteRead
 	if after != nil {
 		afterDay, afterMinute = dayToken(after.stamp), minuteToken(after.stamp)
-		first = append(slices.Clip(first), sc.ownFilter(afterDay, afterMinute))
+		if keysOnly {
+			cursorRead = make(chan minuteRead, 1)
+			go func() {
+				values, err := s.minuteEntries(ctx, sc, owner, afterDay, []string{afterMinute}, bound())
+				if err != nil {
+					cursorRead <- minuteRead{err: err}
+					return
+				}
+				cursorRead <- minuteRead{values: values[0]}
+			}()
+		} else {
+			first = append(slices.Clip(first), sc.ownFilter(afterDay, afterMinute))
+		}
 	}
 	days, minutesOf, extra, err := s.ownMinutes(ctx, owner, first)
+	// The cursor's minute, when the first get read it or beside it.
+	var cursorMinute map[string][]byte
+	if cursorRead != nil {
+		r := <-cursorRead
+		if err == nil {
+			cursorMinute, err = r.values, r.err
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	// The cursor's minute, when the first get read it.
-	var cursorMinute map[string][]byte
 	var alsoValues map[string][]byte
 	if extra != nil {
 		alsoValues = map[string][]byte{}
 		prefix := owner + "." + afterDay + "." + afterMinute + "."
 		for k, v := range extra {
-			if after != nil && strings.HasPrefix(k, prefix) {
+			if after != nil && !keysOnly && strings.HasPrefix(k, prefix) {
 				if cursorMinute == nil {
 					cursorMinute = map[string][]byte{}
 				}
@@ -1032,7 +1064,7 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func()
 					ahead = 1
 				}
 				chunk = minutes[start:min(start+ahead, len(minutes))]
-				if values, err = s.minuteEntries(ctx, sc, owner, day, chunk); err != nil {
+				if values, err = s.minuteEntries(ctx, sc, owner, day, chunk, bound()); err != nil {
 					return nil, err
 				}
 			}
@@ -1052,16 +1084,52 @@ func (s *Store) walkOwn(ctx context.Context, sc Scope, after *entry, need func()
 	return alsoValues, nil
 }
 
-// minuteEntries reads sc's entries in the minutes of day, one map each:
-// with one direct get when they fit one, else one request per minute at
-// once (a minute too large for a direct get answers its keys alone).
-func (s *Store) minuteEntries(ctx context.Context, sc Scope, owner, day string, minutes []string) ([]map[string][]byte, error) {
+// minuteRead is one minute's entries read beside the first get.
+type minuteRead struct {
+	values map[string][]byte
+	err    error
+}
+
+// keysBound is how many entries walkOwn's bounded get of minutes holding
+// about want entries may answer before it lists their keys instead:
+// twice want, so that a walk over minutes about as full as the ones
+// before (which choose how many minutes a get covers) rarely lists.
+func keysBound(want int) int {
+	if want <= 0 {
+		return 0
+	}
+	return min(max(2*want, minBatch), kvbatch.MaxMatching)
+}
+
+// minuteEntries reads sc's entries in the minutes of day, one map each.
+// With bound 0, with their values: one direct get when they fit one,
+// else one request per minute at once (a minute too large for a direct
+// get answers its keys alone). With bound > 0 the caller needs the keys
+// alone: a direct get of at most bound entries, and when the minutes
+// hold more, their keys are listed from the stream's info instead, one
+// request per minute at once (an entry costs a name in the answer, not
+// a message). A minute found to hold more than bound is remembered
+// (Store.busy) and listed at once the next time, without the get.
+func (s *Store) minuteEntries(ctx context.Context, sc Scope, owner, day string, minutes []string, bound int) ([]map[string][]byte, error) {
 	values := make([]map[string][]byte, len(minutes))
 	filters := make([]string, len(minutes))
 	for i, m := range minutes {
 		filters[i] = sc.ownFilter(day, m)
 	}
-	all, err := kvbatch.MatchingAny(ctx, s.js, s.index, filters...)
+	var all map[string][]byte
+	var err error
+	switch {
+	case bound > 0 && s.anyBusy(filters):
+		return s.minuteKeys(ctx, filters, bound)
+	case bound > 0:
+		var complete bool
+		all, complete, err = kvbatch.MatchingUpTo(ctx, s.js, s.index, bound, filters...)
+		if err == nil && !complete {
+			return s.minuteKeys(ctx, filters, bound)
+		}
+	default:
+		all, err = kvbatch.MatchingAny(ctx, s.js, s.index, filters...)
+	}
 	switch {
 	case err == nil:
 		at := make(map[string]int, len(minutes))
@@ -1078,12 +1146,68 @@ func (s *Store) minuteEntries(ctx context.Context, sc Scope, owner, day string, 
 		return values, nil
 	case !errors.Is(err, kvbatch.ErrTooMany):
 		return nil, fmt.Errorf("list index: %w", err)
+	case bound > 0:
+		return s.minuteKeys(ctx, filters, bound)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for i, f := range filters {
 		g.Go(func() (err error) { values[i], err = s.keys(gctx, f); return err })
 	}
 	return values, g.Wait()
+}
+
+// minuteKeys lists the keys under each of filters from the stream's
+// info, one request each at once, without values, and remembers the
+// filters that hold more than bound keys.
+func (s *Store) minuteKeys(ctx context.Context, filters []string, bound int) ([]map[string][]byte, error) {
+	values := make([]map[string][]byte, len(filters))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, f := range filters {
+		g.Go(func() error {
+			keys, err := s.subjects(gctx, f)
+			if err != nil {
+				return err
+			}
+			values[i] = make(map[string][]byte, len(keys))
+			for _, k := range keys {
+				values[i][k] = nil
+			}
+			if len(keys) > bound {
+				s.markBusy(f)
+			}
+			return nil
+		})
+	}
+	return values, g.Wait()
+}
+
+// maxBusy bounds the minutes Store.busy remembers; past it, it starts
+// over.
+const maxBusy = 4096
+
+// markBusy remembers that the minute filter f holds more entries than a
+// bounded get answers. Entries are never taken out of a past minute but
+// for stale ones, so the mark stays true; were it not, a listing would
+// only read the minute's keys the dearer way.
+func (s *Store) markBusy(f string) {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	if s.busy == nil || len(s.busy) >= maxBusy {
+		s.busy = map[string]struct{}{}
+	}
+	s.busy[f] = struct{}{}
+}
+
+// anyBusy reports whether markBusy marked any of filters.
+func (s *Store) anyBusy(filters []string) bool {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	for _, f := range filters {
+		if _, ok := s.busy[f]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // ownMinutes lists the days of owner (an owner entries' prefix) with

@@ -1,10 +1,12 @@
 package jobstore_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -210,6 +212,93 @@ func TestFindPagesAcrossDaysAndMinutes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"bob-6", "bob-5", "bob-4"}, ids(bob.Jobs))
 	assert.Equal(t, len(spread), bob.Total)
+}
+
+// TestFindPagesThroughABusyMinute pages through an owner whose jobs
+// crowd one minute (a burst of creates, many in the same second) between
+// quieter ones, and checks that pages of every size join up to her jobs
+// exactly, newest first, also when a store that never read the minute
+// goes on from a cursor, and that a page reads about what it holds, not
+// the whole minute: fewer messages than the minute's entries.
+func TestFindPagesThroughABusyMinute(t *testing.T) {
+	store, _, srv := newStore(t)
+	ctx := t.Context()
+	type job struct {
+		id  string
+		sec int
+	}
+	var jobs []job
+	const busy = 300
+	for i := range busy {
+		// Six a second, their ids in another order than their creates.
+		jobs = append(jobs, job{fmt.Sprintf("busy-%03d", (i*7)%busy), 3600 + i/6})
+	}
+	for i := range 20 {
+		jobs = append(jobs, job{fmt.Sprintf("before-%02d", i), 3540 + i})
+	}
+	for i := range 10 {
+		jobs = append(jobs, job{fmt.Sprintf("after-%02d", i), 3660 + i})
+	}
+	for _, j := range jobs {
+		require.NoError(t, create(ctx, store, scoped(j.id, "alice", "native", "", exportv1.JobKind_JOB_KIND_ROOM, j.sec)))
+	}
+	for i := range 100 {
+		require.NoError(t, create(ctx, store, scoped(fmt.Sprintf("bob-%03d", i), "bob", "native", "", exportv1.JobKind_JOB_KIND_ROOM, 3600+i/2)))
+	}
+	slices.SortFunc(jobs, func(a, b job) int {
+		if c := cmp.Compare(b.sec, a.sec); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.id, a.id)
+	})
+	var want []string
+	for _, j := range jobs {
+		want = append(want, j.id)
+	}
+
+	nc := srv.JS.Conn()
+	for _, limit := range []int{7, 25, 100} {
+		var got []string
+		var cursors []string
+		after := ""
+		for n := 0; ; n++ {
+			require.Less(t, n, len(want)+2, "the cursor must move")
+			before := nc.Stats().InMsgs
+			page, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: after, Limit: limit})
+			require.NoError(t, err)
+			assert.Less(t, nc.Stats().InMsgs-before, uint64(busy), "messages read for a page of %d after %d jobs", limit, len(got))
+			require.Equal(t, len(want), page.Total)
+			require.LessOrEqual(t, len(page.Jobs), limit)
+			got = append(got, ids(page.Jobs)...)
+			if page.Next == "" {
+				break
+			}
+			after = page.Next
+			cursors = append(cursors, after)
+		}
+		require.Equal(t, want, got, "limit %d", limit)
+
+		// Another replica, which has not read the minute, goes on from
+		// a cursor in its middle to the same jobs.
+		other, err := jobstore.Open(ctx, srv.JS)
+		require.NoError(t, err)
+		mid := cursors[len(cursors)/2]
+		var rest []string
+		for after := mid; after != ""; {
+			page, err := other.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}, After: after, Limit: limit})
+			require.NoError(t, err)
+			rest = append(rest, ids(page.Jobs)...)
+			after = page.Next
+		}
+		assert.Equal(t, want[(len(cursors)/2+1)*limit:], rest, "limit %d from cursor %d", limit, len(cursors)/2)
+	}
+
+	all, err := store.Find(ctx, jobstore.Query{Scope: jobstore.Scope{Owner: "alice"}})
+	require.NoError(t, err)
+	assert.Equal(t, want, ids(all.Jobs))
+	sums, err := store.Summaries(ctx, jobstore.Scope{Owner: "alice"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, want, ids(sums))
 }
 
 func TestUnfinishedFollowsTheJobs(t *testing.T) {

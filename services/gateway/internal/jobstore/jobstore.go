@@ -90,6 +90,10 @@ type Store struct {
 	retention  time.Duration
 	onTerminal func(context.Context, *exportv1.Job)
 	onChange   func(ctx context.Context, before, after *exportv1.Job)
+	// busy holds the owner minutes (their filters) found to hold more
+	// entries than a page reads of them (see minuteEntries).
+	busyMu sync.Mutex
+	busy   map[string]struct{}
 	// listings holds a token per Find and EachSummary under way.
 	listings chan struct{}
 	// noBlocks makes the store write what the previous version wrote,

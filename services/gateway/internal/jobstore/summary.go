@@ -226,7 +226,7 @@ func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1
 	values, err := kvbatch.Matching(ctx, s.js, s.index, sc.ownFilter("*", "*"))
 	switch {
 	case errors.Is(err, kvbatch.ErrTooMany):
-		_, err = s.walkOwn(ctx, sc, nil, func() int { return 0 }, nil, func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
+		_, err = s.walkOwn(ctx, sc, nil, func() int { return 0 }, nil, false, func(entries []entry, values map[string][]byte, _ bool) (bool, error) {
 			return false, add(entries, values)
 		})
 	case err != nil:

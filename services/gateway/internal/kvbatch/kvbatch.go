@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,13 +68,46 @@ func MatchingAny(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyVa
 		subjects[i] = prefix + f
 	}
 	out := map[string][]byte{}
-	if err := get(ctx, js.Conn(), "$JS.API.DIRECT.GET.KV_"+kv.Bucket(), prefix, subjects, maxPerRequest, out); err != nil {
+	if _, err := get(ctx, js.Conn(), "$JS.API.DIRECT.GET.KV_"+kv.Bucket(), prefix, subjects, maxPerRequest, out); err != nil {
 		if errors.Is(err, ErrTooMany) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("kvbatch: keys %s of %s: %w", strings.Join(filters, " "), kv.Bucket(), err)
 	}
 	return out, nil
+}
+
+// MatchingUpTo is MatchingAny answering at most limit keys (1 to
+// MaxMatching), still one request; complete reports that those are
+// every match. The server sends the matches in the order they were
+// written, not by key, so an incomplete answer is an arbitrary part of
+// them: it tells the caller that the keys are too many to read with
+// their values, for no more than limit messages. Deleted and purged
+// keys count towards limit.
+func MatchingUpTo(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, limit int, filters ...string) (values map[string][]byte, complete bool, err error) {
+	if limit < 1 || limit > MaxMatching {
+		return nil, false, fmt.Errorf("kvbatch: limit %d out of 1 to %d", limit, MaxMatching)
+	}
+	if len(filters) == 0 {
+		return map[string][]byte{}, true, nil
+	}
+	prefix := "$KV." + kv.Bucket() + "."
+	subjects := make([]string, len(filters))
+	for i, f := range filters {
+		if f == "" || strings.Contains(f, " ") {
+			return nil, false, fmt.Errorf("kvbatch: invalid filter %q", f)
+		}
+		subjects[i] = prefix + f
+	}
+	out := map[string][]byte{}
+	pending, err := get(ctx, js.Conn(), "$JS.API.DIRECT.GET.KV_"+kv.Bucket(), prefix, subjects, limit, out)
+	if err != nil {
+		if errors.Is(err, ErrTooMany) {
+			return nil, false, err
+		}
+		return nil, false, fmt.Errorf("kvbatch: keys %s of %s: %w", strings.Join(filters, " "), kv.Bucket(), err)
+	}
+	return out, pending == 0, nil
 }
 
 // Get returns the current values of keys in kv, by key. Missing, deleted
@@ -92,14 +126,17 @@ func Get(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key
 			}
 			subjects[i] = prefix + k
 		}
-		if err := get(ctx, js.Conn(), api, prefix, subjects, len(subjects), out); err != nil {
+		if _, err := get(ctx, js.Conn(), api, prefix, subjects, len(subjects), out); err != nil {
 			return nil, fmt.Errorf("kvbatch: get %d keys of %s: %w", len(chunk), kv.Bucket(), err)
 		}
 	}
 	return out, nil
 }
 
-func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []string, batch int, out map[string][]byte) error {
+// get sends one multi_last request of at most batch messages into out
+// and returns how many matches the server did not send (the end-of-batch
+// marker's Nats-Num-Pending).
+func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []string, batch int, out map[string][]byte) (pending uint64, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -110,7 +147,7 @@ func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []stri
 		Batch     int      `json:"batch"`
 	}{subjects, batch})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	// The answer is at most batch messages and the end-of-batch marker,
 	// so a channel of that size never drops one. SubscribeSync would
@@ -120,28 +157,35 @@ func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []stri
 	inbox := nc.NewInbox()
 	sub, err := nc.ChanSubscribe(inbox, msgs)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := nc.PublishRequest(api, inbox, req); err != nil {
-		return err
+		return 0, err
 	}
 	for {
 		var msg *nats.Msg
 		select {
 		case msg = <-msgs:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 		switch status := msg.Header.Get("Status"); status {
 		case "":
-		case "204", "404":
-			// End of batch, or none of the subjects has a message.
-			return nil
+		case "204":
+			// End of batch. A marker without the count is taken for
+			// one with some left: a caller then reads the keys another way.
+			if pending, err = strconv.ParseUint(msg.Header.Get("Nats-Num-Pending"), 10, 64); err != nil {
+				pending = 1
+			}
+			return pending, nil
+		case "404":
+			// None of the subjects has a message.
+			return 0, nil
 		case "413":
-			return ErrTooMany
+			return 0, ErrTooMany
 		default:
-			return errors.New("status " + status + " " + msg.Header.Get("Description"))
+			return 0, errors.New("status " + status + " " + msg.Header.Get("Description"))
 		}
 		switch {
 		case msg.Header.Get("KV-Operation") == "DEL", msg.Header.Get("KV-Operation") == "PURGE",

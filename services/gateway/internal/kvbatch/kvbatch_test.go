@@ -84,3 +84,39 @@ func TestMatchingListsOnlyTheKeysUnderAFilter(t *testing.T) {
 	_, err = kvbatch.MatchingAny(ctx, srv.JS, kv, "a.*", "other.*")
 	assert.ErrorIs(t, err, kvbatch.ErrTooMany, "more than %d keys match in all", kvbatch.MaxMatching)
 }
+
+func TestMatchingUpToTellsWhetherItAnsweredEveryMatch(t *testing.T) {
+	srv := bustest.Start(t)
+	ctx := t.Context()
+	kv, err := srv.JS.KeyValue(ctx, bus.BucketJobIndex)
+	require.NoError(t, err)
+	want := map[string][]byte{}
+	for i := range 10 {
+		k := fmt.Sprintf("a.%02d", i)
+		_, err := kv.Put(ctx, k, []byte(k))
+		require.NoError(t, err)
+		want[k] = []byte(k)
+	}
+	_, err = kv.Put(ctx, "b.1", []byte("b.1"))
+	require.NoError(t, err)
+
+	all, complete, err := kvbatch.MatchingUpTo(ctx, srv.JS, kv, 10, "a.*")
+	require.NoError(t, err)
+	assert.True(t, complete, "10 matches within a limit of 10")
+	assert.Equal(t, want, all)
+
+	some, complete, err := kvbatch.MatchingUpTo(ctx, srv.JS, kv, 4, "a.*", "b.1")
+	require.NoError(t, err)
+	assert.False(t, complete, "11 matches past a limit of 4")
+	assert.Len(t, some, 4)
+	for k, v := range some {
+		assert.Equal(t, []byte(k), v)
+	}
+
+	none, complete, err := kvbatch.MatchingUpTo(ctx, srv.JS, kv, 4, "c.*")
+	require.NoError(t, err)
+	assert.True(t, complete)
+	assert.Empty(t, none)
+	_, _, err = kvbatch.MatchingUpTo(ctx, srv.JS, kv, 0, "a.*")
+	require.Error(t, err)
+}
