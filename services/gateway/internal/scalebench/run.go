@@ -24,6 +24,9 @@ import (
 type Config struct {
 	// Bin holds nats-server, minio and dataport-gateway.
 	Bin string
+	// Gateway is the gateway binary to measure ("": dataport-gateway in
+	// Bin), so that a build of other code can be measured beside it.
+	Gateway string
 	// Dir holds the servers' state and logs.
 	Dir string
 	// Sizes are the numbers of other owners' jobs to measure at,
@@ -121,7 +124,11 @@ func Run(ctx context.Context, c Config, log io.Writer) (*Report, error) {
 		return nil, err
 	}
 
-	g := gateway{bin: filepath.Join(c.Bin, "dataport-gateway"), logs: logs, addr: httpAddr, env: []string{
+	gw := c.Gateway
+	if gw == "" {
+		gw = filepath.Join(c.Bin, "dataport-gateway")
+	}
+	g := gateway{bin: gw, logs: logs, addr: httpAddr, env: []string{
 		"DATAPORT_ENV=development",
 		"DATAPORT_NATS_URL=nats://" + natsAddr,
 		"DATAPORT_S3_ENDPOINT=" + s3Addr,

@@ -41,6 +41,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var c scalebench.Config
 	var sizes string
 	fs.StringVar(&c.Bin, "bin", "bin", "directory holding nats-server, minio and dataport-gateway")
+	fs.StringVar(&c.Gateway, "gateway", "", "the gateway binary to measure (default: dataport-gateway in -bin)")
 	fs.StringVar(&sizes, "sizes", "10000,100000,1000000", "comma-separated numbers of other owners' jobs to measure at, ascending")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "how long each request kind is sent at its rate")
 	fs.BoolVar(&c.Migrate, "migrate", true, "after the last size, drop the index and time the gateway's start that rebuilds it")
@@ -79,6 +80,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	c.Bin = bin
+	if c.Gateway != "" {
+		if c.Gateway, err = filepath.Abs(c.Gateway); err != nil {
+			return err
+		}
+	}
 	report, err := scalebench.Run(ctx, c, stdout)
 	if report != nil {
 		report.Markdown(stdout)
