@@ -59,11 +59,16 @@ import (
 // then a day's minute markers), then the entries of a few minutes, each
 // a direct get of the keys under one or more filters (kvbatch.MatchingAny,
 // which never waits in the JetStream API queue), until the page is full.
-// Reads that need no marker ride on the first get: the owner's counter,
-// and the cursor's minute of a page after a cursor. A page of n jobs
+// Reads that need no marker go with the first get: the owner's counter
+// rides on it, and the cursor's minute of a page after a cursor is read
+// beside it. A get answers each entry with its summary, a message each,
+// which a page does not need: it is bounded to a little more than the
+// page, and a minute holding more (a burst of creates) is listed by its
+// keys instead, from the stream's info (see walkOwn). A page of n jobs
 // thus reads about n entries plus the markers of the days and minutes it
-// passes through, whatever else the owner or the projection holds. The
-// total a listing reports is the owner's counter, not a count of entries.
+// passes through, whatever else a minute, the owner or the projection
+// holds. The total a listing reports is the owner's counter, not a count
+// of entries.
 //
 // An organization's entries are only ever read all at once (an
 // administrator's Rebilly list filters, sorts and counts all of them), so
