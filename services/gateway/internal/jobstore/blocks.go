@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/kvbatch"
@@ -261,25 +260,31 @@ func (s *Store) readBlocks(ctx context.Context, owner string) (ownerBlocks, erro
 	return b, nil
 }
 
-// eachBlockSummary calls fn with the summaries in b of sc's jobs. A job
-// its block shows unfinished that holds no unfinished entry has ended
-// since its block was written (see famBlock): it is read from its owner
-// entry instead, and its block repaired.
-func (s *Store) eachBlockSummary(ctx context.Context, b ownerBlocks, sc Scope, fn func(sum *exportv1.Job) error) error {
+// eachBlockSummary calls fn with the summaries in b of sc's jobs,
+// decoded only as far as LazySummary reads them. A job its block shows
+// unfinished that holds no unfinished entry has ended since its block
+// was written (see famBlock): it is read from its owner entry instead,
+// and its block repaired.
+func (s *Store) eachBlockSummary(ctx context.Context, b ownerBlocks, sc Scope, fn func(*LazySummary) error) error {
 	var ended []*exportv1.Job
+	// One allocation for the owner's summaries, not one each.
+	lazies := make([]LazySummary, 0, len(b.recs))
 	for _, r := range b.recs {
-		sum := &exportv1.Job{}
-		if proto.Unmarshal(r.sum, sum) != nil || sum.GetId() != r.id {
+		lazies = append(lazies, LazySummary{raw: r.sum, id: r.id})
+		l := &lazies[len(lazies)-1]
+		if !l.scan() || string(l.f.id) != r.id {
 			continue
 		}
-		if !Terminal(sum.GetState()) && !b.unfinished[r.id] {
-			ended = append(ended, sum)
+		if !Terminal(l.State()) && !b.unfinished[r.id] {
+			if sum := l.Job(); sum != nil {
+				ended = append(ended, sum)
+			}
 			continue
 		}
-		if !sc.matches(sum) {
+		if !sc.matchesLazy(l) {
 			continue
 		}
-		if err := fn(sum); err != nil {
+		if err := fn(l); err != nil {
 			return err
 		}
 	}
@@ -305,7 +310,7 @@ func (s *Store) eachBlockSummary(ctx context.Context, b ownerBlocks, sc Scope, f
 			if !sc.matches(sum) {
 				continue
 			}
-			if err := fn(sum); err != nil {
+			if err := fn(LazyOf(sum)); err != nil {
 				return err
 			}
 		}

@@ -161,11 +161,11 @@ func NewestFirst(a, b *exportv1.Job) int {
 	return cmp.Compare(b.GetId(), a.GetId())
 }
 
-// EachSummary calls fn with the summary (see Summary) of each of sc's
-// jobs, once each, in no particular order, and stops at fn's first
-// error. For a scope of one owner it reads the owner's summary blocks
-// (blocks.go) when they hold every one of the owner's jobs; else, and for
-// a scope of one organization and dialect (every owner's: an
+// EachLazySummary calls fn with the summary (see Summary, LazySummary)
+// of each of sc's jobs, once each, in no particular order, and stops at
+// fn's first error. For a scope of one owner it reads the owner's summary
+// blocks (blocks.go) when they hold every one of the owner's jobs; else,
+// and for a scope of one organization and dialect (every owner's: an
 // administrator's view), it reads only the scope's index entries, and
 // the jobs only of entries that have no summary yet (a create in flight,
 // or one that died), and puts the owner's summaries it read into the
@@ -175,7 +175,7 @@ func NewestFirst(a, b *exportv1.Job) int {
 // merge into them): bounded by the owner's jobs. An organization's holds
 // at most a batch of entries at a time, never the scope's: its hundred
 // thousand summaries stream through fn.
-func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1.Job) error) error {
+func (s *Store) EachLazySummary(ctx context.Context, sc Scope, fn func(*LazySummary) error) error {
 	release, err := s.enterListing(ctx)
 	if err != nil {
 		return err
@@ -190,7 +190,7 @@ func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1
 			return err
 		}
 		for _, j := range page.Jobs {
-			if err := fn(Summary(j)); err != nil {
+			if err := fn(LazyOf(Summary(j))); err != nil {
 				return err
 			}
 		}
@@ -214,7 +214,7 @@ func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1
 		}
 		for _, sum := range sums {
 			if sum != nil && sc.matches(sum) {
-				if err := fn(sum); err != nil {
+				if err := fn(LazyOf(sum)); err != nil {
 					return err
 				}
 			}
@@ -247,7 +247,7 @@ func (s *Store) EachSummary(ctx context.Context, sc Scope, fn func(sum *exportv1
 // direct get of a thousand literal keys costs the server a look-up of
 // each, and a hundred of them took longer than reading every job.
 // Entries without a summary are read from their jobs a batch at a time.
-func (s *Store) eachOrgSummary(ctx context.Context, sc Scope, fn func(sum *exportv1.Job) error) error {
+func (s *Store) eachOrgSummary(ctx context.Context, sc Scope, fn func(*LazySummary) error) error {
 	filter := sc.orgFilter()
 	var missing []entry
 	flush := func() error {
@@ -261,7 +261,7 @@ func (s *Store) eachOrgSummary(ctx context.Context, sc Scope, fn func(sum *expor
 		}
 		for _, j := range jobs {
 			if j != nil && sc.matches(j) {
-				if err := fn(Summary(j)); err != nil {
+				if err := fn(LazyOf(Summary(j))); err != nil {
 					return err
 				}
 			}
@@ -283,7 +283,7 @@ func (s *Store) eachOrgSummary(ctx context.Context, sc Scope, fn func(sum *expor
 		if !sc.matches(sum) {
 			return nil
 		}
-		return fn(sum)
+		return fn(LazyOf(sum))
 	}
 	m, err := kvbatch.Matching(ctx, s.js, s.index, filter)
 	switch {

@@ -78,13 +78,13 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 	// consider takes e's item as filter, sort and q read it (from
 	// summaries: every field they read is in one) and keeps it if it
 	// matches.
-	consider := func(e entry) (listed, bool) {
-		it := listedFields(e, s)
+	considerItem := func(e entry, it item) (listed, bool) {
 		if !match(it) || (text != "" && !matchText(it, text)) {
 			return listed{}, false
 		}
 		return sel.listing(e, it), true
 	}
+	consider := func(e entry) (listed, bool) { return considerItem(e, listedFields(e, s)) }
 	// Jobs deleted through this API (Hide) are not listed. Their marks
 	// are read for the matching jobs only, a batch at a time: the count
 	// of visible matches needs every match's, and a mark per export of
@@ -96,14 +96,14 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 		}
 		ids := make([]string, len(pending))
 		for i, l := range pending {
-			ids[i] = l.e.job.GetId()
+			ids[i] = l.e.id()
 		}
 		hidden, err := d.schedules.Hidden(gctx, ids)
 		if err != nil {
 			return fmt.Errorf("list deleted: %w", err)
 		}
 		for _, l := range pending {
-			if !hidden[l.e.job.GetId()] {
+			if !hidden[l.e.id()] {
 				sel.add(l)
 			}
 		}
@@ -124,16 +124,31 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 		}
 		return nil
 	})
-	err = d.jobs.EachSummary(gctx, d.jobScope(s), func(sum *exportv1.Job) error {
-		if !s.sees(sum) {
+	cheap, needUser := cheapQuery(filter, sortKeys, text)
+	err = d.jobs.EachLazySummary(gctx, d.jobScope(s), func(lz *jobstore.LazySummary) error {
+		if !lz.In(dialectName, s.org) || !(s.admin() || lz.Owned(s.user.GetId())) {
 			return nil
 		}
-		if p := sum.GetParentId(); p != "" {
-			if cur, ok := runs[p]; !ok || newerRun(sum, cur) {
-				runs[p] = sum
+		e := entry{sum: lz}
+		if lz.HasParent() {
+			sum := lz.Job()
+			if sum == nil {
+				return nil
+			}
+			if cur, ok := runs[sum.GetParentId()]; !ok || newerRun(sum, cur) {
+				runs[sum.GetParentId()] = sum
 			}
 		}
-		l, ok := consider(entry{job: sum})
+		var l listed
+		var ok bool
+		if cheap {
+			l, ok = considerItem(e, cheapFields(lz, s, needUser))
+		} else {
+			if e.job = lz.Job(); e.job == nil {
+				return nil
+			}
+			l, ok = consider(e)
+		}
 		if !ok {
 			return nil
 		}
@@ -158,8 +173,8 @@ func (d *API) list(w http.ResponseWriter, r *http.Request, s scope) {
 			sel.add(l)
 		}
 	}
-	shownEntries := sel.page(offset)
-	if err := d.fullPage(ctx, shownEntries); err != nil {
+	shownEntries, err := d.fullPage(ctx, sel.page(offset))
+	if err != nil {
 		d.internal(w, r, "list jobs", err)
 		return
 	}
@@ -352,7 +367,7 @@ func (sel *selection) before(a, b listed) bool {
 	case a.schedule >= 0 || b.schedule >= 0:
 		return a.schedule >= 0
 	}
-	return jobstore.NewestFirst(a.e.job, b.e.job) < 0
+	return jobstore.LazyNewestFirst(a.e.summary(), b.e.summary()) < 0
 }
 
 func (sel *selection) add(l listed) {
@@ -406,33 +421,88 @@ func (h *worstFirst) Pop() any {
 // one-off export, the run of a schedule) with the jobs as stored, read
 // with one request: the list filters and sorts by summaries, which hold
 // every field it does, but renders links and reasons from whole jobs. A
-// job gone meanwhile keeps its summary.
-func (d *API) fullPage(ctx context.Context, page []entry) error {
+// job gone meanwhile keeps its summary, decoded only then; an entry
+// whose summary does not decode either is left out of the page.
+func (d *API) fullPage(ctx context.Context, page []entry) ([]entry, error) {
 	var ids []string
 	for _, e := range page {
 		switch {
 		case !e.schedule:
-			ids = append(ids, e.job.GetId())
+			ids = append(ids, e.id())
 		case e.run != nil:
 			ids = append(ids, e.run.GetId())
 		}
 	}
 	if len(ids) == 0 {
-		return nil
+		return page, nil
 	}
 	jobs, err := d.jobs.GetMany(ctx, ids)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for i, e := range page {
+	out := page[:0]
+	for _, e := range page {
 		switch {
-		case !e.schedule && jobs[e.job.GetId()] != nil:
-			page[i].job = jobs[e.job.GetId()]
+		case !e.schedule && jobs[e.id()] != nil:
+			e.job = jobs[e.id()]
+		case !e.schedule && e.job == nil:
+			if e.job = e.sum.Job(); e.job == nil {
+				continue
+			}
 		case e.schedule && e.run != nil && jobs[e.run.GetId()] != nil:
-			page[i].run = jobs[e.run.GetId()]
+			e.run = jobs[e.run.GetId()]
 		}
+		out = append(out, e)
 	}
-	return nil
+	return out, nil
+}
+
+// cheapQuery reports whether a list's filter, sort and q read only
+// fields that cheapFields takes without decoding a summary (ok), and
+// whether they read userId.
+func cheapQuery(f recordquery.Filter, keys []recordquery.SortKey, text string) (ok, user bool) {
+	if text != "" {
+		return false, false
+	}
+	for _, name := range f.Fields() {
+		if !slices.Contains(cheapFilterFields, name) {
+			return false, false
+		}
+		user = user || name == "userId"
+	}
+	for _, k := range keys {
+		if !slices.Contains(cheapSortFields, k.Field) {
+			return false, false
+		}
+		user = user || k.Field == "userId"
+	}
+	return true, user
+}
+
+// cheapFilterFields and cheapSortFields are what cheapFields fills: the
+// text fields read from the summary's protobuf as they are, and the
+// times as the list sorts them (a filter on a time reads its text, which
+// cheapFields does not format).
+var (
+	cheapFilterFields = []string{"id", "status", "userId"}
+	cheapSortFields   = []string{"id", "status", "userId", "createdTime", "updatedTime"}
+)
+
+// cheapFields is listedFields of a one-off export or run, lz, as far as
+// a cheapQuery's filter and sort read it (its id always: the order's
+// tie-break; its owner if user), taken from the summary without
+// decoding it.
+func cheapFields(lz *jobstore.LazySummary, viewer scope, user bool) item {
+	it := item{ID: lz.ID(), Status: statusWord(lz.State())}
+	if lz.Owned(viewer.user.GetId()) {
+		it.ID = lz.ClientIDOr(it.ID)
+	}
+	if user {
+		it.UserID = lz.OwnerID()
+	}
+	it.secs = itemSecs{set: true, created: listedSecs(lz.CreatedAt()), updated: listedSecs(lz.UpdatedAt())}
+	it.secs.scheduled = it.secs.created
+	return it
 }
 
 // filterMemo is f.Match over items, decided once per distinct combination

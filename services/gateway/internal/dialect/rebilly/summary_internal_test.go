@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
@@ -101,5 +103,65 @@ func TestSummariesCarryEveryListedField(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCheapFieldsAreTheListedOnes pins what a list that filters and sorts
+// only by cheap fields (cheapQuery) takes of an undecoded summary to what
+// listedFields gives of the job: every value such a filter, sort or the
+// order's tie-break reads, for the owner and for an administrator, with
+// and without a client id.
+func TestCheapFieldsAreTheListedOnes(t *testing.T) {
+	viewers := []scope{
+		{user: &sourcev1.User{Id: "u1"}, base: "https://gw/data-exports"},
+		{user: &sourcev1.User{Id: "admin"}, base: "https://gw/organizations/acme/data-exports", org: "acme"},
+	}
+	t0 := time.Date(2026, 5, 1, 9, 0, 0, 500, time.UTC)
+	for i := range 36 {
+		j := &exportv1.Job{Id: fmt.Sprintf("job-%02d", i), OwnerId: []string{"u1", "u2"}[i%2], Dialect: dialectName, OrganizationId: "acme",
+			State: exportv1.JobState(i % 9), CreatedAt: timestamppb.New(t0.Add(time.Duration(i%5) * time.Minute)),
+			UpdatedAt: timestamppb.New(t0.Add(time.Duration(i) * time.Second))}
+		if i%3 == 0 {
+			j.ClientId = fmt.Sprintf("mine-%d", i)
+		}
+		if i == 5 {
+			j.CreatedAt = nil
+		}
+		if i%4 == 1 {
+			j.ParentId = "sched-1"
+		}
+		for _, v := range viewers {
+			want := listedFields(entry{job: j}, v)
+			got := cheapFields(jobstore.LazyOf(j), v, true)
+			for _, f := range cheapFilterFields {
+				var wk, gk []byte
+				assert.Equal(t, string(appendFieldKey(wk, want, f)), string(appendFieldKey(gk, got, f)), "%s %s", j.GetId(), f)
+			}
+			for _, f := range cheapSortFields {
+				assert.Equal(t, sortValueOf(want, f), sortValueOf(got, f), "%s %s", j.GetId(), f)
+			}
+			assert.Equal(t, want.ID, got.ID)
+		}
+	}
+	for _, tc := range []struct {
+		filter, sort, q string
+		cheap, user     bool
+	}{
+		{"status:completed", "-createdTime", "", true, false},
+		{"", "", "", true, false},
+		{"userId:u1", "updatedTime,id", "", true, true},
+		{"status:completed", "-userId", "", true, true},
+		{"name:x", "-createdTime", "", false, false},
+		{"status:completed", "recordCount", "", false, false},
+		{"createdTime:2026-05-01T09:00:00Z", "", "", false, false},
+		{"", "", "export", false, false},
+	} {
+		f, err := recordquery.ParseFilter(tc.filter)
+		require.NoError(t, err)
+		keys, err := recordquery.ParseSort(tc.sort)
+		require.NoError(t, err)
+		cheap, user := cheapQuery(f, keys, tc.q)
+		assert.Equal(t, tc.cheap, cheap, "%+v", tc)
+		assert.Equal(t, tc.user, user && cheap, "%+v", tc)
 	}
 }

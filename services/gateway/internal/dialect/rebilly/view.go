@@ -121,6 +121,26 @@ type entry struct {
 	schedule bool
 	// rev is a schedule's revision, for a revision-checked update.
 	rev uint64
+	// sum is a listed one-off export's or run's summary, from which the
+	// list takes what it filters and sorts by; job is nil until the page
+	// is rendered when the summary was not decoded (see cheapFields).
+	sum *jobstore.LazySummary
+}
+
+// id is the stored id of e's job.
+func (e entry) id() string {
+	if e.job == nil {
+		return e.sum.ID()
+	}
+	return e.job.GetId()
+}
+
+// summary is e's job as a LazySummary.
+func (e entry) summary() *jobstore.LazySummary {
+	if e.sum != nil {
+		return e.sum
+	}
+	return jobstore.LazyOf(e.job)
 }
 
 // render builds the item as viewer sees it: the id and links name the
