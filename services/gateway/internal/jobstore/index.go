@@ -604,16 +604,23 @@ func (s *Store) keys(ctx context.Context, filter string) (map[string][]byte, err
 	m, err := kvbatch.Matching(ctx, s.js, s.index, filter)
 	switch {
 	case errors.Is(err, kvbatch.ErrTooMany):
-		keys, err := s.subjects(ctx, filter)
-		if err != nil {
-			return nil, err
-		}
-		m = make(map[string][]byte, len(keys))
-		for _, k := range keys {
-			m[k] = nil
-		}
+		return s.keysAlone(ctx, filter)
 	case err != nil:
 		return nil, fmt.Errorf("list index %s: %w", filter, err)
+	}
+	return m, nil
+}
+
+// keysAlone lists the keys under filter from the stream's info, each
+// with a nil value.
+func (s *Store) keysAlone(ctx context.Context, filter string) (map[string][]byte, error) {
+	keys, err := s.subjects(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string][]byte, len(keys))
+	for _, k := range keys {
+		m[k] = nil
 	}
 	return m, nil
 }
@@ -1169,14 +1176,11 @@ func (s *Store) minuteKeys(ctx context.Context, filters []string, bound int) ([]
 	g, gctx := errgroup.WithContext(ctx)
 	for i, f := range filters {
 		g.Go(func() error {
-			keys, err := s.subjects(gctx, f)
+			keys, err := s.keysAlone(gctx, f)
 			if err != nil {
 				return err
 			}
-			values[i] = make(map[string][]byte, len(keys))
-			for _, k := range keys {
-				values[i][k] = nil
-			}
+			values[i] = keys
 			if len(keys) > bound {
 				s.markBusy(f)
 			}
