@@ -9,6 +9,7 @@ import (
 	"hash/maphash"
 	"io"
 	"os"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
@@ -25,21 +26,24 @@ import (
 // memory: the collector appends each to an unlinked local file
 // (attachmentList), and the listing roomAssets writes to another
 // (assetListing), from which a long list is streamed into its object.
-// What stays in memory is a slot of 8 bytes per attachment (offsetIndex,
-// for the list's exact dedup), and bounded buffers.
+// Repeats are dropped when the list is read, by an external sort of the
+// entries' hashes (attachmentList.repeats), so what memory holds is the
+// sorter's bounded run, once, after the render: an index of every
+// attachment, even at 8 bytes one, grew with the room and was live for
+// the whole render (docs/BENCHMARKS.md, "The attachment list sorted
+// once").
 
-// attachmentList is a collector's attachments, in order and once each
-// (by file id), as delimited sourcev1.Attachment messages of the four
-// fields the listing uses, in an unlinked local file (blob.PartFile).
-// Dedup is exact: index finds the entries whose slot matches a hash of
-// the file id, whose ids are read back to compare. It is not safe for
-// concurrent use.
+// attachmentList is a collector's attachments, in order, as delimited
+// sourcev1.Attachment messages of the four fields the listing uses, in
+// an unlinked local file (blob.PartFile). It keeps every one it is
+// given, repeats too; each yields them once each by file id, the first
+// of each. Dedup is exact: entries whose hashes match have their ids read
+// back and compared. It is not safe for concurrent use.
 type attachmentList struct {
-	file  *blob.PartFile // created by the first attachment
-	n     int
-	index offsetIndex
-	hash  func(id string) uint64
-	buf   []byte
+	file *blob.PartFile // created by the first attachment
+	n    int            // entries, repeats too
+	hash func(id string) uint64
+	buf  []byte
 }
 
 func newAttachmentList() *attachmentList {
@@ -47,58 +51,93 @@ func newAttachmentList() *attachmentList {
 	return &attachmentList{hash: func(id string) uint64 { return maphash.String(seed, id) }}
 }
 
-// add appends a unless an attachment with its file id is listed already,
-// and reports whether it did.
-func (l *attachmentList) add(a *sourcev1.Attachment) (bool, error) {
-	id := a.GetFileId()
-	h := l.hash(id)
-	listed, err := l.index.candidates(h, func(off int64) (bool, error) {
-		e, err := l.entryAt(off)
-		return err == nil && e.GetFileId() == id, err
-	})
-	if listed || err != nil {
-		return false, err
-	}
+// add appends a's listed fields.
+func (l *attachmentList) add(a *sourcev1.Attachment) error {
 	if l.file == nil {
 		f, err := blob.NewPartFile(os.TempDir())
 		if err != nil {
-			return false, fmt.Errorf("attachment list: %w", err)
+			return fmt.Errorf("attachment list: %w", err)
 		}
 		l.file = f
 	}
-	if l.index.full() {
-		if err := l.index.grow(l.rehash); err != nil {
-			return false, fmt.Errorf("attachment list: %w", err)
-		}
-	}
-	at := int64(l.file.Len())
-	entry := &sourcev1.Attachment{FileId: id, Name: a.GetName(), ObjectKey: a.GetObjectKey(), ContentType: a.GetContentType()}
+	entry := &sourcev1.Attachment{FileId: a.GetFileId(), Name: a.GetName(), ObjectKey: a.GetObjectKey(), ContentType: a.GetContentType()}
 	if _, err := protodelim.MarshalTo(l.file, entry); err != nil {
-		return false, fmt.Errorf("attachment list: %w", err)
-	}
-	if err := l.index.put(h, at); err != nil {
-		return false, fmt.Errorf("attachment list: %w", err)
+		return fmt.Errorf("attachment list: %w", err)
 	}
 	l.n++
-	return true, nil
+	return nil
 }
 
-// rehash puts every entry of the list into a grown index.
-func (l *attachmentList) rehash(put func(h uint64, off int64) error) error {
-	if l.n == 0 {
-		return nil
-	}
+// repeats returns a sorter of the offsets (a record's first word) of the
+// entries whose file id an earlier entry has, in no order yet: one pass
+// over the file puts each entry's hash and offset into a sorter, and its
+// order brings entries of one hash together, earliest first. Only where
+// two share a hash are ids read back, and a group keeps the distinct ids
+// it met, one but for a collision.
+func (l *attachmentList) repeats() (*sorter, error) {
 	r, err := l.section(0)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	byHash := newSorter(os.TempDir())
+	defer byHash.close()
 	var e sourcev1.Attachment
-	return eachDelimited(r, func(off int64, body []byte) error {
+	err = eachDelimited(r, func(off int64, body []byte) error {
 		if err := proto.Unmarshal(body, &e); err != nil {
-			return fmt.Errorf("entry at %d: %w", off, err)
+			return fmt.Errorf("attachment list: entry at %d: %w", off, err)
 		}
-		return put(l.hash(e.GetFileId()), off)
+		return byHash.add(record{l.hash(e.GetFileId()), uint64(off)})
 	})
+	if err != nil {
+		return nil, err
+	}
+	it, err := byHash.sorted()
+	if err != nil {
+		return nil, err
+	}
+	out := newSorter(os.TempDir())
+	var (
+		hash  uint64
+		first int64 = -1 // the group's first offset, its id not read yet
+		ids   []string   // the group's distinct ids, once a second came
+	)
+	for {
+		rec, ok, err := it.next()
+		if err != nil {
+			out.close()
+			return nil, err
+		}
+		if !ok {
+			return out, nil
+		}
+		off := int64(rec[1])
+		if first < 0 || rec[0] != hash {
+			hash, first, ids = rec[0], off, ids[:0]
+			continue
+		}
+		if len(ids) == 0 {
+			a, err := l.entryAt(first)
+			if err != nil {
+				out.close()
+				return nil, err
+			}
+			ids = append(ids, a.GetFileId())
+		}
+		a, err := l.entryAt(off)
+		if err != nil {
+			out.close()
+			return nil, err
+		}
+		if slices.Contains(ids, a.GetFileId()) {
+			err = out.add(record{uint64(off)})
+		} else {
+			ids = append(ids, a.GetFileId())
+		}
+		if err != nil {
+			out.close()
+			return nil, err
+		}
+	}
 }
 
 // entryAt reads the entry at byte offset off.
@@ -147,17 +186,40 @@ func (l *attachmentList) section(from int64) (*io.SectionReader, error) {
 	return io.NewSectionReader(r, from, r.Size()-from), nil
 }
 
-// each calls f with every attachment, in order. The list must not be
-// added to meanwhile.
+// each calls f with every file id's first attachment, in order. The
+// list must not be added to meanwhile.
 func (l *attachmentList) each(f func(*sourcev1.Attachment) error) error {
 	if l.n == 0 {
 		return nil
+	}
+	reps, err := l.repeats()
+	if err != nil {
+		return err
+	}
+	defer reps.close()
+	skip, err := reps.sorted()
+	if err != nil {
+		return err
+	}
+	next, more, err := skip.next()
+	if err != nil {
+		return err
 	}
 	r, err := l.section(0)
 	if err != nil {
 		return err
 	}
-	return eachAttachment(bufio.NewReaderSize(r, 64<<10), f)
+	return eachDelimited(r, func(off int64, body []byte) error {
+		if more && int64(next[0]) == off {
+			next, more, err = skip.next()
+			return err
+		}
+		a := new(sourcev1.Attachment)
+		if err := proto.Unmarshal(body, a); err != nil {
+			return fmt.Errorf("attachment list: entry at %d: %w", off, err)
+		}
+		return f(a)
+	})
 }
 
 // eachAttachment calls f with every delimited Attachment r holds.
@@ -299,4 +361,38 @@ func announceAssets(ctx context.Context, t *taskrun.Task, res *taskrun.Result, l
 	}
 	res.AttachmentList, err = t.UploadAttachmentList(ctx, body, l.n)
 	return err
+}
+
+// eachDelimited calls f with the offset and body of every
+// varint-delimited record of r, which holds only such records; body is
+// reused for the next record.
+func eachDelimited(r io.Reader, f func(off int64, body []byte) error) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var off int64
+	var body []byte
+	for {
+		size, err := binary.ReadUvarint(br)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("record at %d: %w", off, err)
+		}
+		if uint64(cap(body)) < size {
+			body = make([]byte, size)
+		}
+		body = body[:size]
+		if _, err := io.ReadFull(br, body); err != nil {
+			return fmt.Errorf("record at %d: %w", off, err)
+		}
+		if err := f(off, body); err != nil {
+			return err
+		}
+		off += int64(uvarintLen(size)) + int64(size)
+	}
+}
+
+func uvarintLen(v uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], v)
 }

@@ -26,8 +26,8 @@ import (
 // checkpoint from the segments of the list its checkpoint names.
 
 // assetCollector is a Renderer that remembers the attachments of the
-// messages it passes on, in order and once each, on local disk
-// (attachmentList). Its checkpoints name the segments of the list it
+// messages it passes on, in order, on local disk (attachmentList, which
+// lists each once). Its checkpoints name the segments of the list it
 // uploaded at each of them (segs), not the list itself.
 type assetCollector struct {
 	inner Renderer
@@ -63,16 +63,11 @@ func (c *assetCollector) Message(m *sourcev1.ChatMessage) error {
 		if a.GetFileId() == "" {
 			continue
 		}
-		if err := c.add(a); err != nil {
+		if err := c.list.add(a); err != nil {
 			return err
 		}
 	}
 	return c.inner.Message(m)
-}
-
-func (c *assetCollector) add(a *sourcev1.Attachment) error {
-	_, err := c.list.add(a)
-	return err
 }
 
 func (c *assetCollector) End() error { return c.inner.End() }
@@ -149,12 +144,12 @@ func (c *assetCollector) restoreState(data []byte) error {
 	c.list.close()
 	c.list = newAttachmentList()
 	for _, a := range st.Assets {
-		if err := c.add(&sourcev1.Attachment{FileId: a[0], Name: a[1], ObjectKey: a[2], ContentType: a[3]}); err != nil {
+		if err := c.list.add(&sourcev1.Attachment{FileId: a[0], Name: a[1], ObjectKey: a[2], ContentType: a[3]}); err != nil {
 			return err
 		}
 	}
 	for n := range st.Segments {
-		if err := c.segs.each(n, c.add); err != nil {
+		if err := c.segs.each(n, c.list.add); err != nil {
 			return err
 		}
 	}
