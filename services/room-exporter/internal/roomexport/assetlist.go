@@ -98,8 +98,8 @@ func (l *attachmentList) repeats() (*sorter, error) {
 	out := newSorter(os.TempDir())
 	var (
 		hash  uint64
-		first int64 = -1 // the group's first offset, its id not read yet
-		ids   []string   // the group's distinct ids, once a second came
+		first int64    = -1 // the group's first offset, its id not read yet
+		ids   []string      // the group's distinct ids, once a second came
 	)
 	for {
 		rec, ok, err := it.next()
