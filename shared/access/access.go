@@ -22,6 +22,7 @@ import (
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	sourcev1 "dataport.dev/proto/gen/dataport/source/v1"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/kvbatch"
 )
 
 // Permission names an action. Rocket.Chat's own ids are used where
@@ -101,13 +102,16 @@ var (
 // Directory reads users, rooms and memberships. It is safe for concurrent
 // use.
 type Directory struct {
+	// js reads a user's memberships in one batch (userKeys); nil
+	// watches them instead.
+	js                                           jetstream.JetStream
 	users, rooms, memberships, orgMembers, index jetstream.KeyValue
 }
 
 // NewDirectory returns a Directory over the four buckets and the users'
-// index (bus.BucketUserIndex, see IndexUser).
-func NewDirectory(users, rooms, memberships, orgMembers, index jetstream.KeyValue) *Directory {
-	return &Directory{users: users, rooms: rooms, memberships: memberships, orgMembers: orgMembers, index: index}
+// index (bus.BucketUserIndex, see IndexUser), all of js.
+func NewDirectory(js jetstream.JetStream, users, rooms, memberships, orgMembers, index jetstream.KeyValue) *Directory {
+	return &Directory{js: js, users: users, rooms: rooms, memberships: memberships, orgMembers: orgMembers, index: index}
 }
 
 // OpenDirectory looks up the buckets (declared by bus.EnsureTopology).
@@ -120,7 +124,7 @@ func OpenDirectory(ctx context.Context, js jetstream.JetStream) (*Directory, err
 		}
 		kvs[i] = kv
 	}
-	return NewDirectory(kvs[0], kvs[1], kvs[2], kvs[3], kvs[4]), nil
+	return NewDirectory(js, kvs[0], kvs[1], kvs[2], kvs[3], kvs[4]), nil
 }
 
 // ValidID reports whether id can name a user, room or organization: the
@@ -211,7 +215,7 @@ func (d *Directory) MemberRoomIDs(ctx context.Context, userID string) ([]string,
 		return nil, nil
 	}
 	var ids []string
-	err := scan(ctx, d.memberships, userID+".*", func(key string, _ []byte) error {
+	err := d.userKeys(ctx, d.memberships, userID, func(key string, _ []byte) error {
 		ids = append(ids, strings.TrimPrefix(key, userID+"."))
 		return nil
 	})
@@ -244,7 +248,7 @@ func (d *Directory) DefaultOrganization(ctx context.Context, userID string) (*so
 		return nil, nil
 	}
 	var first, marked *sourcev1.OrganizationMembership
-	err := scan(ctx, d.orgMembers, userID+".*", func(key string, value []byte) error {
+	err := d.userKeys(ctx, d.orgMembers, userID, func(key string, value []byte) error {
 		m := &sourcev1.OrganizationMembership{}
 		if proto.Unmarshal(value, m) != nil {
 			return nil // an undecodable membership makes nobody a member
@@ -265,6 +269,32 @@ func (d *Directory) DefaultOrganization(ctx context.Context, userID string) (*so
 		return marked, nil
 	}
 	return first, nil
+}
+
+// userKeys calls fn with every live entry of kv under "<userID>.*", in
+// no particular order: one direct batch read (kvbatch) while they are
+// at most kvbatch.MaxMatching, as a user's memberships are. A watcher
+// (scan) costs the server a consumer created and deleted per call, and
+// a Rebilly or myTracker request without an organization looks up the
+// caller's default one on every call (docs/BENCHMARKS.md, "A user's
+// memberships in one read").
+func (d *Directory) userKeys(ctx context.Context, kv jetstream.KeyValue, userID string, fn func(key string, value []byte) error) error {
+	filter := userID + ".*"
+	if d.js != nil {
+		values, err := kvbatch.Matching(ctx, d.js, kv, filter)
+		if !errors.Is(err, kvbatch.ErrTooMany) {
+			if err != nil {
+				return err
+			}
+			for k, v := range values {
+				if err := fn(k, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	return scan(ctx, kv, filter, fn)
 }
 
 // scan calls fn with every live entry of kv matching the key filter.

@@ -1,6 +1,7 @@
 package access_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -12,6 +13,7 @@ import (
 	"dataport.dev/shared/access"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/kvbatch"
 )
 
 func TestPermissionsFollowTheRoleTable(t *testing.T) {
@@ -81,6 +83,25 @@ func TestDirectory(t *testing.T) {
 		m, err = dir.DefaultOrganization(ctx, "nobody")
 		require.NoError(t, err)
 		assert.Nil(t, m)
+	})
+
+	t.Run("default organization: a left one is gone, and more than one batch read answers", func(t *testing.T) {
+		b, err := ns.JS.KeyValue(ctx, bus.BucketOrgMembers)
+		require.NoError(t, err)
+		orgs.Put("erin.a", &sourcev1.OrganizationMembership{UserId: "erin", OrganizationId: "a", Default: true})
+		orgs.Put("erin.b", &sourcev1.OrganizationMembership{UserId: "erin", OrganizationId: "b"})
+		require.NoError(t, b.Delete(ctx, "erin.a"))
+		m, err := dir.DefaultOrganization(ctx, "erin")
+		require.NoError(t, err)
+		assert.Equal(t, "b", m.GetOrganizationId(), "the deleted default is not read")
+		// The server answers at most kvbatch.MaxMatching keys at once;
+		// a user with more is read by watching them.
+		for i := range kvbatch.MaxMatching + 1 {
+			orgs.Put(fmt.Sprintf("frank.o%04d", i), &sourcev1.OrganizationMembership{UserId: "frank", OrganizationId: fmt.Sprintf("o%04d", i), Default: i == 700})
+		}
+		m, err = dir.DefaultOrganization(ctx, "frank")
+		require.NoError(t, err)
+		assert.Equal(t, "o0700", m.GetOrganizationId())
 	})
 
 	t.Run("a grant reads the rooms Rocket.Chat lets the user read", func(t *testing.T) {

@@ -59,7 +59,7 @@ func WithCache(c *Cache) Option { return func(s *Service) { s.cache = c } }
 
 // New returns a Service over the four buckets and the users' index.
 func New(users, rooms, memberships, orgMembers, userIndex jetstream.KeyValue, opts ...Option) *Service {
-	return newService(access.NewDirectory(users, rooms, memberships, orgMembers, userIndex), opts)
+	return newService(access.NewDirectory(nil, users, rooms, memberships, orgMembers, userIndex), opts)
 }
 
 // Open looks up the buckets (declared by bus.EnsureTopology).

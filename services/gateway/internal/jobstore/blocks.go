@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/services/gateway/internal/kvbatch"
+	"dataport.dev/shared/kvbatch"
 )
 
 // Summary blocks: beside its owner entry, a job's summary is kept in one

@@ -22,7 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/services/gateway/internal/kvbatch"
+	"dataport.dev/shared/kvbatch"
 )
 
 // The index (bucket bus.BucketJobIndex) answers every listing from keys

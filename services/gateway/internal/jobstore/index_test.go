@@ -21,9 +21,9 @@ import (
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
 	"dataport.dev/services/gateway/internal/jobstore"
-	"dataport.dev/services/gateway/internal/kvbatch"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/kvbatch"
 )
 
 func ids(jobs []*exportv1.Job) []string {

@@ -39,8 +39,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/services/gateway/internal/kvbatch"
 	"dataport.dev/shared/bus"
+	"dataport.dev/shared/kvbatch"
 )
 
 // Errors.

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/services/gateway/internal/kvbatch"
+	"dataport.dev/shared/kvbatch"
 )
 
 // Summary is the part of job that listings filter and sort by: what the

@@ -5,9 +5,12 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,8 +82,21 @@ func percentiles(b *testing.B, ds []time.Duration) {
 	b.ReportMetric(at(0.99), "p99-ms")
 }
 
-// timed runs op b.N times and reports its latency percentiles.
+// timed runs op b.N times and reports its latency percentiles. With
+// DATAPORT_BENCH_PROFILE=<dir> it writes the CPU profile of the timed
+// requests alone (not the fill) to <dir>/<benchmark>.cpu.pprof; the
+// NATS server runs in this process, so its share is in it, under its
+// own package.
 func timed(b *testing.B, op func(b *testing.B)) {
+	if dir := os.Getenv("DATAPORT_BENCH_PROFILE"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "-")+".cpu.pprof"))
+		require.NoError(b, err)
+		require.NoError(b, pprof.StartCPUProfile(f))
+		defer func() {
+			pprof.StopCPUProfile()
+			require.NoError(b, f.Close())
+		}()
+	}
 	var ds []time.Duration
 	for b.Loop() {
 		start := time.Now()

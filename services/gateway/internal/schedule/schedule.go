@@ -47,7 +47,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	exportv1 "dataport.dev/proto/gen/dataport/export/v1"
-	"dataport.dev/services/gateway/internal/kvbatch"
+	"dataport.dev/shared/kvbatch"
 	"dataport.dev/shared/telemetry"
 )
 

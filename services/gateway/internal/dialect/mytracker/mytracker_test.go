@@ -76,7 +76,7 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	members, err := nats.JS.KeyValue(ctx, bus.BucketMemberships)
 	require.NoError(t, err)
-	dir := access.NewDirectory(users, rooms, members, orgs, creds)
+	dir := access.NewDirectory(nats.JS, users, rooms, members, orgs, creds)
 	sub := submit.New(jobs, bus.NewPublisher(nats.JS, nil), bustest.TaskSigner(t), clock)
 	signer := links.New("http://gw.test", []byte("s"), time.Hour, clock)
 	d := mytracker.New(mytracker.Config{

@@ -166,7 +166,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		_, err = orgs.Put(ctx, m.GetUserId()+"."+m.GetOrganizationId(), b)
 		require.NoError(t, err)
 	}
-	dir := access.NewDirectory(users, kv(bus.BucketRooms), kv(bus.BucketMemberships), orgs, kv(bus.BucketUserIndex))
+	dir := access.NewDirectory(nats.JS, users, kv(bus.BucketRooms), kv(bus.BucketMemberships), orgs, kv(bus.BucketUserIndex))
 	var store *blob.Store
 	if o.minio {
 		store = blobtest.Start(t).Store

@@ -7,9 +7,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"dataport.dev/services/gateway/internal/kvbatch"
 	"dataport.dev/shared/bus"
 	"dataport.dev/shared/bustest"
+	"dataport.dev/shared/kvbatch"
 )
 
 func TestGetReadsCurrentValuesOfManyKeys(t *testing.T) {
