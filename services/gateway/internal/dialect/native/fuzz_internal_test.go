@@ -52,8 +52,16 @@ func FuzzDecodeCreate(f *testing.F) {
 		if !slices.Contains(kindFormats[kind], c.format) {
 			t.Fatalf("%q: accepted %s export as %s", body, kind, word(c.format))
 		}
-		if (c.kind == exportv1.JobKind_JOB_KIND_RECORDS) != (c.records != nil) {
-			t.Fatalf("%q: %s export with records scope %v", body, kind, c.records)
+		// A resource that is not built in is the registry's to check once
+		// the organization is known, so its scope is still a request here.
+		if (c.kind == exportv1.JobKind_JOB_KIND_RECORDS) != (c.records != nil || c.recordsReq != nil) ||
+			(c.records != nil && c.recordsReq != nil) {
+			t.Fatalf("%q: %s export with records scope %v, request %v", body, kind, c.records, c.recordsReq)
+		}
+		if c.recordsReq != nil {
+			if r := c.recordsReq.Resource; r == nil || *r == "" {
+				t.Fatalf("%q: a registry resource without a name", body)
+			}
 		}
 		if c.recurrence != nil && c.kind != exportv1.JobKind_JOB_KIND_RECORDS {
 			t.Fatalf("%q: a %s export recurs", body, kind)
