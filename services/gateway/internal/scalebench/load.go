@@ -34,7 +34,9 @@ func Scenarios(base string) []Scenario {
 	create := rc.Clone()
 	create.Set("Content-Type", "application/json")
 	// Polls first, lists last: a scenario that overloads the machine
-	// leaves less behind for the cheap ones.
+	// leaves less behind for the cheap ones. Each list runs at 20/s, 200
+	// requests in a measured 10 s: at 5/s a p99 of 50 answers was the
+	// slowest one alone.
 	return []Scenario{
 		{Name: "poll by id", Rate: 2000, Want: http.StatusOK, Targets: polls},
 		{Name: "create (Rocket.Chat rooms.export)", Rate: 50, Want: http.StatusOK,
@@ -42,7 +44,7 @@ func Scenarios(base string) []Scenario {
 				Body: []byte(`{"rid": "` + RoomGeneral + `", "type": "file", "format": "json"}`)}}},
 		{Name: "native list (100 of the caller's 1,000)", Rate: 20, Want: http.StatusOK,
 			Targets: []vegeta.Target{{Method: http.MethodGet, URL: base + "/v1/exports?limit=100", Header: rc}}},
-		{Name: "Rebilly list, filter + sort (100 of 1,000)", Rate: 5, Want: http.StatusOK,
+		{Name: "Rebilly list, filter + sort (100 of 1,000)", Rate: 20, Want: http.StatusOK,
 			Targets: []vegeta.Target{{Method: http.MethodGet, URL: base + "/data-exports?filter=status:completed&sort=-createdTime&limit=100", Header: reb}}},
 	}
 }
