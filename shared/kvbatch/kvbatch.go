@@ -184,6 +184,12 @@ func get(ctx context.Context, nc *nats.Conn, api, prefix string, subjects []stri
 			return 0, nil
 		case "413":
 			return 0, ErrTooMany
+		case "503":
+			// No responders: the stream has no leader answering (a
+			// server restarting, a cluster electing). That is the bus's
+			// state, which bus.Unavailable must see to wait instead of
+			// failing the work.
+			return 0, nats.ErrNoResponders
 		default:
 			return 0, errors.New("status " + status + " " + msg.Header.Get("Description"))
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -119,4 +120,23 @@ func TestMatchingUpToTellsWhetherItAnsweredEveryMatch(t *testing.T) {
 	assert.Empty(t, none)
 	_, _, err = kvbatch.MatchingUpTo(ctx, srv.JS, kv, 0, "a.*")
 	require.Error(t, err)
+}
+
+// TestNoRespondersIsTheBusState: a read nobody answers (here the bucket's
+// stream is gone; in production a server restarting) says
+// nats.ErrNoResponders, which bus.Unavailable takes for the bus's state,
+// so a task waits for it instead of failing a delivery.
+func TestNoRespondersIsTheBusState(t *testing.T) {
+	srv := bustest.Start(t)
+	ctx := t.Context()
+	kv, err := srv.JS.KeyValue(ctx, bus.BucketMemberships)
+	require.NoError(t, err)
+	require.NoError(t, srv.JS.DeleteKeyValue(ctx, bus.BucketMemberships))
+
+	_, err = kvbatch.Matching(ctx, srv.JS, kv, "u1.*")
+	require.Error(t, err)
+	assert.ErrorIs(t, err, nats.ErrNoResponders)
+	assert.True(t, bus.Unavailable(err), "%v", err)
+	_, err = kvbatch.Get(ctx, srv.JS, kv, []string{"u1.r1"})
+	assert.True(t, bus.Unavailable(err), "%v", err)
 }
