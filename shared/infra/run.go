@@ -46,12 +46,18 @@ type Base struct {
 	Common   config.Common
 	Topology bus.Topology
 	HTTP     HTTPLimits
+	// PprofAddr, when set, is a listener with only Go's profiles
+	// (/debug/pprof/). It is off by default: a profile shows where a
+	// process spends its CPU under real load, which benchmarks in process
+	// do not reproduce, but its handlers must never face clients.
+	PprofAddr string
 }
 
 // LoadBase reads the variables every service shares through l.
 func LoadBase(l *config.Loader) Base {
 	common := config.LoadCommon(l)
-	return Base{Common: common, Topology: LoadTopology(l, common), HTTP: LoadHTTPLimits(l)}
+	return Base{Common: common, Topology: LoadTopology(l, common), HTTP: LoadHTTPLimits(l),
+		PprofAddr: l.HostPort("DATAPORT_PPROF_ADDR", "", "listen address of a server with only Go's profiles (/debug/pprof/); empty: none. Bind it to loopback")}
 }
 
 // Deps are what Run has set up when it calls Build.
@@ -247,6 +253,12 @@ func (p Parts) run(ctx context.Context, base Base, ready func(context.Context) e
 		g.Go(func() error {
 			defer stopWork()
 			return Serve(gctx, p.HTTP.OpsAddr, ops, base.HTTP, b.total/2, log)
+		})
+	}
+	if base.PprofAddr != "" {
+		g.Go(func() error {
+			defer stopWork()
+			return Serve(gctx, base.PprofAddr, pprofMux(), base.HTTP, b.total/2, log)
 		})
 	}
 	g.Go(func() error {

@@ -125,6 +125,32 @@ func TestRunServesMetricsOnlyOnTheOpsListener(t *testing.T) {
 	assert.Equal(t, 0, status("http://"+ops+"/healthz"), "the ops listener stops with the service")
 }
 
+// Profiles are off unless DATAPORT_PPROF_ADDR is set, and then only on
+// their own listener, never on the service's.
+func TestRunServesProfilesOnlyWhenAsked(t *testing.T) {
+	st := infratest.StartStack(t)
+	api, prof := infratest.FreeAddr(t), infratest.FreeAddr(t)
+	p := infratest.Start(t, service(func(ctx context.Context, d infra.Deps) (infra.Parts, error) {
+		return infra.Parts{HTTP: infra.HTTP{Addr: api}}, nil
+	}), st.Env(map[string]string{"DATAPORT_PPROF_ADDR": prof}))
+	p.WaitReady(t, api)
+	require.Eventually(t, func() bool { return status("http://"+prof+"/debug/pprof/cmdline") == http.StatusOK }, 5*time.Second, 20*time.Millisecond)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Contains(c, get(c, "http://"+prof+"/debug/pprof/"), "goroutine")
+	}, 5*time.Second, 50*time.Millisecond)
+	assert.Equal(t, http.StatusNotFound, status("http://"+api+"/debug/pprof/"), "no profiles on the service's listener")
+	p.Stop(t)
+	assert.Equal(t, 0, status("http://"+prof+"/debug/pprof/cmdline"), "the profile listener stops with the service")
+
+	other := infratest.FreeAddr(t)
+	q := infratest.Start(t, service(func(ctx context.Context, d infra.Deps) (infra.Parts, error) {
+		return infra.Parts{HTTP: infra.HTTP{Addr: other}}, nil
+	}), st.Env(nil))
+	q.WaitReady(t, other)
+	assert.Equal(t, http.StatusNotFound, status("http://"+other+"/debug/pprof/"), "no profiles by default")
+	q.Stop(t)
+}
+
 func get(c *assert.CollectT, url string) string {
 	resp, err := http.Get(url)
 	if !assert.NoError(c, err) {
